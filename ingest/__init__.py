@@ -1,0 +1,1 @@
+"""Ingestion: MQTT topics and payloads decoded once at the edge, and the durable journal."""

@@ -1,0 +1,1 @@
+"""The jiayuan service shell: settings, commands, API, and the wiring of ingest → rules → alerts."""

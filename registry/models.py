@@ -1,0 +1,109 @@
+"""Registry records (pydantic, ``extra="forbid"``) and the in-memory :class:`Registry`."""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Id = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+Role = Literal["admin", "security", "caretaker", "manager", "operator"]
+DeviceKind = Literal["gate", "smoke", "wearable"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Building(_Record):
+    building: str = Id
+    compound: str = Id
+    name: str = ""
+    floors: int = Field(default=6, ge=1, le=200)
+
+
+class Device(_Record):
+    device_id: str = Id
+    kind: DeviceKind
+    compound: str = Id
+    building: str | None = None
+    """None for a compound's entrance gate."""
+    unit: str | None = None
+    """Household (unit) number, e.g. ``3-2-501``; smoke detectors and wearables."""
+    floor: int | None = None
+    room: str | None = None
+    resident_id: str | None = None
+    """The wearer, for a wearable."""
+    name: str = ""
+    """A short place name staff understand (e.g. ``Compound 3 north gate``)."""
+
+
+class Resident(_Record):
+    """A resident under care. ``resident_id`` is pseudonymous; no name is needed to act."""
+
+    resident_id: str = Id
+    building: str = Id
+    unit: str
+    floor: int | None = None
+    room: str | None = None
+    caretakers: tuple[str, ...] = ()
+    """Staff ids, first is the primary caretaker."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Personal overrides of rule levels by name, e.g. ``heart_rate_high: 110``."""
+    allowed_area: tuple[float, float, float] | None = None
+    """(lat, lon, radius_m) for the zone rule."""
+
+
+class Shift(_Record):
+    """A weekly shift: ``days`` 0=Monday … 6=Sunday, ``start``–``end`` local time (may wrap)."""
+
+    days: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
+    start: time = time(0, 0)
+    end: time = time(23, 59, 59)
+    building: str | None = None
+    """Limits a caretaker's or guard's duty to one building; None is the whole community."""
+
+
+class Staff(_Record):
+    staff_id: str = Id
+    name: str
+    role: Role
+    channels: tuple[str, ...] = ()
+    """apprise URLs."""
+    shifts: tuple[Shift, ...] = ()
+    buildings: tuple[str, ...] = ()
+
+
+class Registry:
+    """Lookups over the loaded records. Immutable once built; reload builds a new one."""
+
+    def __init__(
+        self,
+        community: str = "y",
+        buildings: list[Building] | None = None,
+        devices: list[Device] | None = None,
+        residents: list[Resident] | None = None,
+        staff: list[Staff] | None = None,
+    ) -> None:
+        self.community = community
+        self.buildings = {b.building: b for b in buildings or ()}
+        self.devices = {d.device_id: d for d in devices or ()}
+        self.residents = {r.resident_id: r for r in residents or ()}
+        self.staff = {s.staff_id: s for s in staff or ()}
+
+    def device(self, device_id: str) -> Device | None:
+        return self.devices.get(device_id)
+
+    def resident_of(self, device_id: str) -> Resident | None:
+        d = self.devices.get(device_id)
+        if d is None or d.resident_id is None:
+            return None
+        return self.residents.get(d.resident_id)
+
+    def threshold(self, device_id: str, name: str, default: float) -> float:
+        """A resident's personal level for ``name`` if the device's wearer has one."""
+        r = self.resident_of(device_id)
+        if r is None:
+            return default
+        return r.thresholds.get(name, default)
