@@ -1,0 +1,379 @@
+"""The journal: SQLite in WAL mode under the data directory.
+
+It holds every accepted reading (the embedded time-series store), every dead letter, and each
+device's state (registry placement, last seen, online). Writes come from one ingest thread in
+batches, one transaction each; the listener acknowledges a batch's messages to the broker only
+after :meth:`Journal.write_batch` has returned. Reads (the API) use their own connections.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ingest.payloads import DeadLetter, Reading
+from registry import Registry
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id        INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    stream    TEXT NOT NULL,
+    ts        REAL NOT NULL,
+    received  REAL NOT NULL,
+    seq       INTEGER,
+    dedup     TEXT,
+    event     TEXT,
+    ts_flag   TEXT,
+    payload   TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS readings_dedup ON readings (device_id, dedup);
+CREATE INDEX IF NOT EXISTS readings_device_ts ON readings (device_id, ts);
+CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id       INTEGER PRIMARY KEY,
+    received REAL NOT NULL,
+    topic    TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    payload  BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received);
+CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters (reason, received);
+
+CREATE TABLE IF NOT EXISTS devices (
+    device_id   TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    community   TEXT,
+    compound    TEXT,
+    building    TEXT,
+    unit        TEXT,
+    floor       INTEGER,
+    room        TEXT,
+    resident_id TEXT,
+    name        TEXT,
+    registered  INTEGER NOT NULL DEFAULT 0,
+    first_seen  REAL,
+    last_seen   REAL,
+    online      INTEGER,
+    state_since REAL,
+    fw          TEXT,
+    battery     REAL
+);
+CREATE INDEX IF NOT EXISTS devices_building ON devices (building, kind);
+"""
+
+_INSERT_READING = (
+    "INSERT OR IGNORE INTO readings"
+    " (device_id, kind, stream, ts, received, seq, dedup, event, ts_flag, payload)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_DEAD = (
+    "INSERT INTO dead_letters (received, topic, reason, detail, payload) VALUES (?,?,?,?,?)"
+)
+_TOUCH_DEVICE = """
+INSERT INTO devices (device_id, kind, community, first_seen, last_seen, battery)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen = max(coalesce(last_seen, 0), excluded.last_seen),
+    first_seen = coalesce(first_seen, excluded.first_seen),
+    community = coalesce(community, excluded.community),
+    battery = coalesce(excluded.battery, battery)
+"""
+_SET_STATE = """
+UPDATE devices SET online = ?2, state_since = ?3, fw = coalesce(?4, fw)
+WHERE device_id = ?1 AND (state_since IS NULL OR state_since <= ?3)
+"""
+
+Step = Literal["raw", "1m", "1h"]
+_STEP_S: dict[str, int] = {"1m": 60, "1h": 3600}
+
+
+def dedup_key(r: Reading) -> str | None:
+    """What makes a message a duplicate of one already journaled.
+
+    ``seq`` together with the device's own ``ts`` when it sent one: a broker redelivery repeats
+    both, while a wearable that rebooted and restarted its counter sends new times, so its next
+    fall is never mistaken for an old message. Without ``seq``, the device's ``ts`` and the
+    payload. With neither, nothing can tell a resend from a new message: no key.
+    """
+    device_ts = r.ts_flag is None and r.ts != r.received
+    if r.seq is not None:
+        return f"s{r.seq}@{r.ts!r}" if device_ts else f"s{r.seq}"
+    if device_ts:
+        return "t" + hashlib.blake2b(r.payload, digest_size=12).hexdigest()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    new: list[Reading]
+    """Readings journaled for the first time, in arrival order; duplicates left out."""
+    duplicates: int
+    dead_letters: int
+    commit_seconds: float
+
+
+class Journal:
+    def __init__(self, path: Path, synchronous: Literal["NORMAL", "FULL"] = "FULL") -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._synchronous = synchronous
+        self._db = self._connect()
+        self._db.executescript(SCHEMA)
+        self._local = threading.local()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
+
+    def _reader(self) -> sqlite3.Connection:
+        """A connection of the calling thread's own, for queries."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA query_only=1")
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---------------------------------------------------------------- writes (ingest thread)
+
+    def write_batch(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> BatchResult:
+        """Journal one batch in one transaction. Returns once it is committed."""
+        t0 = time.perf_counter()
+        db = self._db
+        new: list[Reading] = []
+        seen: dict[str, tuple[str, str, float, float | None]] = {}
+        states: list[tuple[str, int, float, str | None]] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.cursor()
+            for r in readings:
+                cur.execute(
+                    _INSERT_READING,
+                    (r.device_id, r.kind, r.stream, r.ts, r.received, r.seq, dedup_key(r),
+                     r.event, r.ts_flag, r.payload.decode()),
+                )
+                if cur.rowcount == 1:
+                    new.append(r)
+                battery = r.values.get("battery")
+                prev = seen.get(r.device_id)
+                seen[r.device_id] = (
+                    r.kind, r.community, max(r.received, prev[2] if prev else 0.0),
+                    float(battery) if battery is not None else (prev[3] if prev else None),
+                )
+                if r.stream == "status" and r.event is not None:
+                    states.append((r.device_id, int(r.event == "online"), r.ts, r.attrs.get("fw")))
+            db.executemany(
+                _TOUCH_DEVICE,
+                [(dev, kind, comm, last, batt) for dev, (kind, comm, last, batt) in seen.items()],
+            )
+            if states:
+                db.executemany(_SET_STATE, states)
+            if dead:
+                db.executemany(
+                    _INSERT_DEAD,
+                    [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
+
+    def sync_registry(self, registry: Registry) -> int:
+        """Write each registered device's placement; devices no longer registered keep their
+        history and state but are shown as unregistered."""
+        rows = [
+            (d.device_id, d.kind, registry.community, d.compound, d.building, d.unit, d.floor,
+             d.room, d.resident_id, d.name)
+            for d in registry.devices.values()
+        ]
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("UPDATE devices SET registered = 0")
+            db.executemany(
+                """INSERT INTO devices (device_id, kind, community, compound, building, unit,
+                       floor, room, resident_id, name, registered)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,1)
+                   ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind,
+                       community = excluded.community, compound = excluded.compound,
+                       building = excluded.building, unit = excluded.unit,
+                       floor = excluded.floor, room = excluded.room,
+                       resident_id = excluded.resident_id, name = excluded.name,
+                       registered = 1""",
+                rows,
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def prune(self, before: float, chunk: int = 5000) -> int:
+        """Delete raw readings with event time before ``before``, in small transactions so
+        ingestion is never blocked for long. Call from a thread of its own."""
+        db = self._connect()
+        total = 0
+        try:
+            while True:
+                with db:
+                    n = db.execute(
+                        "DELETE FROM readings WHERE id IN"
+                        " (SELECT id FROM readings WHERE ts < ? LIMIT ?)",
+                        (before, chunk),
+                    ).rowcount
+                total += n
+                if n < chunk:
+                    return total
+        finally:
+            db.close()
+
+    # ---------------------------------------------------------------- reads (any thread)
+
+    def list_devices(
+        self,
+        *,
+        kind: str | None = None,
+        building: str | None = None,
+        online: bool | None = None,
+        registered: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        where, args = _filters(
+            ("kind = ?", kind), ("building = ?", building),
+            ("online = ?", None if online is None else int(online)),
+            ("registered = ?", None if registered is None else int(registered)),
+        )
+        db = self._reader()
+        total = db.execute(f"SELECT count(*) FROM devices{where}", args).fetchone()[0]
+        rows = db.execute(
+            f"SELECT * FROM devices{where} ORDER BY device_id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        return [_device(r) for r in rows], int(total)
+
+    def get_device(self, device_id: str) -> dict[str, Any] | None:
+        row = self._reader().execute(
+            "SELECT * FROM devices WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return _device(row) if row else None
+
+    def readings(
+        self,
+        device_id: str,
+        *,
+        metric: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        step: Step = "raw",
+        limit: int = 10_000,
+    ) -> list[dict[str, Any]]:
+        """A device's readings, oldest first. With ``step`` 1m or 1h, ``metric`` is required and
+        values are aggregated per bucket (min, max, mean, count)."""
+        since = since if since is not None else 0.0
+        until = until if until is not None else 1e12
+        db = self._reader()
+        if step == "raw":
+            rows = db.execute(
+                "SELECT ts, received, stream, event, ts_flag, payload FROM readings"
+                " WHERE device_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
+                (device_id, since, until, limit),
+            ).fetchall()
+            out = []
+            for r in rows:
+                body = json.loads(r["payload"])
+                if metric is not None:
+                    if metric not in body:
+                        continue
+                    body = {metric: body[metric]}
+                out.append({"ts": r["ts"], "received": r["received"], "stream": r["stream"],
+                            "event": r["event"], "ts_flag": r["ts_flag"], "values": body})
+            return out
+        if metric is None:
+            raise ValueError("step needs a metric")
+        width = _STEP_S[step]
+        path = "$." + metric
+        rows = db.execute(
+            "SELECT CAST(ts / ?1 AS INTEGER) * ?1 AS bucket,"
+            " min(v) AS min, max(v) AS max, avg(v) AS mean, count(v) AS count FROM ("
+            "  SELECT ts, json_extract(payload, ?2) AS v FROM readings"
+            "  WHERE device_id = ?3 AND ts >= ?4 AND ts < ?5 AND stream = 'telemetry')"
+            " WHERE v IS NOT NULL GROUP BY bucket ORDER BY bucket LIMIT ?6",
+            (width, path, device_id, since, until, limit),
+        ).fetchall()
+        return [{"ts": float(r["bucket"]), "min": r["min"], "max": r["max"],
+                 "mean": r["mean"], "count": r["count"]} for r in rows]
+
+    def dead_letters(
+        self,
+        *,
+        reason: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        where, args = _filters(
+            ("reason = ?", reason), ("received >= ?", since), ("received < ?", until)
+        )
+        db = self._reader()
+        total = db.execute(f"SELECT count(*) FROM dead_letters{where}", args).fetchone()[0]
+        rows = db.execute(
+            f"SELECT * FROM dead_letters{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        items = [
+            {"id": r["id"], "received": r["received"], "topic": r["topic"],
+             "reason": r["reason"], "detail": r["detail"],
+             "payload": bytes(r["payload"]).decode("utf-8", errors="backslashreplace")}
+            for r in rows
+        ]
+        return items, int(total)
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        rows = self._reader().execute(
+            "SELECT reason, count(*) FROM dead_letters GROUP BY reason"
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def count_readings(self, device_id: str | None = None) -> int:
+        db = self._reader()
+        if device_id is None:
+            return int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
+        return int(
+            db.execute("SELECT count(*) FROM readings WHERE device_id = ?", (device_id,))
+            .fetchone()[0]
+        )
+
+
+def _filters(*conds: tuple[str, object]) -> tuple[str, tuple[object, ...]]:
+    parts = [c for c, v in conds if v is not None]
+    args = tuple(v for _, v in conds if v is not None)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), args
+
+
+def _device(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["registered"] = bool(d["registered"])
+    d["online"] = None if d["online"] is None else bool(d["online"])
+    return d
+

@@ -1,0 +1,134 @@
+"""The MQTT listener: a paho-mqtt 2.x client with an MQTT 5 persistent session.
+
+Callbacks only hand over: each message is copied into an :class:`Inbound` and put on a queue;
+decoding and storing happen in the pipeline. Acknowledgement is manual: the pipeline calls
+:meth:`Listener.ack` once a message's batch is committed, so anything not yet committed when
+the process dies is delivered again by the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.metrics import CONNECTED
+from ingest.topics import SUBSCRIPTION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    retain: bool
+    received: float
+
+
+class Listener:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        inbox: queue.Queue[Inbound],
+        *,
+        session_expiry_s: int = 86_400,
+        receive_maximum: int = 2_000,
+        keepalive: int = 30,
+    ) -> None:
+        self.host, self.port = host, port
+        self.inbox = inbox
+        self.connected = threading.Event()
+        self.session_present: bool | None = None
+        self._expiry = session_expiry_s
+        self._receive_max = receive_maximum
+        self._keepalive = keepalive
+        c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        c.max_inflight_messages_set(receive_maximum)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        self._client = c
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._expiry
+        props.ReceiveMaximum = self._receive_max
+        self._client.connect_async(
+            self.host, self.port, keepalive=self._keepalive, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect; the broker keeps the session and queues what arrives meanwhile."""
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+        CONNECTED.set(0)
+
+    def ack(self, messages: Iterable[Inbound]) -> None:
+        for m in messages:
+            if m.qos > 0:
+                self._client.ack(m.mid, m.qos)
+
+    # --------------------------------------------------------------- paho callbacks (loop thread)
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags, rc: Any, _p: Any
+    ) -> None:
+        if rc.is_failure:
+            # Refused: not connected, whatever paho's loop does next.
+            log.error("MQTT broker %s:%s refused the connection: %s", self.host, self.port, rc)
+            return
+        self.session_present = bool(flags.session_present)
+        if not flags.session_present:
+            client.subscribe(SUBSCRIPTION, qos=1)
+        else:
+            self._up()
+        log.info(
+            "MQTT connected to %s:%s (session %s)",
+            self.host, self.port, "resumed" if flags.session_present else "new",
+        )
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, rcs: list[Any], _p: Any) -> None:
+        if any(rc.is_failure for rc in rcs):
+            log.error("subscription to %s refused: %s", SUBSCRIPTION, rcs)
+            return
+        self._up()
+
+    def _up(self) -> None:
+        self.connected.set()
+        CONNECTED.set(1)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self.connected.clear()
+        CONNECTED.set(0)
+        if rc != 0:
+            log.warning("MQTT connection lost (%s); reconnecting with backoff", rc)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        # Topic bytes are decoded with replacement: a bad topic must become a dead letter,
+        # not an exception in paho's loop.
+        topic = msg._topic.decode("utf-8", errors="replace")
+        self.inbox.put(Inbound(topic, msg.payload, msg.mid, msg.qos, bool(msg.retain),
+                               time.time()))

@@ -1,0 +1,24 @@
+"""What the API needs from the running service, gathered in one object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ingest.journal import Journal
+from jiayuan.settings import Settings
+from registry import Registry
+
+if TYPE_CHECKING:
+    from alerts.lifecycle import AlertStore
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    journal: Journal
+    alerts: AlertStore
+    registry: Registry
+    health: Callable[[], dict[str, Any]] = field(default=lambda: {"status": "ok"})
+    """Live health of the parts (MQTT connected, ingest queue, …) for /healthz."""
