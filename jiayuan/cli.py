@@ -1,0 +1,95 @@
+"""The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``registry check``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from jiayuan.api.app import create_app
+    from jiayuan.service import Service
+    from jiayuan.settings import Settings
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    service = Service(settings)
+    app = create_app(service.context)
+    service.start()
+    try:
+        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")
+    finally:
+        service.stop()
+    return 0
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    from rules.check import main as check_main
+
+    return check_main([str(p) for p in args.files])
+
+
+def _registry_check(args: argparse.Namespace) -> int:
+    from registry.loader import RegistryError, load_registry
+
+    try:
+        reg = load_registry(args.path)
+    except RegistryError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(
+        f"OK: {len(reg.buildings)} buildings, {len(reg.devices)} devices, "
+        f"{len(reg.residents)} residents, {len(reg.staff)} staff in {args.path}"
+    )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from simulators.cli import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jiayuan", description="Sensor ingestion and alerting for a residential community."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the service: ingest, rules, alerts, API, scheduler")
+    run.set_defaults(func=_run)
+
+    from simulators.cli import add_arguments
+
+    sim = sub.add_parser("simulate", help="play device fleets and scenarios into the broker")
+    add_arguments(sim)
+    sim.set_defaults(func=_simulate)
+
+    rules = sub.add_parser("rules", help="rule files")
+    rsub = rules.add_subparsers(dest="rules_command", required=True)
+    check = rsub.add_parser("check", help="validate rule files and report every error")
+    check.add_argument("files", nargs="+", type=Path)
+    check.set_defaults(func=_rules_check)
+
+    registry = sub.add_parser("registry", help="registry files")
+    gsub = registry.add_subparsers(dest="registry_command", required=True)
+    gcheck = gsub.add_parser("check", help="validate a registry directory or file")
+    gcheck.add_argument("path", type=Path)
+    gcheck.set_defaults(func=_registry_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

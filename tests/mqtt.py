@@ -1,0 +1,74 @@
+"""Test helpers that talk MQTT to the real broker: a publisher that waits for every PUBACK."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from jiayuan.devbroker import Broker
+
+
+class Publisher:
+    """A device-side client (QoS 1) that can wait until the broker has acknowledged all."""
+
+    def __init__(self, broker: Broker, client_id: str = "test-publisher") -> None:
+        self._acked = 0
+        self._sent = 0
+        self._cond = threading.Condition()
+        c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.on_publish = self._on_publish
+        c.connect(broker.host, broker.port)
+        c.loop_start()
+        self.client = c
+
+    def _on_publish(self, *_a: object) -> None:
+        with self._cond:
+            self._acked += 1
+            self._cond.notify_all()
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain)
+        self._sent += 1
+
+    def publish_all(self, items: Iterable[tuple[str, bytes | str]], qos: int = 1) -> int:
+        n = 0
+        for topic, payload in items:
+            self.publish(topic, payload, qos=qos)
+            n += 1
+        return n
+
+    def wait_acked(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._acked < self._sent:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"broker acknowledged {self._acked} of {self._sent}")
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0.05) -> None:
+    """Poll until ``predicate()`` is truthy; fail with what it last returned."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value {last!r})")
