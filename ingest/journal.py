@@ -37,7 +37,6 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS readings_dedup ON readings (device_id, dedup);
 CREATE INDEX IF NOT EXISTS readings_device_ts ON readings (device_id, ts);
-CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
 
 CREATE TABLE IF NOT EXISTS dead_letters (
     id       INTEGER PRIMARY KEY,
@@ -94,6 +93,7 @@ UPDATE devices SET online = ?2, state_since = ?3, fw = coalesce(?4, fw)
 WHERE device_id = ?1 AND (state_since IS NULL OR state_since <= ?3)
 """
 
+SEEN_FLUSH_S = 1.0
 Step = Literal["raw", "1m", "1h"]
 _STEP_S: dict[str, int] = {"1m": 60, "1h": 3600}
 
@@ -131,6 +131,8 @@ class Journal:
         self._db = self._connect()
         self._db.executescript(SCHEMA)
         self._local = threading.local()
+        self._seen: dict[str, list[Any]] = {}
+        self._seen_flushed = time.monotonic()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -150,6 +152,7 @@ class Journal:
         return db
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
     # ---------------------------------------------------------------- writes (ingest thread)
@@ -158,34 +161,30 @@ class Journal:
         """Journal one batch in one transaction. Returns once it is committed."""
         t0 = time.perf_counter()
         db = self._db
-        new: list[Reading] = []
-        seen: dict[str, tuple[str, str, float, float | None]] = {}
-        states: list[tuple[str, int, float, str | None]] = []
+        rows = [
+            (r.device_id, r.kind, r.stream, r.ts, r.received, r.seq, dedup_key(r), r.event,
+             r.ts_flag, r.payload.decode())
+            for r in readings
+        ]
+        states = [
+            (r.device_id, int(r.event == "online"), r.ts, r.attrs.get("fw"))
+            for r in readings
+            if r.stream == "status" and r.event is not None
+        ]
+        self._note_seen(readings)
         db.execute("BEGIN IMMEDIATE")
         try:
-            cur = db.cursor()
-            for r in readings:
-                cur.execute(
-                    _INSERT_READING,
-                    (r.device_id, r.kind, r.stream, r.ts, r.received, r.seq, dedup_key(r),
-                     r.event, r.ts_flag, r.payload.decode()),
-                )
-                if cur.rowcount == 1:
-                    new.append(r)
-                battery = r.values.get("battery")
-                prev = seen.get(r.device_id)
-                seen[r.device_id] = (
-                    r.kind, r.community, max(r.received, prev[2] if prev else 0.0),
-                    float(battery) if battery is not None else (prev[3] if prev else None),
-                )
-                if r.stream == "status" and r.event is not None:
-                    states.append((r.device_id, int(r.event == "online"), r.ts, r.attrs.get("fw")))
-            db.executemany(
-                _TOUCH_DEVICE,
-                [(dev, kind, comm, last, batt) for dev, (kind, comm, last, batt) in seen.items()],
-            )
+            before = db.total_changes
+            db.executemany(_INSERT_READING, rows)
+            if db.total_changes - before == len(rows):
+                new = list(readings)
+            else:  # some were duplicates (rare): find which, row by row, in this transaction
+                new = self._new_only(readings, rows)
             if states:
+                self._flush_seen()  # so the state update finds its row
                 db.executemany(_SET_STATE, states)
+            elif time.monotonic() - self._seen_flushed > SEEN_FLUSH_S:
+                self._flush_seen()
             if dead:
                 db.executemany(
                     _INSERT_DEAD,
@@ -196,6 +195,51 @@ class Journal:
             db.execute("ROLLBACK")
             raise
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
+
+    def _new_only(self, readings: Sequence[Reading], rows: list[tuple[Any, ...]]) -> list[Reading]:
+        """Which rows executemany wrote: a row whose key was already there was ignored, so the
+        stored row with its key has another receive time."""
+        new: list[Reading] = []
+        for r, row in zip(readings, rows, strict=True):
+            if row[6] is None or self._db.execute(
+                "SELECT 1 FROM readings WHERE device_id = ? AND dedup = ? AND received = ?",
+                (row[0], row[6], row[4]),
+            ).fetchone():
+                new.append(r)
+        return new
+
+    def _note_seen(self, readings: Sequence[Reading]) -> None:
+        """Last seen and battery are kept in memory and written at most every SEEN_FLUSH_S
+        seconds (in a batch's transaction), not once per message."""
+        seen = self._seen
+        for r in readings:
+            prev = seen.get(r.device_id)
+            battery = r.values.get("battery")
+            if prev is None:
+                seen[r.device_id] = [r.kind, r.community, r.received,
+                                     None if battery is None else float(battery)]
+            else:
+                if r.received > prev[2]:
+                    prev[2] = r.received
+                if battery is not None:
+                    prev[3] = float(battery)
+
+    def _flush_seen(self) -> None:
+        if self._seen:
+            self._db.executemany(
+                _TOUCH_DEVICE, [(dev, *vals) for dev, vals in self._seen.items()]
+            )
+            self._seen.clear()
+        self._seen_flushed = time.monotonic()
+
+    def flush(self, *, if_due: bool = False) -> None:
+        """Write pending last-seen times (on shutdown; when due, by the pipeline when idle)."""
+        if not self._seen or (
+            if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S
+        ):
+            return
+        with self._db:
+            self._flush_seen()
 
     def sync_registry(self, registry: Registry) -> int:
         """Write each registered device's placement; devices no longer registered keep their
@@ -228,21 +272,34 @@ class Journal:
         return len(rows)
 
     def prune(self, before: float, chunk: int = 5000) -> int:
-        """Delete raw readings with event time before ``before``, in small transactions so
-        ingestion is never blocked for long. Call from a thread of its own."""
+        """Delete raw readings received before ``before``, a few thousand per transaction so
+        ingestion never waits long. Ids grow with receive time, so the cut is an id found by
+        binary search, and no index on time is kept just for this. Call from its own thread."""
         db = self._connect()
         total = 0
         try:
-            while True:
+            lo, hi = db.execute("SELECT min(id), max(id) FROM readings").fetchone()
+            if lo is None:
+                return 0
+            cut = lo - 1  # the last id received before the cutoff
+            while lo <= hi:
+                mid = (lo + hi) // 2
+                row = db.execute(
+                    "SELECT id, received FROM readings WHERE id >= ? ORDER BY id LIMIT 1", (mid,)
+                ).fetchone()
+                if row is not None and row[1] < before:
+                    cut, lo = row[0], row[0] + 1
+                else:
+                    hi = mid - 1
+            start = db.execute("SELECT min(id) FROM readings").fetchone()[0]
+            while start is not None and start <= cut:
+                end = min(cut, start + chunk - 1)
                 with db:
-                    n = db.execute(
-                        "DELETE FROM readings WHERE id IN"
-                        " (SELECT id FROM readings WHERE ts < ? LIMIT ?)",
-                        (before, chunk),
+                    total += db.execute(
+                        "DELETE FROM readings WHERE id BETWEEN ? AND ?", (start, end)
                     ).rowcount
-                total += n
-                if n < chunk:
-                    return total
+                start = end + 1
+            return total
         finally:
             db.close()
 

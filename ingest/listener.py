@@ -22,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.metrics import CONNECTED
+from ingest.mqtt_client import Client, install_lean_publish_properties
 from ingest.topics import SUBSCRIPTION
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class Listener:
         self._expiry = session_expiry_s
         self._receive_max = receive_maximum
         self._keepalive = keepalive
-        c = mqtt.Client(
+        install_lean_publish_properties()
+        c = Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
@@ -87,9 +89,8 @@ class Listener:
         CONNECTED.set(0)
 
     def ack(self, messages: Iterable[Inbound]) -> None:
-        for m in messages:
-            if m.qos > 0:
-                self._client.ack(m.mid, m.qos)
+        """PUBACK each QoS 1 message (QoS 0 needs none; devices are told to use QoS 1)."""
+        self._client.ack_many(m.mid for m in messages if m.qos == 1)
 
     # --------------------------------------------------------------- paho callbacks (loop thread)
 

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from ingest.journal import Journal
@@ -53,6 +54,7 @@ class Pipeline:
         self.batch_wait = batch_wait
         self.committed = 0
         """Messages committed (readings, duplicates and dead letters) since start."""
+        self._dead_logged: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
 
@@ -89,6 +91,7 @@ class Pipeline:
             batch = self._take()
             QUEUE_DEPTH.set(self.inbox.qsize())
             if not batch:
+                self._idle()
                 continue
             try:
                 self.process(batch)
@@ -98,6 +101,13 @@ class Pipeline:
                 PIPELINE_ERRORS.labels("journal").inc()
                 log.exception("journal write failed; %d messages left unacknowledged", len(batch))
                 time.sleep(1.0)
+
+    def _idle(self) -> None:
+        try:
+            self.journal.flush(if_due=True)
+        except Exception:
+            PIPELINE_ERRORS.labels("journal").inc()
+            log.exception("could not write device last-seen times")
 
     def process(self, batch: Sequence[Inbound]) -> list[Reading]:
         """Decode, journal, acknowledge and hand on one batch; returns the new readings."""
@@ -116,14 +126,11 @@ class Pipeline:
         COMMIT_SECONDS.observe(result.commit_seconds)
         COMMIT_LAG.set(now - min(m.received for m in batch))
         BATCH_SIZE.observe(len(batch))
-        for r in readings:
-            MESSAGES.labels(r.kind, r.stream).inc()
+        for (kind, stream), n in Counter((r.kind, r.stream) for r in readings).items():
+            MESSAGES.labels(kind, stream).inc(n)
         for d in dead:
             DEAD_LETTERS.labels(d.reason).inc()
-            log.warning(
-                "dead letter (%s) on %.120s: %s; payload %d bytes",
-                d.reason, d.topic, d.detail, len(d.payload),
-            )
+            self._log_dead(d)
         if result.duplicates:
             DUPLICATES.inc(result.duplicates)
         if self.downstream is not None and result.new:
@@ -133,3 +140,16 @@ class Pipeline:
                 PIPELINE_ERRORS.labels("downstream").inc()
                 log.exception("rule stage failed on a batch of %d readings", len(result.new))
         return result.new
+
+    def _log_dead(self, d: DeadLetter) -> None:
+        """Log a dead letter with its topic and reason (never its payload: it may hold health
+        data), at most once per reason every 10 s; the rest are counted and stored."""
+        now = time.monotonic()
+        last, skipped = self._dead_logged.get(d.reason, (0.0, 0))
+        if now - last < 10.0:
+            self._dead_logged[d.reason] = (last, skipped + 1)
+            return
+        self._dead_logged[d.reason] = (now, 0)
+        more = f" ({skipped} more of this reason not logged)" if skipped else ""
+        log.warning("dead letter (%s) on %.120s: %s; %d bytes%s",
+                    d.reason, d.topic, d.detail, len(d.payload), more)

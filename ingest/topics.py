@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -31,8 +32,11 @@ class TopicError(ValueError):
         self.reason = reason
 
 
+@lru_cache(maxsize=65_536)
 def parse_topic(topic: str) -> Topic:
-    """Split a topic into its parts, or raise :class:`TopicError` saying why it is not one."""
+    """Split a topic into its parts, or raise :class:`TopicError` saying why it is not one.
+
+    Cached: a fleet uses a few topics per device, over and over (errors are not cached)."""
     parts = topic.split("/")
     if len(parts) != 5 or parts[0] != "community":
         raise TopicError("unknown_topic", f"not community/<id>/<kind>/<device>/<stream>: {topic!r}")

@@ -1,5 +1,17 @@
 """The community's registry: devices, residents, staff and buildings. Every stage reads it."""
 
+from registry.loader import Problem, RegistryError, load_registry, write_registry
 from registry.models import Building, Device, Registry, Resident, Shift, Staff
 
-__all__ = ["Building", "Device", "Registry", "Resident", "Shift", "Staff"]
+__all__ = [
+    "Building",
+    "Device",
+    "Problem",
+    "Registry",
+    "RegistryError",
+    "Resident",
+    "Shift",
+    "Staff",
+    "load_registry",
+    "write_registry",
+]

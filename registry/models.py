@@ -73,6 +73,8 @@ class Staff(_Record):
     """apprise URLs."""
     shifts: tuple[Shift, ...] = ()
     buildings: tuple[str, ...] = ()
+    compounds: tuple[str, ...] = ()
+    """Compounds the person covers (a guard's entrance gate has no building); empty = all."""
 
 
 class Registry:

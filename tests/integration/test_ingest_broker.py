@@ -74,6 +74,7 @@ def test_valid_readings_are_journaled_once_and_bad_ones_become_dead_letters(
     }
     items, total = ingest.journal.dead_letters(reason="too_large")
     assert total == 1 and len(items[0]["payload"]) <= 4096
+    wait_for(lambda: ingest.journal.get_device("wr-1"))  # last-seen times are written each second
     dev = ingest.journal.get_device("wr-1")
     assert dev is not None and dev["registered"] is False and dev["last_seen"] is not None
     pub.close()

@@ -1,0 +1,191 @@
+"""The alert database: schema, connections, and rows → :mod:`alerts.model` objects.
+
+A SQLite file of its own (WAL). One partial unique index makes "one open alert per
+fingerprint" a property of the data, not of the code that writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from alerts.model import Alert, HistoryEntry, Sort
+from rules.matches import SEVERITY_ORDER
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id              INTEGER PRIMARY KEY,
+    fingerprint     TEXT NOT NULL,
+    rule_id         TEXT NOT NULL,
+    device_id       TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    severity        TEXT NOT NULL,
+    severity_rank   INTEGER NOT NULL,
+    signal          TEXT NOT NULL,
+    signal_rank     INTEGER NOT NULL,
+    route           TEXT NOT NULL,
+    summary         TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('firing', 'acknowledged', 'resolved')),
+    building        TEXT,
+    labels          TEXT NOT NULL,
+    started_at      REAL NOT NULL,
+    last_match_at   REAL NOT NULL,
+    raised_at       REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    ended_at        REAL,
+    acknowledged_at REAL,
+    acknowledged_by TEXT,
+    resolved_at     REAL,
+    resolved_by     TEXT,
+    late            INTEGER NOT NULL DEFAULT 0,
+    offline         INTEGER NOT NULL DEFAULT 0,
+    offline_since   REAL,
+    match_count     INTEGER NOT NULL DEFAULT 1,
+    value           REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_open_fingerprint
+    ON alerts (fingerprint) WHERE status != 'resolved';
+CREATE INDEX IF NOT EXISTS alerts_open_device
+    ON alerts (device_id) WHERE status != 'resolved';
+CREATE INDEX IF NOT EXISTS alerts_status_priority
+    ON alerts (status, signal_rank, severity_rank, started_at);
+CREATE INDEX IF NOT EXISTS alerts_device ON alerts (device_id, started_at);
+CREATE INDEX IF NOT EXISTS alerts_building ON alerts (building, started_at);
+CREATE INDEX IF NOT EXISTS alerts_started ON alerts (started_at);
+CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised_at);
+
+CREATE TABLE IF NOT EXISTS alert_history (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    at       REAL NOT NULL,
+    action   TEXT NOT NULL,
+    by       TEXT NOT NULL,
+    note     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id, id);
+
+CREATE TABLE IF NOT EXISTS device_presence (
+    device_id TEXT PRIMARY KEY,
+    offline   INTEGER NOT NULL,
+    since     REAL NOT NULL
+);
+"""
+
+SIGNAL_ORDER: dict[str, int] = {"alarm": 0, "supervisory": 1, "trouble": 2}
+
+_STATUS_RANK = "CASE status WHEN 'firing' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END"
+ORDER_BY: dict[Sort, str] = {
+    "priority": (
+        f"{_STATUS_RANK},"
+        " CASE WHEN status != 'resolved' THEN signal_rank END,"
+        " CASE WHEN status != 'resolved' THEN severity_rank END,"
+        " CASE WHEN status != 'resolved' THEN started_at END,"
+        " CASE WHEN status = 'resolved' THEN -resolved_at END, id"
+    ),
+    "newest": "raised_at DESC, id DESC",
+    "oldest": "raised_at, id",
+}
+
+
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=10000")
+    db.execute("PRAGMA foreign_keys=ON")
+    if read_only:
+        db.execute("PRAGMA query_only=1")
+    return db
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"alert database schema {version} is newer than this jiayuan ({SCHEMA_VERSION})"
+        )
+    db.executescript(SCHEMA)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITY_ORDER.get(severity, len(SEVERITY_ORDER))
+
+
+def signal_rank(signal: str) -> int:
+    return SIGNAL_ORDER.get(signal, len(SIGNAL_ORDER))
+
+
+def to_alert(row: sqlite3.Row, history: Sequence[HistoryEntry] = ()) -> Alert:
+    return Alert(
+        id=row["id"],
+        fingerprint=row["fingerprint"],
+        rule_id=row["rule_id"],
+        device_id=row["device_id"],
+        kind=row["kind"],
+        severity=row["severity"],
+        signal=row["signal"],
+        route=row["route"],
+        summary=row["summary"],
+        status=row["status"],
+        labels=cast(dict[str, str], json.loads(row["labels"])),
+        started_at=row["started_at"],
+        last_match_at=row["last_match_at"],
+        raised_at=row["raised_at"],
+        updated_at=row["updated_at"],
+        ended_at=row["ended_at"],
+        acknowledged_at=row["acknowledged_at"],
+        acknowledged_by=row["acknowledged_by"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+        late=bool(row["late"]),
+        offline=bool(row["offline"]),
+        offline_since=row["offline_since"],
+        match_count=row["match_count"],
+        value=row["value"],
+        history=tuple(history),
+    )
+
+
+def to_entry(row: sqlite3.Row) -> HistoryEntry:
+    return HistoryEntry(
+        id=row["id"], alert_id=row["alert_id"], at=row["at"], action=row["action"],
+        by=row["by"], note=row["note"],
+    )
+
+
+def filters(
+    *,
+    status: Sequence[str] = (),
+    severity: Sequence[str] = (),
+    kind: str | None = None,
+    building: str | None = None,
+    device_id: str | None = None,
+    rule_id: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    open_only: bool = False,
+) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause (or ``""``) and its arguments. ``since``/``until`` bound ``started_at``."""
+    parts: list[str] = []
+    args: list[Any] = []
+    for column, values in (("status", status), ("severity", severity)):
+        if values:
+            parts.append(f"{column} IN ({','.join('?' * len(values))})")
+            args.extend(values)
+    for clause, value in (
+        ("kind = ?", kind), ("building = ?", building), ("device_id = ?", device_id),
+        ("rule_id = ?", rule_id), ("started_at >= ?", since), ("started_at < ?", until),
+    ):
+        if value is not None:
+            parts.append(clause)
+            args.append(value)
+    if open_only:
+        parts.append("status != 'resolved'")
+    return (" WHERE " + " AND ".join(parts) if parts else ""), tuple(args)

@@ -1,0 +1,473 @@
+"""The alert lifecycle: one alert per fingerprint while open, ``firing`` → ``acknowledged`` →
+``resolved``, and a history entry for every change, all in SQLite so it survives restarts.
+
+Who calls it: the rule stage (:meth:`AlertStore.apply`, from the ingest thread), the service
+(:meth:`AlertStore.set_offline`), staff through the API (acknowledge, resolve) and the later
+stages (notes). Every write is one transaction under one lock; subscribers hear of each change
+after it is committed, in commit order.
+
+Decisions:
+
+- A repeat match of an open alert updates it (match count, latest value and time, severity,
+  summary and labels as the rule now says) and keeps its status: an acknowledged alert stays
+  acknowledged — someone is already on it.
+- A clear resolves the open alert ``by`` ``rule`` (``auto_resolved``), whatever its status. A
+  clear older (in event time) than the alert's latest match belongs to an earlier episode and
+  is ignored.
+- Acknowledging or resolving again *by the same person* is a no-op (a retried request); by
+  someone else it is an :class:`InvalidTransition` naming who did it first, so two guards
+  never both believe they own an incident. Acknowledging a resolved alert is refused.
+  Resolving a firing alert directly is allowed (a false alarm needs no acknowledgement).
+- Offline never resolves: it sets the ``offline`` flag of the device's open alerts (and of
+  alerts raised while it stays offline) and records it; coming back clears the flag.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from alerts import db as sql
+from alerts.metrics import ALERTS, CHANGES, SUBSCRIBER_ERRORS
+from alerts.model import (
+    RULE,
+    STATUSES,
+    SYSTEM,
+    Action,
+    Alert,
+    AlertChange,
+    AlertNotFound,
+    HistoryEntry,
+    InvalidTransition,
+    NoteAction,
+    Sort,
+    Status,
+)
+from rules.matches import Transition
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[AlertChange], None]
+_Move = tuple[Status | None, Status]
+
+
+class AlertStore:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._db = sql.connect(path)
+        sql.migrate(self._db)
+        self._local = threading.local()
+        self._readers: builtins.list[sqlite3.Connection] = []
+        self._subscribers: dict[int, Subscriber] = {}
+        self._next_token = 0
+        self._pending: deque[AlertChange] = deque()
+        self._delivering = False
+        self._counts: dict[Status, int] = dict.fromkeys(STATUSES, 0)
+        for row in self._db.execute("SELECT status, count(*) FROM alerts GROUP BY status"):
+            self._counts[row[0]] = int(row[1])
+        self._export_counts()
+        n_open = self._counts["firing"] + self._counts["acknowledged"]
+        log.info("alert store %s: %d open alerts", path, n_open)
+
+    def close(self) -> None:
+        with self._lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+            self._db.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def apply(self, t: Transition) -> AlertChange | None:
+        """Fire: open an alert for ``t.fingerprint``, or update the open one. Clear: resolve the
+        open one ``by`` ``rule``. Returns the change, or None when there was nothing to do."""
+        with self._lock:
+            now = self._clock()
+            moves: builtins.list[_Move] = []
+            with self._tx() as db:
+                row = db.execute(
+                    "SELECT * FROM alerts WHERE fingerprint = ? AND status != 'resolved'",
+                    (t.fingerprint,),
+                ).fetchone()
+                if t.action == "fire" and row is None:
+                    alert_id = self._insert(db, t, now)
+                    note = "raised from late readings" if t.late else ""
+                    entry = self._record(db, alert_id, now, "raised", RULE, note)
+                    moves.append((None, "firing"))
+                elif t.action == "fire":
+                    alert_id = row["id"]
+                    note = self._rematch(db, row, t, now)
+                    entry = self._record(db, alert_id, now, "rematched", RULE, note)
+                elif row is None:
+                    log.debug("clear of %s: no open alert", t.fingerprint)
+                    return None
+                elif t.at < row["last_match_at"]:
+                    log.info("alert %d: clear older than its latest match ignored", row["id"])
+                    return None
+                else:
+                    alert_id = row["id"]
+                    db.execute(
+                        "UPDATE alerts SET status = 'resolved', resolved_at = ?1,"
+                        " resolved_by = ?2, ended_at = ?3, updated_at = ?1 WHERE id = ?4",
+                        (now, RULE, t.at, alert_id),
+                    )
+                    entry = self._record(db, alert_id, now, "auto_resolved", RULE, "rule cleared")
+                    moves.append((row["status"], "resolved"))
+            return self._committed(entry, moves)
+
+    def acknowledge(self, alert_id: int, by: str, note: str = "") -> AlertChange | None:
+        """``firing`` → ``acknowledged``. None when ``by`` had already acknowledged it.
+
+        Raises :class:`AlertNotFound`, or :class:`InvalidTransition` when it is resolved or
+        acknowledged by someone else."""
+        _check_by(by)
+        with self._lock:
+            now = self._clock()
+            with self._tx() as db:
+                current = self._row(db, alert_id)
+                status = current["status"]
+                if status == "resolved":
+                    raise InvalidTransition(
+                        sql.to_alert(current), "acknowledge", current["resolved_by"],
+                        current["resolved_at"],
+                    )
+                if status == "acknowledged":
+                    if current["acknowledged_by"] == by:
+                        return None
+                    raise InvalidTransition(
+                        sql.to_alert(current), "acknowledge", current["acknowledged_by"],
+                        current["acknowledged_at"],
+                    )
+                db.execute(
+                    "UPDATE alerts SET status = 'acknowledged', acknowledged_at = ?1,"
+                    " acknowledged_by = ?2, updated_at = ?1 WHERE id = ?3",
+                    (now, by, alert_id),
+                )
+                entry = self._record(db, alert_id, now, "acknowledged", by, note)
+            return self._committed(entry, [("firing", "acknowledged")])
+
+    def resolve(self, alert_id: int, by: str, note: str = "") -> AlertChange | None:
+        """``firing`` or ``acknowledged`` → ``resolved`` by a person. None when ``by`` had
+        already resolved it; :class:`InvalidTransition` when someone (or the rule) else did."""
+        _check_by(by)
+        with self._lock:
+            now = self._clock()
+            with self._tx() as db:
+                current = self._row(db, alert_id)
+                status: Status = current["status"]
+                if status == "resolved":
+                    if current["resolved_by"] == by:
+                        return None
+                    raise InvalidTransition(
+                        sql.to_alert(current), "resolve", current["resolved_by"],
+                        current["resolved_at"],
+                    )
+                db.execute(
+                    "UPDATE alerts SET status = 'resolved', resolved_at = ?1, resolved_by = ?2,"
+                    " updated_at = ?1 WHERE id = ?3",
+                    (now, by, alert_id),
+                )
+                entry = self._record(db, alert_id, now, "resolved", by, note)
+            return self._committed(entry, [(status, "resolved")])
+
+    def add_note(
+        self, alert_id: int, by: str, note: str, action: NoteAction = "note"
+    ) -> AlertChange:
+        """Record something that changes no state: a person's note, or (for the notify and
+        escalation stages) who was notified or escalated to. Allowed in any status."""
+        _check_by(by)
+        with self._lock:
+            now = self._clock()
+            with self._tx() as db:
+                self._row(db, alert_id)
+                db.execute("UPDATE alerts SET updated_at = ? WHERE id = ?", (now, alert_id))
+                entry = self._record(db, alert_id, now, action, by, note)
+            change = self._committed(entry, [])
+        return change
+
+    def set_offline(
+        self, device_id: str, offline: bool, at: float, note: str = ""
+    ) -> builtins.list[AlertChange]:
+        """The device went offline (or came back) at event time ``at``. Flags its open alerts
+        and remembers it for alerts raised meanwhile. Never resolves anything. A state older
+        than the one already known is ignored."""
+        with self._lock:
+            now = self._clock()
+            entries: builtins.list[HistoryEntry] = []
+            with self._tx() as db:
+                prev = db.execute(
+                    "SELECT offline, since FROM device_presence WHERE device_id = ?",
+                    (device_id,),
+                ).fetchone()
+                if prev is not None and at < prev["since"]:
+                    return []
+                db.execute(
+                    "INSERT INTO device_presence (device_id, offline, since) VALUES (?, ?, ?)"
+                    " ON CONFLICT (device_id) DO UPDATE SET offline = excluded.offline,"
+                    " since = excluded.since",
+                    (device_id, int(offline), at),
+                )
+                rows = db.execute(
+                    "SELECT id FROM alerts WHERE device_id = ? AND status != 'resolved'"
+                    " AND offline != ? ORDER BY id",
+                    (device_id, int(offline)),
+                ).fetchall()
+                action: Action = "offline" if offline else "online"
+                text = note or (
+                    "device offline; the alert stays open" if offline else "device back online"
+                )
+                for r in rows:
+                    db.execute(
+                        "UPDATE alerts SET offline = ?, offline_since = ?, updated_at = ?"
+                        " WHERE id = ?",
+                        (int(offline), at if offline else None, now, r["id"]),
+                    )
+                    entries.append(self._record(db, r["id"], now, action, SYSTEM, text))
+            return [self._committed(e, []) for e in entries]
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, alert_id: int) -> Alert:
+        """The alert with its full history, oldest entry first. Raises :class:`AlertNotFound`."""
+        db = self._reader()
+        row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if row is None:
+            raise AlertNotFound(alert_id)
+        history = db.execute(
+            "SELECT * FROM alert_history WHERE alert_id = ? ORDER BY id", (alert_id,)
+        ).fetchall()
+        return sql.to_alert(row, [sql.to_entry(h) for h in history])
+
+    def list(
+        self,
+        *,
+        status: Status | Sequence[Status] | None = None,
+        severity: str | Sequence[str] | None = None,
+        kind: str | None = None,
+        building: str | None = None,
+        device_id: str | None = None,
+        rule_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        open_only: bool = False,
+        sort: Sort = "priority",
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[builtins.list[Alert], int]:
+        """A page of alerts (without history) and how many match in all. ``since`` and
+        ``until`` bound ``started_at`` (event time); ``status`` and ``severity`` take one value
+        or several. See :data:`alerts.model.Sort` for the orders."""
+        where, args = sql.filters(
+            status=_many(status), severity=_many(severity), kind=kind, building=building,
+            device_id=device_id, rule_id=rule_id, since=since, until=until, open_only=open_only,
+        )
+        db = self._reader()
+        total = int(db.execute(f"SELECT count(*) FROM alerts{where}", args).fetchone()[0])
+        rows = db.execute(
+            f"SELECT * FROM alerts{where} ORDER BY {sql.ORDER_BY[sort]} LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        return [sql.to_alert(r) for r in rows], total
+
+    def open_alerts(self, device_id: str | None = None) -> builtins.list[Alert]:
+        """Every open alert (of one device), most urgent first: what a restart resumes."""
+        where = "status != 'resolved'" + (" AND device_id = ?" if device_id else "")
+        rows = self._reader().execute(
+            f"SELECT * FROM alerts WHERE {where} ORDER BY {sql.ORDER_BY['priority']}",
+            (device_id,) if device_id else (),
+        ).fetchall()
+        return [sql.to_alert(r) for r in rows]
+
+    def changes_since(self, entry_id: int, limit: int = 500) -> builtins.list[AlertChange]:
+        """History entries after ``entry_id`` (oldest first), each with the alert *as it is
+        now*: for a live view that reconnects and catches up."""
+        db = self._reader()
+        entries = db.execute(
+            "SELECT * FROM alert_history WHERE id > ? ORDER BY id LIMIT ?", (entry_id, limit)
+        ).fetchall()
+        ids = sorted({e["alert_id"] for e in entries})
+        alerts: dict[int, Alert] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for r in db.execute(
+                f"SELECT * FROM alerts WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                alerts[r["id"]] = sql.to_alert(r)
+        return [AlertChange(alerts[e["alert_id"]], sql.to_entry(e)) for e in entries]
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self._lock:
+            return {status: n for status, n in self._counts.items()}
+
+    def is_offline(self, device_id: str) -> bool:
+        row = self._reader().execute(
+            "SELECT offline FROM device_presence WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return bool(row and row["offline"])
+
+    # ------------------------------------------------------------------ subscribers
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(change)`` after every committed change, in commit order, on the
+        thread that made it and while the store's lock is held: a callback must only hand the
+        change over (to a queue, a loop), never block. An exception in one is logged and
+        counted; it never reaches the writer nor stops the other subscribers. A callback may
+        write to the store; that change is delivered after the current one. Returns a
+        function that unsubscribes."""
+        with self._lock:
+            token = self._next_token
+            self._next_token += 1
+            self._subscribers[token] = callback
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers.pop(token, None)
+
+        return unsubscribe
+
+    # ------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the write connection. The caller holds the lock."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _reader(self) -> sqlite3.Connection:
+        """A connection of the calling thread's own, for queries (WAL: never waits for a
+        writer and sees only committed data)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sql.connect(self.path, read_only=True)
+            self._local.db = db
+            with self._lock:
+                self._readers.append(db)
+        return db
+
+    @staticmethod
+    def _row(db: sqlite3.Connection, alert_id: int) -> sqlite3.Row:
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM alerts WHERE id = ?", (alert_id,)
+        ).fetchone()
+        if row is None:
+            raise AlertNotFound(alert_id)
+        return row
+
+    @staticmethod
+    def _record(
+        db: sqlite3.Connection, alert_id: int, at: float, action: Action, by: str, note: str
+    ) -> HistoryEntry:
+        cur = db.execute(
+            "INSERT INTO alert_history (alert_id, at, action, by, note) VALUES (?, ?, ?, ?, ?)",
+            (alert_id, at, action, by, note),
+        )
+        assert cur.lastrowid is not None
+        return HistoryEntry(cur.lastrowid, alert_id, at, action, by, note)
+
+    def _insert(self, db: sqlite3.Connection, t: Transition, now: float) -> int:
+        presence = db.execute(
+            "SELECT offline, since FROM device_presence WHERE device_id = ?", (t.device_id,)
+        ).fetchone()
+        offline = bool(presence and presence["offline"])
+        cur = db.execute(
+            "INSERT INTO alerts (fingerprint, rule_id, device_id, kind, severity, severity_rank,"
+            " signal, signal_rank, route, summary, status, building, labels, started_at,"
+            " last_match_at, raised_at, updated_at, late, offline, offline_since, value)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,'firing',?,?,?,?,?,?,?,?,?,?)",
+            (t.fingerprint, t.rule_id, t.device_id, t.kind, t.severity,
+             sql.severity_rank(t.severity), t.signal, sql.signal_rank(t.signal), t.route,
+             t.summary, t.labels.get("building"), _labels(t.labels), t.at, t.at, now, now,
+             int(t.late), int(offline), presence["since"] if offline else None, t.value),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    @staticmethod
+    def _rematch(db: sqlite3.Connection, row: sqlite3.Row, t: Transition, now: float) -> str:
+        labels = sql.to_alert(row).labels | t.labels
+        db.execute(
+            "UPDATE alerts SET match_count = match_count + 1,"
+            " started_at = min(started_at, ?1), last_match_at = max(last_match_at, ?1),"
+            " value = CASE WHEN ?1 >= last_match_at THEN ?2 ELSE value END,"
+            " severity = ?3, severity_rank = ?4, signal = ?5, signal_rank = ?6, route = ?7,"
+            " summary = ?8, labels = ?9, building = ?10, updated_at = ?11 WHERE id = ?12",
+            (t.at, t.value, t.severity, sql.severity_rank(t.severity), t.signal,
+             sql.signal_rank(t.signal), t.route, t.summary, _labels(labels),
+             labels.get("building"), now, row["id"]),
+        )
+        notes = [f"match {row['match_count'] + 1}"]
+        if row["severity"] != t.severity:
+            notes.append(f"severity {row['severity']} → {t.severity}")
+        return "; ".join(notes)
+
+    def _committed(self, entry: HistoryEntry, moves: Sequence[_Move]) -> AlertChange:
+        """After a commit (lock held): counts, metrics, log, then the subscribers."""
+        for old, new in moves:
+            if old is not None:
+                self._counts[old] -= 1
+            self._counts[new] += 1
+        if moves:
+            self._export_counts()
+        CHANGES.labels(entry.action).inc()
+        row = self._row(self._db, entry.alert_id)
+        change = AlertChange(sql.to_alert(row), entry)
+        a = change.alert
+        log.info(
+            "alert %d %s by %s: %s on %s (%s, %s)%s", a.id, entry.action, entry.by, a.rule_id,
+            a.device_id, a.severity, a.status, " [offline]" if a.offline else "",
+        )
+        self._publish(change)
+        return change
+
+    def _publish(self, change: AlertChange) -> None:
+        self._pending.append(change)
+        if self._delivering:  # a subscriber wrote to the store: deliver after this one
+            return
+        self._delivering = True
+        try:
+            while self._pending:
+                item = self._pending.popleft()
+                for callback in builtins.list(self._subscribers.values()):
+                    try:
+                        callback(item)
+                    except Exception:
+                        SUBSCRIBER_ERRORS.inc()
+                        log.exception("alert subscriber %r failed on alert %d %s",
+                                      callback, item.alert.id, item.action)
+        finally:
+            self._delivering = False
+
+    def _export_counts(self) -> None:
+        for status, n in self._counts.items():
+            ALERTS.labels(status).set(n)
+
+
+def _check_by(by: str) -> None:
+    if not by or not by.strip():
+        raise ValueError("'by' must name who acts")
+
+
+def _many(v: str | Sequence[str] | None) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, str) else tuple(v)
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return json.dumps(labels, sort_keys=True, ensure_ascii=False)

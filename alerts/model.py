@@ -1,0 +1,143 @@
+"""What the alert store hands out: alerts, their history entries, changes, and its errors.
+
+Times are epoch seconds (UTC); the API turns them into RFC 3339 at its edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from rules.matches import Route, Severity, Signal
+
+Status = Literal["firing", "acknowledged", "resolved"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+OPEN_STATUSES: tuple[Status, ...] = ("firing", "acknowledged")
+
+Action = Literal[
+    "raised",
+    "rematched",
+    "acknowledged",
+    "resolved",
+    "auto_resolved",
+    "offline",
+    "online",
+    "note",
+    "notified",
+    "escalated",
+]
+"""What a history entry records. ``note``, ``notified`` and ``escalated`` change no state:
+they are written with :meth:`alerts.AlertStore.add_note` by people and by later stages."""
+NoteAction = Literal["note", "notified", "escalated"]
+
+Sort = Literal["priority", "newest", "oldest"]
+"""``priority``: open before resolved, firing before acknowledged, alarm before supervisory
+before trouble (a trouble never hides an alarm), most severe first, then oldest first;
+resolved ones last, most recently resolved first.
+``newest``/``oldest``: by ``raised_at``."""
+
+RULE = "rule"
+"""``by`` of what the rule engine did (raise, rematch, auto-resolve)."""
+SYSTEM = "system"
+"""``by`` of what the service itself did (offline and online flags)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    id: int
+    """Increases with every change in the store: a change feed position."""
+    alert_id: int
+    at: float
+    """When jiayuan recorded the change."""
+    action: Action
+    by: str
+    """A staff id, ``rule`` or ``system``."""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: int
+    fingerprint: str
+    rule_id: str
+    device_id: str
+    kind: str
+    severity: Severity
+    signal: Signal
+    route: Route
+    summary: str
+    status: Status
+    labels: dict[str, str]
+    """``community``, ``compound``, ``building``, ``unit``, ``resident_id`` (those known)."""
+    started_at: float
+    """Event time the condition started (the earliest match)."""
+    last_match_at: float
+    """Event time of the latest match."""
+    raised_at: float
+    """When jiayuan raised it."""
+    updated_at: float
+    ended_at: float | None = None
+    """Event time the rule cleared, for an alert the rule resolved."""
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    resolved_at: float | None = None
+    resolved_by: str | None = None
+    late: bool = False
+    """Raised from readings that arrived late."""
+    offline: bool = False
+    """The device is offline (the alert stays open)."""
+    offline_since: float | None = None
+    match_count: int = 1
+    value: float | None = field(default=None, repr=False)
+    """The value of the latest match. A health value: never log it."""
+    history: tuple[HistoryEntry, ...] = ()
+    """Filled by :meth:`alerts.AlertStore.get` only; listings leave it empty."""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != "resolved"
+
+    @property
+    def building(self) -> str | None:
+        return self.labels.get("building")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """One committed change: the alert as it is after it, and the history entry recording it."""
+
+    alert: Alert
+    entry: HistoryEntry
+
+    @property
+    def action(self) -> Action:
+        return self.entry.action
+
+
+class AlertError(Exception):
+    """Base of the store's refusals."""
+
+
+class AlertNotFound(AlertError, LookupError):
+    def __init__(self, alert_id: int) -> None:
+        super().__init__(f"alert {alert_id} not found")
+        self.alert_id = alert_id
+
+
+class InvalidTransition(AlertError):
+    """The alert is not in a state that allows the action (e.g. acknowledging a resolved one).
+
+    Carries what the caller needs to explain it: the alert's status and who put it there when.
+    """
+
+    def __init__(
+        self, alert: Alert, action: Literal["acknowledge", "resolve"], by: str | None,
+        at: float | None,
+    ) -> None:
+        who = f" by {by}" if by else ""
+        super().__init__(f"alert {alert.id} is {alert.status}{who}; cannot {action} it")
+        self.alert_id = alert.id
+        self.status: Status = alert.status
+        self.action = action
+        self.by = by
+        self.at = at

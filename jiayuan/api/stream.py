@@ -1,0 +1,263 @@
+"""``/api/stream``: alert changes as server-sent events.
+
+The alert store calls its subscribers on whatever thread made the change (ingest, scheduler,
+an API worker) while holding its lock, so the :class:`Broadcaster` only hands each change to the
+event loop (``call_soon_threadsafe``); on the loop it is offered to every client's bounded
+queue. A client whose queue is full is too slow: it is disconnected (it may reconnect with
+``Last-Event-ID`` and catch up from the history), and nobody else waits for it.
+
+Wire format: ``event: alert``, ``id:`` the history entry id (increasing), ``data:`` JSON
+``{"action", "change", "alert"}``; a ``: keep-alive`` comment when idle; ``event: resync`` when
+a reconnecting client missed more than can be replayed (fetch ``/api/alerts`` again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.sse import format_sse_event
+from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from alerts import AlertChange, AlertStore
+from alerts.model import Action
+from jiayuan.api.alerts import AlertOut, HistoryOut, alert_out, history_out
+from jiayuan.api.deps import ID_PATTERN
+from rules.matches import Route
+
+log = logging.getLogger(__name__)
+
+CLIENTS = Gauge("jiayuan_stream_clients", "Clients connected to the live alert stream")
+DROPPED = Counter(
+    "jiayuan_stream_dropped_total", "Live stream clients disconnected for falling behind"
+)
+
+REPLAY_MAX = 500
+"""A reconnecting client is sent at most this many missed changes, else ``resync``."""
+STOP_GRACE_S = 1.0
+"""How long an ended stream may take to finish its last write before it is cut."""
+
+router = APIRouter(tags=["stream"])
+
+
+class AlertEvent(BaseModel):
+    """The ``data`` of one ``alert`` event."""
+
+    action: Action
+    change: HistoryOut
+    alert: AlertOut
+
+
+def encode(change: AlertChange) -> bytes:
+    data = AlertEvent(
+        action=change.action, change=history_out(change.entry), alert=alert_out(change.alert)
+    )
+    return format_sse_event(data_str=data.model_dump_json(), event="alert",
+                            id=str(change.entry.id))
+
+
+class _Client:
+    """One connection's queue, on the event loop only."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[AlertChange | None] = asyncio.Queue(size)
+        self.ended = asyncio.Event()
+
+    def offer(self, change: AlertChange) -> bool:
+        """Queue a change; False (and the stream ends) when the client is too far behind."""
+        if self.ended.is_set():
+            return True
+        try:
+            self.queue.put_nowait(change)
+        except asyncio.QueueFull:
+            self.end()
+            return False
+        return True
+
+    def end(self) -> None:
+        """Drop what is queued and let the stream finish."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+        self.ended.set()
+
+
+class Broadcaster:
+    """From the alert store's subscribers (any thread) to the live stream's clients (the loop).
+
+    ``start()`` on the event loop (the app's lifespan does it); ``close()`` from any thread
+    ends every stream, so a server can shut down without waiting for clients to leave.
+    """
+
+    def __init__(self, store: AlertStore, *, queue_size: int = 256,
+                 keepalive_s: float = 15.0) -> None:
+        self.store = store
+        self.queue_size = queue_size
+        self.keepalive_s = keepalive_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._clients: set[_Client] = set()
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and not self._closed
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+        self._unsubscribe = self.store.subscribe(self._on_change)
+
+    def close(self) -> None:
+        """End every stream and stop listening. Thread-safe; idempotent."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._closed = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._end_all()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile
+                loop.call_soon_threadsafe(self._end_all)
+
+    def _on_change(self, change: AlertChange) -> None:
+        """The store's subscriber: any thread, the store's lock held. Only hands over."""
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nobody is listening
+            loop.call_soon_threadsafe(self._fan_out, change)
+
+    def _fan_out(self, change: AlertChange) -> None:
+        for client in list(self._clients):
+            if not client.offer(change):
+                DROPPED.inc()
+                log.warning("live stream client fell %d changes behind: disconnected",
+                            self.queue_size)
+
+    def _end_all(self) -> None:
+        for client in list(self._clients):
+            client.end()
+
+    def _connect(self) -> _Client:
+        client = _Client(self.queue_size)
+        if self._closed:
+            client.end()
+        self._clients.add(client)
+        CLIENTS.set(len(self._clients))
+        return client
+
+    def _disconnect(self, client: _Client) -> None:
+        self._clients.discard(client)
+        CLIENTS.set(len(self._clients))
+
+    async def events(
+        self, client: _Client, last_event_id: int | None, wanted: Callable[[AlertChange], bool]
+    ) -> AsyncIterator[bytes]:
+        """The byte stream of one client (already connected, so nothing is missed while the
+        history is replayed)."""
+        try:
+            yield b"retry: 5000\n: connected\n\n"
+            seen = 0
+            if last_event_id is not None:
+                missed = await anyio.to_thread.run_sync(
+                    self.store.changes_since, last_event_id, REPLAY_MAX + 1
+                )
+                if len(missed) > REPLAY_MAX:
+                    yield format_sse_event(event="resync", data_str='{"reason": "too many '
+                                           'changes missed; list /api/alerts again"}')
+                    missed = []
+                for change in missed:
+                    seen = change.entry.id
+                    if wanted(change):
+                        yield encode(change)
+            while True:
+                try:
+                    change = await asyncio.wait_for(client.queue.get(), self.keepalive_s)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if change is None:
+                    return
+                if change.entry.id > seen and wanted(change):
+                    yield encode(change)
+        finally:
+            self._disconnect(client)
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` that also ends when its client is told to stop (shutdown, or
+    too slow), even while a write to a client that reads nothing is stuck."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[bytes], ended: asyncio.Event) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+        self._ended = ended
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def stream() -> None:
+                with contextlib.suppress(OSError):  # the client went away mid-write
+                    await self.stream_response(send)
+                tg.cancel_scope.cancel()
+
+            async def disconnect() -> None:
+                await self.listen_for_disconnect(receive)
+                tg.cancel_scope.cancel()
+
+            async def ended() -> None:
+                await self._ended.wait()
+                await anyio.sleep(STOP_GRACE_S)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stream)
+            tg.start_soon(disconnect)
+            tg.start_soon(ended)
+
+
+@router.get(
+    "/api/stream", summary="Live stream of alert changes (server-sent events)",
+    response_class=EventStreamResponse,
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "`event: alert` with `{action, change, alert}` data"}},
+)
+async def stream_alerts(
+    request: Request,
+    building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    route: Annotated[Route | None, Query(description="Only alerts of this route.")] = None,
+    last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
+) -> EventStreamResponse:
+    broadcaster: Broadcaster | None = getattr(request.app.state, "broadcaster", None)
+    if broadcaster is None or not broadcaster.running:
+        raise HTTPException(503, "the live stream is not running")
+
+    def wanted(change: AlertChange) -> bool:
+        a = change.alert
+        return (building is None or a.building == building) and (route is None or a.route == route)
+
+    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    client = broadcaster._connect()
+    return EventStreamResponse(broadcaster.events(client, resume, wanted), client.ended)

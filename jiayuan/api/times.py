@@ -1,0 +1,27 @@
+"""Times at the HTTP edge: the journal and the alert store keep epoch seconds, responses carry
+RFC 3339 UTC strings (pydantic writes an aware UTC ``datetime`` as ``…Z``), and query times
+must say their offset."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import overload
+
+
+@overload
+def utc(ts: float) -> datetime: ...
+@overload
+def utc(ts: None) -> None: ...
+def utc(ts: float | None) -> datetime | None:
+    """Epoch seconds → an aware UTC datetime (None stays None)."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def epoch(dt: datetime | None) -> float | None:
+    """An aware datetime from a query → epoch seconds (None stays None)."""
+    return None if dt is None else dt.timestamp()
+
+
+def rfc3339(ts: float) -> str:
+    """Epoch seconds → the same RFC 3339 UTC text the responses carry, for messages."""
+    return utc(ts).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,459 @@
+"""The rule engine: stateful evaluation of readings in event time.
+
+State is kept per (rule, device). Telemetry, event and absence rules are indexed by device kind
+and stream (and event name), so a reading costs only the rules that apply to it. An exception in
+one rule is logged, counted in :attr:`RuleEngine.errors` and never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from ingest.payloads import Reading
+from ingest.topics import STREAMS
+from registry.models import Registry
+from rules.matches import Transition
+from rules.model import AbsenceRule, CountRule, EventRule, Rule, ThresholdRule, ZoneRule
+
+__all__ = ["LATE_S", "RuleEngine"]
+
+log = logging.getLogger(__name__)
+
+LATE_S: Final = 60.0
+"""A transition caused by a reading that arrived more than this after its ``ts`` is late."""
+_EARTH_M: Final = 6_371_008.8
+_NEVER: Final = -math.inf
+Clock = Callable[[], float]
+Action = Literal["fire", "clear"]
+Area = tuple[float, float, float, float]
+"""(lat, lon, radius_m, cos(lat)) of a resident's allowed area."""
+
+
+@dataclass(slots=True)
+class _LevelState:
+    trig: float
+    clr: float
+    last_ts: float = _NEVER
+    start: float | None = None
+    firing: bool = False
+
+
+@dataclass(slots=True)
+class _OpenState:
+    firing: bool = False
+    since: float = _NEVER
+    cleared: float = _NEVER
+
+
+@dataclass(slots=True)
+class _CountState:
+    times: deque[float]
+    firing: bool = False
+
+
+@dataclass(slots=True)
+class _Dev:
+    """Per device: labels for transitions, the wearer's area, and per-rule state by slot."""
+
+    device_id: str
+    labels: dict[str, str]
+    area: Area | None
+    levels: dict[int, _LevelState] = field(default_factory=dict)
+    events: dict[int, _OpenState] = field(default_factory=dict)
+
+
+class _Compiled:
+    """A rule made ready for evaluation; ``slot`` indexes its state in :class:`_Dev`."""
+
+    def __init__(self, rule: Rule, slot: int) -> None:
+        self.rule = rule
+        self.id = rule.id
+        self.slot = slot
+
+    def make(
+        self, action: Action, dev: _Dev, at: float, late: bool = False, value: float | None = None
+    ) -> Transition:
+        r = self.rule
+        log.debug("rule %s %s for device %s", r.id, action, dev.device_id)
+        return Transition(
+            action, r.id, dev.device_id, r.kind, r.severity, r.signal, r.route, at, r.summary,
+            late, value, dict(dev.labels),
+        )  # fmt: skip
+
+    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
+        return False
+
+
+class _Level(_Compiled):
+    """A measured value past a trigger level for ``for``, cleared past a clear level."""
+
+    up = True
+    metric = ""
+    """The telemetry field read directly; empty when :meth:`measure` computes the value."""
+
+    def __init__(self, rule: ThresholdRule | ZoneRule, slot: int) -> None:
+        super().__init__(rule, slot)
+        self.for_ = rule.for_
+        self.gap = rule.gap
+
+    def measure(self, dev: _Dev, values: dict[str, float | bool]) -> float | None:
+        raise NotImplementedError
+
+    def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
+        raise NotImplementedError
+
+    def state(self, registry: Registry, dev: _Dev) -> _LevelState | None:
+        st = dev.levels.get(self.slot)
+        if st is None and (lv := self.levels(registry, dev)) is not None:
+            st = dev.levels[self.slot] = _LevelState(*lv)
+        return st
+
+    def on_value(
+        self, eng: RuleEngine, dev: _Dev, r: Reading, v: float, out: list[Transition]
+    ) -> None:
+        st = dev.levels.get(self.slot) or self.state(eng.registry, dev)
+        if st is None:
+            return
+        ts = r.ts
+        if ts < st.last_ts:  # out of order: never moves the episode backwards
+            eng.out_of_order += 1
+            return
+        gap = ts - st.last_ts
+        st.last_ts = ts
+        if st.firing:
+            if v < st.clr if self.up else v > st.clr:
+                st.firing = False
+                st.start = None
+                out.append(self.make("clear", dev, ts, r.lag > LATE_S, v))
+        elif v > st.trig if self.up else v < st.trig:
+            if st.start is None or gap > self.gap:  # unobserved gap: the episode starts again
+                st.start = ts
+            if ts - st.start >= self.for_:
+                st.firing = True
+                out.append(self.make("fire", dev, st.start, r.lag > LATE_S, v))
+        else:
+            st.start = None
+
+    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
+        st = self.state(engine.registry, dev)
+        if st is not None:
+            st.firing, st.start = True, since
+        return st is not None
+
+
+class _Threshold(_Level):
+    def __init__(self, rule: ThresholdRule, slot: int) -> None:
+        super().__init__(rule, slot)
+        self.metric = rule.metric
+        self.up = rule.above is not None
+        self.trig = rule.above if rule.above is not None else rule.below or 0.0
+        self.clr = rule.clear
+        self.override = rule.override
+
+    def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
+        if self.override is None:
+            return self.trig, self.clr
+        trig = registry.threshold(dev.device_id, self.override, self.trig)
+        return trig, self.clr + (trig - self.trig)
+
+
+class _Zone(_Level):
+    def __init__(self, rule: ZoneRule, slot: int) -> None:
+        super().__init__(rule, slot)
+        self.margin = rule.margin_m
+
+    def measure(self, dev: _Dev, values: dict[str, float | bool]) -> float | None:
+        area, lat, lon = dev.area, values.get("lat"), values.get("lon")
+        if area is None or lat is None or lon is None:
+            return None
+        dy = math.radians(lat - area[0])
+        dx = math.radians(lon - area[1]) * area[3]
+        return _EARTH_M * math.hypot(dx, dy)  # equirectangular: metres-accurate at this scale
+
+    def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
+        if dev.area is None:
+            return None
+        radius = dev.area[2]
+        return radius, max(radius - self.margin, radius / 2)
+
+
+class _Event(_Compiled):
+    """Fires on each event; with clear events, once per episode."""
+
+    def __init__(self, rule: EventRule, slot: int) -> None:
+        super().__init__(rule, slot)
+        self.stateful = bool(rule.clear_events)
+
+    def on_event(
+        self, eng: RuleEngine, dev: _Dev, r: Reading, fires: bool, out: list[Transition]
+    ) -> None:
+        ts, late = r.ts, r.lag > LATE_S
+        if not self.stateful:
+            out.append(self.make("fire", dev, ts, late))
+            return
+        st = dev.events.get(self.slot) or dev.events.setdefault(self.slot, _OpenState())
+        if fires:
+            if st.firing:
+                return
+            out.append(self.make("fire", dev, ts, late))
+            if ts < st.cleared:  # an old episode whose clear we already saw: report, then close
+                out.append(self.make("clear", dev, st.cleared, late))
+            else:
+                st.firing, st.since = True, ts
+        else:
+            st.cleared = max(st.cleared, ts)
+            if st.firing and ts >= st.since:
+                st.firing = False
+                out.append(self.make("clear", dev, ts, late))
+
+    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
+        if not self.stateful:
+            return False
+        st = dev.events.setdefault(self.slot, _OpenState())
+        st.firing, st.since = True, since
+        return True
+
+
+class _Count(_Compiled):
+    """N events from one device within a window of event time."""
+
+    def __init__(self, rule: CountRule, slot: int) -> None:
+        super().__init__(rule, slot)
+        self.n = rule.threshold
+        self.window = rule.window
+        self.seen: dict[str, _CountState] = {}
+
+    def on_event(
+        self, eng: RuleEngine, dev: _Dev, r: Reading, fires: bool, out: list[Transition]
+    ) -> None:
+        ts, late, device_id = r.ts, r.lag > LATE_S, r.device_id
+        st = self.seen.get(device_id) or self.seen.setdefault(device_id, self.new())
+        dq = st.times
+        if dq and ts < dq[-1]:
+            eng.out_of_order += 1
+            return
+        if st.firing and (len(dq) < self.n or ts - dq[0] > self.window):
+            st.firing = False
+            at = dq[0] + self.window if len(dq) == self.n else ts
+            out.append(self.make("clear", dev, at, late))
+        dq.append(ts)
+        if not st.firing and len(dq) == self.n and ts - dq[0] <= self.window:
+            st.firing = True
+            out.append(self.make("fire", dev, ts, late, float(self.n)))
+
+    def expire(self, eng: RuleEngine, now: float, out: list[Transition]) -> None:
+        for device_id, st in list(self.seen.items()):
+            dq = st.times
+            if st.firing:
+                if len(dq) < self.n or now - dq[0] > self.window:
+                    st.firing = False
+                    at = dq[0] + self.window if len(dq) == self.n else now
+                    out.append(self.make("clear", eng.dev(device_id), at))
+            elif not dq or now - dq[-1] > self.window:
+                del self.seen[device_id]
+
+    def new(self) -> _CountState:
+        return _CountState(deque(maxlen=self.n))
+
+    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
+        self.seen.setdefault(dev.device_id, self.new()).firing = True
+        return True
+
+
+class _Absence(_Compiled):
+    """Devices in order of last heard (receive time on the engine clock), and those silent."""
+
+    def __init__(self, rule: AbsenceRule, slot: int) -> None:
+        super().__init__(rule, slot)
+        self.for_ = rule.for_
+        self.waiting: OrderedDict[str, float] = OrderedDict()
+        self.silent: dict[str, float] = {}
+
+    def heard(self, dev: _Dev, now: float, out: list[Transition]) -> None:
+        if self.silent.pop(dev.device_id, None) is not None:
+            out.append(self.make("clear", dev, now))
+        else:
+            self.waiting.pop(dev.device_id, None)
+        self.waiting[dev.device_id] = now
+
+    def expire(self, eng: RuleEngine, now: float, out: list[Transition]) -> None:
+        waiting, deadline = self.waiting, now - self.for_
+        while waiting:
+            device_id, last = next(iter(waiting.items()))
+            if last > deadline:
+                break
+            del waiting[device_id]
+            self.silent[device_id] = last
+            out.append(self.make("fire", eng.dev(device_id), last + self.for_))
+
+    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
+        self.waiting.pop(dev.device_id, None)
+        self.silent[dev.device_id] = since
+        return True
+
+
+class RuleEngine:
+    """Evaluates readings against rules; ``tick`` handles absence and count-window expiry."""
+
+    def __init__(self, rules: Iterable[Rule], registry: Registry, clock: Clock = time.time) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.errors: Counter[str] = Counter()  # exceptions per rule id
+        self.out_of_order = 0  # readings older than one already seen, ignored by threshold/count
+        self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
+        self._devs: dict[str, _Dev] = {}
+        self._telemetry: dict[str, list[_Level]] = {}
+        self._events: dict[tuple[str, str], list[tuple[_Event | _Count, bool]]] = {}
+        self._heard: dict[tuple[str, str], list[_Absence]] = {}
+        self._absences: list[_Absence] = []
+        self._counts: list[_Count] = []
+        self._zones = False
+        self._compiled = [self._compile(rule, slot) for slot, rule in enumerate(self.rules)]
+        self._by_id = {c.id: c for c in self._compiled}
+        if len(self._by_id) != len(self._compiled):
+            raise ValueError("duplicate rule ids")
+        self._seed(clock())
+
+    def _compile(self, rule: Rule, slot: int) -> _Compiled:
+        kind = rule.kind
+        if isinstance(rule, ThresholdRule | ZoneRule):
+            lv = _Threshold(rule, slot) if isinstance(rule, ThresholdRule) else _Zone(rule, slot)
+            self._zones |= isinstance(rule, ZoneRule)
+            self._telemetry.setdefault(kind, []).append(lv)
+            return lv
+        if isinstance(rule, EventRule):
+            ev = _Event(rule, slot)
+            for fires, names in ((True, rule.events), (False, rule.clear_events)):
+                for name in names:
+                    self._events.setdefault((kind, name), []).append((ev, fires))
+            return ev
+        if isinstance(rule, CountRule):
+            cnt = _Count(rule, slot)
+            self._events.setdefault((kind, rule.event), []).append((cnt, True))
+            self._counts.append(cnt)
+            return cnt
+        ab = _Absence(rule, slot)
+        for stream in rule.streams or STREAMS:
+            self._heard.setdefault((kind, stream), []).append(ab)
+        self._absences.append(ab)
+        return ab
+
+    def _seed(self, now: float) -> None:
+        """Registered devices are expected to be heard: their silence counts from ``now``."""
+        for ab in self._absences:
+            for d in self.registry.devices.values():
+                if d.kind == ab.rule.kind and d.device_id not in ab.silent:
+                    ab.waiting.setdefault(d.device_id, now)
+
+    def _labels(self, device_id: str, community: str) -> dict[str, str]:
+        d = self.registry.device(device_id)
+        if d is None:
+            return {"community": community, "registered": "false"}
+        labels = {"community": community, "compound": d.compound}
+        where = {"building": d.building, "unit": d.unit, "resident_id": d.resident_id}
+        labels.update((k, v) for k, v in where.items() if v)
+        return labels
+
+    def _area(self, device_id: str) -> Area | None:
+        resident = self.registry.resident_of(device_id) if self._zones else None
+        if resident is None or resident.allowed_area is None:
+            return None
+        lat, lon, radius = resident.allowed_area
+        return lat, lon, radius, math.cos(math.radians(lat))
+
+    def dev(self, device_id: str, community: str | None = None) -> _Dev:
+        """The state of one device, created on first use."""
+        dev = self._devs.get(device_id)
+        if dev is None:
+            labels = self._labels(device_id, community or self.registry.community)
+            dev = self._devs[device_id] = _Dev(device_id, labels, self._area(device_id))
+        return dev
+
+    def _failed(self, c: _Compiled, device_id: str, exc: Exception) -> None:
+        self.errors[c.id] += 1
+        log.error("rule %s failed for device %s: %s", c.id, device_id, type(exc).__name__)
+        log.debug("rule %s failure", c.id, exc_info=exc)  # tracebacks may carry values
+
+    def evaluate(self, reading: Reading) -> list[Transition]:
+        """Evaluate one reading; returns the fires and clears it causes."""
+        out: list[Transition] = []
+        device_id, kind, stream = reading.device_id, reading.kind, reading.stream
+        dev = self._devs.get(device_id) or self.dev(device_id, reading.community)
+        absences = self._heard.get((kind, stream))
+        if absences and not (stream == "status" and reading.event == "offline"):
+            now = self.clock()
+            for ab in absences:
+                try:
+                    ab.heard(dev, now, out)
+                except Exception as e:
+                    self._failed(ab, device_id, e)
+        if stream == "telemetry":
+            values = reading.values
+            for lv in self._telemetry.get(kind, ()):
+                try:
+                    v = values.get(lv.metric) if lv.metric else lv.measure(dev, values)
+                    if v is not None:
+                        lv.on_value(self, dev, reading, v, out)
+                except Exception as e:
+                    self._failed(lv, device_id, e)
+        elif stream == "event" and reading.event is not None:
+            for ev, fires in self._events.get((kind, reading.event), ()):
+                try:
+                    ev.on_event(self, dev, reading, fires, out)
+                except Exception as e:
+                    self._failed(ev, device_id, e)
+        return out
+
+    def tick(self, now: float | None = None) -> list[Transition]:
+        """Fire absences and clear expired count windows as of ``now`` (default: the clock)."""
+        now = self.clock() if now is None else now
+        out: list[Transition] = []
+        expiring: list[_Absence | _Count] = [*self._absences, *self._counts]
+        for c in expiring:
+            try:
+                c.expire(self, now, out)
+            except Exception as e:
+                self._failed(c, "*", e)
+        return out
+
+    def restore(self, rule_id: str, device_id: str, since: float) -> bool:
+        """Mark an alert still open downstream (after a restart) as firing, so the rule can clear
+        it; False when the rule is unknown or has no state (an event rule without clear)."""
+        c = self._by_id.get(rule_id)
+        return c is not None and c.restore(self, self.dev(device_id), since)
+
+    def set_registry(self, registry: Registry) -> None:
+        """Use a reloaded registry: labels, overrides and areas are looked up again."""
+        self.registry = registry
+        for device_id, dev in self._devs.items():
+            dev.labels = self._labels(device_id, dev.labels["community"])
+            dev.area = self._area(device_id)
+            for slot, st in list(dev.levels.items()):
+                c = self._compiled[slot]
+                lv = c.levels(registry, dev) if isinstance(c, _Level) else None
+                if lv is None:
+                    del dev.levels[slot]
+                else:
+                    st.trig, st.clr = lv
+        self._seed(self.clock())
+
+    def forget(self, device_id: str) -> None:
+        """Drop every state of a device (decommissioned, or removed from the registry)."""
+        self._devs.pop(device_id, None)
+        for ab in self._absences:
+            ab.waiting.pop(device_id, None)
+            ab.silent.pop(device_id, None)
+        for cnt in self._counts:
+            cnt.seen.pop(device_id, None)
+
+    def state_size(self) -> int:
+        """Number of (rule, device) states held."""
+        n = sum(len(d.levels) + len(d.events) for d in self._devs.values())
+        n += sum(len(ab.waiting) + len(ab.silent) for ab in self._absences)
+        return n + sum(len(c.seen) for c in self._counts)
