@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from alerts.model import Alert, HistoryEntry, Sort
-from rules.matches import SEVERITY_ORDER
+from alerts.model import Action, Alert, AlertNotFound, HistoryEntry, Sort
+from rules.matches import SEVERITY_ORDER, Transition
 
 SCHEMA_VERSION = 1
 
@@ -189,3 +189,70 @@ def filters(
     if open_only:
         parts.append("status != 'resolved'")
     return (" WHERE " + " AND ".join(parts) if parts else ""), tuple(args)
+
+
+# ---------------------------------------------------------------- writes (lock held)
+
+
+def alert_row(db: sqlite3.Connection, alert_id: int) -> sqlite3.Row:
+    """The alert's row, or :class:`AlertNotFound`."""
+    found: sqlite3.Row | None = db.execute(
+        "SELECT * FROM alerts WHERE id = ?", (alert_id,)
+    ).fetchone()
+    if found is None:
+        raise AlertNotFound(alert_id)
+    return found
+
+
+def record(
+    db: sqlite3.Connection, alert_id: int, at: float, action: Action, by: str, note: str
+) -> HistoryEntry:
+    cur = db.execute(
+        "INSERT INTO alert_history (alert_id, at, action, by, note) VALUES (?, ?, ?, ?, ?)",
+        (alert_id, at, action, by, note),
+    )
+    assert cur.lastrowid is not None
+    return HistoryEntry(cur.lastrowid, alert_id, at, action, by, note)
+
+
+def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
+    """A new firing alert; flagged offline when its device is known to be."""
+    presence = db.execute(
+        "SELECT offline, since FROM device_presence WHERE device_id = ?", (t.device_id,)
+    ).fetchone()
+    offline = bool(presence and presence["offline"])
+    cur = db.execute(
+        "INSERT INTO alerts (fingerprint, rule_id, device_id, kind, severity, severity_rank,"
+        " signal, signal_rank, route, summary, status, building, labels, started_at,"
+        " last_match_at, raised_at, updated_at, late, offline, offline_since, value)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,'firing',?,?,?,?,?,?,?,?,?,?)",
+        (t.fingerprint, t.rule_id, t.device_id, t.kind, t.severity,
+         severity_rank(t.severity), t.signal, signal_rank(t.signal), t.route,
+         t.summary, t.labels.get("building"), _json(t.labels), t.at, t.at, now, now,
+         int(t.late), int(offline), presence["since"] if offline else None, t.value),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def rematch(db: sqlite3.Connection, row: sqlite3.Row, t: Transition, now: float) -> str:
+    """Update the open alert ``row`` with a repeat match; returns the history note."""
+    labels = to_alert(row).labels | t.labels
+    db.execute(
+        "UPDATE alerts SET match_count = match_count + 1,"
+        " started_at = min(started_at, ?1), last_match_at = max(last_match_at, ?1),"
+        " value = CASE WHEN ?1 >= last_match_at THEN ?2 ELSE value END,"
+        " severity = ?3, severity_rank = ?4, signal = ?5, signal_rank = ?6, route = ?7,"
+        " summary = ?8, labels = ?9, building = ?10, updated_at = ?11 WHERE id = ?12",
+        (t.at, t.value, t.severity, severity_rank(t.severity), t.signal,
+         signal_rank(t.signal), t.route, t.summary, _json(labels),
+         labels.get("building"), now, row["id"]),
+    )
+    notes = [f"match {row['match_count'] + 1}"]
+    if row["severity"] != t.severity:
+        notes.append(f"severity {row['severity']} → {t.severity}")
+    return "; ".join(notes)
+
+
+def _json(labels: dict[str, str]) -> str:
+    return json.dumps(labels, sort_keys=True, ensure_ascii=False)

@@ -25,7 +25,6 @@ Decisions:
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 import sqlite3
 import threading
@@ -77,6 +76,10 @@ class AlertStore:
         for row in self._db.execute("SELECT status, count(*) FROM alerts GROUP BY status"):
             self._counts[row[0]] = int(row[1])
         self._export_counts()
+        self._presence: dict[str, tuple[bool, float]] = {
+            r["device_id"]: (bool(r["offline"]), r["since"])
+            for r in self._db.execute("SELECT device_id, offline, since FROM device_presence")
+        }
         n_open = self._counts["firing"] + self._counts["acknowledged"]
         log.info("alert store %s: %d open alerts", path, n_open)
 
@@ -101,14 +104,14 @@ class AlertStore:
                     (t.fingerprint,),
                 ).fetchone()
                 if t.action == "fire" and row is None:
-                    alert_id = self._insert(db, t, now)
+                    alert_id = sql.insert(db, t, now)
                     note = "raised from late readings" if t.late else ""
-                    entry = self._record(db, alert_id, now, "raised", RULE, note)
+                    entry = sql.record(db, alert_id, now, "raised", RULE, note)
                     moves.append((None, "firing"))
                 elif t.action == "fire":
                     alert_id = row["id"]
-                    note = self._rematch(db, row, t, now)
-                    entry = self._record(db, alert_id, now, "rematched", RULE, note)
+                    note = sql.rematch(db, row, t, now)
+                    entry = sql.record(db, alert_id, now, "rematched", RULE, note)
                 elif row is None:
                     log.debug("clear of %s: no open alert", t.fingerprint)
                     return None
@@ -122,7 +125,7 @@ class AlertStore:
                         " resolved_by = ?2, ended_at = ?3, updated_at = ?1 WHERE id = ?4",
                         (now, RULE, t.at, alert_id),
                     )
-                    entry = self._record(db, alert_id, now, "auto_resolved", RULE, "rule cleared")
+                    entry = sql.record(db, alert_id, now, "auto_resolved", RULE, "rule cleared")
                     moves.append((row["status"], "resolved"))
             return self._committed(entry, moves)
 
@@ -135,7 +138,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                current = self._row(db, alert_id)
+                current = sql.alert_row(db, alert_id)
                 status = current["status"]
                 if status == "resolved":
                     raise InvalidTransition(
@@ -154,7 +157,7 @@ class AlertStore:
                     " acknowledged_by = ?2, updated_at = ?1 WHERE id = ?3",
                     (now, by, alert_id),
                 )
-                entry = self._record(db, alert_id, now, "acknowledged", by, note)
+                entry = sql.record(db, alert_id, now, "acknowledged", by, note)
             return self._committed(entry, [("firing", "acknowledged")])
 
     def resolve(self, alert_id: int, by: str, note: str = "") -> AlertChange | None:
@@ -164,7 +167,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                current = self._row(db, alert_id)
+                current = sql.alert_row(db, alert_id)
                 status: Status = current["status"]
                 if status == "resolved":
                     if current["resolved_by"] == by:
@@ -178,7 +181,7 @@ class AlertStore:
                     " updated_at = ?1 WHERE id = ?3",
                     (now, by, alert_id),
                 )
-                entry = self._record(db, alert_id, now, "resolved", by, note)
+                entry = sql.record(db, alert_id, now, "resolved", by, note)
             return self._committed(entry, [(status, "resolved")])
 
     def add_note(
@@ -190,28 +193,28 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                self._row(db, alert_id)
+                sql.alert_row(db, alert_id)
                 db.execute("UPDATE alerts SET updated_at = ? WHERE id = ?", (now, alert_id))
-                entry = self._record(db, alert_id, now, action, by, note)
+                entry = sql.record(db, alert_id, now, action, by, note)
             change = self._committed(entry, [])
         return change
 
     def set_offline(
         self, device_id: str, offline: bool, at: float, note: str = ""
     ) -> builtins.list[AlertChange]:
-        """The device went offline (or came back) at event time ``at``. Flags its open alerts
-        and remembers it for alerts raised meanwhile. Never resolves anything. A state older
-        than the one already known is ignored."""
+        """The device went offline (or came back) at event time ``at``: flag its open alerts,
+        and remember it for alerts raised meanwhile. Never resolves anything.
+
+        Cheap when nothing changes (a dict lookup), so it may be called with ``False`` for
+        every reading a device sends. A state older than the last change is ignored (a late
+        reading from before the device went silent does not bring it back)."""
         with self._lock:
+            was_offline, since = self._presence.get(device_id, (False, float("-inf")))
+            if at < since or was_offline == offline:
+                return []
             now = self._clock()
             entries: builtins.list[HistoryEntry] = []
             with self._tx() as db:
-                prev = db.execute(
-                    "SELECT offline, since FROM device_presence WHERE device_id = ?",
-                    (device_id,),
-                ).fetchone()
-                if prev is not None and at < prev["since"]:
-                    return []
                 db.execute(
                     "INSERT INTO device_presence (device_id, offline, since) VALUES (?, ?, ?)"
                     " ON CONFLICT (device_id) DO UPDATE SET offline = excluded.offline,"
@@ -233,7 +236,8 @@ class AlertStore:
                         " WHERE id = ?",
                         (int(offline), at if offline else None, now, r["id"]),
                     )
-                    entries.append(self._record(db, r["id"], now, action, SYSTEM, text))
+                    entries.append(sql.record(db, r["id"], now, action, SYSTEM, text))
+            self._presence[device_id] = (offline, at)
             return [self._committed(e, []) for e in entries]
 
     # ------------------------------------------------------------------ reads
@@ -311,10 +315,8 @@ class AlertStore:
             return {status: n for status, n in self._counts.items()}
 
     def is_offline(self, device_id: str) -> bool:
-        row = self._reader().execute(
-            "SELECT offline FROM device_presence WHERE device_id = ?", (device_id,)
-        ).fetchone()
-        return bool(row and row["offline"])
+        with self._lock:
+            return self._presence.get(device_id, (False, 0.0))[0]
 
     # ------------------------------------------------------------------ subscribers
 
@@ -360,62 +362,6 @@ class AlertStore:
                 self._readers.append(db)
         return db
 
-    @staticmethod
-    def _row(db: sqlite3.Connection, alert_id: int) -> sqlite3.Row:
-        row: sqlite3.Row | None = db.execute(
-            "SELECT * FROM alerts WHERE id = ?", (alert_id,)
-        ).fetchone()
-        if row is None:
-            raise AlertNotFound(alert_id)
-        return row
-
-    @staticmethod
-    def _record(
-        db: sqlite3.Connection, alert_id: int, at: float, action: Action, by: str, note: str
-    ) -> HistoryEntry:
-        cur = db.execute(
-            "INSERT INTO alert_history (alert_id, at, action, by, note) VALUES (?, ?, ?, ?, ?)",
-            (alert_id, at, action, by, note),
-        )
-        assert cur.lastrowid is not None
-        return HistoryEntry(cur.lastrowid, alert_id, at, action, by, note)
-
-    def _insert(self, db: sqlite3.Connection, t: Transition, now: float) -> int:
-        presence = db.execute(
-            "SELECT offline, since FROM device_presence WHERE device_id = ?", (t.device_id,)
-        ).fetchone()
-        offline = bool(presence and presence["offline"])
-        cur = db.execute(
-            "INSERT INTO alerts (fingerprint, rule_id, device_id, kind, severity, severity_rank,"
-            " signal, signal_rank, route, summary, status, building, labels, started_at,"
-            " last_match_at, raised_at, updated_at, late, offline, offline_since, value)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,'firing',?,?,?,?,?,?,?,?,?,?)",
-            (t.fingerprint, t.rule_id, t.device_id, t.kind, t.severity,
-             sql.severity_rank(t.severity), t.signal, sql.signal_rank(t.signal), t.route,
-             t.summary, t.labels.get("building"), _labels(t.labels), t.at, t.at, now, now,
-             int(t.late), int(offline), presence["since"] if offline else None, t.value),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    @staticmethod
-    def _rematch(db: sqlite3.Connection, row: sqlite3.Row, t: Transition, now: float) -> str:
-        labels = sql.to_alert(row).labels | t.labels
-        db.execute(
-            "UPDATE alerts SET match_count = match_count + 1,"
-            " started_at = min(started_at, ?1), last_match_at = max(last_match_at, ?1),"
-            " value = CASE WHEN ?1 >= last_match_at THEN ?2 ELSE value END,"
-            " severity = ?3, severity_rank = ?4, signal = ?5, signal_rank = ?6, route = ?7,"
-            " summary = ?8, labels = ?9, building = ?10, updated_at = ?11 WHERE id = ?12",
-            (t.at, t.value, t.severity, sql.severity_rank(t.severity), t.signal,
-             sql.signal_rank(t.signal), t.route, t.summary, _labels(labels),
-             labels.get("building"), now, row["id"]),
-        )
-        notes = [f"match {row['match_count'] + 1}"]
-        if row["severity"] != t.severity:
-            notes.append(f"severity {row['severity']} → {t.severity}")
-        return "; ".join(notes)
-
     def _committed(self, entry: HistoryEntry, moves: Sequence[_Move]) -> AlertChange:
         """After a commit (lock held): counts, metrics, log, then the subscribers."""
         for old, new in moves:
@@ -425,10 +371,11 @@ class AlertStore:
         if moves:
             self._export_counts()
         CHANGES.labels(entry.action).inc()
-        row = self._row(self._db, entry.alert_id)
+        row = sql.alert_row(self._db, entry.alert_id)
         change = AlertChange(sql.to_alert(row), entry)
         a = change.alert
-        log.info(
+        log.log(
+            logging.DEBUG if entry.action == "rematched" else logging.INFO,
             "alert %d %s by %s: %s on %s (%s, %s)%s", a.id, entry.action, entry.by, a.rule_id,
             a.device_id, a.severity, a.status, " [offline]" if a.offline else "",
         )
@@ -468,6 +415,3 @@ def _many(v: str | Sequence[str] | None) -> tuple[str, ...]:
         return ()
     return (v,) if isinstance(v, str) else tuple(v)
 
-
-def _labels(labels: dict[str, str]) -> str:
-    return json.dumps(labels, sort_keys=True, ensure_ascii=False)

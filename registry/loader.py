@@ -18,7 +18,6 @@ import csv
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,13 +403,12 @@ def write_registry(registry: Registry, directory: Path) -> list[Path]:
         )
         head = f"# {section} of community {registry.community} ({len(records)}), by jiayuan\n"
         path = directory / f"{section}.yaml"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{section}.", suffix=".tmp")
+        tmp = directory / f".{section}.yaml.{os.getpid()}.tmp"
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(head + body)
+            tmp.write_text(head + body, encoding="utf-8")
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         written.append(path)
     return written

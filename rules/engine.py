@@ -1,9 +1,7 @@
-"""The rule engine: stateful evaluation of readings in event time.
+"""The rule engine: stateful evaluation of readings in event time, state per (rule, device).
 
-State is kept per (rule, device). Telemetry, event and absence rules are indexed by device kind
-and stream (and event name), so a reading costs only the rules that apply to it. An exception in
-one rule is logged, counted in :attr:`RuleEngine.errors` and never stops the others.
-"""
+Rules are indexed by device kind and stream (and event name), so a reading costs only the rules
+that apply to it. A failing rule is logged, counted in ``errors`` and never stops the others."""
 
 from __future__ import annotations
 
@@ -93,9 +91,8 @@ class _Compiled:
 class _Level(_Compiled):
     """A measured value past a trigger level for ``for``, cleared past a clear level."""
 
-    up = True
-    metric = ""
-    """The telemetry field read directly; empty when :meth:`measure` computes the value."""
+    sign = 1.0  # -1 for a ``below`` rule: values and levels negated, the test is always ``>``
+    metric = ""  # the telemetry field read directly; empty when measure() computes the value
 
     def __init__(self, rule: ThresholdRule | ZoneRule, slot: int) -> None:
         super().__init__(rule, slot)
@@ -106,6 +103,7 @@ class _Level(_Compiled):
         raise NotImplementedError
 
     def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
+        """(trigger, clear), signed; None when the rule does not apply to the device."""
         raise NotImplementedError
 
     def state(self, registry: Registry, dev: _Dev) -> _LevelState | None:
@@ -120,19 +118,19 @@ class _Level(_Compiled):
         st = dev.levels.get(self.slot) or self.state(eng.registry, dev)
         if st is None:
             return
-        ts = r.ts
-        if ts < st.last_ts:  # out of order: never moves the episode backwards
+        ts, last = r.ts, st.last_ts
+        if ts < last:  # out of order: never moves the episode backwards
             eng.out_of_order += 1
             return
-        gap = ts - st.last_ts
         st.last_ts = ts
+        x = v * self.sign
         if st.firing:
-            if v < st.clr if self.up else v > st.clr:
+            if x < st.clr:
                 st.firing = False
                 st.start = None
                 out.append(self.make("clear", dev, ts, r.lag > LATE_S, v))
-        elif v > st.trig if self.up else v < st.trig:
-            if st.start is None or gap > self.gap:  # unobserved gap: the episode starts again
+        elif x > st.trig:
+            if st.start is None or ts - last > self.gap:  # unobserved gap: the episode restarts
                 st.start = ts
             if ts - st.start >= self.for_:
                 st.firing = True
@@ -151,16 +149,16 @@ class _Threshold(_Level):
     def __init__(self, rule: ThresholdRule, slot: int) -> None:
         super().__init__(rule, slot)
         self.metric = rule.metric
-        self.up = rule.above is not None
+        self.sign = 1.0 if rule.above is not None else -1.0
         self.trig = rule.above if rule.above is not None else rule.below or 0.0
         self.clr = rule.clear
         self.override = rule.override
 
     def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
-        if self.override is None:
-            return self.trig, self.clr
-        trig = registry.threshold(dev.device_id, self.override, self.trig)
-        return trig, self.clr + (trig - self.trig)
+        trig = self.trig
+        if self.override is not None:
+            trig = registry.threshold(dev.device_id, self.override, trig)
+        return trig * self.sign, (self.clr + trig - self.trig) * self.sign
 
 
 class _Zone(_Level):
@@ -213,11 +211,10 @@ class _Event(_Compiled):
                 out.append(self.make("clear", dev, ts, late))
 
     def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
-        if not self.stateful:
-            return False
-        st = dev.events.setdefault(self.slot, _OpenState())
-        st.firing, st.since = True, since
-        return True
+        if self.stateful:
+            st = dev.events.setdefault(self.slot, _OpenState())
+            st.firing, st.since = True, since
+        return self.stateful
 
 
 class _Count(_Compiled):
@@ -228,6 +225,7 @@ class _Count(_Compiled):
         self.n = rule.threshold
         self.window = rule.window
         self.seen: dict[str, _CountState] = {}
+        self.new: Callable[[], _CountState] = lambda: _CountState(deque(maxlen=rule.threshold))
 
     def on_event(
         self, eng: RuleEngine, dev: _Dev, r: Reading, fires: bool, out: list[Transition]
@@ -257,9 +255,6 @@ class _Count(_Compiled):
                     out.append(self.make("clear", eng.dev(device_id), at))
             elif not dq or now - dq[-1] > self.window:
                 del self.seen[device_id]
-
-    def new(self) -> _CountState:
-        return _CountState(deque(maxlen=self.n))
 
     def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
         self.seen.setdefault(dev.device_id, self.new()).firing = True
@@ -299,13 +294,15 @@ class _Absence(_Compiled):
 
 
 class RuleEngine:
-    """Evaluates readings against rules; ``tick`` handles absence and count-window expiry."""
+    """Evaluates readings against rules. Call :meth:`tick` about once a second, from the same
+    thread (or under the same lock) as :meth:`evaluate`: it fires absences and ends count windows.
+    Threshold ``for`` durations complete in event time, on readings, never on ticks."""
 
     def __init__(self, rules: Iterable[Rule], registry: Registry, clock: Clock = time.time) -> None:
         self.registry = registry
         self.clock = clock
         self.errors: Counter[str] = Counter()  # exceptions per rule id
-        self.out_of_order = 0  # readings older than one already seen, ignored by threshold/count
+        self.out_of_order = 0  # (rule, reading) pairs ignored as older than one already seen
         self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
         self._devs: dict[str, _Dev] = {}
         self._telemetry: dict[str, list[_Level]] = {}

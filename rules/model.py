@@ -8,6 +8,7 @@ A rule file is ``{rules: [...]}``; every rule has a ``type``: ``threshold``, ``e
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ _UNITS: Final = (86400.0, 3600.0, 60.0, 1.0)
 
 def parse_duration(value: object) -> float:
     """``"30s"``, ``"10m"``, ``"2h"``, ``"1d"``, ``"1h30m"`` or a number of seconds → seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
     if isinstance(value, str):
         text = value.strip()
@@ -195,7 +196,14 @@ class AbsenceRule(_Rule):
 
     type: Literal["absence"]
     for_: Duration = Field(alias="for", gt=0)
-    streams: tuple[Stream, ...] | None = Field(default=None, min_length=1)
+    streams: tuple[Stream, ...] | None = None
+
+    @field_validator("streams")
+    @classmethod
+    def _some(cls, v: tuple[Stream, ...] | None) -> tuple[Stream, ...] | None:
+        if v is not None and not v:
+            raise ValueError("give at least one stream, or leave out for all")
+        return v
 
 
 class CountRule(_Rule):
@@ -287,7 +295,7 @@ def _who(raw: object, index: int) -> str:
 
 def _describe(err: ErrorDetails) -> tuple[str, str]:
     """(field, message) for one pydantic error of one rule."""
-    loc = [str(p) for p in err["loc"]]
+    loc = list(err["loc"])
     kind, msg = err["type"], err["msg"]
     if kind in ("union_tag_not_found", "union_tag_invalid"):
         tags = ", ".join(_TYPES)
@@ -299,7 +307,9 @@ def _describe(err: ErrorDetails) -> tuple[str, str]:
         loc = loc[1:]
     else:
         model = _Rule
-    name = ".".join(loc)
+    name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if not name and kind in ("model_attributes_type", "dict_type", "model_type"):
+        return "", "expected a mapping of fields"
     if kind == "extra_forbidden":
         allowed = ", ".join(f.alias or n for n, f in model.model_fields.items())
         return name, f"unknown field (allowed: {allowed})"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated
 
 import anyio
@@ -65,7 +65,7 @@ def encode(change: AlertChange) -> bytes:
                             id=str(change.entry.id))
 
 
-class _Client:
+class StreamClient:
     """One connection's queue, on the event loop only."""
 
     def __init__(self, size: int) -> None:
@@ -105,7 +105,7 @@ class Broadcaster:
         self.keepalive_s = keepalive_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._clients: set[_Client] = set()
+        self._clients: set[StreamClient] = set()
         self._closed = False
 
     @property
@@ -159,23 +159,25 @@ class Broadcaster:
         for client in list(self._clients):
             client.end()
 
-    def _connect(self) -> _Client:
-        client = _Client(self.queue_size)
+    def client(self) -> StreamClient:
+        return StreamClient(self.queue_size)
+
+    def _connect(self, client: StreamClient) -> None:
         if self._closed:
             client.end()
         self._clients.add(client)
         CLIENTS.set(len(self._clients))
-        return client
 
-    def _disconnect(self, client: _Client) -> None:
+    def _disconnect(self, client: StreamClient) -> None:
         self._clients.discard(client)
         CLIENTS.set(len(self._clients))
 
     async def events(
-        self, client: _Client, last_event_id: int | None, wanted: Callable[[AlertChange], bool]
-    ) -> AsyncIterator[bytes]:
-        """The byte stream of one client (already connected, so nothing is missed while the
-        history is replayed)."""
+        self, client: StreamClient, last_event_id: int | None, wanted: Callable[[AlertChange], bool]
+    ) -> AsyncGenerator[bytes, None]:
+        """The byte stream of one client. It is connected before the first byte (so a client
+        that has read ``: connected`` misses nothing) and before the history is replayed."""
+        self._connect(client)
         try:
             yield b"retry: 5000\n: connected\n\n"
             seen = 0
@@ -193,14 +195,14 @@ class Broadcaster:
                         yield encode(change)
             while True:
                 try:
-                    change = await asyncio.wait_for(client.queue.get(), self.keepalive_s)
+                    item = await asyncio.wait_for(client.queue.get(), self.keepalive_s)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if change is None:
+                if item is None:
                     return
-                if change.entry.id > seen and wanted(change):
-                    yield encode(change)
+                if item.entry.id > seen and wanted(item):
+                    yield encode(item)
         finally:
             self._disconnect(client)
 
@@ -211,9 +213,10 @@ class EventStreamResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterator[bytes], ended: asyncio.Event) -> None:
+    def __init__(self, content: AsyncGenerator[bytes, None], ended: asyncio.Event) -> None:
         super().__init__(content, headers={"Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
+        self._content = content
         self._ended = ended
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -236,11 +239,13 @@ class EventStreamResponse(StreamingResponse):
             tg.start_soon(stream)
             tg.start_soon(disconnect)
             tg.start_soon(ended)
+        with anyio.CancelScope(shield=True):  # a stream cut mid-write: run its cleanup now
+            await self._content.aclose()
 
 
 @router.get(
     "/api/stream", summary="Live stream of alert changes (server-sent events)",
-    response_class=EventStreamResponse,
+    response_class=EventStreamResponse, status_code=200,
     responses={200: {"content": {"text/event-stream": {}},
                      "description": "`event: alert` with `{action, change, alert}` data"}},
 )
@@ -259,5 +264,5 @@ async def stream_alerts(
         return (building is None or a.building == building) and (route is None or a.route == route)
 
     resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
-    client = broadcaster._connect()
+    client = broadcaster.client()
     return EventStreamResponse(broadcaster.events(client, resume, wanted), client.ended)

@@ -60,7 +60,7 @@ def test_fire_opens_a_firing_alert(store: AlertStore, clock: Clock) -> None:
     change = store.apply(fire(value=None, late=True))
     assert change is not None and change.action == "raised"
     a = change.alert
-    assert (a.status, a.fingerprint, a.rule_id, a.device_id) == ("firing", "fall:w-1", "fall", "w-1")
+    assert (a.status, a.fingerprint, a.rule_id) == ("firing", "fall:w-1", "fall")
     assert a.started_at == 1_699_999_990.0 and a.raised_at == clock.t == a.updated_at
     assert a.late and not a.offline and a.match_count == 1
     assert a.labels["building"] == "b3" and a.building == "b3"
@@ -167,6 +167,8 @@ def test_offline_never_resolves_and_sets_the_flag(store: AlertStore, clock: Cloc
     assert changes[0].entry.by == "system"
     assert not store.get(other.alert.id).offline
     assert store.set_offline("w-1", True, at=1_700_000_006.0) == []  # no change, no entry
+    assert store.set_offline("w-7", False, at=1_700_000_006.0) == []  # never offline: no-op
+    assert store.is_offline("w-1") and not store.is_offline("w-7")
     # the rule does not clear while the device is silent; an alert raised meanwhile is flagged
     raised = store.apply(fire(rule="sos"))
     assert raised is not None and raised.alert.offline
@@ -287,7 +289,7 @@ def test_list_filters_sorts_and_pages(store: AlertStore, clock: Clock) -> None:
     assert store.list(since=1_700_000_000.0, until=1_700_000_030.0)[1] == 2
     page, total = store.list(limit=2, offset=2)
     assert total == 5 and [a.rule_id for a in page] == ["fault", "batt"]
-    assert [a.id for a in store.list(sort="newest")[0]][0] == done.alert.id
+    assert store.list(sort="newest")[0][0].id == done.alert.id
 
 
 def test_subscribers_see_committed_changes_in_order_and_are_isolated(

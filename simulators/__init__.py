@@ -1,0 +1,1 @@
+"""Device fleets and incident scenarios played into the broker from outside the service."""
