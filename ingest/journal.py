@@ -162,8 +162,18 @@ class Journal:
         t0 = time.perf_counter()
         db = self._db
         rows = [
-            (r.device_id, r.kind, r.stream, r.ts, r.received, r.seq, dedup_key(r), r.event,
-             r.ts_flag, r.payload.decode())
+            (
+                r.device_id,
+                r.kind,
+                r.stream,
+                r.ts,
+                r.received,
+                r.seq,
+                dedup_key(r),
+                r.event,
+                r.ts_flag,
+                r.payload.decode(),
+            )
             for r in readings
         ]
         states = [
@@ -201,10 +211,13 @@ class Journal:
         stored row with its key has another receive time."""
         new: list[Reading] = []
         for r, row in zip(readings, rows, strict=True):
-            if row[6] is None or self._db.execute(
-                "SELECT 1 FROM readings WHERE device_id = ? AND dedup = ? AND received = ?",
-                (row[0], row[6], row[4]),
-            ).fetchone():
+            if (
+                row[6] is None
+                or self._db.execute(
+                    "SELECT 1 FROM readings WHERE device_id = ? AND dedup = ? AND received = ?",
+                    (row[0], row[6], row[4]),
+                ).fetchone()
+            ):
                 new.append(r)
         return new
 
@@ -216,8 +229,12 @@ class Journal:
             prev = seen.get(r.device_id)
             battery = r.values.get("battery")
             if prev is None:
-                seen[r.device_id] = [r.kind, r.community, r.received,
-                                     None if battery is None else float(battery)]
+                seen[r.device_id] = [
+                    r.kind,
+                    r.community,
+                    r.received,
+                    None if battery is None else float(battery),
+                ]
             else:
                 if r.received > prev[2]:
                     prev[2] = r.received
@@ -226,17 +243,13 @@ class Journal:
 
     def _flush_seen(self) -> None:
         if self._seen:
-            self._db.executemany(
-                _TOUCH_DEVICE, [(dev, *vals) for dev, vals in self._seen.items()]
-            )
+            self._db.executemany(_TOUCH_DEVICE, [(dev, *vals) for dev, vals in self._seen.items()])
             self._seen.clear()
         self._seen_flushed = time.monotonic()
 
     def flush(self, *, if_due: bool = False) -> None:
         """Write pending last-seen times (on shutdown; when due, by the pipeline when idle)."""
-        if not self._seen or (
-            if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S
-        ):
+        if not self._seen or (if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S):
             return
         with self._db:
             self._flush_seen()
@@ -245,8 +258,18 @@ class Journal:
         """Write each registered device's placement; devices no longer registered keep their
         history and state but are shown as unregistered."""
         rows = [
-            (d.device_id, d.kind, registry.community, d.compound, d.building, d.unit, d.floor,
-             d.room, d.resident_id, d.name)
+            (
+                d.device_id,
+                d.kind,
+                registry.community,
+                d.compound,
+                d.building,
+                d.unit,
+                d.floor,
+                d.room,
+                d.resident_id,
+                d.name,
+            )
             for d in registry.devices.values()
         ]
         db = self._db
@@ -316,7 +339,8 @@ class Journal:
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
         where, args = _filters(
-            ("kind = ?", kind), ("building = ?", building),
+            ("kind = ?", kind),
+            ("building = ?", building),
             ("online = ?", None if online is None else int(online)),
             ("registered = ?", None if registered is None else int(registered)),
         )
@@ -329,9 +353,11 @@ class Journal:
         return [_device(r) for r in rows], int(total)
 
     def get_device(self, device_id: str) -> dict[str, Any] | None:
-        row = self._reader().execute(
-            "SELECT * FROM devices WHERE device_id = ?", (device_id,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT * FROM devices WHERE device_id = ?", (device_id,))
+            .fetchone()
+        )
         return _device(row) if row else None
 
     def readings(
@@ -362,8 +388,16 @@ class Journal:
                     if metric not in body:
                         continue
                     body = {metric: body[metric]}
-                out.append({"ts": r["ts"], "received": r["received"], "stream": r["stream"],
-                            "event": r["event"], "ts_flag": r["ts_flag"], "values": body})
+                out.append(
+                    {
+                        "ts": r["ts"],
+                        "received": r["received"],
+                        "stream": r["stream"],
+                        "event": r["event"],
+                        "ts_flag": r["ts_flag"],
+                        "values": body,
+                    }
+                )
             return out
         if metric is None:
             raise ValueError("step needs a metric")
@@ -377,8 +411,16 @@ class Journal:
             " WHERE v IS NOT NULL GROUP BY bucket ORDER BY bucket LIMIT ?6",
             (width, path, device_id, since, until, limit),
         ).fetchall()
-        return [{"ts": float(r["bucket"]), "min": r["min"], "max": r["max"],
-                 "mean": r["mean"], "count": r["count"]} for r in rows]
+        return [
+            {
+                "ts": float(r["bucket"]),
+                "min": r["min"],
+                "max": r["max"],
+                "mean": r["mean"],
+                "count": r["count"],
+            }
+            for r in rows
+        ]
 
     def dead_letters(
         self,
@@ -399,17 +441,24 @@ class Journal:
             (*args, limit, offset),
         ).fetchall()
         items = [
-            {"id": r["id"], "received": r["received"], "topic": r["topic"],
-             "reason": r["reason"], "detail": r["detail"],
-             "payload": bytes(r["payload"]).decode("utf-8", errors="backslashreplace")}
+            {
+                "id": r["id"],
+                "received": r["received"],
+                "topic": r["topic"],
+                "reason": r["reason"],
+                "detail": r["detail"],
+                "payload": bytes(r["payload"]).decode("utf-8", errors="backslashreplace"),
+            }
             for r in rows
         ]
         return items, int(total)
 
     def dead_letter_counts(self) -> dict[str, int]:
-        rows = self._reader().execute(
-            "SELECT reason, count(*) FROM dead_letters GROUP BY reason"
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason")
+            .fetchall()
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     def count_readings(self, device_id: str | None = None) -> int:
@@ -417,8 +466,9 @@ class Journal:
         if device_id is None:
             return int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
         return int(
-            db.execute("SELECT count(*) FROM readings WHERE device_id = ?", (device_id,))
-            .fetchone()[0]
+            db.execute(
+                "SELECT count(*) FROM readings WHERE device_id = ?", (device_id,)
+            ).fetchone()[0]
         )
 
 
@@ -433,4 +483,3 @@ def _device(row: sqlite3.Row) -> dict[str, Any]:
     d["registered"] = bool(d["registered"])
     d["online"] = None if d["online"] is None else bool(d["online"])
     return d
-

@@ -73,7 +73,7 @@ class Listener:
         self._client = c
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._expiry
         props.ReceiveMaximum = self._receive_max
         self._client.connect_async(
@@ -108,7 +108,9 @@ class Listener:
             self._up()
         log.info(
             "MQTT connected to %s:%s (session %s)",
-            self.host, self.port, "resumed" if flags.session_present else "new",
+            self.host,
+            self.port,
+            "resumed" if flags.session_present else "new",
         )
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, rcs: list[Any], _p: Any) -> None:
@@ -131,5 +133,6 @@ class Listener:
         # Topic bytes are decoded with replacement: a bad topic must become a dead letter,
         # not an exception in paho's loop.
         topic = msg._topic.decode("utf-8", errors="replace")
-        self.inbox.put(Inbound(topic, msg.payload, msg.mid, msg.qos, bool(msg.retain),
-                               time.time()))
+        self.inbox.put(
+            Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain), time.time())
+        )

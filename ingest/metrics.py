@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter(
-    "jiayuan_messages_received_total", "MQTT messages received, by device kind and stream",
+    "jiayuan_messages_received_total",
+    "MQTT messages received, by device kind and stream",
     ["kind", "stream"],
 )
 DEAD_LETTERS = Counter(
@@ -13,7 +14,8 @@ DEAD_LETTERS = Counter(
 )
 DUPLICATES = Counter("jiayuan_duplicates_total", "Redelivered or repeated messages dropped")
 COMMIT_SECONDS = Histogram(
-    "jiayuan_journal_commit_seconds", "Time to write and commit one batch to the journal",
+    "jiayuan_journal_commit_seconds",
+    "Time to write and commit one batch to the journal",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 COMMIT_LAG = Gauge(
@@ -21,7 +23,8 @@ COMMIT_LAG = Gauge(
     "Receive-to-commit delay of the oldest message in the last committed batch",
 )
 BATCH_SIZE = Histogram(
-    "jiayuan_journal_batch_messages", "Messages per committed batch",
+    "jiayuan_journal_batch_messages",
+    "Messages per committed batch",
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
 )
 QUEUE_DEPTH = Gauge("jiayuan_ingest_queue_depth", "Messages received but not yet committed")

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -56,18 +57,17 @@ class Client(mqtt.Client):
         self._rpos = min(end, len(self._rbuf))
         return out
 
-    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
         # select() cannot see bytes already in our buffer: handle them now.
         while (
-            rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
             and self._sock is not None
             and self._rsock is self._sock
             and self._rpos < len(self._rbuf)
         ):
             rc = super().loop_read(1)
         return rc
-
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """Acknowledge many QoS 1 messages (manual ack) with one write: the same 4-byte PUBACK
@@ -77,13 +77,13 @@ class Client(mqtt.Client):
             self._packet_queue(_PUBACK, packet, 0, 0)
 
 
-class _LeanPublishProperties(Properties):  # type: ignore[misc]
+class _LeanPublishProperties(Properties):
     _shared: Properties | None = None
 
     def __init__(self, packetType: int) -> None:
         shared = _LeanPublishProperties._shared
         if shared is None or packetType != PacketTypes.PUBLISH:
-            super().__init__(packetType)
+            super().__init__(packetType)  # type: ignore[no-untyped-call]
             return
         d = self.__dict__
         d["packetType"] = packetType
@@ -94,7 +94,7 @@ class _LeanPublishProperties(Properties):  # type: ignore[misc]
     def unpack(self, buffer: bytes) -> tuple[Properties, int]:
         if buffer[:1] == b"\x00":  # property length 0: nothing to parse or clear
             return self, 1
-        result: tuple[Properties, int] = super().unpack(buffer)
+        result: tuple[Properties, int] = super().unpack(buffer)  # type: ignore[no-untyped-call]
         return result
 
 
@@ -105,7 +105,7 @@ def install_lean_publish_properties() -> bool:
     except ImportError:
         log.info("paho.mqtt._packet not found; MQTT 5 properties parsed the stock way")
         return False
-    if getattr(_packet, "Properties", None) is Properties:
-        _LeanPublishProperties._shared = Properties(PacketTypes.PUBLISH)
-        _packet.Properties = _LeanPublishProperties
+    if getattr(_packet, "Properties", None) is Properties:  # not yet installed
+        _LeanPublishProperties._shared = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        _packet.Properties = _LeanPublishProperties  # type: ignore[attr-defined]
     return getattr(_packet, "Properties", None) is _LeanPublishProperties

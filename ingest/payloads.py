@@ -65,9 +65,7 @@ class SmokeTelemetry(_Payload):
 
 
 class SmokeEvent(_Payload):
-    event: Literal[
-        "alarm", "alarm_clear", "fault", "fault_clear", "tamper", "test", "low_battery"
-    ]
+    event: Literal["alarm", "alarm_clear", "fault", "fault_clear", "tamper", "test", "low_battery"]
 
 
 class GateEvent(_Payload):
@@ -150,8 +148,14 @@ def _reason(err: ValidationError) -> tuple[DeadLetterReason, str]:
     where = f"{loc}: {first['msg']}" if loc else first["msg"]
     if kind == "missing":
         return "missing_field", where
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal",
-                "too_long", "string_too_long"):
+    if kind in (
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "too_long",
+        "string_too_long",
+    ):
         return "out_of_range", where
     if kind in ("literal_error", "enum"):
         return "bad_value", where

@@ -151,5 +151,11 @@ class Pipeline:
             return
         self._dead_logged[d.reason] = (now, 0)
         more = f" ({skipped} more of this reason not logged)" if skipped else ""
-        log.warning("dead letter (%s) on %.120s: %s; %d bytes%s",
-                    d.reason, d.topic, d.detail, len(d.payload), more)
+        log.warning(
+            "dead letter (%s) on %.120s: %s; %d bytes%s",
+            d.reason,
+            d.topic,
+            d.detail,
+            len(d.payload),
+            more,
+        )

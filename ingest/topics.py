@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, get_args
 
 Kind = Literal["gate", "smoke", "wearable"]
@@ -49,7 +49,7 @@ def parse_topic(topic: str) -> Topic:
         raise TopicError("unknown_topic", f"bad device id in {topic!r}")
     if stream not in STREAMS:
         raise TopicError("unknown_topic", f"unknown stream {stream!r}")
-    return Topic(community, kind, device_id, stream)  # type: ignore[arg-type]
+    return Topic(community, kind, device_id, stream)  # type: ignore[arg-type,unused-ignore]
 
 
 def topic_for(community: str, kind: str, device_id: str, stream: str) -> str:

@@ -9,13 +9,17 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from pydantic import ValidationError
 
-    from jiayuan.api.app import create_app
+    from jiayuan.api import create_app, make_server
     from jiayuan.service import Service
     from jiayuan.settings import Settings
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        print(f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -24,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     app = create_app(service.context)
     service.start()
     try:
-        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")
+        make_server(app, settings.http_host, settings.http_port).run()
     finally:
         service.stop()
     return 0

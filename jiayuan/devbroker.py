@@ -65,7 +65,8 @@ class Broker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"mosquitto exited with {self.proc.returncode}; see {self.data_dir}/mosquitto.log"
+                    f"mosquitto exited with {self.proc.returncode};"
+                    f" see {self.data_dir}/mosquitto.log"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):

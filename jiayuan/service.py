@@ -51,13 +51,20 @@ class Service:
         """Unbounded on purpose: the broker sends at most ``mqtt_receive_maximum`` unacknowledged
         QoS 1 messages, and blocking paho's loop thread would also block the acknowledgements."""
         self.listener = Listener(
-            settings.mqtt_host, settings.mqtt_port, settings.mqtt_client_id, self.inbox,
+            settings.mqtt_host,
+            settings.mqtt_port,
+            settings.mqtt_client_id,
+            self.inbox,
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,
         )
         self.pipeline = Pipeline(
-            self.inbox, self.journal, self.listener.ack, self.on_readings,
-            batch_max=settings.batch_max, batch_wait=settings.batch_wait_ms / 1000.0,
+            self.inbox,
+            self.journal,
+            self.listener.ack,
+            self.on_readings,
+            batch_max=settings.batch_max,
+            batch_wait=settings.batch_wait_ms / 1000.0,
         )
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
@@ -65,13 +72,19 @@ class Service:
         )
         self.scheduler.add_job(self.tick, "interval", seconds=1, id="rules-tick")
         self.scheduler.add_job(
-            self.prune, "interval", hours=1, id="retention",
+            self.prune,
+            "interval",
+            hours=1,
+            id="retention",
             next_run_time=datetime.now(UTC) + timedelta(seconds=30),
         )
         self.started_at = time.time()
         self.context = AppContext(
-            settings=settings, journal=self.journal, alerts=self.alerts,
-            registry=self.registry, health=self.health,
+            settings=settings,
+            journal=self.journal,
+            alerts=self.alerts,
+            registry=self.registry,
+            health=self.health,
         )
 
     # ------------------------------------------------------------------ stages
@@ -103,8 +116,11 @@ class Service:
         cutoff = time.time() - self.settings.retention_days * 86_400
         n = self.journal.prune(cutoff)
         if n:
-            log.info("retention: pruned %d readings older than %.0f days", n,
-                     self.settings.retention_days)
+            log.info(
+                "retention: pruned %d readings older than %.0f days",
+                n,
+                self.settings.retention_days,
+            )
 
     def health(self) -> dict[str, Any]:
         connected = self.listener.connected.is_set()
@@ -126,8 +142,11 @@ class Service:
         self.scheduler.start()
         log.info(
             "jiayuan running: %d rules, %d registered devices, broker %s:%s, data in %s",
-            len(self.rules), len(self.registry.devices), self.settings.mqtt_host,
-            self.settings.mqtt_port, self.settings.data_dir,
+            len(self.rules),
+            len(self.registry.devices),
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            self.settings.data_dir,
         )
 
     def stop(self) -> None:
@@ -137,4 +156,3 @@ class Service:
         self.pipeline.stop()
         self.listener.stop()
         self.journal.close()
-

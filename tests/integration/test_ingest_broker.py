@@ -69,8 +69,13 @@ def test_valid_readings_are_journaled_once_and_bad_ones_become_dead_letters(
     assert ingest.journal.count_readings("wr-1") == 200
     counts = ingest.journal.dead_letter_counts()
     assert counts == {
-        "not_json": 1, "bad_utf8": 1, "wrong_type": 1, "out_of_range": 1,
-        "unknown_topic": 1, "too_large": 1, "bad_value": 1,
+        "not_json": 1,
+        "bad_utf8": 1,
+        "wrong_type": 1,
+        "out_of_range": 1,
+        "unknown_topic": 1,
+        "too_large": 1,
+        "bad_value": 1,
     }
     items, total = ingest.journal.dead_letters(reason="too_large")
     assert total == 1 and len(items[0]["payload"]) <= 4096
