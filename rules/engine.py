@@ -252,7 +252,7 @@ class _Count(_Compiled):
                 if len(dq) < self.n or now - dq[0] > self.window:
                     st.firing = False
                     at = dq[0] + self.window if len(dq) == self.n else now
-                    out.append(self.make("clear", eng.dev(device_id), at))
+                    out.append(self.make("clear", eng._dev(device_id), at))
             elif not dq or now - dq[-1] > self.window:
                 del self.seen[device_id]
 
@@ -285,7 +285,7 @@ class _Absence(_Compiled):
                 break
             del waiting[device_id]
             self.silent[device_id] = last
-            out.append(self.make("fire", eng.dev(device_id), last + self.for_))
+            out.append(self.make("fire", eng._dev(device_id), last + self.for_))
 
     def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
         self.waiting.pop(dev.device_id, None)
@@ -364,7 +364,7 @@ class RuleEngine:
         lat, lon, radius = resident.allowed_area
         return lat, lon, radius, math.cos(math.radians(lat))
 
-    def dev(self, device_id: str, community: str | None = None) -> _Dev:
+    def _dev(self, device_id: str, community: str | None = None) -> _Dev:
         """The state of one device, created on first use."""
         dev = self._devs.get(device_id)
         if dev is None:
@@ -381,7 +381,7 @@ class RuleEngine:
         """Evaluate one reading; returns the fires and clears it causes."""
         out: list[Transition] = []
         device_id, kind, stream = reading.device_id, reading.kind, reading.stream
-        dev = self._devs.get(device_id) or self.dev(device_id, reading.community)
+        dev = self._devs.get(device_id) or self._dev(device_id, reading.community)
         absences = self._heard.get((kind, stream))
         if absences and not (stream == "status" and reading.event == "offline"):
             now = self.clock()
@@ -423,7 +423,7 @@ class RuleEngine:
         """Mark an alert still open downstream (after a restart) as firing, so the rule can clear
         it; False when the rule is unknown or has no state (an event rule without clear)."""
         c = self._by_id.get(rule_id)
-        return c is not None and c.restore(self, self.dev(device_id), since)
+        return c is not None and c.restore(self, self._dev(device_id), since)
 
     def set_registry(self, registry: Registry) -> None:
         """Use a reloaded registry: labels, overrides and areas are looked up again."""

@@ -1,0 +1,1 @@
+"""``make bench``: the broker's own ceiling and the service's figures, measured in one run."""

@@ -1,0 +1,143 @@
+"""The benchmark, measured in one run on this machine against its own Mosquitto:
+
+1. the broker's QoS 1 ceiling with Mosquitto's C clients (mosquitto_pub → mosquitto_sub);
+2. the service's sustained durable ingestion: the same messages from the same mosquitto_pub
+   processes into ``jiayuan run`` (QoS 1, validated, committed with fsync before PUBACK, rules
+   evaluated), counted by the service itself;
+3. publish-to-alert latency: falls published while a background load of 5,000 messages/s flows,
+   timed from the publish to the alert arriving on the API's live stream.
+
+The last line is ``ingest_msgs_per_s=N broker_msgs_per_s=N ratio=R p50_ms=X p99_ms=Y``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.load import BackgroundLoad, FallProbe, write_message_files
+from jiayuan.devbroker import Broker
+from jiayuan.launch import ServiceProcess
+
+
+def _publishers(broker: Broker, files: list[tuple[str, Path]]) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            f"mosquitto_pub -h {broker.host} -p {broker.port} -q 1 -M 1000 -l -t {topic}"
+            f" -i bench-pub-{i} < {path}",
+            shell=True,
+        )
+        for i, (topic, path) in enumerate(files)
+    ]
+
+
+def broker_ceiling(broker: Broker, files: list[tuple[str, Path]], n: int) -> float:
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t",
+         "community/#", "-C", str(n), "-i", "bench-sub"],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # subscribed before anything is published
+    t0 = time.perf_counter()
+    pubs = _publishers(broker, files)
+    sub.wait()
+    elapsed = time.perf_counter() - t0
+    for p in pubs:
+        p.wait()
+    return n / elapsed
+
+
+def service_ingest(svc: ServiceProcess, broker: Broker, files: list[tuple[str, Path]],
+                   n: int) -> float:
+    base = svc.health()["messages_committed"]
+    t0 = time.perf_counter()
+    pubs = _publishers(broker, files)
+    while svc.health()["messages_committed"] < base + n:
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - t0
+    for p in pubs:
+        p.wait()
+    return n / elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--publishers", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2, help="ceiling and ingest: best of N")
+    ap.add_argument("--background-rate", type=int, default=5_000)
+    ap.add_argument("--probes", type=int, default=200)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    args = ap.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
+    broker = Broker(work / "mosquitto").start()
+    svc: ServiceProcess | None = None
+    try:
+        print(f"bench: mosquitto on port {broker.port}, data in {work}", flush=True)
+        ceilings, rates = [], []
+        for r in range(args.rounds):
+            files = write_message_files(work / f"ceiling{r}", args.messages, args.publishers,
+                                        device_prefix=f"c{r}")
+            ceilings.append(broker_ceiling(broker, files, args.messages))
+            print(f"bench: broker ceiling round {r + 1}: {ceilings[-1]:,.0f} msg/s", flush=True)
+        svc = ServiceProcess(work / "service", broker.port).start()
+        for r in range(args.rounds):
+            files = write_message_files(work / f"ingest{r}", args.messages, args.publishers,
+                                        device_prefix=f"s{r}")
+            rates.append(service_ingest(svc, broker, files, args.messages))
+            print(f"bench: service ingest round {r + 1}: {rates[-1]:,.0f} msg/s", flush=True)
+
+        stream_ready = threading.Event()
+        probe = FallProbe(svc.url, broker, stream_ready)
+        probe.start()
+        if not stream_ready.wait(10):
+            raise RuntimeError("the live stream did not answer")
+        load = BackgroundLoad(broker, args.background_rate)
+        load.start()
+        time.sleep(2.0)  # let the background load settle
+        latencies = probe.run(args.probes, interval=0.1)
+        achieved = load.stop()
+        probe.stop()
+        print(f"bench: background load {achieved:,.0f} msg/s during {len(latencies)} probes",
+              flush=True)
+        if len(latencies) < args.probes:
+            print(f"bench: {args.probes - len(latencies)} probe alerts never arrived",
+                  file=sys.stderr)
+        ceiling, ingest = max(ceilings), max(rates)
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+        db = work / "service" / "journal.db"
+        rows = svc.get("/healthz")["messages_committed"]
+        print(f"bench: journal {db.stat().st_size / 1e6:.1f} MB after {rows:,} messages",
+              flush=True)
+        print(json.dumps({"broker_rounds": ceilings, "ingest_rounds": rates}), flush=True)
+        print(
+            f"ingest_msgs_per_s={ingest:.0f} broker_msgs_per_s={ceiling:.0f} "
+            f"ratio={ingest / ceiling:.2f} p50_ms={p50 * 1000:.1f} p99_ms={p99 * 1000:.1f}",
+            flush=True,
+        )
+        return 0
+    finally:
+        if svc is not None:
+            svc.stop()
+        broker.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

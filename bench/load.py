@@ -1,0 +1,148 @@
+"""Load for the benchmark: message files for mosquitto_pub, a paced background publisher, and
+the fall probe that times publish → alert on the live stream."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from jiayuan.devbroker import Broker
+
+
+def write_message_files(
+    folder: Path, n: int, publishers: int, device_prefix: str
+) -> list[tuple[str, Path]]:
+    """``publishers`` files of wearable telemetry, one device per file (mosquitto_pub -l sends
+    each line to one topic), with increasing ``seq`` and ``ts`` as real devices send."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    now_ms = int(time.time() * 1000)
+    out = []
+    per = n // publishers
+    for p in range(publishers):
+        path = folder / f"pub{p}.txt"
+        lines = (
+            json.dumps({"seq": i, "ts": now_ms - (per - i), "heart_rate": rng.randint(60, 95),
+                        "spo2": rng.randint(94, 99), "battery": 80, "worn": True,
+                        "steps": i})
+            for i in range(per)
+        )
+        path.write_text("\n".join(lines) + "\n")
+        out.append((f"community/y/wearable/{device_prefix}-w{p}/telemetry", path))
+    return out
+
+
+def _client(broker: Broker, client_id: str) -> mqtt.Client:
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c
+
+
+class BackgroundLoad:
+    """Wearable and smoke telemetry from 2,000 devices at a steady rate (QoS 1)."""
+
+    def __init__(self, broker: Broker, rate: int) -> None:
+        self.rate = rate
+        self._client = _client(broker, "bench-background")
+        self._stop = threading.Event()
+        self._sent = 0
+        self._elapsed = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        seq: dict[int, int] = {}
+        t0 = time.perf_counter()
+        while not self._stop.is_set():
+            due = int((time.perf_counter() - t0) * self.rate)
+            while self._sent < due:
+                dev = self._sent % 2000
+                seq[dev] = seq.get(dev, 0) + 1
+                if dev % 2:
+                    topic = f"community/y/wearable/bg-w{dev}/telemetry"
+                    body = {"seq": seq[dev], "heart_rate": 70 + dev % 15, "spo2": 97,
+                            "worn": True}
+                else:
+                    topic = f"community/y/smoke/bg-s{dev}/telemetry"
+                    body = {"seq": seq[dev], "obscuration_pct_m": 0.02, "temperature_c": 21.5}
+                self._client.publish(topic, json.dumps(body), qos=1)
+                self._sent += 1
+            time.sleep(0.002)
+        self._elapsed = time.perf_counter() - t0
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self._client.disconnect()
+        self._client.loop_stop()
+        return self._sent / self._elapsed if self._elapsed else 0.0
+
+
+class FallProbe:
+    """Publishes falls from fresh wearables and times each to its alert on ``/api/stream``."""
+
+    def __init__(self, url: str, broker: Broker, ready: threading.Event) -> None:
+        self.url = url
+        self.ready = ready
+        self._client = _client(broker, "bench-probe")
+        self._sent: dict[str, float] = {}
+        self._latency: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _listen(self) -> None:
+        with urllib.request.urlopen(self.url + "/api/stream", timeout=600) as r:
+            self.ready.set()
+            for raw in r:
+                if self._done.is_set():
+                    return
+                line = raw.decode().strip()
+                if not line.startswith("data:"):
+                    continue
+                now = time.perf_counter()
+                event = json.loads(line[5:])
+                if event.get("action") != "raised":
+                    continue
+                dev = event["alert"]["device_id"]
+                with self._lock:
+                    if dev in self._sent and dev not in self._latency:
+                        self._latency[dev] = now - self._sent[dev]
+
+    def run(self, probes: int, interval: float) -> list[float]:
+        tag = int(time.time())
+        for i in range(probes):
+            dev = f"probe-{tag}-{i}"
+            body = json.dumps({"event": "fall", "seq": 1, "ts": int(time.time() * 1000)})
+            with self._lock:
+                self._sent[dev] = time.perf_counter()
+            self._client.publish(f"community/y/wearable/{dev}/event", body, qos=1)
+            time.sleep(interval)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self._latency) >= probes:
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            return list(self._latency.values())
+
+    def stop(self) -> None:
+        self._done.set()
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,113 @@
+"""Start ``jiayuan run`` and ``jiayuan simulate`` as child processes: for the demo, the
+benchmark and the integration tests, which all need the real service, not an imitation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from jiayuan.devbroker import free_port
+
+
+class ServiceProcess:
+    """``jiayuan run`` on 127.0.0.1 with the given settings (``JIAYUAN_*`` without prefix)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        mqtt_port: int,
+        http_port: int | None = None,
+        *,
+        log: Path | None = None,
+        **settings: Any,
+    ) -> None:
+        self.data_dir = data_dir
+        self.http_port = http_port or free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.log = log or data_dir / "service.log"
+        env = dict(os.environ)
+        env.update(
+            JIAYUAN_MQTT_HOST="127.0.0.1",
+            JIAYUAN_MQTT_PORT=str(mqtt_port),
+            JIAYUAN_HTTP_HOST="127.0.0.1",
+            JIAYUAN_HTTP_PORT=str(self.http_port),
+            JIAYUAN_DATA_DIR=str(data_dir),
+        )
+        env.update({f"JIAYUAN_{k.upper()}": str(v) for k, v in settings.items()})
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> ServiceProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jiayuan.cli", "run"], env=self.env, stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"jiayuan run exited with {self.proc.returncode}; see {self.log}:\n"
+                    + self.log.read_text()[-3000:]
+                )
+            try:
+                if self.health().get("mqtt_connected"):
+                    return self
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"jiayuan run not healthy within {timeout}s; see {self.log}")
+
+    def health(self) -> dict[str, Any]:
+        return self.get("/healthz", ok_statuses=(200, 503))
+
+    def get(self, path: str, ok_statuses: tuple[int, ...] = (200,)) -> Any:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code in ok_statuses:
+                return json.loads(e.read())
+            raise
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        req = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
