@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import threading
 import time
 import urllib.request
@@ -49,11 +50,21 @@ def _client(broker: Broker, client_id: str) -> mqtt.Client:
 
 
 class BackgroundLoad:
-    """Wearable and smoke telemetry from 2,000 devices at a steady rate (QoS 1)."""
+    """Wearable and smoke telemetry at a steady rate (QoS 1), from mosquitto_pub processes fed
+    line by line at the pace, so that the load costs the machine what real devices would cost
+    the broker, not what a Python publisher costs."""
 
-    def __init__(self, broker: Broker, rate: int) -> None:
+    def __init__(self, broker: Broker, rate: int, devices: int = 8) -> None:
         self.rate = rate
-        self._client = _client(broker, "bench-background")
+        self._procs = [
+            subprocess.Popen(
+                ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
+                 "-M", "1000", "-l", "-i", f"bench-bg-{d}", "-t",
+                 f"community/y/{'wearable' if d % 2 else 'smoke'}/bg-{d}/telemetry"],
+                stdin=subprocess.PIPE,
+            )
+            for d in range(devices)
+        ]
         self._stop = threading.Event()
         self._sent = 0
         self._elapsed = 0.0
@@ -63,30 +74,36 @@ class BackgroundLoad:
         self._thread.start()
 
     def _run(self) -> None:
-        seq: dict[int, int] = {}
+        seq = 0
         t0 = time.perf_counter()
+        n = len(self._procs)
         while not self._stop.is_set():
             due = int((time.perf_counter() - t0) * self.rate)
+            chunks: list[list[bytes]] = [[] for _ in range(n)]
             while self._sent < due:
-                dev = self._sent % 2000
-                seq[dev] = seq.get(dev, 0) + 1
-                if dev % 2:
-                    topic = f"community/y/wearable/bg-w{dev}/telemetry"
-                    body = {"seq": seq[dev], "heart_rate": 70 + dev % 15, "spo2": 97,
-                            "worn": True}
-                else:
-                    topic = f"community/y/smoke/bg-s{dev}/telemetry"
-                    body = {"seq": seq[dev], "obscuration_pct_m": 0.02, "temperature_c": 21.5}
-                self._client.publish(topic, json.dumps(body), qos=1)
+                d = self._sent % n
+                seq += 1
+                body = (
+                    {"seq": seq, "heart_rate": 70 + d, "spo2": 97, "worn": True}
+                    if d % 2
+                    else {"seq": seq, "obscuration_pct_m": 0.02, "temperature_c": 21.5}
+                )
+                chunks[d].append(json.dumps(body).encode() + b"\n")
                 self._sent += 1
-            time.sleep(0.002)
+            for proc, lines in zip(self._procs, chunks, strict=True):
+                if lines and proc.stdin is not None:
+                    proc.stdin.write(b"".join(lines))
+                    proc.stdin.flush()
+            time.sleep(0.005)
         self._elapsed = time.perf_counter() - t0
 
     def stop(self) -> float:
         self._stop.set()
         self._thread.join()
-        self._client.disconnect()
-        self._client.loop_stop()
+        for proc in self._procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=30)
         return self._sent / self._elapsed if self._elapsed else 0.0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -24,14 +25,27 @@ def _run(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     service = Service(settings)
     app = create_app(service.context)
+    # uvicorn handles SIGINT/SIGTERM, shuts the API down, then raises the signal again with
+    # the handlers it found: make those end the run through ``finally`` so the service stops
+    # cleanly (batch committed and acknowledged, session kept) instead of dying mid-way.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     service.start()
     try:
         make_server(app, settings.http_host, settings.http_port).run()
+    except SystemExit:
+        pass
     finally:
         service.stop()
+        logging.getLogger("jiayuan").info("jiayuan stopped")
     return 0
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _rules_check(args: argparse.Namespace) -> int:

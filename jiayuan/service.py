@@ -46,6 +46,8 @@ class Service:
         self.journal.sync_registry(self.registry)
         self.alerts = AlertStore(data / "alerts.db")
         self.engine = RuleEngine(self.rules, self.registry)
+        for a in self.alerts.open_alerts():  # rules that clear by themselves pick up their state
+            self.engine.restore(a.rule_id, a.device_id, a.started_at)
         self._engine_lock = threading.Lock()
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         """Unbounded on purpose: the broker sends at most ``mqtt_receive_maximum`` unacknowledged

@@ -92,8 +92,8 @@ class Publisher:
         clients: int = 1,
         rate: float | None = None,
         client_id: str = "jiayuan-sim",
-        max_inflight: int = 1000,
-        max_pending: int = 20_000,
+        max_inflight: int = 100,
+        max_pending: int = 1_000,
     ) -> None:
         if clients < 1:
             raise ValueError("clients must be at least 1")
@@ -103,7 +103,9 @@ class Publisher:
         self.bucket = TokenBucket(rate)
         self.stats = Stats(time.monotonic())
         self.max_pending = max_pending
+        self._lock = threading.Lock()
         self._cond = threading.Condition()
+        self._wake_at: int | None = None
         self._connected = [threading.Event() for _ in range(clients)]
         self._ever = [False] * clients
         self._stopping = False
@@ -130,7 +132,7 @@ class Publisher:
             log.warning("broker %s:%s refused the connection: %s", self.host, self.port, rc)
             return
         if self._ever[index]:
-            with self._cond:
+            with self._lock:
                 self.stats.reconnects += 1
             log.info("reconnected to %s:%s", self.host, self.port)
         self._ever[index] = True
@@ -144,12 +146,30 @@ class Publisher:
             log.warning("lost the broker %s:%s (%s); reconnecting", self.host, self.port, rc)
 
     def _on_publish(self, client: mqtt.Client, index: int, mid: int, rc: Any, props: Any) -> None:
-        with self._cond:
+        with self._lock:
             if rc.is_failure:
                 self.stats.failed += 1
             else:
                 self.stats.acked += 1
-            self._cond.notify_all()
+        wake = self._wake_at
+        if wake is not None and self.stats.pending <= wake:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _wait_pending(self, at_most: int, timeout: float | None = None) -> bool:
+        """Block until no more than ``at_most`` messages await a PUBACK (or stop, timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._wake_at = at_most
+            try:
+                while self.stats.pending > at_most and not self._stopping:
+                    left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+            finally:
+                self._wake_at = None
+        return self.stats.pending <= at_most
 
     @property
     def connected(self) -> bool:
@@ -169,26 +189,23 @@ class Publisher:
         return self
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish on behalf of the device named in ``topic``; blocks for the rate limit and,
+        when ``max_pending`` await their PUBACK, until half of them have it."""
         self.bucket.take()
-        with self._cond:
-            while self.stats.pending >= self.max_pending and not self._stopping:
-                self._cond.wait(0.5)
+        if self.stats.pending >= self.max_pending:
+            self._wait_pending(self.max_pending // 2)
+        with self._lock:
             self.stats.sent += 1
-        parts = topic.split("/")
-        key = parts[3] if len(parts) > 3 else topic
-        client = self._clients[zlib.crc32(key.encode()) % len(self._clients)]
+        client = self._clients[0]
+        if len(self._clients) > 1:
+            parts = topic.split("/")
+            key = parts[3] if len(parts) > 3 else topic
+            client = self._clients[zlib.crc32(key.encode()) % len(self._clients)]
         client.publish(topic, payload, qos=qos, retain=retain)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every message sent so far is acknowledged; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.stats.pending > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.5))
-        return True
+        return self._wait_pending(0, timeout)
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         """Wait up to ``flush_timeout`` for outstanding PUBACKs, then disconnect."""
