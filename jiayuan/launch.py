@@ -80,6 +80,10 @@ class ServiceProcess:
                 return json.loads(e.read())
             raise
 
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            return str(r.read().decode())
+
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         req = urllib.request.Request(
             self.url + path, data=json.dumps(body).encode(), method="POST",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from simulators.behaviour import Clock, GateSim, hour_of
 from simulators.fleet import Fleet
-from simulators.publisher import Publisher
+from simulators.publisher import Sink
 from simulators.scenarios import SCENARIOS, Scenario, Step, build_scenario, merge
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class _Mute:
 @dataclass
 class DayPlayer:
     fleet: Fleet
-    publisher: Publisher
+    publisher: Sink
     speed: float = 1.0
     sim_start: float | None = None
     """Simulated time at the start (epoch seconds); default now."""
@@ -156,7 +156,7 @@ def natural_speed(fleet: Fleet, rate: float) -> float:
 
 def play_scenarios(
     fleet: Fleet,
-    publisher: Publisher,
+    publisher: Sink,
     names: Sequence[str],
     *,
     realtime: bool = True,

@@ -16,12 +16,18 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where played messages go: a :class:`Publisher`, or a list in tests."""
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None: ...
 
 
 class TokenBucket:

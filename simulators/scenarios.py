@@ -25,6 +25,8 @@ from simulators.fleet import Fleet
 
 LATE_S = 1800.0
 """How long the wearable of ``late_burst`` was out of range."""
+HIGH_HR = 128.0
+"""At least this in ``fall`` and ``late_burst``: above the community's 120 bpm rule."""
 
 
 class Step(NamedTuple):
@@ -163,14 +165,15 @@ def fire(ctx: Context, target: str | None = None) -> Scenario:
 
 
 def fall(ctx: Context, target: str | None = None) -> Scenario:
-    """A fall, then a heart rate 45-55 bpm above the resident's own for twelve minutes."""
+    """A fall, then a heart rate of 125 bpm or more for twelve minutes."""
     w = ctx.pick(ctx.fleet.wearables, target)
     tl, rng = _Timeline(ctx), ctx.rng
     tl.hello(w)
     tl.event(w, 0.0, "fall")
     for t in range(20, 901, 30):
-        rise = 50 if t < 740 else 50 - 40 * (t - 740) / 160
-        tl.telemetry(w, float(t), _vitals(w, w.hr_base + rise, rng, spo2_drop=2))
+        high = max(w.hr_base + 50, HIGH_HR)
+        hr = high if t < 740 else high - (high - w.hr_base - 10) * (t - 740) / 160
+        tl.telemetry(w, float(t), _vitals(w, hr, rng, spo2_drop=2))
     return Scenario(
         "fall", f"fall: {w.device_id} (resident {w.resident_id})", tl.sorted(), (w.device_id,)
     )
@@ -236,6 +239,28 @@ def wearable_silent(ctx: Context, target: str | None = None) -> Scenario:
     )
 
 
+def wandering(ctx: Context, target: str | None = None) -> Scenario:
+    """A resident with an allowed area walks out of it and keeps going for fifteen minutes."""
+    residents = ctx.fleet.registry.residents
+    zoned = [w for w in ctx.fleet.wearables if residents[w.resident_id].allowed_area]
+    w = ctx.pick(zoned, target)
+    tl, rng = _Timeline(ctx), ctx.rng
+    tl.hello(w)
+    bearing = rng.uniform(0, 2 * math.pi)
+    metres_per_degree = 111_320.0
+    for t in range(0, 901, 30):
+        walked = 1.1 * t
+        fields = _vitals(w, w.hr_base + 12, rng)
+        fields["steps"] = w.steps = w.steps + (40 if t else 0)
+        north, east = walked * math.cos(bearing), walked * math.sin(bearing)
+        fields["lat"] = round(w.home[0] + north / metres_per_degree, 6)
+        lon_scale = metres_per_degree * math.cos(math.radians(w.home[0]))
+        fields["lon"] = round(w.home[1] + east / lon_scale, 6)
+        tl.telemetry(w, float(t), fields)
+    summary = f"wandering: {w.device_id} (resident {w.resident_id})"
+    return Scenario("wandering", summary, tl.sorted(), (w.device_id,))
+
+
 def late_burst(ctx: Context, target: str | None = None) -> Scenario:
     """A wearable out of range for 30 minutes reconnects and uploads what it buffered, with the
     old ``ts``: 30 readings a minute apart, the heart rate high for 15 of them."""
@@ -244,7 +269,7 @@ def late_burst(ctx: Context, target: str | None = None) -> Scenario:
     tl.send(0.0, w.status(ctx.t0), retain=True)
     for i in range(30):
         high = 8 <= i < 23
-        fields = _vitals(w, w.hr_base + (48 if high else 0), rng)
+        fields = _vitals(w, max(w.hr_base + 48, HIGH_HR) if high else w.hr_base, rng)
         fields["steps"] = w.steps = w.steps + (0 if high else rng.randrange(0, 40))
         ts = ctx.t0 - LATE_S + 60 * i
         tl.send(0.05 * (i + 1), (w.topic("telemetry"), w.encode(fields, ts)))
@@ -312,6 +337,7 @@ SCENARIOS: dict[str, Spec] = {
     "denied_burst": Spec(denied_burst, 2),
     "wearable_silent": Spec(wearable_silent, 1),
     "late_burst": Spec(late_burst, 1, lead_in=LATE_S),
+    "wandering": Spec(wandering, 1),
     "bad_input": Spec(bad_input, 1),
 }
 

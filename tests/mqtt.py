@@ -62,13 +62,18 @@ class Publisher:
 
 
 def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0.05) -> None:
-    """Poll until ``predicate()`` is truthy; fail with what it last returned."""
+    """Poll until ``predicate()`` is truthy; fail with what it last returned or raised (an
+    exception, such as a 404 for a device not written yet, counts as "not yet")."""
     assert callable(predicate)
     deadline = time.monotonic() + timeout
-    last = None
+    last: object = None
     while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return
+        try:
+            last = predicate()
+        except Exception as e:  # noqa: BLE001 - reported if it persists
+            last = e
+        else:
+            if last:
+                return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value {last!r})")
