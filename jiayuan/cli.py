@@ -45,6 +45,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:
+    # Once: a second Ctrl-C (a terminal sends one to every process of the group, and the demo
+    # may follow with SIGTERM) must not break off the clean stop already under way.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise SystemExit(0)
 
 
