@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 from alerts.model import Action, Alert, AlertNotFound, HistoryEntry, Sort
 from rules.matches import SEVERITY_ORDER, Transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: alerts, history, device presence. 2 (additive): escalation timers, deliveries and their
+attempts, silences — the stages after the lifecycle (:mod:`alerts.dispatch`)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -74,6 +78,74 @@ CREATE TABLE IF NOT EXISTS device_presence (
     offline   INTEGER NOT NULL,
     since     REAL NOT NULL
 );
+
+-- 2: one timer row per alert still to be paged: the next step of its chain is due at due_at.
+-- state 'chain' (step = next step to take), 'grouping' (a trouble waiting to see whether it is
+-- one of many in its building), 'muted' (a silence holds it until due_at).
+CREATE TABLE IF NOT EXISTS escalations (
+    alert_id   INTEGER PRIMARY KEY REFERENCES alerts (id),
+    chain_id   TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('chain', 'grouping', 'muted')),
+    step       INTEGER NOT NULL DEFAULT 0,
+    started_at REAL NOT NULL,
+    due_at     REAL NOT NULL,
+    muted_by   INTEGER,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS escalations_due ON escalations (due_at);
+
+-- Every message to one channel of one person: the outbox (pending, retrying) and the receipts.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id         INTEGER PRIMARY KEY,
+    alert_id   INTEGER NOT NULL REFERENCES alerts (id),
+    staff_id   TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    label      TEXT NOT NULL,
+    step       INTEGER NOT NULL,
+    purpose    TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    priority   INTEGER NOT NULL,
+    title      TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    status     TEXT NOT NULL
+        CHECK (status IN ('pending', 'retrying', 'sent', 'failed', 'cancelled')),
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    REAL NOT NULL,
+    error      TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    sent_at    REAL
+);
+CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries (alert_id, id);
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (next_at)
+    WHERE status IN ('pending', 'retrying');
+CREATE INDEX IF NOT EXISTS deliveries_staff ON deliveries (staff_id, id);
+
+CREATE TABLE IF NOT EXISTS delivery_attempts (
+    id          INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+    at          REAL NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('sent', 'retrying', 'failed')),
+    error       TEXT NOT NULL DEFAULT '',
+    elapsed_ms  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delivery_attempts_delivery ON delivery_attempts (delivery_id, id);
+
+CREATE TABLE IF NOT EXISTS silences (
+    id         INTEGER PRIMARY KEY,
+    rule_id    TEXT,
+    kind       TEXT,
+    device_id  TEXT,
+    building   TEXT,
+    starts_at  REAL NOT NULL,
+    ends_at    REAL NOT NULL,
+    reason     TEXT NOT NULL,
+    author     TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expired_at REAL,
+    expired_by TEXT
+);
+CREATE INDEX IF NOT EXISTS silences_ends ON silences (ends_at);
 """
 
 SIGNAL_ORDER: dict[str, int] = {"alarm": 0, "supervisory": 1, "trouble": 2}
@@ -112,6 +184,37 @@ def migrate(db: sqlite3.Connection) -> None:
         )
     db.executescript(SCHEMA)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+class Writer:
+    """A connection of its own to the alert database, for the stages after the lifecycle
+    (escalation timers, deliveries, silences). Its transactions never call the store: the
+    store's writes wait for SQLite's lock, and the store's lock is never taken inside one."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = connect(path)
+        migrate(self._db)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, query: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(query, tuple(args)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 def severity_rank(severity: str) -> int:

@@ -25,10 +25,13 @@ Action = Literal[
     "note",
     "notified",
     "escalated",
+    "muted",
 ]
-"""What a history entry records. ``note``, ``notified`` and ``escalated`` change no state:
-they are written with :meth:`alerts.AlertStore.add_note` by people and by later stages."""
-NoteAction = Literal["note", "notified", "escalated"]
+"""What a history entry records. ``note``, ``notified``, ``escalated`` and ``muted`` change no
+state: they are written with :meth:`alerts.AlertStore.add_note` by people and by later stages
+(``notified``: whom an alert was sent to and why, and each delivery attempt; ``escalated``: a
+later step of its chain or a repeat; ``muted``: held back by a silence)."""
+NoteAction = Literal["note", "notified", "escalated", "muted"]
 
 Sort = Literal["priority", "newest", "oldest"]
 """``priority``: open before resolved, firing before acknowledged, alarm before supervisory

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ingest import rollups
+from ingest.follower import CURSOR_SCHEMA
 from ingest.payloads import DeadLetter, Reading
 from registry import Registry
 
@@ -129,7 +131,7 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._synchronous = synchronous
         self._db = self._connect()
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SCHEMA + CURSOR_SCHEMA + rollups.SCHEMA)
         self._local = threading.local()
         self._seen: dict[str, list[Any]] = {}
         self._seen_flushed = time.monotonic()
@@ -294,10 +296,21 @@ class Journal:
             raise
         return len(rows)
 
-    def prune(self, before: float, chunk: int = 5000) -> int:
+    def prune(
+        self,
+        before: float,
+        chunk: int = 5000,
+        *,
+        keep_after: int | None = None,
+        pause_s: float = 0.02,
+    ) -> int:
         """Delete raw readings received before ``before``, a few thousand per transaction so
         ingestion never waits long. Ids grow with receive time, so the cut is an id found by
-        binary search, and no index on time is kept just for this. Call from its own thread."""
+        binary search, and no index on time is kept just for this. Call from its own thread.
+
+        ``keep_after``: an id whose successors are kept whatever their age (rows the rollups or
+        the InfluxDB sink have not passed yet). ``pause_s`` between transactions lets the ingest
+        thread, which polls for the write lock, take it rather than wait out the whole prune."""
         db = self._connect()
         total = 0
         try:
@@ -314,6 +327,8 @@ class Journal:
                     cut, lo = row[0], row[0] + 1
                 else:
                     hi = mid - 1
+            if keep_after is not None:
+                cut = min(cut, keep_after)
             start = db.execute("SELECT min(id) FROM readings").fetchone()[0]
             while start is not None and start <= cut:
                 end = min(cut, start + chunk - 1)
@@ -322,6 +337,7 @@ class Journal:
                         "DELETE FROM readings WHERE id BETWEEN ? AND ?", (start, end)
                     ).rowcount
                 start = end + 1
+                time.sleep(pause_s)
             return total
         finally:
             db.close()
@@ -371,7 +387,9 @@ class Journal:
         limit: int = 10_000,
     ) -> list[dict[str, Any]]:
         """A device's readings, oldest first. With ``step`` 1m or 1h, ``metric`` is required and
-        values are aggregated per bucket (min, max, mean, count)."""
+        values are aggregated per bucket (min, max, mean, count): from the rollups
+        (:mod:`ingest.rollups`) for the metrics they keep, where a bucket counts whole when its
+        start lies in [since, until)."""
         since = since if since is not None else 0.0
         until = until if until is not None else 1e12
         db = self._reader()
@@ -401,6 +419,10 @@ class Journal:
             return out
         if metric is None:
             raise ValueError("step needs a metric")
+        rolled = rollups.history(db, device_id, metric, step, since, until, limit)
+        if rolled is not None:
+            return rolled
+        # not a rolled-up metric (an unknown field): aggregate the raw readings
         width = _STEP_S[step]
         path = "$." + metric
         rows = db.execute(

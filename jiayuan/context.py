@@ -11,6 +11,7 @@ from jiayuan.settings import Settings
 from registry import Registry
 
 if TYPE_CHECKING:
+    from alerts.dispatch import Dispatcher
     from alerts.lifecycle import AlertStore
 
 
@@ -22,3 +23,5 @@ class AppContext:
     registry: Registry
     health: Callable[[], dict[str, Any]] = field(default=lambda: {"status": "ok"})
     """Live health of the parts (MQTT connected, ingest queue, …) for /healthz."""
+    alerting: Dispatcher | None = None
+    """Silences, escalation timers, deliveries (None: the alerting routes answer 503)."""

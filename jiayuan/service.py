@@ -12,11 +12,15 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from alerts.dispatch import Config as AlertingConfig
+from alerts.dispatch import Dispatcher
 from alerts.lifecycle import AlertStore
+from ingest.influx import InfluxSink, InfluxWriter
 from ingest.journal import Journal
 from ingest.listener import Inbound, Listener
 from ingest.payloads import Reading
 from ingest.pipeline import Pipeline
+from ingest.rollups import RollupWorker
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Registry
@@ -26,6 +30,9 @@ from rules.matches import Transition
 from rules.model import builtin_pack, load_rules
 
 log = logging.getLogger(__name__)
+
+STORE_TROUBLE = ("timeseries_store_unreachable", "influxdb")
+"""Rule id and device id of the trouble alert raised while InfluxDB cannot be written."""
 
 
 class Service:
@@ -49,6 +56,8 @@ class Service:
         for a in self.alerts.open_alerts():  # rules that clear by themselves pick up their state
             self.engine.restore(a.rule_id, a.device_id, a.started_at)
         self._engine_lock = threading.Lock()
+        self.dispatcher = Dispatcher(self.alerts, self.registry, self.rules, alerting(settings))
+        """Route, notify, escalate, silence, group, correlate (alerts/dispatch.py)."""
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         """Unbounded on purpose: the broker sends at most ``mqtt_receive_maximum`` unacknowledged
         QoS 1 messages, and blocking paho's loop thread would also block the acknowledgements."""
@@ -68,11 +77,14 @@ class Service:
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
         )
+        self.rollups = RollupWorker(self.journal.path)
+        self.sink = self._influx_sink() if settings.influx_url else None
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
         self.scheduler.add_job(self.tick, "interval", seconds=1, id="rules-tick")
+        self.scheduler.add_job(self.dispatcher.poll, "interval", seconds=1, id="escalation")
         self.scheduler.add_job(
             self.prune,
             "interval",
@@ -87,6 +99,7 @@ class Service:
             alerts=self.alerts,
             registry=self.registry,
             health=self.health,
+            alerting=self.dispatcher,
         )
 
     # ------------------------------------------------------------------ stages
@@ -108,21 +121,82 @@ class Service:
         self._apply(transitions)
 
     def _apply(self, transitions: Sequence[Transition]) -> None:
-        for t in transitions:
+        for t in self.dispatcher.filter(transitions):  # flapping alerts stay open
             try:
                 self.alerts.apply(t)
             except Exception:
                 log.exception("alert store refused %s for %s", t.rule_id, t.device_id)
 
+    def _influx_sink(self) -> InfluxSink:
+        s = self.settings
+        assert s.influx_url is not None
+        writer = InfluxWriter(
+            s.influx_url,
+            s.influx_token.get_secret_value(),
+            s.influx_org,
+            s.influx_bucket,
+            s.influx_timeout_s,
+        )
+        rule_id, device_id = STORE_TROUBLE
+        trouble_open = any(a.rule_id == rule_id for a in self.alerts.open_alerts(device_id))
+        return InfluxSink(
+            self.journal.path,
+            writer,
+            community=s.community,
+            name=f"influx:{s.influx_bucket}@{s.influx_url}",
+            batch=s.influx_batch,
+            backoff_max_s=s.influx_backoff_max_s,
+            trouble_after_s=s.influx_trouble_after_s,
+            on_trouble=self._store_trouble,
+            trouble_open=trouble_open,
+        )
+
+    def _store_trouble(self, raised: bool, at: float) -> None:
+        """The sink's trouble, as an alert for the operators (from the sink's thread)."""
+        rule_id, device_id = STORE_TROUBLE
+        summary = (
+            "InfluxDB unreachable: readings wait in the journal"
+            if raised
+            else "InfluxDB reachable again, backlog written"
+        )
+        self._apply(
+            [
+                Transition(
+                    action="fire" if raised else "clear",
+                    rule_id=rule_id,
+                    device_id=device_id,
+                    kind="system",
+                    severity="major",
+                    signal="trouble",
+                    route="operator",
+                    at=at,
+                    summary=summary,
+                    labels={"community": self.settings.community},
+                )
+            ]
+        )
+
     def prune(self) -> None:
-        cutoff = time.time() - self.settings.retention_days * 86_400
-        n = self.journal.prune(cutoff)
+        now = time.time()
+        cutoff = now - self.settings.retention_days * 86_400
+        followers = [self.rollups.position] + ([self.sink.position] if self.sink else [])
+        n = self.journal.prune(cutoff, keep_after=min(followers))
         if n:
             log.info(
                 "retention: pruned %d readings older than %.0f days",
                 n,
                 self.settings.retention_days,
             )
+        n = self.rollups.prune(
+            {
+                "1m": now - self.settings.rollup_1m_days * 86_400,
+                "1h": now - self.settings.rollup_1h_days * 86_400,
+            }
+        )
+        if n:
+            log.info("retention: pruned %d rollup buckets", n)
+        if self.sink is not None:
+            self.sink.prune_rejects(cutoff)
 
     def health(self) -> dict[str, Any]:
         connected = self.listener.connected.is_set()
@@ -134,12 +208,19 @@ class Service:
             "uptime_s": round(time.time() - self.started_at, 1),
             "rules": len(self.rules),
             "registered_devices": len(self.registry.devices),
+            "influx": {"enabled": False}
+            if self.sink is None
+            else {"enabled": True, **self.sink.health()},
         }
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        self.dispatcher.start()
         self.pipeline.start()
+        self.rollups.start()
+        if self.sink is not None:
+            self.sink.start()
         self.listener.start()
         self.scheduler.start()
         log.info(
@@ -157,4 +238,21 @@ class Service:
         self.scheduler.shutdown(wait=False)
         self.pipeline.stop()
         self.listener.stop()
+        if self.sink is not None:
+            self.sink.stop()
+        self.rollups.stop()
+        self.dispatcher.stop()
         self.journal.close()
+
+
+def alerting(settings: Settings) -> AlertingConfig:
+    """The alerting stages' settings."""
+    return AlertingConfig(
+        language=settings.language, base_url=settings.base_url, timezone=settings.timezone,
+        chains_file=settings.escalation_file, workers=settings.notify_workers,
+        max_attempts=settings.notify_max_attempts, backoff_s=settings.notify_backoff_s,
+        backoff_max_s=settings.notify_backoff_max_s, flap_threshold=settings.flap_threshold,
+        flap_window_s=settings.flap_window_s, group_wait_s=settings.group_wait_s,
+        group_window_s=settings.group_window_s, group_threshold=settings.group_threshold,
+        community=settings.community,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -32,8 +32,48 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1, le=10_000)
     batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
     retention_days: float = Field(default=30.0, gt=0)
+    rollup_1m_days: float = Field(default=90.0, gt=0)
+    """How long per-minute rollups (min, max, mean, count per metric) are kept."""
+    rollup_1h_days: float = Field(default=730.0, gt=0)
+    """How long hourly rollups are kept."""
+    influx_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    """InfluxDB (2.x, or 3.x through its v2 write API), e.g. ``http://127.0.0.1:8086``. Set, it
+    turns the sink on: every journaled reading is written there too, from a persisted cursor."""
+    influx_token: SecretStr = SecretStr("")
+    influx_org: str = "jiayuan"
+    influx_bucket: str = Field(default="jiayuan", min_length=1)
+    influx_batch: int = Field(default=5000, ge=1, le=50_000)
+    """Points per write request."""
+    influx_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    influx_backoff_max_s: float = Field(default=30.0, ge=0.05, le=600)
+    """Longest wait between two attempts while InfluxDB is unreachable."""
+    influx_trouble_after_s: float = Field(default=300.0, gt=0)
+    """Raise the ``timeseries_store_unreachable`` trouble alert after this long unreachable."""
     public_url: str = ""
     """How staff reach the API (links in notifications); default http://http_host:http_port."""
+    # --- alerting: routing, delivery, escalation, noise (alerts/dispatch.py) ---------------
+    language: Literal["zh", "en"] = "zh"
+    """Language of the notifications staff receive."""
+    timezone: str = "Asia/Shanghai"
+    """Local time of the duty roster (weekly shifts) and of times in notifications."""
+    escalation_file: Path | None = None
+    """Escalation chains (YAML, the format of alerts/chains.yaml); none: the built-in chains."""
+    notify_workers: int = Field(default=4, ge=1, le=64)
+    """Threads sending notifications (apprise calls block; one channel uses one at a time)."""
+    notify_max_attempts: int = Field(default=5, ge=1, le=20)
+    notify_backoff_s: float = Field(default=2.0, gt=0, le=600)
+    """Wait before the first retry of a failed delivery; doubles with each attempt."""
+    notify_backoff_max_s: float = Field(default=120.0, gt=0, le=3600)
+    flap_threshold: int = Field(default=3, ge=1)
+    """An alert that fires and clears more than this many times within flap_window_s flaps."""
+    flap_window_s: float = Field(default=600.0, gt=0)
+    group_wait_s: float = Field(default=60.0, ge=0, le=3600)
+    """How long a device's trouble alert waits to see whether it is one of many in its
+    building (alarms never wait)."""
+    group_window_s: float = Field(default=3600.0, gt=0)
+    group_threshold: int = Field(default=5, ge=2)
+    """Trouble alerts from this many devices of one building within group_window_s become one
+    incident."""
     log_level: str = "INFO"
 
     @field_validator("rules", mode="before")
@@ -41,6 +81,28 @@ class Settings(BaseSettings):
     def _split_paths(cls, v: object) -> object:
         if isinstance(v, str):
             return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("influx_url", mode="before")
+    @classmethod
+    def _no_url(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @model_validator(mode="after")
+    def _influx_complete(self) -> Settings:
+        if self.influx_url is not None and not self.influx_org:
+            raise ValueError("influx_org is required when influx_url is set")
+        return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use e.g. Asia/Shanghai)") from None
         return v
 
     @property

@@ -14,11 +14,13 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 
 from simulators.behaviour import TZ
 from simulators.fleet import NOTIFY, build_fleet
@@ -183,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         progress.start()
     stop = threading.Event()
     timer = threading.Timer(args.duration, stop.set) if args.duration else None
+    # SIGTERM stops the run like Ctrl-C (only the main thread can take signals).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         if args.scenario:
             if timer is not None:
@@ -213,7 +218,13 @@ def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C skips the flush
             publisher.stop(flush_timeout=5.0)
         print(f"simulate: {publisher.summary()}", file=sys.stderr)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _sim_start(seconds_of_day: int | None) -> float | None:

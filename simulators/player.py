@@ -54,7 +54,8 @@ class DayPlayer:
     incidents: Incidents | None = field(default_factory=Incidents)
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], float] = time.time
-    started: list[Scenario] = field(default_factory=list)
+    started: list[tuple[float, Scenario]] = field(default_factory=list)
+    """Incidents so far: when each was started (wall time) and what it plays."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.fleet.seed}:day")
@@ -144,7 +145,7 @@ class DayPlayer:
         for step in sc.steps:
             self._n += 1
             heapq.heappush(self._steps, (now + lead + step.offset, self._n, step))
-        self.started.append(sc)
+        self.started.append((now, sc))
         when = f"in {lead / 60:.0f} min" if lead else "now"
         log.info("incident %s starts %s: %s", name, when, sc.summary)
 

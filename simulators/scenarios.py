@@ -80,24 +80,37 @@ class Context:
 
 
 class _Timeline:
+    """Collects messages by offset; encodes them in time order, so each device's ``seq``
+    follows its ``ts`` however the builder added them."""
+
     def __init__(self, ctx: Context) -> None:
-        self.ctx, self.steps = ctx, list[Step]()
+        self.ctx = ctx
+        self._items: list[tuple[float, int, Callable[[], tuple[str, bytes]], bool]] = []
+
+    def send(
+        self, offset: float, make: Callable[[], tuple[str, bytes]], retain: bool = False
+    ) -> None:
+        self._items.append((offset, len(self._items), make, retain))
 
     def hello(self, *sims: DeviceSim) -> None:
         for sim in sims if self.ctx.announce else ():
-            self.send(0.0, sim.status(self.ctx.t0), retain=True)
+            self.status(sim, 0.0)
 
-    def send(self, offset: float, message: tuple[str, bytes], retain: bool = False) -> None:
-        self.steps.append(Step(offset, message[0], message[1], 1, retain))
+    def status(self, sim: DeviceSim, offset: float) -> None:
+        self.send(offset, lambda: sim.status(self.ctx.t0 + offset), retain=True)
 
-    def telemetry(self, sim: DeviceSim, offset: float, fields: dict[str, Any]) -> None:
-        self.send(offset, (sim.topic("telemetry"), sim.encode(fields, self.ctx.t0 + offset)))
+    def telemetry(
+        self, sim: DeviceSim, offset: float, fields: dict[str, Any], ts: float | None = None
+    ) -> None:
+        at = self.ctx.t0 + offset if ts is None else ts
+        self.send(offset, lambda: (sim.topic("telemetry"), sim.encode(fields, at)))
 
     def event(self, sim: DeviceSim, offset: float, name: str, **fields: Any) -> None:
-        self.send(offset, sim.event(name, self.ctx.t0 + offset, **fields))
+        self.send(offset, lambda: sim.event(name, self.ctx.t0 + offset, **fields))
 
     def sorted(self) -> list[Step]:
-        return sorted(self.steps, key=lambda s: s.offset)  # stable: a device's seq stays ordered
+        items = sorted(self._items, key=lambda item: (item[0], item[1]))
+        return [Step(offset, *make(), 1, retain) for offset, _, make, retain in items]
 
 
 def _sigmoid(x: float) -> float:
@@ -117,18 +130,39 @@ def _vitals(w: WearableSim, hr: float, rng: random.Random, spo2_drop: float = 0)
     }
 
 
+def _neighbours(ctx: Context, target: str | None) -> tuple[SmokeSim, SmokeSim]:
+    """A detector and its neighbour: same entrance and floor if the fleet has one (a subset
+    may not), else the nearest floor of the building, else any other detector."""
+    devices = ctx.fleet.registry.devices
+    free = [s for s in ctx.fleet.smoke if s.device_id not in ctx.busy]
+
+    def place(s: SmokeSim) -> tuple[str, int]:
+        d = devices[s.device_id]
+        return f"{d.building}/{s.unit.rsplit('-', 1)[0]}", d.floor or 0
+
+    floors: dict[tuple[str, int], list[SmokeSim]] = defaultdict(list)
+    for s in free:
+        floors[place(s)].append(s)
+    paired = [s for v in floors.values() if len(v) > 1 for s in v]
+    first = ctx.pick(paired if paired and target is None else free, target)
+    where, floor = place(first)
+    others = [s for s in free if s is not first]
+    if not others:
+        raise LookupError("a fire needs two free smoke detectors")
+    same_floor = [s for s in floors[(where, floor)] if s is not first]
+    if same_floor:
+        return first, ctx.rng.choice(same_floor)
+    building = devices[first.device_id].building
+    return first, min(
+        others, key=lambda s: (devices[s.device_id].building != building, abs(place(s)[1] - floor))
+    )
+
+
 def fire(ctx: Context, target: str | None = None) -> Scenario:
     """A kitchen fire: the detector's obscuration rises until it alarms, the neighbour on the
     same floor alarms a minute later, both clear once the fire is out (about 7 minutes)."""
     fleet, rng = ctx.fleet, ctx.rng
-    floors: dict[tuple[str, str, int | None], list[SmokeSim]] = defaultdict(list)
-    for s in fleet.smoke:
-        d = fleet.registry.devices[s.device_id]
-        floors[(d.building or "", s.unit.rsplit("-", 1)[0], d.floor)].append(s)
-    pairs = [v for v in floors.values() if len(v) > 1 and not ctx.busy & {s.device_id for s in v}]
-    first = ctx.pick((s for v in pairs for s in v), target)
-    key = next(k for k, v in floors.items() if first in v)
-    second = rng.choice([s for s in floors[key] if s is not first])
+    first, second = _neighbours(ctx, target)
     tl = _Timeline(ctx)
     tl.hello(first, second)
     plan = [(first, 0.0, 8.5, 80.0, 18.0), (second, 60.0, 5.0, 140.0, 20.0)]
@@ -266,13 +300,13 @@ def late_burst(ctx: Context, target: str | None = None) -> Scenario:
     old ``ts``: 30 readings a minute apart, the heart rate high for 15 of them."""
     w = ctx.pick(ctx.fleet.wearables, target)
     tl, rng = _Timeline(ctx), ctx.rng
-    tl.send(0.0, w.status(ctx.t0), retain=True)
+    tl.status(w, 0.0)
     for i in range(30):
         high = 8 <= i < 23
         fields = _vitals(w, max(w.hr_base + 48, HIGH_HR) if high else w.hr_base, rng)
         fields["steps"] = w.steps = w.steps + (0 if high else rng.randrange(0, 40))
         ts = ctx.t0 - LATE_S + 60 * i
-        tl.send(0.05 * (i + 1), (w.topic("telemetry"), w.encode(fields, ts)))
+        tl.telemetry(w, 0.05 * (i + 1), fields, ts=ts)
     return Scenario(
         "late_burst",
         f"late burst: {w.device_id} (resident {w.resident_id})",

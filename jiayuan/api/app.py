@@ -11,7 +11,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from jiayuan.api import alerts, dead_letters, devices, registry, stream, system
+from jiayuan import console
+from jiayuan.api import (
+    alerts,
+    dead_letters,
+    devices,
+    fleet,
+    ops,
+    registry,
+    residents,
+    stream,
+    system,
+)
 from jiayuan.api.stream import Broadcaster
 from jiayuan.context import AppContext
 
@@ -39,6 +50,7 @@ def create_app(
     )
     app.state.ctx = ctx
     app.state.broadcaster = broadcaster
-    for module in (system, devices, alerts, dead_letters, stream, registry):
+    for module in (system, devices, alerts, dead_letters, stream, registry, residents, ops, fleet):
         app.include_router(module.router)
+    app.include_router(console.router)
     return app

@@ -1,0 +1,278 @@
+"""Escalation: chains (who next, after how long) and the timers that drive them.
+
+Chains come from a YAML file validated with pydantic (``alerts/chains.yaml`` is built in; see
+its header for the format); errors name the file, the chain and the field.
+
+Timers are rows of the ``escalations`` table (one per alert still to be paged: the chain, the
+next step, when it is due), polled by the scheduler. A step is taken by a compare-and-set on
+the row (its step, state and due time as read) in the same transaction that writes the step's
+messages to the outbox (:mod:`alerts.notify`): whichever process or thread commits first takes
+it, the other finds the row moved on. So a restart mid-escalation takes the next step when it
+is due — overdue ones at once — and never twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, get_args
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from alerts.db import Writer
+from alerts.model import Alert
+from alerts.routing import SELECTOR
+from rules.matches import Route, Severity
+from rules.model import Duration
+
+TimerState = Literal["chain", "grouping", "muted"]
+Selector = Annotated[str, StringConstraints(pattern=f"^(?:{SELECTOR.pattern})$")]
+ROUTES: Final[tuple[str, ...]] = get_args(Route)
+
+
+def builtin_chains() -> Path:
+    return Path(__file__).resolve().parent / "chains.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Match(_Model):
+    """Each list given must contain the alert's value; an empty one matches all."""
+
+    rules: tuple[str, ...] = ()
+    routes: tuple[Route, ...] = ()
+    severities: tuple[Severity, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+    def fits(self, alert: Alert) -> bool:
+        return all(
+            not want or have in want
+            for want, have in (
+                (self.rules, alert.rule_id),
+                (self.routes, alert.route),
+                (self.severities, alert.severity),
+                (self.kinds, alert.kind),
+            )
+        )
+
+    def covers_route(self, route: str) -> bool:
+        """Matches every alert of ``route``."""
+        return not (self.rules or self.severities or self.kinds) and (
+            not self.routes or route in self.routes
+        )
+
+
+class Step(_Model):
+    after: Duration = Field(default=0.0, ge=0)
+    """Seconds after the alert was raised."""
+    to: tuple[Selector, ...] = Field(min_length=1)
+
+
+class Chain(_Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str = ""
+    match: Match = Match()
+    steps: tuple[Step, ...] = Field(min_length=1)
+    repeat: Duration | None = Field(default=None, ge=30)
+    """After the last step, send it again at this interval until acknowledged."""
+    repeat_limit: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Chain:
+        for i in range(1, len(self.steps)):
+            if self.steps[i].after < self.steps[i - 1].after:
+                raise ValueError(f"steps[{i + 1}].after is earlier than the step before it")
+        return self
+
+    def due(self, step: int, started_at: float, last_due: float) -> float | None:
+        """When step ``step`` (0-based; past the last: a repeat) is due, or None: chain done."""
+        if step < len(self.steps):
+            return started_at + self.steps[step].after
+        repeats = step - len(self.steps) + 1
+        if self.repeat is None or (self.repeat_limit is not None and repeats > self.repeat_limit):
+            return None
+        return last_due + self.repeat
+
+    def step(self, step: int) -> Step:
+        return self.steps[min(step, len(self.steps) - 1)]
+
+
+class ChainFileError(ValueError):
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("escalation chains:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class Chains:
+    """The loaded chains, in file order; :meth:`select` picks the first that fits."""
+
+    def __init__(self, chains: Iterable[Chain]) -> None:
+        self.chains = list(chains)
+        self.by_id = {c.id: c for c in self.chains}
+
+    def select(self, alert: Alert) -> Chain:
+        for c in self.chains:
+            if c.match.fits(alert):
+                return c
+        raise LookupError(f"no escalation chain for route {alert.route}")  # load refuses this
+
+    def get(self, chain_id: str) -> Chain | None:
+        return self.by_id.get(chain_id)
+
+
+def load_chains(path: Path | None = None) -> Chains:
+    """The chains of ``path`` (default: the built-in file), or :class:`ChainFileError`."""
+    path = path or builtin_chains()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ChainFileError([f"{path}: {str(e).splitlines()[0]}"]) from None
+    if not isinstance(data, dict) or not isinstance(data.get("chains"), list):
+        raise ChainFileError([f"{path}: expected a mapping with a list under 'chains'"])
+    problems: list[str] = []
+    chains: list[Chain] = []
+    for i, raw in enumerate(data["chains"], start=1):
+        name = raw.get("id", "?") if isinstance(raw, dict) else "?"
+        try:
+            chains.append(Chain.model_validate(raw))
+        except ValidationError as e:
+            for err in e.errors(include_url=False):
+                loc = ".".join(str(p) for p in err["loc"]) or "chain"
+                problems.append(f"{path}: chain {name!r} (#{i}): field {loc!r}: {err['msg']}")
+    seen: set[str] = set()
+    for c in chains:
+        if c.id in seen:
+            problems.append(f"{path}: chain {c.id!r}: duplicate id")
+        seen.add(c.id)
+    for route in ROUTES:
+        if chains and not any(c.match.covers_route(route) for c in chains):
+            problems.append(f"{path}: no chain matches every alert of route {route!r}")
+    if problems:
+        raise ChainFileError(problems)
+    return Chains(chains)
+
+
+# ---------------------------------------------------------------------------- timers
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    alert_id: int
+    chain_id: str
+    state: TimerState
+    step: int
+    started_at: float
+    due_at: float
+    muted_by: int | None
+
+    @classmethod
+    def of(cls, row: sqlite3.Row) -> Timer:
+        return cls(
+            row["alert_id"],
+            row["chain_id"],
+            row["state"],
+            row["step"],
+            row["started_at"],
+            row["due_at"],
+            row["muted_by"],
+        )
+
+
+class Timers:
+    """The ``escalations`` rows."""
+
+    def __init__(self, db: Writer) -> None:
+        self.db = db
+
+    def start(
+        self, alert_id: int, chain_id: str, state: TimerState, started_at: float, due_at: float
+    ) -> bool:
+        """A new timer; False when the alert has one already."""
+        with self.db.tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO escalations (alert_id, chain_id, state, step, started_at,"
+                " due_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?)",
+                (alert_id, chain_id, state, started_at, due_at, started_at),
+            )
+            return cur.rowcount == 1
+
+    def get(self, alert_id: int) -> Timer | None:
+        rows = self.db.query("SELECT * FROM escalations WHERE alert_id = ?", (alert_id,))
+        return Timer.of(rows[0]) if rows else None
+
+    def due(self, now: float, limit: int = 200) -> list[Timer]:
+        rows = self.db.query(
+            "SELECT * FROM escalations WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)
+        )
+        return [Timer.of(r) for r in rows]
+
+    def next_due(self) -> float | None:
+        rows = self.db.query("SELECT min(due_at) FROM escalations")
+        return rows[0][0] if rows else None
+
+    @staticmethod
+    def move(db: sqlite3.Connection, t: Timer, now: float, **changes: Any) -> bool:
+        """Compare-and-set inside the caller's transaction: True when ``t`` was still as read
+        (this caller takes the step), False when someone else moved it first."""
+        cols = ", ".join(f"{k} = ?" for k in changes)
+        cur = db.execute(
+            f"UPDATE escalations SET {cols}, updated_at = ? WHERE alert_id = ? AND step = ?"
+            " AND state = ? AND due_at = ?",
+            (*changes.values(), now, t.alert_id, t.step, t.state, t.due_at),
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def finish(db: sqlite3.Connection, t: Timer) -> bool:
+        cur = db.execute(
+            "DELETE FROM escalations WHERE alert_id = ? AND step = ? AND state = ? AND due_at = ?",
+            (t.alert_id, t.step, t.state, t.due_at),
+        )
+        return cur.rowcount == 1
+
+    def stop(self, alert_id: int) -> bool:
+        with self.db.tx() as db:
+            return (
+                db.execute("DELETE FROM escalations WHERE alert_id = ?", (alert_id,)).rowcount == 1
+            )
+
+    def hasten(self, alert_id: int, step: int, now: float) -> bool:
+        """Bring step ``step`` forward to now (everyone of the step before is unreachable)."""
+        with self.db.tx() as db:
+            return (
+                db.execute(
+                    "UPDATE escalations SET due_at = ?, updated_at = ? WHERE alert_id = ?"
+                    " AND step = ? AND state = 'chain' AND due_at > ?",
+                    (now, now, alert_id, step, now),
+                ).rowcount
+                == 1
+            )
+
+    def release(self, silence_id: int, now: float) -> int:
+        """Alerts muted by ``silence_id`` are looked at again now (it was expired early)."""
+        with self.db.tx() as db:
+            return db.execute(
+                "UPDATE escalations SET due_at = ?, updated_at = ? WHERE muted_by = ?"
+                " AND state = 'muted' AND due_at > ?",
+                (now, now, silence_id, now),
+            ).rowcount
+
+    def page(self, limit: int = 50, offset: int = 0) -> tuple[list[Timer], int]:
+        total = int(self.db.query("SELECT count(*) FROM escalations")[0][0])
+        rows = self.db.query(
+            "SELECT * FROM escalations ORDER BY due_at, alert_id LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return [Timer.of(r) for r in rows], total

@@ -1,0 +1,153 @@
+"""Noise control: flapping alerts stay open, and trouble from many devices of one building at
+once (a power or network cut) becomes one incident. Alarms never wait for either.
+
+Flapping (:class:`FlapGate`, between the rule engine and the store): a rule that fires and clears
+more than ``threshold`` times within ``window_s`` for one device is *flapping*. Its clears are
+held back, so the alert stays open (the store gets a fire with the ``flapping=true`` label
+instead, which pages nobody: a rematch), until it has been quiet for ``window_s``; then the
+last held clear is let through and resolves it. Fires are never held. The gate is in memory:
+after a restart a flapping alert stays open until its rule clears again or a person resolves it.
+
+Grouping (the dispatcher asks :func:`groupable` and :func:`group_size`): a trouble-signal alert
+of a building waits ``group_wait_s`` before anyone is paged; if by then at least ``threshold``
+open trouble alerts of that building were raised within ``window_s``, it becomes part of one
+``building_trouble`` incident (route operator) instead of a page of its own. The wait is an
+escalation timer row, so it survives a restart. Alarms and supervisory signals are never
+grouped and never wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from alerts.db import Writer
+from alerts.model import Alert
+from rules.matches import Transition
+
+BUILDING_TROUBLE: Final = "building_trouble"
+OWN_RULES: Final = frozenset({BUILDING_TROUBLE, "fire_confirmed", "staff_unreachable"})
+"""Alerts this package raises itself: never grouped."""
+
+
+@dataclass(slots=True)
+class _Flap:
+    clears: deque[float] = field(default_factory=deque)
+    last_toggle: float = 0.0
+    flapping: bool = False
+    held: Transition | None = None
+
+
+class FlapGate:
+    """Filters the rule engine's transitions on their way to the store (thread-safe)."""
+
+    def __init__(
+        self, threshold: int = 3, window_s: float = 600.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.threshold = threshold
+        self.window_s = window_s
+        self.clock = clock
+        self._state: dict[str, _Flap] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, transitions: Iterable[Transition]) -> list[Transition]:
+        out: list[Transition] = []
+        with self._lock:
+            now = self.clock()
+            for t in transitions:
+                out.extend(self._one(t, now))
+        return out
+
+    def _one(self, t: Transition, now: float) -> list[Transition]:
+        fp = t.fingerprint
+        st = self._state.get(fp)
+        if t.action == "fire":
+            if st is not None:
+                st.last_toggle = now
+                st.held = None  # open again: the held clear is moot
+            return [t]
+        if st is None:
+            st = self._state[fp] = _Flap()
+        st.last_toggle = now
+        if st.flapping:
+            st.held = t
+            return []
+        while st.clears and st.clears[0] < now - self.window_s:
+            st.clears.popleft()
+        st.clears.append(now)
+        if len(st.clears) <= self.threshold:
+            return [t]
+        st.flapping, st.held = True, t
+        labels = t.labels | {"flapping": "true"}
+        return [replace(t, action="fire", labels=labels)]
+
+    def tick(self, now: float | None = None) -> list[Transition]:
+        """Clears of alerts quiet for ``window_s`` (they resolve now); forgets old state."""
+        released: list[Transition] = []
+        with self._lock:
+            now = self.clock() if now is None else now
+            for fp, st in list(self._state.items()):
+                if now - st.last_toggle < self.window_s:
+                    continue
+                if st.held is not None:
+                    released.append(st.held)
+                del self._state[fp]
+        return released
+
+    def flapping(self, fingerprint: str) -> bool:
+        with self._lock:
+            st = self._state.get(fingerprint)
+            return bool(st and st.flapping)
+
+
+def groupable(alert: Alert) -> bool:
+    """Trouble of a device in a building: may wait to be grouped."""
+    return alert.signal == "trouble" and bool(alert.building) and alert.rule_id not in OWN_RULES
+
+
+def group_size(db: Writer, building: str, since: float) -> int:
+    """Open trouble alerts of ``building`` raised since ``since``, incidents not counted."""
+    marks = ",".join("?" * len(OWN_RULES))
+    rows = db.query(
+        "SELECT count(DISTINCT device_id) FROM alerts WHERE building = ? AND signal = 'trouble'"
+        f" AND status != 'resolved' AND raised_at >= ? AND rule_id NOT IN ({marks})",
+        (building, since, *sorted(OWN_RULES)),
+    )
+    return int(rows[0][0])
+
+
+def incident(alert: Alert, devices: int, now: float) -> Transition:
+    """The building's trouble incident (fire it again as devices join: a rematch)."""
+    lb = alert.labels
+    labels: dict[str, str] = {k: lb[k] for k in ("community", "compound", "building") if k in lb}
+    labels["devices"] = str(devices)
+    return Transition(
+        action="fire",
+        rule_id=BUILDING_TROUBLE,
+        device_id=lb["building"],
+        kind="building",
+        severity="major",
+        signal="trouble",
+        route="operator",
+        at=now,
+        summary="Trouble from many devices in one building (power or network cut?)",
+        labels=labels,
+    )
+
+
+def incident_clear(building: str, now: float) -> Transition:
+    return Transition(
+        action="clear",
+        rule_id=BUILDING_TROUBLE,
+        device_id=building,
+        kind="building",
+        severity="major",
+        signal="trouble",
+        route="operator",
+        at=now,
+        summary="Trouble from many devices in one building (power or network cut?)",
+    )

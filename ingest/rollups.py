@@ -1,0 +1,283 @@
+"""Per-device rollups: for every telemetry metric (:data:`ingest.schema.ROLLUP_METRICS`), the
+min, max, sum and count per minute and per hour, kept in the journal next to the raw readings
+and longer than them, so that a month's chart of one device reads a few thousand rows.
+
+Maintained by :class:`RollupWorker`, a journal follower: it reads the rows after its cursor and
+folds them into ``rollup_1m`` / ``rollup_1h`` in one transaction with the cursor, so each
+reading counts once, late ones included (a reading an hour old updates its hour's bucket).
+The JSON work runs inside SQLite (``json_each``), before the write transaction and without
+Python's GIL, so ingestion barely notices it; the write transaction itself only merges the
+staged aggregates.
+
+:func:`history` answers a chart: the rollup rows up to the cursor plus the few raw rows the
+worker has not reached yet, aggregated on the fly, so answers are exact and current.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from ingest.follower import Follower, connect, head, save_cursor
+from ingest.schema import ROLLUP_METRICS, kinds_with_metric
+
+WIDTHS: Final[dict[str, int]] = {"1m": 60, "1h": 3600}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollup_series (
+    id        INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    metric    TEXT NOT NULL,
+    UNIQUE (device_id, metric)
+);
+""" + "".join(
+    f"""
+CREATE TABLE IF NOT EXISTS rollup_{step} (
+    series INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    vmin   REAL NOT NULL,
+    vmax   REAL NOT NULL,
+    vsum   REAL NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (series, bucket)
+) WITHOUT ROWID;
+"""
+    for step in WIDTHS
+)
+"""Rollup tables; ``bucket`` is the bucket's start, epoch seconds."""
+
+_STAGE_SCHEMA = """
+CREATE TEMP TABLE IF NOT EXISTS rollup_stage (
+    device_id TEXT NOT NULL,
+    metric    TEXT NOT NULL,
+    bucket    INTEGER NOT NULL,
+    vmin      REAL NOT NULL,
+    vmax      REAL NOT NULL,
+    vsum      REAL NOT NULL,
+    n         INTEGER NOT NULL
+);
+"""
+_FINITE = "j.value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+_KIND_METRICS = " OR ".join(
+    f"(r.kind = '{kind}' AND j.key IN ({', '.join(repr(m) for m in metrics)}))"
+    for kind, metrics in ROLLUP_METRICS.items()
+)
+_STAGE = f"""
+INSERT INTO temp.rollup_stage (device_id, metric, bucket, vmin, vmax, vsum, n)
+SELECT r.device_id, j.key, CAST(r.ts / 60 AS INTEGER) * 60 AS b,
+       min(j.value), max(j.value), sum(j.value), count(*)
+FROM readings AS r,
+     json_each(CASE WHEN json_valid(r.payload) THEN r.payload ELSE '{{}}' END) AS j
+WHERE r.id > ?1 AND r.id <= ?2 AND r.stream = 'telemetry'
+  AND j.type IN ('integer', 'real', 'true', 'false') AND {_FINITE}
+  AND ({_KIND_METRICS})
+GROUP BY r.device_id, j.key, b
+"""
+_NEW_SERIES = """
+INSERT OR IGNORE INTO rollup_series (device_id, metric)
+SELECT DISTINCT device_id, metric FROM temp.rollup_stage
+"""
+_MERGE = """
+INSERT INTO rollup_{step} (series, bucket, vmin, vmax, vsum, n)
+SELECT s.id, CAST(st.bucket / {width} AS INTEGER) * {width} AS b,
+       min(st.vmin), max(st.vmax), sum(st.vsum), sum(st.n)
+FROM temp.rollup_stage AS st
+JOIN rollup_series AS s ON s.device_id = st.device_id AND s.metric = st.metric
+WHERE 1 GROUP BY s.id, b
+ON CONFLICT (series, bucket) DO UPDATE SET
+    vmin = min(vmin, excluded.vmin), vmax = max(vmax, excluded.vmax),
+    vsum = vsum + excluded.vsum, n = n + excluded.n
+"""
+_MERGES = [_MERGE.format(step=step, width=width) for step, width in WIDTHS.items()]
+
+TAIL_SCAN_MAX = 200_000
+"""Up to this many rows behind, the not-yet-rolled-up tail is read by id; further behind
+(the worker is catching up), through the device's index."""
+
+
+class RollupWorker(Follower):
+    """Folds new journal rows into the rollups, ``batch_rows`` ids per transaction (about
+    15 ms of write lock here for 1,000 wearable readings). While catching up it rests as long
+    as it worked, so that it takes at most about half a core from a burst of ingestion."""
+
+    name = "rollup"
+
+    def __init__(
+        self, path: Path, *, batch_rows: int = 1000, idle_s: float = 1.0, duty: float = 0.5
+    ) -> None:
+        super().__init__(path, idle_s=idle_s)
+        self.batch_rows = batch_rows
+        self.duty = duty
+
+    def open(self) -> sqlite3.Connection:
+        db = super().open()
+        db.executescript(SCHEMA + _STAGE_SCHEMA)
+        return db
+
+    def prune(self, before: dict[str, float]) -> int:
+        """Drop buckets older than ``before[step]`` (from the scheduler's thread)."""
+        db = connect(self.path)
+        try:
+            return prune_buckets(db, before)
+        finally:
+            db.close()
+
+    def step(self, db: sqlite3.Connection) -> bool:
+        top = head(db)
+        if top <= self.position:
+            return False
+        t0 = time.perf_counter()
+        upto = min(top, self.position + self.batch_rows)
+        db.execute("DELETE FROM temp.rollup_stage")
+        db.execute(_STAGE, (self.position, upto))  # reads only: no write lock on the journal
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(_NEW_SERIES)
+            for merge in _MERGES:
+                db.execute(merge)
+            save_cursor(db, self.name, upto)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.position = upto
+        if upto >= top:
+            return False
+        if self.duty < 1.0:
+            self._stop.wait((time.perf_counter() - t0) * (1.0 - self.duty) / self.duty)
+        return not self._stop.is_set()
+
+
+def prune_buckets(db: sqlite3.Connection, before: dict[str, float], pause_s: float = 0.01) -> int:
+    """Delete rollup buckets older than ``before[step]``, one series at a time, in short
+    transactions. Returns the number of rows deleted."""
+    total = 0
+    series = [r[0] for r in db.execute("SELECT id FROM rollup_series")]
+    for step, cutoff in before.items():
+        if step not in WIDTHS:
+            raise ValueError(f"no rollup step {step!r}")
+        for i in range(0, len(series), 200):
+            with db:
+                cur = db.executemany(
+                    f"DELETE FROM rollup_{step} WHERE series = ? AND bucket < ?",
+                    [(s, cutoff) for s in series[i : i + 200]],
+                )
+                total += max(cur.rowcount, 0)
+            time.sleep(pause_s)
+    return total
+
+
+def history(
+    db: sqlite3.Connection,
+    device_id: str,
+    metric: str,
+    step: str,
+    since: float,
+    until: float,
+    limit: int,
+) -> list[dict[str, Any]] | None:
+    """A device's ``metric`` per bucket of ``step`` whose start lies in [since, until) — the
+    bucket holding ``since`` counts whole — oldest first: ``{ts, min, max, mean, count}``.
+    None when ``metric`` is not rolled up (the caller aggregates raw readings instead)."""
+    kinds = kinds_with_metric(metric)
+    if not kinds:
+        return None
+    width = WIDTHS[step]
+    lo = since // width * width
+    hi = -(-until // width) * width  # buckets starting before ``until``
+    cur = db.cursor()
+    cur.row_factory = None
+    cur.execute("BEGIN")  # one snapshot: the cursor and the rollups it stands for
+    try:
+        position = _position(cur)
+        found = cur.execute(
+            "SELECT id FROM rollup_series WHERE device_id = ? AND metric = ?", (device_id, metric)
+        ).fetchone()
+        table = f"rollup_{step}"
+        rows: list[tuple[Any, ...]] = []
+        if found is not None:
+            rows = cur.execute(
+                f"SELECT bucket + 0.0, vmin, vmax, vsum / n, n FROM {table}"
+                " WHERE series = ? AND bucket >= ? AND bucket < ? ORDER BY bucket LIMIT ?",
+                (found[0], lo, hi, limit),
+            ).fetchall()
+        tail = _tail(cur, position, device_id, metric, kinds, width, lo, hi)
+        if tail:
+            rows = _patched(cur, table, None if found is None else found[0], rows, tail, limit)
+    finally:
+        cur.execute("COMMIT")
+    return [
+        {"ts": b, "min": vmin, "max": vmax, "mean": mean, "count": n}
+        for b, vmin, vmax, mean, n in rows
+    ]
+
+
+def _position(cur: sqlite3.Cursor) -> int:
+    try:
+        row = cur.execute("SELECT last_id FROM cursors WHERE name = ?", (RollupWorker.name,))
+    except sqlite3.OperationalError:  # no follower ever ran on this journal
+        return 0
+    found = row.fetchone()
+    return 0 if found is None else int(found[0])
+
+
+def _tail(
+    cur: sqlite3.Cursor,
+    position: int,
+    device_id: str,
+    metric: str,
+    kinds: tuple[str, ...],
+    width: int,
+    lo: float,
+    hi: float,
+) -> list[tuple[Any, ...]]:
+    """The rows after ``position`` aggregated like the rollups."""
+    behind = head(cur.connection) - position
+    if behind <= 0:
+        return []
+    # Few rows behind: scan them by id (the unary + keeps SQLite off the device index).
+    # Many: the device's index on (device_id, ts) is cheaper.
+    where = (
+        "id > ?1 AND +device_id = ?2 AND +ts >= ?3 AND +ts < ?4"
+        if behind <= TAIL_SCAN_MAX
+        else "device_id = ?2 AND ts >= ?3 AND ts < ?4 AND id > ?1"
+    )
+    marks = ", ".join("?" for _ in kinds)
+    return cur.execute(
+        f"SELECT CAST(ts / ?5 AS INTEGER) * ?5 AS b, min(v), max(v), sum(v), count(v) FROM ("
+        f" SELECT ts, json_extract(CASE WHEN json_valid(payload) THEN payload END, ?6) AS v"
+        f" FROM readings WHERE {where} AND stream = 'telemetry' AND kind IN ({marks}))"
+        " WHERE typeof(v) IN ('integer', 'real')"
+        " AND v BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+        " GROUP BY b ORDER BY b",
+        (position, device_id, lo, hi, width, "$." + metric, *kinds),
+    ).fetchall()
+
+
+def _patched(
+    cur: sqlite3.Cursor,
+    table: str,
+    series: int | None,
+    rows: list[tuple[Any, ...]],
+    tail: list[tuple[Any, ...]],
+    limit: int,
+) -> list[tuple[Any, ...]]:
+    """``rows`` (bucket, min, max, mean, count) with the tail's buckets folded in, exactly: the
+    sums of the buckets it touches are read again rather than rebuilt from means."""
+    patch = {float(b): (vmin, vmax, vsum, n) for b, vmin, vmax, vsum, n in tail}
+    buckets = list(patch) if series is not None else []
+    for i in range(0, len(buckets), 500):
+        chunk = buckets[i : i + 500]
+        for b, vmin, vmax, vsum, n in cur.execute(
+            f"SELECT bucket + 0.0, vmin, vmax, vsum, n FROM {table}"
+            f" WHERE series = ? AND bucket IN ({', '.join('?' for _ in chunk)})",
+            (series, *chunk),
+        ):
+            t = patch[b]
+            patch[b] = (min(t[0], vmin), max(t[1], vmax), t[2] + vsum, t[3] + n)
+    merged = [r for r in rows if r[0] not in patch]
+    merged.extend((b, vmin, vmax, vsum / n, n) for b, (vmin, vmax, vsum, n) in patch.items())
+    merged.sort(key=lambda r: r[0])
+    return merged[:limit]

@@ -1,0 +1,80 @@
+// Acknowledge and resolve, with a note: one dialog for the board and the alert page.
+
+import { alertTitle, t } from "./i18n.js";
+import { live } from "./live.js";
+import { api, h, place, saved, STAFF_PATTERN } from "./util.js";
+
+export function staffId() { return saved.get("staff", ""); }
+
+export function setStaffId(id) {
+  saved.set("staff", id);
+  document.dispatchEvent(new CustomEvent("staffchange"));
+}
+
+/** Ask for the note (and the staff id the first time), then POST; resolves with the alert. */
+export function act(alert, action) {
+  return new Promise((resolve) => {
+    const error = h("p", { class: "error", role: "alert", hidden: true });
+    const staff = h("input", {
+      name: "by", required: true, pattern: STAFF_PATTERN, value: staffId(), autocomplete: "username",
+      autocapitalize: "off", spellcheck: "false", placeholder: t("staff_prompt"),
+    });
+    const note = h("textarea", { name: "note", rows: 3, maxlength: 2000, placeholder: t("note_ph") });
+    const quick = t(action === "ack" ? "q_ack" : "q_resolve").map((text) =>
+      h("button", { type: "button", class: "chip", text, onclick: () => { note.value = text; note.focus(); } }));
+    const submit = h("button", {
+      type: "submit", class: action === "ack" ? "primary" : "good", "data-act": "submit",
+      text: t(action === "ack" ? "submit_ack" : "submit_resolve"),
+    });
+    const form = h("form", { method: "dialog" },
+      h("h2", { text: t(action === "ack" ? "dlg_ack" : "dlg_resolve") }),
+      h("p", { class: ["dlg-alert", `sev-${alert.severity}`] },
+        h("strong", { text: alertTitle(alert) }), h("br"), h("span", { class: "muted", text: place(alert.labels) })),
+      h("label", {}, t("staff_id"), staff),
+      h("label", {}, t("note"), note),
+      h("div", { class: "chips" }, quick),
+      error,
+      h("div", { class: "dlg-buttons" },
+        h("button", { type: "button", value: "cancel", text: t("cancel"), onclick: () => dlg.close() }),
+        submit));
+    const dlg = h("dialog", { class: "act-dialog", "aria-label": t(action === "ack" ? "dlg_ack" : "dlg_resolve") }, form);
+    let result = null;
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const by = staff.value.trim();
+      if (!by) { staff.focus(); return; }
+      submit.disabled = true;
+      error.hidden = true;
+      try {
+        const done = await api(`/api/alerts/${alert.id}/${action}`, { by, note: note.value.trim() });
+        if (by !== staffId()) setStaffId(by);
+        live.put(done);
+        result = done;
+        dlg.close();
+      } catch (err) {
+        error.textContent = `${t("refused")}: ${err.message}`;
+        error.hidden = false;
+        submit.disabled = false;
+      }
+    });
+    dlg.addEventListener("close", () => { dlg.remove(); resolve(result); });
+    document.body.append(dlg);
+    dlg.showModal();
+    live.unlock();
+    (staff.value ? note : staff).focus();
+  });
+}
+
+/** The Acknowledge / Resolve buttons an open alert gets. */
+export function actionButtons(alert, onDone) {
+  if (alert.status === "resolved") return null;
+  const run = (action) => async (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    const done = await act(alert, action);
+    if (done && onDone) onDone(done);
+  };
+  return h("div", { class: "actions" },
+    alert.status === "firing" ? h("button", { type: "button", class: "primary", "data-act": "ack", onclick: run("ack"), text: t("ack") }) : null,
+    h("button", { type: "button", class: "good", "data-act": "resolve", onclick: run("resolve"), text: t("resolve") }));
+}

@@ -1,0 +1,145 @@
+// The console's shell: header (navigation, live state, sound, staff id, language), the alarm
+// banner, the title-bar count, and the hash routes.
+
+import { setStaffId, staffId } from "./actions.js";
+import * as alertPage from "./alert.js";
+import * as board from "./board.js";
+import * as devices from "./devices.js";
+import { getLang, locale, setLang, t } from "./i18n.js";
+import { live } from "./live.js";
+import * as ops from "./ops.js";
+import * as residents from "./residents.js";
+import { h, s, STAFF_PATTERN, tick } from "./util.js";
+
+const ID = "([A-Za-z0-9_-]{1,64})";
+const ROUTES = [
+  [/^$/, board.render, "board"],
+  [/^alerts\/(\d+)$/, alertPage.render, "board"],
+  [/^devices$/, devices.render, "devices"],
+  [new RegExp(`^devices/${ID}$`), devices.renderDevice, "devices"],
+  [/^residents$/, residents.render, "residents"],
+  [new RegExp(`^residents/${ID}$`), residents.renderResident, "residents"],
+  [/^ops$/, ops.render, "ops"],
+];
+const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["ops", "#/ops"]];
+
+const top = document.getElementById("top");
+const banner = document.getElementById("banner");
+const main = document.getElementById("main");
+let cleanup = null;
+let section = "board";
+
+function askStaff() {
+  const input = h("input", { name: "staff", required: true, pattern: STAFF_PATTERN, value: staffId(), autocapitalize: "off", spellcheck: "false", placeholder: "sec-ctl-1" });
+  const form = h("form", { method: "dialog" },
+    h("label", {}, t("staff_prompt"), input),
+    h("div", { class: "dlg-buttons" },
+      h("button", { type: "button", text: t("cancel"), onclick: () => dlg.close() }),
+      h("button", { type: "submit", class: "primary", text: t("save") })));
+  const dlg = h("dialog", { class: "act-dialog", "aria-label": t("staff_id") }, form);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (!input.reportValidity()) return;
+    setStaffId(input.value.trim());
+    dlg.close();
+  });
+  dlg.addEventListener("close", () => dlg.remove());
+  document.body.append(dlg);
+  dlg.showModal();
+}
+
+const ICONS = {
+  on: "M16 8.5a5 5 0 0 1 0 7M18.5 6a8.5 8.5 0 0 1 0 12",
+  off: "M16 9l6 6M22 9l-6 6",
+  pending: "M17 12h.01M20 12h.01M23 12h.01",
+};
+
+function speaker(state) {
+  return s("svg", { viewBox: "0 0 24 24", width: 20, height: 20, "aria-hidden": "true" },
+    s("path", { d: "M3 9h4l5-4v14l-5-4H3z", fill: "currentColor" }),
+    s("path", { d: ICONS[state], fill: "none", stroke: "currentColor", "stroke-width": 2, "stroke-linecap": "round" }));
+}
+
+function soundState() {
+  if (live.muted) return ["off", t("sound_off")];
+  return live.audible ? ["on", t("sound_on")] : ["pending", t("sound_enable")];
+}
+
+const el = {};
+
+/** The header and banner, built once per language; updateShell() changes them in place (a
+ * rebuilt button between a press and its release would lose the click). */
+function buildShell() {
+  el.badge = h("span", { class: "count-badge", hidden: true });
+  el.nav = NAV.map(([name, href]) => h("a", { href, class: "nav", "data-section": name }, t(`nav_${name}`), name === "board" ? el.badge : null));
+  el.conn = h("span", { class: "conn", role: "status" });
+  el.sound = h("button", { type: "button", class: "icon", "data-ctl": "sound",
+    onclick: () => (live.muted || live.audible ? live.setMuted(!live.muted) : live.unlock()) });
+  el.staff = h("button", { type: "button", class: "staff", "data-ctl": "staff", onclick: askStaff });
+  top.replaceChildren(
+    h("a", { class: "brand", href: "#/" }, h("b", { text: t("brand") }), h("span", { text: t("brand_sub") })),
+    h("nav", { "aria-label": "main" }, el.nav),
+    h("div", { class: "controls" }, el.conn, el.sound, el.staff,
+      h("button", { type: "button", class: "lang", "data-ctl": "lang", lang: getLang() === "zh" ? "en" : "zh",
+        onclick: () => { setLang(getLang() === "zh" ? "en" : "zh"); buildShell(); route(); }, text: t("lang_switch") })));
+  el.bannerText = h("span");
+  el.bannerSound = h("button", { type: "button", onclick: () => live.unlock() }, speaker("pending"), ` ${t("sound_enable")}`);
+  banner.replaceChildren(h("a", { href: "#/" }, "⚠ ", el.bannerText), el.bannerSound);
+}
+
+function updateShell() {
+  const c = live.counts();
+  const more = live.truncated ? "+" : "";
+  document.title = c.firing ? `(${c.firing}${more}) ${t("brand")}` : t("title");
+  el.badge.hidden = !c.firing;
+  el.badge.textContent = `${c.firing}${more}`;
+  for (const a of el.nav) {
+    const here = a.dataset.section === section;
+    a.classList.toggle("current", here);
+    if (here) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  el.conn.className = `conn ${live.connected ? "up" : "down"}`;
+  el.conn.textContent = live.connected ? t("live") : t("offline_conn");
+  const [state, label] = soundState();
+  el.sound.replaceChildren(speaker(state));
+  el.sound.className = `icon sound-${state}`;
+  el.sound.title = label;
+  el.sound.setAttribute("aria-label", label);
+  el.staff.replaceChildren(...(staffId() ? [h("span", { class: "staff-label", text: t("staff_id") }), ` ${staffId()}`] : [t("staff_none")]));
+  banner.hidden = c.firing === 0;
+  banner.className = c.alarms ? "alarm" : "attention";
+  el.bannerText.textContent = c.alarms ? t("firing_banner", { n: c.alarms }) : t("firing_any", { n: c.firing });
+  el.bannerSound.hidden = state !== "pending";
+}
+
+function route() {
+  const path = decodeURIComponent(location.hash.replace(/^#\/?/, "")).split("?")[0];
+  if (cleanup) cleanup();
+  cleanup = null;
+  document.documentElement.lang = locale();
+  const found = ROUTES.find(([re]) => re.test(path));
+  if (!found) {
+    section = "";
+    main.replaceChildren(h("p", { class: "notice", text: t("not_found") }), h("a", { href: "#/", text: t("nav_board") }));
+  } else {
+    const [re, render, name] = found;
+    section = name;
+    // a view of its own: what a page left still loading lands in its detached view, not here
+    const view = h("div", { class: "view" });
+    main.replaceChildren(view);
+    cleanup = render(view, path.match(re).slice(1)) || null;
+  }
+  updateShell();
+  window.scrollTo(0, 0);
+}
+
+window.addEventListener("hashchange", route);
+document.addEventListener("staffchange", () => updateShell());
+document.addEventListener("pointerdown", () => { if (!live.muted && !live.audible) live.unlock(); });
+live.addEventListener("status", updateShell);
+live.addEventListener("change", updateShell);
+setInterval(() => tick(), 15000);
+buildShell();
+route();
+live.start();

@@ -1,0 +1,179 @@
+// Words of the console: Chinese by default, English by the switch (remembered).
+
+const ZH = {
+  title: "家园 · 值班台", brand: "家园", brand_sub: "值班台",
+  nav_board: "报警", nav_devices: "设备", nav_residents: "老人", nav_ops: "运维",
+  live: "实时", offline_conn: "连接中断，正在重连…",
+  sound_on: "提示音：开", sound_off: "提示音：关", sound_enable: "点击启用提示音",
+  staff_none: "设置工号", staff_is: "工号 {id}", staff_prompt: "您的工号（如 sec-ctl-1、care-C03-01）",
+  lang_switch: "EN", save: "保存", cancel: "取消", retry: "重试",
+  firing_banner: "{n} 条报警待确认", firing_any: "{n} 条告警待确认",
+  filter_status: "状态", filter_kind: "类型", filter_building: "楼栋", all: "全部",
+  status_open: "未解决", board_empty: "没有符合条件的告警", board_more: "还有 {n} 条未显示",
+  ack: "确认", resolve: "解决", details: "详情", acked_by: "{by} 已确认", resolved_by: "{by} 已解决",
+  dlg_ack: "确认报警", dlg_resolve: "解决报警", note: "备注", note_ph: "说明情况（可选）",
+  staff_id: "工号", submit_ack: "确认接警", submit_resolve: "标记为已解决",
+  q_ack: ["正在前往", "已电话联系", "已通知家属"], q_resolve: ["误报", "已到场，人员安全", "已送医", "已更换电池"],
+  refused: "操作被拒绝",
+  where: "地点", device: "设备", resident: "老人", started: "开始于", raised: "上报于",
+  last_match: "最近触发", matches: "触发次数", late_flag: "迟到数据", offline_flag: "设备离线",
+  history: "处理记录", chart_around: "报警前后的读数", no_readings: "这段时间没有读数",
+  events_around: "设备事件", compound: "小区", building: "楼", unit: "户",
+  not_found: "未找到", loading: "加载中…", load_failed: "加载失败",
+  devices_title: "设备状况", registered: "已登记", unregistered: "未登记设备",
+  online: "在线", offline: "离线", no_status: "无状态", never_seen: "从未上线", silent: "失联",
+  low_battery: "低电量", last_seen: "最后上报", battery: "电量", entrance: "{c} 大门",
+  fw: "固件", first_seen: "首次上报", state_since: "状态自", open_alerts: "未解决告警",
+  recent_events: "最近事件", none: "无", all_fine: "正常",
+  only_trouble: "只看有问题的楼栋",
+  residents_title: "我照护的老人", caretaker_id: "照护员工号", caretakers: "照护员", show: "显示",
+  primary: "主责", backup: "协助", vitals: "最新体征", today: "今日", steps: "步数",
+  readings_today: "今日上报 {n} 次", worn: "佩戴", not_worn: "未佩戴", no_residents: "没有找到老人",
+  no_wearable: "未登记手环", set_staff_first: "请先设置您的工号",
+  ops_title: "运维", mqtt: "MQTT 连接", connected: "已连接", disconnected: "未连接",
+  rate: "接收速率", per_s: "条/秒", lag: "入库延迟", queue: "待入库", commit_mean: "平均提交耗时",
+  duplicates: "重复消息", ingest_errors: "处理错误", stream_clients: "实时连接数",
+  received_total: "已接收消息", dead_letters: "死信（坏数据）",
+  since_start: "自启动", all_time: "累计", latest_dead: "最近的死信", show_payload: "原始内容",
+  sev: { critical: "危急", major: "严重", minor: "一般", warning: "提醒", info: "信息" },
+  sig: { alarm: "报警", supervisory: "监视", trouble: "故障" },
+  st: { firing: "待确认", acknowledged: "已确认", resolved: "已解决" },
+  kinds: { wearable: "手环", smoke: "烟感", gate: "门禁" },
+  act: {
+    raised: "触发", rematched: "再次触发", acknowledged: "确认", resolved: "解决",
+    auto_resolved: "自动恢复", offline: "设备离线", online: "设备上线", note: "备注",
+    notified: "已通知", escalated: "已升级",
+  },
+  by_rule: "规则", by_system: "系统", alerts_st: "{st}告警",
+  ev: {
+    fall: "跌倒", sos: "SOS", removed: "摘下", worn: "戴上", low_battery: "电量低", alarm: "烟雾报警",
+    alarm_clear: "报警解除", fault: "故障", fault_clear: "故障恢复", tamper: "拆动", test: "测试",
+    granted: "通行", denied: "拒绝", forced: "强行打开", held_open: "未关门", closed: "已关门",
+    online: "上线", offline: "离线", status: "状态",
+  },
+  metrics: {
+    heart_rate: "心率", spo2: "血氧", skin_temp_c: "体表温度", battery: "电量", steps: "步数",
+    obscuration_pct_m: "烟雾浓度", temperature_c: "温度", co_ppm: "一氧化碳",
+  },
+  reasons: {
+    too_large: "超过 4 KiB", bad_utf8: "非 UTF-8", not_json: "非 JSON", not_object: "非 JSON 对象",
+    unknown_topic: "未知主题", missing_field: "缺少字段", wrong_type: "类型错误",
+    out_of_range: "超出范围", bad_value: "无效取值",
+  },
+  rules: {
+    wearable_fall: "跌倒", wearable_sos: "紧急呼叫（SOS）", wearable_heart_rate_high: "心率持续过高",
+    wearable_heart_rate_low: "心率持续过低", wearable_spo2_low: "血氧持续偏低",
+    wearable_removed: "手环已摘下", wearable_silent: "手环 30 分钟无信号",
+    wearable_low_battery: "手环电量低", wearable_outside_area: "老人离开安全区域",
+    smoke_alarm: "烟雾报警", smoke_co_high: "一氧化碳超标", smoke_fault: "烟感故障",
+    smoke_tamper: "烟感被拆动", smoke_low_battery: "烟感报告电量低",
+    smoke_battery_level_low: "烟感电量低", smoke_silent: "烟感 2 小时无信号",
+    gate_forced: "门被强行打开", gate_held_open: "门长时间未关", gate_denied_repeated: "多次刷卡被拒",
+    gate_tamper: "门禁读卡器被拆动",
+  },
+};
+
+const EN = {
+  title: "Jiayuan · Staff console", brand: "Jiayuan", brand_sub: "Staff console",
+  nav_board: "Alerts", nav_devices: "Devices", nav_residents: "Residents", nav_ops: "Ops",
+  live: "Live", offline_conn: "Connection lost, reconnecting…",
+  sound_on: "Sound: on", sound_off: "Sound: off", sound_enable: "Tap to enable sound",
+  staff_none: "Set staff id", staff_is: "Staff {id}", staff_prompt: "Your staff id (e.g. sec-ctl-1, care-C03-01)",
+  lang_switch: "中文", save: "Save", cancel: "Cancel", retry: "Retry",
+  firing_banner: "{n} alarms not acknowledged", firing_any: "{n} alerts not acknowledged",
+  filter_status: "Status", filter_kind: "Kind", filter_building: "Building", all: "All",
+  status_open: "Open", board_empty: "No alerts match", board_more: "{n} more not shown",
+  ack: "Acknowledge", resolve: "Resolve", details: "Details", acked_by: "Acknowledged by {by}",
+  resolved_by: "Resolved by {by}",
+  dlg_ack: "Acknowledge alert", dlg_resolve: "Resolve alert", note: "Note", note_ph: "What is happening (optional)",
+  staff_id: "Staff id", submit_ack: "Acknowledge", submit_resolve: "Mark resolved",
+  q_ack: ["On my way", "Called the resident", "Family informed"],
+  q_resolve: ["False alarm", "On site, person safe", "Taken to hospital", "Battery replaced"],
+  refused: "Refused",
+  where: "Where", device: "Device", resident: "Resident", started: "Started", raised: "Raised",
+  last_match: "Latest match", matches: "Matches", late_flag: "Late data", offline_flag: "Device offline",
+  history: "History", chart_around: "Readings around the alert", no_readings: "No readings in this period",
+  events_around: "Device events", compound: "Compound", building: "Building", unit: "Unit",
+  not_found: "Not found", loading: "Loading…", load_failed: "Could not load",
+  devices_title: "Device health", registered: "Registered", unregistered: "Unregistered devices",
+  online: "Online", offline: "Offline", no_status: "No status", never_seen: "Never seen", silent: "Silent",
+  low_battery: "Low battery", last_seen: "Last seen", battery: "Battery", entrance: "{c} entrance",
+  fw: "Firmware", first_seen: "First seen", state_since: "State since", open_alerts: "Open alerts",
+  recent_events: "Recent events", none: "None", all_fine: "All fine",
+  only_trouble: "Only buildings with trouble",
+  residents_title: "My residents", caretaker_id: "Caretaker id", caretakers: "Caretakers", show: "Show",
+  primary: "Primary", backup: "Backup", vitals: "Latest vitals", today: "Today", steps: "Steps",
+  readings_today: "{n} readings today", worn: "Worn", not_worn: "Not worn", no_residents: "No residents found",
+  no_wearable: "No wearable registered", set_staff_first: "Set your staff id first",
+  ops_title: "Operations", mqtt: "MQTT session", connected: "Connected", disconnected: "Disconnected",
+  rate: "Ingest rate", per_s: "msg/s", lag: "Journal lag", queue: "Queued", commit_mean: "Mean commit",
+  duplicates: "Duplicates", ingest_errors: "Ingest errors", stream_clients: "Live clients",
+  received_total: "Messages received", dead_letters: "Dead letters",
+  since_start: "Since start", all_time: "All time", latest_dead: "Latest dead letters", show_payload: "Payload",
+  sev: { critical: "Critical", major: "Major", minor: "Minor", warning: "Warning", info: "Info" },
+  sig: { alarm: "Alarm", supervisory: "Supervisory", trouble: "Trouble" },
+  st: { firing: "Firing", acknowledged: "Acknowledged", resolved: "Resolved" },
+  kinds: { wearable: "Wearable", smoke: "Smoke detector", gate: "Gate" },
+  act: {
+    raised: "Raised", rematched: "Matched again", acknowledged: "Acknowledged", resolved: "Resolved",
+    auto_resolved: "Cleared", offline: "Device offline", online: "Device online", note: "Note",
+    notified: "Notified", escalated: "Escalated",
+  },
+  by_rule: "rule", by_system: "system", alerts_st: "{st} alerts",
+  ev: {
+    fall: "Fall", sos: "SOS", removed: "Taken off", worn: "Put on", low_battery: "Low battery",
+    alarm: "Smoke alarm", alarm_clear: "Alarm cleared", fault: "Fault", fault_clear: "Fault cleared",
+    tamper: "Tamper", test: "Test", granted: "Granted", denied: "Denied", forced: "Forced open",
+    held_open: "Held open", closed: "Closed", online: "Online", offline: "Offline", status: "Status",
+  },
+  metrics: {
+    heart_rate: "Heart rate", spo2: "SpO₂", skin_temp_c: "Skin temperature", battery: "Battery",
+    steps: "Steps", obscuration_pct_m: "Obscuration", temperature_c: "Temperature", co_ppm: "CO",
+  },
+  reasons: {
+    too_large: "Over 4 KiB", bad_utf8: "Not UTF-8", not_json: "Not JSON", not_object: "Not a JSON object",
+    unknown_topic: "Unknown topic", missing_field: "Missing field", wrong_type: "Wrong type",
+    out_of_range: "Out of range", bad_value: "Bad value",
+  },
+  rules: {},
+};
+
+export const UNITS = {
+  heart_rate: "bpm", spo2: "%", skin_temp_c: "°C", battery: "%", steps: "",
+  obscuration_pct_m: "%/m", temperature_c: "°C", co_ppm: "ppm",
+};
+
+const DICTS = { zh: ZH, en: EN };
+let lang = "zh";
+try {
+  lang = localStorage.getItem("jy.lang") === "en" ? "en" : "zh";
+} catch { /* storage blocked: Chinese */ }
+
+export function getLang() { return lang; }
+export function locale() { return lang === "en" ? "en-GB" : "zh-CN"; }
+
+export function setLang(l) {
+  lang = l === "en" ? "en" : "zh";
+  try { localStorage.setItem("jy.lang", lang); } catch { /* not remembered */ }
+  document.documentElement.lang = locale();
+}
+
+/** The word for `key` ("a.b" looks inside groups), with {name} filled from `vars`. */
+export function t(key, vars) {
+  let v = key.split(".").reduce((o, k) => (o == null ? o : o[k]), DICTS[lang]);
+  if (v === undefined) v = key.split(".").reduce((o, k) => (o == null ? o : o[k]), EN);
+  if (typeof v !== "string") return v ?? key.split(".").pop();
+  return vars ? v.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? "")) : v;
+}
+
+/** What an alert is about, in the reader's language (rule summaries are English). */
+export function alertTitle(a) {
+  return (lang === "zh" && ZH.rules[a.rule_id]) || a.summary;
+}
+
+/** Who did it: a staff id, or the rule / the service in words. */
+export function actor(by) {
+  if (by === "rule") return t("by_rule");
+  if (by === "system") return t("by_system");
+  return by;
+}

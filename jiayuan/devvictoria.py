@@ -1,0 +1,166 @@
+"""Run VictoriaMetrics (Debian's ``victoria-metrics``) as a stand-in InfluxDB for the tests and
+the benchmark: it serves the InfluxDB v2 write API (``/api/v2/write``) and exports what it
+stored (``/api/v1/export``). No InfluxDB 2.x or 3.x server installs from Debian or PyPI here.
+
+What differs from InfluxDB, and what the checks do about it:
+
+- it keeps numbers only: a line's fields become series ``<measurement>_<field>`` and a string
+  field arrives as a series of zeros, so event points are checked by series and count;
+- it stores a sample sent twice twice, where InfluxDB overwrites a point with the same series
+  and time. ``dedup=True`` (``-dedup.minScrapeInterval=1ms``, one sample per series and
+  millisecond, the sink's precision) makes its exports count what InfluxDB would hold; the
+  samples it was sent, resends included, are :meth:`Victoria.samples_received`;
+- it accepts malformed lines (skipping them) instead of refusing the request with a 400.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from jiayuan.devbroker import free_port
+
+
+def find_victoria() -> str:
+    for cand in (shutil.which("victoria-metrics"), "/usr/bin/victoria-metrics"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise FileNotFoundError("victoria-metrics not found: install Debian's victoria-metrics")
+
+
+class Victoria:
+    """A VictoriaMetrics process on 127.0.0.1:port over ``data_dir``. ``stop()`` shuts it
+    down cleanly (what it acknowledged is on disk); ``start()`` again serves the same data."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        dedup: bool = False,
+        retention: str = "100y",
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.dedup = dedup
+        self.retention = retention
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> Victoria:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            find_victoria(),
+            f"-httpListenAddr={self.host}:{self.port}",
+            f"-storageDataPath={self.data_dir / 'storage'}",
+            f"-retentionPeriod={self.retention}",
+            *(["-dedup.minScrapeInterval=1ms"] if self.dedup else []),
+            *self.extra,
+        ]
+        log = open(self.data_dir / "victoria.log", "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"victoria-metrics exited with {self.proc.returncode};"
+                    f" see {self.data_dir}/victoria.log"
+                )
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"victoria-metrics not healthy on {self.port} within {timeout}s")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    # ------------------------------------------------------------------ what it stored
+
+    def flush(self) -> None:
+        """Make what it accepted searchable now rather than within a second or two."""
+        with urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30):
+            pass
+
+    def export(self, match: str = '{__name__=~".+"}') -> list[dict[str, Any]]:
+        """Every series matching ``match`` with its samples:
+        ``{"metric": {"__name__": …, tags…}, "values": […], "timestamps": […]}``."""
+        q = urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=120) as r:
+            return [json.loads(line) for line in r.read().splitlines() if line.strip()]
+
+    def samples(self, match: str = '{__name__=~".+"}') -> Counter[tuple[str, str, int]]:
+        """(series name, device_id, timestamp in ms) → how many samples it holds there."""
+        out: Counter[tuple[str, str, int]] = Counter()
+        for s in self.export(match):
+            name, dev = s["metric"]["__name__"], s["metric"].get("device_id", "")
+            for ts in s["timestamps"]:
+                out[(name, dev, int(ts))] += 1
+        return out
+
+    def samples_received(self) -> int:
+        """Samples received over the Influx protocol since it started, resends included."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        m = re.search(r'^vm_rows_inserted_total\{type="influx"\} (\d+)', text, re.M)
+        return int(m.group(1)) if m else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Run VictoriaMetrics as a stand-in InfluxDB")
+    p.add_argument("--port", type=int, default=8428)
+    p.add_argument("--data", type=Path, default=Path("data/victoria"))
+    args = p.parse_args(argv)
+    vm = Victoria(args.data.resolve(), args.port).start()
+    print(
+        f"victoria-metrics on {vm.url} (data in {vm.data_dir}); JIAYUAN_INFLUX_URL={vm.url}",
+        flush=True,
+    )
+    try:
+        assert vm.proc is not None
+        vm.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        vm.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

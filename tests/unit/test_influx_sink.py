@@ -1,0 +1,218 @@
+"""The InfluxDB sink over a real journal with a scripted writer: what it retries, what it sets
+aside, when it raises and clears the trouble, and that a restart resumes from the cursor.
+(The real server is met in tests/integration/test_influx_sink.py.)"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.influx import InfluxSink, WriteError
+from ingest.journal import Journal
+from ingest.payloads import Reading, decode
+from tests.mqtt import wait_for
+
+T0 = 1_700_000_000.0
+
+
+class ScriptedWriter:
+    """Accepts what ``verdict`` lets through; records every accepted line."""
+
+    def __init__(self, verdict: Callable[[list[str]], WriteError | None] | None = None) -> None:
+        self.verdict = verdict or (lambda lines: None)
+        self.accepted: list[str] = []
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def write(self, body: bytes) -> None:
+        lines = body.decode().split("\n")
+        with self.lock:
+            self.calls += 1
+            err = self.verdict(lines)
+            if err is not None:
+                raise err
+            self.accepted.extend(lines)
+
+    def close(self) -> None:
+        pass
+
+
+def fill(journal: Journal, n: int, device: str = "w-1", start: int = 0) -> None:
+    readings = []
+    for i in range(start, start + n):
+        body = {"seq": i, "ts": int((T0 + i) * 1000), "heart_rate": 60 + i % 40}
+        r = decode(f"community/y/wearable/{device}/telemetry", json.dumps(body).encode(), T0 + i)
+        assert isinstance(r, Reading)
+        readings.append(r)
+    journal.write_batch(readings, [])
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    yield j
+    j.close()
+
+
+def sink(journal: Journal, writer: ScriptedWriter, **kw: object) -> InfluxSink:
+    options: dict[str, object] = {
+        "community": "y",
+        "batch": 100,
+        "backoff_max_s": 0.05,
+        "idle_s": 0.02,
+    }
+    options.update(kw)
+    s = InfluxSink(journal.path, writer, **options)  # type: ignore[arg-type]
+    s.start()
+    return s
+
+
+def timestamps(lines: list[str]) -> Counter[str]:
+    return Counter(line.rsplit(" ", 1)[1] for line in lines)
+
+
+def test_every_reading_once_in_order_with_the_cursor_kept(journal: Journal) -> None:
+    fill(journal, 1234)
+    w = ScriptedWriter()
+    s = sink(journal, w)
+    wait_for(lambda: s.position == 1234 and s.backlog_rows == 0, timeout=20)
+    fill(journal, 66, start=1234)  # ingestion goes on: the sink follows
+    wait_for(lambda: s.position == 1300, timeout=20)
+    s.stop()
+    assert len(w.accepted) == 1300 and set(timestamps(w.accepted).values()) == {1}
+    assert w.accepted == sorted(w.accepted, key=lambda line: int(line.rsplit(" ", 1)[1]))
+    db = sqlite3.connect(journal.path)
+    assert db.execute("SELECT last_id FROM cursors WHERE name = 'influx'").fetchone() == (1300,)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        WriteError(None, "connection refused"),
+        WriteError(503, "unavailable"),
+        WriteError(429, "slow down", retry_after=0.01),
+        WriteError(401, "bad token"),
+        WriteError(404, "bucket not found"),
+    ],
+    ids=["connection", "5xx", "429", "auth", "404"],
+)
+def test_failures_that_can_pass_are_retried_and_lose_nothing(
+    journal: Journal, error: WriteError
+) -> None:
+    fill(journal, 500)
+    failures = iter(range(7))
+    w = ScriptedWriter(lambda lines: error if next(failures, None) is not None else None)
+    s = sink(journal, w)
+    wait_for(lambda: s.position == 500, timeout=20)
+    s.stop()
+    assert w.calls >= 12 and len(w.accepted) == 500 and len(set(w.accepted)) == 500
+    assert s.rejected == 0
+
+
+def test_refused_points_are_set_aside_and_never_block_the_rest(journal: Journal) -> None:
+    fill(journal, 300)
+    fill(journal, 3, device="bad-1", start=300)
+    fill(journal, 200, start=303)
+    refusal = WriteError(400, 'partial write: field type conflict: input field "heart_rate"')
+
+    def verdict(lines: list[str]) -> WriteError | None:  # all or nothing, like a 400 can be
+        return refusal if any("device_id=bad-1" in line for line in lines) else None
+
+    w = ScriptedWriter(verdict)
+    s = sink(journal, w, batch=64)
+    wait_for(lambda: s.position == 503 and s.backlog_rows == 0, timeout=20)
+    s.stop()
+    assert len(w.accepted) == 500 and len(set(w.accepted)) == 500
+    assert s.rejected == 3 and s.health()["rejected_points"] == 3
+    db = sqlite3.connect(journal.path)
+    rows = db.execute("SELECT reading_id, status, reason, line FROM sink_rejects").fetchall()
+    assert [r[0] for r in rows] == [301, 302, 303]
+    assert all(r[1] == 400 and "field type conflict" in r[2] and "bad-1" in r[3] for r in rows)
+
+
+def test_a_line_too_large_alone_is_set_aside(journal: Journal) -> None:
+    fill(journal, 40)
+    w = ScriptedWriter(lambda lines: WriteError(413, "too large") if len(lines) > 8 else None)
+    s = sink(journal, w, batch=40)
+    wait_for(lambda: s.position == 40, timeout=20)
+    s.stop()
+    assert len(w.accepted) == 40 and s.rejected == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_trouble_is_raised_after_the_configured_time_and_cleared_on_drain(
+    journal: Journal,
+) -> None:
+    fill(journal, 250)
+    clock = Clock()
+    down = threading.Event()
+    down.set()
+
+    def verdict(lines: list[str]) -> WriteError | None:
+        if down.is_set():
+            clock.t += 1.0  # each failed attempt "takes" a second
+            return WriteError(None, "connection refused")
+        return None
+
+    calls: list[tuple[bool, float]] = []
+    w = ScriptedWriter(verdict)
+    s = sink(
+        journal,
+        w,
+        trouble_after_s=5.0,
+        clock=clock,
+        on_trouble=lambda raised, at: calls.append((raised, at)),
+    )
+    wait_for(lambda: calls, timeout=20)
+    assert calls == [(True, T0 + 1)]  # since the first failure
+    assert s.health()["status"] == "unreachable" and s.health()["backlog_rows"] == 250
+    down.clear()
+    wait_for(lambda: len(calls) == 2, timeout=20)
+    assert calls[1][0] is False and s.position == 250
+    assert s.health()["status"] == "ok"
+    s.stop()
+
+
+def test_an_open_trouble_from_before_a_restart_is_cleared_on_drain(journal: Journal) -> None:
+    fill(journal, 10)
+    calls: list[bool] = []
+    s = sink(
+        journal,
+        ScriptedWriter(),
+        trouble_open=True,
+        on_trouble=lambda raised, at: calls.append(raised),
+    )
+    wait_for(lambda: calls == [False], timeout=20)
+    s.stop()
+
+
+def test_a_restart_resumes_from_the_cursor_and_resends_nothing_accepted(
+    journal: Journal,
+) -> None:
+    fill(journal, 1000)
+    budget = iter(range(4))  # four batches go through, then the server vanishes
+    first = ScriptedWriter(
+        lambda lines: None if next(budget, None) is not None else WriteError(None, "gone")
+    )
+    s = sink(journal, first)
+    wait_for(lambda: s.position == 400 and s.down_since is not None, timeout=20)
+    s.stop()
+    second = ScriptedWriter()
+    s2 = sink(journal, second)
+    wait_for(lambda: s2.position == 1000, timeout=20)
+    s2.stop()
+    both = first.accepted + second.accepted
+    assert len(both) == 1000 and len(set(both)) == 1000

@@ -1,0 +1,162 @@
+"""Rollups against a real journal in tmp_path: they must agree exactly with aggregating the raw
+readings, whether the worker is caught up, half way, or never ran."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest import rollups
+from ingest.journal import Journal
+from ingest.payloads import Reading, decode
+from ingest.rollups import RollupWorker
+
+T0 = 1_699_999_200.0  # on an hour boundary
+
+
+def reading(device: str, at: float, kind: str = "wearable", **body: Any) -> Reading:
+    r = decode(
+        f"community/y/{kind}/{device}/telemetry",
+        json.dumps({"ts": int(at * 1000), **body}).encode(),
+        at + 5,
+    )
+    assert isinstance(r, Reading), r
+    return r
+
+
+def raw_buckets(path: Path, device: str, metric: str, width: int) -> list[tuple[Any, ...]]:
+    """The reference: every raw reading aggregated by SQL, as the journal did before rollups."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(
+            "SELECT CAST(ts / ?1 AS INTEGER) * ?1 AS b, min(v), max(v), avg(v), count(v) FROM"
+            " (SELECT ts, json_extract(payload, ?2) AS v FROM readings"
+            "  WHERE device_id = ?3 AND stream = 'telemetry') WHERE v IS NOT NULL"
+            " GROUP BY b ORDER BY b",
+            (width, "$." + metric, device),
+        ).fetchall()
+    finally:
+        db.close()
+
+
+def as_tuples(items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(int(i["ts"]), i["min"], i["max"], i["mean"], i["count"]) for i in items]
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    j = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    rng = random.Random(3)
+    batch = []
+    for i in range(3000):
+        at = T0 + i * 7 + rng.random()
+        batch.append(
+            reading(
+                "w-1",
+                at,
+                heart_rate=rng.randint(55, 120),
+                worn=rng.random() > 0.1,
+                skin_temp_c=round(rng.uniform(34, 37), 2),
+                seq=i,
+            )
+        )
+        batch.append(reading("w-2", at, steps=i * 3, lat=36.06, seq=i))
+        batch.append(reading("s-1", at, kind="smoke", obscuration_pct_m=rng.random(), seq=i))
+    for i in range(50):  # late: an hour and more in the past, after later ones were journaled
+        batch.append(reading("w-1", T0 + 600 + i, heart_rate=150, seq=10_000 + i))
+    for n in range(0, len(batch), 700):
+        j.write_batch(batch[n : n + 700], [])
+    return j
+
+
+@pytest.mark.parametrize(
+    ("device", "metric"),
+    [
+        ("w-1", "heart_rate"),
+        ("w-1", "worn"),
+        ("w-1", "skin_temp_c"),
+        ("w-2", "steps"),
+        ("s-1", "obscuration_pct_m"),
+    ],
+)
+@pytest.mark.parametrize("step", ["1m", "1h"])
+def test_rollups_agree_with_the_raw_readings(
+    journal: Journal, device: str, metric: str, step: str
+) -> None:
+    width = rollups.WIDTHS[step]
+    expected = raw_buckets(journal.path, device, metric, width)
+    before = as_tuples(journal.readings(device, metric=metric, step=step))  # type: ignore[arg-type]
+    worker = RollupWorker(journal.path, batch_rows=997, duty=1.0)
+    db = worker.open()
+    for _ in range(4):  # part of the way: rollups for the first rows, raw for the rest
+        worker.step(db)
+    half = as_tuples(journal.readings(device, metric=metric, step=step))  # type: ignore[arg-type]
+    while worker.step(db):
+        pass
+    db.close()
+    done = as_tuples(journal.readings(device, metric=metric, step=step))  # type: ignore[arg-type]
+    for got in (before, half, done):
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert [g[4] for g in got] == [e[4] for e in expected]
+        assert [g[1] for g in got] == [e[1] for e in expected]
+        assert [g[2] for g in got] == [e[2] for e in expected]
+        assert [g[3] for g in got] == pytest.approx([e[3] for e in expected])
+
+
+def test_a_chart_window_and_limit(journal: Journal) -> None:
+    RollupWorker(journal.path).run_until_idle()
+    since, until = T0 + 90, T0 + 300  # buckets starting 60 (holds since), 120, 180, 240
+    items = journal.readings("w-1", metric="heart_rate", step="1m", since=since, until=until)
+    assert [i["ts"] for i in items] == [T0 + 60, T0 + 120, T0 + 180, T0 + 240]
+    first = journal.readings("w-1", metric="heart_rate", step="1m", limit=3)
+    assert [i["ts"] for i in first] == [T0, T0 + 60, T0 + 120]
+
+
+def test_each_reading_counts_once_across_restarts(journal: Journal) -> None:
+    w = RollupWorker(journal.path, batch_rows=1000, duty=1.0)
+    db = w.open()
+    w.step(db)
+    db.close()
+    RollupWorker(journal.path).run_until_idle()  # a new process: resumes from the cursor
+    RollupWorker(journal.path).run_until_idle()
+    total = sum(i["count"] for i in journal.readings("w-2", metric="steps", step="1h"))
+    assert total == 3000
+
+
+def test_unknown_metrics_are_aggregated_from_raw_readings(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db", synchronous="NORMAL")
+    j.write_batch([reading("w-1", T0 + i, heart_rate=60, pressure=i, seq=i) for i in range(4)], [])
+    RollupWorker(j.path).run_until_idle()
+    (bucket,) = j.readings("w-1", metric="pressure", step="1m")
+    assert (bucket["min"], bucket["max"], bucket["count"]) == (0, 3, 4)
+
+
+def test_non_finite_values_are_left_out(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db", synchronous="NORMAL")
+    rows = [reading("s-1", T0, kind="smoke", co_ppm=3, seq=1)]
+    for n, text in enumerate([b'{"co_ppm": 1e400, "seq": 2}', b'{"co_ppm": Infinity, "seq": 3}']):
+        r = decode("community/y/smoke/s-1/telemetry", text, T0 + 1 + n)
+        if isinstance(r, Reading):
+            rows.append(r)
+    j.write_batch(rows, [])
+    for run in (False, True):
+        if run:
+            RollupWorker(j.path).run_until_idle()
+        (bucket,) = j.readings("s-1", metric="co_ppm", step="1m")
+        assert (bucket["max"], bucket["count"]) == (3, 1)
+
+
+def test_pruning_keeps_recent_buckets(journal: Journal) -> None:
+    RollupWorker(journal.path).run_until_idle()
+    db = sqlite3.connect(journal.path)
+    deleted = rollups.prune_buckets(db, {"1m": T0 + 3600, "1h": T0}, pause_s=0)
+    db.close()
+    assert deleted > 0
+    items = journal.readings("w-1", metric="heart_rate", step="1m")
+    assert items[0]["ts"] == T0 + 3600
+    assert journal.readings("w-1", metric="heart_rate", step="1h")[0]["ts"] == T0
