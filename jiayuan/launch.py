@@ -69,7 +69,8 @@ class ServiceProcess:
         raise TimeoutError(f"jiayuan run not healthy within {timeout}s; see {self.log}")
 
     def health(self) -> dict[str, Any]:
-        return self.get("/healthz", ok_statuses=(200, 503))
+        body: dict[str, Any] = self.get("/healthz", ok_statuses=(200, 503))
+        return body
 
     def get(self, path: str, ok_statuses: tuple[int, ...] = (200,)) -> Any:
         try:

@@ -70,7 +70,7 @@ def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0.05) -
     while time.monotonic() < deadline:
         try:
             last = predicate()
-        except Exception as e:  # noqa: BLE001 - reported if it persists
+        except Exception as e:  # reported below if it persists
             last = e
         else:
             if last:
