@@ -12,7 +12,6 @@ reach the live stream.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -25,21 +24,20 @@ from zoneinfo import ZoneInfo
 
 from alerts import noise
 from alerts.correlation import Correlator, synthetic_rules
-from alerts.db import Writer, severity_rank, signal_rank
+from alerts.db import Writer
 from alerts.escalation import Chains, Timer, Timers, load_chains
 from alerts.lifecycle import AlertStore
-from alerts.messages import Context, Language, Purpose, render
-from alerts.model import SYSTEM, Alert, AlertChange, AlertNotFound, NoteAction
-from alerts.notify import Attempt, Delivery, Notifier, Sender, add
-from alerts.routing import Router, Target
-from alerts.silences import RuleLike, Silences, SyntheticRule
+from alerts.messages import Language
+from alerts.model import Alert, AlertChange, AlertNotFound, NoteAction
+from alerts.notify import Notifier, Sender
+from alerts.outbox import Outbox
+from alerts.paging import Pager
+from alerts.routing import Router
+from alerts.silences import RuleLike, Silence, Silences, SyntheticRule
 from registry.models import Registry
 from rules.matches import Transition
 
 log = logging.getLogger(__name__)
-
-UNREACHABLE = "staff_unreachable"
-MAX_NAMED = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +77,7 @@ class Dispatcher:
         self.router = Router(registry, self.tz)
         self.correlator = Correlator(registry, store)
         self.timers = Timers(self.db)
+        self.outbox = Outbox(self.db)
         extra = [SyntheticRule(*r) for r in synthetic_rules()]
         self.silences = Silences(self.db, [*rules, *extra])
         self.gate = noise.FlapGate(config.flap_threshold, config.flap_window_s, clock)
@@ -90,19 +89,50 @@ class Dispatcher:
             backoff_s=config.backoff_s,
             backoff_max_s=config.backoff_max_s,
             clock=clock,
-            on_result=self._on_result,
+            on_result=lambda d, at: self.pager.on_result(d, at),
         )
         self._queue: queue.Queue[AlertChange | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._flap_noted: set[int] = set()
-        self._unreachable = {a.device_id for a in store.open_alerts() if a.rule_id == UNREACHABLE}
+        self.pager = Pager(
+            store,
+            self.db,
+            self.chains,
+            self.router,
+            self.outbox,
+            self.timers,
+            language=config.language,
+            base_url=config.base_url,
+            tz=self.tz,
+            community=config.community,
+            max_attempts=config.max_attempts,
+            clock=clock,
+            poll=self.poll,
+        )
+        self.pager.notifier = self.notifier
         self._last_sweep = 0.0
         self.handled = 0
+        self.errors = 0
+        """Exceptions caught and logged (tests assert there were none)."""
+        self._stopped = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        staff = self.router.registry.staff
+        if not staff:
+            log.warning("alerting: no staff in the registry; alerts are recorded, nobody is paged")
+        silent = sorted(sid for sid, s in staff.items() if not s.channels)
+        if silent:
+            more = f" and {len(silent) - 10} more" if len(silent) > 10 else ""
+            log.warning(
+                "alerting: %d staff have no notification channel (%s%s); steps that "
+                "find only them move on at once",
+                len(silent),
+                ", ".join(silent[:10]),
+                more,
+            )
         self._unsubscribe = self.store.subscribe(self._queue.put)
         self.notifier.start()
         self._thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
@@ -110,6 +140,7 @@ class Dispatcher:
         self._resume()
 
     def stop(self) -> None:
+        self._stopped = True
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -131,6 +162,8 @@ class Dispatcher:
     def poll(self, now: float | None = None) -> int:
         """Take the steps that are due; release quiet flapping alerts; close building
         incidents whose devices are all back. Returns how many timers were looked at."""
+        if self._stopped:
+            return 0
         now = self.clock() if now is None else now
         for t in self.gate.tick(now):
             self._apply(t)
@@ -141,6 +174,14 @@ class Dispatcher:
             self._last_sweep = now
             self._guard(self._close_incidents, now)
         return len(due)
+
+    def expire_silence(self, silence_id: int, by: str) -> Silence:
+        """End a silence now; what it held back and is still firing is paged at once."""
+        now = self.clock()
+        silence, ended = self.silences.expire(silence_id, by, now)
+        if ended and self.timers.release(silence_id, now):
+            self.poll(now)
+        return silence
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """For tests: every queued change handled and the outbox empty."""
@@ -168,6 +209,7 @@ class Dispatcher:
         try:
             fn(*args)
         except Exception:
+            self.errors += 1
             log.exception("dispatch: %s failed", getattr(fn, "__name__", fn))
 
     def _handle(self, change: AlertChange) -> None:
@@ -191,13 +233,15 @@ class Dispatcher:
                 self._rechain(a, now)
         elif action in ("acknowledged", "resolved", "auto_resolved"):
             self.timers.stop(a.id)
-            n = self.notifier.cancel(a.id, now)
+            n = self.outbox.cancel(a.id, now)
             if n:
                 self._note(a.id, "notified", f"{n} messages not sent yet were cancelled")
             if a.signal == "alarm":
-                self._follow_up(a, change.entry.by, now)
+                self.pager.follow_up(a, change.entry.by, now)
 
     def _begin(self, a: Alert, now: float) -> None:
+        if not self.router.registry.staff:
+            return  # no staff in the registry: alerts are recorded, nobody is paged
         if noise.groupable(a):
             self.timers.start(a.id, "", "grouping", now, now + self.config.group_wait_s)
             return
@@ -208,11 +252,9 @@ class Dispatcher:
                 self._run(timer, now)
 
     def _rechain(self, a: Alert, now: float) -> None:
-        """The severity changed: start over on the chain for the new severity, now."""
+        """The severity changed: start over on the chain for the new severity, now (a grouped
+        trouble raised to an alarm no longer waits; a silence is looked at again)."""
         chain = self.chains.select(a)
-        current = self.timers.get(a.id)
-        if current is not None and current.state != "chain":
-            return
         self.timers.stop(a.id)
         self._note(
             a.id, "escalated", f"severity now {a.severity}: chain {chain.id} from the first step"
@@ -273,79 +315,7 @@ class Dispatcher:
                     return
             self._note(a.id, "notified", f"silence {t.muted_by} is over: paging now")
             t = Timer(t.alert_id, t.chain_id, "chain", t.step, t.started_at, now, None)
-        self._steps(a, t, now)
-
-    def _steps(self, a: Alert, t: Timer, now: float) -> None:
-        chain = self.chains.get(t.chain_id) or self.chains.select(a)
-        n = len(chain.steps)
-        for _ in range(n + 1):
-            step = chain.step(t.step)
-            targets = self.router.resolve(step.to, a, now)
-            nxt = chain.due(t.step + 1, t.started_at, max(t.due_at, now))
-            if not targets and t.step + 1 < n:
-                nxt = now  # nobody on duty for this step: the next one now
-            purpose: Purpose = "notify" if t.step == 0 else "escalate" if t.step < n else "repeat"
-            msg = render(
-                a,
-                self.config.language,
-                self.config.base_url,
-                self.tz,
-                Context(purpose, min(t.step, n - 1), n, now - a.raised_at),
-            )
-            prio = signal_rank(a.signal) * 10 + severity_rank(a.severity)
-            with self.db.tx() as db:
-                moved = (
-                    Timers.finish(db, t)
-                    if nxt is None
-                    else Timers.move(db, t, now, step=t.step + 1, due_at=nxt)
-                )
-                if not moved:
-                    return  # another poller took this step
-                ids = [
-                    i
-                    for tg in targets
-                    for i in add(
-                        db,
-                        alert_id=a.id,
-                        staff_id=tg.staff_id,
-                        channels=tg.channels,
-                        step=t.step,
-                        purpose=purpose,
-                        reason=tg.reason,
-                        priority=prio,
-                        title=msg.title,
-                        body=msg.body,
-                        now=now,
-                    )
-                ]
-            self._record_step(a, t.step, n, step.to, targets, purpose)
-            self.notifier.submit(ids)
-            for tg in targets:
-                if not tg.channels:
-                    self._unreachable_now(
-                        tg.staff_id, a, "no notification channel in the registry", now
-                    )
-            if nxt is None or nxt > now:
-                return
-            t = Timer(t.alert_id, chain.id, "chain", t.step + 1, t.started_at, nxt, None)
-
-    def _record_step(
-        self,
-        a: Alert,
-        step: int,
-        n: int,
-        selectors: Sequence[str],
-        targets: Sequence[Target],
-        purpose: str,
-    ) -> None:
-        label = f"step {step + 1}/{n}" if step < n else f"repeat {step - n + 1}"
-        if not targets:
-            text = f"{label}: nobody on duty for {', '.join(selectors)}"
-        else:
-            named = "; ".join(f"{tg.staff_id} ({tg.reason})" for tg in targets[:MAX_NAMED])
-            more = f"; and {len(targets) - MAX_NAMED} more" if len(targets) > MAX_NAMED else ""
-            text = f"{label} → {named}{more}"
-        self._note(a.id, "notified" if purpose == "notify" else "escalated", text)
+        self.pager.take(a, t, now)
 
     def _group(self, a: Alert, t: Timer, now: float) -> bool:
         assert a.building is not None
@@ -371,121 +341,10 @@ class Dispatcher:
             if noise.group_size(self.db, inc.device_id, 0.0) == 0:
                 self._apply(noise.incident_clear(inc.device_id, now))
 
-    # ------------------------------------------------------------------ deliveries
-
-    def _on_result(self, d: Delivery, at: Attempt) -> None:
-        """A worker reports an attempt: history, then reachability of the person."""
-        how = f"{d.staff_id} via {d.label}"
-        if at.outcome == "sent":
-            text = f"delivered to {how} ({d.purpose}, attempt {at.number})"
-        elif at.outcome == "retrying":
-            wait = (at.retry_at or at.at) - at.at
-            text = (
-                f"delivery to {how} failed: {at.error}; retrying in {wait:.0f} s "
-                f"(attempt {at.number}/{self.config.max_attempts})"
-            )
-        else:
-            text = f"delivery to {how} failed for good: {at.error} (attempt {at.number})"
-        self._note(d.alert_id, "notified", text)
-        if d.purpose == "update" or at.outcome == "retrying":
-            return
-        now = self.clock()
-        if at.outcome == "sent":
-            if d.staff_id in self._unreachable:
-                self._unreachable.discard(d.staff_id)
-                self._apply(_unreachable(d.staff_id, self.config.community, now, "clear"))
-            return
-        statuses = self.notifier.batch(d.alert_id, d.step, d.staff_id)
-        if statuses and all(s == "failed" for s in statuses):
-            try:
-                a = self.store.get(d.alert_id)
-            except AlertNotFound:
-                return
-            self._unreachable_now(d.staff_id, a, "every channel failed", now)
-        step = self.notifier.batch(d.alert_id, d.step)
-        if (
-            step
-            and all(s == "failed" for s in step)
-            and self.timers.hasten(d.alert_id, d.step + 1, now)
-        ):
-            self._note(
-                d.alert_id,
-                "escalated",
-                f"nobody of step {d.step + 1} can be reached: next step now",
-            )
-            self.poll(now)
-
-    def _unreachable_now(self, staff_id: str, a: Alert, why: str, now: float) -> None:
-        self._note(a.id, "notified", f"{staff_id} cannot be reached: {why}")
-        if a.rule_id == UNREACHABLE:
-            return  # no trouble about the trouble
-        self._unreachable.add(staff_id)
-        self._apply(_unreachable(staff_id, self.config.community, now, "fire"))
-
-    def _follow_up(self, a: Alert, by: str, now: float) -> None:
-        """Tell those who got the alarm that someone acted on it."""
-        reached = sorted(
-            {
-                d.staff_id
-                for d in self.notifier.of_alert(a.id)
-                if d.status == "sent" and d.purpose != "update"
-            }
-            - {by}
-        )
-        reg = self.router.registry.staff
-        msg = render(
-            a,
-            self.config.language,
-            self.config.base_url,
-            self.tz,
-            Context("update", by=by, status=a.status),
-        )
-        prio = 90
-        with self.db.tx() as db:
-            ids = [
-                i
-                for sid in reached
-                if sid in reg
-                for i in add(
-                    db,
-                    alert_id=a.id,
-                    staff_id=sid,
-                    channels=reg[sid].channels,
-                    step=-1,
-                    purpose="update",
-                    reason=f"was paged; {a.status} by {by}",
-                    priority=prio,
-                    title=msg.title,
-                    body=msg.body,
-                    now=now,
-                )
-            ]
-        self.notifier.submit(ids)
-
     # ------------------------------------------------------------------ helpers
 
     def _apply(self, t: Transition) -> AlertChange | None:
-        try:
-            return self.store.apply(t)
-        except Exception:
-            log.exception("dispatch: the store refused %s for %s", t.rule_id, t.device_id)
-            return None
+        return self.pager.apply(t)
 
     def _note(self, alert_id: int, action: NoteAction, text: str) -> None:
-        with contextlib.suppress(AlertNotFound):
-            self.store.add_note(alert_id, SYSTEM, text, action)
-
-
-def _unreachable(staff_id: str, community: str, now: float, action: str) -> Transition:
-    return Transition(
-        action="fire" if action == "fire" else "clear",
-        rule_id=UNREACHABLE,
-        device_id=staff_id,
-        kind="staff",
-        severity="major",
-        signal="trouble",
-        route="operator",
-        at=now,
-        summary="A staff member cannot be reached on any channel",
-        labels={"community": community, "staff_id": staff_id},
-    )
+        self.pager.note(alert_id, action, text)

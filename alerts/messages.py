@@ -87,6 +87,8 @@ def summary(alert: Alert, language: Language) -> str:
 
 
 def where(alert: Alert, language: Language) -> str:
+    if alert.kind == "staff":
+        return f"值班人员 {alert.device_id}" if language == "zh" else f"staff {alert.device_id}"
     lb = alert.labels
     compound, building, unit = lb.get("compound"), lb.get("building"), lb.get("unit")
     floor = lb.get("floor")

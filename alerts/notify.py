@@ -19,24 +19,22 @@ from __future__ import annotations
 import heapq
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import apprise
 
 from alerts.db import Writer
+from alerts.outbox import OPEN, Attempt, Delivery, Outcome, Status
 
 log = logging.getLogger(__name__)
 
-Status = Literal["pending", "retrying", "sent", "failed", "cancelled"]
-Outcome = Literal["sent", "retrying", "failed"]
-OPEN = ("pending", "retrying")
+ResultHook = Callable[[Delivery, Attempt], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +75,8 @@ class _Capture(logging.Handler):
 
 _CAPTURE = _Capture()
 _HTTP_STATUS = re.compile(r"error=(\d{3})")
+_ADDRESS = re.compile(r"[^\s\"'<>@]+@[^\s\"'<>]+")
+"""An e-mail address in apprise's words: kept in the receipt, not written to the log."""
 
 
 def retryable(error: str) -> bool:
@@ -86,14 +86,6 @@ def retryable(error: str) -> bool:
         code = int(m.group(1))
         return code >= 500 or code in (408, 425, 429)
     return True
-
-
-def channel_label(url: str) -> str:
-    """The URL with its secrets masked and without its query: safe to show and to log."""
-    plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
-    if plugin is None:
-        return url.split("://", 1)[0] + "://…"
-    return str(plugin.url(privacy=True)).split("?", 1)[0]  # type: ignore[no-untyped-call]
 
 
 class AppriseSender:
@@ -120,106 +112,6 @@ class AppriseSender:
             return SendResult(True)
         error = "; ".join(dict.fromkeys(lines)) or "apprise reported a failure"
         return SendResult(False, retryable(error), error[:300])
-
-
-# ---------------------------------------------------------------------------- the outbox
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    id: int
-    alert_id: int
-    staff_id: str
-    label: str
-    step: int
-    purpose: str
-    reason: str
-    status: Status
-    attempts: int
-    error: str
-    title: str
-    body: str
-    created_at: float
-    updated_at: float
-    next_at: float
-    sent_at: float | None
-
-    @classmethod
-    def of(cls, r: sqlite3.Row) -> Delivery:
-        return cls(
-            r["id"],
-            r["alert_id"],
-            r["staff_id"],
-            r["label"],
-            r["step"],
-            r["purpose"],
-            r["reason"],
-            r["status"],
-            r["attempts"],
-            r["error"],
-            r["title"],
-            r["body"],
-            r["created_at"],
-            r["updated_at"],
-            r["next_at"],
-            r["sent_at"],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    delivery_id: int
-    at: float
-    outcome: Outcome
-    error: str
-    elapsed_ms: float
-    number: int
-    retry_at: float | None
-
-
-ResultHook = Callable[[Delivery, Attempt], None]
-
-
-def add(
-    db: sqlite3.Connection,
-    *,
-    alert_id: int,
-    staff_id: str,
-    channels: Iterable[str],
-    step: int,
-    purpose: str,
-    reason: str,
-    priority: int,
-    title: str,
-    body: str,
-    now: float,
-) -> list[int]:
-    """Outbox rows for one person's channels, inside the caller's transaction."""
-    ids = []
-    for url in channels:
-        cur = db.execute(
-            "INSERT INTO deliveries (alert_id, staff_id, channel, label, step, purpose, reason,"
-            " priority, title, body, status, next_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-            (
-                alert_id,
-                staff_id,
-                url,
-                channel_label(url),
-                step,
-                purpose,
-                reason,
-                priority,
-                title,
-                body,
-                now,
-                now,
-                now,
-            ),
-        )
-        assert cur.lastrowid is not None
-        ids.append(cur.lastrowid)
-    return ids
 
 
 class Notifier:
@@ -254,6 +146,7 @@ class Notifier:
         self._threads: list[threading.Thread] = []
         self._running = False
         self.in_flight = 0
+        self.errors = 0
 
     # ------------------------------------------------------------------ control
 
@@ -300,67 +193,11 @@ class Notifier:
         with self._cond:
             self._cond.notify_all()
 
-    def cancel(self, alert_id: int, now: float) -> int:
-        """Messages of ``alert_id`` not sent yet are dropped (it was acknowledged/resolved)."""
-        with self.db.tx() as db:
-            return db.execute(
-                "UPDATE deliveries SET status = 'cancelled', updated_at = ? WHERE alert_id = ?"
-                " AND status IN ('pending', 'retrying') AND purpose != 'update'",
-                (now, alert_id),
-            ).rowcount
-
     def idle(self) -> bool:
+        """Nothing due is waiting or in flight (retries due later do not count)."""
         with self._cond:
-            return not self._later and not self._channels and not self._busy
-
-    # ------------------------------------------------------------------ reads
-
-    def of_alert(self, alert_id: int) -> list[Delivery]:
-        rows = self.db.query("SELECT * FROM deliveries WHERE alert_id = ? ORDER BY id", (alert_id,))
-        return [Delivery.of(r) for r in rows]
-
-    def attempts(self, delivery_ids: Iterable[int]) -> dict[int, list[sqlite3.Row]]:
-        ids = list(delivery_ids)
-        out: dict[int, list[sqlite3.Row]] = {i: [] for i in ids}
-        for k in range(0, len(ids), 500):
-            chunk = ids[k : k + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.db.query(
-                f"SELECT * FROM delivery_attempts WHERE delivery_id IN ({marks}) ORDER BY id",
-                chunk,
-            ):
-                out[r["delivery_id"]].append(r)
-        return out
-
-    def batch(self, alert_id: int, step: int, staff_id: str | None = None) -> list[str]:
-        """Statuses of the messages of one step (of one person)."""
-        q = "SELECT status FROM deliveries WHERE alert_id = ? AND step = ? AND purpose != 'update'"
-        args: list[object] = [alert_id, step]
-        if staff_id is not None:
-            q += " AND staff_id = ?"
-            args.append(staff_id)
-        return [r[0] for r in self.db.query(q, args)]
-
-    def page(
-        self,
-        *,
-        status: str | None = None,
-        staff_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> tuple[list[Delivery], int]:
-        parts, args = [], []
-        for col, v in (("status", status), ("staff_id", staff_id)):
-            if v is not None:
-                parts.append(f"{col} = ?")
-                args.append(v)
-        where = " WHERE " + " AND ".join(parts) if parts else ""
-        total = int(self.db.query(f"SELECT count(*) FROM deliveries{where}", args)[0][0])
-        rows = self.db.query(
-            f"SELECT * FROM deliveries{where} ORDER BY id DESC LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        )
-        return [Delivery.of(r) for r in rows], total
+            due = bool(self._later) and self._later[0][0] <= self.clock()
+            return not due and not self._channels and not self._busy
 
     # ------------------------------------------------------------------ workers
 
@@ -406,6 +243,7 @@ class Notifier:
             try:
                 self._send(did)
             except Exception:
+                self.errors += 1
                 log.exception("notify: delivery %d failed unexpectedly", did)
             finally:
                 with self._cond:
@@ -458,7 +296,7 @@ class Notifier:
                 outcome,
                 number,
                 self.max_attempts,
-                result.error,
+                _ADDRESS.sub("<address>", result.error),
             )
         if retry_at is not None:
             with self._cond:

@@ -185,8 +185,9 @@ class Silences:
             if row["ends_at"] <= now or row["expired_at"] is not None:
                 return Silence.of(row), False
             db.execute(
-                "UPDATE silences SET ends_at = ?1, expired_at = ?1, expired_by = ?2 WHERE id = ?3",
-                (max(now, row["starts_at"]), by, silence_id),
+                "UPDATE silences SET starts_at = min(starts_at, ?1), ends_at = ?1,"
+                " expired_at = ?1, expired_by = ?2 WHERE id = ?3",
+                (now, by, silence_id),
             )
             row = db.execute("SELECT * FROM silences WHERE id = ?", (silence_id,)).fetchone()
         return Silence.of(row), True

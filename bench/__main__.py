@@ -5,7 +5,10 @@
    processes into ``jiayuan run`` (QoS 1, validated, committed with fsync before PUBACK, rules
    evaluated), counted by the service itself;
 3. publish-to-alert latency: falls published while a background load of 5,000 messages/s flows,
-   timed from the publish to the alert arriving on the API's live stream.
+   timed from the publish to the alert arriving on the API's live stream;
+4. the time-series store (``bench/sink.py``, skipped with ``--no-sink``): the InfluxDB sink's
+   drain rate into a local VictoriaMetrics for a backlog of a million readings, disk use per
+   million readings, and the history query for a 30-day chart of one device.
 
 The last line is ``ingest_msgs_per_s=N broker_msgs_per_s=N ratio=R p50_ms=X p99_ms=Y``.
 """
@@ -22,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench import sink
 from bench.load import BackgroundLoad, FallProbe, write_message_files
 from jiayuan.devbroker import Broker
 from jiayuan.launch import ServiceProcess
@@ -82,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--background-rate", type=int, default=5_000)
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    ap.add_argument("--no-sink", dest="sink", action="store_false",
+                    help="skip the time-series store's part (sink drain, history, disk)")
+    ap.add_argument("--sink-devices", type=int, default=24,
+                    help="devices × 30 days of one-minute readings for the sink's part")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
@@ -125,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: journal {db.stat().st_size / 1e6:.1f} MB after {rows:,} messages",
               flush=True)
         print(json.dumps({"broker_rounds": ceilings, "ingest_rounds": rates}), flush=True)
+        if args.sink:
+            svc.stop()  # idle, but its threads need not share the machine with the drain
+            svc = None
+            print(sink.run(devices=args.sink_devices, keep=args.keep), flush=True)
         print(
             f"ingest_msgs_per_s={ingest:.0f} broker_msgs_per_s={ceiling:.0f} "
             f"ratio={ingest / ceiling:.2f} p50_ms={p50 * 1000:.1f} p99_ms={p99 * 1000:.1f}",

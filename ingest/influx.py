@@ -27,13 +27,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from ingest.follower import CURSOR_SCHEMA, connect, head, load_cursor, oldest_after, save_cursor
-from ingest.lineproto import COLUMNS, PRECISION, LineFormatter, Row
+from ingest.influx_writer import WriteError, Writer
+from ingest.lineproto import COLUMNS, LineFormatter, Row
 
 log = logging.getLogger(__name__)
 
@@ -78,78 +80,7 @@ CREATE TABLE IF NOT EXISTS sink_rejects (
 """
 )
 
-REFUSED = frozenset({400, 413, 422})
-"""Statuses that say "this data, never": split the batch and set the culprits aside."""
 BACKOFF_FIRST_S = 0.5
-
-
-class WriteError(Exception):
-    """A write that did not go through. ``status`` None: no HTTP answer (connection refused,
-    reset, timed out)."""
-
-    def __init__(self, status: int | None, reason: str, retry_after: float | None = None):
-        super().__init__(f"{status or 'no answer'}: {reason}")
-        self.status = status
-        self.reason = reason
-        self.retry_after = retry_after
-
-    @property
-    def refused(self) -> bool:
-        return self.status in REFUSED
-
-    @property
-    def kind(self) -> str:
-        s = self.status
-        if s is None:
-            return "connection"
-        if s in REFUSED:
-            return "refused"
-        if s == 429:
-            return "throttled"
-        if s in (401, 403):
-            return "auth"
-        return "server" if s >= 500 else "client"
-
-
-class Writer(Protocol):
-    def write(self, body: bytes) -> None:
-        """Send line protocol; raise :class:`WriteError` unless the server accepted it all."""
-
-    def close(self) -> None: ...
-
-
-class InfluxWriter:
-    """:class:`Writer` over influxdb-client's synchronous write API, without its retries (the
-    sink has its own, which never give up)."""
-
-    def __init__(self, url: str, token: str, org: str, bucket: str, timeout_s: float) -> None:
-        from influxdb_client.client.influxdb_client import InfluxDBClient
-        from influxdb_client.client.write_api import SYNCHRONOUS
-        from influxdb_client.domain.write_precision import WritePrecision
-
-        # an empty token sends no Authorization header (a server without authentication)
-        self._client = InfluxDBClient(
-            url=url, token=token, org=org, timeout=int(timeout_s * 1000), retries=False
-        )
-        self._api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._bucket = bucket
-        self._org = org
-        self._precision = getattr(WritePrecision, PRECISION.upper())
-
-    def write(self, body: bytes) -> None:
-        from influxdb_client.rest import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            self._api.write(self._bucket, self._org, body, write_precision=self._precision)
-        except ApiException as e:
-            raise WriteError(e.status, _reason(e.body, e.reason), _retry_after(e.headers)) from e
-        except (HTTPError, OSError) as e:
-            raise WriteError(None, f"{type(e).__name__}: {e}") from e
-
-    def close(self) -> None:
-        self._api.close()  # type: ignore[no-untyped-call]
-        self._client.close()  # type: ignore[no-untyped-call]
 
 
 @dataclass(slots=True)
@@ -243,7 +174,7 @@ class InfluxSink:
             "backlog_rows": self.backlog_rows,
             "backlog_age_s": round(self.backlog_age_s, 1),
             "rejected_points": self.rejected,
-            "unreachable_since": self.down_since,
+            "unreachable_since": None if self.down_since is None else _rfc3339(self.down_since),
             "last_error": self.last_error,
         }
 
@@ -301,48 +232,56 @@ class InfluxSink:
             db.close()
 
     def _lines(self, rows: list[Row]) -> Batch:
-        ids: list[int] = []
-        lines: list[str] = []
-        line = self._format.line
-        skipped = 0
-        for row in rows:
-            try:
-                text = line(row)
-            except Exception:  # a row the formatter cannot handle must not stop the sink
-                log.exception("InfluxDB sink: cannot format journal row %d; skipped", row[0])
-                text = None
-            if text is None:
-                skipped += 1
-            else:
-                ids.append(row[0])
-                lines.append(text)
-        if skipped:
-            SKIPPED.inc(skipped)
+        try:
+            ids, lines = self._format.lines(rows)
+        except Exception:  # a row the formatter cannot handle must not stop the sink
+            log.exception("InfluxDB sink: cannot format journal rows; formatting one by one")
+            ids, lines = [], []
+            for row in rows:
+                try:
+                    text = self._format.line(row)
+                except Exception:
+                    log.error("InfluxDB sink: cannot format journal row %d; skipped", row[0])
+                    continue
+                if text is not None:
+                    ids.append(row[0])
+                    lines.append(text)
+        if len(lines) < len(rows):
+            SKIPPED.inc(len(rows) - len(lines))
         return Batch(rows[-1][0], ids, lines, len(rows) < self.batch)
 
     # ------------------------------------------------------------------ writing thread
 
     def _write_main(self) -> None:
-        db = connect(self.path)
-        try:
-            while not self._stop.is_set():
-                try:
-                    batch = self._queue.get(timeout=self.idle_s)
-                except queue.Empty:
-                    self._observe(db)
-                    if self.backlog_rows == 0:
-                        self._drained()
-                    continue
+        db: sqlite3.Connection | None = None
+        batch: Batch | None = None
+        while not self._stop.is_set():
+            try:
+                if db is None:
+                    db = connect(self.path)
+                if batch is None:
+                    try:
+                        batch = self._queue.get(timeout=self.idle_s)
+                    except queue.Empty:
+                        self._observe(db)
+                        if self.backlog_rows == 0:
+                            self._drained()
+                        continue
                 if not self._deliver(db, batch.ids, batch.lines):
-                    return  # stopping: this batch was not accepted and will come again
+                    break  # stopping: this batch was not accepted and will come again
                 save_cursor(db, self.name, batch.last_id)
                 self.position = batch.last_id
                 self._observe(db)
                 if batch.caught_up or self.backlog_rows == 0:
                     self._drained()
-        except Exception:
-            log.exception("InfluxDB sink stopped on an unexpected error")
-        finally:
+                batch = None
+            except Exception:  # the journal (say): keep the batch, send it again
+                log.exception("InfluxDB sink: unexpected error; retrying in 5 s")
+                if db is not None:
+                    db.close()
+                    db = None
+                self._stop.wait(5.0)
+        if db is not None:
             db.close()
 
     def _deliver(self, db: sqlite3.Connection, ids: list[int], lines: list[str]) -> bool:
@@ -462,24 +401,5 @@ class InfluxSink:
         BACKLOG_AGE.set(self.backlog_age_s)
 
 
-def _reason(body: object, fallback: object) -> str:
-    """The server's message: InfluxDB answers ``{"code": …, "message": …}``."""
-    import json
-
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-        return str(parsed["message"])
-    return text.strip() or str(fallback or "")
-
-
-def _retry_after(headers: object) -> float | None:
-    get = getattr(headers, "get", None)
-    value = get("Retry-After") if callable(get) else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

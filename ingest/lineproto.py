@@ -25,9 +25,10 @@ from ingest.schema import TELEMETRY_FIELDS, FieldType
 
 PRECISION: Final = "ms"
 
-Row = tuple[int, str, str, str, float, str | None, str]
-"""A journal row as the sink reads it: id, device_id, kind, stream, ts, event, payload."""
-COLUMNS: Final = "id, device_id, kind, stream, ts, event, payload"
+Row = tuple[int, str, str, str, int, str | None, str]
+"""A journal row as the sink reads it: id, device_id, kind, stream, event time in
+milliseconds, event, payload."""
+COLUMNS: Final = "id, device_id, kind, stream, CAST(round(ts * 1000) AS INTEGER), event, payload"
 
 _MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ ", "\\": "\\\\", "\n": "\\ ", "\r": "\\ "})
 _KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "\\\\", "\n": "\\ ", "\r": "\\ "})
@@ -115,46 +116,57 @@ class LineFormatter:
     def line(self, row: Row) -> str | None:
         """One line, or None when the reading has nothing to write (telemetry with no known
         measurement: a gate's keep-alive, say)."""
-        _id, device_id, kind, stream, ts, event, payload = row
-        if stream == "telemetry":
-            fields = self._telemetry(kind, payload)
-        elif stream == "event":
-            fields = self._event(kind, event, payload)
-        else:
-            fields = self._status(event, payload)
-        if not fields:
-            return None
-        return f"{self._line_start(device_id, kind, stream)}{fields} {round(ts * 1000)}"
+        _ids, lines = self.lines([row])
+        return lines[0] if lines else None
 
-    def _telemetry(self, kind: str, payload: str) -> str:
-        known = self._fields.get(kind)
-        if not known:
-            return ""
-        try:
-            body = from_json(payload)
-        except ValueError:
-            return ""
-        if not isinstance(body, dict):
-            return ""
-        parts: list[str] = []
-        append = parts.append
-        for name, value in body.items():  # the hot loop of the sink: kept flat on purpose
-            spec = known.get(name)
-            if spec is None:
+    def lines(self, rows: list[Row]) -> tuple[list[int], list[str]]:
+        """The lines of ``rows`` and the journal ids they come from (rows with nothing to
+        write give none). The sink's hot loop: telemetry is formatted inline, on purpose."""
+        ids: list[int] = []
+        out: list[str] = []
+        prefixes = self._prefix
+        fields_of = self._fields
+        for row_id, device_id, kind, stream, ms, event, payload in rows:
+            if stream == "telemetry":
+                known = fields_of.get(kind)
+                if not known:
+                    continue
+                try:
+                    body = from_json(payload)
+                except ValueError:
+                    continue
+                if not isinstance(body, dict):
+                    continue
+                parts: list[str] = []
+                for name, value in body.items():
+                    spec = known.get(name)
+                    if spec is None:
+                        continue
+                    prefix, t = spec
+                    c = value.__class__
+                    if c is int:
+                        if t == "float":
+                            parts.append(prefix + str(value))
+                        elif t == "int":
+                            parts.append(prefix + str(value) + "i")
+                    elif c is float:
+                        if t == "float" and value - value == 0.0:  # finite (inf, nan: nan)
+                            parts.append(prefix + repr(value))
+                    elif c is bool and t == "bool":
+                        parts.append(prefix + ("true" if value else "false"))
+                fields = ",".join(parts)
+            elif stream == "event":
+                fields = self._event(kind, event, payload)
+            else:
+                fields = self._status(event, payload)
+            if not fields:
                 continue
-            prefix, t = spec
-            c = value.__class__
-            if c is int:
-                if t == "float":
-                    append(prefix + str(value))
-                elif t == "int":
-                    append(prefix + str(value) + "i")
-            elif c is float:
-                if t == "float" and value - value == 0.0:  # finite (inf - inf and nan are nan)
-                    append(prefix + repr(value))
-            elif c is bool and t == "bool":
-                append(prefix + ("true" if value else "false"))
-        return ",".join(parts)
+            start = prefixes.get((device_id, kind, stream))
+            if start is None:
+                start = self._line_start(device_id, kind, stream)
+            ids.append(row_id)
+            out.append(f"{start}{fields} {ms}")
+        return ids, out
 
     def _event(self, kind: str, event: str | None, payload: str) -> str:
         out = f"event={string(event or '')},count=1i"

@@ -56,11 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     registry = data / "registry"
     py = sys.executable
 
+    # The staff's notification channels point at the local receiver (jiayuan/receiver.py).
+    rx_port = 8025 if _port_free(8025) else free_port()
+    notify = f"json://127.0.0.1:{rx_port}/notify"
     subprocess.run(
-        [py, "-m", "jiayuan.cli", "simulate", "--write-registry", str(registry)], check=True
+        [py, "-m", "jiayuan.cli", "simulate", "--write-registry", str(registry),
+         "--notify", notify],
+        check=True,
     )
     mqtt_port = 1883 if _port_free(1883) else free_port()
     http_port = 8080 if _port_free(8080) else free_port()
+    notifications = data / "notifications.log"
+    receiver = subprocess.Popen(
+        [py, "-m", "jiayuan.receiver", "--port", str(rx_port), "--log", str(notifications)],
+        stdout=subprocess.DEVNULL,
+    )
     broker = Broker(data / "mosquitto", mqtt_port).start()
     svc: ServiceProcess | None = None
     sim: subprocess.Popen[bytes] | None = None
@@ -91,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  Health          {url}/healthz\n"
             f"  MQTT broker     127.0.0.1:{mqtt_port} (mosquitto.conf)\n"
             f"  Service log     {data / 'service.log'}\n"
+            f"  Notifications   http://127.0.0.1:{rx_port}/  (what staff receive, one line\n"
+            f"                  each in {notifications}): a fall goes to the\n"
+            "                  resident's caretaker, then higher up every 3 min until someone\n"
+            "                  acknowledges it; a fire to security and the building's caretakers\n"
             f"  Data            {data}\n\n"
-            "  Ctrl-C stops the simulator, the service and the broker.\n",
+            "  Ctrl-C stops the simulator, the service, the broker and the receiver.\n",
             flush=True,
         )
         while True:
@@ -120,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             _stop(svc.proc, grace=20.0 if interrupted else 0.0)
             svc.stop()
         broker.stop()
-        print("demo stopped: simulator, service and broker", flush=True)
+        _stop(receiver, grace=0.0)
+        print("demo stopped: simulator, service, broker and receiver", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from alerts.dispatch import Config as AlertingConfig
 from alerts.dispatch import Dispatcher
 from alerts.lifecycle import AlertStore
-from ingest.influx import InfluxSink, InfluxWriter
 from ingest.journal import Journal
 from ingest.listener import Inbound, Listener
 from ingest.payloads import Reading
@@ -28,6 +27,9 @@ from registry.loader import load_registry
 from rules.engine import RuleEngine
 from rules.matches import Transition
 from rules.model import builtin_pack, load_rules
+
+if TYPE_CHECKING:
+    from ingest.influx import InfluxSink
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,10 @@ class Service:
                 log.exception("alert store refused %s for %s", t.rule_id, t.device_id)
 
     def _influx_sink(self) -> InfluxSink:
+        # imported only when enabled: its metrics then exist only when they mean something
+        from ingest.influx import InfluxSink
+        from ingest.influx_writer import InfluxWriter
+
         s = self.settings
         assert s.influx_url is not None
         writer = InfluxWriter(
@@ -180,7 +186,7 @@ class Service:
         now = time.time()
         cutoff = now - self.settings.retention_days * 86_400
         followers = [self.rollups.position] + ([self.sink.position] if self.sink else [])
-        n = self.journal.prune(cutoff, keep_after=min(followers))
+        n = self.journal.prune(cutoff, chunk=2000, keep_after=min(followers))
         if n:
             log.info(
                 "retention: pruned %d readings older than %.0f days",

@@ -84,7 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="MQTT connections to publish through (default 1)",
     )
     fleet = parser.add_argument_group("fleet")
-    fleet.add_argument("--community", default=os.environ.get("JIAYUAN_COMMUNITY", "y"))
+    fleet.add_argument(
+        "--community",
+        default=os.environ.get("JIAYUAN_COMMUNITY", "y"),
+        help="community id in topics and registry (default $JIAYUAN_COMMUNITY or y)",
+    )
     fleet.add_argument("--seed", type=int, default=1, help="behaviour seed (default 1)")
     fleet.add_argument(
         "--devices",
@@ -179,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
     except ConnectionError as e:
         print(f"simulate: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        publisher.stop(flush_timeout=0)
+        return 0
     progress = Progress(publisher.stats, sys.stderr)
     _logging(progress)
     if not args.quiet:

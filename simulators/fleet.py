@@ -115,6 +115,8 @@ def _shape(households: int) -> tuple[int, int, int]:
 def make_layout(
     size: Size, first_compound: int = 1, first_building: int = 1, salt: str = "y"
 ) -> Layout:
+    """Compounds, buildings and households of a community this size, and where its elderly
+    residents live; the same for the same size and ``salt``."""
     rng = random.Random(f"layout:{salt}:{size}")
     out = Layout()
     per_compound = _split(size.buildings, size.compounds, rng, 0.6, 1.4)

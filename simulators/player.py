@@ -5,6 +5,11 @@ smoke detectors and gate heartbeats every 5 min, gate passages as the traffic co
 simulated time, which runs ``speed`` times faster than the wall clock; messages carry the wall
 time as ``ts``. Incidents (scenarios) are started at random, play in real time, and hold back
 the background readings of the devices they speak for.
+
+A fast day is compressed in wall time for the service too: far above ``--speed 10``, gate
+traffic is dense enough for count rules (five denied within two minutes) to fire on normal
+traffic now and then. Use ``--speed`` for load and for watching the daily rhythm, speed 1 for
+a demo whose alerts all mean something.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class _Mute:
 
 @dataclass
 class DayPlayer:
+    """Plays the fleet's normal day through ``publisher`` until stopped or a duration ends."""
+
     fleet: Fleet
     publisher: Sink
     speed: float = 1.0

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import TextIO
 
-from simulators.publisher import Stats, format_elapsed
+from simulators.publisher import Stats, format_elapsed, format_rate
 
 
 class Progress:
@@ -42,7 +42,7 @@ class Progress:
         self._last = (now, s.acked)
         return (
             f"{format_elapsed(now - s.started)}  sent {s.sent:,}  acked {s.acked:,}  "
-            f"pending {s.pending:,}  {rate:,.0f} msg/s"
+            f"pending {s.pending:,}  {format_rate(rate)} msg/s"
         )
 
     def show(self) -> None:

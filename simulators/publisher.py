@@ -11,6 +11,7 @@ per-device last will; each device's retained ``status`` is published when play s
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import zlib
@@ -97,7 +98,7 @@ class Publisher:
         *,
         clients: int = 1,
         rate: float | None = None,
-        client_id: str = "jiayuan-sim",
+        client_id: str | None = None,
         max_inflight: int = 100,
         max_pending: int = 1_000,
     ) -> None:
@@ -115,7 +116,8 @@ class Publisher:
         self._connected = [threading.Event() for _ in range(clients)]
         self._ever = [False] * clients
         self._stopping = False
-        self._clients = [self._make(f"{client_id}-{i}", i, max_inflight) for i in range(clients)]
+        base = client_id or f"jiayuan-sim-{os.getpid()}"  # two simulators never collide
+        self._clients = [self._make(f"{base}-{i}", i, max_inflight) for i in range(clients)]
 
     def _make(self, client_id: str, index: int, max_inflight: int) -> mqtt.Client:
         c = mqtt.Client(
@@ -229,8 +231,12 @@ class Publisher:
         return (
             f"sent {s.sent:,}, acked {s.acked:,}, failed {s.failed:,}, pending {s.pending:,}, "
             f"reconnects {s.reconnects} in {format_elapsed(now - s.started)} "
-            f"({s.rate(now):,.0f} msg/s)"
+            f"({format_rate(s.rate(now))} msg/s)"
         )
+
+
+def format_rate(per_second: float) -> str:
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.1f}"
 
 
 def format_elapsed(seconds: float) -> str:

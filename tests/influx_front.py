@@ -47,7 +47,7 @@ class StrictFront:
         front = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, reply = front.write(self.path, body)
                 self.send_response(status)

@@ -16,10 +16,12 @@ from jiayuan.api import (
     alerts,
     dead_letters,
     devices,
+    escalation,
     fleet,
     ops,
     registry,
     residents,
+    silences,
     stream,
     system,
 )
@@ -51,6 +53,8 @@ def create_app(
     app.state.ctx = ctx
     app.state.broadcaster = broadcaster
     for module in (system, devices, alerts, dead_letters, stream, registry, residents, ops, fleet):
+        app.include_router(module.router)
+    for module in (silences, escalation):  # alerting: silences, chains, timers, deliveries
         app.include_router(module.router)
     app.include_router(console.router)
     return app

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.influx import InfluxSink, WriteError
+from ingest.influx import InfluxSink
+from ingest.influx_writer import WriteError
 from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from tests.mqtt import wait_for

@@ -73,7 +73,7 @@ def test_tag_sets_are_sorted_and_leave_out_empty_values() -> None:
 
 
 def row(kind: str, stream: str, name: str | None = None, **body: object) -> lineproto.Row:
-    return (1, "w-1", kind, stream, 1_700_000_000.123, name, json.dumps(body))
+    return (1, "w-1", kind, stream, 1_700_000_000_123, name, json.dumps(body))
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_telemetry_line(fmt: LineFormatter) -> None:
 
 def test_non_finite_values_and_unknown_fields_are_not_written(fmt: LineFormatter) -> None:
     payload = '{"co_ppm": Infinity, "battery": 1e400, "temperature_c": 21.5, "note": 3}'
-    line = fmt.line((1, "w-1", "smoke", "telemetry", 1.0, None, payload))
+    line = fmt.line((1, "w-1", "smoke", "telemetry", 1000, None, payload))
     assert line is not None and line.endswith("device_id=w-1 temperature_c=21.5 1000")
 
 
@@ -122,7 +122,7 @@ def test_event_and_status_lines(fmt: LineFormatter) -> None:
         "g-1",
         "gate",
         "event",
-        1_700_000_000.5,
+        1_700_000_000_500,
         "granted",
         json.dumps(
             {"event": "granted", "direction": "in", "method": "card", "credential": "C-123"}
@@ -140,5 +140,5 @@ def test_event_and_status_lines(fmt: LineFormatter) -> None:
 
 
 def test_a_device_not_in_the_devices_table_gets_community_and_id(fmt: LineFormatter) -> None:
-    line = fmt.line((1, "new-1", "wearable", "telemetry", 2.0, None, '{"spo2": 97}'))
+    line = fmt.line((1, "new-1", "wearable", "telemetry", 2000, None, '{"spo2": 97}'))
     assert line == "wearable,community=y,device_id=new-1 spo2=97 2000"
