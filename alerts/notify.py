@@ -74,6 +74,8 @@ class _Capture(logging.Handler):
 
 
 _CAPTURE = _Capture()
+_TEXT = apprise.NotifyFormat.TEXT
+"""Messages are plain lines: e-mail keeps its line breaks, chat apps show them as written."""
 _HTTP_STATUS = re.compile(r"error=(\d{3})")
 _ADDRESS = re.compile(r"[^\s\"'<>@]+@[^\s\"'<>]+")
 """An e-mail address in apprise's words: kept in the receipt, not written to the log."""
@@ -105,7 +107,7 @@ class AppriseSender:
             if plugin is None:
                 return SendResult(False, False, "not a URL apprise can send to")
             try:
-                ok = bool(plugin.notify(body=body, title=title))
+                ok = bool(plugin.notify(body=body, title=title, body_format=_TEXT))
             except Exception as e:  # a plugin bug must not kill the worker
                 return SendResult(False, True, f"{type(e).__name__}: {e}"[:300])
         if ok:

@@ -139,7 +139,11 @@ def test_a_fall_reaches_the_caretakers_http_and_email_channels(
     (mail,) = box.wait(1)
     assert mail["To"] == "care1@example.org" and mail["Subject"] == "【紧急】跌倒报警"
     text = mail.get_body(("plain",))
-    assert text is not None and "B01楼" in text.get_content()
+    assert text is not None
+    assert text.get_content().splitlines()[:2] == [
+        "位置：C01小区 B01楼 1-1-101室",
+        got.message.splitlines()[1],
+    ]
     wait_for(lambda: [x.status for x in d.outbox.of_alert(change.alert.id)] == ["sent", "sent"])
     labels = sorted(x.label for x in d.outbox.of_alert(change.alert.id))
     assert labels[0].startswith("json://127.0.0.1:") and labels[1].startswith("mailto://")

@@ -217,3 +217,24 @@ def test_a_restart_resumes_from_the_cursor_and_resends_nothing_accepted(
     s2.stop()
     both = first.accepted + second.accepted
     assert len(both) == 1000 and len(set(both)) == 1000
+
+
+def test_retention_keeps_what_the_sink_has_not_sent(journal: Journal) -> None:
+    fill(journal, 100)  # received T0 … T0 + 99
+    assert journal.prune(T0 + 1000, keep_after=40, pause_s=0) == 40
+    assert journal.count_readings() == 60
+    assert journal.prune(T0 + 1000, pause_s=0) == 60
+
+
+def test_settings_turn_the_sink_on_and_fail_fast() -> None:
+    from pydantic import ValidationError
+
+    from jiayuan.settings import Settings
+
+    assert Settings(influx_url="").influx_url is None
+    on = Settings(influx_url="http://127.0.0.1:8086", influx_token="s3cret")
+    assert on.influx_url == "http://127.0.0.1:8086" and "s3cret" not in repr(on)
+    with pytest.raises(ValidationError, match="influx_url"):
+        Settings(influx_url="influx:8086")
+    with pytest.raises(ValidationError, match="influx_org"):
+        Settings(influx_url="http://127.0.0.1:8086", influx_org="")
