@@ -42,7 +42,7 @@ const ZH = {
   act: {
     raised: "触发", rematched: "再次触发", acknowledged: "确认", resolved: "解决",
     auto_resolved: "自动恢复", offline: "设备离线", online: "设备上线", note: "备注",
-    notified: "已通知", escalated: "已升级",
+    notified: "已通知", escalated: "已升级", muted: "已静默",
   },
   by_rule: "规则", by_system: "系统", alerts_st: "{st}告警",
   ev: {
@@ -117,7 +117,7 @@ const EN = {
   act: {
     raised: "Raised", rematched: "Matched again", acknowledged: "Acknowledged", resolved: "Resolved",
     auto_resolved: "Cleared", offline: "Device offline", online: "Device online", note: "Note",
-    notified: "Notified", escalated: "Escalated",
+    notified: "Notified", escalated: "Escalated", muted: "Muted",
   },
   by_rule: "rule", by_system: "system", alerts_st: "{st} alerts",
   ev: {
