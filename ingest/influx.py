@@ -179,14 +179,16 @@ class InfluxSink:
         }
 
     def prune_rejects(self, before: float) -> int:
+        """Forget points set aside before ``before`` (with the raw readings' retention)."""
         db = connect(self.path)
         try:
-            with db:
-                return db.execute(
-                    "DELETE FROM sink_rejects WHERE sink = ? AND at < ?", (self.name, before)
-                ).rowcount
+            n = db.execute(
+                "DELETE FROM sink_rejects WHERE sink = ? AND at < ?", (self.name, before)
+            ).rowcount
         finally:
             db.close()
+        self.rejected = max(0, self.rejected - n)
+        return int(n)
 
     # ------------------------------------------------------------------ reading thread
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,6 +136,7 @@ def test_refused_points_are_set_aside_and_never_block_the_rest(journal: Journal)
     rows = db.execute("SELECT reading_id, status, reason, line FROM sink_rejects").fetchall()
     assert [r[0] for r in rows] == [301, 302, 303]
     assert all(r[1] == 400 and "field type conflict" in r[2] and "bad-1" in r[3] for r in rows)
+    assert s.prune_rejects(time.time() + 1) == 3 and s.rejected == 0
 
 
 def test_a_line_too_large_alone_is_set_aside(journal: Journal) -> None:
