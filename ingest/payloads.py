@@ -36,7 +36,7 @@ REASONS: Final[tuple[str, ...]] = DeadLetterReason.__args__  # type: ignore[attr
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
 
     ts: AwareDatetime | int | None = None
     seq: int | None = Field(default=None, ge=0)
@@ -155,6 +155,7 @@ def _reason(err: ValidationError) -> tuple[DeadLetterReason, str]:
         "less_than_equal",
         "too_long",
         "string_too_long",
+        "finite_number",
     ):
         return "out_of_range", where
     if kind in ("literal_error", "enum"):
@@ -175,6 +176,18 @@ def _event_time(ts: datetime | int | None, received: float) -> tuple[float, TsFl
     if t < received - MAX_AGE_S:
         return received, "too_old"
     return t, None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _has_non_json_number(payload: bytes) -> bool:
+    try:
+        json.loads(payload, parse_constant=_reject_constant)
+    except ValueError:
+        return True
+    return False
 
 
 def decode(topic: str, payload: bytes, received: float) -> Reading | DeadLetter:
@@ -207,6 +220,10 @@ def decode(topic: str, payload: bytes, received: float) -> Reading | DeadLetter:
                 return dead("not_json", detail)
             return dead("not_object", "payload is JSON but not an object")
         return dead(reason, detail)
+    if (b"NaN" in payload or b"Infinity" in payload) and _has_non_json_number(payload):
+        # pydantic's parser takes NaN and Infinity, which JSON does not have; in an unknown
+        # field they would reach the journal and break every JSON query over it.
+        return dead("not_json", "NaN or Infinity is not a JSON number")
     ts, flag = _event_time(msg.ts, received)
     values: dict[str, float | bool] = {}
     attrs: dict[str, str] = {}
