@@ -33,7 +33,15 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from ingest.follower import CURSOR_SCHEMA, connect, head, load_cursor, oldest_after, save_cursor
+from ingest.follower import (
+    CURSOR_SCHEMA,
+    connect,
+    head,
+    load_cursor,
+    oldest_after,
+    save_cursor,
+    write_lock,
+)
 from ingest.influx_writer import WriteError, Writer
 from ingest.lineproto import COLUMNS, LineFormatter, Row
 
@@ -271,7 +279,8 @@ class InfluxSink:
                         continue
                 if not self._deliver(db, batch.ids, batch.lines):
                     break  # stopping: this batch was not accepted and will come again
-                save_cursor(db, self.name, batch.last_id)
+                with write_lock(self.path):
+                    save_cursor(db, self.name, batch.last_id)
                 self.position = batch.last_id
                 self._observe(db)
                 if batch.caught_up or self.backlog_rows == 0:
@@ -314,7 +323,7 @@ class InfluxSink:
         return True
 
     def _reject(self, db: sqlite3.Connection, reading_id: int, line: str, e: WriteError) -> None:
-        with db:
+        with write_lock(self.path), db:
             db.execute(
                 "INSERT OR REPLACE INTO sink_rejects (sink, reading_id, at, status, reason, line)"
                 " VALUES (?,?,?,?,?,?)",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ingest import rollups
-from ingest.follower import CURSOR_SCHEMA
+from ingest.follower import CURSOR_SCHEMA, write_lock
 from ingest.payloads import DeadLetter, Reading
 from registry import Registry
 
@@ -133,6 +133,7 @@ class Journal:
         self._db = self._connect()
         self._db.executescript(SCHEMA + CURSOR_SCHEMA + rollups.SCHEMA)
         self._local = threading.local()
+        self._write_lock = write_lock(path)
         self._seen: dict[str, list[Any]] = {}
         self._seen_flushed = time.monotonic()
 
@@ -184,28 +185,29 @@ class Journal:
             if r.stream == "status" and r.event is not None
         ]
         self._note_seen(readings)
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            before = db.total_changes
-            db.executemany(_INSERT_READING, rows)
-            if db.total_changes - before == len(rows):
-                new = list(readings)
-            else:  # some were duplicates (rare): find which, row by row, in this transaction
-                new = self._new_only(readings, rows)
-            if states:
-                self._flush_seen()  # so the state update finds its row
-                db.executemany(_SET_STATE, states)
-            elif time.monotonic() - self._seen_flushed > SEEN_FLUSH_S:
-                self._flush_seen()
-            if dead:
-                db.executemany(
-                    _INSERT_DEAD,
-                    [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead],
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                before = db.total_changes
+                db.executemany(_INSERT_READING, rows)
+                if db.total_changes - before == len(rows):
+                    new = list(readings)
+                else:  # some were duplicates (rare): find which, row by row, in this transaction
+                    new = self._new_only(readings, rows)
+                if states:
+                    self._flush_seen()  # so the state update finds its row
+                    db.executemany(_SET_STATE, states)
+                elif time.monotonic() - self._seen_flushed > SEEN_FLUSH_S:
+                    self._flush_seen()
+                if dead:
+                    db.executemany(
+                        _INSERT_DEAD,
+                        [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead],
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
 
     def _new_only(self, readings: Sequence[Reading], rows: list[tuple[Any, ...]]) -> list[Reading]:
@@ -253,7 +255,7 @@ class Journal:
         """Write pending last-seen times (on shutdown; when due, by the pipeline when idle)."""
         if not self._seen or (if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S):
             return
-        with self._db:
+        with self._write_lock, self._db:
             self._flush_seen()
 
     def sync_registry(self, registry: Registry) -> int:
@@ -275,6 +277,7 @@ class Journal:
             for d in registry.devices.values()
         ]
         db = self._db
+        self._write_lock.acquire()
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("UPDATE devices SET registered = 0")
@@ -294,6 +297,8 @@ class Journal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            self._write_lock.release()
         return len(rows)
 
     def prune(
@@ -332,7 +337,7 @@ class Journal:
             start = db.execute("SELECT min(id) FROM readings").fetchone()[0]
             while start is not None and start <= cut:
                 end = min(cut, start + chunk - 1)
-                with db:
+                with self._write_lock, db:
                     total += db.execute(
                         "DELETE FROM readings WHERE id BETWEEN ? AND ?", (start, end)
                     ).rowcount

@@ -15,12 +15,14 @@ worker has not reached yet, aggregated on the fly, so answers are exact and curr
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any, Final
 
-from ingest.follower import Follower, connect, head, save_cursor
+from ingest.follower import Follower, connect, head, save_cursor, write_lock
 from ingest.schema import ROLLUP_METRICS, kinds_with_metric
 
 WIDTHS: Final[dict[str, int]] = {"1m": 60, "1h": 3600}
@@ -105,7 +107,7 @@ class RollupWorker(Follower):
     name = "rollup"
 
     def __init__(
-        self, path: Path, *, batch_rows: int = 1000, idle_s: float = 1.0, duty: float = 0.5
+        self, path: Path, *, batch_rows: int = 500, idle_s: float = 1.0, duty: float = 0.5
     ) -> None:
         super().__init__(path, idle_s=idle_s)
         self.batch_rows = batch_rows
@@ -120,7 +122,7 @@ class RollupWorker(Follower):
         """Drop buckets older than ``before[step]`` (from the scheduler's thread)."""
         db = connect(self.path)
         try:
-            return prune_buckets(db, before)
+            return prune_buckets(db, before, lock=write_lock(self.path))
         finally:
             db.close()
 
@@ -132,16 +134,17 @@ class RollupWorker(Follower):
         upto = min(top, self.position + self.batch_rows)
         db.execute("DELETE FROM temp.rollup_stage")
         db.execute(_STAGE, (self.position, upto))  # reads only: no write lock on the journal
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute(_NEW_SERIES)
-            for merge in _MERGES:
-                db.execute(merge)
-            save_cursor(db, self.name, upto)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with write_lock(self.path):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(_NEW_SERIES)
+                for merge in _MERGES:
+                    db.execute(merge)
+                save_cursor(db, self.name, upto)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         self.position = upto
         if upto >= top:
             return False
@@ -150,7 +153,12 @@ class RollupWorker(Follower):
         return not self._stop.is_set()
 
 
-def prune_buckets(db: sqlite3.Connection, before: dict[str, float], pause_s: float = 0.01) -> int:
+def prune_buckets(
+    db: sqlite3.Connection,
+    before: dict[str, float],
+    pause_s: float = 0.01,
+    lock: threading.Lock | None = None,
+) -> int:
     """Delete rollup buckets older than ``before[step]``, one series at a time, in short
     transactions. Returns the number of rows deleted."""
     total = 0
@@ -159,7 +167,7 @@ def prune_buckets(db: sqlite3.Connection, before: dict[str, float], pause_s: flo
         if step not in WIDTHS:
             raise ValueError(f"no rollup step {step!r}")
         for i in range(0, len(series), 200):
-            with db:
+            with lock or contextlib.nullcontext(), db:
                 cur = db.executemany(
                     f"DELETE FROM rollup_{step} WHERE series = ? AND bucket < ?",
                     [(s, cutoff) for s in series[i : i + 200]],
