@@ -44,8 +44,21 @@ def _publishers(broker: Broker, files: list[tuple[str, Path]]) -> list[subproces
 
 def broker_ceiling(broker: Broker, files: list[tuple[str, Path]], n: int) -> float:
     sub = subprocess.Popen(
-        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t",
-         "community/#", "-C", str(n), "-i", "bench-sub"],
+        [
+            "mosquitto_sub",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-q",
+            "1",
+            "-t",
+            "community/#",
+            "-C",
+            str(n),
+            "-i",
+            "bench-sub",
+        ],
         stdout=subprocess.DEVNULL,
     )
     time.sleep(0.5)  # subscribed before anything is published
@@ -58,8 +71,9 @@ def broker_ceiling(broker: Broker, files: list[tuple[str, Path]], n: int) -> flo
     return n / elapsed
 
 
-def service_ingest(svc: ServiceProcess, broker: Broker, files: list[tuple[str, Path]],
-                   n: int) -> float:
+def service_ingest(
+    svc: ServiceProcess, broker: Broker, files: list[tuple[str, Path]], n: int
+) -> float:
     base = svc.health()["messages_committed"]
     t0 = time.perf_counter()
     pubs = _publishers(broker, files)
@@ -78,18 +92,29 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2, help="ceiling and ingest: best of N")
     ap.add_argument("--background-rate", type=int, default=5_000)
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
-    ap.add_argument("--no-sink", dest="sink", action="store_false",
-                    help="skip the time-series store's part (sink drain, history, disk)")
-    ap.add_argument("--sink-devices", type=int, default=24,
-                    help="devices × 30 days of one-minute readings for the sink's part")
+    ap.add_argument(
+        "--no-sink",
+        dest="sink",
+        action="store_false",
+        help="skip the time-series store's part (sink drain, history, disk)",
+    )
+    ap.add_argument(
+        "--sink-devices",
+        type=int,
+        default=24,
+        help="devices × 30 days of one-minute readings for the sink's part",
+    )
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
@@ -99,14 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: mosquitto on port {broker.port}, data in {work}", flush=True)
         ceilings, rates = [], []
         for r in range(args.rounds):
-            files = write_message_files(work / f"ceiling{r}", args.messages, args.publishers,
-                                        device_prefix=f"c{r}")
+            files = write_message_files(
+                work / f"ceiling{r}", args.messages, args.publishers, device_prefix=f"c{r}"
+            )
             ceilings.append(broker_ceiling(broker, files, args.messages))
             print(f"bench: broker ceiling round {r + 1}: {ceilings[-1]:,.0f} msg/s", flush=True)
         svc = ServiceProcess(work / "service", broker.port).start()
         for r in range(args.rounds):
-            files = write_message_files(work / f"ingest{r}", args.messages, args.publishers,
-                                        device_prefix=f"s{r}")
+            files = write_message_files(
+                work / f"ingest{r}", args.messages, args.publishers, device_prefix=f"s{r}"
+            )
             rates.append(service_ingest(svc, broker, files, args.messages))
             print(f"bench: service ingest round {r + 1}: {rates[-1]:,.0f} msg/s", flush=True)
 
@@ -121,17 +148,21 @@ def main(argv: list[str] | None = None) -> int:
         latencies = probe.run(args.probes, interval=0.1)
         achieved = load.stop()
         probe.stop()
-        print(f"bench: background load {achieved:,.0f} msg/s during {len(latencies)} probes",
-              flush=True)
+        print(
+            f"bench: background load {achieved:,.0f} msg/s during {len(latencies)} probes",
+            flush=True,
+        )
         if len(latencies) < args.probes:
-            print(f"bench: {args.probes - len(latencies)} probe alerts never arrived",
-                  file=sys.stderr)
+            print(
+                f"bench: {args.probes - len(latencies)} probe alerts never arrived", file=sys.stderr
+            )
         ceiling, ingest = max(ceilings), max(rates)
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
         db = work / "service" / "journal.db"
         rows = svc.get("/healthz")["messages_committed"]
-        print(f"bench: journal {db.stat().st_size / 1e6:.1f} MB after {rows:,} messages",
-              flush=True)
+        print(
+            f"bench: journal {db.stat().st_size / 1e6:.1f} MB after {rows:,} messages", flush=True
+        )
         print(json.dumps({"broker_rounds": ceilings, "ingest_rounds": rates}), flush=True)
         if args.sink:
             svc.stop()  # idle, but its threads need not share the machine with the drain

@@ -30,9 +30,17 @@ def write_message_files(
     for p in range(publishers):
         path = folder / f"pub{p}.txt"
         lines = (
-            json.dumps({"seq": i, "ts": now_ms - (per - i), "heart_rate": rng.randint(60, 95),
-                        "spo2": rng.randint(94, 99), "battery": 80, "worn": True,
-                        "steps": i})
+            json.dumps(
+                {
+                    "seq": i,
+                    "ts": now_ms - (per - i),
+                    "heart_rate": rng.randint(60, 95),
+                    "spo2": rng.randint(94, 99),
+                    "battery": 80,
+                    "worn": True,
+                    "steps": i,
+                }
+            )
             for i in range(per)
         )
         path.write_text("\n".join(lines) + "\n")
@@ -41,8 +49,9 @@ def write_message_files(
 
 
 def _client(broker: Broker, client_id: str) -> mqtt.Client:
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                    protocol=mqtt.MQTTv5)
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+    )
     c.max_inflight_messages_set(1000)
     c.connect(broker.host, broker.port)
     c.loop_start()
@@ -58,9 +67,22 @@ class BackgroundLoad:
         self.rate = rate
         self._procs = [
             subprocess.Popen(
-                ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
-                 "-M", "1000", "-l", "-i", f"bench-bg-{d}", "-t",
-                 f"community/y/{'wearable' if d % 2 else 'smoke'}/bg-{d}/telemetry"],
+                [
+                    "mosquitto_pub",
+                    "-h",
+                    broker.host,
+                    "-p",
+                    str(broker.port),
+                    "-q",
+                    "1",
+                    "-M",
+                    "1000",
+                    "-l",
+                    "-i",
+                    f"bench-bg-{d}",
+                    "-t",
+                    f"community/y/{'wearable' if d % 2 else 'smoke'}/bg-{d}/telemetry",
+                ],
                 stdin=subprocess.PIPE,
             )
             for d in range(devices)

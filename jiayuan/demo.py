@@ -44,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jiayuan.demo", description=__doc__)
     ap.add_argument("--data", type=Path, default=Path("data/demo"))
     ap.add_argument("--fresh", action="store_true", help="start from an empty data directory")
-    ap.add_argument("--incident-every", type=float, default=90.0,
-                    help="mean seconds between simulated incidents (default 90)")
+    ap.add_argument(
+        "--incident-every",
+        type=float,
+        default=90.0,
+        help="mean seconds between simulated incidents (default 90)",
+    )
     args, sim_args = ap.parse_known_args(argv)
     data: Path = args.data.resolve()
     if args.fresh and data.exists():
@@ -60,8 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     rx_port = 8025 if _port_free(8025) else free_port()
     notify = f"json://127.0.0.1:{rx_port}/notify"
     subprocess.run(
-        [py, "-m", "jiayuan.cli", "simulate", "--write-registry", str(registry),
-         "--notify", notify],
+        [
+            py,
+            "-m",
+            "jiayuan.cli",
+            "simulate",
+            "--write-registry",
+            str(registry),
+            "--notify",
+            notify,
+        ],
         check=True,
     )
     mqtt_port = 1883 if _port_free(1883) else free_port()
@@ -77,14 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         svc = ServiceProcess(
-            data / "service", mqtt_port, http_port, log=data / "service.log",
+            data / "service",
+            mqtt_port,
+            http_port,
+            log=data / "service.log",
             registry=registry,
         ).start()
-        sim_env = dict(os.environ, JIAYUAN_MQTT_HOST="127.0.0.1",
-                       JIAYUAN_MQTT_PORT=str(mqtt_port))
+        sim_env = dict(os.environ, JIAYUAN_MQTT_HOST="127.0.0.1", JIAYUAN_MQTT_PORT=str(mqtt_port))
         sim = subprocess.Popen(
-            [py, "-m", "jiayuan.cli", "simulate", "--incident-every",
-             str(args.incident_every), *sim_args],
+            [
+                py,
+                "-m",
+                "jiayuan.cli",
+                "simulate",
+                "--incident-every",
+                str(args.incident_every),
+                *sim_args,
+            ],
             env=sim_env,
         )
         url = svc.url
@@ -111,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         while True:
             if svc.proc is None or svc.proc.poll() is not None:
-                print(f"jiayuan run stopped unexpectedly; see {data / 'service.log'}",
-                      file=sys.stderr)
+                print(
+                    f"jiayuan run stopped unexpectedly; see {data / 'service.log'}", file=sys.stderr
+                )
                 return 1
             if sim.poll() is not None:
                 print("simulator finished; the service keeps running (Ctrl-C to stop)")

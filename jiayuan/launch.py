@@ -49,7 +49,9 @@ class ServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jiayuan.cli", "run"], env=self.env, stdout=out,
+            [sys.executable, "-m", "jiayuan.cli", "run"],
+            env=self.env,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
@@ -87,7 +89,9 @@ class ServiceProcess:
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         req = urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(), method="POST",
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         try:

@@ -254,11 +254,18 @@ class Service:
 def alerting(settings: Settings) -> AlertingConfig:
     """The alerting stages' settings."""
     return AlertingConfig(
-        language=settings.language, base_url=settings.base_url, timezone=settings.timezone,
-        chains_file=settings.escalation_file, workers=settings.notify_workers,
-        max_attempts=settings.notify_max_attempts, backoff_s=settings.notify_backoff_s,
-        backoff_max_s=settings.notify_backoff_max_s, flap_threshold=settings.flap_threshold,
-        flap_window_s=settings.flap_window_s, group_wait_s=settings.group_wait_s,
-        group_window_s=settings.group_window_s, group_threshold=settings.group_threshold,
+        language=settings.language,
+        base_url=settings.base_url,
+        timezone=settings.timezone,
+        chains_file=settings.escalation_file,
+        workers=settings.notify_workers,
+        max_attempts=settings.notify_max_attempts,
+        backoff_s=settings.notify_backoff_s,
+        backoff_max_s=settings.notify_backoff_max_s,
+        flap_threshold=settings.flap_threshold,
+        flap_window_s=settings.flap_window_s,
+        group_wait_s=settings.group_wait_s,
+        group_window_s=settings.group_window_s,
+        group_threshold=settings.group_threshold,
         community=settings.community,
     )

@@ -89,14 +89,30 @@ def history_out(h: HistoryEntry) -> HistoryOut:
 
 def alert_out(a: Alert) -> AlertOut:
     return AlertOut(
-        id=a.id, fingerprint=a.fingerprint, rule_id=a.rule_id, device_id=a.device_id,
-        kind=a.kind, severity=a.severity, signal=a.signal, route=a.route, summary=a.summary,
-        status=a.status, labels=a.labels, started_at=utc(a.started_at),
-        last_match_at=utc(a.last_match_at), raised_at=utc(a.raised_at),
-        updated_at=utc(a.updated_at), ended_at=utc(a.ended_at),
-        acknowledged_at=utc(a.acknowledged_at), acknowledged_by=a.acknowledged_by,
-        resolved_at=utc(a.resolved_at), resolved_by=a.resolved_by, late=a.late,
-        offline=a.offline, offline_since=utc(a.offline_since), match_count=a.match_count,
+        id=a.id,
+        fingerprint=a.fingerprint,
+        rule_id=a.rule_id,
+        device_id=a.device_id,
+        kind=a.kind,
+        severity=a.severity,
+        signal=a.signal,
+        route=a.route,
+        summary=a.summary,
+        status=a.status,
+        labels=a.labels,
+        started_at=utc(a.started_at),
+        last_match_at=utc(a.last_match_at),
+        raised_at=utc(a.raised_at),
+        updated_at=utc(a.updated_at),
+        ended_at=utc(a.ended_at),
+        acknowledged_at=utc(a.acknowledged_at),
+        acknowledged_by=a.acknowledged_by,
+        resolved_at=utc(a.resolved_at),
+        resolved_by=a.resolved_by,
+        late=a.late,
+        offline=a.offline,
+        offline_since=utc(a.offline_since),
+        match_count=a.match_count,
         value=a.value,
     )
 
@@ -126,8 +142,16 @@ def list_alerts(
     the condition started."""
     check_range(since, until)
     items, total = store.list(
-        status=status, severity=severity, kind=kind, building=building, device_id=device_id,
-        rule_id=rule_id, since=epoch(since), until=epoch(until), sort=sort, limit=limit,
+        status=status,
+        severity=severity,
+        kind=kind,
+        building=building,
+        device_id=device_id,
+        rule_id=rule_id,
+        since=epoch(since),
+        until=epoch(until),
+        sort=sort,
+        limit=limit,
         offset=offset,
     )
     return AlertPage(items=[alert_out(a) for a in items], total=total)
@@ -142,9 +166,13 @@ def get_alert(store: AlertsDep, alert_id: AlertId) -> AlertDetail:
 
 
 @router.post(
-    "/{alert_id}/ack", response_model=AlertDetail, summary="Acknowledge an alert",
-    responses={404: {"description": "No such alert"},
-               409: {"description": "Resolved, or acknowledged by someone else"}},
+    "/{alert_id}/ack",
+    response_model=AlertDetail,
+    summary="Acknowledge an alert",
+    responses={
+        404: {"description": "No such alert"},
+        409: {"description": "Resolved, or acknowledged by someone else"},
+    },
 )
 def ack_alert(ctx: CtxDep, alert_id: AlertId, body: AlertActionIn) -> AlertDetail:
     """`firing` → `acknowledged`. Repeating it as the same person changes nothing (200)."""
@@ -159,9 +187,13 @@ def ack_alert(ctx: CtxDep, alert_id: AlertId, body: AlertActionIn) -> AlertDetai
 
 
 @router.post(
-    "/{alert_id}/resolve", response_model=AlertDetail, summary="Resolve an alert",
-    responses={404: {"description": "No such alert"},
-               409: {"description": "Already resolved by someone else or by the rule"}},
+    "/{alert_id}/resolve",
+    response_model=AlertDetail,
+    summary="Resolve an alert",
+    responses={
+        404: {"description": "No such alert"},
+        409: {"description": "Already resolved by someone else or by the rule"},
+    },
 )
 def resolve_alert(ctx: CtxDep, alert_id: AlertId, body: AlertActionIn) -> AlertDetail:
     """`firing` or `acknowledged` → `resolved`. Repeating it as the same person changes

@@ -48,8 +48,9 @@ Until = Annotated[
 
 def refuse(where: tuple[str, ...], msg: str, value: Any = None) -> NoReturn:
     """Raise a 422 that names the parameter, in the same shape as FastAPI's own."""
-    raise RequestValidationError([{"type": "value_error", "loc": where, "msg": msg,
-                                   "input": value}])
+    raise RequestValidationError(
+        [{"type": "value_error", "loc": where, "msg": msg, "input": value}]
+    )
 
 
 def check_range(since: datetime | None, until: datetime | None) -> None:

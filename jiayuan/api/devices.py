@@ -82,16 +82,20 @@ class Readings(BaseModel):
     metric: str | None
     step: Step
     items: list[RawReading | Bucket]
-    truncated: bool = Field(description="True when `limit` cut the list: ask again from the "
-                                        "last `ts`.")
+    truncated: bool = Field(
+        description="True when `limit` cut the list: ask again from the last `ts`."
+    )
 
 
 def device_out(d: dict[str, Any]) -> DeviceOut:
-    return DeviceOut(**{
-        **d,
-        "first_seen": utc(d["first_seen"]), "last_seen": utc(d["last_seen"]),
-        "state_since": utc(d["state_since"]),
-    })
+    return DeviceOut(
+        **{
+            **d,
+            "first_seen": utc(d["first_seen"]),
+            "last_seen": utc(d["last_seen"]),
+            "state_since": utc(d["state_since"]),
+        }
+    )
 
 
 @router.get("", response_model=DevicePage, summary="List devices")
@@ -105,7 +109,11 @@ def list_devices(
     offset: Offset = 0,
 ) -> DevicePage:
     items, total = journal.list_devices(
-        kind=kind, building=building, online=online, registered=registered, limit=limit,
+        kind=kind,
+        building=building,
+        online=online,
+        registered=registered,
+        limit=limit,
         offset=offset,
     )
     return DevicePage(items=[device_out(d) for d in items], total=total)
@@ -142,14 +150,20 @@ def get_readings(
     if journal.get_device(device_id) is None:
         raise HTTPException(404, f"device '{device_id}' not found")
     rows = journal.readings(
-        device_id, metric=metric, since=epoch(since), until=epoch(until), step=step,
+        device_id,
+        metric=metric,
+        since=epoch(since),
+        until=epoch(until),
+        step=step,
         limit=limit,
     )
     items: list[RawReading | Bucket]
     if step == "raw":
-        items = [RawReading(**{**r, "ts": utc(r["ts"]), "received": utc(r["received"])})
-                 for r in rows]
+        items = [
+            RawReading(**{**r, "ts": utc(r["ts"]), "received": utc(r["received"])}) for r in rows
+        ]
     else:
         items = [Bucket(**{**r, "ts": utc(r["ts"])}) for r in rows]
-    return Readings(device_id=device_id, metric=metric, step=step, items=items,
-                    truncated=len(rows) >= limit)
+    return Readings(
+        device_id=device_id, metric=metric, step=step, items=items, truncated=len(rows) >= limit
+    )

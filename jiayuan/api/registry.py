@@ -26,8 +26,10 @@ def get_registry_summary(ctx: CtxDep) -> RegistrySummary:
     reg = ctx.registry
     return RegistrySummary(
         community=reg.community,
-        compounds=len({b.compound for b in reg.buildings.values()}
-                      | {d.compound for d in reg.devices.values()}),
+        compounds=len(
+            {b.compound for b in reg.buildings.values()}
+            | {d.compound for d in reg.devices.values()}
+        ),
         buildings=len(reg.buildings),
         devices=dict(Counter(d.kind for d in reg.devices.values())),
         residents=len(reg.residents),

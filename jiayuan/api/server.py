@@ -26,13 +26,21 @@ class ApiServer(uvicorn.Server):
 
 
 def make_server(
-    app: FastAPI, host: str, port: int, *, log_level: str = "warning",
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "warning",
     timeout_graceful_shutdown: int = 5,
 ) -> ApiServer:
     """A uvicorn server for ``app`` (from :func:`jiayuan.api.create_app`). ``run()`` it in the
     main thread (it handles SIGINT/SIGTERM), or in a thread and set ``should_exit`` to stop."""
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, lifespan="on",
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
         timeout_graceful_shutdown=timeout_graceful_shutdown,
     )
     broadcaster: Broadcaster = app.state.broadcaster

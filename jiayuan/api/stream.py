@@ -61,8 +61,7 @@ def encode(change: AlertChange) -> bytes:
     data = AlertEvent(
         action=change.action, change=history_out(change.entry), alert=alert_out(change.alert)
     )
-    return format_sse_event(data_str=data.model_dump_json(), event="alert",
-                            id=str(change.entry.id))
+    return format_sse_event(data_str=data.model_dump_json(), event="alert", id=str(change.entry.id))
 
 
 class StreamClient:
@@ -98,8 +97,9 @@ class Broadcaster:
     ends every stream, so a server can shut down without waiting for clients to leave.
     """
 
-    def __init__(self, store: AlertStore, *, queue_size: int = 256,
-                 keepalive_s: float = 15.0) -> None:
+    def __init__(
+        self, store: AlertStore, *, queue_size: int = 256, keepalive_s: float = 15.0
+    ) -> None:
         self.store = store
         self.queue_size = queue_size
         self.keepalive_s = keepalive_s
@@ -152,8 +152,9 @@ class Broadcaster:
         for client in list(self._clients):
             if not client.offer(change):
                 DROPPED.inc()
-                log.warning("live stream client fell %d changes behind: disconnected",
-                            self.queue_size)
+                log.warning(
+                    "live stream client fell %d changes behind: disconnected", self.queue_size
+                )
 
     def _end_all(self) -> None:
         for client in list(self._clients):
@@ -186,8 +187,10 @@ class Broadcaster:
                     self.store.changes_since, last_event_id, REPLAY_MAX + 1
                 )
                 if len(missed) > REPLAY_MAX:
-                    yield format_sse_event(event="resync", data_str='{"reason": "too many '
-                                           'changes missed; list /api/alerts again"}')
+                    yield format_sse_event(
+                        event="resync",
+                        data_str='{"reason": "too many changes missed; list /api/alerts again"}',
+                    )
                     missed = []
                 for change in missed:
                     seen = change.entry.id
@@ -214,8 +217,7 @@ class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
     def __init__(self, content: AsyncGenerator[bytes, None], ended: asyncio.Event) -> None:
-        super().__init__(content, headers={"Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._content = content
         self._ended = ended
 
@@ -244,10 +246,16 @@ class EventStreamResponse(StreamingResponse):
 
 
 @router.get(
-    "/api/stream", summary="Live stream of alert changes (server-sent events)",
-    response_class=EventStreamResponse, status_code=200,
-    responses={200: {"content": {"text/event-stream": {}},
-                     "description": "`event: alert` with `{action, change, alert}` data"}},
+    "/api/stream",
+    summary="Live stream of alert changes (server-sent events)",
+    response_class=EventStreamResponse,
+    status_code=200,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: alert` with `{action, change, alert}` data",
+        }
+    },
 )
 async def stream_alerts(
     request: Request,

@@ -17,7 +17,8 @@ router = APIRouter(tags=["system"])
 
 
 @router.get(
-    "/healthz", summary="Health of the service's parts",
+    "/healthz",
+    summary="Health of the service's parts",
     responses={200: {"description": "All parts ok"}, 503: {"description": "A part is not ok"}},
 )
 def get_health(ctx: CtxDep) -> JSONResponse:
@@ -33,7 +34,9 @@ def get_health(ctx: CtxDep) -> JSONResponse:
 
 
 @router.get(
-    "/metrics", summary="Prometheus metrics", response_class=Response,
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 def get_metrics() -> Response:

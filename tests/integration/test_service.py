@@ -52,7 +52,9 @@ def test_a_fall_raises_an_alert_that_staff_acknowledge_and_resolve(
     wait_for(lambda: alerts(service, device_id="wr-7"), timeout=10)
     (alert,) = alerts(service, device_id="wr-7")
     assert (alert["rule_id"], alert["severity"], alert["status"]) == (
-        "wearable_fall", "critical", "firing",
+        "wearable_fall",
+        "critical",
+        "firing",
     )
     code, body = service.post(f"/api/alerts/{alert['id']}/ack", {"by": "cg-1", "note": "going"})
     assert code == 200 and body["status"] == "acknowledged"
@@ -60,7 +62,9 @@ def test_a_fall_raises_an_alert_that_staff_acknowledge_and_resolve(
     assert code == 200 and body["status"] == "resolved"
     history = service.get(f"/api/alerts/{alert['id']}")["history"]
     assert [(h["action"], h["by"]) for h in history] == [
-        ("raised", "rule"), ("acknowledged", "cg-1"), ("resolved", "cg-1"),
+        ("raised", "rule"),
+        ("acknowledged", "cg-1"),
+        ("resolved", "cg-1"),
     ]
     pub.close()
 
@@ -145,9 +149,15 @@ def test_a_flood_of_bad_input_is_counted_and_never_stops_ingestion(
     wait_for(lambda: service.get("/api/dead-letters/counts")["total"] >= want, timeout=60)
     counts = service.get("/api/dead-letters/counts")["counts"]
     assert counts == {
-        "not_json": rounds, "bad_utf8": rounds, "wrong_type": rounds, "out_of_range": rounds,
-        "unknown_topic": rounds, "too_large": rounds, "bad_value": rounds,
-        "missing_field": rounds, "not_object": rounds,
+        "not_json": rounds,
+        "bad_utf8": rounds,
+        "wrong_type": rounds,
+        "out_of_range": rounds,
+        "unknown_topic": rounds,
+        "too_large": rounds,
+        "bad_value": rounds,
+        "missing_field": rounds,
+        "not_object": rounds,
     }
     wait_for(lambda: service.get("/api/devices/wg-1")["last_seen"] is not None, timeout=10)
     assert service.health()["status"] == "ok"
@@ -185,8 +195,9 @@ def test_a_device_whose_connection_dies_is_marked_offline_by_its_last_will(
     from paho.mqtt.enums import CallbackAPIVersion
 
     status = "community/y/gate/gt-1/status"
-    dev = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="gt-1",
-                      protocol=mqtt.MQTTv5)
+    dev = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id="gt-1", protocol=mqtt.MQTTv5
+    )
     dev.will_set(status, json.dumps({"state": "offline"}), qos=1, retain=True)
     dev.connect(broker.host, broker.port, keepalive=5)
     dev.loop_start()

@@ -37,11 +37,22 @@ def msg(device: str, kind: str, stream: str, at: float, **body: Any) -> Reading 
 
 
 def transition(device: str, rule: str, building: str = "b3", **kw: Any) -> Transition:
-    base: dict[str, Any] = {"kind": "wearable", "severity": "major", "signal": "alarm",
-                            "route": "caretaker", "summary": "Heart rate high", "at": T0}
+    base: dict[str, Any] = {
+        "kind": "wearable",
+        "severity": "major",
+        "signal": "alarm",
+        "route": "caretaker",
+        "summary": "Heart rate high",
+        "at": T0,
+    }
     base.update(kw)
-    return Transition(action="fire", rule_id=rule, device_id=device,
-                      labels={"building": building, "community": "y"}, **base)
+    return Transition(
+        action="fire",
+        rule_id=rule,
+        device_id=device,
+        labels={"building": building, "community": "y"},
+        **base,
+    )
 
 
 @pytest.fixture
@@ -50,13 +61,21 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
         community="y",
         buildings=[Building(building="b1", compound="c1"), Building(building="b3", compound="c1")],
         devices=[
-            Device(device_id="w-1", kind="wearable", compound="c1", building="b3", unit="3-2-501",
-                   resident_id="r-1"),
+            Device(
+                device_id="w-1",
+                kind="wearable",
+                compound="c1",
+                building="b3",
+                unit="3-2-501",
+                resident_id="r-1",
+            ),
             Device(device_id="s-1", kind="smoke", compound="c1", building="b1", unit="1-1-101"),
             Device(device_id="g-1", kind="gate", compound="c1", name="north gate"),
         ],
-        staff=[Staff(staff_id="cg-7", name="Wang", role="caretaker"),
-               Staff(staff_id="g-2", name="Li", role="security")],
+        staff=[
+            Staff(staff_id="cg-7", name="Wang", role="caretaker"),
+            Staff(staff_id="g-2", name="Li", role="security"),
+        ],
     )
     journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
     journal.sync_registry(registry)
@@ -74,11 +93,14 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
         decode("community/y/wearable/w-1/telemetry", b"{not json", T0 + 5),
         decode("community/y/toaster/t-1/telemetry", b"{}", T0 + 6),
     ]
-    journal.write_batch([r for r in decoded if isinstance(r, Reading)],
-                        [d for d in decoded if isinstance(d, DeadLetter)])
+    journal.write_batch(
+        [r for r in decoded if isinstance(r, Reading)],
+        [d for d in decoded if isinstance(d, DeadLetter)],
+    )
     store = AlertStore(tmp_path / "alerts.db", clock=Clock())
-    c = AppContext(settings=Settings(data_dir=tmp_path), journal=journal, alerts=store,
-                   registry=registry)
+    c = AppContext(
+        settings=Settings(data_dir=tmp_path), journal=journal, alerts=store, registry=registry
+    )
     yield c
     store.close()
     journal.close()
@@ -120,11 +142,21 @@ def test_metrics_are_prometheus_text(ctx: AppContext, client: TestClient) -> Non
 
 def test_openapi_lists_the_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    for p in ("/healthz", "/metrics", "/api/devices", "/api/devices/{device_id}",
-              "/api/devices/{device_id}/readings", "/api/alerts", "/api/alerts/{alert_id}",
-              "/api/alerts/{alert_id}/ack", "/api/alerts/{alert_id}/resolve",
-              "/api/dead-letters", "/api/dead-letters/counts", "/api/stream",
-              "/api/registry/summary"):
+    for p in (
+        "/healthz",
+        "/metrics",
+        "/api/devices",
+        "/api/devices/{device_id}",
+        "/api/devices/{device_id}/readings",
+        "/api/alerts",
+        "/api/alerts/{alert_id}",
+        "/api/alerts/{alert_id}/ack",
+        "/api/alerts/{alert_id}/resolve",
+        "/api/dead-letters",
+        "/api/dead-letters/counts",
+        "/api/stream",
+        "/api/registry/summary",
+    ):
         assert p in paths, p
     assert client.get("/docs").status_code == 200
 
@@ -137,10 +169,14 @@ def test_devices_list_filters_and_pages(client: TestClient) -> None:
     assert body["total"] == 4
     assert [d["device_id"] for d in body["items"]] == ["g-1", "s-1", "w-1", "w-9"]
     assert client.get("/api/devices", params={"kind": "wearable"}).json()["total"] == 2
-    assert [d["device_id"] for d in client.get(
-        "/api/devices", params={"building": "b3"}).json()["items"]] == ["w-1"]
-    assert [d["device_id"] for d in client.get(
-        "/api/devices", params={"registered": "false"}).json()["items"]] == ["w-9"]
+    assert [
+        d["device_id"]
+        for d in client.get("/api/devices", params={"building": "b3"}).json()["items"]
+    ] == ["w-1"]
+    assert [
+        d["device_id"]
+        for d in client.get("/api/devices", params={"registered": "false"}).json()["items"]
+    ] == ["w-9"]
     assert client.get("/api/devices", params={"online": "true"}).json()["total"] == 1
     page = client.get("/api/devices", params={"limit": 2, "offset": 1}).json()
     assert page["total"] == 4 and [d["device_id"] for d in page["items"]] == ["s-1", "w-1"]
@@ -167,19 +203,27 @@ def test_readings_raw_and_aggregated(client: TestClient) -> None:
     assert raw["step"] == "raw" and len(raw["items"]) == 7
     assert raw["items"][0]["ts"] == T0_TEXT
     hr = client.get("/api/devices/w-1/readings", params={"metric": "heart_rate"}).json()
-    assert [i["values"] for i in hr["items"]] == [
-        {"heart_rate": v} for v in (70, 72, 80, 90, 100)]
-    window = client.get("/api/devices/w-1/readings", params={
-        "metric": "heart_rate", "since": "2023-11-15T06:00:30+08:00",
-        "until": "2023-11-14T22:30:00Z"}).json()
+    assert [i["values"] for i in hr["items"]] == [{"heart_rate": v} for v in (70, 72, 80, 90, 100)]
+    window = client.get(
+        "/api/devices/w-1/readings",
+        params={
+            "metric": "heart_rate",
+            "since": "2023-11-15T06:00:30+08:00",
+            "until": "2023-11-14T22:30:00Z",
+        },
+    ).json()
     assert [i["values"]["heart_rate"] for i in window["items"]] == [72, 80, 90]
-    per_min = client.get("/api/devices/w-1/readings",
-                         params={"metric": "heart_rate", "step": "1m"}).json()
+    per_min = client.get(
+        "/api/devices/w-1/readings", params={"metric": "heart_rate", "step": "1m"}
+    ).json()
     assert [(b["ts"], b["min"], b["max"], b["mean"], b["count"]) for b in per_min["items"]] == [
-        (T0_TEXT, 70, 72, 71, 2), ("2023-11-14T22:01:00Z", 80, 90, 85, 2),
-        ("2023-11-14T23:00:00Z", 100, 100, 100, 1)]
-    per_hour = client.get("/api/devices/w-1/readings",
-                          params={"metric": "heart_rate", "step": "1h"}).json()
+        (T0_TEXT, 70, 72, 71, 2),
+        ("2023-11-14T22:01:00Z", 80, 90, 85, 2),
+        ("2023-11-14T23:00:00Z", 100, 100, 100, 1),
+    ]
+    per_hour = client.get(
+        "/api/devices/w-1/readings", params={"metric": "heart_rate", "step": "1h"}
+    ).json()
     assert [b["count"] for b in per_hour["items"]] == [4, 1]
     limited = client.get("/api/devices/w-1/readings", params={"limit": 2}).json()
     assert len(limited["items"]) == 2 and limited["truncated"] is True
@@ -192,8 +236,10 @@ def test_readings_refusals_name_the_problem(client: TestClient) -> None:
     r = client.get("/api/devices/w-1/readings", params={"since": "2023-11-14T22:00:00"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "since"]
     assert "timezone" in detail(r)
-    r = client.get("/api/devices/w-1/readings", params={
-        "since": "2023-11-14T23:00:00Z", "until": "2023-11-14T22:00:00Z"})
+    r = client.get(
+        "/api/devices/w-1/readings",
+        params={"since": "2023-11-14T23:00:00Z", "until": "2023-11-14T22:00:00Z"},
+    )
     assert r.status_code == 422 and "until must be later than since" in detail(r)
     r = client.get("/api/devices/w-1/readings", params={"step": "5m", "metric": "heart_rate"})
     assert r.status_code == 422 and "step" in detail(r)
@@ -213,8 +259,10 @@ def test_dead_letters_and_counts(client: TestClient) -> None:
     oor = client.get("/api/dead-letters", params={"reason": "out_of_range"}).json()
     assert oor["total"] == 1 and "heart_rate" in oor["items"][0]["detail"]
     assert oor["items"][0]["received"].endswith("Z")
-    assert client.get("/api/dead-letters", params={
-        "since": "2023-11-14T22:00:05Z"}).json()["total"] == 2
+    assert (
+        client.get("/api/dead-letters", params={"since": "2023-11-14T22:00:05Z"}).json()["total"]
+        == 2
+    )
     assert len(client.get("/api/dead-letters", params={"limit": 1}).json()["items"]) == 1
     r = client.get("/api/dead-letters", params={"reason": "bad_mood"})
     assert r.status_code == 422 and "reason" in detail(r)
@@ -225,9 +273,13 @@ def test_dead_letters_and_counts(client: TestClient) -> None:
 
 def test_registry_summary(client: TestClient) -> None:
     assert client.get("/api/registry/summary").json() == {
-        "community": "y", "compounds": 1, "buildings": 2,
-        "devices": {"wearable": 1, "smoke": 1, "gate": 1}, "residents": 0,
-        "staff": {"caretaker": 1, "security": 1}}
+        "community": "y",
+        "compounds": 1,
+        "buildings": 2,
+        "devices": {"wearable": 1, "smoke": 1, "gate": 1},
+        "residents": 0,
+        "staff": {"caretaker": 1, "security": 1},
+    }
 
 
 # ------------------------------------------------------------------ alerts
@@ -235,8 +287,9 @@ def test_registry_summary(client: TestClient) -> None:
 
 def test_alerts_list_filters_and_pages(ctx: AppContext, client: TestClient) -> None:
     ctx.alerts.apply(transition("w-1", "hr_high"))
-    ctx.alerts.apply(transition("s-1", "smoke", building="b1", kind="smoke",
-                                severity="critical", at=T0 + 60))
+    ctx.alerts.apply(
+        transition("s-1", "smoke", building="b1", kind="smoke", severity="critical", at=T0 + 60)
+    )
     ctx.alerts.apply(transition("w-9", "battery", severity="warning", signal="trouble"))
     body = client.get("/api/alerts").json()
     assert body["total"] == 3
@@ -271,13 +324,17 @@ def test_ack_and_resolve_round_trip(ctx: AppContext, client: TestClient) -> None
     got = client.get(f"/api/alerts/{aid}").json()
     assert (got["acknowledged_by"], got["acknowledged_at"]) == ("cg-7", "2023-11-15T00:00:00Z")
     assert [(h["action"], h["by"], h["note"]) for h in got["history"]] == [
-        ("raised", "rule", ""), ("acknowledged", "cg-7", "on my way")]
+        ("raised", "rule", ""),
+        ("acknowledged", "cg-7", "on my way"),
+    ]
     again = client.post(f"/api/alerts/{aid}/ack", json={"by": "cg-7"})
     assert again.status_code == 200 and len(again.json()["history"]) == 2  # idempotent
     r = client.post(f"/api/alerts/{aid}/ack", json={"by": "g-2"})
     assert r.status_code == 409
-    assert r.json()["detail"] == (f"alert {aid} is already acknowledged by cg-7 at "
-                                  "2023-11-15T00:00:00Z; it cannot be acknowledged")
+    assert r.json()["detail"] == (
+        f"alert {aid} is already acknowledged by cg-7 at "
+        "2023-11-15T00:00:00Z; it cannot be acknowledged"
+    )
     r = client.post(f"/api/alerts/{aid}/resolve", json={"by": "g-2", "note": "false alarm"})
     assert r.status_code == 200 and r.json()["status"] == "resolved"
     assert r.json()["resolved_by"] == "g-2" and r.json()["history"][-1]["note"] == "false alarm"
@@ -293,9 +350,19 @@ def test_resolved_by_the_rule_is_a_conflict_that_says_so(
 ) -> None:
     change = ctx.alerts.apply(transition("w-1", "hr_high"))
     assert change is not None
-    ctx.alerts.apply(Transition(action="clear", rule_id="hr_high", device_id="w-1",
-                                kind="wearable", severity="major", signal="alarm",
-                                route="caretaker", at=T0 + 600, summary="Heart rate normal"))
+    ctx.alerts.apply(
+        Transition(
+            action="clear",
+            rule_id="hr_high",
+            device_id="w-1",
+            kind="wearable",
+            severity="major",
+            signal="alarm",
+            route="caretaker",
+            at=T0 + 600,
+            summary="Heart rate normal",
+        )
+    )
     r = client.post(f"/api/alerts/{change.alert.id}/resolve", json={"by": "cg-7"})
     assert r.status_code == 409 and "by the rule" in detail(r)
     got = client.get(f"/api/alerts/{change.alert.id}").json()

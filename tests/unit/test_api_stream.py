@@ -29,19 +29,31 @@ from rules.matches import Transition
 T0 = 1_700_000_000.0
 
 
-def fire(device: str, rule: str = "fall", building: str = "b3",
-         route: Any = "caretaker") -> Transition:
-    return Transition(action="fire", rule_id=rule, device_id=device, kind="wearable",
-                      severity="critical", signal="alarm", route=route, at=T0,
-                      summary="Fall detected", value=1.0, labels={"building": building})
+def fire(
+    device: str, rule: str = "fall", building: str = "b3", route: Any = "caretaker"
+) -> Transition:
+    return Transition(
+        action="fire",
+        rule_id=rule,
+        device_id=device,
+        kind="wearable",
+        severity="critical",
+        signal="alarm",
+        route=route,
+        at=T0,
+        summary="Fall detected",
+        value=1.0,
+        labels={"building": building},
+    )
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[AppContext]:
     journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
     store = AlertStore(tmp_path / "alerts.db", clock=lambda: T0 + 5)
-    yield AppContext(settings=Settings(data_dir=tmp_path), journal=journal, alerts=store,
-                     registry=Registry())
+    yield AppContext(
+        settings=Settings(data_dir=tmp_path), journal=journal, alerts=store, registry=Registry()
+    )
     store.close()
     journal.close()
 
@@ -98,9 +110,10 @@ def test_stream_delivers_changes_in_order(ctx: AppContext) -> None:
 
 
 def test_stream_filters_by_building_and_route(ctx: AppContext) -> None:
-    with TestClient(create_app(ctx)) as client, client.stream(
-        "GET", "/api/stream", params={"building": "b3", "route": "security"}
-    ) as r:
+    with (
+        TestClient(create_app(ctx)) as client,
+        client.stream("GET", "/api/stream", params={"building": "b3", "route": "security"}) as r,
+    ):
         stream = events(r.iter_lines())
         until_connected(stream)
         ctx.alerts.apply(fire("w-1", building="b1", route="security"))
@@ -113,9 +126,10 @@ def test_a_reconnecting_client_catches_up_from_last_event_id(ctx: AppContext) ->
     first = ctx.alerts.apply(fire("w-1"))
     second = ctx.alerts.apply(fire("w-2"))
     assert first is not None and second is not None
-    with TestClient(create_app(ctx)) as client, client.stream(
-        "GET", "/api/stream", headers={"Last-Event-ID": str(first.entry.id)}
-    ) as r:
+    with (
+        TestClient(create_app(ctx)) as client,
+        client.stream("GET", "/api/stream", headers={"Last-Event-ID": str(first.entry.id)}) as r,
+    ):
         stream = events(r.iter_lines())
         until_connected(stream)
         missed = next_alert(stream)
@@ -125,9 +139,10 @@ def test_a_reconnecting_client_catches_up_from_last_event_id(ctx: AppContext) ->
 
 
 def test_keep_alive_comments_while_idle(ctx: AppContext) -> None:
-    with TestClient(create_app(ctx, keepalive_s=0.01)) as client, client.stream(
-        "GET", "/api/stream"
-    ) as r:
+    with (
+        TestClient(create_app(ctx, keepalive_s=0.01)) as client,
+        client.stream("GET", "/api/stream") as r,
+    ):
         stream = events(r.iter_lines())
         until_connected(stream)
         assert next(stream) == {"comment": "keep-alive"}
