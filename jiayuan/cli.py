@@ -26,6 +26,10 @@ def _run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if settings.demo:
+        logging.getLogger("jiayuan").warning(
+            "demo mode (JIAYUAN_DEMO): weak secrets are accepted; never run it like this for real"
+        )
     service = Service(settings)
     app = create_app(service.context)
     # uvicorn handles SIGINT/SIGTERM, shuts the API down, then raises the signal again with
@@ -93,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="play device fleets and scenarios into the broker")
     add_arguments(sim)
     sim.set_defaults(func=_simulate)
+
+    from jiayuan.auth.cli import add_arguments as add_staff_arguments
+
+    staff = sub.add_parser("staff", help="staff sign-in: set a password, list who can sign in")
+    add_staff_arguments(staff)  # its subcommands set func
 
     rules = sub.add_parser("rules", help="rule files")
     rsub = rules.add_subparsers(dest="rules_command", required=True)

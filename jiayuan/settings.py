@@ -51,6 +51,24 @@ class Settings(BaseSettings):
     """Raise the ``timeseries_store_unreachable`` trouble alert after this long unreachable."""
     public_url: str = ""
     """How staff reach the API (links in notifications); default http://http_host:http_port."""
+    # --- staff access (README, "Security: staff access") ----------------------------------
+    demo: bool = False
+    """Demo mode (``make demo``): weak secrets are accepted. Never in production."""
+    admin_token: SecretStr = SecretStr("")
+    """A bearer token with the admin role, for automation (at least 32 random characters);
+    empty: none."""
+    admin_token_file: Path | None = None
+    """A file holding the admin token (first line), instead of ``admin_token``."""
+    session_hours: float = Field(default=12.0, gt=0, le=168)
+    """How long a console sign-in lasts (a shift); signing out ends it earlier."""
+    token_max_days: int = Field(default=90, ge=1, le=366)
+    """The longest a bearer token minted through ``POST /api/auth/tokens`` may live."""
+    cookie_secure: bool | None = None
+    """Mark the session cookie ``Secure``; default: when ``public_url`` or the request is https."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Other origins whose pages may call the API with a bearer token (never with the console's
+    cookie); empty (the default): none. Comma-separated from the environment."""
+    audit_retention_days: float = Field(default=400.0, ge=30)
     # --- alerting: routing, delivery, escalation, noise (alerts/dispatch.py) ---------------
     language: Literal["zh", "en"] = "zh"
     """Language of the notifications staff receive."""
@@ -92,6 +110,36 @@ class Settings(BaseSettings):
     def _influx_complete(self) -> Settings:
         if self.influx_url is not None and not self.influx_org:
             raise ValueError("influx_org is required when influx_url is set")
+        return self
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [o.strip().rstrip("/") for o in v.split(",") if o.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _staff_access(self) -> Settings:
+        from jiayuan.auth.secrets import read_secret_file, weak_secret
+
+        if self.admin_token_file is not None:
+            if self.admin_token.get_secret_value():
+                raise ValueError("give admin_token or admin_token_file, not both")
+            self.admin_token = SecretStr(
+                read_secret_file(self.admin_token_file, "admin_token_file")
+            )
+        token = self.admin_token.get_secret_value()
+        why = weak_secret(token) if token else None
+        if why and not self.demo:
+            raise ValueError(
+                f"JIAYUAN_ADMIN_TOKEN is {why}: use at least 32 random characters (python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))') or leave it unset; weak "
+                "secrets are accepted only in demo mode (JIAYUAN_DEMO=true)"
+            )
+        for origin in self.cors_origins:
+            if origin == "*" or not origin.startswith(("http://", "https://")):
+                raise ValueError(f"cors_origins: {origin!r} is not an origin (https://host:port)")
         return self
 
     @field_validator("timezone")

@@ -26,14 +26,26 @@ class ApiServer(uvicorn.Server):
 
 
 def make_server(
-    app: FastAPI, host: str, port: int, *, log_level: str = "warning",
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "warning",
     timeout_graceful_shutdown: int = 5,
 ) -> ApiServer:
     """A uvicorn server for ``app`` (from :func:`jiayuan.api.create_app`). ``run()`` it in the
     main thread (it handles SIGINT/SIGTERM), or in a thread and set ``should_exit`` to stop."""
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, lifespan="on",
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
         timeout_graceful_shutdown=timeout_graceful_shutdown,
+        # X-Forwarded-For is not believed (uvicorn trusts it from 127.0.0.1 by default): the
+        # client's address is the one in the audit trail and the sign-in limits
+        proxy_headers=False,
+        server_header=False,
     )
     broadcaster: Broadcaster = app.state.broadcaster
     return ApiServer(config, broadcaster)

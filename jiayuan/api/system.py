@@ -1,4 +1,8 @@
-"""``/healthz`` and ``/metrics``: for the operators' probes and Prometheus."""
+"""``/healthz`` and ``/metrics``: for the operators' probes and Prometheus.
+
+``/healthz`` needs no credentials (a probe has none; it tells only whether the parts run).
+``/metrics`` needs a bearer token of an admin or an operator: Prometheus sends one with
+``authorization: {credentials_file: ...}`` in its scrape config (README)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from jiayuan.api.deps import CtxDep
+from jiayuan.api.deps import CtxDep, allow
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +21,8 @@ router = APIRouter(tags=["system"])
 
 
 @router.get(
-    "/healthz", summary="Health of the service's parts",
+    "/healthz",
+    summary="Health of the service's parts",
     responses={200: {"description": "All parts ok"}, 503: {"description": "A part is not ok"}},
 )
 def get_health(ctx: CtxDep) -> JSONResponse:
@@ -33,8 +38,11 @@ def get_health(ctx: CtxDep) -> JSONResponse:
 
 
 @router.get(
-    "/metrics", summary="Prometheus metrics", response_class=Response,
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    dependencies=[allow("admin", "operator")],
 )
 def get_metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
