@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from jiayuan import console
 from jiayuan.api import (
@@ -98,13 +99,30 @@ def create_app(
     return app
 
 
+def served_routes(app: FastAPI) -> list[tuple[str, set[str], Dependant | None]]:
+    """Every route the app serves as (path, methods, dependant with the routers' own
+    dependencies), routes of included routers too (FastAPI ≥ 0.13x keeps those inside an
+    included-router object of its own rather than copying them into ``app.routes``)."""
+    out: list[tuple[str, set[str], Dependant | None]] = []
+    for r in app.routes:
+        contexts = getattr(r, "effective_route_contexts", None)
+        if contexts is not None:
+            out += [(c.path, set(c.methods or ()), c.dependant) for c in contexts()]
+        elif isinstance(r, APIRoute):
+            out.append((r.path, set(r.methods or ()), r.dependant))
+        elif isinstance(r, Route):
+            out.append((r.path, set(r.methods or ()), None))
+    return out
+
+
 def check_access(app: FastAPI) -> None:
     """Refuse an app with a route (other than the public ones) that says nothing of who may
-    use it."""
+    use it. Routes without a dependant (FastAPI's docs) are left to the middleware: any
+    signed-in person."""
     silent = [
-        f"{sorted(r.methods or ())} {r.path}"
-        for r in app.routes
-        if isinstance(r, APIRoute) and not is_public(r.path) and not _declares(r.dependant)
+        f"{sorted(methods)} {path}"
+        for path, methods, dependant in served_routes(app)
+        if dependant is not None and not is_public(path) and not _declares(dependant)
     ]
     if silent:
         raise RuntimeError(

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from alerts.escalation import Timer
 from alerts.outbox import Delivery, Status
 from jiayuan.api.deps import ANYONE, ID_PATTERN, Limit, Offset, ViewDep, allow
-from jiayuan.api.silences import AlertingDep
+from jiayuan.api.silences import AlertingDep, get_alerting
 from jiayuan.api.times import utc
 
 router = APIRouter(tags=["escalation"])
@@ -172,11 +172,11 @@ def _with_attempts(alerting: AlertingDep, items: list[Delivery]) -> list[Deliver
 )
 def list_alert_deliveries(
     view: ViewDep,
-    alerting: AlertingDep,
     alert_id: Annotated[int, Path(ge=1)],
 ) -> DeliveryPage:
     """Oldest first, each with its attempts."""
-    view.alert(alert_id)
+    view.alert(alert_id)  # 404 first: whether alerting runs says nothing about the alert
+    alerting = get_alerting(view.ctx)
     items = alerting.outbox.of_alert(alert_id)
     return DeliveryPage(items=_with_attempts(alerting, items), total=len(items))
 

@@ -79,7 +79,9 @@ def note_registry(store: AuthStore, registry: Registry) -> dict[str, Any] | None
         "assignments_changed": care_changed,
         "first": not rows,
     }
-    AuditLog(store).record("system", "registry.changed", target=registry.community, **detail)
+    AuditLog(store).record(
+        "system", "registry.changed", target=registry.community, ip="local", **detail
+    )
     with store.db() as db:
         db.executemany(
             "INSERT INTO registry_seen (key, value) VALUES (?, ?) ON CONFLICT (key)"
