@@ -15,16 +15,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from jiayuan.devbroker import free_port
+from jiayuan.devbroker import Broker, free_port
 
 
 class ServiceProcess:
-    """``jiayuan run`` on 127.0.0.1 with the given settings (``JIAYUAN_*`` without prefix)."""
+    """``jiayuan run`` on 127.0.0.1 with the given settings (``JIAYUAN_*`` without prefix).
+
+    ``mqtt``: a :class:`Broker`, reached over its TLS listener with the service's account; or a
+    port on 127.0.0.1, the account then coming from the environment (``JIAYUAN_MQTT_*``)."""
 
     def __init__(
         self,
         data_dir: Path,
-        mqtt_port: int,
+        mqtt: int | Broker,
         http_port: int | None = None,
         *,
         log: Path | None = None,
@@ -35,9 +38,11 @@ class ServiceProcess:
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.log = log or data_dir / "service.log"
         env = dict(os.environ)
+        if isinstance(mqtt, Broker):
+            env.update(mqtt.service_env(tls=True))
+        else:
+            env.update(JIAYUAN_MQTT_HOST="127.0.0.1", JIAYUAN_MQTT_PORT=str(mqtt))
         env.update(
-            JIAYUAN_MQTT_HOST="127.0.0.1",
-            JIAYUAN_MQTT_PORT=str(mqtt_port),
             JIAYUAN_HTTP_HOST="127.0.0.1",
             JIAYUAN_HTTP_PORT=str(self.http_port),
             JIAYUAN_DATA_DIR=str(data_dir),
@@ -53,7 +58,9 @@ class ServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jiayuan.cli", "run"], env=self.env, stdout=out,
+            [sys.executable, "-m", "jiayuan.cli", "run"],
+            env=self.env,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
@@ -96,11 +103,12 @@ class ServiceProcess:
         with urllib.request.urlopen(self._request(path, token), timeout=10) as r:
             return str(r.read().decode())
 
-    def post(
-        self, path: str, body: dict[str, Any], *, token: str | None = None
-    ) -> tuple[int, Any]:
+    def post(self, path: str, body: dict[str, Any], *, token: str | None = None) -> tuple[int, Any]:
         req = self._request(
-            path, token, data=json.dumps(body).encode(), method="POST",
+            path,
+            token,
+            data=json.dumps(body).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -122,7 +130,10 @@ class ServiceProcess:
         """``jiayuan staff password STAFF_ID --stdin`` with this service's settings."""
         subprocess.run(
             [sys.executable, "-m", "jiayuan.cli", "staff", "password", staff_id, "--stdin"],
-            input=password.encode() + b"\n", env=self.env, check=True, capture_output=True,
+            input=password.encode() + b"\n",
+            env=self.env,
+            check=True,
+            capture_output=True,
         )
 
     def kill(self) -> None:

@@ -15,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from alerts.dispatch import Config as AlertingConfig
 from alerts.dispatch import Dispatcher
 from alerts.lifecycle import AlertStore
+from ingest.access import BrokerAccess
 from ingest.journal import Journal
 from ingest.listener import Inbound, Listener
 from ingest.payloads import Reading
@@ -76,6 +77,7 @@ class Service:
             self.inbox,
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,
+            access=broker_access(settings),
         )
         self.pipeline = Pipeline(
             self.inbox,
@@ -263,11 +265,29 @@ class Service:
 def alerting(settings: Settings) -> AlertingConfig:
     """The alerting stages' settings."""
     return AlertingConfig(
-        language=settings.language, base_url=settings.base_url, timezone=settings.timezone,
-        chains_file=settings.escalation_file, workers=settings.notify_workers,
-        max_attempts=settings.notify_max_attempts, backoff_s=settings.notify_backoff_s,
-        backoff_max_s=settings.notify_backoff_max_s, flap_threshold=settings.flap_threshold,
-        flap_window_s=settings.flap_window_s, group_wait_s=settings.group_wait_s,
-        group_window_s=settings.group_window_s, group_threshold=settings.group_threshold,
+        language=settings.language,
+        base_url=settings.base_url,
+        timezone=settings.timezone,
+        chains_file=settings.escalation_file,
+        workers=settings.notify_workers,
+        max_attempts=settings.notify_max_attempts,
+        backoff_s=settings.notify_backoff_s,
+        backoff_max_s=settings.notify_backoff_max_s,
+        flap_threshold=settings.flap_threshold,
+        flap_window_s=settings.flap_window_s,
+        group_wait_s=settings.group_wait_s,
+        group_window_s=settings.group_window_s,
+        group_threshold=settings.group_threshold,
         community=settings.community,
+    )
+
+
+def broker_access(settings: Settings) -> BrokerAccess:
+    """The service's account and TLS trust from the settings."""
+    password = settings.mqtt_password.get_secret_value()
+    return BrokerAccess(
+        settings.mqtt_username,
+        password or None,
+        tls=settings.mqtt_tls,
+        ca_file=settings.mqtt_tls_ca,
     )
