@@ -13,8 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from jiayuan.auth.demo_staff import banner as demo_staff_banner
+from jiayuan.auth.demo_staff import seed as seed_demo_staff
 from jiayuan.devbroker import Broker, free_port
 from jiayuan.launch import ServiceProcess
+from registry import load_registry
 
 
 def _port_free(port: int) -> bool:
@@ -64,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
          "--notify", notify],
         check=True,
     )
+    # Staff sign-in: demo passwords for a guard, a caretaker, a manager, an operator and an
+    # admin, in the service's auth.db, and listed in data/demo/staff-logins.txt (0600).
+    logins_file = data / "staff-logins.txt"
+    logins = seed_demo_staff(data / "service" / "auth.db", load_registry(registry), logins_file)
     mqtt_port = 1883 if _port_free(1883) else free_port()
     http_port = 8080 if _port_free(8080) else free_port()
     notifications = data / "notifications.log"
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         svc = ServiceProcess(
             data / "service", mqtt_port, http_port, log=data / "service.log",
-            registry=registry,
+            registry=registry, demo=True,
         ).start()
         sim_env = dict(os.environ, JIAYUAN_MQTT_HOST="127.0.0.1",
                        JIAYUAN_MQTT_PORT=str(mqtt_port))
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             "  53 gates, playing a normal day with an incident every ~"
             f"{args.incident_every:.0f} s.\n\n"
             f"  Staff console   {url}/\n"
+            + demo_staff_banner(logins, svc.token, url, logins_file) +
             f"  API docs        {url}/docs\n"
             f"  Open alerts     {url}/api/alerts?status=firing\n"
             f"  Live stream     {url}/api/stream\n"
