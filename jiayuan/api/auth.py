@@ -192,8 +192,6 @@ async def _login_body(request: Request) -> LoginIn:
         else:
             raise HTTPException(415, "send JSON or a form (application/x-www-form-urlencoded)")
         return LoginIn.model_validate(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        refuse(("body",), "not JSON or a form", None)
     except ValidationError as e:
         # never echo the input: it may be a password
         errors = [
@@ -201,6 +199,8 @@ async def _login_body(request: Request) -> LoginIn:
             for err in e.errors()
         ]
         raise RequestValidationError(errors) from None
+    except ValueError:  # not UTF-8, not JSON, too many form fields
+        refuse(("body",), "not JSON or a form", None)
 
 
 def _secure(request: Request) -> bool:

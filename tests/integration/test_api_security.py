@@ -207,6 +207,12 @@ def test_wrong_and_unknown_accounts_get_the_same_answer(w: World) -> None:
         assert r.status_code == 422 and PASSWORD not in r.text
         r = c.post("/api/auth/login", json={"staff_id": "care-a", "password": "x" * 300})
         assert r.status_code == 422 and "x" * 300 not in r.text  # input is never echoed
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for body in (b"\xff\xfe", b"&".join(b"a%d=1" % i for i in range(20)), b"{not json"):
+            r = c.post("/api/auth/login", content=body, headers=form)
+            assert r.status_code == 422, body
+        r = c.post("/api/auth/login", content=b"x", headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415
 
 
 def test_every_response_carries_the_security_headers(w: World) -> None:
