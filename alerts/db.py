@@ -258,8 +258,12 @@ def to_alert(row: sqlite3.Row, history: Sequence[HistoryEntry] = ()) -> Alert:
 
 def to_entry(row: sqlite3.Row) -> HistoryEntry:
     return HistoryEntry(
-        id=row["id"], alert_id=row["alert_id"], at=row["at"], action=row["action"],
-        by=row["by"], note=row["note"],
+        id=row["id"],
+        alert_id=row["alert_id"],
+        at=row["at"],
+        action=row["action"],
+        by=row["by"],
+        note=row["note"],
     )
 
 
@@ -284,8 +288,12 @@ def filters(
             parts.append(f"{column} IN ({','.join('?' * len(values))})")
             args.extend(values)
     for clause, value in (
-        ("kind = ?", kind), ("building = ?", building), ("device_id = ?", device_id),
-        ("rule_id = ?", rule_id), ("started_at >= ?", since), ("started_at < ?", until),
+        ("kind = ?", kind),
+        ("building = ?", building),
+        ("device_id = ?", device_id),
+        ("rule_id = ?", rule_id),
+        ("started_at >= ?", since),
+        ("started_at < ?", until),
     ):
         if value is not None:
             parts.append(clause)
@@ -348,10 +356,28 @@ def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
         " signal, signal_rank, route, summary, status, building, labels, started_at,"
         " last_match_at, raised_at, updated_at, late, offline, offline_since, value)"
         " VALUES (?,?,?,?,?,?,?,?,?,?,'firing',?,?,?,?,?,?,?,?,?,?)",
-        (t.fingerprint, t.rule_id, t.device_id, t.kind, t.severity,
-         severity_rank(t.severity), t.signal, signal_rank(t.signal), t.route,
-         t.summary, t.labels.get("building"), _json(t.labels), t.at, t.at, now, now,
-         int(t.late), int(offline), presence["since"] if offline else None, t.value),
+        (
+            t.fingerprint,
+            t.rule_id,
+            t.device_id,
+            t.kind,
+            t.severity,
+            severity_rank(t.severity),
+            t.signal,
+            signal_rank(t.signal),
+            t.route,
+            t.summary,
+            t.labels.get("building"),
+            _json(t.labels),
+            t.at,
+            t.at,
+            now,
+            now,
+            int(t.late),
+            int(offline),
+            presence["since"] if offline else None,
+            t.value,
+        ),
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
@@ -366,9 +392,20 @@ def rematch(db: sqlite3.Connection, row: sqlite3.Row, t: Transition, now: float)
         " value = CASE WHEN ?1 >= last_match_at THEN ?2 ELSE value END,"
         " severity = ?3, severity_rank = ?4, signal = ?5, signal_rank = ?6, route = ?7,"
         " summary = ?8, labels = ?9, building = ?10, updated_at = ?11 WHERE id = ?12",
-        (t.at, t.value, t.severity, severity_rank(t.severity), t.signal,
-         signal_rank(t.signal), t.route, t.summary, _json(labels),
-         labels.get("building"), now, row["id"]),
+        (
+            t.at,
+            t.value,
+            t.severity,
+            severity_rank(t.severity),
+            t.signal,
+            signal_rank(t.signal),
+            t.route,
+            t.summary,
+            _json(labels),
+            labels.get("building"),
+            now,
+            row["id"],
+        ),
     )
     notes = [f"match {row['match_count'] + 1}"]
     if row["severity"] != t.severity:

@@ -143,14 +143,18 @@ class AlertStore:
                 status = current["status"]
                 if status == "resolved":
                     raise InvalidTransition(
-                        sql.to_alert(current), "acknowledge", current["resolved_by"],
+                        sql.to_alert(current),
+                        "acknowledge",
+                        current["resolved_by"],
                         current["resolved_at"],
                     )
                 if status == "acknowledged":
                     if current["acknowledged_by"] == by:
                         return None
                     raise InvalidTransition(
-                        sql.to_alert(current), "acknowledge", current["acknowledged_by"],
+                        sql.to_alert(current),
+                        "acknowledge",
+                        current["acknowledged_by"],
                         current["acknowledged_at"],
                     )
                 db.execute(
@@ -174,7 +178,9 @@ class AlertStore:
                     if current["resolved_by"] == by:
                         return None
                     raise InvalidTransition(
-                        sql.to_alert(current), "resolve", current["resolved_by"],
+                        sql.to_alert(current),
+                        "resolve",
+                        current["resolved_by"],
                         current["resolved_at"],
                     )
                 db.execute(
@@ -276,8 +282,15 @@ class AlertStore:
         or several; ``audience`` keeps only what a reader may see (None: everything). See
         :data:`alerts.model.Sort` for the orders."""
         where, args = sql.filters(
-            status=_many(status), severity=_many(severity), kind=kind, building=building,
-            device_id=device_id, rule_id=rule_id, since=since, until=until, open_only=open_only,
+            status=_many(status),
+            severity=_many(severity),
+            kind=kind,
+            building=building,
+            device_id=device_id,
+            rule_id=rule_id,
+            since=since,
+            until=until,
+            open_only=open_only,
             audience=audience,
         )
         db = self._reader()
@@ -291,10 +304,14 @@ class AlertStore:
     def open_alerts(self, device_id: str | None = None) -> builtins.list[Alert]:
         """Every open alert (of one device), most urgent first: what a restart resumes."""
         where = "status != 'resolved'" + (" AND device_id = ?" if device_id else "")
-        rows = self._reader().execute(
-            f"SELECT * FROM alerts WHERE {where} ORDER BY {sql.ORDER_BY['priority']}",
-            (device_id,) if device_id else (),
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT * FROM alerts WHERE {where} ORDER BY {sql.ORDER_BY['priority']}",
+                (device_id,) if device_id else (),
+            )
+            .fetchall()
+        )
         return [sql.to_alert(r) for r in rows]
 
     def admits(self, audience: Audience, alert: Alert) -> bool:
@@ -303,10 +320,14 @@ class AlertStore:
         decided = audience.admits(alert)
         if decided is not None:
             return decided
-        row = self._reader().execute(
-            "SELECT 1 FROM deliveries WHERE alert_id = ? AND staff_id = ? LIMIT 1",
-            (alert.id, audience.delivered_to),
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT 1 FROM deliveries WHERE alert_id = ? AND staff_id = ? LIMIT 1",
+                (alert.id, audience.delivered_to),
+            )
+            .fetchone()
+        )
         return row is not None
 
     def changes_since(self, entry_id: int, limit: int = 500) -> builtins.list[AlertChange]:
@@ -392,8 +413,15 @@ class AlertStore:
         a = change.alert
         log.log(
             logging.DEBUG if entry.action == "rematched" else logging.INFO,
-            "alert %d %s by %s: %s on %s (%s, %s)%s", a.id, entry.action, entry.by, a.rule_id,
-            a.device_id, a.severity, a.status, " [offline]" if a.offline else "",
+            "alert %d %s by %s: %s on %s (%s, %s)%s",
+            a.id,
+            entry.action,
+            entry.by,
+            a.rule_id,
+            a.device_id,
+            a.severity,
+            a.status,
+            " [offline]" if a.offline else "",
         )
         self._publish(change)
         return change
@@ -411,8 +439,12 @@ class AlertStore:
                         callback(item)
                     except Exception:
                         SUBSCRIBER_ERRORS.inc()
-                        log.exception("alert subscriber %r failed on alert %d %s",
-                                      callback, item.alert.id, item.action)
+                        log.exception(
+                            "alert subscriber %r failed on alert %d %s",
+                            callback,
+                            item.alert.id,
+                            item.action,
+                        )
         finally:
             self._delivering = False
 
@@ -430,4 +462,3 @@ def _many(v: str | Sequence[str] | None) -> tuple[str, ...]:
     if v is None:
         return ()
     return (v,) if isinstance(v, str) else tuple(v)
-

@@ -159,7 +159,10 @@ class InvalidTransition(AlertError):
     """
 
     def __init__(
-        self, alert: Alert, action: Literal["acknowledge", "resolve"], by: str | None,
+        self,
+        alert: Alert,
+        action: Literal["acknowledge", "resolve"],
+        by: str | None,
         at: float | None,
     ) -> None:
         who = f" by {by}" if by else ""
