@@ -47,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jiayuan.demo", description=__doc__)
     ap.add_argument("--data", type=Path, default=Path("data/demo"))
     ap.add_argument("--fresh", action="store_true", help="start from an empty data directory")
-    ap.add_argument("--incident-every", type=float, default=90.0,
-                    help="mean seconds between simulated incidents (default 90)")
+    ap.add_argument(
+        "--incident-every",
+        type=float,
+        default=90.0,
+        help="mean seconds between simulated incidents (default 90)",
+    )
     args, sim_args = ap.parse_known_args(argv)
     data: Path = args.data.resolve()
     if args.fresh and data.exists():
@@ -63,8 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     rx_port = 8025 if _port_free(8025) else free_port()
     notify = f"json://127.0.0.1:{rx_port}/notify"
     subprocess.run(
-        [py, "-m", "jiayuan.cli", "simulate", "--write-registry", str(registry),
-         "--notify", notify],
+        [
+            py,
+            "-m",
+            "jiayuan.cli",
+            "simulate",
+            "--write-registry",
+            str(registry),
+            "--notify",
+            notify,
+        ],
         check=True,
     )
     # Staff sign-in: demo passwords for a guard, a caretaker, a manager, an operator and an
@@ -72,26 +84,52 @@ def main(argv: list[str] | None = None) -> int:
     logins_file = data / "staff-logins.txt"
     logins = seed_demo_staff(data / "service" / "auth.db", load_registry(registry), logins_file)
     mqtt_port = 1883 if _port_free(1883) else free_port()
+    tls_port = 8883 if _port_free(8883) else free_port()
     http_port = 8080 if _port_free(8080) else free_port()
     notifications = data / "notifications.log"
     receiver = subprocess.Popen(
         [py, "-m", "jiayuan.receiver", "--port", str(rx_port), "--log", str(notifications)],
         stdout=subprocess.DEVNULL,
     )
-    broker = Broker(data / "mosquitto", mqtt_port).start()
+    # The installation's CA and the broker's certificate, and accounts for every device, every
+    # compound's gateway and the service, from the registry (kept across runs: regenerated,
+    # passwords stay): data/demo/broker/.
+    broker = Broker(
+        data / "mosquitto",
+        mqtt_port,
+        tls_port=tls_port,
+        registry=registry,
+        auth_dir=data / "broker",
+    ).start()
     svc: ServiceProcess | None = None
     sim: subprocess.Popen[bytes] | None = None
     interrupted = False
     try:
-        svc = ServiceProcess(
-            data / "service", mqtt_port, http_port, log=data / "service.log",
-            registry=registry, demo=True,
+        svc = ServiceProcess(  # over TLS, with the service's account
+            data / "service",
+            broker,
+            http_port,
+            log=data / "service.log",
+            registry=registry,
+            demo=True,
         ).start()
-        sim_env = dict(os.environ, JIAYUAN_MQTT_HOST="127.0.0.1",
-                       JIAYUAN_MQTT_PORT=str(mqtt_port))
-        sim = subprocess.Popen(
-            [py, "-m", "jiayuan.cli", "simulate", "--incident-every",
-             str(args.incident_every), *sim_args],
+        sim_env = dict(os.environ, JIAYUAN_MQTT_HOST="127.0.0.1")
+        sim = subprocess.Popen(  # over TLS, one connection per compound's gateway account
+            [
+                py,
+                "-m",
+                "jiayuan.cli",
+                "simulate",
+                "--incident-every",
+                str(args.incident_every),
+                "--port",
+                str(tls_port),
+                "--tls-ca",
+                str(broker.ca_file),
+                "--credentials",
+                str(broker.auth_dir / "credentials.json"),
+                *sim_args,
+            ],
             env=sim_env,
         )
         url = svc.url
@@ -101,13 +139,18 @@ def main(argv: list[str] | None = None) -> int:
             "  53 gates, playing a normal day with an incident every ~"
             f"{args.incident_every:.0f} s.\n\n"
             f"  Staff console   {url}/\n"
-            + demo_staff_banner(logins, svc.token, url, logins_file) +
-            f"  API docs        {url}/docs\n"
+            + demo_staff_banner(logins, svc.token, url, logins_file)
+            + f"  API docs        {url}/docs\n"
             f"  Open alerts     {url}/api/alerts?status=firing\n"
             f"  Live stream     {url}/api/stream\n"
             f"  Metrics         {url}/metrics\n"
             f"  Health          {url}/healthz\n"
-            f"  MQTT broker     127.0.0.1:{mqtt_port} (mosquitto.conf)\n"
+            f"  MQTT broker     127.0.0.1:{tls_port} TLS, 127.0.0.1:{mqtt_port} plain (loopback,\n"
+            "                  development); no anonymous clients (mosquitto.conf)\n"
+            f"  Broker files    {broker.auth_dir}: ca.crt (clients verify the broker with\n"
+            "                  it), passwords + acl (Mosquitto's), credentials.json (0600: every\n"
+            "                  device's, gateway's and the service's password); the simulator\n"
+            "                  publishes through one gateway account per compound\n"
             f"  Service log     {data / 'service.log'}\n"
             f"  Notifications   http://127.0.0.1:{rx_port}/  (what staff receive, one line\n"
             f"                  each in {notifications}): a fall goes to the\n"
@@ -119,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         while True:
             if svc.proc is None or svc.proc.poll() is not None:
-                print(f"jiayuan run stopped unexpectedly; see {data / 'service.log'}",
-                      file=sys.stderr)
+                print(
+                    f"jiayuan run stopped unexpectedly; see {data / 'service.log'}", file=sys.stderr
+                )
                 return 1
             if sim.poll() is not None:
                 print("simulator finished; the service keeps running (Ctrl-C to stop)")

@@ -21,8 +21,9 @@ from jiayuan.devbroker import Broker, free_port
 class ServiceProcess:
     """``jiayuan run`` on 127.0.0.1 with the given settings (``JIAYUAN_*`` without prefix).
 
-    ``mqtt``: a :class:`Broker`, reached over its TLS listener with the service's account; or a
-    port on 127.0.0.1, the account then coming from the environment (``JIAYUAN_MQTT_*``)."""
+    ``mqtt``: a :class:`Broker`, reached with the service's account over its TLS listener (its
+    plain loopback one with ``tls=False``); or a port on 127.0.0.1, the account then coming
+    from the environment (``JIAYUAN_MQTT_*``)."""
 
     def __init__(
         self,
@@ -31,6 +32,7 @@ class ServiceProcess:
         http_port: int | None = None,
         *,
         log: Path | None = None,
+        tls: bool = True,
         **settings: Any,
     ) -> None:
         self.data_dir = data_dir
@@ -39,7 +41,7 @@ class ServiceProcess:
         self.log = log or data_dir / "service.log"
         env = dict(os.environ)
         if isinstance(mqtt, Broker):
-            env.update(mqtt.service_env(tls=True))
+            env.update(mqtt.service_env(tls=tls))
         else:
             env.update(JIAYUAN_MQTT_HOST="127.0.0.1", JIAYUAN_MQTT_PORT=str(mqtt))
         env.update(
