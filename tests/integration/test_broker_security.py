@@ -153,6 +153,27 @@ def test_devices_and_gateways_read_nothing(broker: Broker) -> None:
     dev.close()
 
 
+def test_a_last_will_is_published_only_on_the_devices_own_topic(broker: Broker) -> None:
+    service = Reader(broker, broker.service_access(), "community/+/+/+/+")
+    for will in ("community/y/wearable/wr-2/status", "community/y/wearable/wr-1/status"):
+        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        broker.device_access("wr-1").apply(c)
+        c.will_set(will, json.dumps({"state": "offline"}), qos=1, retain=True)
+        connected = threading.Event()
+        c.on_connect = lambda *_, up=connected: up.set()
+        c.connect(broker.host, broker.port, keepalive=5)
+        c.loop_start()
+        assert connected.wait(10)
+        c.loop_stop()
+        sock = c.socket()
+        assert sock is not None
+        sock.close()  # gone without DISCONNECT: the broker publishes the will, if allowed
+    wait_for(lambda: service.got == ["community/y/wearable/wr-1/status"])
+    time.sleep(0.5)
+    assert service.got == ["community/y/wearable/wr-1/status"]  # wr-1 cannot mark wr-2 offline
+    service.close()
+
+
 def _as_the_service(broker: Broker, access: BrokerAccess, clean: bool) -> list[str]:
     """Connect with ``access`` but the service's client id; what arrives within a second."""
     got: list[str] = []
