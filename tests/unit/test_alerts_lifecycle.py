@@ -27,10 +27,14 @@ class Clock:
         return self.t
 
 
-def fire(device: str = "w-1", rule: str = "fall", at: float = 1_699_999_990.0,
-         **kw: Any) -> Transition:
+def fire(
+    device: str = "w-1", rule: str = "fall", at: float = 1_699_999_990.0, **kw: Any
+) -> Transition:
     base: dict[str, Any] = {
-        "kind": "wearable", "severity": "critical", "signal": "alarm", "route": "caretaker",
+        "kind": "wearable",
+        "severity": "critical",
+        "signal": "alarm",
+        "route": "caretaker",
         "summary": "Fall detected",
         "labels": {"community": "y", "building": "b3", "unit": "3-2-501", "resident_id": "r-9"},
     }
@@ -39,9 +43,17 @@ def fire(device: str = "w-1", rule: str = "fall", at: float = 1_699_999_990.0,
 
 
 def clear(device: str = "w-1", rule: str = "fall", at: float = 1_700_000_100.0) -> Transition:
-    return Transition(action="clear", rule_id=rule, device_id=device, kind="wearable",
-                      severity="critical", signal="alarm", route="caretaker", at=at,
-                      summary="Fall cleared")
+    return Transition(
+        action="clear",
+        rule_id=rule,
+        device_id=device,
+        kind="wearable",
+        severity="critical",
+        signal="alarm",
+        route="caretaker",
+        at=at,
+        summary="Fall cleared",
+    )
 
 
 @pytest.fixture
@@ -138,7 +150,11 @@ def test_clear_auto_resolves_by_rule(store: AlertStore, clock: Clock) -> None:
     assert cleared is not None and cleared.action == "auto_resolved"
     a = cleared.alert
     assert (a.status, a.resolved_by, a.resolved_at, a.ended_at) == (
-        "resolved", "rule", clock.t, 1_700_000_080.0)
+        "resolved",
+        "rule",
+        clock.t,
+        1_700_000_080.0,
+    )
     assert cleared.entry.by == "rule" and "cleared" in cleared.entry.note
     # the next fire opens a new alert: the old one is closed history
     reopened = store.apply(fire(rule="hr_high", at=1_700_000_500.0))
@@ -178,8 +194,7 @@ def test_offline_never_resolves_and_sets_the_flag(store: AlertStore, clock: Cloc
     assert sorted(c.alert.id for c in back) == sorted([opened.alert.id, raised.alert.id])
     assert all(c.action == "online" and not c.alert.offline for c in back)
     assert store.get(opened.alert.id).status == "firing"
-    assert [h.action for h in store.get(opened.alert.id).history] == [
-        "raised", "offline", "online"]
+    assert [h.action for h in store.get(opened.alert.id).history] == ["raised", "offline", "online"]
 
 
 def test_invalid_transitions(store: AlertStore) -> None:
@@ -266,12 +281,21 @@ def test_one_open_alert_per_fingerprint_is_enforced_by_the_database(store: Alert
 
 
 def test_list_filters_sorts_and_pages(store: AlertStore, clock: Clock) -> None:
-    store.apply(fire(device="s-1", rule="smoke", kind="smoke", severity="critical",
-                     labels={"building": "b1"}, at=1_700_000_030.0))
+    store.apply(
+        fire(
+            device="s-1",
+            rule="smoke",
+            kind="smoke",
+            severity="critical",
+            labels={"building": "b1"},
+            at=1_700_000_030.0,
+        )
+    )
     store.apply(fire(device="w-1", rule="hr_low", severity="major", at=1_700_000_010.0))
     store.apply(fire(device="w-2", rule="batt", severity="warning", signal="trouble"))
-    store.apply(fire(device="w-3", rule="fault", severity="critical", signal="trouble",
-                     at=1_700_000_000.0))
+    store.apply(
+        fire(device="w-3", rule="fault", severity="critical", signal="trouble", at=1_700_000_000.0)
+    )
     done = store.apply(fire(device="w-4", rule="fall", severity="critical"))
     assert done is not None
     store.resolve(done.alert.id, "cg-7")
@@ -345,5 +369,6 @@ def test_changes_since_replays_the_feed(store: AlertStore) -> None:
     assert ack is not None
     replay = store.changes_since(opened.entry.id)
     assert [(c.entry.id, c.action, c.alert.status) for c in replay] == [
-        (ack.entry.id, "acknowledged", "acknowledged")]
+        (ack.entry.id, "acknowledged", "acknowledged")
+    ]
     assert store.changes_since(ack.entry.id) == []
