@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from alerts.model import Action, Alert, AlertNotFound, HistoryEntry, Sort
+from alerts.model import Action, Alert, AlertNotFound, Audience, HistoryEntry, Sort
 from rules.matches import SEVERITY_ORDER, Transition
 
 SCHEMA_VERSION = 2
@@ -278,6 +278,7 @@ def filters(
     since: float | None = None,
     until: float | None = None,
     open_only: bool = False,
+    audience: Audience | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
     """A WHERE clause (or ``""``) and its arguments. ``since``/``until`` bound ``started_at``."""
     parts: list[str] = []
@@ -299,7 +300,25 @@ def filters(
             args.append(value)
     if open_only:
         parts.append("status != 'resolved'")
+    if audience is not None and not audience.everyone:
+        clause, more = audience_clause(audience)
+        parts.append(clause)
+        args.extend(more)
     return (" WHERE " + " AND ".join(parts) if parts else ""), tuple(args)
+
+
+def audience_clause(a: Audience) -> tuple[str, list[Any]]:
+    """The SQL of :class:`Audience` (not ``everyone``): any of its clauses, or nothing."""
+    ors: list[str] = []
+    args: list[Any] = []
+    for column, values in (("device_id", a.devices), ("kind", a.kinds), ("route", a.routes)):
+        if values:
+            ors.append(f"{column} IN ({','.join('?' * len(values))})")
+            args.extend(sorted(values))
+    if a.delivered_to:
+        ors.append("id IN (SELECT alert_id FROM deliveries WHERE staff_id = ?)")
+        args.append(a.delivered_to)
+    return "(" + (" OR ".join(ors) or "0") + ")", args
 
 
 # ---------------------------------------------------------------- writes (lock held)

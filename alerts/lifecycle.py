@@ -44,6 +44,7 @@ from alerts.model import (
     Alert,
     AlertChange,
     AlertNotFound,
+    Audience,
     HistoryEntry,
     InvalidTransition,
     NoteAction,
@@ -271,13 +272,15 @@ class AlertStore:
         since: float | None = None,
         until: float | None = None,
         open_only: bool = False,
+        audience: Audience | None = None,
         sort: Sort = "priority",
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[builtins.list[Alert], int]:
         """A page of alerts (without history) and how many match in all. ``since`` and
         ``until`` bound ``started_at`` (event time); ``status`` and ``severity`` take one value
-        or several. See :data:`alerts.model.Sort` for the orders."""
+        or several; ``audience`` keeps only what a reader may see (None: everything). See
+        :data:`alerts.model.Sort` for the orders."""
         where, args = sql.filters(
             status=_many(status),
             severity=_many(severity),
@@ -288,6 +291,7 @@ class AlertStore:
             since=since,
             until=until,
             open_only=open_only,
+            audience=audience,
         )
         db = self._reader()
         total = int(db.execute(f"SELECT count(*) FROM alerts{where}", args).fetchone()[0])
@@ -309,6 +313,22 @@ class AlertStore:
             .fetchall()
         )
         return [sql.to_alert(r) for r in rows]
+
+    def admits(self, audience: Audience, alert: Alert) -> bool:
+        """Whether a reader of ``audience`` may see ``alert`` (asks the outbox when only a
+        delivery to the reader would admit it)."""
+        decided = audience.admits(alert)
+        if decided is not None:
+            return decided
+        row = (
+            self._reader()
+            .execute(
+                "SELECT 1 FROM deliveries WHERE alert_id = ? AND staff_id = ? LIMIT 1",
+                (alert.id, audience.delivered_to),
+            )
+            .fetchone()
+        )
+        return row is not None
 
     def changes_since(self, entry_id: int, limit: int = 500) -> builtins.list[AlertChange]:
         """History entries after ``entry_id`` (oldest first), each with the alert *as it is

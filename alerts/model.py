@@ -106,6 +106,31 @@ class Alert:
 
 
 @dataclass(frozen=True, slots=True)
+class Audience:
+    """Whose alerts a reader may see: ``everyone``, or those any clause admits — of one of
+    ``devices``, of a device kind in ``kinds``, on a route in ``routes``, or sent (a delivery
+    in the outbox) to the staff member ``delivered_to``. An empty audience admits nothing."""
+
+    everyone: bool = False
+    devices: frozenset[str] = frozenset()
+    kinds: frozenset[str] = frozenset()
+    routes: frozenset[str] = frozenset()
+    delivered_to: str | None = None
+
+    def admits(self, alert: Alert) -> bool | None:
+        """True or False when the alert alone decides; None when only the outbox can tell
+        (``delivered_to``): see :meth:`alerts.AlertStore.admits`."""
+        if (
+            self.everyone
+            or alert.device_id in self.devices
+            or alert.kind in self.kinds
+            or alert.route in self.routes
+        ):
+            return True
+        return None if self.delivered_to else False
+
+
+@dataclass(frozen=True, slots=True)
 class AlertChange:
     """One committed change: the alert as it is after it, and the history entry recording it."""
 

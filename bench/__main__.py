@@ -10,6 +10,10 @@
    drain rate into a local VictoriaMetrics for a backlog of a million readings, disk use per
    million readings, and the history query for a 30-day chart of one device.
 
+Every client connects with its own account over the TLS listener, as in production (each
+mosquitto_pub as one device, the service with its account, the probe through a gateway);
+``--plain`` uses the loopback development listener instead, to see what TLS costs.
+
 The last line is ``ingest_msgs_per_s=N broker_msgs_per_s=N ratio=R p50_ms=X p99_ms=Y``.
 """
 
@@ -26,44 +30,71 @@ import time
 from pathlib import Path
 
 from bench import sink
-from bench.load import BackgroundLoad, FallProbe, write_message_files
+from bench.load import (
+    BackgroundLoad,
+    FallProbe,
+    bench_registry,
+    client_env,
+    write_message_files,
+)
+from ingest.topics import SUBSCRIPTION, parse_topic
 from jiayuan.devbroker import Broker
 from jiayuan.launch import ServiceProcess
 
-
-def _publishers(broker: Broker, files: list[tuple[str, Path]]) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen(
-            f"mosquitto_pub -h {broker.host} -p {broker.port} -q 1 -M 1000 -l -t {topic}"
-            f" -i bench-pub-{i} < {path}",
-            shell=True,
-        )
-        for i, (topic, path) in enumerate(files)
-    ]
+Files = list[tuple[str, Path]]
 
 
-def broker_ceiling(broker: Broker, files: list[tuple[str, Path]], n: int) -> float:
+def _publishers(broker: Broker, files: Files, tls: bool) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for topic, path in files:
+        access = broker.device_access(parse_topic(topic).device_id, tls=tls)
+        with path.open("rb") as lines:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "mosquitto_pub",
+                        "-h",
+                        broker.host,
+                        "-p",
+                        str(broker.port_for(access)),
+                        "-q",
+                        "1",
+                        "-M",
+                        "1000",
+                        "-l",
+                        "-t",
+                        topic,
+                    ],
+                    stdin=lines,
+                    env=client_env(access, path.with_suffix(".client"), "mosquitto_pub"),
+                )
+            )
+    return procs
+
+
+def broker_ceiling(broker: Broker, files: Files, n: int, tls: bool) -> float:
+    # Received as the service would: its account, its subscription (it is not running yet).
+    access = broker.service_access(tls=tls)
     sub = subprocess.Popen(
         [
             "mosquitto_sub",
             "-h",
             broker.host,
             "-p",
-            str(broker.port),
+            str(broker.port_for(access)),
             "-q",
             "1",
             "-t",
-            "community/#",
+            SUBSCRIPTION,
             "-C",
             str(n),
-            "-i",
-            "bench-sub",
         ],
         stdout=subprocess.DEVNULL,
+        env=client_env(access, files[0][1].parent / "sub.client", "mosquitto_sub"),
     )
     time.sleep(0.5)  # subscribed before anything is published
     t0 = time.perf_counter()
-    pubs = _publishers(broker, files)
+    pubs = _publishers(broker, files, tls)
     sub.wait()
     elapsed = time.perf_counter() - t0
     for p in pubs:
@@ -71,12 +102,10 @@ def broker_ceiling(broker: Broker, files: list[tuple[str, Path]], n: int) -> flo
     return n / elapsed
 
 
-def service_ingest(
-    svc: ServiceProcess, broker: Broker, files: list[tuple[str, Path]], n: int
-) -> float:
+def service_ingest(svc: ServiceProcess, broker: Broker, files: Files, n: int, tls: bool) -> float:
     base = svc.health()["messages_committed"]
     t0 = time.perf_counter()
-    pubs = _publishers(broker, files)
+    pubs = _publishers(broker, files, tls)
     while svc.health()["messages_committed"] < base + n:
         time.sleep(0.05)
     elapsed = time.perf_counter() - t0
@@ -115,34 +144,49 @@ def main(argv: list[str] | None = None) -> int:
         default=24,
         help="devices × 30 days of one-minute readings for the sink's part",
     )
+    ap.add_argument(
+        "--plain",
+        dest="tls",
+        action="store_false",
+        help="connect over the plain loopback listener instead of TLS",
+    )
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
-    broker = Broker(work / "mosquitto").start()
+    ceiling_files, ingest_files = (
+        [
+            write_message_files(
+                work / f"{part}{r}", args.messages, args.publishers, device_prefix=f"{part[0]}{r}"
+            )
+            for r in range(args.rounds)
+        ]
+        for part in ("ceiling", "service")
+    )
+    topics = [t for files in ceiling_files + ingest_files for t, _ in files]
+    broker = Broker(work / "mosquitto", registry=bench_registry(topics, args.probes)).start()
+    tls = args.tls
     svc: ServiceProcess | None = None
     try:
-        print(f"bench: mosquitto on port {broker.port}, data in {work}", flush=True)
+        print(
+            f"bench: mosquitto on port {broker.port_for(broker.service_access(tls=tls))}"
+            f" ({'TLS' if tls else 'plain'}, every client with its account), data in {work}",
+            flush=True,
+        )
         ceilings, rates = [], []
-        for r in range(args.rounds):
-            files = write_message_files(
-                work / f"ceiling{r}", args.messages, args.publishers, device_prefix=f"c{r}"
-            )
-            ceilings.append(broker_ceiling(broker, files, args.messages))
+        for r, files in enumerate(ceiling_files):
+            ceilings.append(broker_ceiling(broker, files, args.messages, tls))
             print(f"bench: broker ceiling round {r + 1}: {ceilings[-1]:,.0f} msg/s", flush=True)
-        svc = ServiceProcess(work / "service", broker.port).start()
-        for r in range(args.rounds):
-            files = write_message_files(
-                work / f"ingest{r}", args.messages, args.publishers, device_prefix=f"s{r}"
-            )
-            rates.append(service_ingest(svc, broker, files, args.messages))
+        svc = ServiceProcess(work / "service", broker, tls=tls).start()
+        for r, files in enumerate(ingest_files):
+            rates.append(service_ingest(svc, broker, files, args.messages, tls))
             print(f"bench: service ingest round {r + 1}: {rates[-1]:,.0f} msg/s", flush=True)
 
         stream_ready = threading.Event()
-        probe = FallProbe(svc.url, broker, stream_ready)
+        probe = FallProbe(svc.url, svc.token, broker, stream_ready, tls)
         probe.start()
         if not stream_ready.wait(10):
             raise RuntimeError("the live stream did not answer")
-        load = BackgroundLoad(broker, args.background_rate)
+        load = BackgroundLoad(broker, args.background_rate, work / "background", tls)
         load.start()
         time.sleep(2.0)  # let the background load settle
         latencies = probe.run(args.probes, interval=0.1)

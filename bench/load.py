@@ -1,20 +1,72 @@
 """Load for the benchmark: message files for mosquitto_pub, a paced background publisher, and
-the fall probe that times publish → alert on the live stream."""
+the fall probe that times publish → alert on the live stream.
+
+Every client has an account, as in the field: each mosquitto_pub publishes as one device with
+its own, the fall probe through a gateway account; :func:`bench_registry` lists them all.
+Mosquitto's C clients take the account (and the CA) from an options file in their own
+``$XDG_CONFIG_HOME``, not from the command line, where ``ps`` would show the password."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ingest.access import BrokerAccess
+from ingest.topics import parse_topic
 from jiayuan.devbroker import Broker
+from registry import Device, Registry
+
+BACKGROUND_DEVICES = 8
+PROBE_GATEWAY = "gateway.PROBE"
+
+
+def background_topic(d: int) -> str:
+    return f"community/y/{'wearable' if d % 2 else 'smoke'}/bg-{d}/telemetry"
+
+
+def probe_device(i: int) -> str:
+    return f"probe-{i}"
+
+
+def bench_registry(topics: Iterable[str], probes: int) -> Registry:
+    """Devices for the message files' topics, the background load, and the fall probes (all
+    in compound PROBE, so that its gateway account publishes for them)."""
+    devices = [
+        Device(device_id=t.device_id, kind=t.kind, compound="BENCH")
+        for t in map(parse_topic, topics)
+    ]
+    devices += [
+        Device(device_id=t.device_id, kind=t.kind, compound="BENCH")
+        for t in (parse_topic(background_topic(d)) for d in range(BACKGROUND_DEVICES))
+    ]
+    devices += [
+        Device(device_id=probe_device(i), kind="wearable", compound="PROBE") for i in range(probes)
+    ]
+    return Registry("y", devices=devices)
+
+
+def client_env(access: BrokerAccess, folder: Path, *tools: str) -> dict[str, str]:
+    """The environment for Mosquitto's C clients (``mosquitto_pub``, ``mosquitto_sub``) to
+    connect with ``access``: an options file (0600) per tool in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"-u {access.username}", f"-P {access.password}"]
+    if access.tls and access.ca_file is not None:
+        lines.append(f"--cafile {access.ca_file}")
+    for tool in tools:
+        fd = os.open(folder / tool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return dict(os.environ, XDG_CONFIG_HOME=str(folder))
 
 
 def write_message_files(
@@ -48,12 +100,13 @@ def write_message_files(
     return out
 
 
-def _client(broker: Broker, client_id: str) -> mqtt.Client:
+def _client(broker: Broker, client_id: str, access: BrokerAccess) -> mqtt.Client:
     c = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
     )
     c.max_inflight_messages_set(1000)
-    c.connect(broker.host, broker.port)
+    access.apply(c)
+    c.connect(broker.host, broker.port_for(access))
     c.loop_start()
     return c
 
@@ -63,30 +116,32 @@ class BackgroundLoad:
     line by line at the pace, so that the load costs the machine what real devices would cost
     the broker, not what a Python publisher costs."""
 
-    def __init__(self, broker: Broker, rate: int, devices: int = 8) -> None:
+    def __init__(self, broker: Broker, rate: int, folder: Path, tls: bool = True) -> None:
         self.rate = rate
-        self._procs = [
-            subprocess.Popen(
-                [
-                    "mosquitto_pub",
-                    "-h",
-                    broker.host,
-                    "-p",
-                    str(broker.port),
-                    "-q",
-                    "1",
-                    "-M",
-                    "1000",
-                    "-l",
-                    "-i",
-                    f"bench-bg-{d}",
-                    "-t",
-                    f"community/y/{'wearable' if d % 2 else 'smoke'}/bg-{d}/telemetry",
-                ],
-                stdin=subprocess.PIPE,
+        self._procs = []
+        for d in range(BACKGROUND_DEVICES):
+            topic = background_topic(d)
+            access = broker.device_access(parse_topic(topic).device_id, tls=tls)
+            self._procs.append(
+                subprocess.Popen(
+                    [
+                        "mosquitto_pub",
+                        "-h",
+                        broker.host,
+                        "-p",
+                        str(broker.port_for(access)),
+                        "-q",
+                        "1",
+                        "-M",
+                        "1000",
+                        "-l",
+                        "-t",
+                        topic,
+                    ],
+                    stdin=subprocess.PIPE,
+                    env=client_env(access, folder / f"bg-{d}", "mosquitto_pub"),
+                )
             )
-            for d in range(devices)
-        ]
         self._stop = threading.Event()
         self._sent = 0
         self._elapsed = 0.0
@@ -132,10 +187,13 @@ class BackgroundLoad:
 class FallProbe:
     """Publishes falls from fresh wearables and times each to its alert on ``/api/stream``."""
 
-    def __init__(self, url: str, broker: Broker, ready: threading.Event) -> None:
+    def __init__(
+        self, url: str, token: str, broker: Broker, ready: threading.Event, tls: bool = True
+    ) -> None:
         self.url = url
+        self.token = token
         self.ready = ready
-        self._client = _client(broker, "bench-probe")
+        self._client = _client(broker, "bench-probe", broker.access(PROBE_GATEWAY, tls=tls))
         self._sent: dict[str, float] = {}
         self._latency: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -146,7 +204,10 @@ class FallProbe:
         self._thread.start()
 
     def _listen(self) -> None:
-        with urllib.request.urlopen(self.url + "/api/stream", timeout=600) as r:
+        req = urllib.request.Request(
+            self.url + "/api/stream", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(req, timeout=600) as r:
             self.ready.set()
             for raw in r:
                 if self._done.is_set():
@@ -164,9 +225,8 @@ class FallProbe:
                         self._latency[dev] = now - self._sent[dev]
 
     def run(self, probes: int, interval: float) -> list[float]:
-        tag = int(time.time())
         for i in range(probes):
-            dev = f"probe-{tag}-{i}"
+            dev = probe_device(i)
             body = json.dumps({"event": "fall", "seq": 1, "ts": int(time.time() * 1000)})
             with self._lock:
                 self._sent[dev] = time.perf_counter()

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -356,15 +356,27 @@ class Journal:
         building: str | None = None,
         online: bool | None = None,
         registered: bool | None = None,
+        among: tuple[Collection[str], Collection[str]] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
+        """A page of devices by id. ``among`` (device ids, kinds) keeps only the devices whose
+        id or kind is in it (what one reader may see); None keeps all."""
         where, args = _filters(
             ("kind = ?", kind),
             ("building = ?", building),
             ("online = ?", None if online is None else int(online)),
             ("registered = ?", None if registered is None else int(registered)),
         )
+        if among is not None:
+            ids, kinds = sorted(among[0]), sorted(among[1])
+            ors = [
+                f"{c} IN ({','.join('?' * len(v))})"
+                for c, v in (("device_id", ids), ("kind", kinds))
+                if v
+            ]
+            where += (" AND " if where else " WHERE ") + "(" + (" OR ".join(ors) or "0") + ")"
+            args = (*args, *ids, *kinds)
         db = self._reader()
         total = db.execute(f"SELECT count(*) FROM devices{where}", args).fetchone()[0]
         rows = db.execute(

@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ingest.access import BrokerAccess
 from ingest.metrics import CONNECTED
 from ingest.mqtt_client import Client, install_lean_publish_properties
 from ingest.topics import SUBSCRIPTION
@@ -49,14 +50,17 @@ class Listener:
         session_expiry_s: int = 86_400,
         receive_maximum: int = 2_000,
         keepalive: int = 30,
+        access: BrokerAccess | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.access = access or BrokerAccess()
         self.inbox = inbox
         self.connected = threading.Event()
         self.session_present: bool | None = None
         self._expiry = session_expiry_s
         self._receive_max = receive_maximum
         self._keepalive = keepalive
+        self._unreachable_logged = False
         install_lean_publish_properties()
         c = Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -64,15 +68,22 @@ class Listener:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
+        self.access.apply(c)  # account and TLS (verified against the installation's CA)
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.max_inflight_messages_set(receive_maximum)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         self._client = c
 
     def start(self) -> None:
+        if self.access.username is None:
+            log.warning(
+                "connecting to the MQTT broker without an account: a broker with the"
+                " project's mosquitto.conf refuses anonymous clients"
+            )
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._expiry
         props.ReceiveMaximum = self._receive_max
@@ -99,19 +110,38 @@ class Listener:
     ) -> None:
         if rc.is_failure:
             # Refused: not connected, whatever paho's loop does next.
-            log.error("MQTT broker %s:%s refused the connection: %s", self.host, self.port, rc)
+            log.error(
+                "MQTT broker %s:%s refused the connection %s: %s",
+                self.host,
+                self.port,
+                self.access.describe(),
+                rc,
+            )
             return
+        self._unreachable_logged = False
         self.session_present = bool(flags.session_present)
         if not flags.session_present:
             client.subscribe(SUBSCRIPTION, qos=1)
         else:
             self._up()
         log.info(
-            "MQTT connected to %s:%s (session %s)",
+            "MQTT connected to %s:%s %s (session %s)",
             self.host,
             self.port,
+            self.access.describe(),
             "resumed" if flags.session_present else "new",
         )
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        if not self._unreachable_logged:  # once per outage: paho retries every few seconds
+            self._unreachable_logged = True
+            log.error(
+                "cannot connect to MQTT broker %s:%s %s (unreachable, or its certificate fails"
+                " verification against the CA); retrying",
+                self.host,
+                self.port,
+                self.access.describe(),
+            )
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, rcs: list[Any], _p: Any) -> None:
         if any(rc.is_failure for rc in rcs):

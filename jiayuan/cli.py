@@ -1,9 +1,11 @@
-"""The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``registry check``."""
+"""The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``registry check``,
+``broker credentials``, ``broker tls``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +28,10 @@ def _run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if settings.demo:
+        logging.getLogger("jiayuan").warning(
+            "demo mode (JIAYUAN_DEMO): weak secrets are accepted; never run it like this for real"
+        )
     service = Service(settings)
     app = create_app(service.context)
     # uvicorn handles SIGINT/SIGTERM, shuts the API down, then raises the signal again with
@@ -73,6 +79,42 @@ def _registry_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_credentials(args: argparse.Namespace) -> int:
+    from jiayuan.brokerauth import write_credentials
+    from registry.loader import RegistryError, load_registry
+
+    try:
+        reg = load_registry(args.registry, community=args.community)
+        report = write_credentials(
+            reg, args.out, gateways=args.gateways, rotate=args.rotate or (), group=args.group
+        )
+    except (RegistryError, ValueError, KeyError, OSError) as e:
+        print(f"jiayuan broker credentials: {e}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    print(
+        f"Mosquitto reads {args.out / 'passwords'} and {args.out / 'acl'}: reload it to apply"
+        " (SIGHUP, `systemctl reload mosquitto`). Passwords for provisioning are in"
+        f" {args.out / 'credentials.json'}; the service's in {args.out / 'service.password'}."
+    )
+    return 0
+
+
+def _broker_tls(args: argparse.Namespace) -> int:
+    from jiayuan.brokertls import TlsError, make_tls
+
+    try:
+        files = make_tls(
+            args.out, args.host or ("127.0.0.1", "localhost"), renew=args.renew, group=args.group
+        )
+    except (TlsError, ValueError, KeyError, OSError) as e:
+        print(f"jiayuan broker tls: {e}", file=sys.stderr)
+        return 1
+    made = " and ".join(files.made) or "nothing (all current)"
+    print(f"made {made} in {args.out}: clients verify the broker with {files.ca_cert}")
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from simulators.cli import run
 
@@ -94,11 +136,68 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(sim)
     sim.set_defaults(func=_simulate)
 
+    from jiayuan.auth.cli import add_arguments as add_staff_arguments
+
+    staff = sub.add_parser("staff", help="staff sign-in: set a password, list who can sign in")
+    add_staff_arguments(staff)  # its subcommands set func
+
     rules = sub.add_parser("rules", help="rule files")
     rsub = rules.add_subparsers(dest="rules_command", required=True)
     check = rsub.add_parser("check", help="validate rule files and report every error")
     check.add_argument("files", nargs="+", type=Path)
     check.set_defaults(func=_rules_check)
+
+    broker = sub.add_parser("broker", help="the broker's accounts, ACL and TLS files")
+    bsub = broker.add_subparsers(dest="broker_command", required=True)
+    creds = bsub.add_parser(
+        "credentials",
+        help="accounts from the registry: Mosquitto's password and ACL files, and the secrets",
+        description="Write passwords, acl, credentials.json (0600) and service.password (0600)"
+        " into --out. Run again when the registry changes: passwords of remaining accounts are"
+        " kept, removed devices lose their account; then reload Mosquitto (SIGHUP).",
+    )
+    creds.add_argument("--registry", type=Path, required=True, help="registry directory or file")
+    creds.add_argument("--out", type=Path, required=True, metavar="DIR")
+    creds.add_argument(
+        "--community",
+        default=os.environ.get("JIAYUAN_COMMUNITY", "y"),
+        help="community id of the topics (default $JIAYUAN_COMMUNITY or y)",
+    )
+    creds.add_argument(
+        "--gateways",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="an account per compound for its devices' gateway (default on)",
+    )
+    creds.add_argument(
+        "--rotate",
+        action="append",
+        metavar="USERNAME",
+        help="give this account a new password (repeatable)",
+    )
+    creds.add_argument(
+        "--group",
+        help="make passwords and acl readable by this group"
+        " (the one Mosquitto runs as, e.g. mosquitto)",
+    )
+    creds.set_defaults(func=_broker_credentials)
+    tls = bsub.add_parser(
+        "tls",
+        help="the installation's CA and the broker's TLS certificate (openssl)",
+        description="Make ca.crt/ca.key once, and server.crt/server.key when missing, stale"
+        " or for other names.",
+    )
+    tls.add_argument("--out", type=Path, required=True, metavar="DIR")
+    tls.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME",
+        help="the broker's host name or address as clients use it (repeatable;"
+        " default 127.0.0.1 and localhost)",
+    )
+    tls.add_argument("--renew", action="store_true", help="make a new server certificate")
+    tls.add_argument("--group", help="make server.key readable by this group (Mosquitto's)")
+    tls.set_defaults(func=_broker_tls)
 
     registry = sub.add_parser("registry", help="registry files")
     gsub = registry.add_subparsers(dest="registry_command", required=True)

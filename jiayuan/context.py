@@ -13,6 +13,7 @@ from registry import Registry
 if TYPE_CHECKING:
     from alerts.dispatch import Dispatcher
     from alerts.lifecycle import AlertStore
+    from jiayuan.auth.store import AuthStore
 
 
 @dataclass
@@ -25,3 +26,6 @@ class AppContext:
     """Live health of the parts (MQTT connected, ingest queue, …) for /healthz."""
     alerting: Dispatcher | None = None
     """Silences, escalation timers, deliveries (None: the alerting routes answer 503)."""
+    auth: AuthStore | None = None
+    """Passwords, sessions, tokens, audit (None: ``create_app`` opens ``auth.db`` in the data
+    directory)."""

@@ -13,8 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from jiayuan.auth.demo_staff import banner as demo_staff_banner
+from jiayuan.auth.demo_staff import seed as seed_demo_staff
 from jiayuan.devbroker import Broker, free_port
 from jiayuan.launch import ServiceProcess
+from registry import load_registry
 
 
 def _port_free(port: int) -> bool:
@@ -76,27 +79,42 @@ def main(argv: list[str] | None = None) -> int:
         ],
         check=True,
     )
+    # Staff sign-in: demo passwords for a guard, a caretaker, a manager, an operator and an
+    # admin, in the service's auth.db, and listed in data/demo/staff-logins.txt (0600).
+    logins_file = data / "staff-logins.txt"
+    logins = seed_demo_staff(data / "service" / "auth.db", load_registry(registry), logins_file)
     mqtt_port = 1883 if _port_free(1883) else free_port()
+    tls_port = 8883 if _port_free(8883) else free_port()
     http_port = 8080 if _port_free(8080) else free_port()
     notifications = data / "notifications.log"
     receiver = subprocess.Popen(
         [py, "-m", "jiayuan.receiver", "--port", str(rx_port), "--log", str(notifications)],
         stdout=subprocess.DEVNULL,
     )
-    broker = Broker(data / "mosquitto", mqtt_port).start()
+    # The installation's CA and the broker's certificate, and accounts for every device, every
+    # compound's gateway and the service, from the registry (kept across runs: regenerated,
+    # passwords stay): data/demo/broker/.
+    broker = Broker(
+        data / "mosquitto",
+        mqtt_port,
+        tls_port=tls_port,
+        registry=registry,
+        auth_dir=data / "broker",
+    ).start()
     svc: ServiceProcess | None = None
     sim: subprocess.Popen[bytes] | None = None
     interrupted = False
     try:
-        svc = ServiceProcess(
+        svc = ServiceProcess(  # over TLS, with the service's account
             data / "service",
-            mqtt_port,
+            broker,
             http_port,
             log=data / "service.log",
             registry=registry,
+            demo=True,
         ).start()
-        sim_env = dict(os.environ, JIAYUAN_MQTT_HOST="127.0.0.1", JIAYUAN_MQTT_PORT=str(mqtt_port))
-        sim = subprocess.Popen(
+        sim_env = dict(os.environ, JIAYUAN_MQTT_HOST="127.0.0.1")
+        sim = subprocess.Popen(  # over TLS, one connection per compound's gateway account
             [
                 py,
                 "-m",
@@ -104,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                 "simulate",
                 "--incident-every",
                 str(args.incident_every),
+                "--port",
+                str(tls_port),
+                "--tls-ca",
+                str(broker.ca_file),
+                "--credentials",
+                str(broker.auth_dir / "credentials.json"),
                 *sim_args,
             ],
             env=sim_env,
@@ -115,12 +139,18 @@ def main(argv: list[str] | None = None) -> int:
             "  53 gates, playing a normal day with an incident every ~"
             f"{args.incident_every:.0f} s.\n\n"
             f"  Staff console   {url}/\n"
-            f"  API docs        {url}/docs\n"
+            + demo_staff_banner(logins, svc.token, url, logins_file)
+            + f"  API docs        {url}/docs\n"
             f"  Open alerts     {url}/api/alerts?status=firing\n"
             f"  Live stream     {url}/api/stream\n"
             f"  Metrics         {url}/metrics\n"
             f"  Health          {url}/healthz\n"
-            f"  MQTT broker     127.0.0.1:{mqtt_port} (mosquitto.conf)\n"
+            f"  MQTT broker     127.0.0.1:{tls_port} TLS, 127.0.0.1:{mqtt_port} plain (loopback,\n"
+            "                  development); no anonymous clients (mosquitto.conf)\n"
+            f"  Broker files    {broker.auth_dir}: ca.crt (clients verify the broker with\n"
+            "                  it), passwords + acl (Mosquitto's), credentials.json (0600: every\n"
+            "                  device's, gateway's and the service's password); the simulator\n"
+            "                  publishes through one gateway account per compound\n"
             f"  Service log     {data / 'service.log'}\n"
             f"  Notifications   http://127.0.0.1:{rx_port}/  (what staff receive, one line\n"
             f"                  each in {notifications}): a fall goes to the\n"

@@ -15,11 +15,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from alerts.dispatch import Config as AlertingConfig
 from alerts.dispatch import Dispatcher
 from alerts.lifecycle import AlertStore
+from ingest.access import BrokerAccess
 from ingest.journal import Journal
 from ingest.listener import Inbound, Listener
 from ingest.payloads import Reading
 from ingest.pipeline import Pipeline
 from ingest.rollups import RollupWorker
+from jiayuan.auth.audit import AuditLog
+from jiayuan.auth.manage import note_registry
+from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Registry
@@ -54,6 +58,9 @@ class Service:
         self.journal = Journal(data / "journal.db", synchronous=settings.journal_synchronous)
         self.journal.sync_registry(self.registry)
         self.alerts = AlertStore(data / "alerts.db")
+        self.auth = AuthStore(data / "auth.db")
+        """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
+        note_registry(self.auth, self.registry)
         self.engine = RuleEngine(self.rules, self.registry)
         for a in self.alerts.open_alerts():  # rules that clear by themselves pick up their state
             self.engine.restore(a.rule_id, a.device_id, a.started_at)
@@ -70,6 +77,7 @@ class Service:
             self.inbox,
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,
+            access=broker_access(settings),
         )
         self.pipeline = Pipeline(
             self.inbox,
@@ -102,6 +110,7 @@ class Service:
             registry=self.registry,
             health=self.health,
             alerting=self.dispatcher,
+            auth=self.auth,
         )
 
     # ------------------------------------------------------------------ stages
@@ -203,6 +212,8 @@ class Service:
             log.info("retention: pruned %d rollup buckets", n)
         if self.sink is not None:
             self.sink.prune_rejects(cutoff)
+        self.auth.prune()
+        AuditLog(self.auth).prune(now - self.settings.audit_retention_days * 86_400)
 
     def health(self) -> dict[str, Any]:
         connected = self.listener.connected.is_set()
@@ -268,4 +279,15 @@ def alerting(settings: Settings) -> AlertingConfig:
         group_window_s=settings.group_window_s,
         group_threshold=settings.group_threshold,
         community=settings.community,
+    )
+
+
+def broker_access(settings: Settings) -> BrokerAccess:
+    """The service's account and TLS trust from the settings."""
+    password = settings.mqtt_password.get_secret_value()
+    return BrokerAccess(
+        settings.mqtt_username,
+        password or None,
+        tls=settings.mqtt_tls,
+        ca_file=settings.mqtt_tls_ca,
     )

@@ -10,7 +10,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JIAYUAN_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="JIAYUAN_",
+        extra="forbid",
+        hide_input_in_errors=True,  # errors may hold secrets
+    )
 
     community: str = Field(default="y", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     mqtt_host: str = "127.0.0.1"
@@ -19,6 +23,20 @@ class Settings(BaseSettings):
     """Fixed, so the broker keeps the session (and queues messages) across restarts."""
     mqtt_session_expiry_s: int = Field(default=86_400, ge=60)
     mqtt_receive_maximum: int = Field(default=2_000, ge=10, le=65_535)
+    # --- broker access (README, "Security: broker access") ----------------------------------
+    mqtt_username: str | None = Field(default=None, min_length=1)
+    """The service's broker account, ``jiayuan.service`` from ``jiayuan broker credentials``.
+    With it, the broker replaces the client id by the username: the session is the account's."""
+    mqtt_password: SecretStr = SecretStr("")
+    mqtt_password_file: Path | None = None
+    """A file holding the password (first line), e.g. the generated ``service.password``;
+    instead of ``mqtt_password``."""
+    mqtt_tls: bool = False
+    """Connect over TLS, verifying the broker's certificate and name. On by itself when
+    ``mqtt_tls_ca`` is set; the port then defaults to 8883."""
+    mqtt_tls_ca: Path | None = None
+    """The installation's CA certificate (``ca.crt`` from ``jiayuan broker tls``); none: the
+    system's CAs."""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
     data_dir: Path = Path("./data")
@@ -51,6 +69,24 @@ class Settings(BaseSettings):
     """Raise the ``timeseries_store_unreachable`` trouble alert after this long unreachable."""
     public_url: str = ""
     """How staff reach the API (links in notifications); default http://http_host:http_port."""
+    # --- staff access (README, "Security: staff access") ----------------------------------
+    demo: bool = False
+    """Demo mode (``make demo``): weak secrets are accepted. Never in production."""
+    admin_token: SecretStr = SecretStr("")
+    """A bearer token with the admin role, for automation (at least 32 random characters);
+    empty: none."""
+    admin_token_file: Path | None = None
+    """A file holding the admin token (first line), instead of ``admin_token``."""
+    session_hours: float = Field(default=12.0, gt=0, le=168)
+    """How long a console sign-in lasts (a shift); signing out ends it earlier."""
+    token_max_days: int = Field(default=90, ge=1, le=366)
+    """The longest a bearer token minted through ``POST /api/auth/tokens`` may live."""
+    cookie_secure: bool | None = None
+    """Mark the session cookie ``Secure``; default: when ``public_url`` or the request is https."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Other origins whose pages may call the API with a bearer token (never with the console's
+    cookie); empty (the default): none. Comma-separated from the environment."""
+    audit_retention_days: float = Field(default=400.0, ge=30)
     # --- alerting: routing, delivery, escalation, noise (alerts/dispatch.py) ---------------
     language: Literal["zh", "en"] = "zh"
     """Language of the notifications staff receive."""
@@ -92,6 +128,70 @@ class Settings(BaseSettings):
     def _influx_complete(self) -> Settings:
         if self.influx_url is not None and not self.influx_org:
             raise ValueError("influx_org is required when influx_url is set")
+        return self
+
+    @model_validator(mode="after")
+    def _mqtt_access(self) -> Settings:
+        from jiayuan.auth.secrets import read_secret_file, weak_secret
+
+        if self.mqtt_password_file is not None:
+            if self.mqtt_password.get_secret_value():
+                raise ValueError("give mqtt_password or mqtt_password_file, not both")
+            self.mqtt_password = SecretStr(
+                read_secret_file(self.mqtt_password_file, "mqtt_password_file")
+            )
+        password = self.mqtt_password.get_secret_value()
+        if self.mqtt_username is None and password:
+            raise ValueError("mqtt_password needs mqtt_username")
+        if self.mqtt_username is not None and not password:
+            raise ValueError("mqtt_username needs mqtt_password or mqtt_password_file")
+        why = weak_secret(password) if password else None
+        if why and not self.demo:
+            raise ValueError(
+                f"JIAYUAN_MQTT_PASSWORD is {why}: use the one `jiayuan broker credentials`"
+                " generated (service.password)"
+            )
+        if self.mqtt_tls_ca is not None:
+            if not self.mqtt_tls_ca.is_file():
+                raise ValueError(f"mqtt_tls_ca: no such file {self.mqtt_tls_ca}")
+            self.mqtt_tls = True
+        if self.mqtt_tls and "mqtt_port" not in self.model_fields_set:
+            self.mqtt_port = 8883
+        if not self.mqtt_tls and self.mqtt_host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                f"mqtt_host {self.mqtt_host} is not this machine: connect with TLS"
+                " (mqtt_tls_ca), plain MQTT is for the loopback development listener only"
+            )
+        return self
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [o.strip().rstrip("/") for o in v.split(",") if o.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _staff_access(self) -> Settings:
+        from jiayuan.auth.secrets import read_secret_file, weak_secret
+
+        if self.admin_token_file is not None:
+            if self.admin_token.get_secret_value():
+                raise ValueError("give admin_token or admin_token_file, not both")
+            self.admin_token = SecretStr(
+                read_secret_file(self.admin_token_file, "admin_token_file")
+            )
+        token = self.admin_token.get_secret_value()
+        why = weak_secret(token) if token else None
+        if why and not self.demo:
+            raise ValueError(
+                f"JIAYUAN_ADMIN_TOKEN is {why}: use at least 32 random characters (python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))') or leave it unset; weak "
+                "secrets are accepted only in demo mode (JIAYUAN_DEMO=true)"
+            )
+        for origin in self.cors_origins:
+            if origin == "*" or not origin.startswith(("http://", "https://")):
+                raise ValueError(f"cors_origins: {origin!r} is not an origin (https://host:port)")
         return self
 
     @field_validator("timezone")

@@ -6,6 +6,8 @@
   then play)
 - load: ``--rate N`` messages per second (the day runs as fast as needed for that, unless
   ``--speed`` says otherwise), ``--devices N``, ``--duration S``
+- broker access: ``--credentials FILE`` (one connection per gateway account), or
+  ``--username`` with ``--password-file``; ``--tls-ca FILE`` for the TLS listener
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
+from ingest.access import BrokerAccess, CredentialsFile, read_secret
 from simulators.behaviour import TZ
 from simulators.fleet import NOTIFY, build_fleet
 from simulators.player import DayPlayer, Incidents, natural_speed, play_scenarios
@@ -74,8 +77,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     broker.add_argument(
         "--port",
         type=int,
-        default=int(env_port) if env_port else 1883,
-        help="default $JIAYUAN_MQTT_PORT or 1883",
+        default=int(env_port) if env_port else None,
+        help="default $JIAYUAN_MQTT_PORT, or 8883 with --tls-ca and 1883 without",
+    )
+    env_ca, env_pw = (
+        os.environ.get("JIAYUAN_MQTT_TLS_CA"),
+        os.environ.get("JIAYUAN_MQTT_PASSWORD_FILE"),
+    )
+    broker.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=Path(env_ca) if env_ca else None,
+        metavar="FILE",
+        help="connect over TLS, verifying the broker against this CA (the installation's"
+        " ca.crt; default $JIAYUAN_MQTT_TLS_CA)",
+    )
+    broker.add_argument(
+        "--credentials",
+        type=Path,
+        metavar="FILE",
+        help="credentials.json of `jiayuan broker credentials`: publish through its gateway"
+        " accounts, one connection each, every device through its compound's gateway",
+    )
+    broker.add_argument(
+        "--username",
+        default=os.environ.get("JIAYUAN_MQTT_USERNAME"),
+        help="instead: one account for every message (default $JIAYUAN_MQTT_USERNAME)",
+    )
+    broker.add_argument(
+        "--password-file",
+        type=Path,
+        default=Path(env_pw) if env_pw else None,
+        metavar="FILE",
+        help="its password, first line (default $JIAYUAN_MQTT_PASSWORD_FILE, else"
+        " $JIAYUAN_MQTT_PASSWORD)",
     )
     broker.add_argument(
         "--clients",
@@ -177,7 +212,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.play:
             return 0
     speed = args.speed or (natural_speed(fleet, args.rate) if args.rate else 1.0)
-    publisher = Publisher(args.host, args.port, clients=args.clients, rate=args.rate)
+    try:
+        publisher = _publisher(args, set(fleet.sims))
+    except (OSError, ValueError) as e:
+        print(f"simulate: {e}", file=sys.stderr)
+        return 2
     try:
         publisher.start()
     except ConnectionError as e:
@@ -228,6 +267,49 @@ def run(args: argparse.Namespace) -> int:
         if main:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _publisher(args: argparse.Namespace, devices: set[str]) -> Publisher:
+    """The publisher for the broker options: gateway accounts, one account, or none."""
+    tls = args.tls_ca is not None
+    if args.port is None:
+        args.port = 8883 if tls else 1883
+
+    def access(user: str | None, password: str | None) -> BrokerAccess:
+        return BrokerAccess(user, password, tls=tls, ca_file=args.tls_ca)
+
+    if args.credentials is not None:
+        creds = CredentialsFile.load(args.credentials)
+        gateways = [
+            (access(name, g.password), g.devices)
+            for name, g in creds.gateways.items()
+            if devices.intersection(g.devices)
+        ]
+        covered = {d for _, devs in gateways for d in devs}
+        if devices - covered:
+            missing = sorted(devices - covered)
+            raise ValueError(
+                f"{args.credentials}: no gateway account for {len(missing)} of the fleet's"
+                f" devices (e.g. {missing[0]}): generate it from this fleet's registry"
+            )
+        return Publisher(args.host, args.port, rate=args.rate, gateways=gateways)
+    password = os.environ.get("JIAYUAN_MQTT_PASSWORD") or None
+    if args.password_file is not None:
+        password = read_secret(args.password_file)
+    if args.username is not None and password is None:
+        raise ValueError("--username needs --password-file (or $JIAYUAN_MQTT_PASSWORD)")
+    if args.username is not None and args.clients > 1:
+        raise ValueError(
+            "--clients: the broker gives each account one connection (client id = username);"
+            " use --credentials for one connection per gateway"
+        )
+    return Publisher(
+        args.host,
+        args.port,
+        clients=args.clients,
+        rate=args.rate,
+        access=access(args.username, password),
+    )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

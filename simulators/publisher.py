@@ -6,6 +6,11 @@ smoke detectors through an NB-IoT or LoRa gateway. So the simulator is a gateway
 publishes on behalf of every device through one client (or ``clients`` of them; each device
 always uses the same one, so its messages keep their order). For the same reason there is no
 per-device last will; each device's retained ``status`` is published when play starts.
+
+On a broker with accounts the simulator is what it imitates: one connection per gateway account
+(``gateways``: each account with the devices its ACL lets it publish for), or one account for
+everything (``access``; a test account). Messages for a device no gateway covers go through the
+first connection, and the broker refuses them (counted as ``failed``).
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.access import BrokerAccess
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +108,13 @@ class Publisher:
         client_id: str | None = None,
         max_inflight: int = 100,
         max_pending: int = 1_000,
+        access: BrokerAccess | None = None,
+        gateways: Sequence[tuple[BrokerAccess, Collection[str]]] = (),
     ) -> None:
         if clients < 1:
             raise ValueError("clients must be at least 1")
+        if gateways and (clients != 1 or access is not None):
+            raise ValueError("gateways: one connection per gateway account, no clients/access")
         if max_pending >= 65_000:
             raise ValueError("max_pending must stay below the 65,535 MQTT packet ids")
         self.host, self.port = host, port
@@ -117,15 +128,30 @@ class Publisher:
         self._ever = [False] * clients
         self._stopping = False
         base = client_id or f"jiayuan-sim-{os.getpid()}"  # two simulators never collide
-        self._clients = [self._make(f"{base}-{i}", i, max_inflight) for i in range(clients)]
+        accesses = [g[0] for g in gateways] or [access or BrokerAccess()] * clients
+        self._route: dict[str, int] | None = None
+        """Device id → its gateway's connection."""
+        if gateways:
+            self._route = {dev: i for i, (_, devs) in enumerate(gateways) for dev in devs}
+            self._connected = [threading.Event() for _ in gateways]
+            self._ever = [False] * len(gateways)
+        self._refused: dict[int, str] = {}
+        self._names = [a.describe() for a in accesses]
+        self._tls = [a.tls for a in accesses]
+        self._clients = [
+            self._make(f"{base}-{i}", i, max_inflight, a) for i, a in enumerate(accesses)
+        ]
 
-    def _make(self, client_id: str, index: int, max_inflight: int) -> mqtt.Client:
+    def _make(
+        self, client_id: str, index: int, max_inflight: int, access: BrokerAccess
+    ) -> mqtt.Client:
         c = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
             userdata=index,
         )
+        access.apply(c)
         c.max_inflight_messages_set(max_inflight)
         c.max_queued_messages_set(0)  # bounded by max_pending instead
         c.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -137,6 +163,7 @@ class Publisher:
     # paho callbacks: count and hand over, nothing else
     def _on_connect(self, client: mqtt.Client, index: int, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:  # refused: not connected, paho retries
+            self._refused[index] = str(rc)
             log.warning("broker %s:%s refused the connection: %s", self.host, self.port, rc)
             return
         if self._ever[index]:
@@ -189,10 +216,18 @@ class Publisher:
             c.connect_async(self.host, self.port, keepalive=30)
             c.loop_start()
         deadline = time.monotonic() + timeout
-        for e in self._connected:
+        for i, e in enumerate(self._connected):
             if not e.wait(max(0.0, deadline - time.monotonic())):
                 self.stop(flush_timeout=0)
-                raise ConnectionError(f"no MQTT broker answered at {self.host}:{self.port}")
+                if i in self._refused:
+                    raise ConnectionError(
+                        f"the MQTT broker at {self.host}:{self.port} refused the connection"
+                        f" {self._names[i]}: {self._refused[i]}"
+                    )
+                hint = " (is it the TLS listener? is the CA the broker's?)" * self._tls[i]
+                raise ConnectionError(
+                    f"no MQTT broker answered at {self.host}:{self.port} {self._names[i]}{hint}"
+                )
         self.stats = Stats(time.monotonic())
         return self
 
@@ -208,7 +243,10 @@ class Publisher:
         if len(self._clients) > 1:
             parts = topic.split("/")
             key = parts[3] if len(parts) > 3 else topic
-            client = self._clients[zlib.crc32(key.encode()) % len(self._clients)]
+            if self._route is not None:
+                client = self._clients[self._route.get(key, 0)]
+            else:
+                client = self._clients[zlib.crc32(key.encode()) % len(self._clients)]
         client.publish(topic, payload, qos=qos, retain=retain)
 
     def flush(self, timeout: float) -> bool:

@@ -1,6 +1,6 @@
 """Shared fixtures. Integration tests meet a real Mosquitto started from the project's
-mosquitto.conf on a free loopback port, and a real VictoriaMetrics as the time-series server;
-a missing broker or server is a failure, never a skip."""
+mosquitto.conf (accounts, ACL and TLS on) on free loopback ports, and a real VictoriaMetrics as
+the time-series server; a missing broker or server is a failure, never a skip."""
 
 from __future__ import annotations
 
@@ -9,8 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from jiayuan.brokerauth import SERVICE_PASSWORD
 from jiayuan.devbroker import Broker
 from jiayuan.devvictoria import Victoria
+from registry import Device, Registry
+
+BROKER_REGISTRY = Registry(
+    "y",
+    devices=[
+        Device(device_id="wr-1", kind="wearable", compound="C01", building="B01"),
+        Device(device_id="wr-2", kind="wearable", compound="C01", building="B02"),
+        Device(device_id="smk-1", kind="smoke", compound="C01", building="B01"),
+        Device(device_id="gt-1", kind="gate", compound="C02"),
+    ],
+)
+"""The devices the ``broker`` fixture has accounts for (and gateways C01, C02)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,9 +35,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A fresh Mosquitto for one test: ``broker.host``, ``broker.port``, ``broker.restart()``."""
-    b = Broker(tmp_path / "mosquitto").start()
+def broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
+    """A fresh Mosquitto for one test, anonymous clients refused: ``broker.host``,
+    ``broker.port`` (plain, loopback), ``broker.tls_port``, ``broker.restart()``; accounts
+    ``broker.service_access()``, ``broker.device_access(id)`` for :data:`BROKER_REGISTRY`, and
+    test-only ones, ``broker.test_access(name)`` (made on demand; tests.mqtt.Publisher's).
+
+    ``ServiceProcess(data, broker)`` connects over TLS with the service's account; a child
+    ``jiayuan run`` given only ``broker.port`` finds that account in the environment, set here.
+    """
+    b = Broker(tmp_path / "mosquitto", registry=BROKER_REGISTRY).start()
+    service = b.service_access(tls=False)
+    assert service.username is not None
+    monkeypatch.setenv("JIAYUAN_MQTT_USERNAME", service.username)
+    monkeypatch.setenv("JIAYUAN_MQTT_PASSWORD_FILE", str(b.auth_dir / SERVICE_PASSWORD))
     try:
         yield b
     finally:

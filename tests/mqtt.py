@@ -8,17 +8,30 @@ from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
+from ingest.access import BrokerAccess
 from jiayuan.devbroker import Broker
 
 
 class Publisher:
-    """A device-side client (QoS 1) that can wait until the broker has acknowledged all."""
+    """A device-side client (QoS 1) that can wait until the broker has acknowledged all.
 
-    def __init__(self, broker: Broker, client_id: str = "test-publisher") -> None:
+    It connects with ``access``, by default the test-only account ``test.<client_id>`` that
+    may publish on any topic (the broker makes the client id the username, so two publishers
+    need two accounts). ``refused`` counts PUBACKs that said no (not authorized)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        client_id: str = "test-publisher",
+        access: BrokerAccess | None = None,
+    ) -> None:
         self._acked = 0
         self._sent = 0
+        self.refused = 0
         self._cond = threading.Condition()
+        access = access or broker.test_access(client_id)
         c = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -27,13 +40,15 @@ class Publisher:
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.on_publish = self._on_publish
-        c.connect(broker.host, broker.port)
+        access.apply(c)
+        c.connect(broker.host, broker.port_for(access))
         c.loop_start()
         self.client = c
 
-    def _on_publish(self, *_a: object) -> None:
+    def _on_publish(self, _c: object, _u: object, _mid: int, rc: ReasonCode, _p: object) -> None:
         with self._cond:
             self._acked += 1
+            self.refused += bool(rc.is_failure)
             self._cond.notify_all()
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:

@@ -1,4 +1,10 @@
-"""``/api/alerts``: list, read (with history), acknowledge and resolve."""
+"""``/api/alerts``: list, read (with history), acknowledge and resolve — each within the
+caller's scope (another caretaker's resident's alert answers 404).
+
+The name on an acknowledgement or a resolution is the caller's, from their credentials. The
+body's ``by`` is optional and kept only for older clients: when given it must be the caller's
+own staff id, else the request is refused (422) rather than recorded under a name nobody
+proved."""
 
 from __future__ import annotations
 
@@ -9,22 +15,25 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerts import Alert, AlertNotFound, HistoryEntry, InvalidTransition, Sort, Status
-from alerts.model import RULE, SYSTEM, Action
+from alerts.model import RULE, Action
 from jiayuan.api.deps import (
+    ANYONE,
     ID_PATTERN,
-    AlertsDep,
-    CtxDep,
+    IpDep,
     Limit,
     Offset,
     Since,
     Until,
+    ViewDep,
+    allow,
     check_range,
     refuse,
 )
 from jiayuan.api.times import epoch, rfc3339, utc
+from jiayuan.auth.scope import Principal
 from rules.matches import Route, Severity, Signal
 
-router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[allow(*ANYONE)])
 
 AlertId = Annotated[int, Path(ge=1, description="The alert's id.")]
 
@@ -62,7 +71,10 @@ class AlertOut(BaseModel):
     offline: bool = Field(description="The device is offline; the alert stays open.")
     offline_since: datetime | None
     match_count: int
-    value: float | None = Field(description="The value of the latest match, if any.")
+    value: float | None = Field(
+        description="The value of the latest match, if any (a wearable's: only for the "
+        "wearer's caretakers)."
+    )
 
 
 class AlertDetail(AlertOut):
@@ -75,11 +87,16 @@ class AlertPage(BaseModel):
 
 
 class AlertActionIn(BaseModel):
-    """Who acts (until staff sign in; then it comes from the credentials) and why."""
+    """Why (the note). Who acts comes from the credentials."""
 
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(pattern=ID_PATTERN, description="The staff id of the person acting.")
+    by: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="Optional and ignored when it is the caller's own staff id; any other id is "
+        "refused (422): the name recorded is always the signed-in caller's.",
+    )
     note: str = Field(default="", max_length=2000)
 
 
@@ -123,7 +140,7 @@ def alert_detail(a: Alert) -> AlertDetail:
 
 @router.get("", response_model=AlertPage, summary="List alerts")
 def list_alerts(
-    store: AlertsDep,
+    view: ViewDep,
     status: Annotated[list[Status] | None, Query(description="One or more statuses.")] = None,
     severity: Annotated[list[Severity] | None, Query(description="One or more.")] = None,
     kind: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
@@ -138,10 +155,10 @@ def list_alerts(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> AlertPage:
-    """Alerts, most urgent open ones first by default. `since`/`until` bound the event time
-    the condition started."""
+    """Alerts the caller may see, most urgent open ones first by default. `since`/`until`
+    bound the event time the condition started."""
     check_range(since, until)
-    items, total = store.list(
+    items, total = view.alerts(
         status=status,
         severity=severity,
         kind=kind,
@@ -158,11 +175,8 @@ def list_alerts(
 
 
 @router.get("/{alert_id}", response_model=AlertDetail, summary="Read an alert and its history")
-def get_alert(store: AlertsDep, alert_id: AlertId) -> AlertDetail:
-    try:
-        return alert_detail(store.get(alert_id))
-    except AlertNotFound as e:
-        raise HTTPException(404, str(e)) from None
+def get_alert(view: ViewDep, alert_id: AlertId) -> AlertDetail:
+    return alert_detail(view.alert(alert_id))
 
 
 @router.post(
@@ -170,20 +184,14 @@ def get_alert(store: AlertsDep, alert_id: AlertId) -> AlertDetail:
     response_model=AlertDetail,
     summary="Acknowledge an alert",
     responses={
-        404: {"description": "No such alert"},
+        404: {"description": "No such alert (or not one the caller may see)"},
         409: {"description": "Resolved, or acknowledged by someone else"},
     },
 )
-def ack_alert(ctx: CtxDep, alert_id: AlertId, body: AlertActionIn) -> AlertDetail:
-    """`firing` → `acknowledged`. Repeating it as the same person changes nothing (200)."""
-    _check_staff(ctx, body.by)
-    try:
-        ctx.alerts.acknowledge(alert_id, body.by, body.note)
-        return alert_detail(ctx.alerts.get(alert_id))
-    except AlertNotFound as e:
-        raise HTTPException(404, str(e)) from None
-    except InvalidTransition as e:
-        raise HTTPException(409, _conflict(e)) from None
+def ack_alert(view: ViewDep, ip: IpDep, alert_id: AlertId, body: AlertActionIn) -> AlertDetail:
+    """`firing` → `acknowledged`, in the caller's name. Repeating it as the same person changes
+    nothing (200)."""
+    return _act(view, ip, alert_id, body, "acknowledge")
 
 
 @router.post(
@@ -191,29 +199,60 @@ def ack_alert(ctx: CtxDep, alert_id: AlertId, body: AlertActionIn) -> AlertDetai
     response_model=AlertDetail,
     summary="Resolve an alert",
     responses={
-        404: {"description": "No such alert"},
+        404: {"description": "No such alert (or not one the caller may see)"},
         409: {"description": "Already resolved by someone else or by the rule"},
     },
 )
-def resolve_alert(ctx: CtxDep, alert_id: AlertId, body: AlertActionIn) -> AlertDetail:
-    """`firing` or `acknowledged` → `resolved`. Repeating it as the same person changes
-    nothing (200)."""
-    _check_staff(ctx, body.by)
+def resolve_alert(view: ViewDep, ip: IpDep, alert_id: AlertId, body: AlertActionIn) -> AlertDetail:
+    """`firing` or `acknowledged` → `resolved`, in the caller's name. Repeating it as the same
+    person changes nothing (200)."""
+    return _act(view, ip, alert_id, body, "resolve")
+
+
+def _act(view: ViewDep, ip: str, alert_id: int, body: AlertActionIn, action: str) -> AlertDetail:
+    who = view.principal
+    check_by(who, ("body", "by"), body.by)
+    view.alert(alert_id)  # 404 unless the caller may see it
+    store = view.ctx.alerts
     try:
-        ctx.alerts.resolve(alert_id, body.by, body.note)
-        return alert_detail(ctx.alerts.get(alert_id))
+        if action == "acknowledge":
+            change = store.acknowledge(alert_id, who.id, body.note)
+        else:
+            change = store.resolve(alert_id, who.id, body.note)
     except AlertNotFound as e:
         raise HTTPException(404, str(e)) from None
     except InvalidTransition as e:
+        view.audit.record(
+            who.id,
+            f"alert.{action}",
+            target=str(alert_id),
+            outcome="refused",
+            ip=ip,
+            status=e.status,
+        )
         raise HTTPException(409, _conflict(e)) from None
+    if change is not None:
+        view.audit.record(
+            who.id,
+            f"alert.{action}",
+            target=str(alert_id),
+            ip=ip,
+            rule_id=change.alert.rule_id,
+            device_id=change.alert.device_id,
+            via=who.via,
+        )
+    return alert_detail(view.alert(alert_id))
 
 
-def _check_staff(ctx: CtxDep, by: str) -> None:
-    if by in (RULE, SYSTEM):
-        refuse(("body", "by"), f"'{by}' is reserved for the service, not a staff id", by)
-    staff = ctx.registry.staff
-    if staff and by not in staff:
-        refuse(("body", "by"), f"unknown staff id '{by}'", by)
+def check_by(who: Principal, where: tuple[str, ...], given: str | None) -> None:
+    """Refuse a body or query naming someone other than the caller (see the module doc)."""
+    if given is not None and given != who.id:
+        refuse(
+            where,
+            f"'{given}' is not you: you are signed in as '{who.id}', and the name "
+            "recorded comes from your credentials (leave it out)",
+            given,
+        )
 
 
 def _conflict(e: InvalidTransition) -> str:

@@ -2,18 +2,29 @@
 
 It starts nothing of the service (MQTT, ingest, rules, scheduler): the service does, and runs
 this app with uvicorn. The lifespan only attaches the live stream's broadcaster to the loop.
+
+Staff access: :class:`jiayuan.api.security.SecurityMiddleware` authenticates every request
+(deny by default), and every route declares who may use it with
+:func:`jiayuan.api.deps.allow` — an app with a route that declares nothing is not built.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from jiayuan import console
 from jiayuan.api import (
     alerts,
+    audit,
+    auth,
     dead_letters,
     devices,
     escalation,
@@ -25,16 +36,29 @@ from jiayuan.api import (
     stream,
     system,
 )
+from jiayuan.api.deps import access_of
+from jiayuan.api.security import SecurityMiddleware, is_public
 from jiayuan.api.stream import Broadcaster
+from jiayuan.auth.authn import Authenticator
+from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
 
 
 def create_app(
-    ctx: AppContext, *, stream_queue_size: int = 256, keepalive_s: float = 15.0
+    ctx: AppContext,
+    *,
+    stream_queue_size: int = 256,
+    keepalive_s: float = 15.0,
+    authenticator: Authenticator | None = None,
 ) -> FastAPI:
     """The API over ``ctx``. ``app.state.broadcaster.close()`` (thread-safe) ends the live
-    streams; call it before asking uvicorn to exit, which otherwise waits for them."""
+    streams; call it before asking uvicorn to exit, which otherwise waits for them.
+    ``app.state.auth`` is the :class:`Authenticator` (``ctx.auth``'s store, or ``auth.db`` in
+    the data directory)."""
     broadcaster = Broadcaster(ctx.alerts, queue_size=stream_queue_size, keepalive_s=keepalive_s)
+    if ctx.auth is None:
+        ctx.auth = AuthStore(ctx.settings.data_dir / "auth.db")
+    authn = authenticator or Authenticator(ctx.settings, ctx.auth, ctx.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,12 +73,65 @@ def create_app(
         summary="Sensor ingestion and alerting for a residential community",
         version="0.1.0",
         lifespan=lifespan,
+        redoc_url=None,
+        swagger_ui_parameters={"persistAuthorization": False},
     )
     app.state.ctx = ctx
+    app.state.auth = authn
     app.state.broadcaster = broadcaster
     for module in (system, devices, alerts, dead_letters, stream, registry, residents, ops, fleet):
         app.include_router(module.router)
     for module in (silences, escalation):  # alerting: silences, chains, timers, deliveries
         app.include_router(module.router)
+    app.include_router(auth.router)
+    app.include_router(audit.router)
     app.include_router(console.router)
+    check_access(app)
+    if ctx.settings.cors_origins:  # closed unless origins are named; never with the cookie
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=ctx.settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(SecurityMiddleware, auth=authn)
     return app
+
+
+def served_routes(app: FastAPI) -> list[tuple[str, set[str], Dependant | None]]:
+    """Every route the app serves as (path, methods, dependant with the routers' own
+    dependencies), routes of included routers too (FastAPI ≥ 0.13x keeps those inside an
+    included-router object of its own rather than copying them into ``app.routes``)."""
+    out: list[tuple[str, set[str], Dependant | None]] = []
+    for r in app.routes:
+        contexts = getattr(r, "effective_route_contexts", None)
+        if contexts is not None:
+            out += [(c.path, set(c.methods or ()), c.dependant) for c in contexts()]
+        elif isinstance(r, APIRoute):
+            out.append((r.path, set(r.methods or ()), r.dependant))
+        elif isinstance(r, Route):
+            out.append((r.path, set(r.methods or ()), None))
+    return out
+
+
+def check_access(app: FastAPI) -> None:
+    """Refuse an app with a route (other than the public ones) that says nothing of who may
+    use it. Routes without a dependant (FastAPI's docs) are left to the middleware: any
+    signed-in person."""
+    silent = [
+        f"{sorted(methods)} {path}"
+        for path, methods, dependant in served_routes(app)
+        if dependant is not None and not is_public(path) and not _declares(dependant)
+    ]
+    if silent:
+        raise RuntimeError(
+            "routes without an access rule (jiayuan.api.deps.allow): " + ", ".join(silent)
+        )
+
+
+def _declares(d: Dependant) -> bool:
+    call: Callable[..., Any] | None = d.call
+    return (call is not None and access_of(call) is not None) or any(
+        _declares(sub) for sub in d.dependencies
+    )

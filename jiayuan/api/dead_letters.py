@@ -1,4 +1,5 @@
-"""``/api/dead-letters``: what was refused and why, and how many per reason."""
+"""``/api/dead-letters``: what was refused and why, and how many per reason. For admins and
+operators: a dead letter keeps the raw payload, which may be a wearable's."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ingest.payloads import REASONS, DeadLetterReason
-from jiayuan.api.deps import JournalDep, Limit, Offset, Since, Until, check_range
+from jiayuan.api.deps import CtxDep, Limit, Offset, Since, Until, allow, check_range
 from jiayuan.api.times import epoch, utc
 
-router = APIRouter(prefix="/api/dead-letters", tags=["dead letters"])
+router = APIRouter(
+    prefix="/api/dead-letters", tags=["dead letters"], dependencies=[allow("admin", "operator")]
+)
 
 
 class DeadLetterOut(BaseModel):
@@ -35,7 +38,7 @@ class DeadLetterCounts(BaseModel):
 
 @router.get("", response_model=DeadLetterPage, summary="List dead letters")
 def list_dead_letters(
-    journal: JournalDep,
+    ctx: CtxDep,
     reason: DeadLetterReason | None = None,
     since: Since = None,
     until: Until = None,
@@ -44,7 +47,7 @@ def list_dead_letters(
 ) -> DeadLetterPage:
     """Newest first. `since`/`until` bound the receive time."""
     check_range(since, until)
-    items, total = journal.dead_letters(
+    items, total = ctx.journal.dead_letters(
         reason=reason, since=epoch(since), until=epoch(until), limit=limit, offset=offset
     )
     return DeadLetterPage(
@@ -54,6 +57,6 @@ def list_dead_letters(
 
 
 @router.get("/counts", response_model=DeadLetterCounts, summary="Count dead letters by reason")
-def count_dead_letters(journal: JournalDep) -> DeadLetterCounts:
-    counts = dict.fromkeys(REASONS, 0) | journal.dead_letter_counts()
+def count_dead_letters(ctx: CtxDep) -> DeadLetterCounts:
+    counts = dict.fromkeys(REASONS, 0) | ctx.journal.dead_letter_counts()
     return DeadLetterCounts(counts=counts, total=sum(counts.values()))

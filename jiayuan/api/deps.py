@@ -1,20 +1,30 @@
-"""Dependencies shared by the resource modules: the context, paging, time ranges, and the one
-way to refuse a query parameter in FastAPI's own 422 shape."""
+"""Dependencies shared by the resource modules: who is asking and what they may see, who may
+use a route (:func:`allow`), paging, time ranges, and the one way to refuse a query parameter in
+FastAPI's own 422 shape.
+
+Routes read data through :data:`ViewDep` (scoped to the caller), never the stores directly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Final, NoReturn, cast, get_args
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.params import Depends as DependsParam
 from pydantic import AwareDatetime
 
-from alerts import AlertStore
-from ingest.journal import Journal
+from jiayuan.api.view import View
+from jiayuan.auth.authn import Authenticator
+from jiayuan.auth.scope import Principal
 from jiayuan.context import AppContext
+from registry.models import Role
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
+ACCESS: Final = "__jiayuan_access__"
+"""Marks the dependency that says who may use a route (see :func:`allow`)."""
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -22,17 +32,62 @@ def get_ctx(request: Request) -> AppContext:
     return ctx
 
 
-def get_alerts(request: Request) -> AlertStore:
-    return get_ctx(request).alerts
+def get_auth(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth
 
 
-def get_journal(request: Request) -> Journal:
-    return get_ctx(request).journal
+def get_principal(request: Request) -> Principal:
+    """The caller, authenticated by :class:`jiayuan.api.security.SecurityMiddleware`."""
+    p: Principal | None = getattr(request.state, "principal", None)
+    if p is None:
+        raise HTTPException(401, "sign in first", headers={"WWW-Authenticate": "Bearer"})
+    return p
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
 
 
 CtxDep = Annotated[AppContext, Depends(get_ctx)]
-AlertsDep = Annotated[AlertStore, Depends(get_alerts)]
-JournalDep = Annotated[Journal, Depends(get_journal)]
+AuthDep = Annotated[Authenticator, Depends(get_auth)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+IpDep = Annotated[str, Depends(client_ip)]
+
+
+def get_view(ctx: CtxDep, auth: AuthDep, principal: PrincipalDep) -> View:
+    return View(ctx, auth.scope(principal), auth.audit)
+
+
+ViewDep = Annotated[View, Depends(get_view)]
+
+
+def allow(*roles: Role) -> DependsParam:
+    """A dependency refusing (403) callers whose role is not one of ``roles``. Every route has
+    one (``create_app`` refuses to build an app with a route that has none), so who may use
+    what is written next to each route."""
+    if not roles or any(r not in ROLES for r in roles):
+        raise ValueError(f"allow(): roles among {ROLES}")
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.role not in roles:
+            raise HTTPException(
+                403, f"the {principal.role} role may not use this (it is for: {', '.join(roles)})"
+            )
+        return principal
+
+    setattr(check, ACCESS, roles)
+    return cast(DependsParam, Depends(check))
+
+
+ANYONE: Final = ROLES
+"""Every signed-in role (what each is shown is still scoped)."""
+
+
+def access_of(call: Callable[..., Any]) -> tuple[Role, ...] | None:
+    roles: tuple[Role, ...] | None = getattr(call, ACCESS, None)
+    return roles
+
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size, 1–500.")]
 Offset = Annotated[int, Query(ge=0, description="Items to skip.")]

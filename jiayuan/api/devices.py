@@ -1,31 +1,34 @@
 """``/api/devices``: the devices the journal knows (registered or merely heard), one device
-with its open alerts, and a device's readings (raw or per minute / hour)."""
+with its open alerts, and a device's readings (raw or per minute / hour) — within the caller's
+scope: a device out of it answers 404, a wearable's readings 403 but to the wearer's
+caretakers."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from ingest.journal import Step
 from ingest.topics import Kind
 from jiayuan.api.alerts import AlertOut, alert_out
 from jiayuan.api.deps import (
+    ANYONE,
     ID_PATTERN,
-    AlertsDep,
-    JournalDep,
     Limit,
     Offset,
     Since,
     Until,
+    ViewDep,
+    allow,
     check_range,
     refuse,
 )
 from jiayuan.api.times import epoch, utc
 
-router = APIRouter(prefix="/api/devices", tags=["devices"])
+router = APIRouter(prefix="/api/devices", tags=["devices"], dependencies=[allow(*ANYONE)])
 
 DeviceId = Annotated[str, Path(pattern=ID_PATTERN, description="The device's id.")]
 METRIC_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -100,7 +103,7 @@ def device_out(d: dict[str, Any]) -> DeviceOut:
 
 @router.get("", response_model=DevicePage, summary="List devices")
 def list_devices(
-    journal: JournalDep,
+    view: ViewDep,
     kind: Kind | None = None,
     building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     online: bool | None = None,
@@ -108,7 +111,7 @@ def list_devices(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> DevicePage:
-    items, total = journal.list_devices(
+    items, total = view.devices(
         kind=kind,
         building=building,
         online=online,
@@ -120,17 +123,24 @@ def list_devices(
 
 
 @router.get("/{device_id}", response_model=DeviceDetail, summary="Read a device")
-def get_device(journal: JournalDep, store: AlertsDep, device_id: DeviceId) -> DeviceDetail:
-    d = journal.get_device(device_id)
-    if d is None:
-        raise HTTPException(404, f"device '{device_id}' not found")
-    open_alerts = [alert_out(a) for a in store.open_alerts(device_id)]
+def get_device(view: ViewDep, device_id: DeviceId) -> DeviceDetail:
+    d = view.device(device_id)
+    open_alerts = [alert_out(a) for a in view.open_alerts([device_id])]
     return DeviceDetail(**device_out(d).model_dump(), open_alerts=open_alerts)
 
 
-@router.get("/{device_id}/readings", response_model=Readings, summary="Read a device's readings")
+@router.get(
+    "/{device_id}/readings",
+    response_model=Readings,
+    summary="Read a device's readings",
+    responses={
+        403: {
+            "description": "A wearable's readings, and the caller is not a caretaker of its wearer"
+        }
+    },
+)
 def get_readings(
-    journal: JournalDep,
+    view: ViewDep,
     device_id: DeviceId,
     metric: Annotated[
         str | None, Query(pattern=METRIC_PATTERN, description="A payload field, e.g. heart_rate.")
@@ -147,9 +157,7 @@ def get_readings(
     check_range(since, until)
     if step != "raw" and metric is None:
         refuse(("query", "metric"), f"metric is required when step is {step}")
-    if journal.get_device(device_id) is None:
-        raise HTTPException(404, f"device '{device_id}' not found")
-    rows = journal.readings(
+    rows = view.readings(
         device_id,
         metric=metric,
         since=epoch(since),

@@ -5,6 +5,9 @@
 - ``GET /api/alerts/{id}/deliveries``: every message sent (or tried) for an alert, to whom, why,
   through which channel (secrets masked), with each attempt
 - ``GET /api/deliveries``: recent deliveries of all alerts (``status``, ``staff_id``)
+
+Chains, timers and the deliveries of all alerts are for admins, managers and operators; the
+deliveries of one alert for whoever may see that alert.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from alerts import AlertNotFound
 from alerts.escalation import Timer
 from alerts.outbox import Delivery, Status
-from jiayuan.api.deps import ID_PATTERN, AlertsDep, Limit, Offset
-from jiayuan.api.silences import AlertingDep
+from jiayuan.api.deps import ANYONE, ID_PATTERN, Limit, Offset, ViewDep, allow
+from jiayuan.api.silences import AlertingDep, get_alerting
 from jiayuan.api.times import utc
 
 router = APIRouter(tags=["escalation"])
+DESK = allow("admin", "manager", "operator")
 
 
 class ChainPage(BaseModel):
@@ -117,14 +120,24 @@ def delivery_out(d: Delivery, attempts: list[AttemptOut]) -> DeliveryOut:
     )
 
 
-@router.get("/api/escalation/chains", response_model=ChainPage, summary="Escalation chains")
+@router.get(
+    "/api/escalation/chains",
+    response_model=ChainPage,
+    summary="Escalation chains",
+    dependencies=[DESK],
+)
 def list_chains(alerting: AlertingDep) -> ChainPage:
     """The first chain whose `match` fits an alert is the one it follows."""
     items = [c.model_dump(mode="json") for c in alerting.chains.chains]
     return ChainPage(items=items, total=len(items))
 
 
-@router.get("/api/escalation/timers", response_model=TimerPage, summary="Pending escalations")
+@router.get(
+    "/api/escalation/timers",
+    response_model=TimerPage,
+    summary="Pending escalations",
+    dependencies=[DESK],
+)
 def list_timers(alerting: AlertingDep, limit: Limit = 50, offset: Offset = 0) -> TimerPage:
     """Alerts still to be paged, the soonest due first."""
     items, total = alerting.timers.page(limit, offset)
@@ -154,23 +167,26 @@ def _with_attempts(alerting: AlertingDep, items: list[Delivery]) -> list[Deliver
     "/api/alerts/{alert_id}/deliveries",
     response_model=DeliveryPage,
     summary="Delivery receipts of an alert",
-    responses={404: {"description": "No such alert"}},
+    responses={404: {"description": "No such alert (or not one the caller may see)"}},
+    dependencies=[allow(*ANYONE)],
 )
 def list_alert_deliveries(
-    store: AlertsDep,
-    alerting: AlertingDep,
+    view: ViewDep,
     alert_id: Annotated[int, Path(ge=1)],
 ) -> DeliveryPage:
     """Oldest first, each with its attempts."""
-    try:
-        store.get(alert_id)
-    except AlertNotFound as e:
-        raise HTTPException(404, str(e)) from None
+    view.alert(alert_id)  # 404 first: whether alerting runs says nothing about the alert
+    alerting = get_alerting(view.ctx)
     items = alerting.outbox.of_alert(alert_id)
     return DeliveryPage(items=_with_attempts(alerting, items), total=len(items))
 
 
-@router.get("/api/deliveries", response_model=DeliveryPage, summary="Recent deliveries")
+@router.get(
+    "/api/deliveries",
+    response_model=DeliveryPage,
+    summary="Recent deliveries",
+    dependencies=[DESK],
+)
 def list_deliveries(
     alerting: AlertingDep,
     status: Annotated[Status | None, Query()] = None,

@@ -3,6 +3,9 @@ low battery, never heard — and how many devices were heard that the registry d
 
 A compound's entrance gates have no building: they are counted under the compound with
 ``building`` null.
+
+Counted over the devices the caller may see (a caretaker: their residents' wearables and their
+homes' smoke detectors; security: gates and smoke detectors).
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from typing import Any, Final
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from jiayuan.api.deps import CtxDep
+from jiayuan.api.deps import ANYONE, ViewDep, allow
 from jiayuan.api.times import utc
 
-router = APIRouter(prefix="/api/fleet", tags=["devices"])
+router = APIRouter(prefix="/api/fleet", tags=["devices"], dependencies=[allow(*ANYONE)])
 
 LOW_BATTERY: Final = 20.0
 SILENT_AFTER_S: Final = {"wearable": 30 * 60.0, "smoke": 2 * 3600.0, "gate": 2 * 3600.0}
@@ -51,9 +54,9 @@ class FleetSummary(BaseModel):
 
 
 @router.get("/summary", response_model=FleetSummary, summary="Device health by building")
-def get_fleet_summary(ctx: CtxDep) -> FleetSummary:
+def get_fleet_summary(view: ViewDep) -> FleetSummary:
     now = time.time()
-    devices, _ = ctx.journal.list_devices(limit=ALL)
+    devices, _ = view.devices(limit=ALL)
     groups: dict[tuple[str | None, str | None], list[dict[str, Any]]] = {}
     unregistered = 0
     for d in devices:
@@ -61,7 +64,7 @@ def get_fleet_summary(ctx: CtxDep) -> FleetSummary:
             unregistered += 1
             continue
         groups.setdefault((d["compound"], d["building"]), []).append(d)
-    buildings = ctx.registry.buildings
+    buildings = view.ctx.registry.buildings
     places = [
         _place(
             compound,

@@ -2,7 +2,7 @@
 that ``/metrics`` exposes, so the console and Prometheus never disagree.
 
 Counters are totals since the process started; a rate is the difference of two samples
-divided by the difference of their ``at``.
+divided by the difference of their ``at``. For admins, managers and operators.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field
 
 from ingest.payloads import REASONS
+from jiayuan.api.deps import allow
 from jiayuan.api.times import utc
 
-router = APIRouter(prefix="/api/ops", tags=["operations"])
+router = APIRouter(
+    prefix="/api/ops", tags=["operations"], dependencies=[allow("admin", "manager", "operator")]
+)
 
 
 class OpsSummary(BaseModel):

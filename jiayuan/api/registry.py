@@ -1,4 +1,5 @@
-"""``/api/registry/summary``: what the loaded registry holds, in counts."""
+"""``/api/registry/summary``: what the loaded registry holds, in counts (admins, managers,
+operators)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ from collections import Counter
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from jiayuan.api.deps import CtxDep
+from jiayuan.api.deps import CtxDep, allow
 
-router = APIRouter(prefix="/api/registry", tags=["registry"])
+router = APIRouter(
+    prefix="/api/registry",
+    tags=["registry"],
+    dependencies=[allow("admin", "manager", "operator")],
+)
 
 
 class RegistrySummary(BaseModel):

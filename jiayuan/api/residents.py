@@ -2,8 +2,10 @@
 its latest vitals, their open alerts and the day's activity. Read-only, from the registry, the
 journal and the alert store.
 
-Residents are pseudonymous (``resident_id``); nothing here names anyone. The vitals are health
-data: they are answered to the caller and never logged.
+Residents are pseudonymous (``resident_id``); nothing here names anyone. The vitals and the
+day's activity are health data: answered only to the resident's caretakers (others see the
+wearable's state: online, battery) and never logged. A caretaker sees their own residents only;
+another resident's id answers 404.
 """
 
 from __future__ import annotations
@@ -13,17 +15,20 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
-from alerts import Alert
 from jiayuan.api.alerts import AlertOut, alert_out
-from jiayuan.api.deps import ID_PATTERN, CtxDep, Limit, Offset
+from jiayuan.api.deps import ID_PATTERN, Limit, Offset, ViewDep, allow
 from jiayuan.api.times import utc
-from jiayuan.context import AppContext
-from registry import Resident
+from jiayuan.api.view import View
+from registry import Registry, Resident
 
-router = APIRouter(prefix="/api/residents", tags=["residents"])
+router = APIRouter(
+    prefix="/api/residents",
+    tags=["residents"],
+    dependencies=[allow("admin", "manager", "caretaker")],
+)
 
 VITALS: Final = ("heart_rate", "spo2", "skin_temp_c", "battery", "worn", "steps")
 LOOKBACK_S: Final = 6 * 3600.0
@@ -63,8 +68,11 @@ class ResidentOut(BaseModel):
     device_id: str | None = Field(description="The resident's wearable, if one is registered.")
     online: bool | None
     last_seen: datetime | None
-    latest: dict[str, Latest] = Field(description="Latest value of each vital reported lately.")
-    activity: Activity
+    latest: dict[str, Latest] = Field(
+        description="Latest value of each vital reported lately (for anyone but the resident's "
+        "caretakers: only the wearable's battery)."
+    )
+    activity: Activity | None = Field(description="Null but for the resident's caretakers.")
     open_alerts: int
 
 
@@ -79,7 +87,7 @@ class ResidentPage(BaseModel):
 
 @router.get("", response_model=ResidentPage, summary="List residents (a caretaker's)")
 def list_residents(
-    ctx: CtxDep,
+    view: ViewDep,
     caretaker: Annotated[
         str | None, Query(pattern=ID_PATTERN, description="Only residents of this staff id.")
     ] = None,
@@ -88,11 +96,11 @@ def list_residents(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> ResidentPage:
-    """Residents with open alerts first, then by building and unit."""
-    reg = ctx.registry
-    wearables = _wearables(ctx)
+    """The residents the caller may see, those with open alerts first, then by building and
+    unit."""
+    wearables = _wearables(view.ctx.registry)
     open_by_device: dict[str, int] = defaultdict(int)
-    for a in ctx.alerts.open_alerts():
+    for a in view.ctx.alerts.open_alerts():
         open_by_device[a.device_id] += 1
 
     def open_count(r: Resident) -> int:
@@ -100,14 +108,14 @@ def list_residents(
 
     chosen = [
         r
-        for r in reg.residents.values()
+        for r in view.residents()
         if (caretaker is None or caretaker in r.caretakers)
         and (building is None or r.building == building)
     ]
     chosen.sort(key=lambda r: (open_count(r) == 0, r.building, r.unit, r.resident_id))
     start = _day_start(day_start)
     items = [
-        _resident_out(ctx, r, wearables, open_count(r), start)
+        _resident_out(view, r, wearables, open_count(r), start)
         for r in chosen[offset : offset + limit]
     ]
     return ResidentPage(items=items, total=len(chosen))
@@ -115,23 +123,19 @@ def list_residents(
 
 @router.get("/{resident_id}", response_model=ResidentDetail, summary="Read a resident")
 def get_resident(
-    ctx: CtxDep, resident_id: ResidentId, day_start: DayStart = None
+    view: ViewDep, resident_id: ResidentId, day_start: DayStart = None
 ) -> ResidentDetail:
-    r = ctx.registry.residents.get(resident_id)
-    if r is None:
-        raise HTTPException(404, f"resident '{resident_id}' not found")
-    wearables = _wearables(ctx)
-    alerts: list[Alert] = []
-    for device_id in wearables.get(resident_id, ()):
-        alerts.extend(ctx.alerts.open_alerts(device_id))
-    out = _resident_out(ctx, r, wearables, len(alerts), _day_start(day_start))
+    r = view.resident(resident_id)
+    wearables = _wearables(view.ctx.registry)
+    alerts = view.open_alerts(wearables.get(resident_id, ()))
+    out = _resident_out(view, r, wearables, len(alerts), _day_start(day_start))
     return ResidentDetail(**out.model_dump(), alerts=[alert_out(a) for a in alerts])
 
 
-def _wearables(ctx: AppContext) -> dict[str, list[str]]:
+def _wearables(registry: Registry) -> dict[str, list[str]]:
     """resident_id → the ids of their registered wearables."""
     out: dict[str, list[str]] = defaultdict(list)
-    for d in ctx.registry.devices.values():
+    for d in registry.devices.values():
         if d.kind == "wearable" and d.resident_id:
             out[d.resident_id].append(d.device_id)
     return out
@@ -145,21 +149,25 @@ def _day_start(given: datetime | None) -> float:
 
 
 def _resident_out(
-    ctx: AppContext,
+    view: View,
     r: Resident,
     wearables: dict[str, list[str]],
     open_alerts: int,
     day_start: float,
 ) -> ResidentOut:
+    ctx = view.ctx
     building = ctx.registry.buildings.get(r.building)
     devices = wearables.get(r.resident_id, [])
     device_id = devices[0] if devices else None
     state = ctx.journal.get_device(device_id) if device_id else None
-    rows: list[dict[str, Any]] = []
-    if device_id is not None and state is not None:
+    latest: dict[str, Latest] = {}
+    activity: Activity | None = None
+    if device_id is not None and state is not None and view.vitals_of(device_id):
         since = min(day_start, time.time() - LOOKBACK_S)
-        rows = ctx.journal.readings(device_id, since=since, limit=MAX_ROWS)
-    latest, activity = summarize(rows, day_start)
+        rows = view.readings(device_id, since=since, limit=MAX_ROWS)
+        latest, activity = summarize(rows, day_start)
+    elif state is not None and state["battery"] is not None and state["last_seen"]:
+        latest = {"battery": Latest(value=state["battery"], at=utc(state["last_seen"]))}
     return ResidentOut(
         resident_id=r.resident_id,
         compound=building.compound if building else None,

@@ -42,6 +42,10 @@ def make_server(
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=timeout_graceful_shutdown,
+        # X-Forwarded-For is not believed (uvicorn trusts it from 127.0.0.1 by default): the
+        # client's address is the one in the audit trail and the sign-in limits
+        proxy_headers=False,
+        server_header=False,
     )
     broadcaster: Broadcaster = app.state.broadcaster
     return ApiServer(config, broadcaster)

@@ -3,6 +3,10 @@
 A muted alert is still raised and recorded; nobody is paged while the silence holds (its history
 says which silence). A silence that could match a critical rule must name the device: refused
 with 422 otherwise. Expiring one early pages, at once, what it held back and is still firing.
+
+Admins, managers and operators set and expire silences; security staff may read them. The
+author (and who expires one) is the caller, from their credentials: ``author``/``by`` in a
+request are optional and refused (422) when they name someone else. Both are audited.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from alerts.dispatch import Dispatcher
-from alerts.model import RULE, SYSTEM
 from alerts.silences import Silence, SilenceNotFound, SilenceRefused
-from jiayuan.api.deps import ID_PATTERN, CtxDep, Limit, Offset, refuse
+from jiayuan.api.alerts import check_by
+from jiayuan.api.deps import ID_PATTERN, CtxDep, IpDep, Limit, Offset, ViewDep, allow, refuse
 from jiayuan.api.times import epoch, utc
 from rules.model import parse_duration
 
 router = APIRouter(prefix="/api/silences", tags=["silences"])
+READERS = allow("admin", "manager", "operator", "security")
+WRITERS = allow("admin", "manager", "operator")
 
 SilenceId = Annotated[int, Path(ge=1, description="The silence's id.")]
 State = Literal["active", "pending", "expired"]
@@ -53,13 +59,21 @@ class SilenceIn(BaseModel):
         default=None, description="From `starts_at`, e.g. `2h`, `30m`, `1h30m`."
     )
     reason: str = Field(min_length=1, max_length=500)
-    author: str = Field(pattern=ID_PATTERN, description="The staff id of who sets it.")
+    author: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="Optional: the caller (from the credentials) is the author.",
+    )
 
 
 class ExpireIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(pattern=ID_PATTERN, description="The staff id of who ends it.")
+    by: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="Optional: the caller (from the credentials) ends it.",
+    )
 
 
 class SilenceOut(BaseModel):
@@ -108,14 +122,7 @@ def silence_out(s: Silence, now: float) -> SilenceOut:
     )
 
 
-def _check_staff(ctx: CtxDep, where: tuple[str, ...], who: str) -> None:
-    if who in (RULE, SYSTEM):
-        refuse(where, f"'{who}' is reserved for the service, not a staff id", who)
-    if ctx.registry.staff and who not in ctx.registry.staff:
-        refuse(where, f"unknown staff id '{who}'", who)
-
-
-@router.get("", response_model=SilencePage, summary="List silences")
+@router.get("", response_model=SilencePage, summary="List silences", dependencies=[READERS])
 def list_silences(
     alerting: AlertingDep,
     state: Annotated[State | None, Query(description="`active`, `pending` or `expired`.")] = None,
@@ -134,9 +141,11 @@ def list_silences(
     status_code=201,
     summary="Create a silence or a maintenance window",
     responses={422: {"description": "No matcher, bad times, or it could hide a critical alarm"}},
+    dependencies=[WRITERS],
 )
-def create_silence(ctx: CtxDep, alerting: AlertingDep, body: SilenceIn) -> SilenceOut:
-    _check_staff(ctx, ("body", "author"), body.author)
+def create_silence(view: ViewDep, ip: IpDep, alerting: AlertingDep, body: SilenceIn) -> SilenceOut:
+    who = view.principal
+    check_by(who, ("body", "author"), body.author)
     now = alerting.clock()
     starts = epoch(body.starts_at) or now
     if body.ends_at is not None and body.duration is not None:
@@ -155,7 +164,7 @@ def create_silence(ctx: CtxDep, alerting: AlertingDep, body: SilenceIn) -> Silen
             starts_at=starts,
             ends_at=ends,
             reason=body.reason,
-            author=body.author,
+            author=who.id,
             now=now,
             rule_id=body.rule_id,
             kind=body.kind,
@@ -164,10 +173,24 @@ def create_silence(ctx: CtxDep, alerting: AlertingDep, body: SilenceIn) -> Silen
         )
     except SilenceRefused as e:
         refuse(("body", e.field), str(e), getattr(body, e.field, None))
+    view.audit.record(
+        who.id,
+        "silence.create",
+        target=str(s.id),
+        ip=ip,
+        rule_id=s.rule_id,
+        kind=s.kind,
+        device_id=s.device_id,
+        building=s.building,
+        starts_at=s.starts_at,
+        ends_at=s.ends_at,
+    )
     return silence_out(s, now)
 
 
-@router.get("/{silence_id}", response_model=SilenceOut, summary="Read a silence")
+@router.get(
+    "/{silence_id}", response_model=SilenceOut, summary="Read a silence", dependencies=[READERS]
+)
 def get_silence(alerting: AlertingDep, silence_id: SilenceId) -> SilenceOut:
     try:
         return silence_out(alerting.silences.get(silence_id), alerting.clock())
@@ -175,12 +198,21 @@ def get_silence(alerting: AlertingDep, silence_id: SilenceId) -> SilenceOut:
         raise HTTPException(404, str(e)) from None
 
 
-def _expire(ctx: CtxDep, alerting: Dispatcher, silence_id: int, by: str) -> SilenceOut:
-    _check_staff(ctx, ("body", "by"), by)
+def _expire(
+    view: ViewDep,
+    ip: str,
+    alerting: Dispatcher,
+    silence_id: int,
+    by: str | None,
+    where: tuple[str, ...],
+) -> SilenceOut:
+    who = view.principal
+    check_by(who, where, by)
     try:
-        s = alerting.expire_silence(silence_id, by)
+        s = alerting.expire_silence(silence_id, who.id)
     except SilenceNotFound as e:
         raise HTTPException(404, str(e)) from None
+    view.audit.record(who.id, "silence.expire", target=str(silence_id), ip=ip)
     return silence_out(s, alerting.clock())
 
 
@@ -189,13 +221,18 @@ def _expire(ctx: CtxDep, alerting: Dispatcher, silence_id: int, by: str) -> Sile
     response_model=SilenceOut,
     summary="Expire a silence now",
     responses={404: {"description": "No such silence"}},
+    dependencies=[WRITERS],
 )
 def expire_silence(
-    ctx: CtxDep, alerting: AlertingDep, silence_id: SilenceId, body: ExpireIn
+    view: ViewDep,
+    ip: IpDep,
+    alerting: AlertingDep,
+    silence_id: SilenceId,
+    body: ExpireIn | None = None,
 ) -> SilenceOut:
     """Ends it now (an expired one stays as it is: 200). Alerts it held back that are still
     firing are paged at once."""
-    return _expire(ctx, alerting, silence_id, body.by)
+    return _expire(view, ip, alerting, silence_id, body.by if body else None, ("body", "by"))
 
 
 @router.delete(
@@ -203,12 +240,16 @@ def expire_silence(
     response_model=SilenceOut,
     summary="Expire a silence now (the same as POST …/expire)",
     responses={404: {"description": "No such silence"}},
+    dependencies=[WRITERS],
 )
 def delete_silence(
-    ctx: CtxDep,
+    view: ViewDep,
+    ip: IpDep,
     alerting: AlertingDep,
     silence_id: SilenceId,
-    by: Annotated[str, Query(pattern=ID_PATTERN, description="The staff id of who ends it.")],
+    by: Annotated[
+        str | None, Query(pattern=ID_PATTERN, description="Optional: the caller ends it.")
+    ] = None,
 ) -> SilenceOut:
     """Silences are kept as a record: this expires it, it does not erase it."""
-    return _expire(ctx, alerting, silence_id, by)
+    return _expire(view, ip, alerting, silence_id, by, ("query", "by"))

@@ -6,6 +6,10 @@ event loop (``call_soon_threadsafe``); on the loop it is offered to every client
 queue. A client whose queue is full is too slow: it is disconnected (it may reconnect with
 ``Last-Event-ID`` and catch up from the history), and nobody else waits for it.
 
+Each connection sees only the alerts its caller may see (:class:`jiayuan.api.view.View`),
+with a wearable's measured value withheld but from the wearer's caretakers; a stream whose
+session or token ends (signed out, expired, revoked) is closed at its next keep-alive.
+
 Wire format: ``event: alert``, ``id:`` the history entry id (increasing), ``data:`` JSON
 ``{"action", "change", "alert"}``; a ``: keep-alive`` comment when idle; ``event: resync`` when
 a reconnecting client missed more than can be replayed (fetch ``/api/alerts`` again).
@@ -17,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable
-from typing import Annotated
+from typing import Annotated, Final
 
 import anyio
 import anyio.to_thread
@@ -31,7 +35,10 @@ from starlette.types import Receive, Scope, Send
 from alerts import AlertChange, AlertStore
 from alerts.model import Action
 from jiayuan.api.alerts import AlertOut, HistoryOut, alert_out, history_out
-from jiayuan.api.deps import ID_PATTERN
+from jiayuan.api.deps import ANYONE, ID_PATTERN, AuthDep, ViewDep, allow
+from jiayuan.api.security import COOKIE, SECURE_COOKIE
+from jiayuan.auth.authn import Authenticator
+from jiayuan.auth.scope import Principal
 from rules.matches import Route
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,10 @@ def encode(change: AlertChange) -> bytes:
         action=change.action, change=history_out(change.entry), alert=alert_out(change.alert)
     )
     return format_sse_event(data_str=data.model_dump_json(), event="alert", id=str(change.entry.id))
+
+
+_IDLE: Final = AlertChange.__new__(AlertChange)
+"""Stands for "nothing came within the keep-alive time" in the loop below."""
 
 
 class StreamClient:
@@ -174,10 +185,16 @@ class Broadcaster:
         CLIENTS.set(len(self._clients))
 
     async def events(
-        self, client: StreamClient, last_event_id: int | None, wanted: Callable[[AlertChange], bool]
+        self,
+        client: StreamClient,
+        last_event_id: int | None,
+        show: Callable[[AlertChange], AlertChange | None],
+        alive: Callable[[], bool] | None = None,
     ) -> AsyncGenerator[bytes, None]:
         """The byte stream of one client. It is connected before the first byte (so a client
-        that has read ``: connected`` misses nothing) and before the history is replayed."""
+        that has read ``: connected`` misses nothing) and before the history is replayed.
+        ``show`` gives a change as this client may see it, or None to skip it; ``alive``
+        (asked in a worker thread at every keep-alive) False ends the stream."""
         self._connect(client)
         try:
             yield b"retry: 5000\n: connected\n\n"
@@ -194,18 +211,25 @@ class Broadcaster:
                     missed = []
                 for change in missed:
                     seen = change.entry.id
-                    if wanted(change):
-                        yield encode(change)
+                    if (shown := show(change)) is not None:
+                        yield encode(shown)
+            loop = asyncio.get_running_loop()
+            check_at = loop.time() + self.keepalive_s
             while True:
                 try:
                     item = await asyncio.wait_for(client.queue.get(), self.keepalive_s)
                 except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
+                    item = _IDLE
+                if alive is not None and loop.time() >= check_at:
+                    check_at = loop.time() + self.keepalive_s
+                    if not await anyio.to_thread.run_sync(alive):
+                        return
                 if item is None:
                     return
-                if item.entry.id > seen and wanted(item):
-                    yield encode(item)
+                if item is _IDLE:
+                    yield b": keep-alive\n\n"
+                elif item.entry.id > seen and (shown := show(item)) is not None:
+                    yield encode(shown)
         finally:
             self._disconnect(client)
 
@@ -256,21 +280,48 @@ class EventStreamResponse(StreamingResponse):
             "description": "`event: alert` with `{action, change, alert}` data",
         }
     },
+    dependencies=[allow(*ANYONE)],
 )
 async def stream_alerts(
     request: Request,
+    view: ViewDep,
+    auth: AuthDep,
     building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     route: Annotated[Route | None, Query(description="Only alerts of this route.")] = None,
     last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
 ) -> EventStreamResponse:
+    """The changes of the alerts the caller may see."""
     broadcaster: Broadcaster | None = getattr(request.app.state, "broadcaster", None)
     if broadcaster is None or not broadcaster.running:
         raise HTTPException(503, "the live stream is not running")
 
-    def wanted(change: AlertChange) -> bool:
+    def show(change: AlertChange) -> AlertChange | None:
         a = change.alert
-        return (building is None or a.building == building) and (route is None or a.route == route)
+        if (
+            (building is not None and a.building != building)
+            or (route is not None and a.route != route)
+            or not view.sees(a)
+        ):
+            return None
+        redacted = view.scope.redact(a)
+        return change if redacted is a else AlertChange(redacted, change.entry)
 
     resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     client = broadcaster.client()
-    return EventStreamResponse(broadcaster.events(client, resume, wanted), client.ended)
+    alive = still_signed_in(auth, view.principal, request)
+    return EventStreamResponse(broadcaster.events(client, resume, show, alive), client.ended)
+
+
+def still_signed_in(auth: Authenticator, p: Principal, request: Request) -> Callable[[], bool]:
+    """Whether the credentials that opened a stream are still good (not signed out, expired,
+    revoked, nor the person removed from the registry)."""
+    if p.via == "admin-token":
+        return lambda: True
+    bearer = request.headers.get("authorization", "").partition(" ")[2].strip()
+    cookie = request.cookies.get(SECURE_COOKIE) or request.cookies.get(COOKIE) or ""
+
+    def alive() -> bool:
+        again = auth.from_bearer(bearer) if p.via == "token" else auth.from_session(cookie)
+        return again is not None and again.id == p.id
+
+    return alive

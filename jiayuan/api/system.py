@@ -1,4 +1,8 @@
-"""``/healthz`` and ``/metrics``: for the operators' probes and Prometheus."""
+"""``/healthz`` and ``/metrics``: for the operators' probes and Prometheus.
+
+``/healthz`` needs no credentials (a probe has none; it tells only whether the parts run).
+``/metrics`` needs a bearer token of an admin or an operator: Prometheus sends one with
+``authorization: {credentials_file: ...}`` in its scrape config (README)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from jiayuan.api.deps import CtxDep
+from jiayuan.api.deps import CtxDep, allow
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ def get_health(ctx: CtxDep) -> JSONResponse:
     summary="Prometheus metrics",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    dependencies=[allow("admin", "operator")],
 )
 def get_metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -220,8 +220,9 @@ def test_the_service_killed_mid_escalation_takes_the_next_step_on_time_and_never
         assert len(escalated) == 1 and escalated[0].startswith("step 2/3 → care-2")
         (timer,) = svc.get("/api/escalation/timers")["items"]
         assert timer["next_step"] == 2
-        code, _ = svc.post(f"/api/alerts/{alert['id']}/ack", {"by": "care-2"})
-        assert code == 200
+        care2 = svc.token_for("care-2")  # a caretaker of the resident: sees the alert
+        code, body = svc.post(f"/api/alerts/{alert['id']}/ack", {}, token=care2)
+        assert code == 200 and body["acknowledged_by"] == "care-2"
         wait_for(lambda: svc.get("/api/escalation/timers")["total"] == 0)
         # those paged before hear that someone is on it
         receiver.wait_for(lambda ms: len(ms) == 3)

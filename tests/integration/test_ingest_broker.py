@@ -24,7 +24,10 @@ class Ingest:
     def __init__(self, broker: Broker, path: Path, client_id: str = "jiayuan-test") -> None:
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.journal = Journal(path, synchronous="NORMAL")
-        self.listener = Listener(broker.host, broker.port, client_id, self.inbox)
+        access = broker.service_access(tls=True)  # as the service: its account, over TLS
+        self.listener = Listener(
+            broker.host, broker.port_for(access), client_id, self.inbox, access=access
+        )
         self.pipeline = Pipeline(self.inbox, self.journal, self.listener.ack)
 
     def start(self) -> Ingest:

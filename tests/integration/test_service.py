@@ -19,7 +19,7 @@ pytestmark = pytest.mark.network
 
 @pytest.fixture
 def service(broker: Broker, tmp_path: Path) -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(tmp_path / "service", broker.port).start()
+    svc = ServiceProcess(tmp_path / "service", broker).start()
     yield svc
     svc.stop()
 
@@ -56,15 +56,16 @@ def test_a_fall_raises_an_alert_that_staff_acknowledge_and_resolve(
         "critical",
         "firing",
     )
-    code, body = service.post(f"/api/alerts/{alert['id']}/ack", {"by": "cg-1", "note": "going"})
+    # no registry here, so no staff: the admin token acts, and its name is what is recorded
+    code, body = service.post(f"/api/alerts/{alert['id']}/ack", {"note": "going"})
     assert code == 200 and body["status"] == "acknowledged"
-    code, body = service.post(f"/api/alerts/{alert['id']}/resolve", {"by": "cg-1", "note": "ok"})
+    code, body = service.post(f"/api/alerts/{alert['id']}/resolve", {"note": "ok"})
     assert code == 200 and body["status"] == "resolved"
     history = service.get(f"/api/alerts/{alert['id']}")["history"]
     assert [(h["action"], h["by"]) for h in history] == [
         ("raised", "rule"),
-        ("acknowledged", "cg-1"),
-        ("resolved", "cg-1"),
+        ("acknowledged", "admin-token"),
+        ("resolved", "admin-token"),
     ]
     pub.close()
 
@@ -90,7 +91,7 @@ def test_a_service_killed_mid_stream_loses_no_accepted_message(
     broker: Broker, tmp_path: Path
 ) -> None:
     data = tmp_path / "service"
-    svc = ServiceProcess(data, broker.port).start()
+    svc = ServiceProcess(data, broker).start()
     pub = Publisher(broker, client_id="wearables")
     total = 20_000
     devices = 20
@@ -112,7 +113,7 @@ def test_a_service_killed_mid_stream_loses_no_accepted_message(
     svc.kill()  # SIGKILL while messages keep arriving
     t.join()
     pub.wait_acked(timeout=120)  # the broker has them all, queued in the service's session
-    svc = ServiceProcess(data, broker.port, http_port=svc.http_port).start()
+    svc = ServiceProcess(data, broker, http_port=svc.http_port).start()
     wait_for(lambda: journal_counts(data)[0] == total, timeout=120)
     svc.stop()
     rows, distinct = journal_counts(data)
@@ -198,6 +199,7 @@ def test_a_device_whose_connection_dies_is_marked_offline_by_its_last_will(
     dev = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2, client_id="gt-1", protocol=mqtt.MQTTv5
     )
+    broker.device_access("gt-1").apply(dev)  # its own account: its status and last will
     dev.will_set(status, json.dumps({"state": "offline"}), qos=1, retain=True)
     dev.connect(broker.host, broker.port, keepalive=5)
     dev.loop_start()

@@ -25,6 +25,7 @@ class Subscriber:
     """A plain paho client subscribed to every community topic with QoS 1."""
 
     def __init__(self, broker: Broker) -> None:
+        access = broker.test_access("sim-test-subscriber")  # test-only: may read everything
         self.messages: list[tuple[str, bytes, int]] = []
         self._lock = threading.Lock()
         self.subscribed = threading.Event()
@@ -36,6 +37,7 @@ class Subscriber:
         c.on_connect = lambda cl, *_: cl.subscribe("community/#", qos=1)
         c.on_subscribe = lambda *_: self.subscribed.set()
         c.on_message = self._on_message
+        access.apply(c)
         c.connect(broker.host, broker.port)
         c.loop_start()
         assert self.subscribed.wait(10), "subscriber never subscribed"
@@ -63,7 +65,7 @@ def subscriber(broker: Broker) -> Iterator[Subscriber]:
 
 @pytest.fixture
 def publisher(broker: Broker) -> Iterator[Publisher]:
-    p = Publisher(broker.host, broker.port).start()
+    p = Publisher(broker.host, broker.port, access=broker.test_access("sim")).start()
     yield p
     p.stop()
 
@@ -120,7 +122,51 @@ def test_publisher_survives_a_broker_restart(broker: Broker, publisher: Publishe
 
 
 def test_the_command_plays_a_scenario(broker: Broker, subscriber: Subscriber) -> None:
-    argv = ["--host", broker.host, "--port", str(broker.port), "--scenario", "bad_input"]
+    user = broker.test_access("sim-command").username
+    assert user is not None
+    argv = [
+        "--host",
+        broker.host,
+        "--port",
+        str(broker.port),
+        "--scenario",
+        "bad_input",
+        "--username",
+        user,
+        "--password-file",
+        str(broker.password_file(user)),
+    ]
     assert main([*argv, "--quiet", "--devices", "50"]) == 0
     wait_for(lambda: subscriber.count() >= 17)
     assert subscriber.count() == 17
+
+
+def test_the_command_plays_through_gateway_accounts_over_tls(
+    broker: Broker, subscriber: Subscriber
+) -> None:
+    """As in the demo: the fleet's registry gives one account per compound's gateway; the
+    simulator connects each over TLS and sends every device's messages through its own
+    compound's gateway. The two bad_input messages for devices of no compound (``lamp-01``,
+    ``smk.01!``) are refused by the broker; the rest arrive."""
+    fleet = build_fleet(seed=1, devices=50)
+    broker.provision(fleet.registry)
+    argv = [
+        "--host",
+        broker.host,
+        "--port",
+        str(broker.tls_port),
+        "--tls-ca",
+        str(broker.ca_file),
+        "--credentials",
+        str(broker.auth_dir / "credentials.json"),
+        "--scenario",
+        "bad_input",
+        "--quiet",
+        "--devices",
+        "50",
+    ]
+    assert main(argv) == 0
+    wait_for(lambda: subscriber.count() >= 15)
+    topics = [t for t, _, _ in subscriber.messages]
+    assert len(topics) == 15
+    assert not any("lamp-01" in t or "smk.01!" in t for t in topics)

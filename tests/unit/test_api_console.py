@@ -23,6 +23,7 @@ from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
 from rules.matches import Transition
+from tests.staff import ADMIN, ADMIN_TOKEN, bearer
 
 NOW = time.time()
 DAY = NOW - 3 * 3600  # the caller's day started three hours ago
@@ -105,7 +106,10 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
         )
     )
     c = AppContext(
-        settings=Settings(data_dir=tmp_path), journal=journal, alerts=store, registry=registry
+        settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
+        journal=journal,
+        alerts=store,
+        registry=registry,
     )
     yield c
     store.close()
@@ -114,7 +118,7 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
 
 @pytest.fixture
 def client(ctx: AppContext) -> Iterator[TestClient]:
-    with TestClient(create_app(ctx)) as c:
+    with TestClient(create_app(ctx), headers=ADMIN) as c:
         yield c
 
 
@@ -122,9 +126,12 @@ def day_start() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(DAY))
 
 
-def test_a_caretaker_sees_their_residents_with_open_alerts_first(client: TestClient) -> None:
+def test_a_caretaker_sees_their_residents_with_open_alerts_first(
+    ctx: AppContext, client: TestClient
+) -> None:
+    cg1 = bearer(ctx, "cg-1")
     page = client.get(
-        "/api/residents", params={"caretaker": "cg-1", "day_start": day_start()}
+        "/api/residents", params={"caretaker": "cg-1", "day_start": day_start()}, headers=cg1
     ).json()
     assert page["total"] == 2
     first, second = page["items"]
@@ -138,16 +145,26 @@ def test_a_caretaker_sees_their_residents_with_open_alerts_first(client: TestCli
     assert first["activity"]["readings"] == 5 and first["activity"]["events"] == {"fall": 1}
     assert second["device_id"] == "wr-2" and second["latest"] == {}
     assert second["last_seen"] is None and second["activity"]["steps"] is None
+    theirs = client.get("/api/residents", params={"caretaker": "cg-2"}, headers=cg1).json()
+    assert [r["resident_id"] for r in theirs["items"]] == ["r-2"]  # r-3 is not cg-1's
+    # the admin sees every resident, and of their wearables only the state, never the vitals
     other = client.get("/api/residents", params={"caretaker": "cg-2"}).json()
     assert [r["resident_id"] for r in other["items"]] == ["r-2", "r-3"]
+    everyone = client.get("/api/residents", params={"day_start": day_start()}).json()
+    r1 = next(r for r in everyone["items"] if r["resident_id"] == "r-1")
+    assert r1["latest"] == {"battery": {"value": 15, "at": r1["last_seen"]}}
+    assert r1["activity"] is None and r1["open_alerts"] == 1
     assert client.get("/api/residents", params={"building": "B2"}).json()["total"] == 2
     assert client.get("/api/residents", params={"caretaker": "bad id"}).status_code == 422
 
 
-def test_one_resident_with_their_open_alerts(client: TestClient) -> None:
-    r = client.get("/api/residents/r-1", params={"day_start": day_start()}).json()
+def test_one_resident_with_their_open_alerts(ctx: AppContext, client: TestClient) -> None:
+    cg1 = bearer(ctx, "cg-1")
+    r = client.get("/api/residents/r-1", params={"day_start": day_start()}, headers=cg1).json()
     assert r["online"] is True and r["unit"] == "1-1-101"
     assert [a["rule_id"] for a in r["alerts"]] == ["wearable_fall"]
+    assert r["latest"]["heart_rate"]["value"] == 75
+    assert client.get("/api/residents/r-3", headers=cg1).status_code == 404  # cg-2's
     missing = client.get("/api/residents/r-404")
     assert missing.status_code == 404 and "r-404" in missing.json()["detail"]
 

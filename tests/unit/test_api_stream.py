@@ -25,6 +25,7 @@ from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Registry
 from rules.matches import Transition
+from tests.staff import ADMIN, ADMIN_TOKEN
 
 T0 = 1_700_000_000.0
 
@@ -52,7 +53,10 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
     journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
     store = AlertStore(tmp_path / "alerts.db", clock=lambda: T0 + 5)
     yield AppContext(
-        settings=Settings(data_dir=tmp_path), journal=journal, alerts=store, registry=Registry()
+        settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
+        journal=journal,
+        alerts=store,
+        registry=Registry(),
     )
     store.close()
     journal.close()
@@ -91,7 +95,7 @@ def next_alert(stream: Iterator[dict[str, str]]) -> dict[str, Any]:
 
 def test_stream_delivers_changes_in_order(ctx: AppContext) -> None:
     app = create_app(ctx)
-    with TestClient(app) as client, client.stream("GET", "/api/stream") as r:
+    with TestClient(app, headers=ADMIN) as client, client.stream("GET", "/api/stream") as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         stream = events(r.iter_lines())
@@ -111,7 +115,7 @@ def test_stream_delivers_changes_in_order(ctx: AppContext) -> None:
 
 def test_stream_filters_by_building_and_route(ctx: AppContext) -> None:
     with (
-        TestClient(create_app(ctx)) as client,
+        TestClient(create_app(ctx), headers=ADMIN) as client,
         client.stream("GET", "/api/stream", params={"building": "b3", "route": "security"}) as r,
     ):
         stream = events(r.iter_lines())
@@ -127,7 +131,7 @@ def test_a_reconnecting_client_catches_up_from_last_event_id(ctx: AppContext) ->
     second = ctx.alerts.apply(fire("w-2"))
     assert first is not None and second is not None
     with (
-        TestClient(create_app(ctx)) as client,
+        TestClient(create_app(ctx), headers=ADMIN) as client,
         client.stream("GET", "/api/stream", headers={"Last-Event-ID": str(first.entry.id)}) as r,
     ):
         stream = events(r.iter_lines())
@@ -140,7 +144,7 @@ def test_a_reconnecting_client_catches_up_from_last_event_id(ctx: AppContext) ->
 
 def test_keep_alive_comments_while_idle(ctx: AppContext) -> None:
     with (
-        TestClient(create_app(ctx, keepalive_s=0.01)) as client,
+        TestClient(create_app(ctx, keepalive_s=0.01), headers=ADMIN) as client,
         client.stream("GET", "/api/stream") as r,
     ):
         stream = events(r.iter_lines())
@@ -152,7 +156,7 @@ def test_a_slow_client_is_disconnected_and_never_blocks_the_store(ctx: AppContex
     app = create_app(ctx, stream_queue_size=2)
     broadcaster: Broadcaster = app.state.broadcaster
     dropped = DROPPED._value.get()
-    with TestClient(app) as client, client.stream("GET", "/api/stream") as r:
+    with TestClient(app, headers=ADMIN) as client, client.stream("GET", "/api/stream") as r:
         lines = r.iter_lines()
         until_connected(events(lines))
         # the client reads nothing more; the store goes on committing regardless
@@ -168,7 +172,7 @@ def test_a_slow_client_is_disconnected_and_never_blocks_the_store(ctx: AppContex
 def test_a_client_stuck_mid_write_is_cut_off(ctx: AppContext) -> None:
     app = create_app(ctx, stream_queue_size=2)
     broadcaster: Broadcaster = app.state.broadcaster
-    with TestClient(app) as client, client.stream("GET", "/api/stream") as r:
+    with TestClient(app, headers=ADMIN) as client, client.stream("GET", "/api/stream") as r:
         lines = r.iter_lines()
         until_connected(events(lines))
         (conn,) = broadcaster._clients
@@ -187,7 +191,7 @@ def test_a_client_stuck_mid_write_is_cut_off(ctx: AppContext) -> None:
 
 def test_close_ends_every_stream(ctx: AppContext) -> None:
     app = create_app(ctx)
-    with TestClient(app) as client, client.stream("GET", "/api/stream") as r:
+    with TestClient(app, headers=ADMIN) as client, client.stream("GET", "/api/stream") as r:
         lines = r.iter_lines()
         until_connected(events(lines))
         threading.Thread(target=app.state.broadcaster.close).start()  # from another thread
@@ -196,7 +200,7 @@ def test_close_ends_every_stream(ctx: AppContext) -> None:
 
 
 def test_stream_needs_the_lifespan(ctx: AppContext) -> None:
-    r = TestClient(create_app(ctx)).get("/api/stream")  # no `with`: no lifespan ran
+    r = TestClient(create_app(ctx), headers=ADMIN).get("/api/stream")  # no `with`: no lifespan ran
     assert r.status_code == 503 and r.json() == {"detail": "the live stream is not running"}
 
 
@@ -218,7 +222,7 @@ def test_stream_over_http_with_uvicorn(ctx: AppContext) -> None:
     thread.start()
     try:
         _wait(lambda: server.started, "uvicorn to start")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=ADMIN) as http:
             with http.stream("GET", "/api/stream") as r:
                 stream = events(r.iter_lines())
                 until_connected(stream)

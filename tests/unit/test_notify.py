@@ -19,6 +19,7 @@ from jiayuan.api import create_app
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from tests.alerting import TZ, FakeClock, FakeSender, community, dispatcher, fire, settle, sse
+from tests.staff import ADMIN, ADMIN_TOKEN
 
 
 @pytest.fixture
@@ -73,13 +74,13 @@ def test_channels_are_shown_without_their_secrets() -> None:
 def client(tmp_path: Path, d: Dispatcher) -> Iterator[TestClient]:
     journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
     ctx = AppContext(
-        settings=Settings(data_dir=tmp_path),
+        settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
         journal=journal,
         alerts=d.store,
         registry=community(),
         alerting=d,
     )
-    with TestClient(create_app(ctx)) as c:
+    with TestClient(create_app(ctx), headers=ADMIN) as c:
         yield c
     journal.close()
 

@@ -17,6 +17,7 @@ from jiayuan.api.times import rfc3339
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from tests.alerting import T0, FakeClock, FakeSender, community, dispatcher, fire, notes, settle
+from tests.staff import bearer
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, Dispatcher]]:
             registry=community(),
             alerting=d,
         )
-        with TestClient(create_app(ctx)) as c:
+        with TestClient(create_app(ctx), headers=bearer(ctx, "ops-1")) as c:
             yield c, d
     journal.close()
 

@@ -2,23 +2,15 @@
 
 import { alertTitle, t } from "./i18n.js";
 import { live } from "./live.js";
-import { api, h, place, saved, STAFF_PATTERN } from "./util.js";
+import { api, h, place, who } from "./util.js";
 
-export function staffId() { return saved.get("staff", ""); }
+/** The signed-in person's staff id: the name the server records on what they do. */
+export function staffId() { return (who.me && who.me.staff_id) || ""; }
 
-export function setStaffId(id) {
-  saved.set("staff", id);
-  document.dispatchEvent(new CustomEvent("staffchange"));
-}
-
-/** Ask for the note (and the staff id the first time), then POST; resolves with the alert. */
+/** Ask for the note, then POST as the signed-in person; resolves with the alert. */
 export function act(alert, action) {
   return new Promise((resolve) => {
     const error = h("p", { class: "error", role: "alert", hidden: true });
-    const staff = h("input", {
-      name: "by", required: true, pattern: STAFF_PATTERN, value: staffId(), autocomplete: "username",
-      autocapitalize: "off", spellcheck: "false", placeholder: t("staff_prompt"),
-    });
     const note = h("textarea", { name: "note", rows: 3, maxlength: 2000, placeholder: t("note_ph") });
     const quick = t(action === "ack" ? "q_ack" : "q_resolve").map((text) =>
       h("button", { type: "button", class: "chip", text, onclick: () => { note.value = text; note.focus(); } }));
@@ -30,7 +22,7 @@ export function act(alert, action) {
       h("h2", { text: t(action === "ack" ? "dlg_ack" : "dlg_resolve") }),
       h("p", { class: ["dlg-alert", `sev-${alert.severity}`] },
         h("strong", { text: alertTitle(alert) }), h("br"), h("span", { class: "muted", text: place(alert.labels) })),
-      h("label", {}, t("staff_id"), staff),
+      h("p", { class: "muted acting-as", text: t("acting_as", { id: staffId() }) }),
       h("label", {}, t("note"), note),
       h("div", { class: "chips" }, quick),
       error,
@@ -41,13 +33,10 @@ export function act(alert, action) {
     let result = null;
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
-      const by = staff.value.trim();
-      if (!by) { staff.focus(); return; }
       submit.disabled = true;
       error.hidden = true;
       try {
-        const done = await api(`/api/alerts/${alert.id}/${action}`, { by, note: note.value.trim() });
-        if (by !== staffId()) setStaffId(by);
+        const done = await api(`/api/alerts/${alert.id}/${action}`, { note: note.value.trim() });
         live.put(done);
         result = done;
         dlg.close();
@@ -61,7 +50,7 @@ export function act(alert, action) {
     document.body.append(dlg);
     dlg.showModal();
     live.unlock();
-    (staff.value ? note : staff).focus();
+    note.focus();
   });
 }
 

@@ -75,7 +75,9 @@ async function readingsChart(a, box) {
     parts.push(h("h3", { text: t("events_around") }), evs.length ? events : h("p", { class: "muted", text: t("none") }));
     box.replaceChildren(...parts);
   } catch (e) {
-    box.replaceChildren(h("p", { class: "error", text: `${t("load_failed")}: ${e.message}` }));
+    box.replaceChildren(e.status === 403
+      ? h("p", { class: "muted", text: t("health_hidden") })
+      : h("p", { class: "error", text: `${t("load_failed")}: ${e.message}` }));
   }
 }
 

@@ -1,7 +1,7 @@
-// The console's shell: header (navigation, live state, sound, staff id, language), the alarm
-// banner, the title-bar count, and the hash routes.
+// The console's shell: header (navigation, live state, sound, who is signed in, sign-out,
+// language), the alarm banner, the title-bar count, and the hash routes — or the sign-in page
+// when nobody is signed in (or the session ended).
 
-import { setStaffId, staffId } from "./actions.js";
 import * as alertPage from "./alert.js";
 import * as board from "./board.js";
 import * as devices from "./devices.js";
@@ -9,7 +9,8 @@ import { getLang, locale, setLang, t } from "./i18n.js";
 import { live } from "./live.js";
 import * as ops from "./ops.js";
 import * as residents from "./residents.js";
-import { h, s, STAFF_PATTERN, tick } from "./util.js";
+import { can, loadMe, renderLogin, signOut } from "./session.js";
+import { h, s, tick, who } from "./util.js";
 
 const ID = "([A-Za-z0-9_-]{1,64})";
 const ROUTES = [
@@ -22,31 +23,13 @@ const ROUTES = [
   [/^ops$/, ops.render, "ops"],
 ];
 const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["ops", "#/ops"]];
+const NEEDS = { residents: "residents", ops: "ops" };
 
 const top = document.getElementById("top");
 const banner = document.getElementById("banner");
 const main = document.getElementById("main");
 let cleanup = null;
 let section = "board";
-
-function askStaff() {
-  const input = h("input", { name: "staff", required: true, pattern: STAFF_PATTERN, value: staffId(), autocapitalize: "off", spellcheck: "false", placeholder: "sec-ctl-1" });
-  const form = h("form", { method: "dialog" },
-    h("label", {}, t("staff_prompt"), input),
-    h("div", { class: "dlg-buttons" },
-      h("button", { type: "button", text: t("cancel"), onclick: () => dlg.close() }),
-      h("button", { type: "submit", class: "primary", text: t("save") })));
-  const dlg = h("dialog", { class: "act-dialog", "aria-label": t("staff_id") }, form);
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    if (!input.reportValidity()) return;
-    setStaffId(input.value.trim());
-    dlg.close();
-  });
-  dlg.addEventListener("close", () => dlg.remove());
-  document.body.append(dlg);
-  dlg.showModal();
-}
 
 const ICONS = {
   on: "M16 8.5a5 5 0 0 1 0 7M18.5 6a8.5 8.5 0 0 1 0 12",
@@ -71,15 +54,19 @@ const el = {};
  * rebuilt button between a press and its release would lose the click). */
 function buildShell() {
   el.badge = h("span", { class: "count-badge", hidden: true });
-  el.nav = NAV.map(([name, href]) => h("a", { href, class: "nav", "data-section": name }, t(`nav_${name}`), name === "board" ? el.badge : null));
+  el.nav = NAV.filter(([name]) => !NEEDS[name] || can(NEEDS[name])).map(([name, href]) =>
+    h("a", { href, class: "nav", "data-section": name }, t(`nav_${name}`), name === "board" ? el.badge : null));
   el.conn = h("span", { class: "conn", role: "status" });
   el.sound = h("button", { type: "button", class: "icon", "data-ctl": "sound",
     onclick: () => (live.muted || live.audible ? live.setMuted(!live.muted) : live.unlock()) });
-  el.staff = h("button", { type: "button", class: "staff", "data-ctl": "staff", onclick: askStaff });
+  const me = who.me;
+  el.staff = h("span", { class: "staff", "data-ctl": "staff", title: me.name },
+    h("span", { class: "staff-label", text: t(`roles.${me.role}`) }), ` ${me.staff_id}`);
+  el.signOut = h("button", { type: "button", "data-ctl": "sign-out", onclick: signOut, text: t("sign_out") });
   top.replaceChildren(
     h("a", { class: "brand", href: "#/" }, h("b", { text: t("brand") }), h("span", { text: t("brand_sub") })),
     h("nav", { "aria-label": "main" }, el.nav),
-    h("div", { class: "controls" }, el.conn, el.sound, el.staff,
+    h("div", { class: "controls" }, el.conn, el.sound, el.staff, el.signOut,
       h("button", { type: "button", class: "lang", "data-ctl": "lang", lang: getLang() === "zh" ? "en" : "zh",
         onclick: () => { setLang(getLang() === "zh" ? "en" : "zh"); buildShell(); route(); }, text: t("lang_switch") })));
   el.bannerText = h("span");
@@ -106,7 +93,6 @@ function updateShell() {
   el.sound.className = `icon sound-${state}`;
   el.sound.title = label;
   el.sound.setAttribute("aria-label", label);
-  el.staff.replaceChildren(...(staffId() ? [h("span", { class: "staff-label", text: t("staff_id") }), ` ${staffId()}`] : [t("staff_none")]));
   banner.hidden = c.firing === 0;
   banner.className = c.alarms ? "alarm" : "attention";
   el.bannerText.textContent = c.alarms ? t("firing_banner", { n: c.alarms }) : t("firing_any", { n: c.firing });
@@ -134,12 +120,35 @@ function route() {
   window.scrollTo(0, 0);
 }
 
-window.addEventListener("hashchange", route);
-document.addEventListener("staffchange", () => updateShell());
+let running = false;
+
+/** The console for the signed-in person. */
+function start() {
+  running = true;
+  buildShell();
+  route();
+  live.start();
+}
+
+/** The sign-in page (nobody signed in, or the session ended). */
+function showLogin() {
+  running = false;
+  live.stop();
+  if (cleanup) cleanup();
+  cleanup = null;
+  document.title = t("title");
+  banner.hidden = true;
+  top.replaceChildren(
+    h("a", { class: "brand", href: "#/" }, h("b", { text: t("brand") }), h("span", { text: t("brand_sub") })),
+    h("div", { class: "controls" }, h("button", { type: "button", class: "lang", "data-ctl": "lang",
+      onclick: () => { setLang(getLang() === "zh" ? "en" : "zh"); showLogin(); }, text: t("lang_switch") })));
+  renderLogin(main, start);
+}
+
+window.addEventListener("hashchange", () => { if (running) route(); });
+document.addEventListener("signedout", () => { if (running) showLogin(); });
 document.addEventListener("pointerdown", () => { if (!live.muted && !live.audible) live.unlock(); });
-live.addEventListener("status", updateShell);
-live.addEventListener("change", updateShell);
+live.addEventListener("status", () => { if (running) updateShell(); });
+live.addEventListener("change", () => { if (running) updateShell(); });
 setInterval(() => tick(), 15000);
-buildShell();
-route();
-live.start();
+loadMe().then((me) => (me ? start() : showLogin()), () => showLogin());

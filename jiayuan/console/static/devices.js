@@ -151,13 +151,15 @@ export function renderDevice(root, [id]) {
     try {
       [d, events] = await Promise.all([
         api(`/api/devices/${id}`),
-        api(`/api/devices/${id}/readings${qs({ since: new Date(Date.now() - 864e5).toISOString(), limit: 10000 })}`),
+        api(`/api/devices/${id}/readings${qs({ since: new Date(Date.now() - 864e5).toISOString(), limit: 10000 })}`)
+          .catch((e) => { if (e.status === 403) return null; throw e; }), // health data: not theirs
       ]);
     } catch (e) {
       fail(e, load);
       return;
     }
-    const evs = events.items.filter((r) => r.stream !== "telemetry").slice(-20).reverse();
+    const hidden = events === null;
+    const evs = hidden ? [] : events.items.filter((r) => r.stream !== "telemetry").slice(-20).reverse();
     root.replaceChildren(h("div", { class: "stack" },
       h("section", { class: "card" },
         h("h2", {}, h("span", { class: "mono", text: d.device_id }), " ", h("small", { class: "muted", text: t(`kinds.${d.kind}`) })),
@@ -171,8 +173,9 @@ export function renderDevice(root, [id]) {
           d.battery != null ? fact(t("battery"), `${num(d.battery)}%`) : null,
           d.fw ? fact(t("fw"), d.fw) : null)),
       d.open_alerts.length ? h("section", {}, h("h3", { text: t("open_alerts") }), h("div", { class: "grid alerts" }, d.open_alerts.map((a) => alertCard(a)))) : null,
-      METRICS[d.kind].length ? h("section", { class: "card" }, readingsBlock(d.device_id, d.kind)) : null,
-      h("section", { class: "card" }, h("h3", { text: t("recent_events") }),
+      hidden ? h("p", { class: "notice", text: t("health_hidden") }) : null,
+      METRICS[d.kind].length && !hidden ? h("section", { class: "card" }, readingsBlock(d.device_id, d.kind)) : null,
+      hidden ? null : h("section", { class: "card" }, h("h3", { text: t("recent_events") }),
         evs.length ? h("ul", { class: "events" }, evs.map((r) => h("li", {}, when(r.ts), " · ", h("strong", { text: t(`ev.${r.event || r.stream}`) }))))
           : h("p", { class: "muted", text: t("none") }))));
   }

@@ -37,14 +37,27 @@ class Live extends EventTarget {
     this.backoff = 1000;
     this.fetching = null;
     this.during = [];
+    this.stopped = true;
+    this.reminder = null;
   }
 
   start() {
+    this.stopped = false;
     this.connect();
-    setInterval(() => this.remind(), REPEAT_MS);
+    this.reminder ??= setInterval(() => this.remind(), REPEAT_MS);
+  }
+
+  /** Close the stream for good (signed out). */
+  stop() {
+    this.stopped = true;
+    if (this.es) this.es.close();
+    this.es = null;
+    this.alerts = new Map();
+    this.setConnected(false);
   }
 
   connect() {
+    if (this.stopped) return;
     const es = new EventSource("/api/stream");
     this.es = es;
     es.addEventListener("open", () => {
@@ -58,6 +71,10 @@ class Live extends EventTarget {
       es.close();
       if (this.es !== es) return;
       this.setConnected(false);
+      // refused because the session ended? then sign in again rather than retry for ever
+      fetch("/api/auth/me", { credentials: "same-origin" }).then((r) => {
+        if (r.status === 401) document.dispatchEvent(new CustomEvent("signedout"));
+      }, () => { /* unreachable: the retry below tells */ });
       setTimeout(() => this.connect(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, 15000);
     });

@@ -7,7 +7,7 @@ import { fact } from "./alert.js";
 import { readingsBlock, stateDot } from "./devices.js";
 import { t, UNITS } from "./i18n.js";
 import { live } from "./live.js";
-import { api, h, loading, num, qs, saved, STAFF_PATTERN, when } from "./util.js";
+import { api, h, loading, num, qs, saved, STAFF_PATTERN, when, who } from "./util.js";
 
 const SHOWN_VITALS = ["heart_rate", "spo2", "battery"];
 
@@ -32,6 +32,7 @@ function worn(r) {
 
 function activity(r) {
   const a = r.activity;
+  if (!a) return null; // health data: only for the resident's caretakers
   return h("p", { class: "muted" },
     `${t("today")}: ${t("steps")} ${a.steps == null ? "—" : num(a.steps)} · ${t("readings_today", { n: num(a.readings) })}`,
     Object.entries(a.events).map(([e, n]) => ` · ${t(`ev.${e}`)} ×${n}`).join(""));
@@ -52,7 +53,9 @@ function residentCard(r, me) {
 }
 
 export function render(root) {
-  const input = h("input", { name: "caretaker", pattern: STAFF_PATTERN, value: staffId() || saved.get("caretaker", ""), placeholder: t("caretaker_id"), autocapitalize: "off", spellcheck: "false" });
+  // a caretaker sees their own residents (the server allows no others); others may filter
+  const mine = who.me && who.me.role === "caretaker";
+  const input = h("input", { name: "caretaker", pattern: STAFF_PATTERN, value: mine ? staffId() : saved.get("caretaker", ""), placeholder: t("caretaker_id"), autocapitalize: "off", spellcheck: "false" });
   const list = h("div", { class: "grid residents" });
   const form = h("form", { class: "filters" }, h("label", { class: "filter" }, t("caretaker_id"), input),
     h("button", { type: "submit", text: t("show") }));
@@ -60,11 +63,7 @@ export function render(root) {
   root.replaceChildren(h("section", { class: "stack" }, h("h2", { text: t("residents_title") }), form, list));
 
   async function load() {
-    const me = input.value.trim();
-    if (!me) {
-      list.replaceChildren(h("p", { class: "notice", text: t("set_staff_first") }));
-      return;
-    }
+    const me = input.value.trim() || null;
     const fail = loading(list);
     try {
       const r = await api(`/api/residents${qs({ caretaker: me, day_start: dayStart(), limit: 200 })}`);
@@ -107,7 +106,8 @@ export function renderResident(root, [id]) {
         h("div", { class: "vitals" }, ["heart_rate", "spo2", "skin_temp_c", "battery"].map((n) => vital(r, n)), worn(r)),
         activity(r)),
       r.alerts.length ? h("section", {}, h("h3", { text: t("open_alerts") }), h("div", { class: "grid alerts" }, r.alerts.map((a) => alertCard(a)))) : null,
-      r.device_id ? h("section", { class: "card" }, readingsBlock(r.device_id, "wearable", { hours: 6 })) : null));
+      r.device_id && r.caretakers.includes(staffId())
+        ? h("section", { class: "card" }, readingsBlock(r.device_id, "wearable", { hours: 6 })) : null));
   }
   load();
 }

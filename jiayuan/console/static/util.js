@@ -51,14 +51,21 @@ export function detailText(detail) {
   return JSON.stringify(detail);
 }
 
-/** GET (or POST `body`) JSON from the API; a refusal throws ApiError with the API's detail. */
+/** Who is signed in (GET /api/auth/me): `staff_id`, `role`, `can`, and the session's
+ * `csrf_token`, sent back on every POST (the session cookie itself is HttpOnly: never seen here). */
+export const who = { me: null };
+
+/** GET (or POST `body`) JSON from the API; a refusal throws ApiError with the API's detail.
+ * A 401 (the session ended: signed out elsewhere, expired) also fires "signedout". */
 export async function api(path, body) {
   const init = body === undefined ? {} : {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    method: "POST", body: JSON.stringify(body),
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": (who.me && who.me.csrf_token) || "" },
   };
-  const r = await fetch(path, init);
+  const r = await fetch(path, { ...init, credentials: "same-origin" });
   let data = null;
   try { data = await r.json(); } catch { /* not JSON */ }
+  if (r.status === 401) document.dispatchEvent(new CustomEvent("signedout"));
   if (!r.ok) throw new ApiError(r.status, data && data.detail ? detailText(data.detail) : `HTTP ${r.status}`);
   return data;
 }

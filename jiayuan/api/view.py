@@ -1,0 +1,102 @@
+"""What one signed-in person may see of the service's stores: the only way the routes read
+devices, readings, alerts and residents, so a route cannot forget the caller's scope.
+
+Out of scope is the same as absent: another caretaker's resident, device or alert answers 404
+(its existence is not confirmed). A role that may not read a kind of data at all (a wearable's
+health readings for anyone but the wearer's caretakers) answers 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from fastapi import HTTPException
+
+from alerts import Alert, AlertNotFound
+from ingest.journal import Step
+from jiayuan.auth.audit import AuditLog
+from jiayuan.auth.scope import Principal, Scope
+from jiayuan.context import AppContext
+from registry import Resident
+
+HEALTH_REFUSED: Final = (
+    "a wearable's readings are health data: only the wearer's caretakers may read them"
+)
+
+
+class View:
+    def __init__(self, ctx: AppContext, scope: Scope, audit: AuditLog) -> None:
+        self.ctx = ctx
+        self.scope = scope
+        self.audit = audit
+
+    @property
+    def principal(self) -> Principal:
+        return self.scope.principal
+
+    # ------------------------------------------------------------------ alerts
+
+    def alerts(self, **filters: Any) -> tuple[list[Alert], int]:
+        """A page of the alerts in scope (``filters`` as :meth:`alerts.AlertStore.list`)."""
+        items, total = self.ctx.alerts.list(audience=self.scope.audience, **filters)
+        return [self.scope.redact(a) for a in items], total
+
+    def alert(self, alert_id: int) -> Alert:
+        """The alert with its history; 404 when absent or out of scope."""
+        try:
+            a = self.ctx.alerts.get(alert_id)
+        except AlertNotFound as e:
+            raise HTTPException(404, str(e)) from None
+        if not self.ctx.alerts.admits(self.scope.audience, a):
+            raise HTTPException(404, f"alert {alert_id} not found")
+        return self.scope.redact(a)
+
+    def sees(self, alert: Alert) -> bool:
+        return self.ctx.alerts.admits(self.scope.audience, alert)
+
+    def open_alerts(self, device_ids: Iterable[str]) -> list[Alert]:
+        out: list[Alert] = []
+        for device_id in device_ids:
+            out.extend(
+                self.scope.redact(a) for a in self.ctx.alerts.open_alerts(device_id) if self.sees(a)
+            )
+        return out
+
+    # ------------------------------------------------------------------ devices
+
+    def devices(self, **filters: Any) -> tuple[list[dict[str, Any]], int]:
+        """A page of the devices in scope (``filters`` as :meth:`Journal.list_devices`)."""
+        return self.ctx.journal.list_devices(among=self.scope.device_filter(), **filters)
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        """A device's state; 404 when unknown or out of scope."""
+        d = self.ctx.journal.get_device(device_id)
+        if d is None or not self.scope.sees_device(device_id, d["kind"]):
+            raise HTTPException(404, f"device '{device_id}' not found")
+        return d
+
+    def readings(self, device_id: str, *, step: Step = "raw", **query: Any) -> list[dict[str, Any]]:
+        """A device's readings; 404 out of scope, 403 for health readings not theirs."""
+        d = self.device(device_id)
+        if not self.scope.sees_readings(device_id, d["kind"]):
+            raise HTTPException(403, HEALTH_REFUSED)
+        return self.ctx.journal.readings(device_id, step=step, **query)
+
+    def vitals_of(self, device_id: str | None) -> bool:
+        return self.scope.sees_vitals(device_id)
+
+    # ------------------------------------------------------------------ residents
+
+    def residents(self) -> list[Resident]:
+        return [
+            r
+            for r in self.ctx.registry.residents.values()
+            if self.scope.sees_resident(r.resident_id)
+        ]
+
+    def resident(self, resident_id: str) -> Resident:
+        r = self.ctx.registry.residents.get(resident_id)
+        if r is None or not self.scope.sees_resident(resident_id):
+            raise HTTPException(404, f"resident '{resident_id}' not found")
+        return r

@@ -1,0 +1,275 @@
+"""``auth.db``: staff passwords (hashes), console sessions, bearer tokens and the audit trail,
+in one SQLite file (WAL) under the data directory, apart from the registry files.
+
+Nothing secret is stored as given: passwords as Argon2id hashes, session ids and tokens as
+SHA-256 digests (they are 256-bit random values, so a digest cannot be reversed or guessed).
+A stolen copy of the file therefore opens no session and holds no usable token.
+
+Each call opens its own short connection: callers are API worker threads, the event loop and
+the ``jiayuan staff`` command, possibly at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+TOKEN_PREFIX: Final = "jy_"
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS credentials (
+    staff_id   TEXT PRIMARY KEY,
+    hash       TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    digest     TEXT PRIMARY KEY,
+    staff_id   TEXT NOT NULL,
+    csrf       TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    ip         TEXT NOT NULL DEFAULT '',
+    ended_at   REAL
+);
+CREATE INDEX IF NOT EXISTS sessions_staff ON sessions (staff_id);
+CREATE TABLE IF NOT EXISTS tokens (
+    id         INTEGER PRIMARY KEY,
+    digest     TEXT NOT NULL UNIQUE,
+    hint       TEXT NOT NULL,
+    staff_id   TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    revoked_at REAL,
+    revoked_by TEXT
+);
+CREATE INDEX IF NOT EXISTS tokens_staff ON tokens (staff_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id      INTEGER PRIMARY KEY,
+    at      REAL NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL DEFAULT '',
+    outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'refused')),
+    ip      TEXT NOT NULL DEFAULT '',
+    detail  TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit (actor, at);
+CREATE INDEX IF NOT EXISTS audit_action ON audit (action, at);
+CREATE TABLE IF NOT EXISTS registry_seen (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    staff_id: str
+    csrf: str
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    id: int
+    hint: str
+    """The first characters of the token, to recognise it in a list (not enough to use it)."""
+    staff_id: str
+    name: str
+    created_at: float
+    created_by: str
+    expires_at: float
+    revoked_at: float | None
+    revoked_by: str | None
+
+    @classmethod
+    def of(cls, r: sqlite3.Row) -> Token:
+        return cls(
+            id=r["id"],
+            hint=r["hint"],
+            staff_id=r["staff_id"],
+            name=r["name"],
+            created_at=r["created_at"],
+            created_by=r["created_by"],
+            expires_at=r["expires_at"],
+            revoked_at=r["revoked_at"],
+            revoked_by=r["revoked_by"],
+        )
+
+
+class AuthStore:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+        path.chmod(0o600)
+
+    @contextmanager
+    def db(self) -> Iterator[sqlite3.Connection]:
+        """One connection, one transaction (committed on success)."""
+        with closing(sqlite3.connect(self.path, timeout=10.0)) as db:
+            db.row_factory = sqlite3.Row
+            with db:
+                yield db
+
+    # ------------------------------------------------------------------ passwords
+
+    def set_password_hash(
+        self, staff_id: str, hashed: str, by: str, *, end_sessions: bool = True
+    ) -> int:
+        """Store ``staff_id``'s hash and (a new password) end their sessions; how many ended."""
+        now = self.clock()
+        with self.db() as db:
+            db.execute(
+                "INSERT INTO credentials (staff_id, hash, updated_at, updated_by)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (staff_id) DO UPDATE SET hash = excluded.hash,"
+                " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                (staff_id, hashed, now, by),
+            )
+            return _end_sessions(db, staff_id, now) if end_sessions else 0
+
+    def password_hash(self, staff_id: str) -> str | None:
+        with self.db() as db:
+            row = db.execute(
+                "SELECT hash FROM credentials WHERE staff_id = ?", (staff_id,)
+            ).fetchone()
+        return None if row is None else str(row["hash"])
+
+    def remove_password(self, staff_id: str) -> bool:
+        with self.db() as db:
+            n = db.execute("DELETE FROM credentials WHERE staff_id = ?", (staff_id,)).rowcount
+            _end_sessions(db, staff_id, self.clock())
+        return n > 0
+
+    def with_password(self) -> set[str]:
+        with self.db() as db:
+            return {r[0] for r in db.execute("SELECT staff_id FROM credentials")}
+
+    # ------------------------------------------------------------------ sessions
+
+    def start_session(self, staff_id: str, ttl_s: float, ip: str) -> tuple[str, Session]:
+        """A new session: its id (the cookie's value, returned once, stored as a digest)."""
+        sid = secrets.token_urlsafe(32)
+        now = self.clock()
+        s = Session(staff_id, secrets.token_urlsafe(32), now, now + ttl_s)
+        with self.db() as db:
+            db.execute(
+                "INSERT INTO sessions (digest, staff_id, csrf, created_at, expires_at, ip)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (digest(sid), staff_id, s.csrf, now, s.expires_at, ip),
+            )
+        return sid, s
+
+    def session(self, sid: str) -> Session | None:
+        """The live session of this id; None when unknown, ended or expired."""
+        with self.db() as db:
+            r = db.execute(
+                "SELECT * FROM sessions WHERE digest = ? AND ended_at IS NULL AND expires_at > ?",
+                (digest(sid), self.clock()),
+            ).fetchone()
+        return (
+            None
+            if r is None
+            else Session(r["staff_id"], r["csrf"], r["created_at"], r["expires_at"])
+        )
+
+    def end_session(self, sid: str) -> bool:
+        with self.db() as db:
+            return (
+                db.execute(
+                    "UPDATE sessions SET ended_at = ? WHERE digest = ? AND ended_at IS NULL",
+                    (self.clock(), digest(sid)),
+                ).rowcount
+                > 0
+            )
+
+    # ------------------------------------------------------------------ tokens
+
+    def create_token(self, staff_id: str, name: str, ttl_s: float, by: str) -> tuple[str, Token]:
+        """A new bearer token: the token itself (shown once) and its record."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = self.clock()
+        with self.db() as db:
+            cur = db.execute(
+                "INSERT INTO tokens (digest, hint, staff_id, name, created_at, created_by,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (digest(token), token[:10], staff_id, name, now, by, now + ttl_s),
+            )
+            row = db.execute("SELECT * FROM tokens WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return token, Token.of(row)
+
+    def token(self, token: str) -> Token | None:
+        """The live token; None when unknown, revoked or expired."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
+            return None
+        with self.db() as db:
+            r = db.execute(
+                "SELECT * FROM tokens WHERE digest = ? AND revoked_at IS NULL AND expires_at > ?",
+                (digest(token), self.clock()),
+            ).fetchone()
+        return None if r is None else Token.of(r)
+
+    def tokens(self, staff_id: str | None = None) -> list[Token]:
+        """Tokens (of one person), newest first, revoked and expired ones included."""
+        where, args = ("WHERE staff_id = ?", (staff_id,)) if staff_id else ("", ())
+        with self.db() as db:
+            rows = db.execute(f"SELECT * FROM tokens {where} ORDER BY id DESC", args).fetchall()
+        return [Token.of(r) for r in rows]
+
+    def get_token(self, token_id: int) -> Token | None:
+        with self.db() as db:
+            r = db.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
+        return None if r is None else Token.of(r)
+
+    def revoke_token(self, token_id: int, by: str) -> Token | None:
+        """Revoke it (a revoked one stays as it was); None when there is no such token."""
+        with self.db() as db:
+            db.execute(
+                "UPDATE tokens SET revoked_at = ?, revoked_by = ? WHERE id = ?"
+                " AND revoked_at IS NULL",
+                (self.clock(), by, token_id),
+            )
+        return self.get_token(token_id)
+
+    # ------------------------------------------------------------------ upkeep
+
+    def prune(self, keep_s: float = 30 * 86_400.0) -> int:
+        """Forget sessions and tokens that ended (expired, revoked) more than ``keep_s`` ago."""
+        cutoff = self.clock() - keep_s
+        with self.db() as db:
+            n = db.execute(
+                "DELETE FROM sessions WHERE expires_at < ? OR ended_at < ?", (cutoff, cutoff)
+            ).rowcount
+            n += db.execute(
+                "DELETE FROM tokens WHERE expires_at < ? OR revoked_at < ?", (cutoff, cutoff)
+            ).rowcount
+        return int(n)
+
+
+def _end_sessions(db: sqlite3.Connection, staff_id: str, now: float) -> int:
+    return int(
+        db.execute(
+            "UPDATE sessions SET ended_at = ? WHERE staff_id = ? AND ended_at IS NULL",
+            (now, staff_id),
+        ).rowcount
+    )

@@ -1,0 +1,264 @@
+"""Broker accounts from the registry: Mosquitto's password and ACL files, and the secrets.
+
+``jiayuan broker credentials --registry DIR --out DIR`` writes into ``DIR``:
+
+- ``passwords``: Mosquitto's ``password_file`` (PBKDF2-SHA512 hashes in Mosquitto 2.0's ``$7$``
+  format, the one ``mosquitto_passwd`` writes);
+- ``acl``: Mosquitto's ``acl_file``, one ``user`` block per account;
+- ``credentials.json`` (mode 0600): every generated password, for provisioning devices and
+  gateways (read by :class:`ingest.access.CredentialsFile`);
+- ``service.password`` (mode 0600): the service's password alone, for
+  ``JIAYUAN_MQTT_PASSWORD_FILE``;
+- ``changes.log``: one JSON line per run — who, when, accounts added, removed and rotated.
+
+The identity model (README, "Security: broker access"):
+
+- **device** ``<device_id>``: writes ``community/<c>/<kind>/<device_id>/+`` — its telemetry,
+  events and retained status (and so its last will), under its own kind; reads nothing.
+- **gateway** ``gateway.<compound>``: writes exactly the topics of that compound's devices, for
+  fleets that reach the broker through a gateway (a LoRa or NB-IoT concentrator, a vendor
+  platform, the simulator); reads nothing.
+- **service** ``jiayuan.service``: reads ``community/+/+/+/+``, writes nothing.
+
+Account names other than devices' contain a ``.``, which no device id can, so no account can be
+mistaken for a device. Running the command again keeps the passwords of accounts still in the
+registry, issues new ones to new accounts (and to ``--rotate`` ones), and drops removed devices
+and compounds: after the broker reloads (SIGHUP) a removed device can no longer connect.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import grp
+import hashlib
+import json
+import os
+import secrets
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ingest.access import CredentialsFile, Gateway
+from ingest.topics import SUBSCRIPTION, topic_for
+from registry import Registry
+
+SERVICE_USER = "jiayuan.service"
+GATEWAY_PREFIX = "gateway."
+TEST_PREFIX = "test."
+PASSWORDS, ACL, CREDENTIALS, SERVICE_PASSWORD = (
+    "passwords",
+    "acl",
+    "credentials.json",
+    "service.password",
+)
+CHANGES = "changes.log"
+
+HASH_ITERATIONS = 101
+"""Mosquitto's own default for ``$7$``. The passwords are 192-bit random strings, not chosen by
+people, so no iteration count makes guessing them from the hashes feasible or not; the broker,
+single-threaded, pays the count at every CONNECT, and 4,383 devices reconnect at once after a
+restart."""
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)  # 192 bits
+
+
+def hash_password(
+    password: str, salt: bytes | None = None, iterations: int = HASH_ITERATIONS
+) -> str:
+    """A ``password_file`` hash: ``$7$<iterations>$<base64 salt>$<base64 PBKDF2-SHA512>``."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    b64 = base64.b64encode
+    return f"$7${iterations}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def gateway_name(compound: str) -> str:
+    return f"{GATEWAY_PREFIX}{compound}"
+
+
+def device_topic(community: str, kind: str, device_id: str) -> str:
+    """What a device's account may write: its own streams, and only under its own kind."""
+    return topic_for(community, kind, device_id, "+")
+
+
+@dataclass
+class Report:
+    """What one run changed; names only, never a password."""
+
+    out: Path
+    devices: int = 0
+    gateways: int = 0
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rotated: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        def names(xs: list[str]) -> str:
+            shown = ", ".join(xs[:5]) + (f" and {len(xs) - 5} more" if len(xs) > 5 else "")
+            return f"{len(xs)}" + (f" ({shown})" if xs else "")
+
+        return (
+            f"broker accounts in {self.out}: {self.devices:,} devices, {self.gateways} gateways,"
+            f" 1 service; added {names(self.added)}, removed {names(self.removed)},"
+            f" rotated {names(self.rotated)}"
+        )
+
+
+def plan(
+    registry: Registry,
+    previous: CredentialsFile | None = None,
+    *,
+    gateways: bool = True,
+    rotate: Iterable[str] = (),
+    tests: Iterable[str] = (),
+) -> CredentialsFile:
+    """The accounts for ``registry``: passwords kept from ``previous`` where the account is
+    still there and not in ``rotate``, new ones otherwise. ``tests`` names test-only accounts
+    (``test.<name>``) that may read and write anything: for the test harness, never for an
+    installation."""
+    rotating = set(rotate)
+
+    def password(username: str) -> str:
+        old = previous.password_of(username) if previous is not None else None
+        return old if old is not None and username not in rotating else new_password()
+
+    by_compound: dict[str, list[str]] = {}
+    for d in sorted(registry.devices.values(), key=lambda d: d.device_id):
+        by_compound.setdefault(d.compound, []).append(d.device_id)
+    return CredentialsFile(
+        community=registry.community,
+        service=(SERVICE_USER, password(SERVICE_USER)),
+        devices={dev: password(dev) for dev in sorted(registry.devices)},
+        gateways={
+            gateway_name(c): Gateway(password(gateway_name(c)), tuple(devs))
+            for c, devs in sorted(by_compound.items())
+        }
+        if gateways
+        else {},
+        tests={f"{TEST_PREFIX}{n}": password(f"{TEST_PREFIX}{n}") for n in sorted(set(tests))},
+    )
+
+
+def password_file(creds: CredentialsFile) -> str:
+    lines = [f"{SERVICE_USER}:{hash_password(creds.service[1])}"]
+    lines += [f"{user}:{hash_password(pw)}" for user, pw in creds.devices.items()]
+    lines += [f"{user}:{hash_password(g.password)}" for user, g in creds.gateways.items()]
+    lines += [f"{user}:{hash_password(pw)}" for user, pw in creds.tests.items()]
+    return "\n".join(lines) + "\n"
+
+
+def acl_file(registry: Registry, creds: CredentialsFile) -> str:
+    """One ``user`` block per account and no ``pattern`` lines: a pattern applies to every
+    account, and cannot pin a device to its own kind and community."""
+    c = registry.community
+    kind = {d.device_id: d.kind for d in registry.devices.values()}
+    out = [
+        "# Generated by `jiayuan broker credentials` from the registry; do not edit, run it again.",
+        "# No lines before the first `user`: anonymous clients get nothing (and are refused).",
+        "",
+        "# The service reads every reading topic and writes nothing.",
+        f"user {SERVICE_USER}",
+        f"topic read {SUBSCRIPTION}",
+        "",
+    ]
+    if creds.gateways:
+        out.append("# Gateways: exactly the topics of their compound's devices.")
+        for user, g in creds.gateways.items():
+            out.append(f"user {user}")
+            out += [f"topic write {device_topic(c, kind[d], d)}" for d in g.devices if d in kind]
+        out.append("")
+    if creds.tests:
+        out.append("# TEST-ONLY accounts (test harness, benchmark): never in an installation.")
+        for user in creds.tests:
+            out += [f"user {user}", "topic readwrite #"]
+        out.append("")
+    out.append("# Devices: their own streams (telemetry, event, retained status and last will).")
+    for dev in creds.devices:
+        out += [f"user {dev}", f"topic write {device_topic(c, kind[dev], dev)}"]
+    return "\n".join(out) + "\n"
+
+
+def write_credentials(
+    registry: Registry,
+    out: Path,
+    *,
+    gateways: bool = True,
+    rotate: Sequence[str] = (),
+    tests: Iterable[str] = (),
+    group: str | None = None,
+) -> Report:
+    """Write the password, ACL and secrets files for ``registry`` into ``out`` (each replaced
+    atomically, so a broker reloading meanwhile reads the old file or the new one, never half).
+    ``group``: make the broker's files (passwords, acl) readable by that group, e.g. the one
+    Mosquitto runs as."""
+    out.mkdir(parents=True, exist_ok=True)
+    secrets_path = out / CREDENTIALS
+    previous = CredentialsFile.load(secrets_path) if secrets_path.exists() else None
+    if previous is not None and previous.community != registry.community:
+        raise ValueError(
+            f"{secrets_path} is for community {previous.community!r}, the registry for"
+            f" {registry.community!r}: use another --out"
+        )
+    unknown = [u for u in rotate if previous is None or previous.password_of(u) is None]
+    if unknown:
+        raise ValueError(f"--rotate: no such account {', '.join(unknown)}")
+    creds = plan(registry, previous, gateways=gateways, rotate=rotate, tests=tests)
+    old, new = _accounts(previous), _accounts(creds)
+    report = Report(
+        out,
+        devices=len(creds.devices),
+        gateways=len(creds.gateways),
+        added=sorted(new - old),
+        removed=sorted(old - new),
+        rotated=sorted(set(rotate) & new),
+    )
+    gid = grp.getgrnam(group).gr_gid if group else None
+    _write(out / PASSWORDS, password_file(creds), 0o640 if gid is not None else 0o600, gid)
+    _write(out / ACL, acl_file(registry, creds), 0o640 if gid is not None else 0o600, gid)
+    _write(secrets_path, creds.to_json(), 0o600)
+    _write(out / SERVICE_PASSWORD, creds.service[1] + "\n", 0o600)
+    if report.added or report.removed or report.rotated:
+        _log_change(out / CHANGES, report)
+    return report
+
+
+def _accounts(creds: CredentialsFile | None) -> set[str]:
+    if creds is None:
+        return set()
+    return {creds.service[0], *creds.devices, *creds.gateways, *creds.tests}
+
+
+def _write(path: Path, text: str, mode: int, gid: int | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # also when the file was left over with other bits
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            fd = -1
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    os.replace(tmp, path)
+
+
+def _log_change(path: Path, report: Report) -> None:
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "by": f"{getpass.getuser()}@{socket.gethostname()}",
+        "added": report.added,
+        "removed": report.removed,
+        "rotated": report.rotated,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
