@@ -117,9 +117,10 @@ def history(path: Path, now: float, runs: int) -> dict[str, float]:
     from alerts import AlertStore
     from jiayuan.api import create_app
     from jiayuan.api.times import rfc3339
+    from jiayuan.auth.store import AuthStore
     from jiayuan.context import AppContext
     from jiayuan.settings import Settings
-    from registry import Registry
+    from registry import Device, Registry, Resident, Staff
 
     journal = Journal(path, synchronous="NORMAL")
     since = now - MINUTES * 60
@@ -137,13 +138,37 @@ def history(path: Path, now: float, runs: int) -> dict[str, float]:
         out[f"journal_{step}"] = ms
         out[f"journal_{step}_buckets"] = len(rows)
     store = AlertStore(path.parent / "alerts.db")
+    # The chart is a caretaker's view of their resident's heart rate: only the wearer's
+    # caretakers may read it, so the API is timed with a caretaker's token.
+    registry = Registry(
+        "y",
+        devices=[
+            Device(
+                device_id=CHART_DEVICE,
+                kind="wearable",
+                compound="C01",
+                building="B01",
+                unit="1-1-101",
+                resident_id="r-bench",
+            )
+        ],
+        residents=[
+            Resident(
+                resident_id="r-bench", building="B01", unit="1-1-101", caretakers=("cg-bench",)
+            )
+        ],
+        staff=[Staff(staff_id="cg-bench", name="Bench caretaker", role="caretaker")],
+    )
+    auth = AuthStore(path.parent / "auth.db")
+    token, _ = auth.create_token("cg-bench", "bench", 3600.0, "bench")
     ctx = AppContext(
         settings=Settings(data_dir=path.parent),
         journal=journal,
         alerts=store,
-        registry=Registry("y"),
+        registry=registry,
+        auth=auth,
     )
-    with TestClient(create_app(ctx)) as client:
+    with TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"}) as client:
         for step in ("1m", "1h"):
             params = {
                 "metric": "heart_rate",
