@@ -35,9 +35,10 @@ from bench.load import (
     FallProbe,
     bench_registry,
     client_env,
+    start_device_publisher,
     write_message_files,
 )
-from ingest.topics import SUBSCRIPTION, parse_topic
+from ingest.topics import SUBSCRIPTION
 from jiayuan.devbroker import Broker
 from jiayuan.launch import ServiceProcess
 
@@ -47,27 +48,9 @@ Files = list[tuple[str, Path]]
 def _publishers(broker: Broker, files: Files, tls: bool) -> list[subprocess.Popen[bytes]]:
     procs = []
     for topic, path in files:
-        access = broker.device_access(parse_topic(topic).device_id, tls=tls)
         with path.open("rb") as lines:
             procs.append(
-                subprocess.Popen(
-                    [
-                        "mosquitto_pub",
-                        "-h",
-                        broker.host,
-                        "-p",
-                        str(broker.port_for(access)),
-                        "-q",
-                        "1",
-                        "-M",
-                        "1000",
-                        "-l",
-                        "-t",
-                        topic,
-                    ],
-                    stdin=lines,
-                    env=client_env(access, path.with_suffix(".client"), "mosquitto_pub"),
-                )
+                start_device_publisher(broker, topic, tls, path.with_suffix(".client"), lines)
             )
     return procs
 

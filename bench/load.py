@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -111,6 +112,32 @@ def _client(broker: Broker, client_id: str, access: BrokerAccess) -> mqtt.Client
     return c
 
 
+def start_device_publisher(
+    broker: Broker, topic: str, tls: bool, scratch: Path, stdin: IO[bytes] | int
+) -> subprocess.Popen[bytes]:
+    """``mosquitto_pub -l`` as the device of ``topic``, with its own account: one message per
+    line of its standard input, QoS 1, up to 1,000 in flight."""
+    access = broker.device_access(parse_topic(topic).device_id, tls=tls)
+    return subprocess.Popen(
+        [
+            "mosquitto_pub",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port_for(access)),
+            "-q",
+            "1",
+            "-M",
+            "1000",
+            "-l",
+            "-t",
+            topic,
+        ],
+        stdin=stdin,
+        env=client_env(access, scratch, "mosquitto_pub"),
+    )
+
+
 class BackgroundLoad:
     """Wearable and smoke telemetry at a steady rate (QoS 1), from mosquitto_pub processes fed
     line by line at the pace, so that the load costs the machine what real devices would cost
@@ -121,26 +148,8 @@ class BackgroundLoad:
         self._procs = []
         for d in range(BACKGROUND_DEVICES):
             topic = background_topic(d)
-            access = broker.device_access(parse_topic(topic).device_id, tls=tls)
             self._procs.append(
-                subprocess.Popen(
-                    [
-                        "mosquitto_pub",
-                        "-h",
-                        broker.host,
-                        "-p",
-                        str(broker.port_for(access)),
-                        "-q",
-                        "1",
-                        "-M",
-                        "1000",
-                        "-l",
-                        "-t",
-                        topic,
-                    ],
-                    stdin=subprocess.PIPE,
-                    env=client_env(access, folder / f"bg-{d}", "mosquitto_pub"),
-                )
+                start_device_publisher(broker, topic, tls, folder / f"bg-{d}", subprocess.PIPE)
             )
         self._stop = threading.Event()
         self._sent = 0
