@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from jiayuan import children
 from jiayuan.auth.demo_staff import banner as demo_staff_banner
 from jiayuan.auth.demo_staff import seed as seed_demo_staff
 from jiayuan.devbroker import Broker, free_port
@@ -27,20 +27,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _stop(proc: subprocess.Popen[bytes], grace: float) -> None:
-    try:
-        proc.wait(grace)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,12 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         if sim is not None:
-            _stop(sim, grace=10.0 if interrupted else 0.0)
-        if svc is not None and svc.proc is not None:
-            _stop(svc.proc, grace=20.0 if interrupted else 0.0)
-            svc.stop()
+            children.stop(sim, grace=10.0 if interrupted else 0.0, timeout=15)
+        if svc is not None:
+            svc.stop(grace=20.0 if interrupted else 0.0)
         broker.stop()
-        _stop(receiver, grace=0.0)
+        children.stop(receiver, timeout=15)
         print("demo stopped: simulator, service, broker and receiver", flush=True)
 
 

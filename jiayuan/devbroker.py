@@ -31,7 +31,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.access import BrokerAccess, CredentialsFile
-from jiayuan import brokerauth
+from jiayuan import brokerauth, children
 from jiayuan.brokertls import CA_CERT, make_tls
 from registry import Registry
 from registry.loader import load_registry
@@ -240,38 +240,21 @@ class Broker:
         conf.write_text(
             render_conf(self.port, self.data_dir, tls_port=self.tls_port, auth_dir=self.auth_dir)
         )
-        log = open(self.data_dir / "mosquitto.log", "ab")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(
-            [find_mosquitto(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-        )
+        log = self.data_dir / "mosquitto.log"
+        self.proc = children.spawn([find_mosquitto(), "-c", str(conf)], log)
         # Mosquitto opens every listener before it serves any: the plain one answering means
         # the TLS one is there too (probing that one would log a failed handshake).
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"mosquitto exited with {self.proc.returncode};"
-                    f" see {self.data_dir}/mosquitto.log"
-                )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"mosquitto did not listen on {self.port} within {timeout}s")
+        children.wait_ready(self.proc, self._listening, name="mosquitto", log=log, timeout=timeout)
+        return self
+
+    def _listening(self) -> bool:
+        with socket.create_connection((self.host, self.port), timeout=0.2):
+            return True
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        if self.proc is not None:
+            children.stop(self.proc, kill=kill)
+            self.proc = None
 
     def restart(self) -> None:
         self.stop()

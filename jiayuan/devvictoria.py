@@ -20,10 +20,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from jiayuan import children
 from jiayuan.devbroker import free_port
 
 
@@ -76,36 +75,21 @@ class Victoria:
             *(["-dedup.minScrapeInterval=1ms"] if self.dedup else []),
             *self.extra,
         ]
-        log = open(self.data_dir / "victoria.log", "ab")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"victoria-metrics exited with {self.proc.returncode};"
-                    f" see {self.data_dir}/victoria.log"
-                )
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"victoria-metrics not healthy on {self.port} within {timeout}s")
+        log = self.data_dir / "victoria.log"
+        self.proc = children.spawn(args, log)
+        children.wait_ready(
+            self.proc, self._healthy, name="victoria-metrics", log=log, timeout=timeout
+        )
+        return self
+
+    def _healthy(self) -> bool:
+        with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+            return bool(r.status == 200)
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        if self.proc is not None:
+            children.stop(self.proc, kill=kill, timeout=60)
+            self.proc = None
 
     def restart(self) -> None:
         self.stop()

@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from jiayuan import children
 from jiayuan.devbroker import Broker, free_port
 
 
@@ -58,28 +57,16 @@ class ServiceProcess:
 
     def start(self, timeout: float = 60.0) -> ServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        out = open(self.log, "ab")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jiayuan.cli", "run"],
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        self.proc = children.spawn([sys.executable, "-m", "jiayuan.cli", "run"], self.log, self.env)
+        children.wait_ready(
+            self.proc,
+            lambda: bool(self.health().get("mqtt_connected")),
+            name="jiayuan run",
+            log=self.log,
+            timeout=timeout,
+            interval=0.1,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"jiayuan run exited with {self.proc.returncode}; see {self.log}:\n"
-                    + self.log.read_text()[-3000:]
-                )
-            try:
-                if self.health().get("mqtt_connected"):
-                    return self
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"jiayuan run not healthy within {timeout}s; see {self.log}")
+        return self
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = self.get("/healthz", ok_statuses=(200, 503))
@@ -140,21 +127,13 @@ class ServiceProcess:
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            children.stop(self.proc, kill=True)
         self.proc = None
 
-    def stop(self, timeout: float = 30.0) -> int | None:
+    def stop(self, timeout: float = 30.0, grace: float = 0.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode
+        rc = children.stop(self.proc, grace=grace, timeout=timeout)
         self.proc = None
         return rc

@@ -20,6 +20,7 @@ from registry.cells import parse_shift
 from registry.models import Building, Device, Registry, Resident, Staff
 from rules.matches import Transition
 from rules.model import builtin_pack, load_rules
+from tests import clock
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=TZ).timestamp()
@@ -28,19 +29,9 @@ NIGHT = datetime(2026, 11, 25, 23, 0, tzinfo=TZ).timestamp()
 RULES = load_rules([builtin_pack()])
 
 
-class FakeClock:
+class FakeClock(clock.FakeClock):
     def __init__(self, t: float = T0) -> None:
-        self.t = t
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.t
-
-    def advance(self, seconds: float) -> float:
-        with self._lock:
-            self.t += seconds
-            return self.t
+        super().__init__(t)
 
 
 @dataclass

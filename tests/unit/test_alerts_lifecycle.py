@@ -13,18 +13,7 @@ import pytest
 
 from alerts import AlertChange, AlertNotFound, AlertStore, InvalidTransition
 from rules.matches import Transition
-
-
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, s: float) -> float:
-        self.t += s
-        return self.t
+from tests.clock import FakeClock as Clock
 
 
 def fire(

@@ -20,18 +20,11 @@ from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
 from rules.matches import Transition
+from tests.clock import FakeClock as Clock
 from tests.staff import ADMIN, ADMIN_TOKEN, bearer
 
 T0 = 1_699_999_200.0  # 2023-11-14T22:00:00Z, on an hour boundary
 T0_TEXT = "2023-11-14T22:00:00Z"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0 + 7200
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def msg(device: str, kind: str, stream: str, at: float, **body: Any) -> Reading | DeadLetter:
@@ -104,7 +97,7 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
         [r for r in decoded if isinstance(r, Reading)],
         [d for d in decoded if isinstance(d, DeadLetter)],
     )
-    store = AlertStore(tmp_path / "alerts.db", clock=Clock())
+    store = AlertStore(tmp_path / "alerts.db", clock=Clock(T0 + 7200))
     c = AppContext(
         settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
         journal=journal,

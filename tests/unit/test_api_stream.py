@@ -25,6 +25,7 @@ from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Registry
 from rules.matches import Transition
+from tests.alerting import sse
 from tests.staff import ADMIN, ADMIN_TOKEN
 
 T0 = 1_700_000_000.0
@@ -62,21 +63,6 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
     journal.close()
 
 
-def events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
-    """Parse an SSE line stream into events (comment lines become ``{"comment": …}``)."""
-    event: dict[str, str] = {}
-    for line in lines:
-        if line.startswith(":"):
-            yield {"comment": line[1:].strip()}
-        elif line == "":
-            if event.keys() - {"retry"}:
-                yield event
-            event = {}
-        else:
-            name, _, value = line.partition(":")
-            event[name] = value.removeprefix(" ")
-
-
 def until_connected(stream: Iterator[dict[str, str]]) -> None:
     for e in stream:
         if e.get("comment") == "connected":
@@ -98,7 +84,7 @@ def test_stream_delivers_changes_in_order(ctx: AppContext) -> None:
     with TestClient(app, headers=ADMIN) as client, client.stream("GET", "/api/stream") as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
-        stream = events(r.iter_lines())
+        stream = sse(r.iter_lines())
         until_connected(stream)
         change = ctx.alerts.apply(fire("w-1"))
         assert change is not None
@@ -118,7 +104,7 @@ def test_stream_filters_by_building_and_route(ctx: AppContext) -> None:
         TestClient(create_app(ctx), headers=ADMIN) as client,
         client.stream("GET", "/api/stream", params={"building": "b3", "route": "security"}) as r,
     ):
-        stream = events(r.iter_lines())
+        stream = sse(r.iter_lines())
         until_connected(stream)
         ctx.alerts.apply(fire("w-1", building="b1", route="security"))
         ctx.alerts.apply(fire("w-2", building="b3", route="caretaker"))
@@ -134,7 +120,7 @@ def test_a_reconnecting_client_catches_up_from_last_event_id(ctx: AppContext) ->
         TestClient(create_app(ctx), headers=ADMIN) as client,
         client.stream("GET", "/api/stream", headers={"Last-Event-ID": str(first.entry.id)}) as r,
     ):
-        stream = events(r.iter_lines())
+        stream = sse(r.iter_lines())
         until_connected(stream)
         missed = next_alert(stream)
         assert missed["change"]["id"] == second.entry.id and missed["alert"]["device_id"] == "w-2"
@@ -147,7 +133,7 @@ def test_keep_alive_comments_while_idle(ctx: AppContext) -> None:
         TestClient(create_app(ctx, keepalive_s=0.01), headers=ADMIN) as client,
         client.stream("GET", "/api/stream") as r,
     ):
-        stream = events(r.iter_lines())
+        stream = sse(r.iter_lines())
         until_connected(stream)
         assert next(stream) == {"comment": "keep-alive"}
 
@@ -158,7 +144,7 @@ def test_a_slow_client_is_disconnected_and_never_blocks_the_store(ctx: AppContex
     dropped = DROPPED._value.get()
     with TestClient(app, headers=ADMIN) as client, client.stream("GET", "/api/stream") as r:
         lines = r.iter_lines()
-        until_connected(events(lines))
+        until_connected(sse(lines))
         # the client reads nothing more; the store goes on committing regardless
         for i in range(8):
             assert ctx.alerts.apply(fire(f"w-{i}")) is not None
@@ -174,7 +160,7 @@ def test_a_client_stuck_mid_write_is_cut_off(ctx: AppContext) -> None:
     broadcaster: Broadcaster = app.state.broadcaster
     with TestClient(app, headers=ADMIN) as client, client.stream("GET", "/api/stream") as r:
         lines = r.iter_lines()
-        until_connected(events(lines))
+        until_connected(sse(lines))
         (conn,) = broadcaster._clients
         ctx.alerts.apply(fire("w-0"))
         # the server takes the change and writes it; the client reads nothing, so the write
@@ -193,7 +179,7 @@ def test_close_ends_every_stream(ctx: AppContext) -> None:
     app = create_app(ctx)
     with TestClient(app, headers=ADMIN) as client, client.stream("GET", "/api/stream") as r:
         lines = r.iter_lines()
-        until_connected(events(lines))
+        until_connected(sse(lines))
         threading.Thread(target=app.state.broadcaster.close).start()  # from another thread
         assert [line for line in lines if line] == []
         assert client.get("/api/stream").status_code == 503
@@ -224,7 +210,7 @@ def test_stream_over_http_with_uvicorn(ctx: AppContext) -> None:
         _wait(lambda: server.started, "uvicorn to start")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=ADMIN) as http:
             with http.stream("GET", "/api/stream") as r:
-                stream = events(r.iter_lines())
+                stream = sse(r.iter_lines())
                 until_connected(stream)
                 change = ctx.alerts.apply(fire("w-1"))
                 assert change is not None
@@ -233,7 +219,7 @@ def test_stream_over_http_with_uvicorn(ctx: AppContext) -> None:
             _wait(lambda: app.state.broadcaster.clients == 0, "the client to be dropped")
             with http.stream("GET", "/api/stream") as r:
                 lines = r.iter_lines()
-                until_connected(events(lines))
+                until_connected(sse(lines))
                 server.should_exit = True  # shutdown ends the stream; it does not wait for it
                 assert [line for line in lines if line] == []
         thread.join(20)

@@ -18,6 +18,7 @@ from ingest.influx import InfluxSink
 from ingest.influx_writer import WriteError
 from ingest.journal import Journal
 from ingest.payloads import Reading, decode
+from tests.clock import FakeClock as Clock
 from tests.mqtt import wait_for
 
 T0 = 1_700_000_000.0
@@ -146,14 +147,6 @@ def test_a_line_too_large_alone_is_set_aside(journal: Journal) -> None:
     wait_for(lambda: s.position == 40, timeout=20)
     s.stop()
     assert len(w.accepted) == 40 and s.rejected == 0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_trouble_is_raised_after_the_configured_time_and_cleared_on_drain(

@@ -16,6 +16,7 @@ from registry.models import Device, Registry, Resident
 from rules.engine import RuleEngine
 from rules.matches import Transition
 from rules.model import load_rules
+from tests.clock import FakeClock as Clock
 
 T0 = 1_700_000_000.0
 BASE: dict[str, Any] = {"severity": "major", "signal": "alarm", "route": "caretaker",
@@ -35,14 +36,6 @@ DENIED: dict[str, Any] = {**BASE, "id": "denied", "kind": "gate", "type": "count
                           "event": "denied", "threshold": 3, "window": "2m"}  # fmt: skip
 ZONE: dict[str, Any] = {**BASE, "id": "zone", "kind": "wearable", "type": "zone", "for": 0,
                         "margin_m": 50}  # fmt: skip
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def registry() -> Registry:

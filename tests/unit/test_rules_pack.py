@@ -14,17 +14,10 @@ from rules.check import check_files
 from rules.engine import RuleEngine
 from rules.matches import Transition
 from rules.model import AbsenceRule, EventRule, ThresholdRule, builtin_pack, load_rules
+from tests.clock import FakeClock as Clock
 
 T0 = 1_700_000_000.0
 WHERE = {"community": "y", "compound": "c3", "building": "b12"}
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def registry() -> Registry:

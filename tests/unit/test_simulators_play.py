@@ -20,16 +20,9 @@ from simulators.fleet import build_fleet
 from simulators.player import DayPlayer, Incidents, natural_speed, play_scenarios
 from simulators.progress import Progress
 from simulators.publisher import Stats, TokenBucket
+from tests.clock import FakeClock
 
 START = datetime(2026, 3, 2, 6, 30, tzinfo=TZ).timestamp()
-
-
-class FakeClock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Ticking(threading.Event):

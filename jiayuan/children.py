@@ -1,0 +1,69 @@
+"""Child processes of the demo, the benchmark and the tests (Mosquitto, VictoriaMetrics,
+``jiayuan run``): start one with its output in a log file, wait until it answers, stop it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+def spawn(
+    args: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` with stdout and stderr appended to ``log``."""
+    out = open(log, "ab")  # noqa: SIM115 - lives with the process
+    try:
+        return subprocess.Popen(list(args), env=env, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        out.close()  # the child has its own copy of the descriptor
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    *,
+    name: str,
+    log: Path,
+    timeout: float,
+    interval: float = 0.05,
+) -> None:
+    """Poll ``ready()`` (an OSError or ValueError counts as not yet) until it is true. Raises
+    RuntimeError, with the log's tail, if the process exits first, and TimeoutError (after
+    stopping it) if it never gets ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}:\n{tail}")
+        try:
+            if ready():
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(interval)
+    stop(proc)
+    raise TimeoutError(f"{name} not ready within {timeout}s; see {log}")
+
+
+def stop(
+    proc: subprocess.Popen[bytes], *, kill: bool = False, grace: float = 0.0, timeout: float = 30.0
+) -> int:
+    """End ``proc``: wait ``grace`` seconds for it to exit on its own (it may already have been
+    signalled, by a terminal's Ctrl-C say), then SIGTERM (SIGKILL with ``kill``), and SIGKILL
+    after ``timeout``. Returns its exit code."""
+    if grace > 0:
+        try:
+            return proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
