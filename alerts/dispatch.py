@@ -160,13 +160,11 @@ class Dispatcher:
         return self.gate.filter(transitions)
 
     def poll(self, now: float | None = None) -> int:
-        """Take the steps that are due; release quiet flapping alerts; close building
+        """Take the steps that are due; close building
         incidents whose devices are all back. Returns how many timers were looked at."""
         if self._stopped:
             return 0
         now = self.clock() if now is None else now
-        for t in self.gate.tick(now):
-            self._apply(t)
         due = self.timers.due(now)
         for timer in due:
             self._guard(self._run, timer, now)

@@ -1,10 +1,11 @@
 """The alert lifecycle: one alert per fingerprint while open, ``firing`` → ``acknowledged`` →
 ``resolved``, and a history entry for every change, all in SQLite so it survives restarts.
 
-Who calls it: the rule stage (:meth:`AlertStore.apply`, from the ingest thread), the service
-(:meth:`AlertStore.set_offline`), staff through the API (acknowledge, resolve) and the later
-stages (notes). Every write is one transaction under one lock; subscribers hear of each change
-after it is committed, in commit order.
+Who calls it: the rules worker (:meth:`AlertStore.apply_batch`: a batch of the engine's
+transitions and device presence changes, committed with the worker's cursor and rule state in
+one transaction), staff through the API (acknowledge, resolve) and the later stages (notes,
+system alerts through :meth:`AlertStore.apply`). Every write is one transaction under one
+lock; subscribers hear of each change after it is committed, in commit order.
 
 Decisions:
 
@@ -96,39 +97,69 @@ class AlertStore:
     def apply(self, t: Transition) -> AlertChange | None:
         """Fire: open an alert for ``t.fingerprint``, or update the open one. Clear: resolve the
         open one ``by`` ``rule``. Returns the change, or None when there was nothing to do."""
+        changes = self.apply_batch([t])
+        return changes[0] if changes else None
+
+    def apply_batch(
+        self,
+        transitions: Sequence[Transition],
+        presence: Sequence[tuple[str, bool, float]] = (),
+        within: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> builtins.list[AlertChange]:
+        """Apply ``transitions`` (as :meth:`apply`) and device ``presence`` changes
+        (``(device_id, offline, at)``, as :meth:`set_offline`) in ONE transaction, and run
+        ``within(db)`` inside it before the commit — the rules worker writes its cursor and rule
+        state there, so an evaluation's effects and its position are committed together or not
+        at all. Any exception rolls everything back and reaches the caller; subscribers hear of
+        the changes only after the commit. Returns the changes in commit order."""
         with self._lock:
             now = self._clock()
-            moves: builtins.list[_Move] = []
+            done: builtins.list[tuple[HistoryEntry, builtins.list[_Move]]] = []
+            seen = dict(self._presence)
             with self._tx() as db:
-                row = db.execute(
-                    "SELECT * FROM alerts WHERE fingerprint = ? AND status != 'resolved'",
-                    (t.fingerprint,),
-                ).fetchone()
-                if t.action == "fire" and row is None:
-                    alert_id = sql.insert(db, t, now)
-                    note = "raised from late readings" if t.late else ""
-                    entry = sql.record(db, alert_id, now, "raised", RULE, note)
-                    moves.append((None, "firing"))
-                elif t.action == "fire":
-                    alert_id = row["id"]
-                    note = sql.rematch(db, row, t, now)
-                    entry = sql.record(db, alert_id, now, "rematched", RULE, note)
-                elif row is None:
-                    log.debug("clear of %s: no open alert", t.fingerprint)
-                    return None
-                elif t.at < row["last_match_at"]:
-                    log.info("alert %d: clear older than its latest match ignored", row["id"])
-                    return None
-                else:
-                    alert_id = row["id"]
-                    db.execute(
-                        "UPDATE alerts SET status = 'resolved', resolved_at = ?1,"
-                        " resolved_by = ?2, ended_at = ?3, updated_at = ?1 WHERE id = ?4",
-                        (now, RULE, t.at, alert_id),
-                    )
-                    entry = sql.record(db, alert_id, now, "auto_resolved", RULE, "rule cleared")
-                    moves.append((row["status"], "resolved"))
-            return self._committed(entry, moves)
+                for t in transitions:
+                    one = self._apply_in(db, t, now)
+                    if one is not None:
+                        done.append(one)
+                for device_id, offline, at in presence:
+                    was_offline, since = seen.get(device_id, (False, float("-inf")))
+                    if at < since or was_offline == offline:
+                        continue
+                    seen[device_id] = (offline, at)
+                    done.extend((e, []) for e in self._presence_in(db, device_id, offline, at, now))
+                if within is not None:
+                    within(db)
+            self._presence = seen
+            return [self._committed(entry, moves) for entry, moves in done]
+
+    def _apply_in(
+        self, db: sqlite3.Connection, t: Transition, now: float
+    ) -> tuple[HistoryEntry, builtins.list[_Move]] | None:
+        row = db.execute(
+            "SELECT * FROM alerts WHERE fingerprint = ? AND status != 'resolved'",
+            (t.fingerprint,),
+        ).fetchone()
+        if t.action == "fire" and row is None:
+            alert_id = sql.insert(db, t, now)
+            note = "raised from late readings" if t.late else ""
+            return sql.record(db, alert_id, now, "raised", RULE, note), [(None, "firing")]
+        if t.action == "fire":
+            note = sql.rematch(db, row, t, now)
+            return sql.record(db, row["id"], now, "rematched", RULE, note), []
+        if row is None:
+            log.debug("clear of %s: no open alert", t.fingerprint)
+            return None
+        if t.at < row["last_match_at"]:
+            log.info("alert %d: clear older than its latest match ignored", row["id"])
+            return None
+        alert_id = row["id"]
+        db.execute(
+            "UPDATE alerts SET status = 'resolved', resolved_at = ?1,"
+            " resolved_by = ?2, ended_at = ?3, updated_at = ?1 WHERE id = ?4",
+            (now, RULE, t.at, alert_id),
+        )
+        entry = sql.record(db, alert_id, now, "auto_resolved", RULE, "rule cleared")
+        return entry, [(row["status"], "resolved")]
 
     def acknowledge(self, alert_id: int, by: str, note: str = "") -> AlertChange | None:
         """``firing`` → ``acknowledged``. None when ``by`` had already acknowledged it.
@@ -220,32 +251,36 @@ class AlertStore:
             if at < since or was_offline == offline:
                 return []
             now = self._clock()
-            entries: builtins.list[HistoryEntry] = []
             with self._tx() as db:
-                db.execute(
-                    "INSERT INTO device_presence (device_id, offline, since) VALUES (?, ?, ?)"
-                    " ON CONFLICT (device_id) DO UPDATE SET offline = excluded.offline,"
-                    " since = excluded.since",
-                    (device_id, int(offline), at),
-                )
-                rows = db.execute(
-                    "SELECT id FROM alerts WHERE device_id = ? AND status != 'resolved'"
-                    " AND offline != ? ORDER BY id",
-                    (device_id, int(offline)),
-                ).fetchall()
-                action: Action = "offline" if offline else "online"
-                text = note or (
-                    "device offline; the alert stays open" if offline else "device back online"
-                )
-                for r in rows:
-                    db.execute(
-                        "UPDATE alerts SET offline = ?, offline_since = ?, updated_at = ?"
-                        " WHERE id = ?",
-                        (int(offline), at if offline else None, now, r["id"]),
-                    )
-                    entries.append(sql.record(db, r["id"], now, action, SYSTEM, text))
+                entries = self._presence_in(db, device_id, offline, at, now, note)
             self._presence[device_id] = (offline, at)
             return [self._committed(e, []) for e in entries]
+
+    def _presence_in(
+        self, db: sqlite3.Connection, device_id: str, offline: bool, at: float, now: float,
+        note: str = "",
+    ) -> builtins.list[HistoryEntry]:  # fmt: skip
+        db.execute(
+            "INSERT INTO device_presence (device_id, offline, since) VALUES (?, ?, ?)"
+            " ON CONFLICT (device_id) DO UPDATE SET offline = excluded.offline,"
+            " since = excluded.since",
+            (device_id, int(offline), at),
+        )
+        rows = db.execute(
+            "SELECT id FROM alerts WHERE device_id = ? AND status != 'resolved'"
+            " AND offline != ? ORDER BY id",
+            (device_id, int(offline)),
+        ).fetchall()
+        action: Action = "offline" if offline else "online"
+        text = note or ("device offline; the alert stays open" if offline else "device back online")
+        entries: builtins.list[HistoryEntry] = []
+        for r in rows:
+            db.execute(
+                "UPDATE alerts SET offline = ?, offline_since = ?, updated_at = ? WHERE id = ?",
+                (int(offline), at if offline else None, now, r["id"]),
+            )
+            entries.append(sql.record(db, r["id"], now, action, SYSTEM, text))
+        return entries
 
     # ------------------------------------------------------------------ reads
 

@@ -5,8 +5,10 @@ Flapping (:class:`FlapGate`, between the rule engine and the store): a rule that
 more than ``threshold`` times within ``window_s`` for one device is *flapping*. Its clears are
 held back, so the alert stays open (the store gets a fire with the ``flapping=true`` label
 instead, which pages nobody: a rematch), until it has been quiet for ``window_s``; then the
-last held clear is let through and resolves it. Fires are never held. The gate is in memory:
-after a restart a flapping alert stays open until its rule clears again or a person resolves it.
+last held clear is let through and resolves it. Fires are never held. The gate runs in the rules
+worker, which saves the state of the fingerprints it changed (:meth:`FlapGate.take_dirty`,
+:meth:`FlapGate.export`) in the transaction that commits the alert changes, so a restart
+resumes it (:meth:`FlapGate.load`).
 
 Grouping (the dispatcher asks :func:`groupable` and :func:`group_size`): a trouble-signal alert
 of a building waits ``group_wait_s`` before anyone is paged; if by then at least ``threshold``
@@ -22,8 +24,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from typing import Final
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Final
 
 from alerts.db import Writer
 from alerts.model import Alert
@@ -52,6 +54,7 @@ class FlapGate:
         self.window_s = window_s
         self.clock = clock
         self._state: dict[str, _Flap] = {}
+        self._dirty: set[str] = set()
         self._lock = threading.Lock()
 
     def filter(self, transitions: Iterable[Transition]) -> list[Transition]:
@@ -65,6 +68,8 @@ class FlapGate:
     def _one(self, t: Transition, now: float) -> list[Transition]:
         fp = t.fingerprint
         st = self._state.get(fp)
+        if st is not None or t.action == "clear":
+            self._dirty.add(fp)
         if t.action == "fire":
             if st is not None:
                 st.last_toggle = now
@@ -96,7 +101,37 @@ class FlapGate:
                 if st.held is not None:
                     released.append(st.held)
                 del self._state[fp]
+                self._dirty.add(fp)
         return released
+
+    def take_dirty(self) -> set[str]:
+        """Fingerprints whose state changed since the last call."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            return dirty
+
+    def export(self, fingerprint: str) -> dict[str, Any] | None:
+        """One fingerprint's state as JSON-able data; None when the gate holds none."""
+        with self._lock:
+            st = self._state.get(fingerprint)
+            if st is None:
+                return None
+            held = None if st.held is None else asdict(st.held)
+            return {"c": list(st.clears), "t": st.last_toggle, "f": st.flapping, "h": held}
+
+    def load(self, states: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Replace the whole state with what :meth:`export` saved."""
+        with self._lock:
+            self._state = {
+                fp: _Flap(
+                    deque(float(x) for x in d["c"]),
+                    float(d["t"]),
+                    bool(d["f"]),
+                    None if d["h"] is None else Transition(**d["h"]),
+                )
+                for fp, d in states
+            }
+            self._dirty.clear()
 
     def flapping(self, fingerprint: str) -> bool:
         with self._lock:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +16,6 @@ from alerts.lifecycle import AlertStore
 from ingest.access import BrokerAccess
 from ingest.journal import Journal
 from ingest.listener import Inbound, Listener
-from ingest.payloads import Reading
 from ingest.pipeline import Pipeline
 from ingest.rollups import RollupWorker
 from jiayuan.auth.audit import AuditLog
@@ -31,6 +28,7 @@ from registry.loader import load_registry
 from rules.engine import RuleEngine
 from rules.matches import Transition
 from rules.model import builtin_pack, load_rules
+from rules.worker import RulesWorker
 
 if TYPE_CHECKING:
     from ingest.influx import InfluxSink
@@ -61,12 +59,19 @@ class Service:
         self.auth = AuthStore(data / "auth.db")
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
         note_registry(self.auth, self.registry)
-        self.engine = RuleEngine(self.rules, self.registry)
-        for a in self.alerts.open_alerts():  # rules that clear by themselves pick up their state
-            self.engine.restore(a.rule_id, a.device_id, a.started_at)
-        self._engine_lock = threading.Lock()
         self.dispatcher = Dispatcher(self.alerts, self.registry, self.rules, alerting(settings))
         """Route, notify, escalate, silence, group, correlate (alerts/dispatch.py)."""
+        self.worker = RulesWorker(
+            self.journal.path,
+            self.alerts,
+            lambda: RuleEngine(
+                self.rules, self.registry, max_unregistered=settings.max_unregistered_devices
+            ),
+            community=settings.community,
+            gate=self.dispatcher.gate,
+        )
+        """Rules as a follower of the journal: evaluation, rule state and cursor committed with
+        the alert changes (rules/worker.py)."""
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         """Unbounded on purpose: the broker sends at most ``mqtt_receive_maximum`` unacknowledged
         QoS 1 messages, and blocking paho's loop thread would also block the acknowledgements."""
@@ -83,7 +88,7 @@ class Service:
             self.inbox,
             self.journal,
             self.listener.ack,
-            self.on_readings,
+            lambda _new: self.worker.wake(),
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
         )
@@ -93,7 +98,6 @@ class Service:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
-        self.scheduler.add_job(self.tick, "interval", seconds=1, id="rules-tick")
         self.scheduler.add_job(self.dispatcher.poll, "interval", seconds=1, id="escalation")
         self.scheduler.add_job(
             self.prune,
@@ -115,28 +119,10 @@ class Service:
 
     # ------------------------------------------------------------------ stages
 
-    def on_readings(self, readings: Sequence[Reading]) -> None:
-        """Committed, new readings: status into alert flags, everything through the rules."""
-        transitions: list[Transition] = []
-        with self._engine_lock:
-            for r in readings:
-                transitions.extend(self.engine.evaluate(r))
-        for r in readings:
-            if r.stream == "status" and r.event in ("online", "offline"):
-                self.alerts.set_offline(r.device_id, r.event == "offline", r.ts)
-        self._apply(transitions)
-
-    def tick(self) -> None:
-        with self._engine_lock:
-            transitions = self.engine.tick(time.time())
-        self._apply(transitions)
-
-    def _apply(self, transitions: Sequence[Transition]) -> None:
-        for t in self.dispatcher.filter(transitions):  # flapping alerts stay open
-            try:
-                self.alerts.apply(t)
-            except Exception:
-                log.exception("alert store refused %s for %s", t.rule_id, t.device_id)
+    @property
+    def engine(self) -> RuleEngine:
+        """The rule engine (owned by the rules worker's thread: read, never drive)."""
+        return self.worker.engine
 
     def _influx_sink(self) -> InfluxSink:
         # imported only when enabled: its metrics then exist only when they mean something
@@ -174,27 +160,26 @@ class Service:
             if raised
             else "InfluxDB reachable again, backlog written"
         )
-        self._apply(
-            [
-                Transition(
-                    action="fire" if raised else "clear",
-                    rule_id=rule_id,
-                    device_id=device_id,
-                    kind="system",
-                    severity="major",
-                    signal="trouble",
-                    route="operator",
-                    at=at,
-                    summary=summary,
-                    labels={"community": self.settings.community},
-                )
-            ]
+        self.alerts.apply(
+            Transition(
+                action="fire" if raised else "clear",
+                rule_id=rule_id,
+                device_id=device_id,
+                kind="system",
+                severity="major",
+                signal="trouble",
+                route="operator",
+                at=at,
+                summary=summary,
+                labels={"community": self.settings.community},
+            )
         )
 
     def prune(self) -> None:
         now = time.time()
         cutoff = now - self.settings.retention_days * 86_400
-        followers = [self.rollups.position] + ([self.sink.position] if self.sink else [])
+        followers = [self.rollups.position, self.worker.position]
+        followers += [self.sink.position] if self.sink else []
         n = self.journal.prune(cutoff, chunk=2000, keep_after=min(followers))
         if n:
             log.info(
@@ -216,12 +201,32 @@ class Service:
         AuditLog(self.auth).prune(now - self.settings.audit_retention_days * 86_400)
 
     def health(self) -> dict[str, Any]:
+        """What /healthz answers: ``status`` is ``ok`` only while the service can ingest,
+        evaluate and notify; otherwise ``problems`` says why, in words for the operator."""
+        problems: list[str] = []
         connected = self.listener.connected.is_set()
+        if not connected:
+            problems.append("MQTT broker disconnected: nothing is being received")
+        rules = self.worker.health()
+        if rules.failing is not None:
+            problems.append(f"alert store refuses writes ({rules.failing}); rules held")
+        if rules.oldest_s is not None and rules.oldest_s > self.settings.health_rules_lag_s:
+            problems.append(
+                f"rules behind: {rules.behind} readings waiting, oldest {rules.oldest_s:.0f} s"
+            )
         return {
-            "status": "ok" if connected else "degraded",
+            "status": "ok" if not problems else "degraded",
+            "problems": problems,
             "mqtt_connected": connected,
             "ingest_queue": self.inbox.qsize(),
             "messages_committed": self.pipeline.committed,
+            "rules_worker": {
+                "position": rules.position,
+                "behind": rules.behind,
+                "oldest_s": None if rules.oldest_s is None else round(rules.oldest_s, 3),
+                "failing": rules.failing,
+                "evaluated": self.worker.evaluated,
+            },
             "uptime_s": round(time.time() - self.started_at, 1),
             "rules": len(self.rules),
             "registered_devices": len(self.registry.devices),
@@ -234,6 +239,7 @@ class Service:
 
     def start(self) -> None:
         self.dispatcher.start()
+        self.worker.start()
         self.pipeline.start()
         self.rollups.start()
         if self.sink is not None:
@@ -255,6 +261,7 @@ class Service:
         self.scheduler.shutdown(wait=False)
         self.pipeline.stop()
         self.listener.stop()
+        self.worker.stop()
         if self.sink is not None:
             self.sink.stop()
         self.rollups.stop()

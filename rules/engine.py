@@ -11,12 +11,13 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from ingest.payloads import Reading
 from ingest.topics import STREAMS
 from registry.models import Registry
 from rules.matches import Transition
+from rules.metrics import RULE_ERRORS
 from rules.model import AbsenceRule, CountRule, EventRule, Rule, ThresholdRule, ZoneRule
 
 __all__ = ["LATE_S", "RuleEngine"]
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 LATE_S: Final = 60.0
 """A transition caused by a reading that arrived more than this after its ``ts`` is late."""
+UNREGISTERED_IDLE_S: Final = 86_400.0
+"""A device not in the registry and not heard for this long is forgotten."""
 _EARTH_M: Final = 6_371_008.8
 _NEVER: Final = -math.inf
 Clock = Callable[[], float]
@@ -62,6 +65,7 @@ class _Dev:
     device_id: str
     labels: dict[str, str]
     area: Area | None
+    unregistered: bool = False
     levels: dict[int, _LevelState] = field(default_factory=dict)
     events: dict[int, _OpenState] = field(default_factory=dict)
 
@@ -251,10 +255,12 @@ class _Count(_Compiled):
             if st.firing:
                 if len(dq) < self.n or now - dq[0] > self.window:
                     st.firing = False
+                    eng._dirty.add(device_id)
                     at = dq[0] + self.window if len(dq) == self.n else now
                     out.append(self.make("clear", eng._dev(device_id), at))
             elif not dq or now - dq[-1] > self.window:
                 del self.seen[device_id]
+                eng._dirty.add(device_id)
 
     def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
         self.seen.setdefault(dev.device_id, self.new()).firing = True
@@ -262,7 +268,8 @@ class _Count(_Compiled):
 
 
 class _Absence(_Compiled):
-    """Devices in order of last heard (receive time on the engine clock), and those silent."""
+    """Devices in order of last heard (the reading's receive time, so that evaluating the
+    journal again gives the same answer), and those silent."""
 
     def __init__(self, rule: AbsenceRule, slot: int) -> None:
         super().__init__(rule, slot)
@@ -285,6 +292,7 @@ class _Absence(_Compiled):
                 break
             del waiting[device_id]
             self.silent[device_id] = last
+            eng._dirty.add(device_id)
             out.append(self.make("fire", eng._dev(device_id), last + self.for_))
 
     def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
@@ -298,9 +306,20 @@ class RuleEngine:
     thread (or under the same lock) as :meth:`evaluate`: it fires absences and ends count windows.
     Threshold ``for`` durations complete in event time, on readings, never on ticks."""
 
-    def __init__(self, rules: Iterable[Rule], registry: Registry, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        registry: Registry,
+        clock: Clock = time.time,
+        *,
+        max_unregistered: int = 10_000,
+    ) -> None:
         self.registry = registry
         self.clock = clock
+        self.max_unregistered = max_unregistered
+        self._unregistered: OrderedDict[str, float] = OrderedDict()
+        self._dirty: set[str] = set()
+        """Devices whose state changed since :meth:`take_dirty` (what the worker must save)."""
         self.errors: Counter[str] = Counter()  # exceptions per rule id
         self.out_of_order = 0  # (rule, reading) pairs ignored as older than one already seen
         self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
@@ -369,11 +388,32 @@ class RuleEngine:
         dev = self._devs.get(device_id)
         if dev is None:
             labels = self._labels(device_id, community or self.registry.community)
-            dev = self._devs[device_id] = _Dev(device_id, labels, self._area(device_id))
+            unregistered = self.registry.device(device_id) is None
+            dev = _Dev(device_id, labels, self._area(device_id), unregistered)
+            self._devs[device_id] = dev
         return dev
+
+    def _touch_unregistered(self, device_id: str, at: float) -> None:
+        """Keep at most ``max_unregistered`` devices that are not in the registry, most
+        recently heard first: ids made up by a broken or hostile client cannot grow memory."""
+        seen = self._unregistered
+        seen[device_id] = at
+        seen.move_to_end(device_id)
+        while len(seen) > self.max_unregistered:
+            self.forget(next(iter(seen)))
+
+    def _forget_idle(self, now: float) -> None:
+        """Forget devices not in the registry that were not heard for ``UNREGISTERED_IDLE_S``."""
+        seen = self._unregistered
+        while seen:
+            device_id, at = next(iter(seen.items()))
+            if at > now - UNREGISTERED_IDLE_S:
+                break
+            self.forget(device_id)
 
     def _failed(self, c: _Compiled, device_id: str, exc: Exception) -> None:
         self.errors[c.id] += 1
+        RULE_ERRORS.labels(c.id).inc()
         log.error("rule %s failed for device %s: %s", c.id, device_id, type(exc).__name__)
         log.debug("rule %s failure", c.id, exc_info=exc)  # tracebacks may carry values
 
@@ -382,9 +422,12 @@ class RuleEngine:
         out: list[Transition] = []
         device_id, kind, stream = reading.device_id, reading.kind, reading.stream
         dev = self._devs.get(device_id) or self._dev(device_id, reading.community)
+        self._dirty.add(device_id)
+        if dev.unregistered:
+            self._touch_unregistered(device_id, reading.received)
         absences = self._heard.get((kind, stream))
         if absences and not (stream == "status" and reading.event == "offline"):
-            now = self.clock()
+            now = reading.received
             for ab in absences:
                 try:
                     ab.heard(dev, now, out)
@@ -417,6 +460,7 @@ class RuleEngine:
                 c.expire(self, now, out)
             except Exception as e:
                 self._failed(c, "*", e)
+        self._forget_idle(now)
         return out
 
     def restore(self, rule_id: str, device_id: str, since: float) -> bool:
@@ -442,6 +486,8 @@ class RuleEngine:
 
     def forget(self, device_id: str) -> None:
         """Drop every state of a device (decommissioned, or removed from the registry)."""
+        self._dirty.add(device_id)
+        self._unregistered.pop(device_id, None)
         self._devs.pop(device_id, None)
         for ab in self._absences:
             ab.waiting.pop(device_id, None)
@@ -454,3 +500,97 @@ class RuleEngine:
         n = sum(len(d.levels) + len(d.events) for d in self._devs.values())
         n += sum(len(ab.waiting) + len(ab.silent) for ab in self._absences)
         return n + sum(len(c.seen) for c in self._counts)
+
+    # ------------------------------------------------------------------ state, saved and loaded
+
+    def take_dirty(self) -> set[str]:
+        """The devices whose state changed since the last call (and forget them)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def export_state(self, device_id: str) -> dict[str, Any] | None:
+        """Everything the engine holds for one device, as JSON-able data keyed by rule id (so a
+        changed rule pack loads what still applies); None when it holds nothing."""
+        out: dict[str, Any] = {}
+        dev = self._devs.get(device_id)
+        if dev is not None:
+            rules = self._compiled
+            levels = {
+                rules[slot].id: [_out(st.last_ts), st.start, st.firing]
+                for slot, st in dev.levels.items()
+                if st.firing or st.start is not None or st.last_ts != _NEVER
+            }
+            events = {
+                rules[slot].id: [st.firing, _out(st.since), _out(st.cleared)]
+                for slot, st in dev.events.items()
+                if st.firing or st.cleared != _NEVER
+            }
+            if levels:
+                out["l"] = levels
+            if events:
+                out["e"] = events
+        counts = {
+            c.id: [list(st.times), st.firing]
+            for c in self._counts
+            if (st := c.seen.get(device_id)) is not None
+        }
+        absent: dict[str, list[Any]] = {}
+        for ab in self._absences:
+            if (t := ab.waiting.get(device_id)) is not None:
+                absent[ab.id] = ["w", t]
+            elif (t := ab.silent.get(device_id)) is not None:
+                absent[ab.id] = ["s", t]
+        if counts:
+            out["c"] = counts
+        if absent:
+            out["a"] = absent
+        if dev is not None and dev.unregistered and device_id in self._unregistered:
+            out["u"] = self._unregistered[device_id]
+        return out or None
+
+    def load_state(self, states: Iterable[tuple[str, dict[str, Any]]]) -> int:
+        """Load what :meth:`export_state` saved (after a restart), replacing what the engine
+        seeded for those devices. State of rules no longer in the pack is dropped. Returns the
+        number of devices loaded."""
+        n = 0
+        counts = {c.id: c for c in self._counts}
+        absences = {ab.id: ab for ab in self._absences}
+        for device_id, data in states:
+            n += 1
+            dev = self._dev(device_id)
+            for rule_id, (last_ts, start, firing) in data.get("l", {}).items():
+                lv = self._by_id.get(rule_id)
+                if isinstance(lv, _Level) and (st := lv.state(self.registry, dev)) is not None:
+                    st.last_ts, st.start, st.firing = _in(last_ts), start, bool(firing)
+            for rule_id, (firing, since, cleared) in data.get("e", {}).items():
+                ev = self._by_id.get(rule_id)
+                if isinstance(ev, _Event) and ev.stateful:
+                    dev.events[ev.slot] = _OpenState(bool(firing), _in(since), _in(cleared))
+            for rule_id, (times, firing) in data.get("c", {}).items():
+                if (cnt := counts.get(rule_id)) is not None:
+                    cs = cnt.new()
+                    cs.times.extend(float(t) for t in times)
+                    cs.firing = bool(firing)
+                    cnt.seen[device_id] = cs
+            for ab in self._absences:
+                ab.waiting.pop(device_id, None)
+                ab.silent.pop(device_id, None)
+            for rule_id, (where, t) in data.get("a", {}).items():
+                if (found := absences.get(rule_id)) is not None:
+                    (found.waiting if where == "w" else found.silent)[device_id] = float(t)
+            if dev.unregistered:
+                self._unregistered[device_id] = float(data.get("u", self.clock()))
+        for ab in self._absences:  # expiry walks them oldest first
+            ab.waiting = OrderedDict(sorted(ab.waiting.items(), key=lambda kv: kv[1]))
+        self._unregistered = OrderedDict(sorted(self._unregistered.items(), key=lambda kv: kv[1]))
+        self._dirty.clear()
+        return n
+
+
+def _out(t: float) -> float | None:
+    """-inf (never) as JSON null."""
+    return None if t == _NEVER else t
+
+
+def _in(t: float | None) -> float:
+    return _NEVER if t is None else float(t)

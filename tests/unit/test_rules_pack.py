@@ -152,7 +152,9 @@ def test_silent_devices(eng: RuleEngine, clock: Clock) -> None:
     eng.evaluate(reading("smoke", "s1", "telemetry", T0, battery=90))
     clock.t = T0 + 1800
     assert [summary(t)[:3] for t in eng.tick()] == [("fire", "wearable_silent", "w1")]
-    clock.t = T0 + 7200
+    clock.t = T0 + 7200  # heard when received, 2 s after its ts
+    assert eng.tick() == []
+    clock.t = T0 + 7202
     assert [summary(t)[:3] for t in eng.tick()] == [("fire", "smoke_silent", "s1")]
     (t,) = eng.evaluate(reading("wearable", "w1", "event", clock.t, event="worn"))
     assert summary(t)[:3] == ("clear", "wearable_silent", "w1")

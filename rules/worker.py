@@ -1,0 +1,351 @@
+"""The rules worker: a follower of the journal whose cursor commits with the alert changes it made.
+
+Ingestion only decodes, commits and acknowledges. This worker reads the committed journal rows
+after its cursor (woken by each ingest commit, so a fall is evaluated milliseconds after it is
+journaled), evaluates them, and hands the resulting alert transitions, the devices' presence
+changes, its new cursor and the rule state of every device the batch touched to the alert
+store's :meth:`apply_batch`, which commits them in ONE transaction. Hence:
+
+- a crash anywhere re-evaluates from the committed cursor, with the engine's state as it was at
+  that cursor: no alert lost, none doubled (the Kafka Streams / Debezium way: the offset is
+  committed with the effect);
+- a store error (locked, full, read-only) rolls all of it back; the worker throws its in-memory
+  state away, loads the committed one again and retries from the same cursor after a pause. It
+  is never only logged: health says so until a commit succeeds again;
+- rule state (episodes under way, count windows, absence timers, the flapping gate) survives a
+  restart exactly, because it is saved with the cursor it belongs to. Saving is per device and
+  only for devices the batch touched: a batch of N distinct devices writes N small rows.
+
+Time-driven changes (an absence timer running out, a count window closing, a flapping alert
+going quiet) come from :meth:`RulesWorker.tick` on the same thread, committed the same way.
+
+The worker knows the alert store and the flapping gate only by the small protocols below, so
+``rules`` imports nothing from ``alerts``; the service wires them together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from ingest import follower, rows
+from rules.engine import RuleEngine
+from rules.matches import Transition
+from rules.metrics import RULES_BEHIND, RULES_COMMITS, RULES_FAILING, RULES_RETRIES
+
+log = logging.getLogger(__name__)
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS rule_cursor (
+    name    TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rule_state (
+    device_id TEXT PRIMARY KEY,
+    state     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flap_state (
+    fingerprint TEXT PRIMARY KEY,
+    state       TEXT NOT NULL
+);
+"""
+"""The worker's tables, in the alert database (so they commit with the alerts)."""
+
+Presence = tuple[str, bool, float]
+"""(device_id, offline, event time)."""
+
+
+class TransitionStore(Protocol):
+    """What the worker needs of the alert store."""
+
+    path: Path
+
+    def apply_batch(
+        self,
+        transitions: Sequence[Transition],
+        presence: Sequence[Presence] = (),
+        within: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> Sequence[object]: ...
+
+
+class Gate(Protocol):
+    """What the worker needs of the flapping gate (:class:`alerts.noise.FlapGate`)."""
+
+    def filter(self, transitions: Iterable[Transition]) -> list[Transition]: ...
+    def tick(self, now: float | None = None) -> list[Transition]: ...
+    def take_dirty(self) -> set[str]: ...
+    def export(self, fingerprint: str) -> dict[str, Any] | None: ...
+    def load(self, states: Iterable[tuple[str, dict[str, Any]]]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    position: int
+    """The last journal id whose evaluation is committed."""
+    behind: int
+    """Journal rows committed but not evaluated yet."""
+    oldest_s: float | None
+    """Age (receive time) of the oldest row not evaluated yet."""
+    failing: str | None
+    """Why the last commit failed, while it keeps failing."""
+    failing_since: float | None
+
+
+class RulesWorker:
+    name = "rules"
+
+    def __init__(
+        self,
+        journal_path: Path,
+        store: TransitionStore,
+        make_engine: Callable[[], RuleEngine],
+        *,
+        community: str,
+        gate: Gate | None = None,
+        batch_rows: int = 2000,
+        tick_s: float = 1.0,
+        retry_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal_path = journal_path
+        self.store = store
+        self.make_engine = make_engine
+        self.community = community
+        self.gate = gate
+        self.batch_rows = batch_rows
+        self.tick_s = tick_s
+        self.retry_s = retry_s
+        self.clock = clock
+        self.engine = make_engine()
+        self.position = 0
+        self.evaluated = 0
+        """Readings evaluated and committed since start."""
+        self._failing: tuple[str, float] | None = None
+        self._stale = False
+        """The engine holds state that was never committed (a commit failed): reload first."""
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._journal: sqlite3.Connection | None = None
+        self._next_tick = 0.0
+        self.load()
+
+    # ------------------------------------------------------------------ state
+
+    def load(self) -> None:
+        """(Re)build the engine and the gate from what is committed: the cursor, each device's
+        rule state and the flapping gate. Called at start and after a failed commit."""
+        engine = self.make_engine()
+        db = sqlite3.connect(self.store.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            db.executescript(SCHEMA)
+            db.execute(
+                "INSERT OR IGNORE INTO rule_cursor (name, last_id, updated) VALUES (?, 0, ?)",
+                (self.name, time.time()),
+            )
+            (position,) = db.execute(
+                "SELECT last_id FROM rule_cursor WHERE name = ?", (self.name,)
+            ).fetchone()
+            states = [(d, json.loads(s)) for d, s in db.execute("SELECT * FROM rule_state")]
+            flaps = [(f, json.loads(s)) for f, s in db.execute("SELECT * FROM flap_state")]
+            fresh = not states and position == 0
+            opened = (
+                []
+                if not fresh
+                else db.execute(
+                    "SELECT rule_id, device_id, started_at FROM alerts WHERE status != 'resolved'"
+                ).fetchall()
+            )
+        finally:
+            db.close()
+        engine.load_state(states)
+        for rule_id, device_id, since in opened:
+            # a store written before the worker kept rule state: open alerts that clear by
+            # themselves pick up their state, as before
+            engine.restore(rule_id, device_id, since)
+        engine.take_dirty()
+        if self.gate is not None:
+            self.gate.load(flaps)
+        self.engine = engine
+        self.position = int(position)
+
+    # ------------------------------------------------------------------ work
+
+    def step(self) -> bool:
+        """Evaluate and commit one batch of journal rows; True when there may be more."""
+        db = self._journal_db()
+        batch = rows.after(db, self.position, self.batch_rows)
+        if not batch:
+            return False
+        engine, community = self.engine, self.community
+        transitions: list[Transition] = []
+        presence: list[Presence] = []
+        for row in batch:
+            r = rows.to_reading(row, community)
+            transitions.extend(engine.evaluate(r))
+            if r.stream == "status" and r.event in ("online", "offline"):
+                presence.append((r.device_id, r.event == "offline", r.ts))
+        self._commit(transitions, presence, batch[-1][0])
+        self.evaluated += len(batch)
+        return len(batch) == self.batch_rows
+
+    def tick(self, now: float | None = None) -> None:
+        """Time-driven changes as of ``now``, committed with the state they changed."""
+        now = self.clock() if now is None else now
+        transitions = self.engine.tick(now)
+        if self.gate is not None:
+            transitions = self.gate.filter(transitions) + self.gate.tick(now)
+            self._commit(transitions, [], self.position, filtered=True)
+        else:
+            self._commit(transitions, [], self.position)
+
+    def run_until_idle(self) -> None:
+        """Catch up in the calling thread (tests, the benchmark)."""
+        while self.step():
+            pass
+
+    def _commit(
+        self,
+        transitions: list[Transition],
+        presence: list[Presence],
+        last_id: int,
+        *,
+        filtered: bool = False,
+    ) -> None:
+        gate = self.gate
+        if gate is not None and not filtered:
+            transitions = gate.filter(transitions)
+        engine = self.engine
+        states = [(d, engine.export_state(d)) for d in engine.take_dirty()]
+        flaps = [(f, gate.export(f)) for f in gate.take_dirty()] if gate is not None else []
+        if not (transitions or presence or states or flaps) and last_id == self.position:
+            return
+        name = self.name
+
+        def within(db: sqlite3.Connection) -> None:
+            _save(db, "rule_state", "device_id", states)
+            _save(db, "flap_state", "fingerprint", flaps)
+            if last_id != self.position:
+                db.execute(
+                    "UPDATE rule_cursor SET last_id = ?, updated = ? WHERE name = ?",
+                    (last_id, time.time(), name),
+                )
+
+        self.store.apply_batch(transitions, presence, within)
+        self.position = last_id
+        RULES_COMMITS.inc()
+
+    # ------------------------------------------------------------------ thread
+
+    def wake(self) -> None:
+        """New rows are committed (the ingest pipeline calls this after each commit)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="rules", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def health(self) -> WorkerHealth:
+        """How far behind the journal's head the committed evaluation is (any thread)."""
+        db = follower.connect(self.journal_path, readonly=True)
+        try:
+            head = follower.head(db)
+            position = self.position
+            oldest = follower.oldest_after(db, position) if head > position else None
+        finally:
+            db.close()
+        behind = max(0, head - position)
+        RULES_BEHIND.set(behind)
+        failing = self._failing
+        return WorkerHealth(
+            position,
+            behind,
+            None if oldest is None else max(0.0, time.time() - oldest),
+            None if failing is None else failing[0],
+            None if failing is None else failing[1],
+        )
+
+    def _journal_db(self) -> sqlite3.Connection:
+        if self._journal is None:
+            self._journal = follower.connect(self.journal_path, readonly=True)
+        return self._journal
+
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                if self._stale:
+                    self.load()
+                    self._stale = False
+                busy = self.step()
+                if time.monotonic() >= self._next_tick:
+                    self._next_tick = time.monotonic() + self.tick_s
+                    self.tick()
+            except Exception as e:
+                self._failed(e)
+                continue
+            if self._failing is not None:
+                log.warning(
+                    "rules worker: committing again after %.0f s; evaluation resumed at"
+                    " journal row %d",
+                    time.time() - self._failing[1],
+                    self.position,
+                )
+                self._failing = None
+                RULES_FAILING.set(0)
+            if not busy:
+                self._wake.wait(max(0.0, min(self.tick_s, self._next_tick - time.monotonic())))
+
+    def _failed(self, e: Exception) -> None:
+        """Roll back to what is committed and try again after a pause; log once per outage."""
+        RULES_RETRIES.inc()
+        reason = f"{type(e).__name__}: {e}"[:200]
+        if self._failing is None:
+            self._failing = (reason, time.time())
+            RULES_FAILING.set(1)
+            log.error(
+                "rules worker: the alert store refused a commit (%s); holding the cursor at"
+                " journal row %d and retrying every %.0f s",
+                reason,
+                self.position,
+                self.retry_s,
+                exc_info=not isinstance(e, sqlite3.OperationalError),
+            )
+        self._stale = True
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self._stop.wait(self.retry_s)
+
+
+def _save(
+    db: sqlite3.Connection, table: str, key: str, items: list[tuple[str, dict[str, Any] | None]]
+) -> None:
+    gone = [(k,) for k, v in items if v is None]
+    kept = [(k, json.dumps(v, separators=(",", ":"))) for k, v in items if v is not None]
+    if gone:
+        db.executemany(f"DELETE FROM {table} WHERE {key} = ?", gone)
+    if kept:
+        db.executemany(
+            f"INSERT INTO {table} ({key}, state) VALUES (?, ?)"
+            f" ON CONFLICT ({key}) DO UPDATE SET state = excluded.state",
+            kept,
+        )
