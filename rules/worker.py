@@ -259,7 +259,7 @@ class RulesWorker:
         self._wake.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
-        if self._journal is not None:
+        elif self._thread is None and self._journal is not None:  # used from this thread
             self._journal.close()
             self._journal = None
 
@@ -313,6 +313,9 @@ class RulesWorker:
                 RULES_FAILING.set(0)
             if not busy:
                 self._wake.wait(max(0.0, min(self.tick_s, self._next_tick - time.monotonic())))
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     def _failed(self, e: Exception) -> None:
         """Roll back to what is committed and try again after a pause; log once per outage."""

@@ -1,0 +1,247 @@
+"""The rules worker: journal rows in, alert changes + rule state + cursor out, in one transaction.
+
+A "crash" here is a worker thrown away without a stop (nothing in memory survives) and a new one
+built on the same files; the SIGKILL of a real process is in tests/integration."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alerts import AlertStore
+from alerts.noise import FlapGate
+from ingest.journal import Journal
+from ingest.payloads import Reading, decode
+from ingest.topics import topic_for
+from registry.models import Device, Registry, Resident
+from rules.engine import RuleEngine
+from rules.matches import Transition
+from rules.model import CountRule, builtin_pack, load_rules
+from rules.worker import Presence, RulesWorker
+from tests.clock import FakeClock
+
+T0 = 1_700_000_000.0
+RULES = load_rules([builtin_pack()])
+
+
+def registry() -> Registry:
+    return Registry(
+        "y",
+        devices=[
+            Device(device_id="w1", kind="wearable", compound="c3", building="b12",
+                   unit="3-12-501", resident_id="r1"),
+            Device(device_id="s1", kind="smoke", compound="c3", building="b12", unit="3-12-501"),
+            Device(device_id="g1", kind="gate", compound="c3"),
+        ],
+        residents=[Resident(resident_id="r1", building="b12", unit="3-12-501")],
+    )  # fmt: skip
+
+
+class World:
+    """A journal, an alert store and a worker over them, on a fake clock."""
+
+    def __init__(
+        self, tmp: Path, clock: FakeClock, store: AlertStore | CrashingStore | None = None
+    ) -> None:
+        self.tmp, self.clock = tmp, clock
+        self.journal = Journal(tmp / "journal.db")
+        self.store = store or AlertStore(tmp / "alerts.db", clock=clock)
+        self.real = self.store.store if isinstance(self.store, CrashingStore) else self.store
+        self.gate = FlapGate(threshold=2, window_s=600, clock=clock)
+        self.worker = RulesWorker(
+            tmp / "journal.db",
+            self.store,
+            lambda: RuleEngine(RULES, registry(), clock=self.clock, max_unregistered=100),
+            community="y",
+            gate=self.gate,
+            clock=clock,
+            batch_rows=7,
+        )
+
+    def send(self, kind: str, device: str, stream: str, ts: float, **body: Any) -> None:
+        payload = json.dumps({"ts": round(ts * 1000), **body}).encode()
+        r = decode(topic_for("y", kind, device, stream), payload, ts + 1)
+        assert isinstance(r, Reading), r
+        self.journal.write_batch([r], [])
+
+    def alerts(self, rule_id: str) -> list[tuple[str, str]]:
+        items, _ = self.real.list(rule_id=rule_id, limit=500, sort="oldest")
+        return [(a.device_id, a.status) for a in items]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+def test_each_fall_is_one_alert_and_the_cursor_moves_with_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    w = World(tmp_path, clock)
+    for i in range(20):
+        w.send("wearable", "w1", "telemetry", T0 + i, heart_rate=70, seq=i)
+    w.send("wearable", "w1", "event", T0 + 30, event="fall", seq=100)
+    w.worker.run_until_idle()
+    assert w.alerts("wearable_fall") == [("w1", "firing")]
+    assert w.worker.position == 21 and w.worker.evaluated == 21
+    w.worker.run_until_idle()  # nothing new: nothing doubled
+    assert len(w.alerts("wearable_fall")) == 1
+
+
+class CrashingStore:
+    """Passes writes to the real store until told to fail: then the transaction (alert changes,
+    rule state, cursor) raises inside, after every write was made — and is rolled back."""
+
+    def __init__(self, store: AlertStore) -> None:
+        self.store = store
+        self.path = store.path
+        self.fail: Exception | None = None
+
+    def apply_batch(
+        self,
+        transitions: Sequence[Transition],
+        presence: Sequence[Presence] = (),
+        within: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> Sequence[object]:
+        def failing(db: sqlite3.Connection) -> None:
+            if within is not None:
+                within(db)
+            if self.fail is not None:
+                raise self.fail
+
+        return self.store.apply_batch(transitions, presence, failing)
+
+
+def test_a_crash_before_the_commit_loses_no_alert_and_doubles_none(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    crashing = CrashingStore(AlertStore(tmp_path / "alerts.db", clock=clock))
+    w = World(tmp_path, clock, store=crashing)
+    for n in range(3):
+        w.send("wearable", "w1", "event", T0 + n * 600, event="fall", seq=n)
+    w.worker.step()  # the first batch commits
+    assert w.alerts("wearable_fall") == [("w1", "firing")]
+    crashing.fail = RuntimeError("killed mid-transaction")
+    for n in range(3, 10):
+        w.send("wearable", "w1", "event", T0 + n * 600, event="fall", seq=n)
+    with pytest.raises(RuntimeError):
+        w.worker.step()
+    assert len(w.alerts("wearable_fall")) == 1  # nothing of the failed batch is visible
+    # "restart": a new worker on the same files, resuming from the committed cursor
+    crashing.fail = None
+    again = World(tmp_path, clock, store=crashing)
+    again.worker.run_until_idle()
+    assert again.worker.position == 10
+    falls = again.real.list(rule_id="wearable_fall", limit=50)[0]
+    assert len(falls) == 1 and falls[0].match_count == 10  # every fall matched exactly once
+
+
+def test_a_store_error_holds_the_cursor_says_so_and_the_alarm_is_raised_after(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    crashing = CrashingStore(AlertStore(tmp_path / "alerts.db", clock=clock))
+    w = World(tmp_path, clock, store=crashing)
+    w.worker.retry_s = 0.01
+    crashing.fail = sqlite3.OperationalError("database is locked")
+    w.send("smoke", "s1", "event", T0, event="alarm", seq=1)
+    w.worker.start()
+    try:
+        for _ in range(500):
+            if w.worker.health().failing is not None:
+                break
+            w.worker._stop.wait(0.01)
+        health = w.worker.health()
+        assert health.failing == "OperationalError: database is locked"
+        assert health.position == 0 and health.behind == 1
+        assert w.alerts("smoke_alarm") == []
+        crashing.fail = None
+        for _ in range(500):
+            if w.worker.position == 1:
+                break
+            w.worker.wake()
+            w.worker._stop.wait(0.01)
+    finally:
+        w.worker.stop()
+    assert w.alerts("smoke_alarm") == [("s1", "firing")]  # the engine state was not lost
+    assert w.worker.health().failing is None
+    w.send("smoke", "s1", "event", T0 + 60, event="alarm_clear", seq=2)
+    w.worker.run_until_idle()
+    assert w.alerts("smoke_alarm") == [("s1", "resolved")]
+
+
+def test_an_episode_under_way_continues_after_a_restart(tmp_path: Path, clock: FakeClock) -> None:
+    w = World(tmp_path, clock)
+    for m in range(7):  # heart rate high for 6 minutes
+        w.send("wearable", "w1", "telemetry", T0 + m * 60, heart_rate=140, seq=m)
+    w.worker.run_until_idle()
+    assert w.alerts("wearable_heart_rate_high") == []
+    again = World(tmp_path, clock)  # restart
+    for m in range(7, 11):  # ... and 4 more: ten minutes in all
+        again.send("wearable", "w1", "telemetry", T0 + m * 60, heart_rate=140, seq=m)
+    again.worker.run_until_idle()
+    assert again.alerts("wearable_heart_rate_high") == [("w1", "firing")]
+    (a,) = again.real.list(rule_id="wearable_heart_rate_high")[0]
+    assert a.started_at == T0  # the episode's start, from before the restart
+
+
+def test_count_windows_and_absence_timers_survive_a_restart(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    w = World(tmp_path, clock)
+    w.send("wearable", "w1", "telemetry", T0, heart_rate=70, seq=1)
+    w.send("gate", "g1", "event", T0, event="denied", seq=1)
+    w.send("gate", "g1", "event", T0 + 10, event="denied", seq=2)
+    w.worker.run_until_idle()
+    again = World(tmp_path, clock)  # restart within the count window
+    rule = next(r for r in RULES if r.id == "gate_denied_repeated")
+    assert isinstance(rule, CountRule)
+    for i in range(rule.threshold - 2):  # the two denied cards from before still count
+        again.send("gate", "g1", "event", T0 + 20 + i, event="denied", seq=3 + i)
+    again.worker.run_until_idle()
+    assert again.alerts("gate_denied_repeated") == [("g1", "firing")]
+    clock.advance(20 * 60)
+    again = World(tmp_path, clock)  # restart 20 minutes after the wearable was last heard
+    again.worker.tick()
+    assert again.alerts("wearable_silent") == []
+    clock.advance(10 * 60 + 2)  # 30 minutes after it was heard, not 30 after the restart
+    again.worker.tick()
+    assert again.alerts("wearable_silent") == [("w1", "firing")]
+
+
+def test_flapping_state_survives_a_restart(tmp_path: Path, clock: FakeClock) -> None:
+    w = World(tmp_path, clock)
+    seq = 0
+    for _ in range(3):  # more clears than the gate's threshold (2) within its window
+        for ev in ("alarm", "alarm_clear"):
+            seq += 1
+            w.send("smoke", "s1", "event", clock.advance(10), event=ev, seq=seq)
+            w.worker.run_until_idle()
+    assert w.gate.flapping("smoke_alarm:s1")
+    assert w.alerts("smoke_alarm")[-1] == ("s1", "firing")  # held open
+    again = World(tmp_path, clock)
+    assert again.gate.flapping("smoke_alarm:s1")
+    clock.advance(601)
+    again.worker.tick()  # quiet for the window: the held clear resolves it
+    assert again.alerts("smoke_alarm")[-1] == ("s1", "resolved")
+
+
+def test_devices_not_in_the_registry_are_bounded_and_forgotten(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    w = World(tmp_path, clock)
+    for i in range(300):  # the engine keeps at most 100 of them
+        w.send("smoke", f"x{i}", "event", T0 + i, event="alarm", seq=1)
+    w.worker.run_until_idle()
+    eng = w.worker.engine
+    assert len(eng._unregistered) == 100
+    assert eng.export_state("x0") is None and eng.export_state("x299") is not None
+    saved = sqlite3.connect(tmp_path / "alerts.db").execute("SELECT count(*) FROM rule_state")
+    assert saved.fetchone()[0] <= 100 + 3
+    clock.advance(86_400 + 400)
+    w.worker.tick()
+    assert len(w.worker.engine._unregistered) == 0
