@@ -147,6 +147,23 @@ def holes(lines: Sequence[Line]) -> list[tuple[Line, Span]]:
     return [(line, h) for line in lines for h in line.holes]
 
 
+def grouped(lines: Sequence[Line]) -> list[tuple[list[str], Line]]:
+    """Lines of one chain that read the same at several places, once with those places."""
+    out: dict[tuple[object, ...], tuple[list[str], Line]] = {}
+    for line in lines:
+        key = (line.chain_id, line.rule_id, tuple(line.spans), tuple(line.holes))
+        if key in out:
+            out[key][0].append(line.place)
+        else:
+            out[key] = ([line.place], line)
+    return list(out.values())
+
+
+def places_label(places: Sequence[str], most: int = 8) -> str:
+    more = f" and {len(places) - most} more" if len(places) > most else ""
+    return ", ".join(places[:most]) + more
+
+
 def _first(
     chain: Chain,
     sample: Sample,
@@ -245,8 +262,9 @@ def _alert(s: Sample, labels: dict[str, str]) -> Alert:
 def report(lines: Sequence[Line]) -> str:
     """Plain text for the command: each chain and place, who is paged first when, and holes."""
     out: list[str] = []
-    for line in lines:
-        out.append(f"{line.chain_id} ({line.route}, e.g. {line.rule_id}) at {line.place}:")
+    for places, line in grouped(lines):
+        where = places_label(places, 12)
+        out.append(f"{line.chain_id} ({line.route}, e.g. {line.rule_id}) at {where}:")
         for s in line.spans:
             who = ", ".join(s.first) if s.first else "NOBODY"
             how = f" (step {s.step}{', fallback' if s.fallback else ''})" if s.first else ""

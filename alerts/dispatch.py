@@ -160,24 +160,29 @@ class Dispatcher:
         if not self.router.registry.staff:
             return
         try:
-            found = coverage.holes(self.coverage())
+            lines = self.coverage()
+            found = coverage.holes(lines)
         except Exception:
             log.exception("duty coverage check failed")
             return
-        for line, hole in found[:20]:
-            whom = f" ({hole.residents} residents)" if hole.residents else ""
+        for places, line in coverage.grouped([line for line in lines if line.holes]):
+            for hole in line.holes:
+                whom = f" ({hole.residents} residents each)" if hole.residents else ""
+                log.warning(
+                    "duty coverage: nobody would be paged for %s alerts (chain %s, e.g. %s) at "
+                    "%s, %s%s",
+                    line.route,
+                    line.chain_id,
+                    line.rule_id,
+                    coverage.places_label(places),
+                    hole.label,
+                    whom,
+                )
+        if found:
             log.warning(
-                "duty coverage: nobody would be paged for %s (chain %s, e.g. %s) at %s, %s%s",
-                line.route,
-                line.chain_id,
-                line.rule_id,
-                line.place,
-                hole.label,
-                whom,
-            )
-        if len(found) > 20:
-            log.warning(
-                "duty coverage: %d more holes (jiayuan duty check lists them all)", len(found) - 20
+                "duty coverage: %d holes in all (`jiayuan duty check` lists them); alerts that "
+                "find nobody on duty are recorded as reached by nobody",
+                len(found),
             )
 
     def stop(self) -> None:

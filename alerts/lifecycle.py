@@ -375,6 +375,22 @@ class AlertStore:
                 alerts[r["id"]] = sql.to_alert(r)
         return [AlertChange(alerts[e["alert_id"]], sql.to_entry(e)) for e in entries]
 
+    def some(self, alert_ids: Sequence[int]) -> builtins.list[Alert]:
+        """The alerts of ``alert_ids`` (without history), most urgent first."""
+        ids = builtins.list(alert_ids)
+        if not ids:
+            return []
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT * FROM alerts WHERE id IN ({','.join('?' * len(ids))})"
+                f" ORDER BY {sql.ORDER_BY['priority']}",
+                ids,
+            )
+            .fetchall()
+        )
+        return [sql.to_alert(r) for r in rows]
+
     def incidents(
         self,
         *,

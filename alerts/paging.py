@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import partial
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from alerts.db import Writer, severity_rank, signal_rank
-from alerts.escalation import Chains, Timer, Timers
+from alerts.escalation import Chain, Chains, Timer, Timers
 from alerts.lifecycle import AlertStore
 from alerts.messages import Context, Language, Purpose, render
 from alerts.model import SYSTEM, Alert, AlertChange, AlertNotFound, NoteAction
@@ -27,6 +29,7 @@ from rules.matches import Transition
 
 log = logging.getLogger(__name__)
 
+HALF_HOUR = 1800.0
 UNREACHABLE = "staff_unreachable"
 NOBODY = "nobody_reached"
 MAX_NAMED = 12
@@ -78,6 +81,12 @@ class Pager:
                 urgent=urgent(a),
             )
             nxt = chain.due(p.step + 1, t.started_at, max(t.due_at, now))
+            next_step = p.step + 1
+            later = None
+            if p.unreached and not paged and not urgent(a):
+                later = self._next_on_duty(chain, t.step, a, now)
+                if later is not None:  # nobody now: page whoever comes on duty first
+                    nxt, next_step = later, t.step
             purpose: Purpose = (
                 "notify" if p.step == 0 else "escalate" if p.step < n or p.fallback else "repeat"
             )
@@ -94,7 +103,7 @@ class Pager:
                 moved = (
                     Timers.finish(db, t)
                     if nxt is None
-                    else Timers.move(db, t, now, step=p.step + 1, due_at=nxt)
+                    else Timers.move(db, t, now, step=next_step, due_at=nxt)
                 )
                 if not moved:
                     return  # another poller took this step
@@ -119,11 +128,21 @@ class Pager:
                             now=now,
                             next_at=at,
                         )
-            self._record(a, p, n, outcomes, purpose, paged)
+            self._record(a, p, n, outcomes, purpose, paged, later)
             self._submit(ids)
             if nxt is None or nxt > now:
                 return
-            t = Timer(t.alert_id, chain.id, "chain", p.step + 1, t.started_at, nxt, None)
+            t = Timer(t.alert_id, chain.id, "chain", next_step, t.started_at, nxt, None)
+
+    def _next_on_duty(self, chain: Chain, step: int, a: Alert, now: float) -> float | None:
+        """The first half hour within a week when step ``step`` would page someone."""
+        start = (now // HALF_HOUR + 1) * HALF_HOUR
+        for k in range(7 * 48):
+            at = start + k * HALF_HOUR
+            p = plan(chain, step, partial(self.router.resolve, alert=a, now=at), (), urgent=False)
+            if not p.unreached:
+                return at
+        return None
 
     def paged(self, a: Alert) -> set[str]:
         """Everyone paged (or tried) about ``a``'s incident, or about ``a`` when it has none."""
@@ -149,6 +168,7 @@ class Pager:
         outcomes: Sequence[tuple[Target, str]],
         purpose: str,
         paged: set[str],
+        later: float | None = None,
     ) -> None:
         for sk in p.skipped:
             label = f"step {sk.step + 1}/{n}"
@@ -182,8 +202,13 @@ class Pager:
             if paged:
                 self.note(a.id, "escalated", text, data | {"kind": "skipped", "why": who})
                 return
-            self.note(a.id, "unreached", f"{text}: reached nobody", data)
-            log.warning("alert %d (%s) reached nobody: %s", a.id, a.rule_id, text)
+            text += ": reached nobody"
+            if later is not None:
+                when = datetime.fromtimestamp(later, self.tz).strftime("%a %H:%M")
+                text += f" yet; paging when someone is on duty ({when})"
+                data["retry_at"] = later
+            self.note(a.id, "unreached", text, data)
+            log.warning("alert %d (%s) %s", a.id, a.rule_id, text)
             self.nobody_now(a, now=self.clock())
             return
         named = "; ".join(
