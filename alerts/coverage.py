@@ -1,6 +1,6 @@
 """The duty coverage check: for every escalation chain and every place it can page for (each
-building, each compound's entrance for security), who would be paged first at each half hour
-of a week, and the hours where nobody would be — before an alert finds out.
+building; each compound's entrance for the chains of gate alerts), who would be paged first
+at each half hour of a week, and the hours where nobody would be — before an alert finds out.
 
 It asks the same planner as the paging stage (:func:`alerts.planning.plan`) with the same
 router, so what it says is what would happen. Alerts of a resident are checked for every
@@ -75,15 +75,16 @@ def slot_label(slot: int, *, end: bool = False) -> str:
     return f"{DAYS[day]} {rest // 2:02d}:{30 * (rest % 2):02d}"
 
 
-def samples(rules: Iterable[Sample], chains: Chains) -> dict[str, Sample]:
-    """One alert kind per chain it would use (the first rule of the pack that selects it)."""
-    out: dict[str, Sample] = {}
+def samples(rules: Iterable[Sample], chains: Chains) -> list[tuple[str, Sample]]:
+    """One alert kind per chain it would use (the first rule of the pack that selects it), and
+    one more for a compound's entrance when gates use it."""
+    out: dict[tuple[str, bool], Sample] = {}
     for s in rules:
         for severity in (s.severity, "critical") if s.route == "caretaker" else (s.severity,):
             variant = Sample(s.rule_id, s.kind, severity, s.signal, s.route)
             chain = chains.select(_alert(variant, {}))
-            out.setdefault(chain.id, variant)
-    return out
+            out.setdefault((chain.id, s.kind == "gate"), variant)
+    return [(chain_id, sample) for (chain_id, _), sample in out.items()]
 
 
 def rule_samples(rules: Iterable[object]) -> list[Sample]:
@@ -118,7 +119,7 @@ def check(
     ]
     groups = _resident_groups(registry)
     lines: list[Line] = []
-    for chain_id, sample in samples(rule_samples(rules), chains).items():
+    for chain_id, sample in samples(rule_samples(rules), chains):
         chain = chains.by_id[chain_id]
         per_resident = any(sel.startswith("own_caretaker") for st in chain.steps for sel in st.to)
         for place, labels in _places(registry, sample):
@@ -215,16 +216,21 @@ def _extend(
 
 
 def _places(registry: Registry, s: Sample) -> list[tuple[str, dict[str, str]]]:
+    """Each building; for a gate alert, the buildings with a gate and each compound's
+    entrance."""
+    buildings = sorted(registry.buildings.values(), key=lambda b: b.building)
+    if s.kind == "gate":
+        gated = {d.building for d in registry.devices.values() if d.kind == "gate"}
+        buildings = [b for b in buildings if b.building in gated]
     out = [
         (b.building, {"community": registry.community, "compound": b.compound,
                       "building": b.building})
-        for b in sorted(registry.buildings.values(), key=lambda b: b.building)
+        for b in buildings
     ]  # fmt: skip
-    if s.route == "security" and s.kind == "gate":
+    if s.kind == "gate":
         compounds = sorted({b.compound for b in registry.buildings.values()})
-        out += [
-            (f"entrance:{c}", {"community": registry.community, "compound": c}) for c in compounds
-        ]
+        out += [(f"entrance:{c}", {"community": registry.community, "compound": c})
+                for c in compounds]  # fmt: skip
     return out
 
 

@@ -25,8 +25,8 @@ from alerts.lifecycle import AlertStore
 from alerts.messages import Message
 from alerts.model import Alert
 
-COALESCE_S: Final = 20.0
-MAX_PER_MINUTE: Final = 3
+COALESCE_S: Final = 15.0
+MAX_PER_MINUTE: Final = 2
 REPAGE_AFTER_S: Final = 600.0
 REMIND_GAP_S: Final = 60.0
 How = Literal["sent", "held", "merged", "coalesced", "reminded"]

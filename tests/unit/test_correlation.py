@@ -30,7 +30,7 @@ def test_two_detectors_in_alarm_on_one_floor_confirm_a_fire(tmp_path: Path) -> N
         assert fire_alert.labels["floor"] == "1"
         # the guards heard of the smoke alarms a moment ago: the confirmation is folded into
         # one message that goes out within the coalescing window
-        clock.advance(20)
+        clock.advance(15)
         d.notifier.kick()
         sender.wait(
             lambda: any("火警确认" in t for u, t, _ in sender.sent if u == "fake://sec-desk")
@@ -72,7 +72,7 @@ def test_a_fall_in_a_unit_with_a_smoke_alarm_is_marked_and_a_silent_wearable_bec
         assert "severity now critical: chain caretaker-critical from the first step" in notes(
             d, raised.id, "escalated"
         )
-        clock.advance(20)  # care-2 was paged about the silent wearable a moment ago
+        clock.advance(15)  # care-2 was paged about the silent wearable a moment ago
         d.notifier.kick()
         sender.wait(
             lambda: any(
