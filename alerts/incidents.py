@@ -144,49 +144,52 @@ class Incidents:
         """Status, severity and headline from its alerts; (old, new) status, None if gone.
         An incident left without alerts (they moved to another) is deleted."""
         with self.db.tx() as db:
-            inc = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-            if inc is None:
-                return None
-            rows = db.execute(
-                "SELECT id, rule_id, status, severity_rank, signal_rank, severity, started_at,"
-                " resolved_at FROM alerts WHERE incident_id = ?",
-                (incident_id,),
-            ).fetchall()
-            if not rows:
-                db.execute("DELETE FROM incidents WHERE id = ?", (incident_id,))
-                return None
-            open_rows = [r for r in rows if r["status"] != "resolved"]
-            status: Status
-            if not open_rows:
-                status = "resolved"
-            elif all(r["status"] == "acknowledged" for r in open_rows):
-                status = "acknowledged"
-            else:
-                status = "firing"
-            pool = open_rows or rows
-            head = min(pool, key=lambda r: (r["signal_rank"], r["severity_rank"], r["started_at"]))
-            worst = min(rows, key=lambda r: r["severity_rank"])
-            resolved_at = (
-                max(r["resolved_at"] or now for r in rows) if status == "resolved" else None
-            )
-            db.execute(
-                "UPDATE incidents SET status = ?, severity = ?, severity_rank = ?,"
-                " signal_rank = ?, title_key = ?, headline_id = ?, started_at = ?,"
-                " updated_at = ?, resolved_at = ? WHERE id = ?",
-                (
-                    status,
-                    worst["severity"],
-                    worst["severity_rank"],
-                    head["signal_rank"],
-                    head["rule_id"],
-                    head["id"],
-                    min(r["started_at"] for r in rows),
-                    now,
-                    resolved_at,
-                    incident_id,
-                ),
-            )
-            return inc["status"], status
+            return refresh(db, incident_id, now)
+
+
+def refresh(db: sqlite3.Connection, incident_id: int, now: float) -> tuple[Status, Status] | None:
+    """:meth:`Incidents.refresh` inside the caller's transaction."""
+    inc = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    if inc is None:
+        return None
+    rows = db.execute(
+        "SELECT id, rule_id, status, severity_rank, signal_rank, severity, started_at,"
+        " resolved_at FROM alerts WHERE incident_id = ?",
+        (incident_id,),
+    ).fetchall()
+    if not rows:
+        db.execute("DELETE FROM incidents WHERE id = ?", (incident_id,))
+        return None
+    open_rows = [r for r in rows if r["status"] != "resolved"]
+    status: Status
+    if not open_rows:
+        status = "resolved"
+    elif all(r["status"] == "acknowledged" for r in open_rows):
+        status = "acknowledged"
+    else:
+        status = "firing"
+    pool = open_rows or rows
+    head = min(pool, key=lambda r: (r["signal_rank"], r["severity_rank"], r["started_at"]))
+    worst = min(rows, key=lambda r: r["severity_rank"])
+    resolved_at = max(r["resolved_at"] or now for r in rows) if status == "resolved" else None
+    db.execute(
+        "UPDATE incidents SET status = ?, severity = ?, severity_rank = ?,"
+        " signal_rank = ?, title_key = ?, headline_id = ?, started_at = ?,"
+        " updated_at = ?, resolved_at = ? WHERE id = ?",
+        (
+            status,
+            worst["severity"],
+            worst["severity_rank"],
+            head["signal_rank"],
+            head["rule_id"],
+            head["id"],
+            min(r["started_at"] for r in rows),
+            now,
+            resolved_at,
+            incident_id,
+        ),
+    )
+    return inc["status"], status
 
 
 # ---------------------------------------------------------------------------- reads

@@ -375,6 +375,12 @@ class AlertStore:
                 alerts[r["id"]] = sql.to_alert(r)
         return [AlertChange(alerts[e["alert_id"]], sql.to_entry(e)) for e in entries]
 
+    def refresh_incident(self, incident_id: int) -> None:
+        """Bring the incident's status up to date with its alerts now (the dispatcher does it
+        after each change too; a route that changed several alerts needs it at once)."""
+        with self._lock, self._tx() as db:
+            incidents.refresh(db, incident_id, self._clock())
+
     def some(self, alert_ids: Sequence[int]) -> builtins.list[Alert]:
         """The alerts of ``alert_ids`` (without history), most urgent first."""
         ids = builtins.list(alert_ids)

@@ -130,6 +130,7 @@ def ack_incident(
                 via=who.via,
                 incident_id=incident_id,
             )
+    view.ctx.alerts.refresh_incident(incident_id)
     return incident_out(view, _incident(view, incident_id))
 
 
