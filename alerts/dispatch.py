@@ -311,12 +311,9 @@ class Dispatcher:
         if incident_id == a.incident_id:
             return a
         old = a.incident_id
-        if new and old is None:
-            with self.db.tx() as db:
-                db.execute("UPDATE alerts SET incident_id = ? WHERE id = ?", (incident_id, a.id))
-            placed = replace(a, incident_id=incident_id)
-        else:
-            placed = self.store.place(a.id, incident_id, f"part of incident {incident_id}").alert
+        if new and old is None:  # its own incident, placed by join(): nothing else to update
+            return replace(a, incident_id=incident_id)
+        placed = self.store.place(a.id, incident_id, f"part of incident {incident_id}").alert
         self.incidents.refresh(incident_id, now)
         if old is not None:
             self.incidents.refresh(old, now)

@@ -113,7 +113,8 @@ class Incidents:
         self.db = db
 
     def join(self, a: Alert, now: float) -> tuple[int, bool]:
-        """The open incident of ``a``'s key (created when there is none), and whether it is new."""
+        """The open incident of ``a``'s key (created when there is none, with ``a`` in it when
+        ``a`` had no incident yet), and whether it is new."""
         key = group_key(a)
         with self.db.tx() as db:
             row = db.execute(
@@ -138,6 +139,8 @@ class Incidents:
                 ),
             )
             assert cur.lastrowid is not None
+            if a.incident_id is None:  # a new alert opening its own incident: placed at once
+                db.execute("UPDATE alerts SET incident_id = ? WHERE id = ?", (cur.lastrowid, a.id))
             return cur.lastrowid, True
 
     def refresh(self, incident_id: int, now: float) -> tuple[Status, Status] | None:
