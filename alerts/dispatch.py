@@ -87,6 +87,8 @@ class Dispatcher:
         self.outbox = Outbox(self.db)
         extra = [SyntheticRule(*r) for r in synthetic_rules()]
         self.rules = list(rules)
+        self._coverage: tuple[Registry, list[coverage.Line]] | None = None
+        self._coverage_lock = threading.Lock()
         self.silences = Silences(self.db, [*self.rules, *extra])
         self.incidents = Incidents(self.db)
         self.gate = noise.FlapGate(config.flap_threshold, config.flap_window_s, clock)
@@ -151,10 +153,17 @@ class Dispatcher:
 
     def coverage(self, week_of: datetime | None = None) -> list[coverage.Line]:
         """Who would be paged first, per chain and place, across a week (see
-        :mod:`alerts.coverage`)."""
-        return coverage.check(
-            self.router.registry, self.chains, self.tz, self.rules, week_of=week_of
-        )
+        :mod:`alerts.coverage`). The roster is weekly: this week's answer is kept until the
+        registry changes."""
+        registry = self.router.registry
+        if week_of is not None:
+            return coverage.check(registry, self.chains, self.tz, self.rules, week_of=week_of)
+        with self._coverage_lock:
+            cached = self._coverage
+            if cached is None or cached[0] is not registry:
+                lines = coverage.check(registry, self.chains, self.tz, self.rules)
+                cached = self._coverage = (registry, lines)
+            return cached[1]
 
     def _warn_holes(self) -> None:
         if not self.router.registry.staff:

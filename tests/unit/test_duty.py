@@ -19,6 +19,7 @@ from alerts.lifecycle import AlertStore
 from alerts.model import Alert
 from alerts.planning import plan, urgent
 from alerts.routing import Router
+from jiayuan.auth.demo_staff import logins
 from jiayuan.cli import main
 from registry import write_registry
 from registry.models import Building, Device, Registry, Resident
@@ -196,3 +197,22 @@ def test_the_coverage_api_is_for_the_desk_and_names_holes(tmp_path: Path) -> Non
         finally:
             w.ctx.alerting.stop()
             store.close()
+
+
+def test_the_demo_prints_a_guard_and_a_caretaker_on_duty_at_every_hour_of_the_week(
+    tmp_path: Path,
+) -> None:
+    from alerts.routing import on_duty
+    from jiayuan.auth.demo_staff import banner
+
+    for hour in range(7 * 24):
+        at = MONDAY + timedelta(hours=hour, minutes=30)
+        shown = logins(DEMO, at.timestamp(), TZ)
+        text = banner(shown, "token", "http://127.0.0.1:8080", tmp_path / "logins.txt")
+        for role in ("security", "caretaker"):
+            first = next(x for x in shown if x.role == role)
+            assert first.on_duty and on_duty(DEMO.staff[first.staff_id], at), (role, at)
+            assert f"{first.staff_id}" in text and "ON DUTY NOW" in text
+        # a caretaker on duty who has residents of their own: their falls reach them first
+        care = next(x for x in shown if x.role == "caretaker" and x.on_duty)
+        assert any(care.staff_id in r.caretakers for r in DEMO.residents.values())

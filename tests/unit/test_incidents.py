@@ -5,8 +5,11 @@ was down — and every alert kind has a title in both languages."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from alerts import AlertStore
 from alerts.messages import SYSTEM_ALERTS, TITLES
@@ -169,8 +172,9 @@ def test_many_devices_of_one_building_in_trouble_are_one_incident(tmp_path: Path
 
 
 def test_an_alert_that_finds_nobody_on_duty_is_trouble_and_waits_for_the_next_shift(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="alerts.paging")
     from registry.cells import parse_shift
     from tests.alerting import community
 
@@ -194,6 +198,9 @@ def test_an_alert_that_finds_nobody_on_duty_is_trouble_and_waits_for_the_next_sh
             "trouble",
         )
         assert sender.sent == []
+        said = [r.getMessage() for r in caplog.records if r.name == "alerts.paging"]
+        assert any(f"alert {low.alert.id} (smoke_low_battery)" in m and "reached nobody" in m
+                   for m in said)  # fmt: skip
         timer = d.timers.get(low.alert.id)
         assert timer is not None and timer.due_at == NIGHT + 9 * 3600  # 08:00
         clock.advance(9 * 3600)
@@ -202,6 +209,9 @@ def test_an_alert_that_finds_nobody_on_duty_is_trouble_and_waits_for_the_next_sh
         settle(d)
         sender.wait(lambda: any(u == "fake://ops-1" for u, _, _ in sender.sent))
         settle(d)
+        said = [r.getMessage() for r in caplog.records if r.name == "alerts.paging"]
+        assert any(f"alert {low.alert.id} smoke_low_battery" in m and "paging ops-1" in m
+                   for m in said)  # fmt: skip
         assert d.store.get(trouble.id).status == "resolved"  # someone is reached again
 
 
