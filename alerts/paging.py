@@ -110,7 +110,7 @@ class Pager:
                 ids: list[int] = []
                 for tg in p.targets:
                     how, at = self.gate.decide(
-                        db, a, tg.staff_id, purpose, tg.staff_id in p.new, msg, now
+                        db, a, tg.staff_id, purpose, tg.staff_id in p.new, msg, now, prio
                     )
                     outcomes.append((tg, how))
                     if how in ("sent", "held"):
@@ -355,7 +355,7 @@ class Pager:
             for sid in reached:
                 if sid not in reg:
                     continue
-                how, at = self.gate.decide(db, a, sid, "update", False, msg, now)
+                how, at = self.gate.decide(db, a, sid, "update", False, msg, now, prio)
                 if how not in ("sent", "held"):
                     continue
                 ids += add(

@@ -10,8 +10,9 @@ Per person and incident (:mod:`alerts.incidents`; an alert without one is its ow
 - a reminder (a later step or a repeat to someone paged already) less than ``REMIND_GAP_S``
   after their last message about the incident is dropped (``reminded``);
 - a message within ``COALESCE_S`` of the previous one, or past ``MAX_PER_MINUTE`` in a minute,
-  is ``held`` until then; whatever comes while one is held replaces its text (``merged``), so
-  the person gets one message with the latest news.
+  is ``held`` until then; whatever comes while one is held is folded into it (``merged``): the
+  most urgent message leads, the titles of the others follow as lines of its body, so the
+  person gets one message with all the news.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Coalescer:
         new: bool,
         msg: Message,
         now: float,
+        priority: int,
     ) -> tuple[How, float | None]:
         """Inside the transaction that adds the delivery: what to do, and until when to hold."""
         if a.incident_id is None:
@@ -52,7 +54,8 @@ class Coalescer:
         else:
             where, key = "a.incident_id = ?", a.incident_id
         rows = db.execute(
-            "SELECT d.id, d.alert_id, d.status, d.created_at, d.next_at, d.sent_at, d.purpose"
+            "SELECT d.id, d.alert_id, d.status, d.created_at, d.next_at, d.sent_at, d.purpose,"
+            " d.priority, d.title, d.body"
             " FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
             f" WHERE {where} AND d.staff_id = ? AND d.status != 'cancelled'",
             (key, staff_id),
@@ -62,8 +65,9 @@ class Coalescer:
         held = [r for r in rows if r["status"] == "pending" and r["next_at"] > now]
         if held:
             db.executemany(
-                "UPDATE deliveries SET title = ?, body = ?, updated_at = ? WHERE id = ?",
-                [(msg.title, msg.body, now, r["id"]) for r in held],
+                "UPDATE deliveries SET title = ?, body = ?, priority = ?, updated_at = ?"
+                " WHERE id = ?",
+                [(*_fold(r, msg, priority), now, r["id"]) for r in held],
             )
             return "merged", None
         times = sorted({_at(r) for r in rows})
@@ -86,6 +90,15 @@ class Coalescer:
         if len(recent) >= MAX_PER_MINUTE:
             return "held", recent[-MAX_PER_MINUTE] + 60.0
         return "sent", None
+
+
+def _fold(held: sqlite3.Row, msg: Message, priority: int) -> tuple[str, str, int]:
+    """One message of the held one and ``msg``: the more urgent leads (ties: the newer)."""
+    if (msg.title, msg.body) == (held["title"], held["body"]) or f"+ {msg.title}" in held["body"]:
+        return held["title"], held["body"], held["priority"]
+    if priority <= held["priority"]:
+        return msg.title, f"{msg.body}\n+ {held['title']}", priority
+    return held["title"], f"{held['body']}\n+ {msg.title}", held["priority"]
 
 
 def _at(r: sqlite3.Row) -> float:

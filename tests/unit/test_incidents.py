@@ -229,3 +229,25 @@ def test_every_alert_kind_has_a_chinese_and_an_english_title() -> None:
         zh, en = TITLES[k]
         assert any("\u4e00" <= c <= "\u9fff" for c in zh), k
         assert en.isascii() and en[0].isupper(), k
+
+
+def test_what_comes_while_a_message_waits_is_folded_into_it_the_most_urgent_first(
+    tmp_path: Path,
+) -> None:
+    clock, sender = FakeClock(), FakeSender()
+    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+        first = d.store.apply(fire("smoke_alarm", "smk-101", clock()))
+        settle(d)
+        assert first is not None
+        run_for(d, clock, 4)
+        d.store.apply(fire("smoke_alarm", "smk-102", clock()))  # confirmed: held 15 s
+        settle(d)
+        run_for(d, clock, 2)
+        d.store.acknowledge(first.alert.id, "sec-desk", "on my way")  # an update: folded in
+        settle(d)
+        run_for(d, clock, 15)
+        to_guard = [(t, b) for u, t, b in sender.sent if u == "fake://sec-C01"]
+        assert len(to_guard) == 2, to_guard
+        title, body = to_guard[1]
+        assert "火警确认" in title  # the confirmation leads
+        assert "+ 【已确认】烟雾报警" in body  # and the acknowledgement follows
