@@ -63,6 +63,7 @@ class Pager:
         self._unreachable = {a.device_id for a in opened if a.rule_id == UNREACHABLE}
         self._nobody = {a.device_id for a in opened if a.rule_id == NOBODY}
         self.gate = Coalescer(store)
+        self._later: dict[tuple[object, ...], tuple[float, float | None]] = {}
 
     def _submit(self, ids: list[int]) -> None:
         if self.notifier is not None:
@@ -137,6 +138,17 @@ class Pager:
     def _next_on_duty(self, chain: Chain, step: int, a: Alert, now: float) -> float | None:
         """The first half hour within a week when step ``step`` would page someone."""
         start = (now // HALF_HOUR + 1) * HALF_HOUR
+        lb = a.labels
+        key = (chain.id, step, lb.get("compound"), lb.get("building"), lb.get("resident_id"))
+        if self._later.get(key, (None, None))[0] == start:
+            return self._later[key][1]  # an alert storm at night asks once per place
+        if len(self._later) > 10_000:
+            self._later.clear()
+        found = self._scan(chain, step, a, start)
+        self._later[key] = (start, found)
+        return found
+
+    def _scan(self, chain: Chain, step: int, a: Alert, start: float) -> float | None:
         for k in range(7 * 48):
             at = start + k * HALF_HOUR
             p = plan(chain, step, partial(self.router.resolve, alert=a, now=at), (), urgent=False)
