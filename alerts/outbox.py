@@ -96,8 +96,10 @@ def add(
     title: str,
     body: str,
     now: float,
+    next_at: float | None = None,
 ) -> list[int]:
-    """Outbox rows for one person's channels, inside the caller's transaction."""
+    """Outbox rows for one person's channels, inside the caller's transaction; ``next_at``:
+    held until then (folded with others about the same incident)."""
     ids = []
     for url in channels:
         cur = db.execute(
@@ -115,7 +117,7 @@ def add(
                 priority,
                 title,
                 body,
-                now,
+                now if next_at is None else max(now, next_at),
                 now,
                 now,
             ),

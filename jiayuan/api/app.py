@@ -27,11 +27,14 @@ from jiayuan.api import (
     auth,
     dead_letters,
     devices,
+    duty,
     escalation,
     fleet,
+    incidents,
     ops,
     registry,
     residents,
+    review,
     silences,
     stream,
     system,
@@ -82,6 +85,8 @@ def create_app(
     for module in (system, devices, alerts, dead_letters, stream, registry, residents, ops, fleet):
         app.include_router(module.router)
     for module in (silences, escalation):  # alerting: silences, chains, timers, deliveries
+        app.include_router(module.router)
+    for module in (incidents, duty, review):  # incidents, duty coverage, the weekly review
         app.include_router(module.router)
     app.include_router(auth.router)
     app.include_router(audit.router)
