@@ -328,6 +328,11 @@ class Journal:
                 new.append(r)
         return new
 
+    @property
+    def pending_devices(self) -> int:
+        """Devices whose last-seen time waits in memory for the next write."""
+        return len(self._seen)
+
     def _note_seen(self, readings: Sequence[Reading]) -> None:
         """Last seen and battery are kept in memory and written at most every SEEN_FLUSH_S
         seconds (in a batch's transaction), not once per message."""
