@@ -49,6 +49,8 @@ CORPUS: list[tuple[str, str, bytes, str]] = [
     ("repeated key in a nested object", WT, b'{"a": {"b": 1, "b": 1}}', "duplicate_key"),
     ("repeated escaped key", WT, b'{"\\u0078": 1, "x": 2}', "duplicate_key"),
     ("a value starting with a colon", WT, b'{"a": ":x", "heart_rate": 70}', "reading"),
+    ("a value starting with a blank, a colon", WT, b'{"a": " :x", "b": 1}', "reading"),
+    ("repeated key, tab before colon", WT, b'{"x"\t: 1, "x"\t: 2}', "duplicate_key"),
     ("lone high surrogate", WT, b'{"note": "\\ud800"}', "lone_surrogate"),
     ("lone low surrogate key", WT, b'{"\\udc00": 1}', "lone_surrogate"),
     (
