@@ -6,6 +6,7 @@ This is the edge: nothing downstream sees raw bytes or paho's message type.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
@@ -23,6 +24,8 @@ from ingest.strictjson import (
 from ingest.topics import Kind, Stream, TopicError, parse_topic
 
 __all__ = ["MAX_DEPTH", "MAX_NUMBER"]  # re-exported: the limits a payload is held to
+
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD: Final = 4096
 MAX_AGE_S: Final = 24 * 3600.0
@@ -220,6 +223,7 @@ def decode(topic: str, payload: bytes, received: float) -> Reading | DeadLetter:
     try:
         out = _decode(topic, payload, received)
     except Exception as e:  # a guard: every known case is handled below; never a crash
+        log.exception("decode failed on a message on %.120s; kept as a dead letter", topic)
         out = ("not_json", f"undecodable: {type(e).__name__}")
     if isinstance(out, Reading):
         return out
