@@ -4,6 +4,7 @@ decode makes of it, and that the journal stores that and gives it back."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,3 +127,24 @@ def test_details_name_where_but_never_the_value() -> None:
     assert isinstance(d, DeadLetter) and "heart_rate" in d.detail and "191" not in d.detail
     d = decode(WT, b'{"steps": 123456789012345678901}', NOW)
     assert isinstance(d, DeadLetter) and "123456789012345678901" not in d.detail
+
+
+def test_rows_stored_before_decode_refused_them_still_read_as_json(tmp_path: Path) -> None:
+    """A journal written by an older version holds ``NaN``, ``1e400`` and 400-digit numbers:
+    its history reads them as null or leaves them out of sums, never an answer that cannot be
+    encoded (which was a 500)."""
+    j = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    body = '{"x": NaN, "y": 1e400, "big": ' + "9" * 400 + ', "heart_rate": 70}'
+    with sqlite3.connect(tmp_path / "journal.db") as db:
+        for i in range(3):
+            db.execute(
+                "INSERT INTO readings (device_id, kind, stream, ts, received, payload)"
+                " VALUES ('old-1', 'wearable', 'telemetry', ?, ?, ?)",
+                (NOW + i, NOW + i, body),
+            )
+    rows = j.readings("old-1")
+    assert len(rows) == 3 and rows[0]["values"]["x"] is None and rows[0]["values"]["y"] is None
+    json.dumps(rows, allow_nan=False)
+    for metric in ("big", "y", "x"):
+        json.dumps(j.readings("old-1", metric=metric, step="1m"), allow_nan=False)
+    j.close()
