@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS devices (
     battery     REAL
 );
 CREATE INDEX IF NOT EXISTS devices_building ON devices (building, kind);
+
+CREATE TABLE IF NOT EXISTS store_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
 """
 
 _INSERT_READING = (
@@ -312,6 +317,23 @@ class Journal:
                 self._failed(db, e)
                 raise
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
+
+    def probe(self) -> None:
+        """A write of a few bytes, committed: raises what the store raises now (full, locked,
+        read-only...). For telling, with no message to write, whether it takes writes again."""
+        with self._write_lock:
+            db = self._writer()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "INSERT INTO store_probe (id, at) VALUES (1, ?1)"
+                    " ON CONFLICT (id) DO UPDATE SET at = ?1",
+                    (time.time(),),
+                )
+                db.execute("COMMIT")
+            except BaseException as e:
+                self._failed(db, e)
+                raise
 
     def _new_only(self, readings: Sequence[Reading], rows: list[tuple[Any, ...]]) -> list[Reading]:
         """Which rows executemany wrote: a row whose key was already there was ignored, so the

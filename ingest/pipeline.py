@@ -236,10 +236,16 @@ class Pipeline:
             pause = min(pause * 2, self.retry_max_s)
 
     def _idle(self) -> None:
-        if not self._health.ok and time.monotonic() < self._retry_at:
-            return
+        """With nothing to ingest: write last-seen times when due; while the store fails,
+        probe it now and then, so that health turns good again without waiting for a message."""
+        was_ok = self._health.ok
         try:
-            wrote = self.journal.flush(if_due=True)
+            if self._health.ok:
+                self.journal.flush(if_due=True)
+            elif time.monotonic() >= self._retry_at:
+                self._retry_at = time.monotonic() + self.retry_max_s
+                self.journal.probe()
+                self._writable()
         except Exception as e:
             trouble = store_trouble(e)
             if trouble is None:
@@ -247,10 +253,7 @@ class Pipeline:
                 log.exception("could not write device last-seen times")
                 return
             self._failing(StoreFailing(trouble, str(e)), 0)
-            self._retry_at = time.monotonic() + self.retry_max_s
-            return
-        if wrote:
-            self._writable()
+            self._retry_at = time.monotonic() + (self.retry_min_s if was_ok else self.retry_max_s)
 
     def process(self, batch: Sequence[Inbound]) -> list[Reading]:
         """Decode, journal, acknowledge and hand on one batch; returns the new readings.

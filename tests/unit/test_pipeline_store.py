@@ -209,3 +209,23 @@ def test_unregistered_devices_silent_for_a_day_are_forgotten(path: Path) -> None
     assert ids == ["stray-new", "wr-1"]
     assert journal.count_readings("stray-old") == 1  # its readings age out with the rest
     journal.close()
+
+
+def test_an_outage_found_while_idle_clears_without_a_new_message(
+    path: Path, running: list[Pipeline]
+) -> None:
+    journal = Journal(path, synchronous="NORMAL", busy_timeout_s=0.05)
+    inbox: queue.Queue[Inbound] = queue.Queue()
+    acks = Acks()
+    p = Pipeline(inbox, journal, acks, retry_min_s=0.05, retry_max_s=0.2)
+    running.append(p)
+    p.start()
+    inbox.put(inbound(1))
+    wait_for(lambda: acks.count() == 1)  # its last-seen time waits for the idle flush
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    wait_for(lambda: not p.store_health().ok)  # found by the flush, no message in hand
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    wait_for(lambda: p.store_health().ok)  # found by the probe, no message needed
+    assert metric("jiayuan_journal_writable") == 1.0
