@@ -131,7 +131,8 @@ class Pipeline:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in hand, then stop. Unacknowledged messages stay with the broker."""
+        """Finish the batch in hand (unless the store is failing: then it is left), then stop.
+        Unacknowledged messages stay with the broker."""
         self._stop.set()
         self._thread.join(timeout)
 
