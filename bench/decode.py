@@ -1,7 +1,8 @@
 """Micro-benchmark of ``decode``, the hot path of ingestion: µs per message for a typical mix
 of the four common shapes, and for a mix of poison (dead letters with the slow, strict parse).
 
-``python -m bench.decode`` prints ``decode_us=X poison_us=Y`` (best of 5 runs, CPU time: the machine is shared).
+``python -m bench.decode`` prints ``decode_us=X poison_us=Y`` (best of 5 runs, in CPU time:
+the machine is shared).
 """
 
 from __future__ import annotations
