@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -110,9 +109,6 @@ writes them at once (so 200,000 devices never seen before cost no more memory th
 FORGET_IDLE_S = 86_400.0
 """An unregistered device silent this long is forgotten by :meth:`Journal.prune` (its row in
 ``devices``; its readings age out with the others)."""
-MAX_PAGES_ENV = "JIAYUAN_JOURNAL_MAX_PAGES"
-"""A test hook: a page limit for the journal's writer (SQLite ``max_page_count``), which makes
-the journal "full" without filling a disk. Unset in production."""
 
 _STORE_OK_CODES = frozenset(
     {
@@ -148,11 +144,6 @@ def store_trouble(e: BaseException) -> str | None:
     if isinstance(e, OverflowError | TypeError | ValueError):  # binding a value (incl. Unicode)
         return None
     return type(e).__name__
-
-
-def _max_pages_from_env() -> int | None:
-    raw = os.environ.get(MAX_PAGES_ENV, "").strip()
-    return int(raw) if raw else None
 
 
 Step = Literal["raw", "1m", "1h"]
@@ -195,13 +186,14 @@ class Journal:
         busy_timeout_s: float = 10.0,
     ) -> None:
         """``seen_max``: see :data:`SEEN_MAX`. ``max_pages``: a page limit for the writer
-        (default: :data:`MAX_PAGES_ENV`, a test hook; none). ``busy_timeout_s``: how long a
-        write waits for another writer's lock before the store counts as locked."""
+        (SQLite ``max_page_count``: a cap on the journal's size; none by default).
+        ``busy_timeout_s``: how long a write waits for another writer's lock before the store
+        counts as locked."""
         self._busy_ms = int(busy_timeout_s * 1000)
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._synchronous = synchronous
-        self._max_pages = max_pages if max_pages is not None else _max_pages_from_env()
+        self._max_pages = max_pages
         self._db = self._connect_writer()
         self._db.executescript(SCHEMA + CURSOR_SCHEMA + rollups.SCHEMA)
         self._broken = False

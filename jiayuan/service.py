@@ -53,7 +53,11 @@ class Service:
             else Registry(settings.community)
         )
         self.rules = load_rules(settings.rules or [builtin_pack()])
-        self.journal = Journal(data / "journal.db", synchronous=settings.journal_synchronous)
+        self.journal = Journal(
+            data / "journal.db",
+            synchronous=settings.journal_synchronous,
+            max_pages=settings.journal_max_pages,
+        )
         self.journal.sync_registry(self.registry)
         self.alerts = AlertStore(data / "alerts.db")
         self.auth = AuthStore(data / "auth.db")
@@ -204,9 +208,16 @@ class Service:
         """What /healthz answers: ``status`` is ``ok`` only while the service can ingest,
         evaluate and notify; otherwise ``problems`` says why, in words for the operator."""
         problems: list[str] = []
+        now = time.time()
         connected = self.listener.connected.is_set()
         if not connected:
             problems.append("MQTT broker disconnected: nothing is being received")
+        journal = self.pipeline.store_health()
+        if not journal.ok:
+            problems.append(f"journal refuses writes ({journal.reason}); nothing acknowledged")
+        lag = self.pipeline.oldest_unacked_age(now)
+        if lag is not None and lag > self.settings.health_ingest_lag_s:
+            problems.append(f"ingest behind: oldest unacknowledged message {lag:.0f} s old")
         rules = self.worker.health()
         if rules.failing is not None:
             problems.append(f"alert store refuses writes ({rules.failing}); rules held")
@@ -220,6 +231,12 @@ class Service:
             "mqtt_connected": connected,
             "ingest_queue": self.inbox.qsize(),
             "messages_committed": self.pipeline.committed,
+            "journal": {
+                "writable": journal.ok,
+                "reason": journal.reason,
+                "since": journal.since,
+                "oldest_unacked_s": None if lag is None else round(lag, 3),
+            },
             "rules_worker": {
                 "position": rules.position,
                 "behind": rules.behind,
@@ -227,7 +244,7 @@ class Service:
                 "failing": rules.failing,
                 "evaluated": self.worker.evaluated,
             },
-            "uptime_s": round(time.time() - self.started_at, 1),
+            "uptime_s": round(now - self.started_at, 1),
             "rules": len(self.rules),
             "registered_devices": len(self.registry.devices),
             "influx": {"enabled": False}

@@ -50,9 +50,14 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1, le=10_000)
     batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
     retention_days: float = Field(default=30.0, gt=0)
+    journal_max_pages: int | None = Field(default=None, ge=100)
+    """A cap on the journal's size in pages (SQLite ``max_page_count``, 4 KiB each): past it
+    the journal is full, as on a full disk (acknowledgements held until there is room)."""
     # --- rules worker and health ------------------------------------------------------------
     max_unregistered_devices: int = Field(default=10_000, ge=100, le=10_000_000)
     """Devices not in the registry whose rule state is kept (least recently heard forgotten)."""
+    health_ingest_lag_s: float = Field(default=30.0, gt=0)
+    """/healthz says 503 when a received message has waited this long for its commit."""
     health_rules_lag_s: float = Field(default=30.0, gt=0)
     """/healthz says 503 when a committed reading waited this long for its rules."""
     rollup_1m_days: float = Field(default=90.0, gt=0)
