@@ -7,9 +7,9 @@ community's names and the demo receiver's local times."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -60,7 +60,7 @@ def registry() -> Registry:
                 unit="3-1-201",
                 caretakers=("cg-2", "cg-1"),
             ),
-        ],  # fmt: skip
+        ],
         staff=[
             Staff(staff_id="cg-1", name="张护理员", role="caretaker"),
             Staff(staff_id="cg-2", name="刘护理员", role="caretaker"),
