@@ -213,7 +213,7 @@ def test_a_fall_appears_live_and_is_acknowledged_by_clicking(
     card = page.locator("article.alert", has_text="跌倒")
     expect(card).to_be_visible(timeout=WAIT_MS)
     expect(card).to_have_attribute("data-status", "firing")
-    expect(card).to_contain_text("B1")
+    expect(card).to_contain_text("1号楼")  # building B1, as people say it
     expect(page.locator("#banner")).to_contain_text("1", timeout=WAIT_MS)
     expect(page).to_have_title("(1) 家园", timeout=WAIT_MS)
     alert_id = int(card.get_attribute("data-alert-id") or 0)
@@ -249,7 +249,7 @@ def test_a_fall_appears_live_and_is_acknowledged_by_clicking(
     expect(page.locator(".alert-head h2")).to_have_text("跌倒", timeout=WAIT_MS)
     # raised, acknowledged (and, with staff alerting on, whom it was sent to)
     expect(page.locator(".timeline")).to_contain_text("正在前往 1-1-101", timeout=WAIT_MS)
-    expect(page.locator(".timeline li", has_text=CARETAKER).first).to_be_visible()
+    expect(page.locator(".timeline li", has_text="Caretaker C01 1").first).to_be_visible()
     expect(page.locator(".chart svg polyline").first).to_be_visible(timeout=WAIT_MS)
     page.locator(".alert-head [data-act=resolve]").click()
     dialog = page.locator("dialog[open]")

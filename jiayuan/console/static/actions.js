@@ -7,8 +7,9 @@ import { api, h, place, who } from "./util.js";
 /** The signed-in person's staff id: the name the server records on what they do. */
 export function staffId() { return (who.me && who.me.staff_id) || ""; }
 
-/** Ask for the note, then POST as the signed-in person; resolves with the alert. */
-export function act(alert, action) {
+/** Ask for the note, then POST as the signed-in person — for every alert of an incident
+ * (`members`) still needing it; resolves with `alert` as the server now has it. */
+export function act(alert, action, members = [alert]) {
   return new Promise((resolve) => {
     const error = h("p", { class: "error", role: "alert", hidden: true });
     const note = h("textarea", { name: "note", rows: 3, maxlength: 2000, placeholder: t("note_ph") });
@@ -21,7 +22,7 @@ export function act(alert, action) {
     const form = h("form", { method: "dialog" },
       h("h2", { text: t(action === "ack" ? "dlg_ack" : "dlg_resolve") }),
       h("p", { class: ["dlg-alert", `sev-${alert.severity}`] },
-        h("strong", { text: alertTitle(alert) }), h("br"), h("span", { class: "muted", text: place(alert.labels) })),
+        h("strong", { text: alertTitle(alert) }), h("br"), h("span", { class: "muted" }, place(alert.labels))),
       h("p", { class: "muted acting-as", text: t("acting_as", { id: staffId() }) }),
       h("label", {}, t("note"), note),
       h("div", { class: "chips" }, quick),
@@ -35,13 +36,21 @@ export function act(alert, action) {
       e.preventDefault();
       submit.disabled = true;
       error.hidden = true;
-      try {
-        const done = await api(`/api/alerts/${alert.id}/${action}`, { note: note.value.trim() });
-        live.put(done);
-        result = done;
+      const todo = members.filter((m) => (action === "ack" ? m.status === "firing" : m.status !== "resolved"));
+      let first = null;
+      for (const m of todo) {
+        try {
+          const done = await api(`/api/alerts/${m.id}/${action}`, { note: note.value.trim() });
+          live.put(done);
+          if (m === alert || !result) result = done;
+        } catch (err) {
+          first ??= err;
+        }
+      }
+      if (result) {
         dlg.close();
-      } catch (err) {
-        error.textContent = `${t("refused")}: ${err.message}`;
+      } else {
+        error.textContent = `${t("refused")}: ${first ? first.message : "?"}`;
         error.hidden = false;
         submit.disabled = false;
       }
@@ -54,16 +63,16 @@ export function act(alert, action) {
   });
 }
 
-/** The Acknowledge / Resolve buttons an open alert gets. */
-export function actionButtons(alert, onDone) {
-  if (alert.status === "resolved") return null;
+/** The Acknowledge / Resolve buttons an open alert (or incident: `members`) gets. */
+export function actionButtons(alert, onDone, members = [alert]) {
+  if (members.every((m) => m.status === "resolved")) return null;
   const run = (action) => async (e) => {
     e.preventDefault();
     e.stopPropagation();
-    const done = await act(alert, action);
+    const done = await act(alert, action, members);
     if (done && onDone) onDone(done);
   };
   return h("div", { class: "actions" },
-    alert.status === "firing" ? h("button", { type: "button", class: "primary", "data-act": "ack", onclick: run("ack"), text: t("ack") }) : null,
+    members.some((m) => m.status === "firing") ? h("button", { type: "button", class: "primary", "data-act": "ack", onclick: run("ack"), text: t("ack") }) : null,
     h("button", { type: "button", class: "good", "data-act": "resolve", onclick: run("resolve"), text: t("resolve") }));
 }

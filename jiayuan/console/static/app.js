@@ -8,7 +8,9 @@ import * as devices from "./devices.js";
 import { getLang, locale, setLang, t } from "./i18n.js";
 import { live } from "./live.js";
 import * as ops from "./ops.js";
+import { forgetNames } from "./names.js";
 import * as residents from "./residents.js";
+import * as review from "./review.js";
 import { can, loadMe, renderLogin, signOut } from "./session.js";
 import { h, s, tick, who } from "./util.js";
 
@@ -21,9 +23,16 @@ const ROUTES = [
   [/^residents$/, residents.render, "residents"],
   [new RegExp(`^residents/${ID}$`), residents.renderResident, "residents"],
   [/^ops$/, ops.render, "ops"],
+  [/^review$/, review.render, "review"],
 ];
-const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["ops", "#/ops"]];
+const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["review", "#/review"], ["ops", "#/ops"]];
 const NEEDS = { residents: "residents", ops: "ops" };
+const ROLES = { review: ["admin", "manager"] }; // the weekly review is the managers' duty
+
+function offered(name) {
+  if (NEEDS[name] && !can(NEEDS[name])) return false;
+  return !ROLES[name] || Boolean(who.me && ROLES[name].includes(who.me.role));
+}
 
 const top = document.getElementById("top");
 const banner = document.getElementById("banner");
@@ -54,7 +63,7 @@ const el = {};
  * rebuilt button between a press and its release would lose the click). */
 function buildShell() {
   el.badge = h("span", { class: "count-badge", hidden: true });
-  el.nav = NAV.filter(([name]) => !NEEDS[name] || can(NEEDS[name])).map(([name, href]) =>
+  el.nav = NAV.filter(([name]) => offered(name)).map(([name, href]) =>
     h("a", { href, class: "nav", "data-section": name }, t(`nav_${name}`), name === "board" ? el.badge : null));
   el.conn = h("span", { class: "conn", role: "status" });
   el.sound = h("button", { type: "button", class: "icon", "data-ctl": "sound",
@@ -133,6 +142,7 @@ function start() {
 /** The sign-in page (nobody signed in, or the session ended). */
 function showLogin() {
   running = false;
+  forgetNames();
   live.stop();
   if (cleanup) cleanup();
   cleanup = null;
