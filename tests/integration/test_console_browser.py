@@ -44,8 +44,14 @@ WAIT_MS = 20_000
 CARETAKER = "care-C01-01"
 PASSWORD = "duty-room-2024"
 OPERATOR = "ops-1"
+GUARD = "sec-ctl-1"
+MANAGER = "mgr-1"
 WEARABLE, RESIDENT = "wr-00001", "r-00001"
+PARTNER_WEARABLE, PARTNER = "wr-00003", "r-00003"  # shares unit 1-1-101 with r-00001
+NAMES = {RESIDENT: "王秀英", PARTNER: "李建国"}
 SMOKE = "smk-C01-B1-1-0101"
+SMOKE_2 = "smk-C01-B1-1-0101b"  # a second detector in the same flat
+FLOORS = [f"smk-C01-B1-1-0{f}01" for f in range(2, 7)]  # one flat on each of floors 2-6
 
 
 def registry() -> Registry:
@@ -74,11 +80,57 @@ def registry() -> Registry:
                 floor=3,
                 resident_id="r-00002",
             ),
-            Device(device_id=SMOKE, kind="smoke", compound="C01", building="B1", unit="1-1-101"),
+            Device(
+                device_id=PARTNER_WEARABLE,
+                kind="wearable",
+                compound="C01",
+                building="B1",
+                unit="1-1-101",
+                floor=1,
+                resident_id=PARTNER,
+            ),
+            *(
+                Device(
+                    device_id=d,
+                    kind="smoke",
+                    compound="C01",
+                    building="B1",
+                    unit="1-1-101",
+                    floor=1,
+                    room="01",
+                )
+                for d in (SMOKE, SMOKE_2)
+            ),
+            *(
+                Device(
+                    device_id=d,
+                    kind="smoke",
+                    compound="C01",
+                    building="B1",
+                    unit=f"1-1-{f}01",
+                    floor=f,
+                )
+                for f, d in enumerate(FLOORS, start=2)
+            ),
             Device(device_id="gate-C01-main", kind="gate", compound="C01", name="C01 main gate"),
         ],
         residents=[
-            Resident(resident_id=RESIDENT, building="B1", unit="1-1-101", caretakers=(CARETAKER,)),
+            Resident(
+                resident_id=RESIDENT,
+                display_name=NAMES[RESIDENT],
+                building="B1",
+                unit="1-1-101",
+                floor=1,
+                caretakers=(CARETAKER,),
+            ),
+            Resident(
+                resident_id=PARTNER,
+                display_name=NAMES[PARTNER],
+                building="B1",
+                unit="1-1-101",
+                floor=1,
+                caretakers=(CARETAKER,),
+            ),
             Resident(
                 resident_id="r-00002",
                 building="B2",
@@ -89,8 +141,9 @@ def registry() -> Registry:
         staff=[
             Staff(staff_id=CARETAKER, name="Caretaker C01 1", role="caretaker"),
             Staff(staff_id="care-C01-02", name="Caretaker C01 2", role="caretaker"),
-            Staff(staff_id="sec-ctl-1", name="Control room", role="security"),
+            Staff(staff_id=GUARD, name="Control room", role="security"),
             Staff(staff_id=OPERATOR, name="Operator", role="operator"),
+            Staff(staff_id=MANAGER, name="Duty manager", role="manager"),
         ],
     )
 
@@ -139,7 +192,7 @@ def service(broker: Broker, tmp_path: Path) -> Iterator[ServiceProcess]:
     write_registry(registry(), tmp_path / "registry")
     svc = ServiceProcess(tmp_path / "service", broker.port, registry=tmp_path / "registry")
     svc.start()
-    for staff_id in (CARETAKER, OPERATOR):  # `jiayuan staff password`, as an admin would
+    for staff_id in (CARETAKER, OPERATOR, GUARD, MANAGER):  # `jiayuan staff password`
         svc.set_password(staff_id, PASSWORD)
     yield svc
     svc.stop()
@@ -347,4 +400,218 @@ def test_the_board_reconnects_after_a_restart_and_shows_what_came_meanwhile(
     # while the service was down the browser could not reach it: those lines are expected
     unexpected = [p for p in problems.items if "ERR_CONNECTION_REFUSED" not in p]
     assert unexpected == []
+    context.close()
+
+
+# ---------------------------------------------------------------- the board, for the people on duty
+
+PHONE: dict[str, Any] = {
+    "viewport": {"width": 360, "height": 740},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+    "locale": "zh-CN",
+}
+DESK: dict[str, Any] = {"viewport": {"width": 1440, "height": 900}, "locale": "zh-CN"}
+CARDS = ".board > .grid > article.alert"  # the board's cards, not the folded line's
+
+
+def smoke_event(pub: Publisher, device: str, event: str, seq: int) -> None:
+    pub.publish(
+        f"community/y/smoke/{device}/event",
+        json.dumps({"event": event, "seq": seq, "ts": int(time.time() * 1000)}),
+    )
+    pub.wait_acked()
+
+
+def open_page(
+    browser: Browser, svc: ServiceProcess, staff_id: str, options: dict[str, Any], path: str = ""
+) -> tuple[BrowserContext, Page, Problems]:
+    context = browser.new_context(**options)
+    sign_in(context, svc, staff_id)
+    page = context.new_page()
+    problems = Problems(page)
+    page.goto(svc.url + "/" + path)
+    expect(page.locator(".conn.up")).to_be_visible(timeout=WAIT_MS)
+    return context, page, problems
+
+
+def acknowledge(page: Page, card_selector: str, note: str) -> None:
+    page.locator(card_selector).locator("[data-act=ack]").click()
+    dialog = page.locator("dialog[open]")
+    dialog.locator("textarea[name=note]").fill(note)
+    dialog.locator("[data-act=submit]").click()
+    expect(page.locator(card_selector)).to_have_attribute(
+        "data-status", "acknowledged", timeout=WAIT_MS
+    )
+
+
+def firing(svc: ServiceProcess, rule_id: str) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = svc.get(f"/api/alerts?rule_id={rule_id}&status=firing")["items"]
+    return got
+
+
+def test_an_acknowledged_fire_stays_above_every_warning(
+    browser: Browser, service: ServiceProcess, publisher: Publisher
+) -> None:
+    for i, device in enumerate(FLOORS):  # five detectors report a low battery: warnings
+        smoke_event(publisher, device, "low_battery", seq=10 + i)
+    smoke_event(publisher, SMOKE, "alarm", seq=100)
+    wait_for(
+        lambda: len(firing(service, "smoke_low_battery")) == 5 and open_alert_of(service, SMOKE)
+    )
+    fire = open_alert_of(service, SMOKE)["id"]
+    card = f"article.alert[data-alert-id='{fire}']"
+
+    # the guard acknowledges the fire; it stays first, and their low batteries fold into a line
+    context, page, problems = open_page(browser, service, GUARD, DESK)
+    expect(page.locator(card)).to_have_attribute("data-status", "firing", timeout=WAIT_MS)
+    acknowledge(page, card, "正在前往 1号楼")
+    expect(page.locator(CARDS).first).to_have_attribute("data-alert-id", str(fire))
+    expect(page.locator(CARDS)).to_have_count(1)
+    folded = page.locator("[data-field=folded]")
+    expect(folded).to_be_visible()
+    expect(folded.locator("summary")).to_contain_text("5 条")
+    expect(page.locator(card)).to_contain_text("烟雾报警")
+    expect(page.locator(card)).to_contain_text("1号楼")  # B1 as people say it
+    page.screenshot(path=SHOTS / "desk-guard-board-acknowledged-fire.png")
+    folded.locator("summary").click()
+    expect(folded.locator("article.alert")).to_have_count(5)
+    assert problems.items == []
+    context.close()
+
+    # a manager folds nothing: every warning is there, every one below the acknowledged fire
+    context, page, problems = open_page(browser, service, MANAGER, DESK)
+    expect(page.locator(CARDS)).to_have_count(6, timeout=WAIT_MS)
+    expect(page.locator(CARDS).first).to_have_attribute("data-alert-id", str(fire))
+    fire_box = page.locator(card).bounding_box()
+    assert fire_box is not None
+    for i in range(1, 6):  # later in reading order: a lower row, or the same row further right
+        box = page.locator(CARDS).nth(i).bounding_box()
+        assert box is not None and (box["y"], box["x"]) > (fire_box["y"], fire_box["x"]), i
+        expect(page.locator(CARDS).nth(i)).to_have_class(re.compile(r"\bsev-warning\b"))
+    assert problems.items == []
+    context.close()
+
+
+def test_two_detectors_of_one_fire_are_one_card(
+    browser: Browser, service: ServiceProcess, publisher: Publisher
+) -> None:
+    smoke_event(publisher, SMOKE, "alarm", seq=200)
+    smoke_event(publisher, SMOKE_2, "alarm", seq=200)
+    wait_for(lambda: firing(service, "fire_confirmed") and len(firing(service, "smoke_alarm")) == 2)
+    ids = {a["id"] for a in firing(service, "smoke_alarm") + firing(service, "fire_confirmed")}
+    context, page, problems = open_page(browser, service, GUARD, DESK)
+    cards = page.locator(CARDS)
+    expect(cards).to_have_count(1, timeout=WAIT_MS)
+    shown = {int(x) for x in (cards.first.get_attribute("data-alert-ids") or "").split(",")}
+    assert shown == ids
+    expect(cards.first.locator("h3")).to_have_text("火警确认")  # the confirmation leads
+    expect(cards.first).to_contain_text("1号楼")
+    page.screenshot(path=SHOTS / "desk-guard-board-one-fire.png")
+    # acknowledging the card acknowledges the incident's alerts
+    acknowledge(page, CARDS, "到场查看")
+    wait_for(lambda: not firing(service, "smoke_alarm") and not firing(service, "fire_confirmed"))
+    assert problems.items == []
+    context.close()
+
+
+def test_four_alerts_fit_above_the_fold_on_a_phone(
+    browser: Browser, service: ServiceProcess, publisher: Publisher
+) -> None:
+    for i, device in enumerate(FLOORS):  # a smoke alarm on each of five floors: five alerts
+        smoke_event(publisher, device, "alarm", seq=300 + i)
+    wait_for(lambda: len(firing(service, "smoke_alarm")) == 5)
+    for size, lang in (((360, 740), "zh"), ((390, 844), "zh"), ((360, 740), "en")):
+        width, height = size
+        options = PHONE | {"viewport": {"width": width, "height": height}}
+        context, page, problems = open_page(browser, service, GUARD, options)
+        if lang == "en":
+            page.locator("[data-ctl=lang]").click()
+            expect(page.locator("nav")).to_contain_text("Alerts", timeout=WAIT_MS)
+        cards = page.locator(CARDS)
+        expect(cards).to_have_count(5, timeout=WAIT_MS)
+        # the filters fold behind one button
+        expect(page.locator("[data-ctl=filters]")).to_be_visible()
+        expect(page.locator(".filters select[name=status]")).to_be_hidden()
+        page.screenshot(path=SHOTS / f"phone-{width}x{height}-{lang}-guard-board.png")
+        boxes = [cards.nth(i).bounding_box() for i in range(4)]
+        assert all(b is not None for b in boxes)
+        bottom = max(b["y"] + b["height"] for b in boxes if b is not None)
+        assert bottom <= height, f"{width}x{height} {lang}: the 4th alert ends at {bottom}"
+        # no device id broken across lines: each is one line high
+        for el in page.locator(f"{CARDS} .where .mono").all():
+            box = el.bounding_box()
+            assert box is not None and box["height"] < 30, box
+        page.locator("[data-ctl=filters]").click()
+        expect(page.locator(".filters select[name=status]")).to_be_visible()
+        page.evaluate("localStorage.removeItem('jy.lang')")
+        assert problems.items == []
+        context.close()
+
+
+def test_a_caretaker_tells_two_residents_of_one_unit_apart(
+    browser: Browser, service: ServiceProcess, publisher: Publisher
+) -> None:
+    fall(publisher, PARTNER_WEARABLE, seq=400)
+    wait_for(lambda: open_alert_of(service, PARTNER_WEARABLE))
+    alert_id = open_alert_of(service, PARTNER_WEARABLE)["id"]
+    for options, where in (
+        (DESK, "desk"),
+        (PHONE | {"viewport": {"width": 390, "height": 844}}, "phone"),
+    ):
+        context, page, problems = open_page(browser, service, CARETAKER, options, "#/residents")
+        residents = page.locator("article.resident")
+        expect(residents).to_have_count(3, timeout=WAIT_MS)
+        names = residents.locator("[data-field=resident-name]").all_inner_texts()
+        assert sorted(names) == sorted(NAMES.values())  # r-00002 has no name in the registry
+        expect(page.locator("input[name=caretaker]")).to_have_count(0)  # the id field is gone
+        expect(page.locator("article.resident", has_text="佩戴")).to_have_count(0)
+        page.screenshot(path=SHOTS / f"{where}-caretaker-residents.png", full_page=True)
+        page.goto(service.url + "/#/")
+        card = page.locator(f"article.alert[data-alert-id='{alert_id}']")
+        expect(card.locator("[data-field=resident-name]")).to_have_text(
+            NAMES[PARTNER], timeout=WAIT_MS
+        )
+        page.screenshot(path=SHOTS / f"{where}-caretaker-board.png")
+        card.locator("h3 a").click()
+        expect(page).to_have_url(re.compile(f"#/alerts/{alert_id}$"))
+        head = page.locator(".alert-head")
+        expect(head).to_be_visible(timeout=WAIT_MS)
+        page.screenshot(path=SHOTS / f"{where}-caretaker-alert.png", full_page=True)
+        expect(head.locator("[data-field=resident-name]")).to_have_text(
+            NAMES[PARTNER], timeout=WAIT_MS
+        )
+        expect(head).to_contain_text("1号楼")
+        expect(page.locator("[data-field=told]")).to_contain_text("Caretaker C01 1（第1步）")
+        expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
+        page.screenshot(path=SHOTS / f"{where}-caretaker-alert.png", full_page=True)
+        assert problems.items == []
+        context.close()
+
+
+def test_a_manager_chooses_a_caretaker_from_a_list_and_opens_the_weekly_review(
+    browser: Browser, service: ServiceProcess
+) -> None:
+    context, page, problems = open_page(browser, service, MANAGER, DESK, "#/residents")
+    select = page.locator("select[name=caretaker]")
+    expect(select.locator("option")).to_have_count(3, timeout=WAIT_MS)  # everyone, two caretakers
+    select.select_option("care-C01-02")
+    expect(page.locator("article.resident")).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("article.resident")).to_contain_text("r-00002")
+    page.goto(service.url + "/#/review")
+    expect(page.locator(".review h2")).to_have_text("每周回顾", timeout=WAIT_MS)
+    expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
+    # with the review API: figures and a CSV link; without it: a message saying so
+    absent = page.locator("[data-field=review-absent]")
+    if absent.count():
+        expect(absent).to_contain_text("周报接口尚未启用")
+        refused = [p for p in problems.items if "404" in p]
+        assert problems.items == refused and len(refused) == 1
+    else:
+        href = page.locator("[data-ctl=csv]").get_attribute("href") or ""
+        assert href.startswith("/api/review.csv?week=")
+        assert context.request.get(service.url + href).ok
+        assert problems.items == []
+    page.screenshot(path=SHOTS / "desk-manager-review.png", full_page=True)
     context.close()

@@ -64,7 +64,7 @@ export function act(alert, action, members = [alert]) {
 }
 
 /** The Acknowledge / Resolve buttons an open alert (or incident: `members`) gets. */
-export function actionButtons(alert, onDone, members = [alert]) {
+export function actionButtons(alert, onDone, members = [alert], compact = false) {
   if (members.every((m) => m.status === "resolved")) return null;
   const run = (action) => async (e) => {
     e.preventDefault();
@@ -73,6 +73,6 @@ export function actionButtons(alert, onDone, members = [alert]) {
     if (done && onDone) onDone(done);
   };
   return h("div", { class: "actions" },
-    members.some((m) => m.status === "firing") ? h("button", { type: "button", class: "primary", "data-act": "ack", onclick: run("ack"), text: t("ack") }) : null,
+    members.some((m) => m.status === "firing") ? h("button", { type: "button", class: "primary", "data-act": "ack", onclick: run("ack"), text: t(compact ? "ack_short" : "ack"), title: t("ack") }) : null,
     h("button", { type: "button", class: "good", "data-act": "resolve", onclick: run("resolve"), text: t("resolve") }));
 }

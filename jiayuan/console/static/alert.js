@@ -5,7 +5,7 @@
 import { actionButtons } from "./actions.js";
 import { relatedDevices } from "./board.js";
 import { bucketSeries, lineChart } from "./chart.js";
-import { actor, alertTitle, t, UNITS } from "./i18n.js";
+import { actor, alertTitle, t, UNITS, words } from "./i18n.js";
 import { live } from "./live.js";
 import { loadNames, residentName } from "./names.js";
 import { api, deviceLink, h, loading, place, qs, unitName, when, who } from "./util.js";
@@ -34,7 +34,7 @@ function devicesOf(a) {
 }
 
 function deviceLine(d, a) {
-  const floor = d.floor != null ? t("dev_floor", { n: d.floor }) : null;
+  const floor = d.floor != null && String(d.floor) !== a.labels.floor ? t("dev_floor", { n: d.floor }) : null;
   const unit = d.unit && d.unit !== a.labels.unit ? unitName(d.unit) : null;
   return h("li", {}, deviceLink(d.device_id),
     [unit, floor].filter(Boolean).map((x) => [" · ", h("span", { class: "nobr", text: x })]),
@@ -66,9 +66,29 @@ const DELIVERY = /^(delivered to|delivery to) /;
 const UNREACHABLE = /^(\S+) cannot be reached/;
 const CANCELLED = /messages not sent yet were cancelled$/;
 
-/** Staff ids named in "a (reason); b (reason); and 3 more". */
-function namedIds(text) {
-  return text.split("; ").map((p) => p.split(" (")[0].trim()).filter((x) => /^[A-Za-z0-9_-]+$/.test(x));
+/** Staff named in "a (reason); b (reason; no notification channel); and 3 more":
+ * [{id, reachable}]. */
+function named(text) {
+  return text.split(/; (?=[A-Za-z0-9_-]+ \()/).map((p) => ({
+    id: p.split(" (")[0].trim(), reachable: !p.includes("no notification channel"),
+  })).filter((x) => /^[A-Za-z0-9_-]+$/.test(x.id));
+}
+
+function namedIds(text) { return named(text).map((x) => x.id); }
+
+/** Whom the history says each step reached (when the service keeps no delivery receipts). */
+function toldFromHistory(a) {
+  const people = new Map();
+  for (const e of a.history) {
+    if (e.staff_id && e.step != null) {
+      if (!people.has(e.staff_id)) people.set(e.staff_id, { step: Number(e.step), reachable: true, name: e.staff_name });
+      continue;
+    }
+    const m = STEP.exec(e.note || "");
+    if (!m || (e.action !== "notified" && e.action !== "escalated") || m[3].includes("nobody on duty")) continue;
+    for (const x of named(m[3])) if (!people.has(x.id)) people.set(x.id, { step: Number(m[1]), reachable: x.reachable });
+  }
+  return people;
 }
 
 /** A staff member by name when the service told us it (or it is the reader), else the id. */
@@ -78,26 +98,35 @@ function staffName(id, names) {
   return id;
 }
 
+/** A line naming several people, each kept whole: "已通知 甲、乙（第3步）". */
+function people(make, key, whom, vars) {
+  const sep = t("list_sep");
+  return words(make, key, { ...vars, who: "\u0000" }).flatMap((part) => (part instanceof Node && part.textContent === "\u0000"
+    ? whom.flatMap((w, i) => [i ? sep : null, make("span", { class: "nobr", text: w })]).filter(Boolean) : [part]));
+}
+
 /** One history entry as a plain line, or null when it is a delivery detail (folded away). */
 function plainLine(e, names) {
   const n = e.note || "";
   if (e.staff_id && (e.action === "notified" || e.action === "escalated")) { // structured (newer service)
     const whom = e.staff_name || staffName(e.staff_id, names);
     if (e.channel || e.delivered != null || e.outcome) return null; // a receipt: details
-    return e.step != null ? t("told_step", { who: whom, step: Number(e.step) }) : t("told_update", { who: whom });
+    return e.step != null ? words(h, "told_step", { who: whom, step: Number(e.step) }) : words(h, "told_update", { who: whom });
   }
   if (e.action === "notified" || e.action === "escalated") {
     let m = STEP.exec(n);
-    if (m && n.includes("nobody on duty")) return t("told_nobody", { step: m[1], sel: n.split("nobody on duty for ")[1] || "" });
-    if (m) return namedIds(m[3]).map((id) => t("told_step", { who: staffName(id, names), step: m[1] })).join("、");
+    if (m && n.includes("nobody on duty")) return words(h, "told_nobody", { step: m[1], sel: n.split("nobody on duty for ")[1] || "" });
+    if (m) return people(h, "told_step", namedIds(m[3]).map((id) => staffName(id, names)), { step: m[1] });
     m = REPEAT.exec(n);
-    if (m) return namedIds(m[2]).map((id) => t("told_repeat", { who: staffName(id, names) })).join("、");
+    if (m) return people(h, "told_repeat", namedIds(m[2]).map((id) => staffName(id, names)), {});
     if (DELIVERY.test(n)) return null;
     m = UNREACHABLE.exec(n);
-    if (m) return t("unreachable", { who: staffName(m[1], names) });
+    if (m) return words(h, "unreachable", { who: staffName(m[1], names) });
     if (CANCELLED.test(n)) return t("cancelled_line");
     return null; // other paging detail
   }
+  const again = /^match (\d+)$/.exec(n);
+  if (e.action === "rematched" && again) return `${t("act.rematched")} ×${again[1]}`;
   return undefined; // not about paging: shown as it is
 }
 
@@ -114,7 +143,7 @@ function history(a, names) {
       : e.by === "rule" || e.by === "system" ? actor(e.by) : staffName(e.by, names);
     shown.push(h("li", { class: `act-${e.action}` },
       h("div", { class: "tl-head" },
-        h("strong", { text: line === undefined ? t(`act.${e.action}`) : line }),
+        h("strong", {}, line === undefined ? t(`act.${e.action}`) : line),
         by ? [" · ", h("span", { text: by })] : null, " · ", when(e.at)),
       line === undefined && e.note ? h("p", { class: "tl-note", text: e.note }) : null));
   }
@@ -138,11 +167,17 @@ function toldCard(a, deliveries, names, details) {
     const steps = items.map((d) => d.step).filter((s) => s >= 0);
     const whom = staffName(id, names);
     const [cls, state] = deliveryState(items);
-    const text = steps.length ? t("told_step", { who: whom, step: Math.min(...steps) + 1 }) : t("told_update", { who: whom });
-    return h("li", { "data-staff-id": id }, h("span", { text }), h("span", { class: cls, text: `· ${state}` }));
+    const text = steps.length ? words(h, "told_step", { who: whom, step: Math.min(...steps) + 1 }) : words(h, "told_update", { who: whom });
+    return h("li", { "data-staff-id": id }, h("span", {}, text), h("span", { class: cls, text: `· ${state}` }));
   });
+  if (!rows.length) {
+    for (const [id, p] of toldFromHistory(a)) {
+      rows.push(h("li", { "data-staff-id": id }, h("span", {}, words(h, "told_step", { who: p.name || staffName(id, names), step: p.step })),
+        p.reachable ? null : h("span", { class: "bad", text: `· ${t("no_channel")}` })));
+    }
+  }
   const acked = a.acknowledged_by
-    ? h("p", { "data-field": "acked" }, h("strong", { text: t("acked_line", { who: staffName(a.acknowledged_by, names) }) }), " · ", when(a.acknowledged_at))
+    ? h("p", { "data-field": "acked" }, h("strong", {}, words(h, "acked_line", { who: staffName(a.acknowledged_by, names) })), " · ", when(a.acknowledged_at))
     : a.status === "firing" ? h("p", { class: "warn-text", "data-field": "acked", text: t("nobody_acked") }) : null;
   const raw = h("details", { class: "delivery", "data-field": "delivery-details" },
     h("summary", { text: t("delivery_details") }),

@@ -79,7 +79,7 @@ function buildShell() {
       h("button", { type: "button", class: "lang", "data-ctl": "lang", lang: getLang() === "zh" ? "en" : "zh",
         onclick: () => { setLang(getLang() === "zh" ? "en" : "zh"); buildShell(); route(); }, text: t("lang_switch") })));
   el.bannerText = h("span");
-  el.bannerSound = h("button", { type: "button", onclick: () => live.unlock() }, speaker("pending"), ` ${t("sound_enable")}`);
+  el.bannerSound = h("button", { type: "button", "aria-label": t("sound_enable"), onclick: () => live.unlock() }, speaker("pending"), h("span", { class: "label", text: ` ${t("sound_enable")}` }));
   banner.replaceChildren(h("a", { href: "#/" }, "⚠ ", el.bannerText), el.bannerSound);
 }
 
@@ -105,7 +105,9 @@ function updateShell() {
   banner.hidden = c.firing === 0;
   banner.className = c.alarms ? "alarm" : "attention";
   el.bannerText.textContent = c.alarms ? t("firing_banner", { n: c.alarms }) : t("firing_any", { n: c.firing });
-  el.bannerSound.hidden = state !== "pending";
+  // hidden but keeping its room: the first tap anywhere enables sound, and the page must not
+  // shift under the finger between press and release (the tap would miss its link)
+  el.bannerSound.style.visibility = state === "pending" ? "visible" : "hidden";
 }
 
 function route() {

@@ -110,8 +110,8 @@ export function alertCard(a, fresh = false, members = [a]) {
   others.length ? h("p", { class: "members muted" }, t("incident_more", { n: others.length }), " ",
     others.map((m, i) => [i ? "、" : null, h("a", { href: `#/alerts/${m.id}`, class: "nobr", text: `${alertTitle(m)} ${m.device_id}` })])) : null,
   h("div", { class: "card-foot" },
-    h("span", { class: "since" }, when(members.map((m) => m.started_at).sort()[0]), who ? [" · ", h("span", { class: "who", text: who })] : null),
-    actionButtons(a, null, members)));
+    h("span", { class: "since" }, when(members.map((m) => m.started_at).sort()[0], false), who ? [" · ", h("span", { class: "who", text: who })] : null),
+    actionButtons(a, null, members, true)));
 }
 
 export function render(root) {
@@ -157,7 +157,10 @@ export function render(root) {
 
   function card(g, now) {
     const fresh = g.members.some((m) => (freshIds.get(m.id) || 0) > now);
-    const key = `${g.members.map((m) => `${m.id}:${m.updated_at}:${m.status}`).join(",")}|${fresh}|${residentName(g.head.labels.resident_id)}`;
+    // only what the card shows: a note in the history (a page sent) keeps the element, and a
+    // press on it
+    const key = JSON.stringify([g.members.map((m) => [m.id, m.status, m.severity, m.signal, m.acknowledged_by, m.offline, m.late,
+      m.started_at, m.title, m.title_zh, m.title_en]), fresh, residentName(g.head.labels.resident_id)]);
     let c = cards.get(g.key);
     if (!c || c.key !== key) {
       c = { key, el: alertCard(g.head, fresh, g.members) };

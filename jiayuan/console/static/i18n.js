@@ -14,7 +14,7 @@ const ZH = {
   firing_banner: "{n} 条报警待确认", firing_any: "{n} 条告警待确认",
   filter_status: "状态", filter_kind: "类型", filter_building: "楼栋", all: "全部",
   status_open: "未解决", board_empty: "没有符合条件的告警", board_more: "还有 {n} 条未显示",
-  ack: "确认", resolve: "解决", details: "详情", acked_by: "{by} 已确认", resolved_by: "{by} 已解决",
+  ack: "确认", ack_short: "确认", resolve: "解决", details: "详情", acked_by: "{by} 已确认", resolved_by: "{by} 已解决",
   dlg_ack: "确认报警", dlg_resolve: "解决报警", note: "备注", note_ph: "说明情况（可选）",
   staff_id: "工号", submit_ack: "确认接警", submit_resolve: "标记为已解决",
   q_ack: ["正在前往", "已电话联系", "已通知家属"], q_resolve: ["误报", "已到场，人员安全", "已送医", "已更换电池"],
@@ -84,7 +84,7 @@ const ZH = {
   fold_what: "低电量等设备提醒", incident_more: "同一事件还有 {n} 条：", incident: "事件",
   told: "通知情况", told_step: "已通知 {who}（第{step}步）", told_repeat: "再次提醒 {who}",
   told_update: "已告知 {who} 最新情况", told_nobody: "第{step}步：无人值班（{sel}）",
-  delivered: "已送达", delivery_failed: "未送达", delivery_pending: "发送中",
+  delivered: "已送达", delivery_failed: "未送达", delivery_pending: "发送中", list_sep: "、", no_channel: "没有通知渠道",
   acked_line: "{who} 已确认", nobody_acked: "尚无人确认", delivery_details: "发送详情",
   unreachable: "{who} 无法联系", escalated_line: "已升级到第{step}步",
   cancelled_line: "未发出的通知已取消", no_deliveries: "尚未发出通知",
@@ -118,7 +118,7 @@ const EN = {
   firing_banner: "{n} alarms not acknowledged", firing_any: "{n} alerts not acknowledged",
   filter_status: "Status", filter_kind: "Kind", filter_building: "Building", all: "All",
   status_open: "Open", board_empty: "No alerts match", board_more: "{n} more not shown",
-  ack: "Acknowledge", resolve: "Resolve", details: "Details", acked_by: "Acknowledged by {by}",
+  ack: "Acknowledge", ack_short: "Ack", resolve: "Resolve", details: "Details", acked_by: "Acknowledged by {by}",
   resolved_by: "Resolved by {by}",
   dlg_ack: "Acknowledge alert", dlg_resolve: "Resolve alert", note: "Note", note_ph: "What is happening (optional)",
   staff_id: "Staff id", submit_ack: "Acknowledge", submit_resolve: "Mark resolved",
@@ -184,13 +184,13 @@ const EN = {
     staff_unreachable: "Staff member unreachable", timeseries_store_unreachable: "Time-series store unreachable",
   },
   kind_alert: "{k} alert",
-  bldg: "Building {n}", cmpd: "Compound {n}", entrance_unit: "entrance {e}, flat {r}", floor_n: "floor {n}", room: "Room",
+  bldg: "Building {n}", cmpd: "Compound {n}", entrance_unit: "flat {e}-{r}", floor_n: "floor {n}", room: "Room",
   floor: "Floor", unit_label: "Unit", devices_label: "Devices", dev_floor: "floor {n}",
   filters: "Filters", folded: "{n} {what} (not for {role})", show_folded: "Show", hide_folded: "Hide",
   fold_what: "device warnings (low battery…)", incident_more: "{n} more of the same incident:", incident: "Incident",
   told: "Who was told", told_step: "Told {who} (step {step})", told_repeat: "Reminded {who}",
   told_update: "Updated {who}", told_nobody: "Step {step}: nobody on duty ({sel})",
-  delivered: "delivered", delivery_failed: "not delivered", delivery_pending: "sending",
+  delivered: "delivered", delivery_failed: "not delivered", delivery_pending: "sending", list_sep: ", ", no_channel: "no notification channel",
   acked_line: "Acknowledged by {who}", nobody_acked: "Nobody has acknowledged yet", delivery_details: "Delivery details",
   unreachable: "{who} cannot be reached", escalated_line: "Escalated to step {step}",
   cancelled_line: "Messages not sent yet were cancelled", no_deliveries: "No message sent yet",
@@ -237,6 +237,17 @@ export function t(key, vars) {
   if (v === undefined) v = key.split(".").reduce((o, k) => (o == null ? o : o[k]), EN);
   if (typeof v !== "string") return v ?? key.split(".").pop();
   return vars ? v.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? "")) : v;
+}
+
+/** Like t(), but as nodes: each filled-in value in a span of its own that never breaks inside
+ * (staff ids, device ids), the words between free to wrap. Needs `h` from util.js (passed in to
+ * keep this module free of the DOM helpers). */
+export function words(h, key, vars) {
+  const v = t(key);
+  return v.split(/(\{\w+\})/).filter(Boolean).map((part) => {
+    const m = /^\{(\w+)\}$/.exec(part);
+    return m ? h("span", { class: "nobr", text: String(vars[m[1]] ?? "") }) : part;
+  });
 }
 
 const CJK = /[\u3400-\u9fff]/;
