@@ -466,7 +466,9 @@ def test_an_acknowledged_fire_stays_above_every_warning(
     # the guard acknowledges the fire; it stays first, and their low batteries fold into a line
     context, page, problems = open_page(browser, service, GUARD, DESK)
     expect(page.locator(card)).to_have_attribute("data-status", "firing", timeout=WAIT_MS)
+    expect(page).to_have_title("(1) 家园", timeout=WAIT_MS)  # the fire; not the five batteries
     acknowledge(page, card, "正在前往 1号楼")
+    expect(page).to_have_title("家园 · 值班台", timeout=WAIT_MS)
     expect(page.locator(CARDS).first).to_have_attribute("data-alert-id", str(fire))
     expect(page.locator(CARDS)).to_have_count(1)
     folded = page.locator("[data-field=folded]")
@@ -553,6 +555,10 @@ def test_four_alerts_fit_above_the_fold_on_a_phone(
 def test_a_caretaker_tells_two_residents_of_one_unit_apart(
     browser: Browser, service: ServiceProcess, publisher: Publisher
 ) -> None:
+    now_ms = int(time.time() * 1000)
+    for i in range(6):  # a wearable heard only in the last six minutes
+        body = {"ts": now_ms - (6 - i) * 60_000, "seq": 390 + i, "heart_rate": 70 + 3 * i}
+        publisher.publish(f"community/y/wearable/{PARTNER_WEARABLE}/telemetry", json.dumps(body))
     fall(publisher, PARTNER_WEARABLE, seq=400)
     wait_for(lambda: open_alert_of(service, PARTNER_WEARABLE))
     alert_id = open_alert_of(service, PARTNER_WEARABLE)["id"]
@@ -584,6 +590,14 @@ def test_a_caretaker_tells_two_residents_of_one_unit_apart(
         )
         expect(head).to_contain_text("1号楼")
         expect(page.locator("[data-field=told]")).to_contain_text("Caretaker C01 1（第1步）")
+        # the chart comes right after the facts and spans the six minutes there are, not 3 h
+        expect(page.locator(".alert-head + .chart-card svg polyline").first).to_be_visible(
+            timeout=WAIT_MS
+        )
+        line = page.locator(".chart-card svg polyline").first.bounding_box()
+        chart = page.locator(".chart-card svg").first.bounding_box()
+        assert line is not None and chart is not None
+        assert line["width"] > 0.6 * chart["width"], (line, chart)
         expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
         page.screenshot(path=SHOTS / f"{where}-caretaker-alert.png", full_page=True)
         assert problems.items == []

@@ -224,7 +224,7 @@ async function readingsChart(a, devices, box) {
         const times = series.flatMap((sr) => sr.points.map(([x]) => x));
         const lo = Math.min(started, ...times);
         const hi = Math.max(started, a.resolved_at ? Date.parse(a.resolved_at) : -Infinity, ...times);
-        const pad = Math.max(60e3, (hi - lo) * 0.05);
+        const pad = Math.max(15e3, (hi - lo) * 0.05);
         parts.push(lineChart({
           series, from: lo - pad, to: hi + pad, unit: UNITS[metric], label,
           marks: [

@@ -136,6 +136,8 @@ let running = false;
 /** The console for the signed-in person. */
 function start() {
   running = true;
+  const role = who.me && who.me.role;
+  live.ignore = (a) => board.foldable(a, role);
   buildShell();
   route();
   live.start();

@@ -42,6 +42,9 @@ class Live extends EventTarget {
     this.during = [];
     this.stopped = true;
     this.reminder = null;
+    /** Alerts the signed-in role does not act on (a guard's low batteries): not counted in the
+     * title and the banner, and never a reason to sound. */
+    this.ignore = () => false;
   }
 
   start() {
@@ -121,7 +124,7 @@ class Live extends EventTarget {
     if (this.fetching) this.during.push(ev);
     this.apply(ev);
     this.emit("change", ev);
-    if (ev.action === "raised") this.beep(ev.alert.signal === "alarm" ? "alarm" : "soft");
+    if (ev.action === "raised" && !this.ignore(ev.alert)) this.beep(ev.alert.signal === "alarm" ? "alarm" : "soft");
   }
 
   /** Put an alert as the server now has it; an older copy never replaces a newer one. */
@@ -145,7 +148,7 @@ class Live extends EventTarget {
     let firing = 0;
     let alarms = 0;
     for (const a of this.alerts.values()) {
-      if (a.status !== "firing") continue;
+      if (a.status !== "firing" || this.ignore(a)) continue;
       firing++;
       if (a.signal === "alarm") alarms++;
     }
