@@ -22,13 +22,14 @@ from datetime import datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from jiayuan.api.alerts import AlertOut, alert_out
-from jiayuan.api.deps import ID_PATTERN, Limit, Offset, ViewDep, allow
+from jiayuan.api.deps import ID_PATTERN, IpDep, Limit, Offset, ViewDep, allow
 from jiayuan.api.times import utc
 from jiayuan.api.view import View
 from registry import Registry, Resident
+from registry.labels import MAX_LABEL, labels_in
 
 router = APIRouter(
     prefix="/api/residents",
@@ -96,6 +97,15 @@ class ResidentPage(BaseModel):
     total: int
 
 
+class LabelIn(BaseModel):
+    """What the resident's caretakers call them; empty removes the label (the registry's
+    ``display_name`` shows again)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(max_length=MAX_LABEL)
+
+
 class CaretakerOut(BaseModel):
     staff_id: str
     name: str
@@ -151,8 +161,9 @@ def list_residents(
         key=lambda r: (open_count(r) == 0, natural(r.building), natural(r.unit), r.resident_id)
     )
     start = _day_start(day_start)
+    labels = labels_in(view.ctx.settings.data_dir).all()
     items = [
-        _resident_out(view, r, wearables, open_count(r), start)
+        _resident_out(view, r, wearables, open_count(r), start, labels)
         for r in chosen[offset : offset + limit]
     ]
     return ResidentPage(items=items, total=len(chosen))
@@ -197,8 +208,28 @@ def get_resident(
     r = view.resident(resident_id)
     wearables = _wearables(view.ctx.registry)
     alerts = view.open_alerts(wearables.get(resident_id, ()))
-    out = _resident_out(view, r, wearables, len(alerts), _day_start(day_start))
+    labels = labels_in(view.ctx.settings.data_dir).all()
+    out = _resident_out(view, r, wearables, len(alerts), _day_start(day_start), labels)
     return ResidentDetail(**out.model_dump(), alerts=[alert_out(a) for a in alerts])
+
+
+@router.put(
+    "/{resident_id}/label",
+    response_model=ResidentDetail,
+    summary="Name a resident (their caretakers, managers, admins)",
+    responses={403: {"description": "Not one of the resident's caretakers"}},
+)
+def put_resident_label(
+    view: ViewDep, ip: IpDep, resident_id: ResidentId, body: LabelIn
+) -> ResidentDetail:
+    """What the resident's caretakers call them, shown instead of the registry's display name
+    to the same people. The label itself is never logged nor audited, only that it changed."""
+    r = view.resident(resident_id)  # 404 out of scope
+    if not _may_name(view, r):
+        raise HTTPException(403, "only the resident's caretakers and managers may name them")
+    labels_in(view.ctx.settings.data_dir).set(resident_id, body.label, view.principal.id)
+    view.audit.record(view.principal.id, "resident.label", target=resident_id, ip=ip)
+    return get_resident(view, resident_id)
 
 
 def _wearables(registry: Registry) -> dict[str, list[str]]:
@@ -223,6 +254,7 @@ def _resident_out(
     wearables: dict[str, list[str]],
     open_alerts: int,
     day_start: float,
+    labels: dict[str, str],
 ) -> ResidentOut:
     ctx = view.ctx
     building = ctx.registry.buildings.get(r.building)
@@ -239,7 +271,9 @@ def _resident_out(
         latest = {"battery": Latest(value=state["battery"], at=utc(state["last_seen"]))}
     return ResidentOut(
         resident_id=r.resident_id,
-        display_name=r.display_name if r.display_name and _may_name(view, r) else None,
+        display_name=(labels.get(r.resident_id) or r.display_name or None)
+        if _may_name(view, r)
+        else None,
         compound=building.compound if building else None,
         building=r.building,
         unit=r.unit,

@@ -602,6 +602,16 @@ def test_a_caretaker_tells_two_residents_of_one_unit_apart(
         page.screenshot(path=SHOTS / f"{where}-caretaker-alert.png", full_page=True)
         assert problems.items == []
         context.close()
+    # r-00002 has no name in the registry: their caretaker gives one, and it shows
+    context, page, problems = open_page(browser, service, CARETAKER, DESK, "#/residents/r-00002")
+    page.locator("[data-act=edit-label]").click()
+    page.locator("input[name=label]").fill("张奶奶")
+    page.locator("[data-act=save-label]").click()
+    expect(page.locator("main h2 [data-field=resident-name]")).to_have_text(
+        "张奶奶", timeout=WAIT_MS
+    )
+    assert problems.items == []
+    context.close()
 
 
 def test_a_manager_chooses_a_caretaker_from_a_list_and_opens_the_weekly_review(

@@ -174,3 +174,32 @@ def test_the_receiver_shows_the_communitys_local_time(tmp_path: Path) -> None:
     page = rx._page().decode()
     rx._server.server_close()
     assert "12-03 12:05:06" in page and "04:05:06" not in page and "Asia/Shanghai" in page
+
+
+def test_a_caretaker_names_a_resident_and_only_those_allowed_see_it(
+    ctx: AppContext, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    cg1, cg2 = bearer(ctx, "cg-1"), bearer(ctx, "cg-2")
+    got = client.put("/api/residents/r-2/label", json={"label": "1302 的李爷爷"}, headers=cg1)
+    assert got.status_code == 200 and got.json()["display_name"] == "1302 的李爷爷"
+    assert names(client.get("/api/residents", headers=bearer(ctx, "mgr")).json())[2] == (
+        "r-2",
+        "1302 的李爷爷",
+    )
+    # another caretaker may not name (nor see) someone else's resident; a guard has no residents
+    assert (
+        client.put("/api/residents/r-2/label", json={"label": "x"}, headers=cg2).status_code == 404
+    )
+    guard = client.put(
+        "/api/residents/r-2/label", json={"label": "x"}, headers=bearer(ctx, "guard")
+    )
+    assert guard.status_code == 403
+    # the label is audited as a change, never with its words, and never logged
+    entries = client.get("/api/audit", params={"action": "resident.label"}, headers=ADMIN).json()
+    assert [(e["actor"], e["target"]) for e in entries["items"]] == [("cg-1", "r-2")]
+    assert "李爷爷" not in str(entries)
+    assert not [r for r in caplog.records if "李爷爷" in r.getMessage()]
+    # an empty label brings the registry's name back
+    cleared = client.put("/api/residents/r-2/label", json={"label": " "}, headers=cg1).json()
+    assert cleared["display_name"] == "李建国"

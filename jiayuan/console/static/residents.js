@@ -8,6 +8,7 @@ import { fact } from "./alert.js";
 import { readingsBlock, stateDot } from "./devices.js";
 import { t, UNITS } from "./i18n.js";
 import { live } from "./live.js";
+import { loadNames } from "./names.js";
 import { api, h, loading, num, place, qs, saved, when, who } from "./util.js";
 
 const SHOWN_VITALS = ["heart_rate", "spo2", "battery"];
@@ -30,6 +31,11 @@ function worn(r) {
   const v = r.latest.worn;
   if (!v || v.value) return null;
   return h("span", { class: "vital warn-text" }, h("b", { text: t("not_worn") }));
+}
+
+function mayName(r) {
+  const me = who.me;
+  return Boolean(me && (me.role === "admin" || me.role === "manager" || (me.role === "caretaker" && r.caretakers.includes(me.staff_id))));
 }
 
 function floorText(r) {
@@ -108,6 +114,29 @@ export function render(root) {
   return () => { live.removeEventListener("change", onChange); clearTimeout(timer); };
 }
 
+/** Name a resident (their caretakers, managers, admins): what they are called here. */
+function labelForm(r, done) {
+  const input = h("input", { name: "label", maxlength: 40, value: r.display_name || "", placeholder: t("label_ph") });
+  const error = h("p", { class: "error", role: "alert", hidden: true });
+  const form = h("form", { class: "label-form", hidden: true },
+    h("label", { class: "filter wide" }, t("name_label"), input),
+    h("button", { type: "submit", class: "good", "data-act": "save-label", text: t("save") }), error);
+  const open = h("button", { type: "button", class: "link", "data-act": "edit-label", text: t("edit_label"),
+    onclick: () => { form.hidden = !form.hidden; if (!form.hidden) input.focus(); } });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api(`/api/residents/${r.resident_id}/label`, { label: input.value }, "PUT");
+      loadNames(true);
+      done();
+    } catch (err) {
+      error.textContent = `${t("refused")}: ${err.message}`;
+      error.hidden = false;
+    }
+  });
+  return [open, form];
+}
+
 export function renderResident(root, [id]) {
   const fail = loading(root);
   async function load() {
@@ -122,6 +151,7 @@ export function renderResident(root, [id]) {
       h("section", { class: "card" },
         h("h2", {}, r.display_name ? [h("span", { "data-field": "resident-name", text: r.display_name }), " "] : null,
           h("span", { class: r.display_name ? "mono muted small" : "mono", text: r.resident_id })),
+        mayName(r) ? labelForm(r, load) : null,
         h("dl", { class: "facts" },
           fact(t("where"), place(r), floorText(r)),
           fact(t("caretakers"), r.caretakers.join(", ") || "—"),

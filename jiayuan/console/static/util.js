@@ -55,11 +55,11 @@ export function detailText(detail) {
  * `csrf_token`, sent back on every POST (the session cookie itself is HttpOnly: never seen here). */
 export const who = { me: null };
 
-/** GET (or POST `body`) JSON from the API; a refusal throws ApiError with the API's detail.
+/** GET (or POST/PUT `body`) JSON from the API; a refusal throws ApiError with the API's detail.
  * A 401 (the session ended: signed out elsewhere, expired) also fires "signedout". */
-export async function api(path, body) {
+export async function api(path, body, method = "POST") {
   const init = body === undefined ? {} : {
-    method: "POST", body: JSON.stringify(body),
+    method, body: JSON.stringify(body),
     headers: { "Content-Type": "application/json", "X-CSRF-Token": (who.me && who.me.csrf_token) || "" },
   };
   init.headers = { ...(init.headers || {}), "Accept-Language": locale() };
