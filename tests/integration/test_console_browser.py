@@ -23,6 +23,7 @@ from playwright.sync_api import (
 
 from jiayuan.devbroker import Broker
 from jiayuan.launch import ServiceProcess
+from jiayuan.receiver import Receiver
 from registry import Building, Device, Registry, Resident, Staff, write_registry
 from tests.mqtt import Publisher, wait_for
 
@@ -54,7 +55,9 @@ SMOKE_2 = "smk-C01-B1-1-0101b"  # a second detector in the same flat
 FLOORS = [f"smk-C01-B1-1-0{f}01" for f in range(2, 7)]  # one flat on each of floors 2-6
 
 
-def registry() -> Registry:
+def registry(notify: str = "") -> Registry:
+    """The test community; ``notify`` is the base URL of the caretaker's notification channel
+    (the demo's receiver), none when empty."""
     return Registry(
         "y",
         buildings=[
@@ -139,7 +142,12 @@ def registry() -> Registry:
             ),
         ],
         staff=[
-            Staff(staff_id=CARETAKER, name="Caretaker C01 1", role="caretaker"),
+            Staff(
+                staff_id=CARETAKER,
+                name="Caretaker C01 1",
+                role="caretaker",
+                channels=(f"{notify}/{CARETAKER}",) if notify else (),
+            ),
             Staff(staff_id="care-C01-02", name="Caretaker C01 2", role="caretaker"),
             Staff(staff_id=GUARD, name="Control room", role="security"),
             Staff(staff_id=OPERATOR, name="Operator", role="operator"),
@@ -188,8 +196,16 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def service(broker: Broker, tmp_path: Path) -> Iterator[ServiceProcess]:
-    write_registry(registry(), tmp_path / "registry")
+def receiver() -> Iterator[Receiver]:
+    rx = Receiver(port=0).start()
+    yield rx
+    rx.stop()
+
+
+@pytest.fixture
+def service(broker: Broker, receiver: Receiver, tmp_path: Path) -> Iterator[ServiceProcess]:
+    notify = f"json://127.0.0.1:{receiver.port}/notify"
+    write_registry(registry(notify), tmp_path / "registry")
     svc = ServiceProcess(tmp_path / "service", broker.port, registry=tmp_path / "registry")
     svc.start()
     for staff_id in (CARETAKER, OPERATOR, GUARD, MANAGER):  # `jiayuan staff password`
@@ -589,7 +605,15 @@ def test_a_caretaker_tells_two_residents_of_one_unit_apart(
             NAMES[PARTNER], timeout=WAIT_MS
         )
         expect(head).to_contain_text("1号楼")
-        expect(page.locator("[data-field=told]")).to_contain_text("Caretaker C01 1（第1步）")
+        # who was told, in words; the channel only behind the toggle
+        told = page.locator("[data-field=told]")
+        expect(told).to_contain_text("已通知 Caretaker C01 1（第1步）· 已送达", timeout=WAIT_MS)
+        expect(told).to_contain_text("尚无人确认")
+        expect(told.locator("[data-field=delivery-details]")).not_to_have_attribute("open", "")
+        channel = told.get_by_text("json://")
+        expect(channel.first).to_be_hidden()
+        told.locator("[data-field=delivery-details] summary").click()
+        expect(channel.first).to_be_visible()
         # the chart comes right after the facts and spans the six minutes there are, not 3 h
         expect(page.locator(".alert-head + .chart-card svg polyline").first).to_be_visible(
             timeout=WAIT_MS

@@ -74,7 +74,6 @@ function named(text) {
   })).filter((x) => /^[A-Za-z0-9_-]+$/.test(x.id));
 }
 
-function namedIds(text) { return named(text).map((x) => x.id); }
 
 /** Whom the history says each step reached (when the service keeps no delivery receipts). */
 function toldFromHistory(a) {
@@ -98,11 +97,13 @@ function staffName(id, names) {
   return id;
 }
 
-/** A line naming several people, each kept whole: "已通知 甲、乙（第3步）". */
+/** A line naming several people, each kept whole: "已通知 甲、乙（无通知渠道）（第3步）".
+ * `whom`: [{name, reachable}]. */
 function people(make, key, whom, vars) {
   const sep = t("list_sep");
   return words(make, key, { ...vars, who: "\u0000" }).flatMap((part) => (part instanceof Node && part.textContent === "\u0000"
-    ? whom.flatMap((w, i) => [i ? sep : null, make("span", { class: "nobr", text: w })]).filter(Boolean) : [part]));
+    ? whom.flatMap((w, i) => [i ? sep : null, make("span", { class: "nobr", text: w.name }),
+      w.reachable ? null : make("span", { class: "bad nobr", text: t("no_channel_short") })]).filter(Boolean) : [part]));
 }
 
 /** One history entry as a plain line, or null when it is a delivery detail (folded away). */
@@ -116,9 +117,10 @@ function plainLine(e, names) {
   if (e.action === "notified" || e.action === "escalated") {
     let m = STEP.exec(n);
     if (m && n.includes("nobody on duty")) return words(h, "told_nobody", { step: m[1], sel: n.split("nobody on duty for ")[1] || "" });
-    if (m) return people(h, "told_step", namedIds(m[3]).map((id) => staffName(id, names)), { step: m[1] });
+    const person = (x) => ({ name: staffName(x.id, names), reachable: x.reachable });
+    if (m) return people(h, "told_step", named(m[3]).map(person), { step: m[1] });
     m = REPEAT.exec(n);
-    if (m) return people(h, "told_repeat", namedIds(m[2]).map((id) => staffName(id, names)), {});
+    if (m) return people(h, "told_repeat", named(m[2]).map(person), {});
     if (DELIVERY.test(n)) return null;
     m = UNREACHABLE.exec(n);
     if (m) return words(h, "unreachable", { who: staffName(m[1], names) });
@@ -172,8 +174,10 @@ function toldCard(a, deliveries, names, details) {
   });
   if (!rows.length) {
     for (const [id, p] of toldFromHistory(a)) {
-      rows.push(h("li", { "data-staff-id": id }, h("span", {}, words(h, "told_step", { who: p.name || staffName(id, names), step: p.step })),
-        p.reachable ? null : h("span", { class: "bad", text: `· ${t("no_channel")}` })));
+      const whom = p.name || staffName(id, names);
+      rows.push(h("li", { "data-staff-id": id }, p.reachable
+        ? h("span", {}, words(h, "told_step", { who: whom, step: p.step }))
+        : h("span", { class: "bad" }, words(h, "not_told_step", { who: whom, step: p.step }))));
     }
   }
   const acked = a.acknowledged_by
