@@ -13,8 +13,14 @@ export function act(alert, action, members = [alert]) {
   return new Promise((resolve) => {
     const error = h("p", { class: "error", role: "alert", hidden: true });
     const note = h("textarea", { name: "note", rows: 3, maxlength: 2000, placeholder: t("note_ph") });
-    const quick = t(action === "ack" ? "q_ack" : "q_resolve").map((text) =>
-      h("button", { type: "button", class: "chip", text, onclick: () => { note.value = text; note.focus(); } }));
+    // resolving as a false alarm is counted in the weekly review (a newer service keeps it)
+    const falseAlarm = action === "resolve" ? h("input", { type: "checkbox", name: "false_alarm" }) : null;
+    const quick = t(action === "ack" ? "q_ack" : "q_resolve").map((text, i) =>
+      h("button", { type: "button", class: "chip", text, onclick: () => {
+        note.value = text;
+        if (falseAlarm) falseAlarm.checked = i === 0; // the first quick note is "false alarm"
+        note.focus();
+      } }));
     const submit = h("button", {
       type: "submit", class: action === "ack" ? "primary" : "good", "data-act": "submit",
       text: t(action === "ack" ? "submit_ack" : "submit_resolve"),
@@ -26,6 +32,7 @@ export function act(alert, action, members = [alert]) {
       h("p", { class: "muted acting-as", text: t("acting_as", { id: staffId() }) }),
       h("label", {}, t("note"), note),
       h("div", { class: "chips" }, quick),
+      falseAlarm ? h("label", { class: "check" }, falseAlarm, t("false_alarm")) : null,
       error,
       h("div", { class: "dlg-buttons" },
         h("button", { type: "button", value: "cancel", text: t("cancel"), onclick: () => dlg.close() }),
@@ -40,7 +47,16 @@ export function act(alert, action, members = [alert]) {
       let first = null;
       for (const m of todo) {
         try {
-          const done = await api(`/api/alerts/${m.id}/${action}`, { note: note.value.trim() });
+          const body = { note: note.value.trim() };
+          if (falseAlarm && falseAlarm.checked) body.false_alarm = true;
+          let done;
+          try {
+            done = await api(`/api/alerts/${m.id}/${action}`, body);
+          } catch (err) {
+            if (!(err.status === 422 && body.false_alarm && /false_alarm/.test(err.message))) throw err;
+            delete body.false_alarm; // a service without it: resolved with the note alone
+            done = await api(`/api/alerts/${m.id}/${action}`, body);
+          }
           live.put(done);
           if (m === alert || !result) result = done;
         } catch (err) {

@@ -16,7 +16,7 @@ const MAX_SERIES = 4;
 
 /** Which reading tells the story of an alert. */
 export function metricFor(a) {
-  if (a.kind === "gate" || a.kind === "system") return null;
+  if (a.kind === "gate" || a.kind === "system" || a.kind === "building") return null;
   if (a.rule_id.includes("spo2")) return "spo2";
   if (a.rule_id.includes("battery")) return "battery";
   if (a.rule_id.includes("co_")) return "co_ppm";
@@ -52,7 +52,7 @@ function where(a, devices) {
       room ? [" · ", h("span", { class: "nobr", text: `${t("room")} ${room}` })] : null),
     l.resident_id ? fact(t("resident"), name ? [h("strong", { "data-field": "resident-name", text: name }), " "] : null,
       h("a", { href: `#/residents/${l.resident_id}`, class: "mono nobr", text: l.resident_id })) : null,
-    related || devices.length > 1
+    a.kind === "building" ? null : related || devices.length > 1
       ? fact(t("devices_label"), h("ul", { class: "devices-list", "data-field": "devices" }, devices.map((d) => deviceLine(d, a))))
       : fact(t("device"), h("span", { "data-field": "devices" }, deviceLink(a.device_id), ` (${t(`kinds.${a.kind}`)})`)),
   ];
@@ -79,8 +79,10 @@ function named(text) {
 function toldFromHistory(a) {
   const people = new Map();
   for (const e of a.history) {
-    if (e.staff_id && e.step != null) {
-      if (!people.has(e.staff_id)) people.set(e.staff_id, { step: Number(e.step), reachable: true, name: e.staff_name });
+    if (e.kind === "page") { // structured (newer service): the people a step paged
+      for (const p of e.people || []) {
+        if (!people.has(p.staff_id) && TOLD.has(p.outcome)) people.set(p.staff_id, { step: Number(e.step), reachable: true, name: p.name });
+      }
       continue;
     }
     const m = STEP.exec(e.note || "");
@@ -106,14 +108,35 @@ function people(make, key, whom, vars) {
       w.reachable ? null : make("span", { class: "bad nobr", text: t("no_channel_short") })]).filter(Boolean) : [part]));
 }
 
+const TOLD = new Set(["sent", "held", "merged"]);
+
+/** A history entry of a newer service, from its structured fields (never its English note). */
+function structuredLine(e, names) {
+  const person = (p) => ({ name: p.name || staffName(p.staff_id, names), reachable: true });
+  switch (e.kind) {
+    case "page": {
+      const told = (e.people || []).filter((p) => TOLD.has(p.outcome)).map(person);
+      const already = (e.people || []).filter((p) => !TOLD.has(p.outcome)).map(person);
+      const key = e.purpose === "repeat" ? "told_repeat" : e.purpose === "update" ? "told_update" : "told_step";
+      const parts = [];
+      if (told.length) parts.push(people(h, key, told, { step: e.step }));
+      if (already.length) parts.push(people(h, "already_told", already, { step: e.step }));
+      if (e.fallback) parts.push(t("fallback_desk"));
+      return parts.length ? parts.flatMap((x, i) => [i ? "；" : null, x]).filter(Boolean) : words(h, "told_nobody_new", { step: e.step });
+    }
+    case "skipped": return words(h, "told_nobody_new", { step: e.step });
+    case "unreached": return h("span", { class: "bad", text: t("reached_nobody") });
+    case "delivery": return null; // one message's receipt: the details
+    case "false_alarm": return t("false_alarm_line");
+    case "incident": return t("incident_line");
+    default: return undefined;
+  }
+}
+
 /** One history entry as a plain line, or null when it is a delivery detail (folded away). */
 function plainLine(e, names) {
   const n = e.note || "";
-  if (e.staff_id && (e.action === "notified" || e.action === "escalated")) { // structured (newer service)
-    const whom = e.staff_name || staffName(e.staff_id, names);
-    if (e.channel || e.delivered != null || e.outcome) return null; // a receipt: details
-    return e.step != null ? words(h, "told_step", { who: whom, step: Number(e.step) }) : words(h, "told_update", { who: whom });
-  }
+  if (e.kind) return structuredLine(e, names);
   if (e.action === "notified" || e.action === "escalated") {
     let m = STEP.exec(n);
     if (m && n.includes("nobody on duty")) return words(h, "told_nobody", { step: m[1], sel: n.split("nobody on duty for ")[1] || "" });
@@ -274,7 +297,10 @@ export function render(root, [id]) {
 
   function draw(a) {
     const names = new Map();
-    for (const e of a.history) if (e.staff_id && e.staff_name) names.set(e.staff_id, e.staff_name);
+    for (const e of a.history) {
+      for (const p of e.people || []) if (p.name) names.set(p.staff_id, p.name);
+      if (e.delivery && e.delivery.name) names.set(e.delivery.staff_id, e.delivery.name);
+    }
     const [timeline, details] = history(a, names);
     const head = h("section", { class: ["card", "alert", "alert-head", `sev-${a.severity}`, `sig-${a.signal}`, `st-${a.status}`], "data-alert-id": a.id },
       h("div", { class: "tags" },

@@ -37,8 +37,9 @@ export function relatedDevices(a) {
   if (Array.isArray(a.related_devices) && a.related_devices.length) {
     return a.related_devices.map((d) => (typeof d === "string" ? { device_id: d } : d));
   }
+  // a confirmed fire names its detectors; a building's trouble counts its devices (a number)
   const ids = (a.labels && a.labels.devices) || "";
-  return ids ? ids.split(",").filter(Boolean).map((device_id) => ({ device_id })) : [];
+  return ids.split(",").filter((id) => id && !/^\d+$/.test(id)).map((device_id) => ({ device_id }));
 }
 
 /** Open alerts as incidents: by the service's `incident_id` when it sends one; without it, a
@@ -83,7 +84,7 @@ function subject(a) {
     name ? [h("strong", { class: "who-name nobr", "data-field": "resident-name", text: name }), " · "] : null,
     place(a.labels, false), floor,
     related.length ? [" · ", h("span", { class: "nobr", text: `${related.length} ${t("kinds.smoke")}` })]
-      : [" · ", h("span", { class: "mono nobr", text: a.device_id })],
+      : a.kind === "building" ? null : [" · ", h("span", { class: "mono nobr", text: a.device_id })],
   ];
 }
 
