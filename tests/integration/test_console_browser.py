@@ -310,7 +310,8 @@ def test_a_fall_appears_live_and_is_acknowledged_by_clicking(
     got = service.get(f"/api/alerts/{alert_id}")
     assert got["status"] == "acknowledged"
     assert got["acknowledged_by"] == CARETAKER
-    assert got["history"][-1]["note"] == "正在前往 1-1-101"
+    acked = [e for e in got["history"] if e["action"] == "acknowledged"]
+    assert [e["note"] for e in acked] == ["正在前往 1-1-101"]
     page.screenshot(path=SHOTS / "desk-board-acknowledged.png")
 
     # The alert's own page: where, since when, history and the heart rate around it.
