@@ -33,7 +33,13 @@ from tests.integration.test_console_browser import (
 )
 from tests.mqtt import Publisher, wait_for
 
-browser, service, publisher = console.browser, console.service, console.publisher  # fixtures
+# the browser tests' fixtures
+browser, receiver, service, publisher = (
+    console.browser,
+    console.receiver,
+    console.service,
+    console.publisher,
+)
 CJK = re.compile(r"[\u3400-\u9fff]")
 
 

@@ -196,7 +196,8 @@ export function render(root) {
     for (const k of cards.keys()) if (!keys.has(k)) cards.delete(k);
     if (els.length !== list.children.length || els.some((e, i) => list.children[i] !== e)) list.replaceChildren(...els);
     folded.hidden = foldedGroups.length === 0;
-    foldSummary.replaceChildren(t("folded", { n: foldedGroups.length, what: t("fold_what"), role: t(`roles.${role}`) }));
+    const nFolded = foldedGroups.reduce((n, g) => n + g.members.length, 0);
+    foldSummary.replaceChildren(t("folded", { n: nFolded, what: t("fold_what"), role: t(`roles.${role}`) }));
     drawFolded();
     note.textContent = groups.length === 0 ? t("board_empty")
       : main.length > SHOWN ? t("board_more", { n: main.length - SHOWN }) : "";
