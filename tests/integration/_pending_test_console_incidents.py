@@ -47,6 +47,13 @@ def confirmed_fire(svc: ServiceProcess, pub: Publisher) -> dict[str, Any]:
     smoke_event(pub, SMOKE, "alarm", seq=500)
     smoke_event(pub, SMOKE_2, "alarm", seq=500)
     wait_for(lambda: firing(svc, "fire_confirmed") and len(firing(svc, "smoke_alarm")) == 2)
+    # each joins the building's fire incident as the service takes it in
+    wait_for(
+        lambda: all(
+            a["incident_id"] is not None
+            for a in firing(svc, "fire_confirmed") + firing(svc, "smoke_alarm")
+        )
+    )
     return firing(svc, "fire_confirmed")[0]
 
 
