@@ -675,6 +675,7 @@ def test_a_manager_chooses_a_caretaker_from_a_list_and_opens_the_weekly_review(
         refused = [p for p in problems.items if "404" in p]
         assert problems.items == refused and len(refused) == 1
     else:
+        expect(page.locator("[data-field=review-kinds]")).to_contain_text("全部告警")
         href = page.locator("[data-ctl=csv]").get_attribute("href") or ""
         assert href.startswith("/api/review.csv?week=")
         assert context.request.get(service.url + href).ok

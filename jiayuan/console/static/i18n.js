@@ -93,7 +93,9 @@ const ZH = {
   name_label: "称呼", edit_label: "修改称呼", label_ph: "如：王奶奶", resident_id: "编号", choose_caretaker: "照护员", everyone: "全部老人",
   caretaker_refused: "无法按此照护员查看",
   nav_review: "周报", review_title: "每周回顾", week: "周", review_absent: "周报接口尚未启用（需要新版后台）。",
-  csv: "下载 CSV", review_empty: "这一周没有数据",
+  csv: "下载 CSV", review_empty: "这一周没有数据", review_all: "全部告警", review_kind: "告警类型",
+  review_raised: "次数", review_ack: "确认用时（中位/90%）", review_resolve: "解决用时（中位/90%）",
+  review_unreached: "无人接收", review_times: "{n} 次", review_offline_for: "已离线",
   what_happened: "发生了什么", what: "事件",
   review_keys: {
     alerts_by_kind: "各类告警", by_kind: "各类告警", kind: "类型", rule_id: "规则", count: "数量", alerts: "告警数",
@@ -202,7 +204,9 @@ const EN = {
   name_label: "Name", edit_label: "Change name", label_ph: "e.g. Mrs Wang", resident_id: "Id", choose_caretaker: "Caretaker", everyone: "All residents",
   caretaker_refused: "Cannot list by this caretaker",
   nav_review: "Review", review_title: "Weekly review", week: "Week", review_absent: "The weekly review API is not available (needs a newer service).",
-  csv: "Download CSV", review_empty: "No data for this week",
+  csv: "Download CSV", review_empty: "No data for this week", review_all: "All alerts", review_kind: "Kind",
+  review_raised: "Raised", review_ack: "To acknowledge (median / 90%)", review_resolve: "To resolve (median / 90%)",
+  review_unreached: "Reached nobody", review_times: "{n} times", review_offline_for: "Offline for",
   what_happened: "What happened", what: "What",
   review_keys: {
     alerts_by_kind: "Alerts by kind", by_kind: "Alerts by kind", kind: "Kind", rule_id: "Rule", count: "Count", alerts: "Alerts",

@@ -3,8 +3,8 @@
 // alarms, devices low on battery or offline longest — and the same as CSV (/api/review.csv).
 // Whatever the service answers is shown; without the review API, a clear message says so.
 
-import { t } from "./i18n.js";
-import { api, buildingName, h, loading, num, qs, saved } from "./util.js";
+import { getLang, locale, t } from "./i18n.js";
+import { api, buildingName, deviceLink, h, loading, num, qs, saved, unitName } from "./util.js";
 
 /** ISO week of a date, ``2026-W49``. */
 export function isoWeek(d = new Date()) {
@@ -37,6 +37,61 @@ function table(rows) {
     h("tbody", {}, rows.map((r) => h("tr", {}, cols.map((c) => h("td", { text: c === "building" && r[c] ? buildingName(r[c]) : cell(r[c]) })))))));
 }
 
+/** A duration in words: "3分12秒", "1 h 5 min". */
+export function duration(sec) {
+  if (sec == null) return "—";
+  const s = Math.round(sec);
+  const [d, hh, m, ss] = [Math.floor(s / 86400), Math.floor((s % 86400) / 3600), Math.floor((s % 3600) / 60), s % 60];
+  const zh = getLang() === "zh";
+  const parts = zh
+    ? [d && `${d}天`, hh && `${hh}小时`, m && `${m}分`, !d && !hh && `${ss}秒`]
+    : [d && `${d} d`, hh && `${hh} h`, m && `${m} min`, !d && !hh && `${ss} s`];
+  return parts.filter(Boolean).slice(0, 2).join(zh ? "" : " ") || (zh ? "0秒" : "0 s");
+}
+
+function pair(d) {
+  return d && d.n ? `${duration(d.median_s)} / ${duration(d.p90_s)}` : "—";
+}
+
+function kindTitle(k) {
+  if (k.rule_id === "*") return t("review_all");
+  return (getLang() === "zh" ? k.title_zh : k.title_en) || t(`rules.${k.rule_id}`);
+}
+
+function deviceTable(items, extra) {
+  if (!items.length) return h("p", { class: "muted", text: t("none") });
+  return h("div", { class: "table-wrap" }, h("table", { class: "review-table" },
+    h("thead", {}, h("tr", {}, [t("device"), t("building"), t("unit"), extra[0]].map((c) => h("th", { text: c })))),
+    h("tbody", {}, items.map((d) => h("tr", {},
+      h("td", {}, deviceLink(d.device_id)), h("td", { class: "nobr", text: d.building ? buildingName(d.building) : "—" }),
+      h("td", { class: "nobr", text: d.unit ? unitName(d.unit) : "—" }), h("td", { class: "nobr", text: extra[1](d) }))))));
+}
+
+/** The service's weekly review (``kinds``, ``total``, staff unreachable, devices). */
+function showReview(r) {
+  const fmt = new Intl.DateTimeFormat(locale(), { month: "short", day: "numeric", weekday: "short" });
+  const last = new Date(Date.parse(r.ends_at) - 1);
+  const rows = [...r.kinds, r.total];
+  return [
+    h("p", { class: "muted", "data-field": "review-range", text: `${fmt.format(new Date(r.starts_at))} – ${fmt.format(last)}${r.building ? ` · ${buildingName(r.building)}` : ""}` }),
+    h("section", { class: "card" }, h("h3", { text: t("review_keys.alerts_by_kind") }),
+      h("div", { class: "table-wrap" }, h("table", { class: "review-table", "data-field": "review-kinds" },
+        h("thead", {}, h("tr", {}, [t("review_kind"), t("review_raised"), t("review_ack"), t("review_resolve"),
+          t("review_keys.escalations"), t("review_unreached"), t("review_keys.false_alarms")].map((c) => h("th", { text: c })))),
+        h("tbody", {}, rows.map((k) => h("tr", { class: k.rule_id === "*" ? "total" : "" },
+          h("td", { text: kindTitle(k) }), h("td", { text: num(k.raised) }), h("td", { class: "nobr", text: pair(k.acknowledged) }),
+          h("td", { class: "nobr", text: pair(k.resolved) }), h("td", { text: num(k.escalations) }),
+          h("td", { class: k.unreached ? "bad" : "", text: num(k.unreached) }), h("td", { text: num(k.false_alarms) }))))))),
+    h("section", { class: "card" }, h("h3", { text: t("review_keys.staff_unreachable") }),
+      r.staff_unreachable.length ? h("ul", {}, r.staff_unreachable.map((x) => h("li", {}, h("span", { class: "mono nobr", text: x.staff_id }),
+        ` · ${t("review_times", { n: x.times ?? "?" })}`))) : h("p", { class: "muted", text: t("none") })),
+    h("section", { class: "card" }, h("h3", { text: t("review_keys.low_battery") }),
+      deviceTable(r.low_battery, [t("battery"), (d) => (d.battery == null ? "—" : `${num(d.battery)}%`)])),
+    h("section", { class: "card" }, h("h3", { text: t("review_keys.offline_longest") }),
+      deviceTable(r.offline_longest, [t("review_offline_for"), (d) => duration(d.offline_s)])),
+  ];
+}
+
 /** Any JSON the review answers, readably: figures as tiles, lists of records as tables. */
 function show(data) {
   const tiles = [];
@@ -58,10 +113,11 @@ function show(data) {
 }
 
 export function render(root) {
-  const params = { week: saved.get("review_week", "") || isoWeek(), building: saved.get("review_building", "") };
+  // by default the last full week: the one to review
+  const params = { week: saved.get("review_week", "") || isoWeek(new Date(Date.now() - 7 * 864e5)), building: saved.get("review_building", "") };
   const out = h("div", { class: "stack" });
   const csv = h("a", { class: "button", "data-ctl": "csv", download: "" , text: t("csv") });
-  const week = h("input", { type: "week", name: "week", value: params.week, onchange: (e) => { params.week = e.target.value || isoWeek(); saved.set("review_week", e.target.value); load(); } });
+  const week = h("input", { type: "week", name: "week", value: params.week, onchange: (e) => { params.week = e.target.value || isoWeek(new Date(Date.now() - 7 * 864e5)); saved.set("review_week", e.target.value); load(); } });
   const building = h("select", { name: "building", onchange: (e) => { params.building = e.target.value; saved.set("review_building", e.target.value); load(); } },
     h("option", { value: "", text: t("all") }));
   root.replaceChildren(h("section", { class: "stack review" },
@@ -83,7 +139,7 @@ export function render(root) {
     const fail = loading(out);
     try {
       const data = await api(`/api/review${q}`);
-      const parts = show(data);
+      const parts = Array.isArray(data.kinds) && data.total ? showReview(data) : show(data);
       out.replaceChildren(...(parts.some(Boolean) ? parts : [h("p", { class: "muted", text: t("review_empty") })]));
     } catch (e) {
       if (e.status === 404 || e.status === 405) {
