@@ -437,8 +437,13 @@ PHONE: dict[str, Any] = {
     "is_mobile": True,
     "has_touch": True,
     "locale": "zh-CN",
+    "timezone_id": "Asia/Shanghai",  # the community's, as on the staff's own devices
 }
-DESK: dict[str, Any] = {"viewport": {"width": 1440, "height": 900}, "locale": "zh-CN"}
+DESK: dict[str, Any] = {
+    "viewport": {"width": 1440, "height": 900},
+    "locale": "zh-CN",
+    "timezone_id": "Asia/Shanghai",
+}
 CARDS = ".board > .grid > article.alert"  # the board's cards, not the folded line's
 
 
