@@ -36,7 +36,9 @@ from jiayuan.api import (
     stream,
     system,
 )
+from jiayuan.api.bodylimit import LOGIN_MAX_BODY, BodyLimitMiddleware
 from jiayuan.api.deps import access_of
+from jiayuan.api.openapi import document_errors
 from jiayuan.api.security import SecurityMiddleware, is_public
 from jiayuan.api.stream import Broadcaster
 from jiayuan.auth.authn import Authenticator
@@ -96,6 +98,14 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(SecurityMiddleware, auth=authn)
+    # outermost: a body past its cap is refused before anything reads it, signed in or not
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=ctx.settings.http_max_body_bytes,
+        body_timeout_s=ctx.settings.http_body_timeout_s,
+        per_path={"/api/auth/login": LOGIN_MAX_BODY},
+    )
+    document_errors(app)
     return app
 
 

@@ -12,7 +12,7 @@ request are optional and refused (422) when they name someone else. Both are aud
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -20,15 +20,19 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from alerts.dispatch import Dispatcher
 from alerts.silences import Silence, SilenceNotFound, SilenceRefused
 from jiayuan.api.alerts import check_by
+from jiayuan.api.bounds import I64_MAX
 from jiayuan.api.deps import ID_PATTERN, CtxDep, IpDep, Limit, Offset, ViewDep, allow, refuse
 from jiayuan.api.times import epoch, utc
 from rules.model import parse_duration
 
-router = APIRouter(prefix="/api/silences", tags=["silences"])
+ALERTING_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Alerting (routing, silences, escalation) is not running"}
+}
+router = APIRouter(prefix="/api/silences", tags=["silences"], responses=ALERTING_DOWN)
 READERS = allow("admin", "manager", "operator", "security")
 WRITERS = allow("admin", "manager", "operator")
 
-SilenceId = Annotated[int, Path(ge=1, description="The silence's id.")]
+SilenceId = Annotated[int, Path(ge=1, le=I64_MAX, description="The silence's id.")]
 State = Literal["active", "pending", "expired"]
 OptId = Annotated[str | None, Field(default=None, pattern=ID_PATTERN)]
 
