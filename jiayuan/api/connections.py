@@ -173,6 +173,24 @@ def fit_open_files(max_connections: int) -> int:
     return max_connections
 
 
+class CountInvalidRequests(logging.Filter):
+    """uvicorn logs a warning for every malformed request it answers 400 (headers past
+    ``max_incomplete_event_size`` among them): counted in ``shed`` instead, so a flood of
+    them cannot flood the log."""
+
+    MESSAGE: Final = "Invalid HTTP request received."
+
+    def __init__(self, shed: Throttled) -> None:
+        super().__init__()
+        self.shed = shed
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == self.MESSAGE:
+            self.shed.add("malformed or oversized requests answered 400")
+            return False
+        return True
+
+
 def quiet_accept_errors(loop: asyncio.AbstractEventLoop, shed: Throttled) -> None:
     """asyncio logs a traceback for every ``accept`` that fails for want of file descriptors
     (and retries a second later); count them in ``shed`` instead. Other errors go on to the

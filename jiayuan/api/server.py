@@ -9,6 +9,7 @@ uvicorn stops by waiting for every open response to finish, and a live stream ne
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import uvicorn
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 
 from jiayuan.api.connections import (
     ConnectionGuard,
+    CountInvalidRequests,
     fit_open_files,
     guarded_protocol,
     quiet_accept_errors,
@@ -31,14 +33,17 @@ class ApiServer(uvicorn.Server):
         super().__init__(config)
         self.broadcaster = broadcaster
         self.guard = guard
+        self.invalid = CountInvalidRequests(guard.shed)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         quiet_accept_errors(asyncio.get_running_loop(), self.guard.shed)
+        logging.getLogger("uvicorn.error").addFilter(self.invalid)
         await super().startup(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.broadcaster.close()
         await super().shutdown(sockets)
+        logging.getLogger("uvicorn.error").removeFilter(self.invalid)
 
 
 def make_server(

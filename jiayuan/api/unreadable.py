@@ -59,3 +59,20 @@ def readings_around(
             " (stopped early)" if queries >= MAX_QUERIES else "",
         )
     return out, skipped
+
+
+MAX_DEPTH: Final = 32
+"""Containers in a stored payload nested deeper than this are not shown (the response's JSON
+serializer stops at a depth of its own, with an error)."""
+
+
+def shown(value: Any, depth: int = 0) -> Any:
+    """A stored value as a response can carry it: containers past :data:`MAX_DEPTH` become
+    None; everything else is kept."""
+    if isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            return None
+        if isinstance(value, dict):
+            return {k: shown(v, depth + 1) for k, v in value.items()}
+        return [shown(v, depth + 1) for v in value]
+    return value

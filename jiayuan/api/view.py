@@ -15,7 +15,7 @@ from fastapi import HTTPException
 
 from alerts import Alert, AlertNotFound
 from ingest.journal import Step
-from jiayuan.api.unreadable import UNREADABLE, readings_around
+from jiayuan.api.unreadable import UNREADABLE, readings_around, shown
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.scope import Principal, Scope
 from jiayuan.context import AppContext
@@ -82,6 +82,13 @@ class View:
         d = self.device(device_id)
         if not self.scope.sees_readings(device_id, d["kind"]):
             raise HTTPException(403, HEALTH_REFUSED)
+        rows = self._readings(device_id, step, query)
+        if step == "raw":
+            for row in rows:
+                row["values"] = shown(row["values"])
+        return rows
+
+    def _readings(self, device_id: str, step: Step, query: dict[str, Any]) -> list[dict[str, Any]]:
         journal = self.ctx.journal
         try:
             return journal.readings(device_id, step=step, **query)

@@ -220,3 +220,17 @@ def test_a_chunked_body_is_cut_off_once_past_the_cap(service: ServiceProcess) ->
         stop.set()
         t.join(10)
         sock.close()
+
+
+def test_oversized_headers_are_refused_without_flooding_the_log(
+    service: ServiceProcess,
+) -> None:
+    for _ in range(50):  # headers of 64 KiB, past the 16 KiB allowed
+        with connect(service) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536)
+            status, _, _ = response(sock)
+            assert status == 400
+    assert healthz(service) == 200
+    log = log_text(service)
+    assert "Invalid HTTP request received." not in log
+    assert log.count("malformed or oversized requests answered 400") == 1

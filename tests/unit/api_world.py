@@ -73,5 +73,6 @@ HUGE: Final = [
     b'{"heart_rate": 1e400}',
     b'{"heart_rate": -1e400, "spo2": 1e-400}',
     b'{"steps": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    b'{"x": ' + b"[" * 300 + b"]" * 300 + b"}",  # parses, but past the serializer's depth
 ]
 """Payloads a journal may hold from before decode refused them."""
