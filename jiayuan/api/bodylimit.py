@@ -75,6 +75,9 @@ class BodyLimitMiddleware:
             with anyio.move_on_after(deadline - anyio.current_time()) as waited:
                 message = await receive()
             if waited.cancelled_caught:
+                if started:  # too late to answer: the response reads it as a disconnect
+                    done = True
+                    return {"type": "http.disconnect"}
                 raise _Refused(408, f"the request body took longer than {self.body_timeout_s:g} s")
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

@@ -36,11 +36,14 @@ log = logging.getLogger("jiayuan.api.connections")
 
 RESERVED_FILES: Final = 256
 """Open files kept for everything but HTTP connections (databases, MQTT, logs)."""
+_BUSY_BODY: Final = b'{"detail": "too many connections: try again later"}'
 BUSY: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\nretry-after: 1\r\ncontent-length: 52\r\n\r\n"
-    b'{"detail": "too many connections: try again later"}'
+    b"connection: close\r\nretry-after: 1\r\ncontent-length: %d\r\n\r\n%s"
+    % (len(_BUSY_BODY), _BUSY_BODY)
 )
+"""The answer to a connection past the cap when none can be shed, written before it is
+closed."""
 
 
 @dataclass

@@ -234,3 +234,44 @@ def test_oversized_headers_are_refused_without_flooding_the_log(
     log = log_text(service)
     assert "Invalid HTTP request received." not in log
     assert log.count("malformed or oversized requests answered 400") == 1
+
+
+def test_past_the_cap_of_busy_connections_a_new_one_is_told_to_retry(
+    patient: ServiceProcess,
+) -> None:
+    service = patient
+    streams: list[socket.socket] = []
+    try:
+        for _ in range(64):  # live streams: each holds its connection with a request under way
+            sock = connect(service)
+            sock.sendall(
+                b"GET /api/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + service.token.encode()
+                + b"\r\n\r\n"
+            )
+            seen = b""
+            while b": connected" not in seen:
+                chunk = sock.recv(65536)
+                assert chunk, "a stream was refused"
+                seen += chunk
+            streams.append(sock)
+        with connect(service) as sock:
+            status, headers, body = response(sock)  # answered before it asks anything
+            assert status == 503 and headers["retry-after"] == "1"
+            assert "too many connections" in json.loads(body)["detail"]
+        streams.pop().close()
+        deadline = time.monotonic() + DEADLINE
+        while healthz_or_busy(service) == 503:
+            assert time.monotonic() < deadline, "a freed connection was not reused"
+            time.sleep(0.1)
+    finally:
+        for sock in streams:
+            sock.close()
+    assert "refused (every connection busy)" in log_text(service)
+
+
+def healthz_or_busy(s: ServiceProcess) -> int:
+    try:
+        return healthz(s)
+    except (AssertionError, OSError):
+        return 503
