@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
@@ -37,6 +37,7 @@ from jiayuan.api import (
     system,
 )
 from jiayuan.api.bodylimit import LOGIN_MAX_BODY, BodyLimitMiddleware
+from jiayuan.api.bounds import known_query
 from jiayuan.api.deps import access_of
 from jiayuan.api.openapi import document_errors
 from jiayuan.api.security import SecurityMiddleware, is_public
@@ -77,6 +78,7 @@ def create_app(
         lifespan=lifespan,
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": False},
+        dependencies=[Depends(known_query)],
     )
     app.state.ctx = ctx
     app.state.auth = authn

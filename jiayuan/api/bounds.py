@@ -12,7 +12,10 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
+from fastapi import Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 I64_MAX: Final = 2**63 - 1
@@ -72,3 +75,37 @@ def plain_number(v: object) -> bool:
     if isinstance(v, int):
         return -I64_MAX <= v <= I64_MAX
     return isinstance(v, float) and math.isfinite(v)
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def known_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take (a misspelt filter would otherwise be
+    ignored and answer everything), naming it and the ones the route takes. For ``/api/``."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.url.path.startswith("/api/"):
+        return
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_query_names(route.dependant))
+    unknown = [k for k in request.query_params if k not in names]
+    if unknown:
+        takes = ", ".join(sorted(names)) or "none"
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", unknown[0][:64]),
+                    "msg": f"unknown query parameter (this takes: {takes})",
+                    "input": request.query_params[unknown[0]][:64],
+                }
+            ]
+        )
+
+
+def _query_names(d: Dependant) -> set[str]:
+    names = {p.alias for p in d.query_params}
+    for sub in d.dependencies:
+        names |= _query_names(sub)
+    return names

@@ -246,3 +246,19 @@ def test_shed_connections_are_logged_once_per_interval(caplog: pytest.LogCapture
             shed.add("closed sending headers too slowly")
     assert len(caplog.records) == 1
     assert shed.totals == {"closed sending headers too slowly": 1000}
+
+
+# ------------------------------------------------------------------ query names
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/alerts?statuss=firing", "statuss"),  # answered every alert, unfiltered
+        ("/api/residents/r-1?=false", ""),
+        ("/api/silences/1?x-schemathesis-unknown-property=42", "x-schemathesis-unknown"),
+    ],
+)
+def test_an_unknown_query_parameter_is_named(client: TestClient, path: str, name: str) -> None:
+    text = refused(client.get(path), 422, "unknown query parameter")
+    assert f'["query", "{name}' in text
