@@ -61,6 +61,11 @@ class Throttled:
         now = time.monotonic()
         if now - self._last >= self.every_s:
             self._last = now
+            self.flush()
+
+    def flush(self) -> None:
+        """Log what was counted since the last line, if anything (also at shutdown)."""
+        if self.counts:
             what = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
             log.warning("HTTP connections shed in the last %g s: %s", self.every_s, what)
             self.counts.clear()

@@ -44,6 +44,7 @@ class ApiServer(uvicorn.Server):
         self.broadcaster.close()
         await super().shutdown(sockets)
         logging.getLogger("uvicorn.error").removeFilter(self.invalid)
+        self.guard.shed.flush()
 
 
 def make_server(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from jiayuan import children
 from jiayuan.devbroker import Broker
 from jiayuan.launch import ServiceProcess
 
@@ -275,3 +277,41 @@ def healthz_or_busy(s: ServiceProcess) -> int:
         return healthz(s)
     except (AssertionError, OSError):
         return 503
+
+
+FEW_FILES = (
+    "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400)); "
+    "sys.argv = ['jiayuan', 'run']; runpy.run_module('jiayuan.cli', run_name='__main__')"
+)
+"""``jiayuan run`` under a hard limit of 400 open files, which it cannot raise."""
+
+
+def test_idle_connections_past_the_open_files_limit_do_not_lock_out_healthz(
+    tmp_path: Path, broker: Broker
+) -> None:
+    # on main: accept() failed for want of descriptors, /healthz was unreachable and the log
+    # had a traceback per attempt
+    s = ServiceProcess(tmp_path / "data", broker, http_header_timeout_s=300)
+    s.data_dir.mkdir(parents=True)
+    s.proc = children.spawn([sys.executable, "-c", FEW_FILES], s.log, s.env)
+    try:
+        children.wait_ready(
+            s.proc,
+            lambda: bool(s.health().get("mqtt_connected")),
+            name="jiayuan run",
+            log=s.log,
+            timeout=DEADLINE,
+        )
+        idle = [connect(s) for _ in range(600)]
+        try:
+            assert healthz(s) == 200
+        finally:
+            for sock in idle:
+                sock.close()
+        assert healthz(s) == 200
+    finally:
+        s.stop()
+    log = log_text(s)
+    assert "open-files limit 400: serving at most 144 HTTP connections" in log
+    assert "idle closed for a new one" in log
+    assert "Traceback" not in log and "out of system resource" not in log
