@@ -262,3 +262,29 @@ def test_shed_connections_are_logged_once_per_interval(caplog: pytest.LogCapture
 def test_an_unknown_query_parameter_is_named(client: TestClient, path: str, name: str) -> None:
     text = refused(client.get(path), 422, "unknown query parameter")
     assert f'["query", "{name}' in text
+
+
+# ------------------------------------------------------------------ silences
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        {"ends_at": "9999-12-31T23:59:59-14:00"},  # stored past year 9999: every listing 500
+        {"duration": "999999999999d"},
+        {"duration": "99999999999999999999999999999h"},
+    ],
+)
+def test_a_silence_to_the_end_of_time_ends_at_the_calendars_end(
+    client: TestClient, when: dict[str, str]
+) -> None:
+    body = {"device_id": "smk-101", "rule_id": "smoke_low_battery", "reason": "x", **when}
+    r = client.post("/api/silences", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["ends_at"] == "9999-12-30T00:00:00Z"
+    assert client.get("/api/silences").status_code == 200
+
+
+def test_a_400_digit_duration_is_refused_by_name(client: TestClient) -> None:
+    body = {"device_id": "smk-101", "reason": "x", "duration": "9" * 400 + "h"}
+    refused(client.post("/api/silences", json=body), 422, "duration")
