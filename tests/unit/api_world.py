@@ -6,15 +6,18 @@ decode refused them (a 400-digit ``steps``, a 5,000-digit one past Python's int 
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack, closing
+from collections.abc import Iterator
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+from alerts import AlertStore
+from alerts.dispatch import Config, Dispatcher
 from ingest.journal import Journal
 from ingest.payloads import DeadLetter, Reading, decode
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
-from tests.alerting import T0, FakeClock, FakeSender, community, dispatcher, fire
+from tests.alerting import RULES, T0, FakeClock, FakeSender, community, fire
 from tests.staff import ADMIN_TOKEN
 
 
@@ -39,7 +42,8 @@ def stored(device: str, at: float, payload: bytes, seq: int) -> Reading:
 
 
 def world(data: Path, stack: ExitStack) -> AppContext:
-    """The world; what it opens is closed with ``stack``."""
+    """The world, its alerting not started yet (see :func:`running`); what it opens is closed
+    with ``stack``."""
     registry = community()
     journal = stack.enter_context(closing(Journal(data / "journal.db", synchronous="NORMAL")))
     journal.sync_registry(registry)
@@ -55,9 +59,11 @@ def world(data: Path, stack: ExitStack) -> AppContext:
     readings = [r for r in decoded if isinstance(r, Reading)]
     readings += [stored("wr-1", T0 + 120 + i, p, 10 + i) for i, p in enumerate(HUGE)]
     journal.write_batch(readings, [d for d in decoded if isinstance(d, DeadLetter)])
-    d = stack.enter_context(dispatcher(data / "alerts.db", FakeClock(T0 + 7200), FakeSender()))
-    d.store.apply(fire("wearable_heart_rate_high", "wr-1", T0))
-    d.store.apply(fire("smoke_alarm", "smk-101", T0))
+    clock = FakeClock(T0 + 7200)
+    store = stack.enter_context(closing(AlertStore(data / "alerts.db", clock=clock)))
+    d = Dispatcher(store, registry, RULES, Config(sender=FakeSender()), clock)
+    store.apply(fire("wearable_heart_rate_high", "wr-1", T0))
+    store.apply(fire("smoke_alarm", "smk-101", T0))
     return AppContext(
         settings=Settings(data_dir=data, admin_token=ADMIN_TOKEN),
         journal=journal,
@@ -76,3 +82,16 @@ HUGE: Final = [
     b'{"x": ' + b"[" * 300 + b"]" * 300 + b"}",  # parses, but past the serializer's depth
 ]
 """Payloads a journal may hold from before decode refused them."""
+
+
+@contextmanager
+def running(ctx: AppContext) -> Iterator[AppContext]:
+    """``ctx`` with its alerting started (silences, escalation), stopped afterwards."""
+    d = ctx.alerting
+    assert d is not None
+    d.start()
+    try:
+        yield ctx
+    finally:
+        d.stop()
+    assert d.errors == 0 and d.notifier.errors == 0, "an exception was only logged"

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import allow_header_conformance, positive
 
 from jiayuan.api import create_app
 from tests.staff import ADMIN, bearer
-from tests.unit.api_world import world
+from tests.unit.api_world import running, world
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 """Per operation and phase: with ~50 operations the whole run stays well under two minutes
@@ -69,9 +69,9 @@ above is shared)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _close_world() -> Iterator[None]:
-    yield
-    STACK.close()
+def _world() -> Iterator[None]:
+    with STACK, running(CTX):
+        yield
 
 
 FUZZ = settings(

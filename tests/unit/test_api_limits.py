@@ -23,15 +23,15 @@ from jiayuan.api.bodylimit import BodyLimitMiddleware
 from jiayuan.api.connections import Throttled
 from jiayuan.context import AppContext
 from tests.staff import ADMIN, bearer
-from tests.unit.api_world import world
+from tests.unit.api_world import running, world
 
 BIG = str(2**63)  # one past SQLite's INTEGER
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[AppContext]:
-    with ExitStack() as stack:
-        yield world(tmp_path, stack)
+    with ExitStack() as stack, running(world(tmp_path, stack)) as c:
+        yield c
 
 
 @pytest.fixture
