@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alerts import Alert, AlertNotFound, HistoryEntry, InvalidTransition, Sort, Status
 from alerts.messages import title
 from alerts.model import RULE, Action
+from jiayuan.api.bounds import I64_MAX
 from jiayuan.api.deps import (
     ANYONE,
     ID_PATTERN,
@@ -37,7 +38,7 @@ from rules.matches import Route, Severity, Signal
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[allow(*ANYONE)])
 
-AlertId = Annotated[int, Path(ge=1, description="The alert's id.")]
+AlertId = Annotated[int, Path(ge=1, le=I64_MAX, description="The alert's id.")]
 
 
 class PagedPerson(BaseModel):

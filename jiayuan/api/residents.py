@@ -22,9 +22,10 @@ from datetime import datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from jiayuan.api.alerts import AlertOut, alert_out
+from jiayuan.api.bounds import I64_MAX, Instant, plain_number
 from jiayuan.api.deps import ID_PATTERN, IpDep, Limit, Offset, ViewDep, allow
 from jiayuan.api.times import utc
 from jiayuan.api.view import View
@@ -44,7 +45,7 @@ MAX_ROWS: Final = 10_000
 
 ResidentId = Annotated[str, Path(pattern=ID_PATTERN, description="The resident's id.")]
 DayStart = Annotated[
-    AwareDatetime | None,
+    Instant | None,
     Query(
         description="Start of the caller's day (RFC 3339 with offset) for the day's "
         "activity; default the server's local midnight."
@@ -311,12 +312,10 @@ def summarize(rows: list[dict[str, Any]], day_start: float) -> tuple[dict[str, L
         if row["stream"] == "telemetry":
             for name in VITALS:
                 v = values.get(name)
-                if isinstance(v, bool | int | float) and (
-                    name not in latest or latest[name][1] <= ts
-                ):
+                if plain_number(v) and (name not in latest or latest[name][1] <= ts):
                     latest[name] = (v, ts)
             s = values.get("steps")
-            if isinstance(s, int) and not isinstance(s, bool):
+            if isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= I64_MAX:
                 if ts >= day_start and prev is not None:
                     steps = (steps or 0) + (s - prev if s >= prev else s)
                 elif ts >= day_start:
