@@ -13,6 +13,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from alerts.dispatch import Config as AlertingConfig
 from alerts.dispatch import Dispatcher
 from alerts.lifecycle import AlertStore
+from alerts.metrics import NOTIFY_FAILING
+from alerts.outbox import RECENT_ATTEMPTS, failing_for_everyone
 from ingest.access import BrokerAccess
 from ingest.journal import Journal
 from ingest.listener import Inbound, Listener
@@ -225,6 +227,10 @@ class Service:
             problems.append(
                 f"rules behind: {rules.behind} readings waiting, oldest {rules.oldest_s:.0f} s"
             )
+        notify = failing_for_everyone(self.alerts.query(RECENT_ATTEMPTS), now)
+        NOTIFY_FAILING.set(notify is not None)
+        if notify is not None:
+            problems.append(f"notifications failing for everyone: {notify}")
         return {
             "status": "ok" if not problems else "degraded",
             "problems": problems,

@@ -79,12 +79,16 @@ def test_a_full_journal_holds_acknowledgements_and_resumes_without_restart_losin
     assert (metric(service, "jiayuan_ingest_oldest_unacked_seconds") or 0.0) > 0
     assert service.get("/api/dead-letters/counts")["total"] == 0  # not the messages' fault
     assert service.proc is not None and service.proc.poll() is None  # still running
+    health = service.health()  # 503, and why
+    assert health["status"] == "degraded"
+    assert any(p.startswith("journal refuses writes") and "full" in p for p in health["problems"])
 
     with sqlite3.connect(data / "journal.db", timeout=30) as db:  # space is freed
         db.execute("DELETE FROM filler")
     wait_for(lambda: counts(data) == (N, N), timeout=120)  # all, each once
     wait_for(lambda: metric(service, "jiayuan_journal_writable") == 1.0, timeout=30)
     wait_for(lambda: metric(service, "jiayuan_ingest_oldest_unacked_seconds") == 0.0)
+    wait_for(lambda: service.health()["status"] == "ok", timeout=30)
     assert service.get("/api/dead-letters/counts")["total"] == 0
     log = service.log.read_text(errors="replace")
     assert log.count("journal refuses writes") == 1  # said once, not once per batch
