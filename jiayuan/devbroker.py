@@ -193,7 +193,12 @@ class Broker:
         return BrokerAccess(username, password, tls=tls, ca_file=self.ca_file if tls else None)
 
     def service_access(self, *, tls: bool = True) -> BrokerAccess:
+        """The service's account: its telemetry session's."""
         return self.access(brokerauth.SERVICE_USER, tls=tls)
+
+    def urgent_access(self, *, tls: bool = True) -> BrokerAccess:
+        """The service's second account: its urgent session's (events, status)."""
+        return self.access(brokerauth.URGENT_USER, tls=tls)
 
     def device_access(self, device_id: str, *, tls: bool = False) -> BrokerAccess:
         return self.access(device_id, tls=tls)
@@ -219,12 +224,14 @@ class Broker:
         return path
 
     def service_env(self, *, tls: bool = True) -> dict[str, str]:
-        """``JIAYUAN_MQTT_*`` for ``jiayuan run`` to connect with the service's account."""
+        """``JIAYUAN_MQTT_*`` for ``jiayuan run`` to connect with the service's two accounts."""
         env = {
             "JIAYUAN_MQTT_HOST": self.host,
             "JIAYUAN_MQTT_PORT": str(self.tls_port if tls else self.port),
             "JIAYUAN_MQTT_USERNAME": self.service_access().username or "",
             "JIAYUAN_MQTT_PASSWORD_FILE": str(self.auth_dir / brokerauth.SERVICE_PASSWORD),
+            "JIAYUAN_MQTT_URGENT_USERNAME": brokerauth.URGENT_USER,
+            "JIAYUAN_MQTT_URGENT_PASSWORD_FILE": str(self.auth_dir / brokerauth.URGENT_PASSWORD),
         }
         if tls:
             env["JIAYUAN_MQTT_TLS_CA"] = str(self.ca_file)

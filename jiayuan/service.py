@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -16,8 +15,9 @@ from alerts.dispatch import Config as AlertingConfig
 from alerts.dispatch import Dispatcher
 from alerts.lifecycle import AlertStore
 from ingest.access import BrokerAccess
+from ingest.inbox import Inbox
 from ingest.journal import Journal
-from ingest.listener import Inbound, Listener
+from ingest.listener import Listener
 from ingest.payloads import Reading
 from ingest.pipeline import Pipeline
 from ingest.rollups import RollupWorker
@@ -67,9 +67,10 @@ class Service:
         self._engine_lock = threading.Lock()
         self.dispatcher = Dispatcher(self.alerts, self.registry, self.rules, alerting(settings))
         """Route, notify, escalate, silence, group, correlate (alerts/dispatch.py)."""
-        self.inbox: queue.Queue[Inbound] = queue.Queue()
-        """Unbounded on purpose: the broker sends at most ``mqtt_receive_maximum`` unacknowledged
-        QoS 1 messages, and blocking paho's loop thread would also block the acknowledgements."""
+        self.inbox = Inbox()
+        """Urgent messages (events, status) first; unbounded on purpose: the broker sends each
+        session at most its receive maximum of unacknowledged QoS 1 messages, and blocking
+        paho's loop thread would also block the acknowledgements."""
         self.listener = Listener(
             settings.mqtt_host,
             settings.mqtt_port,
@@ -78,6 +79,8 @@ class Service:
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,
             access=broker_access(settings),
+            urgent_client_id=settings.mqtt_urgent_client_id,
+            urgent_access=broker_access(settings, urgent=True),
         )
         self.pipeline = Pipeline(
             self.inbox,
@@ -282,11 +285,13 @@ def alerting(settings: Settings) -> AlertingConfig:
     )
 
 
-def broker_access(settings: Settings) -> BrokerAccess:
-    """The service's account and TLS trust from the settings."""
-    password = settings.mqtt_password.get_secret_value()
+def broker_access(settings: Settings, *, urgent: bool = False) -> BrokerAccess:
+    """The service's account (its urgent session's with ``urgent``) and TLS trust."""
+    username = settings.mqtt_urgent_username if urgent else settings.mqtt_username
+    secret = settings.mqtt_urgent_password if urgent else settings.mqtt_password
+    password = secret.get_secret_value()
     return BrokerAccess(
-        settings.mqtt_username,
+        username,
         password or None,
         tls=settings.mqtt_tls,
         ca_file=settings.mqtt_tls_ca,
