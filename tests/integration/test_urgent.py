@@ -95,3 +95,45 @@ def test_each_message_is_acknowledged_on_its_own_session_so_none_comes_again(
     finally:
         svc.stop()
         pub.close()
+
+
+def test_a_session_left_by_the_one_session_version_is_drained_then_narrowed_to_telemetry(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Upgrading: the service's account holds the earlier version's session, subscribed to
+    every reading topic, with events queued in it. Those are journaled (once); afterwards
+    events come on the urgent session only, not twice."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    old = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    broker.service_access(tls=False).apply(old)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 86_400
+    old.connect(broker.host, broker.port, clean_start=False, properties=props)
+    old.loop_start()
+    subscribed = old.subscribe("community/+/+/+/+", qos=1)
+    wait_for(lambda: old.is_connected() and subscribed[0] == 0)
+    old.disconnect()
+    old.loop_stop()
+    pub = Publisher(broker)
+    for i in range(5):  # queued for the old session only: the urgent one does not exist yet
+        pub.publish(f"community/y/smoke/smk-{i}/event", json.dumps({"seq": 1, "event": "test"}))
+        pub.publish(TELEMETRY, json.dumps({"seq": i, "steps": i}))
+    pub.wait_acked()
+    data = tmp_path / "service"
+    svc = ServiceProcess(data, broker).start()
+    try:
+        wait_for(lambda: svc.health()["messages_committed"] == 10, timeout=60)
+        assert [journaled(data, f"smk-{i}") for i in range(5)] == [1] * 5
+        # No seq and no ts: nothing could tell two copies of it apart.
+        pub.publish("community/y/smoke/smk-9/event", json.dumps({"event": "test"}))
+        pub.publish(TELEMETRY, json.dumps({"seq": 99, "steps": 99}))  # after it, per session
+        pub.wait_acked()
+        wait_for(lambda: journaled(data, "smk-9") >= 1 and journaled(data, "wb-1") == 6)
+        assert journaled(data, "smk-9") == 1
+    finally:
+        svc.stop()
+        pub.close()
