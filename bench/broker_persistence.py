@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,30 +109,64 @@ def _session(broker: Broker, folder: Path, *extra: str) -> subprocess.Popen[byte
     )  # fmt: skip
 
 
-def _publish(broker: Broker, files: list[tuple[str, Path]]) -> float:
-    t0 = time.perf_counter()
-    procs = []
+CHUNK = 50_000
+"""Lines per mosquitto_pub process. Mosquitto 2.0.11's ``mosquitto_pub -l`` stops early, with
+exit status 0, once its message ids (16 bits) have wrapped around: it takes the PUBACK of an
+earlier message with the same id as its last one's. The broker logs the rest of the unsent
+messages as "disconnected due to out of memory"."""
+
+
+def _chunks(files: Files) -> list[tuple[str, list[Path]]]:
+    """Each file cut into files of at most :data:`CHUNK` lines, published one after another."""
+    out = []
     for topic, path in files:
-        with path.open("rb") as lines:
-            procs.append(
-                start_device_publisher(broker, topic, False, path.with_suffix(".client"), lines)
-            )
-    for p in procs:
-        if p.wait() != 0:
-            raise RuntimeError("mosquitto_pub failed")
+        parts: list[Path] = []
+        with path.open("rb") as f:
+            while lines := [line for _, line in zip(range(CHUNK), f, strict=False)]:
+                part = path.with_suffix(f".{len(parts)}.part")
+                part.write_bytes(b"".join(lines))
+                parts.append(part)
+        out.append((topic, parts))
+    return out
+
+
+def _publish(broker: Broker, files: Files) -> float:
+    """Publish every line of ``files``, one device (one mosquitto_pub at a time) per file, the
+    files in parallel; seconds until the broker acknowledged the last."""
+    lanes = _chunks(files)
+    failed: list[str] = []
+
+    def lane(topic: str, parts: list[Path]) -> None:
+        for part in parts:
+            with part.open("rb") as lines:
+                p = start_device_publisher(broker, topic, False, part.with_suffix(".client"), lines)
+                if p.wait() != 0:
+                    failed.append(topic)
+
+    threads = [threading.Thread(target=lane, args=lane_args) for lane_args in lanes]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        raise RuntimeError(f"mosquitto_pub failed for {failed}")
     return time.perf_counter() - t0
 
 
-def measure(
-    name: str,
-    work: Path,
-    queue: int,
-    tail: int,
-    idle: float,
-    publishers: int,
-) -> Result:
-    main = write_message_files(work / "queue", queue, publishers, device_prefix="q")
-    last = write_message_files(work / "tail", tail, publishers, device_prefix="t")
+Files = list[tuple[str, Path]]
+
+
+def _messages(files: Files) -> int:
+    total = 0
+    for _, path in files:
+        with path.open("rb") as f:
+            total += sum(1 for _ in f)
+    return total
+
+
+def measure(name: str, work: Path, main: Files, last: Files, idle: float) -> Result:
+    queue, tail = _messages(main), _messages(last)
     registry = bench_registry([t for t, _ in main + last], 0)
     broker = Broker(work / "mosquitto", registry=registry, conf=VARIANTS[name]).start()
     try:
@@ -195,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = []
     try:
+        main_files = write_message_files(work / "queue", args.queue, args.publishers, "q")
+        tail_files = write_message_files(work / "tail", args.tail, args.publishers, "t")
         for name in args.variant or list(VARIANTS):
-            r = measure(name, work / name, args.queue, args.tail, args.idle, args.publishers)
+            r = measure(name, work / name, main_files, tail_files, args.idle)
             results.append(r)
             print(
                 f"{r.variant:<13} {r.queue:>9,} {r.publish_msgs_per_s:>9,} {r.publish.cpu_s:>9.1f}"
