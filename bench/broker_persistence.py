@@ -38,9 +38,9 @@ from ingest.topics import TELEMETRY_SUBSCRIPTIONS
 from jiayuan.devbroker import Broker
 
 VARIANTS: dict[str, dict[str, str]] = {
-    "time-30s": {"autosave_interval": "30"},
-    "time-5s": {"autosave_interval": "5"},
-    "time-1s": {"autosave_interval": "1"},
+    "time-30s": {"autosave_on_changes": "false", "autosave_interval": "30"},
+    "time-5s": {"autosave_on_changes": "false", "autosave_interval": "5"},
+    "time-1s": {"autosave_on_changes": "false", "autosave_interval": "1"},
     "changes-100k": {"autosave_on_changes": "true", "autosave_interval": "100000"},
     "changes-10k": {"autosave_on_changes": "true", "autosave_interval": "10000"},
     "changes-1k": {"autosave_on_changes": "true", "autosave_interval": "1000"},
@@ -188,7 +188,7 @@ def measure(name: str, work: Path, main: Files, last: Files, idle: float) -> Res
         broker.start(timeout=600)
         restart = time.perf_counter() - t0
         total = queue + tail
-        drain = _session(broker, work / "sub", "-C", str(total), "-W", str(60 + total // 20_000))
+        drain = _session(broker, work / "sub", "-C", str(total), "-W", str(15 + total // 50_000))
         out, _ = drain.communicate()
         recovered = out.count(b"\n")
         return Result(
