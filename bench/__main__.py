@@ -125,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         help="readings queued while the service is down, then drained (0: skip the phase)",
     )
     ap.add_argument("--catchup-probes", type=int, default=20)
+    ap.add_argument(
+        "--broker-set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="set a mosquitto.conf option otherwise, e.g. autosave_on_changes=false",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     ap.add_argument(
         "--no-sink",
@@ -163,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     topics = [t for files in [*ceiling_files, *ingest_files, catchup_files] for t, _ in files]
     registry = bench_registry(topics, args.probes + args.catchup_probes)
-    broker = Broker(work / "mosquitto", registry=registry).start()
+    conf = dict(o.split("=", 1) for o in args.broker_set)
+    broker = Broker(work / "mosquitto", registry=registry, conf=conf).start()
     tls = args.tls
     svc: ServiceProcess | None = None
     try:

@@ -12,7 +12,9 @@ disconnected so that everything published queues for it, as while the service is
    the broker's rate, its CPU seconds and the bytes it wrote to disk meanwhile;
 2. idle ``--idle`` seconds with that backlog queued: CPU and disk writes (time-based snapshots
    are written whether anything changed or not);
-3. publish ``--tail`` more readings and SIGKILL the broker at the last PUBACK; start it again
+3. drain that backlog as the service would on its return (``mosquitto_sub`` in the service's
+   session): the rate, and what the broker wrote meanwhile;
+4. publish ``--tail`` more readings and SIGKILL the broker at the last PUBACK; start it again
    over the same files, and count what the session still holds: the loss.
 
 Run: ``python -m bench.broker_persistence [--queue 200000] [--variant NAME]...``; the default
@@ -77,6 +79,9 @@ class Result:
     publish: Usage
     idle_s: float
     idle: Usage
+    drain_msgs_per_s: float
+    """The backlog received by the service's session (mosquitto_sub) after the idle time."""
+    drain: Usage
     db_mb: float
     rss_mb: float
     tail: int
@@ -182,15 +187,20 @@ def measure(name: str, work: Path, main: Files, last: Files, idle: float) -> Res
         rss = _rss_mb(pid)
         db = broker.data_dir / "mosquitto.db"
         db_mb = db.stat().st_size / 1e6 if db.exists() else 0.0
+        t0 = time.perf_counter()  # the service returns: the backlog drains
+        drain = _session(broker, work / "sub", "-C", str(queue))
+        drained = drain.communicate()[0].count(b"\n")
+        drain_s = time.perf_counter() - t0
+        u3 = Usage.of(pid)
+        if drained != queue:
+            raise RuntimeError(f"drained {drained:,} of {queue:,}")
         _publish(broker, last)
         broker.stop(kill=True)  # at the last PUBACK: nothing written since, unless saved
         t0 = time.perf_counter()
         broker.start(timeout=600)
         restart = time.perf_counter() - t0
-        total = queue + tail
-        drain = _session(broker, work / "sub", "-C", str(total), "-W", str(15 + total // 50_000))
-        out, _ = drain.communicate()
-        recovered = out.count(b"\n")
+        kept = _session(broker, work / "sub", "-C", str(tail), "-W", str(15 + tail // 50_000))
+        recovered = kept.communicate()[0].count(b"\n")
         return Result(
             variant=name,
             queue=queue,
@@ -198,10 +208,12 @@ def measure(name: str, work: Path, main: Files, last: Files, idle: float) -> Res
             publish=u1 - u0,
             idle_s=idle,
             idle=u2 - u1,
+            drain_msgs_per_s=round(queue / drain_s),
+            drain=u3 - u2,
             db_mb=round(db_mb, 1),
             rss_mb=round(rss, 1),
             tail=tail,
-            lost=total - recovered,
+            lost=tail - recovered,
             restart_s=round(restart, 2),
         )
     finally:
@@ -224,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="jiayuan-persistence-"))
     print(
         f"{'variant':<13} {'queued':>9} {'pub msg/s':>9} {'pub cpu s':>9} {'pub MB w':>9}"
-        f" {'idle cpu s':>10} {'idle MB w':>9} {'db MB':>6} {'rss MB':>7} {'lost':>7}"
+        f" {'idle cpu s':>10} {'idle MB w':>9} {'drain msg/s':>11} {'drain MB w':>10}"
+        f" {'db MB':>6} {'rss MB':>7} {'lost':>7}"
         f" {'restart s':>9}",
         flush=True,
     )
@@ -238,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{r.variant:<13} {r.queue:>9,} {r.publish_msgs_per_s:>9,} {r.publish.cpu_s:>9.1f}"
                 f" {r.publish.written_mb:>9,.0f} {r.idle.cpu_s:>10.1f} {r.idle.written_mb:>9,.0f}"
+                f" {r.drain_msgs_per_s:>11,} {r.drain.written_mb:>10,.0f}"
                 f" {r.db_mb:>6,.0f} {r.rss_mb:>7,.0f} {r.lost:>7,} {r.restart_s:>9.1f}",
                 flush=True,
             )
