@@ -15,7 +15,8 @@ disconnected so that everything published queues for it, as while the service is
 3. drain that backlog as the service would on its return (``mosquitto_sub`` in the service's
    session): the rate, and what the broker wrote meanwhile;
 4. publish ``--tail`` more readings and SIGKILL the broker at the last PUBACK; start it again
-   over the same files, and count what the session still holds: the loss.
+   over the same files, and count what the session still holds of them: the loss (and how
+   many of the drained backlog come again: those the last snapshot still held).
 
 Run: ``python -m bench.broker_persistence [--queue 200000] [--variant NAME]...``; the default
 is every variant at 200,000 queued readings. Each variant gets a fresh broker and data folder.
@@ -86,6 +87,9 @@ class Result:
     rss_mb: float
     tail: int
     lost: int
+    """Of the tail."""
+    redelivered: int
+    """Of the drained backlog, delivered again after the restart."""
     restart_s: float
 
 
@@ -199,8 +203,13 @@ def measure(name: str, work: Path, main: Files, last: Files, idle: float) -> Res
         t0 = time.perf_counter()
         broker.start(timeout=600)
         restart = time.perf_counter() - t0
-        kept = _session(broker, work / "sub", "-C", str(tail), "-W", str(15 + tail // 50_000))
-        recovered = kept.communicate()[0].count(b"\n")
+        # What the session holds now: the tail, if saved, and what the last snapshot still had
+        # of the drained backlog (delivered again: duplicates, which the journal drops).
+        kept = _session(broker, work / "sub", "-v", "-W", str(10 + queue // 100_000))
+        tail_topics = tuple(t.encode() + b" " for t, _ in last)
+        lines = kept.communicate()[0].splitlines()
+        recovered = sum(1 for line in lines if line.startswith(tail_topics))
+        again = len(lines) - recovered
         return Result(
             variant=name,
             queue=queue,
@@ -214,6 +223,7 @@ def measure(name: str, work: Path, main: Files, last: Files, idle: float) -> Res
             rss_mb=round(rss, 1),
             tail=tail,
             lost=tail - recovered,
+            redelivered=again,
             restart_s=round(restart, 2),
         )
     finally:
@@ -237,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'variant':<13} {'queued':>9} {'pub msg/s':>9} {'pub cpu s':>9} {'pub MB w':>9}"
         f" {'idle cpu s':>10} {'idle MB w':>9} {'drain msg/s':>11} {'drain MB w':>10}"
-        f" {'db MB':>6} {'rss MB':>7} {'lost':>7}"
+        f" {'db MB':>6} {'rss MB':>7} {'lost':>7} {'again':>9}"
         f" {'restart s':>9}",
         flush=True,
     )
@@ -252,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.variant:<13} {r.queue:>9,} {r.publish_msgs_per_s:>9,} {r.publish.cpu_s:>9.1f}"
                 f" {r.publish.written_mb:>9,.0f} {r.idle.cpu_s:>10.1f} {r.idle.written_mb:>9,.0f}"
                 f" {r.drain_msgs_per_s:>11,} {r.drain.written_mb:>10,.0f}"
-                f" {r.db_mb:>6,.0f} {r.rss_mb:>7,.0f} {r.lost:>7,} {r.restart_s:>9.1f}",
+                f" {r.db_mb:>6,.0f} {r.rss_mb:>7,.0f} {r.lost:>7,} {r.redelivered:>9,}"
+                f" {r.restart_s:>9.1f}",
                 flush=True,
             )
             shutil.rmtree(work / name, ignore_errors=True)
