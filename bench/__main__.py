@@ -6,7 +6,10 @@
    evaluated), counted by the service itself;
 3. publish-to-alert latency: falls published while a background load of 5,000 messages/s flows,
    timed from the publish to the alert arriving on the API's live stream;
-4. the time-series store (``bench/sink.py``, skipped with ``--no-sink``): the InfluxDB sink's
+4. catch-up (``bench/catchup.py``, skipped with ``--catchup 0``): the service stopped while
+   100,000 readings are queued for it, then started: its drain rate against mosquitto_sub's
+   for the same backlog, and publish-to-alert latency of falls published during the drain;
+5. the time-series store (``bench/sink.py``, skipped with ``--no-sink``): the InfluxDB sink's
    drain rate into a local VictoriaMetrics for a backlog of a million readings, disk use per
    million readings, and the history query for a 30-day chart of one device.
 
@@ -14,7 +17,8 @@ Every client connects with its own account over the TLS listener, as in producti
 mosquitto_pub as one device, the service with its account, the probe through a gateway);
 ``--plain`` uses the loopback development listener instead, to see what TLS costs.
 
-The last line is ``ingest_msgs_per_s=N broker_msgs_per_s=N ratio=R p50_ms=X p99_ms=Y``.
+The catch-up phase prints ``catchup_msgs_per_s=N catchup_sub_msgs_per_s=N ...``; the last line
+is ``ingest_msgs_per_s=N broker_msgs_per_s=N ratio=R p50_ms=X p99_ms=Y``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import sink
+from bench import catchup, sink
 from bench.load import (
     BackgroundLoad,
     FallProbe,
@@ -114,6 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="ceiling and ingest: best of N")
     ap.add_argument("--background-rate", type=int, default=5_000)
     ap.add_argument("--probes", type=int, default=200)
+    ap.add_argument(
+        "--catchup",
+        type=int,
+        default=100_000,
+        help="readings queued while the service is down, then drained (0: skip the phase)",
+    )
+    ap.add_argument("--catchup-probes", type=int, default=20)
+    ap.add_argument(
+        "--broker-set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="set a mosquitto.conf option otherwise, e.g. autosave_on_changes=false",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     ap.add_argument(
         "--no-sink",
@@ -145,8 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for part in ("ceiling", "service")
     )
-    topics = [t for files in ceiling_files + ingest_files for t, _ in files]
-    broker = Broker(work / "mosquitto", registry=bench_registry(topics, args.probes)).start()
+    catchup_files = (
+        write_message_files(work / "catchup", args.catchup, args.publishers, device_prefix="k")
+        if args.catchup
+        else []
+    )
+    topics = [t for files in [*ceiling_files, *ingest_files, catchup_files] for t, _ in files]
+    registry = bench_registry(topics, args.probes + args.catchup_probes)
+    conf = dict(o.split("=", 1) for o in args.broker_set)
+    broker = Broker(work / "mosquitto", registry=registry, conf=conf).start()
     tls = args.tls
     svc: ServiceProcess | None = None
     try:
@@ -191,6 +216,23 @@ def main(argv: list[str] | None = None) -> int:
             f"bench: journal {db.stat().st_size / 1e6:.1f} MB after {rows:,} messages", flush=True
         )
         print(json.dumps({"broker_rounds": ceilings, "ingest_rounds": rates}), flush=True)
+        if args.catchup:
+            result, svc = catchup.run(
+                broker,
+                svc,
+                catchup_files,
+                args.catchup,
+                tls,
+                first_probe=args.probes,
+                probes=args.catchup_probes,
+            )
+            print(
+                f"bench: catch-up of {args.catchup:,} queued readings: the service drained"
+                f" {result.service_msgs_per_s:,.0f} msg/s once up ({result.service_total_s:.1f} s"
+                f" from start), mosquitto_sub {result.sub_msgs_per_s:,.0f} msg/s",
+                flush=True,
+            )
+            print(result.line(), flush=True)
         if args.sink:
             svc.stop()  # idle, but its threads need not share the machine with the drain
             svc = None

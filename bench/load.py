@@ -233,8 +233,10 @@ class FallProbe:
                     if dev in self._sent and dev not in self._latency:
                         self._latency[dev] = now - self._sent[dev]
 
-    def run(self, probes: int, interval: float) -> list[float]:
-        for i in range(probes):
+    def run(self, probes: int, interval: float, first: int = 0) -> list[float]:
+        """Publish ``probes`` falls (devices ``first``…), one every ``interval`` seconds; the
+        latencies of those whose alert arrived within 10 s of the last."""
+        for i in range(first, first + probes):
             dev = probe_device(i)
             body = json.dumps({"event": "fall", "seq": 1, "ts": int(time.time() * 1000)})
             with self._lock:
@@ -244,11 +246,16 @@ class FallProbe:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with self._lock:
-                if len(self._latency) >= probes:
+                if len(self._latency) >= len(self._sent):
                     break
             time.sleep(0.05)
         with self._lock:
             return list(self._latency.values())
+
+    def sent_at(self) -> list[float]:
+        """When each fall was published (``time.perf_counter()``)."""
+        with self._lock:
+            return list(self._sent.values())
 
     def stop(self) -> None:
         self._done.set()

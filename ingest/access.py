@@ -67,7 +67,10 @@ class CredentialsFile:
 
     community: str
     service: tuple[str, str]
-    """(username, password) of the service's read-only account."""
+    """(username, password) of the service's read-only account (its telemetry session)."""
+    urgent: tuple[str, str] | None = field(default=None, repr=False)
+    """(username, password) of the service's second read-only account, for its urgent session
+    (events and status); None in files written before it existed (made at the next run)."""
     devices: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Device id (also its username) → password."""
     gateways: Mapping[str, Gateway] = field(default_factory=dict, repr=False)
@@ -79,6 +82,8 @@ class CredentialsFile:
     def password_of(self, username: str) -> str | None:
         if username == self.service[0]:
             return self.service[1]
+        if self.urgent is not None and username == self.urgent[0]:
+            return self.urgent[1]
         if username in self.devices:
             return self.devices[username]
         if username in self.gateways:
@@ -90,6 +95,11 @@ class CredentialsFile:
             "format": FORMAT,
             "community": self.community,
             "service": {"username": self.service[0], "password": self.service[1]},
+            **(
+                {"urgent": {"username": self.urgent[0], "password": self.urgent[1]}}
+                if self.urgent is not None
+                else {}
+            ),
             "gateways": {
                 name: {"password": g.password, "devices": list(g.devices)}
                 for name, g in sorted(self.gateways.items())
@@ -109,6 +119,9 @@ class CredentialsFile:
             return cls(
                 community=str(body["community"]),
                 service=(str(body["service"]["username"]), str(body["service"]["password"])),
+                urgent=(str(body["urgent"]["username"]), str(body["urgent"]["password"]))
+                if "urgent" in body
+                else None,
                 devices={str(k): str(v) for k, v in body.get("devices", {}).items()},
                 gateways={
                     str(k): Gateway(str(v["password"]), tuple(str(d) for d in v["devices"]))

@@ -1,9 +1,17 @@
-"""The MQTT listener: a paho-mqtt 2.x client with an MQTT 5 persistent session.
+"""The MQTT listener: two paho-mqtt 2.x clients, each with an MQTT 5 persistent session.
 
-Callbacks only hand over: each message is copied into an :class:`Inbound` and put on a queue;
-decoding and storing happen in the pipeline. Acknowledgement is manual: the pipeline calls
-:meth:`Listener.ack` once a message's batch is committed, so anything not yet committed when
-the process dies is delivered again by the broker.
+Urgent streams (events — falls, SOS, alarms — and status) have a session of their own, with
+its own client id and broker account, so that the broker queues them apart from telemetry: a
+backlog of readings queued while the service was down never holds back a fall published
+meanwhile. The other session takes telemetry. Each session is a broker account's (the broker
+makes the username the client id), hence two accounts (README, "Security: broker access").
+
+Callbacks only hand over: each message is copied into an :class:`Inbound` naming its session
+and put on the inbox (:class:`ingest.inbox.Inbox` hands urgent ones out first); decoding and
+storing happen in the pipeline. Acknowledgement is manual: the pipeline calls
+:meth:`Listener.ack` once a message's batch is committed, and each PUBACK goes back on the
+session the message came from, so anything not yet committed when the process dies is
+delivered again by the broker.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +28,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.access import BrokerAccess
 from ingest.metrics import CONNECTED
 from ingest.mqtt_client import Client, install_lean_publish_properties
-from ingest.topics import SUBSCRIPTION
+from ingest.topics import SUBSCRIPTION, TELEMETRY_SUBSCRIPTIONS, URGENT_SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
+
+TELEMETRY, URGENT = "telemetry", "urgent"
+"""The sessions' names, as in :attr:`Inbound.session` and :meth:`Listener.sessions`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,31 +49,47 @@ class Inbound:
     qos: int
     retain: bool
     received: float
+    session: str = TELEMETRY
+    """The session it came on, which its PUBACK must go back on (packet ids are per session)."""
+
+    @property
+    def urgent(self) -> bool:
+        return self.session == URGENT
 
 
-class Listener:
+class Session:
+    """One paho client and its persistent session: connect, (re)subscribe, hand messages on."""
+
     def __init__(
         self,
+        name: str,
         host: str,
         port: int,
         client_id: str,
-        inbox: queue.Queue[Inbound],
+        access: BrokerAccess,
+        filters: tuple[str, ...],
+        put: Callable[[Inbound], None],
+        changed: Callable[[], None],
         *,
-        session_expiry_s: int = 86_400,
-        receive_maximum: int = 2_000,
-        keepalive: int = 30,
-        access: BrokerAccess | None = None,
+        session_expiry_s: int,
+        receive_maximum: int,
+        keepalive: int,
+        retire: tuple[str, ...] = (),
     ) -> None:
+        self.name = name
         self.host, self.port = host, port
-        self.access = access or BrokerAccess()
-        self.inbox = inbox
-        self.connected = threading.Event()
+        self.access = access
+        self.filters = filters
+        self.retire = retire
+        """Filters an older version's session may still hold: unsubscribed when resumed."""
+        self.up = threading.Event()
         self.session_present: bool | None = None
+        self._put = put
+        self._changed = changed
         self._expiry = session_expiry_s
         self._receive_max = receive_maximum
         self._keepalive = keepalive
         self._unreachable_logged = False
-        install_lean_publish_properties()
         c = Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -76,32 +104,29 @@ class Listener:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
-        self._client = c
+        self.client = c
 
     def start(self) -> None:
-        if self.access.username is None:
-            log.warning(
-                "connecting to the MQTT broker without an account: a broker with the"
-                " project's mosquitto.conf refuses anonymous clients"
-            )
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._expiry
         props.ReceiveMaximum = self._receive_max
-        self._client.connect_async(
+        self.client.connect_async(
             self.host, self.port, keepalive=self._keepalive, clean_start=False, properties=props
         )
-        self._client.loop_start()
+        self.client.loop_start()
 
     def stop(self) -> None:
         """Disconnect; the broker keeps the session and queues what arrives meanwhile."""
-        self._client.disconnect()
-        self._client.loop_stop()
-        self.connected.clear()
-        CONNECTED.set(0)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._down()
 
-    def ack(self, messages: Iterable[Inbound]) -> None:
-        """PUBACK each QoS 1 message (QoS 0 needs none; devices are told to use QoS 1)."""
-        self._client.ack_many(m.mid for m in messages if m.qos == 1)
+    def ack(self, mids: Iterable[int]) -> None:
+        self.client.ack_many(mids)
+
+    def _down(self) -> None:
+        self.up.clear()
+        self._changed()
 
     # --------------------------------------------------------------- paho callbacks (loop thread)
 
@@ -111,21 +136,27 @@ class Listener:
         if rc.is_failure:
             # Refused: not connected, whatever paho's loop does next.
             log.error(
-                "MQTT broker %s:%s refused the connection %s: %s",
+                "MQTT broker %s:%s refused the %s session's connection %s: %s",
                 self.host,
                 self.port,
+                self.name,
                 self.access.describe(),
                 rc,
             )
             return
         self._unreachable_logged = False
         self.session_present = bool(flags.session_present)
-        if not flags.session_present:
-            client.subscribe(SUBSCRIPTION, qos=1)
-        else:
-            self._up()
+        # Subscribe on every connect, also to a resumed session: its subscriptions then are
+        # always this version's. Retained messages only for a subscription that is new, so a
+        # reconnect does not bring every device's retained status again.
+        opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        client.subscribe([(f, opts) for f in self.filters])
+        if flags.session_present and self.retire:
+            # What was queued under the old filter is still delivered, and journaled.
+            client.unsubscribe(list(self.retire))
         log.info(
-            "MQTT connected to %s:%s %s (session %s)",
+            "MQTT %s session connected to %s:%s %s (%s)",
+            self.name,
             self.host,
             self.port,
             self.access.describe(),
@@ -136,8 +167,9 @@ class Listener:
         if not self._unreachable_logged:  # once per outage: paho retries every few seconds
             self._unreachable_logged = True
             log.error(
-                "cannot connect to MQTT broker %s:%s %s (unreachable, or its certificate fails"
-                " verification against the CA); retrying",
+                "cannot connect the %s session to MQTT broker %s:%s %s (unreachable, or its"
+                " certificate fails verification against the CA); retrying",
+                self.name,
                 self.host,
                 self.port,
                 self.access.describe(),
@@ -145,24 +177,146 @@ class Listener:
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, rcs: list[Any], _p: Any) -> None:
         if any(rc.is_failure for rc in rcs):
-            log.error("subscription to %s refused: %s", SUBSCRIPTION, rcs)
+            log.error("%s session: subscription to %s refused: %s", self.name, self.filters, rcs)
             return
-        self._up()
-
-    def _up(self) -> None:
-        self.connected.set()
-        CONNECTED.set(1)
+        self.up.set()
+        self._changed()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        self.connected.clear()
-        CONNECTED.set(0)
+        self._down()
         if rc != 0:
-            log.warning("MQTT connection lost (%s); reconnecting with backoff", rc)
+            log.warning(
+                "MQTT %s session: connection lost (%s); reconnecting with backoff", self.name, rc
+            )
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         # Topic bytes are decoded with replacement: a bad topic must become a dead letter,
         # not an exception in paho's loop.
         topic = msg._topic.decode("utf-8", errors="replace")
-        self.inbox.put(
-            Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain), time.time())
+        self._put(
+            Inbound(
+                topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                bool(msg.retain),
+                time.time(),
+                self.name,
+            )
         )
+
+
+class Listener:
+    """The service's two sessions: ``telemetry`` (``client_id``, ``access``) and ``urgent``
+    (``urgent_client_id``, ``urgent_access``), both putting into ``inbox``.
+
+    With accounts, the two must differ: the broker makes the username the client id, and a
+    second connection with the same one would take the first one's session over."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        inbox: queue.Queue[Inbound],
+        *,
+        session_expiry_s: int = 86_400,
+        receive_maximum: int = 2_000,
+        keepalive: int = 30,
+        access: BrokerAccess | None = None,
+        urgent_client_id: str | None = None,
+        urgent_access: BrokerAccess | None = None,
+        urgent_receive_maximum: int = 200,
+    ) -> None:
+        self.host, self.port = host, port
+        self.access = access or BrokerAccess()
+        self.urgent_access = urgent_access or BrokerAccess(
+            tls=self.access.tls, ca_file=self.access.ca_file
+        )
+        if self.access.username is not None and (
+            self.urgent_access.username in (None, self.access.username)
+        ):
+            raise ValueError(
+                "the urgent session needs a broker account of its own (jiayuan.urgent from"
+                " `jiayuan broker credentials`): the broker makes the username the client id,"
+                " so one account holds one session"
+            )
+        urgent_client_id = urgent_client_id or f"{client_id}-urgent"
+        if urgent_client_id == client_id:
+            raise ValueError("the urgent session needs a client id of its own")
+        self.inbox = inbox
+        self.connected = threading.Event()
+        """Set while both sessions are connected and subscribed."""
+        self._lock = threading.Lock()
+        install_lean_publish_properties()
+        common: dict[str, Any] = {"session_expiry_s": session_expiry_s, "keepalive": keepalive}
+        self._sessions = {
+            TELEMETRY: Session(
+                TELEMETRY,
+                host,
+                port,
+                client_id,
+                self.access,
+                TELEMETRY_SUBSCRIPTIONS,
+                inbox.put,
+                self._changed,
+                receive_maximum=receive_maximum,
+                retire=(SUBSCRIPTION,),
+                **common,
+            ),
+            URGENT: Session(
+                URGENT,
+                host,
+                port,
+                urgent_client_id,
+                self.urgent_access,
+                URGENT_SUBSCRIPTIONS,
+                inbox.put,
+                self._changed,
+                receive_maximum=urgent_receive_maximum,
+                **common,
+            ),
+        }
+
+    def start(self) -> None:
+        if self.access.username is None:
+            log.warning(
+                "connecting to the MQTT broker without an account: a broker with the"
+                " project's mosquitto.conf refuses anonymous clients"
+            )
+        for s in self._sessions.values():
+            s.start()
+
+    def stop(self) -> None:
+        """Disconnect both; the broker keeps the sessions and queues what arrives meanwhile."""
+        for s in self._sessions.values():
+            s.stop()
+
+    def ack(self, messages: Iterable[Inbound]) -> None:
+        """PUBACK each QoS 1 message on its own session (QoS 0 needs none; devices are told to
+        use QoS 1)."""
+        by_session: dict[str, list[int]] = {}
+        for m in messages:
+            if m.qos == 1:
+                by_session.setdefault(m.session, []).append(m.mid)
+        for name, mids in by_session.items():
+            self._sessions[name].ack(mids)
+
+    def sessions(self) -> dict[str, bool]:
+        """Each session's state: connected and subscribed, or not."""
+        return {name: s.up.is_set() for name, s in self._sessions.items()}
+
+    @property
+    def session_present(self) -> bool | None:
+        """Whether the broker resumed both sessions at their last connect (None: not yet)."""
+        present = [s.session_present for s in self._sessions.values()]
+        return None if None in present else all(present)
+
+    def _changed(self) -> None:
+        with self._lock:
+            up = all(s.up.is_set() for s in self._sessions.values())
+            if up:
+                self.connected.set()
+            else:
+                self.connected.clear()
+            CONNECTED.set(1 if up else 0)

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ingest.inbox import Inbox
 from ingest.journal import BatchResult, Journal, store_trouble
 from ingest.listener import Inbound
 from ingest.metrics import (
@@ -147,11 +148,13 @@ class Pipeline:
         ingest lag), or None when every message received is acknowledged."""
         oldest = self._in_hand_since
         if oldest is None:
-            with self.inbox.mutex:
-                head = self.inbox.queue[0] if self.inbox.queue else None
-            if head is None:
+            if isinstance(self.inbox, Inbox):
+                oldest = self.inbox.oldest_received()
+            else:
+                with self.inbox.mutex:
+                    oldest = self.inbox.queue[0].received if self.inbox.queue else None
+            if oldest is None:
                 return None
-            oldest = head.received
         return max(0.0, now - oldest)
 
     def _failing(self, e: StoreFailing, held: int) -> None:

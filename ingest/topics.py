@@ -13,6 +13,14 @@ KINDS: tuple[Kind, ...] = get_args(Kind)
 STREAMS: tuple[Stream, ...] = get_args(Stream)
 
 SUBSCRIPTION = "community/+/+/+/+"
+"""Every reading topic: what the service's account may read (and what the one session of
+earlier versions subscribed to)."""
+URGENT_STREAMS: tuple[Stream, ...] = ("event", "status")
+"""Streams that never wait behind telemetry: they have a session of their own (events are
+falls, SOS, alarms; status rides with them so that a device's events and its online/offline
+changes keep their order)."""
+TELEMETRY_SUBSCRIPTIONS: tuple[str, ...] = ("community/+/+/+/telemetry",)
+URGENT_SUBSCRIPTIONS: tuple[str, ...] = tuple(f"community/+/+/+/{s}" for s in URGENT_STREAMS)
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 

@@ -9,6 +9,8 @@
   gateways (read by :class:`ingest.access.CredentialsFile`);
 - ``service.password`` (mode 0600): the service's password alone, for
   ``JIAYUAN_MQTT_PASSWORD_FILE``;
+- ``urgent.password`` (mode 0600): the password of the service's urgent session's account,
+  for ``JIAYUAN_MQTT_URGENT_PASSWORD_FILE``;
 - ``changes.log``: one JSON line per run — who, when, accounts added, removed and rotated.
 
 The identity model (README, "Security: broker access"):
@@ -18,7 +20,12 @@ The identity model (README, "Security: broker access"):
 - **gateway** ``gateway.<compound>``: writes exactly the topics of that compound's devices, for
   fleets that reach the broker through a gateway (a LoRa or NB-IoT concentrator, a vendor
   platform, the simulator); reads nothing.
-- **service** ``jiayuan.service``: reads ``community/+/+/+/+``, writes nothing.
+- **service** ``jiayuan.service``: reads ``community/+/+/+/+``, writes nothing: the session
+  that takes telemetry.
+- **urgent** ``jiayuan.urgent``: reads ``community/+/+/+/event`` and ``community/+/+/+/status``,
+  writes nothing: the service's second session, so that falls, SOS and alarms are queued apart
+  from telemetry and never wait behind a backlog of it. A second account, because the broker
+  makes the username the client id (``use_username_as_clientid``): one account, one session.
 
 Account names other than devices' contain a ``.``, which no device id can, so no account can be
 mistaken for a device. Running the command again keeps the passwords of accounts still in the
@@ -42,10 +49,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest.access import CredentialsFile, Gateway
-from ingest.topics import SUBSCRIPTION, topic_for
+from ingest.topics import SUBSCRIPTION, URGENT_SUBSCRIPTIONS, topic_for
 from registry import Registry
 
 SERVICE_USER = "jiayuan.service"
+URGENT_USER = "jiayuan.urgent"
+URGENT_PASSWORD = "urgent.password"
 GATEWAY_PREFIX = "gateway."
 TEST_PREFIX = "test."
 PASSWORDS, ACL, CREDENTIALS, SERVICE_PASSWORD = (
@@ -104,7 +113,7 @@ class Report:
 
         return (
             f"broker accounts in {self.out}: {self.devices:,} devices, {self.gateways} gateways,"
-            f" 1 service; added {names(self.added)}, removed {names(self.removed)},"
+            f" 2 service accounts; added {names(self.added)}, removed {names(self.removed)},"
             f" rotated {names(self.rotated)}"
         )
 
@@ -133,6 +142,7 @@ def plan(
     return CredentialsFile(
         community=registry.community,
         service=(SERVICE_USER, password(SERVICE_USER)),
+        urgent=(URGENT_USER, password(URGENT_USER)),
         devices={dev: password(dev) for dev in sorted(registry.devices)},
         gateways={
             gateway_name(c): Gateway(password(gateway_name(c)), tuple(devs))
@@ -146,6 +156,8 @@ def plan(
 
 def password_file(creds: CredentialsFile) -> str:
     lines = [f"{SERVICE_USER}:{hash_password(creds.service[1])}"]
+    if creds.urgent is not None:
+        lines.append(f"{creds.urgent[0]}:{hash_password(creds.urgent[1])}")
     lines += [f"{user}:{hash_password(pw)}" for user, pw in creds.devices.items()]
     lines += [f"{user}:{hash_password(g.password)}" for user, g in creds.gateways.items()]
     lines += [f"{user}:{hash_password(pw)}" for user, pw in creds.tests.items()]
@@ -166,6 +178,13 @@ def acl_file(registry: Registry, creds: CredentialsFile) -> str:
         f"topic read {SUBSCRIPTION}",
         "",
     ]
+    if creds.urgent is not None:
+        out += [
+            "# The service's urgent session (events, status) reads those and writes nothing.",
+            f"user {creds.urgent[0]}",
+            *(f"topic read {f}" for f in URGENT_SUBSCRIPTIONS),
+            "",
+        ]
     if creds.gateways:
         out.append("# Gateways: exactly the topics of their compound's devices.")
         for user, g in creds.gateways.items():
@@ -222,6 +241,8 @@ def write_credentials(
     _write(out / ACL, acl_file(registry, creds), 0o640 if gid is not None else 0o600, gid)
     _write(secrets_path, creds.to_json(), 0o600)
     _write(out / SERVICE_PASSWORD, creds.service[1] + "\n", 0o600)
+    if creds.urgent is not None:
+        _write(out / URGENT_PASSWORD, creds.urgent[1] + "\n", 0o600)
     if report.added or report.removed or report.rotated:
         _log_change(out / CHANGES, report)
     return report
@@ -230,7 +251,8 @@ def write_credentials(
 def _accounts(creds: CredentialsFile | None) -> set[str]:
     if creds is None:
         return set()
-    return {creds.service[0], *creds.devices, *creds.gateways, *creds.tests}
+    urgent = [creds.urgent[0]] if creds.urgent is not None else []
+    return {creds.service[0], *urgent, *creds.devices, *creds.gateways, *creds.tests}
 
 
 def _write(path: Path, text: str, mode: int, gid: int | None = None) -> None:

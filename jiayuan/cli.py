@@ -95,7 +95,8 @@ def _broker_credentials(args: argparse.Namespace) -> int:
     print(
         f"Mosquitto reads {args.out / 'passwords'} and {args.out / 'acl'}: reload it to apply"
         " (SIGHUP, `systemctl reload mosquitto`). Passwords for provisioning are in"
-        f" {args.out / 'credentials.json'}; the service's in {args.out / 'service.password'}."
+        f" {args.out / 'credentials.json'}; the service's in {args.out / 'service.password'}"
+        f" and {args.out / 'urgent.password'} (its urgent session's account)."
     )
     return 0
 
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     creds = bsub.add_parser(
         "credentials",
         help="accounts from the registry: Mosquitto's password and ACL files, and the secrets",
-        description="Write passwords, acl, credentials.json (0600) and service.password (0600)"
+        description="Write passwords, acl, credentials.json, service.password, urgent.password"
         " into --out. Run again when the registry changes: passwords of remaining accounts are"
         " kept, removed devices lose their account; then reload Mosquitto (SIGHUP).",
     )

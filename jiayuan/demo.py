@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.DEVNULL,
     )
     # The installation's CA and the broker's certificate, and accounts for every device, every
-    # compound's gateway and the service, from the registry (kept across runs: regenerated,
-    # passwords stay): data/demo/broker/.
+    # compound's gateway and the service's two sessions, from the registry (kept across runs:
+    # regenerated, passwords stay): data/demo/broker/.
     broker = Broker(
         data / "mosquitto",
         mqtt_port,
@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             "                  development); no anonymous clients (mosquitto.conf)\n"
             f"  Broker files    {broker.auth_dir}: ca.crt (clients verify the broker with\n"
             "                  it), passwords + acl (Mosquitto's), credentials.json (0600: every\n"
-            "                  device's, gateway's and the service's password); the simulator\n"
-            "                  publishes through one gateway account per compound\n"
+            "                  device's, gateway's and the service's two accounts' passwords:\n"
+            "                  jiayuan.service for telemetry, jiayuan.urgent for events); the\n"
+            "                  simulator publishes through one gateway account per compound\n"
             f"  Service log     {data / 'service.log'}\n"
             f"  Notifications   http://127.0.0.1:{rx_port}/  (what staff receive, one line\n"
             f"                  each in {notifications}): a fall goes to the\n"

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -62,9 +62,20 @@ def _sub(pattern: str, repl: str, text: str, what: str) -> str:
 
 
 def render_conf(
-    port: int, data_dir: Path, source: Path = PROJECT_CONF, *, tls_port: int, auth_dir: Path
+    port: int,
+    data_dir: Path,
+    source: Path = PROJECT_CONF,
+    *,
+    tls_port: int,
+    auth_dir: Path,
+    overrides: Mapping[str, str] | None = None,
 ) -> str:
+    """``overrides``: options to set instead of the file's (the line replaced, or added)."""
     text = source.read_text()
+    for key, value in (overrides or {}).items():
+        text, n = re.subn(rf"^{re.escape(key)} .*$", f"{key} {value}", text, flags=re.MULTILINE)
+        if n == 0:
+            text += f"\n{key} {value}\n"
     text = _sub(
         r"^listener 1883 127\.0\.0\.1$",
         f"listener {port} 127.0.0.1",
@@ -128,6 +139,7 @@ class Broker:
         registry: Registry | Path | None = None,
         auth_dir: Path | None = None,
         test_accounts: Iterable[str] = (),
+        conf: Mapping[str, str] | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -137,6 +149,8 @@ class Broker:
         """The generated files: passwords, acl, credentials.json, CA and certificate."""
         self.registry = load_registry(registry) if isinstance(registry, Path) else registry
         self._tests = set(test_accounts)
+        self.conf = dict(conf or {})
+        """Options of mosquitto.conf set otherwise for this broker (benchmarks)."""
         self._creds: CredentialsFile | None = None
         self._lock = threading.Lock()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -193,7 +207,12 @@ class Broker:
         return BrokerAccess(username, password, tls=tls, ca_file=self.ca_file if tls else None)
 
     def service_access(self, *, tls: bool = True) -> BrokerAccess:
+        """The service's account: its telemetry session's."""
         return self.access(brokerauth.SERVICE_USER, tls=tls)
+
+    def urgent_access(self, *, tls: bool = True) -> BrokerAccess:
+        """The service's second account: its urgent session's (events, status)."""
+        return self.access(brokerauth.URGENT_USER, tls=tls)
 
     def device_access(self, device_id: str, *, tls: bool = False) -> BrokerAccess:
         return self.access(device_id, tls=tls)
@@ -219,12 +238,14 @@ class Broker:
         return path
 
     def service_env(self, *, tls: bool = True) -> dict[str, str]:
-        """``JIAYUAN_MQTT_*`` for ``jiayuan run`` to connect with the service's account."""
+        """``JIAYUAN_MQTT_*`` for ``jiayuan run`` to connect with the service's two accounts."""
         env = {
             "JIAYUAN_MQTT_HOST": self.host,
             "JIAYUAN_MQTT_PORT": str(self.tls_port if tls else self.port),
             "JIAYUAN_MQTT_USERNAME": self.service_access().username or "",
             "JIAYUAN_MQTT_PASSWORD_FILE": str(self.auth_dir / brokerauth.SERVICE_PASSWORD),
+            "JIAYUAN_MQTT_URGENT_USERNAME": brokerauth.URGENT_USER,
+            "JIAYUAN_MQTT_URGENT_PASSWORD_FILE": str(self.auth_dir / brokerauth.URGENT_PASSWORD),
         }
         if tls:
             env["JIAYUAN_MQTT_TLS_CA"] = str(self.ca_file)
@@ -238,7 +259,13 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(
-            render_conf(self.port, self.data_dir, tls_port=self.tls_port, auth_dir=self.auth_dir)
+            render_conf(
+                self.port,
+                self.data_dir,
+                tls_port=self.tls_port,
+                auth_dir=self.auth_dir,
+                overrides=self.conf,
+            )
         )
         log = self.data_dir / "mosquitto.log"
         self.proc = children.spawn([find_mosquitto(), "-c", str(conf)], log)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,8 +15,9 @@ from alerts.lifecycle import AlertStore
 from alerts.metrics import NOTIFY_FAILING
 from alerts.outbox import RECENT_ATTEMPTS, failing_for_everyone
 from ingest.access import BrokerAccess
+from ingest.inbox import Inbox
 from ingest.journal import Journal
-from ingest.listener import Inbound, Listener
+from ingest.listener import Listener
 from ingest.pipeline import Pipeline
 from ingest.rollups import RollupWorker
 from jiayuan.auth.audit import AuditLog
@@ -78,9 +78,10 @@ class Service:
         )
         """Rules as a follower of the journal: evaluation, rule state and cursor committed with
         the alert changes (rules/worker.py)."""
-        self.inbox: queue.Queue[Inbound] = queue.Queue()
-        """Unbounded on purpose: the broker sends at most ``mqtt_receive_maximum`` unacknowledged
-        QoS 1 messages, and blocking paho's loop thread would also block the acknowledgements."""
+        self.inbox = Inbox()
+        """Urgent messages (events, status) first; unbounded on purpose: the broker sends each
+        session at most its receive maximum of unacknowledged QoS 1 messages, and blocking
+        paho's loop thread would also block the acknowledgements."""
         self.listener = Listener(
             settings.mqtt_host,
             settings.mqtt_port,
@@ -89,6 +90,8 @@ class Service:
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,
             access=broker_access(settings),
+            urgent_client_id=settings.mqtt_urgent_client_id,
+            urgent_access=broker_access(settings, urgent=True),
         )
         self.pipeline = Pipeline(
             self.inbox,
@@ -212,8 +215,11 @@ class Service:
         problems: list[str] = []
         now = time.time()
         connected = self.listener.connected.is_set()
-        if not connected:
-            problems.append("MQTT broker disconnected: nothing is being received")
+        sessions = self.listener.sessions()
+        for name, up in sessions.items():
+            if not up:
+                what = "falls, SOS and alarms" if name == "urgent" else "readings"
+                problems.append(f"MQTT {name} session disconnected: no {what} received")
         journal = self.pipeline.store_health()
         if not journal.ok:
             problems.append(f"journal refuses writes ({journal.reason}); nothing acknowledged")
@@ -235,6 +241,7 @@ class Service:
             "status": "ok" if not problems else "degraded",
             "problems": problems,
             "mqtt_connected": connected,
+            "mqtt_sessions": sessions,
             "ingest_queue": self.inbox.qsize(),
             "messages_committed": self.pipeline.committed,
             "journal": {
@@ -312,11 +319,13 @@ def alerting(settings: Settings) -> AlertingConfig:
     )
 
 
-def broker_access(settings: Settings) -> BrokerAccess:
-    """The service's account and TLS trust from the settings."""
-    password = settings.mqtt_password.get_secret_value()
+def broker_access(settings: Settings, *, urgent: bool = False) -> BrokerAccess:
+    """The service's account (its urgent session's with ``urgent``) and TLS trust."""
+    username = settings.mqtt_urgent_username if urgent else settings.mqtt_username
+    secret = settings.mqtt_urgent_password if urgent else settings.mqtt_password
+    password = secret.get_secret_value()
     return BrokerAccess(
-        settings.mqtt_username,
+        username,
         password or None,
         tls=settings.mqtt_tls,
         ca_file=settings.mqtt_tls_ca,

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     mqtt_password_file: Path | None = None
     """A file holding the password (first line), e.g. the generated ``service.password``;
     instead of ``mqtt_password``."""
+    # --- the urgent session: events and status, queued apart from telemetry -----------------
+    mqtt_urgent_client_id: str = Field(default="jiayuan-urgent", min_length=1, max_length=64)
+    mqtt_urgent_username: str | None = Field(default=None, min_length=1)
+    """The urgent session's own broker account, ``jiayuan.urgent``: the broker makes the
+    username the client id, so the second session needs a second account."""
+    mqtt_urgent_password: SecretStr = SecretStr("")
+    mqtt_urgent_password_file: Path | None = None
+    """A file holding its password, e.g. the generated ``urgent.password``."""
     mqtt_tls: bool = False
     """Connect over TLS, verifying the broker's certificate and name. On by itself when
     ``mqtt_tls_ca`` is set; the port then defaults to 8883."""
@@ -187,6 +195,41 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"mqtt_host {self.mqtt_host} is not this machine: connect with TLS"
                 " (mqtt_tls_ca), plain MQTT is for the loopback development listener only"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _mqtt_urgent_access(self) -> Settings:
+        from jiayuan.auth.secrets import read_secret_file, weak_secret
+
+        if self.mqtt_urgent_password_file is not None:
+            if self.mqtt_urgent_password.get_secret_value():
+                raise ValueError("give mqtt_urgent_password or mqtt_urgent_password_file, not both")
+            self.mqtt_urgent_password = SecretStr(
+                read_secret_file(self.mqtt_urgent_password_file, "mqtt_urgent_password_file")
+            )
+        password = self.mqtt_urgent_password.get_secret_value()
+        if (self.mqtt_urgent_username is None) != (not password):
+            raise ValueError("mqtt_urgent_username and its password go together")
+        if self.mqtt_username is not None and self.mqtt_urgent_username is None:
+            raise ValueError(
+                "mqtt_username needs mqtt_urgent_username (jiayuan.urgent) and"
+                " mqtt_urgent_password_file (urgent.password): run `jiayuan broker credentials`"
+                " again to make that account; events have a session, and so an account, of"
+                " their own"
+            )
+        if (
+            self.mqtt_urgent_username is not None
+            and self.mqtt_urgent_username == self.mqtt_username
+        ):
+            raise ValueError("mqtt_urgent_username must differ from mqtt_username")
+        if self.mqtt_urgent_client_id == self.mqtt_client_id:
+            raise ValueError("mqtt_urgent_client_id must differ from mqtt_client_id")
+        why = weak_secret(password) if password else None
+        if why and not self.demo:
+            raise ValueError(
+                f"JIAYUAN_MQTT_URGENT_PASSWORD is {why}: use the one `jiayuan broker"
+                " credentials` generated (urgent.password)"
             )
         return self
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jiayuan.brokerauth import SERVICE_PASSWORD
+from jiayuan.brokerauth import SERVICE_PASSWORD, URGENT_PASSWORD, URGENT_USER
 from jiayuan.devbroker import Broker
 from jiayuan.devvictoria import Victoria
 from registry import Device, Registry
@@ -38,17 +38,20 @@ def pytest_configure(config: pytest.Config) -> None:
 def broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
     """A fresh Mosquitto for one test, anonymous clients refused: ``broker.host``,
     ``broker.port`` (plain, loopback), ``broker.tls_port``, ``broker.restart()``; accounts
-    ``broker.service_access()``, ``broker.device_access(id)`` for :data:`BROKER_REGISTRY`, and
+    ``broker.service_access()`` and ``broker.urgent_access()`` (the service's two sessions),
+    ``broker.device_access(id)`` for :data:`BROKER_REGISTRY`, and
     test-only ones, ``broker.test_access(name)`` (made on demand; tests.mqtt.Publisher's).
 
     ``ServiceProcess(data, broker)`` connects over TLS with the service's account; a child
-    ``jiayuan run`` given only ``broker.port`` finds that account in the environment, set here.
+    ``jiayuan run`` given only ``broker.port`` finds those accounts in the environment, set here.
     """
     b = Broker(tmp_path / "mosquitto", registry=BROKER_REGISTRY).start()
     service = b.service_access(tls=False)
     assert service.username is not None
     monkeypatch.setenv("JIAYUAN_MQTT_USERNAME", service.username)
     monkeypatch.setenv("JIAYUAN_MQTT_PASSWORD_FILE", str(b.auth_dir / SERVICE_PASSWORD))
+    monkeypatch.setenv("JIAYUAN_MQTT_URGENT_USERNAME", URGENT_USER)
+    monkeypatch.setenv("JIAYUAN_MQTT_URGENT_PASSWORD_FILE", str(b.auth_dir / URGENT_PASSWORD))
     try:
         yield b
     finally:

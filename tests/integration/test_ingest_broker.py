@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import queue
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ingest.inbox import Inbox
 from ingest.journal import Journal
-from ingest.listener import Inbound, Listener
+from ingest.listener import Listener
 from ingest.pipeline import Pipeline
 from jiayuan.devbroker import Broker
 from tests.mqtt import Publisher, wait_for
@@ -22,11 +22,16 @@ T = "community/y/wearable/wr-1/telemetry"
 
 class Ingest:
     def __init__(self, broker: Broker, path: Path, client_id: str = "jiayuan-test") -> None:
-        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.inbox = Inbox()
         self.journal = Journal(path, synchronous="NORMAL")
-        access = broker.service_access(tls=True)  # as the service: its account, over TLS
+        access = broker.service_access(tls=True)  # as the service: its accounts, over TLS
         self.listener = Listener(
-            broker.host, broker.port_for(access), client_id, self.inbox, access=access
+            broker.host,
+            broker.port_for(access),
+            client_id,
+            self.inbox,
+            access=access,
+            urgent_access=broker.urgent_access(tls=True),
         )
         self.pipeline = Pipeline(self.inbox, self.journal, self.listener.ack)
 

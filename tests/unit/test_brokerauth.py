@@ -59,6 +59,10 @@ def test_the_acl_gives_each_account_exactly_its_topics(tmp_path: Path) -> None:
             blocks[user].append(line)
     assert blocks == {
         "jiayuan.service": ["topic read community/+/+/+/+"],
+        "jiayuan.urgent": [
+            "topic read community/+/+/+/event",
+            "topic read community/+/+/+/status",
+        ],
         "gateway.C01": [
             "topic write community/y/smoke/smk-1/+",
             "topic write community/y/wearable/wr-1/+",
@@ -76,13 +80,16 @@ def test_files_secrets_and_their_modes(tmp_path: Path) -> None:
     assert (report.devices, report.gateways) == (3, 2)
     creds = CredentialsFile.load(tmp_path / "credentials.json")
     users = [line.split(":", 1)[0] for line in (tmp_path / "passwords").read_text().splitlines()]
-    assert sorted(users) == sorted(["jiayuan.service", "wr-1", "smk-1", "gate-C02-main",
-                                    "gateway.C01", "gateway.C02"])  # fmt: skip
+    assert sorted(users) == sorted(["jiayuan.service", "jiayuan.urgent", "wr-1", "smk-1",
+                                    "gate-C02-main", "gateway.C01", "gateway.C02"])  # fmt: skip
     text = (tmp_path / "passwords").read_text()
-    for pw in [creds.service[1], *creds.devices.values()]:
+    assert creds.urgent is not None and creds.urgent[1] != creds.service[1]
+    for pw in [creds.service[1], creds.urgent[1], *creds.devices.values()]:
         assert len(pw) == 32 and pw not in text  # only hashes in the broker's file
     assert (tmp_path / "service.password").read_text() == creds.service[1] + "\n"
-    for name in ("passwords", "acl", "credentials.json", "service.password", "changes.log"):
+    assert (tmp_path / "urgent.password").read_text() == creds.urgent[1] + "\n"
+    for name in ("passwords", "acl", "credentials.json", "service.password", "urgent.password",
+                 "changes.log"):  # fmt: skip
         assert mode(tmp_path / name) == 0o600, name
     assert creds.gateways["gateway.C01"].devices == ("smk-1", "wr-1")
     gateway = creds.gateways["gateway.C01"]
@@ -153,7 +160,7 @@ def test_the_commands_write_credentials_and_tls(
     assert creds.service[1] not in printed and creds.gateways == {}
     assert {p.name for p in out.iterdir()} >= {
         "ca.crt", "ca.key", "server.crt", "server.key", "passwords", "acl", "credentials.json",
-        "service.password",
+        "service.password", "urgent.password",
     }  # fmt: skip
     assert mode(out / "ca.key") == mode(out / "server.key") == 0o600
     assert jiayuan(["broker", "credentials", "--registry", str(tmp_path / "none"),
@@ -199,8 +206,12 @@ def test_settings_read_the_password_file_and_refuse_plain_mqtt_off_this_machine(
     pw = tmp_path / "service.password"
     pw.write_text("Xq3-" + "abcdefghijklmnopqrstuvwxyz0123" + "\n")
     make_tls(tmp_path)
+    urgent = tmp_path / "urgent.password"
+    urgent.write_text("Yr5-" + "abcdefghijklmnopqrstuvwxyz0123" + "\n")
     s = Settings(mqtt_username="jiayuan.service", mqtt_password_file=pw,
+                 mqtt_urgent_username="jiayuan.urgent", mqtt_urgent_password_file=urgent,
                  mqtt_tls_ca=tmp_path / "ca.crt")  # fmt: skip
+    assert s.mqtt_urgent_password.get_secret_value() == urgent.read_text().strip()
     assert s.mqtt_password.get_secret_value() == pw.read_text().strip()
     assert (s.mqtt_tls, s.mqtt_port) == (True, 8883)
     assert "Xq3" not in repr(s)
@@ -208,6 +219,11 @@ def test_settings_read_the_password_file_and_refuse_plain_mqtt_off_this_machine(
         Settings(mqtt_host="10.0.0.5")
     with pytest.raises(ValueError, match="needs mqtt_password"):
         Settings(mqtt_username="jiayuan.service")
+    with pytest.raises(ValueError, match="needs mqtt_urgent_username"):  # one account, one session
+        Settings(mqtt_username="jiayuan.service", mqtt_password_file=pw)
+    with pytest.raises(ValueError, match="must differ"):
+        Settings(mqtt_username="jiayuan.service", mqtt_password_file=pw,
+                 mqtt_urgent_username="jiayuan.service", mqtt_urgent_password_file=pw)  # fmt: skip
     with pytest.raises(ValueError, match="too short") as e:
         Settings(mqtt_username="jiayuan.service", mqtt_password="hunter2")
     assert "hunter2" not in str(e.value)
@@ -235,3 +251,19 @@ def test_the_simulator_picks_gateway_accounts_for_its_fleet(tmp_path: Path) -> N
     pw.write_text("pw\n")
     with pytest.raises(ValueError, match="one connection"):
         _publisher(_sim_args(username="test.x", password_file=pw, clients=2), {"wr-1"})
+
+
+def test_a_credentials_file_from_before_the_urgent_account_gets_it_at_the_next_run(
+    tmp_path: Path,
+) -> None:
+    brokerauth.write_credentials(REG, tmp_path)
+    body = json.loads((tmp_path / "credentials.json").read_text())
+    del body["urgent"]  # as written by the version with one service account
+    (tmp_path / "credentials.json").write_text(json.dumps(body))
+    old = CredentialsFile.load(tmp_path / "credentials.json")
+    assert old.urgent is None and old.password_of("jiayuan.urgent") is None
+    report = brokerauth.write_credentials(REG, tmp_path)
+    assert report.added == ["jiayuan.urgent"] and report.removed == []
+    new = CredentialsFile.load(tmp_path / "credentials.json")
+    assert new.service == old.service and new.devices == old.devices  # the others are kept
+    assert new.urgent is not None and new.password_of("jiayuan.urgent") == new.urgent[1]

@@ -1,0 +1,43 @@
+"""The inbox hands urgent messages (the urgent session's: events, status) out before telemetry,
+each class in arrival order, through the same calls the pipeline makes on a queue.Queue."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+
+from ingest.inbox import Inbox
+from ingest.listener import TELEMETRY, URGENT, Inbound
+
+
+def msg(n: int, session: str = TELEMETRY) -> Inbound:
+    stream = "telemetry" if session == TELEMETRY else "event"
+    return Inbound(f"community/y/wearable/w-{n}/{stream}", b"{}", n, 1, False, 0.0, session)
+
+
+def test_urgent_messages_come_out_first_and_each_kind_keeps_its_order() -> None:
+    inbox = Inbox()
+    for n in range(1000):
+        inbox.put(msg(n))
+    inbox.put(msg(5000, URGENT))
+    inbox.put(msg(5001, URGENT))
+    assert inbox.qsize() == 1002 and inbox.urgent_waiting() == 2
+    assert [inbox.get(timeout=1).mid for _ in range(3)] == [5000, 5001, 0]
+    assert [inbox.get_nowait().mid for _ in range(999)] == list(range(1, 1000))
+    with pytest.raises(queue.Empty):
+        inbox.get_nowait()
+    with pytest.raises(queue.Empty):
+        inbox.get(timeout=0.01)
+    assert inbox.qsize() == 0
+
+
+def test_a_waiting_reader_is_woken_by_an_urgent_message() -> None:
+    inbox = Inbox()
+    got: list[Inbound] = []
+    reader = threading.Thread(target=lambda: got.append(inbox.get(timeout=30)))
+    reader.start()
+    inbox.put(msg(1, URGENT))
+    reader.join(30)
+    assert [m.mid for m in got] == [1] and got[0].urgent
