@@ -11,14 +11,26 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any, Final, Literal
 
 from ingest.payloads import Reading
 from ingest.topics import STREAMS
 from registry.models import Registry
+from rules.baselines import Baselines
+from rules.combos import ComboState, Conditions
 from rules.matches import Transition
 from rules.metrics import RULE_ERRORS
-from rules.model import AbsenceRule, CountRule, EventRule, Rule, ThresholdRule, ZoneRule
+from rules.model import (
+    AbsenceRule,
+    ComboRule,
+    CountRule,
+    EventRule,
+    Rule,
+    ThresholdRule,
+    ZoneRule,
+)
+from rules.windows import Window
 
 __all__ = ["LATE_S", "RuleEngine"]
 
@@ -50,6 +62,8 @@ class _OpenState:
     firing: bool = False
     since: float = _NEVER
     cleared: float = _NEVER
+    pending: tuple[float, float] | None = None
+    """A verification window under way: (event time of the fire, when paging starts)."""
 
 
 @dataclass(slots=True)
@@ -68,24 +82,31 @@ class _Dev:
     unregistered: bool = False
     levels: dict[int, _LevelState] = field(default_factory=dict)
     events: dict[int, _OpenState] = field(default_factory=dict)
+    combos: dict[int, ComboState] = field(default_factory=dict)
 
 
 class _Compiled:
     """A rule made ready for evaluation; ``slot`` indexes its state in :class:`_Dev`."""
 
-    def __init__(self, rule: Rule, slot: int) -> None:
+    def __init__(self, rule: Rule, slot: int, tz: tzinfo = UTC) -> None:
         self.rule = rule
         self.id = rule.id
         self.slot = slot
+        self.hours = Window(rule.active, tz) if rule.active is not None else None
+
+    def active(self, ts: float) -> bool:
+        """Whether the rule may fire from a reading of event time ``ts`` (its time window)."""
+        return self.hours is None or self.hours.contains(ts)
 
     def make(
-        self, action: Action, dev: _Dev, at: float, late: bool = False, value: float | None = None
-    ) -> Transition:
+        self, action: Action, dev: _Dev, at: float, late: bool = False, value: float | None = None,
+        page_at: float | None = None, reason: str = "",
+    ) -> Transition:  # fmt: skip
         r = self.rule
         log.debug("rule %s %s for device %s", r.id, action, dev.device_id)
         return Transition(
             action, r.id, dev.device_id, r.kind, r.severity, r.signal, r.route, at, r.summary,
-            late, value, dict(dev.labels),
+            late, value, dict(dev.labels), page_at, reason,
         )  # fmt: skip
 
     def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
@@ -98,8 +119,8 @@ class _Level(_Compiled):
     sign = 1.0  # -1 for a ``below`` rule: values and levels negated, the test is always ``>``
     metric = ""  # the telemetry field read directly; empty when measure() computes the value
 
-    def __init__(self, rule: ThresholdRule | ZoneRule, slot: int) -> None:
-        super().__init__(rule, slot)
+    def __init__(self, rule: ThresholdRule | ZoneRule, slot: int, tz: tzinfo = UTC) -> None:
+        super().__init__(rule, slot, tz)
         self.for_ = rule.for_
         self.gap = rule.gap
 
@@ -136,7 +157,7 @@ class _Level(_Compiled):
         elif x > st.trig:
             if st.start is None or ts - last > self.gap:  # unobserved gap: the episode restarts
                 st.start = ts
-            if ts - st.start >= self.for_:
+            if ts - st.start >= self.for_ and self.active(ts):
                 st.firing = True
                 out.append(self.make("fire", dev, st.start, r.lag > LATE_S, v))
         else:
@@ -150,12 +171,12 @@ class _Level(_Compiled):
 
 
 class _Threshold(_Level):
-    def __init__(self, rule: ThresholdRule, slot: int) -> None:
-        super().__init__(rule, slot)
+    def __init__(self, rule: ThresholdRule, slot: int, tz: tzinfo = UTC) -> None:
+        super().__init__(rule, slot, tz)
         self.metric = rule.metric
         self.sign = 1.0 if rule.above is not None else -1.0
         self.trig = rule.above if rule.above is not None else rule.below or 0.0
-        self.clr = rule.clear
+        self.clr = rule.clear if rule.clear is not None else self.trig
         self.override = rule.override
 
     def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
@@ -165,9 +186,42 @@ class _Threshold(_Level):
         return trig * self.sign, (self.clr + trig - self.trig) * self.sign
 
 
+class _Baseline(_Level):
+    """A threshold relative to the device's own baseline at the hour of each reading: levels
+    move with the hour; without a baseline (too little history) the rule does not apply —
+    an episode under way pauses, an alert already firing may still clear."""
+
+    def __init__(self, rule: ThresholdRule, slot: int, tz: tzinfo = UTC) -> None:
+        super().__init__(rule, slot, tz)
+        assert rule.baseline is not None
+        b = rule.baseline
+        self.metric = rule.metric
+        self.sign = b.sign
+        self.by, self.clear_by = b.offset, b.clear_by
+        self.spec = (rule.metric, b.days, b.min_days)
+
+    def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
+        return math.inf, math.inf  # set from the baseline at each reading
+
+    def on_value(
+        self, eng: RuleEngine, dev: _Dev, r: Reading, v: float, out: list[Transition]
+    ) -> None:
+        st = self.state(eng.registry, dev)
+        assert st is not None
+        base = eng.baselines.level(dev.device_id, self.spec, r.ts) if eng.baselines else None
+        if base is None:
+            if not st.firing:
+                return
+            st.trig, st.clr = math.inf, -math.inf  # hold: no level to clear against
+        else:
+            s = self.sign
+            st.trig, st.clr = (base + s * self.by) * s, (base + s * self.clear_by) * s
+        super().on_value(eng, dev, r, v, out)
+
+
 class _Zone(_Level):
-    def __init__(self, rule: ZoneRule, slot: int) -> None:
-        super().__init__(rule, slot)
+    def __init__(self, rule: ZoneRule, slot: int, tz: tzinfo = UTC) -> None:
+        super().__init__(rule, slot, tz)
         self.margin = rule.margin_m
 
     def measure(self, dev: _Dev, values: dict[str, float | bool]) -> float | None:
@@ -188,31 +242,83 @@ class _Zone(_Level):
 class _Event(_Compiled):
     """Fires on each event; with clear events, once per episode."""
 
-    def __init__(self, rule: EventRule, slot: int) -> None:
-        super().__init__(rule, slot)
+    def __init__(self, rule: EventRule, slot: int, tz: tzinfo = UTC) -> None:
+        super().__init__(rule, slot, tz)
         self.stateful = bool(rule.clear_events)
+        self.verify = rule.verify
+        self.cancels = frozenset(rule.verify.cancel_events if rule.verify else ())
+        self.persist = rule.persist
+        self.wait = rule.wait
+        self.keeps = self.stateful or self.verify is not None
+        """Whether it holds state per device (an episode, or a verification under way)."""
 
     def on_event(
         self, eng: RuleEngine, dev: _Dev, r: Reading, fires: bool, out: list[Transition]
     ) -> None:
         ts, late = r.ts, r.lag > LATE_S
-        if not self.stateful:
+        if fires and not self.active(ts):
+            return
+        page_at = None if self.wait is None else min(ts, r.received) + self.wait
+        if not self.keeps:
             out.append(self.make("fire", dev, ts, late))
             return
         st = dev.events.get(self.slot) or dev.events.setdefault(self.slot, _OpenState())
+        if not fires and r.event in self.cancels:
+            self._cancel(st, dev, r, out)
+            return
+        if not self.stateful:
+            out.append(self.make("fire", dev, ts, late, page_at=page_at))
+            if self.verify is not None and page_at is not None:
+                st.pending = (ts, page_at)
+            return
         if fires:
             if st.firing:
                 return
-            out.append(self.make("fire", dev, ts, late))
+            out.append(self.make("fire", dev, ts, late, page_at=page_at))
             if ts < st.cleared:  # an old episode whose clear we already saw: report, then close
-                out.append(self.make("clear", dev, st.cleared, late))
+                out.append(self.make("clear", dev, st.cleared, late, reason=self._short(ts)))
             else:
                 st.firing, st.since = True, ts
+                if self.verify is not None and page_at is not None:
+                    st.pending = (ts, page_at)
         else:
             st.cleared = max(st.cleared, ts)
             if st.firing and ts >= st.since:
                 st.firing = False
-                out.append(self.make("clear", dev, ts, late))
+                st.pending = None
+                out.append(self.make("clear", dev, ts, late, reason=self._short(st.since, ts)))
+
+    def _short(self, since: float, ts: float | None = None) -> str:
+        """Why a clear came so soon: it did not persist (a pre-alarm; not paged)."""
+        persist = self.persist
+        end = ts if ts is not None else since
+        if persist is None or end - since >= persist:
+            return ""
+        return (
+            f"did not persist {persist:g} s (cleared after {end - since:.0f} s): a pre-alarm,"
+            " nobody was paged"
+        )
+
+    def _cancel(self, st: _OpenState, dev: _Dev, r: Reading, out: list[Transition]) -> None:
+        """A cancel event (``fall_cancelled``): within the window of the fire before it, the
+        alert is resolved and nobody is paged; after it, the cancel changes nothing."""
+        assert self.verify is not None
+        pending, within = st.pending, self.verify.within
+        if pending is None or not pending[0] <= r.ts <= pending[0] + within:
+            return
+        st.pending = None
+        st.firing = False
+        after = r.ts - pending[0]
+        paged = (
+            "nobody was paged"
+            if r.received <= pending[1]
+            else "it arrived after the window: the first page had gone out"
+        )
+        reason = (
+            f"cancelled on the device ({r.event}) {after:.0f} s after, within the"
+            f" {within:g} s verification window: {paged}"
+        )
+        out.append(self.make("clear", dev, r.ts, r.lag > LATE_S, reason=reason))
 
     def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
         if self.stateful:
@@ -221,11 +327,69 @@ class _Event(_Compiled):
         return self.stateful
 
 
+class _Combo(_Compiled):
+    """All (or any) of several conditions, on one device or over the devices of its unit."""
+
+    def __init__(self, rule: ComboRule, slot: int, tz: tzinfo = UTC) -> None:
+        super().__init__(rule, slot, tz)
+        self.conditions = Conditions(rule)
+        self.unit = rule.scope == "unit"
+
+    def on_reading(self, eng: RuleEngine, dev: _Dev, r: Reading, out: list[Transition]) -> None:
+        conds = self.conditions
+        st = dev.combos.get(self.slot) or dev.combos.setdefault(self.slot, conds.new())
+        conds.update(st, r)
+        if not self.unit:
+            self._judge(dev, st, [(r.kind, st)], r, out)
+            return
+        unit = dev.labels.get("unit")
+        if unit is None or dev.unregistered:
+            return
+        members: list[tuple[str, ComboState]] = []
+        holder: tuple[_Dev, ComboState] | None = None
+        for device_id, kind in eng.unit_members(unit):
+            d = eng._devs.get(device_id)
+            if kind == self.rule.kind and holder is None:
+                d = d or eng._dev(device_id)
+                holder = (d, d.combos.get(self.slot) or d.combos.setdefault(self.slot, conds.new()))
+            cs = d.combos.get(self.slot) if d is not None else None
+            if cs is not None:
+                members.append((kind, cs))
+                if cs.firing and kind == self.rule.kind and d is not None:
+                    holder = (d, cs)
+        if holder is not None:
+            if holder[0] is not dev:
+                eng._dirty.add(holder[0].device_id)
+            self._judge(holder[0], holder[1], members, r, out)
+
+    def _judge(
+        self,
+        dev: _Dev,
+        st: ComboState,
+        members: list[tuple[str, ComboState]],
+        r: Reading,
+        out: list[Transition],
+    ) -> None:
+        at = r.ts
+        holds = self.conditions.judge(members, at)
+        if holds and not st.firing and self.active(at):
+            st.firing, st.since = True, at
+            out.append(self.make("fire", dev, at, r.lag > LATE_S))
+        elif not holds and st.firing and at >= st.since:
+            st.firing = False
+            out.append(self.make("clear", dev, at, r.lag > LATE_S))
+
+    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
+        st = dev.combos.setdefault(self.slot, self.conditions.new())
+        st.firing, st.since = True, since
+        return True
+
+
 class _Count(_Compiled):
     """N events from one device within a window of event time."""
 
-    def __init__(self, rule: CountRule, slot: int) -> None:
-        super().__init__(rule, slot)
+    def __init__(self, rule: CountRule, slot: int, tz: tzinfo = UTC) -> None:
+        super().__init__(rule, slot, tz)
         self.n = rule.threshold
         self.window = rule.window
         self.seen: dict[str, _CountState] = {}
@@ -235,6 +399,8 @@ class _Count(_Compiled):
         self, eng: RuleEngine, dev: _Dev, r: Reading, fires: bool, out: list[Transition]
     ) -> None:
         ts, late, device_id = r.ts, r.lag > LATE_S, r.device_id
+        if not self.active(ts):  # only events inside its time window count
+            return
         st = self.seen.get(device_id) or self.seen.setdefault(device_id, self.new())
         dq = st.times
         if dq and ts < dq[-1]:
@@ -271,8 +437,8 @@ class _Absence(_Compiled):
     """Devices in order of last heard (the reading's receive time, so that evaluating the
     journal again gives the same answer), and those silent."""
 
-    def __init__(self, rule: AbsenceRule, slot: int) -> None:
-        super().__init__(rule, slot)
+    def __init__(self, rule: AbsenceRule, slot: int, tz: tzinfo = UTC) -> None:
+        super().__init__(rule, slot, tz)
         self.for_ = rule.for_
         self.waiting: OrderedDict[str, float] = OrderedDict()
         self.silent: dict[str, float] = {}
@@ -286,14 +452,20 @@ class _Absence(_Compiled):
 
     def expire(self, eng: RuleEngine, now: float, out: list[Transition]) -> None:
         waiting, deadline = self.waiting, now - self.for_
+        opened = _NEVER
+        if self.hours is not None:  # silence counts only inside the window
+            found = self.hours.opened_at(now)
+            if found is None:
+                return
+            opened = found
         while waiting:
             device_id, last = next(iter(waiting.items()))
-            if last > deadline:
+            if max(last, opened) > deadline:
                 break
             del waiting[device_id]
             self.silent[device_id] = last
             eng._dirty.add(device_id)
-            out.append(self.make("fire", eng._dev(device_id), last + self.for_))
+            out.append(self.make("fire", eng._dev(device_id), max(last, opened) + self.for_))
 
     def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
         self.waiting.pop(dev.device_id, None)
@@ -313,9 +485,15 @@ class RuleEngine:
         clock: Clock = time.time,
         *,
         max_unregistered: int = 10_000,
+        tz: tzinfo = UTC,
+        baselines: Baselines | None = None,
     ) -> None:
         self.registry = registry
         self.clock = clock
+        self.tz = tz
+        """The community's time zone: rules' ``active`` windows are local days and hours."""
+        self.baselines = baselines
+        """Personal baselines (:mod:`rules.baselines`); swap with :meth:`set_baselines`."""
         self.max_unregistered = max_unregistered
         self._unregistered: OrderedDict[str, float] = OrderedDict()
         self._dirty: set[str] = set()
@@ -329,32 +507,52 @@ class RuleEngine:
         self._heard: dict[tuple[str, str], list[_Absence]] = {}
         self._absences: list[_Absence] = []
         self._counts: list[_Count] = []
+        self._combos: dict[tuple[str, str], list[_Combo]] = {}
+        self._units: dict[str, list[tuple[str, str]]] | None = None
         self._zones = False
         self._compiled = [self._compile(rule, slot) for slot, rule in enumerate(self.rules)]
+        self._unit_scope = any(isinstance(c, _Combo) and c.unit for c in self._compiled)
         self._by_id = {c.id: c for c in self._compiled}
         if len(self._by_id) != len(self._compiled):
             raise ValueError("duplicate rule ids")
         self._seed(clock())
 
     def _compile(self, rule: Rule, slot: int) -> _Compiled:
-        kind = rule.kind
+        kind, tz = rule.kind, self.tz
         if isinstance(rule, ThresholdRule | ZoneRule):
-            lv = _Threshold(rule, slot) if isinstance(rule, ThresholdRule) else _Zone(rule, slot)
+            lv: _Level
+            if isinstance(rule, ZoneRule):
+                lv = _Zone(rule, slot, tz)
+            else:
+                lv = (
+                    _Threshold(rule, slot, tz)
+                    if rule.baseline is None
+                    else _Baseline(rule, slot, tz)
+                )
             self._zones |= isinstance(rule, ZoneRule)
             self._telemetry.setdefault(kind, []).append(lv)
             return lv
         if isinstance(rule, EventRule):
-            ev = _Event(rule, slot)
-            for fires, names in ((True, rule.events), (False, rule.clear_events)):
+            ev = _Event(rule, slot, tz)
+            cancels = rule.verify.cancel_events if rule.verify else ()
+            for fires, names in ((True, rule.events), (False, (*rule.clear_events, *cancels))):
                 for name in names:
                     self._events.setdefault((kind, name), []).append((ev, fires))
             return ev
         if isinstance(rule, CountRule):
-            cnt = _Count(rule, slot)
+            cnt = _Count(rule, slot, tz)
             self._events.setdefault((kind, rule.event), []).append((cnt, True))
             self._counts.append(cnt)
             return cnt
-        ab = _Absence(rule, slot)
+        if isinstance(rule, ComboRule):
+            combo = _Combo(rule, slot, tz)
+            conds = combo.conditions
+            streams = {(k, "telemetry") for k in conds.telemetry if conds.telemetry[k]}
+            streams |= {(k, "event") for k, _ in conds.events}
+            for key in streams:
+                self._combos.setdefault(key, []).append(combo)
+            return combo
+        ab = _Absence(rule, slot, tz)
         for stream in rule.streams or STREAMS:
             self._heard.setdefault((kind, stream), []).append(ab)
         self._absences.append(ab)
@@ -366,6 +564,20 @@ class RuleEngine:
             for d in self.registry.devices.values():
                 if d.kind == ab.rule.kind and d.device_id not in ab.silent:
                     ab.waiting.setdefault(d.device_id, now)
+
+    def unit_members(self, unit: str) -> list[tuple[str, str]]:
+        """(device id, kind) of the registered devices of ``unit``, in id order."""
+        if self._units is None:
+            units: dict[str, list[tuple[str, str]]] = {}
+            for d in sorted(self.registry.devices.values(), key=lambda d: d.device_id):
+                if d.unit:
+                    units.setdefault(d.unit, []).append((d.device_id, d.kind))
+            self._units = units
+        return self._units.get(unit, [])
+
+    def set_baselines(self, baselines: Baselines | None) -> None:
+        """Use newly computed baselines (from the thread that evaluates)."""
+        self.baselines = baselines
 
     def _labels(self, device_id: str, community: str) -> dict[str, str]:
         d = self.registry.device(device_id)
@@ -448,6 +660,12 @@ class RuleEngine:
                     ev.on_event(self, dev, reading, fires, out)
                 except Exception as e:
                     self._failed(ev, device_id, e)
+        if self._combos:
+            for combo in self._combos.get((kind, stream), ()):
+                try:
+                    combo.on_reading(self, dev, reading, out)
+                except Exception as e:
+                    self._failed(combo, device_id, e)
         return out
 
     def tick(self, now: float | None = None) -> list[Transition]:
@@ -472,6 +690,7 @@ class RuleEngine:
     def set_registry(self, registry: Registry) -> None:
         """Use a reloaded registry: labels, overrides and areas are looked up again."""
         self.registry = registry
+        self._units = None
         for device_id, dev in self._devs.items():
             dev.labels = self._labels(device_id, dev.labels["community"])
             dev.area = self._area(device_id)
@@ -497,7 +716,7 @@ class RuleEngine:
 
     def state_size(self) -> int:
         """Number of (rule, device) states held."""
-        n = sum(len(d.levels) + len(d.events) for d in self._devs.values())
+        n = sum(len(d.levels) + len(d.events) + len(d.combos) for d in self._devs.values())
         n += sum(len(ab.waiting) + len(ab.silent) for ab in self._absences)
         return n + sum(len(c.seen) for c in self._counts)
 
@@ -521,14 +740,17 @@ class RuleEngine:
                 if st.firing or st.start is not None or st.last_ts != _NEVER
             }
             events = {
-                rules[slot].id: [st.firing, _out(st.since), _out(st.cleared)]
+                rules[slot].id: [st.firing, _out(st.since), _out(st.cleared), st.pending]
                 for slot, st in dev.events.items()
-                if st.firing or st.cleared != _NEVER
+                if st.firing or st.cleared != _NEVER or st.pending is not None
             }
+            combos = {rules[slot].id: st.export() for slot, st in dev.combos.items()}
             if levels:
                 out["l"] = levels
             if events:
                 out["e"] = events
+            if combos:
+                out["m"] = combos
         counts = {
             c.id: [list(st.times), st.firing]
             for c in self._counts
@@ -562,10 +784,22 @@ class RuleEngine:
                 lv = self._by_id.get(rule_id)
                 if isinstance(lv, _Level) and (st := lv.state(self.registry, dev)) is not None:
                     st.last_ts, st.start, st.firing = _in(last_ts), start, bool(firing)
-            for rule_id, (firing, since, cleared) in data.get("e", {}).items():
+            for rule_id, (firing, since, cleared, *more) in data.get("e", {}).items():
                 ev = self._by_id.get(rule_id)
-                if isinstance(ev, _Event) and ev.stateful:
-                    dev.events[ev.slot] = _OpenState(bool(firing), _in(since), _in(cleared))
+                if isinstance(ev, _Event) and ev.keeps:
+                    pending = more[0] if more and more[0] and ev.verify else None
+                    dev.events[ev.slot] = _OpenState(
+                        bool(firing) and ev.stateful,
+                        _in(since),
+                        _in(cleared),
+                        None if pending is None else (float(pending[0]), float(pending[1])),
+                    )
+            for rule_id, saved in data.get("m", {}).items():
+                combo = self._by_id.get(rule_id)
+                if isinstance(combo, _Combo):
+                    loaded = ComboState.load(saved, len(combo.conditions.conds))
+                    if loaded is not None:
+                        dev.combos[combo.slot] = loaded
             for rule_id, (times, firing) in data.get("c", {}).items():
                 if (cnt := counts.get(rule_id)) is not None:
                     cs = cnt.new()
