@@ -17,9 +17,10 @@ from typing import Any, cast
 from alerts.model import Action, Alert, AlertNotFound, Audience, HistoryEntry, Sort
 from rules.matches import SEVERITY_ORDER, Transition
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: alerts, history, device presence. 2 (additive): escalation timers, deliveries and their
-attempts, silences — the stages after the lifecycle (:mod:`alerts.dispatch`)."""
+attempts, silences — the stages after the lifecycle (:mod:`alerts.dispatch`). 3 (additive):
+``alerts.page_at``, when a rule's verification window lets paging start."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     offline         INTEGER NOT NULL DEFAULT 0,
     offline_since   REAL,
     match_count     INTEGER NOT NULL DEFAULT 1,
-    value           REAL
+    value           REAL,
+    page_at         REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_open_fingerprint
     ON alerts (fingerprint) WHERE status != 'resolved';
@@ -182,6 +184,9 @@ def migrate(db: sqlite3.Connection) -> None:
         raise RuntimeError(
             f"alert database schema {version} is newer than this jiayuan ({SCHEMA_VERSION})"
         )
+    columns = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
+    if columns and "page_at" not in columns:  # 3: added to a store written by 1 or 2
+        db.execute("ALTER TABLE alerts ADD COLUMN page_at REAL")
     db.executescript(SCHEMA)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -253,6 +258,7 @@ def to_alert(row: sqlite3.Row, history: Sequence[HistoryEntry] = ()) -> Alert:
         match_count=row["match_count"],
         value=row["value"],
         history=tuple(history),
+        page_at=row["page_at"],
     )
 
 
@@ -354,8 +360,8 @@ def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
     cur = db.execute(
         "INSERT INTO alerts (fingerprint, rule_id, device_id, kind, severity, severity_rank,"
         " signal, signal_rank, route, summary, status, building, labels, started_at,"
-        " last_match_at, raised_at, updated_at, late, offline, offline_since, value)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,'firing',?,?,?,?,?,?,?,?,?,?)",
+        " last_match_at, raised_at, updated_at, late, offline, offline_since, value, page_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,'firing',?,?,?,?,?,?,?,?,?,?,?)",
         (
             t.fingerprint,
             t.rule_id,
@@ -377,6 +383,7 @@ def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
             int(offline),
             presence["since"] if offline else None,
             t.value,
+            t.page_at,
         ),
     )
     assert cur.lastrowid is not None

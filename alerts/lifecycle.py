@@ -142,6 +142,9 @@ class AlertStore:
         if t.action == "fire" and row is None:
             alert_id = sql.insert(db, t, now)
             note = "raised from late readings" if t.late else ""
+            if t.page_at is not None and t.page_at > now:
+                wait = f"paging waits {t.page_at - now:.0f} s for the rule's verification window"
+                note = f"{note}; {wait}" if note else wait
             return sql.record(db, alert_id, now, "raised", RULE, note), [(None, "firing")]
         if t.action == "fire":
             note = sql.rematch(db, row, t, now)
@@ -158,7 +161,8 @@ class AlertStore:
             " resolved_by = ?2, ended_at = ?3, updated_at = ?1 WHERE id = ?4",
             (now, RULE, t.at, alert_id),
         )
-        entry = sql.record(db, alert_id, now, "auto_resolved", RULE, "rule cleared")
+        note = t.reason or "rule cleared"
+        entry = sql.record(db, alert_id, now, "auto_resolved", RULE, note)
         return entry, [(row["status"], "resolved")]
 
     def acknowledge(self, alert_id: int, by: str, note: str = "") -> AlertChange | None:

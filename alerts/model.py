@@ -95,6 +95,8 @@ class Alert:
     """The value of the latest match. A health value: never log it."""
     history: tuple[HistoryEntry, ...] = ()
     """Filled by :meth:`alerts.AlertStore.get` only; listings leave it empty."""
+    page_at: float | None = None
+    """Paging starts no earlier than this (the rule's verification window); None: at once."""
 
     @property
     def is_open(self) -> bool:

@@ -93,6 +93,11 @@ class _Compiled:
         self.id = rule.id
         self.slot = slot
         self.hours = Window(rule.active, tz) if rule.active is not None else None
+        self.in_building = rule.where.building if rule.where is not None else None
+
+    def applies(self, dev: _Dev) -> bool:
+        """Whether the rule's ``where`` admits the device."""
+        return self.in_building is None or ("building" in dev.labels) == self.in_building
 
     def active(self, ts: float) -> bool:
         """Whether the rule may fire from a reading of event time ``ts`` (its time window)."""
@@ -133,7 +138,7 @@ class _Level(_Compiled):
 
     def state(self, registry: Registry, dev: _Dev) -> _LevelState | None:
         st = dev.levels.get(self.slot)
-        if st is None and (lv := self.levels(registry, dev)) is not None:
+        if st is None and self.applies(dev) and (lv := self.levels(registry, dev)) is not None:
             st = dev.levels[self.slot] = _LevelState(*lv)
         return st
 
@@ -256,7 +261,7 @@ class _Event(_Compiled):
         self, eng: RuleEngine, dev: _Dev, r: Reading, fires: bool, out: list[Transition]
     ) -> None:
         ts, late = r.ts, r.lag > LATE_S
-        if fires and not self.active(ts):
+        if fires and not (self.active(ts) and self.applies(dev)):
             return
         page_at = None if self.wait is None else min(ts, r.received) + self.wait
         if not self.keeps:
@@ -372,7 +377,7 @@ class _Combo(_Compiled):
     ) -> None:
         at = r.ts
         holds = self.conditions.judge(members, at)
-        if holds and not st.firing and self.active(at):
+        if holds and not st.firing and self.active(at) and self.applies(dev):
             st.firing, st.since = True, at
             out.append(self.make("fire", dev, at, r.lag > LATE_S))
         elif not holds and st.firing and at >= st.since:
@@ -399,7 +404,7 @@ class _Count(_Compiled):
         self, eng: RuleEngine, dev: _Dev, r: Reading, fires: bool, out: list[Transition]
     ) -> None:
         ts, late, device_id = r.ts, r.lag > LATE_S, r.device_id
-        if not self.active(ts):  # only events inside its time window count
+        if not (self.active(ts) and self.applies(dev)):  # only events inside its window count
             return
         st = self.seen.get(device_id) or self.seen.setdefault(device_id, self.new())
         dq = st.times

@@ -59,7 +59,7 @@ class Baseline(_Part):
     that median. Needs ``min_days`` days with data at that hour, else the rule does not apply."""
 
     above_by: float | None = Field(default=None, gt=0)
-    below_by: float | None = Field(default=None, gt=0)
+    below_by: float | None = Field(default=None, gt=0, validate_default=True)
     clear_by: float = Field(ge=0)
     days: int = Field(default=14, ge=1, le=60)
     min_days: int = Field(default=7, ge=1, le=60)

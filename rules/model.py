@@ -34,7 +34,7 @@ from ingest.payloads import MODELS
 from ingest.topics import KINDS, Kind, Stream
 from rules.forms import CONDITION_TAGS, Baseline, Condition, Verify, problems
 from rules.matches import Route, Severity, Signal
-from rules.windows import ActiveWindow
+from rules.windows import ActiveWindow, Where
 
 __all__ = [
     "EVENTS",
@@ -129,6 +129,8 @@ class _Rule(BaseModel):
     enabled: bool = True
     active: ActiveWindow | None = None
     """Fires only from readings whose event time is in this local window (clears always)."""
+    where: Where | None = None
+    """Only the devices of the kind placed so (e.g. building doors among gates)."""
 
 
 class ThresholdRule(_Rule):

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["DAYS", "ActiveWindow", "Window"]
+__all__ = ["DAYS", "ActiveWindow", "Where", "Window"]
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: Final[tuple[Day, ...]] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -46,6 +46,15 @@ class ActiveWindow(BaseModel):
         m = _HOURS.match(self.hours)
         assert m is not None
         return int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+
+
+class Where(BaseModel):
+    """Which devices of the kind a rule applies to: ``building: true`` only those placed in a
+    building (a building's door), ``false`` only those that are not (a compound's entrance)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    building: bool | None = None
 
 
 class Window:
