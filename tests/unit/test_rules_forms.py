@@ -111,7 +111,8 @@ def test_a_window_past_midnight_belongs_to_the_day_it_starts_on(tmp_path: Path) 
 
 def test_a_threshold_in_a_window_fires_inside_it_and_clears_outside(tmp_path: Path) -> None:
     rule = {**BASE, "id": "hr", "kind": "wearable", "type": "threshold", "metric": "heart_rate",
-            "above": 120, "clear": 110, "for": "10m", "active": {"hours": "22:00-06:00"}}  # fmt: skip
+            "above": 120, "clear": 110, "for": "10m",
+            "active": {"hours": "22:00-06:00"}}  # fmt: skip
     eng = engine(tmp_path, rule)
     start = MIDNIGHT + 21.75 * 3600  # 21:45: high from before the window opens
     out = [
@@ -181,7 +182,8 @@ def test_heart_rate_high_and_no_steps_needs_both_each_for_its_own_duration(
 
 def test_any_fires_on_either_condition(tmp_path: Path) -> None:
     rule = {**BASE, "id": "either", "kind": "wearable", "type": "any", "conditions": [
-        {"metric": "spo2", "below": 90, "clear": 92}, {"event": "sos", "within": "1m"}]}  # fmt: skip
+        {"metric": "spo2", "below": 90, "clear": 92},
+        {"event": "sos", "within": "1m"}]}  # fmt: skip
     eng = engine(tmp_path, rule)
     t0 = MIDNIGHT
     assert acts(eng.evaluate(reading("wearable", "w1", "event", t0, event="sos"))) == [
@@ -217,7 +219,8 @@ def test_a_unit_rule_combines_the_homes_devices_and_alerts_on_the_real_wearable(
 
 FALL: dict[str, Any] = {**BASE, "id": "fall", "kind": "wearable", "type": "event",
                         "events": ["fall"], "severity": "critical",
-                        "verify": {"cancel_events": ["fall_cancelled"], "within": "30s"}}  # fmt: skip
+                        "verify": {"cancel_events": ["fall_cancelled"],
+                                   "within": "30s"}}  # fmt: skip
 SMOKE: dict[str, Any] = {**BASE, "id": "smoke", "kind": "smoke", "type": "event",
                          "events": ["alarm"], "clear_events": ["alarm_clear"],
                          "persist": "10s"}  # fmt: skip
