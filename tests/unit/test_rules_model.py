@@ -169,7 +169,8 @@ def test_missing_type(tmp_path: Path) -> None:
     ("rule", "field", "message"),
     [
         ({"kind": "wearable", "type": "event", "events": ["alarm"]}, "events",
-         "unknown event 'alarm' for wearable (known: fall, fall_cancelled, low_battery, removed, sos, worn)"),
+         "unknown event 'alarm' for wearable (known: fall, fall_cancelled, low_battery, removed,"
+         " sos, worn)"),
         ({"kind": "wearable", "type": "event", "events": []}, "events", "at least 1 item"),
         ({"kind": "smoke", "type": "event", "events": ["alarm"], "clear_events": ["alarm"]},
          "clear_events", "'alarm' both fires and clears"),
