@@ -25,6 +25,7 @@ from jiayuan.api import (
     alerts,
     audit,
     auth,
+    baselines,
     dead_letters,
     devices,
     escalation,
@@ -32,6 +33,7 @@ from jiayuan.api import (
     ops,
     registry,
     residents,
+    rules,
     silences,
     stream,
     system,
@@ -82,6 +84,8 @@ def create_app(
     for module in (system, devices, alerts, dead_letters, stream, registry, residents, ops, fleet):
         app.include_router(module.router)
     for module in (silences, escalation):  # alerting: silences, chains, timers, deliveries
+        app.include_router(module.router)
+    for module in (baselines, rules):  # personal baselines; rule backtests
         app.include_router(module.router)
     app.include_router(auth.router)
     app.include_router(audit.router)
