@@ -13,7 +13,7 @@ from alerts.noise import FlapGate
 from jiayuan.settings import Settings
 from registry import Registry
 from registry.loader import load_registry
-from rules.backtest import WARMUP_S, Report, backtest
+from rules.backtest import WARMUP_S, Report, backtest, default_jobs
 from rules.model import Rule, builtin_pack, load_rules
 
 __all__ = ["parse_when", "run"]
@@ -36,6 +36,7 @@ def run(
     *,
     registry: Registry | None = None,
     warmup_s: float = WARMUP_S,
+    jobs: int | None = None,
 ) -> Report:
     """Backtest ``rules`` against the rules in force over the data directory's journal."""
     data = settings.data_dir
@@ -64,4 +65,5 @@ def run(
         warmup_s=warmup_s,
         gate=gate,
         max_unregistered=settings.max_unregistered_devices,
+        jobs=default_jobs() if jobs is None else jobs,
     )

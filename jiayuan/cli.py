@@ -84,7 +84,9 @@ def _rules_backtest(args: argparse.Namespace) -> int:
     try:
         rules = load_rules(args.files)
         since, until = parse_when(args.since, tz), parse_when(args.until, tz)
-        report = run(settings, rules, since, until, warmup_s=parse_duration(args.warmup))
+        report = run(
+            settings, rules, since, until, warmup_s=parse_duration(args.warmup), jobs=args.jobs
+        )
     except RuleFileError as e:
         print(e, file=sys.stderr)
         return 1
@@ -189,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="the service's data directory (default $JIAYUAN_DATA_DIR)"
     )
     bt.add_argument("--warmup", default="6h", help="replayed before --since, not counted")
+    bt.add_argument(
+        "--jobs", type=int, help="processes (devices split by unit; default: the cores, ≤ 8)"
+    )
     bt.set_defaults(func=_rules_backtest)
 
     broker = sub.add_parser("broker", help="the broker's accounts, ACL and TLS files")

@@ -16,13 +16,18 @@ belongs to alerting) holds the clears of flapping alerts, as live. For the rules
 figures therefore match what the store raised (rule alerts only).
 
 A rule that is the same in both sets is evaluated once; only the rules that differ get engines
-of their own.
+of their own. With ``jobs`` > 1 the devices are split by unit (a unit's devices together, so
+unit-scope rules see them all) over that many processes, each replaying its share of the
+journal; rule state is per device, so the sums are exact.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sqlite3
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +154,28 @@ class _Run:
                 tally.apply(out, now)
 
 
+@dataclass(frozen=True)
+class _Job:
+    journal: Path
+    rules: Sequence[Rule]
+    in_force: Sequence[Rule]
+    registry: Registry
+    since: float
+    until: float
+    tz: tzinfo
+    alerts: Path | None
+    warmup_s: float
+    gate: Callable[[Callable[[], float]], Gate] | None
+    baselines_every_s: float
+    max_unregistered: int
+    jobs: int
+
+
+Counts = dict[str, Counter[str]]
+_JOB: _Job | None = None
+"""The job of the forked replay processes (inherited, so nothing is pickled but results)."""
+
+
 def backtest(
     journal: Path,
     rules: Sequence[Rule],
@@ -163,13 +190,102 @@ def backtest(
     gate: Callable[[Callable[[], float]], Gate] | None = None,
     baselines_every_s: float = 3600.0,
     max_unregistered: int = 10_000,
+    jobs: int = 1,
 ) -> Report:
     """Replay the journal rows received in [since - warmup_s, until) through ``rules`` and
-    ``in_force``; count the alerts each would have raised in [since, until) per rule and day."""
+    ``in_force``; count the alerts each would have raised in [since, until) per rule and day.
+    ``jobs`` > 1: in that many processes (forked), each with its share of the devices."""
+    global _JOB
     if until <= since:
         raise ValueError("until must be after since")
     t_start = time.perf_counter()
-    start = since - warmup_s
+    job = _Job(
+        journal, rules, in_force, registry, since, until, tz, alerts, warmup_s, gate,
+        baselines_every_s, max_unregistered, max(1, jobs),
+    )  # fmt: skip
+    if job.jobs == 1:
+        parts = [_replay(job, 0)]
+    else:
+        _JOB = job
+        try:
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(job.jobs) as pool:
+                parts = pool.map(_replay_part, range(job.jobs))
+        finally:
+            _JOB = None
+    new, old, n = _merge(parts)
+    new_ids = {r.id for r in rules if r.enabled}
+    old_ids = {r.id for r in in_force if r.enabled}
+    return Report(
+        since,
+        until,
+        tz,
+        {i: new.get(i, Counter()) for i in sorted(new_ids)},
+        {i: old.get(i, Counter()) for i in sorted(old_ids)},
+        raised_in_store(alerts, old_ids, since, until, tz) if alerts is not None else None,
+        n,
+        time.perf_counter() - t_start,
+        _days(since, until, tz),
+    )
+
+
+def default_jobs() -> int:
+    """Processes for a backtest: the cores this process may use, at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
+def _replay_part(part: int) -> tuple[Counts, Counts, int]:
+    assert _JOB is not None
+    return _replay(_JOB, part)
+
+
+def _merge(parts: list[tuple[Counts, Counts, int]]) -> tuple[Counts, Counts, int]:
+    new: Counts = {}
+    old: Counts = {}
+    for p_new, p_old, _ in parts:
+        for into, src in ((new, p_new), (old, p_old)):
+            for rule_id, days in src.items():
+                into.setdefault(rule_id, Counter()).update(days)
+    return new, old, sum(p[2] for p in parts)
+
+
+def _partition(registry: Registry, jobs: int) -> Callable[[str], int]:
+    """Device id → its process: by unit when it has one (a unit stays together), else by id."""
+
+    def part(device_id: str) -> int:
+        d = registry.devices.get(device_id)
+        key = d.unit if d is not None and d.unit else device_id
+        return zlib.crc32(key.encode()) % jobs
+
+    return part
+
+
+def _share(registry: Registry, part: int, of: Callable[[str], int]) -> Registry:
+    """The registry with only the devices of one process (absence timers start for those)."""
+    devices = [d for d in registry.devices.values() if of(d.device_id) == part]
+    return Registry(
+        registry.community,
+        list(registry.buildings.values()),
+        devices,
+        list(registry.residents.values()),
+        list(registry.staff.values()),
+    )
+
+
+def _replay(job: _Job, part: int) -> tuple[Counts, Counts, int]:
+    """One process's replay: the devices of ``part`` (all of them when ``job.jobs`` is 1)."""
+    rules, in_force, registry = job.rules, job.in_force, job.registry
+    since, until, tz, alerts = job.since, job.until, job.tz, job.alerts
+    gate, max_unregistered, baselines_every_s = (
+        job.gate,
+        job.max_unregistered,
+        job.baselines_every_s,
+    )
+    journal = job.journal
+    of = _partition(registry, job.jobs)
+    if job.jobs > 1:
+        registry = _share(registry, part, of)
+    start = since - job.warmup_s
     now = [start]
     clock: Callable[[], float] = lambda: now[0]  # noqa: E731
     new_tally, old_tally = _Tally(since, until, tz), _Tally(since, until, tz)
@@ -195,6 +311,7 @@ def backtest(
     n = 0
     next_tick = float(int(start)) + 1.0
     db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    mine: dict[str, bool] = {}
     try:
         last_id = _first_id(db, start)
         community = registry.community
@@ -208,6 +325,13 @@ def backtest(
                 if received >= until:
                     done = True
                     break
+                if job.jobs > 1:
+                    device_id = row[1]
+                    ok = mine.get(device_id)
+                    if ok is None:
+                        ok = mine[device_id] = of(device_id) == part
+                    if not ok:
+                        continue
                 t = max(now[0], received)
                 while next_tick <= t:  # the live worker ticks every second of receive time
                     m = _advance(next_tick, now, runs, manual, m, [new_tally, old_tally])
@@ -228,20 +352,7 @@ def backtest(
         for run in runs:
             run.tick(next_tick)
         next_tick += 1.0
-    new_ids = {r.id for r in rules if r.enabled}
-    old_ids = {r.id for r in in_force if r.enabled}
-    report = Report(
-        since,
-        until,
-        tz,
-        {i: new_tally.raised.get(i, Counter()) for i in sorted(new_ids)},
-        {i: old_tally.raised.get(i, Counter()) for i in sorted(old_ids)},
-        raised_in_store(alerts, old_ids, since, until, tz) if alerts is not None else None,
-        n,
-        time.perf_counter() - t_start,
-        _days(since, until, tz),
-    )
-    return report
+    return new_tally.raised, old_tally.raised, n
 
 
 def _advance(

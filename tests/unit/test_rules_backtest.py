@@ -159,6 +159,20 @@ def test_the_backtest_counts_what_the_store_raised_and_shows_a_change(tmp_path: 
     assert "smoke_alarm" not in report.new  # not in the file tried
     text = report.text()
     assert "wearable_heart_rate_high" in text and "smoke_alarm" in text
+    split = backtest(
+        tmp_path / "journal.db",
+        load_rules([tried]),
+        RULES,
+        registry(),
+        since=since,
+        until=end,
+        tz=TZ,
+        alerts=tmp_path / "alerts.db",
+        warmup_s=1800,
+        gate=lambda clock: FlapGate(threshold=3, window_s=600, clock=clock),
+        jobs=3,
+    )
+    assert (split.new, split.in_force, split.rows) == (report.new, report.in_force, report.rows)
 
 
 def test_the_backtest_refuses_an_empty_range(tmp_path: Path) -> None:
