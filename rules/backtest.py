@@ -311,27 +311,31 @@ def _replay(job: _Job, part: int) -> tuple[Counts, Counts, int]:
     n = 0
     next_tick = float(int(start)) + 1.0
     db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
-    mine: dict[str, bool] = {}
     try:
-        last_id = _first_id(db, start)
+        last_id, top = _first_id(db, start), _last_id(db, until)
         community = registry.community
-        done = False
-        while not done:
-            batch = rows.after(db, last_id, _BATCH)
+        query = f"SELECT {rows.COLUMNS} FROM readings WHERE id > ? AND id <= ?"
+        args: tuple[object, ...] = (top,)
+        if job.jobs > 1:  # this process's devices only, chosen inside SQLite's scan
+            mine: dict[str, bool] = {}
+
+            def ours(device_id: str) -> bool:
+                ok = mine.get(device_id)
+                if ok is None:
+                    ok = mine[device_id] = of(device_id) == part
+                return ok
+
+            db.create_function("jy_ours", 1, ours, deterministic=True)
+            query += " AND jy_ours(device_id)"
+        query += " ORDER BY id LIMIT ?"
+        while True:
+            batch: list[rows.Row] = db.execute(query, (last_id, *args, _BATCH)).fetchall()
             if not batch:
                 break
             for row in batch:
                 received = row[5]
-                if received >= until:
-                    done = True
-                    break
-                if job.jobs > 1:
-                    device_id = row[1]
-                    ok = mine.get(device_id)
-                    if ok is None:
-                        ok = mine[device_id] = of(device_id) == part
-                    if not ok:
-                        continue
+                if not start <= received < until:
+                    continue  # out of receive-time order at either end of the stretch
                 t = max(now[0], received)
                 while next_tick <= t:  # the live worker ticks every second of receive time
                     m = _advance(next_tick, now, runs, manual, m, [new_tally, old_tally])
@@ -438,6 +442,18 @@ def _first_id(db: sqlite3.Connection, start: float) -> int:
         (lo, start),
     ).fetchone()[0]
     return (int(back) - 1) if back is not None else lo
+
+
+def _last_id(db: sqlite3.Connection, until: float) -> int:
+    """The id of the last row received before ``until`` (give or take a batch: stepped on a
+    little past the first row received at or after it)."""
+    lo = _first_id(db, until)
+    more = db.execute(
+        "SELECT max(id) FROM (SELECT id, received FROM readings WHERE id > ?"
+        " ORDER BY id LIMIT 10000) WHERE received < ?",
+        (lo, until),
+    ).fetchone()[0]
+    return max(lo, int(more)) if more is not None else lo
 
 
 def raised_in_store(
