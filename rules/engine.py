@@ -449,6 +449,8 @@ class _Absence(_Compiled):
         self.silent: dict[str, float] = {}
 
     def heard(self, dev: _Dev, now: float, out: list[Transition]) -> None:
+        if not self.applies(dev):
+            return
         if self.silent.pop(dev.device_id, None) is not None:
             out.append(self.make("clear", dev, now))
         else:
@@ -566,7 +568,10 @@ class RuleEngine:
     def _seed(self, now: float) -> None:
         """Registered devices are expected to be heard: their silence counts from ``now``."""
         for ab in self._absences:
+            placed = ab.in_building
             for d in self.registry.devices.values():
+                if placed is not None and (d.building is not None) != placed:
+                    continue
                 if d.kind == ab.rule.kind and d.device_id not in ab.silent:
                     ab.waiting.setdefault(d.device_id, now)
 

@@ -348,3 +348,11 @@ def test_an_alarm_rule_states_its_window_and_a_supervisory_one_may_wait_longer(
             "verify": {"cancel_events": ["fall_cancelled"], "within": "5m"}}  # fmt: skip
     (loaded,) = load_rules([write(tmp_path, rule)])
     assert loaded.wait == 300  # type: ignore[union-attr]
+
+
+def test_where_limits_an_absence_rule_to_building_doors(tmp_path: Path) -> None:
+    rule = {**BASE, "id": "door_silent", "kind": "gate", "type": "absence", "for": "1h",
+            "where": {"building": True}}  # fmt: skip
+    eng = engine(tmp_path, rule)
+    eng.evaluate(reading("gate", "main", "event", MIDNIGHT + 60, event="granted"))
+    assert acts(eng.tick(MIDNIGHT + 2 * 3600)) == [("fire", "door")]  # never "main"
