@@ -73,7 +73,10 @@ def post_backtest(ctx: CtxDep, body: BacktestIn) -> BacktestOut:
     if not _busy.acquire(blocking=False):
         raise HTTPException(409, "a backtest is already running; try again when it is done")
     try:
-        report = run(ctx.settings, rules, since, until, registry=ctx.registry, warmup_s=warmup)
+        # one process: forking the service (threads holding locks) is not safe
+        report = run(
+            ctx.settings, rules, since, until, registry=ctx.registry, warmup_s=warmup, jobs=1
+        )
     except FileNotFoundError as e:
         raise HTTPException(503, str(e)) from None
     finally:
