@@ -181,3 +181,29 @@ def test_an_alarm_pages_at_exactly_the_end_of_its_stated_window_never_later(
         a = d.store.get(cancelled)
         assert a.status == "resolved" and a.resolved_by == "rule"
         assert "nobody was paged" in notes(d, cancelled, "auto_resolved")[0]
+
+
+def test_an_alert_store_of_schema_2_gains_page_at_and_keeps_its_alerts(tmp_path: Path) -> None:
+    import sqlite3
+
+    from alerts import db as sql
+
+    old = sql.SCHEMA.replace(
+        "    value           REAL,\n    page_at         REAL\n", "    value REAL\n"
+    )
+    assert "page_at" not in old
+    db = sqlite3.connect(tmp_path / "alerts.db")
+    db.executescript(old)
+    db.execute(
+        "INSERT INTO alerts (fingerprint, rule_id, device_id, kind, severity, severity_rank,"
+        " signal, signal_rank, route, summary, status, labels, started_at, last_match_at,"
+        " raised_at, updated_at) VALUES ('f:w1', 'f', 'w1', 'wearable', 'critical', 0,"
+        " 'alarm', 0, 'caretaker', 'Fall', 'firing', '{}', 1, 1, 1, 1)"
+    )
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    store = AlertStore(tmp_path / "alerts.db")
+    (a,) = store.list()[0]
+    assert a.rule_id == "f" and a.page_at is None
+    store.close()
