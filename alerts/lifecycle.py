@@ -156,6 +156,9 @@ class AlertStore:
             log.info("alert %d: clear older than its latest match ignored", row["id"])
             return None
         alert_id = row["id"]
+        if t.page_at is not None and row["page_at"] != t.page_at:  # a cancel, not of this alert
+            note = "a later match was cancelled on the device; the alert stays open (paged before)"
+            return sql.record(db, alert_id, now, "note", RULE, note), []
         db.execute(
             "UPDATE alerts SET status = 'resolved', resolved_at = ?1,"
             " resolved_by = ?2, ended_at = ?3, updated_at = ?1 WHERE id = ?4",

@@ -112,21 +112,26 @@ class _Tally:
 
     def __init__(self, since: float, until: float, tz: tzinfo) -> None:
         self.since, self.until, self.tz = since, until, tz
-        self.open: dict[str, float] = {}
+        self.open: dict[str, tuple[float, float | None]] = {}
+        """Open fingerprints: (latest match, when paging of the alert's first fire starts)."""
         self.raised: dict[str, Counter[str]] = {}
 
     def apply(self, transitions: Sequence[Transition], now: float) -> None:
         for t in transitions:
             fp = t.fingerprint
-            last = self.open.get(fp)
+            found = self.open.get(fp)
             if t.action == "fire":
-                if last is None:
-                    self.open[fp] = t.at
+                if found is None:
+                    self.open[fp] = (t.at, t.page_at)
                     if self.since <= now < self.until:
                         self.raised.setdefault(t.rule_id, Counter())[_day(now, self.tz)] += 1
                 else:
-                    self.open[fp] = max(last, t.at)
-            elif last is not None and t.at >= last:
+                    self.open[fp] = (max(found[0], t.at), found[1])
+            elif (
+                found is not None
+                and t.at >= found[0]
+                and (t.page_at is None or t.page_at == found[1])  # as the store: see Transition
+            ):
                 del self.open[fp]
 
 
@@ -401,7 +406,7 @@ def _seed(
     db = sqlite3.connect(f"file:{alerts}?mode=ro", uri=True)
     try:
         open_rows = db.execute(
-            "SELECT rule_id, device_id, fingerprint, started_at, last_match_at FROM alerts"
+            "SELECT rule_id, device_id, fingerprint, started_at, last_match_at, page_at FROM alerts"
             " WHERE raised_at < ?1 AND (resolved_at IS NULL OR resolved_at >= ?1)",
             (start,),
         ).fetchall()
@@ -412,13 +417,13 @@ def _seed(
         ).fetchall()
     finally:
         db.close()
-    for rule_id, device_id, fp, started_at, last_match in open_rows:
+    for rule_id, device_id, fp, started_at, last_match, page_at in open_rows:
         for run in runs:
             if rule_id in run.ids:
                 run.engine.restore(rule_id, device_id, started_at)
                 run.engine.take_dirty()
                 for tally in run.tallies:
-                    tally.open[fp] = last_match
+                    tally.open[fp] = (last_match, page_at)
     return [(float(at), fp) for at, fp in manual]
 
 

@@ -316,7 +316,7 @@ class Event(Compiled):
             f"cancelled on the device ({r.event}) {after:.0f} s after, within the"
             f" {within:g} s verification window: {paged}"
         )
-        out.append(self.make("clear", dev, r.ts, r.lag > LATE_S, reason=reason))
+        out.append(self.make("clear", dev, r.ts, r.lag > LATE_S, page_at=pending[1], reason=reason))
 
     def restore(self, engine: RuleEngine, dev: Dev, since: float) -> bool:
         if self.stateful:

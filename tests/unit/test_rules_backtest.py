@@ -62,11 +62,12 @@ def stream() -> list[tuple[float, str, str, str, float, dict[str, Any]]]:
             for i in range(3):
                 out.append((T0 + m * 60 + 20 + i, "smoke", f"s{i}", "telemetry",
                             T0 + m * 60 + 20 + i, {"co_ppm": 2, "battery": 90}))  # fmt: skip
-    for m in (20, 95, 170, 171):  # falls, one cancelled within its window
+    for m in (20, 95, 170, 171, 200):  # falls, one cancelled within its window
         out.append((T0 + m * 60 + 31, "wearable", "w0", "event", T0 + m * 60 + 30,
                     {"event": "fall"}))  # fmt: skip
-    out.append((T0 + 95 * 60 + 45, "wearable", "w0", "event", T0 + 95 * 60 + 44,
-                {"event": "fall_cancelled"}))  # fmt: skip
+    for m in (95, 171):  # the second cancels a fall on an alert paged before: it stays open
+        out.append((T0 + m * 60 + 45, "wearable", "w0", "event", T0 + m * 60 + 44,
+                    {"event": "fall_cancelled"}))  # fmt: skip
     for k in range(7):  # a detector that flaps: alarm / clear seven times in ten minutes
         t = T0 + 80 * 60 + k * 80
         out.append((t + 1, "smoke", "s1", "event", t, {"event": "alarm"}))

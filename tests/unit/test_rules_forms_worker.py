@@ -98,6 +98,16 @@ def test_a_fall_cancelled_after_a_restart_within_its_window_is_resolved_unpaged(
     assert "nobody was paged" in entry.note
 
 
+def test_a_cancel_of_a_later_fall_leaves_an_alert_paged_before_open(tmp_path: Path) -> None:
+    w = World(tmp_path, FakeClock())
+    w.send("wearable", "w1", "event", T0, event="fall")  # nobody cancels: paged at T0 + 30
+    w.send("wearable", "w1", "event", T0 + 120, event="fall")
+    w.send("wearable", "w1", "event", T0 + 125, event="fall_cancelled")
+    assert w.alerts("wearable_fall") == [("w1", "firing")]
+    (a,) = w.store.list(rule_id="wearable_fall")[0]
+    assert "the alert stays open" in notes_of(w.store, a.id)
+
+
 def test_a_combination_and_a_baseline_episode_continue_after_a_restart(
     tmp_path: Path,
 ) -> None:
