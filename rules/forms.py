@@ -128,9 +128,16 @@ class EventCondition(_Condition):
 
 
 def _tag(v: Any) -> str:
+    """Which form a condition is: by its keys (reading a file) or its class (writing one)."""
     if isinstance(v, dict):
         return "unchanged" if "unchanged" in v else "event" if "event" in v else "level"
-    return "level"
+    return (
+        "unchanged"
+        if isinstance(v, UnchangedCondition)
+        else "event"
+        if isinstance(v, EventCondition)
+        else "level"
+    )
 
 
 Condition = Annotated[
