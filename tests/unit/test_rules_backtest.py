@@ -18,7 +18,7 @@ from alerts.noise import FlapGate
 from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from ingest.topics import topic_for
-from registry.models import Device, Registry, Resident
+from registry.models import Building, Device, Registry, Resident
 from rules.backtest import backtest, raised_in_store
 from rules.engine import RuleEngine
 from rules.model import builtin_pack, load_rules
@@ -42,7 +42,12 @@ def registry() -> Registry:
     residents = [
         Resident(resident_id=f"r{i}", building="b1", unit=f"1-1-{100 + i}") for i in range(4)
     ]
-    return Registry("y", devices=devices, residents=residents)
+    return Registry(
+        "y",
+        buildings=[Building(building="b1", compound="c1")],
+        devices=devices,
+        residents=residents,
+    )
 
 
 def stream() -> list[tuple[float, str, str, str, float, dict[str, Any]]]:
@@ -180,3 +185,27 @@ def test_the_backtest_refuses_an_empty_range(tmp_path: Path) -> None:
     Journal(tmp_path / "journal.db").close()
     with pytest.raises(ValueError, match="until must be after since"):
         backtest(tmp_path / "journal.db", RULES, RULES, registry(), since=T0, until=T0, tz=TZ)
+
+
+def test_the_command_prints_per_rule_and_per_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jiayuan.cli import main
+    from registry.loader import write_registry
+
+    run_live(tmp_path)
+    write_registry(registry(), tmp_path / "registry")
+    monkeypatch.setenv("JIAYUAN_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("JIAYUAN_TIMEZONE", "Asia/Shanghai")
+    code = main(
+        ["rules", "backtest", str(builtin_pack()), "--data-dir", str(tmp_path),
+         "--since", "2025-12-01T08:30", "--until", "2025-12-01T13:00", "--warmup", "30m",
+         "--jobs", "1"]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("wearable_fall "))
+    assert line.split()[1:] == ["2", "2", "+0", "2"]  # tried, in force, diff, raised
+    assert "wearable_fall: 2025-12-01 2/2" in out
+    assert main(["rules", "backtest", str(builtin_pack()), "--data-dir", str(tmp_path),
+                 "--since", "tomorrow", "--until", "2025-12-02"]) == 2  # fmt: skip
