@@ -6,7 +6,9 @@ engines, on the receive-time axis: the clock is each row's receive time, and the
 at every second of it, as the live worker ticks every second. A warm-up before ``since``
 (default 6 h) lets episodes under way, absence timers and count windows build up; alerts the
 alert store held open at the warm-up's start are restored into the engines (as the live worker
-restores them), so a rule that is already firing is not counted again.
+restores them), so a rule that is already firing is not counted again. Personal baselines are
+computed from the journal's rollups as of the replay's time, every 6 h of it (live: hourly; a
+14-day median barely moves in between, and each computation reads the whole community's).
 
 "Alerts raised" are counted the way the alert store counts them: a fire while the fingerprint
 (rule, device) is open is a rematch, not a new alert; a clear older than the latest match is
@@ -193,7 +195,7 @@ def backtest(
     alerts: Path | None = None,
     warmup_s: float = WARMUP_S,
     gate: Callable[[Callable[[], float]], Gate] | None = None,
-    baselines_every_s: float = 3600.0,
+    baselines_every_s: float = 6 * 3600.0,
     max_unregistered: int = 10_000,
     jobs: int = 1,
 ) -> Report:

@@ -106,8 +106,12 @@ def compute(
             except sqlite3.OperationalError:  # no rollups yet on this journal
                 rows = []
             means: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(24)])
+            hour_of: dict[float, int] = {}  # a few hundred distinct buckets
             for dev, bucket, mean in rows:
-                means[dev][datetime.fromtimestamp(bucket, tz).hour].append(float(mean))
+                h = hour_of.get(bucket)
+                if h is None:
+                    h = hour_of[bucket] = datetime.fromtimestamp(bucket, tz).hour
+                means[dev][h].append(float(mean))
             for dev, by_hour in means.items():
                 table[(dev, spec)] = [
                     _hour(h, values) if len(values) >= min_days else None
