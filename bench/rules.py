@@ -68,11 +68,18 @@ def build(out: Path, hours: float = 24.0, warmup_h: float = 6.0, seed: int = 1) 
             n += 1
             heapq.heappush(queue, (sim.next_passage(start), n, "passage:" + sim.device_id, None))
     names = [k for k in SCENARIOS if k != "bad_input"]
+    mutes: dict[str, tuple[float, float]] = {}
+    """A scenario's devices send nothing of their normal day while it plays (as the player)."""
     for t in range(int(start) + 900, int(end), 1800):
-        sc = build_scenario(rng.choice(names), fleet, float(t), rng)
+        name = rng.choice(names)
+        busy = {d for d, (_, until) in mutes.items() if until > t}
+        sc = build_scenario(name, fleet, float(t) + SCENARIOS[name].lead_in, rng, busy)
+        t0_sc = float(t) + SCENARIOS[name].lead_in
+        for d in sc.devices:
+            mutes[d] = (float(t), t0_sc + max(sc.duration, sc.quiet_for) + 1)
         for step in sc.steps:
             n += 1
-            heapq.heappush(queue, (t + step.offset, n, step.topic, step.payload))
+            heapq.heappush(queue, (t0_sc + step.offset, n, step.topic, step.payload))
     messages = 0
     t0 = time.perf_counter()
     second = start
@@ -88,12 +95,16 @@ def build(out: Path, hours: float = 24.0, warmup_h: float = 6.0, seed: int = 1) 
             elif what.startswith("passage:"):
                 gate = fleet.sims[what.removeprefix("passage:")]
                 assert isinstance(gate, GateSim)
-                sends.append(gate.passage(due, due))
+                mute = mutes.get(gate.device_id)
+                if mute is None or not mute[0] <= due < mute[1]:
+                    sends.append(gate.passage(due, due))
                 n += 1
                 heapq.heappush(queue, (gate.next_passage(due), n, what, None))
             else:
                 sim = fleet.sims[what]
-                sends.extend(sim.telemetry(due, due))
+                mute = mutes.get(what)
+                if mute is None or not mute[0] <= due < mute[1]:
+                    sends.extend(sim.telemetry(due, due))
                 n += 1
                 heapq.heappush(
                     queue, (due + sim.INTERVAL * sim.rng.uniform(0.98, 1.02), n, what, None)
