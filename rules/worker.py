@@ -186,7 +186,10 @@ class RulesWorker:
             engine.restore(rule_id, device_id, since)
         engine.take_dirty()
         if self.compute_baselines is not None and self.baselines is None:
-            self.refresh_baselines()
+            try:
+                self.refresh_baselines()
+            except Exception:  # never keeps the rules from starting: retried by the tick
+                log.exception("rules worker: computing the personal baselines failed")
         engine.set_baselines(self.baselines)
         if self.gate is not None:
             self.gate.load(flaps)
