@@ -20,7 +20,9 @@ from rules.matches import SEVERITY_ORDER, Transition
 SCHEMA_VERSION = 3
 """1: alerts, history, device presence. 2 (additive): escalation timers, deliveries and their
 attempts, silences — the stages after the lifecycle (:mod:`alerts.dispatch`). 3 (additive):
-``alerts.page_at``, when a rule's verification window lets paging start."""
+incidents (:mod:`alerts.incidents`), ``alerts.incident_id``, ``alerts.false_alarm``,
+``alert_history.data`` (the structured part of a paging entry) and ``alerts.page_at`` (when a
+rule's verification window lets paging start), added by :func:`migrate`."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -51,8 +53,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     offline         INTEGER NOT NULL DEFAULT 0,
     offline_since   REAL,
     match_count     INTEGER NOT NULL DEFAULT 1,
-    value           REAL,
-    page_at         REAL
+    value           REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_open_fingerprint
     ON alerts (fingerprint) WHERE status != 'resolved';
@@ -148,7 +149,37 @@ CREATE TABLE IF NOT EXISTS silences (
     expired_by TEXT
 );
 CREATE INDEX IF NOT EXISTS silences_ends ON silences (ends_at);
+
+-- 3: alerts that belong together (one fire, one building's trouble): one page per person.
+-- ``group_key`` joins new alerts to the open incident of the same key.
+CREATE TABLE IF NOT EXISTS incidents (
+    id            INTEGER PRIMARY KEY,
+    group_key     TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('firing', 'acknowledged', 'resolved')),
+    severity      TEXT NOT NULL,
+    severity_rank INTEGER NOT NULL,
+    signal_rank   INTEGER NOT NULL,
+    title_key     TEXT NOT NULL,
+    headline_id   INTEGER NOT NULL,
+    building      TEXT,
+    started_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    resolved_at   REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_open_key
+    ON incidents (group_key) WHERE status != 'resolved';
+CREATE INDEX IF NOT EXISTS incidents_status ON incidents (status, signal_rank, severity_rank);
+CREATE INDEX IF NOT EXISTS incidents_started ON incidents (started_at);
 """
+
+_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("alerts", "incident_id", "INTEGER"),
+    ("alerts", "false_alarm", "INTEGER NOT NULL DEFAULT 0"),
+    ("alert_history", "data", "TEXT"),
+    ("alerts", "page_at", "REAL"),
+)
+"""Columns of schema 3 added to the tables of schema 1 (ALTER TABLE: older files keep their
+rows)."""
 
 SIGNAL_ORDER: dict[str, int] = {"alarm": 0, "supervisory": 1, "trouble": 2}
 
@@ -184,10 +215,12 @@ def migrate(db: sqlite3.Connection) -> None:
         raise RuntimeError(
             f"alert database schema {version} is newer than this jiayuan ({SCHEMA_VERSION})"
         )
-    columns = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
-    if columns and "page_at" not in columns:  # 3: added to a store written by 1 or 2
-        db.execute("ALTER TABLE alerts ADD COLUMN page_at REAL")
     db.executescript(SCHEMA)
+    for table, column, decl in _COLUMNS:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    db.execute("CREATE INDEX IF NOT EXISTS alerts_incident ON alerts (incident_id)")
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
@@ -258,7 +291,9 @@ def to_alert(row: sqlite3.Row, history: Sequence[HistoryEntry] = ()) -> Alert:
         match_count=row["match_count"],
         value=row["value"],
         history=tuple(history),
-        page_at=row["page_at"],
+        incident_id=_column(row, "incident_id"),
+        false_alarm=bool(_column(row, "false_alarm")),
+        page_at=_column(row, "page_at"),
     )
 
 
@@ -270,7 +305,17 @@ def to_entry(row: sqlite3.Row) -> HistoryEntry:
         action=row["action"],
         by=row["by"],
         note=row["note"],
+        data=_data(_column(row, "data")),
     )
+
+
+def _column(row: sqlite3.Row, name: str) -> Any:
+    """A column that rows of a query may lack (read before :func:`migrate` ran)."""
+    return row[name] if name in row.keys() else None  # noqa: SIM118 (Row: `in` is by value)
+
+
+def _data(text: str | None) -> dict[str, Any] | None:
+    return cast(dict[str, Any], json.loads(text)) if text else None
 
 
 def filters(
@@ -341,14 +386,23 @@ def alert_row(db: sqlite3.Connection, alert_id: int) -> sqlite3.Row:
 
 
 def record(
-    db: sqlite3.Connection, alert_id: int, at: float, action: Action, by: str, note: str
+    db: sqlite3.Connection,
+    alert_id: int,
+    at: float,
+    action: Action,
+    by: str,
+    note: str,
+    data: dict[str, Any] | None = None,
 ) -> HistoryEntry:
+    """A history entry; ``data`` is its structured part (who was paged, a delivery's outcome)."""
+    text = json.dumps(data, ensure_ascii=False, sort_keys=True) if data else None
     cur = db.execute(
-        "INSERT INTO alert_history (alert_id, at, action, by, note) VALUES (?, ?, ?, ?, ?)",
-        (alert_id, at, action, by, note),
+        "INSERT INTO alert_history (alert_id, at, action, by, note, data)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (alert_id, at, action, by, note, text),
     )
     assert cur.lastrowid is not None
-    return HistoryEntry(cur.lastrowid, alert_id, at, action, by, note)
+    return HistoryEntry(cur.lastrowid, alert_id, at, action, by, note, data)
 
 
 def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:

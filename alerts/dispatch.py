@@ -17,18 +17,25 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from alerts import noise
-from alerts.correlation import Correlator, synthetic_rules
+from alerts import coverage, noise
+from alerts.correlation import (
+    CORRELATED,
+    FIRE_CONFIRMED,
+    SMOKE_RULES,
+    Correlator,
+    synthetic_rules,
+)
 from alerts.db import Writer
 from alerts.escalation import Chains, Timer, Timers, load_chains
+from alerts.incidents import Incidents
 from alerts.lifecycle import AlertStore
 from alerts.messages import Language
-from alerts.model import Alert, AlertChange, AlertNotFound, NoteAction
+from alerts.model import RULE, Alert, AlertChange, AlertNotFound, NoteAction
 from alerts.notify import Notifier, Sender
 from alerts.outbox import Outbox
 from alerts.paging import Pager
@@ -79,7 +86,11 @@ class Dispatcher:
         self.timers = Timers(self.db)
         self.outbox = Outbox(self.db)
         extra = [SyntheticRule(*r) for r in synthetic_rules()]
-        self.silences = Silences(self.db, [*rules, *extra])
+        self.rules = list(rules)
+        self._coverage: tuple[Registry, list[coverage.Line]] | None = None
+        self._coverage_lock = threading.Lock()
+        self.silences = Silences(self.db, [*self.rules, *extra])
+        self.incidents = Incidents(self.db)
         self.gate = noise.FlapGate(config.flap_threshold, config.flap_window_s, clock)
         self.notifier = Notifier(
             self.db,
@@ -134,10 +145,54 @@ class Dispatcher:
                 more,
             )
         self._unsubscribe = self.store.subscribe(self._queue.put)
+        threading.Thread(target=self._warn_holes, name="duty-coverage", daemon=True).start()
         self.notifier.start()
         self._thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
         self._thread.start()
         self._resume()
+
+    def coverage(self, week_of: datetime | None = None) -> list[coverage.Line]:
+        """Who would be paged first, per chain and place, across a week (see
+        :mod:`alerts.coverage`). The roster is weekly: this week's answer is kept until the
+        registry changes."""
+        registry = self.router.registry
+        if week_of is not None:
+            return coverage.check(registry, self.chains, self.tz, self.rules, week_of=week_of)
+        with self._coverage_lock:
+            cached = self._coverage
+            if cached is None or cached[0] is not registry:
+                lines = coverage.check(registry, self.chains, self.tz, self.rules)
+                cached = self._coverage = (registry, lines)
+            return cached[1]
+
+    def _warn_holes(self) -> None:
+        if not self.router.registry.staff:
+            return
+        try:
+            lines = self.coverage()
+            found = coverage.holes(lines)
+        except Exception:
+            log.exception("duty coverage check failed")
+            return
+        for places, line in coverage.grouped([line for line in lines if line.holes]):
+            for hole in line.holes:
+                whom = f" ({hole.residents} residents each)" if hole.residents else ""
+                log.warning(
+                    "duty coverage: nobody would be paged for %s alerts (chain %s, e.g. %s) at "
+                    "%s, %s%s",
+                    line.route,
+                    line.chain_id,
+                    line.rule_id,
+                    coverage.places_label(places),
+                    hole.label,
+                    whom,
+                )
+        if found:
+            log.warning(
+                "duty coverage: %d holes in all (`jiayuan duty check` lists them); alerts that "
+                "find nobody on duty are recorded as reached by nobody",
+                len(found),
+            )
 
     def stop(self) -> None:
         self._stopped = True
@@ -171,6 +226,7 @@ class Dispatcher:
         if now - self._last_sweep >= 30:
             self._last_sweep = now
             self._guard(self._close_incidents, now)
+            self._guard(self._clear_confirmations, None, now)
         return len(due)
 
     def expire_silence(self, silence_id: int, by: str) -> Silence:
@@ -213,10 +269,19 @@ class Dispatcher:
     def _handle(self, change: AlertChange) -> None:
         a, action, now = change.alert, change.action, self.clock()
         if action == "raised":
+            a = self._place(a, now)
             for t in self.correlator.on_raised(a, now):
                 self._apply(t)
             self._begin(a, now)
         elif action == "rematched":
+            if (
+                a.labels.get("correlated") == CORRELATED
+                and a.rule_id not in SMOKE_RULES
+                and a.incident_id is not None
+            ):
+                a = self._place(a, now)  # raised to critical by a smoke alarm at home
+            if "severity" in change.entry.note and a.incident_id is not None:
+                self.incidents.refresh(a.incident_id, now)
             if a.labels.get("flapping") == "true" and a.id not in self._flap_noted:
                 self._flap_noted.add(a.id)
                 self._note(
@@ -234,8 +299,56 @@ class Dispatcher:
             n = self.outbox.cancel(a.id, now)
             if n:
                 self._note(a.id, "notified", f"{n} messages not sent yet were cancelled")
-            if a.signal == "alarm":
+            moved = None
+            if a.incident_id is not None:
+                moved = self.incidents.refresh(a.incident_id, now)
+            changed = moved is not None and moved[0] != moved[1]
+            if a.signal == "alarm" and (change.entry.by != RULE or changed or moved is None):
                 self.pager.follow_up(a, change.entry.by, now)
+            if action != "acknowledged" and a.rule_id in SMOKE_RULES and a.building:
+                self._clear_confirmations(a.building, now)
+
+    def _resume_one(self, alert_id: int, now: float) -> None:
+        a = self.store.get(alert_id)
+        self._begin(a if a.incident_id is not None else self._place(a, now), now)
+
+    def _place(self, a: Alert, now: float) -> Alert:
+        """Put ``a`` into its incident (a new one of its own, or the open one of its key)."""
+        incident_id, new = self.incidents.join(a, now)
+        if incident_id == a.incident_id:
+            return a
+        old = a.incident_id
+        if new and old is None:  # its own incident, placed by join(): nothing else to update
+            return replace(a, incident_id=incident_id)
+        placed = self.store.place(a.id, incident_id, f"part of incident {incident_id}").alert
+        self.incidents.refresh(incident_id, now)
+        if old is not None:
+            self.incidents.refresh(old, now)
+        return placed
+
+    def _clear_confirmations(self, building: str | None, now: float) -> None:
+        """A confirmed fire whose detectors' alarms are all resolved clears (by the rule)."""
+        items, _ = self.store.list(
+            rule_id=FIRE_CONFIRMED, building=building, open_only=True, limit=500
+        )
+        for fire in items:
+            devices = [d for d in fire.labels.get("devices", "").split(",") if d]
+            if any(o.rule_id in SMOKE_RULES for d in devices for o in self.store.open_alerts(d)):
+                continue
+            self._apply(
+                Transition(
+                    action="clear",
+                    rule_id=fire.rule_id,
+                    device_id=fire.device_id,
+                    kind=fire.kind,
+                    severity=fire.severity,
+                    signal=fire.signal,
+                    route=fire.route,
+                    at=max(now, fire.last_match_at),
+                    summary=fire.summary,
+                    labels=fire.labels,
+                )
+            )
 
     def _begin(self, a: Alert, now: float) -> None:
         if not self.router.registry.staff:
@@ -272,7 +385,9 @@ class Dispatcher:
             " ('notified', 'escalated', 'muted'))"
         )
         for r in rows:
-            self._guard(self._begin, self.store.get(r["id"]), self.clock())
+            self._guard(self._resume_one, r["id"], self.clock())
+        # a confirmed fire whose detectors cleared while the service was down
+        self._guard(self._clear_confirmations, None, self.clock())
 
     # ------------------------------------------------------------------ steps
 

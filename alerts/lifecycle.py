@@ -34,8 +34,11 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alerts import db as sql
+from alerts import incidents
+from alerts.incidents import Incident
 from alerts.metrics import ALERTS, CHANGES, SUBSCRIBER_ERRORS
 from alerts.model import (
     RULE,
@@ -203,9 +206,12 @@ class AlertStore:
                 entry = sql.record(db, alert_id, now, "acknowledged", by, note)
             return self._committed(entry, [("firing", "acknowledged")])
 
-    def resolve(self, alert_id: int, by: str, note: str = "") -> AlertChange | None:
-        """``firing`` or ``acknowledged`` → ``resolved`` by a person. None when ``by`` had
-        already resolved it; :class:`InvalidTransition` when someone (or the rule) else did."""
+    def resolve(
+        self, alert_id: int, by: str, note: str = "", *, false_alarm: bool = False
+    ) -> AlertChange | None:
+        """``firing`` or ``acknowledged`` → ``resolved`` by a person (``false_alarm``: nothing
+        was wrong; the weekly review counts those). None when ``by`` had already resolved it;
+        :class:`InvalidTransition` when someone (or the rule) else did."""
         _check_by(by)
         with self._lock:
             now = self._clock()
@@ -223,26 +229,48 @@ class AlertStore:
                     )
                 db.execute(
                     "UPDATE alerts SET status = 'resolved', resolved_at = ?1, resolved_by = ?2,"
-                    " updated_at = ?1 WHERE id = ?3",
-                    (now, by, alert_id),
+                    " updated_at = ?1, false_alarm = ?3 WHERE id = ?4",
+                    (now, by, int(false_alarm), alert_id),
                 )
-                entry = sql.record(db, alert_id, now, "resolved", by, note)
+                data = {"kind": "false_alarm"} if false_alarm else None
+                entry = sql.record(db, alert_id, now, "resolved", by, note, data)
             return self._committed(entry, [(status, "resolved")])
 
     def add_note(
-        self, alert_id: int, by: str, note: str, action: NoteAction = "note"
+        self,
+        alert_id: int,
+        by: str,
+        note: str,
+        action: NoteAction = "note",
+        data: dict[str, Any] | None = None,
     ) -> AlertChange:
         """Record something that changes no state: a person's note, or (for the notify and
-        escalation stages) who was notified or escalated to. Allowed in any status."""
+        escalation stages) who was notified or escalated to, with its structured ``data``.
+        Allowed in any status."""
         _check_by(by)
         with self._lock:
             now = self._clock()
             with self._tx() as db:
                 sql.alert_row(db, alert_id)
                 db.execute("UPDATE alerts SET updated_at = ? WHERE id = ?", (now, alert_id))
-                entry = sql.record(db, alert_id, now, action, by, note)
+                entry = sql.record(db, alert_id, now, action, by, note, data)
             change = self._committed(entry, [])
         return change
+
+    def place(self, alert_id: int, incident_id: int, note: str) -> AlertChange:
+        """Record that the alert belongs to incident ``incident_id`` (a ``note`` entry, so the
+        live stream shows the alert with its incident)."""
+        with self._lock:
+            now = self._clock()
+            with self._tx() as db:
+                sql.alert_row(db, alert_id)
+                db.execute(
+                    "UPDATE alerts SET incident_id = ?, updated_at = ? WHERE id = ?",
+                    (incident_id, now, alert_id),
+                )
+                data = {"kind": "incident", "incident_id": incident_id}
+                entry = sql.record(db, alert_id, now, "note", SYSTEM, note, data)
+            return self._committed(entry, [])
 
     def set_offline(
         self, device_id: str, offline: bool, at: float, note: str = ""
@@ -388,6 +416,55 @@ class AlertStore:
             ):
                 alerts[r["id"]] = sql.to_alert(r)
         return [AlertChange(alerts[e["alert_id"]], sql.to_entry(e)) for e in entries]
+
+    def refresh_incident(self, incident_id: int) -> None:
+        """Bring the incident's status up to date with its alerts now (the dispatcher does it
+        after each change too; a route that changed several alerts needs it at once)."""
+        with self._lock, self._tx() as db:
+            incidents.refresh(db, incident_id, self._clock())
+
+    def some(self, alert_ids: Sequence[int]) -> builtins.list[Alert]:
+        """The alerts of ``alert_ids`` (without history), most urgent first."""
+        ids = builtins.list(alert_ids)
+        if not ids:
+            return []
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT * FROM alerts WHERE id IN ({','.join('?' * len(ids))})"
+                f" ORDER BY {sql.ORDER_BY['priority']}",
+                ids,
+            )
+            .fetchall()
+        )
+        return [sql.to_alert(r) for r in rows]
+
+    def incidents(
+        self,
+        *,
+        status: Status | Sequence[Status] | None = None,
+        building: str | None = None,
+        audience: Audience | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[builtins.list[Incident], int]:
+        """A page of incidents with an alert ``audience`` may see (``alert_ids``: those)."""
+        return incidents.page(
+            self._reader(),
+            status=_many(status),
+            building=building,
+            audience=audience,
+            limit=limit,
+            offset=offset,
+        )
+
+    def incident(self, incident_id: int, audience: Audience | None = None) -> Incident | None:
+        """The incident, when ``audience`` may see one of its alerts (None otherwise)."""
+        return incidents.get(self._reader(), incident_id, audience)
+
+    def query(self, query: str, args: Sequence[Any] = ()) -> builtins.list[sqlite3.Row]:
+        """A read-only query on the calling thread's reader (reports: the weekly review)."""
+        return self._reader().execute(query, tuple(args)).fetchall()
 
     def counts_by_status(self) -> dict[str, int]:
         with self._lock:

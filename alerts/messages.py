@@ -42,9 +42,58 @@ SUMMARIES_ZH: Final[dict[str, str]] = {
     "fire_confirmed": "火警确认：同户或同层两个烟感报警",
     "building_trouble": "楼内多个设备同时故障（可能停电或断网）",
     "staff_unreachable": "值班人员所有通知渠道均无法送达",
+    "nobody_reached": "报警无人可通知：无人值班",
+    "timeseries_store_unreachable": "时序数据库无法写入，读数暂存日志",
 }
 """Chinese summaries of the built-in rules and of the alerts this package raises itself; other
 rules show their own summary."""
+
+TITLES: Final[dict[str, tuple[str, str]]] = {
+    "wearable_fall": ("跌倒报警", "Fall detected"),
+    "wearable_sos": ("紧急呼叫（SOS）", "SOS call"),
+    "wearable_heart_rate_high": ("心率持续偏高", "Heart rate high"),
+    "wearable_heart_rate_low": ("心率持续偏低", "Heart rate low"),
+    "wearable_spo2_low": ("血氧持续偏低", "Blood oxygen low"),
+    "wearable_removed": ("手环已摘下", "Wearable taken off"),
+    "wearable_silent": ("手环无信号", "Wearable silent"),
+    "wearable_low_battery": ("手环电量低", "Wearable battery low"),
+    "wearable_outside_area": ("老人离开安全区域", "Resident outside their area"),
+    "smoke_alarm": ("烟雾报警", "Smoke alarm"),
+    "smoke_co_high": ("一氧化碳浓度高", "Carbon monoxide high"),
+    "smoke_fault": ("烟感故障", "Smoke detector fault"),
+    "smoke_tamper": ("烟感被拆动", "Smoke detector tampered with"),
+    "smoke_low_battery": ("烟感电量低", "Smoke detector battery low"),
+    "smoke_battery_level_low": ("烟感电池电量低", "Smoke detector battery level low"),
+    "smoke_silent": ("烟感无信号", "Smoke detector silent"),
+    "gate_forced": ("门禁被强行打开", "Gate forced open"),
+    "gate_held_open": ("门禁长时间未关", "Gate held open"),
+    "gate_denied_repeated": ("门禁多次拒绝通行", "Gate: repeated denied entries"),
+    "gate_tamper": ("门禁读卡器被拆动", "Gate reader tampered with"),
+    "fire_confirmed": ("火警确认", "Fire confirmed"),
+    "building_trouble": ("楼内多个设备同时故障", "Many devices of one building in trouble"),
+    "staff_unreachable": ("值班人员无法联系", "Staff member unreachable"),
+    "nobody_reached": ("报警无人接收", "Alerts reached nobody"),
+    "timeseries_store_unreachable": ("时序数据库无法写入", "Time-series store unreachable"),
+}
+"""A short title of every alert kind (rule id) in Chinese and English: the console's headline."""
+
+SYSTEM_ALERTS: Final[dict[str, tuple[str, str, str, str]]] = {
+    "fire_confirmed": ("smoke", "critical", "alarm", "security"),
+    "building_trouble": ("building", "major", "trouble", "operator"),
+    "staff_unreachable": ("staff", "major", "trouble", "operator"),
+    "nobody_reached": ("system", "major", "trouble", "operator"),
+    "timeseries_store_unreachable": ("system", "major", "trouble", "operator"),
+}
+"""Alerts jiayuan raises itself (no rule file): rule id → (kind, severity, signal, route)."""
+
+
+def title(rule_id: str, language: Language, fallback: str = "") -> str:
+    """The title of an alert kind; an unknown rule (a community's own) shows its summary."""
+    pair = TITLES.get(rule_id)
+    if pair is None:
+        return fallback or rule_id
+    return pair[0] if language == "zh" else pair[1]
+
 
 SEVERITY: Final[dict[Language, dict[str, str]]] = {
     "zh": {"critical": "紧急", "major": "重要", "minor": "一般", "warning": "提示", "info": "信息"},

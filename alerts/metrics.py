@@ -12,3 +12,7 @@ SUBSCRIBER_ERRORS = Counter(
     "jiayuan_alert_subscriber_errors_total",
     "Exceptions raised by alert change subscribers (logged, never passed on)",
 )
+NOTIFY_FAILING = Gauge(
+    "jiayuan_notify_failing",
+    "1 while recent notification attempts to several people all failed (nobody can be reached)",
+)

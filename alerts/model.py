@@ -6,7 +6,7 @@ Times are epoch seconds (UTC); the API turns them into RFC 3339 at its edge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from rules.matches import Route, Severity, Signal
 
@@ -26,12 +26,16 @@ Action = Literal[
     "notified",
     "escalated",
     "muted",
+    "unreached",
+    "coalesced",
 ]
 """What a history entry records. ``note``, ``notified``, ``escalated`` and ``muted`` change no
 state: they are written with :meth:`alerts.AlertStore.add_note` by people and by later stages
 (``notified``: whom an alert was sent to and why, and each delivery attempt; ``escalated``: a
-later step of its chain or a repeat; ``muted``: held back by a silence)."""
-NoteAction = Literal["note", "notified", "escalated", "muted"]
+later step of its chain or a repeat; ``muted``: held back by a silence; ``unreached``: a step,
+and every fallback, found nobody to page; ``coalesced``: a person already paged for the
+alert's incident was not paged again, or got it folded into one message)."""
+NoteAction = Literal["note", "notified", "escalated", "muted", "unreached", "coalesced"]
 
 Sort = Literal["priority", "newest", "oldest"]
 """``priority``: open before resolved, firing before acknowledged, alarm before supervisory
@@ -56,6 +60,11 @@ class HistoryEntry:
     by: str
     """A staff id, ``rule`` or ``system``."""
     note: str = ""
+    data: dict[str, Any] | None = None
+    """The structured part of a paging entry (see :mod:`alerts.paging`): ``kind`` ``page``
+    (``step``, ``steps``, ``purpose``, ``people``: staff id, name, role, reason), ``delivery``
+    (``staff_id``, ``name``, ``channel``, ``outcome``, ``attempt``, ``error``), ``unreached``
+    or ``coalesced``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +104,10 @@ class Alert:
     """The value of the latest match. A health value: never log it."""
     history: tuple[HistoryEntry, ...] = ()
     """Filled by :meth:`alerts.AlertStore.get` only; listings leave it empty."""
+    incident_id: int | None = None
+    """The incident it belongs to (:mod:`alerts.incidents`), once the dispatcher placed it."""
+    false_alarm: bool = False
+    """Resolved by a person as a false alarm."""
     page_at: float | None = None
     """Paging starts no earlier than this (the rule's verification window); None: at once."""
 

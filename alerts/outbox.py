@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import apprise
 
@@ -96,8 +96,10 @@ def add(
     title: str,
     body: str,
     now: float,
+    next_at: float | None = None,
 ) -> list[int]:
-    """Outbox rows for one person's channels, inside the caller's transaction."""
+    """Outbox rows for one person's channels, inside the caller's transaction; ``next_at``:
+    held until then (folded with others about the same incident)."""
     ids = []
     for url in channels:
         cur = db.execute(
@@ -115,7 +117,7 @@ def add(
                 priority,
                 title,
                 body,
-                now,
+                now if next_at is None else max(now, next_at),
                 now,
                 now,
             ),
@@ -186,3 +188,26 @@ class Outbox:
             [*args, limit, offset],
         )
         return [Delivery.of(r) for r in rows], total
+
+
+RECENT_S = 600.0
+"""The window over which "notifications fail for everyone" is judged."""
+
+
+def failing_for_everyone(rows: Sequence[Any], now: float) -> str | None:
+    """Given the newest delivery attempts (``outcome``, ``at``, ``staff_id``, newest first):
+    a reason when, within :data:`RECENT_S`, at least three attempts to at least two people were
+    made and none was sent; None otherwise (also when nothing was attempted)."""
+    recent = [r for r in rows if r[1] >= now - RECENT_S]
+    if any(r[0] == "sent" for r in recent):
+        return None
+    people = {r[2] for r in recent}
+    if len(recent) < 3 or len(people) < 2:
+        return None
+    return f"{len(recent)} attempts to {len(people)} people in {RECENT_S / 60:.0f} min, none sent"
+
+
+RECENT_ATTEMPTS = (
+    "SELECT a.outcome, a.at, d.staff_id FROM delivery_attempts a"
+    " JOIN deliveries d ON d.id = a.delivery_id ORDER BY a.id DESC LIMIT 200"
+)

@@ -8,8 +8,10 @@ after :meth:`Journal.write_batch` has returned. Reads (the API) use their own co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -20,7 +22,7 @@ from typing import Any, Literal
 
 from ingest import rollups
 from ingest.follower import CURSOR_SCHEMA, write_lock
-from ingest.payloads import DeadLetter, Reading
+from ingest.payloads import MAX_NUMBER, DeadLetter, Reading
 from registry import Registry
 
 SCHEMA = """
@@ -71,6 +73,11 @@ CREATE TABLE IF NOT EXISTS devices (
     battery     REAL
 );
 CREATE INDEX IF NOT EXISTS devices_building ON devices (building, kind);
+
+CREATE TABLE IF NOT EXISTS store_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
 """
 
 _INSERT_READING = (
@@ -96,6 +103,49 @@ WHERE device_id = ?1 AND (state_since IS NULL OR state_since <= ?3)
 """
 
 SEEN_FLUSH_S = 1.0
+SEEN_MAX = 50_000
+"""Devices whose last-seen time may wait in memory for the next write: past it, the batch
+writes them at once (so 200,000 devices never seen before cost no more memory than this)."""
+FORGET_IDLE_S = 86_400.0
+"""An unregistered device silent this long is forgotten by :meth:`Journal.prune` (its row in
+``devices``; its readings age out with the others)."""
+
+_STORE_OK_CODES = frozenset(
+    {
+        18,  # SQLITE_TOOBIG: this row
+        19,  # SQLITE_CONSTRAINT: this row
+        20,  # SQLITE_MISMATCH: this row
+        25,  # SQLITE_RANGE: this statement's parameters
+    }
+)
+"""SQLite's primary result codes that are about what was written, not the store."""
+
+
+def store_trouble(e: BaseException) -> str | None:
+    """What is wrong with the store when ``e`` (raised by a write) says it cannot take writes at
+    all — full (SQLITE_FULL), locked (SQLITE_BUSY, SQLITE_LOCKED), read-only, an I/O error,
+    cannot open, corrupt or any error not known to be about the content — as a short name;
+    None when ``e`` is about what was written (a value it cannot bind or keep, a constraint):
+    then another batch would go through, and the message that caused it is at fault.
+
+    Unknown errors count as the store's: that holds messages (they wait, health says why)
+    rather than turn good ones into dead letters."""
+    if isinstance(e, sqlite3.Error):
+        code: int | None = getattr(e, "sqlite_errorcode", None)
+        if code is not None:
+            if code & 0xFF in _STORE_OK_CODES:
+                return None
+            return str(getattr(e, "sqlite_errorname", None) or f"SQLITE_{code}")
+        if isinstance(
+            e, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.InterfaceError
+        ):  # raised while binding a value
+            return None
+        return type(e).__name__
+    if isinstance(e, OverflowError | TypeError | ValueError):  # binding a value (incl. Unicode)
+        return None
+    return type(e).__name__
+
+
 Step = Literal["raw", "1m", "1h"]
 _STEP_S: dict[str, int] = {"1m": 60, "1h": 3600}
 
@@ -126,23 +176,66 @@ class BatchResult:
 
 
 class Journal:
-    def __init__(self, path: Path, synchronous: Literal["NORMAL", "FULL"] = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: Literal["NORMAL", "FULL"] = "FULL",
+        *,
+        seen_max: int = SEEN_MAX,
+        max_pages: int | None = None,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        """``seen_max``: see :data:`SEEN_MAX`. ``max_pages``: a page limit for the writer
+        (SQLite ``max_page_count``: a cap on the journal's size; none by default).
+        ``busy_timeout_s``: how long a write waits for another writer's lock before the store
+        counts as locked."""
+        self._busy_ms = int(busy_timeout_s * 1000)
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._synchronous = synchronous
-        self._db = self._connect()
+        self._max_pages = max_pages
+        self._db = self._connect_writer()
         self._db.executescript(SCHEMA + CURSOR_SCHEMA + rollups.SCHEMA)
+        self._broken = False
+        """The last write failed for the store's sake: reconnect before the next."""
         self._local = threading.local()
         self._write_lock = write_lock(path)
         self._seen: dict[str, list[Any]] = {}
+        self._seen_max = seen_max
         self._seen_flushed = time.monotonic()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self._synchronous}")
-        db.execute("PRAGMA busy_timeout=10000")
+        db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         return db
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        db = self._connect()
+        if self._max_pages is not None:
+            db.execute(f"PRAGMA max_page_count={int(self._max_pages)}")
+        return db
+
+    def _writer(self) -> sqlite3.Connection:
+        """The ingest thread's connection; opened anew after a failure of the store, so a
+        connection left in a bad state (an I/O error, a file replaced) does not outlive it."""
+        if self._broken:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = self._connect_writer()
+            self._broken = False
+        return self._db
+
+    def _failed(self, db: sqlite3.Connection, e: BaseException) -> None:
+        """Undo a failed write transaction (SQLite may have rolled it back already)."""
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._broken = True
+        if store_trouble(e) is not None:
+            self._broken = True
 
     def _reader(self) -> sqlite3.Connection:
         """A connection of the calling thread's own, for queries."""
@@ -155,7 +248,11 @@ class Journal:
         return db
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        except Exception as e:  # the store failing at shutdown: last-seen times are lost only
+            if store_trouble(e) is None:
+                raise
         self._db.close()
 
     # ---------------------------------------------------------------- writes (ingest thread)
@@ -163,7 +260,6 @@ class Journal:
     def write_batch(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> BatchResult:
         """Journal one batch in one transaction. Returns once it is committed."""
         t0 = time.perf_counter()
-        db = self._db
         rows = [
             (
                 r.device_id,
@@ -186,6 +282,7 @@ class Journal:
         ]
         self._note_seen(readings)
         with self._write_lock:
+            db = self._writer()
             db.execute("BEGIN IMMEDIATE")
             try:
                 before = db.total_changes
@@ -197,7 +294,10 @@ class Journal:
                 if states:
                     self._flush_seen()  # so the state update finds its row
                     db.executemany(_SET_STATE, states)
-                elif time.monotonic() - self._seen_flushed > SEEN_FLUSH_S:
+                elif (
+                    time.monotonic() - self._seen_flushed > SEEN_FLUSH_S
+                    or len(self._seen) >= self._seen_max
+                ):
                     self._flush_seen()
                 if dead:
                     db.executemany(
@@ -205,10 +305,27 @@ class Journal:
                         [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead],
                     )
                 db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
+            except BaseException as e:
+                self._failed(db, e)
                 raise
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
+
+    def probe(self) -> None:
+        """A write of a few bytes, committed: raises what the store raises now (full, locked,
+        read-only...). For telling, with no message to write, whether it takes writes again."""
+        with self._write_lock:
+            db = self._writer()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "INSERT INTO store_probe (id, at) VALUES (1, ?1)"
+                    " ON CONFLICT (id) DO UPDATE SET at = ?1",
+                    (time.time(),),
+                )
+                db.execute("COMMIT")
+            except BaseException as e:
+                self._failed(db, e)
+                raise
 
     def _new_only(self, readings: Sequence[Reading], rows: list[tuple[Any, ...]]) -> list[Reading]:
         """Which rows executemany wrote: a row whose key was already there was ignored, so the
@@ -224,6 +341,11 @@ class Journal:
             ):
                 new.append(r)
         return new
+
+    @property
+    def pending_devices(self) -> int:
+        """Devices whose last-seen time waits in memory for the next write."""
+        return len(self._seen)
 
     def _note_seen(self, readings: Sequence[Reading]) -> None:
         """Last seen and battery are kept in memory and written at most every SEEN_FLUSH_S
@@ -251,12 +373,21 @@ class Journal:
             self._seen.clear()
         self._seen_flushed = time.monotonic()
 
-    def flush(self, *, if_due: bool = False) -> None:
-        """Write pending last-seen times (on shutdown; when due, by the pipeline when idle)."""
+    def flush(self, *, if_due: bool = False) -> bool:
+        """Write pending last-seen times (on shutdown; when due, by the pipeline when idle).
+        Returns whether it wrote."""
         if not self._seen or (if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S):
-            return
-        with self._write_lock, self._db:
-            self._flush_seen()
+            return False
+        with self._write_lock:
+            db = self._writer()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                self._flush_seen()
+                db.execute("COMMIT")
+            except BaseException as e:
+                self._failed(db, e)
+                raise
+        return True
 
     def sync_registry(self, registry: Registry) -> int:
         """Write each registered device's placement; devices no longer registered keep their
@@ -276,10 +407,10 @@ class Journal:
             )
             for d in registry.devices.values()
         ]
-        db = self._db
         self._write_lock.acquire()
-        db.execute("BEGIN IMMEDIATE")
+        db = self._writer()
         try:
+            db.execute("BEGIN IMMEDIATE")
             db.execute("UPDATE devices SET registered = 0")
             db.executemany(
                 """INSERT INTO devices (device_id, kind, community, compound, building, unit,
@@ -294,8 +425,8 @@ class Journal:
                 rows,
             )
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
+            self._failed(db, e)
             raise
         finally:
             self._write_lock.release()
@@ -308,6 +439,7 @@ class Journal:
         *,
         keep_after: int | None = None,
         pause_s: float = 0.02,
+        forget_idle_s: float = FORGET_IDLE_S,
     ) -> int:
         """Delete raw readings received before ``before``, a few thousand per transaction so
         ingestion never waits long. Ids grow with receive time, so the cut is an id found by
@@ -315,10 +447,20 @@ class Journal:
 
         ``keep_after``: an id whose successors are kept whatever their age (rows the rollups or
         the InfluxDB sink have not passed yet). ``pause_s`` between transactions lets the ingest
-        thread, which polls for the write lock, take it rather than wait out the whole prune."""
+        thread, which polls for the write lock, take it rather than wait out the whole prune.
+
+        Also forgets devices never registered (no placement) and silent for ``forget_idle_s``:
+        a stray or misconfigured publisher's ids do not pile up in ``devices`` (and in what
+        loads it, like the InfluxDB sink's tags)."""
         db = self._connect()
         total = 0
         try:
+            with self._write_lock, db:
+                db.execute(
+                    "DELETE FROM devices WHERE registered = 0 AND compound IS NULL"
+                    " AND building IS NULL AND coalesce(last_seen, 0) < ?",
+                    (time.time() - forget_idle_s,),
+                )
             lo, hi = db.execute("SELECT min(id), max(id) FROM readings").fetchone()
             if lo is None:
                 return 0
@@ -418,7 +560,7 @@ class Journal:
             ).fetchall()
             out = []
             for r in rows:
-                body = json.loads(r["payload"])
+                body = _body(r["payload"])
                 if metric is not None:
                     if metric not in body:
                         continue
@@ -445,10 +587,11 @@ class Journal:
         rows = db.execute(
             "SELECT CAST(ts / ?1 AS INTEGER) * ?1 AS bucket,"
             " min(v) AS min, max(v) AS max, avg(v) AS mean, count(v) AS count FROM ("
-            "  SELECT ts, json_extract(payload, ?2) AS v FROM readings"
+            "  SELECT ts, json_extract(CASE WHEN json_valid(payload) THEN payload END, ?2) AS v"
+            "  FROM readings"
             "  WHERE device_id = ?3 AND ts >= ?4 AND ts < ?5 AND stream = 'telemetry')"
-            " WHERE v IS NOT NULL GROUP BY bucket ORDER BY bucket LIMIT ?6",
-            (width, path, device_id, since, until, limit),
+            " WHERE v IS NOT NULL AND abs(v) <= ?7 GROUP BY bucket ORDER BY bucket LIMIT ?6",
+            (width, path, device_id, since, until, limit, MAX_NUMBER),
         ).fetchall()
         return [
             {
@@ -509,6 +652,23 @@ class Journal:
                 "SELECT count(*) FROM readings WHERE device_id = ?", (device_id,)
             ).fetchone()[0]
         )
+
+
+def _finite(text: str) -> float | None:
+    v = float(text)
+    return v if math.isfinite(v) else None
+
+
+_LENIENT = json.JSONDecoder(parse_float=_finite, parse_constant=lambda _: None)
+
+
+def _body(payload: str) -> Any:
+    """A stored payload as JSON the API can answer with: a row written before decode refused
+    ``NaN`` or ``1e400`` has them as null, never a response that cannot be encoded."""
+    try:
+        return _LENIENT.decode(payload)
+    except ValueError:
+        return {}
 
 
 def _filters(*conds: tuple[str, object]) -> tuple[str, tuple[object, ...]]:

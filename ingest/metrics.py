@@ -32,3 +32,21 @@ CONNECTED = Gauge("jiayuan_mqtt_connected", "1 while the MQTT session is up")
 PIPELINE_ERRORS = Counter(
     "jiayuan_ingest_errors_total", "Unexpected errors in the ingest pipeline, by stage", ["stage"]
 )
+JOURNAL_WRITABLE = Gauge(
+    "jiayuan_journal_writable",
+    "1 while the journal accepts writes; 0 while the store refuses them (disk full, locked,"
+    " read-only, I/O error) and ingestion holds its acknowledgements",
+)
+JOURNAL_WRITE_FAILURES = Counter(
+    "jiayuan_journal_write_failures_total",
+    "Journal writes that failed because the store could not write, by SQLite error",
+    ["error"],
+)
+JOURNAL_REFUSED = Counter(
+    "jiayuan_journal_refused_total",
+    "Messages the journal would not store, kept as dead letters (reason journal_refused)",
+)
+OLDEST_UNACKED = Gauge(
+    "jiayuan_ingest_oldest_unacked_seconds",
+    "Age of the oldest message received but not yet acknowledged (0: none waiting)",
+)

@@ -6,14 +6,26 @@ This is the edge: nothing downstream sees raw bytes or paho's message type.
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from ingest.strictjson import (
+    MAX_DEPTH,
+    MAX_NUMBER,
+    may_repeat_keys,
+    needs_scan,
+    refusal,
+    unknown_fields_storable,
+)
 from ingest.topics import Kind, Stream, TopicError, parse_topic
+
+__all__ = ["MAX_DEPTH", "MAX_NUMBER"]  # re-exported: the limits a payload is held to
+
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD: Final = 4096
 MAX_AGE_S: Final = 24 * 3600.0
@@ -21,7 +33,7 @@ MAX_AGE_S: Final = 24 * 3600.0
 MAX_FUTURE_S: Final = 120.0
 """A device ``ts`` further ahead than this is not believed."""
 
-DeadLetterReason = Literal[
+DecodeReason = Literal[
     "too_large",
     "bad_utf8",
     "not_json",
@@ -31,22 +43,31 @@ DeadLetterReason = Literal[
     "wrong_type",
     "out_of_range",
     "bad_value",
+    "too_deep",
+    "too_large_number",
+    "duplicate_key",
+    "lone_surrogate",
 ]
-REASONS: Final[tuple[str, ...]] = DeadLetterReason.__args__  # type: ignore[attr-defined]
+"""Why :func:`decode` refused a message."""
+DeadLetterReason = Literal[DecodeReason, "journal_refused"]
+"""Why a message is a dead letter: a decode reason, or ``journal_refused`` when the journal
+would not store a message that decoded (it is then kept as a dead letter, never retried)."""
+DECODE_REASONS: Final[tuple[str, ...]] = DecodeReason.__args__  # type: ignore[attr-defined]
+REASONS: Final[tuple[str, ...]] = (*DECODE_REASONS, "journal_refused")
 
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
 
-    ts: AwareDatetime | int | None = None
-    seq: int | None = Field(default=None, ge=0)
+    ts: AwareDatetime | Annotated[int, Field(ge=-MAX_NUMBER, le=MAX_NUMBER)] | None = None
+    seq: int | None = Field(default=None, ge=0, le=MAX_NUMBER)
 
 
 class WearableTelemetry(_Payload):
     heart_rate: float | None = Field(default=None, ge=20, le=250)
     spo2: float | None = Field(default=None, ge=50, le=100)
     skin_temp_c: float | None = Field(default=None, ge=30, le=45)
-    steps: int | None = Field(default=None, ge=0)
+    steps: int | None = Field(default=None, ge=0, le=MAX_NUMBER)
     battery: float | None = Field(default=None, ge=0, le=100)
     worn: bool | None = None
     lat: float | None = Field(default=None, ge=-90, le=90)
@@ -60,7 +81,7 @@ class WearableEvent(_Payload):
 class SmokeTelemetry(_Payload):
     obscuration_pct_m: float | None = Field(default=None, ge=0, le=100)
     temperature_c: float | None = Field(default=None, ge=-40, le=150)
-    co_ppm: float | None = Field(default=None, ge=0)
+    co_ppm: float | None = Field(default=None, ge=0, le=MAX_NUMBER)
     battery: float | None = Field(default=None, ge=0, le=100)
 
 
@@ -141,13 +162,16 @@ class DeadLetter:
     received: float
 
 
-def _reason(err: ValidationError) -> tuple[DeadLetterReason, str]:
+def _reason(err: ValidationError) -> tuple[DecodeReason, str]:
     first = err.errors(include_url=False)[0]
     kind = first["type"]
     loc = ".".join(str(p) for p in first["loc"])
     where = f"{loc}: {first['msg']}" if loc else first["msg"]
     if kind == "missing":
         return "missing_field", where
+    value = first.get("input")
+    if type(value) in (int, float) and not -MAX_NUMBER <= value <= MAX_NUMBER:
+        return "too_large_number", where  # NaN compares false too: refusal() tells it apart
     if kind in (
         "greater_than",
         "greater_than_equal",
@@ -170,7 +194,10 @@ def _reason(err: ValidationError) -> tuple[DeadLetterReason, str]:
 def _event_time(ts: datetime | int | None, received: float) -> tuple[float, TsFlag | None]:
     if ts is None:
         return received, None
-    t = ts.timestamp() if isinstance(ts, datetime) else ts / 1000.0
+    try:
+        t = ts.timestamp() if isinstance(ts, datetime) else ts / 1000.0
+    except (OverflowError, ValueError, OSError):  # a date at the calendar's ends
+        return received, "future" if isinstance(ts, datetime) and ts.year > 2000 else "too_old"
     if t > received + MAX_FUTURE_S:
         return received, "future"
     if t < received - MAX_AGE_S:
@@ -178,52 +205,66 @@ def _event_time(ts: datetime | int | None, received: float) -> tuple[float, TsFl
     return t, None
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(name)
+_BOM: Final = b"\xef\xbb\xbf"
 
 
-def _has_non_json_number(payload: bytes) -> bool:
-    try:
-        json.loads(payload, parse_constant=_reject_constant)
-    except ValueError:
-        return True
-    return False
+def _printable(text: str) -> str:
+    """``text`` as the journal can store it: a topic may hold lone surrogates."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def decode(topic: str, payload: bytes, received: float) -> Reading | DeadLetter:
-    """Decode one message. Never raises: anything wrong becomes a :class:`DeadLetter`."""
+    """Decode one message. Never raises: anything wrong becomes a :class:`DeadLetter` whose
+    reason says what (see :data:`DecodeReason`).
 
-    def dead(reason: DeadLetterReason, detail: str) -> DeadLetter:
-        return DeadLetter(topic, payload[:MAX_PAYLOAD], reason, detail, received)
+    A UTF-8 byte order mark before the object is tolerated (RFC 8259 §8.1) and not stored."""
+    try:
+        out = _decode(topic, payload, received)
+    except Exception as e:  # a guard: every known case is handled below; never a crash
+        log.exception("decode failed on a message on %.120s; kept as a dead letter", topic)
+        out = ("not_json", f"undecodable: {type(e).__name__}")
+    if isinstance(out, Reading):
+        return out
+    return DeadLetter(_printable(topic), payload[:MAX_PAYLOAD], out[0], out[1], received)
 
+
+def _decode(topic: str, payload: bytes, received: float) -> Reading | tuple[DecodeReason, str]:
     try:
         t = parse_topic(topic)
     except TopicError as e:
-        return dead("unknown_topic", str(e))  # the only TopicError reason
+        return "unknown_topic", _printable(str(e))  # the only TopicError reason
     if len(payload) > MAX_PAYLOAD:
-        return dead("too_large", f"{len(payload)} bytes, limit {MAX_PAYLOAD}")
+        return "too_large", f"{len(payload)} bytes, limit {MAX_PAYLOAD}"
+    body = payload[3:] if payload.startswith(_BOM) else payload
     try:
-        payload.decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as e:
-        return dead("bad_utf8", f"invalid UTF-8 at byte {e.start}")
+        return "bad_utf8", f"invalid UTF-8 at byte {e.start + len(payload) - len(body)}"
+    scan = needs_scan(body)
+    if scan:  # the strict parser first: its reasons are the truer ones
+        why = refusal(text)
+        if why is not None:
+            return why
     model = MODELS[(t.kind, t.stream)]
     try:
-        msg = model.model_validate_json(payload)
+        msg = model.model_validate_json(body)
     except ValidationError as e:
         reason, detail = _reason(e)
-        if reason == "not_json":
-            # pydantic reports a JSON array or number as a model_type error, bad syntax as
-            # json_invalid; tell them apart so operators see which devices send garbage.
-            try:
-                json.loads(payload)
-            except ValueError:
-                return dead("not_json", detail)
-            return dead("not_object", "payload is JSON but not an object")
-        return dead(reason, detail)
-    if (b"NaN" in payload or b"Infinity" in payload) and _has_non_json_number(payload):
-        # pydantic's parser takes NaN and Infinity, which JSON does not have; in an unknown
-        # field they would reach the journal and break every JSON query over it.
-        return dead("not_json", "NaN or Infinity is not a JSON number")
+        if reason in ("not_json", "not_object", "too_large_number") and not scan:
+            why = refusal(text)  # what exactly is wrong with it
+            if why is not None:
+                return why
+        return reason, detail
+    extra = msg.__pydantic_extra__ or {}
+    if not scan and (
+        (extra and not unknown_fields_storable(extra))
+        or may_repeat_keys(body, len(msg.model_fields_set))
+    ):
+        why = refusal(text)
+        if why is not None:
+            return why
     ts, flag = _event_time(msg.ts, received)
     values: dict[str, float | bool] = {}
     attrs: dict[str, str] = {}
@@ -248,7 +289,7 @@ def decode(topic: str, payload: bytes, received: float) -> Reading | DeadLetter:
         values=values,
         event=event,
         attrs=attrs,
-        extra=msg.__pydantic_extra__ or {},
+        extra=extra,
         ts_flag=flag,
-        payload=payload,
+        payload=body,
     )

@@ -3,7 +3,17 @@
 One thread. It takes what has arrived (up to ``batch_max`` messages, waiting at most
 ``batch_wait`` for more once it has one), decodes each message once, writes the batch in one
 transaction, acknowledges the batch's messages, and only then hands the new readings to the
-rule stage. A failure downstream is logged and counted; it never loses or blocks ingestion.
+next stage. A failure downstream is logged and counted; it never loses or blocks ingestion.
+
+Two kinds of journal failure, told apart by :func:`ingest.journal.store_trouble`:
+
+- **A message the journal refuses** (a value it cannot bind, a constraint): the batch is split
+  in halves until the message is alone; it becomes a dead letter (``journal_refused``) and the
+  rest are committed and acknowledged. One message never holds the others.
+- **The store failing** (disk full, locked, read-only, I/O error): not the messages' fault.
+  The batch stays in hand, unacknowledged and not dead-lettered; the pipeline says so once in
+  the log, in :meth:`Pipeline.store_health` and in ``jiayuan_journal_writable``, retries with
+  a growing pause, and goes on by itself once the store takes the batch.
 """
 
 from __future__ import annotations
@@ -14,8 +24,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
-from ingest.journal import Journal
+from ingest.journal import BatchResult, Journal, store_trouble
 from ingest.listener import Inbound
 from ingest.metrics import (
     BATCH_SIZE,
@@ -23,16 +34,61 @@ from ingest.metrics import (
     COMMIT_SECONDS,
     DEAD_LETTERS,
     DUPLICATES,
+    JOURNAL_REFUSED,
+    JOURNAL_WRITABLE,
+    JOURNAL_WRITE_FAILURES,
     MESSAGES,
+    OLDEST_UNACKED,
     PIPELINE_ERRORS,
     QUEUE_DEPTH,
 )
-from ingest.payloads import DeadLetter, Reading, decode
+from ingest.payloads import MAX_PAYLOAD, DeadLetter, Reading, decode
 
 log = logging.getLogger(__name__)
 
 Ack = Callable[[Iterable[Inbound]], None]
 Downstream = Callable[[Sequence[Reading]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """Whether the journal takes writes. ``reason``: the store's error while it does not;
+    ``since``: when it stopped (epoch seconds)."""
+
+    ok: bool
+    reason: str | None = None
+    since: float | None = None
+
+
+class StoreFailing(Exception):
+    """The journal cannot write at all right now; nothing of the batch was committed."""
+
+    def __init__(self, trouble: str, message: str) -> None:
+        super().__init__(f"{trouble}: {message}")
+        self.trouble = trouble
+
+
+_Item = tuple[Inbound, Reading | DeadLetter]
+
+
+@dataclass(slots=True)
+class _Written:
+    """What one batch put in the journal, over all the parts it was split into."""
+
+    new: list[Reading] = field(default_factory=list)
+    duplicates: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+    commit_seconds: float = 0.0
+    done: set[int] = field(default_factory=set)
+    """``id()`` of the messages committed: after the store failed half-way through a split
+    batch, only the others are written again."""
+
+    def add(self, r: BatchResult, dead: Sequence[DeadLetter], items: Sequence[_Item]) -> None:
+        self.done.update(id(m) for m, _ in items)
+        self.new.extend(r.new)
+        self.duplicates += r.duplicates
+        self.dead.extend(dead)
+        self.commit_seconds += r.commit_seconds
 
 
 class Pipeline:
@@ -45,32 +101,90 @@ class Pipeline:
         *,
         batch_max: int = 1000,
         batch_wait: float = 0.005,
+        retry_min_s: float = 0.25,
+        retry_max_s: float = 5.0,
     ) -> None:
+        """``retry_min_s``, ``retry_max_s``: the first and the longest pause between two
+        attempts to write a batch while the store is failing (doubling in between)."""
         self.inbox = inbox
         self.journal = journal
         self.ack = ack
         self.downstream = downstream
         self.batch_max = batch_max
         self.batch_wait = batch_wait
+        self.retry_min_s = retry_min_s
+        self.retry_max_s = retry_max_s
         self.committed = 0
         """Messages committed (readings, duplicates and dead letters) since start."""
+        self._health = StoreHealth(ok=True)
+        self._retry_at = 0.0
+        self._in_hand_since: float | None = None
+        """Receive time of the first message of the batch taken from the inbox and not yet
+        acknowledged (the oldest: the inbox is in arrival order)."""
         self._dead_logged: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        JOURNAL_WRITABLE.set(1)
 
     def start(self) -> None:
+        OLDEST_UNACKED.set_function(lambda: self.oldest_unacked_age(time.time()) or 0.0)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in hand, then stop. Unacknowledged messages stay with the broker."""
+        """Finish the batch in hand (unless the store is failing: then it is left), then stop.
+        Unacknowledged messages stay with the broker."""
         self._stop.set()
         self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ health
+
+    def store_health(self) -> StoreHealth:
+        """Whether the journal takes writes now (for ``/healthz``)."""
+        return self._health
+
+    def oldest_unacked_age(self, now: float) -> float | None:
+        """Seconds since the oldest message received but not yet acknowledged arrived (the
+        ingest lag), or None when every message received is acknowledged."""
+        oldest = self._in_hand_since
+        if oldest is None:
+            with self.inbox.mutex:
+                head = self.inbox.queue[0] if self.inbox.queue else None
+            if head is None:
+                return None
+            oldest = head.received
+        return max(0.0, now - oldest)
+
+    def _failing(self, e: StoreFailing, held: int) -> None:
+        JOURNAL_WRITE_FAILURES.labels(e.trouble).inc()
+        if self._health.ok:
+            self._health = StoreHealth(ok=False, reason=str(e)[:300], since=time.time())
+            JOURNAL_WRITABLE.set(0)
+            log.error(
+                "journal refuses writes (%s); holding %d messages unacknowledged and retrying"
+                " until it takes them (logged once per outage)",
+                e,
+                held,
+            )
+
+    def _writable(self) -> None:
+        if not self._health.ok:
+            since = self._health.since or time.time()
+            self._health = StoreHealth(ok=True)
+            JOURNAL_WRITABLE.set(1)
+            log.warning(
+                "journal takes writes again after %.1f s; ingestion goes on",
+                time.time() - since,
+            )
+        self._retry_at = 0.0
+
+    # ------------------------------------------------------------------ the loop
 
     def _take(self) -> list[Inbound]:
         try:
             first = self.inbox.get(timeout=0.2)
         except queue.Empty:
             return []
+        self._in_hand_since = first.received
         batch = [first]
         deadline = time.monotonic() + self.batch_wait
         while len(batch) < self.batch_max:
@@ -93,53 +207,129 @@ class Pipeline:
             if not batch:
                 self._idle()
                 continue
+            self._until_committed(batch)
+            self._in_hand_since = None
+
+    def _until_committed(self, batch: Sequence[Inbound]) -> None:
+        """Process ``batch``; while the store fails, hold it and try again, pausing longer
+        each time (until stopped: then it stays unacknowledged, with the broker)."""
+        items = [(m, decode(m.topic, m.payload, m.received)) for m in batch]
+        written = _Written()
+        pause = self.retry_min_s
+        told = False
+        while True:
             try:
-                self.process(batch)
+                self._write([it for it in items if id(it[0]) not in written.done], written)
+            except StoreFailing as e:
+                self._failing(e, len(batch) + self.inbox.qsize())
             except Exception:
-                # The journal refused the batch (disk full, say). Nothing was acknowledged, so
-                # the broker redelivers; back off and go on rather than die.
+                # A bug, not the store: nothing more was committed; count it, say it once and
+                # try again (dropping the batch would leave it unacknowledged until a restart).
                 PIPELINE_ERRORS.labels("journal").inc()
-                log.exception("journal write failed; %d messages left unacknowledged", len(batch))
-                time.sleep(1.0)
+                if not told:
+                    log.exception("ingest failed on a batch of %d messages; retrying", len(batch))
+                    told = True
+            else:
+                self._finish(batch, written)
+                return
+            if self._stop.wait(pause):
+                return
+            pause = min(pause * 2, self.retry_max_s)
 
     def _idle(self) -> None:
+        """With nothing to ingest: write last-seen times when due; while the store fails,
+        probe it now and then, so that health turns good again without waiting for a message."""
+        was_ok = self._health.ok
         try:
-            self.journal.flush(if_due=True)
-        except Exception:
-            PIPELINE_ERRORS.labels("journal").inc()
-            log.exception("could not write device last-seen times")
+            if self._health.ok:
+                self.journal.flush(if_due=True)
+            elif time.monotonic() >= self._retry_at:
+                self._retry_at = time.monotonic() + self.retry_max_s
+                self.journal.probe()
+                self._writable()
+        except Exception as e:
+            trouble = store_trouble(e)
+            if trouble is None:
+                PIPELINE_ERRORS.labels("journal").inc()
+                log.exception("could not write device last-seen times")
+                return
+            self._failing(StoreFailing(trouble, str(e)), 0)
+            self._retry_at = time.monotonic() + (self.retry_min_s if was_ok else self.retry_max_s)
 
     def process(self, batch: Sequence[Inbound]) -> list[Reading]:
-        """Decode, journal, acknowledge and hand on one batch; returns the new readings."""
-        readings: list[Reading] = []
-        dead: list[DeadLetter] = []
-        for m in batch:
-            item = decode(m.topic, m.payload, m.received)
-            if isinstance(item, Reading):
-                readings.append(item)
-            else:
-                dead.append(item)
-        result = self.journal.write_batch(readings, dead)
-        self.ack(batch)
+        """Decode, journal, acknowledge and hand on one batch; returns the new readings.
+        Raises :class:`StoreFailing` (nothing acknowledged) while the store cannot write."""
+        written = _Written()
+        self._write([(m, decode(m.topic, m.payload, m.received)) for m in batch], written)
+        return self._finish(batch, written)
+
+    def _finish(self, batch: Sequence[Inbound], written: _Written) -> list[Reading]:
+        """The batch is committed: acknowledge it, count it, hand its new readings on."""
+        self._writable()
+        try:
+            self.ack(batch)
+        except Exception:  # committed: the broker sends them again, the journal drops them
+            PIPELINE_ERRORS.labels("ack").inc()
+            log.exception("could not acknowledge %d committed messages", len(batch))
         self.committed += len(batch)
         now = time.time()
-        COMMIT_SECONDS.observe(result.commit_seconds)
+        COMMIT_SECONDS.observe(written.commit_seconds)
         COMMIT_LAG.set(now - min(m.received for m in batch))
         BATCH_SIZE.observe(len(batch))
-        for (kind, stream), n in Counter((r.kind, r.stream) for r in readings).items():
+        for (kind, stream), n in Counter((r.kind, r.stream) for r in written.new).items():
             MESSAGES.labels(kind, stream).inc(n)
-        for d in dead:
+        for d in written.dead:
             DEAD_LETTERS.labels(d.reason).inc()
             self._log_dead(d)
-        if result.duplicates:
-            DUPLICATES.inc(result.duplicates)
-        if self.downstream is not None and result.new:
+        if written.duplicates:
+            DUPLICATES.inc(written.duplicates)
+        if self.downstream is not None and written.new:
             try:
-                self.downstream(result.new)
+                self.downstream(written.new)
             except Exception:
                 PIPELINE_ERRORS.labels("downstream").inc()
-                log.exception("rule stage failed on a batch of %d readings", len(result.new))
-        return result.new
+                log.exception("rule stage failed on a batch of %d readings", len(written.new))
+        return written.new
+
+    def _write(self, items: Sequence[_Item], out: _Written) -> None:
+        """Journal ``items`` in one transaction; if the journal refuses one of them, split
+        them in halves until it is alone, and keep it as a dead letter."""
+        readings = [x for _, x in items if isinstance(x, Reading)]
+        dead = [x for _, x in items if isinstance(x, DeadLetter)]
+        try:
+            out.add(self.journal.write_batch(readings, dead), dead, items)
+            return
+        except Exception as e:
+            trouble = store_trouble(e)
+            if trouble is not None:
+                raise StoreFailing(trouble, str(e)) from e
+            refusal = f"{type(e).__name__}: {e}"[:200]
+        if len(items) > 1:
+            mid = len(items) // 2
+            self._write(items[:mid], out)
+            self._write(items[mid:], out)
+            return
+        m = items[0][0]
+        JOURNAL_REFUSED.inc()
+        self._keep_refused(
+            items[0],
+            DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], "journal_refused", refusal, m.received),
+            out,
+        )
+
+    def _keep_refused(self, item: _Item, d: DeadLetter, out: _Written) -> None:
+        """Store the dead letter of a message the journal refused; should even that be refused
+        (its topic, say), a bare one that says so."""
+        bare = DeadLetter("", b"", d.reason, d.detail + "; topic, payload not kept", d.received)
+        for letter in (d, bare):
+            try:
+                out.add(self.journal.write_batch([], [letter]), [letter], [item])
+                return
+            except Exception as e:
+                trouble = store_trouble(e)
+                if trouble is not None:
+                    raise StoreFailing(trouble, str(e)) from e
+        raise StoreFailing("journal_refused", "the journal refuses even a bare dead letter")
 
     def _log_dead(self, d: DeadLetter) -> None:
         """Log a dead letter with its topic and reason (never its payload: it may hold health

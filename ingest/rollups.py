@@ -69,7 +69,7 @@ _KIND_METRICS = " OR ".join(
 _STAGE = f"""
 INSERT INTO temp.rollup_stage (device_id, metric, bucket, vmin, vmax, vsum, n)
 SELECT r.device_id, j.key, CAST(r.ts / 60 AS INTEGER) * 60 AS b,
-       min(j.value), max(j.value), sum(j.value), count(*)
+       min(j.value), max(j.value), total(j.value), count(*)
 FROM readings AS r,
      json_each(CASE WHEN json_valid(r.payload) THEN r.payload ELSE '{{}}' END) AS j
 WHERE r.id > ?1 AND r.id <= ?2 AND r.stream = 'telemetry'
@@ -84,7 +84,7 @@ SELECT DISTINCT device_id, metric FROM temp.rollup_stage
 _MERGE = """
 INSERT INTO rollup_{step} (series, bucket, vmin, vmax, vsum, n)
 SELECT s.id, CAST(st.bucket / {width} AS INTEGER) * {width} AS b,
-       min(st.vmin), max(st.vmax), sum(st.vsum), sum(st.n)
+       min(st.vmin), max(st.vmax), total(st.vsum), sum(st.n)
 FROM temp.rollup_stage AS st
 JOIN rollup_series AS s ON s.device_id = st.device_id AND s.metric = st.metric
 WHERE 1 GROUP BY s.id, b
@@ -254,7 +254,7 @@ def _tail(
     )
     marks = ", ".join("?" for _ in kinds)
     return cur.execute(
-        f"SELECT CAST(ts / ?5 AS INTEGER) * ?5 AS b, min(v), max(v), sum(v), count(v) FROM ("
+        f"SELECT CAST(ts / ?5 AS INTEGER) * ?5 AS b, min(v), max(v), total(v), count(v) FROM ("
         f" SELECT ts, json_extract(CASE WHEN json_valid(payload) THEN payload END, ?6) AS v"
         f" FROM readings WHERE {where} AND stream = 'telemetry' AND kind IN ({marks}))"
         " WHERE typeof(v) IN ('integer', 'real')"

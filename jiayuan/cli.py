@@ -1,5 +1,5 @@
 """The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``rules backtest``,
-``registry check``, ``broker credentials``, ``broker tls``."""
+``registry check``, ``broker credentials``, ``broker tls``, ``duty check``."""
 
 from __future__ import annotations
 
@@ -148,6 +148,41 @@ def _broker_tls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duty_check(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
+    from alerts.coverage import check, holes, report
+    from alerts.escalation import ChainFileError, load_chains
+    from registry.loader import RegistryError, load_registry
+    from rules.model import RuleFileError, builtin_pack, load_rules
+
+    registry_path = args.registry or os.environ.get("JIAYUAN_REGISTRY")
+    if not registry_path:
+        print("jiayuan duty check: --registry DIR (or JIAYUAN_REGISTRY) is needed", file=sys.stderr)
+        return 2
+    chains_file = args.chains or os.environ.get("JIAYUAN_ESCALATION_FILE")
+    try:
+        reg = load_registry(Path(registry_path))
+        chains = load_chains(Path(chains_file) if chains_file else None)
+        rules = load_rules([builtin_pack()])
+    except (RegistryError, ChainFileError, RuleFileError, OSError) as e:
+        print(f"jiayuan duty check: {e}", file=sys.stderr)
+        return 2
+    lines = check(reg, chains, ZoneInfo(args.timezone), rules)
+    found = holes(lines)
+    total = len(lines)
+    if args.holes_only:
+        lines = [line for line in lines if line.holes]
+    if lines:
+        print(report(lines))
+    if found:
+        places = len({(line.chain_id, line.place) for line, _ in found})
+        print(f"{len(found)} holes in {places} of {total} chain/place lines")
+    else:
+        print(f"no holes: someone would be paged first in all {total} chain/place lines")
+    return 1 if found else 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from simulators.cli import run
 
@@ -247,6 +282,25 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--renew", action="store_true", help="make a new server certificate")
     tls.add_argument("--group", help="make server.key readable by this group (Mosquitto's)")
     tls.set_defaults(func=_broker_tls)
+
+    duty = sub.add_parser("duty", help="the duty roster against the escalation chains")
+    dsub = duty.add_subparsers(dest="duty_command", required=True)
+    dcheck = dsub.add_parser(
+        "check",
+        help="who would be paged first, per chain and place, across the week; the holes",
+        description="For every escalation chain and every building (and compound entrance for"
+        " gates), who would be paged first at each half hour of the week (local time), and"
+        " where nobody would be. Exit status 1 when there are holes.",
+    )
+    dcheck.add_argument("--registry", type=Path, help="registry (default $JIAYUAN_REGISTRY)")
+    dcheck.add_argument("--chains", type=Path, help="escalation chains (default built in)")
+    dcheck.add_argument(
+        "--timezone",
+        default=os.environ.get("JIAYUAN_TIMEZONE", "Asia/Shanghai"),
+        help="local time of the roster (default $JIAYUAN_TIMEZONE or Asia/Shanghai)",
+    )
+    dcheck.add_argument("--holes-only", action="store_true", help="only lines with a hole")
+    dcheck.set_defaults(func=_duty_check)
 
     registry = sub.add_parser("registry", help="registry files")
     gsub = registry.add_subparsers(dest="registry_command", required=True)

@@ -5,7 +5,10 @@ writes one line per message to a log file, and lists the latest at ``GET /`` (HT
 (``json://127.0.0.1:8025/notify/<staff id>``). Tests use it as a real HTTP receiver, and can
 make it refuse messages for a recipient (``fail``).
 
-    python -m jiayuan.receiver [--port 8025] [--log data/demo/notifications.log]
+Times on the page and in the log are the community's local time (``--tz``, by default
+``JIAYUAN_TIMEZONE`` or Asia/Shanghai, as the service's messages), with the zone named.
+
+    python -m jiayuan.receiver [--port 8025] [--log data/demo/notifications.log] [--tz ZONE]
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import signal
 import sys
 import threading
@@ -25,8 +29,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 MAX_BODY = 64 * 1024
+DEFAULT_TZ = "Asia/Shanghai"
+
+
+def community_tz() -> ZoneInfo:
+    """The community's time zone: ``JIAYUAN_TIMEZONE`` (as the service reads it) or Shanghai."""
+    return ZoneInfo(os.environ.get("JIAYUAN_TIMEZONE") or DEFAULT_TZ)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +48,11 @@ class Received:
     message: str
     type: str
 
-    def line(self) -> str:
-        when = datetime.fromtimestamp(self.at).strftime("%Y-%m-%d %H:%M:%S")
+    def local(self, tz: ZoneInfo) -> datetime:
+        return datetime.fromtimestamp(self.at, tz)
+
+    def line(self, tz: ZoneInfo | None = None) -> str:
+        when = self.local(tz or community_tz()).strftime("%Y-%m-%d %H:%M:%S %Z")
         text = " | ".join(x for x in (self.title, *self.message.splitlines()) if x)
         return f"{when}  {self.recipient:<16} {text}"
 
@@ -47,9 +61,15 @@ class Receiver:
     """``start()`` serves on a thread; ``stop()`` ends it. Thread-safe reads."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 8025, log: Path | None = None, keep: int = 500
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8025,
+        log: Path | None = None,
+        keep: int = 500,
+        tz: ZoneInfo | None = None,
     ) -> None:
         self.log = log
+        self.tz = tz or community_tz()
         self._messages: deque[Received] = deque(maxlen=keep)
         self._cond = threading.Condition()
         self.fail: dict[str, int] = {}
@@ -95,7 +115,7 @@ class Receiver:
             while not predicate(list(self._messages)):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    got = [m.line() for m in self._messages]
+                    got = [m.line(self.tz) for m in self._messages]
                     raise AssertionError(f"receiver: condition not met in {timeout}s; got {got}")
                 self._cond.wait(left)
             return list(self._messages)
@@ -105,12 +125,13 @@ class Receiver:
             self._messages.append(m)
             if self.log is not None:
                 with self.log.open("a", encoding="utf-8") as f:
-                    f.write(m.line() + "\n")
+                    f.write(m.line(self.tz) + "\n")
             self._cond.notify_all()
 
     def _page(self) -> bytes:
+        zone = datetime.now(self.tz).strftime("%Z")
         rows = "".join(
-            f"<tr><td>{html.escape(datetime.fromtimestamp(m.at).strftime('%H:%M:%S'))}</td>"
+            f"<tr><td>{html.escape(m.local(self.tz).strftime('%m-%d %H:%M:%S'))}</td>"
             f"<td>{html.escape(m.recipient)}</td><td><b>{html.escape(m.title)}</b><br>"
             f"{html.escape(m.message).replace(chr(10), '<br>')}</td></tr>"
             for m in reversed(self.messages())
@@ -120,6 +141,7 @@ class Receiver:
             "<title>jiayuan notifications</title><style>body{font:14px sans-serif;margin:2em}"
             "td{border-bottom:1px solid #ddd;padding:.4em;vertical-align:top}</style>"
             f"<h1>Notifications received ({len(self.messages())})</h1>"
+            f"<p>Times in {html.escape(self.tz.key)} ({html.escape(zone)}), the community's.</p>"
             f"<table>{rows or '<tr><td>none yet</td></tr>'}</table>"
         )
         return page.encode()
@@ -186,8 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1", help="loopback only by default")
     ap.add_argument("--port", type=int, default=8025)
     ap.add_argument("--log", type=Path, default=Path("data/demo/notifications.log"))
+    ap.add_argument(
+        "--tz",
+        type=ZoneInfo,
+        default=None,
+        help=f"the community's time zone (default JIAYUAN_TIMEZONE or {DEFAULT_TZ})",
+    )
     args = ap.parse_args(argv)
-    receiver = Receiver(args.host, args.port, args.log).start()
+    receiver = Receiver(args.host, args.port, args.log, tz=args.tz).start()
     print(
         f"notification receiver on http://{args.host}:{receiver.port}/ (log {args.log})", flush=True
     )

@@ -14,6 +14,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from alerts.dispatch import Config as AlertingConfig
 from alerts.dispatch import Dispatcher
 from alerts.lifecycle import AlertStore
+from alerts.metrics import NOTIFY_FAILING
+from alerts.outbox import RECENT_ATTEMPTS, failing_for_everyone
 from ingest.access import BrokerAccess
 from ingest.journal import Journal
 from ingest.listener import Inbound, Listener
@@ -55,7 +57,11 @@ class Service:
             else Registry(settings.community)
         )
         self.rules = load_rules(settings.rules or [builtin_pack()])
-        self.journal = Journal(data / "journal.db", synchronous=settings.journal_synchronous)
+        self.journal = Journal(
+            data / "journal.db",
+            synchronous=settings.journal_synchronous,
+            max_pages=settings.journal_max_pages,
+        )
         self.journal.sync_registry(self.registry)
         self.alerts = AlertStore(data / "alerts.db")
         self.auth = AuthStore(data / "auth.db")
@@ -213,9 +219,16 @@ class Service:
         """What /healthz answers: ``status`` is ``ok`` only while the service can ingest,
         evaluate and notify; otherwise ``problems`` says why, in words for the operator."""
         problems: list[str] = []
+        now = time.time()
         connected = self.listener.connected.is_set()
         if not connected:
             problems.append("MQTT broker disconnected: nothing is being received")
+        journal = self.pipeline.store_health()
+        if not journal.ok:
+            problems.append(f"journal refuses writes ({journal.reason}); nothing acknowledged")
+        lag = self.pipeline.oldest_unacked_age(now)
+        if lag is not None and lag > self.settings.health_ingest_lag_s:
+            problems.append(f"ingest behind: oldest unacknowledged message {lag:.0f} s old")
         rules = self.worker.health()
         if rules.failing is not None:
             problems.append(f"alert store refuses writes ({rules.failing}); rules held")
@@ -223,12 +236,22 @@ class Service:
             problems.append(
                 f"rules behind: {rules.behind} readings waiting, oldest {rules.oldest_s:.0f} s"
             )
+        notify = failing_for_everyone(self.alerts.query(RECENT_ATTEMPTS), now)
+        NOTIFY_FAILING.set(notify is not None)
+        if notify is not None:
+            problems.append(f"notifications failing for everyone: {notify}")
         return {
             "status": "ok" if not problems else "degraded",
             "problems": problems,
             "mqtt_connected": connected,
             "ingest_queue": self.inbox.qsize(),
             "messages_committed": self.pipeline.committed,
+            "journal": {
+                "writable": journal.ok,
+                "reason": journal.reason,
+                "since": journal.since,
+                "oldest_unacked_s": None if lag is None else round(lag, 3),
+            },
             "rules_worker": {
                 "position": rules.position,
                 "behind": rules.behind,
@@ -236,7 +259,7 @@ class Service:
                 "failing": rules.failing,
                 "evaluated": self.worker.evaluated,
             },
-            "uptime_s": round(time.time() - self.started_at, 1),
+            "uptime_s": round(now - self.started_at, 1),
             "rules": len(self.rules),
             "registered_devices": len(self.registry.devices),
             "influx": {"enabled": False}

@@ -40,6 +40,22 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
     data_dir: Path = Path("./data")
+    # --- HTTP server limits (jiayuan/api/connections.py, jiayuan/api/bodylimit.py) ----------
+    http_max_connections: int = Field(default=1000, ge=16, le=100_000)
+    """Open HTTP connections at most. A new one past it closes the longest-idle connection
+    (one between requests or still sending its headers); if every connection is busy with a
+    request, the new one gets 503. The open-files limit is raised to fit when it can."""
+    http_keepalive_s: int = Field(default=5, ge=1, le=300)
+    """An idle keep-alive connection is closed after this long without a new request."""
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """A request's line and headers must arrive in full within this long of the connection
+    opening or the previous response ending (slowloris)."""
+    http_body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """A request body must arrive in full within this long of the route starting to read it."""
+    http_max_body_bytes: int = Field(default=1_048_576, ge=4096, le=1 << 30)
+    """Request bodies larger than this are refused (413) before they are read."""
+    http_max_header_bytes: int = Field(default=16_384, ge=4096, le=1 << 20)
+    """A request line and headers larger than this are refused (400)."""
     rules: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """Rule files; empty means the built-in community pack. From the environment, paths
     separated by commas (``JIAYUAN_RULES=site.yaml,extra.yaml``)."""
@@ -50,9 +66,14 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1, le=10_000)
     batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
     retention_days: float = Field(default=30.0, gt=0)
+    journal_max_pages: int | None = Field(default=None, ge=100)
+    """A cap on the journal's size in pages (SQLite ``max_page_count``, 4 KiB each): past it
+    the journal is full, as on a full disk (acknowledgements held until there is room)."""
     # --- rules worker and health ------------------------------------------------------------
     max_unregistered_devices: int = Field(default=10_000, ge=100, le=10_000_000)
     """Devices not in the registry whose rule state is kept (least recently heard forgotten)."""
+    health_ingest_lag_s: float = Field(default=30.0, gt=0)
+    """/healthz says 503 when a received message has waited this long for its commit."""
     health_rules_lag_s: float = Field(default=30.0, gt=0)
     """/healthz says 503 when a committed reading waited this long for its rules."""
     rollup_1m_days: float = Field(default=90.0, gt=0)

@@ -59,6 +59,7 @@ COLUMN_ALIASES: Final = {
     "类型": "kind", "设备类型": "kind", "小区": "compound", "院落": "compound",
     "楼栋": "building", "楼号": "building", "户号": "unit", "房号": "room", "楼层": "floor",
     "层数": "floors", "名称": "name", "姓名": "name", "位置": "name",
+    "称呼": "display_name", "显示名": "display_name",
     "居民编号": "resident_id", "老人编号": "resident_id", "resident": "resident_id",
     "护理员": "caretakers", "caretaker": "caretakers", "阈值": "thresholds",
     "活动范围": "allowed_area", "员工编号": "staff_id", "工号": "staff_id", "staff": "staff_id",
@@ -71,7 +72,12 @@ COLUMN_ALIASES: Final = {
 def column_name(key: str, header: str) -> str:
     """The field a column header names; ``id`` is the record's ``key`` field."""
     name = header.strip().strip("\ufeff").lower().replace(" ", "_").replace("-", "_")
-    return key if name == "id" else COLUMN_ALIASES.get(name, name)
+    if name == "id":
+        return key
+    field = COLUMN_ALIASES.get(name, name)
+    if key == "resident_id" and field == "name":  # a resident's "姓名": what staff call them
+        return "display_name"
+    return field
 
 
 class CellError(ValueError):

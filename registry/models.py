@@ -43,6 +43,9 @@ class Resident(_Record):
     """A resident under care. ``resident_id`` is pseudonymous; no name is needed to act."""
 
     resident_id: str = Id
+    display_name: str = Field(default="", max_length=40)
+    """What the resident's caretakers call them (e.g. ``王奶奶``): shown only to the resident's
+    caretakers and the managers, never in notifications, logs or to security. Optional."""
     building: str = Id
     unit: str
     floor: int | None = None

@@ -220,6 +220,7 @@ class RulesWorker:
         """Time-driven changes as of ``now``, committed with the state they changed."""
         now = self.clock() if now is None else now
         self._swap_baselines(now)
+        RULES_BEHIND.set(max(0, follower.head(self._journal_db()) - self.position))
         transitions = self.engine.tick(now)
         if self.gate is not None:
             transitions = self.gate.filter(transitions) + self.gate.tick(now)

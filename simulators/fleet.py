@@ -9,7 +9,8 @@ Ids, readable on a duty sheet:
 - buildings ``B17`` (numbered across the community), compounds ``C03``
 - households (``unit``) ``17-2-502``: building 17, entrance 2, floor 5, room 02
 - smoke detectors ``smk-C03-B17-2-0502``; wearables ``wr-00042``, worn by ``r-00042``
-  (residents are pseudonymous)
+  (residents are pseudonymous; each has a made-up ``display_name`` such as ``王秀英`` for their
+  caretakers, and the two of a couple sharing a home always differ)
 - gates ``gate-C03-main`` (the compound's entrance) and ``gate-C03-B17`` (the building door)
 - staff ``sec-C03-1`` … (guards), ``sec-ctl-1`` (control room), ``care-C03-01`` (caretakers),
   ``care-night-1``, ``mgr-1``, ``mgr-2``, ``ops-1``, ``adm-1``
@@ -36,6 +37,11 @@ from simulators.behaviour import DeviceSim, GateSim, SmokeSim, WearableSim
 from simulators.staffing import build_staff
 
 CENTRE: Final = (36.0570, 103.8420)  # Chengguan district, Lanzhou
+_SURNAMES: Final = "王李张刘陈杨赵黄周吴徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘"
+_GIVEN: Final = {
+    "f": ("秀英", "桂英", "秀兰", "玉兰", "桂兰", "淑珍", "凤英", "玉珍", "素芳", "兰英"),
+    "m": ("建国", "国华", "德明", "志强", "文斌", "永福", "振华", "宝山", "国庆", "学文"),
+}
 NOTIFY: Final = "json://127.0.0.1:8025/notify"
 
 
@@ -289,12 +295,14 @@ def _records(layout: Layout) -> _Records:
             )
         )
     homes = zip(layout.elderly, layout.thresholds, layout.zoned, strict=True)
+    named: dict[Household, str] = {}
     for i, (h, t, zoned) in enumerate(homes, start=1):
         rid, room = f"r-{i:05d}", h.unit.rsplit("-", 1)[1]
         area = (*layout.position[h.compound], 500.0) if zoned else None
         out.residents.append(
             Resident(
                 resident_id=rid,
+                display_name=_display_name(h, named),
                 building=h.building,
                 unit=h.unit,
                 floor=h.floor,
@@ -316,6 +324,21 @@ def _records(layout: Layout) -> _Records:
             )
         )
     return out
+
+
+def _display_name(home: Household, named: dict[Household, str]) -> str:
+    """A made-up name for a resident of ``home`` (the same for the same home); the second
+    resident of a home (a couple) gets the other sex's name, so the two always differ."""
+    rng = random.Random(f"name:{home.building}:{home.unit}")
+    first = rng.choice("fm")
+    surname = rng.choice(_SURNAMES)
+    sex = first
+    if home in named:
+        sex = "m" if first == "f" else "f"
+        surname = rng.choice(_SURNAMES)  # married couples keep their own surnames
+    name = surname + rng.choice(_GIVEN[sex])
+    named[home] = name
+    return name
 
 
 def _subset(records: _Records, exact: int | None, scale: float) -> list[Device]:

@@ -342,6 +342,10 @@ def bad_input(ctx: Context, target: str | None = None) -> Scenario:
         ("missing_field", f"community/{c}/gate/{g}/status", b'{"fw": "GT-5.1.0"}'),
         ("bad_value", f"community/{c}/wearable/{w}/event", b'{"event": "explode"}'),
         ("bad_value", f"community/{c}/gate/{g}/event", b'{"event": "granted", "method": "x"}'),
+        ("too_deep", wt, b'{"heart_rate": 72, "x": %s}' % (b"[" * 40 + b"]" * 40)),
+        ("too_large_number", wt, b'{"heart_rate": 72, "seq": 18446744073709551615}'),
+        ("duplicate_key", wt, b'{"heart_rate": 72, "heart_rate": 190}'),
+        ("lone_surrogate", wt, b'{"heart_rate": 72, "note": "\\ud800"}'),
     ]
     steps = [Step(0.2 * i, topic, payload) for i, (_, topic, payload) in enumerate(items)]
     expect = {i: reason for i, (reason, _, _) in enumerate(items)}

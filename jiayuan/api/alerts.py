@@ -15,7 +15,9 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerts import Alert, AlertNotFound, HistoryEntry, InvalidTransition, Sort, Status
+from alerts.messages import title
 from alerts.model import RULE, Action
+from jiayuan.api.bounds import I64_MAX
 from jiayuan.api.deps import (
     ANYONE,
     ID_PATTERN,
@@ -31,11 +33,36 @@ from jiayuan.api.deps import (
 )
 from jiayuan.api.times import epoch, rfc3339, utc
 from jiayuan.auth.scope import Principal
+from registry import Registry
 from rules.matches import Route, Severity, Signal
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[allow(*ANYONE)])
 
-AlertId = Annotated[int, Path(ge=1, description="The alert's id.")]
+AlertId = Annotated[int, Path(ge=1, le=I64_MAX, description="The alert's id.")]
+
+
+class PagedPerson(BaseModel):
+    staff_id: str
+    name: str = Field(description="The staff member's display name from the registry.")
+    role: str | None
+    reason: str = Field(description="Why this person (the selector that named them).")
+    new: bool = Field(description="Not paged before about this alert's incident.")
+    outcome: str = Field(
+        description="`sent`; `held` (folded into one message, sent within seconds); `merged` "
+        "(into a message waiting for them); `coalesced` (already paged for this incident); "
+        "`reminded` (reminded less than a minute ago); `skipped` (a step passed over)."
+    )
+
+
+class DeliveryNote(BaseModel):
+    staff_id: str
+    name: str
+    channel: str = Field(description="The channel, secrets masked.")
+    step: int = Field(description="1-based chain step; 0 for a follow-up.")
+    purpose: str
+    outcome: str = Field(description="`delivered`, `retrying` or `failed`.")
+    attempt: int
+    error: str
 
 
 class HistoryOut(BaseModel):
@@ -44,6 +71,31 @@ class HistoryOut(BaseModel):
     action: Action
     by: str = Field(description="A staff id, `rule` or `system`.")
     note: str
+    kind: str | None = Field(
+        default=None,
+        description="The structured kind of a paging entry: `page` (a step was taken: "
+        "`people`), `skipped` (a step passed over: nobody new), `unreached` (nobody at all), "
+        "`delivery` (one message's outcome: `delivery`), `incident`, `false_alarm`.",
+    )
+    step: int | None = Field(default=None, description="1-based chain step of a paging entry.")
+    steps: int | None = None
+    purpose: str | None = Field(
+        default=None, description="`notify`, `escalate`, `repeat` or `update`."
+    )
+    fallback: bool = Field(
+        default=False, description="The step paged the security desk and the duty manager."
+    )
+    people: list[PagedPerson] = Field(default_factory=list)
+    delivery: DeliveryNote | None = None
+
+
+class RelatedDevice(BaseModel):
+    device_id: str
+    kind: str | None
+    building: str | None
+    unit: str | None
+    floor: int | None
+    room: str | None
 
 
 class AlertOut(BaseModel):
@@ -75,6 +127,17 @@ class AlertOut(BaseModel):
         description="The value of the latest match, if any (a wearable's: only for the "
         "wearer's caretakers)."
     )
+    incident_id: int | None = Field(
+        default=None, description="The incident it belongs to (GET /api/incidents/{id})."
+    )
+    title_zh: str = Field(default="", description="The alert kind's title in Chinese.")
+    title_en: str = Field(default="", description="The alert kind's title in English.")
+    false_alarm: bool = Field(default=False, description="Resolved by a person as false.")
+    related_devices: list[RelatedDevice] = Field(
+        default_factory=list,
+        description="The devices behind an alert that is not one device's (a confirmed "
+        "fire's detectors), with their place.",
+    )
 
 
 class AlertDetail(AlertOut):
@@ -98,13 +161,53 @@ class AlertActionIn(BaseModel):
         "refused (422): the name recorded is always the signed-in caller's.",
     )
     note: str = Field(default="", max_length=2000)
+    false_alarm: bool = Field(
+        default=False,
+        description="Resolve only: nothing was wrong (counted in the weekly review).",
+    )
 
 
 def history_out(h: HistoryEntry) -> HistoryOut:
-    return HistoryOut(id=h.id, at=utc(h.at), action=h.action, by=h.by, note=h.note)
+    d = h.data or {}
+    kind = d.get("kind")
+    return HistoryOut(
+        id=h.id,
+        at=utc(h.at),
+        action=h.action,
+        by=h.by,
+        note=h.note,
+        kind=kind,
+        step=d.get("step") if kind != "delivery" else None,
+        steps=d.get("steps"),
+        purpose=d.get("purpose"),
+        fallback=bool(d.get("fallback", False)),
+        people=[PagedPerson.model_validate(p) for p in d.get("people", ())],
+        delivery=DeliveryNote.model_validate(d) if kind == "delivery" else None,
+    )
 
 
-def alert_out(a: Alert) -> AlertOut:
+def related_devices(a: Alert, registry: Registry | None) -> list[RelatedDevice]:
+    """The devices named in ``labels.devices`` (a confirmed fire's detectors)."""
+    ids = [d for d in a.labels.get("devices", "").split(",") if d]
+    out: list[RelatedDevice] = []
+    for device_id in ids:
+        d = registry.device(device_id) if registry is not None else None
+        if registry is not None and d is None:
+            continue  # not a device id (a building's trouble counts its devices here)
+        out.append(
+            RelatedDevice(
+                device_id=device_id,
+                kind=d.kind if d else None,
+                building=d.building if d else None,
+                unit=d.unit if d else None,
+                floor=d.floor if d else None,
+                room=d.room if d else None,
+            )
+        )
+    return out
+
+
+def alert_out(a: Alert, registry: Registry | None = None) -> AlertOut:
     return AlertOut(
         id=a.id,
         fingerprint=a.fingerprint,
@@ -131,11 +234,18 @@ def alert_out(a: Alert) -> AlertOut:
         offline_since=utc(a.offline_since),
         match_count=a.match_count,
         value=a.value,
+        incident_id=a.incident_id,
+        title_zh=title(a.rule_id, "zh", a.summary),
+        title_en=title(a.rule_id, "en", a.summary),
+        false_alarm=a.false_alarm,
+        related_devices=related_devices(a, registry),
     )
 
 
-def alert_detail(a: Alert) -> AlertDetail:
-    return AlertDetail(**alert_out(a).model_dump(), history=[history_out(h) for h in a.history])
+def alert_detail(a: Alert, registry: Registry | None = None) -> AlertDetail:
+    return AlertDetail(
+        **alert_out(a, registry).model_dump(), history=[history_out(h) for h in a.history]
+    )
 
 
 @router.get("", response_model=AlertPage, summary="List alerts")
@@ -171,12 +281,12 @@ def list_alerts(
         limit=limit,
         offset=offset,
     )
-    return AlertPage(items=[alert_out(a) for a in items], total=total)
+    return AlertPage(items=[alert_out(a, view.ctx.registry) for a in items], total=total)
 
 
 @router.get("/{alert_id}", response_model=AlertDetail, summary="Read an alert and its history")
 def get_alert(view: ViewDep, alert_id: AlertId) -> AlertDetail:
-    return alert_detail(view.alert(alert_id))
+    return alert_detail(view.alert(alert_id), view.ctx.registry)
 
 
 @router.post(
@@ -218,7 +328,7 @@ def _act(view: ViewDep, ip: str, alert_id: int, body: AlertActionIn, action: str
         if action == "acknowledge":
             change = store.acknowledge(alert_id, who.id, body.note)
         else:
-            change = store.resolve(alert_id, who.id, body.note)
+            change = store.resolve(alert_id, who.id, body.note, false_alarm=body.false_alarm)
     except AlertNotFound as e:
         raise HTTPException(404, str(e)) from None
     except InvalidTransition as e:
@@ -240,8 +350,9 @@ def _act(view: ViewDep, ip: str, alert_id: int, body: AlertActionIn, action: str
             rule_id=change.alert.rule_id,
             device_id=change.alert.device_id,
             via=who.via,
+            false_alarm=change.alert.false_alarm or None,
         )
-    return alert_detail(view.alert(alert_id))
+    return alert_detail(view.alert(alert_id), view.ctx.registry)
 
 
 def check_by(who: Principal, where: tuple[str, ...], given: str | None) -> None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
@@ -28,17 +28,23 @@ from jiayuan.api import (
     baselines,
     dead_letters,
     devices,
+    duty,
     escalation,
     fleet,
+    incidents,
     ops,
     registry,
     residents,
+    review,
     rules,
     silences,
     stream,
     system,
 )
+from jiayuan.api.bodylimit import LOGIN_MAX_BODY, BodyLimitMiddleware
+from jiayuan.api.bounds import known_query
 from jiayuan.api.deps import access_of
+from jiayuan.api.openapi import document_errors
 from jiayuan.api.security import SecurityMiddleware, is_public
 from jiayuan.api.stream import Broadcaster
 from jiayuan.auth.authn import Authenticator
@@ -77,6 +83,7 @@ def create_app(
         lifespan=lifespan,
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": False},
+        dependencies=[Depends(known_query)],
     )
     app.state.ctx = ctx
     app.state.auth = authn
@@ -84,6 +91,8 @@ def create_app(
     for module in (system, devices, alerts, dead_letters, stream, registry, residents, ops, fleet):
         app.include_router(module.router)
     for module in (silences, escalation):  # alerting: silences, chains, timers, deliveries
+        app.include_router(module.router)
+    for module in (incidents, duty, review):  # incidents, duty coverage, the weekly review
         app.include_router(module.router)
     for module in (baselines, rules):  # personal baselines; rule backtests
         app.include_router(module.router)
@@ -100,6 +109,14 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(SecurityMiddleware, auth=authn)
+    # outermost: a body past its cap is refused before anything reads it, signed in or not
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=ctx.settings.http_max_body_bytes,
+        body_timeout_s=ctx.settings.http_body_timeout_s,
+        per_path={"/api/auth/login": LOGIN_MAX_BODY},
+    )
+    document_errors(app)
     return app
 
 

@@ -24,6 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from jiayuan.api.bodylimit import LOGIN_MAX_BODY
+from jiayuan.api.bounds import I64_MAX
 from jiayuan.api.deps import (
     ANYONE,
     ID_PATTERN,
@@ -43,7 +45,7 @@ from jiayuan.auth.store import Token
 from registry.models import Role
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
-MAX_BODY: Final = 4096
+MAX_BODY: Final = LOGIN_MAX_BODY  # refused before it is read (jiayuan.api.bodylimit)
 
 
 class LoginIn(BaseModel):
@@ -209,7 +211,13 @@ def _secure(request: Request) -> bool:
     return is_https(auth.settings, request.scope) if s is None else s
 
 
-@router.post("/logout", status_code=204, summary="Sign out", dependencies=[allow(*ANYONE)])
+@router.post(
+    "/logout",
+    status_code=204,
+    summary="Sign out",
+    dependencies=[allow(*ANYONE)],
+    responses={400: {"description": "Not a console session (a token is revoked instead)"}},
+)
 def logout(request: Request, auth: AuthDep, principal: PrincipalDep, ip: IpDep) -> Response:
     """Ends the console session and clears its cookie (a token is revoked with DELETE
     /api/auth/tokens/{id} instead)."""
@@ -300,7 +308,10 @@ def list_tokens(
     responses={404: {"description": "No such token of yours"}},
 )
 def revoke_token(
-    auth: AuthDep, principal: PrincipalDep, ip: IpDep, token_id: Annotated[int, Path(ge=1)]
+    auth: AuthDep,
+    principal: PrincipalDep,
+    ip: IpDep,
+    token_id: Annotated[int, Path(ge=1, le=I64_MAX)],
 ) -> Any:
     t = auth.store.get_token(token_id)
     if t is None or (principal.role != "admin" and t.staff_id != principal.id):

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Final, NoReturn, cast, get_args
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends as DependsParam
-from pydantic import AwareDatetime
 
+from jiayuan.api.bounds import I64_MAX, Instant
 from jiayuan.api.view import View
 from jiayuan.auth.authn import Authenticator
 from jiayuan.auth.scope import Principal
@@ -90,13 +90,13 @@ def access_of(call: Callable[..., Any]) -> tuple[Role, ...] | None:
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size, 1–500.")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+Offset = Annotated[int, Query(ge=0, le=I64_MAX, description="Items to skip.")]
 Since = Annotated[
-    AwareDatetime | None,
+    Instant | None,
     Query(description="Inclusive lower bound, RFC 3339 with an offset (Z or +08:00)."),
 ]
 Until = Annotated[
-    AwareDatetime | None,
+    Instant | None,
     Query(description="Exclusive upper bound, RFC 3339 with an offset (Z or +08:00)."),
 ]
 

@@ -20,11 +20,12 @@ from pydantic import BaseModel, Field
 
 from alerts.escalation import Timer
 from alerts.outbox import Delivery, Status
+from jiayuan.api.bounds import I64_MAX
 from jiayuan.api.deps import ANYONE, ID_PATTERN, Limit, Offset, ViewDep, allow
-from jiayuan.api.silences import AlertingDep, get_alerting
+from jiayuan.api.silences import ALERTING_DOWN, AlertingDep, get_alerting
 from jiayuan.api.times import utc
 
-router = APIRouter(tags=["escalation"])
+router = APIRouter(tags=["escalation"], responses=ALERTING_DOWN)
 DESK = allow("admin", "manager", "operator")
 
 
@@ -172,7 +173,7 @@ def _with_attempts(alerting: AlertingDep, items: list[Delivery]) -> list[Deliver
 )
 def list_alert_deliveries(
     view: ViewDep,
-    alert_id: Annotated[int, Path(ge=1)],
+    alert_id: Annotated[int, Path(ge=1, le=I64_MAX)],
 ) -> DeliveryPage:
     """Oldest first, each with its attempts."""
     view.alert(alert_id)  # 404 first: whether alerting runs says nothing about the alert

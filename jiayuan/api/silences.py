@@ -12,23 +12,27 @@ request are optional and refused (422) when they name someone else. Both are aud
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from alerts.dispatch import Dispatcher
 from alerts.silences import Silence, SilenceNotFound, SilenceRefused
 from jiayuan.api.alerts import check_by
+from jiayuan.api.bounds import I64_MAX, LATEST, Instant
 from jiayuan.api.deps import ID_PATTERN, CtxDep, IpDep, Limit, Offset, ViewDep, allow, refuse
 from jiayuan.api.times import epoch, utc
 from rules.model import parse_duration
 
-router = APIRouter(prefix="/api/silences", tags=["silences"])
+ALERTING_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Alerting (routing, silences, escalation) is not running"}
+}
+router = APIRouter(prefix="/api/silences", tags=["silences"], responses=ALERTING_DOWN)
 READERS = allow("admin", "manager", "operator", "security")
 WRITERS = allow("admin", "manager", "operator")
 
-SilenceId = Annotated[int, Path(ge=1, description="The silence's id.")]
+SilenceId = Annotated[int, Path(ge=1, le=I64_MAX, description="The silence's id.")]
 State = Literal["active", "pending", "expired"]
 OptId = Annotated[str | None, Field(default=None, pattern=ID_PATTERN)]
 
@@ -51,12 +55,12 @@ class SilenceIn(BaseModel):
     kind: OptId = None
     device_id: OptId = None
     building: OptId = None
-    starts_at: AwareDatetime | None = Field(
+    starts_at: Instant | None = Field(
         default=None, description="Default now; later for a planned maintenance window."
     )
-    ends_at: AwareDatetime | None = Field(default=None, description="Or give `duration`.")
+    ends_at: Instant | None = Field(default=None, description="Or give `duration`.")
     duration: str | None = Field(
-        default=None, description="From `starts_at`, e.g. `2h`, `30m`, `1h30m`."
+        default=None, max_length=32, description="From `starts_at`, e.g. `2h`, `30m`, `1h30m`."
     )
     reason: str = Field(min_length=1, max_length=500)
     author: str | None = Field(
@@ -154,8 +158,8 @@ def create_silence(view: ViewDep, ip: IpDep, alerting: AlertingDep, body: Silenc
         ends = body.ends_at.timestamp()
     elif body.duration is not None:
         try:
-            ends = starts + parse_duration(body.duration)
-        except ValueError as e:
+            ends = min(starts + parse_duration(body.duration), LATEST.timestamp())
+        except (ValueError, OverflowError) as e:
             refuse(("body", "duration"), str(e), body.duration)
     else:
         refuse(("body", "ends_at"), "give ends_at or duration", None)

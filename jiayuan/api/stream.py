@@ -35,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 from alerts import AlertChange, AlertStore
 from alerts.model import Action
 from jiayuan.api.alerts import AlertOut, HistoryOut, alert_out, history_out
+from jiayuan.api.bounds import event_id
 from jiayuan.api.deps import ANYONE, ID_PATTERN, AuthDep, ViewDep, allow
 from jiayuan.api.security import COOKIE, SECURE_COOKIE
 from jiayuan.auth.authn import Authenticator
@@ -288,7 +289,9 @@ async def stream_alerts(
     auth: AuthDep,
     building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     route: Annotated[Route | None, Query(description="Only alerts of this route.")] = None,
-    last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
+    last_event_id: Annotated[
+        str | None, Header(max_length=40, description="Resume after this id.")
+    ] = None,
 ) -> EventStreamResponse:
     """The changes of the alerts the caller may see."""
     broadcaster: Broadcaster | None = getattr(request.app.state, "broadcaster", None)
@@ -306,7 +309,7 @@ async def stream_alerts(
         redacted = view.scope.redact(a)
         return change if redacted is a else AlertChange(redacted, change.entry)
 
-    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    resume = event_id(last_event_id)
     client = broadcaster.client()
     alive = still_signed_in(auth, view.principal, request)
     return EventStreamResponse(broadcaster.events(client, resume, show, alive), client.ended)

@@ -5,7 +5,7 @@ must say their offset."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import overload
+from typing import Final, overload
 
 
 @overload
@@ -13,8 +13,18 @@ def utc(ts: float) -> datetime: ...
 @overload
 def utc(ts: None) -> None: ...
 def utc(ts: float | None) -> datetime | None:
-    """Epoch seconds → an aware UTC datetime (None stays None)."""
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+    """Epoch seconds → an aware UTC datetime (None stays None). A stored time past what a
+    datetime holds (year 1 to 9999; an old row, a huge value) is shown at the nearest end
+    rather than failing the response."""
+    if ts is None:
+        return None
+    if not FIRST_TS <= ts <= LAST_TS:  # NaN too
+        ts = FIRST_TS if ts < 0 else LAST_TS
+    return datetime.fromtimestamp(ts, UTC)
+
+
+FIRST_TS: Final = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+LAST_TS: Final = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
 
 
 def epoch(dt: datetime | None) -> float | None:

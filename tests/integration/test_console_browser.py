@@ -23,6 +23,7 @@ from playwright.sync_api import (
 
 from jiayuan.devbroker import Broker
 from jiayuan.launch import ServiceProcess
+from jiayuan.receiver import Receiver
 from registry import Building, Device, Registry, Resident, Staff, write_registry
 from tests.mqtt import Publisher, wait_for
 
@@ -44,17 +45,23 @@ WAIT_MS = 20_000
 CARETAKER = "care-C01-01"
 PASSWORD = "duty-room-2024"
 OPERATOR = "ops-1"
+GUARD = "sec-ctl-1"
+MANAGER = "mgr-1"
 WEARABLE, RESIDENT = "wr-00001", "r-00001"
+PARTNER_WEARABLE, PARTNER = "wr-00003", "r-00003"  # shares unit 1-1-101 with r-00001
+NAMES = {RESIDENT: "王秀英", PARTNER: "李建国"}
 SMOKE = "smk-C01-B1-1-0101"
+SMOKE_2 = "smk-C01-B1-1-0101b"  # a second detector in the same flat
+FLOORS = [f"smk-C01-B1-1-0{f}01" for f in range(2, 7)]  # one flat on each of floors 2-6
+SPREAD = [f"smk-C01-B{b}-1-0101" for b in range(3, 8)]  # one detector in each of B3-B7
 
 
-def registry() -> Registry:
+def registry(notify: str = "") -> Registry:
+    """The test community; ``notify`` is the base URL of the caretaker's notification channel
+    (the demo's receiver), none when empty."""
     return Registry(
         "y",
-        buildings=[
-            Building(building="B1", compound="C01"),
-            Building(building="B2", compound="C01"),
-        ],
+        buildings=[Building(building=f"B{b}", compound="C01") for b in range(1, 8)],
         devices=[
             Device(
                 device_id=WEARABLE,
@@ -74,11 +81,68 @@ def registry() -> Registry:
                 floor=3,
                 resident_id="r-00002",
             ),
-            Device(device_id=SMOKE, kind="smoke", compound="C01", building="B1", unit="1-1-101"),
+            Device(
+                device_id=PARTNER_WEARABLE,
+                kind="wearable",
+                compound="C01",
+                building="B1",
+                unit="1-1-101",
+                floor=1,
+                resident_id=PARTNER,
+            ),
+            *(
+                Device(
+                    device_id=d,
+                    kind="smoke",
+                    compound="C01",
+                    building="B1",
+                    unit="1-1-101",
+                    floor=1,
+                    room="01",
+                )
+                for d in (SMOKE, SMOKE_2)
+            ),
+            *(
+                Device(
+                    device_id=d,
+                    kind="smoke",
+                    compound="C01",
+                    building="B1",
+                    unit=f"1-1-{f}01",
+                    floor=f,
+                )
+                for f, d in enumerate(FLOORS, start=2)
+            ),
+            *(
+                Device(
+                    device_id=d,
+                    kind="smoke",
+                    compound="C01",
+                    building=f"B{b}",
+                    unit=f"{b}-1-101",
+                    floor=1,
+                )
+                for b, d in enumerate(SPREAD, start=3)
+            ),
             Device(device_id="gate-C01-main", kind="gate", compound="C01", name="C01 main gate"),
         ],
         residents=[
-            Resident(resident_id=RESIDENT, building="B1", unit="1-1-101", caretakers=(CARETAKER,)),
+            Resident(
+                resident_id=RESIDENT,
+                display_name=NAMES[RESIDENT],
+                building="B1",
+                unit="1-1-101",
+                floor=1,
+                caretakers=(CARETAKER,),
+            ),
+            Resident(
+                resident_id=PARTNER,
+                display_name=NAMES[PARTNER],
+                building="B1",
+                unit="1-1-101",
+                floor=1,
+                caretakers=(CARETAKER,),
+            ),
             Resident(
                 resident_id="r-00002",
                 building="B2",
@@ -87,10 +151,16 @@ def registry() -> Registry:
             ),
         ],
         staff=[
-            Staff(staff_id=CARETAKER, name="Caretaker C01 1", role="caretaker"),
+            Staff(
+                staff_id=CARETAKER,
+                name="Caretaker C01 1",
+                role="caretaker",
+                channels=(f"{notify}/{CARETAKER}",) if notify else (),
+            ),
             Staff(staff_id="care-C01-02", name="Caretaker C01 2", role="caretaker"),
-            Staff(staff_id="sec-ctl-1", name="Control room", role="security"),
+            Staff(staff_id=GUARD, name="Control room", role="security"),
             Staff(staff_id=OPERATOR, name="Operator", role="operator"),
+            Staff(staff_id=MANAGER, name="Duty manager", role="manager"),
         ],
     )
 
@@ -135,11 +205,19 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def service(broker: Broker, tmp_path: Path) -> Iterator[ServiceProcess]:
-    write_registry(registry(), tmp_path / "registry")
+def receiver() -> Iterator[Receiver]:
+    rx = Receiver(port=0).start()
+    yield rx
+    rx.stop()
+
+
+@pytest.fixture
+def service(broker: Broker, receiver: Receiver, tmp_path: Path) -> Iterator[ServiceProcess]:
+    notify = f"json://127.0.0.1:{receiver.port}/notify"
+    write_registry(registry(notify), tmp_path / "registry")
     svc = ServiceProcess(tmp_path / "service", broker.port, registry=tmp_path / "registry")
     svc.start()
-    for staff_id in (CARETAKER, OPERATOR):  # `jiayuan staff password`, as an admin would
+    for staff_id in (CARETAKER, OPERATOR, GUARD, MANAGER):  # `jiayuan staff password`
         svc.set_password(staff_id, PASSWORD)
     yield svc
     svc.stop()
@@ -213,7 +291,7 @@ def test_a_fall_appears_live_and_is_acknowledged_by_clicking(
     card = page.locator("article.alert", has_text="跌倒")
     expect(card).to_be_visible(timeout=WAIT_MS)
     expect(card).to_have_attribute("data-status", "firing")
-    expect(card).to_contain_text("B1")
+    expect(card).to_contain_text("1号楼")  # building B1, as people say it
     expect(page.locator("#banner")).to_contain_text("1", timeout=WAIT_MS)
     expect(page).to_have_title("(1) 家园", timeout=WAIT_MS)
     alert_id = int(card.get_attribute("data-alert-id") or 0)
@@ -241,15 +319,16 @@ def test_a_fall_appears_live_and_is_acknowledged_by_clicking(
     got = service.get(f"/api/alerts/{alert_id}")
     assert got["status"] == "acknowledged"
     assert got["acknowledged_by"] == CARETAKER
-    assert got["history"][-1]["note"] == "正在前往 1-1-101"
+    acked = [e for e in got["history"] if e["action"] == "acknowledged"]
+    assert [e["note"] for e in acked] == ["正在前往 1-1-101"]
     page.screenshot(path=SHOTS / "desk-board-acknowledged.png")
 
     # The alert's own page: where, since when, history and the heart rate around it.
     page.locator(f"article.alert[data-alert-id='{alert_id}'] h3 a").click()
-    expect(page.locator(".alert-head h2")).to_have_text("跌倒", timeout=WAIT_MS)
+    expect(page.locator(".alert-head h2")).to_contain_text("跌倒", timeout=WAIT_MS)
     # raised, acknowledged (and, with staff alerting on, whom it was sent to)
     expect(page.locator(".timeline")).to_contain_text("正在前往 1-1-101", timeout=WAIT_MS)
-    expect(page.locator(".timeline li", has_text=CARETAKER).first).to_be_visible()
+    expect(page.locator(".timeline li", has_text="Caretaker C01 1").first).to_be_visible()
     expect(page.locator(".chart svg polyline").first).to_be_visible(timeout=WAIT_MS)
     page.locator(".alert-head [data-act=resolve]").click()
     dialog = page.locator("dialog[open]")
@@ -347,4 +426,264 @@ def test_the_board_reconnects_after_a_restart_and_shows_what_came_meanwhile(
     # while the service was down the browser could not reach it: those lines are expected
     unexpected = [p for p in problems.items if "ERR_CONNECTION_REFUSED" not in p]
     assert unexpected == []
+    context.close()
+
+
+# ---------------------------------------------------------------- the board, for the people on duty
+
+PHONE: dict[str, Any] = {
+    "viewport": {"width": 360, "height": 740},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+    "locale": "zh-CN",
+    "timezone_id": "Asia/Shanghai",  # the community's, as on the staff's own devices
+}
+DESK: dict[str, Any] = {
+    "viewport": {"width": 1440, "height": 900},
+    "locale": "zh-CN",
+    "timezone_id": "Asia/Shanghai",
+}
+CARDS = ".board > .grid > article.alert"  # the board's cards, not the folded line's
+
+
+def smoke_event(pub: Publisher, device: str, event: str, seq: int) -> None:
+    pub.publish(
+        f"community/y/smoke/{device}/event",
+        json.dumps({"event": event, "seq": seq, "ts": int(time.time() * 1000)}),
+    )
+    pub.wait_acked()
+
+
+def open_page(
+    browser: Browser, svc: ServiceProcess, staff_id: str, options: dict[str, Any], path: str = ""
+) -> tuple[BrowserContext, Page, Problems]:
+    context = browser.new_context(**options)
+    sign_in(context, svc, staff_id)
+    page = context.new_page()
+    problems = Problems(page)
+    page.goto(svc.url + "/" + path)
+    expect(page.locator(".conn.up")).to_be_visible(timeout=WAIT_MS)
+    return context, page, problems
+
+
+def acknowledge(page: Page, card_selector: str, note: str) -> None:
+    page.locator(card_selector).locator("[data-act=ack]").click()
+    dialog = page.locator("dialog[open]")
+    dialog.locator("textarea[name=note]").fill(note)
+    dialog.locator("[data-act=submit]").click()
+    expect(page.locator(card_selector)).to_have_attribute(
+        "data-status", "acknowledged", timeout=WAIT_MS
+    )
+
+
+def firing(svc: ServiceProcess, rule_id: str) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = svc.get(f"/api/alerts?rule_id={rule_id}&status=firing")["items"]
+    return got
+
+
+def test_an_acknowledged_fire_stays_above_every_warning(
+    browser: Browser, service: ServiceProcess, publisher: Publisher
+) -> None:
+    for i, device in enumerate(FLOORS):  # five detectors report a low battery: warnings
+        smoke_event(publisher, device, "low_battery", seq=10 + i)
+    smoke_event(publisher, SMOKE, "alarm", seq=100)
+    wait_for(
+        lambda: len(firing(service, "smoke_low_battery")) == 5 and open_alert_of(service, SMOKE)
+    )
+    fire = open_alert_of(service, SMOKE)["id"]
+    card = f"article.alert[data-alert-id='{fire}']"
+
+    # the guard acknowledges the fire; it stays first, and their low batteries fold into a line
+    context, page, problems = open_page(browser, service, GUARD, DESK)
+    expect(page.locator(card)).to_have_attribute("data-status", "firing", timeout=WAIT_MS)
+    expect(page).to_have_title("(1) 家园", timeout=WAIT_MS)  # the fire; not the five batteries
+    acknowledge(page, card, "正在前往 1号楼")
+    expect(page).to_have_title("家园 · 值班台", timeout=WAIT_MS)
+    expect(page.locator(CARDS).first).to_have_attribute("data-alert-id", str(fire))
+    expect(page.locator(CARDS)).to_have_count(1)
+    folded = page.locator("[data-field=folded]")
+    expect(folded).to_be_visible()
+    expect(folded.locator("summary")).to_contain_text("5 条")
+    expect(page.locator(card)).to_contain_text("烟雾报警")
+    expect(page.locator(card)).to_contain_text("1号楼")  # B1 as people say it
+    page.screenshot(path=SHOTS / "desk-guard-board-acknowledged-fire.png")
+    folded.locator("summary").click()
+    assert len(card_ids(page, "[data-field=folded] article.alert")) == 5
+    assert problems.items == []
+    context.close()
+
+    # a manager folds nothing: every warning is there, every one below the acknowledged fire
+    # (alone, or gathered into one card per building's trouble by a service with incidents)
+    context, page, problems = open_page(browser, service, MANAGER, DESK)
+    expect(page.locator(CARDS).first).to_have_attribute("data-alert-id", str(fire), timeout=WAIT_MS)
+    wait_for(lambda: len(card_ids(page, CARDS)) == 6)
+    fire_box = page.locator(card).bounding_box()
+    assert fire_box is not None
+    later = page.locator(CARDS)
+    for i in range(1, later.count()):  # later in reading order: a lower row, or further right
+        box = later.nth(i).bounding_box()
+        assert box is not None and (box["y"], box["x"]) > (fire_box["y"], fire_box["x"]), i
+        expect(later.nth(i)).to_have_class(re.compile(r"\bsev-warning\b"))
+    assert problems.items == []
+    context.close()
+
+
+def card_ids(page: Page, selector: str) -> list[int]:
+    """The alert ids of the cards ``selector`` finds (a card of an incident holds several)."""
+    got: list[str] = page.locator(selector).evaluate_all("els => els.map(e => e.dataset.alertIds)")
+    return [int(x) for ids in got for x in ids.split(",") if x]
+
+
+def test_two_detectors_of_one_fire_are_one_card(
+    browser: Browser, service: ServiceProcess, publisher: Publisher
+) -> None:
+    smoke_event(publisher, SMOKE, "alarm", seq=200)
+    smoke_event(publisher, SMOKE_2, "alarm", seq=200)
+    wait_for(lambda: firing(service, "fire_confirmed") and len(firing(service, "smoke_alarm")) == 2)
+    ids = {a["id"] for a in firing(service, "smoke_alarm") + firing(service, "fire_confirmed")}
+    context, page, problems = open_page(browser, service, GUARD, DESK)
+    cards = page.locator(CARDS)
+    expect(cards).to_have_count(1, timeout=WAIT_MS)
+    shown = {int(x) for x in (cards.first.get_attribute("data-alert-ids") or "").split(",")}
+    assert shown == ids
+    expect(cards.first.locator("h3")).to_have_text("火警确认")  # the confirmation leads
+    expect(cards.first).to_contain_text("1号楼")
+    page.screenshot(path=SHOTS / "desk-guard-board-one-fire.png")
+    # acknowledging the card acknowledges the incident's alerts
+    acknowledge(page, CARDS, "到场查看")
+    wait_for(lambda: not firing(service, "smoke_alarm") and not firing(service, "fire_confirmed"))
+    assert problems.items == []
+    context.close()
+
+
+def test_four_alerts_fit_above_the_fold_on_a_phone(
+    browser: Browser, service: ServiceProcess, publisher: Publisher
+) -> None:
+    for i, device in enumerate(SPREAD):  # a smoke alarm in each of five buildings: five cards
+        smoke_event(publisher, device, "alarm", seq=300 + i)
+    wait_for(lambda: len(firing(service, "smoke_alarm")) == 5)
+    for size, lang in (((360, 740), "zh"), ((390, 844), "zh"), ((360, 740), "en")):
+        width, height = size
+        options = PHONE | {"viewport": {"width": width, "height": height}}
+        context, page, problems = open_page(browser, service, GUARD, options)
+        if lang == "en":
+            page.locator("[data-ctl=lang]").click()
+            expect(page.locator("nav")).to_contain_text("Alerts", timeout=WAIT_MS)
+        cards = page.locator(CARDS)
+        expect(cards).to_have_count(5, timeout=WAIT_MS)
+        # the filters fold behind one button
+        expect(page.locator("[data-ctl=filters]")).to_be_visible()
+        expect(page.locator(".filters select[name=status]")).to_be_hidden()
+        page.screenshot(path=SHOTS / f"phone-{width}x{height}-{lang}-guard-board.png")
+        boxes = [cards.nth(i).bounding_box() for i in range(4)]
+        assert all(b is not None for b in boxes)
+        bottom = max(b["y"] + b["height"] for b in boxes if b is not None)
+        assert bottom <= height, f"{width}x{height} {lang}: the 4th alert ends at {bottom}"
+        # no device id broken across lines: each is one line high
+        for el in page.locator(f"{CARDS} .where .mono").all():
+            box = el.bounding_box()
+            assert box is not None and box["height"] < 30, box
+        page.locator("[data-ctl=filters]").click()
+        expect(page.locator(".filters select[name=status]")).to_be_visible()
+        page.evaluate("localStorage.removeItem('jy.lang')")
+        assert problems.items == []
+        context.close()
+
+
+def test_a_caretaker_tells_two_residents_of_one_unit_apart(
+    browser: Browser, service: ServiceProcess, publisher: Publisher
+) -> None:
+    now_ms = int(time.time() * 1000)
+    for i in range(6):  # a wearable heard only in the last six minutes
+        body = {"ts": now_ms - (6 - i) * 60_000, "seq": 390 + i, "heart_rate": 70 + 3 * i}
+        publisher.publish(f"community/y/wearable/{PARTNER_WEARABLE}/telemetry", json.dumps(body))
+    fall(publisher, PARTNER_WEARABLE, seq=400)
+    wait_for(lambda: open_alert_of(service, PARTNER_WEARABLE))
+    alert_id = open_alert_of(service, PARTNER_WEARABLE)["id"]
+    for options, where in (
+        (DESK, "desk"),
+        (PHONE | {"viewport": {"width": 390, "height": 844}}, "phone"),
+    ):
+        context, page, problems = open_page(browser, service, CARETAKER, options, "#/residents")
+        residents = page.locator("article.resident")
+        expect(residents).to_have_count(3, timeout=WAIT_MS)
+        names = residents.locator("[data-field=resident-name]").all_inner_texts()
+        assert sorted(names) == sorted(NAMES.values())  # r-00002 has no name in the registry
+        expect(page.locator("input[name=caretaker]")).to_have_count(0)  # the id field is gone
+        expect(page.locator("article.resident", has_text="佩戴")).to_have_count(0)
+        page.screenshot(path=SHOTS / f"{where}-caretaker-residents.png", full_page=True)
+        page.goto(service.url + "/#/")
+        card = page.locator(f"article.alert[data-alert-id='{alert_id}']")
+        expect(card.locator("[data-field=resident-name]")).to_have_text(
+            NAMES[PARTNER], timeout=WAIT_MS
+        )
+        page.screenshot(path=SHOTS / f"{where}-caretaker-board.png")
+        card.locator("h3 a").click()
+        expect(page).to_have_url(re.compile(f"#/alerts/{alert_id}$"))
+        head = page.locator(".alert-head")
+        expect(head).to_be_visible(timeout=WAIT_MS)
+        page.screenshot(path=SHOTS / f"{where}-caretaker-alert.png", full_page=True)
+        expect(head.locator("[data-field=resident-name]")).to_have_text(
+            NAMES[PARTNER], timeout=WAIT_MS
+        )
+        expect(head).to_contain_text("1号楼")
+        # who was told, in words; the channel only behind the toggle
+        told = page.locator("[data-field=told]")
+        expect(told).to_contain_text("已通知 Caretaker C01 1（第1步）· 已送达", timeout=WAIT_MS)
+        expect(told).to_contain_text("尚无人确认")
+        expect(told.locator("[data-field=delivery-details]")).not_to_have_attribute("open", "")
+        channel = told.get_by_text("json://")
+        expect(channel.first).to_be_hidden()
+        told.locator("[data-field=delivery-details] summary").click()
+        expect(channel.first).to_be_visible()
+        # the chart comes right after the facts and spans the six minutes there are, not 3 h
+        expect(page.locator(".alert-head + .chart-card svg polyline").first).to_be_visible(
+            timeout=WAIT_MS
+        )
+        line = page.locator(".chart-card svg polyline").first.bounding_box()
+        chart = page.locator(".chart-card svg").first.bounding_box()
+        assert line is not None and chart is not None
+        assert line["width"] > 0.6 * chart["width"], (line, chart)
+        expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
+        page.screenshot(path=SHOTS / f"{where}-caretaker-alert.png", full_page=True)
+        assert problems.items == []
+        context.close()
+    # r-00002 has no name in the registry: their caretaker gives one, and it shows
+    context, page, problems = open_page(browser, service, CARETAKER, DESK, "#/residents/r-00002")
+    page.locator("[data-act=edit-label]").click()
+    page.locator("input[name=label]").fill("张奶奶")
+    page.locator("[data-act=save-label]").click()
+    expect(page.locator("main h2 [data-field=resident-name]")).to_have_text(
+        "张奶奶", timeout=WAIT_MS
+    )
+    assert problems.items == []
+    context.close()
+
+
+def test_a_manager_chooses_a_caretaker_from_a_list_and_opens_the_weekly_review(
+    browser: Browser, service: ServiceProcess
+) -> None:
+    context, page, problems = open_page(browser, service, MANAGER, DESK, "#/residents")
+    select = page.locator("select[name=caretaker]")
+    expect(select.locator("option")).to_have_count(3, timeout=WAIT_MS)  # everyone, two caretakers
+    select.select_option("care-C01-02")
+    expect(page.locator("article.resident")).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("article.resident")).to_contain_text("r-00002")
+    page.goto(service.url + "/#/review")
+    expect(page.locator(".review h2")).to_have_text("每周回顾", timeout=WAIT_MS)
+    expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
+    # with the review API: figures and a CSV link; without it: a message saying so
+    absent = page.locator("[data-field=review-absent]")
+    if absent.count():
+        expect(absent).to_contain_text("周报接口尚未启用")
+        refused = [p for p in problems.items if "404" in p]
+        assert problems.items == refused and len(refused) == 1
+    else:
+        expect(page.locator("[data-field=review-kinds]")).to_contain_text("全部告警")
+        href = page.locator("[data-ctl=csv]").get_attribute("href") or ""
+        assert href.startswith("/api/review.csv?week=")
+        assert context.request.get(service.url + href).ok
+        assert problems.items == []
+    page.screenshot(path=SHOTS / "desk-manager-review.png", full_page=True)
     context.close()

@@ -149,7 +149,7 @@ def test_a_flood_of_bad_input_is_counted_and_never_stops_ingestion(
     want = rounds * len(reaching)
     wait_for(lambda: service.get("/api/dead-letters/counts")["total"] >= want, timeout=60)
     counts = service.get("/api/dead-letters/counts")["counts"]
-    assert counts == {
+    assert {k: v for k, v in counts.items() if v} == {
         "not_json": rounds,
         "bad_utf8": rounds,
         "wrong_type": rounds,

@@ -137,8 +137,8 @@ def test_the_command_plays_a_scenario(broker: Broker, subscriber: Subscriber) ->
         str(broker.password_file(user)),
     ]
     assert main([*argv, "--quiet", "--devices", "50"]) == 0
-    wait_for(lambda: subscriber.count() >= 17)
-    assert subscriber.count() == 17
+    wait_for(lambda: subscriber.count() >= 21)
+    assert subscriber.count() == 21
 
 
 def test_the_command_plays_through_gateway_accounts_over_tls(
@@ -166,7 +166,7 @@ def test_the_command_plays_through_gateway_accounts_over_tls(
         "50",
     ]
     assert main(argv) == 0
-    wait_for(lambda: subscriber.count() >= 15)
+    wait_for(lambda: subscriber.count() >= 19)
     topics = [t for t, _, _ in subscriber.messages]
-    assert len(topics) == 15
+    assert len(topics) == 19
     assert not any("lamp-01" in t or "smk.01!" in t for t in topics)

@@ -84,7 +84,7 @@ def test_an_unbelievable_device_time_is_replaced_by_the_receive_time_and_flagged
         ("community/y/wearable/wr-1/telemetry", b'{"ts": "2026-11-27T10:00:00"}', "wrong_type"),
         ("community/y/wearable/wr-1/telemetry", b'{"heart_rate": 251}', "out_of_range"),
         ("community/y/wearable/wr-1/telemetry", b'{"spo2": 49}', "out_of_range"),
-        ("community/y/smoke/s-1/telemetry", b'{"co_ppm": Infinity}', "out_of_range"),
+        ("community/y/smoke/s-1/telemetry", b'{"co_ppm": Infinity}', "not_json"),
         ("community/y/smoke/s-1/telemetry", b'{"seq": -1}', "out_of_range"),
         ("community/y/smoke/s-1/event", b'{"event": "fall"}', "bad_value"),
         ("community/y/gate/g-1/event", b'{"event": "granted", "method": "magic"}', "bad_value"),

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from ingest.payloads import REASONS, DeadLetter, Reading, decode
+from ingest.payloads import DECODE_REASONS, DeadLetter, Reading, decode
 from simulators.fleet import Fleet, build_fleet
 from simulators.scenarios import SCENARIOS, Scenario, build_scenario, merge
 
@@ -127,7 +127,7 @@ def test_bad_input_gives_every_dead_letter_reason(fleet: Fleet) -> None:
         r = decode(step.topic, step.payload, T0)
         assert isinstance(r, DeadLetter), (step, r)
         assert r.reason == sc.expect[i], (step.topic, step.payload[:60], r.detail)
-    assert set(sc.expect.values()) == set(REASONS)
+    assert set(sc.expect.values()) == set(DECODE_REASONS)
     assert sc.devices == ()
 
 

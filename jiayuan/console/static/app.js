@@ -8,7 +8,9 @@ import * as devices from "./devices.js";
 import { getLang, locale, setLang, t } from "./i18n.js";
 import { live } from "./live.js";
 import * as ops from "./ops.js";
+import { forgetNames } from "./names.js";
 import * as residents from "./residents.js";
+import * as review from "./review.js";
 import { can, loadMe, renderLogin, signOut } from "./session.js";
 import { h, s, tick, who } from "./util.js";
 
@@ -21,9 +23,16 @@ const ROUTES = [
   [/^residents$/, residents.render, "residents"],
   [new RegExp(`^residents/${ID}$`), residents.renderResident, "residents"],
   [/^ops$/, ops.render, "ops"],
+  [/^review$/, review.render, "review"],
 ];
-const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["ops", "#/ops"]];
+const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["review", "#/review"], ["ops", "#/ops"]];
 const NEEDS = { residents: "residents", ops: "ops" };
+const ROLES = { review: ["admin", "manager"] }; // the weekly review is the managers' duty
+
+function offered(name) {
+  if (NEEDS[name] && !can(NEEDS[name])) return false;
+  return !ROLES[name] || Boolean(who.me && ROLES[name].includes(who.me.role));
+}
 
 const top = document.getElementById("top");
 const banner = document.getElementById("banner");
@@ -54,7 +63,7 @@ const el = {};
  * rebuilt button between a press and its release would lose the click). */
 function buildShell() {
   el.badge = h("span", { class: "count-badge", hidden: true });
-  el.nav = NAV.filter(([name]) => !NEEDS[name] || can(NEEDS[name])).map(([name, href]) =>
+  el.nav = NAV.filter(([name]) => offered(name)).map(([name, href]) =>
     h("a", { href, class: "nav", "data-section": name }, t(`nav_${name}`), name === "board" ? el.badge : null));
   el.conn = h("span", { class: "conn", role: "status" });
   el.sound = h("button", { type: "button", class: "icon", "data-ctl": "sound",
@@ -70,7 +79,7 @@ function buildShell() {
       h("button", { type: "button", class: "lang", "data-ctl": "lang", lang: getLang() === "zh" ? "en" : "zh",
         onclick: () => { setLang(getLang() === "zh" ? "en" : "zh"); buildShell(); route(); }, text: t("lang_switch") })));
   el.bannerText = h("span");
-  el.bannerSound = h("button", { type: "button", onclick: () => live.unlock() }, speaker("pending"), ` ${t("sound_enable")}`);
+  el.bannerSound = h("button", { type: "button", "aria-label": t("sound_enable"), onclick: () => live.unlock() }, speaker("pending"), h("span", { class: "label", text: ` ${t("sound_enable")}` }));
   banner.replaceChildren(h("a", { href: "#/" }, "⚠ ", el.bannerText), el.bannerSound);
 }
 
@@ -96,7 +105,9 @@ function updateShell() {
   banner.hidden = c.firing === 0;
   banner.className = c.alarms ? "alarm" : "attention";
   el.bannerText.textContent = c.alarms ? t("firing_banner", { n: c.alarms }) : t("firing_any", { n: c.firing });
-  el.bannerSound.hidden = state !== "pending";
+  // hidden but keeping its room: the first tap anywhere enables sound, and the page must not
+  // shift under the finger between press and release (the tap would miss its link)
+  el.bannerSound.style.visibility = state === "pending" ? "visible" : "hidden";
 }
 
 function route() {
@@ -125,6 +136,8 @@ let running = false;
 /** The console for the signed-in person. */
 function start() {
   running = true;
+  const role = who.me && who.me.role;
+  live.ignore = (a) => board.foldable(a, role);
   buildShell();
   route();
   live.start();
@@ -133,6 +146,7 @@ function start() {
 /** The sign-in page (nobody signed in, or the session ended). */
 function showLogin() {
   running = false;
+  forgetNames();
   live.stop();
   if (cleanup) cleanup();
   cleanup = null;

@@ -1,15 +1,19 @@
-// The alert board: open alerts, most urgent first, live from the stream; filters by status,
-// kind and building; acknowledge and resolve from the card.
+// The alert board: open alerts, most severe first (an acknowledged fire stays above every
+// warning until resolved), live from the stream. Alerts of one incident are one card; warnings
+// the signed-in role does not act on (low battery for a guard) fold into one line. Filters by
+// status, kind and building fold behind a button on a phone.
 
 import { actionButtons } from "./actions.js";
 import { actor, alertTitle, t } from "./i18n.js";
 import { byPriority, live } from "./live.js";
-import { api, h, place, qs, saved, when } from "./util.js";
+import { loadNames, residentName } from "./names.js";
+import { api, buildingName, h, place, qs, saved, when, who } from "./util.js";
 
 const SHOWN = 200;
 const FRESH_MS = 12000;
 const STATUSES = ["open", "firing", "acknowledged", "resolved"];
 const KINDS = ["wearable", "smoke", "gate"];
+const SEVERITY_RANK = { critical: 0, major: 1, minor: 2, warning: 3, info: 4 };
 
 let buildings = null; // from /api/fleet/summary, once
 
@@ -27,27 +31,88 @@ function matches(a, f) {
   return statusOk && (!f.kind || a.kind === f.kind) && (!f.building || a.labels.building === f.building);
 }
 
-/** One alert as a card: colour by severity and signal, where, since when, and the actions. */
-export function alertCard(a, fresh = false) {
-  const who = a.status === "acknowledged" ? t("acked_by", { by: actor(a.acknowledged_by) })
+/** The devices a derived alert (a confirmed fire) stands for: the service's `related_devices`
+ * when it sends them, else the ids its labels name. */
+export function relatedDevices(a) {
+  if (Array.isArray(a.related_devices) && a.related_devices.length) {
+    return a.related_devices.map((d) => (typeof d === "string" ? { device_id: d } : d));
+  }
+  // a confirmed fire names its detectors; a building's trouble counts its devices (a number)
+  const ids = (a.labels && a.labels.devices) || "";
+  return ids.split(",").filter((id) => id && !/^\d+$/.test(id)).map((device_id) => ({ device_id }));
+}
+
+/** Open alerts as incidents: by the service's `incident_id` when it sends one; without it, a
+ * confirmed fire gathers the smoke alarms it names. Each group's most telling alert first (the
+ * most severe; of equals, a derived alert such as the confirmed fire). */
+export function incidents(alerts) {
+  const byDevice = new Map();
+  for (const a of alerts) {
+    if (a.incident_id != null || a.status === "resolved") continue;
+    for (const d of relatedDevices(a)) byDevice.set(d.device_id, `d${a.id}`);
+  }
+  const groups = new Map();
+  for (const a of alerts) {
+    const key = a.incident_id != null ? `i${a.incident_id}`
+      : relatedDevices(a).length ? `d${a.id}`
+        : (a.status !== "resolved" && a.kind === "smoke" && byDevice.get(a.device_id)) || `a${a.id}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(a);
+  }
+  return [...groups.entries()].map(([key, members]) => {
+    members.sort((x, y) => (SEVERITY_RANK[x.severity] - SEVERITY_RANK[y.severity])
+      || (relatedDevices(y).length - relatedDevices(x).length) || byPriority(x, y));
+    const firing = members.some((m) => m.status === "firing");
+    const status = firing ? "firing" : members.some((m) => m.status === "acknowledged") ? "acknowledged" : "resolved";
+    // the group sorts as its most severe alert would, with the group's status
+    return { key, members, head: members[0], sortAs: { ...members[0], status, started_at: members.map((m) => m.started_at).sort()[0] } };
+  }).sort((x, y) => byPriority(x.sortAs, y.sortAs));
+}
+
+/** Warnings a role does not act on: a guard's low batteries and device faults of low rank. */
+export function foldable(a, role) {
+  if (role !== "security" || a.signal === "alarm") return false;
+  return a.rule_id.includes("battery") || (a.signal === "trouble" && SEVERITY_RANK[a.severity] >= SEVERITY_RANK.warning);
+}
+
+/** Who the alert is about, or where: a resident's name for those who may know it. */
+function subject(a) {
+  const name = residentName(a.labels.resident_id);
+  const related = relatedDevices(a);
+  const floor = a.labels.floor ? ` ${t("floor_n", { n: a.labels.floor })}` : "";
+  return [
+    name ? [h("strong", { class: "who-name nobr", "data-field": "resident-name", text: name }), " · "] : null,
+    place(a.labels, false), floor,
+    related.length ? [" · ", h("span", { class: "nobr", text: `${related.length} ${t("kinds.smoke")}` })]
+      : a.kind === "building" ? null : [" · ", h("span", { class: "mono nobr", text: a.device_id })],
+  ];
+}
+
+/** One alert (or one incident: `members`, most telling first) as a card: severity, what, who
+ * or where, since when, the actions. */
+export function alertCard(a, fresh = false, members = [a]) {
+  const status = members.some((m) => m.status === "firing") ? "firing" : a.status;
+  const acked = members.find((m) => m.acknowledged_by);
+  const who = status === "acknowledged" && acked ? t("acked_by", { by: actor(acked.acknowledged_by) })
     : a.status === "resolved" ? t("resolved_by", { by: actor(a.resolved_by) }) : null;
+  const others = members.slice(1);
   return h("article", {
-    class: ["card", "alert", `sev-${a.severity}`, `sig-${a.signal}`, `st-${a.status}`, fresh && "fresh"],
-    "data-alert-id": a.id, "data-status": a.status,
+    class: ["card", "alert", `sev-${a.severity}`, `sig-${a.signal}`, `st-${status}`, fresh && "fresh"],
+    "data-alert-id": a.id, "data-status": status, "data-alert-ids": members.map((m) => m.id).join(","),
+    "data-incident-id": a.incident_id ?? null,
   },
-  h("div", { class: "tags" },
+  h("div", { class: "card-top" },
     h("span", { class: ["badge", `sev-${a.severity}`], text: t(`sev.${a.severity}`) }),
-    h("span", { class: ["tag", `sig-${a.signal}`], text: t(`sig.${a.signal}`) }),
-    h("span", { class: ["tag", `st-${a.status}`], "data-field": "status", text: t(`st.${a.status}`) }),
+    h("h3", {}, h("a", { href: `#/alerts/${a.id}`, text: alertTitle(a) })),
+    h("span", { class: ["tag", `st-${status}`], "data-field": "status", text: t(`st.${status}`) })),
+  h("p", { class: "where" }, subject(a),
     a.offline ? h("span", { class: "tag warn", text: t("offline_flag") }) : null,
     a.late ? h("span", { class: "tag", text: t("late_flag") }) : null),
-  h("h3", {}, h("a", { href: `#/alerts/${a.id}`, text: alertTitle(a) })),
-  h("p", { class: "where" }, place(a.labels), " · ", h("span", { class: "mono", text: a.device_id })),
-  h("p", { class: "since" }, when(a.started_at)),
-  who ? h("p", { class: "who muted", text: who }) : null,
+  others.length ? h("p", { class: "members muted" }, t("incident_more", { n: others.length }), " ",
+    others.map((m, i) => [i ? "、" : null, h("a", { href: `#/alerts/${m.id}`, class: "nobr", text: `${alertTitle(m)} ${m.device_id}` })])) : null,
   h("div", { class: "card-foot" },
-    actionButtons(a),
-    h("a", { class: "more", href: `#/alerts/${a.id}`, text: `${t("details")} →` })));
+    h("span", { class: "since" }, when(members.map((m) => m.started_at).sort()[0], false), who ? [" · ", h("span", { class: "who", text: who })] : null),
+    actionButtons(a, null, members, true)));
 }
 
 export function render(root) {
@@ -62,47 +127,85 @@ export function render(root) {
       options.map(([value, text]) => h("option", { value, selected: f[key] === value, text }))));
 
   const buildingSelect = h("span", { class: "contents" });
-  const bar = h("div", { class: "filters" },
+  const bar = h("div", { class: "filters collapsible", id: "board-filters" },
     select("status", STATUSES.map((v) => [v, v === "open" ? t("status_open") : t(`st.${v}`)]), t("filter_status")),
     select("kind", [["", t("all")], ...KINDS.map((k) => [k, t(`kinds.${k}`)])], t("filter_kind")),
     buildingSelect);
+  // on a phone the filters fold behind one button that says what they are set to
+  const toggleText = h("span");
+  const toggle = h("button", { type: "button", class: "filter-toggle", "data-ctl": "filters", "aria-expanded": "false",
+    "aria-controls": "board-filters", onclick: () => {
+      const open = !bar.classList.contains("open");
+      bar.classList.toggle("open", open);
+      toggle.setAttribute("aria-expanded", String(open));
+    } }, "☰ ", toggleText);
+  const showToggle = () => {
+    const parts = [f.status === "open" ? t("status_open") : t(`st.${f.status}`)];
+    if (f.kind) parts.push(t(`kinds.${f.kind}`));
+    if (f.building) parts.push(buildingName(f.building));
+    toggleText.textContent = `${t("filters")}: ${parts.join(" · ")}`;
+  };
 
   function fillBuildings() {
     const known = new Set(buildings || []);
     for (const a of live.alerts.values()) if (a.labels.building) known.add(a.labels.building);
     if (f.building) known.add(f.building);
     const sorted = [...known].sort((x, y) => x.localeCompare(y, undefined, { numeric: true }));
-    buildingSelect.replaceChildren(select("building", [["", t("all")], ...sorted.map((b) => [b, b])], t("filter_building")));
+    buildingSelect.replaceChildren(select("building", [["", t("all")], ...sorted.map((b) => [b, buildingName(b)])], t("filter_building")));
   }
 
   const cards = new Map(); // id → {key, el}: an unchanged alert keeps its element (and a press on it)
 
-  function card(a, now) {
-    const fresh = (freshIds.get(a.id) || 0) > now;
-    const key = `${a.updated_at}|${a.status}|${fresh}`;
-    let c = cards.get(a.id);
+  function card(g, now) {
+    const fresh = g.members.some((m) => (freshIds.get(m.id) || 0) > now);
+    // only what the card shows: a note in the history (a page sent) keeps the element, and a
+    // press on it
+    const key = JSON.stringify([g.members.map((m) => [m.id, m.status, m.severity, m.signal, m.acknowledged_by, m.offline, m.late,
+      m.started_at, m.title, m.title_zh, m.title_en]), fresh, residentName(g.head.labels.resident_id)]);
+    let c = cards.get(g.key);
     if (!c || c.key !== key) {
-      c = { key, el: alertCard(a, fresh) };
-      cards.set(a.id, c);
+      c = { key, el: alertCard(g.head, fresh, g.members) };
+      cards.set(g.key, c);
     }
     return c.el;
+  }
+
+  const foldSummary = h("span");
+  const foldedList = h("div", { class: "grid alerts" });
+  const folded = h("details", { class: "folded card", hidden: true, "data-field": "folded" },
+    h("summary", {}, foldSummary), foldedList);
+  let foldedGroups = [];
+  folded.addEventListener("toggle", () => drawFolded());
+
+  function drawFolded() {
+    const now = Date.now();
+    foldedList.replaceChildren(...(folded.open ? foldedGroups.slice(0, SHOWN).map((g) => card(g, now)) : []));
   }
 
   function draw() {
     const now = Date.now();
     const items = f.status === "resolved" ? [...resolved.values()]
       : [...live.alerts.values(), ...(f.status === "open" ? [] : resolved.values())];
-    const shown = items.filter((a) => matches(a, f)).sort(byPriority);
-    const els = shown.slice(0, SHOWN).map((a) => card(a, now));
-    const ids = new Set(shown.slice(0, SHOWN).map((a) => a.id));
-    for (const id of cards.keys()) if (!ids.has(id)) cards.delete(id);
+    const groups = incidents(items.filter((a) => matches(a, f)));
+    const role = who.me && who.me.role;
+    const main = [];
+    foldedGroups = [];
+    for (const g of groups) (f.status !== "resolved" && g.members.every((m) => foldable(m, role)) ? foldedGroups : main).push(g);
+    const els = main.slice(0, SHOWN).map((g) => card(g, now));
+    const keys = new Set([...main.slice(0, SHOWN), ...foldedGroups.slice(0, SHOWN)].map((g) => g.key));
+    for (const k of cards.keys()) if (!keys.has(k)) cards.delete(k);
     if (els.length !== list.children.length || els.some((e, i) => list.children[i] !== e)) list.replaceChildren(...els);
-    note.textContent = shown.length === 0 ? t("board_empty")
-      : shown.length > SHOWN ? t("board_more", { n: shown.length - SHOWN }) : "";
+    folded.hidden = foldedGroups.length === 0;
+    const nFolded = foldedGroups.reduce((n, g) => n + g.members.length, 0);
+    foldSummary.replaceChildren(t("folded", { n: nFolded, what: t("fold_what"), role: t(`roles.${role}`) }));
+    drawFolded();
+    note.textContent = groups.length === 0 ? t("board_empty")
+      : main.length > SHOWN ? t("board_more", { n: main.length - SHOWN }) : "";
   }
 
   async function load() {
     fillBuildings();
+    showToggle();
     resolved = new Map();
     if (f.status === "resolved") {
       list.replaceChildren(h("p", { class: "muted loading", text: t("loading") }));
@@ -125,7 +228,8 @@ export function render(root) {
   };
   live.addEventListener("change", onChange);
 
-  root.replaceChildren(h("section", { class: "board" }, bar, list, note));
+  root.replaceChildren(h("section", { class: "board" }, toggle, bar, list, folded, note));
+  loadNames().then(() => draw());
   if (buildings === null) {
     api("/api/fleet/summary").then((r) => {
       buildings = r.places.map((p) => p.building).filter(Boolean);

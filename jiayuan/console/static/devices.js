@@ -4,8 +4,8 @@
 import { alertCard } from "./board.js";
 import { bucketSeries, lineChart } from "./chart.js";
 import { fact } from "./alert.js";
-import { t, UNITS } from "./i18n.js";
-import { api, h, loading, num, place, qs, saved, when } from "./util.js";
+import { getLang, t, UNITS } from "./i18n.js";
+import { api, buildingName, compoundName, deviceLink, h, loading, num, place, qs, saved, unitName, when } from "./util.js";
 
 export const METRICS = {
   wearable: ["heart_rate", "spo2", "skin_temp_c", "steps", "battery"],
@@ -32,8 +32,8 @@ export function stateDot(d) {
 
 function deviceRow(d) {
   return h("li", { class: "device-row" },
-    h("a", { href: `#/devices/${d.device_id}`, class: "mono", text: d.device_id }),
-    h("span", { class: "muted", text: `${t(`kinds.${d.kind}`)}${d.unit ? ` · ${d.unit}` : d.name ? ` · ${d.name}` : ""}` }),
+    deviceLink(d.device_id),
+    h("span", { class: "muted nobr", text: `${t(`kinds.${d.kind}`)}${d.unit ? ` · ${unitName(d.unit)}` : d.name ? ` · ${d.name}` : ""}` }),
     stateDot(d),
     h("span", { text: d.battery == null ? "" : `${t("battery")} ${num(d.battery)}%`, class: d.battery != null && d.battery < 20 ? "warn-text" : "" }),
     h("span", { class: "muted" }, t("last_seen"), " ", when(d.last_seen, false)));
@@ -51,7 +51,9 @@ function hasTrouble(p) { return p.offline + p.silent + p.low_battery + p.never_s
 
 function placeCard(p) {
   const list = h("ul", { class: "device-list", hidden: true });
-  const title = p.building ? `${p.compound ? `${p.compound} · ` : ""}${p.building}${p.name ? ` ${p.name}` : ""}` : t("entrance", { c: p.compound || "" });
+  const own = p.name && /[\u3400-\u9fff]/.test(p.name) === (getLang() === "zh") && !/^Building \d+$/.test(p.name) ? ` ${p.name}` : "";
+  const title = p.building ? `${p.compound ? `${compoundName(p.compound)} · ` : ""}${buildingName(p.building)}${own}`
+    : t("entrance", { c: compoundName(p.compound || "") });
   const toggle = h("button", { type: "button", class: "link", "aria-expanded": "false", text: title });
   toggle.addEventListener("click", async () => {
     const open = list.hidden;
@@ -162,9 +164,9 @@ export function renderDevice(root, [id]) {
     const evs = hidden ? [] : events.items.filter((r) => r.stream !== "telemetry").slice(-20).reverse();
     root.replaceChildren(h("div", { class: "stack" },
       h("section", { class: "card" },
-        h("h2", {}, h("span", { class: "mono", text: d.device_id }), " ", h("small", { class: "muted", text: t(`kinds.${d.kind}`) })),
+        h("h2", {}, h("span", { class: "mono nobr", text: d.device_id }), " ", h("small", { class: "muted nobr", text: t(`kinds.${d.kind}`) })),
         h("dl", { class: "facts" },
-          fact(t("where"), place(d), d.name ? ` · ${d.name}` : ""),
+          fact(t("where"), place(d), d.floor != null ? ` · ${t("floor_n", { n: d.floor })}` : "", d.name ? ` · ${d.name}` : ""),
           d.resident_id ? fact(t("resident"), h("a", { href: `#/residents/${d.resident_id}`, class: "mono", text: d.resident_id })) : null,
           fact(t("registered"), d.registered ? "✓" : "✗"),
           fact(t("state_since"), stateDot(d), " ", when(d.state_since, false)),

@@ -14,7 +14,7 @@ const ZH = {
   firing_banner: "{n} 条报警待确认", firing_any: "{n} 条告警待确认",
   filter_status: "状态", filter_kind: "类型", filter_building: "楼栋", all: "全部",
   status_open: "未解决", board_empty: "没有符合条件的告警", board_more: "还有 {n} 条未显示",
-  ack: "确认", resolve: "解决", details: "详情", acked_by: "{by} 已确认", resolved_by: "{by} 已解决",
+  ack: "确认", ack_short: "确认", resolve: "解决", details: "详情", acked_by: "{by} 已确认", resolved_by: "{by} 已解决",
   dlg_ack: "确认报警", dlg_resolve: "解决报警", note: "备注", note_ph: "说明情况（可选）",
   staff_id: "工号", submit_ack: "确认接警", submit_resolve: "标记为已解决",
   q_ack: ["正在前往", "已电话联系", "已通知家属"], q_resolve: ["误报", "已到场，人员安全", "已送医", "已更换电池"],
@@ -22,7 +22,7 @@ const ZH = {
   where: "地点", device: "设备", resident: "老人", started: "开始于", raised: "上报于",
   last_match: "最近触发", matches: "触发次数", late_flag: "迟到数据", offline_flag: "设备离线",
   history: "处理记录", chart_around: "报警前后的读数", no_readings: "这段时间没有读数",
-  events_around: "设备事件", compound: "小区", building: "楼", unit: "户",
+  events_around: "设备事件", compound: "院落", building: "楼栋", unit: "户",
   not_found: "未找到", loading: "加载中…", load_failed: "加载失败",
   devices_title: "设备状况", registered: "已登记", unregistered: "未登记设备",
   online: "在线", offline: "离线", no_status: "无状态", never_seen: "从未上线", silent: "失联",
@@ -30,7 +30,7 @@ const ZH = {
   fw: "固件", first_seen: "首次上报", state_since: "状态自", open_alerts: "未解决告警",
   recent_events: "最近事件", none: "无", all_fine: "正常",
   only_trouble: "只看有问题的楼栋",
-  residents_title: "我照护的老人", caretaker_id: "照护员工号", caretakers: "照护员", show: "显示",
+  residents_title: "我照护的老人", residents_all: "老人", caretaker_id: "照护员工号", caretakers: "照护员", show: "显示",
   primary: "主责", backup: "协助", vitals: "最新体征", today: "今日", steps: "步数",
   readings_today: "今日上报 {n} 次", worn: "佩戴", not_worn: "未佩戴", no_residents: "没有找到老人",
   no_wearable: "未登记手环", set_staff_first: "请先设置您的工号",
@@ -42,7 +42,7 @@ const ZH = {
   sev: { critical: "危急", major: "严重", minor: "一般", warning: "提醒", info: "信息" },
   sig: { alarm: "报警", supervisory: "监视", trouble: "故障" },
   st: { firing: "待确认", acknowledged: "已确认", resolved: "已解决" },
-  kinds: { wearable: "手环", smoke: "烟感", gate: "门禁" },
+  kinds: { wearable: "手环", smoke: "烟感", gate: "门禁", system: "系统", building: "楼栋" },
   act: {
     raised: "触发", rematched: "再次触发", acknowledged: "确认", resolved: "解决",
     auto_resolved: "自动恢复", offline: "设备离线", online: "设备上线", note: "备注",
@@ -74,6 +74,37 @@ const ZH = {
     smoke_battery_level_low: "烟感电量低", smoke_silent: "烟感 2 小时无信号",
     gate_forced: "门被强行打开", gate_held_open: "门长时间未关", gate_denied_repeated: "多次刷卡被拒",
     gate_tamper: "门禁读卡器被拆动",
+    fire_confirmed: "火警确认", building_trouble: "楼内多个设备同时故障",
+    staff_unreachable: "值班人员无法联系", timeseries_store_unreachable: "时序数据库无法连接",
+  },
+  kind_alert: "{k}告警",
+  bldg: "{n}号楼", cmpd: "{n}号院", entrance_unit: "{e}单元{r}", floor_n: "{n}层", room: "房间",
+  floor: "楼层", unit_label: "单元/户", devices_label: "相关设备", dev_floor: "{n}层",
+  filters: "筛选", folded: "{n} 条{what}（{role}无需处理）", show_folded: "展开", hide_folded: "收起",
+  fold_what: "低电量等设备提醒", incident_more: "同一事件还有 {n} 条：", incident: "事件",
+  told: "通知情况", told_step: "已通知 {who}（第{step}步）", told_repeat: "再次提醒 {who}",
+  told_update: "已告知 {who} 最新情况", told_nobody: "第{step}步：无人值班（{sel}）",
+  delivered: "已送达", delivery_failed: "未送达", delivery_pending: "发送中", list_sep: "、", no_channel: "没有通知渠道", already_told: "{who} 已知晓（第{step}步）", fallback_desk: "已转保安台和值班主管",
+  told_nobody_new: "第{step}步：没有新的人可通知，跳过", reached_nobody: "没有通知到任何人", false_alarm_line: "误报",
+  incident_line: "归入同一事件", false_alarm: "误报（实际没有发生）", no_channel_short: "（无通知渠道）", not_told_step: "第{step}步：{who} 没有通知渠道，未能通知",
+  acked_line: "{who} 已确认", nobody_acked: "尚无人确认", delivery_details: "发送详情",
+  unreachable: "{who} 无法联系", escalated_line: "已升级到第{step}步",
+  cancelled_line: "未发出的通知已取消", no_deliveries: "尚未发出通知",
+  name_label: "称呼", edit_label: "修改称呼", label_ph: "如：王奶奶", resident_id: "编号", choose_caretaker: "照护员", everyone: "全部老人",
+  caretaker_refused: "无法按此照护员查看",
+  nav_review: "周报", review_title: "每周回顾", week: "周", review_absent: "周报接口尚未启用（需要新版后台）。",
+  csv: "下载 CSV", review_empty: "这一周没有数据", review_all: "全部告警", review_kind: "告警类型",
+  review_raised: "次数", review_ack: "确认用时（中位/90%）", review_resolve: "解决用时（中位/90%）",
+  review_unreached: "无人接收", review_times: "{n} 次", review_offline_for: "已离线",
+  what_happened: "发生了什么", what: "事件",
+  review_keys: {
+    alerts_by_kind: "各类告警", by_kind: "各类告警", kind: "类型", rule_id: "规则", count: "数量", alerts: "告警数",
+    time_to_ack: "确认用时", time_to_acknowledge: "确认用时", time_to_resolve: "解决用时", ack: "确认用时", resolve: "解决用时",
+    median: "中位数", p50: "中位数", p90: "90%分位", median_s: "中位数（秒）", p90_s: "90%分位（秒）",
+    escalations: "升级次数", escalated: "升级次数", staff_unreachable: "无法联系的值班人员", unreachable: "无法联系",
+    false_alarms: "误报", low_battery: "低电量设备", offline_longest: "离线最久的设备", offline: "离线设备",
+    device_id: "设备", building: "楼栋", staff_id: "工号", name: "姓名", hours: "小时", offline_s: "离线时长（秒）",
+    battery: "电量", total: "合计", week: "周", since: "自", until: "至", value: "数值",
   },
 };
 
@@ -91,7 +122,7 @@ const EN = {
   firing_banner: "{n} alarms not acknowledged", firing_any: "{n} alerts not acknowledged",
   filter_status: "Status", filter_kind: "Kind", filter_building: "Building", all: "All",
   status_open: "Open", board_empty: "No alerts match", board_more: "{n} more not shown",
-  ack: "Acknowledge", resolve: "Resolve", details: "Details", acked_by: "Acknowledged by {by}",
+  ack: "Acknowledge", ack_short: "Ack", resolve: "Resolve", details: "Details", acked_by: "Acknowledged by {by}",
   resolved_by: "Resolved by {by}",
   dlg_ack: "Acknowledge alert", dlg_resolve: "Resolve alert", note: "Note", note_ph: "What is happening (optional)",
   staff_id: "Staff id", submit_ack: "Acknowledge", submit_resolve: "Mark resolved",
@@ -109,7 +140,7 @@ const EN = {
   fw: "Firmware", first_seen: "First seen", state_since: "State since", open_alerts: "Open alerts",
   recent_events: "Recent events", none: "None", all_fine: "All fine",
   only_trouble: "Only buildings with trouble",
-  residents_title: "My residents", caretaker_id: "Caretaker id", caretakers: "Caretakers", show: "Show",
+  residents_title: "My residents", residents_all: "Residents", caretaker_id: "Caretaker id", caretakers: "Caretakers", show: "Show",
   primary: "Primary", backup: "Backup", vitals: "Latest vitals", today: "Today", steps: "Steps",
   readings_today: "{n} readings today", worn: "Worn", not_worn: "Not worn", no_residents: "No residents found",
   no_wearable: "No wearable registered", set_staff_first: "Set your staff id first",
@@ -121,7 +152,7 @@ const EN = {
   sev: { critical: "Critical", major: "Major", minor: "Minor", warning: "Warning", info: "Info" },
   sig: { alarm: "Alarm", supervisory: "Supervisory", trouble: "Trouble" },
   st: { firing: "Firing", acknowledged: "Acknowledged", resolved: "Resolved" },
-  kinds: { wearable: "Wearable", smoke: "Smoke detector", gate: "Gate" },
+  kinds: { wearable: "Wearable", smoke: "Smoke detector", gate: "Gate", system: "System", building: "Building" },
   act: {
     raised: "Raised", rematched: "Matched again", acknowledged: "Acknowledged", resolved: "Resolved",
     auto_resolved: "Cleared", offline: "Device offline", online: "Device online", note: "Note",
@@ -143,7 +174,50 @@ const EN = {
     unknown_topic: "Unknown topic", missing_field: "Missing field", wrong_type: "Wrong type",
     out_of_range: "Out of range", bad_value: "Bad value",
   },
-  rules: {},
+  rules: {
+    wearable_fall: "Fall", wearable_sos: "SOS call", wearable_heart_rate_high: "Heart rate high",
+    wearable_heart_rate_low: "Heart rate low", wearable_spo2_low: "SpO₂ low",
+    wearable_removed: "Wearable taken off", wearable_silent: "Wearable silent for 30 min",
+    wearable_low_battery: "Wearable battery low", wearable_outside_area: "Resident left the safe area",
+    smoke_alarm: "Smoke alarm", smoke_co_high: "Carbon monoxide high", smoke_fault: "Smoke detector fault",
+    smoke_tamper: "Smoke detector tampered with", smoke_low_battery: "Smoke detector reports low battery",
+    smoke_battery_level_low: "Smoke detector battery low", smoke_silent: "Smoke detector silent for 2 h",
+    gate_forced: "Door forced open", gate_held_open: "Door held open", gate_denied_repeated: "Repeated denied entries",
+    gate_tamper: "Gate reader tampered with",
+    fire_confirmed: "Fire confirmed", building_trouble: "Many devices of a building in trouble",
+    staff_unreachable: "Staff member unreachable", timeseries_store_unreachable: "Time-series store unreachable",
+  },
+  kind_alert: "{k} alert",
+  bldg: "Building {n}", cmpd: "Compound {n}", entrance_unit: "flat {e}-{r}", floor_n: "floor {n}", room: "Room",
+  floor: "Floor", unit_label: "Unit", devices_label: "Devices", dev_floor: "floor {n}",
+  filters: "Filters", folded: "{n} {what} (not for {role})", show_folded: "Show", hide_folded: "Hide",
+  fold_what: "device warnings (low battery…)", incident_more: "{n} more of the same incident:", incident: "Incident",
+  told: "Who was told", told_step: "Told {who} (step {step})", told_repeat: "Reminded {who}",
+  told_update: "Updated {who}", told_nobody: "Step {step}: nobody on duty ({sel})",
+  delivered: "delivered", delivery_failed: "not delivered", delivery_pending: "sending", list_sep: ", ", no_channel: "no notification channel", already_told: "{who} already knew (step {step})",
+  fallback_desk: "passed to the security desk and the duty manager",
+  told_nobody_new: "Step {step}: nobody new to tell, skipped", reached_nobody: "Reached nobody",
+  false_alarm_line: "False alarm", incident_line: "Joined an incident", false_alarm: "False alarm (nothing happened)", no_channel_short: " (no channel)", not_told_step: "Step {step}: {who} has no notification channel, not told",
+  acked_line: "Acknowledged by {who}", nobody_acked: "Nobody has acknowledged yet", delivery_details: "Delivery details",
+  unreachable: "{who} cannot be reached", escalated_line: "Escalated to step {step}",
+  cancelled_line: "Messages not sent yet were cancelled", no_deliveries: "No message sent yet",
+  name_label: "Name", edit_label: "Change name", label_ph: "e.g. Mrs Wang", resident_id: "Id", choose_caretaker: "Caretaker", everyone: "All residents",
+  caretaker_refused: "Cannot list by this caretaker",
+  nav_review: "Review", review_title: "Weekly review", week: "Week", review_absent: "The weekly review API is not available (needs a newer service).",
+  csv: "Download CSV", review_empty: "No data for this week", review_all: "All alerts", review_kind: "Kind",
+  review_raised: "Raised", review_ack: "To acknowledge (median / 90%)", review_resolve: "To resolve (median / 90%)",
+  review_unreached: "Reached nobody", review_times: "{n} times", review_offline_for: "Offline for",
+  what_happened: "What happened", what: "What",
+  review_keys: {
+    alerts_by_kind: "Alerts by kind", by_kind: "Alerts by kind", kind: "Kind", rule_id: "Rule", count: "Count", alerts: "Alerts",
+    time_to_ack: "Time to acknowledge", time_to_acknowledge: "Time to acknowledge", time_to_resolve: "Time to resolve",
+    ack: "Time to acknowledge", resolve: "Time to resolve", median: "Median", p50: "Median", p90: "90th percentile",
+    median_s: "Median (s)", p90_s: "90th percentile (s)", escalations: "Escalations", escalated: "Escalations",
+    staff_unreachable: "Staff unreachable", unreachable: "Unreachable", false_alarms: "False alarms",
+    low_battery: "Low battery", offline_longest: "Offline longest", offline: "Offline", device_id: "Device",
+    building: "Building", staff_id: "Staff id", name: "Name", hours: "Hours", offline_s: "Offline (s)",
+    battery: "Battery", total: "Total", week: "Week", since: "Since", until: "Until", value: "Value",
+  },
 };
 
 export const UNITS = {
@@ -174,9 +248,37 @@ export function t(key, vars) {
   return vars ? v.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? "")) : v;
 }
 
-/** What an alert is about, in the reader's language (rule summaries are English). */
+/** Like t(), but as nodes: each filled-in value in a span of its own that never breaks inside
+ * (staff ids, device ids), the words between free to wrap. Needs `h` from util.js (passed in to
+ * keep this module free of the DOM helpers). */
+export function words(h, key, vars) {
+  const v = t(key);
+  return v.split(/(\{\w+\})/).filter(Boolean).map((part) => {
+    const m = /^\{(\w+)\}$/.exec(part);
+    return m ? h("span", { class: "nobr", text: String(vars[m[1]] ?? "") }) : part;
+  });
+}
+
+const CJK = /[\u3400-\u9fff]/;
+
+/** What an alert is about, in the reader's language: the service's title in it when it sends
+ * one (``title_zh``/``title_en``, or ``title`` when it is in this language), else the console's
+ * own word for the rule, else (English only) the rule's summary — never English on the Chinese
+ * console. */
 export function alertTitle(a) {
-  return (lang === "zh" && ZH.rules[a.rule_id]) || a.summary;
+  const own = a[`title_${lang}`];
+  if (own) return own;
+  if (a.title && CJK.test(a.title) === (lang === "zh")) return a.title;
+  const ours = DICTS[lang].rules[a.rule_id];
+  if (ours) return ours;
+  if (lang === "en" && a.summary) return a.summary;
+  if (a.summary && CJK.test(a.summary)) return a.summary;
+  return t("kind_alert", { k: t(`kinds.${a.kind}`) });
+}
+
+/** Every rule the console has a title for, per language (tests). */
+export function titledRules() {
+  return { zh: Object.keys(ZH.rules), en: Object.keys(EN.rules) };
 }
 
 /** Who did it: a staff id, or the rule / the service in words. */

@@ -14,12 +14,15 @@ const STATUS_RANK = { firing: 0, acknowledged: 1, resolved: 2 };
 const SIGNAL_RANK = { alarm: 0, supervisory: 1, trouble: 2 };
 const SEVERITY_RANK = { critical: 0, major: 1, minor: 2, warning: 3, info: 4 };
 
-/** The API's `priority` order: open first, firing first, alarms first, most severe, oldest. */
+/** The board's order: open before resolved; open ones by severity (an acknowledged fire stays
+ * above every warning until it is resolved), then firing before acknowledged, alarms before
+ * the rest, then oldest first; resolved ones newest first. */
 export function byPriority(a, b) {
   const open = a.status !== "resolved";
-  return (STATUS_RANK[a.status] - STATUS_RANK[b.status])
-    || (open ? SIGNAL_RANK[a.signal] - SIGNAL_RANK[b.signal] : 0)
+  return (Number(a.status === "resolved") - Number(b.status === "resolved"))
     || (open ? SEVERITY_RANK[a.severity] - SEVERITY_RANK[b.severity] : 0)
+    || (STATUS_RANK[a.status] - STATUS_RANK[b.status])
+    || (open ? SIGNAL_RANK[a.signal] - SIGNAL_RANK[b.signal] : 0)
     || (open ? Date.parse(a.started_at) - Date.parse(b.started_at) : 0)
     || (open ? 0 : Date.parse(b.resolved_at) - Date.parse(a.resolved_at))
     || a.id - b.id;
@@ -39,6 +42,9 @@ class Live extends EventTarget {
     this.during = [];
     this.stopped = true;
     this.reminder = null;
+    /** Alerts the signed-in role does not act on (a guard's low batteries): not counted in the
+     * title and the banner, and never a reason to sound. */
+    this.ignore = () => false;
   }
 
   start() {
@@ -118,7 +124,7 @@ class Live extends EventTarget {
     if (this.fetching) this.during.push(ev);
     this.apply(ev);
     this.emit("change", ev);
-    if (ev.action === "raised") this.beep(ev.alert.signal === "alarm" ? "alarm" : "soft");
+    if (ev.action === "raised" && !this.ignore(ev.alert)) this.beep(ev.alert.signal === "alarm" ? "alarm" : "soft");
   }
 
   /** Put an alert as the server now has it; an older copy never replaces a newer one. */
@@ -142,7 +148,7 @@ class Live extends EventTarget {
     let firing = 0;
     let alarms = 0;
     for (const a of this.alerts.values()) {
-      if (a.status !== "firing") continue;
+      if (a.status !== "firing" || this.ignore(a)) continue;
       firing++;
       if (a.signal === "alarm") alarms++;
     }

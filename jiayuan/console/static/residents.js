@@ -1,5 +1,6 @@
-// Residents, for caretakers: their own residents with the latest vitals, open alerts and the
-// day's activity; one resident with charts. Vitals appear only on these pages.
+// Residents, for caretakers: their own residents by name (shown only to their caretakers and
+// managers), with the latest vitals, open alerts and the day's activity; one resident with
+// charts. Vitals appear only on these pages. Admins and managers choose a caretaker from a list.
 
 import { staffId } from "./actions.js";
 import { alertCard } from "./board.js";
@@ -7,7 +8,8 @@ import { fact } from "./alert.js";
 import { readingsBlock, stateDot } from "./devices.js";
 import { t, UNITS } from "./i18n.js";
 import { live } from "./live.js";
-import { api, h, loading, num, qs, saved, STAFF_PATTERN, when, who } from "./util.js";
+import { loadNames } from "./names.js";
+import { api, h, loading, num, place, qs, saved, when, who } from "./util.js";
 
 const SHOWN_VITALS = ["heart_rate", "spo2", "battery"];
 
@@ -24,10 +26,20 @@ function vital(r, name) {
     h("small", { text: t(`metrics.${name}`) }), h("b", { text: num(v.value, 1) }), h("small", { text: UNITS[name] }));
 }
 
+/** Only news: a wearable that is not worn (being worn is the normal case, said by nothing). */
 function worn(r) {
   const v = r.latest.worn;
-  if (!v) return null;
-  return h("span", { class: ["vital", v.value ? "" : "warn-text"] }, h("b", { text: v.value ? t("worn") : t("not_worn") }));
+  if (!v || v.value) return null;
+  return h("span", { class: "vital warn-text" }, h("b", { text: t("not_worn") }));
+}
+
+function mayName(r) {
+  const me = who.me;
+  return Boolean(me && (me.role === "admin" || me.role === "manager" || (me.role === "caretaker" && r.caretakers.includes(me.staff_id))));
+}
+
+function floorText(r) {
+  return r.floor != null ? [" · ", h("span", { class: "nobr", text: t("floor_n", { n: r.floor }) })] : null;
 }
 
 function activity(r) {
@@ -45,34 +57,53 @@ function residentCard(r, me) {
       r.open_alerts ? h("span", { class: "badge sev-critical", text: `${t("open_alerts")} ${r.open_alerts}` }) : null,
       role ? h("span", { class: "tag", text: role }) : null,
       r.device_id ? stateDot(r) : h("span", { class: "tag warn", text: t("no_wearable") })),
-    h("h3", {}, h("a", { href: `#/residents/${r.resident_id}`, class: "mono", text: r.resident_id })),
-    h("p", { class: "where", text: [r.compound, r.building, r.unit].filter(Boolean).join(" · ") }),
+    h("h3", {}, h("a", { href: `#/residents/${r.resident_id}` },
+      r.display_name ? [h("span", { class: "resident-name", "data-field": "resident-name", text: r.display_name }), " "] : null,
+      h("span", { class: r.display_name ? "mono muted small nobr" : "mono nobr", text: r.resident_id }))),
+    h("p", { class: "where" }, place(r), floorText(r)),
     h("div", { class: "vitals" }, SHOWN_VITALS.map((n) => vital(r, n)), worn(r)),
     activity(r),
     h("p", { class: "muted" }, t("last_seen"), " ", when(r.last_seen, false)));
 }
 
 export function render(root) {
-  // a caretaker sees their own residents (the server allows no others); others may filter
+  // a caretaker sees their own residents (the server allows no others); admins and managers
+  // choose a caretaker from the list the server gives, or see everyone
   const mine = who.me && who.me.role === "caretaker";
-  const input = h("input", { name: "caretaker", pattern: STAFF_PATTERN, value: mine ? staffId() : saved.get("caretaker", ""), placeholder: t("caretaker_id"), autocapitalize: "off", spellcheck: "false" });
   const list = h("div", { class: "grid residents" });
-  const form = h("form", { class: "filters" }, h("label", { class: "filter" }, t("caretaker_id"), input),
-    h("button", { type: "submit", text: t("show") }));
-  form.addEventListener("submit", (e) => { e.preventDefault(); saved.set("caretaker", input.value.trim()); load(); });
-  root.replaceChildren(h("section", { class: "stack" }, h("h2", { text: t("residents_title") }), form, list));
+  const chooser = h("span", { class: "contents" });
+  let chosen = mine ? null : saved.get("caretaker", "") || null;
+  const form = mine ? null : h("div", { class: "filters" }, chooser);
+  root.replaceChildren(h("section", { class: "stack" },
+    h("h2", { text: mine ? t("residents_title") : t("residents_all") }), form, list));
+
+  async function fillChooser() {
+    let items = [];
+    try {
+      items = (await api("/api/residents/caretakers")).items;
+    } catch { /* the list only: residents still load */ }
+    if (chosen && !items.some((c) => c.staff_id === chosen)) chosen = null;
+    const select = h("select", { name: "caretaker", onchange: (e) => { chosen = e.target.value || null; saved.set("caretaker", chosen); load(); } },
+      h("option", { value: "", selected: !chosen, text: t("everyone") }),
+      items.map((c) => h("option", { value: c.staff_id, selected: c.staff_id === chosen, text: `${c.name} (${c.staff_id}) · ${c.residents}` })));
+    chooser.replaceChildren(h("label", { class: "filter wide" }, t("choose_caretaker"), select));
+  }
 
   async function load() {
-    const me = input.value.trim() || null;
     const fail = loading(list);
     try {
-      const r = await api(`/api/residents${qs({ caretaker: me, day_start: dayStart(), limit: 200 })}`);
-      list.replaceChildren(...(r.items.length ? r.items.map((x) => residentCard(x, me)) : [h("p", { class: "muted", text: t("no_residents") })]));
+      const r = await api(`/api/residents${qs({ caretaker: chosen, day_start: dayStart(), limit: 200 })}`);
+      list.replaceChildren(...(r.items.length ? r.items.map((x) => residentCard(x, mine ? staffId() : chosen)) : [h("p", { class: "muted", text: t("no_residents") })]));
     } catch (e) {
-      fail(e, load);
+      if (e.status === 404 || e.status === 422) {
+        list.replaceChildren(h("p", { class: "notice error", role: "alert", text: `${t("caretaker_refused")}: ${e.message}` }));
+      } else {
+        fail(e, load);
+      }
     }
   }
-  load();
+  if (mine) load();
+  else fillChooser().then(load);
   // a new or changed alert of one of them: fetch again (cheap: a caretaker has a dozen)
   let timer = null;
   const onChange = (e) => {
@@ -81,6 +112,29 @@ export function render(root) {
   };
   live.addEventListener("change", onChange);
   return () => { live.removeEventListener("change", onChange); clearTimeout(timer); };
+}
+
+/** Name a resident (their caretakers, managers, admins): what they are called here. */
+function labelForm(r, done) {
+  const input = h("input", { name: "label", maxlength: 40, value: r.display_name || "", placeholder: t("label_ph") });
+  const error = h("p", { class: "error", role: "alert", hidden: true });
+  const form = h("form", { class: "label-form", hidden: true },
+    h("label", { class: "filter wide" }, t("name_label"), input),
+    h("button", { type: "submit", class: "good", "data-act": "save-label", text: t("save") }), error);
+  const open = h("button", { type: "button", class: "link", "data-act": "edit-label", text: t("edit_label"),
+    onclick: () => { form.hidden = !form.hidden; if (!form.hidden) input.focus(); } });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api(`/api/residents/${r.resident_id}/label`, { label: input.value }, "PUT");
+      loadNames(true);
+      done();
+    } catch (err) {
+      error.textContent = `${t("refused")}: ${err.message}`;
+      error.hidden = false;
+    }
+  });
+  return [open, form];
 }
 
 export function renderResident(root, [id]) {
@@ -95,11 +149,13 @@ export function renderResident(root, [id]) {
     }
     root.replaceChildren(h("div", { class: "stack" },
       h("section", { class: "card" },
-        h("h2", {}, h("span", { class: "mono", text: r.resident_id })),
+        h("h2", {}, r.display_name ? [h("span", { "data-field": "resident-name", text: r.display_name }), " "] : null,
+          h("span", { class: r.display_name ? "mono muted small" : "mono", text: r.resident_id })),
+        mayName(r) ? labelForm(r, load) : null,
         h("dl", { class: "facts" },
-          fact(t("where"), [r.compound, r.building, r.unit].filter(Boolean).join(" · ")),
+          fact(t("where"), place(r), floorText(r)),
           fact(t("caretakers"), r.caretakers.join(", ") || "—"),
-          fact(t("device"), r.device_id ? h("a", { href: `#/devices/${r.device_id}`, class: "mono", text: r.device_id }) : t("no_wearable"),
+          fact(t("device"), r.device_id ? h("a", { href: `#/devices/${r.device_id}`, class: "mono nobr", text: r.device_id }) : t("no_wearable"),
             r.device_id ? [" ", stateDot(r)] : null),
           fact(t("last_seen"), when(r.last_seen))),
         h("h3", { text: t("vitals") }),

@@ -55,13 +55,14 @@ export function detailText(detail) {
  * `csrf_token`, sent back on every POST (the session cookie itself is HttpOnly: never seen here). */
 export const who = { me: null };
 
-/** GET (or POST `body`) JSON from the API; a refusal throws ApiError with the API's detail.
+/** GET (or POST/PUT `body`) JSON from the API; a refusal throws ApiError with the API's detail.
  * A 401 (the session ended: signed out elsewhere, expired) also fires "signedout". */
-export async function api(path, body) {
+export async function api(path, body, method = "POST") {
   const init = body === undefined ? {} : {
-    method: "POST", body: JSON.stringify(body),
+    method, body: JSON.stringify(body),
     headers: { "Content-Type": "application/json", "X-CSRF-Token": (who.me && who.me.csrf_token) || "" },
   };
+  init.headers = { ...(init.headers || {}), "Accept-Language": locale() };
   const r = await fetch(path, { ...init, credentials: "same-origin" });
   let data = null;
   try { data = await r.json(); } catch { /* not JSON */ }
@@ -154,11 +155,40 @@ export function loading(root) {
     again ? h("button", { type: "button", onclick: again, text: t("retry") }) : null));
 }
 
-/** Where an alert or device is, from its labels or fields. */
-export function place(x) {
+// ------------------------------------------------------------------ places, as people say them
+
+const NUMBERED = /^[A-Za-z]+0*(\d+)$/;
+
+/** ``B03`` → ``3号楼`` / ``Building 3``; an id of another shape stays as it is. */
+export function buildingName(id) {
+  const m = NUMBERED.exec(id || "");
+  return m ? t("bldg", { n: m[1] }) : id || "";
+}
+
+/** ``C01`` → ``1号院`` / ``Compound 1``. */
+export function compoundName(id) {
+  const m = NUMBERED.exec(id || "");
+  return m ? t("cmpd", { n: m[1] }) : id || "";
+}
+
+/** A household ``3-2-501`` (building-entrance-flat) → ``2单元501``; other shapes unchanged. */
+export function unitName(unit) {
+  const m = /^\d+-(\d+)-(\d+)$/.exec(unit || "");
+  return m ? t("entrance_unit", { e: m[1], r: m[2] }) : unit || "";
+}
+
+/** Where an alert or device is, from its labels or fields: ``1号院 · 3号楼 2单元501``. Each
+ * part is kept whole (never broken mid-word). */
+export function place(x, withCompound = true) {
   const parts = [];
-  if (x.compound) parts.push(x.compound);
-  if (x.building) parts.push(x.building);
-  if (x.unit) parts.push(x.unit);
-  return parts.join(" · ") || "—";
+  if (withCompound && x.compound) parts.push(compoundName(x.compound));
+  const home = [x.building ? buildingName(x.building) : null, x.unit ? unitName(x.unit) : null].filter(Boolean).join(" ");
+  if (home) parts.push(home);
+  if (!parts.length) return h("span", { text: "—" });
+  return h("span", { class: "place-text" }, parts.map((p, i) => [i ? " · " : null, h("span", { class: "nobr", text: p })]));
+}
+
+/** A device id as a link that never breaks mid-word. */
+export function deviceLink(id) {
+  return h("a", { href: `#/devices/${id}`, class: "mono nobr", text: id });
 }

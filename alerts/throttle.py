@@ -1,0 +1,110 @@
+"""One page per person per incident: whether a message to one person about an alert goes out
+now, waits to be folded with the next, or is not sent at all.
+
+Per person and incident (:mod:`alerts.incidents`; an alert without one is its own):
+
+- the first message never waits;
+- an alert joining an incident this person was paged about (within ``REPAGE_AFTER_S``) is sent
+  only when it makes things worse (:func:`alerts.incidents.worse`: a fire confirmed, a higher
+  severity, a new floor); otherwise it is ``coalesced``;
+- a reminder (a later step or a repeat to someone paged already) less than ``REMIND_GAP_S``
+  after their last message about the incident is dropped (``reminded``);
+- a message within ``COALESCE_S`` of the previous one, or past ``MAX_PER_MINUTE`` in a minute,
+  is ``held`` until then; whatever comes while one is held is folded into it (``merged``): the
+  most urgent message leads, the titles of the others follow as lines of its body, so the
+  person gets one message with all the news.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final, Literal
+
+from alerts import db as sql
+from alerts.incidents import worse
+from alerts.lifecycle import AlertStore
+from alerts.messages import Message
+from alerts.model import Alert
+
+COALESCE_S: Final = 15.0
+MAX_PER_MINUTE: Final = 2
+REPAGE_AFTER_S: Final = 600.0
+REMIND_GAP_S: Final = 60.0
+How = Literal["sent", "held", "merged", "coalesced", "reminded"]
+
+
+class Coalescer:
+    def __init__(self, store: AlertStore) -> None:
+        self.store = store
+
+    def decide(
+        self,
+        db: sqlite3.Connection,
+        a: Alert,
+        staff_id: str,
+        purpose: str,
+        new: bool,
+        msg: Message,
+        now: float,
+        priority: int,
+    ) -> tuple[How, float | None]:
+        """Inside the transaction that adds the delivery: what to do, and until when to hold."""
+        if a.incident_id is None:
+            where, key = "d.alert_id = ?", a.id
+        else:
+            where, key = "a.incident_id = ?", a.incident_id
+        rows = db.execute(
+            "SELECT d.id, d.alert_id, d.status, d.created_at, d.next_at, d.sent_at, d.purpose,"
+            " d.priority, d.title, d.body"
+            " FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
+            f" WHERE {where} AND d.staff_id = ? AND d.status != 'cancelled'",
+            (key, staff_id),
+        ).fetchall()
+        if not rows:
+            return "sent", None
+        held = [r for r in rows if r["status"] == "pending" and r["next_at"] > now]
+        if held:
+            db.executemany(
+                "UPDATE deliveries SET title = ?, body = ?, priority = ?, updated_at = ?"
+                " WHERE id = ?",
+                [(*_fold(r, msg, priority), now, r["id"]) for r in held],
+            )
+            return "merged", None
+        times = sorted({_at(r) for r in rows})
+        last = times[-1]
+        if purpose == "notify" and a.incident_id is not None:
+            about = {r["alert_id"] for r in rows if r["purpose"] != "update"} - {a.id}
+            if about and now - last < REPAGE_AFTER_S:
+                marks = ",".join("?" * len(about))
+                before = [
+                    sql.to_alert(r)
+                    for r in db.execute(f"SELECT * FROM alerts WHERE id IN ({marks})", list(about))
+                ]
+                if worse(a, before) is None:
+                    return "coalesced", None
+        if not new and purpose in ("escalate", "repeat") and now - last < REMIND_GAP_S:
+            return "reminded", None
+        if now - last < COALESCE_S:
+            return "held", last + COALESCE_S
+        recent = [t for t in times if t > now - 60.0]
+        if len(recent) >= MAX_PER_MINUTE:
+            return "held", recent[-MAX_PER_MINUTE] + 60.0
+        return "sent", None
+
+
+def _fold(held: sqlite3.Row, msg: Message, priority: int) -> tuple[str, str, int]:
+    """One message of the held one and ``msg``: the more urgent leads (ties: the newer)."""
+    if (msg.title, msg.body) == (held["title"], held["body"]) or f"+ {msg.title}" in held["body"]:
+        return held["title"], held["body"], held["priority"]
+    if priority <= held["priority"]:
+        return msg.title, f"{msg.body}\n+ {held['title']}", priority
+    return held["title"], f"{held['body']}\n+ {msg.title}", held["priority"]
+
+
+def _at(r: sqlite3.Row) -> float:
+    """When the message went (or goes) out."""
+    if r["sent_at"] is not None:
+        return float(r["sent_at"])
+    if r["status"] == "pending":
+        return float(max(r["created_at"], r["next_at"]))
+    return float(r["created_at"])
