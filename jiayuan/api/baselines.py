@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from jiayuan.api.deps import ANYONE, ViewDep, allow
+from jiayuan.api.deps import ANYONE, ViewDep, allow, refuse
 from jiayuan.api.devices import METRIC_PATTERN, DeviceId
 from jiayuan.api.times import utc
 from jiayuan.api.view import HEALTH_REFUSED
@@ -44,7 +44,10 @@ class BaselineOut(BaseModel):
     "/{device_id}/baseline",
     response_model=BaselineOut,
     summary="Read a wearer's personal baseline",
-    responses={403: {"description": "The caller is not a caretaker of the device's wearer"}},
+    responses={
+        403: {"description": "The caller is not a caretaker of the device's wearer"},
+        404: {"description": "No such device, or out of the caller's scope"},
+    },
 )
 def get_baseline(
     view: ViewDep,
@@ -59,7 +62,7 @@ def get_baseline(
     if not view.scope.sees_readings(device_id, d["kind"]):
         raise HTTPException(403, HEALTH_REFUSED)
     if min_days > days:
-        raise HTTPException(422, "min_days must not exceed days")
+        refuse(("query", "min_days"), "min_days must not exceed days", min_days)
     tz_name = view.ctx.settings.timezone
     tz, now = ZoneInfo(tz_name), time.time()
     spec = (metric, days, min_days)

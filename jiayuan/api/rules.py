@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from jiayuan.api.deps import CtxDep, allow
+from jiayuan.api.deps import CtxDep, allow, refuse
 from jiayuan.api.times import epoch
 from jiayuan.backtest import run
 from rules.model import RuleFileError, load_rules, parse_duration
@@ -50,26 +51,38 @@ class BacktestOut(BaseModel):
     rules: list[RuleCounts]
 
 
-@router.post("/backtest", response_model=BacktestOut, summary="Backtest a rule file")
+@router.post(
+    "/backtest",
+    response_model=BacktestOut,
+    summary="Backtest a rule file",
+    responses={
+        409: {"description": "Another backtest is running"},
+        503: {"description": "The service has no journal yet"},
+    },
+)
 def post_backtest(ctx: CtxDep, body: BacktestIn) -> BacktestOut:
     since, until = epoch(body.since), epoch(body.until)
     assert since is not None and until is not None
     if body.since.tzinfo is None or body.until.tzinfo is None:
-        raise HTTPException(422, "since and until must carry an offset (RFC 3339)")
+        refuse(("body", "since"), "since and until must carry an offset (RFC 3339)")
     if not 0 < until - since <= 31 * 86_400:
-        raise HTTPException(422, "until must be after since, by at most 31 days")
+        refuse(("body", "until"), "until must be after since, by at most 31 days")
     try:
         warmup = parse_duration(body.warmup)
     except ValueError as e:
-        raise HTTPException(422, str(e)) from None
+        refuse(("body", "warmup"), str(e), body.warmup)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tried.yaml"
         path.write_text(body.rules, encoding="utf-8")
         try:
             rules = load_rules([path])
         except RuleFileError as e:
-            errors = [line.replace(str(path), "rules") for line in e.errors]
-            raise HTTPException(422, errors) from None
+            raise RequestValidationError(
+                [
+                    {"type": "value_error", "loc": ("body", "rules"), "msg": line, "input": None}
+                    for line in (x.replace(str(path), "rules") for x in e.errors)
+                ]
+            ) from None
     if not _busy.acquire(blocking=False):
         raise HTTPException(409, "a backtest is already running; try again when it is done")
     try:
