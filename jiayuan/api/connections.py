@@ -201,13 +201,18 @@ class CountInvalidRequests(logging.Filter):
 
 def quiet_accept_errors(loop: asyncio.AbstractEventLoop, shed: Throttled) -> None:
     """asyncio logs a traceback for every ``accept`` that fails for want of file descriptors
-    (and retries a second later); count them in ``shed`` instead. Other errors go on to the
-    loop's handler as before."""
+    (and retries a second later); count them in ``shed`` instead. A retry that comes due after
+    the server closed its socket at shutdown fails with "Invalid file descriptor: -1": nothing is
+    wrong then, it is dropped. Other errors go on to the loop's handler as before."""
     previous = loop.get_exception_handler()
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
             shed.add("accept failed: out of file descriptors")
+            return
+        exc, handle = context.get("exception"), str(context.get("handle", ""))
+        if isinstance(exc, ValueError) and "_start_serving" in handle and "-1" in str(exc):
+            log.debug("accept retry after the server closed: %s", exc)
             return
         if previous is not None:
             previous(loop, context)

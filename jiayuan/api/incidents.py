@@ -14,13 +14,14 @@ from alerts import AlertNotFound, InvalidTransition, Status
 from alerts.incidents import Incident
 from alerts.messages import title
 from jiayuan.api.alerts import AlertOut, alert_out
+from jiayuan.api.bounds import I64_MAX
 from jiayuan.api.deps import ANYONE, ID_PATTERN, IpDep, Limit, Offset, ViewDep, allow
 from jiayuan.api.times import utc
 from rules.matches import Severity
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[allow(*ANYONE)])
 
-IncidentId = Annotated[int, Path(ge=1, description="The incident's id.")]
+IncidentId = Annotated[int, Path(ge=1, le=I64_MAX, description="The incident's id.")]
 
 
 class IncidentOut(BaseModel):

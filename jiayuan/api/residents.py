@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jiayuan.api.alerts import AlertOut, alert_out
 from jiayuan.api.bounds import I64_MAX, Instant, plain_number
 from jiayuan.api.deps import ID_PATTERN, IpDep, Limit, Offset, ViewDep, allow
+from jiayuan.api.openapi import ERROR
 from jiayuan.api.times import utc
 from jiayuan.api.view import View
 from registry import Registry, Resident
@@ -129,7 +130,17 @@ def natural(text: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
-@router.get("", response_model=ResidentPage, summary="List residents (a caretaker's)")
+@router.get(
+    "",
+    response_model=ResidentPage,
+    summary="List residents (a caretaker's)",
+    responses={
+        404: {
+            "description": "`caretaker` names nobody who looks after residents",
+            "content": {"application/json": {"schema": ERROR}},
+        }
+    },
+)
 def list_residents(
     view: ViewDep,
     caretaker: Annotated[
@@ -198,7 +209,7 @@ def _known_caretaker(view: View, staff_id: str) -> None:
         staff_id in r.caretakers for r in view.ctx.registry.residents.values()
     ):
         raise HTTPException(
-            422, f"'{staff_id}' is a {s.role}, not a caretaker: residents have caretakers only"
+            404, f"'{staff_id}' is a {s.role}, not a caretaker: residents have caretakers only"
         )
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import csv
 import io
 import time
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from alerts.review import Durations, KindRow, Review, weekly
 from jiayuan.api.deps import ID_PATTERN, CtxDep, allow
@@ -23,12 +23,28 @@ from jiayuan.context import AppContext
 
 router = APIRouter(tags=["review"], dependencies=[allow("admin", "manager")])
 
+
+def _real_week(week: str | None) -> str | None:
+    """A week that exists: W53 only in years that have one, years 1970 to 9998."""
+    if week is None:
+        return None
+    year, _, num = week.partition("-W")
+    if not 1970 <= int(year) <= 9998:
+        raise ValueError(f"week {week}: the year must be between 1970 and 9998")
+    try:
+        date.fromisocalendar(int(year), int(num), 1)
+    except ValueError:
+        raise ValueError(f"week {week} does not exist (year {year} has no week {num})") from None
+    return week
+
+
 Week = Annotated[
     str | None,
     Query(
         pattern=r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$",
         description="ISO week, e.g. `2026-W48` (local time); default: the last full week.",
     ),
+    AfterValidator(_real_week),
 ]
 Building = Annotated[str | None, Query(pattern=ID_PATTERN)]
 LOW_BATTERY = 20.0

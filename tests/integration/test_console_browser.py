@@ -676,17 +676,10 @@ def test_a_manager_chooses_a_caretaker_from_a_list_and_opens_the_weekly_review(
     page.goto(service.url + "/#/review")
     expect(page.locator(".review h2")).to_have_text("每周回顾", timeout=WAIT_MS)
     expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
-    # with the review API: figures and a CSV link; without it: a message saying so
-    absent = page.locator("[data-field=review-absent]")
-    if absent.count():
-        expect(absent).to_contain_text("周报接口尚未启用")
-        refused = [p for p in problems.items if "404" in p]
-        assert problems.items == refused and len(refused) == 1
-    else:
-        expect(page.locator("[data-field=review-kinds]")).to_contain_text("全部告警")
-        href = page.locator("[data-ctl=csv]").get_attribute("href") or ""
-        assert href.startswith("/api/review.csv?week=")
-        assert context.request.get(service.url + href).ok
-        assert problems.items == []
+    expect(page.locator("[data-field=review-kinds]")).to_contain_text("全部告警")
+    href = page.locator("[data-ctl=csv]").get_attribute("href") or ""
+    assert href.startswith("/api/review.csv?week=")
+    assert context.request.get(service.url + href).ok
+    assert problems.items == []
     page.screenshot(path=SHOTS / "desk-manager-review.png", full_page=True)
     context.close()

@@ -288,3 +288,17 @@ def test_a_silence_to_the_end_of_time_ends_at_the_calendars_end(
 def test_a_400_digit_duration_is_refused_by_name(client: TestClient) -> None:
     body = {"device_id": "smk-101", "reason": "x", "duration": "9" * 400 + "h"}
     refused(client.post("/api/silences", json=body), 422, "duration")
+
+
+def test_a_week_that_does_not_exist_is_refused_by_name() -> None:
+    """Found by the fuzzing: year 0 and a week 53 of a year without one gave 500s."""
+    from jiayuan.api.review import _real_week
+
+    assert _real_week("2026-W48") == "2026-W48" and _real_week("2026-W53") == "2026-W53"
+    for bad in ("0000-W01", "2025-W53", "9999-W52"):
+        try:
+            _real_week(bad)
+        except ValueError as e:
+            assert bad in str(e)
+        else:
+            raise AssertionError(f"{bad} accepted")

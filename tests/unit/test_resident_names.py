@@ -136,7 +136,7 @@ def test_an_admin_chooses_a_caretaker_from_a_list_and_a_wrong_id_is_refused(
     unknown = client.get("/api/residents", params={"caretaker": "cg-9"}, headers=ADMIN)
     assert unknown.status_code == 404 and "cg-9" in unknown.json()["detail"]
     guard = client.get("/api/residents", params={"caretaker": "guard"}, headers=ADMIN)
-    assert guard.status_code == 422 and "not a caretaker" in guard.json()["detail"]
+    assert guard.status_code == 404 and "not a caretaker" in guard.json()["detail"]
 
 
 def test_display_names_load_from_yaml_and_from_a_spreadsheets_name_column(
