@@ -20,8 +20,9 @@ from rules.matches import SEVERITY_ORDER, Transition
 SCHEMA_VERSION = 3
 """1: alerts, history, device presence. 2 (additive): escalation timers, deliveries and their
 attempts, silences — the stages after the lifecycle (:mod:`alerts.dispatch`). 3 (additive):
-incidents (:mod:`alerts.incidents`), ``alerts.incident_id``, ``alerts.false_alarm`` and
-``alert_history.data`` (the structured part of a paging entry), added by :func:`migrate`."""
+incidents (:mod:`alerts.incidents`), ``alerts.incident_id``, ``alerts.false_alarm``,
+``alert_history.data`` (the structured part of a paging entry) and ``alerts.page_at`` (when a
+rule's verification window lets paging start), added by :func:`migrate`."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -175,6 +176,7 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("alerts", "incident_id", "INTEGER"),
     ("alerts", "false_alarm", "INTEGER NOT NULL DEFAULT 0"),
     ("alert_history", "data", "TEXT"),
+    ("alerts", "page_at", "REAL"),
 )
 """Columns of schema 3 added to the tables of schema 1 (ALTER TABLE: older files keep their
 rows)."""
@@ -291,6 +293,7 @@ def to_alert(row: sqlite3.Row, history: Sequence[HistoryEntry] = ()) -> Alert:
         history=tuple(history),
         incident_id=_column(row, "incident_id"),
         false_alarm=bool(_column(row, "false_alarm")),
+        page_at=_column(row, "page_at"),
     )
 
 
@@ -411,8 +414,8 @@ def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
     cur = db.execute(
         "INSERT INTO alerts (fingerprint, rule_id, device_id, kind, severity, severity_rank,"
         " signal, signal_rank, route, summary, status, building, labels, started_at,"
-        " last_match_at, raised_at, updated_at, late, offline, offline_since, value)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,'firing',?,?,?,?,?,?,?,?,?,?)",
+        " last_match_at, raised_at, updated_at, late, offline, offline_since, value, page_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,'firing',?,?,?,?,?,?,?,?,?,?,?)",
         (
             t.fingerprint,
             t.rule_id,
@@ -434,6 +437,7 @@ def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
             int(offline),
             presence["since"] if offline else None,
             t.value,
+            t.page_at,
         ),
     )
     assert cur.lastrowid is not None

@@ -357,7 +357,8 @@ class Dispatcher:
             self.timers.start(a.id, "", "grouping", now, now + self.config.group_wait_s)
             return
         chain = self.chains.select(a)
-        if self.timers.start(a.id, chain.id, "chain", now, now):
+        due = max(now, a.page_at or now)  # a verification window holds the chain back
+        if self.timers.start(a.id, chain.id, "chain", due, due) and due <= now:
             timer = self.timers.get(a.id)
             if timer is not None:
                 self._run(timer, now)

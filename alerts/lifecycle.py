@@ -145,6 +145,9 @@ class AlertStore:
         if t.action == "fire" and row is None:
             alert_id = sql.insert(db, t, now)
             note = "raised from late readings" if t.late else ""
+            if t.page_at is not None and t.page_at > now:
+                wait = f"paging waits {t.page_at - now:.0f} s for the rule's verification window"
+                note = f"{note}; {wait}" if note else wait
             return sql.record(db, alert_id, now, "raised", RULE, note), [(None, "firing")]
         if t.action == "fire":
             note = sql.rematch(db, row, t, now)
@@ -156,12 +159,16 @@ class AlertStore:
             log.info("alert %d: clear older than its latest match ignored", row["id"])
             return None
         alert_id = row["id"]
+        if t.page_at is not None and row["page_at"] != t.page_at:  # a cancel, not of this alert
+            note = "a later match was cancelled on the device; the alert stays open (paged before)"
+            return sql.record(db, alert_id, now, "note", RULE, note), []
         db.execute(
             "UPDATE alerts SET status = 'resolved', resolved_at = ?1,"
             " resolved_by = ?2, ended_at = ?3, updated_at = ?1 WHERE id = ?4",
             (now, RULE, t.at, alert_id),
         )
-        entry = sql.record(db, alert_id, now, "auto_resolved", RULE, "rule cleared")
+        note = t.reason or "rule cleared"
+        entry = sql.record(db, alert_id, now, "auto_resolved", RULE, note)
         return entry, [(row["status"], "resolved")]
 
     def acknowledge(self, alert_id: int, by: str, note: str = "") -> AlertChange | None:

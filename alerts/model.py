@@ -108,6 +108,8 @@ class Alert:
     """The incident it belongs to (:mod:`alerts.incidents`), once the dispatcher placed it."""
     false_alarm: bool = False
     """Resolved by a person as a false alarm."""
+    page_at: float | None = None
+    """Paging starts no earlier than this (the rule's verification window); None: at once."""
 
     @property
     def is_open(self) -> bool:

@@ -75,7 +75,7 @@ class WearableTelemetry(_Payload):
 
 
 class WearableEvent(_Payload):
-    event: Literal["fall", "sos", "removed", "worn", "low_battery"]
+    event: Literal["fall", "fall_cancelled", "sos", "removed", "worn", "low_battery"]
 
 
 class SmokeTelemetry(_Payload):

@@ -1,5 +1,5 @@
-"""The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``registry check``,
-``broker credentials``, ``broker tls``, ``duty check``."""
+"""The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``rules backtest``,
+``registry check``, ``broker credentials``, ``broker tls``, ``duty check``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,39 @@ def _rules_check(args: argparse.Namespace) -> int:
     from rules.check import main as check_main
 
     return check_main([str(p) for p in args.files])
+
+
+def _rules_backtest(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
+    from pydantic import ValidationError
+
+    from jiayuan.backtest import parse_when, run
+    from jiayuan.settings import Settings
+    from rules.model import RuleFileError, load_rules, parse_duration
+
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        print(f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}", file=sys.stderr)
+        return 2
+    if args.data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": args.data_dir})
+    tz = ZoneInfo(settings.timezone)
+    try:
+        rules = load_rules(args.files)
+        since, until = parse_when(args.since, tz), parse_when(args.until, tz)
+        report = run(
+            settings, rules, since, until, warmup_s=parse_duration(args.warmup), jobs=args.jobs
+        )
+    except RuleFileError as e:
+        print(e, file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as e:
+        print(f"jiayuan rules backtest: {e}", file=sys.stderr)
+        return 2
+    print(report.text())
+    return 0
 
 
 def _registry_check(args: argparse.Namespace) -> int:
@@ -182,6 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = rsub.add_parser("check", help="validate rule files and report every error")
     check.add_argument("files", nargs="+", type=Path)
     check.set_defaults(func=_rules_check)
+    bt = rsub.add_parser(
+        "backtest",
+        help="replay the journal through rule files: what would have fired, per rule and day,"
+        " beside the rules in force",
+    )
+    bt.add_argument("files", nargs="+", type=Path)
+    bt.add_argument("--since", required=True, help="YYYY-MM-DD (local) or an ISO 8601 time")
+    bt.add_argument("--until", required=True, help="YYYY-MM-DD (local, exclusive) or a time")
+    bt.add_argument(
+        "--data-dir", type=Path, help="the service's data directory (default $JIAYUAN_DATA_DIR)"
+    )
+    bt.add_argument("--warmup", default="6h", help="replayed before --since, not counted")
+    bt.add_argument(
+        "--jobs", type=int, help="processes (devices split by unit; default: the cores, ≤ 8)"
+    )
+    bt.set_defaults(func=_rules_backtest)
 
     broker = sub.add_parser("broker", help="the broker's accounts, ACL and TLS files")
     bsub = broker.add_subparsers(dest="broker_command", required=True)

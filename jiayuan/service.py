@@ -6,6 +6,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -27,6 +28,7 @@ from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Registry
 from registry.loader import load_registry
+from rules.baselines import compute, specs_of
 from rules.engine import RuleEngine
 from rules.matches import Transition
 from rules.model import builtin_pack, load_rules
@@ -67,14 +69,21 @@ class Service:
         note_registry(self.auth, self.registry)
         self.dispatcher = Dispatcher(self.alerts, self.registry, self.rules, alerting(settings))
         """Route, notify, escalate, silence, group, correlate (alerts/dispatch.py)."""
+        tz, baselines = ZoneInfo(settings.timezone), specs_of(self.rules)
         self.worker = RulesWorker(
             self.journal.path,
             self.alerts,
             lambda: RuleEngine(
-                self.rules, self.registry, max_unregistered=settings.max_unregistered_devices
+                self.rules,
+                self.registry,
+                max_unregistered=settings.max_unregistered_devices,
+                tz=tz,
             ),
             community=settings.community,
             gate=self.dispatcher.gate,
+            baselines=(lambda now: compute(self.journal.path, baselines, tz, now))
+            if baselines
+            else None,
         )
         """Rules as a follower of the journal: evaluation, rule state and cursor committed with
         the alert changes (rules/worker.py)."""

@@ -1,304 +1,51 @@
 """The rule engine: stateful evaluation of readings in event time, state per (rule, device).
 
 Rules are indexed by device kind and stream (and event name), so a reading costs only the rules
-that apply to it. A failing rule is logged, counted in ``errors`` and never stops the others."""
+that apply to it. A failing rule is logged, counted in ``errors`` and never stops the others.
+The rule types themselves (their state and how readings move it) are in :mod:`rules.compiled`."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from datetime import UTC, tzinfo
+from typing import Any, Final
 
 from ingest.payloads import Reading
 from ingest.topics import STREAMS
 from registry.models import Registry
+from rules.baselines import Baselines
+from rules.combos import ComboState
+from rules.compiled import (
+    LATE_S,
+    NEVER,
+    Absence,
+    Area,
+    BaselineLevel,
+    Clock,
+    Combo,
+    Compiled,
+    Count,
+    Dev,
+    Event,
+    Level,
+    OpenState,
+    Threshold,
+    Zone,
+)
 from rules.matches import Transition
 from rules.metrics import RULE_ERRORS
-from rules.model import AbsenceRule, CountRule, EventRule, Rule, ThresholdRule, ZoneRule
+from rules.model import ComboRule, CountRule, EventRule, Rule, ThresholdRule, ZoneRule
 
 __all__ = ["LATE_S", "RuleEngine"]
 
 log = logging.getLogger(__name__)
 
-LATE_S: Final = 60.0
-"""A transition caused by a reading that arrived more than this after its ``ts`` is late."""
 UNREGISTERED_IDLE_S: Final = 86_400.0
 """A device not in the registry and not heard for this long is forgotten."""
-_EARTH_M: Final = 6_371_008.8
-_NEVER: Final = -math.inf
-Clock = Callable[[], float]
-Action = Literal["fire", "clear"]
-Area = tuple[float, float, float, float]
-"""(lat, lon, radius_m, cos(lat)) of a resident's allowed area."""
-
-
-@dataclass(slots=True)
-class _LevelState:
-    trig: float
-    clr: float
-    last_ts: float = _NEVER
-    start: float | None = None
-    firing: bool = False
-
-
-@dataclass(slots=True)
-class _OpenState:
-    firing: bool = False
-    since: float = _NEVER
-    cleared: float = _NEVER
-
-
-@dataclass(slots=True)
-class _CountState:
-    times: deque[float]
-    firing: bool = False
-
-
-@dataclass(slots=True)
-class _Dev:
-    """Per device: labels for transitions, the wearer's area, and per-rule state by slot."""
-
-    device_id: str
-    labels: dict[str, str]
-    area: Area | None
-    unregistered: bool = False
-    levels: dict[int, _LevelState] = field(default_factory=dict)
-    events: dict[int, _OpenState] = field(default_factory=dict)
-
-
-class _Compiled:
-    """A rule made ready for evaluation; ``slot`` indexes its state in :class:`_Dev`."""
-
-    def __init__(self, rule: Rule, slot: int) -> None:
-        self.rule = rule
-        self.id = rule.id
-        self.slot = slot
-
-    def make(
-        self, action: Action, dev: _Dev, at: float, late: bool = False, value: float | None = None
-    ) -> Transition:
-        r = self.rule
-        log.debug("rule %s %s for device %s", r.id, action, dev.device_id)
-        return Transition(
-            action, r.id, dev.device_id, r.kind, r.severity, r.signal, r.route, at, r.summary,
-            late, value, dict(dev.labels),
-        )  # fmt: skip
-
-    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
-        return False
-
-
-class _Level(_Compiled):
-    """A measured value past a trigger level for ``for``, cleared past a clear level."""
-
-    sign = 1.0  # -1 for a ``below`` rule: values and levels negated, the test is always ``>``
-    metric = ""  # the telemetry field read directly; empty when measure() computes the value
-
-    def __init__(self, rule: ThresholdRule | ZoneRule, slot: int) -> None:
-        super().__init__(rule, slot)
-        self.for_ = rule.for_
-        self.gap = rule.gap
-
-    def measure(self, dev: _Dev, values: dict[str, float | bool]) -> float | None:
-        raise NotImplementedError
-
-    def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
-        """(trigger, clear), signed; None when the rule does not apply to the device."""
-        raise NotImplementedError
-
-    def state(self, registry: Registry, dev: _Dev) -> _LevelState | None:
-        st = dev.levels.get(self.slot)
-        if st is None and (lv := self.levels(registry, dev)) is not None:
-            st = dev.levels[self.slot] = _LevelState(*lv)
-        return st
-
-    def on_value(
-        self, eng: RuleEngine, dev: _Dev, r: Reading, v: float, out: list[Transition]
-    ) -> None:
-        st = dev.levels.get(self.slot) or self.state(eng.registry, dev)
-        if st is None:
-            return
-        ts, last = r.ts, st.last_ts
-        if ts < last:  # out of order: never moves the episode backwards
-            eng.out_of_order += 1
-            return
-        st.last_ts = ts
-        x = v * self.sign
-        if st.firing:
-            if x < st.clr:
-                st.firing = False
-                st.start = None
-                out.append(self.make("clear", dev, ts, r.lag > LATE_S, v))
-        elif x > st.trig:
-            if st.start is None or ts - last > self.gap:  # unobserved gap: the episode restarts
-                st.start = ts
-            if ts - st.start >= self.for_:
-                st.firing = True
-                out.append(self.make("fire", dev, st.start, r.lag > LATE_S, v))
-        else:
-            st.start = None
-
-    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
-        st = self.state(engine.registry, dev)
-        if st is not None:
-            st.firing, st.start = True, since
-        return st is not None
-
-
-class _Threshold(_Level):
-    def __init__(self, rule: ThresholdRule, slot: int) -> None:
-        super().__init__(rule, slot)
-        self.metric = rule.metric
-        self.sign = 1.0 if rule.above is not None else -1.0
-        self.trig = rule.above if rule.above is not None else rule.below or 0.0
-        self.clr = rule.clear
-        self.override = rule.override
-
-    def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
-        trig = self.trig
-        if self.override is not None:
-            trig = registry.threshold(dev.device_id, self.override, trig)
-        return trig * self.sign, (self.clr + trig - self.trig) * self.sign
-
-
-class _Zone(_Level):
-    def __init__(self, rule: ZoneRule, slot: int) -> None:
-        super().__init__(rule, slot)
-        self.margin = rule.margin_m
-
-    def measure(self, dev: _Dev, values: dict[str, float | bool]) -> float | None:
-        area, lat, lon = dev.area, values.get("lat"), values.get("lon")
-        if area is None or lat is None or lon is None:
-            return None
-        dy = math.radians(lat - area[0])
-        dx = math.radians(lon - area[1]) * area[3]
-        return _EARTH_M * math.hypot(dx, dy)  # equirectangular: metres-accurate at this scale
-
-    def levels(self, registry: Registry, dev: _Dev) -> tuple[float, float] | None:
-        if dev.area is None:
-            return None
-        radius = dev.area[2]
-        return radius, max(radius - self.margin, radius / 2)
-
-
-class _Event(_Compiled):
-    """Fires on each event; with clear events, once per episode."""
-
-    def __init__(self, rule: EventRule, slot: int) -> None:
-        super().__init__(rule, slot)
-        self.stateful = bool(rule.clear_events)
-
-    def on_event(
-        self, eng: RuleEngine, dev: _Dev, r: Reading, fires: bool, out: list[Transition]
-    ) -> None:
-        ts, late = r.ts, r.lag > LATE_S
-        if not self.stateful:
-            out.append(self.make("fire", dev, ts, late))
-            return
-        st = dev.events.get(self.slot) or dev.events.setdefault(self.slot, _OpenState())
-        if fires:
-            if st.firing:
-                return
-            out.append(self.make("fire", dev, ts, late))
-            if ts < st.cleared:  # an old episode whose clear we already saw: report, then close
-                out.append(self.make("clear", dev, st.cleared, late))
-            else:
-                st.firing, st.since = True, ts
-        else:
-            st.cleared = max(st.cleared, ts)
-            if st.firing and ts >= st.since:
-                st.firing = False
-                out.append(self.make("clear", dev, ts, late))
-
-    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
-        if self.stateful:
-            st = dev.events.setdefault(self.slot, _OpenState())
-            st.firing, st.since = True, since
-        return self.stateful
-
-
-class _Count(_Compiled):
-    """N events from one device within a window of event time."""
-
-    def __init__(self, rule: CountRule, slot: int) -> None:
-        super().__init__(rule, slot)
-        self.n = rule.threshold
-        self.window = rule.window
-        self.seen: dict[str, _CountState] = {}
-        self.new: Callable[[], _CountState] = lambda: _CountState(deque(maxlen=rule.threshold))
-
-    def on_event(
-        self, eng: RuleEngine, dev: _Dev, r: Reading, fires: bool, out: list[Transition]
-    ) -> None:
-        ts, late, device_id = r.ts, r.lag > LATE_S, r.device_id
-        st = self.seen.get(device_id) or self.seen.setdefault(device_id, self.new())
-        dq = st.times
-        if dq and ts < dq[-1]:
-            eng.out_of_order += 1
-            return
-        if st.firing and (len(dq) < self.n or ts - dq[0] > self.window):
-            st.firing = False
-            at = dq[0] + self.window if len(dq) == self.n else ts
-            out.append(self.make("clear", dev, at, late))
-        dq.append(ts)
-        if not st.firing and len(dq) == self.n and ts - dq[0] <= self.window:
-            st.firing = True
-            out.append(self.make("fire", dev, ts, late, float(self.n)))
-
-    def expire(self, eng: RuleEngine, now: float, out: list[Transition]) -> None:
-        for device_id, st in list(self.seen.items()):
-            dq = st.times
-            if st.firing:
-                if len(dq) < self.n or now - dq[0] > self.window:
-                    st.firing = False
-                    eng._dirty.add(device_id)
-                    at = dq[0] + self.window if len(dq) == self.n else now
-                    out.append(self.make("clear", eng._dev(device_id), at))
-            elif not dq or now - dq[-1] > self.window:
-                del self.seen[device_id]
-                eng._dirty.add(device_id)
-
-    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
-        self.seen.setdefault(dev.device_id, self.new()).firing = True
-        return True
-
-
-class _Absence(_Compiled):
-    """Devices in order of last heard (the reading's receive time, so that evaluating the
-    journal again gives the same answer), and those silent."""
-
-    def __init__(self, rule: AbsenceRule, slot: int) -> None:
-        super().__init__(rule, slot)
-        self.for_ = rule.for_
-        self.waiting: OrderedDict[str, float] = OrderedDict()
-        self.silent: dict[str, float] = {}
-
-    def heard(self, dev: _Dev, now: float, out: list[Transition]) -> None:
-        if self.silent.pop(dev.device_id, None) is not None:
-            out.append(self.make("clear", dev, now))
-        else:
-            self.waiting.pop(dev.device_id, None)
-        self.waiting[dev.device_id] = now
-
-    def expire(self, eng: RuleEngine, now: float, out: list[Transition]) -> None:
-        waiting, deadline = self.waiting, now - self.for_
-        while waiting:
-            device_id, last = next(iter(waiting.items()))
-            if last > deadline:
-                break
-            del waiting[device_id]
-            self.silent[device_id] = last
-            eng._dirty.add(device_id)
-            out.append(self.make("fire", eng._dev(device_id), last + self.for_))
-
-    def restore(self, engine: RuleEngine, dev: _Dev, since: float) -> bool:
-        self.waiting.pop(dev.device_id, None)
-        self.silent[dev.device_id] = since
-        return True
 
 
 class RuleEngine:
@@ -313,9 +60,15 @@ class RuleEngine:
         clock: Clock = time.time,
         *,
         max_unregistered: int = 10_000,
+        tz: tzinfo = UTC,
+        baselines: Baselines | None = None,
     ) -> None:
         self.registry = registry
         self.clock = clock
+        self.tz = tz
+        """The community's time zone: rules' ``active`` windows are local days and hours."""
+        self.baselines = baselines
+        """Personal baselines (:mod:`rules.baselines`); swap with :meth:`set_baselines`."""
         self.max_unregistered = max_unregistered
         self._unregistered: OrderedDict[str, float] = OrderedDict()
         self._dirty: set[str] = set()
@@ -323,38 +76,58 @@ class RuleEngine:
         self.errors: Counter[str] = Counter()  # exceptions per rule id
         self.out_of_order = 0  # (rule, reading) pairs ignored as older than one already seen
         self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
-        self._devs: dict[str, _Dev] = {}
-        self._telemetry: dict[str, list[_Level]] = {}
-        self._events: dict[tuple[str, str], list[tuple[_Event | _Count, bool]]] = {}
-        self._heard: dict[tuple[str, str], list[_Absence]] = {}
-        self._absences: list[_Absence] = []
-        self._counts: list[_Count] = []
+        self._devs: dict[str, Dev] = {}
+        self._telemetry: dict[str, list[Level]] = {}
+        self._events: dict[tuple[str, str], list[tuple[Event | Count, bool]]] = {}
+        self._heard: dict[tuple[str, str], list[Absence]] = {}
+        self._absences: list[Absence] = []
+        self._counts: list[Count] = []
+        self._combos: dict[tuple[str, str], list[Combo]] = {}
+        self._units: dict[str, list[tuple[str, str]]] | None = None
         self._zones = False
         self._compiled = [self._compile(rule, slot) for slot, rule in enumerate(self.rules)]
+        self._unit_scope = any(isinstance(c, Combo) and c.unit for c in self._compiled)
         self._by_id = {c.id: c for c in self._compiled}
         if len(self._by_id) != len(self._compiled):
             raise ValueError("duplicate rule ids")
         self._seed(clock())
 
-    def _compile(self, rule: Rule, slot: int) -> _Compiled:
-        kind = rule.kind
+    def _compile(self, rule: Rule, slot: int) -> Compiled:
+        kind, tz = rule.kind, self.tz
         if isinstance(rule, ThresholdRule | ZoneRule):
-            lv = _Threshold(rule, slot) if isinstance(rule, ThresholdRule) else _Zone(rule, slot)
+            lv: Level
+            if isinstance(rule, ZoneRule):
+                lv = Zone(rule, slot, tz)
+            else:
+                lv = (
+                    Threshold(rule, slot, tz)
+                    if rule.baseline is None
+                    else BaselineLevel(rule, slot, tz)
+                )
             self._zones |= isinstance(rule, ZoneRule)
             self._telemetry.setdefault(kind, []).append(lv)
             return lv
         if isinstance(rule, EventRule):
-            ev = _Event(rule, slot)
-            for fires, names in ((True, rule.events), (False, rule.clear_events)):
+            ev = Event(rule, slot, tz)
+            cancels = rule.verify.cancel_events if rule.verify else ()
+            for fires, names in ((True, rule.events), (False, (*rule.clear_events, *cancels))):
                 for name in names:
                     self._events.setdefault((kind, name), []).append((ev, fires))
             return ev
         if isinstance(rule, CountRule):
-            cnt = _Count(rule, slot)
+            cnt = Count(rule, slot, tz)
             self._events.setdefault((kind, rule.event), []).append((cnt, True))
             self._counts.append(cnt)
             return cnt
-        ab = _Absence(rule, slot)
+        if isinstance(rule, ComboRule):
+            combo = Combo(rule, slot, tz)
+            conds = combo.conditions
+            streams = {(k, "telemetry") for k in conds.telemetry if conds.telemetry[k]}
+            streams |= {(k, "event") for k, _ in conds.events}
+            for key in streams:
+                self._combos.setdefault(key, []).append(combo)
+            return combo
+        ab = Absence(rule, slot, tz)
         for stream in rule.streams or STREAMS:
             self._heard.setdefault((kind, stream), []).append(ab)
         self._absences.append(ab)
@@ -363,9 +136,26 @@ class RuleEngine:
     def _seed(self, now: float) -> None:
         """Registered devices are expected to be heard: their silence counts from ``now``."""
         for ab in self._absences:
+            placed = ab.in_building
             for d in self.registry.devices.values():
+                if placed is not None and (d.building is not None) != placed:
+                    continue
                 if d.kind == ab.rule.kind and d.device_id not in ab.silent:
                     ab.waiting.setdefault(d.device_id, now)
+
+    def unit_members(self, unit: str) -> list[tuple[str, str]]:
+        """(device id, kind) of the registered devices of ``unit``, in id order."""
+        if self._units is None:
+            units: dict[str, list[tuple[str, str]]] = {}
+            for d in sorted(self.registry.devices.values(), key=lambda d: d.device_id):
+                if d.unit:
+                    units.setdefault(d.unit, []).append((d.device_id, d.kind))
+            self._units = units
+        return self._units.get(unit, [])
+
+    def set_baselines(self, baselines: Baselines | None) -> None:
+        """Use newly computed baselines (from the thread that evaluates)."""
+        self.baselines = baselines
 
     def _labels(self, device_id: str, community: str) -> dict[str, str]:
         d = self.registry.device(device_id)
@@ -383,13 +173,13 @@ class RuleEngine:
         lat, lon, radius = resident.allowed_area
         return lat, lon, radius, math.cos(math.radians(lat))
 
-    def _dev(self, device_id: str, community: str | None = None) -> _Dev:
+    def _dev(self, device_id: str, community: str | None = None) -> Dev:
         """The state of one device, created on first use."""
         dev = self._devs.get(device_id)
         if dev is None:
             labels = self._labels(device_id, community or self.registry.community)
             unregistered = self.registry.device(device_id) is None
-            dev = _Dev(device_id, labels, self._area(device_id), unregistered)
+            dev = Dev(device_id, labels, self._area(device_id), unregistered)
             self._devs[device_id] = dev
         return dev
 
@@ -411,7 +201,7 @@ class RuleEngine:
                 break
             self.forget(device_id)
 
-    def _failed(self, c: _Compiled, device_id: str, exc: Exception) -> None:
+    def _failed(self, c: Compiled, device_id: str, exc: Exception) -> None:
         self.errors[c.id] += 1
         RULE_ERRORS.labels(c.id).inc()
         log.error("rule %s failed for device %s: %s", c.id, device_id, type(exc).__name__)
@@ -448,13 +238,19 @@ class RuleEngine:
                     ev.on_event(self, dev, reading, fires, out)
                 except Exception as e:
                     self._failed(ev, device_id, e)
+        if self._combos:
+            for combo in self._combos.get((kind, stream), ()):
+                try:
+                    combo.on_reading(self, dev, reading, out)
+                except Exception as e:
+                    self._failed(combo, device_id, e)
         return out
 
     def tick(self, now: float | None = None) -> list[Transition]:
         """Fire absences and clear expired count windows as of ``now`` (default: the clock)."""
         now = self.clock() if now is None else now
         out: list[Transition] = []
-        expiring: list[_Absence | _Count] = [*self._absences, *self._counts]
+        expiring: list[Absence | Count] = [*self._absences, *self._counts]
         for c in expiring:
             try:
                 c.expire(self, now, out)
@@ -472,12 +268,13 @@ class RuleEngine:
     def set_registry(self, registry: Registry) -> None:
         """Use a reloaded registry: labels, overrides and areas are looked up again."""
         self.registry = registry
+        self._units = None
         for device_id, dev in self._devs.items():
             dev.labels = self._labels(device_id, dev.labels["community"])
             dev.area = self._area(device_id)
             for slot, st in list(dev.levels.items()):
                 c = self._compiled[slot]
-                lv = c.levels(registry, dev) if isinstance(c, _Level) else None
+                lv = c.levels(registry, dev) if isinstance(c, Level) else None
                 if lv is None:
                     del dev.levels[slot]
                 else:
@@ -497,7 +294,7 @@ class RuleEngine:
 
     def state_size(self) -> int:
         """Number of (rule, device) states held."""
-        n = sum(len(d.levels) + len(d.events) for d in self._devs.values())
+        n = sum(len(d.levels) + len(d.events) + len(d.combos) for d in self._devs.values())
         n += sum(len(ab.waiting) + len(ab.silent) for ab in self._absences)
         return n + sum(len(c.seen) for c in self._counts)
 
@@ -518,17 +315,20 @@ class RuleEngine:
             levels = {
                 rules[slot].id: [_out(st.last_ts), st.start, st.firing]
                 for slot, st in dev.levels.items()
-                if st.firing or st.start is not None or st.last_ts != _NEVER
+                if st.firing or st.start is not None or st.last_ts != NEVER
             }
             events = {
-                rules[slot].id: [st.firing, _out(st.since), _out(st.cleared)]
+                rules[slot].id: [st.firing, _out(st.since), _out(st.cleared), st.pending]
                 for slot, st in dev.events.items()
-                if st.firing or st.cleared != _NEVER
+                if st.firing or st.cleared != NEVER or st.pending is not None
             }
+            combos = {rules[slot].id: st.export() for slot, st in dev.combos.items()}
             if levels:
                 out["l"] = levels
             if events:
                 out["e"] = events
+            if combos:
+                out["m"] = combos
         counts = {
             c.id: [list(st.times), st.firing]
             for c in self._counts
@@ -560,12 +360,24 @@ class RuleEngine:
             dev = self._dev(device_id)
             for rule_id, (last_ts, start, firing) in data.get("l", {}).items():
                 lv = self._by_id.get(rule_id)
-                if isinstance(lv, _Level) and (st := lv.state(self.registry, dev)) is not None:
+                if isinstance(lv, Level) and (st := lv.state(self.registry, dev)) is not None:
                     st.last_ts, st.start, st.firing = _in(last_ts), start, bool(firing)
-            for rule_id, (firing, since, cleared) in data.get("e", {}).items():
+            for rule_id, (firing, since, cleared, *more) in data.get("e", {}).items():
                 ev = self._by_id.get(rule_id)
-                if isinstance(ev, _Event) and ev.stateful:
-                    dev.events[ev.slot] = _OpenState(bool(firing), _in(since), _in(cleared))
+                if isinstance(ev, Event) and ev.keeps:
+                    pending = more[0] if more and more[0] and ev.verify else None
+                    dev.events[ev.slot] = OpenState(
+                        bool(firing) and ev.stateful,
+                        _in(since),
+                        _in(cleared),
+                        None if pending is None else (float(pending[0]), float(pending[1])),
+                    )
+            for rule_id, saved in data.get("m", {}).items():
+                combo = self._by_id.get(rule_id)
+                if isinstance(combo, Combo):
+                    loaded = ComboState.load(saved, len(combo.conditions.conds))
+                    if loaded is not None:
+                        dev.combos[combo.slot] = loaded
             for rule_id, (times, firing) in data.get("c", {}).items():
                 if (cnt := counts.get(rule_id)) is not None:
                     cs = cnt.new()
@@ -589,8 +401,8 @@ class RuleEngine:
 
 def _out(t: float) -> float | None:
     """-inf (never) as JSON null."""
-    return None if t == _NEVER else t
+    return None if t == NEVER else t
 
 
 def _in(t: float | None) -> float:
-    return _NEVER if t is None else float(t)
+    return NEVER if t is None else float(t)

@@ -35,6 +35,13 @@ class Transition:
     """The measured value that triggered it, when there is one (kept out of logs)."""
     labels: dict[str, str] = field(default_factory=dict)
     """Where: ``community``, ``compound``, ``building``, ``unit``, ``resident_id``."""
+    page_at: float | None = None
+    """Fire: paging may start only at this time (epoch seconds) — the end of a verification
+    or persistence window; None: at once. Clear (a cancel within a verification window):
+    resolves the alert only if this window raised it (an alert raised by an earlier fall,
+    already paged, stays open)."""
+    reason: str = ""
+    """Clear: why, for the alert's history (e.g. cancelled within the verification window)."""
 
     @property
     def fingerprint(self) -> str:

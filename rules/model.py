@@ -2,8 +2,10 @@
 the rule and the field.
 
 A rule file is ``{rules: [...]}``; every rule has a ``type``: ``threshold``, ``event``,
-``absence``, ``count`` or ``zone``. Metric and event names are those of the payload models in
-:mod:`ingest.payloads`, so a rule can never name a field the decoder does not deliver.
+``absence``, ``count``, ``zone``, or ``all`` / ``any`` (a combination of conditions), and may
+be limited to local days and hours (``active``, :mod:`rules.windows`). Metric and event names
+are those of the payload models in :mod:`ingest.payloads`, so a rule can never name a field
+the decoder does not deliver.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from pydantic_core import ErrorDetails
 
 from ingest.payloads import MODELS
 from ingest.topics import KINDS, Kind, Stream
+from rules.forms import CONDITION_TAGS, Baseline, Condition, Verify, problems
 from rules.matches import Route, Severity, Signal
+from rules.windows import ActiveWindow, Where
 
 __all__ = [
     "EVENTS",
     "METRICS",
     "AbsenceRule",
+    "ComboRule",
     "CountRule",
     "EventRule",
     "Rule",
@@ -122,6 +127,10 @@ class _Rule(BaseModel):
     """Short text for staff; never health values."""
     description: str = ""
     enabled: bool = True
+    active: ActiveWindow | None = None
+    """Fires only from readings whose event time is in this local window (clears always)."""
+    where: Where | None = None
+    """Only the devices of the kind placed so (e.g. building doors among gates)."""
 
 
 class ThresholdRule(_Rule):
@@ -129,9 +138,11 @@ class ThresholdRule(_Rule):
 
     type: Literal["threshold"]
     metric: str
+    baseline: Baseline | None = None
+    """The device's own median at this hour ± an offset, instead of ``above``/``below``."""
     above: float | None = None
     below: float | None = Field(default=None, validate_default=True)
-    clear: float
+    clear: float | None = Field(default=None, validate_default=True)
     for_: Duration = Field(default=0.0, alias="for", ge=0)
     override: str | None = Field(default=None, pattern=_NAME)
     """A resident threshold name (e.g. ``heart_rate_high``) that replaces the trigger level."""
@@ -150,18 +161,37 @@ class ThresholdRule(_Rule):
     @field_validator("below")
     @classmethod
     def _one_side(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if info.data.get("baseline") is not None:
+            if v is not None or info.data.get("above") is not None:
+                raise ValueError("with a baseline, give above_by/below_by in it, not above/below")
+            return v
         if "above" in info.data and (info.data["above"] is None) == (v is None):
             raise ValueError("give exactly one of 'above' or 'below'")
         return v
 
     @field_validator("clear")
     @classmethod
-    def _safe_side(cls, v: float, info: ValidationInfo) -> float:
+    def _safe_side(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if info.data.get("baseline") is not None:
+            if v is not None:
+                raise ValueError("with a baseline, give clear_by in it, not clear")
+            return v
+        if v is None:
+            if "below" in info.data and "baseline" in info.data:
+                raise ValueError("required (the level at which the alert clears)")
+            return v
         above, below = info.data.get("above"), info.data.get("below")
         if above is not None and below is None and v > above:
             raise ValueError(f"clear level {v:g} must be at or below the trigger (above {above:g})")
         if below is not None and above is None and v < below:
             raise ValueError(f"clear level {v:g} must be at or above the trigger (below {below:g})")
+        return v
+
+    @field_validator("override")
+    @classmethod
+    def _not_both(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("baseline") is not None:
+            raise ValueError("a baseline rule takes no resident override")
         return v
 
     @property
@@ -176,6 +206,10 @@ class EventRule(_Rule):
     type: Literal["event"]
     events: tuple[str, ...] = Field(min_length=1)
     clear_events: tuple[str, ...] = ()
+    verify: Verify | None = None
+    """Recorded at once, paged only if no cancel event came within the window."""
+    persist: Duration | None = Field(default=None, gt=0)
+    """Recorded at once, paged only if not cleared within this long (else a pre-alarm)."""
 
     @field_validator("events")
     @classmethod
@@ -189,6 +223,19 @@ class EventRule(_Rule):
         if both:
             raise ValueError(f"{', '.join(map(repr, sorted(both)))} both fires and clears")
         return _check_events(v, info)
+
+    @field_validator("persist")
+    @classmethod
+    def _clears(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and not info.data.get("clear_events"):
+            raise ValueError("persist needs clear_events (what ends the condition)")
+        return v
+
+    @property
+    def wait(self) -> float | None:
+        """How long the first page waits (the verification or persistence window)."""
+        waits = [w for w in (self.verify and self.verify.within, self.persist) if w]
+        return max(waits) if waits else None
 
 
 class AbsenceRule(_Rule):
@@ -241,13 +288,27 @@ class ZoneRule(_Rule):
         return self.max_gap if self.max_gap is not None else max(self.for_, 300.0)
 
 
-Rule = ThresholdRule | EventRule | AbsenceRule | CountRule | ZoneRule
+class ComboRule(_Rule):
+    """``all`` (or ``any``) of ``conditions`` hold, each with its own duration, in event time;
+    clears when that stops being so. ``scope: unit``: over the devices of one unit (each
+    condition names its ``kind``); the alert is on the unit's device of the rule's ``kind``."""
+
+    type: Literal["all", "any"]
+    scope: Literal["device", "unit"] = "device"
+    conditions: tuple[Condition, ...] = Field(min_length=1, max_length=8)
+    max_gap: Duration | None = Field(default=None, gt=0)
+    """A level condition's episode restarts after a gap this long; default max(``for``, 5 min)."""
+
+
+Rule = ThresholdRule | EventRule | AbsenceRule | CountRule | ZoneRule | ComboRule
 _TYPES: Final[dict[str, type[_Rule]]] = {
     "threshold": ThresholdRule,
     "event": EventRule,
     "absence": AbsenceRule,
     "count": CountRule,
     "zone": ZoneRule,
+    "all": ComboRule,
+    "any": ComboRule,
 }
 _ADAPTER: Final[TypeAdapter[Rule]] = TypeAdapter(Annotated[Rule, Field(discriminator="type")])
 
@@ -303,10 +364,15 @@ def _describe(err: ErrorDetails) -> tuple[str, str]:
             return "type", f"required (one of {tags})"
         return "type", f"unknown type {err['input']['type']!r} (one of {tags})"
     if loc and loc[0] in _TYPES:
-        model = _TYPES[loc[0]]
+        model: type[BaseModel] = _TYPES[loc[0]]
         loc = loc[1:]
     else:
         model = _Rule
+    if len(loc) >= 3 and loc[0] == "conditions" and loc[2] in CONDITION_TAGS:
+        model = CONDITION_TAGS[str(loc[2])]  # the condition's form, not a field
+        loc = [p for i, p in enumerate(loc) if i != 2]
+    elif kind == "extra_forbidden":
+        model = _model_at(model, loc)
     name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     if not name and kind in ("model_attributes_type", "dict_type", "model_type"):
         return "", "expected a mapping of fields"
@@ -320,6 +386,22 @@ def _describe(err: ErrorDetails) -> tuple[str, str]:
     if kind in ("literal_error", "string_pattern_mismatch"):
         return name, f"{msg}, got {err['input']!r}"
     return name, msg
+
+
+def _model_at(model: type[BaseModel], loc: list[int | str]) -> type[BaseModel]:
+    """The model holding the last field of ``loc`` (for "allowed:" lists of nested parts)."""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        f = model.model_fields.get(str(part))
+        inner = [a for a in get_args(f.annotation) if isinstance(a, type)] if f else []
+        found = next((a for a in inner if issubclass(a, BaseModel)), None)
+        if found is None and f is not None and isinstance(f.annotation, type):
+            found = f.annotation if issubclass(f.annotation, BaseModel) else None
+        if found is None:
+            return model
+        model = found
+    return model
 
 
 def _read_one(path: Path) -> RuleFileResult:
@@ -347,12 +429,18 @@ def _read_one(path: Path) -> RuleFileResult:
             res.errors.append(f"{path}: field {key!r}: unknown top-level field (allowed: rules)")
     for i, raw in enumerate(data["rules"], start=1):
         try:
-            res.rules.append((i, _ADAPTER.validate_python(raw)))
+            rule = _ADAPTER.validate_python(raw)
         except ValidationError as e:
             for err in e.errors(include_url=False):
                 name, msg = _describe(err)
                 where = f": field {name!r}" if name else ""
                 res.errors.append(f"{path}: {_who(raw, i)}{where}: {msg}")
+            continue
+        found = problems(rule)
+        for name, msg in found:
+            res.errors.append(f"{path}: {_who(raw, i)}: field {name!r}: {msg}")
+        if not found:
+            res.rules.append((i, rule))
     return res
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from ingest import follower, rows
+from rules.baselines import Baselines
 from rules.engine import RuleEngine
 from rules.matches import Transition
 from rules.metrics import RULES_BEHIND, RULES_COMMITS, RULES_FAILING, RULES_RETRIES
@@ -114,6 +115,8 @@ class RulesWorker:
         tick_s: float = 1.0,
         retry_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        baselines: Callable[[float], Baselines] | None = None,
+        baselines_every_s: float = 3600.0,
     ) -> None:
         self.journal_path = journal_path
         self.store = store
@@ -136,6 +139,15 @@ class RulesWorker:
         self._thread: threading.Thread | None = None
         self._journal: sqlite3.Connection | None = None
         self._next_tick = 0.0
+        self.compute_baselines = baselines
+        """Personal baselines as of a time (a few SQL reads of the rollups): computed at
+        start, then every ``baselines_every_s`` on a thread of its own and swapped in by
+        :meth:`tick` on the engine's thread. Derived from the journal, so never saved."""
+        self.baselines: Baselines | None = None
+        self.baselines_every_s = baselines_every_s
+        self._baselines_next = 0.0
+        self._fresh: Baselines | None = None
+        self._computing: threading.Thread | None = None
         self.load()
 
     # ------------------------------------------------------------------ state
@@ -173,6 +185,12 @@ class RulesWorker:
             # themselves pick up their state, as before
             engine.restore(rule_id, device_id, since)
         engine.take_dirty()
+        if self.compute_baselines is not None and self.baselines is None:
+            try:
+                self.refresh_baselines()
+            except Exception:  # never keeps the rules from starting: retried by the tick
+                log.exception("rules worker: computing the personal baselines failed")
+        engine.set_baselines(self.baselines)
         if self.gate is not None:
             self.gate.load(flaps)
         self.engine = engine
@@ -201,6 +219,7 @@ class RulesWorker:
     def tick(self, now: float | None = None) -> None:
         """Time-driven changes as of ``now``, committed with the state they changed."""
         now = self.clock() if now is None else now
+        self._swap_baselines(now)
         RULES_BEHIND.set(max(0, follower.head(self._journal_db()) - self.position))
         transitions = self.engine.tick(now)
         if self.gate is not None:
@@ -208,6 +227,37 @@ class RulesWorker:
             self._commit(transitions, [], self.position, filtered=True)
         else:
             self._commit(transitions, [], self.position)
+
+    def refresh_baselines(self, now: float | None = None) -> None:
+        """Compute the baselines now, in the calling thread, and use them (start, tests)."""
+        if self.compute_baselines is None:
+            return
+        now = self.clock() if now is None else now
+        self.baselines = self.compute_baselines(now)
+        self._baselines_next = now + self.baselines_every_s
+        self.engine.set_baselines(self.baselines)
+
+    def _swap_baselines(self, now: float) -> None:
+        """Use baselines computed on the side; start the next computation when due."""
+        fresh, self._fresh = self._fresh, None
+        if fresh is not None:
+            self.baselines = fresh
+            self.engine.set_baselines(fresh)
+        compute = self.compute_baselines
+        if compute is None or now < self._baselines_next:
+            return
+        if self._computing is not None and self._computing.is_alive():
+            return
+        self._baselines_next = now + self.baselines_every_s
+
+        def run() -> None:
+            try:
+                self._fresh = compute(now)
+            except Exception:
+                log.exception("rules worker: computing the personal baselines failed")
+
+        self._computing = threading.Thread(target=run, name="baselines", daemon=True)
+        self._computing.start()
 
     def run_until_idle(self) -> None:
         """Catch up in the calling thread (tests, the benchmark)."""

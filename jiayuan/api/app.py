@@ -25,6 +25,7 @@ from jiayuan.api import (
     alerts,
     audit,
     auth,
+    baselines,
     dead_letters,
     devices,
     duty,
@@ -35,6 +36,7 @@ from jiayuan.api import (
     registry,
     residents,
     review,
+    rules,
     silences,
     stream,
     system,
@@ -91,6 +93,8 @@ def create_app(
     for module in (silences, escalation):  # alerting: silences, chains, timers, deliveries
         app.include_router(module.router)
     for module in (incidents, duty, review):  # incidents, duty coverage, the weekly review
+        app.include_router(module.router)
+    for module in (baselines, rules):  # personal baselines; rule backtests
         app.include_router(module.router)
     app.include_router(auth.router)
     app.include_router(audit.router)

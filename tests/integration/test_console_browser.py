@@ -630,7 +630,10 @@ def test_a_caretaker_tells_two_residents_of_one_unit_apart(
         expect(head).to_contain_text("1号楼")
         # who was told, in words; the channel only behind the toggle
         told = page.locator("[data-field=told]")
-        expect(told).to_contain_text("已通知 Caretaker C01 1（第1步）· 已送达", timeout=WAIT_MS)
+        # the fall's first page waits its 30 s cancel window (the pack's verify.within)
+        expect(told).to_contain_text(
+            "已通知 Caretaker C01 1（第1步）· 已送达", timeout=WAIT_MS + 40_000
+        )
         expect(told).to_contain_text("尚无人确认")
         expect(told.locator("[data-field=delivery-details]")).not_to_have_attribute("open", "")
         channel = told.get_by_text("json://")

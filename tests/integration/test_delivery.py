@@ -204,7 +204,8 @@ def test_the_service_killed_mid_escalation_takes_the_next_step_on_time_and_never
     pub = Publisher(broker)
     pub.publish("community/y/wearable/wr-1/event", json.dumps({"event": "fall", "seq": 1}))
     pub.wait_acked()
-    receiver.wait_for(lambda ms: any(m.recipient == "care-1" for m in ms))
+    # the pack's fall waits its 30 s cancel window (verify.within) before the first page
+    receiver.wait_for(lambda ms: any(m.recipient == "care-1" for m in ms), timeout=90)
     (alert,) = svc.get("/api/alerts?device_id=wr-1")["items"]
     path = f"/api/alerts/{alert['id']}/deliveries"
     wait_for(lambda: svc.get(path)["items"][0]["status"] == "sent")

@@ -162,14 +162,15 @@ def test_below_clear_must_be_above_trigger(tmp_path: Path) -> None:
 def test_missing_type(tmp_path: Path) -> None:
     (error,) = errors_of(write(tmp_path, [{k: v for k, v in HR_HIGH.items() if k != "type"}]))
     assert error.endswith("rule 'hr_high' (#1): field 'type': required (one of threshold, event, "
-                          "absence, count, zone)")  # fmt: skip
+                          "absence, count, zone, all, any)")  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("rule", "field", "message"),
     [
         ({"kind": "wearable", "type": "event", "events": ["alarm"]}, "events",
-         "unknown event 'alarm' for wearable (known: fall, low_battery, removed, sos, worn)"),
+         "unknown event 'alarm' for wearable (known: fall, fall_cancelled, low_battery, removed,"
+         " sos, worn)"),
         ({"kind": "wearable", "type": "event", "events": []}, "events", "at least 1 item"),
         ({"kind": "smoke", "type": "event", "events": ["alarm"], "clear_events": ["alarm"]},
          "clear_events", "'alarm' both fires and clears"),

@@ -1,0 +1,69 @@
+"""The backtest wired to the service's settings: the journal and alert store of the data
+directory, the registry, the rules in force, the time zone and the flapping gate — what
+``jiayuan rules backtest`` and ``POST /api/rules/backtest`` share (:mod:`rules.backtest` does
+the replay)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from alerts.noise import FlapGate
+from jiayuan.settings import Settings
+from registry import Registry
+from registry.loader import load_registry
+from rules.backtest import WARMUP_S, Report, backtest, default_jobs
+from rules.model import Rule, builtin_pack, load_rules
+
+__all__ = ["parse_when", "run"]
+
+
+def parse_when(text: str, tz: ZoneInfo) -> float:
+    """``YYYY-MM-DD`` (local midnight) or an ISO 8601 time (local when it has no offset)."""
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"not a date or time: {text!r} (use e.g. 2026-11-25)") from None
+    return (t if t.tzinfo is not None else t.replace(tzinfo=tz)).timestamp()
+
+
+def run(
+    settings: Settings,
+    rules: Sequence[Rule],
+    since: float,
+    until: float,
+    *,
+    registry: Registry | None = None,
+    warmup_s: float = WARMUP_S,
+    jobs: int | None = None,
+) -> Report:
+    """Backtest ``rules`` against the rules in force over the data directory's journal."""
+    data = settings.data_dir
+    journal, alerts = data / "journal.db", data / "alerts.db"
+    if not journal.exists():
+        raise FileNotFoundError(f"no journal at {journal}")
+    if registry is None:
+        registry = (
+            load_registry(settings.registry, community=settings.community)
+            if settings.registry is not None
+            else Registry(settings.community)
+        )
+    in_force = load_rules(settings.rules or [builtin_pack()])
+    gate: Callable[[Callable[[], float]], FlapGate] = lambda clock: FlapGate(  # noqa: E731
+        settings.flap_threshold, settings.flap_window_s, clock
+    )
+    return backtest(
+        journal,
+        rules,
+        in_force,
+        registry,
+        since=since,
+        until=until,
+        tz=ZoneInfo(settings.timezone),
+        alerts=alerts if alerts.exists() else None,
+        warmup_s=warmup_s,
+        gate=gate,
+        max_unregistered=settings.max_unregistered_devices,
+        jobs=default_jobs() if jobs is None else jobs,
+    )
