@@ -5,6 +5,7 @@
 import * as alertPage from "./alert.js";
 import * as board from "./board.js";
 import * as devices from "./devices.js";
+import * as duty from "./duty.js";
 import { getLang, locale, setLang, t } from "./i18n.js";
 import { live } from "./live.js";
 import * as ops from "./ops.js";
@@ -24,10 +25,11 @@ const ROUTES = [
   [new RegExp(`^residents/${ID}$`), residents.renderResident, "residents"],
   [/^ops$/, ops.render, "ops"],
   [/^review$/, review.render, "review"],
+  [/^duty$/, duty.render, "duty"],
 ];
-const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["review", "#/review"], ["ops", "#/ops"]];
+const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["review", "#/review"], ["duty", "#/duty"], ["ops", "#/ops"]];
 const NEEDS = { residents: "residents", ops: "ops" };
-const ROLES = { review: ["admin", "manager"] }; // the weekly review is the managers' duty
+const ROLES = { review: ["admin", "manager"], duty: ["admin", "manager", "operator"] }; // the weekly review is the managers' duty; the duty roster the desk's
 
 function offered(name) {
   if (NEEDS[name] && !can(NEEDS[name])) return false;
