@@ -43,6 +43,21 @@ def test_a_manager_reads_the_holes_of_the_roster_in_words_and_a_guard_has_no_suc
     assert problems.items == []
     context.close()
 
+    # on a 360-px phone the page fits its width
+    phone = {
+        **DESK,
+        "viewport": {"width": 360, "height": 740},
+        "is_mobile": True,
+        "has_touch": True,
+    }
+    context, page, problems = open_page(browser, service, MANAGER, phone, "#/duty")
+    expect(page.locator("[data-field=duty-holes]")).to_contain_text("运维", timeout=WAIT_MS)
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"the duty page overflows a phone: {width}"
+    page.screenshot(path=SHOTS / "phone-manager-duty.png", full_page=True)
+    assert problems.items == []
+    context.close()
+
     context, page, problems = open_page(browser, service, GUARD, DESK)
     expect(page.locator("nav")).to_contain_text("报警", timeout=WAIT_MS)
     expect(page.locator("nav a[href='#/duty']")).to_have_count(0)

@@ -73,7 +73,7 @@ function holesSection(items) {
 
 function who(span) {
   if (!span.first.length) return h("span", { class: "bad", text: t("duty_nobody_short") });
-  return [h("span", { class: "mono" }, span.first.join(", ")),
+  return [span.first.map((id, i) => [i ? ", " : null, h("span", { class: "mono nobr", text: id })]),
     h("span", { class: "muted", text: ` · ${span.fallback ? t("duty_fallback") : t("duty_step", { n: span.step })}` })];
 }
 
