@@ -269,10 +269,7 @@ class Dispatcher:
     def _handle(self, change: AlertChange) -> None:
         a, action, now = change.alert, change.action, self.clock()
         if action == "raised":
-            a = self._place(a, now)
-            for t in self.correlator.on_raised(a, now):
-                self._apply(t)
-            self._begin(a, now)
+            self._raised(self._place(a, now), now)
         elif action == "rematched":
             if (
                 a.labels.get("correlated") == CORRELATED
@@ -310,7 +307,16 @@ class Dispatcher:
 
     def _resume_one(self, alert_id: int, now: float) -> None:
         a = self.store.get(alert_id)
-        self._begin(a if a.incident_id is not None else self._place(a, now), now)
+        self._raised(a if a.incident_id is not None else self._place(a, now), now)
+
+    def _raised(self, a: Alert, now: float) -> None:
+        """What a newly raised alert sets off: correlation (a second detector confirms a fire),
+        then its chain. Also for an alert whose raise was committed but never handled (the
+        process died in between): correlating again is a rematch at worst, never a second
+        alert."""
+        for t in self.correlator.on_raised(a, now):
+            self._apply(t)
+        self._begin(a, now)
 
     def _place(self, a: Alert, now: float) -> Alert:
         """Put ``a`` into its incident (a new one of its own, or the open one of its key)."""
@@ -377,7 +383,8 @@ class Dispatcher:
                 self._run(timer, now)
 
     def _resume(self) -> None:
-        """Firing alerts raised just before a crash, before their timer was written."""
+        """Firing alerts raised just before a crash, before they were correlated and their timer
+        was written."""
         rows = self.db.query(
             "SELECT id FROM alerts a WHERE status = 'firing' AND NOT EXISTS (SELECT 1 FROM"
             " escalations e WHERE e.alert_id = a.id) AND NOT EXISTS (SELECT 1 FROM"

@@ -664,10 +664,12 @@ _LENIENT = json.JSONDecoder(parse_float=_finite, parse_constant=lambda _: None)
 
 def _body(payload: str) -> Any:
     """A stored payload as JSON the API can answer with: a row written before decode refused
-    ``NaN`` or ``1e400`` has them as null, never a response that cannot be encoded."""
+    ``NaN`` or ``1e400`` has them as null, never a response that cannot be encoded; one that
+    cannot be parsed back at all (an integer past 4,300 digits, nesting past the recursion
+    limit) reads as ``{}``, on its own, so the rest of the window still reads."""
     try:
         return _LENIENT.decode(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
 
 

@@ -15,7 +15,7 @@ from fastapi import HTTPException
 
 from alerts import Alert, AlertNotFound
 from ingest.journal import Step
-from jiayuan.api.unreadable import UNREADABLE, readings_around, shown
+from jiayuan.api.unreadable import shown
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.scope import Principal, Scope
 from jiayuan.context import AppContext
@@ -82,30 +82,11 @@ class View:
         d = self.device(device_id)
         if not self.scope.sees_readings(device_id, d["kind"]):
             raise HTTPException(403, HEALTH_REFUSED)
-        rows = self._readings(device_id, step, query)
+        rows = self.ctx.journal.readings(device_id, step=step, **query)
         if step == "raw":
             for row in rows:
                 row["values"] = shown(row["values"])
         return rows
-
-    def _readings(self, device_id: str, step: Step, query: dict[str, Any]) -> list[dict[str, Any]]:
-        journal = self.ctx.journal
-        try:
-            return journal.readings(device_id, step=step, **query)
-        except UNREADABLE:  # a stored payload json cannot parse: keep the others
-            since = query.pop("since", None)
-            until = query.pop("until", None)
-            limit = query.pop("limit", 10_000)
-
-            def read(*, since: float, until: float, limit: int) -> list[dict[str, Any]]:
-                return journal.readings(
-                    device_id, step=step, since=since, until=until, limit=limit, **query
-                )
-
-            rows, _ = readings_around(
-                read, 0.0 if since is None else since, 1e12 if until is None else until, limit
-            )
-            return rows
 
     def vitals_of(self, device_id: str | None) -> bool:
         return self.scope.sees_vitals(device_id)

@@ -251,3 +251,23 @@ def test_what_comes_while_a_message_waits_is_folded_into_it_the_most_urgent_firs
         title, body = to_guard[1]
         assert "火警确认" in title  # the confirmation leads
         assert "+ 【已确认】烟雾报警" in body  # and the acknowledgement follows
+
+
+def test_two_alarms_committed_while_nothing_dispatched_are_confirmed_and_paged_on_start(
+    tmp_path: Path,
+) -> None:
+    """The process died after the rules worker committed two smoke alarms and before the
+    dispatcher heard of them: on start the fire is still confirmed, and the desk paged."""
+    db = tmp_path / "alerts.db"
+    clock, sender = FakeClock(), FakeSender()
+    store = AlertStore(db, clock=clock)  # committed, nobody subscribed: the crash window
+    store.apply(fire("smoke_alarm", "smk-101", clock()))
+    store.apply(fire("smoke_alarm", "smk-102", clock()))
+    store.close()
+    with dispatcher(db, clock, sender) as d:
+        settle(d)
+        (confirmed,) = d.store.list(rule_id="fire_confirmed", open_only=True)[0]
+        assert confirmed.labels["devices"].split(",") == ["smk-101", "smk-102"]
+        assert per_guard(sender)["sec-desk"] >= 1
+        run_for(d, clock, 5)
+        assert d.store.list(rule_id="fire_confirmed")[1] == 1  # once, however often it starts
