@@ -649,6 +649,9 @@ def test_a_caretaker_tells_two_residents_of_one_unit_apart(
         assert line is not None and chart is not None
         assert line["width"] > 0.6 * chart["width"], (line, chart)
         expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
+        # the rule's own notes in the console's language, not the service's English
+        expect(page.locator(".timeline")).to_contain_text("等待 30 秒核实")
+        expect(page.locator(".timeline")).not_to_contain_text("paging waits")
         page.screenshot(path=SHOTS / f"{where}-caretaker-alert.png", full_page=True)
         assert problems.items == []
         context.close()

@@ -155,6 +155,30 @@ function plainLine(e, names) {
   return undefined; // not about paging: shown as it is
 }
 
+/** The rule's own notes (written in English by the service), in the console's language; the
+ * note as it is when it is none of these. */
+const RULE_NOTES = [
+  [/^raised from late readings$/, () => t("note_late")],
+  [/^rule cleared$/, () => t("note_cleared")],
+  [/^paging waits (\d+) s for the rule's verification window$/, (m) => t("note_wait", { s: m[1] })],
+  [/^cancelled on the device \(\w+\) (\d+) s after, within the ([\d.]+) s verification window: nobody was paged$/,
+    (m) => t("note_cancelled", { after: m[1], within: m[2] })],
+  [/^cancelled on the device \(\w+\) (\d+) s after, within the ([\d.]+) s verification window: it arrived after/,
+    (m) => t("note_cancelled_late", { after: m[1], within: m[2] })],
+  [/^did not persist ([\d.]+) s \(cleared after (\d+) s\): a pre-alarm/,
+    (m) => t("note_preallarm", { persist: m[1], after: m[2] })],
+];
+
+function ruleNote(note) {
+  return note.split("; ").map((part) => {
+    for (const [re, say] of RULE_NOTES) {
+      const m = re.exec(part);
+      if (m) return say(m);
+    }
+    return part;
+  }).join("；");
+}
+
 function history(a, names) {
   const shown = [];
   const details = [];
@@ -170,7 +194,8 @@ function history(a, names) {
       h("div", { class: "tl-head" },
         h("strong", {}, line === undefined ? t(`act.${e.action}`) : line),
         by ? [" · ", h("span", { text: by })] : null, " · ", when(e.at)),
-      line === undefined && e.note ? h("p", { class: "tl-note", text: e.note }) : null));
+      line === undefined && e.note
+        ? h("p", { class: "tl-note", text: e.by === "rule" ? ruleNote(e.note) : e.note }) : null));
   }
   return [h("ol", { class: "timeline" }, shown), details];
 }
