@@ -11,7 +11,7 @@ APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics chromium fo
 .PHONY: demo test bench lint deps venv clean
 
 demo: deps venv
-	$(PY) -m jiayuan.demo
+	$(PY) -m devtools.demo
 
 test: deps venv lint
 	$(PY) -m pytest -q -p no:cacheprovider

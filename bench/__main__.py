@@ -42,9 +42,9 @@ from bench.load import (
     start_device_publisher,
     write_message_files,
 )
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
 from ingest.topics import SUBSCRIPTION
-from jiayuan.devbroker import Broker
-from jiayuan.launch import ServiceProcess
 
 Files = list[tuple[str, Path]]
 

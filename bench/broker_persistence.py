@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.load import bench_registry, client_env, start_device_publisher, write_message_files
+from devtools.broker import Broker
 from ingest.topics import TELEMETRY_SUBSCRIPTIONS
-from jiayuan.devbroker import Broker
 
 VARIANTS: dict[str, dict[str, str]] = {
     "time-30s": {"autosave_on_changes": "false", "autosave_interval": "30"},

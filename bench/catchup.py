@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.load import FallProbe, client_env, start_device_publisher
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
 from ingest.topics import TELEMETRY_SUBSCRIPTIONS
-from jiayuan.devbroker import Broker
-from jiayuan.launch import ServiceProcess
 
 SUBSCRIBER = "catchup"
 """The C subscriber's test-only account (``test.catchup``): its persistent session."""

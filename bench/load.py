@@ -22,9 +22,9 @@ from typing import IO
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devtools.broker import Broker
 from ingest.access import BrokerAccess
 from ingest.topics import parse_topic
-from jiayuan.devbroker import Broker
 from registry import Device, Registry
 
 BACKGROUND_DEVICES = 8

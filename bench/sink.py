@@ -20,12 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from devtools.victoria import Victoria
 from ingest.influx import InfluxSink
 from ingest.influx_writer import InfluxWriter
 from ingest.journal import Journal
 from ingest.payloads import Reading
 from ingest.rollups import RollupWorker
-from jiayuan.devvictoria import Victoria
 
 MINUTES = 30 * 24 * 60
 CHART_DEVICE = "bench-w-0"

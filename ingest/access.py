@@ -4,7 +4,7 @@ Every MQTT client of the project — the service's listener, the simulator, the 
 benchmark — connects with a :class:`BrokerAccess`: an account (username and password) and, on
 the TLS listener, the installation's certificate authority to verify the broker against.
 
-``jiayuan broker credentials`` (jiayuan/brokerauth.py) writes the accounts it generated into a
+``jiayuan broker credentials`` (jiayuan/broker/accounts.py) writes the accounts it generated into a
 :class:`CredentialsFile` (JSON, mode 0600), which is read here: the simulator takes its gateway
 accounts from it, provisioning tools the devices' passwords.
 """

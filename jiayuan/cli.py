@@ -113,7 +113,7 @@ def _registry_check(args: argparse.Namespace) -> int:
 
 
 def _broker_credentials(args: argparse.Namespace) -> int:
-    from jiayuan.brokerauth import write_credentials
+    from jiayuan.broker.accounts import write_credentials
     from registry.loader import RegistryError, load_registry
 
     try:
@@ -135,7 +135,7 @@ def _broker_credentials(args: argparse.Namespace) -> int:
 
 
 def _broker_tls(args: argparse.Namespace) -> int:
-    from jiayuan.brokertls import TlsError, make_tls
+    from jiayuan.broker.tls import TlsError, make_tls
 
     try:
         files = make_tls(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from jiayuan.brokerauth import SERVICE_PASSWORD, URGENT_PASSWORD, URGENT_USER
-from jiayuan.devbroker import Broker
-from jiayuan.devvictoria import Victoria
+from devtools.broker import Broker
+from devtools.victoria import Victoria
+from jiayuan.broker.accounts import SERVICE_PASSWORD, URGENT_PASSWORD, URGENT_USER
 from registry import Device, Registry
 
 BROKER_REGISTRY = Registry(

@@ -16,7 +16,7 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from jiayuan.devbroker import free_port
+from devtools.broker import free_port
 
 _FIELD = re.compile(r'([^,=\s]+)=("(?:[^"\\]|\\.)*"|[^,\s]+)')
 

@@ -12,8 +12,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bench.load import client_env
+from devtools.broker import Broker
 from ingest.access import BrokerAccess
-from jiayuan.devbroker import Broker
 
 
 class Publisher:

@@ -17,11 +17,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devtools.broker import Broker, try_connect
+from devtools.launch import ServiceProcess
 from ingest.access import BrokerAccess, CredentialsFile
-from jiayuan.brokerauth import CHANGES, CREDENTIALS
-from jiayuan.brokertls import make_tls
-from jiayuan.devbroker import Broker, try_connect
-from jiayuan.launch import ServiceProcess
+from jiayuan.broker.accounts import CHANGES, CREDENTIALS
+from jiayuan.broker.tls import make_tls
 from registry import Registry
 from tests.conftest import BROKER_REGISTRY
 from tests.integration.test_ingest_broker import Ingest

@@ -21,9 +21,9 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from jiayuan.devbroker import Broker
-from jiayuan.launch import ServiceProcess
-from jiayuan.receiver import Receiver
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
+from devtools.receiver import Receiver
 from registry import Building, Device, Registry, Resident, Staff, write_registry
 from tests.mqtt import Publisher, wait_for
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from playwright.sync_api import Browser, expect
 
-from jiayuan.launch import ServiceProcess
+from devtools.launch import ServiceProcess
 from tests.integration.test_console_browser import (
     DESK,
     GUARD,

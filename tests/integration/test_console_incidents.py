@@ -16,7 +16,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, expect
 
-from jiayuan.launch import ServiceProcess
+from devtools.launch import ServiceProcess
 from tests.integration import test_console_browser as console
 from tests.integration.test_console_browser import (
     CARDS,

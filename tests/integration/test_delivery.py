@@ -20,9 +20,9 @@ from aiosmtpd.controller import Controller
 
 from alerts import AlertStore
 from alerts.dispatch import Config, Dispatcher
-from jiayuan.devbroker import Broker, free_port
-from jiayuan.launch import ServiceProcess
-from jiayuan.receiver import Receiver
+from devtools.broker import Broker, free_port
+from devtools.launch import ServiceProcess
+from devtools.receiver import Receiver
 from registry import write_registry
 from registry.models import Building, Device, Registry, Resident
 from tests.alerting import RULES, fire, staff

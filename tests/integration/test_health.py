@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jiayuan.devbroker import Broker
-from jiayuan.launch import ServiceProcess
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
 from tests.mqtt import Publisher, wait_for
 
 pytestmark = pytest.mark.network

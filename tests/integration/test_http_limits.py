@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from jiayuan import children
-from jiayuan.devbroker import Broker
-from jiayuan.launch import ServiceProcess
+from devtools import children
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
 
 pytestmark = pytest.mark.network
 DEADLINE = 60.0

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from jiayuan.devbroker import Broker
-from jiayuan.launch import ServiceProcess
-from jiayuan.receiver import Receiver
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
+from devtools.receiver import Receiver
 from registry import write_registry
 from registry.models import Building, Device, Registry
 from tests.alerting import staff

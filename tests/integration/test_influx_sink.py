@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from jiayuan.devbroker import Broker
-from jiayuan.devvictoria import Victoria
-from jiayuan.launch import ServiceProcess
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
+from devtools.victoria import Victoria
 from tests.influx_front import StrictFront
 from tests.mqtt import Publisher, wait_for
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from devtools.broker import Broker
 from ingest.inbox import Inbox
 from ingest.journal import Journal
 from ingest.listener import Listener
 from ingest.pipeline import Pipeline
-from jiayuan.devbroker import Broker
 from tests.mqtt import Publisher, wait_for
 
 pytestmark = pytest.mark.network

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jiayuan.devbroker import Broker
-from jiayuan.launch import ServiceProcess
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
 from registry import Building, Registry
 from registry.loader import write_registry
 from tests.conftest import BROKER_REGISTRY

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
 from ingest.journal import Journal
-from jiayuan.devbroker import Broker
-from jiayuan.launch import ServiceProcess
 from tests.mqtt import Publisher, wait_for
 
 pytestmark = pytest.mark.network

@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from jiayuan.devbroker import Broker
+from devtools.broker import Broker
 from simulators.__main__ import main
 from simulators.fleet import Fleet, build_fleet
 from simulators.player import DayPlayer, play_scenarios

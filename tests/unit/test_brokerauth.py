@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from devtools.broker import PROJECT_CONF, render_conf
 from ingest.access import BrokerAccess, CredentialsFile
-from jiayuan import brokerauth
-from jiayuan.brokertls import make_tls
+from jiayuan.broker import accounts as brokerauth
+from jiayuan.broker.tls import make_tls
 from jiayuan.cli import main as jiayuan
-from jiayuan.devbroker import PROJECT_CONF, render_conf
 from jiayuan.settings import Settings
 from registry import Device, Registry
 from simulators.cli import _publisher

@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alerts import AlertStore
+from devtools.receiver import Received, Receiver
 from ingest.journal import Journal
 from jiayuan.api import create_app
 from jiayuan.context import AppContext
-from jiayuan.receiver import Received, Receiver
 from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff, load_registry, write_registry
 from simulators.fleet import build_fleet

@@ -6,8 +6,8 @@ run's own data directory). Everything else — accounts and ACL, TLS, queue size
 window, persistence — is exactly what operators deploy.
 
 Before starting, :class:`Broker` makes the installation's CA and the broker's certificate
-(jiayuan/brokertls.py) and the accounts for its registry (jiayuan/brokerauth.py), and hands out
-:class:`ingest.access.BrokerAccess` for them. Test-only accounts (``test.<name>``, read and
+(jiayuan/broker/tls.py) and the accounts for its registry (jiayuan/broker/accounts.py), and
+hands out :class:`ingest.access.BrokerAccess` for them. Test-only accounts (``test.<name>``, read and
 write anything) are added on demand for tests and the benchmark.
 """
 
@@ -30,9 +30,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devtools import children
 from ingest.access import BrokerAccess, CredentialsFile
-from jiayuan import brokerauth, children
-from jiayuan.brokertls import CA_CERT, make_tls
+from jiayuan.broker import accounts as brokerauth
+from jiayuan.broker.tls import CA_CERT, make_tls
 from registry import Registry
 from registry.loader import load_registry
 

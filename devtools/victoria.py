@@ -29,8 +29,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from jiayuan import children
-from jiayuan.devbroker import free_port
+from devtools import children
+from devtools.broker import free_port
 
 
 def find_victoria() -> str:

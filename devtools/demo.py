@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from jiayuan import children
+from devtools import children
+from devtools.broker import Broker, free_port
+from devtools.launch import ServiceProcess
 from jiayuan.auth.demo_staff import banner as demo_staff_banner
 from jiayuan.auth.demo_staff import seed as seed_demo_staff
-from jiayuan.devbroker import Broker, free_port
-from jiayuan.launch import ServiceProcess
 from registry import load_registry
 
 
@@ -30,7 +30,7 @@ def _port_free(port: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jiayuan.demo", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
     ap.add_argument("--data", type=Path, default=Path("data/demo"))
     ap.add_argument("--fresh", action="store_true", help="start from an empty data directory")
     ap.add_argument(
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     registry = data / "registry"
     py = sys.executable
 
-    # The staff's notification channels point at the local receiver (jiayuan/receiver.py).
+    # The staff's notification channels point at the local receiver (devtools/receiver.py).
     rx_port = 8025 if _port_free(8025) else free_port()
     notify = f"json://127.0.0.1:{rx_port}/notify"
     subprocess.run(
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     http_port = 8080 if _port_free(8080) else free_port()
     notifications = data / "notifications.log"
     receiver = subprocess.Popen(
-        [py, "-m", "jiayuan.receiver", "--port", str(rx_port), "--log", str(notifications)],
+        [py, "-m", "devtools.receiver", "--port", str(rx_port), "--log", str(notifications)],
         stdout=subprocess.DEVNULL,
     )
     # The installation's CA and the broker's certificate, and accounts for every device, every

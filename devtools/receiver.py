@@ -8,7 +8,7 @@ make it refuse messages for a recipient (``fail``).
 Times on the page and in the log are the community's local time (``--tz``, by default
 ``JIAYUAN_TIMEZONE`` or Asia/Shanghai, as the service's messages), with the zone named.
 
-    python -m jiayuan.receiver [--port 8025] [--log data/demo/notifications.log] [--tz ZONE]
+    python -m devtools.receiver [--port 8025] [--log data/demo/notifications.log] [--tz ZONE]
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ class Receiver:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m jiayuan.receiver",
+        prog="python -m devtools.receiver",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

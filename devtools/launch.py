@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from jiayuan import children
-from jiayuan.devbroker import Broker, free_port
+from devtools import children
+from devtools.broker import Broker, free_port
 
 
 class ServiceProcess:
