@@ -7,8 +7,8 @@ window, persistence — is exactly what operators deploy.
 
 Before starting, :class:`Broker` makes the installation's CA and the broker's certificate
 (jiayuan/broker/tls.py) and the accounts for its registry (jiayuan/broker/accounts.py), and
-hands out :class:`ingest.access.BrokerAccess` for them. Test-only accounts (``test.<name>``, read and
-write anything) are added on demand for tests and the benchmark.
+hands out :class:`ingest.access.BrokerAccess` for them. Test-only accounts (``test.<name>``,
+read and write anything) are added on demand for tests and the benchmark.
 """
 
 from __future__ import annotations
