@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from base.retry import Backoff
 from ingest.journal import Journal, store_trouble
 from ingest.listener import Inbound
 from ingest.payloads import Reading, decode
@@ -102,7 +103,7 @@ def test_a_full_store_holds_the_acknowledgements_and_ingestion_resumes_once_spac
     journal = Journal(path, synchronous="NORMAL", max_pages=pages + 4)
     inbox: queue.Queue[Inbound] = queue.Queue()
     acks = Acks()
-    p = Pipeline(inbox, journal, acks, batch_max=100, retry_min_s=0.05, retry_max_s=0.2)
+    p = Pipeline(inbox, journal, acks, batch_max=100, retry=Backoff(0.05, 0.2))
     running.append(p)
     p.start()
     caplog.set_level(logging.INFO, logger="ingest.pipeline")
@@ -139,7 +140,7 @@ def test_a_locked_store_holds_the_acknowledgements_until_the_lock_is_gone(
     journal = Journal(path, synchronous="NORMAL", busy_timeout_s=0.05)
     inbox: queue.Queue[Inbound] = queue.Queue()
     acks = Acks()
-    p = Pipeline(inbox, journal, acks, retry_min_s=0.05, retry_max_s=0.2)
+    p = Pipeline(inbox, journal, acks, retry=Backoff(0.05, 0.2))
     running.append(p)
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -217,7 +218,7 @@ def test_an_outage_found_while_idle_clears_without_a_new_message(
     journal = Journal(path, synchronous="NORMAL", busy_timeout_s=0.05)
     inbox: queue.Queue[Inbound] = queue.Queue()
     acks = Acks()
-    p = Pipeline(inbox, journal, acks, retry_min_s=0.05, retry_max_s=0.2)
+    p = Pipeline(inbox, journal, acks, retry=Backoff(0.05, 0.2))
     running.append(p)
     p.start()
     inbox.put(inbound(1))
