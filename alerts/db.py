@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from alerts.model import Action, Alert, AlertNotFound, Audience, HistoryEntry, Sort
-from rules.matches import SEVERITY_ORDER, Transition
+from base import sqlite
+from rules.transitions import SEVERITY_ORDER, Transition
 
 SCHEMA_VERSION = 3
 """1: alerts, history, device presence. 2 (additive): escalation timers, deliveries and their
@@ -198,15 +199,17 @@ ORDER_BY: dict[Sort, str] = {
 
 
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=10000")
-    db.execute("PRAGMA foreign_keys=ON")
-    if read_only:
-        db.execute("PRAGMA query_only=1")
-    return db
+    """A connection to the alert database: FULL durability (a committed alert, and the
+    position of the rules that raised it, survive a power cut), foreign keys, rows by name.
+    ``read_only``: a reader's (``query_only``) on the same file."""
+    return sqlite.connect(
+        path,
+        synchronous="FULL",
+        row_factory=sqlite3.Row,
+        foreign_keys=True,
+        query_only=read_only,
+        any_thread=True,
+    )
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -237,14 +240,8 @@ class Writer:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, sqlite.transaction(self._db) as db:
+            yield db
 
     def query(self, query: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from rules.matches import Route, Severity, Signal
+from rules.transitions import Route, Severity, Signal
 
 Status = Literal["firing", "acknowledged", "resolved"]
 STATUSES: tuple[Status, ...] = get_args(Status)

@@ -8,6 +8,7 @@ import secrets
 
 from argon2 import PasswordHasher
 
+from base.datadir import DataDir
 from jiayuan.auth.passwords import hash_password
 from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
@@ -19,7 +20,7 @@ CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
 
 def auth_store(ctx: AppContext) -> AuthStore:
     if ctx.auth is None:
-        ctx.auth = AuthStore(ctx.settings.data_dir / "auth.db")
+        ctx.auth = AuthStore(DataDir(ctx.settings.data_dir).auth)
     return ctx.auth
 
 

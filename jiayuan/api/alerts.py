@@ -34,7 +34,7 @@ from jiayuan.api.deps import (
 from jiayuan.api.times import epoch, rfc3339, utc
 from jiayuan.auth.scope import Principal
 from registry import Registry
-from rules.matches import Route, Severity, Signal
+from rules.transitions import Route, Severity, Signal
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[allow(*ANYONE)])
 

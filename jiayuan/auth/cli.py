@@ -12,6 +12,8 @@ import getpass
 import sys
 from typing import TYPE_CHECKING
 
+from base.datadir import DataDir
+
 if TYPE_CHECKING:
     from jiayuan.auth.store import AuthStore
     from registry import Registry
@@ -59,7 +61,7 @@ def _open() -> tuple[AuthStore, Registry] | None:
     except RegistryError as e:
         print(e, file=sys.stderr)
         return None
-    return AuthStore(settings.data_dir / "auth.db"), registry
+    return AuthStore(DataDir(settings.data_dir).auth), registry
 
 
 def _actor() -> str:

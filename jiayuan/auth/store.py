@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from base import sqlite
+from base.sqlite import transaction
+
 TOKEN_PREFIX: Final = "jy_"
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS credentials (
@@ -119,18 +122,20 @@ class AuthStore:
         self.path = path
         self.clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self.db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+        with closing(sqlite.connect(path)) as db:
             db.executescript(SCHEMA)
         path.chmod(0o600)
 
     @contextmanager
     def db(self) -> Iterator[sqlite3.Connection]:
-        """One connection, one transaction (committed on success)."""
-        with closing(sqlite3.connect(self.path, timeout=10.0)) as db:
-            db.row_factory = sqlite3.Row
-            with db:
-                yield db
+        """One connection, one transaction (committed on success). Deferred: a block that only
+        reads takes no write lock (every request reads a session or a token); a block that
+        writes does so first, so it waits for another writer rather than failing."""
+        with (
+            closing(sqlite.connect(self.path, wal=False, row_factory=sqlite3.Row)) as db,
+            transaction(db, immediate=False),
+        ):
+            yield db
 
     # ------------------------------------------------------------------ passwords
 

@@ -19,7 +19,7 @@ from jiayuan.api import create_app
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
-from rules.matches import Transition
+from rules.transitions import Transition
 from tests.clock import FakeClock as Clock
 from tests.staff import ADMIN, ADMIN_TOKEN, bearer
 

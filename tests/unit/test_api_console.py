@@ -22,7 +22,7 @@ from jiayuan.api.residents import summarize
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
-from rules.matches import Transition
+from rules.transitions import Transition
 from tests.staff import ADMIN, ADMIN_TOKEN, bearer
 
 NOW = time.time()

@@ -24,7 +24,7 @@ from jiayuan.api.stream import DROPPED, Broadcaster
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Registry
-from rules.matches import Transition
+from rules.transitions import Transition
 from tests.alerting import sse
 from tests.staff import ADMIN, ADMIN_TOKEN
 

@@ -1,0 +1,107 @@
+"""SQLite connections and write transactions, the one way every store opens its file.
+
+:func:`connect` opens a connection in autocommit mode (``isolation_level=None``: the sqlite3
+module never begins a transaction behind the caller's back) with the pragmas a store asks for;
+:func:`transaction` is the only place a write transaction is begun, committed and rolled back.
+
+What the stores ask for, and why they differ:
+
+- the journal (:mod:`ingest.journal`): WAL, ``synchronous`` as configured (FULL by default: a
+  reading acknowledged to the broker is on disk), ``max_page_count`` as its size cap;
+- the journal's followers (:mod:`ingest.follower`): WAL, ``synchronous=NORMAL`` (a cursor lost
+  to a power cut only moves back);
+- the alert store (:mod:`alerts.db`): WAL, ``synchronous=FULL``, foreign keys, rows by name;
+- ``auth.db`` (:mod:`jiayuan.auth.store`) and the resident labels: a connection per call, the
+  file's defaults;
+- reports and backtests: ``read_only`` (the file opened ``mode=ro``: never created, never
+  written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+RowFactory = Callable[[sqlite3.Cursor, tuple[Any, ...]], Any]
+
+BUSY_TIMEOUT_S = 10.0
+"""How long a statement waits for another connection's lock before SQLite says "locked"."""
+
+
+def connect(
+    path: Path | str,
+    *,
+    wal: bool = True,
+    synchronous: Synchronous | None = None,
+    busy_timeout_s: float = BUSY_TIMEOUT_S,
+    read_only: bool = False,
+    query_only: bool = False,
+    row_factory: RowFactory | None = None,
+    foreign_keys: bool = False,
+    max_page_count: int | None = None,
+    any_thread: bool = False,
+) -> sqlite3.Connection:
+    """A connection to ``path`` in autocommit mode; begin writes with :func:`transaction`.
+
+    ``wal``: switch the file to write-ahead logging (kept in the file; off for a connection
+    that must not write, or a file known to be WAL already). ``synchronous``: the durability
+    level (None: SQLite's default, FULL). ``busy_timeout_s``: how long to wait for a lock.
+    ``read_only``: open the file ``mode=ro`` (it must exist; nothing can be written through
+    this connection). ``query_only``: refuse writes on a connection to a writable file (a
+    reader of a store that also writes). ``row_factory``: e.g. :class:`sqlite3.Row`.
+    ``foreign_keys``: enforce ``REFERENCES``. ``max_page_count``: a cap on the file's size in
+    pages (writes past it fail with "database or disk is full"). ``any_thread``: the connection
+    may be used from threads other than the one that opened it (its owner serialises them).
+    """
+    target: str | Path = f"file:{path}?mode=ro" if read_only else path
+    db = sqlite3.connect(
+        target,
+        timeout=busy_timeout_s,
+        isolation_level=None,
+        check_same_thread=not any_thread,
+        uri=read_only,
+    )
+    try:
+        if row_factory is not None:
+            db.row_factory = row_factory
+        if wal and not read_only:
+            db.execute("PRAGMA journal_mode=WAL")
+        if synchronous is not None:
+            db.execute(f"PRAGMA synchronous={synchronous}")
+        if foreign_keys:
+            db.execute("PRAGMA foreign_keys=ON")
+        if max_page_count is not None:
+            db.execute(f"PRAGMA max_page_count={int(max_page_count)}")
+        if query_only:
+            db.execute("PRAGMA query_only=1")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+    """One transaction on ``db`` (a connection from :func:`connect`): committed when the block
+    ends, rolled back on any exception (including a failed COMMIT), which then propagates.
+
+    ``immediate`` (the default, for writers) takes the write lock at BEGIN, so the transaction
+    never fails half-way because another writer got there first; ``immediate=False`` begins a
+    deferred transaction (a consistent read, or a write that comes first in the block).
+
+    A rollback that fails (SQLite may have rolled back already, or the file is gone) does not
+    hide the exception that caused it; ``db.in_transaction`` is then still true, which tells
+    a caller that the connection is no longer fit for use."""
+    db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
