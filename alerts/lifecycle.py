@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from alerts import incidents
 from alerts.db import (
@@ -42,6 +42,7 @@ from alerts.db import (
     connect,
     filters,
     insert,
+    many,
     migrate,
     record,
     rematch,
@@ -58,6 +59,7 @@ from alerts.model import (
     Alert,
     AlertChange,
     AlertNotFound,
+    AlertQuery,
     Audience,
     HistoryEntry,
     InvalidTransition,
@@ -344,40 +346,20 @@ class AlertStore:
     def find(
         self,
         *,
-        status: Status | Sequence[Status] | None = None,
-        severity: str | Sequence[str] | None = None,
-        kind: str | None = None,
-        building: str | None = None,
-        device_id: str | None = None,
-        rule_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        open_only: bool = False,
-        audience: Audience | None = None,
         sort: Sort = "priority",
         limit: int = 50,
         offset: int = 0,
+        **where: Unpack[AlertQuery],
     ) -> tuple[list[Alert], int]:
-        """A page of alerts (without history) and how many match in all. ``since`` and
-        ``until`` bound ``started_at`` (event time); ``status`` and ``severity`` take one value
-        or several; ``audience`` keeps only what a reader may see (None: everything). See
-        :data:`alerts.model.Sort` for the orders."""
-        where, args = filters(
-            status=_many(status),
-            severity=_many(severity),
-            kind=kind,
-            building=building,
-            device_id=device_id,
-            rule_id=rule_id,
-            since=since,
-            until=until,
-            open_only=open_only,
-            audience=audience,
-        )
+        """A page of alerts (without history) and how many match ``where`` in all (see
+        :class:`alerts.model.AlertQuery`: ``since`` and ``until`` bound ``started_at``, event
+        time; ``status`` and ``severity`` take one value or several; ``audience`` keeps only
+        what a reader may see). See :data:`alerts.model.Sort` for the orders."""
+        clause, args = filters(where)
         db = self._reader()
-        total = int(db.execute(f"SELECT count(*) FROM alerts{where}", args).fetchone()[0])
+        total = int(db.execute(f"SELECT count(*) FROM alerts{clause}", args).fetchone()[0])
         rows = db.execute(
-            f"SELECT * FROM alerts{where} ORDER BY {ORDER_BY[sort]} LIMIT ? OFFSET ?",
+            f"SELECT * FROM alerts{clause} ORDER BY {ORDER_BY[sort]} LIMIT ? OFFSET ?",
             (*args, limit, offset),
         ).fetchall()
         return [to_alert(r) for r in rows], total
@@ -462,7 +444,7 @@ class AlertStore:
         """A page of incidents with an alert ``audience`` may see (``alert_ids``: those)."""
         return incidents.page(
             self._reader(),
-            status=_many(status),
+            status=many(status),
             building=building,
             audience=audience,
             limit=limit,
@@ -579,9 +561,3 @@ class AlertStore:
 def _check_by(by: str) -> None:
     if not by or not by.strip():
         raise ValueError("'by' must name who acts")
-
-
-def _many(v: str | Sequence[str] | None) -> tuple[str, ...]:
-    if v is None:
-        return ()
-    return (v,) if isinstance(v, str) else tuple(v)

@@ -22,11 +22,17 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 RowFactory = Callable[[sqlite3.Cursor, tuple[Any, ...]], Any]
+
+D = TypeVar("D", bound="DataclassInstance")
 
 BUSY_TIMEOUT_S = 10.0
 """How long a statement waits for another connection's lock before SQLite says "locked"."""
@@ -105,3 +111,12 @@ def transaction(db: sqlite3.Connection, *, immediate: bool = True) -> Iterator[s
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
         raise
+
+
+def from_row(cls: type[D], row: sqlite3.Row, **decoded: Any) -> D:
+    """The dataclass ``cls`` of a row whose columns are named as its fields; ``decoded`` gives
+    the fields a column does not hold as is (JSON text, an integer flag). A field whose column
+    the row lacks (a query of fewer columns, a file from before the column) keeps its default."""
+    have = set(row.keys())
+    values = {f.name: row[f.name] for f in fields(cls) if f.name in have and f.name not in decoded}
+    return cls(**values, **decoded)

@@ -104,17 +104,7 @@ class Token:
 
     @classmethod
     def of(cls, r: sqlite3.Row) -> Token:
-        return cls(
-            id=r["id"],
-            hint=r["hint"],
-            staff_id=r["staff_id"],
-            name=r["name"],
-            created_at=r["created_at"],
-            created_by=r["created_by"],
-            expires_at=r["expires_at"],
-            revoked_at=r["revoked_at"],
-            revoked_by=r["revoked_by"],
-        )
+        return sqlite.from_row(cls, r)
 
 
 class AuthStore:
@@ -192,11 +182,7 @@ class AuthStore:
                 "SELECT * FROM sessions WHERE digest = ? AND ended_at IS NULL AND expires_at > ?",
                 (digest(sid), self.clock()),
             ).fetchone()
-        return (
-            None
-            if r is None
-            else Session(r["staff_id"], r["csrf"], r["created_at"], r["expires_at"])
-        )
+        return None if r is None else sqlite.from_row(Session, r)
 
     def end_session(self, sid: str) -> bool:
         with self.db() as db:
