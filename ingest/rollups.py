@@ -192,8 +192,7 @@ def history(
     hi = -(-until // width) * width  # buckets starting before ``until``
     cur = db.cursor()
     cur.row_factory = None
-    cur.execute("BEGIN")  # one snapshot: the cursor and the rollups it stands for
-    try:
+    with transaction(db, immediate=False):  # one snapshot: the cursor and the rollups it stands for
         position = _position(cur)
         found = cur.execute(
             "SELECT id FROM rollup_series WHERE device_id = ? AND metric = ?", (device_id, metric)
@@ -209,8 +208,6 @@ def history(
         tail = _tail(cur, position, device_id, metric, kinds, width, lo, hi)
         if tail:
             rows = _patched(cur, table, None if found is None else found[0], rows, tail, limit)
-    finally:
-        cur.execute("COMMIT")
     return [
         {"ts": b, "min": vmin, "max": vmax, "mean": mean, "count": n}
         for b, vmin, vmax, mean, n in rows
