@@ -99,9 +99,9 @@ def transaction(db: sqlite3.Connection, *, immediate: bool = True) -> Iterator[s
     never fails half-way because another writer got there first; ``immediate=False`` begins a
     deferred transaction (a consistent read, or a write that comes first in the block).
 
-    A rollback that fails (SQLite may have rolled back already, or the file is gone) does not
-    hide the exception that caused it; ``db.in_transaction`` is then still true, which tells
-    a caller that the connection is no longer fit for use."""
+    A rollback that fails (the file is gone, the disk failed) does not hide the exception that
+    caused it; the connection is then left in its transaction (``db.in_transaction``), which
+    tells a caller to open another (as the journal's writer does)."""
     db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
     try:
         yield db
