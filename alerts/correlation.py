@@ -20,7 +20,7 @@ from typing import Final
 from alerts.lifecycle import AlertStore
 from alerts.model import Alert
 from registry.models import Registry
-from rules.matches import Transition
+from rules.transitions import Transition
 
 FIRE_CONFIRMED: Final = "fire_confirmed"
 SMOKE_RULES: Final = frozenset({"smoke_alarm"})
@@ -63,7 +63,7 @@ class Correlator:
     def _open_smoke(self, building: str) -> list[Alert]:
         found: list[Alert] = []
         for rule in sorted(SMOKE_RULES):
-            items, _ = self.store.list(rule_id=rule, building=building, open_only=True, limit=500)
+            items, _ = self.store.find(rule_id=rule, building=building, open_only=True, limit=500)
             found += items
         return found
 

@@ -42,7 +42,7 @@ from alerts.paging import Pager
 from alerts.routing import Router
 from alerts.silences import RuleLike, Silence, Silences, SyntheticRule
 from registry.models import Registry
-from rules.matches import Transition
+from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ class Dispatcher:
 
     def _clear_confirmations(self, building: str | None, now: float) -> None:
         """A confirmed fire whose detectors' alarms are all resolved clears (by the rule)."""
-        items, _ = self.store.list(
+        items, _ = self.store.find(
             rule_id=FIRE_CONFIRMED, building=building, open_only=True, limit=500
         )
         for fire in items:
@@ -457,7 +457,7 @@ class Dispatcher:
         return True
 
     def _close_incidents(self, now: float) -> None:
-        items, _ = self.store.list(rule_id=noise.BUILDING_TROUBLE, open_only=True, limit=500)
+        items, _ = self.store.find(rule_id=noise.BUILDING_TROUBLE, open_only=True, limit=500)
         for inc in items:
             if noise.group_size(self.db, inc.device_id, 0.0) == 0:
                 self._apply(noise.incident_clear(inc.device_id, now))

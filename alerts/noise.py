@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from alerts.db import Writer
 from alerts.model import Alert
-from rules.matches import Transition
+from rules.transitions import Transition
 
 BUILDING_TROUBLE: Final = "building_trouble"
 OWN_RULES: Final = frozenset({BUILDING_TROUBLE, "fire_confirmed", "staff_unreachable"})

@@ -25,7 +25,7 @@ from alerts.outbox import Attempt, Delivery, Outbox, add
 from alerts.planning import Plan, plan, urgent
 from alerts.routing import Router, Target
 from alerts.throttle import Coalescer
-from rules.matches import Transition
+from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
 

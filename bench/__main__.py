@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from base.datadir import DataDir
 from bench import catchup, sink
 from bench.load import (
     BackgroundLoad,
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         ceiling, ingest = max(ceilings), max(rates)
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-        db = work / "service" / "journal.db"
+        db = DataDir(work / "service").journal
         rows = svc.get("/healthz")["messages_committed"]
         print(
             f"bench: journal {db.stat().st_size / 1e6:.1f} MB after {rows:,} messages", flush=True

@@ -9,19 +9,32 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jiayuan.settings import Settings
 
 
-def _run(args: argparse.Namespace) -> int:
+def settings_from_env() -> Settings | None:
+    """The service's settings from the ``JIAYUAN_*`` environment variables; None, said on
+    standard error, when they are bad (every command that reads them)."""
     from pydantic import ValidationError
 
-    from jiayuan.api import create_app, make_server
-    from jiayuan.service import Service
     from jiayuan.settings import Settings
 
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as e:
         print(f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jiayuan.api import create_app, make_server
+    from jiayuan.service import Service
+
+    settings = settings_from_env()
+    if settings is None:
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -67,16 +80,11 @@ def _rules_check(args: argparse.Namespace) -> int:
 def _rules_backtest(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
-    from pydantic import ValidationError
-
     from jiayuan.backtest import parse_when, run
-    from jiayuan.settings import Settings
     from rules.model import RuleFileError, load_rules, parse_duration
 
-    try:
-        settings = Settings()
-    except ValidationError as e:
-        print(f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}", file=sys.stderr)
+    settings = settings_from_env()
+    if settings is None:
         return 2
     if args.data_dir is not None:
         settings = settings.model_copy(update={"data_dir": args.data_dir})

@@ -15,6 +15,7 @@ from alerts.dispatch import Dispatcher
 from alerts.lifecycle import AlertStore
 from alerts.metrics import NOTIFY_FAILING
 from alerts.outbox import RECENT_ATTEMPTS, failing_for_everyone
+from base.datadir import DataDir
 from ingest.access import BrokerAccess
 from ingest.inbox import Inbox
 from ingest.journal import Journal
@@ -30,8 +31,8 @@ from registry import Registry
 from registry.loader import load_registry
 from rules.baselines import compute, specs_of
 from rules.engine import RuleEngine
-from rules.matches import Transition
 from rules.model import builtin_pack, load_rules
+from rules.transitions import Transition
 from rules.worker import RulesWorker
 
 if TYPE_CHECKING:
@@ -58,13 +59,13 @@ class Service:
         )
         self.rules = load_rules(settings.rules or [builtin_pack()])
         self.journal = Journal(
-            data / "journal.db",
+            DataDir(data).journal,
             synchronous=settings.journal_synchronous,
             max_pages=settings.journal_max_pages,
         )
         self.journal.sync_registry(self.registry)
-        self.alerts = AlertStore(data / "alerts.db")
-        self.auth = AuthStore(data / "auth.db")
+        self.alerts = AlertStore(DataDir(data).alerts)
+        self.auth = AuthStore(DataDir(data).auth)
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
         note_registry(self.auth, self.registry)
         self.dispatcher = Dispatcher(self.alerts, self.registry, self.rules, alerting(settings))

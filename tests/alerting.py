@@ -18,8 +18,8 @@ from alerts.dispatch import Config, Dispatcher
 from alerts.notify import SendResult
 from registry.cells import parse_shift
 from registry.models import Building, Device, Registry, Resident, Staff
-from rules.matches import Transition
 from rules.model import builtin_pack, load_rules
+from rules.transitions import Transition
 from tests import clock
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -26,7 +26,7 @@ from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
-from rules.matches import Transition
+from rules.transitions import Transition
 from tests.alerting import FakeClock
 from tests.staff import ADMIN_TOKEN, CHEAP, set_password
 

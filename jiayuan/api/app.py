@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
+from base.datadir import DataDir
 from jiayuan import console
 from jiayuan.api import (
     alerts,
@@ -65,7 +66,7 @@ def create_app(
     the data directory)."""
     broadcaster = Broadcaster(ctx.alerts, queue_size=stream_queue_size, keepalive_s=keepalive_s)
     if ctx.auth is None:
-        ctx.auth = AuthStore(ctx.settings.data_dir / "auth.db")
+        ctx.auth = AuthStore(DataDir(ctx.settings.data_dir).auth)
     authn = authenticator or Authenticator(ctx.settings, ctx.auth, ctx.registry)
 
     @asynccontextmanager

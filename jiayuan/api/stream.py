@@ -40,7 +40,7 @@ from jiayuan.api.deps import ANYONE, ID_PATTERN, AuthDep, ViewDep, allow
 from jiayuan.api.security import COOKIE, SECURE_COOKIE
 from jiayuan.auth.authn import Authenticator
 from jiayuan.auth.scope import Principal
-from rules.matches import Route
+from rules.transitions import Route
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from tests.mqtt import Publisher, wait_for
@@ -58,7 +59,7 @@ def test_health_says_when_the_broker_is_gone_and_recovers(
 def test_health_says_when_the_alert_store_refuses_writes_and_the_fall_still_alerts(
     broker: Broker, service: ServiceProcess, tmp_path: Path
 ) -> None:
-    alerts_db = tmp_path / "service" / "alerts.db"
+    alerts_db = DataDir(tmp_path / "service").alerts
     lock = sqlite3.connect(alerts_db, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # another process holds the alert store
     pub = Publisher(broker)

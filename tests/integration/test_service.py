@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from tests.mqtt import Publisher, wait_for
@@ -26,7 +27,7 @@ def service(broker: Broker, tmp_path: Path) -> Iterator[ServiceProcess]:
 
 def journal_counts(data_dir: Path) -> tuple[int, int]:
     """(rows, distinct (device, seq)) in the journal, read straight from SQLite."""
-    db = sqlite3.connect(f"file:{data_dir / 'journal.db'}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{DataDir(data_dir).journal}?mode=ro", uri=True)
     try:
         rows = db.execute("SELECT count(*) FROM readings").fetchone()[0]
         distinct = db.execute(

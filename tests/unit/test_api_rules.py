@@ -18,10 +18,9 @@ from ingest.payloads import Reading, decode
 from ingest.rollups import RollupWorker
 from jiayuan.api import create_app
 from jiayuan.context import AppContext
-from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
 from rules.model import builtin_pack, load_rules
-from tests.staff import ADMIN, ADMIN_TOKEN, bearer
+from tests.staff import ADMIN, app_context, bearer
 
 NOW = time.time() // 3600 * 3600
 DAYS = 9
@@ -84,15 +83,8 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
         pass
     db.close()
     store = AlertStore(tmp_path / "alerts.db")
-    c = AppContext(
-        settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
-        journal=journal,
-        alerts=store,
-        registry=registry,
-    )
-    yield c
-    store.close()
-    journal.close()
+    with app_context(tmp_path, journal, store, registry) as c:
+        yield c
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ def test_a_person_nobody_can_reach_is_a_trouble_alert_and_the_next_step_comes_no
         alert_id = raise_alert(d, "wearable_fall", "wr-1")
         sender.wait(lambda: "care-2" in who(sender))
         settle(d)
-        troubles, _ = d.store.list(rule_id="staff_unreachable")
+        troubles, _ = d.store.find(rule_id="staff_unreachable")
         assert [(t.device_id, t.route, t.signal) for t in troubles] == [
             ("care-1", "operator", "trouble")
         ]
@@ -180,7 +180,7 @@ def test_a_person_nobody_can_reach_is_a_trouble_alert_and_the_next_step_comes_no
         raise_alert(d, "wearable_sos", "wr-1")
         sender.wait(lambda: who(sender).count("care-1") >= 1)
         settle(d)
-        assert d.store.list(rule_id="staff_unreachable")[0][0].status == "resolved"
+        assert d.store.find(rule_id="staff_unreachable")[0][0].status == "resolved"
 
 
 def test_a_retryable_failure_is_retried_with_backoff(tmp_path: Path) -> None:

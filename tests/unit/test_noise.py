@@ -55,7 +55,7 @@ def test_a_flapping_alert_stays_open_flagged_and_pages_no_more(tmp_path: Path) -
         for _ in range(5):
             toggle()
         assert len(sender.sent) == paged + 2  # the third raise; then it stays open
-        items, total = d.store.list(rule_id="gate_held_open")
+        items, total = d.store.find(rule_id="gate_held_open")
         assert total == 3
         flapping = items[0]
         assert flapping.status == "firing" and flapping.labels["flapping"] == "true"
@@ -88,7 +88,7 @@ def test_trouble_from_many_devices_of_one_building_is_one_incident(tmp_path: Pat
         clock.advance(60)
         d.poll()
         settle(d)
-        (incident,) = d.store.list(rule_id="building_trouble")[0]
+        (incident,) = d.store.find(rule_id="building_trouble")[0]
         assert (incident.device_id, incident.route, incident.severity) == (
             "B02",
             "operator",

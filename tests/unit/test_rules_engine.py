@@ -14,8 +14,8 @@ from ingest.payloads import Reading, decode
 from ingest.topics import topic_for
 from registry.models import Device, Registry, Resident
 from rules.engine import RuleEngine
-from rules.matches import Transition
 from rules.model import load_rules
+from rules.transitions import Transition
 from tests.clock import FakeClock as Clock
 
 T0 = 1_700_000_000.0
