@@ -27,12 +27,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
+from alerts import system
 from alerts.db import Writer
 from alerts.model import Alert
 from rules.matches import Transition
 
-BUILDING_TROUBLE: Final = "building_trouble"
-OWN_RULES: Final = frozenset({BUILDING_TROUBLE, "fire_confirmed", "staff_unreachable"})
+BUILDING_TROUBLE: Final = system.BUILDING_TROUBLE.id
+OWN_RULES: Final = frozenset(
+    r.id for r in (system.BUILDING_TROUBLE, system.FIRE_CONFIRMED, system.STAFF_UNREACHABLE)
+)
 """Alerts this package raises itself: never grouped."""
 
 
@@ -160,29 +163,8 @@ def incident(alert: Alert, devices: int, now: float) -> Transition:
     lb = alert.labels
     labels: dict[str, str] = {k: lb[k] for k in ("community", "compound", "building") if k in lb}
     labels["devices"] = str(devices)
-    return Transition(
-        action="fire",
-        rule_id=BUILDING_TROUBLE,
-        device_id=lb["building"],
-        kind="building",
-        severity="major",
-        signal="trouble",
-        route="operator",
-        at=now,
-        summary="Trouble from many devices in one building (power or network cut?)",
-        labels=labels,
-    )
+    return system.BUILDING_TROUBLE.transition(lb["building"], firing=True, at=now, labels=labels)
 
 
 def incident_clear(building: str, now: float) -> Transition:
-    return Transition(
-        action="clear",
-        rule_id=BUILDING_TROUBLE,
-        device_id=building,
-        kind="building",
-        severity="major",
-        signal="trouble",
-        route="operator",
-        at=now,
-        summary="Trouble from many devices in one building (power or network cut?)",
-    )
+    return system.BUILDING_TROUBLE.transition(building, firing=False, at=now)
