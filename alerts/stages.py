@@ -54,7 +54,7 @@ class Item:
 
 
 class Stage(Protocol):
-    def __call__(self, item: Item) -> Item | None: ...
+    def __call__(self, item: Item, /) -> Item | None: ...
 
 
 class Pipeline:
@@ -72,7 +72,9 @@ class Pipeline:
         return item
 
     def __repr__(self) -> str:
-        return " → ".join(type(s).__name__ for s in self.stages)
+        return " → ".join(
+            repr(s) if isinstance(s, Pipeline) else type(s).__name__ for s in self.stages
+        )
 
 
 class History:
