@@ -10,8 +10,9 @@ worker, which saves the state of the fingerprints it changed (:meth:`FlapGate.ta
 :meth:`FlapGate.export`) in the transaction that commits the alert changes, so a restart
 resumes it (:meth:`FlapGate.load`).
 
-Grouping (the dispatcher asks :func:`groupable` and :func:`group_size`): a trouble-signal alert
-of a building waits ``group_wait_s`` before anyone is paged; if by then at least ``threshold``
+Grouping (the ``start`` and ``group`` stages of :mod:`alerts.stages` ask :func:`groupable` and
+:func:`group_size`, with :class:`alerts.config.GroupConfig`): a trouble-signal alert of a
+building waits ``wait_s`` before anyone is paged; if by then at least ``threshold``
 open trouble alerts of that building were raised within ``window_s``, it becomes part of one
 ``building_trouble`` incident (route operator) instead of a page of its own. The wait is an
 escalation timer row, so it survives a restart. Alarms and supervisory signals are never

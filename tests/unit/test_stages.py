@@ -5,8 +5,10 @@ before they were grouped."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -17,11 +19,12 @@ from alerts.db import Writer
 from alerts.dispatch import compose
 from alerts.escalation import Timers, load_chains
 from alerts.model import Alert
+from alerts.notify import SendResult
 from alerts.silences import Silences
 from alerts.stages import Group, History, Item, Mute, Pipeline, Start
 from alerts.system import STAFF_UNREACHABLE
 from jiayuan.settings import Settings
-from tests.alerting import RULES, TZ, FakeClock, fire
+from tests.alerting import RULES, TZ, FakeClock, FakeSender, dispatcher, fire, notes, settle
 
 
 @pytest.fixture
@@ -203,3 +206,34 @@ def test_the_alerting_settings_keep_their_environment_names(
     monkeypatch.setenv("JIAYUAN_NOTIFY_WORKERS", "0")
     with pytest.raises(ValidationError, match=r"notify\.workers"):
         Settings()
+
+
+def test_every_stage_runs_on_the_dispatch_thread_also_for_delivery_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused channel: its result comes back from a notify worker, makes care-1 a trouble
+    alert and the next step due now; all of it is written by the dispatch thread."""
+    writers: list[str] = []
+    note = History.note
+
+    def noting(self: History, *args: Any, **kw: Any) -> None:
+        writers.append(threading.current_thread().name)
+        note(self, *args, **kw)
+
+    monkeypatch.setattr(History, "note", noting)
+    clock = FakeClock()
+    refused = SendResult(False, False, "Failed to send JSON POST notification: error=404.")
+    sender = FakeSender(results={"fake://care-1": [refused]})
+    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+        change = d.store.apply(fire("wearable_sos", "wr-1", clock()))
+        assert change is not None
+        settle(d)
+        sender.wait(lambda: len(sender.sent) >= 1)  # the next step, at once
+        settle(d)
+        d.poll()  # a tick from this thread: taken on the dispatch thread
+        history = notes(d, change.alert.id)
+        assert "care-1 cannot be reached: every channel failed" in history
+        assert "nobody of step 1 can be reached: next step now" in history
+        (trouble,) = d.store.list(rule_id="staff_unreachable")[0]
+        assert trouble.device_id == "care-1"
+    assert writers and set(writers) == {"dispatch"}
