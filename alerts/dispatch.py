@@ -6,7 +6,7 @@ The pipeline (:func:`compose`; each stage is a small object of :mod:`alerts.stag
     flap gate (rules worker, before the store: alerts/noise.py)
     raised     place → correlate → start ─┐
     rematched  place → refresh → flap note → start ─┤
-    due timer ────────────────────────────── firing → group → silence → page → (outbox)
+    due timer ────────────────────────────── firing → group → mute → page → (outbox)
     acknowledged / resolved   stop → refresh → follow-up → unconfirm
     delivery result (notify workers) → record (history, reachability; may make a step due)
 
@@ -23,7 +23,9 @@ ticks. :meth:`Dispatcher.poll` (the service's scheduler every second; the API af
 ends; tests, with a fake clock's ``now``) puts a tick and waits for it: the tick takes the due
 steps and, every 30 s, the sweeps (building incidents whose devices are all back, confirmed fires
 whose detectors cleared). The notify workers (:mod:`alerts.notify`) are the only other threads
-of alerting: they run apprise's blocking calls and never a stage. A step is taken by a
+of alerting: they run apprise's blocking calls and never a stage (the ``duty-coverage`` thread at
+start only reads the roster). Before the thread starts, :meth:`Dispatcher.start` runs the raise's
+stages for alerts a crash left unhandled, on the caller's thread. A step is taken by a
 compare-and-set on its timer row, so two dispatchers over one database never take it twice.
 
 Adding a stage: write a class with ``__call__(self, item: Item) -> Item | None`` (return the
