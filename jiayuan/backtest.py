@@ -52,7 +52,7 @@ def run(
         )
     in_force = load_rules(settings.rules or [builtin_pack()])
     gate: Callable[[Callable[[], float]], FlapGate] = lambda clock: FlapGate(  # noqa: E731
-        settings.flap_threshold, settings.flap_window_s, clock
+        settings.flap.threshold, settings.flap.window_s, clock
     )
     return backtest(
         journal,

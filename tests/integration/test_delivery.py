@@ -19,6 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from alerts import AlertStore
+from alerts.config import NotifyConfig
 from alerts.dispatch import Config, Dispatcher
 from devtools.broker import Broker, free_port
 from devtools.launch import ServiceProcess
@@ -114,7 +115,7 @@ def make(tmp_path: Path, receiver: Receiver) -> Iterator[Any]:
 
     def _make(reg: Registry, **config: Any) -> Dispatcher:
         store = AlertStore(tmp_path / "alerts.db")
-        d = Dispatcher(store, reg, RULES, Config(backoff_s=0.05, **config))
+        d = Dispatcher(store, reg, RULES, Config(notify=NotifyConfig(backoff_s=0.05), **config))
         d.start()
         made.append((d, store))
         return d

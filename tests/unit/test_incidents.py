@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from alerts import AlertStore
+from alerts.config import GroupConfig
 from alerts.messages import SYSTEM_ALERTS, TITLES
 from tests.alerting import (
     NIGHT,
@@ -160,7 +161,7 @@ def test_a_fall_in_the_unit_with_a_smoke_alarm_joins_the_fire(tmp_path: Path) ->
 
 def test_many_devices_of_one_building_in_trouble_are_one_incident(tmp_path: Path) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender, group_threshold=3) as d:
+    with dispatcher(tmp_path / "alerts.db", clock, sender, group=GroupConfig(threshold=3)) as d:
         for i in range(1, 5):
             d.store.apply(fire("smoke_silent", f"smk-B02-{i}", clock()))
         settle(d)
