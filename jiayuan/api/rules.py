@@ -22,6 +22,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from alerts.messages import title
 from jiayuan.api.deps import CtxDep, allow, refuse
 from jiayuan.api.times import epoch
 from jiayuan.backtest import run
@@ -52,6 +53,8 @@ class RuleOut(BaseModel):
     type: str
     kind: str
     enabled: bool
+    title_zh: str = Field(description="The rule's name as its alerts carry it, in Chinese.")
+    title_en: str
     definition: dict[str, JsonValue] = Field(
         description="The rule as its file states it (fields left at their defaults omitted;"
         " durations in seconds)."
@@ -93,6 +96,8 @@ def get_rules(ctx: CtxDep) -> RulesOut:
                 type=r.type,
                 kind=r.kind,
                 enabled=r.enabled,
+                title_zh=title(r.id, "zh", r.summary),
+                title_en=title(r.id, "en", r.summary),
                 definition=_definition(r),
                 editable=editable(r),
             )

@@ -138,7 +138,8 @@ def test_a_manager_tries_a_lower_heart_rate_threshold_on_last_week(
     expect(page.locator(".rules-page h2")).to_have_text("报警规则")
     rule = page.locator("article.rule[data-rule-id=wearable_heart_rate_high]")
     # the rule in words: what it watches, how long, what clears it, whom it pages
-    expect(rule).to_contain_text("心率高于 120 bpm 持续 10 分钟", timeout=WAIT_MS)
+    expect(rule.locator("h3")).to_have_text("心率持续偏高", timeout=WAIT_MS)  # as its alerts say
+    expect(rule).to_contain_text("心率高于 120 bpm 持续 10 分钟")
     expect(rule).to_contain_text("回落到 110 bpm 以下时解除")
     expect(rule.locator("[data-field=pages]")).to_have_text("通知老人的照护员")
     fall = page.locator("article.rule[data-rule-id=wearable_fall]")

@@ -174,6 +174,7 @@ def test_a_manager_reads_the_rules_in_force_and_a_guard_is_refused(
     high = rules["wearable_heart_rate_high"]
     assert high["definition"]["above"] == 120 and high["definition"]["for"] == 600
     assert high["definition"]["route"] == "caretaker"
+    assert high["title_zh"] == "心率持续偏高"  # as its alerts are named
     assert high["editable"] == ["above", "below", "clear", "for"]
     assert rules["wearable_heart_rate_above_baseline"]["editable"] == [
         "baseline.above_by",

@@ -30,7 +30,9 @@ function metricWord(m) { return t(`metrics.${m}`); }
 function unit(m) { const u = UNITS[m]; return u ? ` ${u}` : ""; }
 function eventWords(list) { return (list || []).map((e) => t(`ev.${e}`)).join(t("list_sep")); }
 
+/** A rule's name as its alerts carry it (the service's words), else the console's. */
 export function ruleTitle(r) {
+  if (r[`title_${getLang()}`]) return r[`title_${getLang()}`];
   const own = t(`rules.${r.id}`);
   return own === r.id ? r.definition.summary || r.id : own;
 }
