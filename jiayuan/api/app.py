@@ -45,6 +45,7 @@ from jiayuan.api import (
 from jiayuan.api.bodylimit import LOGIN_MAX_BODY, BodyLimitMiddleware
 from jiayuan.api.bounds import known_query
 from jiayuan.api.deps import access_of
+from jiayuan.api.errors import install as install_error_handlers
 from jiayuan.api.openapi import document_errors
 from jiayuan.api.security import SecurityMiddleware, is_public
 from jiayuan.api.stream import Broadcaster
@@ -117,6 +118,7 @@ def create_app(
         body_timeout_s=ctx.settings.http_body_timeout_s,
         per_path={"/api/auth/login": LOGIN_MAX_BODY},
     )
+    install_error_handlers(app)
     document_errors(app)
     return app
 
