@@ -46,4 +46,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) data artifacts *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) data artifacts *.egg-info .mypy_cache .ruff_cache .import_linter_cache

@@ -23,12 +23,12 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Final
 
-import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from alerts import AlertChange, AlertStore
@@ -50,8 +50,9 @@ DROPPED = Counter(
 
 REPLAY_MAX = 500
 """A reconnecting client is sent at most this many missed changes, else ``resync``."""
-STOP_GRACE_S = 1.0
-"""How long an ended stream may take to finish its last write before it is cut."""
+SEND_TIMEOUT_S = 5.0
+"""A write the client has not taken within this long (its socket's buffers are full: it reads
+nothing) ends the stream, whether or not it has fallen behind yet."""
 RETRY_MS = 5000
 """How long a browser's ``EventSource`` waits before it reconnects."""
 
@@ -243,38 +244,23 @@ class Broadcaster:
 
 
 class EventStream(EventSourceResponse):
-    """sse-starlette's response (keep-alive comments every ``keepalive_s``, the client's
-    disconnect, a server shutdown) that also ends when its client is told to stop (too slow,
-    or the broadcaster closed), even while a write to a client that reads nothing is stuck."""
+    """sse-starlette's response: keep-alive comments every ``keepalive_s``; the client's
+    disconnect or a server shutdown ends the stream, and so does a write the client has not
+    taken within :data:`SEND_TIMEOUT_S`, which is how a client that reads nothing is let go
+    once it has fallen behind or the broadcaster has closed."""
 
-    def __init__(
-        self,
-        content: AsyncGenerator[ServerSentEvent, None],
-        ended: asyncio.Event,
-        keepalive_s: float,
-    ) -> None:
-        super().__init__(content, ping=keepalive_s, ping_message_factory=keep_alive)
-        self._content = content
-        self._ended = ended
+    def __init__(self, content: AsyncGenerator[ServerSentEvent, None], keepalive_s: float) -> None:
+        super().__init__(
+            content,
+            ping=keepalive_s,
+            ping_message_factory=keep_alive,
+            send_timeout=SEND_TIMEOUT_S,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        respond = super().__call__
-        async with anyio.create_task_group() as tg:
-
-            async def stream() -> None:
-                with contextlib.suppress(OSError):  # the client went away mid-write
-                    await respond(scope, receive, send)
-                tg.cancel_scope.cancel()
-
-            async def ended() -> None:
-                await self._ended.wait()
-                await anyio.sleep(STOP_GRACE_S)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(stream)
-            tg.start_soon(ended)
-        with anyio.CancelScope(shield=True):  # a stream cut mid-write: run its cleanup now
-            await self._content.aclose()
+        # a client that takes nothing more, or went away mid-write: the stream is over
+        with contextlib.suppress(SendTimeoutError, OSError):
+            await super().__call__(scope, receive, send)
 
 
 @router.get(
@@ -320,7 +306,7 @@ async def stream_alerts(
     client = broadcaster.client()
     alive = still_signed_in(auth, view.principal, request)
     events = broadcaster.events(client, resume, show, alive)
-    return EventStream(events, client.ended, broadcaster.keepalive_s)
+    return EventStream(events, broadcaster.keepalive_s)
 
 
 def still_signed_in(auth: Authenticator, p: Principal, request: Request) -> Callable[[], bool]:

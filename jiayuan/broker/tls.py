@@ -102,84 +102,50 @@ def _name(org: str, common: str) -> x509.Name:
     )
 
 
-def _make_ca(path: Path, key: ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
-    subject = _name(name, f"{name} installation CA {os.urandom(4).hex()}")
+def _usage(*, ca: bool) -> x509.KeyUsage:
+    """A CA signs certificates (and CRLs); the broker signs its TLS handshakes."""
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _issue(
+    path: Path,
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    days: int,
+    *extensions: tuple[x509.ExtensionType, bool],
+) -> x509.Certificate:
+    """Write the certificate of ``key`` for ``subject``, signed by ``issuer_key``."""
     now = datetime.now(UTC)
-    public = key.public_key()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(public)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical)
+    cert = builder.sign(issuer_key, hashes.SHA256())
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert
-
-
-def _make_server(
-    path: Path,
-    key: ec.EllipticCurvePrivateKey,
-    ca: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    hosts: Sequence[str],
-    name: str,
-) -> None:
-    now = datetime.now(UTC)
-    public = key.public_key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name, hosts[0]))
-        .issuer_name(ca.subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=SERVER_DAYS))
-        .add_extension(x509.SubjectAlternativeName(subject_alt_names(hosts)), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _server_ok(cert_path: Path, key_path: Path, ca: x509.Certificate, hosts: Sequence[str]) -> bool:
@@ -223,10 +189,31 @@ def make_tls(
         ca = _load_cert(ca_crt)
     else:
         ca_key = _new_key(ca_key_path)
-        ca = _make_ca(ca_crt, ca_key, name)
+        subject = _name(name, f"{name} installation CA {os.urandom(4).hex()}")
+        ca = _issue(
+            ca_crt,
+            subject,
+            ca_key,
+            subject,
+            ca_key,
+            CA_DAYS,
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (_usage(ca=True), True),
+        )
         made.append("ca")
     if made or renew or not _server_ok(crt, key, ca, hosts):
-        _make_server(crt, _new_key(key), ca, ca_key, hosts, name)
+        _issue(
+            crt,
+            _name(name, hosts[0]),
+            _new_key(key),
+            ca.subject,
+            ca_key,
+            SERVER_DAYS,
+            (x509.SubjectAlternativeName(subject_alt_names(hosts)), False),
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_usage(ca=False), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        )
         made.append("server")
     if group:
         os.chown(key, -1, grp.getgrnam(group).gr_gid)
