@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     creds.set_defaults(func=_broker_credentials)
     tls = bsub.add_parser(
         "tls",
-        help="the installation's CA and the broker's TLS certificate (openssl)",
+        help="the installation's CA and the broker's TLS certificate",
         description="Make ca.crt/ca.key once, and server.crt/server.key when missing, stale"
         " or for other names.",
     )
