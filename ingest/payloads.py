@@ -7,6 +7,7 @@ This is the edge: nothing downstream sees raw bytes or paho's message type.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
@@ -306,31 +307,34 @@ def _decode(topic: str, payload: bytes, received: float) -> Reading | tuple[Deco
 # (every dead letter too) goes to decode_reference, so that both answer alike by construction
 # where the fast one declines, and by tests/unit/test_decode_equivalence.py where it answers.
 
-_VALUE, _SKIPPED, _EVENT, _ATTR = range(4)
-_Wire = tuple["msgspec.json.Decoder[Any]", tuple[tuple[str, int], ...], frozenset[str]]
+
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """How one model is read on the fast path: its Struct's decoder, and what its fields after
+    ``ts`` and ``seq`` are — all measurements (telemetry), or the event name (or the state)
+    followed by text fields."""
+
+    decoder: msgspec.json.Decoder[Any]
+    known: frozenset[str]
+    names: tuple[str, ...]
+    named: bool
 
 
-def _wire(model: type[_Payload], cache: dict[type[_Payload], _Wire]) -> _Wire:
-    if model not in cache:
-        roles = tuple(
-            (
-                n,
-                _SKIPPED
-                if n in _SKIP
-                else _EVENT
-                if n in _NAME
-                else _ATTR
-                if n in _TEXT
-                else _VALUE,
-            )
-            for n in model.model_fields
-        )
-        cache[model] = (msgspec.json.Decoder(mirror(model)), roles, frozenset(model.model_fields))
-    return cache[model]
+def _wire(model: type[_Payload]) -> _Wire:
+    first, second, *names = model.model_fields
+    named = bool(names) and names[0] in _NAME
+    layout_ok = (first, second) == ("ts", "seq") and (
+        all(n in _TEXT for n in names[1:])
+        if named
+        else not any(n in _NAME or n in _TEXT or n in _SKIP for n in names)
+    )
+    if not layout_ok:  # a model this fast path does not know how to read: fail at import
+        raise TypeError(f"{model.__name__}: fields {list(model.model_fields)} not mirrored")
+    decoder = msgspec.json.Decoder(mirror(model))
+    return _Wire(decoder, frozenset(model.model_fields), tuple(names), named)
 
 
-_CACHE: dict[type[_Payload], _Wire] = {}
-_WIRES: Final = {shape: _wire(model, _CACHE) for shape, model in MODELS.items()}
+_WIRES: Final = {shape: _wire(model) for shape, model in MODELS.items()}
 _ANY: Final = msgspec.json.Decoder(dict[str, Any])
 _BLANKS: Final = b" \t\n\r"
 _astuple: Final = msgspec.structs.astuple
@@ -364,29 +368,29 @@ def _fast(topic: str, payload: bytes, received: float) -> Reading | None:
             body.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    if needs_scan(body):
+    if b"\\" in body:  # an escape: perhaps a lone surrogate, or a key written twice two ways
         return None
-    decoder, roles, known = _WIRES[(t.kind, t.stream)]
+    wire = _WIRES[(t.kind, t.stream)]
     try:
-        msg = decoder.decode(body)
+        msg = wire.decoder.decode(body)
     except msgspec.DecodeError:  # malformed, or a field the model refuses (ValidationError)
         return None
-    present = 0
+    fields = _astuple(msg)
+    absent = fields.count(UNSET)
+    present = len(fields) - absent
+    rest = fields[2:]
+    pairs: Iterable[tuple[str, Any]] = zip(wire.names, rest, strict=True)
+    if absent or None in rest:  # nearly always neither: every field sent, none null
+        pairs = [(n, v) for n, v in pairs if v is not None and v is not UNSET]
     values: dict[str, float | bool] = {}
     attrs: dict[str, str] = {}
     event: str | None = None
-    for (name, role), v in zip(roles, _astuple(msg), strict=True):
-        if v is UNSET:
-            continue
-        present += 1
-        if v is None or role == _SKIPPED:
-            continue
-        if role == _VALUE:
-            values[name] = v
-        elif role == _EVENT:
-            event = v
-        else:
-            attrs[name] = v
+    if wire.named:  # the name is required: never absent, never null
+        event = rest[0]
+        attrs = dict(pairs)
+        del attrs[wire.names[0]]
+    else:
+        values = dict(pairs)
     keys = body.translate(None, _BLANKS).count(b'":')  # see strictjson.may_repeat_keys
     extra: dict[str, Any] = {}
     if keys != present:  # unknown fields, or a key twice: read them all
@@ -394,12 +398,12 @@ def _fast(topic: str, payload: bytes, received: float) -> Reading | None:
             whole = _ANY.decode(body)
         except msgspec.DecodeError:
             return None
-        if len(whole) != keys:  # perhaps a key twice: decode_reference says
+        if len(whole) != keys or needs_scan(body):  # a key twice, nesting: the reference
             return None
-        extra = {k: v for k, v in whole.items() if k not in known}
+        extra = {k: v for k, v in whole.items() if k not in wire.known}
         if not unknown_fields_storable(extra):
             return None
-    raw: Any = msg.ts
+    raw: Any = fields[0]
     when: datetime | int | None
     if type(raw) is str:
         when = aware_time(raw)
@@ -408,7 +412,7 @@ def _fast(topic: str, payload: bytes, received: float) -> Reading | None:
     else:
         when = None if raw is UNSET else raw
     ts, flag = _event_time(when, received)
-    seq = msg.seq
+    seq = fields[1]
     return Reading(
         community=t.community,
         kind=t.kind,
