@@ -127,7 +127,7 @@ _TEXT: Final = frozenset({"fw", "direction", "method", "credential"})
 TsFlag = Literal["future", "too_old"]
 
 
-class Reading(msgspec.Struct, frozen=True, kw_only=True):
+class Reading(msgspec.Struct, frozen=True):
     """One accepted message. Times are epoch seconds, UTC.
 
     A frozen msgspec Struct rather than a dataclass: built for every message, in a tenth of

@@ -31,7 +31,7 @@ from tests.unit.test_decode_corpus import CORPUS
 NOW = 1_795_777_822.0
 SHAPES = sorted(MODELS)
 SETTINGS = settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=250, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
@@ -358,7 +358,7 @@ def test_hostile_payloads_and_topics_decode_alike(
     _tally(_topic(shape) if topic is None else topic, payload)
 
 
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=120, deadline=None, database=None)
 @given(shape=st.sampled_from(SHAPES), data=st.data())
 def test_what_the_simulators_write_takes_the_fast_path(shape: tuple[str, str], data: Any) -> None:
     """Compact JSON, raw UTF-8, times in the simulators' two forms: msgspec reads all of it
