@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -24,7 +25,7 @@ from ingest.strictjson import (
     refusal,
     unknown_fields_storable,
 )
-from ingest.topics import Kind, Stream, TopicError, parse_topic
+from ingest.topics import Kind, Stream, Topic, TopicError, parse_topic
 from ingest.wiretypes import aware_time, mirror
 
 __all__ = ["MAX_DEPTH", "MAX_NUMBER"]  # re-exported: the limits a payload is held to
@@ -335,6 +336,16 @@ def _wire(model: type[_Payload]) -> _Wire:
 
 
 _WIRES: Final = {shape: _wire(model) for shape, model in MODELS.items()}
+
+
+@lru_cache(maxsize=65_536)
+def _route(topic: str) -> tuple[Topic, _Wire]:
+    """A topic's parts and how its payloads are read (cached as :func:`parse_topic` is: a
+    fleet uses a few topics per device; a :class:`TopicError` is raised, never cached)."""
+    t = parse_topic(topic)
+    return t, _WIRES[(t.kind, t.stream)]
+
+
 _ANY: Final = msgspec.json.Decoder(dict[str, Any])
 _BLANKS: Final = b" \t\n\r"
 _astuple: Final = msgspec.structs.astuple
@@ -357,20 +368,20 @@ def decode(topic: str, payload: bytes, received: float) -> Reading | DeadLetter:
 def _fast(topic: str, payload: bytes, received: float) -> Reading | None:
     """The reading of a payload in the common shape, or None: not that shape, or not valid."""
     try:
-        t = parse_topic(topic)
+        t, wire = _route(topic)
     except TopicError:
         return None
     if len(payload) > MAX_PAYLOAD:
         return None
-    body = payload[3:] if payload.startswith(_BOM) else payload
-    if not body.isascii():
+    body = payload
+    if not body.isascii():  # a BOM, or text beyond ASCII: valid UTF-8?
+        body = payload[3:] if payload.startswith(_BOM) else payload
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:
             return None
     if b"\\" in body:  # an escape: perhaps a lone surrogate, or a key written twice two ways
         return None
-    wire = _WIRES[(t.kind, t.stream)]
     try:
         msg = wire.decoder.decode(body)
     except msgspec.DecodeError:  # malformed, or a field the model refuses (ValidationError)
