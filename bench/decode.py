@@ -19,7 +19,6 @@ import msgspec
 
 from ingest import payloads
 from ingest.payloads import decode, decode_reference
-from ingest.topics import parse_topic
 from ingest.wiretypes import aware_time
 
 TYPICAL: list[tuple[str, bytes]] = [
@@ -100,7 +99,7 @@ def _step(fn: Callable[[Any], object], args: list[Any], n: int) -> float:
 
 def steps(n: int = 40_000) -> dict[str, float]:
     """What each step of the fast path costs on the typical mix, alone (µs per message)."""
-    wires = [payloads._WIRES[(t.kind, t.stream)] for t in (parse_topic(x) for x, _ in TYPICAL)]
+    wires = [payloads._route(t)[1] for t, _ in TYPICAL]
     bodies = [p for _, p in TYPICAL]
     structs = [w.decoder.decode(p) for w, p in zip(wires, bodies, strict=True)]
     times = [None if s.ts is msgspec.UNSET else s.ts for s in structs]
@@ -132,7 +131,7 @@ def steps(n: int = 40_000) -> dict[str, float]:
         return payloads._event_time(aware_time(ts) if isinstance(ts, str) else ts, NOW)  # type: ignore[arg-type]
 
     return {
-        "topic": _step(parse_topic, [t for t, _ in TYPICAL], n),
+        "topic": _step(payloads._route, [t for t, _ in TYPICAL], n),
         "checks": _step(checks, bodies, n),
         "msgspec": _step(lambda i: wires[i].decoder.decode(bodies[i]), list(range(4)), n),
         "fields": _step(lambda s: msgspec.structs.astuple(s).count(msgspec.UNSET), structs, n),
