@@ -25,6 +25,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Final
 
 from base.retry import Backoff
 from ingest.inbox import Inbox
@@ -74,6 +76,9 @@ class StoreFailing(Exception):
 
 
 _Item = tuple[Inbound, Reading | DeadLetter]
+_RECEIVED: Final = attrgetter("received")
+_KIND_STREAM: Final = attrgetter("kind", "stream")
+_REASON: Final = attrgetter("reason")
 
 
 @dataclass(slots=True)
@@ -279,12 +284,13 @@ class Pipeline:
         self.committed += len(batch)
         now = time.time()
         COMMIT_SECONDS.observe(written.commit_seconds)
-        COMMIT_LAG.set(now - min(m.received for m in batch))
+        COMMIT_LAG.set(now - min(map(_RECEIVED, batch)))
         BATCH_SIZE.observe(len(batch))
-        for (kind, stream), n in Counter((r.kind, r.stream) for r in written.new).items():
+        for (kind, stream), n in Counter(map(_KIND_STREAM, written.new)).items():
             MESSAGES.labels(kind, stream).inc(n)
+        for reason, n in Counter(map(_REASON, written.dead)).items():
+            DEAD_LETTERS.labels(reason).inc(n)
         for d in written.dead:
-            DEAD_LETTERS.labels(d.reason).inc()
             self._log_dead(d)
         if written.duplicates:
             DUPLICATES.inc(written.duplicates)
