@@ -15,6 +15,7 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from jiayuan.api import create_app, make_server
+    from jiayuan.logmetrics import count_errors
     from jiayuan.service import Service
     from jiayuan.settings import Settings
 
@@ -39,9 +40,11 @@ def _run(args: argparse.Namespace) -> int:
     # cleanly (batch committed and acknowledged, session kept) instead of dying mid-way.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
+    server = make_server(app, settings.http_host, settings.http_port)
+    count_errors("uvicorn")  # after the server's config, which sets uvicorn's handlers
     service.start()
     try:
-        make_server(app, settings.http_host, settings.http_port).run()
+        server.run()
     except SystemExit:
         pass
     finally:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devtools.broker import Broker
@@ -48,9 +48,9 @@ def test_health_says_when_the_broker_is_gone_and_recovers(
         ),
         timeout=60,
     )
-    with pytest.raises(urllib.error.HTTPError) as answer:
+    with pytest.raises(httpx.HTTPStatusError) as answer:
         service.get("/healthz")
-    assert answer.value.code == 503
+    assert answer.value.response.status_code == 503
     broker.start()
     wait_for(lambda: problems(service) == [], timeout=90)
 

@@ -124,7 +124,7 @@ def stored(vm: Victoria, expected: Counter[Sample]) -> Counter[Sample]:
 
 def drained(svc: ServiceProcess, messages: int) -> bool:
     h = svc.health()
-    return h["messages_committed"] >= messages and h["influx"]["backlog_rows"] == 0
+    return bool(h["messages_committed"] >= messages and h["influx"]["backlog_rows"] == 0)
 
 
 def trouble_alerts(svc: ServiceProcess) -> list[dict[str, Any]]:
