@@ -123,7 +123,7 @@ class ServiceProcess:
         self.proc = children.spawn([sys.executable, "-m", "jiayuan.cli", "run"], self.log, self.env)
         children.wait_ready(
             self.proc,
-            self._connected,
+            self.ready,
             name="jiayuan run",
             log=self.log,
             timeout=timeout,
@@ -131,7 +131,8 @@ class ServiceProcess:
         )
         return self
 
-    def _connected(self) -> bool:
+    def ready(self) -> bool:
+        """Whether it answers and its MQTT session is up (not yet, while it does not answer)."""
         try:
             return bool(self.health().get("mqtt_connected"))
         except httpx.HTTPError:
@@ -203,10 +204,16 @@ class ServiceProcess:
         if self.proc is None:
             return None
         errors: dict[str, float] = {}
+        unread: httpx.HTTPError | None = None
         if grace == 0 and self.proc.poll() is None:
-            errors = unexpected(self.errors(), self.expect_errors)
+            try:
+                errors = unexpected(self.errors(), self.expect_errors)
+            except httpx.HTTPError as e:  # stopped all the same, then said
+                unread = e
         rc = children.stop(self.proc, grace=grace, timeout=timeout)
         self.proc = None
+        if unread is not None:
+            raise RuntimeError(f"jiayuan run's error counters unread: {unread!r}") from unread
         if errors:
             raise UnexpectedErrors(self._explain(errors))
         return rc

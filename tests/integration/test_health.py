@@ -58,6 +58,10 @@ def test_health_says_when_the_broker_is_gone_and_recovers(
 def test_health_says_when_the_alert_store_refuses_writes_and_the_fall_still_alerts(
     broker: Broker, service: ServiceProcess, tmp_path: Path
 ) -> None:
+    service.expect_errors = {
+        "jiayuan_rules_commit_failures_total",
+        'jiayuan_log_errors_total{logger="rules.worker"}',
+    }
     alerts_db = tmp_path / "service" / "alerts.db"
     lock = sqlite3.connect(alerts_db, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # another process holds the alert store
