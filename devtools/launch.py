@@ -64,15 +64,18 @@ def _key(name: str, labels: Mapping[str, str]) -> str:
     return f"{name}{{{inner}}}" if inner else name
 
 
-_SPEC = re.compile(r'(\w+)="([^"]*)"')
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+_SPEC = re.compile(r'(\w+)(?:\{(\w+="[^"]*"(?:,\w+="[^"]*")*)\})?')
 
 
 def _covers(spec: str, key: str) -> bool:
-    name, _, rest = spec.partition("{")
-    if key.partition("{")[0] != name:
+    m = _SPEC.fullmatch(spec.replace(" ", ""))
+    if m is None:
+        raise ValueError(f'expect_errors: {spec!r} is not name or name{{label="value",...}}')
+    if key.partition("{")[0] != m[1]:
         return False
-    have = dict(_SPEC.findall(key.partition("{")[2]))
-    return all(have.get(k) == v for k, v in _SPEC.findall(rest))
+    have = dict(_LABEL.findall(key.partition("{")[2]))
+    return all(have.get(k) == v for k, v in _LABEL.findall(m[2] or ""))
 
 
 class ServiceProcess:

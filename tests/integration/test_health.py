@@ -58,7 +58,7 @@ def test_health_says_when_the_broker_is_gone_and_recovers(
 def test_health_says_when_the_alert_store_refuses_writes_and_the_fall_still_alerts(
     broker: Broker, service: ServiceProcess, tmp_path: Path
 ) -> None:
-    service.expect_errors = {
+    service.expect_errors = refusals = {
         "jiayuan_rules_commit_failures_total",
         'jiayuan_log_errors_total{logger="rules.worker"}',
     }
@@ -81,4 +81,5 @@ def test_health_says_when_the_alert_store_refuses_writes_and_the_fall_still_aler
     log = service.log.read_text(errors="replace")
     assert log.count("the alert store refused a commit") == 1  # said once, not every retry
     assert log.count("committing again after") == 1
+    assert set(service.errors()) == refusals  # on /metrics, and nothing else went wrong
     pub.close()
