@@ -245,11 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     finally:
-        if svc is not None:
-            svc.stop()
-        broker.stop()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        try:
+            if svc is not None:
+                svc.stop()  # raises if the service counted errors: its figures are not to be kept
+        finally:
+            broker.stop()
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def settings_from_env() -> Settings | None:
 
 def _run(args: argparse.Namespace) -> int:
     from jiayuan.api import create_app, make_server
+    from jiayuan.logmetrics import count_errors
     from jiayuan.service import Service
 
     settings = settings_from_env()
@@ -52,9 +53,11 @@ def _run(args: argparse.Namespace) -> int:
     # cleanly (batch committed and acknowledged, session kept) instead of dying mid-way.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
+    server = make_server(app, settings.http_host, settings.http_port)
+    count_errors("uvicorn")  # after the server's config, which sets uvicorn's handlers
     service.start()
     try:
-        make_server(app, settings.http_host, settings.http_port).run()
+        server.run()
     except SystemExit:
         pass
     finally:

@@ -77,7 +77,7 @@ def staff(sid: str, role: str, shifts: tuple[str, ...] = (), **kw: Any) -> Staff
     return Staff(
         staff_id=sid,
         name=f"{role} {sid}",
-        role=role,  # type: ignore[arg-type]
+        role=role,
         channels=kw.pop("channels", (f"fake://{sid}",)),
         shifts=tuple(parse_shift(s) for s in shifts),
         **kw,

@@ -63,7 +63,7 @@ def registry() -> Registry:
             Resident(resident_id="r-1", building="B1", unit="1-1-101", caretakers=("care-a",)),
             Resident(resident_id="r-2", building="B2", unit="2-1-201", caretakers=("care-b",)),
         ],
-        staff=[Staff(staff_id=s, name=f"{r} {s}", role=r) for s, r in STAFF.items()],  # type: ignore[arg-type]
+        staff=[Staff(staff_id=s, name=f"{r} {s}", role=r) for s, r in STAFF.items()],
     )
 
 

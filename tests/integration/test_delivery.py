@@ -200,7 +200,7 @@ def test_the_service_killed_mid_escalation_takes_the_next_step_on_time_and_never
     chains = tmp_path / "chains.yaml"
     chains.write_text(CHAINS)
     data = tmp_path / "service"
-    settings = {"registry": reg_dir, "escalation_file": chains}
+    settings: dict[str, Any] = {"registry": reg_dir, "escalation_file": chains}
     svc = ServiceProcess(data, broker.port, **settings).start()
     pub = Publisher(broker)
     pub.publish("community/y/wearable/wr-1/event", json.dumps({"event": "fall", "seq": 1}))
@@ -249,9 +249,9 @@ def test_the_demo_receiver_logs_one_line_per_message_and_lists_the_latest(
     log = tmp_path / "notifications.log"
     rx = Receiver(port=0, log=log).start()
     try:
-        ok = apprise.Apprise.instantiate(f"json://127.0.0.1:{rx.port}/notify/care-7").notify(
-            body="位置：C01小区 B01楼\n开始：08-01 10:00", title="【紧急】跌倒报警"
-        )
+        channel = apprise.Apprise.instantiate(f"json://127.0.0.1:{rx.port}/notify/care-7")
+        assert channel is not None
+        ok = channel.notify(body="位置：C01小区 B01楼\n开始：08-01 10:00", title="【紧急】跌倒报警")
         assert ok
         (line,) = log.read_text(encoding="utf-8").splitlines()
         assert line.endswith(

@@ -58,7 +58,15 @@ def data(tmp_path: Path) -> Path:
 def service(broker: Broker, data: Path) -> Iterator[ServiceProcess]:
     with sqlite3.connect(DataDir(data).journal) as db:
         pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-    svc = ServiceProcess(data, broker, journal_max_pages=pages + 40)  # room for ~1,000
+    svc = ServiceProcess(
+        data,
+        broker,
+        journal_max_pages=pages + 40,  # room for ~1,000
+        expect_errors={  # the full disk the test brings about
+            "jiayuan_journal_write_failures_total",
+            'jiayuan_log_errors_total{logger="ingest.pipeline"}',
+        },
+    )
     svc.start()
     yield svc
     svc.stop()

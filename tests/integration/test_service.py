@@ -207,6 +207,7 @@ def test_a_device_whose_connection_dies_is_marked_offline_by_its_last_will(
     dev.publish(status, json.dumps({"state": "online", "fw": "2.1"}), qos=1, retain=True)
     wait_for(lambda: service.get("/api/devices/gt-1")["online"] is True, timeout=10)
     dev.loop_stop()
-    assert dev.socket() is not None
-    dev.socket().close()  # the connection dies without a DISCONNECT: the broker sends the will
+    sock = dev.socket()
+    assert sock is not None
+    sock.close()  # the connection dies without a DISCONNECT: the broker sends the will
     wait_for(lambda: service.get("/api/devices/gt-1")["online"] is False, timeout=30)

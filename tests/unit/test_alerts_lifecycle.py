@@ -305,6 +305,9 @@ def test_list_filters_sorts_and_pages(store: AlertStore, clock: Clock) -> None:
     assert store.find(sort="newest")[0][0].id == done.alert.id
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_alert_subscriber_errors_total", 'jiayuan_log_errors_total{logger="alerts.lifecycle"}'
+)
 def test_subscribers_see_committed_changes_in_order_and_are_isolated(
     store: AlertStore, caplog: pytest.LogCaptureFixture
 ) -> None:

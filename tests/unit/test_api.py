@@ -120,6 +120,7 @@ def detail(r: Any) -> str:
 # ------------------------------------------------------------------ system
 
 
+@pytest.mark.expect_errors('jiayuan_log_errors_total{logger="jiayuan.api.system"}')
 def test_healthz_follows_the_service(ctx: AppContext, client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ctx.health = lambda: {"status": "degraded", "mqtt": "disconnected"}

@@ -21,7 +21,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel
 
 from bench.decode import POISON, TYPICAL
 from ingest import payloads
@@ -171,7 +171,7 @@ def _field_values(name: str, info: Any) -> st.SearchStrategy[Any]:
     return st.one_of(*out, st.none())
 
 
-def _valid(model: type[payloads.BaseModel]) -> st.SearchStrategy[dict[str, Any]]:
+def _valid(model: type[BaseModel]) -> st.SearchStrategy[dict[str, Any]]:
     fields = model.model_fields
     return st.builds(
         lambda req, opt: {**opt, **req},

@@ -94,6 +94,7 @@ def test_every_reading_once_in_order_with_the_cursor_kept(journal: Journal) -> N
     assert db.execute("SELECT last_id FROM cursors WHERE name = 'influx'").fetchone() == (1300,)
 
 
+@pytest.mark.expect_errors("jiayuan_influx_write_errors_total")
 @pytest.mark.parametrize(
     "error",
     [
@@ -118,6 +119,9 @@ def test_failures_that_can_pass_are_retried_and_lose_nothing(
     assert s.rejected == 0
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_influx_write_errors_total", "jiayuan_influx_points_rejected_total"
+)
 def test_refused_points_are_set_aside_and_never_block_the_rest(journal: Journal) -> None:
     fill(journal, 300)
     fill(journal, 3, device="bad-1", start=300)
@@ -140,6 +144,9 @@ def test_refused_points_are_set_aside_and_never_block_the_rest(journal: Journal)
     assert s.prune_rejects(time.time() + 1) == 3 and s.rejected == 0
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_influx_write_errors_total", "jiayuan_influx_points_rejected_total"
+)
 def test_a_line_too_large_alone_is_set_aside(journal: Journal) -> None:
     fill(journal, 40)
     w = ScriptedWriter(lambda lines: WriteError(413, "too large") if len(lines) > 8 else None)
@@ -149,6 +156,9 @@ def test_a_line_too_large_alone_is_set_aside(journal: Journal) -> None:
     assert len(w.accepted) == 40 and s.rejected == 0
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_influx_write_errors_total", 'jiayuan_log_errors_total{logger="ingest.influx"}'
+)
 def test_trouble_is_raised_after_the_configured_time_and_cleared_on_drain(
     journal: Journal,
 ) -> None:
@@ -195,6 +205,7 @@ def test_an_open_trouble_from_before_a_restart_is_cleared_on_drain(journal: Jour
     s.stop()
 
 
+@pytest.mark.expect_errors("jiayuan_influx_write_errors_total")
 def test_a_restart_resumes_from_the_cursor_and_resends_nothing_accepted(
     journal: Journal,
 ) -> None:

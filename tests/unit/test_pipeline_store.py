@@ -70,6 +70,7 @@ def running() -> Iterator[list[Pipeline]]:
         p.stop()
 
 
+@pytest.mark.expect_errors("jiayuan_journal_refused_total")
 def test_a_message_the_journal_refuses_is_a_dead_letter_and_the_rest_go_through(
     path: Path,
 ) -> None:
@@ -93,6 +94,9 @@ def test_a_message_the_journal_refuses_is_a_dead_letter_and_the_rest_go_through(
     journal.close()
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_journal_write_failures_total", 'jiayuan_log_errors_total{logger="ingest.pipeline"}'
+)
 def test_a_full_store_holds_the_acknowledgements_and_ingestion_resumes_once_space_is_freed(
     path: Path, running: list[Pipeline], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -134,6 +138,9 @@ def test_a_full_store_holds_the_acknowledgements_and_ingestion_resumes_once_spac
     assert sum("journal takes writes again" in m for m in said) == 1
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_journal_write_failures_total", 'jiayuan_log_errors_total{logger="ingest.pipeline"}'
+)
 def test_a_locked_store_holds_the_acknowledgements_until_the_lock_is_gone(
     path: Path, running: list[Pipeline]
 ) -> None:
@@ -212,6 +219,9 @@ def test_unregistered_devices_silent_for_a_day_are_forgotten(path: Path) -> None
     journal.close()
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_journal_write_failures_total", 'jiayuan_log_errors_total{logger="ingest.pipeline"}'
+)
 def test_an_outage_found_while_idle_clears_without_a_new_message(
     path: Path, running: list[Pipeline]
 ) -> None:

@@ -330,6 +330,9 @@ def test_zone(tmp_path: Path) -> None:
     assert [t.action for t in eng.evaluate(at(4, 440))] == ["clear"]
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_rule_errors_total", 'jiayuan_log_errors_total{logger="rules.engine"}'
+)
 def test_failing_rule_does_not_stop_others(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -141,6 +141,9 @@ def test_a_crash_before_the_commit_loses_no_alert_and_doubles_none(
     assert len(falls) == 1 and falls[0].match_count == 10  # every fall matched exactly once
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_rules_commit_failures_total", 'jiayuan_log_errors_total{logger="rules.worker"}'
+)
 def test_a_store_error_holds_the_cursor_says_so_and_the_alarm_is_raised_after(
     tmp_path: Path, clock: FakeClock
 ) -> None:
