@@ -90,12 +90,16 @@ export function render(root) {
     chooser.replaceChildren(h("label", { class: "filter wide" }, t("choose_caretaker"), select));
   }
 
+  let latest = 0; // answers to an earlier request (another caretaker chosen since) are dropped
   async function load() {
+    const seq = ++latest;
     const fail = loading(list);
     try {
       const r = await api(`/api/residents${qs({ caretaker: chosen, day_start: dayStart(), limit: 200 })}`);
+      if (seq !== latest) return;
       list.replaceChildren(...(r.items.length ? r.items.map((x) => residentCard(x, mine ? staffId() : chosen)) : [h("p", { class: "muted", text: t("no_residents") })]));
     } catch (e) {
+      if (seq !== latest) return;
       if (e.status === 404 || e.status === 422) {
         list.replaceChildren(h("p", { class: "notice error", role: "alert", text: `${t("caretaker_refused")}: ${e.message}` }));
       } else {
