@@ -77,6 +77,8 @@ class FastRows:
             self._plans[kind] = _Plan(
                 engine._heard.get((kind, "telemetry"), []), levels, combos, slow, bool(known)
             )
+        self._known: dict[str, tuple[str, Dev, _Plan, list[Absence]]] = {}
+        """Registered devices: (kind, state, plan, the absences that apply to it)."""
         self._quiet: dict[str, _Quiet] = {}
         """Devices at rest (see :class:`_Quiet`), until a row may move one of their rules."""
 
@@ -88,15 +90,23 @@ class FastRows:
             return self.engine.evaluate(rows.to_reading(row, self.community))
         eng = self.engine
         kind, ts, received = row[2], row[4], row[5]
-        dev = eng._devs.get(device_id) or eng._dev(device_id, self.community)
-        if dev.unregistered:
-            eng._touch_unregistered(device_id, received)
         out: list[Transition] = []
-        plan = self._plans.get(kind)
-        if plan is None:
-            return out
-        for ab in plan.absences:  # Absence.heard, inline while the device is not silent
-            if device_id in ab.silent or not ab.applies(dev):
+        known = self._known.get(device_id)
+        if known is not None and known[0] == kind:
+            _, dev, plan, heard = known
+        else:
+            dev = eng._devs.get(device_id) or eng._dev(device_id, self.community)
+            if dev.unregistered:
+                eng._touch_unregistered(device_id, received)
+            found = self._plans.get(kind)
+            if found is None:
+                return out
+            plan = found
+            heard = [ab for ab in plan.absences if ab.applies(dev)]
+            if not dev.unregistered:  # (a device the engine may forget is looked up anew)
+                self._known[device_id] = (kind, dev, plan, heard)
+        for ab in heard:  # Absence.heard, inline while the device is not silent
+            if device_id in ab.silent:
                 try:
                     ab.heard(dev, received, out)
                 except Exception as e:
@@ -216,6 +226,19 @@ def _quiet_row(q: _Quiet, data: dict[str, Any], ts: float) -> bool:
                 return False
             for st in states:
                 st.last_ts = ts
+    if q.zones and not _quiet_zones(q, data, ts):
+        return False
+    for metric, gap, cs in q.unchanged:
+        v = data.get(metric)
+        if type(v) in _NUMBER and ts >= cs.last_ts:
+            fv = float(v)
+            if cs.value is None or fv != cs.value or ts - cs.last_ts > gap:
+                cs.value, cs.start = fv, ts
+            cs.last_ts = ts
+    return True
+
+
+def _quiet_zones(q: _Quiet, data: dict[str, Any], ts: float) -> bool:
     for zone, st in q.zones:
         lat: Any = data.get("lat")
         lon: Any = data.get("lon")
@@ -225,19 +248,6 @@ def _quiet_row(q: _Quiet, data: dict[str, Any], ts: float) -> bool:
                 if not d * 1.0 <= st.trig:
                     return False
                 st.last_ts = ts
-    for metric, sign, trig, cs in q.conds:
-        v = data.get(metric)
-        if type(v) in _NUMBER and ts >= cs.last_ts:
-            if float(v) * sign > trig:
-                return False
-            cs.last_ts = ts
-    for metric, gap, cs in q.unchanged:
-        v = data.get(metric)
-        if type(v) in _NUMBER and ts >= cs.last_ts:
-            fv = float(v)
-            if cs.value is None or fv != cs.value or ts - cs.last_ts > gap:
-                cs.value, cs.start = fv, ts
-            cs.last_ts = ts
     return True
 
 
@@ -251,11 +261,10 @@ class _Quiet:
     """The device's state it was made from (an unregistered device forgotten starts anew)."""
     baselines: object
     """The baselines it was made with (a new computation may give the device one)."""
-    levels: list[tuple[str, float, float, list[LevelState]]]
-    """Per metric: the band of values that leaves its threshold rules at rest, their states."""
+    levels: list[tuple[str, float, float, list[LevelState | CondState]]]
+    """Per metric: the band of values that leaves its threshold rules and the level
+    conditions of its combinations at rest, and their states (all at the same event time)."""
     zones: list[tuple[Zone, LevelState]]
-    conds: list[tuple[str, float, float, CondState]]
-    """Level conditions of combinations: (metric, sign, signed trigger, state)."""
     unchanged: list[tuple[str, float, CondState]]
     """Unchanged conditions of combinations: (metric, gap, state)."""
 
@@ -263,7 +272,19 @@ class _Quiet:
     def of(cls, plan: _Plan, eng: RuleEngine, dev: Dev) -> _Quiet | None:
         if plan.slow:
             return None
-        bands: dict[str, tuple[float, float, list[LevelState]]] = {}
+        bands: dict[str, tuple[float, float, list[LevelState | CondState]]] = {}
+
+        def band(metric: str, sign: float, trig: float, st: LevelState | CondState) -> bool:
+            lo, hi, states = bands.get(metric, (-math.inf, math.inf, []))
+            if states and states[0].last_ts != st.last_ts:
+                return False
+            if sign > 0:
+                hi = min(hi, trig)
+            else:
+                lo = max(lo, -trig)
+            bands[metric] = (lo, hi, [*states, st])
+            return True
+
         zones: list[tuple[Zone, LevelState]] = []
         for mode, lv, metric, sign in plan.levels:
             st = dev.levels.get(lv.slot)
@@ -283,15 +304,8 @@ class _Quiet:
                 assert isinstance(lv, Zone)
                 zones.append((lv, st))
                 continue
-            lo, hi, states = bands.get(metric, (-math.inf, math.inf, []))
-            if states and states[0].last_ts != st.last_ts:
+            if not band(metric, sign, st.trig, st):
                 return None
-            if sign > 0:
-                hi = min(hi, st.trig)
-            else:
-                lo = max(lo, -st.trig)
-            bands[metric] = (lo, hi, [*states, st])
-        conds: list[tuple[str, float, float, CondState]] = []
         unchanged: list[tuple[str, float, CondState]] = []
         for combo, on_values, off in plan.combos:
             cst = dev.combos.get(combo.slot)
@@ -302,15 +316,14 @@ class _Quiet:
             for index, c, metric in on_values:
                 cs = cst.conds[index]
                 if isinstance(c, _LevelCond):
-                    if cs.on or cs.start is not None:
+                    if cs.on or cs.start is not None or not band(metric, c.sign, c.trig, cs):
                         return None
-                    conds.append((metric, c.sign, c.trig, cs))
                 elif isinstance(c, _UnchangedCond):
                     unchanged.append((metric, c.gap, cs))
                 else:
                     return None
         levels = [(m, lo, hi, states) for m, (lo, hi, states) in bands.items()]
-        return cls(dev, eng.baselines, levels, zones, conds, unchanged)
+        return cls(dev, eng.baselines, levels, zones, unchanged)
 
 
 @dataclass(frozen=True, slots=True)
