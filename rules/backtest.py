@@ -347,7 +347,8 @@ def _replay(job: _Job, part: int) -> tuple[Counts, Counts, int]:
                 "INSERT INTO temp.jy_part VALUES (?)",
                 ((d,) for d in job.registry.devices if (of(d) == part) != (part == 0)),
             )
-            query += f" AND device_id {'NOT IN' if part == 0 else 'IN'} temp.jy_part"
+            # "+": a scan in id order, never the device index (then a sort of each batch)
+            query += f" AND +device_id {'NOT IN' if part == 0 else 'IN'} temp.jy_part"
         query += " ORDER BY id LIMIT ?"
         while True:
             batch: list[rows.Row] = db.execute(query, (last_id, *args, _BATCH)).fetchall()
