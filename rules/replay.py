@@ -77,24 +77,26 @@ class FastRows:
             self._plans[kind] = _Plan(
                 engine._heard.get((kind, "telemetry"), []), levels, combos, slow, bool(known)
             )
-        self._known: dict[str, tuple[str, Dev, _Plan, list[Absence]]] = {}
-        """Registered devices: (kind, state, plan, the absences that apply to it)."""
-        self._quiet: dict[str, _Quiet] = {}
-        """Devices at rest (see :class:`_Quiet`), until a row may move one of their rules."""
+        self._known: dict[str, list[Any]] = {}
+        """Registered devices: [kind, state, plan, the absences that apply to it, and while it
+        is at rest its :class:`_Quiet` (until a reading may move one of its rules)]."""
 
     def evaluate(self, row: rows.Row) -> list[Transition]:
         """The transitions ``engine.evaluate(rows.to_reading(row, community))`` returns."""
         device_id = row[1]
         if row[3] != "telemetry":
-            self._quiet.pop(device_id, None)
+            known = self._known.get(device_id)
+            if known is not None:
+                known[4] = None
             return self.engine.evaluate(rows.to_reading(row, self.community))
         eng = self.engine
         kind, ts, received = row[2], row[4], row[5]
         out: list[Transition] = []
         known = self._known.get(device_id)
         if known is not None and known[0] == kind:
-            _, dev, plan, heard = known
+            _, dev, plan, heard, q = known
         else:
+            q = None
             dev = eng._devs.get(device_id) or eng._dev(device_id, self.community)
             if dev.unregistered:
                 eng._touch_unregistered(device_id, received)
@@ -104,7 +106,7 @@ class FastRows:
             plan = found
             heard = [ab for ab in plan.absences if ab.applies(dev)]
             if not dev.unregistered:  # (a device the engine may forget is looked up anew)
-                self._known[device_id] = (kind, dev, plan, heard)
+                known = self._known[device_id] = [kind, dev, plan, heard, None]
         for ab in heard:  # Absence.heard, inline while the device is not silent
             if device_id in ab.silent:
                 try:
@@ -123,19 +125,31 @@ class FastRows:
                 parsed = _loads(row[9])
             if parsed.__class__ is dict:
                 data = parsed
-        q = self._quiet.get(device_id)
-        if (
-            q is not None
-            and q.dev is dev
-            and q.baselines is eng.baselines
-            and _quiet_row(q, data, ts)
-        ):
-            return out
-        self._quiet.pop(device_id, None)
+        if q is not None and q.baselines is eng.baselines:
+            get = data.get  # _Quiet: a reading that leaves the device at rest
+            v: Any
+            for metric, lo, hi, states in q.levels:
+                v = get(metric)
+                if type(v) in _NUMBER and ts >= states[0].last_ts:
+                    if not lo <= v * 1.0 <= hi:
+                        break
+                    for st in states:
+                        st.last_ts = ts
+            else:
+                if not q.zones or _quiet_zones(q, data, ts):
+                    for metric, gap, cs in q.unchanged:
+                        v = get(metric)
+                        if type(v) in _NUMBER and ts >= cs.last_ts:
+                            fv = float(v)
+                            if cs.value is None or fv != cs.value or ts - cs.last_ts > gap:
+                                cs.value, cs.start = fv, ts
+                            cs.last_ts = ts
+                    return out
+            # not at rest after all: the rules' own code, to which what was applied above
+            # (event times of rules the reading leaves at rest) is the same as applying it again
         self._values(plan, row, dev, data, out)
-        q = _Quiet.of(plan, eng, dev)
-        if q is not None:
-            self._quiet[device_id] = q
+        if known is not None:
+            known[4] = _Quiet.of(plan, eng, dev)
         return out
 
     def _values(
@@ -212,30 +226,6 @@ class FastRows:
                     combo.on_reading(eng, dev, reading, out)
                 except Exception as e:
                     eng._failed(combo, device_id, e)
-
-
-def _quiet_row(q: _Quiet, data: dict[str, Any], ts: float) -> bool:
-    """Apply a row to a device at rest if it leaves it at rest (what the rules' own code would
-    do with it: note its event time); False when it may not (then the rules' code runs, and
-    what was applied here is applied again, to the same effect)."""
-    v: Any
-    for metric, lo, hi, states in q.levels:
-        v = data.get(metric)
-        if type(v) in _NUMBER and ts >= states[0].last_ts:
-            if not lo <= v * 1.0 <= hi:
-                return False
-            for st in states:
-                st.last_ts = ts
-    if q.zones and not _quiet_zones(q, data, ts):
-        return False
-    for metric, gap, cs in q.unchanged:
-        v = data.get(metric)
-        if type(v) in _NUMBER and ts >= cs.last_ts:
-            fv = float(v)
-            if cs.value is None or fv != cs.value or ts - cs.last_ts > gap:
-                cs.value, cs.start = fv, ts
-            cs.last_ts = ts
-    return True
 
 
 def _quiet_zones(q: _Quiet, data: dict[str, Any], ts: float) -> bool:
