@@ -18,9 +18,18 @@ belongs to alerting) holds the clears of flapping alerts, as live. For the rules
 figures therefore match what the store raised (rule alerts only).
 
 A rule that is the same in both sets is evaluated once; only the rules that differ get engines
-of their own. With ``jobs`` > 1 the devices are split by unit (a unit's devices together, so
-unit-scope rules see them all) over that many processes, each replaying its share of the
-journal; rule state is per device (or unit), so the sums are exact.
+of their own. Rows are evaluated by :class:`rules.replay.FastRows`: a telemetry reading that
+leaves a device's rules at rest (the common case) only moves their event times, inline; any
+other goes through the engine's own rule code (``fast=False``: every row does, as
+``RuleEngine.evaluate`` of the row's reading; tests/unit/test_backtest_fast.py checks both
+give the same). With ``jobs`` > 1 the devices are split by unit (a unit's devices together,
+so unit-scope rules see them all; devices not in the registry all in the first) over that
+many processes, each replaying its share of the journal (chosen inside SQLite's scan); rule
+state is per device (or unit), so the sums are exact.
+
+A day of the demo community (bench/rules.py: 3.37 million rows, 4,383 devices, the shipped
+pack) takes about 17 s on two cores (user time 31 s); every row through the engine took
+28 s (53 s).
 """
 
 from __future__ import annotations
