@@ -8,6 +8,12 @@ the store's.
     .venv/bin/python -m bench.rules --out /tmp/jiayuan-day          # build the day (minutes)
     JIAYUAN_REGISTRY=/tmp/jiayuan-day/registry .venv/bin/jiayuan rules backtest \\
         rules/packs/community.yaml --data-dir /tmp/jiayuan-day --since 2026-11-25 --until 2026-11-26
+
+Measured (2 cores shared with other work, so take the user time as the steadier figure):
+every row through ``RuleEngine.evaluate``: 28 s wall with 2 processes (61 s with ``--jobs 1``);
+with the at-rest fast path (:mod:`rules.replay`): 17 s (37 s), user time 31 s instead of 53 s.
+The figures are the alerts the store raised that day, rule by rule (the ``raised`` column).
+The floor in Python is reading and parsing the rows (about 2.6 µs of the 9 µs a row costs).
 """
 
 from __future__ import annotations

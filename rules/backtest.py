@@ -18,9 +18,18 @@ belongs to alerting) holds the clears of flapping alerts, as live. For the rules
 figures therefore match what the store raised (rule alerts only).
 
 A rule that is the same in both sets is evaluated once; only the rules that differ get engines
-of their own. With ``jobs`` > 1 the devices are split by unit (a unit's devices together, so
-unit-scope rules see them all) over that many processes, each replaying its share of the
-journal; rule state is per device, so the sums are exact.
+of their own. Rows are evaluated by :class:`rules.replay.FastRows`: a telemetry reading that
+leaves a device's rules at rest (the common case) only moves their event times, inline; any
+other goes through the engine's own rule code (``fast=False``: every row does, as
+``RuleEngine.evaluate`` of the row's reading; tests/unit/test_backtest_fast.py checks both
+give the same). With ``jobs`` > 1 the devices are split by unit (a unit's devices together,
+so unit-scope rules see them all; devices not in the registry all in the first) over that
+many processes, each replaying its share of the journal (chosen inside SQLite's scan); rule
+state is per device (or unit), so the sums are exact.
+
+A day of the demo community (bench/rules.py: 3.37 million rows, 4,383 devices, the shipped
+pack) takes about 17 s on two cores (user time 31 s); every row through the engine took
+28 s (53 s).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from registry.models import Registry
 from rules.baselines import Baselines, compute, specs_of
 from rules.engine import RuleEngine
 from rules.model import Rule
+from rules.replay import FastRows
 from rules.transitions import Transition
 
 __all__ = ["Report", "backtest", "raised_in_store"]
@@ -177,6 +187,7 @@ class _Job:
     baselines_every_s: float
     max_unregistered: int
     jobs: int
+    fast: bool
 
 
 Counts = dict[str, Counter[str]]
@@ -199,17 +210,20 @@ def backtest(
     baselines_every_s: float = 6 * 3600.0,
     max_unregistered: int = 10_000,
     jobs: int = 1,
+    fast: bool = True,
 ) -> Report:
     """Replay the journal rows received in [since - warmup_s, until) through ``rules`` and
     ``in_force``; count the alerts each would have raised in [since, until) per rule and day.
-    ``jobs`` > 1: in that many processes (forked), each with its share of the devices."""
+    ``jobs`` > 1: in that many processes (forked), each with its share of the devices.
+    ``fast``: rows that move no rule are evaluated inline (:mod:`rules.replay`); False: every
+    row goes through ``RuleEngine.evaluate`` as a reading (the same figures, slower)."""
     global _JOB
     if until <= since:
         raise ValueError("until must be after since")
     t_start = time.perf_counter()
     job = _Job(
         journal, rules, in_force, registry, since, until, tz, alerts, warmup_s, gate,
-        baselines_every_s, max_unregistered, max(1, jobs),
+        baselines_every_s, max_unregistered, max(1, jobs), fast,
     )  # fmt: skip
     if job.jobs == 1:
         parts = [_replay(job, 0)]
@@ -258,12 +272,15 @@ def _merge(parts: list[tuple[Counts, Counts, int]]) -> tuple[Counts, Counts, int
 
 
 def _partition(registry: Registry, jobs: int) -> Callable[[str], int]:
-    """Device id → its process: by unit when it has one (a unit stays together), else by id."""
+    """Device id → its process: by unit when it has one (a unit stays together), else by id;
+    devices not in the registry all in the first (the engine bounds how many it keeps of
+    them, over all of them)."""
 
     def part(device_id: str) -> int:
         d = registry.devices.get(device_id)
-        key = d.unit if d is not None and d.unit else device_id
-        return zlib.crc32(key.encode()) % jobs
+        if d is None:
+            return 0
+        return zlib.crc32((d.unit or device_id).encode()) % jobs
 
     return part
 
@@ -310,6 +327,16 @@ def _replay(job: _Job, part: int) -> tuple[Counts, Counts, int]:
             continue
         engine = RuleEngine(group, registry, clock, max_unregistered=max_unregistered, tz=tz)
         runs.append(_Run(engine, gate(clock) if gate else None, tallies, {r.id for r in group}))
+    community = registry.community
+    evaluators: list[tuple[_Run, Callable[[rows.Row], list[Transition]]]] = [
+        (
+            run,
+            FastRows(run.engine, community).evaluate
+            if job.fast
+            else lambda row, e=run.engine: e.evaluate(rows.to_reading(row, community)),  # type: ignore[misc]
+        )
+        for run in runs
+    ]
     refresh = _baselines(journal, specs, tz, runs, baselines_every_s)
     refresh(start)
     manual: list[tuple[float, str]] = []
@@ -317,24 +344,21 @@ def _replay(job: _Job, part: int) -> tuple[Counts, Counts, int]:
         manual = _seed(alerts, start, until, runs, [new_tally, old_tally])
     m = 0
     n = 0
+    n_manual = len(manual)
     next_tick = float(int(start)) + 1.0
     db = sqlite.connect(journal, read_only=True)
     try:
         last_id, top = _first_id(db, start), _last_id(db, until)
-        community = registry.community
         query = f"SELECT {rows.COLUMNS} FROM readings WHERE id > ? AND id <= ?"
         args: tuple[object, ...] = (top,)
         if job.jobs > 1:  # this process's devices only, chosen inside SQLite's scan
-            mine: dict[str, bool] = {}
-
-            def ours(device_id: str) -> bool:
-                ok = mine.get(device_id)
-                if ok is None:
-                    ok = mine[device_id] = of(device_id) == part
-                return ok
-
-            db.create_function("jy_ours", 1, ours, deterministic=True)
-            query += " AND jy_ours(device_id)"
+            db.execute("CREATE TEMP TABLE jy_part (device_id TEXT PRIMARY KEY) WITHOUT ROWID")
+            db.executemany(  # part 0: all but the others' (devices not registered are its)
+                "INSERT INTO temp.jy_part VALUES (?)",
+                ((d,) for d in job.registry.devices if (of(d) == part) != (part == 0)),
+            )
+            # "+": a scan in id order, never the device index (then a sort of each batch)
+            query += f" AND +device_id {'NOT IN' if part == 0 else 'IN'} temp.jy_part"
         query += " ORDER BY id LIMIT ?"
         while True:
             batch: list[rows.Row] = db.execute(query, (last_id, *args, _BATCH)).fetchall()
@@ -344,17 +368,22 @@ def _replay(job: _Job, part: int) -> tuple[Counts, Counts, int]:
                 received = row[5]
                 if not start <= received < until:
                     continue  # out of receive-time order at either end of the stretch
-                t = max(now[0], received)
+                t = now[0]
+                if received > t:
+                    t = received
                 while next_tick <= t:  # the live worker ticks every second of receive time
                     m = _advance(next_tick, now, runs, manual, m, [new_tally, old_tally])
                     refresh(next_tick)
                     for run in runs:
                         run.tick(next_tick)
                     next_tick += 1.0
-                m = _advance(t, now, runs, manual, m, [new_tally, old_tally])
-                r = rows.to_reading(row, community)
-                for run in runs:
-                    run.apply(run.engine.evaluate(r), t)
+                now[0] = t
+                if m < n_manual and manual[m][0] <= t:
+                    m = _advance(t, now, runs, manual, m, [new_tally, old_tally])
+                for run, evaluate in evaluators:
+                    out = evaluate(row)
+                    if out:
+                        run.apply(out, t)
                 n += 1
             last_id = batch[-1][0]
     finally:
