@@ -204,12 +204,16 @@ class Follower:
             if busy:
                 continue
             if self.failures:
-                delay = self.backoff.delay(self.failures)
-                self._rest(db, max(delay, retry_after or 0.0), wakeable=False)
+                self._rest(db, self.retry_delay(retry_after), wakeable=False)
             else:
                 self._rest(db, self.idle_s, wakeable=True)
         if db is not None:
             db.close()
+
+    def retry_delay(self, at_least_s: float | None = None) -> float:
+        """The pause before a failed step is taken again: the backoff after ``failures`` in a
+        row, or what the other side asked for (``Retry.after_s``) when that is longer."""
+        return max(self.backoff.delay(self.failures), at_least_s or 0.0)
 
     def _rest(self, db: sqlite3.Connection | None, seconds: float, *, wakeable: bool) -> None:
         """Wait ``seconds`` (less if woken, when ``wakeable``), ticking every ``tick_s``."""
