@@ -26,6 +26,8 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,16 @@ RETRY_AFTER_MAX_S = 60.0
 """A server's Retry-After is honoured up to this (or ``backoff_max_s`` if longer)."""
 
 
+@dataclass(slots=True)
+class Batch:
+    last_id: int
+    """The last journal id read: the cursor once this batch is accepted."""
+    ids: list[int]
+    lines: list[str]
+    full: bool
+    """As many rows as asked: more may follow at once."""
+
+
 class InfluxSink(Follower):
     def __init__(
         self,
@@ -124,6 +136,9 @@ class InfluxSink(Follower):
         self._clock = clock
         self._format = LineFormatter(community)
         self._devices_read = -math.inf
+        self._ahead: Batch | None = None
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-send")
+        """The request in flight: one at a time, awaited by the step that sent it."""
         self.backlog_rows = 0
         self.backlog_age_s = 0.0
         self.rejected = 0
@@ -150,6 +165,7 @@ class InfluxSink(Follower):
     def stop(self, timeout: float = 15.0) -> None:
         """Stop after the request in hand; an unaccepted batch is simply sent again next time."""
         super().stop(timeout)
+        self._sender.shutdown()
         self.writer.close()
 
     def health(self) -> dict[str, Any]:
@@ -183,21 +199,28 @@ class InfluxSink(Follower):
     # ------------------------------------------------------------------ the follower's work
 
     def step(self, db: sqlite3.Connection) -> bool:
-        """Read, format and write the next batch; move the cursor once it is accepted."""
-        rows: list[Row] = db.execute(
-            f"SELECT {COLUMNS} FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-            (self.position, self.batch),
-        ).fetchall()
-        if not rows:
+        """Write the next batch and move the cursor once it is accepted. While the request is
+        in flight (on the sender's thread: only the request), the batch after it is read and
+        formatted here."""
+        batch, self._ahead = self._ahead or self._read(db, self.position), None
+        if batch is None:
             return False
-        self._read_devices(db, rows)
-        ids, lines = self._lines(rows)
-        self._deliver(db, ids, lines)
-        self._advance(db, rows[-1][0])
+        if batch.lines:
+            sending = self._sender.submit(self._write, batch.lines)
+            if batch.full:
+                self._ahead = self._read(db, batch.last_id)
+            try:
+                sending.result()
+            except WriteError as e:
+                self._ahead = None
+                self._failed(db, batch.ids, batch.lines, e)
+            else:
+                self._reachable()
+        self._advance(db, batch.last_id)
         self._observe(db)
-        if len(rows) < self.batch or self.backlog_rows == 0:
+        if not batch.full or self.backlog_rows == 0:
             self._drained()
-        return len(rows) == self.batch
+        return batch.full
 
     def tick(self, db: sqlite3.Connection) -> None:
         """While resting (caught up, or before a retry): the backlog, the trouble alert."""
@@ -241,34 +264,50 @@ class InfluxSink(Follower):
             SKIPPED.inc(len(rows) - len(lines))
         return ids, lines
 
-    def _deliver(self, db: sqlite3.Connection, ids: list[int], lines: list[str]) -> None:
-        """Until the server has taken ``lines``, or set aside what it refuses for good.
+    def _read(self, db: sqlite3.Connection, after: int) -> Batch | None:
+        rows: list[Row] = db.execute(
+            f"SELECT {COLUMNS} FROM readings WHERE id > ? ORDER BY id LIMIT ?", (after, self.batch)
+        ).fetchall()
+        if not rows:
+            return None
+        self._read_devices(db, rows)
+        ids, lines = self._lines(rows)
+        return Batch(rows[-1][0], ids, lines, len(rows) == self.batch)
 
-        Raises :class:`Retry` while it cannot be reached: the follower waits and takes the
-        step again from the cursor, which a split moves past each half it has settled."""
-        if not lines:
-            return
+    def _write(self, lines: list[str]) -> None:
         t0 = time.perf_counter()
-        try:
-            self.writer.write("\n".join(lines).encode())
-        except WriteError as e:
-            ERRORS.labels(e.kind).inc()
-            if not e.refused:
-                self._unreachable(e)
-                wait = None if e.retry_after is None else min(e.retry_after, self.retry_after_max_s)
-                raise Retry(str(e), wait) from e
-            self._reachable()
-            if len(lines) == 1:
-                self._reject(db, ids[0], lines[0], e)
-                return
-            mid = len(lines) // 2
-            self._deliver(db, ids[:mid], lines[:mid])
-            self._advance(db, ids[mid - 1])
-            self._deliver(db, ids[mid:], lines[mid:])
-            return
+        self.writer.write("\n".join(lines).encode())
         WRITE_SECONDS.observe(time.perf_counter() - t0)
         WRITTEN.inc(len(lines))
+
+    def _deliver(self, db: sqlite3.Connection, ids: list[int], lines: list[str]) -> None:
+        """Until the server has taken ``lines``, or set aside what it refuses for good."""
+        try:
+            self._write(lines)
+        except WriteError as e:
+            self._failed(db, ids, lines, e)
+        else:
+            self._reachable()
+
+    def _failed(
+        self, db: sqlite3.Connection, ids: list[int], lines: list[str], e: WriteError
+    ) -> None:
+        """Raises :class:`Retry` while the server cannot be reached: the follower waits and
+        takes the step again from the cursor, which a split moves past each half it settled.
+        Refused for good: split in halves down to the refused lines, set aside."""
+        ERRORS.labels(e.kind).inc()
+        if not e.refused:
+            self._unreachable(e)
+            wait = None if e.retry_after is None else min(e.retry_after, self.retry_after_max_s)
+            raise Retry(str(e), wait) from e
         self._reachable()
+        if len(lines) == 1:
+            self._reject(db, ids[0], lines[0], e)
+            return
+        mid = len(lines) // 2
+        self._deliver(db, ids[:mid], lines[:mid])
+        self._advance(db, ids[mid - 1])
+        self._deliver(db, ids[mid:], lines[mid:])
 
     def _reject(self, db: sqlite3.Connection, reading_id: int, line: str, e: WriteError) -> None:
         with write_lock(self.path), db:

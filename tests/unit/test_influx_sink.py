@@ -188,6 +188,7 @@ def test_a_server_asking_to_wait_is_waited_for(journal: Journal) -> None:
     assert s.retry_delay(raised.value.after_s) == 60.0  # but not for a day
     assert s.position == 0 and s.health()["status"] == "retrying"
     db.close()
+    s.stop()
 
 
 def test_a_line_too_large_alone_is_set_aside(journal: Journal) -> None:
