@@ -201,22 +201,25 @@ class InfluxSink(Follower):
     def step(self, db: sqlite3.Connection) -> bool:
         """Write the next batch and move the cursor once it is accepted. While the request is
         in flight (on the sender's thread: only the request), the batch after it is read and
-        formatted here."""
+        formatted here. A step that fails in any way keeps no read-ahead: the next one starts
+        from the cursor."""
         batch, self._ahead = self._ahead or self._read(db, self.position), None
         if batch is None:
             return False
+        ahead = None
         if batch.lines:
             sending = self._sender.submit(self._write, batch.lines)
             if batch.full:
-                self._ahead = self._read(db, batch.last_id)
+                ahead = self._read(db, batch.last_id)
             try:
                 sending.result()
             except WriteError as e:
-                self._ahead = None
+                ahead = None
                 self._failed(db, batch.ids, batch.lines, e)
             else:
                 self._reachable()
         self._advance(db, batch.last_id)
+        self._ahead = ahead
         self._observe(db)
         if not batch.full or self.backlog_rows == 0:
             self._drained()

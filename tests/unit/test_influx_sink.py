@@ -119,6 +119,24 @@ def test_failures_that_can_pass_are_retried_and_lose_nothing(
     assert s.rejected == 0
 
 
+def test_an_unexpected_failure_loses_no_batch(journal: Journal) -> None:
+    # the next batch is read while a request is in flight: a request that fails in a way
+    # nobody planned for must not let the follower move on to that next batch
+    fill(journal, 500)
+    calls = iter(range(10_000))
+
+    def verdict(lines: list[str]) -> WriteError | None:
+        if next(calls) == 1:
+            raise RuntimeError("a bug in the client library")
+        return None
+
+    w = ScriptedWriter(verdict)
+    s = sink(journal, w)
+    wait_for(lambda: s.position == 500, timeout=20)
+    s.stop()
+    assert len(w.accepted) == 500 and len(set(w.accepted)) == 500
+
+
 def test_refused_points_are_set_aside_and_never_block_the_rest(journal: Journal) -> None:
     fill(journal, 300)
     fill(journal, 3, device="bad-1", start=300)
