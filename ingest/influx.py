@@ -108,6 +108,10 @@ class Batch:
 
 
 class InfluxSink(Follower):
+    """Not woken by each ingest commit (unlike the rules): caught up, it writes what came in
+    the last ``idle_s``, so that steady ingestion makes a few larger requests rather than one
+    per commit; a backlog goes out in ``batch``-row requests back to back."""
+
     def __init__(
         self,
         path: Path,
