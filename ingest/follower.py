@@ -167,10 +167,6 @@ class Follower:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def run_until_idle(self) -> None:
         """Catch up in the calling thread (tests, the benchmark, a one-off backfill)."""
         db = self.open()
