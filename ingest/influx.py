@@ -26,7 +26,6 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,9 +139,6 @@ class InfluxSink(Follower):
         self._clock = clock
         self._format = LineFormatter(community)
         self._devices_read = -math.inf
-        self._ahead: Batch | None = None
-        self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-send")
-        """The request in flight: one at a time, awaited by the step that sent it."""
         self.backlog_rows = 0
         self.backlog_age_s = 0.0
         self.rejected = 0
@@ -169,7 +165,6 @@ class InfluxSink(Follower):
     def stop(self, timeout: float = 15.0) -> None:
         """Stop after the request in hand; an unaccepted batch is simply sent again next time."""
         super().stop(timeout)
-        self._sender.shutdown()
         self.writer.close()
 
     def health(self) -> dict[str, Any]:
@@ -203,27 +198,12 @@ class InfluxSink(Follower):
     # ------------------------------------------------------------------ the follower's work
 
     def step(self, db: sqlite3.Connection) -> bool:
-        """Write the next batch and move the cursor once it is accepted. While the request is
-        in flight (on the sender's thread: only the request), the batch after it is read and
-        formatted here. A step that fails in any way keeps no read-ahead: the next one starts
-        from the cursor."""
-        batch, self._ahead = self._ahead or self._read(db, self.position), None
+        """Read, format and write the next batch; move the cursor once it is accepted."""
+        batch = self._read(db, self.position)
         if batch is None:
             return False
-        ahead = None
-        if batch.lines:
-            sending = self._sender.submit(self._write, batch.lines)
-            if batch.full:
-                ahead = self._read(db, batch.last_id)
-            try:
-                sending.result()
-            except WriteError as e:
-                ahead = None
-                self._failed(db, batch.ids, batch.lines, e)
-            else:
-                self._reachable()
+        self._deliver(db, batch.ids, batch.lines)
         self._advance(db, batch.last_id)
-        self._ahead = ahead
         self._observe(db)
         if not batch.full or self.backlog_rows == 0:
             self._drained()
@@ -289,6 +269,8 @@ class InfluxSink(Follower):
 
     def _deliver(self, db: sqlite3.Connection, ids: list[int], lines: list[str]) -> None:
         """Until the server has taken ``lines``, or set aside what it refuses for good."""
+        if not lines:
+            return
         try:
             self._write(lines)
         except WriteError as e:

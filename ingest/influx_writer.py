@@ -17,9 +17,7 @@ Why the synchronous write, with the library's retries off (measured with
   The sink retries as a journal follower, with base.retry's backoff, for as long as it takes;
 - it takes line protocol strings, but a list of them costs a serialisation call per line
   (about 1.4 µs each, measured): the sink joins the lines of a batch and hands over one body.
-  ``Point`` objects cost several times the hand-written lines (:mod:`ingest.lineproto`);
-- its asynchronous mode (a request in flight while the next batch is read) is deprecated: the
-  sink overlaps the two with a one-thread executor around this synchronous write.
+  ``Point`` objects cost several times the hand-written lines (:mod:`ingest.lineproto`).
 """
 
 from __future__ import annotations

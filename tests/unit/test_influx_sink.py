@@ -120,8 +120,8 @@ def test_failures_that_can_pass_are_retried_and_lose_nothing(
 
 
 def test_an_unexpected_failure_loses_no_batch(journal: Journal) -> None:
-    # the next batch is read while a request is in flight: a request that fails in a way
-    # nobody planned for must not let the follower move on to that next batch
+    # a request that fails in a way nobody planned for (not a WriteError) is logged by the
+    # follower and taken again from the cursor: its batch is not skipped
     fill(journal, 500)
     calls = iter(range(10_000))
 
