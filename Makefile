@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics chromium fonts-wqy-microhei
+APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics chromium fonts-wqy-microhei
 
 .PHONY: demo test bench lint deps venv clean
 
@@ -20,6 +20,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: deps venv
 	$(PY) -m bench
@@ -45,4 +46,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) data artifacts *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) data artifacts *.egg-info .mypy_cache .ruff_cache .import_linter_cache

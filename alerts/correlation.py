@@ -17,12 +17,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Final
 
+from alerts import system
 from alerts.lifecycle import AlertStore
 from alerts.model import Alert
 from registry.models import Registry
-from rules.matches import Transition
+from rules.transitions import Transition
 
-FIRE_CONFIRMED: Final = "fire_confirmed"
+FIRE_CONFIRMED: Final = system.FIRE_CONFIRMED.id
 SMOKE_RULES: Final = frozenset({"smoke_alarm"})
 RESIDENT_RULES: Final = frozenset({"wearable_fall", "wearable_silent"})
 CORRELATED: Final = "smoke_alarm"
@@ -63,7 +64,7 @@ class Correlator:
     def _open_smoke(self, building: str) -> list[Alert]:
         found: list[Alert] = []
         for rule in sorted(SMOKE_RULES):
-            items, _ = self.store.list(rule_id=rule, building=building, open_only=True, limit=500)
+            items, _ = self.store.find(rule_id=rule, building=building, open_only=True, limit=500)
             found += items
         return found
 
@@ -97,14 +98,9 @@ class Correlator:
         labels["devices"] = ",".join(devices)
         started = min([alert.started_at, *(o.started_at for o in same_unit + same_floor)])
         return [
-            Transition(
-                action="fire",
-                rule_id=FIRE_CONFIRMED,
-                device_id=_zone_id(zone),
-                kind="smoke",
-                severity="critical",
-                signal="alarm",
-                route="security",
+            system.FIRE_CONFIRMED.transition(
+                _zone_id(zone),
+                firing=True,
                 at=started,
                 summary=f"Fire confirmed: two smoke detectors in alarm {where}",
                 labels=labels,
@@ -152,4 +148,5 @@ def _zone_id(zone: str) -> str:
 
 def synthetic_rules() -> Sequence[tuple[str, str, str]]:
     """(id, kind, severity) of what this module raises, for the silences' critical check."""
-    return [(FIRE_CONFIRMED, "smoke", "critical")]
+    r = system.FIRE_CONFIRMED
+    return [(r.id, r.kind, r.severity)]

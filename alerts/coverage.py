@@ -22,7 +22,7 @@ from alerts.model import Alert
 from alerts.planning import plan, urgent
 from alerts.routing import Router, Target, on_duty
 from registry.models import Registry
-from rules.matches import Route, Severity, Signal
+from rules.transitions import Route, Severity, Signal
 
 SLOT_S: Final = 1800
 SLOTS: Final = 7 * 24 * 3600 // SLOT_S

@@ -11,11 +11,21 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_type_hints
 
-from alerts.model import Action, Alert, AlertNotFound, Audience, HistoryEntry, Sort
-from rules.matches import SEVERITY_ORDER, Transition
+from alerts.model import (
+    Action,
+    Alert,
+    AlertNotFound,
+    AlertQuery,
+    Audience,
+    HistoryEntry,
+    Sort,
+)
+from base import sqlite
+from rules.transitions import SEVERITY_ORDER, Transition
 
 SCHEMA_VERSION = 3
 """1: alerts, history, device presence. 2 (additive): escalation timers, deliveries and their
@@ -198,15 +208,17 @@ ORDER_BY: dict[Sort, str] = {
 
 
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=10000")
-    db.execute("PRAGMA foreign_keys=ON")
-    if read_only:
-        db.execute("PRAGMA query_only=1")
-    return db
+    """A connection to the alert database: FULL durability (a committed alert, and the
+    position of the rules that raised it, survive a power cut), foreign keys, rows by name.
+    ``read_only``: a reader's (``query_only``) on the same file."""
+    return sqlite.connect(
+        path,
+        synchronous="FULL",
+        row_factory=sqlite3.Row,
+        foreign_keys=True,
+        query_only=read_only,
+        any_thread=True,
+    )
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -237,14 +249,8 @@ class Writer:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, sqlite.transaction(self._db) as db:
+            yield db
 
     def query(self, query: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -263,99 +269,67 @@ def signal_rank(signal: str) -> int:
     return SIGNAL_ORDER.get(signal, len(SIGNAL_ORDER))
 
 
+ALERT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Alert) if f.name != "history")
+"""The :class:`Alert` fields stored as columns of the same name in ``alerts`` (all but its
+history, kept in ``alert_history``)."""
+DERIVED_COLUMNS: tuple[str, ...] = ("severity_rank", "signal_rank", "building")
+"""Columns of ``alerts`` that are not fields: kept for ordering and filtering, computed from
+``severity``, ``signal`` and ``labels`` on every write."""
+_BOOLS = frozenset(name for name, t in get_type_hints(Alert).items() if t is bool)
+
+
 def to_alert(row: sqlite3.Row, history: Sequence[HistoryEntry] = ()) -> Alert:
-    return Alert(
-        id=row["id"],
-        fingerprint=row["fingerprint"],
-        rule_id=row["rule_id"],
-        device_id=row["device_id"],
-        kind=row["kind"],
-        severity=row["severity"],
-        signal=row["signal"],
-        route=row["route"],
-        summary=row["summary"],
-        status=row["status"],
-        labels=cast(dict[str, str], json.loads(row["labels"])),
-        started_at=row["started_at"],
-        last_match_at=row["last_match_at"],
-        raised_at=row["raised_at"],
-        updated_at=row["updated_at"],
-        ended_at=row["ended_at"],
-        acknowledged_at=row["acknowledged_at"],
-        acknowledged_by=row["acknowledged_by"],
-        resolved_at=row["resolved_at"],
-        resolved_by=row["resolved_by"],
-        late=bool(row["late"]),
-        offline=bool(row["offline"]),
-        offline_since=row["offline_since"],
-        match_count=row["match_count"],
-        value=row["value"],
-        history=tuple(history),
-        incident_id=_column(row, "incident_id"),
-        false_alarm=bool(_column(row, "false_alarm")),
-        page_at=_column(row, "page_at"),
-    )
+    """The alert of a row of ``alerts``: every field from its column of the same name."""
+    have = set(row.keys())
+    flags = {name: bool(row[name]) for name in _BOOLS if name in have}
+    labels = cast(dict[str, str], json.loads(row["labels"]))
+    return sqlite.from_row(Alert, row, labels=labels, history=tuple(history), **flags)
 
 
 def to_entry(row: sqlite3.Row) -> HistoryEntry:
-    return HistoryEntry(
-        id=row["id"],
-        alert_id=row["alert_id"],
-        at=row["at"],
-        action=row["action"],
-        by=row["by"],
-        note=row["note"],
-        data=_data(_column(row, "data")),
-    )
-
-
-def _column(row: sqlite3.Row, name: str) -> Any:
-    """A column that rows of a query may lack (read before :func:`migrate` ran)."""
-    return row[name] if name in row.keys() else None  # noqa: SIM118 (Row: `in` is by value)
+    have = set(row.keys())
+    return sqlite.from_row(HistoryEntry, row, data=_data(row["data"] if "data" in have else None))
 
 
 def _data(text: str | None) -> dict[str, Any] | None:
     return cast(dict[str, Any], json.loads(text)) if text else None
 
 
-def filters(
-    *,
-    status: Sequence[str] = (),
-    severity: Sequence[str] = (),
-    kind: str | None = None,
-    building: str | None = None,
-    device_id: str | None = None,
-    rule_id: str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    open_only: bool = False,
-    audience: Audience | None = None,
-) -> tuple[str, tuple[Any, ...]]:
+def filters(q: AlertQuery) -> tuple[str, tuple[Any, ...]]:
     """A WHERE clause (or ``""``) and its arguments. ``since``/``until`` bound ``started_at``."""
     parts: list[str] = []
     args: list[Any] = []
-    for column, values in (("status", status), ("severity", severity)):
+    for column in ("status", "severity"):
+        values = many(q.get(column))
         if values:
             parts.append(f"{column} IN ({','.join('?' * len(values))})")
             args.extend(values)
     for clause, value in (
-        ("kind = ?", kind),
-        ("building = ?", building),
-        ("device_id = ?", device_id),
-        ("rule_id = ?", rule_id),
-        ("started_at >= ?", since),
-        ("started_at < ?", until),
+        ("kind = ?", q.get("kind")),
+        ("building = ?", q.get("building")),
+        ("device_id = ?", q.get("device_id")),
+        ("rule_id = ?", q.get("rule_id")),
+        ("started_at >= ?", q.get("since")),
+        ("started_at < ?", q.get("until")),
     ):
         if value is not None:
             parts.append(clause)
             args.append(value)
-    if open_only:
+    if q.get("open_only"):
         parts.append("status != 'resolved'")
+    audience = q.get("audience")
     if audience is not None and not audience.everyone:
         clause, more = audience_clause(audience)
         parts.append(clause)
         args.extend(more)
     return (" WHERE " + " AND ".join(parts) if parts else ""), tuple(args)
+
+
+def many(v: object) -> tuple[str, ...]:
+    """One value or several (a filter's), as a tuple."""
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, str) else tuple(cast(Sequence[str], v))
 
 
 def audience_clause(a: Audience) -> tuple[str, list[Any]]:
@@ -411,34 +385,26 @@ def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
         "SELECT offline, since FROM device_presence WHERE device_id = ?", (t.device_id,)
     ).fetchone()
     offline = bool(presence and presence["offline"])
+    values: dict[str, Any] = {
+        "fingerprint": t.fingerprint,
+        "rule_id": t.rule_id,
+        "device_id": t.device_id,
+        "kind": t.kind,
+        "status": "firing",
+        "started_at": t.at,
+        "last_match_at": t.at,
+        "raised_at": now,
+        "updated_at": now,
+        "late": int(t.late),
+        "offline": int(offline),
+        "offline_since": presence["since"] if offline else None,
+        "value": t.value,
+        "page_at": t.page_at,
+        **_matched(t, t.labels),
+    }
     cur = db.execute(
-        "INSERT INTO alerts (fingerprint, rule_id, device_id, kind, severity, severity_rank,"
-        " signal, signal_rank, route, summary, status, building, labels, started_at,"
-        " last_match_at, raised_at, updated_at, late, offline, offline_since, value, page_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,'firing',?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            t.fingerprint,
-            t.rule_id,
-            t.device_id,
-            t.kind,
-            t.severity,
-            severity_rank(t.severity),
-            t.signal,
-            signal_rank(t.signal),
-            t.route,
-            t.summary,
-            t.labels.get("building"),
-            _json(t.labels),
-            t.at,
-            t.at,
-            now,
-            now,
-            int(t.late),
-            int(offline),
-            presence["since"] if offline else None,
-            t.value,
-            t.page_at,
-        ),
+        f"INSERT INTO alerts ({', '.join(values)}) VALUES ({', '.join(':' + c for c in values)})",
+        values,
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
@@ -447,31 +413,34 @@ def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
 def rematch(db: sqlite3.Connection, row: sqlite3.Row, t: Transition, now: float) -> str:
     """Update the open alert ``row`` with a repeat match; returns the history note."""
     labels = to_alert(row).labels | t.labels
+    matched = _matched(t, labels)
     db.execute(
         "UPDATE alerts SET match_count = match_count + 1,"
-        " started_at = min(started_at, ?1), last_match_at = max(last_match_at, ?1),"
-        " value = CASE WHEN ?1 >= last_match_at THEN ?2 ELSE value END,"
-        " severity = ?3, severity_rank = ?4, signal = ?5, signal_rank = ?6, route = ?7,"
-        " summary = ?8, labels = ?9, building = ?10, updated_at = ?11 WHERE id = ?12",
-        (
-            t.at,
-            t.value,
-            t.severity,
-            severity_rank(t.severity),
-            t.signal,
-            signal_rank(t.signal),
-            t.route,
-            t.summary,
-            _json(labels),
-            labels.get("building"),
-            now,
-            row["id"],
-        ),
+        " started_at = min(started_at, :at), last_match_at = max(last_match_at, :at),"
+        " value = CASE WHEN :at >= last_match_at THEN :value ELSE value END, "
+        + ", ".join(f"{c} = :{c}" for c in matched)
+        + ", updated_at = :now WHERE id = :id",
+        {**matched, "at": t.at, "value": t.value, "now": now, "id": row["id"]},
     )
     notes = [f"match {row['match_count'] + 1}"]
     if row["severity"] != t.severity:
         notes.append(f"severity {row['severity']} → {t.severity}")
     return "; ".join(notes)
+
+
+def _matched(t: Transition, labels: dict[str, str]) -> dict[str, Any]:
+    """The columns every match sets, on raising an alert and on a repeat match alike: what the
+    rule says now, with the ranks and the building derived from it."""
+    return {
+        "severity": t.severity,
+        "severity_rank": severity_rank(t.severity),
+        "signal": t.signal,
+        "signal_rank": signal_rank(t.signal),
+        "route": t.route,
+        "summary": t.summary,
+        "labels": _json(labels),
+        "building": labels.get("building"),
+    }
 
 
 def _json(labels: dict[str, str]) -> str:

@@ -1,13 +1,40 @@
-"""The stages after the lifecycle, in order: flapping gate (before the store) → correlate →
-group → silence → route → notify → escalate.
+"""Alerting after the lifecycle: the stages, composed once, and the one thread that runs them.
 
-The store tells the :class:`Dispatcher` of every change (its subscriber only queues it); one
-thread handles them in commit order. A raised alert gets an escalation timer row; the step due
-now is taken at once, later ones by :meth:`Dispatcher.poll` (the service's scheduler calls it
-every second). Acknowledging or resolving an alert deletes its timer and cancels what was not
-sent yet. Whom each step reached and why, and every delivery attempt, go into the alert's
-history (``notified``, ``escalated``, ``muted``) through :meth:`AlertStore.add_note`, so they also
-reach the live stream.
+The pipeline (:func:`compose`; each stage is a small object of :mod:`alerts.stages` or
+:mod:`alerts.paging` with one interface, ``stage(item) -> item | None``)::
+
+    flap gate (rules worker, before the store: alerts/noise.py)
+    raised     place → correlate → start ─┐
+    rematched  place → refresh → flap note → start ─┤
+    due timer ────────────────────────────── firing → group → mute → page → (outbox)
+    acknowledged / resolved   stop → refresh → follow-up → unconfirm
+    delivery result (notify workers) → record (history, reachability; may make a step due)
+
+``start`` passes an item on only when a step is due now; later steps come from the escalation
+timers (:class:`alerts.escalation.Timers`, rows in the alert database), so a restart takes them
+on time. Whom each step reached and why, and every delivery attempt, go into the alert's
+history (``notified``, ``escalated``, ``muted``) through :meth:`AlertStore.add_note`, so they
+also reach the live stream.
+
+Thread model. Every stage runs on one thread, ``dispatch``, which takes events from one queue
+in order: the store's changes (its subscriber only puts them there, in commit order), the notify
+workers' delivery results (they send and write the attempt, then put the result there), and
+ticks. :meth:`Dispatcher.poll` (the service's scheduler every second; the API after a silence
+ends; tests, with a fake clock's ``now``) puts a tick and waits for it: the tick takes the due
+steps and, every 30 s, the sweeps (building incidents whose devices are all back, confirmed fires
+whose detectors cleared). The notify workers (:mod:`alerts.notify`) are the only other threads
+of alerting: they run apprise's blocking calls and never a stage (the ``duty-coverage`` thread at
+start only reads the roster). Before the thread starts, :meth:`Dispatcher.start` runs the raise's
+stages for alerts a crash left unhandled, on the caller's thread. A step is taken by a
+compare-and-set on its timer row, so two dispatchers over one database never take it twice.
+
+Adding a stage: write a class with ``__call__(self, item: Item) -> Item | None`` (return the
+item, maybe ``dataclasses.replace``-d, to go on; ``None`` to stop), give it what it reads and
+writes in its constructor (never another stage), put it in the pipeline it belongs to in
+:func:`compose`, and test it alone: build it over an :class:`AlertStore` on a fake clock and
+call it with an :class:`Item`. Adding a notification channel: nothing here; a staff member's
+channel is an apprise URL (``mailto://``, ``json://``, ``wecombot://`` …); another sender than
+apprise implements :class:`alerts.notify.Sender` and is given as ``Config.sender``.
 """
 
 from __future__ import annotations
@@ -17,53 +44,131 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from alerts import coverage, noise
-from alerts.correlation import (
-    CORRELATED,
-    FIRE_CONFIRMED,
-    SMOKE_RULES,
-    Correlator,
-    synthetic_rules,
-)
+from alerts.config import Config
+from alerts.correlation import Correlator, synthetic_rules
 from alerts.db import Writer
 from alerts.escalation import Chains, Timer, Timers, load_chains
 from alerts.incidents import Incidents
 from alerts.lifecycle import AlertStore
-from alerts.messages import Language
-from alerts.model import RULE, Alert, AlertChange, AlertNotFound, NoteAction
-from alerts.notify import Notifier, Sender
-from alerts.outbox import Outbox
-from alerts.paging import Pager
+from alerts.model import AlertChange
+from alerts.notify import Notifier
+from alerts.outbox import Attempt, Delivery, Outbox
+from alerts.paging import FollowUp, Page, Reach, Record, Wording
 from alerts.routing import Router
 from alerts.silences import RuleLike, Silence, Silences, SyntheticRule
+from alerts.stages import (
+    Correlate,
+    Firing,
+    FlapNote,
+    Group,
+    History,
+    Item,
+    Mute,
+    Pipeline,
+    Place,
+    Refresh,
+    Start,
+    Stop,
+    Unconfirm,
+)
+from alerts.throttle import Coalescer
 from registry.models import Registry
-from rules.matches import Transition
+from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Config", "Dispatcher", "Stages", "compose"]
+
+SWEEP_S = 30.0
+
 
 @dataclass(frozen=True, slots=True)
-class Config:
-    language: Language = "zh"
-    base_url: str = "http://127.0.0.1:8080"
-    timezone: str = "Asia/Shanghai"
-    chains_file: Path | None = None
-    workers: int = 4
-    max_attempts: int = 5
-    backoff_s: float = 2.0
-    backoff_max_s: float = 120.0
-    flap_threshold: int = 3
-    flap_window_s: float = 600.0
-    group_wait_s: float = 60.0
-    group_window_s: float = 3600.0
-    group_threshold: int = 5
-    community: str = "y"
-    sender: Sender | None = field(default=None, compare=False)
+class Stages:
+    """The pipelines, composed once."""
+
+    on_change: dict[str, Pipeline]
+    """By the store change's action; other actions (notes, placements) go nowhere."""
+    firing: Firing
+    """A due timer's first stage (:meth:`Firing.of` reads its alert)."""
+    due: Pipeline
+    record: Record
+    sweeps: tuple[Callable[[float], None], ...]
+
+
+def compose(
+    store: AlertStore,
+    db: Writer,
+    config: Config,
+    *,
+    chains: Chains,
+    router: Router,
+    correlator: Correlator,
+    timers: Timers,
+    outbox: Outbox,
+    silences: Silences,
+    incidents: Incidents,
+    submit: Callable[[list[int]], None],
+) -> Stages:
+    """The one place the stages are built and put in order."""
+    tz = ZoneInfo(config.timezone)
+    history = History(store)
+    reach = Reach(store, history, config.community)
+    coalescer = Coalescer(store)
+    wording = Wording(config.language, config.base_url, tz)
+
+    place = Place(store, incidents)
+    refresh = Refresh(incidents)
+    start = Start(timers, chains, config.group, history, lambda: bool(router.registry.staff))
+    firing = Firing(store, timers)
+    group = Group(db, chains, config.group, store, history)
+    unconfirm = Unconfirm(store, history)
+    due = Pipeline(
+        group,
+        Mute(db, silences, history, tz),
+        Page(db, chains, router, coalescer, history, reach, wording, submit),
+    )
+    closed = Pipeline(
+        Stop(timers, outbox, history),
+        refresh,
+        FollowUp(db, outbox, router, coalescer, wording, submit),
+        unconfirm,
+    )
+    return Stages(
+        on_change={
+            "raised": Pipeline(place, Correlate(correlator, history), start, firing, due),
+            "rematched": Pipeline(
+                place, refresh, FlapNote(config.flap, history), start, firing, due
+            ),
+            "acknowledged": closed,
+            "resolved": closed,
+            "auto_resolved": closed,
+        },
+        firing=firing,
+        due=due,
+        record=Record(store, outbox, timers, router, history, reach, config.notify.max_attempts),
+        sweeps=(group.sweep, unconfirm.sweep),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    delivery: Delivery
+    attempt: Attempt
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    now: float
+    done: Future[int]
+
+
+_Event = AlertChange | _Result | _Tick | None
 
 
 class Dispatcher:
@@ -72,56 +177,51 @@ class Dispatcher:
         store: AlertStore,
         registry: Registry,
         rules: Iterable[RuleLike],
-        config: Config = Config(),
+        config: Config | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        config = config or Config()
         self.store = store
         self.config = config
         self.clock = clock
         self.tz = ZoneInfo(config.timezone)
-        self.chains: Chains = load_chains(config.chains_file)
+        self.chains: Chains = load_chains(config.escalation.file)
         self.db = Writer(store.path)
         self.router = Router(registry, self.tz)
         self.correlator = Correlator(registry, store)
         self.timers = Timers(self.db)
         self.outbox = Outbox(self.db)
-        extra = [SyntheticRule(*r) for r in synthetic_rules()]
         self.rules = list(rules)
-        self._coverage: tuple[Registry, list[coverage.Line]] | None = None
-        self._coverage_lock = threading.Lock()
+        extra = [SyntheticRule(*r) for r in synthetic_rules()]
         self.silences = Silences(self.db, [*self.rules, *extra])
         self.incidents = Incidents(self.db)
-        self.gate = noise.FlapGate(config.flap_threshold, config.flap_window_s, clock)
+        self.gate = noise.FlapGate(config.flap.threshold, config.flap.window_s, clock)
+        """The flapping gate, run by the rules worker between the engine and the store."""
+        self._queue: queue.Queue[_Event] = queue.Queue()
         self.notifier = Notifier(
             self.db,
             config.sender,
-            workers=config.workers,
-            max_attempts=config.max_attempts,
-            backoff_s=config.backoff_s,
-            backoff_max_s=config.backoff_max_s,
+            config.notify,
             clock=clock,
-            on_result=lambda d, at: self.pager.on_result(d, at),
+            on_result=lambda d, at: self._queue.put(_Result(d, at)),
         )
-        self._queue: queue.Queue[AlertChange | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._unsubscribe: Callable[[], None] | None = None
-        self._flap_noted: set[int] = set()
-        self.pager = Pager(
+        self.stages = compose(
             store,
             self.db,
-            self.chains,
-            self.router,
-            self.outbox,
-            self.timers,
-            language=config.language,
-            base_url=config.base_url,
-            tz=self.tz,
-            community=config.community,
-            max_attempts=config.max_attempts,
-            clock=clock,
-            poll=self.poll,
+            config,
+            chains=self.chains,
+            router=self.router,
+            correlator=self.correlator,
+            timers=self.timers,
+            outbox=self.outbox,
+            silences=self.silences,
+            incidents=self.incidents,
+            submit=self.notifier.submit,
         )
-        self.pager.notifier = self.notifier
+        self._coverage: tuple[Registry, list[coverage.Line]] | None = None
+        self._coverage_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._last_sweep = 0.0
         self.handled = 0
         self.errors = 0
@@ -147,9 +247,9 @@ class Dispatcher:
         self._unsubscribe = self.store.subscribe(self._queue.put)
         threading.Thread(target=self._warn_holes, name="duty-coverage", daemon=True).start()
         self.notifier.start()
+        self._resume()
         self._thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
         self._thread.start()
-        self._resume()
 
     def coverage(self, week_of: datetime | None = None) -> list[coverage.Line]:
         """Who would be paged first, per chain and place, across a week (see
@@ -203,6 +303,14 @@ class Dispatcher:
             self._queue.put(None)
             self._thread.join(10)
             self._thread = None
+        while True:  # ticks put after the last event: answered, not taken
+            try:
+                event = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, _Tick):
+                event.done.set_result(0)
+            self._queue.task_done()
         self.notifier.stop()
         self.db.close()
 
@@ -215,19 +323,16 @@ class Dispatcher:
         return self.gate.filter(transitions)
 
     def poll(self, now: float | None = None) -> int:
-        """Take the steps that are due; close building
-        incidents whose devices are all back. Returns how many timers were looked at."""
+        """Take the steps that are due (and, every 30 s, the sweeps) on the dispatch thread,
+        after what is queued before; returns how many timers were due."""
         if self._stopped:
             return 0
         now = self.clock() if now is None else now
-        due = self.timers.due(now)
-        for timer in due:
-            self._guard(self._run, timer, now)
-        if now - self._last_sweep >= 30:
-            self._last_sweep = now
-            self._guard(self._close_incidents, now)
-            self._guard(self._clear_confirmations, None, now)
-        return len(due)
+        if self._thread is None or threading.current_thread() is self._thread:
+            return self._tick(now)  # not started (tests of one part), or from a stage
+        done: Future[int] = Future()
+        self._queue.put(_Tick(now, done))
+        return done.result(timeout=60)
 
     def expire_silence(self, silence_id: int, by: str) -> Silence:
         """End a silence now; what it held back and is still firing is paged at once."""
@@ -238,7 +343,7 @@ class Dispatcher:
         return silence
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        """For tests: every queued change handled and the outbox empty."""
+        """For tests: every queued event handled and the outbox empty."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._queue.unfinished_tasks == 0 and self.notifier.idle():
@@ -246,16 +351,25 @@ class Dispatcher:
             time.sleep(0.01)
         return False
 
-    # ------------------------------------------------------------------ changes
+    # ------------------------------------------------------------------ the dispatch thread
 
     def _loop(self) -> None:
         while True:
-            change = self._queue.get()
+            event = self._queue.get()
             try:
-                if change is None:
+                if event is None:
                     return
-                self._guard(self._handle, change)
-                self.handled += 1
+                if isinstance(event, _Tick):
+                    n = 0
+                    try:
+                        n = self._tick(event.now)
+                    finally:
+                        event.done.set_result(n)
+                elif isinstance(event, _Result):
+                    self._guard(self._recorded, event)
+                else:
+                    self._guard(self._changed, event)
+                    self.handled += 1
             finally:
                 self._queue.task_done()
 
@@ -266,206 +380,44 @@ class Dispatcher:
             self.errors += 1
             log.exception("dispatch: %s failed", getattr(fn, "__name__", fn))
 
-    def _handle(self, change: AlertChange) -> None:
-        a, action, now = change.alert, change.action, self.clock()
-        if action == "raised":
-            self._raised(self._place(a, now), now)
-        elif action == "rematched":
-            if (
-                a.labels.get("correlated") == CORRELATED
-                and a.rule_id not in SMOKE_RULES
-                and a.incident_id is not None
-            ):
-                a = self._place(a, now)  # raised to critical by a smoke alarm at home
-            if "severity" in change.entry.note and a.incident_id is not None:
-                self.incidents.refresh(a.incident_id, now)
-            if a.labels.get("flapping") == "true" and a.id not in self._flap_noted:
-                self._flap_noted.add(a.id)
-                self._note(
-                    a.id,
-                    "note",
-                    f"flapping: fired and cleared more than "
-                    f"{self.config.flap_threshold} times in "
-                    f"{self.config.flap_window_s / 60:.0f} min; kept open, not paged "
-                    "on each toggle",
-                )
-            if "severity" in change.entry.note and a.status == "firing":
-                self._rechain(a, now)
-        elif action in ("acknowledged", "resolved", "auto_resolved"):
-            self.timers.stop(a.id)
-            n = self.outbox.cancel(a.id, now)
-            if n:
-                self._note(a.id, "notified", f"{n} messages not sent yet were cancelled")
-            moved = None
-            if a.incident_id is not None:
-                moved = self.incidents.refresh(a.incident_id, now)
-            changed = moved is not None and moved[0] != moved[1]
-            if a.signal == "alarm" and (change.entry.by != RULE or changed or moved is None):
-                self.pager.follow_up(a, change.entry.by, now)
-            if action != "acknowledged" and a.rule_id in SMOKE_RULES and a.building:
-                self._clear_confirmations(a.building, now)
+    def _changed(self, change: AlertChange) -> None:
+        pipeline = self.stages.on_change.get(change.action)
+        if pipeline is not None:
+            pipeline(Item(alert=change.alert, now=self.clock(), change=change))
 
-    def _resume_one(self, alert_id: int, now: float) -> None:
-        a = self.store.get(alert_id)
-        self._raised(a if a.incident_id is not None else self._place(a, now), now)
+    def _recorded(self, r: _Result) -> None:
+        now = self.clock()
+        if self.stages.record(r.delivery, r.attempt, now):
+            self._tick(now)
 
-    def _raised(self, a: Alert, now: float) -> None:
-        """What a newly raised alert sets off: correlation (a second detector confirms a fire),
-        then its chain. Also for an alert whose raise was committed but never handled (the
-        process died in between): correlating again is a rematch at worst, never a second
-        alert."""
-        for t in self.correlator.on_raised(a, now):
-            self._apply(t)
-        self._begin(a, now)
+    def _tick(self, now: float) -> int:
+        due = self.timers.due(now)
+        for timer in due:
+            self._guard(self._due, timer, now)
+        if now - self._last_sweep >= SWEEP_S:
+            self._last_sweep = now
+            for sweep in self.stages.sweeps:
+                self._guard(sweep, now)
+        return len(due)
 
-    def _place(self, a: Alert, now: float) -> Alert:
-        """Put ``a`` into its incident (a new one of its own, or the open one of its key)."""
-        incident_id, new = self.incidents.join(a, now)
-        if incident_id == a.incident_id:
-            return a
-        old = a.incident_id
-        if new and old is None:  # its own incident, placed by join(): nothing else to update
-            return replace(a, incident_id=incident_id)
-        placed = self.store.place(a.id, incident_id, f"part of incident {incident_id}").alert
-        self.incidents.refresh(incident_id, now)
-        if old is not None:
-            self.incidents.refresh(old, now)
-        return placed
-
-    def _clear_confirmations(self, building: str | None, now: float) -> None:
-        """A confirmed fire whose detectors' alarms are all resolved clears (by the rule)."""
-        items, _ = self.store.list(
-            rule_id=FIRE_CONFIRMED, building=building, open_only=True, limit=500
-        )
-        for fire in items:
-            devices = [d for d in fire.labels.get("devices", "").split(",") if d]
-            if any(o.rule_id in SMOKE_RULES for d in devices for o in self.store.open_alerts(d)):
-                continue
-            self._apply(
-                Transition(
-                    action="clear",
-                    rule_id=fire.rule_id,
-                    device_id=fire.device_id,
-                    kind=fire.kind,
-                    severity=fire.severity,
-                    signal=fire.signal,
-                    route=fire.route,
-                    at=max(now, fire.last_match_at),
-                    summary=fire.summary,
-                    labels=fire.labels,
-                )
-            )
-
-    def _begin(self, a: Alert, now: float) -> None:
-        if not self.router.registry.staff:
-            return  # no staff in the registry: alerts are recorded, nobody is paged
-        if noise.groupable(a):
-            self.timers.start(a.id, "", "grouping", now, now + self.config.group_wait_s)
-            return
-        chain = self.chains.select(a)
-        due = max(now, a.page_at or now)  # a verification window holds the chain back
-        if self.timers.start(a.id, chain.id, "chain", due, due) and due <= now:
-            timer = self.timers.get(a.id)
-            if timer is not None:
-                self._run(timer, now)
-
-    def _rechain(self, a: Alert, now: float) -> None:
-        """The severity changed: start over on the chain for the new severity, now (a grouped
-        trouble raised to an alarm no longer waits; a silence is looked at again)."""
-        chain = self.chains.select(a)
-        self.timers.stop(a.id)
-        self._note(
-            a.id, "escalated", f"severity now {a.severity}: chain {chain.id} from the first step"
-        )
-        if self.timers.start(a.id, chain.id, "chain", now, now):
-            timer = self.timers.get(a.id)
-            if timer is not None:
-                self._run(timer, now)
+    def _due(self, timer: Timer, now: float) -> None:
+        item = self.stages.firing.of(timer, now)
+        if item is not None:
+            self.stages.due(item)
 
     def _resume(self) -> None:
-        """Firing alerts raised just before a crash, before they were correlated and their timer
-        was written."""
+        """Before the thread starts: firing alerts raised just before a crash, before they were
+        correlated and their timer was written, go through the raise's stages as if raised now
+        (correlating again is a rematch at worst); then the confirmed fires whose detectors
+        cleared while the service was down."""
         rows = self.db.query(
             "SELECT id FROM alerts a WHERE status = 'firing' AND NOT EXISTS (SELECT 1 FROM"
             " escalations e WHERE e.alert_id = a.id) AND NOT EXISTS (SELECT 1 FROM"
             " alert_history h WHERE h.alert_id = a.id AND h.action IN"
             " ('notified', 'escalated', 'muted'))"
         )
+        raised = self.stages.on_change["raised"]
         for r in rows:
-            self._guard(self._resume_one, r["id"], self.clock())
-        # a confirmed fire whose detectors cleared while the service was down
-        self._guard(self._clear_confirmations, None, self.clock())
-
-    # ------------------------------------------------------------------ steps
-
-    def _run(self, t: Timer, now: float) -> None:
-        try:
-            a = self.store.get(t.alert_id)
-        except AlertNotFound:
-            self.timers.stop(t.alert_id)
-            return
-        if a.status != "firing":
-            self.timers.stop(a.id)
-            return
-        if t.state == "grouping":
-            if self._group(a, t, now):
-                return
-            chain = self.chains.select(a)
-            with self.db.tx() as db:
-                if not Timers.move(db, t, now, state="chain", chain_id=chain.id, due_at=now):
-                    return
-            t = Timer(t.alert_id, chain.id, "chain", 0, t.started_at, now, None)
-        silence = self.silences.muting(a, now)
-        if silence is not None:
-            with self.db.tx() as db:
-                moved = Timers.move(
-                    db, t, now, state="muted", muted_by=silence.id, due_at=silence.ends_at
-                )
-            if moved and t.muted_by != silence.id:
-                until = datetime.fromtimestamp(silence.ends_at, self.tz).strftime("%m-%d %H:%M")
-                self._note(
-                    a.id,
-                    "muted",
-                    f"muted by silence {silence.id} until {until} "
-                    f"({silence.reason}; by {silence.author}): recorded, not sent",
-                )
-            return
-        if t.state == "muted":
-            with self.db.tx() as db:
-                if not Timers.move(db, t, now, state="chain", muted_by=None, due_at=now):
-                    return
-            self._note(a.id, "notified", f"silence {t.muted_by} is over: paging now")
-            t = Timer(t.alert_id, t.chain_id, "chain", t.step, t.started_at, now, None)
-        self.pager.take(a, t, now)
-
-    def _group(self, a: Alert, t: Timer, now: float) -> bool:
-        assert a.building is not None
-        n = noise.group_size(self.db, a.building, now - self.config.group_window_s)
-        if n < self.config.group_threshold:
-            return False
-        with self.db.tx() as db:
-            if not Timers.finish(db, t):
-                return True
-        change = self._apply(noise.incident(a, n, now))
-        ref = f" #{change.alert.id}" if change is not None else ""
-        self._note(
-            a.id,
-            "notified",
-            f"not paged on its own: one of {n} devices with trouble "
-            f"in building {a.building}, paged as one incident{ref}",
-        )
-        return True
-
-    def _close_incidents(self, now: float) -> None:
-        items, _ = self.store.list(rule_id=noise.BUILDING_TROUBLE, open_only=True, limit=500)
-        for inc in items:
-            if noise.group_size(self.db, inc.device_id, 0.0) == 0:
-                self._apply(noise.incident_clear(inc.device_id, now))
-
-    # ------------------------------------------------------------------ helpers
-
-    def _apply(self, t: Transition) -> AlertChange | None:
-        return self.pager.apply(t)
-
-    def _note(self, alert_id: int, action: NoteAction, text: str) -> None:
-        self.pager.note(alert_id, action, text)
+            self._guard(lambda i: raised(Item(self.store.get(i), self.clock())), r["id"])
+        for sweep in self.stages.sweeps[1:]:
+            self._guard(sweep, self.clock())

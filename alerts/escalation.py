@@ -32,8 +32,8 @@ from pydantic import (
 from alerts.db import Writer
 from alerts.model import Alert
 from alerts.routing import SELECTOR
-from rules.matches import Route, Severity
 from rules.model import Duration
+from rules.transitions import Route, Severity
 
 TimerState = Literal["chain", "grouping", "muted"]
 Selector = Annotated[str, StringConstraints(pattern=f"^(?:{SELECTOR.pattern})$")]

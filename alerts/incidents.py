@@ -24,14 +24,15 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final
 
+from alerts import system
 from alerts.db import Writer, audience_clause, severity_rank, signal_rank
 from alerts.model import Alert, Audience, Status
 
 FIRE_RULES: Final = frozenset({"smoke_alarm", "smoke_co_high", "fire_confirmed"})
 WORSE_RULES: Final = frozenset({"fire_confirmed"})
 """Joining an incident, these are always news."""
-TROUBLE_RULE: Final = "building_trouble"
-OWN_RULES: Final = frozenset({"staff_unreachable", "nobody_reached"})
+TROUBLE_RULE: Final = system.BUILDING_TROUBLE.id
+OWN_RULES: Final = frozenset({system.STAFF_UNREACHABLE.id, system.NOBODY_REACHED.id})
 """Trouble about paging itself: never grouped with what it is about."""
 
 

@@ -25,19 +25,30 @@ Decisions:
 
 from __future__ import annotations
 
-import builtins
 import logging
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from alerts import db as sql
 from alerts import incidents
+from alerts.db import (
+    ORDER_BY,
+    alert_row,
+    connect,
+    filters,
+    insert,
+    many,
+    migrate,
+    record,
+    rematch,
+    to_alert,
+    to_entry,
+)
 from alerts.incidents import Incident
 from alerts.metrics import ALERTS, CHANGES, SUBSCRIBER_ERRORS
 from alerts.model import (
@@ -48,6 +59,7 @@ from alerts.model import (
     Alert,
     AlertChange,
     AlertNotFound,
+    AlertQuery,
     Audience,
     HistoryEntry,
     InvalidTransition,
@@ -55,7 +67,8 @@ from alerts.model import (
     Sort,
     Status,
 )
-from rules.matches import Transition
+from base.sqlite import transaction
+from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +82,10 @@ class AlertStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = sql.connect(path)
-        sql.migrate(self._db)
+        self._db = connect(path)
+        migrate(self._db)
         self._local = threading.local()
-        self._readers: builtins.list[sqlite3.Connection] = []
+        self._readers: list[sqlite3.Connection] = []
         self._subscribers: dict[int, Subscriber] = {}
         self._next_token = 0
         self._pending: deque[AlertChange] = deque()
@@ -108,7 +121,7 @@ class AlertStore:
         transitions: Sequence[Transition],
         presence: Sequence[tuple[str, bool, float]] = (),
         within: Callable[[sqlite3.Connection], None] | None = None,
-    ) -> builtins.list[AlertChange]:
+    ) -> list[AlertChange]:
         """Apply ``transitions`` (as :meth:`apply`) and device ``presence`` changes
         (``(device_id, offline, at)``, as :meth:`set_offline`) in ONE transaction, and run
         ``within(db)`` inside it before the commit — the rules worker writes its cursor and rule
@@ -117,7 +130,7 @@ class AlertStore:
         the changes only after the commit. Returns the changes in commit order."""
         with self._lock:
             now = self._clock()
-            done: builtins.list[tuple[HistoryEntry, builtins.list[_Move]]] = []
+            done: list[tuple[HistoryEntry, list[_Move]]] = []
             seen = dict(self._presence)
             with self._tx() as db:
                 for t in transitions:
@@ -137,21 +150,21 @@ class AlertStore:
 
     def _apply_in(
         self, db: sqlite3.Connection, t: Transition, now: float
-    ) -> tuple[HistoryEntry, builtins.list[_Move]] | None:
+    ) -> tuple[HistoryEntry, list[_Move]] | None:
         row = db.execute(
             "SELECT * FROM alerts WHERE fingerprint = ? AND status != 'resolved'",
             (t.fingerprint,),
         ).fetchone()
         if t.action == "fire" and row is None:
-            alert_id = sql.insert(db, t, now)
+            alert_id = insert(db, t, now)
             note = "raised from late readings" if t.late else ""
             if t.page_at is not None and t.page_at > now:
                 wait = f"paging waits {t.page_at - now:.0f} s for the rule's verification window"
                 note = f"{note}; {wait}" if note else wait
-            return sql.record(db, alert_id, now, "raised", RULE, note), [(None, "firing")]
+            return record(db, alert_id, now, "raised", RULE, note), [(None, "firing")]
         if t.action == "fire":
-            note = sql.rematch(db, row, t, now)
-            return sql.record(db, row["id"], now, "rematched", RULE, note), []
+            note = rematch(db, row, t, now)
+            return record(db, row["id"], now, "rematched", RULE, note), []
         if row is None:
             log.debug("clear of %s: no open alert", t.fingerprint)
             return None
@@ -161,14 +174,14 @@ class AlertStore:
         alert_id = row["id"]
         if t.page_at is not None and row["page_at"] != t.page_at:  # a cancel, not of this alert
             note = "a later match was cancelled on the device; the alert stays open (paged before)"
-            return sql.record(db, alert_id, now, "note", RULE, note), []
+            return record(db, alert_id, now, "note", RULE, note), []
         db.execute(
             "UPDATE alerts SET status = 'resolved', resolved_at = ?1,"
             " resolved_by = ?2, ended_at = ?3, updated_at = ?1 WHERE id = ?4",
             (now, RULE, t.at, alert_id),
         )
         note = t.reason or "rule cleared"
-        entry = sql.record(db, alert_id, now, "auto_resolved", RULE, note)
+        entry = record(db, alert_id, now, "auto_resolved", RULE, note)
         return entry, [(row["status"], "resolved")]
 
     def acknowledge(self, alert_id: int, by: str, note: str = "") -> AlertChange | None:
@@ -180,11 +193,11 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                current = sql.alert_row(db, alert_id)
+                current = alert_row(db, alert_id)
                 status = current["status"]
                 if status == "resolved":
                     raise InvalidTransition(
-                        sql.to_alert(current),
+                        to_alert(current),
                         "acknowledge",
                         current["resolved_by"],
                         current["resolved_at"],
@@ -193,7 +206,7 @@ class AlertStore:
                     if current["acknowledged_by"] == by:
                         return None
                     raise InvalidTransition(
-                        sql.to_alert(current),
+                        to_alert(current),
                         "acknowledge",
                         current["acknowledged_by"],
                         current["acknowledged_at"],
@@ -203,7 +216,7 @@ class AlertStore:
                     " acknowledged_by = ?2, updated_at = ?1 WHERE id = ?3",
                     (now, by, alert_id),
                 )
-                entry = sql.record(db, alert_id, now, "acknowledged", by, note)
+                entry = record(db, alert_id, now, "acknowledged", by, note)
             return self._committed(entry, [("firing", "acknowledged")])
 
     def resolve(
@@ -216,13 +229,13 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                current = sql.alert_row(db, alert_id)
+                current = alert_row(db, alert_id)
                 status: Status = current["status"]
                 if status == "resolved":
                     if current["resolved_by"] == by:
                         return None
                     raise InvalidTransition(
-                        sql.to_alert(current),
+                        to_alert(current),
                         "resolve",
                         current["resolved_by"],
                         current["resolved_at"],
@@ -233,7 +246,7 @@ class AlertStore:
                     (now, by, int(false_alarm), alert_id),
                 )
                 data = {"kind": "false_alarm"} if false_alarm else None
-                entry = sql.record(db, alert_id, now, "resolved", by, note, data)
+                entry = record(db, alert_id, now, "resolved", by, note, data)
             return self._committed(entry, [(status, "resolved")])
 
     def add_note(
@@ -251,9 +264,9 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                sql.alert_row(db, alert_id)
+                alert_row(db, alert_id)
                 db.execute("UPDATE alerts SET updated_at = ? WHERE id = ?", (now, alert_id))
-                entry = sql.record(db, alert_id, now, action, by, note, data)
+                entry = record(db, alert_id, now, action, by, note, data)
             change = self._committed(entry, [])
         return change
 
@@ -263,18 +276,18 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                sql.alert_row(db, alert_id)
+                alert_row(db, alert_id)
                 db.execute(
                     "UPDATE alerts SET incident_id = ?, updated_at = ? WHERE id = ?",
                     (incident_id, now, alert_id),
                 )
                 data = {"kind": "incident", "incident_id": incident_id}
-                entry = sql.record(db, alert_id, now, "note", SYSTEM, note, data)
+                entry = record(db, alert_id, now, "note", SYSTEM, note, data)
             return self._committed(entry, [])
 
     def set_offline(
         self, device_id: str, offline: bool, at: float, note: str = ""
-    ) -> builtins.list[AlertChange]:
+    ) -> list[AlertChange]:
         """The device went offline (or came back) at event time ``at``: flag its open alerts,
         and remember it for alerts raised meanwhile. Never resolves anything.
 
@@ -294,7 +307,7 @@ class AlertStore:
     def _presence_in(
         self, db: sqlite3.Connection, device_id: str, offline: bool, at: float, now: float,
         note: str = "",
-    ) -> builtins.list[HistoryEntry]:  # fmt: skip
+    ) -> list[HistoryEntry]:  # fmt: skip
         db.execute(
             "INSERT INTO device_presence (device_id, offline, since) VALUES (?, ?, ?)"
             " ON CONFLICT (device_id) DO UPDATE SET offline = excluded.offline,"
@@ -308,13 +321,13 @@ class AlertStore:
         ).fetchall()
         action: Action = "offline" if offline else "online"
         text = note or ("device offline; the alert stays open" if offline else "device back online")
-        entries: builtins.list[HistoryEntry] = []
+        entries: list[HistoryEntry] = []
         for r in rows:
             db.execute(
                 "UPDATE alerts SET offline = ?, offline_since = ?, updated_at = ? WHERE id = ?",
                 (int(offline), at if offline else None, now, r["id"]),
             )
-            entries.append(sql.record(db, r["id"], now, action, SYSTEM, text))
+            entries.append(record(db, r["id"], now, action, SYSTEM, text))
         return entries
 
     # ------------------------------------------------------------------ reads
@@ -328,61 +341,41 @@ class AlertStore:
         history = db.execute(
             "SELECT * FROM alert_history WHERE alert_id = ? ORDER BY id", (alert_id,)
         ).fetchall()
-        return sql.to_alert(row, [sql.to_entry(h) for h in history])
+        return to_alert(row, [to_entry(h) for h in history])
 
-    def list(
+    def find(
         self,
         *,
-        status: Status | Sequence[Status] | None = None,
-        severity: str | Sequence[str] | None = None,
-        kind: str | None = None,
-        building: str | None = None,
-        device_id: str | None = None,
-        rule_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        open_only: bool = False,
-        audience: Audience | None = None,
         sort: Sort = "priority",
         limit: int = 50,
         offset: int = 0,
-    ) -> tuple[builtins.list[Alert], int]:
-        """A page of alerts (without history) and how many match in all. ``since`` and
-        ``until`` bound ``started_at`` (event time); ``status`` and ``severity`` take one value
-        or several; ``audience`` keeps only what a reader may see (None: everything). See
-        :data:`alerts.model.Sort` for the orders."""
-        where, args = sql.filters(
-            status=_many(status),
-            severity=_many(severity),
-            kind=kind,
-            building=building,
-            device_id=device_id,
-            rule_id=rule_id,
-            since=since,
-            until=until,
-            open_only=open_only,
-            audience=audience,
-        )
+        **where: Unpack[AlertQuery],
+    ) -> tuple[list[Alert], int]:
+        """A page of alerts (without history) and how many match ``where`` in all (see
+        :class:`alerts.model.AlertQuery`: ``since`` and ``until`` bound ``started_at``, event
+        time; ``status`` and ``severity`` take one value or several; ``audience`` keeps only
+        what a reader may see). See :data:`alerts.model.Sort` for the orders."""
+        clause, args = filters(where)
         db = self._reader()
-        total = int(db.execute(f"SELECT count(*) FROM alerts{where}", args).fetchone()[0])
+        total = int(db.execute(f"SELECT count(*) FROM alerts{clause}", args).fetchone()[0])
         rows = db.execute(
-            f"SELECT * FROM alerts{where} ORDER BY {sql.ORDER_BY[sort]} LIMIT ? OFFSET ?",
+            f"SELECT * FROM alerts{clause} ORDER BY {ORDER_BY[sort]} LIMIT ? OFFSET ?",
             (*args, limit, offset),
         ).fetchall()
-        return [sql.to_alert(r) for r in rows], total
+        return [to_alert(r) for r in rows], total
 
-    def open_alerts(self, device_id: str | None = None) -> builtins.list[Alert]:
+    def open_alerts(self, device_id: str | None = None) -> list[Alert]:
         """Every open alert (of one device), most urgent first: what a restart resumes."""
         where = "status != 'resolved'" + (" AND device_id = ?" if device_id else "")
         rows = (
             self._reader()
             .execute(
-                f"SELECT * FROM alerts WHERE {where} ORDER BY {sql.ORDER_BY['priority']}",
+                f"SELECT * FROM alerts WHERE {where} ORDER BY {ORDER_BY['priority']}",
                 (device_id,) if device_id else (),
             )
             .fetchall()
         )
-        return [sql.to_alert(r) for r in rows]
+        return [to_alert(r) for r in rows]
 
     def admits(self, audience: Audience, alert: Alert) -> bool:
         """Whether a reader of ``audience`` may see ``alert`` (asks the outbox when only a
@@ -400,7 +393,7 @@ class AlertStore:
         )
         return row is not None
 
-    def changes_since(self, entry_id: int, limit: int = 500) -> builtins.list[AlertChange]:
+    def changes_since(self, entry_id: int, limit: int = 500) -> list[AlertChange]:
         """History entries after ``entry_id`` (oldest first), each with the alert *as it is
         now*: for a live view that reconnects and catches up."""
         db = self._reader()
@@ -414,8 +407,8 @@ class AlertStore:
             for r in db.execute(
                 f"SELECT * FROM alerts WHERE id IN ({','.join('?' * len(chunk))})", chunk
             ):
-                alerts[r["id"]] = sql.to_alert(r)
-        return [AlertChange(alerts[e["alert_id"]], sql.to_entry(e)) for e in entries]
+                alerts[r["id"]] = to_alert(r)
+        return [AlertChange(alerts[e["alert_id"]], to_entry(e)) for e in entries]
 
     def refresh_incident(self, incident_id: int) -> None:
         """Bring the incident's status up to date with its alerts now (the dispatcher does it
@@ -423,21 +416,21 @@ class AlertStore:
         with self._lock, self._tx() as db:
             incidents.refresh(db, incident_id, self._clock())
 
-    def some(self, alert_ids: Sequence[int]) -> builtins.list[Alert]:
+    def some(self, alert_ids: Sequence[int]) -> list[Alert]:
         """The alerts of ``alert_ids`` (without history), most urgent first."""
-        ids = builtins.list(alert_ids)
+        ids = list(alert_ids)
         if not ids:
             return []
         rows = (
             self._reader()
             .execute(
                 f"SELECT * FROM alerts WHERE id IN ({','.join('?' * len(ids))})"
-                f" ORDER BY {sql.ORDER_BY['priority']}",
+                f" ORDER BY {ORDER_BY['priority']}",
                 ids,
             )
             .fetchall()
         )
-        return [sql.to_alert(r) for r in rows]
+        return [to_alert(r) for r in rows]
 
     def incidents(
         self,
@@ -447,11 +440,11 @@ class AlertStore:
         audience: Audience | None = None,
         limit: int = 50,
         offset: int = 0,
-    ) -> tuple[builtins.list[Incident], int]:
+    ) -> tuple[list[Incident], int]:
         """A page of incidents with an alert ``audience`` may see (``alert_ids``: those)."""
         return incidents.page(
             self._reader(),
-            status=_many(status),
+            status=many(status),
             building=building,
             audience=audience,
             limit=limit,
@@ -462,7 +455,7 @@ class AlertStore:
         """The incident, when ``audience`` may see one of its alerts (None otherwise)."""
         return incidents.get(self._reader(), incident_id, audience)
 
-    def query(self, query: str, args: Sequence[Any] = ()) -> builtins.list[sqlite3.Row]:
+    def query(self, query: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read-only query on the calling thread's reader (reports: the weekly review)."""
         return self._reader().execute(query, tuple(args)).fetchall()
 
@@ -496,23 +489,16 @@ class AlertStore:
 
     # ------------------------------------------------------------------ internals
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction on the write connection. The caller holds the lock."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        return transaction(self._db)
 
     def _reader(self) -> sqlite3.Connection:
         """A connection of the calling thread's own, for queries (WAL: never waits for a
         writer and sees only committed data)."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sql.connect(self.path, read_only=True)
+            db = connect(self.path, read_only=True)
             self._local.db = db
             with self._lock:
                 self._readers.append(db)
@@ -527,8 +513,8 @@ class AlertStore:
         if moves:
             self._export_counts()
         CHANGES.labels(entry.action).inc()
-        row = sql.alert_row(self._db, entry.alert_id)
-        change = AlertChange(sql.to_alert(row), entry)
+        row = alert_row(self._db, entry.alert_id)
+        change = AlertChange(to_alert(row), entry)
         a = change.alert
         log.log(
             logging.DEBUG if entry.action == "rematched" else logging.INFO,
@@ -553,7 +539,7 @@ class AlertStore:
         try:
             while self._pending:
                 item = self._pending.popleft()
-                for callback in builtins.list(self._subscribers.values()):
+                for callback in list(self._subscribers.values()):
                     try:
                         callback(item)
                     except Exception:
@@ -575,9 +561,3 @@ class AlertStore:
 def _check_by(by: str) -> None:
     if not by or not by.strip():
         raise ValueError("'by' must name who acts")
-
-
-def _many(v: str | Sequence[str] | None) -> tuple[str, ...]:
-    if v is None:
-        return ()
-    return (v,) if isinstance(v, str) else tuple(v)

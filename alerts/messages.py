@@ -14,6 +14,7 @@ from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from alerts.model import Alert
+from alerts.system import SYSTEM_RULES
 
 Language = Literal["zh", "en"]
 Purpose = Literal["notify", "escalate", "repeat", "update"]
@@ -84,11 +85,7 @@ TITLES: Final[dict[str, tuple[str, str]]] = {
 """A short title of every alert kind (rule id) in Chinese and English: the console's headline."""
 
 SYSTEM_ALERTS: Final[dict[str, tuple[str, str, str, str]]] = {
-    "fire_confirmed": ("smoke", "critical", "alarm", "security"),
-    "building_trouble": ("building", "major", "trouble", "operator"),
-    "staff_unreachable": ("staff", "major", "trouble", "operator"),
-    "nobody_reached": ("system", "major", "trouble", "operator"),
-    "timeseries_store_unreachable": ("system", "major", "trouble", "operator"),
+    r.id: (r.kind, r.severity, r.signal, r.route) for r in SYSTEM_RULES.values()
 }
 """Alerts jiayuan raises itself (no rule file): rule id → (kind, severity, signal, route)."""
 

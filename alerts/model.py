@@ -5,10 +5,11 @@ Times are epoch seconds (UTC); the API turns them into RFC 3339 at its edge.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypedDict, get_args
 
-from rules.matches import Route, Severity, Signal
+from rules.transitions import Route, Severity, Signal
 
 Status = Literal["firing", "acknowledged", "resolved"]
 STATUSES: tuple[Status, ...] = get_args(Status)
@@ -67,12 +68,27 @@ class HistoryEntry:
     or ``coalesced``."""
 
 
+SUBJECTS: dict[str, str] = {
+    "staff": "the staff member's id (staff_unreachable: nobody could reach them)",
+    "building": "the building's id (building_trouble: many devices of one building at once)",
+    "system": "the part of the service in trouble (``influxdb``: the time-series sink)",
+}
+"""What :attr:`Alert.device_id` names when the alert is not about one device, by the alert's
+``kind``. A confirmed fire (``fire_confirmed``, kind ``smoke``) names its fire zone, and its
+detectors in ``labels["devices"]``. Every other kind is a device kind and names the device."""
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     id: int
     fingerprint: str
+    """``rule_id:device_id``: one open alert per fingerprint."""
     rule_id: str
     device_id: str
+    """The alert's subject: the device, for a rule about devices (nearly all); for the service's
+    own alerts, what :data:`SUBJECTS` says for its ``kind``. The name stays ``device_id`` in the
+    store, the API and silences (it is the contract's), so silences and filters by it work for
+    both."""
     kind: str
     severity: Severity
     signal: Signal
@@ -118,6 +134,28 @@ class Alert:
     @property
     def building(self) -> str | None:
         return self.labels.get("building")
+
+
+class AlertQuery(TypedDict, total=False):
+    """Which alerts: the filters of :meth:`alerts.AlertStore.find`, turned into SQL by
+    :func:`alerts.db.filters` (the API's ``GET /api/alerts`` takes the same, less ``open_only``
+    and ``audience``; a test holds them together). Each is an :class:`Alert` field (``building``:
+    its property) but ``since``/``until`` (bound ``started_at``), ``open_only`` and
+    ``audience``."""
+
+    status: Status | Sequence[Status] | None
+    """One status or several."""
+    severity: str | Sequence[str] | None
+    """One severity or several."""
+    kind: str | None
+    building: str | None
+    device_id: str | None
+    rule_id: str | None
+    since: float | None
+    until: float | None
+    open_only: bool
+    audience: Audience | None
+    """Only what a reader may see (None: everything)."""
 
 
 @dataclass(frozen=True, slots=True)

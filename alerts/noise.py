@@ -10,8 +10,9 @@ worker, which saves the state of the fingerprints it changed (:meth:`FlapGate.ta
 :meth:`FlapGate.export`) in the transaction that commits the alert changes, so a restart
 resumes it (:meth:`FlapGate.load`).
 
-Grouping (the dispatcher asks :func:`groupable` and :func:`group_size`): a trouble-signal alert
-of a building waits ``group_wait_s`` before anyone is paged; if by then at least ``threshold``
+Grouping (the ``start`` and ``group`` stages of :mod:`alerts.stages` ask :func:`groupable` and
+:func:`group_size`, with :class:`alerts.config.GroupConfig`): a trouble-signal alert of a
+building waits ``wait_s`` before anyone is paged; if by then at least ``threshold``
 open trouble alerts of that building were raised within ``window_s``, it becomes part of one
 ``building_trouble`` incident (route operator) instead of a page of its own. The wait is an
 escalation timer row, so it survives a restart. Alarms and supervisory signals are never
@@ -27,12 +28,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
+from alerts import system
 from alerts.db import Writer
 from alerts.model import Alert
-from rules.matches import Transition
+from rules.transitions import Transition
 
-BUILDING_TROUBLE: Final = "building_trouble"
-OWN_RULES: Final = frozenset({BUILDING_TROUBLE, "fire_confirmed", "staff_unreachable"})
+BUILDING_TROUBLE: Final = system.BUILDING_TROUBLE.id
+OWN_RULES: Final = frozenset(
+    r.id for r in (system.BUILDING_TROUBLE, system.FIRE_CONFIRMED, system.STAFF_UNREACHABLE)
+)
 """Alerts this package raises itself: never grouped."""
 
 
@@ -160,29 +164,8 @@ def incident(alert: Alert, devices: int, now: float) -> Transition:
     lb = alert.labels
     labels: dict[str, str] = {k: lb[k] for k in ("community", "compound", "building") if k in lb}
     labels["devices"] = str(devices)
-    return Transition(
-        action="fire",
-        rule_id=BUILDING_TROUBLE,
-        device_id=lb["building"],
-        kind="building",
-        severity="major",
-        signal="trouble",
-        route="operator",
-        at=now,
-        summary="Trouble from many devices in one building (power or network cut?)",
-        labels=labels,
-    )
+    return system.BUILDING_TROUBLE.transition(lb["building"], firing=True, at=now, labels=labels)
 
 
 def incident_clear(building: str, now: float) -> Transition:
-    return Transition(
-        action="clear",
-        rule_id=BUILDING_TROUBLE,
-        device_id=building,
-        kind="building",
-        severity="major",
-        signal="trouble",
-        route="operator",
-        at=now,
-        summary="Trouble from many devices in one building (power or network cut?)",
-    )
+    return system.BUILDING_TROUBLE.transition(building, firing=False, at=now)

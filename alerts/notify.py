@@ -11,7 +11,9 @@ Apprise calls block (HTTP, SMTP), so they run on the workers, never on the inges
 channel has at most one attempt in flight, so a dead or slow channel holds one worker for at
 most its timeout while the other channels go on; within a channel, alarms go first. A failure
 is final when the receiver refused the message (an HTTP 4xx other than 408/429, a URL apprise
-cannot parse); otherwise it is retried with exponential backoff up to ``max_attempts``.
+cannot parse); otherwise it is retried up to ``max_attempts``, waiting as
+:class:`base.retry.Backoff` says (the one retry policy; the wait is written to the row, not
+slept on). Each attempt's result is handed to ``on_result`` (the dispatcher's queue).
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import apprise
 
+from alerts.config import NotifyConfig
 from alerts.db import Writer
 from alerts.outbox import OPEN, Attempt, Delivery, Outcome, Status
 
@@ -51,29 +53,6 @@ class Sender(Protocol):
 # ---------------------------------------------------------------------------- apprise
 
 
-class _Capture(logging.Handler):
-    """Apprise says why a send failed only in its log: keep what it logs on each thread."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.local = threading.local()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        lines: list[str] | None = getattr(self.local, "lines", None)
-        if lines is not None:
-            lines.append(record.getMessage())
-
-    @contextmanager
-    def lines(self) -> Iterator[list[str]]:
-        out: list[str] = []
-        self.local.lines = out
-        try:
-            yield out
-        finally:
-            self.local.lines = None
-
-
-_CAPTURE = _Capture()
 _TEXT = apprise.NotifyFormat.TEXT
 """Messages are plain lines: e-mail keeps its line breaks, chat apps show them as written."""
 _HTTP_STATUS = re.compile(r"error=(\d{3})")
@@ -82,7 +61,11 @@ _ADDRESS = re.compile(r"[^\s\"'<>@]+@[^\s\"'<>]+")
 
 
 def retryable(error: str) -> bool:
-    """Worth another attempt: a server error, a rate limit, a connection or SMTP problem."""
+    """Worth another attempt: a server error, a rate limit, a connection or SMTP problem.
+
+    Apprise's result says only that an attempt failed or timed out; the HTTP status its
+    plugins received is in the attempt's log lines alone (``…, error=404.``), so a refusal
+    (4xx) is told from the rest there."""
     m = _HTTP_STATUS.search(error)
     if m:
         code = int(m.group(1))
@@ -92,26 +75,26 @@ def retryable(error: str) -> bool:
 
 class AppriseSender:
     """Send one message to one apprise URL (blocking; a fresh plugin per attempt, so no state
-    or throttle is shared between threads). Apprise's own log lines are kept as the reason of a
-    failure and not passed on: they may name a recipient."""
+    or throttle is shared between threads). Apprise's result (``AppriseResult``) says whether
+    the attempt succeeded, failed or timed out, and holds the log lines of that attempt alone;
+    they are kept as the reason of a failure and not passed on: they may name a recipient."""
 
     def __init__(self) -> None:
-        logger = logging.getLogger("apprise")
-        if _CAPTURE not in logger.handlers:
-            logger.addHandler(_CAPTURE)
-        logger.propagate = False
+        logging.getLogger("apprise").propagate = False
 
     def __call__(self, url: str, title: str, body: str) -> SendResult:
-        with _CAPTURE.lines() as lines:
-            plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
-            if plugin is None:
-                return SendResult(False, False, "not a URL apprise can send to")
-            try:
-                ok = bool(plugin.notify(body=body, title=title, body_format=_TEXT))
-            except Exception as e:  # a plugin bug must not kill the worker
-                return SendResult(False, True, f"{type(e).__name__}: {e}"[:300])
-        if ok:
+        plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+        if plugin is None:
+            return SendResult(False, False, "not a URL apprise can send to")
+        try:
+            result = apprise.Apprise(plugin).notify(body=body, title=title, body_format=_TEXT)
+        except Exception as e:  # a plugin bug must not kill the worker
+            return SendResult(False, True, f"{type(e).__name__}: {e}"[:300])
+        if result:
             return SendResult(True)
+        if result.status == apprise.AppriseResultStatus.TIMEOUT:
+            return SendResult(False, True, "timed out")
+        lines = [e.message for e in result.logs() if e.level in ("WARNING", "ERROR", "CRITICAL")]
         error = "; ".join(dict.fromkeys(lines)) or "apprise reported a failure"
         return SendResult(False, retryable(error), error[:300])
 
@@ -124,22 +107,21 @@ class Notifier:
         self,
         db: Writer,
         sender: Sender | None = None,
+        config: NotifyConfig | None = None,
         *,
-        workers: int = 4,
-        max_attempts: int = 5,
-        backoff_s: float = 2.0,
-        backoff_max_s: float = 120.0,
         clock: Callable[[], float] = time.time,
         on_result: ResultHook | None = None,
     ) -> None:
         self.db = db
         self.sender: Sender = sender or AppriseSender()
-        self.workers = workers
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
+        config = config or NotifyConfig()
+        self.workers = config.workers
+        self.max_attempts = config.max_attempts
+        self.backoff = config.backoff
         self.clock = clock
         self.on_result = on_result
+        """Called on the worker's thread after each attempt is committed: it should only hand
+        the result over (the dispatcher queues it)."""
         self._cond = threading.Condition()
         self._later: list[tuple[float, int, int, str]] = []  # (next_at, priority, id, channel)
         self._ready: dict[str, list[tuple[int, int]]] = {}  # channel -> heap (priority, id)
@@ -266,7 +248,7 @@ class Notifier:
             outcome: Outcome = "sent"
         elif result.retryable and number < self.max_attempts:
             outcome = "retrying"
-            retry_at = now + min(self.backoff_max_s, self.backoff_s * 2 ** (number - 1))
+            retry_at = now + self.backoff.delay(number)
         else:
             outcome = "failed"
         status: Status = "retrying" if outcome == "retrying" else outcome

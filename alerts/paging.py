@@ -1,73 +1,133 @@
 """Paging: one escalation step taken for one alert — who, what message, the outbox rows and the
-history — and what came of each delivery (reachability of the person, follow-ups).
+history (:class:`Page`, the last stage of the pipeline) — what comes of each delivery
+(:class:`Record`: history, reachability of the person, the next step sooner when nobody of a
+step can be reached) and the follow-up to those paged when someone acted (:class:`FollowUp`).
 
 A step is taken by a compare-and-set on its timer row in the transaction that writes the step's
-outbox rows (:class:`alerts.escalation.Timers`), so it is taken once, whoever polls.
+outbox rows (:class:`alerts.escalation.Timers`), so it is taken once, whoever polls. The outbox
+rows are handed to the notifier's workers after the commit (``submit``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from alerts import system
 from alerts.db import Writer, severity_rank, signal_rank
 from alerts.escalation import Chain, Chains, Timer, Timers
 from alerts.lifecycle import AlertStore
 from alerts.messages import Context, Language, Purpose, render
-from alerts.model import SYSTEM, Alert, AlertChange, AlertNotFound, NoteAction
-from alerts.notify import Notifier
+from alerts.model import RULE, Alert, AlertNotFound
 from alerts.outbox import Attempt, Delivery, Outbox, add
 from alerts.planning import Plan, plan, urgent
 from alerts.routing import Router, Target
+from alerts.stages import History, Item
 from alerts.throttle import Coalescer
-from rules.matches import Transition
+from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
 
 HALF_HOUR = 1800.0
-UNREACHABLE = "staff_unreachable"
-NOBODY = "nobody_reached"
+UNREACHABLE = system.STAFF_UNREACHABLE.id
+NOBODY = system.NOBODY_REACHED.id
 MAX_NAMED = 12
+Submit = Callable[[list[int]], None]
+"""Hands committed outbox rows to the notifier (:meth:`alerts.notify.Notifier.submit`)."""
 
 
-class Pager:
-    def __init__(
-        self,
-        store: AlertStore,
-        db: Writer,
-        chains: Chains,
-        router: Router,
-        outbox: Outbox,
-        timers: Timers,
-        *,
-        language: Language,
-        base_url: str,
-        tz: ZoneInfo,
-        community: str,
-        max_attempts: int,
-        clock: Callable[[], float],
-        poll: Callable[[float], object],
-    ) -> None:
-        self.store, self.db, self.chains, self.router = store, db, chains, router
-        self.outbox, self.timers = outbox, timers
-        self.language, self.base_url, self.tz = language, base_url, tz
-        self.community, self.max_attempts = community, max_attempts
-        self.clock, self.poll = clock, poll
-        self.notifier: Notifier | None = None
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """How messages are written: language, the link's base, the roster's time zone."""
+
+    language: Language
+    base_url: str
+    tz: ZoneInfo
+
+
+class Reach:
+    """Who and what cannot be reached, as trouble alerts for the operators: a person every
+    channel of whom failed (``staff_unreachable``), a route whose alerts found nobody on duty
+    (``nobody_reached``). Shared by :class:`Page` (raises) and :class:`Record` (clears)."""
+
+    def __init__(self, store: AlertStore, history: History, community: str) -> None:
+        self.history, self.community = history, community
         opened = store.open_alerts()
         self._unreachable = {a.device_id for a in opened if a.rule_id == UNREACHABLE}
         self._nobody = {a.device_id for a in opened if a.rule_id == NOBODY}
-        self.gate = Coalescer(store)
+
+    def nobody_now(self, a: Alert, now: float) -> None:
+        """``a`` reached nobody: a trouble alert for its route (not about paging itself)."""
+        if a.rule_id in (UNREACHABLE, NOBODY):
+            return
+        self._nobody.add(a.route)
+        self.history.apply(self._nobody_alert(a, now, firing=True))
+
+    def someone_reached(self, a: Alert, now: float) -> None:
+        if a.route in self._nobody and a.rule_id != NOBODY:
+            self._nobody.discard(a.route)
+            self.history.apply(self._nobody_alert(a, now, firing=False))
+
+    def unreachable_now(self, staff_id: str, a: Alert, why: str, now: float) -> None:
+        self.history.note(a.id, "notified", f"{staff_id} cannot be reached: {why}")
+        if a.rule_id == UNREACHABLE:
+            return  # no trouble about the trouble
+        self._unreachable.add(staff_id)
+        self.history.apply(self._unreachable_alert(staff_id, now, firing=True))
+
+    def reachable(self, staff_id: str, now: float) -> None:
+        if staff_id in self._unreachable:
+            self._unreachable.discard(staff_id)
+            self.history.apply(self._unreachable_alert(staff_id, now, firing=False))
+
+    @property
+    def anybody_unreached(self) -> bool:
+        return bool(self._nobody)
+
+    def _unreachable_alert(self, staff_id: str, now: float, firing: bool) -> Transition:
+        labels = {"community": self.community, "staff_id": staff_id}
+        return system.STAFF_UNREACHABLE.transition(staff_id, firing=firing, at=now, labels=labels)
+
+    def _nobody_alert(self, a: Alert, now: float, firing: bool) -> Transition:
+        """One open ``nobody_reached`` per route: alerts of it were paged to nobody."""
+        return system.NOBODY_REACHED.transition(
+            a.route,
+            firing=firing,
+            at=now,
+            severity="major" if urgent(a) else "minor",
+            summary=f"Alerts of route {a.route} reached nobody: nobody on duty for them",
+            labels={"community": self.community, "route": a.route},
+        )
+
+
+class Page:
+    """The last stage: take the due step of ``item.timer``'s chain (and the ones due right
+    after it: a step that would reach nobody new passes on at once)."""
+
+    def __init__(
+        self,
+        db: Writer,
+        chains: Chains,
+        router: Router,
+        coalescer: Coalescer,
+        history: History,
+        reach: Reach,
+        wording: Wording,
+        submit: Submit,
+    ) -> None:
+        self.db, self.chains, self.router, self.gate = db, chains, router, coalescer
+        self.history, self.reach, self.wording, self.submit = history, reach, wording, submit
+        self.tz = wording.tz
         self._later: dict[tuple[object, ...], tuple[float, float | None]] = {}
 
-    def _submit(self, ids: list[int]) -> None:
-        if self.notifier is not None:
-            self.notifier.submit(ids)
+    def __call__(self, item: Item) -> None:
+        assert item.timer is not None
+        self.take(item.alert, item.timer, item.now)
 
     def take(self, a: Alert, t: Timer, now: float) -> None:
         chain = self.chains.get(t.chain_id) or self.chains.select(a)
@@ -93,8 +153,8 @@ class Pager:
             )
             msg = render(
                 a,
-                self.language,
-                self.base_url,
+                self.wording.language,
+                self.wording.base_url,
                 self.tz,
                 Context(purpose, min(p.step, n - 1), n, now - a.raised_at),
             )
@@ -129,8 +189,8 @@ class Pager:
                             now=now,
                             next_at=at,
                         )
-            self._record(a, p, n, outcomes, purpose, paged, later)
-            self._submit(ids)
+            self._record(a, p, n, outcomes, purpose, paged, now, later)
+            self.submit(ids)
             if nxt is None or nxt > now:
                 return
             t = Timer(t.alert_id, chain.id, "chain", next_step, t.started_at, nxt, None)
@@ -180,6 +240,7 @@ class Pager:
         outcomes: Sequence[tuple[Target, str]],
         purpose: str,
         paged: set[str],
+        now: float,
         later: float | None = None,
     ) -> None:
         for sk in p.skipped:
@@ -201,7 +262,7 @@ class Pager:
                 "why": sk.why,
                 "people": [self._person(tg, "skipped") for tg in sk.targets[:MAX_NAMED]],
             }
-            self.note(a.id, "notified" if sk.step == 0 else "escalated", text, data)
+            self.history.note(a.id, "notified" if sk.step == 0 else "escalated", text, data)
         label = f"step {p.step + 1}/{n}" if p.step < n else f"repeat {p.step - n + 1}"
         if p.fallback:
             label += " (fallback: security desk, duty manager)"
@@ -212,16 +273,16 @@ class Pager:
                 text += " nor at the security desk or the duty manager"
             data = {"kind": "unreached", "step": min(p.step, n - 1) + 1, "steps": n}
             if paged:
-                self.note(a.id, "escalated", text, data | {"kind": "skipped", "why": who})
+                self.history.note(a.id, "escalated", text, data | {"kind": "skipped", "why": who})
                 return
             text += ": reached nobody"
             if later is not None:
                 when = datetime.fromtimestamp(later, self.tz).strftime("%a %H:%M")
                 text += f" yet; paging when someone is on duty ({when})"
                 data["retry_at"] = later
-            self.note(a.id, "unreached", text, data)
+            self.history.note(a.id, "unreached", text, data)
             log.warning("alert %d (%s) %s", a.id, a.rule_id, text)
-            self.nobody_now(a, now=self.clock())
+            self.reach.nobody_now(a, now)
             return
         named = "; ".join(
             f"{tg.staff_id} ({tg.reason}{_OUTCOME_NOTE[how]})" for tg, how in outcomes[:MAX_NAMED]
@@ -244,7 +305,7 @@ class Pager:
             label,
             ", ".join(reached[:MAX_NAMED]) or "nobody (already paged for its incident)",
         )
-        self.note(
+        self.history.note(
             a.id,
             "notified" if purpose == "notify" else "escalated",
             f"{label} → {named}{more}",
@@ -262,17 +323,27 @@ class Pager:
             "outcome": outcome,
         }
 
-    def nobody_now(self, a: Alert, now: float) -> None:
-        """``a`` reached nobody: a trouble alert for its route (not about paging itself)."""
-        if a.rule_id in (UNREACHABLE, NOBODY):
-            return
-        self._nobody.add(a.route)
-        self.apply(_nobody(a, self.community, now, "fire"))
 
-    # ------------------------------------------------------------------ deliveries
+class Record:
+    """What a notify worker reports of each attempt (on the dispatch thread): the alert's
+    history, then the person's reachability; when nobody of a step can be reached, the next
+    step is made due now (:meth:`__call__` says so: the dispatcher then takes it)."""
 
-    def on_result(self, d: Delivery, at: Attempt) -> None:
-        """A worker reports an attempt: history, then reachability of the person."""
+    def __init__(
+        self,
+        store: AlertStore,
+        outbox: Outbox,
+        timers: Timers,
+        router: Router,
+        history: History,
+        reach: Reach,
+        max_attempts: int,
+    ) -> None:
+        self.store, self.outbox, self.timers, self.router = store, outbox, timers, router
+        self.history, self.reach, self.max_attempts = history, reach, max_attempts
+
+    def __call__(self, d: Delivery, at: Attempt, now: float) -> bool:
+        """Record one attempt; ``True`` when the next step of its alert is due now."""
         how = f"{d.staff_id} via {d.label}"
         if at.outcome == "sent":
             text = f"delivered to {how} ({d.purpose}, attempt {at.number})"
@@ -296,52 +367,65 @@ class Pager:
             "attempt": at.number,
             "error": at.error,
         }
-        self.note(d.alert_id, "notified", text, data)
+        self.history.note(d.alert_id, "notified", text, data)
         if d.purpose == "update" or at.outcome == "retrying":
-            return
-        now = self.clock()
+            return False
         if at.outcome == "sent":
-            if d.staff_id in self._unreachable:
-                self._unreachable.discard(d.staff_id)
-                self.apply(_unreachable(d.staff_id, self.community, now, "clear"))
-            if self._nobody:
+            self.reach.reachable(d.staff_id, now)
+            if self.reach.anybody_unreached:
                 self._someone_reached(d.alert_id, now)
-            return
+            return False
         statuses = self.outbox.batch(d.alert_id, d.step, d.staff_id)
         if statuses and all(s == "failed" for s in statuses):
             try:
                 a = self.store.get(d.alert_id)
             except AlertNotFound:
-                return
-            self.unreachable_now(d.staff_id, a, "every channel failed", now)
+                return False
+            self.reach.unreachable_now(d.staff_id, a, "every channel failed", now)
         step = self.outbox.batch(d.alert_id, d.step)
-        if (
+        if not (
             step
             and all(s == "failed" for s in step)
             and self.timers.hasten(d.alert_id, d.step + 1, now)
         ):
-            self.note(
-                d.alert_id,
-                "escalated",
-                f"nobody of step {d.step + 1} can be reached: next step now",
-            )
-            self.poll(now)
+            return False
+        self.history.note(
+            d.alert_id, "escalated", f"nobody of step {d.step + 1} can be reached: next step now"
+        )
+        return True
 
     def _someone_reached(self, alert_id: int, now: float) -> None:
         try:
             a = self.store.get(alert_id)
         except AlertNotFound:
             return
-        if a.route in self._nobody and a.rule_id != NOBODY:
-            self._nobody.discard(a.route)
-            self.apply(_nobody(a, self.community, now, "clear"))
+        self.reach.someone_reached(a, now)
 
-    def unreachable_now(self, staff_id: str, a: Alert, why: str, now: float) -> None:
-        self.note(a.id, "notified", f"{staff_id} cannot be reached: {why}")
-        if a.rule_id == UNREACHABLE:
-            return  # no trouble about the trouble
-        self._unreachable.add(staff_id)
-        self.apply(_unreachable(staff_id, self.community, now, "fire"))
+
+class FollowUp:
+    """After an acknowledgement or a resolve: tell those who got an alarm that someone acted on
+    it (not when the rule cleared it and its incident did not change)."""
+
+    def __init__(
+        self,
+        db: Writer,
+        outbox: Outbox,
+        router: Router,
+        coalescer: Coalescer,
+        wording: Wording,
+        submit: Submit,
+    ) -> None:
+        self.db, self.outbox, self.router, self.gate = db, outbox, router, coalescer
+        self.wording, self.submit = wording, submit
+
+    def __call__(self, item: Item) -> Item:
+        a, change = item.alert, item.change
+        assert change is not None
+        moved = item.moved
+        changed = moved is not None and moved[0] != moved[1]
+        if a.signal == "alarm" and (change.entry.by != RULE or changed or moved is None):
+            self.follow_up(a, change.entry.by, item.now)
+        return item
 
     def follow_up(self, a: Alert, by: str, now: float) -> None:
         """Tell those who got the alarm that someone acted on it."""
@@ -356,9 +440,9 @@ class Pager:
         reg = self.router.registry.staff
         msg = render(
             a,
-            self.language,
-            self.base_url,
-            self.tz,
+            self.wording.language,
+            self.wording.base_url,
+            self.wording.tz,
             Context("update", by=by, status=a.status),
         )
         prio = 90
@@ -384,51 +468,7 @@ class Pager:
                     now=now,
                     next_at=at,
                 )
-        self._submit(ids)
-
-    def apply(self, t: Transition) -> AlertChange | None:
-        try:
-            return self.store.apply(t)
-        except Exception:
-            log.exception("paging: the store refused %s for %s", t.rule_id, t.device_id)
-            return None
-
-    def note(
-        self, alert_id: int, action: NoteAction, text: str, data: dict[str, Any] | None = None
-    ) -> None:
-        with contextlib.suppress(AlertNotFound):
-            self.store.add_note(alert_id, SYSTEM, text, action, data)
-
-
-def _unreachable(staff_id: str, community: str, now: float, action: str) -> Transition:
-    return Transition(
-        action="fire" if action == "fire" else "clear",
-        rule_id=UNREACHABLE,
-        device_id=staff_id,
-        kind="staff",
-        severity="major",
-        signal="trouble",
-        route="operator",
-        at=now,
-        summary="A staff member cannot be reached on any channel",
-        labels={"community": community, "staff_id": staff_id},
-    )
-
-
-def _nobody(a: Alert, community: str, now: float, action: str) -> Transition:
-    """One open ``nobody_reached`` per route: alerts of it were paged to nobody."""
-    return Transition(
-        action="fire" if action == "fire" else "clear",
-        rule_id=NOBODY,
-        device_id=a.route,
-        kind="system",
-        severity="major" if urgent(a) else "minor",
-        signal="trouble",
-        route="operator",
-        at=now,
-        summary=f"Alerts of route {a.route} reached nobody: nobody on duty for them",
-        labels={"community": community, "route": a.route},
-    )
+        self.submit(ids)
 
 
 _OUTCOME_NOTE: Final[dict[str, str]] = {

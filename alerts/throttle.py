@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final, Literal
 
-from alerts import db as sql
+from alerts.db import to_alert
 from alerts.incidents import worse
 from alerts.lifecycle import AlertStore
 from alerts.messages import Message
@@ -77,7 +77,7 @@ class Coalescer:
             if about and now - last < REPAGE_AFTER_S:
                 marks = ",".join("?" * len(about))
                 before = [
-                    sql.to_alert(r)
+                    to_alert(r)
                     for r in db.execute(f"SELECT * FROM alerts WHERE id IN ({marks})", list(about))
                 ]
                 if worse(a, before) is None:

@@ -30,7 +30,7 @@ class Backoff:
 
     def wait(self) -> wait_exponential_jitter:
         return wait_exponential_jitter(
-            initial=self.first_s, max=self.max_s, jitter=self.jitter * self.first_s
+            multiplier=self.first_s, max=self.max_s, jitter=self.jitter * self.first_s
         )
 
     def delay(self, attempt: int) -> float:

@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from base.datadir import DataDir
 from bench import catchup, sink
 from bench.load import (
     BackgroundLoad,
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         ceiling, ingest = max(ceilings), max(rates)
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-        db = work / "service" / "journal.db"
+        db = DataDir(work / "service").journal
         rows = svc.get("/healthz")["messages_committed"]
         print(
             f"bench: journal {db.stat().st_size / 1e6:.1f} MB after {rows:,} messages", flush=True
@@ -244,11 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     finally:
-        if svc is not None:
-            svc.stop()
-        broker.stop()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        try:
+            if svc is not None:
+                svc.stop()  # raises if the service counted errors: its figures are not to be kept
+        finally:
+            broker.stop()
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ import random
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
+import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -213,15 +213,12 @@ class FallProbe:
         self._thread.start()
 
     def _listen(self) -> None:
-        req = urllib.request.Request(
-            self.url + "/api/stream", headers={"Authorization": f"Bearer {self.token}"}
-        )
-        with urllib.request.urlopen(req, timeout=600) as r:
+        auth = {"Authorization": f"Bearer {self.token}"}
+        with httpx.stream("GET", self.url + "/api/stream", headers=auth, timeout=600) as r:
             self.ready.set()
-            for raw in r:
+            for line in r.iter_lines():
                 if self._done.is_set():
                     return
-                line = raw.decode().strip()
                 if not line.startswith("data:"):
                     continue
                 now = time.perf_counter()

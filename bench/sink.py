@@ -26,9 +26,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from base.sqlite import connect
 from devtools.victoria import Victoria
 from ingest.influx import InfluxSink
 from ingest.influx_writer import InfluxWriter
@@ -82,11 +84,8 @@ def build(path: Path, devices: int, *, now: float) -> int:
 
 
 def disk_bytes(path: Path) -> int:
-    import sqlite3
-
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
+    with closing(connect(path, wal=False)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 

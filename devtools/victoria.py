@@ -22,12 +22,11 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from devtools import children
 from devtools.broker import free_port
@@ -83,8 +82,10 @@ class Victoria:
         return self
 
     def _healthy(self) -> bool:
-        with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-            return bool(r.status == 200)
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.TransportError:  # not listening yet
+            return False
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None:
@@ -99,15 +100,14 @@ class Victoria:
 
     def flush(self) -> None:
         """Make what it accepted searchable now rather than within a second or two."""
-        with urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30):
-            pass
+        httpx.get(self.url + "/internal/force_flush", timeout=30).raise_for_status()
 
     def export(self, match: str = '{__name__=~".+"}') -> list[dict[str, Any]]:
         """Every series matching ``match`` with its samples:
         ``{"metric": {"__name__": …, tags…}, "values": […], "timestamps": […]}``."""
-        q = urllib.parse.urlencode({"match[]": match})
-        with urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=120) as r:
-            return [json.loads(line) for line in r.read().splitlines() if line.strip()]
+        r = httpx.get(self.url + "/api/v1/export", params={"match[]": match}, timeout=120)
+        r.raise_for_status()
+        return [json.loads(line) for line in r.text.splitlines() if line.strip()]
 
     def samples(self, match: str = '{__name__=~".+"}') -> Counter[tuple[str, str, int]]:
         """(series name, device_id, timestamp in ms) → how many samples it holds there."""
@@ -120,9 +120,9 @@ class Victoria:
 
     def samples_received(self) -> int:
         """Samples received over the Influx protocol since it started, resends included."""
-        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
-            text = r.read().decode()
-        m = re.search(r'^vm_rows_inserted_total\{type="influx"\} (\d+)', text, re.M)
+        r = httpx.get(self.url + "/metrics", timeout=10)
+        r.raise_for_status()
+        m = re.search(r'^vm_rows_inserted_total\{type="influx"\} (\d+)', r.text, re.M)
         return int(m.group(1)) if m else 0
 
 

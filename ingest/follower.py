@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from base import sqlite
 from base.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection of a follower's own. ``synchronous=NORMAL`` is enough: a cursor lost to a
     power cut only moves back (rollups roll back with it; the sink writes a batch again, which
     InfluxDB stores once — same series, same time)."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=10000")
-    if readonly:
-        db.execute("PRAGMA query_only=1")
-    return db
+    return sqlite.connect(path, synchronous="NORMAL", query_only=readonly)
 
 
 def load_cursor(db: sqlite3.Connection, name: str) -> int:

@@ -15,11 +15,12 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from base.sqlite import connect, transaction
 from ingest import rollups
 from ingest.follower import CURSOR_SCHEMA, write_lock
 from ingest.payloads import MAX_NUMBER, DeadLetter, Reading
@@ -189,7 +190,7 @@ class Journal:
         (SQLite ``max_page_count``: a cap on the journal's size; none by default).
         ``busy_timeout_s``: how long a write waits for another writer's lock before the store
         counts as locked."""
-        self._busy_ms = int(busy_timeout_s * 1000)
+        self._busy_s = busy_timeout_s
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._synchronous = synchronous
@@ -204,18 +205,17 @@ class Journal:
         self._seen_max = seen_max
         self._seen_flushed = time.monotonic()
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self._synchronous}")
-        db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
-        return db
+    def _connect(self, **pragmas: Any) -> sqlite3.Connection:
+        return connect(
+            self.path,
+            synchronous=self._synchronous,
+            busy_timeout_s=self._busy_s,
+            any_thread=True,
+            **pragmas,
+        )
 
     def _connect_writer(self) -> sqlite3.Connection:
-        db = self._connect()
-        if self._max_pages is not None:
-            db.execute(f"PRAGMA max_page_count={int(self._max_pages)}")
-        return db
+        return self._connect(max_page_count=self._max_pages)
 
     def _writer(self) -> sqlite3.Connection:
         """The ingest thread's connection; opened anew after a failure of the store, so a
@@ -227,23 +227,26 @@ class Journal:
             self._broken = False
         return self._db
 
-    def _failed(self, db: sqlite3.Connection, e: BaseException) -> None:
-        """Undo a failed write transaction (SQLite may have rolled it back already)."""
-        if db.in_transaction:
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer's connection, under the file's write lock. A
+        failure of the store, or a rollback that failed, reopens the connection before the
+        next write."""
+        with self._write_lock:
+            db = self._writer()
             try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                self._broken = True
-        if store_trouble(e) is not None:
-            self._broken = True
+                with transaction(db):
+                    yield db
+            except BaseException as e:
+                if db.in_transaction or store_trouble(e) is not None:
+                    self._broken = True
+                raise
 
     def _reader(self) -> sqlite3.Connection:
         """A connection of the calling thread's own, for queries."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = self._connect()
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA query_only=1")
+            db = self._connect(row_factory=sqlite3.Row, query_only=True)
             self._local.db = db
         return db
 
@@ -281,51 +284,37 @@ class Journal:
             if r.stream == "status" and r.event is not None
         ]
         self._note_seen(readings)
-        with self._write_lock:
-            db = self._writer()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                before = db.total_changes
-                db.executemany(_INSERT_READING, rows)
-                if db.total_changes - before == len(rows):
-                    new = list(readings)
-                else:  # some were duplicates (rare): find which, row by row, in this transaction
-                    new = self._new_only(readings, rows)
-                if states:
-                    self._flush_seen()  # so the state update finds its row
-                    db.executemany(_SET_STATE, states)
-                elif (
-                    time.monotonic() - self._seen_flushed > SEEN_FLUSH_S
-                    or len(self._seen) >= self._seen_max
-                ):
-                    self._flush_seen()
-                if dead:
-                    db.executemany(
-                        _INSERT_DEAD,
-                        [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead],
-                    )
-                db.execute("COMMIT")
-            except BaseException as e:
-                self._failed(db, e)
-                raise
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(_INSERT_READING, rows)
+            if db.total_changes - before == len(rows):
+                new = list(readings)
+            else:  # some were duplicates (rare): find which, row by row, in this transaction
+                new = self._new_only(readings, rows)
+            if states:
+                self._flush_seen()  # so the state update finds its row
+                db.executemany(_SET_STATE, states)
+            elif (
+                time.monotonic() - self._seen_flushed > SEEN_FLUSH_S
+                or len(self._seen) >= self._seen_max
+            ):
+                self._flush_seen()
+            if dead:
+                db.executemany(
+                    _INSERT_DEAD,
+                    [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead],
+                )
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
 
     def probe(self) -> None:
         """A write of a few bytes, committed: raises what the store raises now (full, locked,
         read-only...). For telling, with no message to write, whether it takes writes again."""
-        with self._write_lock:
-            db = self._writer()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute(
-                    "INSERT INTO store_probe (id, at) VALUES (1, ?1)"
-                    " ON CONFLICT (id) DO UPDATE SET at = ?1",
-                    (time.time(),),
-                )
-                db.execute("COMMIT")
-            except BaseException as e:
-                self._failed(db, e)
-                raise
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO store_probe (id, at) VALUES (1, ?1)"
+                " ON CONFLICT (id) DO UPDATE SET at = ?1",
+                (time.time(),),
+            )
 
     def _new_only(self, readings: Sequence[Reading], rows: list[tuple[Any, ...]]) -> list[Reading]:
         """Which rows executemany wrote: a row whose key was already there was ignored, so the
@@ -378,15 +367,8 @@ class Journal:
         Returns whether it wrote."""
         if not self._seen or (if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S):
             return False
-        with self._write_lock:
-            db = self._writer()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                self._flush_seen()
-                db.execute("COMMIT")
-            except BaseException as e:
-                self._failed(db, e)
-                raise
+        with self._tx():
+            self._flush_seen()
         return True
 
     def sync_registry(self, registry: Registry) -> int:
@@ -407,10 +389,7 @@ class Journal:
             )
             for d in registry.devices.values()
         ]
-        self._write_lock.acquire()
-        db = self._writer()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._tx() as db:
             db.execute("UPDATE devices SET registered = 0")
             db.executemany(
                 """INSERT INTO devices (device_id, kind, community, compound, building, unit,
@@ -424,12 +403,6 @@ class Journal:
                        registered = 1""",
                 rows,
             )
-            db.execute("COMMIT")
-        except BaseException as e:
-            self._failed(db, e)
-            raise
-        finally:
-            self._write_lock.release()
         return len(rows)
 
     def prune(
@@ -455,7 +428,7 @@ class Journal:
         db = self._connect()
         total = 0
         try:
-            with self._write_lock, db:
+            with self._write_lock, transaction(db):
                 db.execute(
                     "DELETE FROM devices WHERE registered = 0 AND compound IS NULL"
                     " AND building IS NULL AND coalesce(last_seen, 0) < ?",
@@ -479,7 +452,7 @@ class Journal:
             start = db.execute("SELECT min(id) FROM readings").fetchone()[0]
             while start is not None and start <= cut:
                 end = min(cut, start + chunk - 1)
-                with self._write_lock, db:
+                with self._write_lock, transaction(db):
                     total += db.execute(
                         "DELETE FROM readings WHERE id BETWEEN ? AND ?", (start, end)
                     ).rowcount

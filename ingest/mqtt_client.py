@@ -12,9 +12,11 @@ time in two places, neither of which changes what it receives:
   tables and skip the parse when the property length is zero; messages with properties are parsed
   exactly as before.
 
-Both touch paho internals (``_sock_recv``, ``paho.mqtt._packet.Properties``) of the 2.x line the
-project pins; the integration tests exercise them against the real broker on every run, and
-:func:`install_lean_publish_properties` leaves paho alone when those internals are not there.
+Both touch paho internals (``Client._sock_recv``, and ``paho.mqtt._packet.Properties``, which
+paho 2.2 introduced: 2.1 decoded PUBLISH inside ``client.py``), so ``pyproject.toml`` pins
+``paho-mqtt`` to 2.2.x. ``tests/integration/test_paho_shim.py`` fails when either half is not in
+effect against the real broker; :func:`install_lean_publish_properties` leaves paho alone (and
+says so in a warning) when its internals are not there.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def install_lean_publish_properties() -> bool:
     try:
         from paho.mqtt import _packet
     except ImportError:
-        log.info("paho.mqtt._packet not found; MQTT 5 properties parsed the stock way")
+        log.warning("paho.mqtt._packet not found; MQTT 5 properties parsed the stock way")
         return False
     if getattr(_packet, "Properties", None) is Properties:  # not yet installed
         _LeanPublishProperties._shared = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]

@@ -25,7 +25,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Final
 
+from base.retry import Backoff
 from ingest.inbox import Inbox
 from ingest.journal import BatchResult, Journal, store_trouble
 from ingest.listener import Inbound
@@ -44,6 +47,9 @@ from ingest.metrics import (
     QUEUE_DEPTH,
 )
 from ingest.payloads import MAX_PAYLOAD, DeadLetter, Reading, decode
+
+STORE_RETRY = Backoff(first_s=0.25, max_s=5.0)
+"""Pauses between attempts to write a batch while the journal is failing."""
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,9 @@ class StoreFailing(Exception):
 
 
 _Item = tuple[Inbound, Reading | DeadLetter]
+_RECEIVED: Final = attrgetter("received")
+_KIND_STREAM: Final = attrgetter("kind", "stream")
+_REASON: Final = attrgetter("reason")
 
 
 @dataclass(slots=True)
@@ -102,19 +111,17 @@ class Pipeline:
         *,
         batch_max: int = 1000,
         batch_wait: float = 0.005,
-        retry_min_s: float = 0.25,
-        retry_max_s: float = 5.0,
+        retry: Backoff = STORE_RETRY,
     ) -> None:
-        """``retry_min_s``, ``retry_max_s``: the first and the longest pause between two
-        attempts to write a batch while the store is failing (doubling in between)."""
+        """``retry``: the pauses between two attempts to write a batch while the store is
+        failing (the house's one backoff: doubling from the first to the longest)."""
         self.inbox = inbox
         self.journal = journal
         self.ack = ack
         self.downstream = downstream
         self.batch_max = batch_max
         self.batch_wait = batch_wait
-        self.retry_min_s = retry_min_s
-        self.retry_max_s = retry_max_s
+        self.retry = retry
         self.committed = 0
         """Messages committed (readings, duplicates and dead letters) since start."""
         self._health = StoreHealth(ok=True)
@@ -218,7 +225,7 @@ class Pipeline:
         each time (until stopped: then it stays unacknowledged, with the broker)."""
         items = [(m, decode(m.topic, m.payload, m.received)) for m in batch]
         written = _Written()
-        pause = self.retry_min_s
+        attempt = 0
         told = False
         while True:
             try:
@@ -235,9 +242,9 @@ class Pipeline:
             else:
                 self._finish(batch, written)
                 return
-            if self._stop.wait(pause):
+            attempt += 1
+            if self._stop.wait(self.retry.delay(attempt)):
                 return
-            pause = min(pause * 2, self.retry_max_s)
 
     def _idle(self) -> None:
         """With nothing to ingest: write last-seen times when due; while the store fails,
@@ -247,7 +254,7 @@ class Pipeline:
             if self._health.ok:
                 self.journal.flush(if_due=True)
             elif time.monotonic() >= self._retry_at:
-                self._retry_at = time.monotonic() + self.retry_max_s
+                self._retry_at = time.monotonic() + self.retry.max_s
                 self.journal.probe()
                 self._writable()
         except Exception as e:
@@ -257,7 +264,7 @@ class Pipeline:
                 log.exception("could not write device last-seen times")
                 return
             self._failing(StoreFailing(trouble, str(e)), 0)
-            self._retry_at = time.monotonic() + (self.retry_min_s if was_ok else self.retry_max_s)
+            self._retry_at = time.monotonic() + (self.retry.first_s if was_ok else self.retry.max_s)
 
     def process(self, batch: Sequence[Inbound]) -> list[Reading]:
         """Decode, journal, acknowledge and hand on one batch; returns the new readings.
@@ -277,12 +284,13 @@ class Pipeline:
         self.committed += len(batch)
         now = time.time()
         COMMIT_SECONDS.observe(written.commit_seconds)
-        COMMIT_LAG.set(now - min(m.received for m in batch))
+        COMMIT_LAG.set(now - min(map(_RECEIVED, batch)))
         BATCH_SIZE.observe(len(batch))
-        for (kind, stream), n in Counter((r.kind, r.stream) for r in written.new).items():
+        for (kind, stream), n in Counter(map(_KIND_STREAM, written.new)).items():
             MESSAGES.labels(kind, stream).inc(n)
+        for reason, n in Counter(map(_REASON, written.dead)).items():
+            DEAD_LETTERS.labels(reason).inc(n)
         for d in written.dead:
-            DEAD_LETTERS.labels(d.reason).inc()
             self._log_dead(d)
         if written.duplicates:
             DUPLICATES.inc(written.duplicates)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from base.sqlite import transaction
 from ingest.follower import Follower, connect, head, save_cursor, write_lock
 from ingest.schema import ROLLUP_METRICS, kinds_with_metric
 
@@ -134,17 +135,11 @@ class RollupWorker(Follower):
         upto = min(top, self.position + self.batch_rows)
         db.execute("DELETE FROM temp.rollup_stage")
         db.execute(_STAGE, (self.position, upto))  # reads only: no write lock on the journal
-        with write_lock(self.path):
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(_NEW_SERIES)
-                for merge in _MERGES:
-                    db.execute(merge)
-                save_cursor(db, self.name, upto)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with write_lock(self.path), transaction(db):
+            db.execute(_NEW_SERIES)
+            for merge in _MERGES:
+                db.execute(merge)
+            save_cursor(db, self.name, upto)
         self.position = upto
         if upto >= top:
             return False
@@ -167,7 +162,7 @@ def prune_buckets(
         if step not in WIDTHS:
             raise ValueError(f"no rollup step {step!r}")
         for i in range(0, len(series), 200):
-            with lock or contextlib.nullcontext(), db:
+            with lock or contextlib.nullcontext(), transaction(db):
                 cur = db.executemany(
                     f"DELETE FROM rollup_{step} WHERE series = ? AND bucket < ?",
                     [(s, cutoff) for s in series[i : i + 200]],
@@ -197,8 +192,7 @@ def history(
     hi = -(-until // width) * width  # buckets starting before ``until``
     cur = db.cursor()
     cur.row_factory = None
-    cur.execute("BEGIN")  # one snapshot: the cursor and the rollups it stands for
-    try:
+    with transaction(db, immediate=False):  # one snapshot: the cursor and the rollups it stands for
         position = _position(cur)
         found = cur.execute(
             "SELECT id FROM rollup_series WHERE device_id = ? AND metric = ?", (device_id, metric)
@@ -214,8 +208,6 @@ def history(
         tail = _tail(cur, position, device_id, metric, kinds, width, lo, hi)
         if tail:
             rows = _patched(cur, table, None if found is None else found[0], rows, tail, limit)
-    finally:
-        cur.execute("COMMIT")
     return [
         {"ts": b, "min": vmin, "max": vmax, "mean": mean, "count": n}
         for b, vmin, vmax, mean, n in rows

@@ -6,7 +6,13 @@ pydantic's parser (which validates the fields) is lenient where the journal cann
 to infinity. :func:`refusal` parses the text once more with the standard library's strict
 parser and hooks that refuse those, and says why. It is the slow path: :func:`needs_scan` tells
 the common payload (one flat object, no escapes, short numbers) from one that must be scanned,
-and :func:`duplicate_keys` checks such a payload's keys against what pydantic kept.
+and :func:`may_repeat_keys` checks such a payload's keys against what pydantic kept.
+
+msgspec, on the hot path of :func:`ingest.payloads.decode`, is lenient in the same places but
+for ``NaN`` and overflowing floats; its path reads only payloads without escapes, proves their
+keys distinct the way :func:`may_repeat_keys` does, holds unknown fields to
+:func:`unknown_fields_storable` and nesting to :func:`needs_scan`, and leaves everything else
+to the pydantic path and :func:`refusal`.
 """
 
 from __future__ import annotations

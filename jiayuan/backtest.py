@@ -10,6 +10,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from alerts.noise import FlapGate
+from base.datadir import DataDir
 from jiayuan.settings import Settings
 from registry import Registry
 from registry.loader import load_registry
@@ -39,8 +40,8 @@ def run(
     jobs: int | None = None,
 ) -> Report:
     """Backtest ``rules`` against the rules in force over the data directory's journal."""
-    data = settings.data_dir
-    journal, alerts = data / "journal.db", data / "alerts.db"
+    data = DataDir(settings.data_dir)
+    journal, alerts = data.journal, data.alerts
     if not journal.exists():
         raise FileNotFoundError(f"no journal at {journal}")
     if registry is None:
@@ -51,7 +52,7 @@ def run(
         )
     in_force = load_rules(settings.rules or [builtin_pack()])
     gate: Callable[[Callable[[], float]], FlapGate] = lambda clock: FlapGate(  # noqa: E731
-        settings.flap_threshold, settings.flap_window_s, clock
+        settings.flap.threshold, settings.flap.window_s, clock
     )
     return backtest(
         journal,

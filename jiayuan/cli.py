@@ -9,19 +9,33 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jiayuan.settings import Settings
 
 
-def _run(args: argparse.Namespace) -> int:
+def settings_from_env() -> Settings | None:
+    """The service's settings from the ``JIAYUAN_*`` environment variables; None, said on
+    standard error, when they are bad (every command that reads them)."""
     from pydantic import ValidationError
 
-    from jiayuan.api import create_app, make_server
-    from jiayuan.service import Service
     from jiayuan.settings import Settings
 
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as e:
         print(f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jiayuan.api import create_app, make_server
+    from jiayuan.logmetrics import count_errors
+    from jiayuan.service import Service
+
+    settings = settings_from_env()
+    if settings is None:
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -39,9 +53,11 @@ def _run(args: argparse.Namespace) -> int:
     # cleanly (batch committed and acknowledged, session kept) instead of dying mid-way.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
+    server = make_server(app, settings.http_host, settings.http_port)
+    count_errors("uvicorn")  # after the server's config, which sets uvicorn's handlers
     service.start()
     try:
-        make_server(app, settings.http_host, settings.http_port).run()
+        server.run()
     except SystemExit:
         pass
     finally:
@@ -67,16 +83,11 @@ def _rules_check(args: argparse.Namespace) -> int:
 def _rules_backtest(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
-    from pydantic import ValidationError
-
     from jiayuan.backtest import parse_when, run
-    from jiayuan.settings import Settings
     from rules.model import RuleFileError, load_rules, parse_duration
 
-    try:
-        settings = Settings()
-    except ValidationError as e:
-        print(f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}", file=sys.stderr)
+    settings = settings_from_env()
+    if settings is None:
         return 2
     if args.data_dir is not None:
         settings = settings.model_copy(update={"data_dir": args.data_dir})
@@ -268,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     creds.set_defaults(func=_broker_credentials)
     tls = bsub.add_parser(
         "tls",
-        help="the installation's CA and the broker's TLS certificate (openssl)",
+        help="the installation's CA and the broker's TLS certificate",
         description="Make ca.crt/ca.key once, and server.crt/server.key when missing, stale"
         " or for other names.",
     )

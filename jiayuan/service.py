@@ -10,11 +10,13 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from alerts.dispatch import Config as AlertingConfig
+from alerts.config import Config as AlertingConfig
 from alerts.dispatch import Dispatcher
 from alerts.lifecycle import AlertStore
 from alerts.metrics import NOTIFY_FAILING
 from alerts.outbox import RECENT_ATTEMPTS, failing_for_everyone
+from alerts.system import STORE_DEVICE, STORE_UNREACHABLE
+from base.datadir import DataDir
 from ingest.access import BrokerAccess
 from ingest.inbox import Inbox
 from ingest.journal import Journal
@@ -30,7 +32,6 @@ from registry import Registry
 from registry.loader import load_registry
 from rules.baselines import compute, specs_of
 from rules.engine import RuleEngine
-from rules.matches import Transition
 from rules.model import builtin_pack, load_rules
 from rules.worker import RulesWorker
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STORE_TROUBLE = ("timeseries_store_unreachable", "influxdb")
+STORE_TROUBLE = (STORE_UNREACHABLE.id, STORE_DEVICE)
 """Rule id and device id of the trouble alert raised while InfluxDB cannot be written."""
 
 
@@ -58,13 +59,13 @@ class Service:
         )
         self.rules = load_rules(settings.rules or [builtin_pack()])
         self.journal = Journal(
-            data / "journal.db",
+            DataDir(data).journal,
             synchronous=settings.journal_synchronous,
             max_pages=settings.journal_max_pages,
         )
         self.journal.sync_registry(self.registry)
-        self.alerts = AlertStore(data / "alerts.db")
-        self.auth = AuthStore(data / "auth.db")
+        self.alerts = AlertStore(DataDir(data).alerts)
+        self.auth = AuthStore(DataDir(data).auth)
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
         note_registry(self.auth, self.registry)
         self.dispatcher = Dispatcher(self.alerts, self.registry, self.rules, alerting(settings))
@@ -172,23 +173,12 @@ class Service:
 
     def _store_trouble(self, raised: bool, at: float) -> None:
         """The sink's trouble, as an alert for the operators (from the sink's thread)."""
-        rule_id, device_id = STORE_TROUBLE
-        summary = (
-            "InfluxDB unreachable: readings wait in the journal"
-            if raised
-            else "InfluxDB reachable again, backlog written"
-        )
         self.alerts.apply(
-            Transition(
-                action="fire" if raised else "clear",
-                rule_id=rule_id,
-                device_id=device_id,
-                kind="system",
-                severity="major",
-                signal="trouble",
-                route="operator",
+            STORE_UNREACHABLE.transition(
+                STORE_DEVICE,
+                firing=raised,
                 at=at,
-                summary=summary,
+                summary=None if raised else "InfluxDB reachable again, backlog written",
                 labels={"community": self.settings.community},
             )
         )
@@ -309,22 +299,16 @@ class Service:
 
 
 def alerting(settings: Settings) -> AlertingConfig:
-    """The alerting stages' settings."""
+    """The alerting stages' settings: the parts' own models, as read, and what messages need."""
     return AlertingConfig(
         language=settings.language,
         base_url=settings.base_url,
         timezone=settings.timezone,
-        chains_file=settings.escalation_file,
-        workers=settings.notify_workers,
-        max_attempts=settings.notify_max_attempts,
-        backoff_s=settings.notify_backoff_s,
-        backoff_max_s=settings.notify_backoff_max_s,
-        flap_threshold=settings.flap_threshold,
-        flap_window_s=settings.flap_window_s,
-        group_wait_s=settings.group_wait_s,
-        group_window_s=settings.group_window_s,
-        group_threshold=settings.group_threshold,
         community=settings.community,
+        notify=settings.notify,
+        flap=settings.flap,
+        group=settings.group,
+        escalation=settings.escalation,
     )
 
 

@@ -8,12 +8,17 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from alerts.config import EscalationConfig, FlapConfig, GroupConfig, NotifyConfig
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JIAYUAN_",
         extra="forbid",
         hide_input_in_errors=True,  # errors may hold secrets
+        # the alerting parts' models: JIAYUAN_NOTIFY_BACKOFF_S is notify.backoff_s (split once)
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
     )
 
     community: str = Field(default="y", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -126,24 +131,14 @@ class Settings(BaseSettings):
     """Language of the notifications staff receive."""
     timezone: str = "Asia/Shanghai"
     """Local time of the duty roster (weekly shifts) and of times in notifications."""
-    escalation_file: Path | None = None
-    """Escalation chains (YAML, the format of alerts/chains.yaml); none: the built-in chains."""
-    notify_workers: int = Field(default=4, ge=1, le=64)
-    """Threads sending notifications (apprise calls block; one channel uses one at a time)."""
-    notify_max_attempts: int = Field(default=5, ge=1, le=20)
-    notify_backoff_s: float = Field(default=2.0, gt=0, le=600)
-    """Wait before the first retry of a failed delivery; doubles with each attempt."""
-    notify_backoff_max_s: float = Field(default=120.0, gt=0, le=3600)
-    flap_threshold: int = Field(default=3, ge=1)
-    """An alert that fires and clears more than this many times within flap_window_s flaps."""
-    flap_window_s: float = Field(default=600.0, gt=0)
-    group_wait_s: float = Field(default=60.0, ge=0, le=3600)
-    """How long a device's trouble alert waits to see whether it is one of many in its
-    building (alarms never wait)."""
-    group_window_s: float = Field(default=3600.0, gt=0)
-    group_threshold: int = Field(default=5, ge=2)
-    """Trouble alerts from this many devices of one building within group_window_s become one
-    incident."""
+    escalation: EscalationConfig = EscalationConfig()
+    """``JIAYUAN_ESCALATION_FILE``: escalation chains (alerts/config.py)."""
+    notify: NotifyConfig = NotifyConfig()
+    """``JIAYUAN_NOTIFY_WORKERS``, ``_MAX_ATTEMPTS``, ``_BACKOFF_S``, ``_BACKOFF_MAX_S``."""
+    flap: FlapConfig = FlapConfig()
+    """``JIAYUAN_FLAP_THRESHOLD``, ``_WINDOW_S``."""
+    group: GroupConfig = GroupConfig()
+    """``JIAYUAN_GROUP_WAIT_S``, ``_WINDOW_S``, ``_THRESHOLD``."""
     log_level: str = "INFO"
 
     @field_validator("rules", mode="before")

@@ -15,6 +15,10 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Final
 
+from base import sqlite
+from base.datadir import DataDir
+from base.sqlite import transaction
+
 MAX_LABEL: Final = 40
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS resident_labels (
@@ -31,13 +35,17 @@ class ResidentLabels:
         self.path = path
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
+        with closing(sqlite.connect(path, wal=False)) as db:
             db.executescript(SCHEMA)
         path.chmod(0o600)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, closing(sqlite3.connect(self.path, timeout=10.0)) as db, db:
+        with (
+            self._lock,
+            closing(sqlite.connect(self.path, wal=False)) as db,
+            transaction(db, immediate=False),
+        ):
             yield db
 
     def all(self) -> dict[str, str]:
@@ -66,7 +74,7 @@ _OPEN_LOCK = threading.Lock()
 
 def labels_in(data_dir: Path) -> ResidentLabels:
     """The labels store of a data directory (one per process)."""
-    path = (data_dir / "resident_labels.db").resolve()
+    path = DataDir(data_dir).resident_labels.resolve()
     with _OPEN_LOCK:
         store = _OPEN.get(path)
         if store is None:

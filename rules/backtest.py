@@ -37,12 +37,13 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Final, Protocol
 
+from base import sqlite
 from ingest import rows
 from registry.models import Registry
 from rules.baselines import Baselines, compute, specs_of
 from rules.engine import RuleEngine
-from rules.matches import Transition
 from rules.model import Rule
+from rules.transitions import Transition
 
 __all__ = ["Report", "backtest", "raised_in_store"]
 
@@ -317,7 +318,7 @@ def _replay(job: _Job, part: int) -> tuple[Counts, Counts, int]:
     m = 0
     n = 0
     next_tick = float(int(start)) + 1.0
-    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    db = sqlite.connect(journal, read_only=True)
     try:
         last_id, top = _first_id(db, start), _last_id(db, until)
         community = registry.community
@@ -405,7 +406,7 @@ def _seed(
 ) -> list[tuple[float, str]]:
     """Alerts open in the store at ``start`` (restored into the engines and the tallies) and
     the resolves by people after it, oldest first."""
-    db = sqlite3.connect(f"file:{alerts}?mode=ro", uri=True)
+    db = sqlite.connect(alerts, read_only=True)
     try:
         open_rows = db.execute(
             "SELECT rule_id, device_id, fingerprint, started_at, last_match_at, page_at FROM alerts"
@@ -469,7 +470,7 @@ def raised_in_store(
     """Alerts of ``rule_ids`` the store raised in [since, until), per rule and local day."""
     ids = sorted(set(rule_ids))
     out: dict[str, Counter[str]] = {i: Counter() for i in ids}
-    db = sqlite3.connect(f"file:{alerts}?mode=ro", uri=True)
+    db = sqlite.connect(alerts, read_only=True)
     try:
         for rule_id, raised_at in db.execute(
             f"SELECT rule_id, raised_at FROM alerts WHERE raised_at >= ? AND raised_at < ?"

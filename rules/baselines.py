@@ -21,6 +21,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Final
 
+from base import sqlite
+
 __all__ = ["Baselines", "HourBaseline", "Spec", "compute", "specs_of"]
 
 Spec = tuple[str, int, int]
@@ -83,11 +85,7 @@ def compute(
 ) -> Baselines:
     """The baselines of ``specs`` from the hourly rollups of the ``days`` days before ``at``
     (every device, or one)."""
-    db = (
-        sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
-        if isinstance(journal, Path)
-        else journal
-    )
+    db = sqlite.connect(journal, read_only=True) if isinstance(journal, Path) else journal
     table: dict[tuple[str, Spec], list[HourBaseline | None]] = {}
     try:
         for spec in set(specs):

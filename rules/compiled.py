@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Final, Literal
 from ingest.payloads import Reading
 from registry.models import Registry
 from rules.combos import ComboState, Conditions
-from rules.matches import Transition
 from rules.model import (
     AbsenceRule,
     ComboRule,
@@ -24,6 +23,7 @@ from rules.model import (
     ThresholdRule,
     ZoneRule,
 )
+from rules.transitions import Transition
 from rules.windows import Window
 
 if TYPE_CHECKING:

@@ -36,9 +36,9 @@ from rules.compiled import (
     Threshold,
     Zone,
 )
-from rules.matches import Transition
 from rules.metrics import RULE_ERRORS
 from rules.model import ComboRule, CountRule, EventRule, Rule, ThresholdRule, ZoneRule
+from rules.transitions import Transition
 
 __all__ = ["LATE_S", "RuleEngine"]
 

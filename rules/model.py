@@ -33,7 +33,7 @@ from pydantic_core import ErrorDetails
 from ingest.payloads import MODELS
 from ingest.topics import KINDS, Kind, Stream
 from rules.forms import CONDITION_TAGS, Baseline, Condition, Verify, problems
-from rules.matches import Route, Severity, Signal
+from rules.transitions import Route, Severity, Signal
 from rules.windows import ActiveWindow, Where
 
 __all__ = [

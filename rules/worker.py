@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from base import sqlite
 from ingest import follower, rows
 from rules.baselines import Baselines
 from rules.engine import RuleEngine
-from rules.matches import Transition
 from rules.metrics import RULES_BEHIND, RULES_COMMITS, RULES_FAILING, RULES_RETRIES
+from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,8 @@ class RulesWorker:
         """(Re)build the engine and the gate from what is committed: the cursor, each device's
         rule state and the flapping gate. Called at start and after a failed commit."""
         engine = self.make_engine()
-        db = sqlite3.connect(self.store.path, isolation_level=None)
+        db = sqlite.connect(self.store.path, wal=False)  # the store made it WAL
         try:
-            db.execute("PRAGMA busy_timeout=10000")
             db.executescript(SCHEMA)
             db.execute(
                 "INSERT OR IGNORE INTO rule_cursor (name, last_id, updated) VALUES (?, 0, ?)",

@@ -18,8 +18,8 @@ from alerts.dispatch import Config, Dispatcher
 from alerts.notify import SendResult
 from registry.cells import parse_shift
 from registry.models import Building, Device, Registry, Resident, Staff
-from rules.matches import Transition
 from rules.model import builtin_pack, load_rules
+from rules.transitions import Transition
 from tests import clock
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -77,7 +77,7 @@ def staff(sid: str, role: str, shifts: tuple[str, ...] = (), **kw: Any) -> Staff
     return Staff(
         staff_id=sid,
         name=f"{role} {sid}",
-        role=role,  # type: ignore[arg-type]
+        role=role,
         channels=kw.pop("channels", (f"fake://{sid}",)),
         shifts=tuple(parse_shift(s) for s in shifts),
         **kw,

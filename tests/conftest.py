@@ -1,17 +1,26 @@
 """Shared fixtures. Integration tests meet a real Mosquitto started from the project's
 mosquitto.conf (accounts, ACL and TLS on) on free loopback ports, and a real VictoriaMetrics as
-the time-series server; a missing broker or server is a failure, never a skip."""
+the time-series server; a missing broker or server is a failure, never a skip.
+
+Every test fails when an error counter moved during it (an exception logged, a rule or a
+subscriber that raised, a journal that could not write; devtools.launch.ERROR_COUNTERS) unless it
+declares that one with ``@pytest.mark.expect_errors(...)``; the service run as a child process is
+checked the same way by ``ServiceProcess.stop()``."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from devtools.broker import Broker
+from devtools.launch import error_samples, unexpected
 from devtools.victoria import Victoria
 from jiayuan.broker.accounts import SERVICE_PASSWORD, URGENT_PASSWORD, URGENT_USER
+from jiayuan.logmetrics import count_errors
 from registry import Device, Registry
 
 BROKER_REGISTRY = Registry(
@@ -32,6 +41,34 @@ def pytest_configure(config: pytest.Config) -> None:
         "victoria(dedup=False): options of the victoria fixture's server (dedup=True: one sample"
         " per series and millisecond, as InfluxDB keeps one point per series and time)",
     )
+    config.addinivalue_line(
+        "markers",
+        "expect_errors(*counters): error counters the test moves on purpose, each a name"
+        " (jiayuan_rule_errors_total) or one with labels"
+        " ('jiayuan_log_errors_total{logger=\"x\"}')",
+    )
+    count_errors()  # errors logged in this process count in jiayuan_log_errors_total
+    # As in the service, where the notifier keeps apprise's lines as a failure's reason and
+    # never logs them (they may name a recipient): here too whichever test comes first, so that
+    # apprise's "Unparseable URL fake://..." on the tests' fake channels is not counted.
+    logging.getLogger("apprise").propagate = False
+
+
+def _errors() -> dict[str, float]:
+    return error_samples((s.name, s.labels, s.value) for f in REGISTRY.collect() for s in f.samples)
+
+
+@pytest.fixture(autouse=True)
+def fail_on_counted_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test (at its teardown, after the other fixtures') when an error counter of this
+    process moved and the test's ``expect_errors`` marker does not name it."""
+    before = _errors()
+    yield
+    moved = {k: v - before.get(k, 0.0) for k, v in _errors().items() if v > before.get(k, 0.0)}
+    expected = [a for m in request.node.iter_markers("expect_errors") for a in m.args]
+    if bad := unexpected(moved, expected):
+        counted = "\n".join(f"  {k} +{v:g}" for k, v in sorted(bad.items()))
+        pytest.fail(f"errors counted that the test does not expect (expect_errors):\n{counted}")
 
 
 @pytest.fixture

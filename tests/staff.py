@@ -5,21 +5,49 @@ the parameters from the hash, so signing in with them is fast and otherwise real
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 
+from alerts import AlertStore
+from base.datadir import DataDir
+from ingest.journal import Journal
 from jiayuan.auth.passwords import hash_password
 from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
+from jiayuan.settings import Settings
+from registry import Registry
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_urlsafe(32)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CHEAP = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
 
 
+@contextmanager
+def app_context(
+    data: Path, journal: Journal, alerts: AlertStore, registry: Registry, **more: Any
+) -> Iterator[AppContext]:
+    """The API's context over ``journal`` and ``alerts`` (closed after) in ``data``, with
+    :data:`ADMIN_TOKEN` as the admin token."""
+    try:
+        yield AppContext(
+            settings=Settings(data_dir=data, admin_token=ADMIN_TOKEN),
+            journal=journal,
+            alerts=alerts,
+            registry=registry,
+            **more,
+        )
+    finally:
+        alerts.close()
+        journal.close()
+
+
 def auth_store(ctx: AppContext) -> AuthStore:
     if ctx.auth is None:
-        ctx.auth = AuthStore(ctx.settings.data_dir / "auth.db")
+        ctx.auth = AuthStore(DataDir(ctx.settings.data_dir).auth)
     return ctx.auth
 
 

@@ -26,7 +26,7 @@ from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
-from rules.matches import Transition
+from rules.transitions import Transition
 from tests.alerting import FakeClock
 from tests.staff import ADMIN_TOKEN, CHEAP, set_password
 
@@ -63,7 +63,7 @@ def registry() -> Registry:
             Resident(resident_id="r-1", building="B1", unit="1-1-101", caretakers=("care-a",)),
             Resident(resident_id="r-2", building="B2", unit="2-1-201", caretakers=("care-b",)),
         ],
-        staff=[Staff(staff_id=s, name=f"{r} {s}", role=r) for s, r in STAFF.items()],  # type: ignore[arg-type]
+        staff=[Staff(staff_id=s, name=f"{r} {s}", role=r) for s, r in STAFF.items()],
     )
 
 

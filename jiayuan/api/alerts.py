@@ -9,7 +9,7 @@ proved."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,7 +34,7 @@ from jiayuan.api.deps import (
 from jiayuan.api.times import epoch, rfc3339, utc
 from jiayuan.auth.scope import Principal
 from registry import Registry
-from rules.matches import Route, Severity, Signal
+from rules.transitions import Route, Severity, Signal
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[allow(*ANYONE)])
 
@@ -207,37 +207,26 @@ def related_devices(a: Alert, registry: Registry | None) -> list[RelatedDevice]:
     return out
 
 
+NOT_SHOWN: Final = frozenset({"page_at", "history"})
+"""Fields of :class:`alerts.Alert` that :class:`AlertOut` leaves out: ``page_at`` is the
+dispatcher's (when paging may start), ``history`` is :class:`AlertDetail`'s, in its own shape."""
+API_ONLY: Final = frozenset({"title_zh", "title_en", "related_devices"})
+"""Fields of :class:`AlertOut` that are not the alert's own (made here for the reader)."""
+_SHOWN: Final = tuple(name for name in AlertOut.model_fields if name not in API_ONLY)
+_TIMES: Final = frozenset(
+    name for name, f in AlertOut.model_fields.items() if f.annotation in (datetime, datetime | None)
+)
+
+
 def alert_out(a: Alert, registry: Registry | None = None) -> AlertOut:
+    """The alert as the API shows it: every field but :data:`NOT_SHOWN`, times in UTC."""
+    values = {
+        name: utc(getattr(a, name)) if name in _TIMES else getattr(a, name) for name in _SHOWN
+    }
     return AlertOut(
-        id=a.id,
-        fingerprint=a.fingerprint,
-        rule_id=a.rule_id,
-        device_id=a.device_id,
-        kind=a.kind,
-        severity=a.severity,
-        signal=a.signal,
-        route=a.route,
-        summary=a.summary,
-        status=a.status,
-        labels=a.labels,
-        started_at=utc(a.started_at),
-        last_match_at=utc(a.last_match_at),
-        raised_at=utc(a.raised_at),
-        updated_at=utc(a.updated_at),
-        ended_at=utc(a.ended_at),
-        acknowledged_at=utc(a.acknowledged_at),
-        acknowledged_by=a.acknowledged_by,
-        resolved_at=utc(a.resolved_at),
-        resolved_by=a.resolved_by,
-        late=a.late,
-        offline=a.offline,
-        offline_since=utc(a.offline_since),
-        match_count=a.match_count,
-        value=a.value,
-        incident_id=a.incident_id,
+        **values,
         title_zh=title(a.rule_id, "zh", a.summary),
         title_en=title(a.rule_id, "en", a.summary),
-        false_alarm=a.false_alarm,
         related_devices=related_devices(a, registry),
     )
 

@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
+from base.datadir import DataDir
 from jiayuan import console
 from jiayuan.api import (
     alerts,
@@ -44,6 +45,7 @@ from jiayuan.api import (
 from jiayuan.api.bodylimit import LOGIN_MAX_BODY, BodyLimitMiddleware
 from jiayuan.api.bounds import known_query
 from jiayuan.api.deps import access_of
+from jiayuan.api.errors import install as install_error_handlers
 from jiayuan.api.openapi import document_errors
 from jiayuan.api.security import SecurityMiddleware, is_public
 from jiayuan.api.stream import Broadcaster
@@ -65,7 +67,7 @@ def create_app(
     the data directory)."""
     broadcaster = Broadcaster(ctx.alerts, queue_size=stream_queue_size, keepalive_s=keepalive_s)
     if ctx.auth is None:
-        ctx.auth = AuthStore(ctx.settings.data_dir / "auth.db")
+        ctx.auth = AuthStore(DataDir(ctx.settings.data_dir).auth)
     authn = authenticator or Authenticator(ctx.settings, ctx.auth, ctx.registry)
 
     @asynccontextmanager
@@ -116,6 +118,7 @@ def create_app(
         body_timeout_s=ctx.settings.http_body_timeout_s,
         per_path={"/api/auth/login": LOGIN_MAX_BODY},
     )
+    install_error_handlers(app)
     document_errors(app)
     return app
 

@@ -13,7 +13,7 @@ from alerts.coverage import Line, Span
 from jiayuan.api.deps import ID_PATTERN
 from jiayuan.api.escalation import DESK
 from jiayuan.api.silences import AlertingDep
-from rules.matches import Route
+from rules.transitions import Route
 
 router = APIRouter(prefix="/api/duty", tags=["duty"], dependencies=[DESK])
 

@@ -17,7 +17,7 @@ from jiayuan.api.alerts import AlertOut, alert_out
 from jiayuan.api.bounds import I64_MAX
 from jiayuan.api.deps import ANYONE, ID_PATTERN, IpDep, Limit, Offset, ViewDep, allow
 from jiayuan.api.times import utc
-from rules.matches import Severity
+from rules.transitions import Severity
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[allow(*ANYONE)])
 

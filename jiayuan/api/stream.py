@@ -23,13 +23,12 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Final
 
-import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Header, HTTPException, Query, Request
-from fastapi.sse import format_sse_event
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
-from starlette.responses import StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from alerts import AlertChange, AlertStore
@@ -40,7 +39,7 @@ from jiayuan.api.deps import ANYONE, ID_PATTERN, AuthDep, ViewDep, allow
 from jiayuan.api.security import COOKIE, SECURE_COOKIE
 from jiayuan.auth.authn import Authenticator
 from jiayuan.auth.scope import Principal
-from rules.matches import Route
+from rules.transitions import Route
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,11 @@ DROPPED = Counter(
 
 REPLAY_MAX = 500
 """A reconnecting client is sent at most this many missed changes, else ``resync``."""
-STOP_GRACE_S = 1.0
-"""How long an ended stream may take to finish its last write before it is cut."""
+SEND_TIMEOUT_S = 5.0
+"""A write the client has not taken within this long (its socket's buffers are full: it reads
+nothing) ends the stream, whether or not it has fallen behind yet."""
+RETRY_MS = 5000
+"""How long a browser's ``EventSource`` waits before it reconnects."""
 
 router = APIRouter(tags=["stream"])
 
@@ -65,11 +67,15 @@ class AlertEvent(BaseModel):
     alert: AlertOut
 
 
-def encode(change: AlertChange) -> bytes:
+def encode(change: AlertChange) -> ServerSentEvent:
     data = AlertEvent(
         action=change.action, change=history_out(change.entry), alert=alert_out(change.alert)
     )
-    return format_sse_event(data_str=data.model_dump_json(), event="alert", id=str(change.entry.id))
+    return ServerSentEvent(data.model_dump_json(), event="alert", id=str(change.entry.id))
+
+
+def keep_alive() -> ServerSentEvent:
+    return ServerSentEvent(comment="keep-alive")
 
 
 _IDLE: Final = AlertChange.__new__(AlertChange)
@@ -191,23 +197,25 @@ class Broadcaster:
         last_event_id: int | None,
         show: Callable[[AlertChange], AlertChange | None],
         alive: Callable[[], bool] | None = None,
-    ) -> AsyncGenerator[bytes, None]:
-        """The byte stream of one client. It is connected before the first byte (so a client
-        that has read ``: connected`` misses nothing) and before the history is replayed.
-        ``show`` gives a change as this client may see it, or None to skip it; ``alive``
-        (asked in a worker thread at every keep-alive) False ends the stream."""
+    ) -> AsyncGenerator[ServerSentEvent, None]:
+        """The events of one client. It is connected before the first one (so a client that
+        has read ``: connected`` misses nothing) and before the history is replayed. ``show``
+        gives a change as this client may see it, or None to skip it; ``alive`` (asked in a
+        worker thread once per keep-alive period) False ends the stream. The keep-alive
+        comments themselves are :class:`EventStream`'s."""
         self._connect(client)
         try:
-            yield b"retry: 5000\n: connected\n\n"
+            yield ServerSentEvent(retry=RETRY_MS)
+            yield ServerSentEvent(comment="connected")  # the last line of the greeting
             seen = 0
             if last_event_id is not None:
                 missed = await anyio.to_thread.run_sync(
                     self.store.changes_since, last_event_id, REPLAY_MAX + 1
                 )
                 if len(missed) > REPLAY_MAX:
-                    yield format_sse_event(
+                    yield ServerSentEvent(
+                        '{"reason": "too many changes missed; list /api/alerts again"}',
                         event="resync",
-                        data_str='{"reason": "too many changes missed; list /api/alerts again"}',
                     )
                     missed = []
                 for change in missed:
@@ -227,53 +235,38 @@ class Broadcaster:
                         return
                 if item is None:
                     return
-                if item is _IDLE:
-                    yield b": keep-alive\n\n"
-                elif item.entry.id > seen and (shown := show(item)) is not None:
+                if item is _IDLE or item.entry.id <= seen:
+                    continue
+                if (shown := show(item)) is not None:
                     yield encode(shown)
         finally:
             self._disconnect(client)
 
 
-class EventStreamResponse(StreamingResponse):
-    """A ``text/event-stream`` that also ends when its client is told to stop (shutdown, or
-    too slow), even while a write to a client that reads nothing is stuck."""
+class EventStream(EventSourceResponse):
+    """sse-starlette's response: keep-alive comments every ``keepalive_s``; the client's
+    disconnect or a server shutdown ends the stream, and so does a write the client has not
+    taken within :data:`SEND_TIMEOUT_S`, which is how a client that reads nothing is let go
+    once it has fallen behind or the broadcaster has closed."""
 
-    media_type = "text/event-stream"
-
-    def __init__(self, content: AsyncGenerator[bytes, None], ended: asyncio.Event) -> None:
-        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self._content = content
-        self._ended = ended
+    def __init__(self, content: AsyncGenerator[ServerSentEvent, None], keepalive_s: float) -> None:
+        super().__init__(
+            content,
+            ping=keepalive_s,
+            ping_message_factory=keep_alive,
+            send_timeout=SEND_TIMEOUT_S,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def stream() -> None:
-                with contextlib.suppress(OSError):  # the client went away mid-write
-                    await self.stream_response(send)
-                tg.cancel_scope.cancel()
-
-            async def disconnect() -> None:
-                await self.listen_for_disconnect(receive)
-                tg.cancel_scope.cancel()
-
-            async def ended() -> None:
-                await self._ended.wait()
-                await anyio.sleep(STOP_GRACE_S)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(stream)
-            tg.start_soon(disconnect)
-            tg.start_soon(ended)
-        with anyio.CancelScope(shield=True):  # a stream cut mid-write: run its cleanup now
-            await self._content.aclose()
+        # a client that takes nothing more, or went away mid-write: the stream is over
+        with contextlib.suppress(SendTimeoutError, OSError):
+            await super().__call__(scope, receive, send)
 
 
 @router.get(
     "/api/stream",
     summary="Live stream of alert changes (server-sent events)",
-    response_class=EventStreamResponse,
+    response_class=EventStream,
     status_code=200,
     responses={
         200: {
@@ -292,7 +285,7 @@ async def stream_alerts(
     last_event_id: Annotated[
         str | None, Header(max_length=40, description="Resume after this id.")
     ] = None,
-) -> EventStreamResponse:
+) -> EventStream:
     """The changes of the alerts the caller may see."""
     broadcaster: Broadcaster | None = getattr(request.app.state, "broadcaster", None)
     if broadcaster is None or not broadcaster.running:
@@ -312,7 +305,8 @@ async def stream_alerts(
     resume = event_id(last_event_id)
     client = broadcaster.client()
     alive = still_signed_in(auth, view.principal, request)
-    return EventStreamResponse(broadcaster.events(client, resume, show, alive), client.ended)
+    events = broadcaster.events(client, resume, show, alive)
+    return EventStream(events, broadcaster.keepalive_s)
 
 
 def still_signed_in(auth: Authenticator, p: Principal, request: Request) -> Callable[[], bool]:

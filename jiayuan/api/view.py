@@ -39,8 +39,8 @@ class View:
     # ------------------------------------------------------------------ alerts
 
     def alerts(self, **filters: Any) -> tuple[list[Alert], int]:
-        """A page of the alerts in scope (``filters`` as :meth:`alerts.AlertStore.list`)."""
-        items, total = self.ctx.alerts.list(audience=self.scope.audience, **filters)
+        """A page of the alerts in scope (``filters`` as :meth:`alerts.AlertStore.find`)."""
+        items, total = self.ctx.alerts.find(audience=self.scope.audience, **filters)
         return [self.scope.redact(a) for a in items], total
 
     def alert(self, alert_id: int) -> Alert:

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from base.sqlite import from_row
 from jiayuan.auth.store import AuthStore
 
 log = logging.getLogger(__name__)
@@ -119,19 +120,7 @@ class AuditLog:
                 f"SELECT * FROM audit{where} ORDER BY id DESC LIMIT ? OFFSET ?",
                 (*args, limit, offset),
             ).fetchall()
-        return [
-            Entry(
-                id=r["id"],
-                at=r["at"],
-                actor=r["actor"],
-                action=r["action"],
-                target=r["target"],
-                outcome=r["outcome"],
-                ip=r["ip"],
-                detail=json.loads(r["detail"]),
-            )
-            for r in rows
-        ], total
+        return [from_row(Entry, r, detail=json.loads(r["detail"])) for r in rows], total
 
     def last(self, action: str) -> Entry | None:
         items, _ = self.page(action=action, limit=1)

@@ -12,6 +12,8 @@ import getpass
 import sys
 from typing import TYPE_CHECKING
 
+from base.datadir import DataDir
+
 if TYPE_CHECKING:
     from jiayuan.auth.store import AuthStore
     from registry import Registry
@@ -37,16 +39,12 @@ def add_arguments(staff: argparse.ArgumentParser) -> None:
 
 
 def _open() -> tuple[AuthStore, Registry] | None:
-    from pydantic import ValidationError
-
     from jiayuan.auth.store import AuthStore
-    from jiayuan.settings import Settings
+    from jiayuan.cli import settings_from_env
     from registry import RegistryError, load_registry
 
-    try:
-        settings = Settings()
-    except ValidationError as e:
-        print(f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}", file=sys.stderr)
+    settings = settings_from_env()
+    if settings is None:
         return None
     if settings.registry is None:
         print(
@@ -59,7 +57,7 @@ def _open() -> tuple[AuthStore, Registry] | None:
     except RegistryError as e:
         print(e, file=sys.stderr)
         return None
-    return AuthStore(settings.data_dir / "auth.db"), registry
+    return AuthStore(DataDir(settings.data_dir).auth), registry
 
 
 def _actor() -> str:

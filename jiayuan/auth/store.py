@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from base import sqlite
+from base.sqlite import transaction
+
 TOKEN_PREFIX: Final = "jy_"
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS credentials (
@@ -101,17 +104,7 @@ class Token:
 
     @classmethod
     def of(cls, r: sqlite3.Row) -> Token:
-        return cls(
-            id=r["id"],
-            hint=r["hint"],
-            staff_id=r["staff_id"],
-            name=r["name"],
-            created_at=r["created_at"],
-            created_by=r["created_by"],
-            expires_at=r["expires_at"],
-            revoked_at=r["revoked_at"],
-            revoked_by=r["revoked_by"],
-        )
+        return sqlite.from_row(cls, r)
 
 
 class AuthStore:
@@ -119,18 +112,20 @@ class AuthStore:
         self.path = path
         self.clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self.db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+        with closing(sqlite.connect(path)) as db:
             db.executescript(SCHEMA)
         path.chmod(0o600)
 
     @contextmanager
     def db(self) -> Iterator[sqlite3.Connection]:
-        """One connection, one transaction (committed on success)."""
-        with closing(sqlite3.connect(self.path, timeout=10.0)) as db:
-            db.row_factory = sqlite3.Row
-            with db:
-                yield db
+        """One connection, one transaction (committed on success). Deferred: a block that only
+        reads takes no write lock (every request reads a session or a token); a block that
+        writes does so first, so it waits for another writer rather than failing."""
+        with (
+            closing(sqlite.connect(self.path, wal=False, row_factory=sqlite3.Row)) as db,
+            transaction(db, immediate=False),
+        ):
+            yield db
 
     # ------------------------------------------------------------------ passwords
 
@@ -187,11 +182,7 @@ class AuthStore:
                 "SELECT * FROM sessions WHERE digest = ? AND ended_at IS NULL AND expires_at > ?",
                 (digest(sid), self.clock()),
             ).fetchone()
-        return (
-            None
-            if r is None
-            else Session(r["staff_id"], r["csrf"], r["created_at"], r["expires_at"])
-        )
+        return None if r is None else sqlite.from_row(Session, r)
 
     def end_session(self, sid: str) -> bool:
         with self.db() as db:

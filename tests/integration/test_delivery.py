@@ -19,6 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from alerts import AlertStore
+from alerts.config import NotifyConfig
 from alerts.dispatch import Config, Dispatcher
 from devtools.broker import Broker, free_port
 from devtools.launch import ServiceProcess
@@ -114,7 +115,7 @@ def make(tmp_path: Path, receiver: Receiver) -> Iterator[Any]:
 
     def _make(reg: Registry, **config: Any) -> Dispatcher:
         store = AlertStore(tmp_path / "alerts.db")
-        d = Dispatcher(store, reg, RULES, Config(backoff_s=0.05, **config))
+        d = Dispatcher(store, reg, RULES, Config(notify=NotifyConfig(backoff_s=0.05), **config))
         d.start()
         made.append((d, store))
         return d
@@ -199,7 +200,7 @@ def test_the_service_killed_mid_escalation_takes_the_next_step_on_time_and_never
     chains = tmp_path / "chains.yaml"
     chains.write_text(CHAINS)
     data = tmp_path / "service"
-    settings = {"registry": reg_dir, "escalation_file": chains}
+    settings: dict[str, Any] = {"registry": reg_dir, "escalation_file": chains}
     svc = ServiceProcess(data, broker.port, **settings).start()
     pub = Publisher(broker)
     pub.publish("community/y/wearable/wr-1/event", json.dumps({"event": "fall", "seq": 1}))
@@ -248,9 +249,9 @@ def test_the_demo_receiver_logs_one_line_per_message_and_lists_the_latest(
     log = tmp_path / "notifications.log"
     rx = Receiver(port=0, log=log).start()
     try:
-        ok = apprise.Apprise.instantiate(f"json://127.0.0.1:{rx.port}/notify/care-7").notify(
-            body="位置：C01小区 B01楼\n开始：08-01 10:00", title="【紧急】跌倒报警"
-        )
+        channel = apprise.Apprise.instantiate(f"json://127.0.0.1:{rx.port}/notify/care-7")
+        assert channel is not None
+        ok = channel.notify(body="位置：C01小区 B01楼\n开始：08-01 10:00", title="【紧急】跌倒报警")
         assert ok
         (line,) = log.read_text(encoding="utf-8").splitlines()
         assert line.endswith(

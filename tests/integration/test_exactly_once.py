@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from tests.mqtt import Publisher, wait_for
@@ -49,7 +50,7 @@ def test_every_fall_is_alerted_exactly_once_across_repeated_sigkills(
                     body = {"seq": r, "heart_rate": 72, "steps": r, "worn": True}
                     pub.publish(f"{topic}/telemetry", json.dumps(body))
 
-    journal = data / "journal.db"
+    journal = DataDir(data).journal
     t = threading.Thread(target=publish)
     t.start()
     for k in range(1, KILLS + 1):
@@ -68,7 +69,7 @@ def test_every_fall_is_alerted_exactly_once_across_repeated_sigkills(
     rows = count(journal, "SELECT count(*) FROM readings")
     distinct = count(journal, "SELECT count(*) FROM (SELECT DISTINCT device_id, seq FROM readings)")
     assert rows == distinct == total  # every reading stored once
-    alerts = data / "alerts.db"
+    alerts = DataDir(data).alerts
     falls = "FROM alerts WHERE rule_id = 'wearable_fall'"
     assert count(alerts, f"SELECT count(*) {falls}") == WEARABLES  # none lost
     assert count(alerts, f"SELECT count(DISTINCT device_id) {falls}") == WEARABLES

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from tests.mqtt import Publisher, wait_for
@@ -48,9 +49,9 @@ def test_health_says_when_the_broker_is_gone_and_recovers(
         ),
         timeout=60,
     )
-    with pytest.raises(urllib.error.HTTPError) as answer:
+    with pytest.raises(httpx.HTTPStatusError) as answer:
         service.get("/healthz")
-    assert answer.value.code == 503
+    assert answer.value.response.status_code == 503
     broker.start()
     wait_for(lambda: problems(service) == [], timeout=90)
 
@@ -58,7 +59,11 @@ def test_health_says_when_the_broker_is_gone_and_recovers(
 def test_health_says_when_the_alert_store_refuses_writes_and_the_fall_still_alerts(
     broker: Broker, service: ServiceProcess, tmp_path: Path
 ) -> None:
-    alerts_db = tmp_path / "service" / "alerts.db"
+    service.expect_errors = refusals = {
+        "jiayuan_rules_commit_failures_total",
+        'jiayuan_log_errors_total{logger="rules.worker"}',
+    }
+    alerts_db = DataDir(tmp_path / "service").alerts
     lock = sqlite3.connect(alerts_db, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # another process holds the alert store
     pub = Publisher(broker)
@@ -77,4 +82,5 @@ def test_health_says_when_the_alert_store_refuses_writes_and_the_fall_still_aler
     log = service.log.read_text(errors="replace")
     assert log.count("the alert store refused a commit") == 1  # said once, not every retry
     assert log.count("committing again after") == 1
+    assert set(service.errors()) == refusals  # on /metrics, and nothing else went wrong
     pub.close()

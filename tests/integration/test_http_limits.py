@@ -297,7 +297,7 @@ def test_idle_connections_past_the_open_files_limit_do_not_lock_out_healthz(
     try:
         children.wait_ready(
             s.proc,
-            lambda: bool(s.health().get("mqtt_connected")),
+            s.ready,
             name="jiayuan run",
             log=s.log,
             timeout=DEADLINE,

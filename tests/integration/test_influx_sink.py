@@ -124,7 +124,7 @@ def stored(vm: Victoria, expected: Counter[Sample]) -> Counter[Sample]:
 
 def drained(svc: ServiceProcess, messages: int) -> bool:
     h = svc.health()
-    return h["messages_committed"] >= messages and h["influx"]["backlog_rows"] == 0
+    return bool(h["messages_committed"] >= messages and h["influx"]["backlog_rows"] == 0)
 
 
 def trouble_alerts(svc: ServiceProcess) -> list[dict[str, Any]]:
@@ -178,7 +178,16 @@ def test_an_outage_stalls_nothing_raises_trouble_and_the_backlog_drains(
     broker: Broker, victoria: Victoria, tmp_path: Path, registry: Path
 ) -> None:
     svc = start_service(
-        broker, victoria.url, tmp_path, registry, influx_trouble_after_s=2, influx_batch=200
+        broker,
+        victoria.url,
+        tmp_path,
+        registry,
+        influx_trouble_after_s=2,
+        influx_batch=200,
+        expect_errors={  # the outage below
+            'jiayuan_influx_write_errors_total{kind="connection"}',
+            'jiayuan_log_errors_total{logger="ingest.influx"}',
+        },
     )
     try:
         devices = Devices(broker)
@@ -268,7 +277,17 @@ def test_points_refused_for_good_are_set_aside_without_blocking(
 ) -> None:
     # the bucket already holds ``steps`` as a float: InfluxDB refuses our integer steps
     front = StrictFront(victoria.url, {("wearable", "steps"): "float"}).start()
-    svc = start_service(broker, front.url, tmp_path, registry, influx_batch=100)
+    svc = start_service(
+        broker,
+        front.url,
+        tmp_path,
+        registry,
+        influx_batch=100,
+        expect_errors={
+            'jiayuan_influx_write_errors_total{kind="refused"}',
+            "jiayuan_influx_points_rejected_total",
+        },
+    )
     try:
         devices = Devices(broker)
         devices.smoke("smk-1", 150)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from registry import Building, Registry
@@ -76,7 +77,7 @@ def dead_total(svc: ServiceProcess) -> int:
 def stored(svc: ServiceProcess, device: str, seq: int) -> bool:
     """Whether the journal holds the reading (read straight from SQLite: the API shows a
     wearable's readings to its caretakers only)."""
-    db = sqlite3.connect(f"file:{svc.data_dir / 'journal.db'}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{DataDir(svc.data_dir).journal}?mode=ro", uri=True)
     try:
         row = db.execute(
             "SELECT count(*) FROM readings WHERE device_id = ? AND seq = ?", (device, seq)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from ingest.journal import Journal
@@ -31,7 +32,7 @@ def metric(svc: ServiceProcess, name: str) -> float | None:
 
 def counts(data: Path) -> tuple[int, int]:
     """(rows, distinct seq) of the test device's readings, straight from SQLite."""
-    db = sqlite3.connect(f"file:{data / 'journal.db'}?mode=ro", uri=True, timeout=30)
+    db = sqlite3.connect(f"file:{DataDir(data).journal}?mode=ro", uri=True, timeout=30)
     try:
         rows, distinct = db.execute(
             "SELECT count(*), count(DISTINCT seq) FROM readings WHERE device_id = 'wr-9'"
@@ -46,8 +47,8 @@ def data(tmp_path: Path) -> Path:
     """A journal with 8 MB of filler: the part of the disk the test will free."""
     d = tmp_path / "service"
     d.mkdir()
-    Journal(d / "journal.db", synchronous="NORMAL").close()
-    with sqlite3.connect(d / "journal.db") as db:
+    Journal(DataDir(d).journal, synchronous="NORMAL").close()
+    with sqlite3.connect(DataDir(d).journal) as db:
         db.execute("CREATE TABLE filler (b BLOB)")
         db.execute("INSERT INTO filler VALUES (zeroblob(8000000))")
     return d
@@ -55,9 +56,17 @@ def data(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def service(broker: Broker, data: Path) -> Iterator[ServiceProcess]:
-    with sqlite3.connect(data / "journal.db") as db:
+    with sqlite3.connect(DataDir(data).journal) as db:
         pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-    svc = ServiceProcess(data, broker, journal_max_pages=pages + 40)  # room for ~1,000
+    svc = ServiceProcess(
+        data,
+        broker,
+        journal_max_pages=pages + 40,  # room for ~1,000
+        expect_errors={  # the full disk the test brings about
+            "jiayuan_journal_write_failures_total",
+            'jiayuan_log_errors_total{logger="ingest.pipeline"}',
+        },
+    )
     svc.start()
     yield svc
     svc.stop()
@@ -83,7 +92,7 @@ def test_a_full_journal_holds_acknowledgements_and_resumes_without_restart_losin
     assert health["status"] == "degraded"
     assert any(p.startswith("journal refuses writes") and "full" in p for p in health["problems"])
 
-    with sqlite3.connect(data / "journal.db", timeout=30) as db:  # space is freed
+    with sqlite3.connect(DataDir(data).journal, timeout=30) as db:  # space is freed
         db.execute("DELETE FROM filler")
     wait_for(lambda: counts(data) == (N, N), timeout=120)  # all, each once
     wait_for(lambda: metric(service, "jiayuan_journal_writable") == 1.0, timeout=30)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from tests.mqtt import Publisher, wait_for
@@ -26,7 +27,7 @@ def service(broker: Broker, tmp_path: Path) -> Iterator[ServiceProcess]:
 
 def journal_counts(data_dir: Path) -> tuple[int, int]:
     """(rows, distinct (device, seq)) in the journal, read straight from SQLite."""
-    db = sqlite3.connect(f"file:{data_dir / 'journal.db'}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{DataDir(data_dir).journal}?mode=ro", uri=True)
     try:
         rows = db.execute("SELECT count(*) FROM readings").fetchone()[0]
         distinct = db.execute(
@@ -206,6 +207,7 @@ def test_a_device_whose_connection_dies_is_marked_offline_by_its_last_will(
     dev.publish(status, json.dumps({"state": "online", "fw": "2.1"}), qos=1, retain=True)
     wait_for(lambda: service.get("/api/devices/gt-1")["online"] is True, timeout=10)
     dev.loop_stop()
-    assert dev.socket() is not None
-    dev.socket().close()  # the connection dies without a DISCONNECT: the broker sends the will
+    sock = dev.socket()
+    assert sock is not None
+    sock.close()  # the connection dies without a DISCONNECT: the broker sends the will
     wait_for(lambda: service.get("/api/devices/gt-1")["online"] is False, timeout=30)

@@ -45,7 +45,7 @@ class Subscriber:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append((msg.topic, msg.payload, msg.qos))
+            self.messages.append((msg.topic, bytes(msg.payload), msg.qos))
 
     def count(self) -> int:
         with self._lock:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from tests.mqtt import Publisher, publish_fast, wait_for
@@ -22,7 +23,7 @@ FALL = "community/y/wearable/wr-7/event"
 
 
 def journaled(data_dir: Path, device_id: str) -> int:
-    db = sqlite3.connect(f"file:{data_dir / 'journal.db'}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{DataDir(data_dir).journal}?mode=ro", uri=True)
     try:
         row = db.execute("SELECT count(*) FROM readings WHERE device_id = ?", (device_id,))
         return int(row.fetchone()[0])

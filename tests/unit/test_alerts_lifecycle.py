@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from alerts import AlertChange, AlertNotFound, AlertStore, InvalidTransition
-from rules.matches import Transition
+from rules.transitions import Transition
 from tests.clock import FakeClock as Clock
 
 
@@ -82,7 +82,7 @@ def test_rematch_updates_the_open_alert_instead_of_opening_another(
     assert a.started_at == 1_699_999_990.0 and a.last_match_at == 1_700_000_050.0
     assert a.updated_at == clock.t and a.raised_at == first.alert.raised_at
     assert "severity major → critical" in again.entry.note
-    items, total = store.list()
+    items, total = store.find()
     assert total == 1 and len(items) == 1
     # a late match older than the latest neither moves last_match_at nor replaces the value
     late = store.apply(fire(rule="hr_high", at=1_699_999_000.0, value=99.0))
@@ -288,23 +288,26 @@ def test_list_filters_sorts_and_pages(store: AlertStore, clock: Clock) -> None:
     done = store.apply(fire(device="w-4", rule="fall", severity="critical"))
     assert done is not None
     store.resolve(done.alert.id, "cg-7")
-    items, total = store.list()
+    items, total = store.find()
     assert total == 5
     assert [a.rule_id for a in items] == ["smoke", "hr_low", "fault", "batt", "fall"]
-    assert store.list(status="resolved")[1] == 1
-    assert store.list(status=["firing", "acknowledged"])[1] == 4
-    assert store.list(open_only=True)[1] == 4
-    assert store.list(severity=["critical"])[1] == 3
-    assert [a.device_id for a in store.list(building="b1")[0]] == ["s-1"]
-    assert store.list(kind="smoke")[1] == 1
-    assert store.list(device_id="w-2")[0][0].rule_id == "batt"
-    assert store.list(rule_id="hr_low")[1] == 1
-    assert store.list(since=1_700_000_000.0, until=1_700_000_030.0)[1] == 2
-    page, total = store.list(limit=2, offset=2)
+    assert store.find(status="resolved")[1] == 1
+    assert store.find(status=["firing", "acknowledged"])[1] == 4
+    assert store.find(open_only=True)[1] == 4
+    assert store.find(severity=["critical"])[1] == 3
+    assert [a.device_id for a in store.find(building="b1")[0]] == ["s-1"]
+    assert store.find(kind="smoke")[1] == 1
+    assert store.find(device_id="w-2")[0][0].rule_id == "batt"
+    assert store.find(rule_id="hr_low")[1] == 1
+    assert store.find(since=1_700_000_000.0, until=1_700_000_030.0)[1] == 2
+    page, total = store.find(limit=2, offset=2)
     assert total == 5 and [a.rule_id for a in page] == ["fault", "batt"]
-    assert store.list(sort="newest")[0][0].id == done.alert.id
+    assert store.find(sort="newest")[0][0].id == done.alert.id
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_alert_subscriber_errors_total", 'jiayuan_log_errors_total{logger="alerts.lifecycle"}'
+)
 def test_subscribers_see_committed_changes_in_order_and_are_isolated(
     store: AlertStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,11 +17,10 @@ from ingest.journal import Journal
 from ingest.payloads import DeadLetter, Reading, decode
 from jiayuan.api import create_app
 from jiayuan.context import AppContext
-from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
-from rules.matches import Transition
+from rules.transitions import Transition
 from tests.clock import FakeClock as Clock
-from tests.staff import ADMIN, ADMIN_TOKEN, bearer
+from tests.staff import ADMIN, app_context, bearer
 
 T0 = 1_699_999_200.0  # 2023-11-14T22:00:00Z, on an hour boundary
 T0_TEXT = "2023-11-14T22:00:00Z"
@@ -98,15 +97,8 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
         [d for d in decoded if isinstance(d, DeadLetter)],
     )
     store = AlertStore(tmp_path / "alerts.db", clock=Clock(T0 + 7200))
-    c = AppContext(
-        settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
-        journal=journal,
-        alerts=store,
-        registry=registry,
-    )
-    yield c
-    store.close()
-    journal.close()
+    with app_context(tmp_path, journal, store, registry) as c:
+        yield c
 
 
 @pytest.fixture
@@ -128,6 +120,7 @@ def detail(r: Any) -> str:
 # ------------------------------------------------------------------ system
 
 
+@pytest.mark.expect_errors('jiayuan_log_errors_total{logger="jiayuan.api.system"}')
 def test_healthz_follows_the_service(ctx: AppContext, client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ctx.health = lambda: {"status": "degraded", "mqtt": "disconnected"}

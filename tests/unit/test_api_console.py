@@ -20,10 +20,9 @@ from ingest.payloads import DeadLetter, Reading, decode
 from jiayuan.api import create_app
 from jiayuan.api.residents import summarize
 from jiayuan.context import AppContext
-from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
-from rules.matches import Transition
-from tests.staff import ADMIN, ADMIN_TOKEN, bearer
+from rules.transitions import Transition
+from tests.staff import ADMIN, app_context, bearer
 
 NOW = time.time()
 DAY = NOW - 3 * 3600  # the caller's day started three hours ago
@@ -105,15 +104,8 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
             labels={"building": "B1", "resident_id": "r-1"},
         )
     )
-    c = AppContext(
-        settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
-        journal=journal,
-        alerts=store,
-        registry=registry,
-    )
-    yield c
-    store.close()
-    journal.close()
+    with app_context(tmp_path, journal, store, registry) as c:
+        yield c
 
 
 @pytest.fixture

@@ -84,13 +84,13 @@ FUZZ = settings(
 
 @schema.parametrize()
 @FUZZ
-def test_no_operation_answers_a_server_error(case: schemathesis.Case) -> None:
+def test_no_operation_answers_a_server_error(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate(headers=ADMIN, excluded_checks=EXCLUDED)
 
 
 @caretaker_schema.parametrize()
 @FUZZ
-def test_no_operation_answers_a_caretaker_a_server_error(case: schemathesis.Case) -> None:
+def test_no_operation_answers_a_caretaker_a_server_error(case: schemathesis.Case[Any]) -> None:
     # care-1 looks after r-1, who wears wr-1: they read its health readings (payloads no
     # decoder accepts among them) and r-1's activity, which the admin may not. A fresh token
     # each time: the fuzzing revokes tokens (DELETE /api/auth/tokens/{id}).

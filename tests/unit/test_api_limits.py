@@ -302,3 +302,11 @@ def test_a_week_that_does_not_exist_is_refused_by_name() -> None:
             assert bad in str(e)
         else:
             raise AssertionError(f"{bad} accepted")
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN"])
+def test_a_non_json_number_in_a_body_is_refused_by_name(client: TestClient, literal: str) -> None:
+    """Python's JSON parser takes these literals; the refusal names the field, not a 500."""
+    body = f'{{"starts_at": "2026-11-25T00:00:00Z", "ends_at": {literal}, "matchers": []}}'
+    r = client.post("/api/silences", content=body, headers={"Content-Type": "application/json"})
+    refused(r, 422, "ends_at")

@@ -18,10 +18,9 @@ from ingest.payloads import Reading, decode
 from ingest.rollups import RollupWorker
 from jiayuan.api import create_app
 from jiayuan.context import AppContext
-from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff
 from rules.model import builtin_pack, load_rules
-from tests.staff import ADMIN, ADMIN_TOKEN, bearer
+from tests.staff import ADMIN, app_context, bearer
 
 NOW = time.time() // 3600 * 3600
 DAYS = 9
@@ -84,15 +83,8 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
         pass
     db.close()
     store = AlertStore(tmp_path / "alerts.db")
-    c = AppContext(
-        settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
-        journal=journal,
-        alerts=store,
-        registry=registry,
-    )
-    yield c
-    store.close()
-    journal.close()
+    with app_context(tmp_path, journal, store, registry) as c:
+        yield c
 
 
 @pytest.fixture
@@ -161,3 +153,101 @@ def test_a_manager_backtests_a_rule_file(ctx: AppContext, client: TestClient) ->
     )
     assert bad.status_code == 422
     assert "rules: rule 'gate_opened_any_time' (#1): field 'verify" in bad.text
+
+
+def test_a_manager_reads_the_rules_in_force_and_a_guard_is_refused(
+    ctx: AppContext, client: TestClient
+) -> None:
+    r = client.get("/api/rules", headers=bearer(ctx, "mgr-1"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["timezone"] == "Asia/Shanghai"
+    rules = {x["id"]: x for x in body["rules"]}
+    high = rules["wearable_heart_rate_high"]
+    assert high["definition"]["above"] == 120 and high["definition"]["for"] == 600
+    assert high["definition"]["route"] == "caretaker"
+    assert high["title_zh"] == "心率持续偏高"  # as its alerts are named
+    assert high["editable"] == ["above", "below", "clear", "for"]
+    assert rules["wearable_heart_rate_above_baseline"]["editable"] == [
+        "baseline.above_by",
+        "baseline.clear_by",
+    ]
+    assert rules["gate_opened_at_night"]["definition"]["active"]["hours"]
+    assert rules["wearable_fall"]["definition"]["verify"]["within"] == 30
+    for staff in ("g-2", "cg-7"):
+        refused = client.get("/api/rules", headers=bearer(ctx, staff))
+        assert refused.status_code == 403, refused.text
+
+
+def _range(days: int) -> dict[str, str]:
+    return {
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - days * 86_400)),
+        "until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW)),
+    }
+
+
+def test_a_lower_threshold_is_backtested_beside_the_rules_in_force(
+    ctx: AppContext, client: TestClient
+) -> None:
+    # w-1 is at 80 bpm every day from 08:00 to 20:00: above 75 that is one alert a day
+    change = {"rule_id": "wearable_heart_rate_high", "above": 75, "clear": 70}
+    r = client.post(
+        "/api/rules/backtest",
+        json={"changes": [change], **_range(4)},
+        headers=bearer(ctx, "mgr-1"),
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    out = {x["rule_id"]: x for x in body["rules"]}
+    high = out["wearable_heart_rate_high"]
+    assert high["in_force"] == 0 and high["raised"] == 0
+    assert high["tried"] is not None and 3 <= high["tried"] <= 5
+    assert sum(tried for tried, _ in high["per_day"].values()) == high["tried"]
+    assert set(high["per_day"]) <= set(body["days"]) and high["raised_per_day"] == {}
+    assert out["wearable_fall"]["tried"] is None  # only the rule changed is tried
+    assert body["timezone"] == "Asia/Shanghai"
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "says"),
+    [
+        ({"changes": [{"rule_id": "nope", "above": 1}]}, "rule_id", "no rule in force"),
+        (
+            {"changes": [{"rule_id": "wearable_fall", "above": 1}]},
+            "above",
+            "wearable_fall (event) has no 'above'",
+        ),
+        (
+            {"changes": [{"rule_id": "wearable_heart_rate_high", "above": 100, "clear": 130}]},
+            "changes",
+            "clear level 130 must be at or below the trigger",
+        ),
+        (
+            {"changes": [{"rule_id": "wearable_heart_rate_high", "for": 8 * 86_400}]},
+            "for",
+            "less than or equal to 604800",
+        ),
+        ({"rules": "rules: []", "changes": [{"rule_id": "wearable_fall"}]}, "", "exactly one"),
+        ({}, "", "exactly one"),
+    ],
+)
+def test_a_bad_change_is_refused_with_what_is_wrong(
+    ctx: AppContext, client: TestClient, body: dict[str, object], where: str, says: str
+) -> None:
+    r = client.post(
+        "/api/rules/backtest",
+        content=json.dumps({**body, **_range(2)}),
+        headers={**bearer(ctx, "mgr-1"), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert where in r.text and says in r.text
+
+
+def test_a_backtest_longer_than_a_month_is_refused(ctx: AppContext, client: TestClient) -> None:
+    change = {"rule_id": "wearable_heart_rate_high", "above": 100}
+    r = client.post(
+        "/api/rules/backtest",
+        json={"changes": [change], **_range(32)},
+        headers=bearer(ctx, "mgr-1"),
+    )
+    assert r.status_code == 422 and "at most 31 days" in r.text

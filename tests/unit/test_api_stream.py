@@ -22,11 +22,10 @@ from ingest.journal import Journal
 from jiayuan.api import create_app, make_server
 from jiayuan.api.stream import DROPPED, Broadcaster
 from jiayuan.context import AppContext
-from jiayuan.settings import Settings
 from registry import Registry
-from rules.matches import Transition
+from rules.transitions import Transition
 from tests.alerting import sse
-from tests.staff import ADMIN, ADMIN_TOKEN
+from tests.staff import ADMIN, app_context
 
 T0 = 1_700_000_000.0
 
@@ -53,14 +52,8 @@ def fire(
 def ctx(tmp_path: Path) -> Iterator[AppContext]:
     journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
     store = AlertStore(tmp_path / "alerts.db", clock=lambda: T0 + 5)
-    yield AppContext(
-        settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
-        journal=journal,
-        alerts=store,
-        registry=Registry(),
-    )
-    store.close()
-    journal.close()
+    with app_context(tmp_path, journal, store, Registry()) as c:
+        yield c
 
 
 def until_connected(stream: Iterator[dict[str, str]]) -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
+import ssl
 import stat
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtools.broker import PROJECT_CONF, render_conf
 from ingest.access import BrokerAccess, CredentialsFile
 from jiayuan.broker import accounts as brokerauth
-from jiayuan.broker.tls import make_tls
+from jiayuan.broker.tls import TlsFiles, make_tls
 from jiayuan.cli import main as jiayuan
 from jiayuan.settings import Settings
 from registry import Device, Registry
@@ -175,6 +179,56 @@ def test_the_ca_is_kept_and_the_certificate_follows_the_names(tmp_path: Path) ->
     assert make_tls(tmp_path, ("127.0.0.1", "broker.example")).made == ("server",)
     assert make_tls(tmp_path, renew=True, hosts=("127.0.0.1", "broker.example")).made == ("server",)
     assert first.ca_cert.read_bytes() == ca
+
+
+def _handshake(files: TlsFiles, server_name: str) -> str:
+    """A TLS handshake in memory, as a client that trusts only ``ca.crt`` makes it with the
+    broker's certificate; the negotiated version, or the client's verification error."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(files.server_cert, files.server_key)
+    client = ssl.create_default_context(cafile=files.ca_cert)
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    s = server.wrap_bio(bios[0], bios[1], server_side=True)
+    c = client.wrap_bio(bios[2], bios[3], server_hostname=server_name)
+    for _ in range(10):
+        for end in (c, s):
+            try:
+                end.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLCertVerificationError as e:
+                return str(e.verify_message)
+        bios[0].write(bios[3].read())
+        bios[2].write(bios[1].read())
+        if c.version() and s.version():
+            with contextlib.suppress(ssl.SSLWantReadError):
+                c.do_handshake()
+            return str(c.version())
+    raise AssertionError("handshake did not finish")
+
+
+def test_clients_that_trust_the_ca_accept_the_broker_by_its_names(tmp_path: Path) -> None:
+    files = make_tls(tmp_path)
+    assert _handshake(files, "127.0.0.1").startswith("TLSv1.")
+    assert _handshake(files, "localhost").startswith("TLSv1.")
+    assert "mismatch" in _handshake(files, "broker.example")
+    other = make_tls(tmp_path / "other")
+    assert "unable to get local issuer" in _handshake(
+        TlsFiles(other.ca_cert, files.server_cert, files.server_key, ()), "127.0.0.1"
+    )
+    cert = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    days = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
+    assert days == 825
+
+
+def test_a_certificate_that_no_longer_fits_its_key_is_made_again(tmp_path: Path) -> None:
+    make_tls(tmp_path)
+    (tmp_path / "server.key").write_bytes((tmp_path / "ca.key").read_bytes())
+    assert make_tls(tmp_path).made == ("server",)
+    assert mode(tmp_path / "server.key") == 0o600
+    assert _handshake(make_tls(tmp_path, renew=False), "localhost").startswith("TLSv1.")
 
 
 def test_the_conf_operators_deploy_is_the_one_tests_run(tmp_path: Path) -> None:

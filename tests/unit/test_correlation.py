@@ -14,13 +14,13 @@ def test_two_detectors_in_alarm_on_one_floor_confirm_a_fire(tmp_path: Path) -> N
     with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
         d.store.apply(fire("smoke_alarm", "smk-101"))
         settle(d)
-        assert d.store.list(rule_id="fire_confirmed")[1] == 0
+        assert d.store.find(rule_id="fire_confirmed")[1] == 0
         d.store.apply(fire("smoke_alarm", "smk-201", clock()))  # another floor: not yet
         settle(d)
-        assert d.store.list(rule_id="fire_confirmed")[1] == 0
+        assert d.store.find(rule_id="fire_confirmed")[1] == 0
         d.store.apply(fire("smoke_alarm", "smk-102", clock()))  # floor 1 again
         settle(d)
-        (fire_alert,) = d.store.list(rule_id="fire_confirmed")[0]
+        (fire_alert,) = d.store.find(rule_id="fire_confirmed")[0]
         assert (fire_alert.device_id, fire_alert.severity, fire_alert.signal) == (
             "B01-F1",
             "critical",

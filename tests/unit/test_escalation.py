@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from alerts import AlertStore
+from alerts.config import EscalationConfig, NotifyConfig
 from alerts.dispatch import Config, Dispatcher
 from alerts.escalation import ChainFileError, load_chains
 from alerts.notify import SendResult
@@ -166,7 +167,7 @@ def test_a_person_nobody_can_reach_is_a_trouble_alert_and_the_next_step_comes_no
         alert_id = raise_alert(d, "wearable_fall", "wr-1")
         sender.wait(lambda: "care-2" in who(sender))
         settle(d)
-        troubles, _ = d.store.list(rule_id="staff_unreachable")
+        troubles, _ = d.store.find(rule_id="staff_unreachable")
         assert [(t.device_id, t.route, t.signal) for t in troubles] == [
             ("care-1", "operator", "trouble")
         ]
@@ -180,14 +181,14 @@ def test_a_person_nobody_can_reach_is_a_trouble_alert_and_the_next_step_comes_no
         raise_alert(d, "wearable_sos", "wr-1")
         sender.wait(lambda: who(sender).count("care-1") >= 1)
         settle(d)
-        assert d.store.list(rule_id="staff_unreachable")[0][0].status == "resolved"
+        assert d.store.find(rule_id="staff_unreachable")[0][0].status == "resolved"
 
 
 def test_a_retryable_failure_is_retried_with_backoff(tmp_path: Path) -> None:
     clock = FakeClock()
     down = SendResult(False, True, "A Connection error occurred")
     sender = FakeSender(results={"fake://care-1": [down, down]})
-    with dispatcher(tmp_path / "alerts.db", clock, sender, backoff_s=2.0) as d:
+    with dispatcher(tmp_path / "alerts.db", clock, sender, notify=NotifyConfig(backoff_s=2.0)) as d:
         alert_id = raise_alert(d, "wearable_fall", "wr-1")
         sender.wait(lambda: len(sender.calls) == 1)
         clock.advance(2)
@@ -215,7 +216,7 @@ def test_a_hung_channel_never_delays_the_others(tmp_path: Path) -> None:
     clock, hang = FakeClock(), threading.Event()
     sender = FakeSender(block={"fake://sec-C01": hang})
     try:
-        with dispatcher(tmp_path / "alerts.db", clock, sender, workers=2) as d:
+        with dispatcher(tmp_path / "alerts.db", clock, sender, notify=NotifyConfig(workers=2)) as d:
             d.store.apply(fire("smoke_alarm", "smk-101"))
             d.store.apply(fire("smoke_alarm", "smk-B02-5"))
             # sec-C01's channel hangs on the first message; everyone else gets both alarms
@@ -257,7 +258,8 @@ def test_a_custom_chain_file_is_used(tmp_path: Path) -> None:
     f.write_text("chains:\n  - id: everyone\n    steps: [{to: ['staff:ops-1']}]\n")
     clock, sender = FakeClock(), FakeSender()
     store = AlertStore(tmp_path / "alerts.db", clock=clock)
-    d = Dispatcher(store, community(), RULES, Config(sender=sender, chains_file=f), clock)
+    config = Config(sender=sender, escalation=EscalationConfig(file=f))
+    d = Dispatcher(store, community(), RULES, config, clock)
     d.start()
     try:
         store.apply(fire("wearable_fall", "wr-1"))

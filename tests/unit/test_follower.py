@@ -85,6 +85,7 @@ def test_a_commit_wakes_a_resting_follower(journal: Journal) -> None:
     assert f.seen == list(range(1, 31))
 
 
+@pytest.mark.expect_errors('jiayuan_log_errors_total{logger="ingest.follower"}')
 def test_a_failed_step_is_taken_again_from_the_cursor(journal: Journal) -> None:
     fill(journal, 30)
     failing: list[Exception] = [Retry("server away"), Retry("still away"), OSError("disk")]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from alerts import AlertStore
+from alerts.config import GroupConfig
 from alerts.messages import SYSTEM_ALERTS, TITLES
 from tests.alerting import (
     NIGHT,
@@ -59,8 +60,8 @@ def test_a_fire_of_two_detectors_is_one_incident_and_two_messages_per_guard_in_a
         run_for(d, clock, 4)
         d.store.apply(fire("smoke_alarm", "smk-102", clock()))  # the same floor: confirmed
         settle(d)
-        (confirmed,) = d.store.list(rule_id="fire_confirmed")[0]
-        smoke = d.store.list(rule_id="smoke_alarm")[0]
+        (confirmed,) = d.store.find(rule_id="fire_confirmed")[0]
+        smoke = d.store.find(rule_id="smoke_alarm")[0]
         ids = {a.incident_id for a in [*smoke, confirmed]}
         assert len(ids) == 1 and None not in ids
         (incident_id,) = ids
@@ -113,7 +114,7 @@ def test_acting_on_the_fire_and_its_all_clear_are_one_update_each(tmp_path: Path
         settle(d)
         inc = d.store.incident(alerts[0].incident_id or 0)
         assert inc is not None and inc.status == "resolved"
-        confirmed = d.store.list(rule_id="fire_confirmed")[0][0]
+        confirmed = d.store.find(rule_id="fire_confirmed")[0][0]
         assert (confirmed.status, confirmed.resolved_by) == ("resolved", "rule")
 
 
@@ -126,17 +127,17 @@ def test_a_confirmed_fire_whose_detectors_cleared_while_the_service_was_down_res
         d.store.apply(fire("smoke_alarm", "smk-101", clock()))
         d.store.apply(fire("smoke_alarm", "smk-102", clock()))
         settle(d)
-        assert d.store.list(rule_id="fire_confirmed", open_only=True)[1] == 1
+        assert d.store.find(rule_id="fire_confirmed", open_only=True)[1] == 1
     # the detectors clear while nothing dispatches (the service down, or an older version)
     clock.advance(600)
     store = AlertStore(db, clock=clock)
     for device in ("smk-101", "smk-102"):
         assert store.apply(clear("smoke_alarm", device, clock())) is not None
-    assert store.list(rule_id="fire_confirmed", open_only=True)[1] == 1
+    assert store.find(rule_id="fire_confirmed", open_only=True)[1] == 1
     store.close()
     with dispatcher(db, clock, sender) as d:
         settle(d)
-        (confirmed,) = d.store.list(rule_id="fire_confirmed")[0]
+        (confirmed,) = d.store.find(rule_id="fire_confirmed")[0]
         assert confirmed.status == "resolved" and confirmed.resolved_by == "rule"
         assert d.timers.get(confirmed.id) is None  # no escalation to the night manager
 
@@ -160,13 +161,13 @@ def test_a_fall_in_the_unit_with_a_smoke_alarm_joins_the_fire(tmp_path: Path) ->
 
 def test_many_devices_of_one_building_in_trouble_are_one_incident(tmp_path: Path) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender, group_threshold=3) as d:
+    with dispatcher(tmp_path / "alerts.db", clock, sender, group=GroupConfig(threshold=3)) as d:
         for i in range(1, 5):
             d.store.apply(fire("smoke_silent", f"smk-B02-{i}", clock()))
         settle(d)
         run_for(d, clock, 61)
-        (trouble,) = d.store.list(rule_id="building_trouble")[0]
-        members = d.store.list(building="B02")[0]
+        (trouble,) = d.store.find(rule_id="building_trouble")[0]
+        members = d.store.find(building="B02")[0]
         assert {a.incident_id for a in members} == {trouble.incident_id}
         assert [u for u, _, _ in sender.sent] == ["fake://ops-1"]  # one page
 
@@ -191,7 +192,7 @@ def test_an_alert_that_finds_nobody_on_duty_is_trouble_and_waits_for_the_next_sh
         (unreached,) = [h for h in history if h.action == "unreached"]
         assert "reached nobody yet; paging when someone is on duty" in unreached.note
         assert not any(h.action == "notified" and "→" in h.note for h in history)
-        (trouble,) = d.store.list(rule_id="nobody_reached", open_only=True)[0]
+        (trouble,) = d.store.find(rule_id="nobody_reached", open_only=True)[0]
         assert (trouble.device_id, trouble.route, trouble.signal) == (
             "operator",
             "operator",
@@ -266,8 +267,8 @@ def test_two_alarms_committed_while_nothing_dispatched_are_confirmed_and_paged_o
     store.close()
     with dispatcher(db, clock, sender) as d:
         settle(d)
-        (confirmed,) = d.store.list(rule_id="fire_confirmed", open_only=True)[0]
+        (confirmed,) = d.store.find(rule_id="fire_confirmed", open_only=True)[0]
         assert confirmed.labels["devices"].split(",") == ["smk-101", "smk-102"]
         assert per_guard(sender)["sec-desk"] >= 1
         run_for(d, clock, 5)
-        assert d.store.list(rule_id="fire_confirmed")[1] == 1  # once, however often it starts
+        assert d.store.find(rule_id="fire_confirmed")[1] == 1  # once, however often it starts

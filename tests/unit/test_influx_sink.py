@@ -95,6 +95,7 @@ def test_every_reading_once_in_order_with_the_cursor_kept(journal: Journal) -> N
     assert db.execute("SELECT last_id FROM cursors WHERE name = 'influx'").fetchone() == (1300,)
 
 
+@pytest.mark.expect_errors("jiayuan_influx_write_errors_total")
 @pytest.mark.parametrize(
     "error",
     [
@@ -119,6 +120,7 @@ def test_failures_that_can_pass_are_retried_and_lose_nothing(
     assert s.rejected == 0
 
 
+@pytest.mark.expect_errors('jiayuan_log_errors_total{logger="ingest.follower"}')
 def test_an_unexpected_failure_loses_no_batch(journal: Journal) -> None:
     # a request that fails in a way nobody planned for (not a WriteError) is logged by the
     # follower and taken again from the cursor: its batch is not skipped
@@ -137,6 +139,9 @@ def test_an_unexpected_failure_loses_no_batch(journal: Journal) -> None:
     assert len(w.accepted) == 500 and len(set(w.accepted)) == 500
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_influx_write_errors_total", "jiayuan_influx_points_rejected_total"
+)
 def test_refused_points_are_set_aside_and_never_block_the_rest(journal: Journal) -> None:
     fill(journal, 300)
     fill(journal, 3, device="bad-1", start=300)
@@ -159,6 +164,9 @@ def test_refused_points_are_set_aside_and_never_block_the_rest(journal: Journal)
     assert s.prune_rejects(time.time() + 1) == 3 and s.rejected == 0
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_influx_write_errors_total", "jiayuan_influx_points_rejected_total"
+)
 def test_an_outage_in_the_middle_of_a_split_resends_nothing_settled(journal: Journal) -> None:
     # the step is taken again from the cursor after an outage: the halves the split already
     # settled (written or set aside) lie behind it, so none is sent or set aside twice
@@ -191,6 +199,7 @@ def test_an_outage_in_the_middle_of_a_split_resends_nothing_settled(journal: Jou
     assert [r[0] for r in db.execute("SELECT reading_id FROM sink_rejects")] == [301, 302, 303]
 
 
+@pytest.mark.expect_errors("jiayuan_influx_write_errors_total")
 def test_a_server_asking_to_wait_is_waited_for(journal: Journal) -> None:
     fill(journal, 10)
     w = ScriptedWriter(lambda lines: WriteError(429, "slow down", retry_after=30.0))
@@ -209,6 +218,9 @@ def test_a_server_asking_to_wait_is_waited_for(journal: Journal) -> None:
     s.stop()
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_influx_write_errors_total", "jiayuan_influx_points_rejected_total"
+)
 def test_a_line_too_large_alone_is_set_aside(journal: Journal) -> None:
     fill(journal, 40)
     w = ScriptedWriter(lambda lines: WriteError(413, "too large") if len(lines) > 8 else None)
@@ -218,6 +230,9 @@ def test_a_line_too_large_alone_is_set_aside(journal: Journal) -> None:
     assert len(w.accepted) == 40 and s.rejected == 0
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_influx_write_errors_total", 'jiayuan_log_errors_total{logger="ingest.influx"}'
+)
 def test_trouble_is_raised_after_the_configured_time_and_cleared_on_drain(
     journal: Journal,
 ) -> None:
@@ -264,6 +279,7 @@ def test_an_open_trouble_from_before_a_restart_is_cleared_on_drain(journal: Jour
     s.stop()
 
 
+@pytest.mark.expect_errors("jiayuan_influx_write_errors_total")
 def test_a_restart_resumes_from_the_cursor_and_resends_nothing_accepted(
     journal: Journal,
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alerts.config import FlapConfig, GroupConfig
 from alerts.noise import FlapGate
 from tests.alerting import T0, FakeClock, FakeSender, clear, dispatcher, fire, notes, settle
 
@@ -36,7 +37,7 @@ def test_the_gate_holds_the_clears_of_a_flapping_alert_until_it_is_quiet() -> No
 
 def test_a_flapping_alert_stays_open_flagged_and_pages_no_more(tmp_path: Path) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender, flap_threshold=2) as d:
+    with dispatcher(tmp_path / "alerts.db", clock, sender, flap=FlapConfig(threshold=2)) as d:
 
         def toggle() -> None:
             for t in d.filter([fire("gate_held_open", "gate-C01-main", clock())]):
@@ -55,7 +56,7 @@ def test_a_flapping_alert_stays_open_flagged_and_pages_no_more(tmp_path: Path) -
         for _ in range(5):
             toggle()
         assert len(sender.sent) == paged + 2  # the third raise; then it stays open
-        items, total = d.store.list(rule_id="gate_held_open")
+        items, total = d.store.find(rule_id="gate_held_open")
         assert total == 3
         flapping = items[0]
         assert flapping.status == "firing" and flapping.labels["flapping"] == "true"
@@ -72,7 +73,7 @@ def test_a_flapping_alert_stays_open_flagged_and_pages_no_more(tmp_path: Path) -
 
 def test_trouble_from_many_devices_of_one_building_is_one_incident(tmp_path: Path) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender, group_wait_s=60) as d:
+    with dispatcher(tmp_path / "alerts.db", clock, sender, group=GroupConfig(wait_s=60)) as d:
         ids = []
         for i in range(1, 7):  # the power goes in building B02: detectors fall silent
             change = d.store.apply(fire("smoke_silent", f"smk-B02-{i}", clock()))
@@ -88,7 +89,7 @@ def test_trouble_from_many_devices_of_one_building_is_one_incident(tmp_path: Pat
         clock.advance(60)
         d.poll()
         settle(d)
-        (incident,) = d.store.list(rule_id="building_trouble")[0]
+        (incident,) = d.store.find(rule_id="building_trouble")[0]
         assert (incident.device_id, incident.route, incident.severity) == (
             "B02",
             "operator",
@@ -110,7 +111,7 @@ def test_trouble_from_many_devices_of_one_building_is_one_incident(tmp_path: Pat
 
 def test_a_lone_trouble_is_paged_after_the_group_wait(tmp_path: Path) -> None:
     clock, sender = FakeClock(T0), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender, group_wait_s=60) as d:
+    with dispatcher(tmp_path / "alerts.db", clock, sender, group=GroupConfig(wait_s=60)) as d:
         change = d.store.apply(fire("smoke_fault", "smk-101"))
         assert change is not None
         settle(d)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from base.retry import Backoff
 from ingest.journal import Journal, store_trouble
 from ingest.listener import Inbound
 from ingest.payloads import Reading, decode
@@ -69,6 +70,7 @@ def running() -> Iterator[list[Pipeline]]:
         p.stop()
 
 
+@pytest.mark.expect_errors("jiayuan_journal_refused_total")
 def test_a_message_the_journal_refuses_is_a_dead_letter_and_the_rest_go_through(
     path: Path,
 ) -> None:
@@ -92,6 +94,9 @@ def test_a_message_the_journal_refuses_is_a_dead_letter_and_the_rest_go_through(
     journal.close()
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_journal_write_failures_total", 'jiayuan_log_errors_total{logger="ingest.pipeline"}'
+)
 def test_a_full_store_holds_the_acknowledgements_and_ingestion_resumes_once_space_is_freed(
     path: Path, running: list[Pipeline], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -102,7 +107,7 @@ def test_a_full_store_holds_the_acknowledgements_and_ingestion_resumes_once_spac
     journal = Journal(path, synchronous="NORMAL", max_pages=pages + 4)
     inbox: queue.Queue[Inbound] = queue.Queue()
     acks = Acks()
-    p = Pipeline(inbox, journal, acks, batch_max=100, retry_min_s=0.05, retry_max_s=0.2)
+    p = Pipeline(inbox, journal, acks, batch_max=100, retry=Backoff(0.05, 0.2))
     running.append(p)
     p.start()
     caplog.set_level(logging.INFO, logger="ingest.pipeline")
@@ -133,13 +138,16 @@ def test_a_full_store_holds_the_acknowledgements_and_ingestion_resumes_once_spac
     assert sum("journal takes writes again" in m for m in said) == 1
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_journal_write_failures_total", 'jiayuan_log_errors_total{logger="ingest.pipeline"}'
+)
 def test_a_locked_store_holds_the_acknowledgements_until_the_lock_is_gone(
     path: Path, running: list[Pipeline]
 ) -> None:
     journal = Journal(path, synchronous="NORMAL", busy_timeout_s=0.05)
     inbox: queue.Queue[Inbound] = queue.Queue()
     acks = Acks()
-    p = Pipeline(inbox, journal, acks, retry_min_s=0.05, retry_max_s=0.2)
+    p = Pipeline(inbox, journal, acks, retry=Backoff(0.05, 0.2))
     running.append(p)
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -211,13 +219,16 @@ def test_unregistered_devices_silent_for_a_day_are_forgotten(path: Path) -> None
     journal.close()
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_journal_write_failures_total", 'jiayuan_log_errors_total{logger="ingest.pipeline"}'
+)
 def test_an_outage_found_while_idle_clears_without_a_new_message(
     path: Path, running: list[Pipeline]
 ) -> None:
     journal = Journal(path, synchronous="NORMAL", busy_timeout_s=0.05)
     inbox: queue.Queue[Inbound] = queue.Queue()
     acks = Acks()
-    p = Pipeline(inbox, journal, acks, retry_min_s=0.05, retry_max_s=0.2)
+    p = Pipeline(inbox, journal, acks, retry=Backoff(0.05, 0.2))
     running.append(p)
     p.start()
     inbox.put(inbound(1))

@@ -106,7 +106,9 @@ def test_yaml_directory_loads_every_record(tmp_path: Path) -> None:
 
 
 def test_one_registry_yaml_with_four_keys(tmp_path: Path) -> None:
-    indent = lambda text: "".join(f"  {line}\n" for line in text.splitlines())  # noqa: E731
+    def indent(text: str) -> str:
+        return "".join(f"  {line}\n" for line in text.splitlines())
+
     text = "community: y\n" + "".join(
         f"{key}:\n{indent(body)}"
         for key, body in (

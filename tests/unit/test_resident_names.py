@@ -21,10 +21,9 @@ from devtools.receiver import Received, Receiver
 from ingest.journal import Journal
 from jiayuan.api import create_app
 from jiayuan.context import AppContext
-from jiayuan.settings import Settings
 from registry import Building, Device, Registry, Resident, Staff, load_registry, write_registry
 from simulators.fleet import build_fleet
-from tests.staff import ADMIN, ADMIN_TOKEN, bearer
+from tests.staff import ADMIN, app_context, bearer
 
 
 def registry() -> Registry:
@@ -76,15 +75,8 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
     journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
     journal.sync_registry(reg)
     store = AlertStore(tmp_path / "alerts.db")
-    c = AppContext(
-        settings=Settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN),
-        journal=journal,
-        alerts=store,
-        registry=reg,
-    )
-    yield c
-    store.close()
-    journal.close()
+    with app_context(tmp_path, journal, store, reg) as c:
+        yield c
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from alerts import AlertStore
 from alerts.dispatch import Config, Dispatcher
 from jiayuan.api.alerts import history_out
-from rules.matches import Transition
+from rules.transitions import Transition
 from tests.alerting import RULES, FakeClock, FakeSender, dispatcher, fire, settle
 from tests.staffworld import world
 
@@ -121,7 +121,7 @@ def test_incidents_are_scoped_like_alerts_and_alerts_carry_titles_and_detectors(
         finally:
             d.stop()
         # nobody in this world has a channel: those alerts reached nobody (one trouble a route)
-        trouble = {a.device_id for a in w.ctx.alerts.list(rule_id="nobody_reached")[0]}
+        trouble = {a.device_id for a in w.ctx.alerts.find(rule_id="nobody_reached")[0]}
         assert trouble == {"caretaker", "security"}
         confirmed = w.ctx.alerts.apply(
             Transition(

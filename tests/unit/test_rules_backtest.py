@@ -117,7 +117,7 @@ def run_live(tmp: Path) -> tuple[float, float]:
         clock.t = next_tick
         worker.tick()
         if next_tick == resolve_at:
-            (fall,) = store.list(rule_id="wearable_fall", open_only=True)[0]
+            (fall,) = store.find(rule_id="wearable_fall", open_only=True)[0]
             store.resolve(fall.id, "care-1", "checked on her")
         next_tick += 1
     store.close()

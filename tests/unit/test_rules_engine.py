@@ -14,8 +14,8 @@ from ingest.payloads import Reading, decode
 from ingest.topics import topic_for
 from registry.models import Device, Registry, Resident
 from rules.engine import RuleEngine
-from rules.matches import Transition
 from rules.model import load_rules
+from rules.transitions import Transition
 from tests.clock import FakeClock as Clock
 
 T0 = 1_700_000_000.0
@@ -330,6 +330,9 @@ def test_zone(tmp_path: Path) -> None:
     assert [t.action for t in eng.evaluate(at(4, 440))] == ["clear"]
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_rule_errors_total", 'jiayuan_log_errors_total{logger="rules.engine"}'
+)
 def test_failing_rule_does_not_stop_others(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

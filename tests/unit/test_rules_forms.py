@@ -18,8 +18,8 @@ from ingest.topics import topic_for
 from registry.models import Device, Registry, Resident
 from rules.baselines import Baselines, HourBaseline
 from rules.engine import RuleEngine
-from rules.matches import Transition
 from rules.model import RuleFileError, load_rules
+from rules.transitions import Transition
 from tests.clock import FakeClock
 
 TZ = ZoneInfo("Asia/Shanghai")

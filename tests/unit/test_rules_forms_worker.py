@@ -75,7 +75,7 @@ class World:
         self.worker.run_until_idle()
 
     def alerts(self, rule_id: str) -> list[tuple[str, str]]:
-        items, _ = self.store.list(rule_id=rule_id, limit=50, sort="oldest")
+        items, _ = self.store.find(rule_id=rule_id, limit=50, sort="oldest")
         return [(a.device_id, a.status) for a in items]
 
 
@@ -86,7 +86,7 @@ def test_a_fall_cancelled_after_a_restart_within_its_window_is_resolved_unpaged(
     w = World(tmp_path, clock)
     w.seq = 100
     w.send("wearable", "w1", "event", T0, event="fall")
-    (a,) = w.store.list(rule_id="wearable_fall")[0]
+    (a,) = w.store.find(rule_id="wearable_fall")[0]
     assert a.status == "firing" and a.page_at == T0 + 30
     w.store.close()
     again = World(tmp_path, clock)  # restart inside the window
@@ -104,7 +104,7 @@ def test_a_cancel_of_a_later_fall_leaves_an_alert_paged_before_open(tmp_path: Pa
     w.send("wearable", "w1", "event", T0 + 120, event="fall")
     w.send("wearable", "w1", "event", T0 + 125, event="fall_cancelled")
     assert w.alerts("wearable_fall") == [("w1", "firing")]
-    (a,) = w.store.list(rule_id="wearable_fall")[0]
+    (a,) = w.store.find(rule_id="wearable_fall")[0]
     assert "the alert stays open" in notes_of(w.store, a.id)
 
 
@@ -122,10 +122,10 @@ def test_a_combination_and_a_baseline_episode_continue_after_a_restart(
     for m in range(8, 16):
         again.send("wearable", "w1", "telemetry", T0 + m * 60, heart_rate=115, steps=500)
     assert again.alerts("wearable_heart_rate_high_at_rest") == [("w1", "firing")]
-    (combo,) = again.store.list(rule_id="wearable_heart_rate_high_at_rest")[0]
+    (combo,) = again.store.find(rule_id="wearable_heart_rate_high_at_rest")[0]
     assert combo.started_at == T0 + 10 * 60  # steps unchanged for 10 minutes, from before
     assert again.alerts("wearable_heart_rate_above_baseline") == [("w1", "firing")]
-    (base,) = again.store.list(rule_id="wearable_heart_rate_above_baseline")[0]
+    (base,) = again.store.find(rule_id="wearable_heart_rate_above_baseline")[0]
     assert base.started_at == T0  # the episode began before the restart
     again.send("wearable", "w1", "telemetry", T0 + 17 * 60, heart_rate=72, steps=520)
     assert again.alerts("wearable_heart_rate_high_at_rest") == [("w1", "resolved")]
@@ -139,7 +139,7 @@ def test_a_pre_alarm_is_recorded_and_resolved_with_the_reason(tmp_path: Path) ->
     w = World(tmp_path, FakeClock(), [persisting])
     w.send("smoke", "s1", "event", T0, event="alarm")
     w.send("smoke", "s1", "event", T0 + 3, event="alarm_clear")
-    (a,) = w.store.list(rule_id="smoke_alarm")[0]
+    (a,) = w.store.find(rule_id="smoke_alarm")[0]
     assert a.status == "resolved" and a.page_at == T0 + 10
     assert "did not persist 10 s" in notes_of(w.store, a.id)
 
@@ -196,9 +196,9 @@ def test_an_alarm_pages_at_exactly_the_end_of_its_stated_window_never_later(
 def test_an_alert_store_of_schema_2_gains_page_at_and_keeps_its_alerts(tmp_path: Path) -> None:
     import sqlite3
 
-    from alerts import db as sql
+    from alerts.db import SCHEMA
 
-    old = sql.SCHEMA  # the tables as first created; migrate() adds the newer columns
+    old = SCHEMA  # the tables as first created; migrate() adds the newer columns
     assert "page_at" not in old
     db = sqlite3.connect(tmp_path / "alerts.db")
     db.executescript(old)
@@ -212,6 +212,6 @@ def test_an_alert_store_of_schema_2_gains_page_at_and_keeps_its_alerts(tmp_path:
     db.commit()
     db.close()
     store = AlertStore(tmp_path / "alerts.db")
-    (a,) = store.list()[0]
+    (a,) = store.find()[0]
     assert a.rule_id == "f" and a.page_at is None
     store.close()

@@ -12,8 +12,8 @@ from ingest.topics import topic_for
 from registry.models import Device, Registry, Resident
 from rules.check import check_files
 from rules.engine import RuleEngine
-from rules.matches import Transition
 from rules.model import AbsenceRule, EventRule, ThresholdRule, builtin_pack, load_rules
+from rules.transitions import Transition
 from tests.clock import FakeClock as Clock
 
 T0 = 1_700_000_000.0

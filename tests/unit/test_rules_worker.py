@@ -20,8 +20,8 @@ from ingest.payloads import Reading, decode
 from ingest.topics import topic_for
 from registry.models import Device, Registry, Resident
 from rules.engine import RuleEngine
-from rules.matches import Transition
 from rules.model import CountRule, builtin_pack, load_rules
+from rules.transitions import Transition
 from rules.worker import Presence, RulesWorker
 from tests.clock import FakeClock
 
@@ -70,7 +70,7 @@ class World:
         self.journal.write_batch([r], [])
 
     def alerts(self, rule_id: str) -> list[tuple[str, str]]:
-        items, _ = self.real.list(rule_id=rule_id, limit=500, sort="oldest")
+        items, _ = self.real.find(rule_id=rule_id, limit=500, sort="oldest")
         return [(a.device_id, a.status) for a in items]
 
 
@@ -137,10 +137,13 @@ def test_a_crash_before_the_commit_loses_no_alert_and_doubles_none(
     again = World(tmp_path, clock, store=crashing)
     again.worker.run_until_idle()
     assert again.worker.position == 10
-    falls = again.real.list(rule_id="wearable_fall", limit=50)[0]
+    falls = again.real.find(rule_id="wearable_fall", limit=50)[0]
     assert len(falls) == 1 and falls[0].match_count == 10  # every fall matched exactly once
 
 
+@pytest.mark.expect_errors(
+    "jiayuan_rules_commit_failures_total", 'jiayuan_log_errors_total{logger="rules.worker"}'
+)
 def test_a_store_error_holds_the_cursor_says_so_and_the_alarm_is_raised_after(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -185,7 +188,7 @@ def test_an_episode_under_way_continues_after_a_restart(tmp_path: Path, clock: F
         again.send("wearable", "w1", "telemetry", T0 + m * 60, heart_rate=140, seq=m)
     again.worker.run_until_idle()
     assert again.alerts("wearable_heart_rate_high") == [("w1", "firing")]
-    (a,) = again.real.list(rule_id="wearable_heart_rate_high")[0]
+    (a,) = again.real.find(rule_id="wearable_heart_rate_high")[0]
     assert a.started_at == T0  # the episode's start, from before the restart
 
 

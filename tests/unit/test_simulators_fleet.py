@@ -177,7 +177,8 @@ def test_wearable_signals_follow_the_day(fleet: Fleet) -> None:
 
 def test_smoke_readings_are_quiet_and_seasonal(fleet: Fleet) -> None:
     summer = datetime(2026, 7, 20, 15, tzinfo=TZ).timestamp()
-    winter_c, summer_c = [], []
+    winter_c: list[float] = []
+    summer_c: list[float] = []
     for s in fleet.smoke[:200]:
         assert isinstance(s, SmokeSim)
         for t, temps in ((NOW + 15 * 3600, winter_c), (summer, summer_c)):

@@ -8,7 +8,8 @@ import { bucketSeries, lineChart } from "./chart.js";
 import { actor, alertTitle, t, UNITS, words } from "./i18n.js";
 import { live } from "./live.js";
 import { loadNames, residentName } from "./names.js";
-import { api, deviceLink, h, loading, place, qs, unitName, when, who } from "./util.js";
+import { mayAsk, usualLine } from "./usual.js";
+import { api, deviceLink, h, loading, num, place, qs, unitName, when, who } from "./util.js";
 
 const BEFORE_MS = 3 * 3600e3;
 const AFTER_MS = 3600e3;
@@ -271,6 +272,13 @@ async function readingsChart(a, devices, box) {
       const series = charts.map((c, i) => bucketSeries(c.items.filter((b) => b.mean != null), ids.length > 1 ? ids[i] : label, `s${i}`))
         .filter((sr) => sr.points.length);
       parts.push(h("h3", { text: `${label} · ${t("chart_around")}` }));
+      // the wearer's own usual at the alert's hour, beside the reading then (their caretakers)
+      const first = charts.length ? charts[0].items.find((b) => b.mean != null && Date.parse(b.ts) + 60e3 >= started) : null;
+      const usual = metric === "heart_rate" && a.kind === "wearable" && mayAsk() ? await usualLine(ids[0], metric, started) : null;
+      if (usual) {
+        if (first) usual.prepend(h("span", { class: "reading", "data-field": "reading" }, `${t("reading_then")} `, h("b", { class: "nobr", text: `${num(first.mean)} ${UNITS[metric]}` })), " · ");
+        parts.push(usual);
+      }
       if (series.length) {
         // the span of the data there is (and the alert's start), not a fixed three hours
         const times = series.flatMap((sr) => sr.points.map(([x]) => x));

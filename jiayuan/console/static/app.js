@@ -12,6 +12,7 @@ import * as ops from "./ops.js";
 import { forgetNames } from "./names.js";
 import * as residents from "./residents.js";
 import * as review from "./review.js";
+import * as rules from "./rules.js";
 import { can, loadMe, renderLogin, signOut } from "./session.js";
 import { h, s, tick, who } from "./util.js";
 
@@ -26,10 +27,11 @@ const ROUTES = [
   [/^ops$/, ops.render, "ops"],
   [/^review$/, review.render, "review"],
   [/^duty$/, duty.render, "duty"],
+  [/^rules$/, rules.render, "rules"],
 ];
-const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["review", "#/review"], ["duty", "#/duty"], ["ops", "#/ops"]];
+const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["review", "#/review"], ["duty", "#/duty"], ["rules", "#/rules"], ["ops", "#/ops"]];
 const NEEDS = { residents: "residents", ops: "ops" };
-const ROLES = { review: ["admin", "manager"], duty: ["admin", "manager", "operator"] }; // the weekly review is the managers' duty; the duty roster the desk's
+const ROLES = { review: ["admin", "manager"], duty: ["admin", "manager", "operator"], rules: ["admin", "manager"] }; // the weekly review and the rules are the managers' duty; the duty roster the desk's
 
 function offered(name) {
   if (NEEDS[name] && !can(NEEDS[name])) return false;
@@ -124,6 +126,11 @@ function route() {
   } else {
     const [re, render, name] = found;
     section = name;
+    if (!offered(name)) { // not for this role: the usual refusal, nothing asked of the API
+      main.replaceChildren(h("p", { class: "notice error", role: "alert", "data-field": "page-refused", text: t("page_refused") }), h("a", { href: "#/", text: t("nav_board") }));
+      updateShell();
+      return;
+    }
     // a view of its own: what a page left still loading lands in its detached view, not here
     const view = h("div", { class: "view" });
     main.replaceChildren(view);

@@ -9,6 +9,7 @@ import { readingsBlock, stateDot } from "./devices.js";
 import { t, UNITS } from "./i18n.js";
 import { live } from "./live.js";
 import { loadNames } from "./names.js";
+import { mayAsk, usualLine } from "./usual.js";
 import { api, h, loading, num, place, qs, saved, when, who } from "./util.js";
 
 const SHOWN_VITALS = ["heart_rate", "spo2", "battery"];
@@ -89,12 +90,16 @@ export function render(root) {
     chooser.replaceChildren(h("label", { class: "filter wide" }, t("choose_caretaker"), select));
   }
 
+  let latest = 0; // answers to an earlier request (another caretaker chosen since) are dropped
   async function load() {
+    const seq = ++latest;
     const fail = loading(list);
     try {
       const r = await api(`/api/residents${qs({ caretaker: chosen, day_start: dayStart(), limit: 200 })}`);
+      if (seq !== latest) return;
       list.replaceChildren(...(r.items.length ? r.items.map((x) => residentCard(x, mine ? staffId() : chosen)) : [h("p", { class: "muted", text: t("no_residents") })]));
     } catch (e) {
+      if (seq !== latest) return;
       if (e.status === 404 || e.status === 422) {
         list.replaceChildren(h("p", { class: "notice error", role: "alert", text: `${t("caretaker_refused")}: ${e.message}` }));
       } else {
@@ -147,6 +152,12 @@ export function renderResident(root, [id]) {
       fail(e, load);
       return;
     }
+    // beside the latest heart rate: her usual at this hour (her caretakers only)
+    const usual = h("div", { class: "contents" });
+    if (r.device_id && mayAsk(r.caretakers)) {
+      const at = r.latest.heart_rate ? Date.parse(r.latest.heart_rate.at) : Date.now();
+      usualLine(r.device_id, "heart_rate", at || Date.now()).then((line) => { if (line) usual.replaceChildren(line); });
+    }
     root.replaceChildren(h("div", { class: "stack" },
       h("section", { class: "card" },
         h("h2", {}, r.display_name ? [h("span", { "data-field": "resident-name", text: r.display_name }), " "] : null,
@@ -160,6 +171,7 @@ export function renderResident(root, [id]) {
           fact(t("last_seen"), when(r.last_seen))),
         h("h3", { text: t("vitals") }),
         h("div", { class: "vitals" }, ["heart_rate", "spo2", "skin_temp_c", "battery"].map((n) => vital(r, n)), worn(r)),
+        usual,
         activity(r)),
       r.alerts.length ? h("section", {}, h("h3", { text: t("open_alerts") }), h("div", { class: "grid alerts" }, r.alerts.map((a) => alertCard(a)))) : null,
       r.device_id && r.caretakers.includes(staffId())

@@ -21,6 +21,8 @@ class Transition:
     action: Literal["fire", "clear"]
     rule_id: str
     device_id: str
+    """The device; for an alert the service raises about something else (a staff member, a
+    building, a fire zone, a part of the service) that subject: see ``alerts.model.SUBJECTS``."""
     kind: str
     severity: Severity
     signal: Signal

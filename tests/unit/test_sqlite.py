@@ -1,0 +1,105 @@
+"""The one SQLite helper (base/sqlite.py) and the durability each store asks of it: a journal
+acknowledged to the broker and an alert committed must survive a power cut (synchronous FULL),
+a follower's cursor may move back (NORMAL)."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from alerts import db as alerts_db
+from alerts.lifecycle import AlertStore
+from base.datadir import DataDir
+from base.sqlite import connect, transaction
+from ingest import follower
+from ingest.journal import Journal
+from jiayuan.auth.store import AuthStore
+
+FULL, NORMAL = 2, 1
+
+
+def _pragma(db: sqlite3.Connection, name: str) -> object:
+    return db.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_a_transaction_commits_at_the_end_and_rolls_back_on_any_exception(tmp_path: Path) -> None:
+    with closing(connect(tmp_path / "t.db")) as db:
+        db.execute("CREATE TABLE t (x INTEGER)")
+        with transaction(db):
+            db.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(KeyboardInterrupt), transaction(db):
+            db.execute("INSERT INTO t VALUES (2)")
+            raise KeyboardInterrupt
+        assert not db.in_transaction
+        assert [r[0] for r in db.execute("SELECT x FROM t")] == [1]
+        with transaction(db, immediate=False):  # a deferred one reads the same
+            assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+
+
+def test_a_commit_that_fails_is_rolled_back_and_the_connection_stays_usable(
+    tmp_path: Path,
+) -> None:
+    with closing(connect(tmp_path / "t.db", foreign_keys=True)) as db:
+        db.executescript(
+            "CREATE TABLE p (id INTEGER PRIMARY KEY);"
+            " CREATE TABLE c (p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED);"
+        )
+        with pytest.raises(sqlite3.IntegrityError), transaction(db):
+            db.execute("INSERT INTO c VALUES (7)")  # checked only at COMMIT
+        assert not db.in_transaction
+        with transaction(db):
+            db.execute("INSERT INTO p VALUES (7)")
+            db.execute("INSERT INTO c VALUES (7)")
+        assert db.execute("SELECT count(*) FROM c").fetchone()[0] == 1
+
+
+def test_connect_sets_what_it_is_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with closing(
+        connect(path, synchronous="NORMAL", foreign_keys=True, max_page_count=50, query_only=True)
+    ) as db:
+        assert _pragma(db, "journal_mode") == "wal"
+        assert _pragma(db, "synchronous") == NORMAL
+        assert _pragma(db, "foreign_keys") == 1
+        assert _pragma(db, "max_page_count") == 50
+        assert _pragma(db, "busy_timeout") == 10_000
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            db.execute("CREATE TABLE t (x)")
+    with pytest.raises(sqlite3.OperationalError):  # read_only never creates a file
+        connect(tmp_path / "missing.db", read_only=True)
+    with closing(connect(path, read_only=True, row_factory=sqlite3.Row)) as ro:
+        assert ro.execute("SELECT 1 AS one").fetchone()["one"] == 1
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            ro.execute("CREATE TABLE t (x)")
+
+
+def test_each_store_keeps_its_durability(tmp_path: Path) -> None:
+    files = DataDir(tmp_path)
+    journal = Journal(files.journal)
+    try:
+        assert _pragma(journal._writer(), "synchronous") == FULL  # acknowledged = on disk
+        assert _pragma(journal._reader(), "query_only") == 1
+    finally:
+        journal.close()
+    normal = Journal(tmp_path / "n.db", synchronous="NORMAL", max_pages=10_000)
+    try:
+        assert _pragma(normal._writer(), "synchronous") == NORMAL
+        assert _pragma(normal._writer(), "max_page_count") == 10_000
+    finally:
+        normal.close()
+    with closing(follower.connect(files.journal)) as cursor_db:
+        assert _pragma(cursor_db, "synchronous") == NORMAL
+    store = AlertStore(files.alerts)
+    try:
+        with closing(alerts_db.connect(files.alerts)) as db:
+            assert _pragma(db, "synchronous") == FULL
+            assert _pragma(db, "foreign_keys") == 1
+            assert _pragma(db, "journal_mode") == "wal"
+    finally:
+        store.close()
+    auth = AuthStore(files.auth)
+    with auth.db() as db:
+        assert _pragma(db, "journal_mode") == "wal"
