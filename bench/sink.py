@@ -7,14 +7,23 @@
 3. history: a 30-day chart of one device at step 1m (43,200 buckets) and 1h (720), p50 of
    repeated runs, from ``Journal.readings`` and through the HTTP API (whose ``limit`` stops at
    10,000 buckets).
+
+``python -m bench.sink --drain-only`` builds the journal and measures the drain alone;
+``--library-batching`` adds, on the same journal, influxdb-client's own batching write API
+(``WriteOptions(batch_size=…)``, success callbacks counted) for comparison: the sink does not
+use it, because ``write()`` there returns before the server has answered and a batch that
+runs out of retries is dropped, so the cursor could not wait for the server (see
+:mod:`ingest.influx_writer`).
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -96,6 +105,71 @@ def drain(path: Path, work: Path, batch: int) -> tuple[int, float]:
         if sink.rejected or sink.down_since is not None:
             raise RuntimeError(f"the drain did not go cleanly: {sink.health()}")
         return points, elapsed
+    finally:
+        vm.stop()
+
+
+def drain_library_batching(path: Path, work: Path, batch: int) -> tuple[int, float]:
+    """The same drain through influxdb-client's batching write API instead of the sink: rows
+    read and formatted as the sink does, handed to ``write()`` (which returns at once), timed
+    until the success callbacks have counted every point. (points, seconds)"""
+    import sqlite3
+
+    from influxdb_client.client.influxdb_client import InfluxDBClient
+    from influxdb_client.client.write_api import WriteOptions
+    from influxdb_client.domain.write_precision import WritePrecision
+
+    from ingest.lineproto import COLUMNS, PRECISION, LineFormatter
+
+    vm = Victoria(work / "victoria-batching").start()
+    acked = [0]
+    failed: list[BaseException] = []
+    done = threading.Event()
+    sent = -1
+
+    def success(_conf: object, data: bytes) -> None:
+        acked[0] += data.count(b"\n") + 1
+        if acked[0] == sent:
+            done.set()
+
+    def error(_conf: object, _data: bytes, e: BaseException) -> None:
+        failed.append(e)
+        done.set()
+
+    try:
+        client = InfluxDBClient(url=vm.url, token="", org="bench", timeout=60_000)
+        options = WriteOptions(batch_size=batch, flush_interval=1000, max_retries=0)
+        api = client.write_api(
+            write_options=options, success_callback=success, error_callback=error
+        )
+        db = sqlite3.connect(path)
+        lines_of = LineFormatter("y")
+        lines_of.set_devices(
+            db.execute("SELECT device_id, community, compound, building FROM devices")
+        )
+        precision = getattr(WritePrecision, PRECISION.upper())
+        t0 = time.perf_counter()
+        position, total = 0, 0
+        while rows := db.execute(
+            f"SELECT {COLUMNS} FROM readings WHERE id > ? ORDER BY id LIMIT ?", (position, batch)
+        ).fetchall():
+            _ids, lines = lines_of.lines(rows)
+            api.write("bench", "bench", "\n".join(lines), write_precision=precision)
+            total += len(lines)
+            position = rows[-1][0]
+        sent = total
+        if acked[0] == sent:
+            done.set()
+        done.wait(600)
+        elapsed = time.perf_counter() - t0
+        db.close()
+        api.close()  # type: ignore[no-untyped-call]
+        client.close()  # type: ignore[no-untyped-call]
+        if failed or acked[0] != sent:
+            raise RuntimeError(
+                f"the batching drain did not go cleanly: {failed[:1]}, {acked[0]}/{sent}"
+            )
+        return sent, elapsed
     finally:
         vm.stop()
 
@@ -242,5 +316,35 @@ def _run(work: Path, devices: int, batch: int, runs: int) -> str:
     )
 
 
+def drain_only(devices: int, batch: int, library_batching: bool) -> str:
+    """Build the journal and measure the drain alone (and influxdb-client's batching mode)."""
+    work = Path(tempfile.mkdtemp(prefix="jiayuan-bench-sink-"))
+    try:
+        path = work / "journal.db"
+        n = build(path, devices, now=time.time())
+        print(f"bench: sink: journal of {n:,} readings built", flush=True)
+        points, seconds = drain(path, work, batch)
+        out = f"sink_points_per_s={points / seconds:.0f}"
+        if library_batching:
+            points, seconds = drain_library_batching(path, work, batch)
+            out += f" library_batching_points_per_s={points / seconds:.0f}"
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    print(run())
+    parser = argparse.ArgumentParser(prog="python -m bench.sink", description=__doc__)
+    parser.add_argument("--devices", type=int, default=24)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--drain-only", action="store_true", help="build and drain, nothing else")
+    parser.add_argument(
+        "--library-batching",
+        action="store_true",
+        help="with --drain-only: also drain through influxdb-client's batching write API",
+    )
+    args = parser.parse_args()
+    if args.drain_only:
+        print(drain_only(args.devices, args.batch, args.library_batching))
+    else:
+        print(run(devices=args.devices, batch=args.batch))

@@ -4,10 +4,12 @@ ingestion never waits for them and they never touch the ingest thread's connecti
 
 Ids only grow (one writer; a batch's ids are assigned in its transaction and visible only once
 it commits), so "every row after my cursor" misses nothing and sees nothing twice. Two
-followers: the rollups (:mod:`ingest.rollups`, cursor moved in the same transaction as the
-aggregates it wrote) and the InfluxDB sink (:mod:`ingest.influx`, cursor moved only after the
-server accepted the batch). Retention (:meth:`ingest.journal.Journal.prune`) keeps every row a
-running follower has not passed yet.
+:class:`Follower` subclasses: the rollups (:mod:`ingest.rollups`, cursor moved in the same
+transaction as the aggregates it wrote) and the InfluxDB sink (:mod:`ingest.influx`, cursor
+moved only after the server accepted the batch). The class holds what they share: the thread,
+the connection (opened again after an error), the cursor, the wake-up on commit, the stop,
+and the retry with base.retry's backoff. Retention (:meth:`ingest.journal.Journal.prune`)
+keeps every row a running follower has not passed yet.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 from base import sqlite
+from base.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,9 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 """
 
+
+ERROR_BACKOFF = Backoff(first_s=1.0, max_s=30.0, jitter=0.5)
+"""After a step failed: 1 s, 2 s, 4 s … up to 30 s while it keeps failing."""
 
 _WRITE_LOCKS: dict[Path, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
@@ -86,19 +92,46 @@ def oldest_after(db: sqlite3.Connection, last_id: int) -> float | None:
     return None if row is None else float(row[0])
 
 
+class Retry(Exception):
+    """What :meth:`Follower.step` raises when something outside the journal is away (a server
+    down, throttling): the follower waits by its backoff, at least ``after_s``, and takes the
+    step again from its cursor. Expected, so no traceback; the journal connection is kept."""
+
+    def __init__(self, reason: str, after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.after_s = after_s
+
+
 class Follower:
-    """One thread that calls :meth:`step` until it reports nothing left, then waits
-    ``idle_s``; an exception is logged and retried after ``error_wait_s``, never fatal."""
+    """One thread that calls :meth:`step` while it reports more to do, then rests ``idle_s``
+    or until :meth:`wake` (an ingest commit). A step that fails is taken again after
+    ``backoff`` (base.retry's policy: the delay doubles with each failure in a row): after a
+    :class:`Retry` with the same connection, after any other exception (logged) with a new one.
+    While resting, idle or backing off, :meth:`tick` runs at least every ``tick_s``.
+
+    The cursor is the subclass's to move (in the step's own transaction, or once the effect
+    elsewhere is accepted); :attr:`position` is what it last committed."""
 
     name = "follower"
 
-    def __init__(self, path: Path, *, idle_s: float = 1.0, error_wait_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        idle_s: float = 1.0,
+        tick_s: float = 1.0,
+        backoff: Backoff = ERROR_BACKOFF,
+    ) -> None:
         self.path = path
         self.idle_s = idle_s
-        self.error_wait_s = error_wait_s
+        self.tick_s = tick_s
+        self.backoff = backoff
         self.position = 0
         """The last journal id done (committed): retention keeps everything after it."""
+        self.failures = 0
+        """Steps failed in a row (0 once one succeeds)."""
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._main, name=f"journal-{self.name}", daemon=True)
 
     def open(self) -> sqlite3.Connection:
@@ -112,11 +145,20 @@ class Follower:
         """Do one bounded piece of work; True when there may be more right away."""
         raise NotImplementedError
 
+    def tick(self, db: sqlite3.Connection) -> None:
+        """Between steps, at least every ``tick_s`` (health, gauges, timers); nothing by default."""
+
+    def wake(self) -> None:
+        """New rows are committed: step now rather than after ``idle_s``."""
+        self._wake.set()
+
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the step in hand (its cursor is committed or it is taken again next time)."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -132,18 +174,50 @@ class Follower:
     def _main(self) -> None:
         db: sqlite3.Connection | None = None
         while not self._stop.is_set():
+            retry_after: float | None = None
             try:
                 if db is None:
                     db = self.open()
+                self._wake.clear()
                 busy = self.step(db)
+                self.failures = 0
+            except Retry as e:
+                self.failures += 1
+                retry_after = e.after_s
+                busy = False
             except Exception:
                 log.exception("journal follower %s failed; retrying", self.name)
+                self.failures += 1
                 if db is not None:
                     db.close()
                     db = None
-                self._stop.wait(self.error_wait_s)
+                busy = False
+            if busy:
                 continue
-            if not busy:
-                self._stop.wait(self.idle_s)
+            if self.failures:
+                self._rest(db, self.retry_delay(retry_after), wakeable=False)
+            else:
+                self._rest(db, self.idle_s, wakeable=True)
         if db is not None:
             db.close()
+
+    def retry_delay(self, at_least_s: float | None = None) -> float:
+        """The pause before a failed step is taken again: the backoff after ``failures`` in a
+        row, or what the other side asked for (``Retry.after_s``) when that is longer."""
+        return max(self.backoff.delay(self.failures), at_least_s or 0.0)
+
+    def _rest(self, db: sqlite3.Connection | None, seconds: float, *, wakeable: bool) -> None:
+        """Wait ``seconds`` (less if woken, when ``wakeable``), ticking every ``tick_s``."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            if db is not None:
+                try:
+                    self.tick(db)
+                except Exception:
+                    log.exception("journal follower %s: tick failed", self.name)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            event = self._wake if wakeable else self._stop
+            if event.wait(min(left, self.tick_s)):
+                return

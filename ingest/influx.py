@@ -1,15 +1,18 @@
 """The InfluxDB sink: every journaled reading, in id order from a cursor kept in the journal,
 written to InfluxDB (2.x, or 3.x through its v2 write API) in batches of line protocol.
 
+A journal :class:`~ingest.follower.Follower`: the thread, the journal connection (opened again
+after an error), the cursor, the wake-up on commit, the stop and the backoff (base.retry's
+policy, a server's Retry-After honoured) are the follower's, as for the rollups. What is the
+sink's own is here: the lines, the write, what a refusal means, the health it reports.
+
 Nothing is lost to an outage: the journal is the buffer. The cursor moves only after the server
 accepted a batch, so a crash or a kill at any point sends that batch again (InfluxDB stores a
 point once per series and time: a resend overwrites itself). Connection errors, 5xx, 429 and
-refused credentials are retried with capped exponential backoff, for as long as it takes, while
-ingestion goes on untouched: two threads of the sink's own — one reads and formats the next
-batches, the other writes — with SQLite connections of their own. A batch the server refuses
-for good (400, 413, 422: a malformed point, a type conflict, a point beyond the bucket's
-retention) is split in halves until the refused points are found; they are set aside in
-``sink_rejects`` with the server's reason and the rest goes through.
+refused credentials are retried for as long as it takes, while ingestion goes on untouched. A
+batch the server refuses for good (400, 413, 422: a malformed point, a type conflict, a point
+beyond the bucket's retention) is split in halves until the refused points are found; they
+are set aside in ``sink_rejects`` with the server's reason and the rest goes through.
 
 The backlog (rows, and age of the oldest unsent reading) is exported as Prometheus gauges and
 in :meth:`InfluxSink.health`; ``on_trouble(True, since)`` is called once the server has been
@@ -20,10 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import random
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,11 +33,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from base.retry import Backoff
 from ingest.follower import (
     CURSOR_SCHEMA,
+    Follower,
+    Retry,
     connect,
     head,
-    load_cursor,
     oldest_after,
     save_cursor,
     write_lock,
@@ -88,7 +90,10 @@ CREATE TABLE IF NOT EXISTS sink_rejects (
 """
 )
 
-BACKOFF_FIRST_S = 0.5
+FIRST_RETRY_S = 0.5
+"""The first pause after a failed write; it doubles up to ``backoff_max_s``."""
+RETRY_AFTER_MAX_S = 60.0
+"""A server's Retry-After is honoured up to this (or ``backoff_max_s`` if longer)."""
 
 
 @dataclass(slots=True)
@@ -97,11 +102,15 @@ class Batch:
     """The last journal id read: the cursor once this batch is accepted."""
     ids: list[int]
     lines: list[str]
-    caught_up: bool
-    """The read found fewer rows than asked: this batch reaches the journal's head."""
+    full: bool
+    """As many rows as asked: more may follow at once."""
 
 
-class InfluxSink:
+class InfluxSink(Follower):
+    """Not woken by each ingest commit (unlike the rules): caught up, it writes what came in
+    the last ``idle_s``, so that steady ingestion makes a few larger requests rather than one
+    per commit; a backlog goes out in ``batch``-row requests back to back."""
+
     def __init__(
         self,
         path: Path,
@@ -117,18 +126,19 @@ class InfluxSink:
         idle_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = path
-        self.writer = writer
         self.name = name
+        first = min(FIRST_RETRY_S, backoff_max_s)
+        super().__init__(
+            path, idle_s=idle_s, backoff=Backoff(first_s=first, max_s=backoff_max_s, jitter=0.25)
+        )
+        self.writer = writer
         self.batch = batch
-        self.backoff_max_s = backoff_max_s
+        self.retry_after_max_s = max(backoff_max_s, RETRY_AFTER_MAX_S)
         self.trouble_after_s = trouble_after_s
         self.on_trouble = on_trouble
-        self.idle_s = idle_s
         self._clock = clock
         self._format = LineFormatter(community)
-        self.position = 0
-        """The last journal id InfluxDB accepted (or that had nothing to write)."""
+        self._devices_read = -math.inf
         self.backlog_rows = 0
         self.backlog_age_s = 0.0
         self.rejected = 0
@@ -136,39 +146,25 @@ class InfluxSink:
         self.down_since: float | None = None
         self.trouble = trouble_open
         """The trouble alert is raised (also from before a restart): clear it on drain."""
-        self._attempts = 0
-        self._queue: queue.Queue[Batch] = queue.Queue(maxsize=2)
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._read_main, name=f"{name}-read", daemon=True),
-            threading.Thread(target=self._write_main, name=f"{name}-write", daemon=True),
-        ]
 
     # ------------------------------------------------------------------ lifecycle
 
+    def open(self) -> sqlite3.Connection:
+        db = super().open()
+        db.executescript(SCHEMA)
+        self._count_rejects(db)
+        self._observe(db)
+        return db
+
     def start(self) -> None:
-        db = connect(self.path)
-        try:
-            db.executescript(SCHEMA)
-            self.position = load_cursor(db, self.name)
-            self.rejected = int(
-                db.execute(
-                    "SELECT count(*) FROM sink_rejects WHERE sink = ?", (self.name,)
-                ).fetchone()[0]
-            )
-            self._observe(db)
-        finally:
-            db.close()
+        """Load the cursor and the backlog first (health answers at once), then follow."""
+        self.open().close()
         REACHABLE.set(1)
-        for t in self._threads:
-            t.start()
+        super().start()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop after the request in hand; an unaccepted batch is simply sent again next time."""
-        self._stop.set()
-        for t in self._threads:
-            if t.is_alive():
-                t.join(timeout)
+        super().stop(timeout)
         self.writer.close()
 
     def health(self) -> dict[str, Any]:
@@ -190,58 +186,53 @@ class InfluxSink:
         """Forget points set aside before ``before`` (with the raw readings' retention)."""
         db = connect(self.path)
         try:
-            n = db.execute(
-                "DELETE FROM sink_rejects WHERE sink = ? AND at < ?", (self.name, before)
-            ).rowcount
+            with write_lock(self.path):
+                n = db.execute(
+                    "DELETE FROM sink_rejects WHERE sink = ? AND at < ?", (self.name, before)
+                ).rowcount
+            self._count_rejects(db)
         finally:
             db.close()
-        self.rejected = max(0, self.rejected - n)
         return int(n)
 
-    # ------------------------------------------------------------------ reading thread
+    # ------------------------------------------------------------------ the follower's work
 
-    def _read_main(self) -> None:
-        db: sqlite3.Connection | None = None
-        position = self.position
-        refreshed = -math.inf
-        while not self._stop.is_set():
-            try:
-                if db is None:
-                    db = connect(self.path, readonly=True)
-                rows: list[Row] = db.execute(
-                    f"SELECT {COLUMNS} FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-                    (position, self.batch),
-                ).fetchall()
-                if not rows:
-                    self._stop.wait(self.idle_s)
-                    continue
-                now = time.monotonic()
-                if now - refreshed > 60 or (
-                    now - refreshed > 2 and not all(self._format.knows(r[1]) for r in rows)
-                ):
-                    self._format.set_devices(
-                        db.execute("SELECT device_id, community, compound, building FROM devices")
-                    )
-                    refreshed = now
-                batch = self._lines(rows)
-            except Exception:
-                log.exception("InfluxDB sink: reading the journal failed; retrying")
-                if db is not None:
-                    db.close()
-                    db = None
-                self._stop.wait(5.0)
-                continue
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(batch, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-            position = batch.last_id
-        if db is not None:
-            db.close()
+    def step(self, db: sqlite3.Connection) -> bool:
+        """Read, format and write the next batch; move the cursor once it is accepted."""
+        batch = self._read(db, self.position)
+        if batch is None:
+            return False
+        self._deliver(db, batch.ids, batch.lines)
+        self._advance(db, batch.last_id)
+        self._observe(db)
+        if not batch.full or self.backlog_rows == 0:
+            self._drained()
+        return batch.full
 
-    def _lines(self, rows: list[Row]) -> Batch:
+    def tick(self, db: sqlite3.Connection) -> None:
+        """While resting (caught up, or before a retry): the backlog, the trouble alert."""
+        self._observe(db)
+        self._check_trouble()
+        if self.backlog_rows == 0:
+            self._drained()
+
+    def _advance(self, db: sqlite3.Connection, last_id: int) -> None:
+        with write_lock(self.path):
+            save_cursor(db, self.name, last_id)
+        self.position = last_id
+
+    def _read_devices(self, db: sqlite3.Connection, rows: list[Row]) -> None:
+        """The devices' tags, read again every minute, or after 2 s for a device not known."""
+        now = time.monotonic()
+        if now - self._devices_read > 60 or (
+            now - self._devices_read > 2 and not all(self._format.knows(r[1]) for r in rows)
+        ):
+            self._format.set_devices(
+                db.execute("SELECT device_id, community, compound, building FROM devices")
+            )
+            self._devices_read = now
+
+    def _lines(self, rows: list[Row]) -> tuple[list[int], list[str]]:
         try:
             ids, lines = self._format.lines(rows)
         except Exception:  # a row the formatter cannot handle must not stop the sink
@@ -258,69 +249,54 @@ class InfluxSink:
                     lines.append(text)
         if len(lines) < len(rows):
             SKIPPED.inc(len(rows) - len(lines))
-        return Batch(rows[-1][0], ids, lines, len(rows) < self.batch)
+        return ids, lines
 
-    # ------------------------------------------------------------------ writing thread
+    def _read(self, db: sqlite3.Connection, after: int) -> Batch | None:
+        rows: list[Row] = db.execute(
+            f"SELECT {COLUMNS} FROM readings WHERE id > ? ORDER BY id LIMIT ?", (after, self.batch)
+        ).fetchall()
+        if not rows:
+            return None
+        self._read_devices(db, rows)
+        ids, lines = self._lines(rows)
+        return Batch(rows[-1][0], ids, lines, len(rows) == self.batch)
 
-    def _write_main(self) -> None:
-        db: sqlite3.Connection | None = None
-        batch: Batch | None = None
-        while not self._stop.is_set():
-            try:
-                if db is None:
-                    db = connect(self.path)
-                if batch is None:
-                    try:
-                        batch = self._queue.get(timeout=self.idle_s)
-                    except queue.Empty:
-                        self._observe(db)
-                        if self.backlog_rows == 0:
-                            self._drained()
-                        continue
-                if not self._deliver(db, batch.ids, batch.lines):
-                    break  # stopping: this batch was not accepted and will come again
-                with write_lock(self.path):
-                    save_cursor(db, self.name, batch.last_id)
-                self.position = batch.last_id
-                self._observe(db)
-                if batch.caught_up or self.backlog_rows == 0:
-                    self._drained()
-                batch = None
-            except Exception:  # the journal (say): keep the batch, send it again
-                log.exception("InfluxDB sink: unexpected error; retrying in 5 s")
-                if db is not None:
-                    db.close()
-                    db = None
-                self._stop.wait(5.0)
-        if db is not None:
-            db.close()
+    def _write(self, lines: list[str]) -> None:
+        t0 = time.perf_counter()
+        self.writer.write("\n".join(lines).encode())
+        WRITE_SECONDS.observe(time.perf_counter() - t0)
+        WRITTEN.inc(len(lines))
 
-    def _deliver(self, db: sqlite3.Connection, ids: list[int], lines: list[str]) -> bool:
-        """Until the server has taken ``lines`` (or set aside what it refuses for good).
-        False only when the sink is stopping."""
-        while lines:
-            t0 = time.perf_counter()
-            try:
-                self.writer.write("\n".join(lines).encode())
-            except WriteError as e:
-                ERRORS.labels(e.kind).inc()
-                if not e.refused:
-                    if not self._unreachable(db, e):
-                        return False
-                    continue
-                self._reachable()
-                if len(lines) == 1:
-                    self._reject(db, ids[0], lines[0], e)
-                    return True
-                mid = len(lines) // 2
-                return self._deliver(db, ids[:mid], lines[:mid]) and self._deliver(
-                    db, ids[mid:], lines[mid:]
-                )
-            WRITE_SECONDS.observe(time.perf_counter() - t0)
-            WRITTEN.inc(len(lines))
+    def _deliver(self, db: sqlite3.Connection, ids: list[int], lines: list[str]) -> None:
+        """Until the server has taken ``lines``, or set aside what it refuses for good."""
+        if not lines:
+            return
+        try:
+            self._write(lines)
+        except WriteError as e:
+            self._failed(db, ids, lines, e)
+        else:
             self._reachable()
-            return True
-        return True
+
+    def _failed(
+        self, db: sqlite3.Connection, ids: list[int], lines: list[str], e: WriteError
+    ) -> None:
+        """Raises :class:`Retry` while the server cannot be reached: the follower waits and
+        takes the step again from the cursor, which a split moves past each half it settled.
+        Refused for good: split in halves down to the refused lines, set aside."""
+        ERRORS.labels(e.kind).inc()
+        if not e.refused:
+            self._unreachable(e)
+            wait = None if e.retry_after is None else min(e.retry_after, self.retry_after_max_s)
+            raise Retry(str(e), wait) from e
+        self._reachable()
+        if len(lines) == 1:
+            self._reject(db, ids[0], lines[0], e)
+            return
+        mid = len(lines) // 2
+        self._deliver(db, ids[:mid], lines[:mid])
+        self._advance(db, ids[mid - 1])
+        self._deliver(db, ids[mid:], lines[mid:])
 
     def _reject(self, db: sqlite3.Connection, reading_id: int, line: str, e: WriteError) -> None:
         with write_lock(self.path), db:
@@ -329,7 +305,7 @@ class InfluxSink:
                 " VALUES (?,?,?,?,?,?)",
                 (self.name, reading_id, self._clock(), e.status, e.reason[:2000], line),
             )
-        self.rejected += 1
+        self._count_rejects(db)
         REJECTED.inc()
         # the reason and the line may hold measured values: they stay in the table, not the log
         log.warning(
@@ -338,31 +314,23 @@ class InfluxSink:
             e.status,
         )
 
-    def _unreachable(self, db: sqlite3.Connection, e: WriteError) -> bool:
-        """Note a failed attempt and wait before the next. False when stopping."""
-        now = self._clock()
+    def _count_rejects(self, db: sqlite3.Connection) -> None:
+        """Points set aside (counted in the table: a batch taken again counts none twice)."""
+        (row,) = db.execute("SELECT count(*) FROM sink_rejects WHERE sink = ?", (self.name,))
+        self.rejected = int(row[0])
+
+    # ------------------------------------------------------------------ health
+
+    def _unreachable(self, e: WriteError) -> None:
         self.last_error = str(e)[:300]
         if self.down_since is None:
-            self.down_since = now
+            self.down_since = self._clock()
             REACHABLE.set(0)
             log.warning(
                 "InfluxDB write failed (%s); readings wait in the journal, retrying",
                 self.last_error,
             )
-        self._attempts += 1
-        delay = min(self.backoff_max_s, BACKOFF_FIRST_S * 2 ** min(self._attempts - 1, 20))
-        delay *= random.uniform(0.75, 1.0)
-        if e.retry_after is not None:
-            delay = min(max(delay, e.retry_after), max(self.backoff_max_s, 60.0))
-        deadline = time.monotonic() + delay
-        while True:
-            self._observe(db)
-            self._check_trouble()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return True
-            if self._stop.wait(min(left, 1.0)):
-                return False
+        self._check_trouble()
 
     def _reachable(self) -> None:
         if self.down_since is not None:
@@ -372,7 +340,6 @@ class InfluxSink:
             )
             self.down_since = None
             REACHABLE.set(1)
-        self._attempts = 0
 
     def _check_trouble(self) -> None:
         if (

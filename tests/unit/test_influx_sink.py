@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.follower import Retry
 from ingest.influx import InfluxSink
 from ingest.influx_writer import WriteError
 from ingest.journal import Journal
@@ -119,6 +120,25 @@ def test_failures_that_can_pass_are_retried_and_lose_nothing(
     assert s.rejected == 0
 
 
+@pytest.mark.expect_errors('jiayuan_log_errors_total{logger="ingest.follower"}')
+def test_an_unexpected_failure_loses_no_batch(journal: Journal) -> None:
+    # a request that fails in a way nobody planned for (not a WriteError) is logged by the
+    # follower and taken again from the cursor: its batch is not skipped
+    fill(journal, 500)
+    calls = iter(range(10_000))
+
+    def verdict(lines: list[str]) -> WriteError | None:
+        if next(calls) == 1:
+            raise RuntimeError("a bug in the client library")
+        return None
+
+    w = ScriptedWriter(verdict)
+    s = sink(journal, w)
+    wait_for(lambda: s.position == 500, timeout=20)
+    s.stop()
+    assert len(w.accepted) == 500 and len(set(w.accepted)) == 500
+
+
 @pytest.mark.expect_errors(
     "jiayuan_influx_write_errors_total", "jiayuan_influx_points_rejected_total"
 )
@@ -142,6 +162,60 @@ def test_refused_points_are_set_aside_and_never_block_the_rest(journal: Journal)
     assert [r[0] for r in rows] == [301, 302, 303]
     assert all(r[1] == 400 and "field type conflict" in r[2] and "bad-1" in r[3] for r in rows)
     assert s.prune_rejects(time.time() + 1) == 3 and s.rejected == 0
+
+
+@pytest.mark.expect_errors(
+    "jiayuan_influx_write_errors_total", "jiayuan_influx_points_rejected_total"
+)
+def test_an_outage_in_the_middle_of_a_split_resends_nothing_settled(journal: Journal) -> None:
+    # the step is taken again from the cursor after an outage: the halves the split already
+    # settled (written or set aside) lie behind it, so none is sent or set aside twice
+    fill(journal, 300)
+    fill(journal, 3, device="bad-1", start=300)
+    fill(journal, 200, start=303)
+    refusal = WriteError(400, 'partial write: field type conflict: input field "heart_rate"')
+    calls = iter(range(10_000))
+    refused: list[int] = []
+    outages: list[int] = []
+
+    def verdict(lines: list[str]) -> WriteError | None:
+        n = next(calls)
+        if refused and len(outages) < 4 and n % 2 == 0:
+            outages.append(n)
+            return WriteError(503, "unavailable")
+        if any("device_id=bad-1" in line for line in lines):
+            refused.append(n)
+            return refusal
+        return None
+
+    w = ScriptedWriter(verdict)
+    s = sink(journal, w, batch=64)
+    wait_for(lambda: s.position == 503 and s.backlog_rows == 0, timeout=20)
+    s.stop()
+    assert len(outages) == 4  # the outages came while the split was under way
+    assert len(w.accepted) == 500 and len(set(w.accepted)) == 500
+    assert s.rejected == 3
+    db = sqlite3.connect(journal.path)
+    assert [r[0] for r in db.execute("SELECT reading_id FROM sink_rejects")] == [301, 302, 303]
+
+
+@pytest.mark.expect_errors("jiayuan_influx_write_errors_total")
+def test_a_server_asking_to_wait_is_waited_for(journal: Journal) -> None:
+    fill(journal, 10)
+    w = ScriptedWriter(lambda lines: WriteError(429, "slow down", retry_after=30.0))
+    s = InfluxSink(journal.path, w, community="y", backoff_max_s=2.0)
+    db = s.open()
+    with pytest.raises(Retry) as raised:
+        s.step(db)
+    s.failures = 1
+    assert s.retry_delay(raised.value.after_s) == 30.0  # longer than its own backoff
+    w.verdict = lambda lines: WriteError(429, "slow down", retry_after=86_400.0)
+    with pytest.raises(Retry) as raised:
+        s.step(db)
+    assert s.retry_delay(raised.value.after_s) == 60.0  # but not for a day
+    assert s.position == 0 and s.health()["status"] == "retrying"
+    db.close()
+    s.stop()
 
 
 @pytest.mark.expect_errors(
