@@ -305,14 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         f" (credentials.json); data in {broker.data_dir}",
         flush=True,
     )
-    try:
-        assert broker.proc is not None
-        broker.proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        broker.stop()
-    return 0
+    return children.serve(broker.proc, broker.stop)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,15 @@ def stop(
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def serve(proc: subprocess.Popen[bytes] | None, stop: Callable[[], object]) -> int:
+    """For a command that runs one child until Ctrl-C: wait for it, then ``stop()``."""
+    try:
+        assert proc is not None
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+    return 0

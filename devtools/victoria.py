@@ -136,14 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         f"victoria-metrics on {vm.url} (data in {vm.data_dir}); JIAYUAN_INFLUX_URL={vm.url}",
         flush=True,
     )
-    try:
-        assert vm.proc is not None
-        vm.proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        vm.stop()
-    return 0
+    return children.serve(vm.proc, vm.stop)
 
 
 if __name__ == "__main__":
