@@ -32,6 +32,7 @@ from pydantic import (
 from alerts.db import Writer
 from alerts.model import Alert
 from alerts.routing import SELECTOR
+from base.sqlite import from_row
 from rules.model import Duration
 from rules.transitions import Route, Severity
 
@@ -179,15 +180,7 @@ class Timer:
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> Timer:
-        return cls(
-            row["alert_id"],
-            row["chain_id"],
-            row["state"],
-            row["step"],
-            row["started_at"],
-            row["due_at"],
-            row["muted_by"],
-        )
+        return from_row(cls, row)
 
 
 class Timers:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import apprise
 
 from alerts.db import Writer
+from base.sqlite import from_row
 
 Status = Literal["pending", "retrying", "sent", "failed", "cancelled"]
 Outcome = Literal["sent", "retrying", "failed"]
@@ -52,24 +53,7 @@ class Delivery:
 
     @classmethod
     def of(cls, r: sqlite3.Row) -> Delivery:
-        return cls(
-            r["id"],
-            r["alert_id"],
-            r["staff_id"],
-            r["label"],
-            r["step"],
-            r["purpose"],
-            r["reason"],
-            r["status"],
-            r["attempts"],
-            r["error"],
-            r["title"],
-            r["body"],
-            r["created_at"],
-            r["updated_at"],
-            r["next_at"],
-            r["sent_at"],
-        )
+        return from_row(cls, r)
 
 
 @dataclass(frozen=True, slots=True)
