@@ -19,13 +19,16 @@ also reach the live stream.
 Thread model. Every stage runs on one thread, ``dispatch``, which takes events from one queue
 in order: the store's changes (its subscriber only puts them there, in commit order), the notify
 workers' delivery results (they send and write the attempt, then put the result there), and
-ticks. :meth:`Dispatcher.poll` (the service's scheduler every second; the API after a silence
-ends; tests, with a fake clock's ``now``) puts a tick and waits for it: the tick takes the due
-steps and, every 30 s, the sweeps (building incidents whose devices are all back, confirmed fires
-whose detectors cleared). The notify workers (:mod:`alerts.notify`) are the only other threads
-of alerting: they run apprise's blocking calls and never a stage (the ``duty-coverage`` thread at
-start only reads the roster). Before the thread starts, :meth:`Dispatcher.start` runs the raise's
-stages for alerts a crash left unhandled, on the caller's thread. A step is taken by a
+ticks. :meth:`Dispatcher.poll_soon` (the service's scheduler every second; the API after a
+silence ends) asks for a tick taken before the next queued event, so a burst of changes (a
+building's power cut) never holds back a fall's page that is due; :meth:`Dispatcher.poll`
+(tests, with a fake clock's ``now``) queues one behind what is queued and waits for it. A tick
+takes the due steps and, every 30 s, the sweeps (building incidents whose devices are all
+back, confirmed fires whose detectors cleared). The notify workers (:mod:`alerts.notify`) are
+the only other threads of alerting: they run apprise's blocking calls and never a stage (the
+``duty-coverage`` thread at start only reads the roster). Before the thread starts,
+:meth:`Dispatcher.start` runs the raise's stages for alerts a crash left unhandled, on the
+caller's thread. A step is taken by a
 compare-and-set on its timer row, so two dispatchers over one database never take it twice.
 
 Adding a stage: write a class with ``__call__(self, item: Item) -> Item | None`` (return the
@@ -43,6 +46,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -168,7 +172,12 @@ class _Tick:
     done: Future[int]
 
 
-_Event = AlertChange | _Result | _Tick | None
+class _Wake:
+    """Put on the queue by :meth:`Dispatcher.poll_soon`: its tick waits apart, taken before the
+    next event, so a backlog of changes never holds back a step that is due."""
+
+
+_Event = AlertChange | _Result | _Tick | _Wake | None
 
 
 class Dispatcher:
@@ -198,6 +207,7 @@ class Dispatcher:
         self.gate = noise.FlapGate(config.flap.threshold, config.flap.window_s, clock)
         """The flapping gate, run by the rules worker between the engine and the store."""
         self._queue: queue.Queue[_Event] = queue.Queue()
+        self._soon: deque[_Tick] = deque()
         self.notifier = Notifier(
             self.db,
             config.sender,
@@ -299,6 +309,9 @@ class Dispatcher:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        # the notify workers first: results of sends in flight are still recorded (history,
+        # reachability) by the dispatch thread, which runs until they are in
+        self.notifier.stop()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(10)
@@ -311,7 +324,8 @@ class Dispatcher:
             if isinstance(event, _Tick):
                 event.done.set_result(0)
             self._queue.task_done()
-        self.notifier.stop()
+        while self._soon:
+            self._soon.popleft().done.set_result(0)
         self.db.close()
 
     def set_registry(self, registry: Registry) -> None:
@@ -321,6 +335,23 @@ class Dispatcher:
     def filter(self, transitions: Sequence[Transition]) -> list[Transition]:
         """The flapping gate, between the rule engine and the store (any thread)."""
         return self.gate.filter(transitions)
+
+    @property
+    def alive(self) -> bool:
+        """False when the dispatch thread should run and does not (health says so)."""
+        return self._stopped or self._thread is None or self._thread.is_alive()
+
+    def poll_soon(self, now: float | None = None) -> None:
+        """Have the due steps taken before the next queued event, without waiting (the
+        service's scheduler every second; the API after a silence ends)."""
+        if self._stopped:
+            return
+        now = self.clock() if now is None else now
+        if self._thread is None or threading.current_thread() is self._thread:
+            self._tick(now)
+            return
+        self._soon.append(_Tick(now, Future()))
+        self._queue.put(_Wake())
 
     def poll(self, now: float | None = None) -> int:
         """Take the steps that are due (and, every 30 s, the sweeps) on the dispatch thread,
@@ -339,7 +370,7 @@ class Dispatcher:
         now = self.clock()
         silence, ended = self.silences.expire(silence_id, by, now)
         if ended and self.timers.release(silence_id, now):
-            self.poll(now)
+            self.poll_soon(now)
         return silence
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
@@ -357,21 +388,26 @@ class Dispatcher:
         while True:
             event = self._queue.get()
             try:
+                while self._soon:  # due steps before the next change, however many wait
+                    self._guard(self._answer, self._soon.popleft())
                 if event is None:
                     return
                 if isinstance(event, _Tick):
-                    n = 0
-                    try:
-                        n = self._tick(event.now)
-                    finally:
-                        event.done.set_result(n)
+                    self._guard(self._answer, event)
                 elif isinstance(event, _Result):
                     self._guard(self._recorded, event)
-                else:
+                elif isinstance(event, AlertChange):
                     self._guard(self._changed, event)
                     self.handled += 1
             finally:
                 self._queue.task_done()
+
+    def _answer(self, tick: _Tick) -> None:
+        n = 0
+        try:
+            n = self._tick(tick.now)
+        finally:
+            tick.done.set_result(n)
 
     def _guard(self, fn: Callable[..., object], *args: object) -> None:
         try:
@@ -391,7 +427,12 @@ class Dispatcher:
             self._tick(now)
 
     def _tick(self, now: float) -> int:
-        due = self.timers.due(now)
+        try:
+            due = self.timers.due(now)
+        except Exception:  # the store, for now: the next tick asks again
+            self.errors += 1
+            log.exception("dispatch: reading the due steps failed")
+            due = []
         for timer in due:
             self._guard(self._due, timer, now)
         if now - self._last_sweep >= SWEEP_S:

@@ -189,8 +189,10 @@ class Page:
                             now=now,
                             next_at=at,
                         )
-            self._record(a, p, n, outcomes, purpose, paged, now, later)
-            self.submit(ids)
+            try:
+                self._record(a, p, n, outcomes, purpose, paged, now, later)
+            finally:  # committed messages go out even if their note could not be written
+                self.submit(ids)
             if nxt is None or nxt > now:
                 return
             t = Timer(t.alert_id, chain.id, "chain", next_step, t.started_at, nxt, None)

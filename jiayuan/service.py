@@ -117,7 +117,7 @@ class Service:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
-        self.scheduler.add_job(self.dispatcher.poll, "interval", seconds=1, id="escalation")
+        self.scheduler.add_job(self.dispatcher.poll_soon, "interval", seconds=1, id="escalation")
         self.scheduler.add_job(
             self.prune,
             "interval",
@@ -232,6 +232,8 @@ class Service:
             problems.append(
                 f"rules behind: {rules.behind} readings waiting, oldest {rules.oldest_s:.0f} s"
             )
+        if not self.dispatcher.alive:
+            problems.append("alerting stopped: the dispatch thread is not running; nobody is paged")
         notify = failing_for_everyone(self.alerts.query(RECENT_ATTEMPTS), now)
         NOTIFY_FAILING.set(notify is not None)
         if notify is not None:

@@ -5,6 +5,7 @@ before they were grouped."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from alerts import AlertStore
 from alerts.config import GroupConfig
 from alerts.db import Writer
 from alerts.dispatch import compose
-from alerts.escalation import Timers, load_chains
+from alerts.escalation import Timer, Timers, load_chains
 from alerts.model import Alert
 from alerts.notify import SendResult
 from alerts.silences import Silences
@@ -237,3 +238,60 @@ def test_every_stage_runs_on_the_dispatch_thread_also_for_delivery_results(
         (trouble,) = d.store.find(rule_id="staff_unreachable")[0]
         assert trouble.device_id == "care-1"
     assert writers and set(writers) == {"dispatch"}
+
+
+# ------------------------------------------------------------------ the dispatch thread
+
+
+@pytest.mark.expect_errors('jiayuan_log_errors_total{logger="alerts.dispatch"}')
+def test_a_tick_that_fails_leaves_the_thread_paging(tmp_path: Path) -> None:
+    """One transient store error while reading the due steps (a lock past the busy timeout)
+    must not end the dispatch thread: the next fall is still paged, and health stays true."""
+    clock, sender = FakeClock(), FakeSender()
+    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+        real = d.timers.due
+        failed: list[float] = []
+
+        def once(now: float, limit: int = 200) -> list[Timer]:
+            if not failed:
+                failed.append(now)
+                raise sqlite3.OperationalError("disk I/O error")
+            return real(now, limit)
+
+        d.timers.due = once  # type: ignore[method-assign]
+        assert d.poll() == 0
+        assert failed and d.alive
+        d.store.apply(fire("smoke_alarm", "smk-101"))
+        settle(d)
+        assert sender.sent, "nobody was paged after a failed tick"
+        assert d.errors == 1
+        d.errors = 0  # counted, as it should be (the fixture refuses uncounted ones)
+
+
+def test_a_due_step_is_taken_before_a_backlog_of_changes(tmp_path: Path) -> None:
+    """The scheduler's tick (``poll_soon``) is taken before the next queued change, so a burst
+    of trouble alerts never holds back a fall's page whose cancel window has just ended."""
+    clock, sender = FakeClock(), FakeSender()
+    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+        order: list[str] = []
+        gate = threading.Event()
+        changed, tick = d._changed, d._tick
+
+        def slow_change(change: Any) -> None:
+            order.append("change")
+            gate.wait(30)
+            changed(change)
+
+        def counted_tick(now: float) -> int:
+            order.append("tick")
+            return tick(now)
+
+        d._changed = slow_change  # type: ignore[method-assign]
+        d._tick = counted_tick  # type: ignore[method-assign]
+        for i in range(1, 9):
+            d.store.apply(fire("smoke_fault", f"smk-B02-{i}"))
+        d.poll_soon()
+        gate.set()
+        settle(d)
+        assert order[:3] == ["change", "tick", "change"], order
+        assert order.count("change") >= 8  # the trouble alerts, and what they set off
