@@ -437,6 +437,7 @@ class Journal:
             lo, hi = db.execute("SELECT min(id), max(id) FROM readings").fetchone()
             if lo is None:
                 return 0
+            top = hi
             cut = lo - 1  # the last id received before the cutoff
             while lo <= hi:
                 mid = (lo + hi) // 2
@@ -449,6 +450,10 @@ class Journal:
                     hi = mid - 1
             if keep_after is not None:
                 cut = min(cut, keep_after)
+            # never the newest row: ids are rowids, and with the table empty SQLite would hand
+            # out 1, 2, … again, below every follower's cursor (rules, rollups and the sink
+            # would skip that many new readings without a word)
+            cut = min(cut, top - 1)
             start = db.execute("SELECT min(id) FROM readings").fetchone()[0]
             while start is not None and start <= cut:
                 end = min(cut, start + chunk - 1)

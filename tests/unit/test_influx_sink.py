@@ -10,10 +10,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from ingest import follower
 from ingest.follower import Retry
 from ingest.influx import InfluxSink
 from ingest.influx_writer import WriteError
@@ -303,7 +305,21 @@ def test_retention_keeps_what_the_sink_has_not_sent(journal: Journal) -> None:
     fill(journal, 100)  # received T0 … T0 + 99
     assert journal.prune(T0 + 1000, keep_after=40, pause_s=0) == 40
     assert journal.count_readings() == 60
-    assert journal.prune(T0 + 1000, pause_s=0) == 60
+    assert journal.prune(T0 + 1000, pause_s=0) == 59  # all but the newest
+
+
+def test_retention_never_empties_the_journal_so_new_readings_follow_the_cursors(
+    journal: Journal,
+) -> None:
+    """Ids are rowids: an empty table would hand out 1, 2, … again, below every follower's
+    cursor, and the rules, rollups and sink would skip that many new readings."""
+    fill(journal, 100)
+    with closing(follower.connect(journal.path)) as db:
+        top = follower.head(db)
+        journal.prune(T0 + 10_000, pause_s=0)
+        assert journal.count_readings() == 1
+        fill(journal, 5, start=100)
+        assert follower.head(db) == top + 5
 
 
 def test_settings_turn_the_sink_on_and_fail_fast() -> None:
