@@ -42,6 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    count_errors()  # from the start: an error while the stores open counts too
     if settings.demo:
         logging.getLogger("jiayuan").warning(
             "demo mode (JIAYUAN_DEMO): weak secrets are accepted; never run it like this for real"
@@ -54,7 +55,6 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
     server = make_server(app, settings.http_host, settings.http_port)
-    count_errors("uvicorn")  # after the server's config, which sets uvicorn's handlers
     service.start()
     try:
         server.run()

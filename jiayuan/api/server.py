@@ -23,6 +23,7 @@ from jiayuan.api.connections import (
     quiet_accept_errors,
 )
 from jiayuan.api.stream import Broadcaster
+from jiayuan.logmetrics import count_errors
 from jiayuan.settings import Settings
 
 
@@ -78,5 +79,6 @@ def make_server(
         proxy_headers=False,
         server_header=False,
     )
+    count_errors("uvicorn")  # after the config, which replaces uvicorn's loggers' handlers
     broadcaster: Broadcaster = app.state.broadcaster
     return ApiServer(config, broadcaster, guard)
