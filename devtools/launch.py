@@ -208,7 +208,9 @@ class ServiceProcess:
             return None
         errors: dict[str, float] = {}
         unread: httpx.HTTPError | None = None
-        if grace == 0 and self.proc.poll() is None:
+        checked = grace == 0 and self.proc.poll() is None
+        logged = self._log_size()
+        if checked:
             try:
                 errors = unexpected(self.errors(), self.expect_errors)
             except httpx.HTTPError as e:  # stopped all the same, then said
@@ -217,9 +219,21 @@ class ServiceProcess:
         self.proc = None
         if unread is not None:
             raise RuntimeError(f"jiayuan run's error counters unread: {unread!r}") from unread
+        if checked:  # what it logged while stopping, after its counters were read
+            errors |= unexpected(self._logged_errors(logged), self.expect_errors)
+            if rc != 0:
+                errors[f"exit code {rc}"] = 1
         if errors:
             raise UnexpectedErrors(self._explain(errors))
         return rc
+
+    def _log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def _logged_errors(self, since: int) -> dict[str, float]:
+        with self.log.open("rb") as f:
+            f.seek(since)
+            return logged_errors(f.read().decode(errors="replace"))
 
     def _explain(self, errors: Mapping[str, float]) -> str:
         counted = "\n".join(f"  {k} {v:g}" for k, v in sorted(errors.items()))
@@ -230,7 +244,18 @@ class ServiceProcess:
         )
 
 
-_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) ", re.MULTILINE)
+_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) ([^\s:]+):", re.MULTILINE)
+
+
+def logged_errors(log: str) -> dict[str, float]:
+    """The ERROR and CRITICAL records of a service log, counted by logger as the service's
+    ``jiayuan_log_errors_total`` counts them (for what it logs after its counters were read)."""
+    found: dict[str, float] = {}
+    for m in _RECORD.finditer(log):
+        if m.group(1) in ("ERROR", "CRITICAL"):
+            key = _key("jiayuan_log_errors_total", {"logger": m.group(2)})
+            found[key] = found.get(key, 0) + 1
+    return found
 
 
 def _error_records(log: str, limit: int = 6000) -> str:

@@ -11,7 +11,13 @@ from prometheus_client import REGISTRY
 import ingest.influx  # noqa: F401 - imported by the service when a sink is set
 import jiayuan.logmetrics  # ``jiayuan run`` counts its logged errors
 import jiayuan.service  # noqa: F401 - every part's metrics
-from devtools.launch import ERROR_COUNTERS, _error_records, error_samples, unexpected
+from devtools.launch import (
+    ERROR_COUNTERS,
+    _error_records,
+    error_samples,
+    logged_errors,
+    unexpected,
+)
 
 SERVICE_LOG = """\
 2026-12-03 10:00:00,001 INFO ingest.pipeline: started
@@ -79,3 +85,13 @@ def test_the_failure_quotes_the_error_records_of_the_service_log() -> None:
     assert "KeyError: 'x'" in quoted and "CRITICAL jiayuan: gone" in quoted
     assert "INFO" not in quoted and "WARNING" not in quoted
     assert _error_records("") == "  (none logged)"
+
+
+def test_what_the_service_logs_while_stopping_is_counted_from_its_log() -> None:
+    """After the counters are read the service still stops (last batch, followers, the
+    dispatcher): its log's error records are counted by logger, as the service counts them."""
+    assert logged_errors(SERVICE_LOG) == {
+        'jiayuan_log_errors_total{logger="alerts.dispatch"}': 1,
+        'jiayuan_log_errors_total{logger="jiayuan"}': 1,
+    }
+    assert logged_errors("") == {}
