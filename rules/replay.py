@@ -9,7 +9,13 @@ payload, without building a :class:`~ingest.payloads.Reading`; any row that may 
 (past a level, while firing past its clear level, out of order, a device's first reading, an
 event or status) goes to the engine's own rule code with the reading the rules worker would
 build. The engine's behaviour is not changed; tests/unit/test_backtest_fast.py replays
-generated rule files and readings both ways and compares every transition.
+generated rule files and readings both ways and compares every transition and every device's
+state. One counter differs: an out-of-order reading of a device at rest is skipped here without
+adding to ``engine.out_of_order`` (which the backtest does not report).
+
+It reads the engine's and the combinations' private parts (``rules.combos``' condition
+classes, the engine's per-device state): a change there fails that test rather than the
+backtest's figures silently.
 """
 
 from __future__ import annotations
