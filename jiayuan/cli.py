@@ -56,14 +56,17 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _exit_cleanly)
     server = make_server(app, settings.http_host, settings.http_port)
     service.start()
+    code = 0
     try:
         server.run()
-    except SystemExit:
-        pass
+    except SystemExit as e:  # 0 from a signal (below); uvicorn's own when it cannot listen
+        code = e.code if isinstance(e.code, int) else 1
     finally:
         service.stop()
         logging.getLogger("jiayuan").info("jiayuan stopped")
-    return 0
+    if code == 0 and not server.started:
+        code = 1  # the API never listened (uvicorn said why): not a clean run
+    return code
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:

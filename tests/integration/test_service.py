@@ -211,3 +211,17 @@ def test_a_device_whose_connection_dies_is_marked_offline_by_its_last_will(
     assert sock is not None
     sock.close()  # the connection dies without a DISCONNECT: the broker sends the will
     wait_for(lambda: service.get("/api/devices/gt-1")["online"] is False, timeout=30)
+
+
+def test_a_service_that_cannot_listen_exits_non_zero(broker: Broker, tmp_path: Path) -> None:
+    """A supervisor (systemd, the demo) must see a failed start as a failure, not a clean exit."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        svc = ServiceProcess(tmp_path / "service", broker, http_port=taken.getsockname()[1])
+        with pytest.raises(RuntimeError, match=r"exited with [1-9]"):
+            svc.start(timeout=60)
+        svc.proc = None  # it exited; nothing to stop
+    assert "address already in use" in svc.log.read_text()
