@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STORE_TROUBLE = (STORE_UNREACHABLE.id, STORE_DEVICE)
-"""Rule id and device id of the trouble alert raised while InfluxDB cannot be written."""
-
 
 class Service:
     """Everything ``jiayuan run`` runs except the HTTP server: listener, pipeline, rule engine,
@@ -58,14 +55,15 @@ class Service:
             else Registry(settings.community)
         )
         self.rules = load_rules(settings.rules or [builtin_pack()])
+        files = DataDir(data)
         self.journal = Journal(
-            DataDir(data).journal,
+            files.journal,
             synchronous=settings.journal_synchronous,
             max_pages=settings.journal_max_pages,
         )
         self.journal.sync_registry(self.registry)
-        self.alerts = AlertStore(DataDir(data).alerts)
-        self.auth = AuthStore(DataDir(data).auth)
+        self.alerts = AlertStore(files.alerts)
+        self.auth = AuthStore(files.auth)
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
         note_registry(self.auth, self.registry)
         self.dispatcher = Dispatcher(self.alerts, self.registry, self.rules, alerting(settings))
@@ -157,8 +155,9 @@ class Service:
             s.influx_bucket,
             s.influx_timeout_s,
         )
-        rule_id, device_id = STORE_TROUBLE
-        trouble_open = any(a.rule_id == rule_id for a in self.alerts.open_alerts(device_id))
+        trouble_open = any(
+            STORE_UNREACHABLE.raised(a) for a in self.alerts.open_alerts(STORE_DEVICE)
+        )
         return InfluxSink(
             self.journal.path,
             writer,

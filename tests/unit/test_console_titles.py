@@ -9,9 +9,8 @@ import re
 
 import pytest
 
-from alerts.noise import OWN_RULES
+from alerts.system import SYSTEM_RULES
 from jiayuan.console import STATIC
-from jiayuan.service import STORE_TROUBLE
 from rules.model import builtin_pack, load_rules
 
 CJK = re.compile(r"[\u3400-\u9fff]")
@@ -26,7 +25,7 @@ def titles(lang: str) -> dict[str, str]:
     return dict(PAIR.findall(rules[: rules.index("\n  },")]))
 
 
-KINDS = sorted({r.id for r in load_rules([builtin_pack()])} | OWN_RULES | {STORE_TROUBLE[0]})
+KINDS = sorted({r.id for r in load_rules([builtin_pack()])} | set(SYSTEM_RULES))
 
 
 @pytest.mark.parametrize("lang", ["ZH", "EN"])

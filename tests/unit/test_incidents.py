@@ -220,10 +220,10 @@ def test_every_alert_kind_has_a_chinese_and_an_english_title() -> None:
     from alerts.correlation import FIRE_CONFIRMED
     from alerts.noise import BUILDING_TROUBLE
     from alerts.paging import NOBODY, UNREACHABLE
-    from jiayuan.service import STORE_TROUBLE
+    from alerts.system import STORE_UNREACHABLE
 
     kinds = {r.id for r in RULES} | set(SYSTEM_ALERTS)
-    assert {FIRE_CONFIRMED, BUILDING_TROUBLE, NOBODY, UNREACHABLE, STORE_TROUBLE[0]} <= kinds
+    assert {FIRE_CONFIRMED, BUILDING_TROUBLE, NOBODY, UNREACHABLE, STORE_UNREACHABLE.id} <= kinds
     missing = sorted(k for k in kinds if k not in TITLES)
     assert missing == []
     for k in kinds:
