@@ -25,7 +25,16 @@ def settings_from_env() -> Settings | None:
     try:
         return Settings()
     except ValidationError as e:
-        print(f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}", file=sys.stderr)
+        lines = [f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}"]
+        for err in e.errors():
+            field = str(err["loc"][0]).upper() if err["loc"] else ""
+            parts = sorted(k for k in os.environ if field and k.startswith(f"JIAYUAN_{field}_"))
+            if parts and f"JIAYUAN_{field}" not in parts:
+                lines.append(
+                    f"{', '.join(parts)}: read as part of JIAYUAN_{field} (a setting's parts are"
+                    f" JIAYUAN_<SETTING>_<PART>); is it a misspelt name? unset it or correct it"
+                )
+        print("\n".join(lines), file=sys.stderr)
         return None
 
 
