@@ -14,6 +14,7 @@ stays text, as the vendor sends it.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
@@ -375,7 +376,25 @@ __all__ = [
     "EventSpec",
     "ProfileFileResult",
     "ProfileSpec",
+    "check_main",
     "read_profile_file",
     "read_profile_files",
     "shipped_profile_files",
 ]
+
+
+def check_main(paths: list[Path]) -> int:
+    """``jiayuan profiles check [FILE...]`` (the shipped files when none): ``OK: N profiles in
+    FILE`` on stdout per good file, errors on stderr; 0 when every file is valid, else 1."""
+    results = read_profile_files(paths or shipped_profile_files())
+    for res in results:
+        for line in res.errors:
+            print(line, file=sys.stderr)
+        if not res.errors:
+            print(f"OK: {len(res.profiles)} profiles in {res.path}")
+    bad = [r for r in results if r.errors]
+    if bad:
+        errors = sum(len(r.errors) for r in bad)
+        print(f"{errors} error(s) in {len(bad)} file(s)", file=sys.stderr)
+        return 1
+    return 0

@@ -166,9 +166,12 @@ class Profile:
         """(is the availability topic, the vendor's device) when ``topic`` is this profile's."""
         levels = topic.split("/")
         for avail, pattern in ((False, self._state), (True, self._avail)):
-            if pattern is not None and len(levels) == len(pattern[0]):
-                if all(p is None or p == t for p, t in zip(pattern[0], levels, strict=True)):
-                    return avail, levels[pattern[1]]
+            if (
+                pattern is not None
+                and len(levels) == len(pattern[0])
+                and all(p is None or p == t for p, t in zip(pattern[0], levels, strict=True))
+            ):
+                return avail, levels[pattern[1]]
         return None
 
     # ------------------------------------------------------------------ translation
