@@ -377,10 +377,22 @@ __all__ = [
     "ProfileFileResult",
     "ProfileSpec",
     "check_main",
+    "profile_files",
     "read_profile_file",
     "read_profile_files",
     "shipped_profile_files",
 ]
+
+
+def profile_files(given: list[Path] | None) -> list[Path]:
+    """The profile files to load: ``given`` (``JIAYUAN_PROFILES``), ``shipped`` in it standing
+    for the shipped files; None (not set) means the shipped files."""
+    if given is None:
+        return shipped_profile_files()
+    out: list[Path] = []
+    for p in given:
+        out += shipped_profile_files() if str(p) == "shipped" else [p]
+    return out
 
 
 def check_main(paths: list[Path]) -> int:

@@ -138,13 +138,23 @@ def _registry_check(args: argparse.Namespace) -> int:
 
 
 def _broker_credentials(args: argparse.Namespace) -> int:
+    from ingest.profile_model import profile_files
+    from ingest.profiles import load_profiles
     from jiayuan.broker.accounts import write_credentials
     from registry.loader import RegistryError, load_registry
 
+    given = args.profiles if args.profiles is not None else os.environ.get("JIAYUAN_PROFILES")
+    files = None if given is None else [Path(p.strip()) for p in given.split(",") if p.strip()]
     try:
         reg = load_registry(args.registry, community=args.community)
+        profiles = load_profiles(profile_files(files), reg.community)
         report = write_credentials(
-            reg, args.out, gateways=args.gateways, rotate=args.rotate or (), group=args.group
+            reg,
+            args.out,
+            gateways=args.gateways,
+            rotate=args.rotate or (),
+            group=args.group,
+            profiles=profiles,
         )
     except (RegistryError, ValueError, KeyError, OSError) as e:
         print(f"jiayuan broker credentials: {e}", file=sys.stderr)
@@ -297,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--group",
         help="make passwords and acl readable by this group"
         " (the one Mosquitto runs as, e.g. mosquitto)",
+    )
+    creds.add_argument(
+        "--profiles",
+        metavar="FILES",
+        help="device profile files, comma-separated (`shipped` for the shipped ones; empty for"
+        " none): the service reads their topics, their bridges get accounts"
+        " (default $JIAYUAN_PROFILES, else the shipped ones)",
     )
     creds.set_defaults(func=_broker_credentials)
     tls = bsub.add_parser(

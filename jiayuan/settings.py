@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts.config import EscalationConfig, FlapConfig, GroupConfig, NotifyConfig
-from ingest.profile_model import shipped_profile_files
+from ingest.profile_model import profile_files
 
 
 class Settings(BaseSettings):
@@ -161,14 +161,8 @@ class Settings(BaseSettings):
         return v
 
     def profile_files(self) -> list[Path]:
-        """The profile files to load: ``profiles``, with ``shipped`` (or nothing set) standing
-        for the shipped ones."""
-        if self.profiles is None:
-            return shipped_profile_files()
-        out: list[Path] = []
-        for p in self.profiles:
-            out += shipped_profile_files() if str(p) == "shipped" else [p]
-        return out
+        """The profile files to load (see ``profiles``)."""
+        return profile_files(self.profiles)
 
     @field_validator("influx_url", mode="before")
     @classmethod

@@ -461,3 +461,33 @@ def test_a_refused_reading_of_a_vendor_message_does_not_hold_its_others(tmp_path
 def test_no_profiles_means_no_vendor_topics() -> None:
     assert Profiles().filters(urgent=True) == () and Profiles().bridges() == {}
     assert SHIPPED.filters(urgent=False) == ()  # every shipped profile reads on the urgent session
+
+
+def test_broker_credentials_follow_the_profiles_in_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`jiayuan broker credentials` makes bridge accounts for the profiles the service loads:
+    JIAYUAN_PROFILES, or --profiles; none when there are none."""
+    from ingest.access import CredentialsFile
+    from jiayuan.cli import main as jiayuan
+
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "devices.yaml").write_text("- {device_id: sd-1, kind: smoke, compound: C01}\n")
+    out = tmp_path / "broker"
+    args = ["broker", "credentials", "--registry", str(tmp_path / "registry"), "--out", str(out)]
+    monkeypatch.delenv("JIAYUAN_PROFILES", raising=False)
+    assert jiayuan(args) == 0
+    assert set(CredentialsFile.load(out / "credentials.json").bridges) == {
+        "bridge.zigbee2mqtt",
+        "bridge.hikvision",
+    }
+    monkeypatch.setenv("JIAYUAN_PROFILES", str(shipped_profile_files()[0]))  # hikvision only
+    assert jiayuan(args) == 0
+    assert set(CredentialsFile.load(out / "credentials.json").bridges) == {"bridge.hikvision"}
+    assert "removed 1 (bridge.zigbee2mqtt)" in capsys.readouterr().out
+    assert jiayuan([*args, "--profiles", ""]) == 0
+    assert CredentialsFile.load(out / "credentials.json").bridges == {}
+    assert "zigbee2mqtt" not in (out / "acl").read_text()
+    bad = write(tmp_path, "profiles: 3\n", "bad.yaml")
+    assert jiayuan([*args, "--profiles", str(bad)]) == 1
+    assert "expected a mapping with a 'profiles' list" in capsys.readouterr().err
