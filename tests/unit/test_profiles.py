@@ -472,7 +472,8 @@ def test_broker_credentials_follow_the_profiles_in_force(
     from jiayuan.cli import main as jiayuan
 
     (tmp_path / "registry").mkdir()
-    (tmp_path / "registry" / "devices.yaml").write_text("- {device_id: sd-1, kind: smoke, compound: C01}\n")
+    devices = "- {device_id: sd-1, kind: smoke, compound: C01}\n"
+    (tmp_path / "registry" / "devices.yaml").write_text(devices)
     out = tmp_path / "broker"
     args = ["broker", "credentials", "--registry", str(tmp_path / "registry"), "--out", str(out)]
     monkeypatch.delenv("JIAYUAN_PROFILES", raising=False)
