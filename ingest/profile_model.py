@@ -211,34 +211,37 @@ class ProfileSpec(_Spec):
         return v
 
     @model_validator(mode="after")
-    def _fits_kind(self) -> ProfileSpec:
+    def _somewhere(self) -> ProfileSpec:
         if self.mqtt is None and self.http is None:
             raise ValueError("give mqtt, http or both: where the messages come from")
-        known = telemetry_fields(self.kind)
-        for name in self.metrics:
-            if name not in known:
-                raise _FieldError(
-                    f"metrics.{name}",
-                    f"not a {self.kind} metric (one of {', '.join(known) or 'none'})",
-                )
-        names = event_names(self.kind)
-        for i, ev in enumerate(self.events):
-            for key, val in ev.events().items():
-                if val.event not in names:
-                    raise _FieldError(
-                        f"events[{i}].map.{key}",
-                        f"{val.event!r} is not a {self.kind} event (one of {', '.join(names)})",
-                    )
-                if (val.method or val.direction or ev.attrs) and self.kind != "gate":
-                    raise _FieldError(f"events[{i}]", "method, direction, attrs: gate events only")
         return self
 
 
-class _FieldError(ValueError):
-    """A cross-field problem that belongs to one field (named in the error)."""
-
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}\0{message}")
+def problems(spec: ProfileSpec) -> list[tuple[str, str]]:
+    """(field, message) for every metric and event ``spec``'s kind does not have: checked after
+    the schema, so that each is reported, not only the first."""
+    found: list[tuple[str, str]] = []
+    known = telemetry_fields(spec.kind)
+    for name in spec.metrics:
+        if name not in known:
+            found.append(
+                (f"metrics.{name}", f"not a {spec.kind} metric (one of {', '.join(known)})")
+            )
+    names = event_names(spec.kind)
+    for i, ev in enumerate(spec.events):
+        for key, val in ev.events().items():
+            if val.event not in names:
+                found.append(
+                    (
+                        f"events[{i}].map.{key}",
+                        f"{val.event!r} is not a {spec.kind} event (one of {', '.join(names)})",
+                    )
+                )
+            if (val.method or val.direction) and spec.kind != "gate":
+                found.append((f"events[{i}].map.{key}", "method, direction: gate events only"))
+        if ev.attrs and spec.kind != "gate":
+            found.append((f"events[{i}].attrs", "gate events only"))
+    return found
 
 
 # --- reading files ------------------------------------------------------------------------------
@@ -279,9 +282,6 @@ def _describe(err: ErrorDetails) -> tuple[str, str]:
     kind, msg = err["type"], err["msg"]
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
-        if "\0" in msg:
-            where, msg = msg.split("\0", 1)
-            name = f"{name}.{where}".lstrip(".")
     elif kind == "missing":
         msg = "required"
     elif kind == "extra_forbidden":
@@ -331,11 +331,17 @@ def read_profile_file(path: Path) -> ProfileFileResult:
         who = f"profile {pid!r}" if isinstance(pid, str) else f"profile #{i}"
         line = lines[i - 1] if i - 1 < len(lines) else None
         try:
-            res.profiles.append(ProfileSpec.model_validate(raw))
+            spec = ProfileSpec.model_validate(raw)
         except ValidationError as e:
             for err in e.errors(include_url=False):
                 where, msg = _describe(err)
                 bad(line, who, where, msg)
+            continue
+        found = problems(spec)
+        for where, msg in found:
+            bad(line, who, where, msg)
+        if not found:
+            res.profiles.append(spec)
     return res
 
 

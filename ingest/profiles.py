@@ -19,6 +19,7 @@ event. After a restart the first report counts as a change: an alarm still on is
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,8 @@ from ingest.profile_model import (
 )
 from ingest.strictjson import refusal
 from ingest.topics import topic_for
+
+log = logging.getLogger(__name__)
 
 MAX_VENDOR_PAYLOAD: Final = 65_536
 """A vendor message larger than this is refused (``too_large``); a dead letter keeps 4 KiB."""
@@ -190,6 +193,7 @@ class Profile:
         except ProfileError:
             raise
         except Exception as e:  # a guard: every known case raises ProfileError above
+            log.exception("profile %s failed on a message on %.120s", self.id, topic)
             raise ProfileError("bad_value", f"untranslatable: {type(e).__name__}") from e
 
     def from_http(self, body: bytes) -> list[Canonical]:
@@ -217,6 +221,7 @@ class Profile:
         except ProfileError:
             raise
         except Exception as e:  # a guard, as in from_mqtt
+            log.exception("profile %s failed on a pushed body", self.id)
             raise ProfileError("bad_value", f"untranslatable: {type(e).__name__}") from e
 
     def _device(self, vendor_id: str) -> str:

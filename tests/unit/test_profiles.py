@@ -332,6 +332,11 @@ profiles:
     mqtt: {topic: "acme/all", colour: red}
   - id: nowhere
     kind: wearable
+  - id: two_wrongs
+    kind: wearable
+    mqtt: {topic: "acme/band/{device}"}
+    metrics: {co_ppm: {field: co}}
+    events: [{field: btn, map: {1: alarm}, attrs: {credential: card}}]
 """,
     )
     with pytest.raises(ProfileFileError) as e:
@@ -347,6 +352,10 @@ profiles:
     )
     assert any("profile 'no_device': field 'mqtt.colour': unknown field" in x for x in lines)
     assert any("profile 'nowhere'" in x and "give mqtt, http or both" in x for x in lines)
+    two = [x for x in lines if "profile 'two_wrongs'" in x]  # every problem, not the first
+    assert len(two) == 3 and "field 'metrics.co_ppm'" in two[0]
+    assert "field 'events[0].map.1': 'alarm' is not a wearable event" in two[1]
+    assert "field 'events[0].attrs': gate events only" in two[2]
     assert all(x.startswith(str(path)) for x in lines)
     assert check_main([path]) == 1
     assert "error(s) in 1 file(s)" in capsys.readouterr().err
