@@ -22,6 +22,7 @@ from ingest.inbox import Inbox
 from ingest.journal import Journal
 from ingest.listener import Listener
 from ingest.pipeline import Pipeline
+from ingest.profiles import load_profiles
 from ingest.rollups import RollupWorker
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
@@ -55,6 +56,8 @@ class Service:
             else Registry(settings.community)
         )
         self.rules = load_rules(settings.rules or [builtin_pack()])
+        self.profiles = load_profiles(settings.profile_files(), settings.community)
+        """Device profiles: vendor topics read besides the native tree (ingest/profiles.py)."""
         files = DataDir(data)
         self.journal = Journal(
             files.journal,
@@ -100,6 +103,8 @@ class Service:
             access=broker_access(settings),
             urgent_client_id=settings.mqtt_urgent_client_id,
             urgent_access=broker_access(settings, urgent=True),
+            urgent_filters=self.profiles.filters(urgent=True),
+            telemetry_filters=self.profiles.filters(urgent=False),
         )
         self.pipeline = Pipeline(
             self.inbox,
@@ -108,6 +113,7 @@ class Service:
             lambda _new: self.worker.wake(),
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
+            profiles=self.profiles,
         )
         self.rollups = RollupWorker(self.journal.path)
         self.sink = self._influx_sink() if settings.influx_url else None
