@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         locked.execute("SELECT pg_advisory_lock(%s)", (args.advisory,))
     with pool.connection() as db:
         db.execute(SENT_TABLE)
-    keeper = LeaseKeeper(pool, args.instance_id, partitions=args.partitions, ttl_s=args.ttl)
+    keeper = LeaseKeeper(pool, args.instance_id, count=args.partitions, ttl_s=args.ttl)
     keeper.start()
     queue = WorkQueue(pool, args.instance_id, claim_s=args.claim)
     if args.hold:

@@ -1,7 +1,10 @@
-"""Partitions held by lease rows: renewed by a heartbeat, balanced, taken over when they lapse.
+"""Numbered things held by lease rows: renewed by a heartbeat, balanced, taken over when they
+lapse. Two kinds: the device partitions a rules worker evaluates (:data:`PARTITION`) and the MQTT
+session slots an instance keeps connected (:data:`SLOT`, docs/district.md); one table,
+``leases``, keyed by kind and number.
 
-An instance runs a :class:`LeaseKeeper`. Each :meth:`LeaseKeeper.tick` (every ``ttl_s / 3`` by
-:meth:`LeaseKeeper.start`) is one transaction that
+An instance runs a :class:`LeaseKeeper` per kind. Each :meth:`LeaseKeeper.tick` (every
+``ttl_s / 3`` by :meth:`LeaseKeeper.start`) is one transaction that
 
 1. renews the instance's row in ``instances`` (alive until ``now() + ttl``);
 2. renews every partition it holds (``expires_at = now() + ttl``);
@@ -39,13 +42,19 @@ from psycopg_pool import ConnectionPool
 log = logging.getLogger(__name__)
 
 
+PARTITION = "partition"
+"""Device partitions (district.partitions): one rules evaluator per device at a time."""
+SLOT = "slot"
+"""MQTT session slots: each held slot is one persistent session on the shared subscription."""
+
+
 class LeaseLost(RuntimeError):
-    """The partition is no longer this instance's (lapsed, or taken with a higher epoch)."""
+    """The lease is no longer this instance's (lapsed, or taken with a higher epoch)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    partition: int
+    number: int
     epoch: int
 
 
@@ -57,52 +66,61 @@ class Changes:
     lost: tuple[int, ...] = ()
 
 
-def ensure_partitions(db: psycopg.Connection[Any], partitions: int) -> None:
-    """Make the lease rows for ``partitions`` partitions (once per installation). Refuses a
-    different number than the table has: moving devices between partitions would need their
-    cursors and state moved too."""
+def ensure_leases(db: psycopg.Connection[Any], kind: str, count: int) -> None:
+    """Make the ``count`` lease rows of ``kind`` (once per installation). Refuses a different
+    number than the table has: moving devices between partitions (or sessions between slots)
+    would need their cursors and state moved too."""
     with db.transaction():
-        db.execute("LOCK TABLE partition_leases IN EXCLUSIVE MODE")
-        row = db.execute("SELECT count(*) FROM partition_leases").fetchone()
+        db.execute("LOCK TABLE leases IN EXCLUSIVE MODE")
+        row = db.execute("SELECT count(*) FROM leases WHERE kind = %s", (kind,)).fetchone()
         have = int(row[0]) if row else 0
         if have == 0:
             db.execute(
-                "INSERT INTO partition_leases (partition) SELECT generate_series(0, %s - 1)",
-                (partitions,),
+                "INSERT INTO leases (kind, number) SELECT %s, generate_series(0, %s - 1)",
+                (kind, count),
             )
-        elif have != partitions:
+        elif have != count:
             raise ValueError(
-                f"the database has {have} partitions, this instance was configured with"
-                f" {partitions}"
+                f"the database has {have} leases of kind {kind!r}, this instance was configured"
+                f" with {count}"
             )
 
 
-def fence(db: psycopg.Connection[Any], instance_id: str, lease: Lease) -> None:
+def ensure_partitions(db: psycopg.Connection[Any], partitions: int) -> None:
+    """:func:`ensure_leases` for the device partitions."""
+    ensure_leases(db, PARTITION, partitions)
+
+
+def fence(
+    db: psycopg.Connection[Any], instance_id: str, lease: Lease, kind: str = PARTITION
+) -> None:
     """In the caller's transaction: raise :class:`LeaseLost` unless ``instance_id`` still holds
     ``lease`` (same epoch, not lapsed); otherwise keep the row from changing hands until the
     transaction ends (``FOR SHARE``: a takeover waits for this commit)."""
     row = db.execute(
-        "SELECT 1 FROM partition_leases WHERE partition = %s AND holder = %s AND epoch = %s"
+        "SELECT 1 FROM leases WHERE kind = %s AND number = %s AND holder = %s AND epoch = %s"
         " AND expires_at > now() FOR SHARE",
-        (lease.partition, instance_id, lease.epoch),
+        (kind, lease.number, instance_id, lease.epoch),
     ).fetchone()
     if row is None:
-        raise LeaseLost(f"partition {lease.partition} (epoch {lease.epoch}) is no longer held")
+        raise LeaseLost(f"{kind} {lease.number} (epoch {lease.epoch}) is no longer held")
 
 
 class LeaseKeeper:
-    """The partitions instance ``instance_id`` holds, kept by a heartbeat.
+    """The leases of ``kind`` (``count`` of them in all) instance ``instance_id`` holds, kept
+    by a heartbeat.
 
-    ``before_release(partitions)`` is called, before the release is committed, with the
-    partitions this instance gives up to balance the load: the work on them must be committed
-    when it returns. ``on_change(changes)`` is told what each tick changed."""
+    ``before_release(numbers)`` is called, before the release is committed, with the leases
+    this instance gives up to balance the load: the work on them must be committed when it
+    returns. ``on_change(changes)`` is told what each tick changed (from the tick's thread)."""
 
     def __init__(
         self,
         pool: ConnectionPool,
         instance_id: str,
         *,
-        partitions: int,
+        count: int,
+        kind: str = PARTITION,
         ttl_s: float = 10.0,
         before_release: Callable[[list[int]], None] | None = None,
         on_change: Callable[[Changes], None] | None = None,
@@ -112,7 +130,8 @@ class LeaseKeeper:
             raise ValueError("ttl_s must be positive")
         self.pool = pool
         self.instance_id = instance_id
-        self.partitions = partitions
+        self.count = count
+        self.kind = kind
         self.ttl_s = ttl_s
         self.before_release = before_release
         self.on_change = on_change
@@ -126,7 +145,7 @@ class LeaseKeeper:
     # ------------------------------------------------------------------ what is held
 
     def owned(self) -> dict[int, Lease]:
-        """The partitions this instance may work on now (none once a renewal is overdue)."""
+        """The leases this instance may work under now (none once a renewal is overdue)."""
         with self._lock:
             if self.clock() >= self._valid_until:
                 return {}
@@ -151,44 +170,44 @@ class LeaseKeeper:
             held = {
                 int(p): Lease(int(p), int(e))
                 for p, e in db.execute(
-                    "UPDATE partition_leases SET expires_at = now() + %s::interval"
-                    " WHERE holder = %s RETURNING partition, epoch",
-                    (ttl, self.instance_id),
+                    "UPDATE leases SET expires_at = now() + %s::interval"
+                    " WHERE kind = %s AND holder = %s RETURNING number, epoch",
+                    (ttl, self.kind, self.instance_id),
                 ).fetchall()
             }
-            share = math.ceil(self.partitions / live)
+            share = math.ceil(self.count / live)
             released: list[int] = []
             if len(held) > share:
                 released = sorted(held)[share:]
                 if self.before_release is not None:
                     self.before_release(released)
                 db.execute(
-                    "UPDATE partition_leases SET holder = NULL, expires_at = '-infinity'"
-                    " WHERE holder = %s AND partition = ANY(%s)",
-                    (self.instance_id, released),
+                    "UPDATE leases SET holder = NULL, expires_at = '-infinity'"
+                    " WHERE kind = %s AND holder = %s AND number = ANY(%s)",
+                    (self.kind, self.instance_id, released),
                 )
                 for p in released:
                     del held[p]
             gained: list[Lease] = []
             if len(held) < share:
                 rows = db.execute(
-                    "UPDATE partition_leases SET holder = %s, epoch = epoch + 1,"
+                    "UPDATE leases SET holder = %s, epoch = epoch + 1,"
                     " expires_at = now() + %s::interval, acquired_at = now()"
-                    " WHERE partition IN (SELECT partition FROM partition_leases"
-                    "   WHERE holder IS NULL OR expires_at <= now()"
-                    "   ORDER BY partition FOR UPDATE SKIP LOCKED LIMIT %s)"
-                    " RETURNING partition, epoch",
-                    (self.instance_id, ttl, share - len(held)),
+                    " WHERE kind = %s AND number IN (SELECT number FROM leases"
+                    "   WHERE kind = %s AND (holder IS NULL OR expires_at <= now())"
+                    "   ORDER BY number FOR UPDATE SKIP LOCKED LIMIT %s)"
+                    " RETURNING number, epoch",
+                    (self.instance_id, ttl, self.kind, self.kind, share - len(held)),
                 ).fetchall()
                 gained = [Lease(int(p), int(e)) for p, e in rows]
-                held.update((g.partition, g) for g in gained)
+                held.update((g.number, g) for g in gained)
             db.execute("DELETE FROM instances WHERE expires_at < now() - interval '1 hour'")
         with self._lock:
             before = set(self._held) if self.clock() < self._valid_until else set()
             self._held = held
             self._valid_until = sent + self.ttl_s
         changes = Changes(
-            gained=tuple(sorted(gained, key=lambda g: g.partition)),
+            gained=tuple(sorted(gained, key=lambda g: g.number)),
             lost=tuple(sorted((before - set(held)) | set(released))),
         )
         if (changes.gained or changes.lost) and self.on_change is not None:
@@ -196,16 +215,16 @@ class LeaseKeeper:
         return changes
 
     def release_all(self) -> None:
-        """Give every partition back and leave (a clean stop: the others take over at their
-        next tick instead of waiting for the leases to lapse)."""
+        """Give every lease of this kind back and leave (a clean stop: the others take over at
+        their next tick instead of waiting for the leases to lapse)."""
         with self._lock:
             self._held = {}
             self._valid_until = 0.0
         with self.pool.connection() as db, db.transaction():
             db.execute(
-                "UPDATE partition_leases SET holder = NULL, expires_at = '-infinity'"
-                " WHERE holder = %s",
-                (self.instance_id,),
+                "UPDATE leases SET holder = NULL, expires_at = '-infinity'"
+                " WHERE kind = %s AND holder = %s",
+                (self.kind, self.instance_id),
             )
             db.execute("DELETE FROM instances WHERE instance_id = %s", (self.instance_id,))
 
@@ -215,7 +234,7 @@ class LeaseKeeper:
         """Tick now, then every ``ttl_s / 3`` in a thread until :meth:`stop`."""
         self.tick()
         self._thread = threading.Thread(
-            target=self._run, name=f"leases-{self.instance_id}", daemon=True
+            target=self._run, name=f"leases-{self.kind}-{self.instance_id}", daemon=True
         )
         self._thread.start()
         return self
@@ -236,19 +255,21 @@ class LeaseKeeper:
             self.release_all()
 
 
-def holders(db: psycopg.Connection[Any]) -> dict[int, str | None]:
-    """Who holds each partition now (lapsed leases count as free): for tests and the API."""
+def holders(db: psycopg.Connection[Any], kind: str = PARTITION) -> dict[int, str | None]:
+    """Who holds each lease of ``kind`` now (lapsed ones count as free): for tests and the
+    API."""
     return {
         int(p): (str(h) if h is not None else None)
         for p, h in db.execute(
-            "SELECT partition, CASE WHEN expires_at > now() THEN holder END"
-            " FROM partition_leases ORDER BY partition"
+            "SELECT number, CASE WHEN expires_at > now() THEN holder END"
+            " FROM leases WHERE kind = %s ORDER BY number",
+            (kind,),
         ).fetchall()
     }
 
 
 def counts(owners: Iterable[str | None]) -> dict[str, int]:
-    """How many partitions each instance holds, from :func:`holders`' values."""
+    """How many leases each instance holds, from :func:`holders`' values."""
     out: dict[str, int] = {}
     for o in owners:
         if o is not None:

@@ -10,16 +10,19 @@ CREATE TABLE instances (
     expires_at   timestamptz NOT NULL
 );
 
--- One row per partition of the devices (district.partitions). holder is the instance that
--- evaluates the partition's devices until expires_at (database time), renewed by its
+-- One row per leased thing: kind 'partition' (a partition of the devices, district.partitions:
+-- its holder evaluates their rules) or 'slot' (an MQTT session slot: its holder keeps that
+-- session connected). holder has it until expires_at (database time), renewed by its
 -- heartbeat. epoch goes up with every change of holder: a write fenced by (holder, epoch)
--- cannot come from a holder that lost the partition.
-CREATE TABLE partition_leases (
-    partition   integer PRIMARY KEY CHECK (partition >= 0),
+-- cannot come from a holder that lost the lease.
+CREATE TABLE leases (
+    kind        text NOT NULL CHECK (kind IN ('partition', 'slot')),
+    number      integer NOT NULL CHECK (number >= 0),
     holder      text,
     epoch       bigint NOT NULL DEFAULT 0,
     expires_at  timestamptz NOT NULL DEFAULT '-infinity',
-    acquired_at timestamptz
+    acquired_at timestamptz,
+    PRIMARY KEY (kind, number)
 );
 
 -- Work that is due at a time and must be done once by one instance: escalation steps and

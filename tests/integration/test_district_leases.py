@@ -76,12 +76,12 @@ def test_partitions_are_stable_and_spread() -> None:
 def test_instances_share_the_partitions_evenly(
     pools: Callable[[str], ConnectionPool],
 ) -> None:
-    a = LeaseKeeper(pools("a"), "a", partitions=PARTITIONS, ttl_s=30)
+    a = LeaseKeeper(pools("a"), "a", count=PARTITIONS, ttl_s=30)
     a.tick()
     assert len(a.owned()) == PARTITIONS
     assert {lease.epoch for lease in a.owned().values()} == {1}
-    b = LeaseKeeper(pools("b"), "b", partitions=PARTITIONS, ttl_s=30)
-    c = LeaseKeeper(pools("c"), "c", partitions=PARTITIONS, ttl_s=30)
+    b = LeaseKeeper(pools("b"), "b", count=PARTITIONS, ttl_s=30)
+    c = LeaseKeeper(pools("c"), "c", count=PARTITIONS, ttl_s=30)
     observer = pools("observer")
     for _ in range(4):  # a gives up what is over its share, the newcomers take it
         for k in (b, c, a):
@@ -95,8 +95,8 @@ def test_instances_share_the_partitions_evenly(
 def test_a_silent_instance_loses_its_partitions_to_the_others(
     pools: Callable[[str], ConnectionPool],
 ) -> None:
-    a = LeaseKeeper(pools("a"), "a", partitions=PARTITIONS, ttl_s=1.0)
-    b = LeaseKeeper(pools("b"), "b", partitions=PARTITIONS, ttl_s=1.0)
+    a = LeaseKeeper(pools("a"), "a", count=PARTITIONS, ttl_s=1.0)
+    b = LeaseKeeper(pools("b"), "b", count=PARTITIONS, ttl_s=1.0)
     for _ in range(3):
         a.tick()
         b.tick()
@@ -116,7 +116,7 @@ def test_an_instance_stops_working_when_it_cannot_renew(
 ) -> None:
     clock = FakeClock(100.0)
     pool = pools("a")
-    k = LeaseKeeper(pool, "a", partitions=PARTITIONS, ttl_s=10, clock=clock)
+    k = LeaseKeeper(pool, "a", count=PARTITIONS, ttl_s=10, clock=clock)
     k.tick()
     clock.advance(9)
     assert len(k.owned()) == PARTITIONS
@@ -128,8 +128,8 @@ def test_an_instance_stops_working_when_it_cannot_renew(
 
 
 def test_a_clean_stop_hands_over_at_once(pools: Callable[[str], ConnectionPool]) -> None:
-    a = LeaseKeeper(pools("a"), "a", partitions=PARTITIONS, ttl_s=300)
-    b = LeaseKeeper(pools("b"), "b", partitions=PARTITIONS, ttl_s=300)
+    a = LeaseKeeper(pools("a"), "a", count=PARTITIONS, ttl_s=300)
+    b = LeaseKeeper(pools("b"), "b", count=PARTITIONS, ttl_s=300)
     a.tick()
     b.tick()
     a.release_all()
@@ -141,11 +141,9 @@ def test_balancing_lets_the_work_commit_before_a_release(
     pools: Callable[[str], ConnectionPool],
 ) -> None:
     released: list[list[int]] = []
-    a = LeaseKeeper(
-        pools("a"), "a", partitions=PARTITIONS, ttl_s=300, before_release=released.append
-    )
+    a = LeaseKeeper(pools("a"), "a", count=PARTITIONS, ttl_s=300, before_release=released.append)
     a.tick()
-    LeaseKeeper(pools("b"), "b", partitions=PARTITIONS, ttl_s=300).tick()
+    LeaseKeeper(pools("b"), "b", count=PARTITIONS, ttl_s=300).tick()
     a.tick()
     assert released == [[4, 5, 6, 7]]
     assert sorted(a.owned()) == [0, 1, 2, 3]
@@ -154,16 +152,16 @@ def test_balancing_lets_the_work_commit_before_a_release(
 def test_a_write_fenced_by_its_lease_holds_off_a_takeover(
     pools: Callable[[str], ConnectionPool],
 ) -> None:
-    a = LeaseKeeper(pools("a"), "a", partitions=PARTITIONS, ttl_s=1.0)
+    a = LeaseKeeper(pools("a"), "a", count=PARTITIONS, ttl_s=1.0)
     a.tick()
     lease = a.owned()[0]
-    b = LeaseKeeper(pools("b"), "b", partitions=PARTITIONS, ttl_s=1.0)
+    b = LeaseKeeper(pools("b"), "b", count=PARTITIONS, ttl_s=1.0)
     writer = pools("writer")
     took: list[int] = []
     with writer.connection() as db, db.transaction():
         fence(db, "a", lease)  # a's cursor commit is under way
         time.sleep(1.2)  # meanwhile a's lease lapses
-        t = threading.Thread(target=lambda: took.extend(g.partition for g in b.tick().gained))
+        t = threading.Thread(target=lambda: took.extend(g.number for g in b.tick().gained))
         t.start()
         t.join(60)  # b's tick skips the row a's transaction holds; it does not wait for it
         assert not t.is_alive()

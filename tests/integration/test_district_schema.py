@@ -22,7 +22,7 @@ def test_the_schema_is_made_once_and_then_left_alone(pg_url: str) -> None:
         }
     assert first == ["0001_leases_claims"]
     assert again == []
-    assert {"schema_migrations", "instances", "partition_leases", "work_items"} <= tables
+    assert {"schema_migrations", "instances", "leases", "work_items"} <= tables
 
 
 def test_instances_starting_together_migrate_once(pg_url: str) -> None:

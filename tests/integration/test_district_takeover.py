@@ -77,7 +77,9 @@ class World:
         return [(r[0], r[1]) for r in self.db.execute("SELECT key, by_instance FROM sent")]
 
     def epochs(self) -> dict[int, int]:
-        rows = self.db.execute("SELECT partition, epoch FROM partition_leases").fetchall()
+        rows = self.db.execute(
+            "SELECT number, epoch FROM leases WHERE kind = 'partition'"
+        ).fetchall()
         return {int(p): int(e) for p, e in rows}
 
     def done(self) -> int:
