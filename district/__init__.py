@@ -9,6 +9,8 @@ backends can use it:
 - :mod:`district.partitions` — a device's partition (a stable hash);
 - :mod:`district.leases` — partitions and MQTT session slots held by lease rows, renewed by a
   heartbeat, balanced across the live instances, fenced by an epoch;
+- :mod:`district.follow` — reading a log that several instances write, skipping nothing, with
+  per-partition cursors;
 - :mod:`district.claims` — due work (escalation steps, notifications) claimed with
   ``FOR UPDATE SKIP LOCKED`` and a claim that expires with its holder.
 - :mod:`district.live` — LISTEN/NOTIFY: committed changes heard by every instance;

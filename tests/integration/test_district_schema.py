@@ -20,9 +20,9 @@ def test_the_schema_is_made_once_and_then_left_alone(pg_url: str) -> None:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
             ).fetchall()
         }
-    assert first == ["0001_leases_claims"]
+    assert first == ["0001_leases_claims", "0002_follower_cursors"]
     assert again == []
-    assert {"schema_migrations", "instances", "leases", "work_items"} <= tables
+    assert {"schema_migrations", "instances", "leases", "work_items", "follower_cursors"} <= tables
 
 
 def test_instances_starting_together_migrate_once(pg_url: str) -> None:
@@ -42,7 +42,7 @@ def test_instances_starting_together_migrate_once(pg_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(results) == [[], [], [], ["0001_leases_claims"]]
+    assert sorted(results) == [[], [], [], ["0001_leases_claims", "0002_follower_cursors"]]
 
 
 def test_a_changed_or_unknown_migration_stops_the_start(pg_url: str) -> None:
@@ -61,7 +61,7 @@ def test_a_changed_or_unknown_migration_stops_the_start(pg_url: str) -> None:
 def test_a_failing_migration_leaves_nothing_half_made(pg_url: str) -> None:
     broken = [
         *migrations(),
-        Migration(2, "broken", "CREATE TABLE half (x int); SELECT no_such_function();"),
+        Migration(9000, "broken", "CREATE TABLE half (x int); SELECT no_such_function();"),
     ]
     with psycopg.connect(pg_url) as db:
         with pytest.raises(psycopg.errors.UndefinedFunction):
@@ -69,6 +69,6 @@ def test_a_failing_migration_leaves_nothing_half_made(pg_url: str) -> None:
         db.rollback()
         tables = db.execute(
             "SELECT count(*) FROM information_schema.tables"
-            " WHERE table_schema = 'public' AND table_name IN ('half', 'work_items')"
+            " WHERE table_schema = 'public' AND table_name IN ('half', 'work_items', 'leases')"
         ).fetchone()
         assert tables == (0,)
