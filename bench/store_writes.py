@@ -6,7 +6,9 @@ proposes.
 
     .venv/bin/python -m bench.store_writes [--rows 200000] [--batch 200]
 
-It prints one line per store: ``store=… rows_per_s=… bytes_per_row=…``. A skeleton for the
+It prints one line per store: ``store=… rows_per_s=… bytes_per_row=…``; ``postgresql-copy``
+is the same batches through ``COPY`` into a temporary table and one ``INSERT … SELECT … ON
+CONFLICT DO NOTHING`` (the duplicate drop kept). A skeleton for the
 sizing in docs/district.md until ``make bench`` runs the service itself on both stores.
 """
 
@@ -19,11 +21,11 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from devtools.postgres import Postgres
-from district.pg import connect
+from district.pg import Connection, connect
 
 DAY = 86_400.0
 START = 1_780_000_000.0  # a midnight-aligned epoch would not matter: partitions cover the span
@@ -78,7 +80,33 @@ def batches(n: int, size: int) -> Iterator[list[Row]]:
         yield batch
 
 
-def bench_pg(n: int, size: int) -> tuple[float, float]:
+def _insert_many(db: Connection, b: list[Row]) -> None:
+    with db.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO readings (device_id, kind, stream, ts, received, seq,"
+            " dedup, payload) VALUES (%s, %s, %s, to_timestamp(%s),"
+            " to_timestamp(%s), %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
+            b,
+        )
+
+
+def _copy_then_insert(db: Connection, b: list[Row]) -> None:
+    """COPY into a temporary table, then one INSERT … SELECT that keeps the duplicate drop."""
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS staging (device_id text, kind text, stream text,"
+        " ts float8, received float8, seq bigint, dedup text, payload text) ON COMMIT DELETE ROWS"
+    )
+    with db.cursor() as cur, cur.copy("COPY staging FROM STDIN") as copy:
+        for r in b:
+            copy.write_row(r)
+    db.execute(
+        "INSERT INTO readings (device_id, kind, stream, ts, received, seq, dedup, payload)"
+        " SELECT device_id, kind, stream, to_timestamp(ts), to_timestamp(received), seq, dedup,"
+        " payload::jsonb FROM staging ON CONFLICT DO NOTHING"
+    )
+
+
+def bench_pg(n: int, size: int, *, copy: bool = False) -> tuple[float, float]:
     with Postgres() as pg:
         url = pg.create_database("bench")
         with connect(url, autocommit=True) as db:
@@ -90,15 +118,11 @@ def bench_pg(n: int, size: int) -> tuple[float, float]:
                     f"CREATE TABLE readings_{d} PARTITION OF readings FOR VALUES FROM"
                     f" (to_timestamp({lo})) TO (to_timestamp({hi}))".encode()
                 )
+            write = _copy_then_insert if copy else _insert_many
             t0 = time.perf_counter()
             for b in batches(n, size):
-                with db.transaction(), db.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO readings (device_id, kind, stream, ts, received, seq,"
-                        " dedup, payload) VALUES (%s, %s, %s, to_timestamp(%s),"
-                        " to_timestamp(%s), %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
-                        b,
-                    )
+                with db.transaction():
+                    write(db, b)
             elapsed = time.perf_counter() - t0
             db.execute("CHECKPOINT")
             size_row = db.execute(
@@ -136,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--batch", type=int, default=200)
     args = p.parse_args(argv)
-    for name, fn in (("sqlite", bench_sqlite), ("postgresql", bench_pg)):
+    stores: list[tuple[str, Callable[[int, int], tuple[float, float]]]] = [
+        ("sqlite", bench_sqlite),
+        ("postgresql", bench_pg),
+        ("postgresql-copy", lambda n, size: bench_pg(n, size, copy=True)),
+    ]
+    for name, fn in stores:
         rate, per_row = fn(args.rows, args.batch)
         print(
             f"store={name} rows={args.rows} batch={args.batch} rows_per_s={rate:,.0f}"
