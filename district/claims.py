@@ -94,9 +94,9 @@ class WorkQueue:
 
     def _finish(self, claim: Claim, sets: str, params: tuple[Any, ...]) -> bool:
         with self.pool.connection() as db, db.transaction():
-            return self.finish_in(db, claim, sets, params)
+            return self._finish_in(db, claim, sets, params)
 
-    def finish_in(
+    def _finish_in(
         self, db: psycopg.Connection[Any], claim: Claim, sets: str, params: tuple[Any, ...] = ()
     ) -> bool:
         """Update the item of ``claim`` with ``sets`` (an SQL ``SET`` list) in the caller's
@@ -115,7 +115,7 @@ class WorkQueue:
         """Mark the item done (in ``db``'s transaction if given). False: the claim was lost."""
         sets, params = "state = 'done', done_at = now(), done_by = %s", (self.instance_id,)
         if db is not None:
-            return self.finish_in(db, claim, sets, params)
+            return self._finish_in(db, claim, sets, params)
         return self._finish(claim, sets, params)
 
     def retry(self, claim: Claim, delay_s: float, error: str) -> bool:
