@@ -95,8 +95,8 @@ def test_instances_share_the_partitions_evenly(
 def test_a_silent_instance_loses_its_partitions_to_the_others(
     pools: Callable[[str], ConnectionPool],
 ) -> None:
-    a = LeaseKeeper(pools("a"), "a", count=PARTITIONS, ttl_s=1.0)
-    b = LeaseKeeper(pools("b"), "b", count=PARTITIONS, ttl_s=1.0)
+    a = LeaseKeeper(pools("a"), "a", count=PARTITIONS, ttl_s=2.0)
+    b = LeaseKeeper(pools("b"), "b", count=PARTITIONS, ttl_s=2.0)
     for _ in range(3):
         a.tick()
         b.tick()
@@ -152,15 +152,15 @@ def test_balancing_lets_the_work_commit_before_a_release(
 def test_a_write_fenced_by_its_lease_holds_off_a_takeover(
     pools: Callable[[str], ConnectionPool],
 ) -> None:
-    a = LeaseKeeper(pools("a"), "a", count=PARTITIONS, ttl_s=1.0)
+    a = LeaseKeeper(pools("a"), "a", count=PARTITIONS, ttl_s=2.0)
     a.tick()
     lease = a.owned()[0]
-    b = LeaseKeeper(pools("b"), "b", count=PARTITIONS, ttl_s=1.0)
+    b = LeaseKeeper(pools("b"), "b", count=PARTITIONS, ttl_s=2.0)
     writer = pools("writer")
     took: list[int] = []
     with writer.connection() as db, db.transaction():
         fence(db, "a", lease)  # a's cursor commit is under way
-        time.sleep(1.2)  # meanwhile a's lease lapses
+        time.sleep(2.2)  # meanwhile a's lease lapses
         t = threading.Thread(target=lambda: took.extend(g.number for g in b.tick().gained))
         t.start()
         t.join(60)  # b's tick skips the row a's transaction holds; it does not wait for it
