@@ -5,7 +5,6 @@ a session expiry of the test's choosing, and a way to die without a DISCONNECT."
 from __future__ import annotations
 
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -84,8 +83,3 @@ class Member:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def settle(seconds: float = 0.3) -> None:
-    """Let the broker route what it was sent (for prints only: assertions wait on conditions)."""
-    time.sleep(seconds)
