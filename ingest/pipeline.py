@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Final
 
+import msgspec
+
 from base.retry import Backoff
 from ingest.inbox import Inbox
 from ingest.journal import BatchResult, Journal, store_trouble
@@ -73,6 +75,18 @@ class StoreFailing(Exception):
     def __init__(self, trouble: str, message: str) -> None:
         super().__init__(f"{trouble}: {message}")
         self.trouble = trouble
+
+
+def decode_inbound(m: Inbound) -> Reading | DeadLetter:
+    """:func:`decode` of one message; one refused at the edge is its dead letter, and the
+    source's own message id becomes the reading's duplicate key."""
+    if m.refused is not None:
+        reason, detail = m.refused
+        return DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], reason, detail, m.received)
+    out = decode(m.topic, m.payload, m.received)
+    if m.key is not None and isinstance(out, Reading):
+        return msgspec.structs.replace(out, key=m.key)
+    return out
 
 
 _Item = tuple[Inbound, Reading | DeadLetter]
@@ -223,7 +237,7 @@ class Pipeline:
     def _until_committed(self, batch: Sequence[Inbound]) -> None:
         """Process ``batch``; while the store fails, hold it and try again, pausing longer
         each time (until stopped: then it stays unacknowledged, with the broker)."""
-        items = [(m, decode(m.topic, m.payload, m.received)) for m in batch]
+        items = [(m, decode_inbound(m)) for m in batch]
         written = _Written()
         attempt = 0
         told = False
@@ -270,7 +284,7 @@ class Pipeline:
         """Decode, journal, acknowledge and hand on one batch; returns the new readings.
         Raises :class:`StoreFailing` (nothing acknowledged) while the store cannot write."""
         written = _Written()
-        self._write([(m, decode(m.topic, m.payload, m.received)) for m in batch], written)
+        self._write([(m, decode_inbound(m)) for m in batch], written)
         return self._finish(batch, written)
 
     def _finish(self, batch: Sequence[Inbound], written: _Written) -> list[Reading]:

@@ -1,5 +1,5 @@
 """The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``rules backtest``,
-``registry check``, ``broker credentials``, ``broker tls``, ``duty check``."""
+``registry check``, ``broker credentials``, ``broker tls``, ``duty check``, ``push token``."""
 
 from __future__ import annotations
 
@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     staff = sub.add_parser("staff", help="staff sign-in: set a password, list who can sign in")
     add_staff_arguments(staff)  # its subcommands set func
+
+    from jiayuan.push_cli import add_arguments as add_push_arguments
+
+    push = sub.add_parser("push", help="tokens of the device platforms that push over HTTP")
+    add_push_arguments(push)  # its subcommands set func
 
     rules = sub.add_parser("rules", help="rule files")
     rsub = rules.add_subparsers(dest="rules_command", required=True)

@@ -22,11 +22,14 @@ from ingest.inbox import Inbox
 from ingest.journal import Journal
 from ingest.listener import Listener
 from ingest.pipeline import Pipeline
+from ingest.push import PushIntake, acknowledge_both
+from ingest.push_native import PROFILES
 from ingest.rollups import RollupWorker
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
+from jiayuan.integrations import PushSetup, PushTokens, load_integrations
 from jiayuan.settings import Settings
 from registry import Registry
 from registry.loader import load_registry
@@ -101,10 +104,12 @@ class Service:
             urgent_client_id=settings.mqtt_urgent_client_id,
             urgent_access=broker_access(settings, urgent=True),
         )
+        self.push = PushIntake(self.inbox)
+        """Messages pushed over HTTP (jiayuan/api/push.py), into the same inbox and pipeline."""
         self.pipeline = Pipeline(
             self.inbox,
             self.journal,
-            self.listener.ack,
+            acknowledge_both(self.listener.ack, self.push),
             lambda _new: self.worker.wake(),
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
@@ -132,6 +137,14 @@ class Service:
             health=self.health,
             alerting=self.dispatcher,
             auth=self.auth,
+            push=PushSetup(
+                integrations=load_integrations(settings.integrations, PROFILES)
+                if settings.integrations is not None
+                else {},
+                tokens=PushTokens(data),
+                intake=self.push,
+                writable=lambda: self.pipeline.store_health().ok,
+            ),
         )
 
     # ------------------------------------------------------------------ stages

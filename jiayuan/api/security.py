@@ -30,6 +30,9 @@ from jiayuan.settings import Settings
 
 PUBLIC: Final = frozenset({"/healthz", "/api/auth/login", "/"})
 PUBLIC_PREFIXES: Final = ("/console/",)
+PUSH_PREFIX: Final = "/api/push/"
+"""Device platforms' pushes: the route checks the integration's own token
+(jiayuan/api/push.py); staff credentials are not looked at there, so none opens a push."""
 COOKIE: Final = "jiayuan_session"
 SECURE_COOKIE: Final = "__Host-jiayuan_session"
 """The ``__Host-`` prefix (https only): the browser keeps it to this host, path ``/``, Secure."""
@@ -89,6 +92,10 @@ class SecurityMiddleware:
         path: str = scope["path"]
         https = is_https(self.settings, scope)
         send = self._with_headers(send, path, https)
+        if path.startswith(PUSH_PREFIX):
+            scope.setdefault("state", {})["principal"] = None
+            await self.app(scope, receive, send)
+            return
         conn = HTTPConnection(scope)
         method: str = scope["method"]
         unsafe = method not in SAFE_METHODS
