@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ def test_integration_tokens_and_staff_credentials_never_open_each_others_doors(
         token = issue_token(svc, "ctwing")
         body = message("sec-1", "wp-2", "telemetry", heart_rate=70)
         staff_token = svc.token_for("ops-1")
-        refusals = {
+        refusals: dict[str, Callable[[], httpx.Response]] = {
             "no token": lambda: push(svc, body, ""),
             "wrong token": lambda: push(svc, body, "jyp_" + "A" * 43),
             "admin token": lambda: push(svc, body, svc.token),
