@@ -123,7 +123,7 @@ class PushTokens:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / TOKENS_FILE
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._records: dict[str, TokenRecord] = {}
 
     def _load(self) -> dict[str, TokenRecord]:
@@ -131,7 +131,7 @@ class PushTokens:
             st = self.path.stat()
         except FileNotFoundError:
             return {}
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
             if stamp != self._stamp:
                 raw = json.loads(self.path.read_text(encoding="utf-8"))
