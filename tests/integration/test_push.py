@@ -24,7 +24,7 @@ from ingest.journal import Journal
 from registry import write_registry
 from registry.models import Registry
 from tests.alerting import staff
-from tests.mqtt import Publisher, wait_for
+from tests.mqtt import Publisher, publish_fast, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -330,5 +330,55 @@ def test_a_push_is_answered_2xx_only_after_its_commit_and_503_while_the_journal_
         assert total == distinct == 20 * (full + 1)
         assert readings(data, "wp-5") == 1
         wait_for(lambda: svc.health()["status"] == "ok", timeout=30)
+    finally:
+        svc.stop()
+
+
+def test_a_fall_pushed_during_a_telemetry_backlog_is_journaled_and_alerted_before_it(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The urgent lane: the service was down, the broker queued 30,000 readings for it; a fall
+    pushed while they drain is answered, and alerted, before the backlog is through."""
+    backlog, telemetry = 30_000, "community/y/wearable/wb-2/telemetry"
+    data = tmp_path / "service"
+    files = setup_files(tmp_path)
+    broker.test_access("backlog")
+    svc = ServiceProcess(data, broker, **files).start()  # both sessions exist and subscribe
+    token = issue_token(svc, "ctwing")
+    svc.stop()  # the broker queues for them meanwhile
+    publish_fast(
+        broker,
+        telemetry,
+        (json.dumps({"seq": i, "heart_rate": 70 + i % 20}) for i in range(backlog)),
+        "backlog",
+    )
+    # the broker may hand the whole backlog over at once, and the journal takes it in small
+    # batches: it waits in the service's inbox, where a push would queue behind it
+    svc = ServiceProcess(
+        data,
+        broker,
+        http_port=svc.http_port,
+        mqtt_receive_maximum=65_535,
+        batch_max=5,
+        **files,
+    ).start()
+    try:
+        wait_for(lambda: readings(data, "wb-2") > 0, timeout=60, interval=0.01)
+        assert readings(data, "wb-2") < backlog, "the backlog drained before the push"
+        r = push(svc, message("urgent-1", "wp-6", "event", event="fall"), token)
+        assert r.status_code == 200
+        at_answer = readings(data, "wb-2")
+        assert at_answer < backlog, f"the push waited for the backlog ({at_answer:,} committed)"
+        seen: list[int] = []
+
+        def alerted() -> bool:
+            items = svc.get("/api/alerts?device_id=wp-6")["items"]
+            if items:
+                seen.append(readings(data, "wb-2"))
+            return bool(items)
+
+        wait_for(alerted, timeout=60, interval=0.01)
+        assert seen[0] < backlog, f"the fall's alert waited for the backlog ({seen[0]:,})"
+        wait_for(lambda: readings(data, "wb-2") == backlog, timeout=300, interval=0.2)
     finally:
         svc.stop()
