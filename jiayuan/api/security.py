@@ -3,6 +3,8 @@
 - Deny by default: a request without valid credentials gets 401, whatever its path (an unknown
   path too), except :data:`PUBLIC` — ``/healthz``, the sign-in route and the console's static
   shell, which carry no data.
+- Device platforms' pushes (``/api/push/…``) are passed by untouched: the route checks the
+  integration's own token (jiayuan/api/push.py); staff credentials open no push.
 - Credentials: ``Authorization: Bearer`` (a minted token or ``JIAYUAN_ADMIN_TOKEN``), else the
   console's session cookie. A malformed, forged, expired or revoked credential is refused,
   never ignored in favour of another.
