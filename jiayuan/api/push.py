@@ -238,12 +238,19 @@ def _map(integration: Integration, body: bytes) -> tuple[list[Message], list[Dea
     messages: list[Message] = []
     notes: list[DeadLetterNote] = []
     for i, (c, key) in enumerate(zip(canon, _keys(integration.id, canon), strict=True)):
-        messages.append(Message(c.topic, c.payload, key))
         d = decode(c.topic, c.payload, now)
+        refused: tuple[DeadLetterReason, str] | None = None
         if isinstance(d, DeadLetter):
             notes.append(
                 DeadLetterNote(index=i, message_id=c.key, reason=d.reason, detail=d.detail)
             )
+        elif not integration.may_report(d.device_id):
+            why = f"device {d.device_id} is not among integration {integration.id}'s devices"
+            refused = ("unknown_topic", why)
+            notes.append(
+                DeadLetterNote(index=i, message_id=c.key, reason="unknown_topic", detail=why)
+            )
+        messages.append(Message(c.topic, c.payload, key, refused))
     return messages, notes, len(messages) - len(notes)
 
 

@@ -35,6 +35,8 @@ integrations:
     note: China Telecom AEP, NB-IoT wearables
   - id: onenet
     profile: native
+  - id: confined
+    devices: ["wo-*", "wq-?"]
 """
 
 
@@ -252,9 +254,23 @@ def test_oversized_and_bad_bodies_are_refused_or_dead_lettered_with_their_reason
         ]
         assert readings(data, "wp-3") == 1
 
+        # an integration confined to its devices: another device's message is a dead letter
+        confined = issue_token(svc, "confined")
+        r = push(svc, message("c-1", "wp-3", "event", event="fall"), confined, "confined")
+        assert r.status_code == 422
+        assert r.json()["dead_letters"][0]["reason"] == "unknown_topic"
+        assert "not among integration confined's devices" in r.json()["dead_letters"][0]["detail"]
+        assert readings(data, "wp-3") == 1
+        ok = [
+            message("c-2", "wo-1", "event", event="fall"),
+            message("c-3", "wq-1", "status", state="online"),
+        ]
+        assert push(svc, ok, confined, "confined").json() == {"accepted": 2, "dead_letters": []}
+
         counts = svc.get("/api/dead-letters/counts")["counts"]
-        for reason in bad:  # each bad body twice; and the bad message of the mixed one
-            assert counts[reason] == 2 + (reason == "bad_value"), (reason, counts)
+        more = {"bad_value": 1, "unknown_topic": 1}  # the mixed body's, the confined one's
+        for reason in bad:  # each bad body twice
+            assert counts[reason] == 2 + more.get(reason, 0), (reason, counts)
         letters = svc.get("/api/dead-letters?reason=not_json")["items"]
         assert letters[0]["topic"] == "push/ctwing" and letters[0]["payload"] == "{not json"
         metrics = svc.get_text("/metrics")
