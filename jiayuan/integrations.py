@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -35,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from ingest.push import PushIntake
 from jiayuan.auth.limiter import SignInLimiter
 from jiayuan.auth.store import digest
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX: Final = "jyp_"
 """Push tokens start so (staff tokens with ``jy_``): a leaked one is recognised for what it is."""
@@ -145,9 +148,14 @@ class PushTokens:
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
             if stamp != self._stamp:
-                raw = json.loads(self.path.read_text(encoding="utf-8"))
-                self._records = {k: TokenRecord(**v) for k, v in raw.items()}
                 self._stamp = stamp
+                try:
+                    raw = json.loads(self.path.read_text(encoding="utf-8"))
+                    self._records = {k: TokenRecord(**v) for k, v in raw.items()}
+                except (OSError, ValueError, TypeError, AttributeError) as e:
+                    # every push refused (401) until it is put right: said once per change
+                    log.error("cannot read %s (%s): no integration may push", self.path, e)
+                    self._records = {}
             return self._records
 
     def check(self, integration: str, token: str) -> bool:

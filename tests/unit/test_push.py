@@ -141,3 +141,15 @@ def test_tokens_are_kept_as_digests_and_a_reissue_ends_the_old_one(tmp_path: Pat
     second = PushTokens(tmp_path).issue("ctwing")  # another process: the CLI
     assert tokens.check("ctwing", second) and not tokens.check("ctwing", first)
     assert tokens.revoke("ctwing") and not tokens.check("ctwing", second)
+
+
+@pytest.mark.expect_errors('jiayuan_log_errors_total{logger="jiayuan.integrations"}')
+def test_an_unreadable_token_file_refuses_every_push_rather_than_fail(tmp_path: Path) -> None:
+    tokens = PushTokens(tmp_path)
+    token = tokens.issue("ctwing")
+    tokens.path.write_text('{"ctwing": {"digest": 3')
+    assert not tokens.check("ctwing", token)
+    tokens.path.write_text('["not", "a", "mapping"]')
+    assert not tokens.check("ctwing", token)
+    again = tokens.issue("ctwing")
+    assert tokens.check("ctwing", again)
