@@ -43,6 +43,7 @@ TELEMETRY, URGENT = "telemetry", "urgent"
 PUSH, PUSH_URGENT = "push", "push-urgent"
 """Messages of an HTTP push (:mod:`ingest.push`), telemetry and urgent: no broker session,
 nothing to acknowledge to a broker; their commit is told to the waiting request instead."""
+PUSH_SESSIONS = frozenset({PUSH, PUSH_URGENT})
 URGENT_SESSIONS = frozenset({URGENT, PUSH_URGENT})
 
 
@@ -222,7 +223,10 @@ class Listener:
     (``urgent_client_id``, ``urgent_access``), both putting into ``inbox``.
 
     With accounts, the two must differ: the broker makes the username the client id, and a
-    second connection with the same one would take the first one's session over."""
+    second connection with the same one would take the first one's session over.
+
+    ``urgent_filters`` and ``telemetry_filters``: vendor topics of device profiles
+    (:meth:`ingest.profiles.Profiles.filters`), read on that session besides the native tree."""
 
     def __init__(
         self,
@@ -238,6 +242,8 @@ class Listener:
         urgent_client_id: str | None = None,
         urgent_access: BrokerAccess | None = None,
         urgent_receive_maximum: int = 200,
+        urgent_filters: tuple[str, ...] = (),
+        telemetry_filters: tuple[str, ...] = (),
     ) -> None:
         self.host, self.port = host, port
         self.access = access or BrokerAccess()
@@ -268,7 +274,7 @@ class Listener:
                 port,
                 client_id,
                 self.access,
-                TELEMETRY_SUBSCRIPTIONS,
+                TELEMETRY_SUBSCRIPTIONS + telemetry_filters,
                 inbox.put,
                 self._changed,
                 receive_maximum=receive_maximum,
@@ -281,7 +287,7 @@ class Listener:
                 port,
                 urgent_client_id,
                 self.urgent_access,
-                URGENT_SUBSCRIPTIONS,
+                URGENT_SUBSCRIPTIONS + urgent_filters,
                 inbox.put,
                 self._changed,
                 receive_maximum=urgent_receive_maximum,

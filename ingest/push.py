@@ -19,11 +19,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ingest.listener import PUSH, PUSH_URGENT, Inbound
+from ingest.listener import PUSH, PUSH_SESSIONS, PUSH_URGENT, Inbound
 from ingest.payloads import DeadLetterReason
 from ingest.topics import TopicError, parse_topic
-
-PUSH_SESSIONS = frozenset({PUSH, PUSH_URGENT})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
-"""The ``native`` push profile: bodies that already carry jiayuan's own topics and payloads.
+"""The profiles an integration may name for its pushes: ``native`` (here) and every device profile
+with an ``http`` section (ingest/profiles.py), each with ``from_http(body) -> list[Canonical]``.
 
-A stand-in with the interface of ``ingest/profiles.py`` (``Canonical``, ``ProfileError``,
-``Profile.from_http``), so the push endpoint maps bodies the way it will with vendor profiles.
-A body is one message or a list of at most :data:`MAX_MESSAGES`::
+``native`` takes bodies that already carry jiayuan's own topics and payloads: one message or a
+list of at most :data:`MAX_MESSAGES`::
 
     {"message_id": "ctw-8812", "topic": "community/y/wearable/w-1/event",
      "payload": {"event": "fall", "ts": "2026-12-03T18:00:00+08:00"}}
@@ -15,32 +15,16 @@ publish on ``topic``; it is then decoded and validated exactly as an MQTT payloa
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import from_json
 
-from ingest.payloads import DeadLetterReason
+from ingest.payloads import DecodeReason
+from ingest.profiles import Canonical, ProfileError, Profiles
 
 MAX_MESSAGES: Final = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Canonical:
-    topic: str
-    """``community/<c>/<kind>/<device_id>/<stream>``, as native devices publish."""
-    payload: bytes
-    """A canonical JSON object, as a native device would send it."""
-    key: str | None = None
-    """The source's own message id when it has one: the journal's duplicate key."""
-
-
-class ProfileError(ValueError):
-    def __init__(self, reason: DeadLetterReason, message: str) -> None:
-        super().__init__(message)
-        self.reason: DeadLetterReason = reason
-        self.message = message
 
 
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")]
@@ -59,7 +43,7 @@ def _reason(e: ValidationError, where: str) -> ProfileError:
     kind = first["type"]
     loc = ".".join(str(p) for p in (where, *first["loc"]) if p != "")
     detail = f"{loc}: {first['msg']}" if loc else first["msg"]
-    reason: DeadLetterReason = "wrong_type"
+    reason: DecodeReason = "wrong_type"
     if kind == "missing":
         reason = "missing_field"
     elif kind in ("string_too_long", "string_too_short", "too_long", "too_short"):
@@ -106,11 +90,21 @@ class NativeProfile:
         return out
 
 
+class HttpProfile(Protocol):
+    """What maps a pushed body: ``native``, or a device profile with an ``http`` section."""
+
+    @property
+    def id(self) -> str: ...
+
+    def from_http(self, body: bytes) -> list[Canonical]: ...
+
+
 NATIVE: Final = NativeProfile()
-PROFILES: Final = frozenset({NATIVE.id})
-"""The ids of the profiles that map pushed bodies."""
 
 
-def profile_for(profile_id: str) -> NativeProfile | None:
-    """The push profile named ``profile_id`` (only ``native`` until vendor profiles land)."""
-    return NATIVE if profile_id == NATIVE.id else None
+def push_profiles(profiles: Profiles) -> Mapping[str, HttpProfile]:
+    """The profiles an integration may name, by id: ``native`` and the device profiles that
+    take HTTP pushes."""
+    out: dict[str, HttpProfile] = {NATIVE.id: NATIVE}
+    out.update((p.id, p) for p in profiles if p.spec.http is not None)
+    return out

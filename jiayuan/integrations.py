@@ -25,7 +25,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Final
@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ingest.push import PushIntake
+from ingest.push_native import HttpProfile
 from jiayuan.auth.limiter import SignInLimiter
 from jiayuan.auth.store import digest
 
@@ -207,5 +208,7 @@ class PushSetup:
     intake: PushIntake
     writable: Callable[[], bool]
     """Whether the journal takes writes now (the pipeline's store health)."""
+    profiles: Mapping[str, HttpProfile]
+    """What maps each integration's bodies, by profile id (:func:`push_profiles`)."""
     limiter: SignInLimiter = field(default_factory=SignInLimiter)
     """Failed token checks per integration and address, as failed sign-ins are counted."""

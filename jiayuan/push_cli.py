@@ -34,7 +34,8 @@ def add_arguments(push: argparse.ArgumentParser) -> None:
 
 def _open() -> tuple[dict[str, Integration], PushTokens, AuditLog] | None:
     from base.datadir import DataDir
-    from ingest.push_native import PROFILES
+    from ingest.profiles import ProfileFileError, load_profiles
+    from ingest.push_native import push_profiles
     from jiayuan.auth.audit import AuditLog
     from jiayuan.auth.store import AuthStore
     from jiayuan.cli import settings_from_env
@@ -47,8 +48,9 @@ def _open() -> tuple[dict[str, Integration], PushTokens, AuditLog] | None:
         print("jiayuan push: JIAYUAN_INTEGRATIONS is not set: no integration", file=sys.stderr)
         return None
     try:
-        found = load_integrations(settings.integrations, PROFILES)
-    except IntegrationError as e:
+        profiles = push_profiles(load_profiles(settings.profile_files(), settings.community))
+        found = load_integrations(settings.integrations, profiles)
+    except (IntegrationError, ProfileFileError) as e:
         print(e, file=sys.stderr)
         return None
     audit = AuditLog(AuthStore(DataDir(settings.data_dir).auth))

@@ -22,8 +22,9 @@ from ingest.inbox import Inbox
 from ingest.journal import Journal
 from ingest.listener import Listener
 from ingest.pipeline import Pipeline
+from ingest.profiles import load_profiles
 from ingest.push import PushIntake, acknowledge_both
-from ingest.push_native import PROFILES
+from ingest.push_native import push_profiles
 from ingest.rollups import RollupWorker
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
@@ -58,6 +59,8 @@ class Service:
             else Registry(settings.community)
         )
         self.rules = load_rules(settings.rules or [builtin_pack()])
+        self.profiles = load_profiles(settings.profile_files(), settings.community)
+        """Device profiles: vendor topics read besides the native tree (ingest/profiles.py)."""
         files = DataDir(data)
         self.journal = Journal(
             files.journal,
@@ -103,6 +106,8 @@ class Service:
             access=broker_access(settings),
             urgent_client_id=settings.mqtt_urgent_client_id,
             urgent_access=broker_access(settings, urgent=True),
+            urgent_filters=self.profiles.filters(urgent=True),
+            telemetry_filters=self.profiles.filters(urgent=False),
         )
         self.push = PushIntake(self.inbox)
         """Messages pushed over HTTP (jiayuan/api/push.py), into the same inbox and pipeline."""
@@ -113,6 +118,7 @@ class Service:
             lambda _new: self.worker.wake(),
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
+            profiles=self.profiles,
         )
         self.rollups = RollupWorker(self.journal.path)
         self.sink = self._influx_sink() if settings.influx_url else None
@@ -129,6 +135,7 @@ class Service:
             next_run_time=datetime.now(UTC) + timedelta(seconds=30),
         )
         self.started_at = time.time()
+        pushing = push_profiles(self.profiles)
         self.context = AppContext(
             settings=settings,
             journal=self.journal,
@@ -138,12 +145,13 @@ class Service:
             alerting=self.dispatcher,
             auth=self.auth,
             push=PushSetup(
-                integrations=load_integrations(settings.integrations, PROFILES)
+                integrations=load_integrations(settings.integrations, pushing)
                 if settings.integrations is not None
                 else {},
                 tokens=PushTokens(data),
                 intake=self.push,
                 writable=lambda: self.pipeline.store_health().ok,
+                profiles=pushing,
             ),
         )
 

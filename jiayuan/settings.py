@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts.config import EscalationConfig, FlapConfig, GroupConfig, NotifyConfig
+from ingest.profile_model import profile_files
 
 
 class Settings(BaseSettings):
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
     rules: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """Rule files; empty means the built-in community pack. From the environment, paths
     separated by commas (``JIAYUAN_RULES=site.yaml,extra.yaml``)."""
+    profiles: Annotated[list[Path] | None, NoDecode] = None
+    """Device profile files (README, "Device profiles"); unset means the shipped ones
+    (``ingest/vendors``), empty (``JIAYUAN_PROFILES=``) none. From the environment, paths
+    separated by commas; ``shipped`` in the list stands for the shipped files."""
     registry: Path | None = None
     """A registry directory or file (YAML or CSV); none means an empty registry."""
     # --- HTTP push from device platforms (jiayuan/api/push.py, README "Push endpoint") -------
@@ -156,6 +161,17 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _split_profiles(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    def profile_files(self) -> list[Path]:
+        """The profile files to load (see ``profiles``)."""
+        return profile_files(self.profiles)
 
     @field_validator("influx_url", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections import Counter as Tally
+from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
@@ -33,8 +34,9 @@ from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
 from ingest.payloads import DeadLetter, DeadLetterReason, decode
+from ingest.profiles import Canonical, ProfileError
 from ingest.push import Message, PushBusy
-from ingest.push_native import MAX_MESSAGES, Canonical, ProfileError, profile_for
+from ingest.push_native import MAX_MESSAGES, HttpProfile
 from jiayuan.api.deps import ACCESS, CtxDep, client_ip
 from jiayuan.integrations import Integration, PushSetup
 
@@ -172,7 +174,7 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
     if not push.writable():
         return _unavailable(name, "the journal cannot write now; nothing was accepted")
     body = await request.body()
-    messages, notes, accepted = _map(integration, body)
+    messages, notes, accepted = _map(integration, push.profiles, body)
     loop = asyncio.get_running_loop()
     committed = loop.create_future()
 
@@ -215,11 +217,13 @@ def _unavailable(name: str, detail: str) -> JSONResponse:
     )
 
 
-def _map(integration: Integration, body: bytes) -> tuple[list[Message], list[DeadLetterNote], int]:
+def _map(
+    integration: Integration, profiles: Mapping[str, HttpProfile], body: bytes
+) -> tuple[list[Message], list[DeadLetterNote], int]:
     """The messages to journal for ``body``, the dead letters among them (decoded here too,
     to answer with their reasons) and how many are readings."""
     source = f"push/{integration.id}"
-    profile = profile_for(integration.profile)
+    profile = profiles.get(integration.profile)
     try:
         if profile is None:
             raise ProfileError("bad_value", f"no profile {integration.profile!r}")

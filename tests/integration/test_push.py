@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ integrations:
     profile: native
   - id: confined
     devices: ["wo-*", "wq-?"]
+  - id: hik
+    profile: hikvision_acs
+    note: the gate controllers' own ISAPI pushes
 """
 
 
@@ -131,6 +135,28 @@ def test_a_retried_push_is_journaled_once_and_a_pushed_fall_alerts_as_an_mqtt_on
         again = message("ctw-3", "wp-1", "telemetry", heart_rate=75)
         assert push(svc, again, other, integration="onenet").is_success
         assert readings(data, "wp-1") == 4
+
+        # a vendor's body through its device profile: a Hikvision controller's forced door,
+        # its event counter (serialNo) the message id
+        hik = issue_token(svc, "hik")
+        forced = {
+            "ipAddress": "10.0.3.21",
+            "dateTime": datetime.now(UTC).isoformat(timespec="seconds"),
+            "eventType": "AccessControllerEvent",
+            "AccessControllerEvent": {
+                "deviceName": "gt-p1",
+                "majorEventType": 5,
+                "subEventType": 27,
+                "serialNo": 4127,
+            },
+        }
+        for _ in range(3):
+            assert push(svc, forced, hik, "hik").json() == {"accepted": 1, "dead_letters": []}
+        assert readings(data, "gt-p1") == 1
+        wait_for(lambda: svc.get("/api/alerts?device_id=gt-p1&rule_id=gate_forced")["items"])
+        nonsense = {"AccessControllerEvent": {"serialNo": 1}}
+        r = push(svc, nonsense, hik, "hik")
+        assert r.status_code == 422 and r.json()["dead_letters"][0]["reason"] == "missing_field"
 
         pub.publish("community/y/wearable/wm-1/event", json.dumps({"event": "fall", "seq": 1}))
         pub.wait_acked()

@@ -17,7 +17,9 @@ from ingest.inbox import Inbox
 from ingest.journal import Journal
 from ingest.payloads import DeadLetter, Reading, decode
 from ingest.pipeline import Pipeline
+from ingest.profiles import shipped_profiles
 from ingest.push import PushIntake, acknowledge_both
+from ingest.push_native import push_profiles
 from jiayuan.context import AppContext
 from jiayuan.integrations import Integration, PushSetup, PushTokens
 from jiayuan.settings import Settings
@@ -120,5 +122,6 @@ def with_push(ctx: AppContext, stack: ExitStack) -> dict[str, str]:
         tokens,
         intake,
         lambda: pipeline.store_health().ok,
+        push_profiles(shipped_profiles("y")),
     )
     return {"Authorization": f"Bearer {token}"}

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ingest.journal import dedup_key
 from ingest.payloads import Reading, decode
-from ingest.push_native import Canonical
+from ingest.profiles import Canonical
 from jiayuan.api import create_app
 from jiayuan.api.push import _keys
 from jiayuan.integrations import IntegrationError, PushTokens, load_integrations
