@@ -175,6 +175,9 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
         return _unavailable(name, "the journal cannot write now; nothing was accepted")
     body = await request.body()
     messages, notes, accepted = _map(integration, push.profiles, body)
+    if not messages:  # a vendor message its profile maps onto nothing (an event code not kept)
+        PUSHES.labels(name, "ok").inc()
+        return PushAnswer(accepted=0, dead_letters=[])
     loop = asyncio.get_running_loop()
     committed = loop.create_future()
 
@@ -199,7 +202,7 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
                 why = "the journal cannot write now" if not push.writable() else "slow journal"
                 return _unavailable(name, f"not yet journaled ({why}); send it again")
     notes_out = [n.model_dump() for n in notes]
-    if accepted == 0:
+    if accepted == 0:  # and so some dead letters
         PUSHES.labels(name, "rejected").inc()
         detail = "nothing usable in the body: kept as dead letters; do not send it again"
         return JSONResponse(
@@ -228,16 +231,14 @@ def _map(
         if profile is None:
             raise ProfileError("bad_value", f"no profile {integration.profile!r}")
         canon = profile.from_http(body)
-        if not canon:
-            raise ProfileError("missing_field", "no message in the body")
     except ProfileError as e:
         note = DeadLetterNote(index=0, message_id=None, reason=e.reason, detail=e.message)
         return [Message(source, body, refused=(e.reason, e.message))], [note], 0
     except Exception as e:  # a guard: a profile's bug is the body's dead letter, never a 500
         log.exception("profile %s failed on a body pushed by %s", integration.profile, source)
         detail = f"unmappable: {type(e).__name__}"
-        note = DeadLetterNote(index=0, message_id=None, reason="not_json", detail=detail)
-        return [Message(source, body, refused=("not_json", detail))], [note], 0
+        note = DeadLetterNote(index=0, message_id=None, reason="bad_value", detail=detail)
+        return [Message(source, body, refused=("bad_value", detail))], [note], 0
     now = time.time()
     messages: list[Message] = []
     notes: list[DeadLetterNote] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ingest.payloads import Reading, decode
 from ingest.profiles import Canonical
 from jiayuan.api import create_app
 from jiayuan.api.push import _keys
-from jiayuan.integrations import IntegrationError, PushTokens, load_integrations
+from jiayuan.integrations import Integration, IntegrationError, PushTokens, load_integrations
 from tests.unit.api_world import PUSH_INTEGRATION, with_push, world
 
 URL = f"/api/push/{PUSH_INTEGRATION}"
@@ -153,3 +154,35 @@ def test_an_unreadable_token_file_refuses_every_push_rather_than_fail(tmp_path: 
     assert not tokens.check("ctwing", token)
     again = tokens.issue("ctwing")
     assert tokens.check("ctwing", again)
+
+
+class _Quiet:
+    """A profile that maps a body onto nothing (a vendor event code it does not keep)."""
+
+    id = "quiet"
+
+    def from_http(self, body: bytes) -> list[Canonical]:
+        return []
+
+
+def test_a_body_mapped_onto_nothing_is_answered_at_once_with_nothing_stored(
+    pushing: tuple[TestClient, Any, dict[str, str]],
+) -> None:
+    client, ctx, _ = pushing
+    before = dead_letters(ctx)
+    setup = ctx.push
+    quiet = Integration(id="quiet", profile="quiet")
+    ctx.push = replace(
+        setup,
+        integrations={**setup.integrations, "quiet": quiet},
+        profiles={**setup.profiles, "quiet": _Quiet()},
+    )
+    try:
+        token = ctx.push.tokens.issue("quiet")
+        r = client.post(
+            "/api/push/quiet", content=b"{}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert (r.status_code, r.json()) == (200, {"accepted": 0, "dead_letters": []})
+        assert dead_letters(ctx) == before
+    finally:
+        ctx.push = setup
