@@ -257,7 +257,12 @@ def test_oversized_and_bad_bodies_are_refused_or_dead_lettered_with_their_reason
             "not_object": b"42",
             "bad_value": message("has space", "wp-3", "event", event="fall"),
             "out_of_range": message("hr-1", "wp-3", "telemetry", heart_rate=900),
-            "unknown_topic": {"message_id": "t-1", "topic": "vendor/x", "payload": {"a": 1}},
+            # a vendor's MQTT topic in a native push is not translated by its MQTT profile
+            "unknown_topic": {
+                "message_id": "t-1",
+                "topic": "zigbee2mqtt/smoke/smk-z1",
+                "payload": {"smoke": True, "battery": 97},
+            },
         }
         for reason, body in bad.items():
             r = push(svc, body, token)
@@ -293,6 +298,7 @@ def test_oversized_and_bad_bodies_are_refused_or_dead_lettered_with_their_reason
         ]
         assert push(svc, ok, confined, "confined").json() == {"accepted": 2, "dead_letters": []}
 
+        assert rows(data, "SELECT count(*) FROM readings WHERE kind = 'smoke'") == [(0,)]
         counts = svc.get("/api/dead-letters/counts")["counts"]
         more = {"bad_value": 1, "unknown_topic": 1}  # the mixed body's, the confined one's
         for reason in bad:  # each bad body twice
