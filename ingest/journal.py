@@ -163,10 +163,8 @@ def dedup_key(r: Reading) -> str | None:
     message id) is a duplicate exactly when that id was journaled before for the device.
     """
     if r.key is not None:
-        return (
-            "k"
-            + hashlib.blake2b(r.key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-        )
+        source_id = r.key.encode("utf-8", "surrogatepass")
+        return "k" + hashlib.blake2b(source_id, digest_size=16).hexdigest()
     device_ts = r.ts_flag is None and r.ts != r.received
     if r.seq is not None:
         return f"s{r.seq}@{r.ts!r}" if device_ts else f"s{r.seq}"
