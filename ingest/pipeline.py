@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Final
 
+import msgspec
+
 from base.retry import Backoff
 from ingest.inbox import Inbox
 from ingest.journal import BatchResult, Journal, store_trouble
-from ingest.listener import Inbound
+from ingest.listener import PUSH_SESSIONS, Inbound
 from ingest.metrics import (
     BATCH_SIZE,
     COMMIT_LAG,
@@ -74,6 +76,18 @@ class StoreFailing(Exception):
     def __init__(self, trouble: str, message: str) -> None:
         super().__init__(f"{trouble}: {message}")
         self.trouble = trouble
+
+
+def decode_inbound(m: Inbound) -> Reading | DeadLetter:
+    """:func:`decode` of one message; one refused at the edge is its dead letter, and the
+    source's own message id becomes the reading's duplicate key."""
+    if m.refused is not None:
+        reason, detail = m.refused
+        return DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], reason, detail, m.received)
+    out = decode(m.topic, m.payload, m.received)
+    if m.key is not None and isinstance(out, Reading):
+        return msgspec.structs.replace(out, key=m.key)
+    return out
 
 
 _Item = tuple[Inbound, Reading | DeadLetter]
@@ -281,11 +295,12 @@ class Pipeline:
     def _decode(self, batch: Sequence[Inbound]) -> list[_Item]:
         """Each message's readings and dead letters; a vendor's message through its profile."""
         if self.profiles is None:
-            return [(m, decode(m.topic, m.payload, m.received)) for m in batch]
+            return [(m, decode_inbound(m)) for m in batch]
         items: list[_Item] = []
         for m in batch:
-            if m.topic.startswith("community/"):
-                items.append((m, decode(m.topic, m.payload, m.received)))
+            # a pushed message was mapped at the HTTP edge already (ingest/push.py): canonical
+            if m.topic.startswith("community/") or m.session in PUSH_SESSIONS:
+                items.append((m, decode_inbound(m)))
             else:
                 items.extend((m, x) for x in self._vendor(m, self.profiles))
         return items

@@ -1,5 +1,6 @@
 """The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``rules backtest``,
-``profiles check``, ``registry check``, ``broker credentials``, ``broker tls``, ``duty check``."""
+``profiles check``, ``registry check``, ``broker credentials``, ``broker tls``, ``duty check``,
+``push token``."""
 
 from __future__ import annotations
 
@@ -261,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pcheck.add_argument("files", nargs="*", type=Path)
     pcheck.set_defaults(func=_profiles_check)
+
+    from jiayuan.push_cli import add_arguments as add_push_arguments
+
+    push = sub.add_parser("push", help="tokens of the device platforms that push over HTTP")
+    add_push_arguments(push)  # its subcommands set func
 
     rules = sub.add_parser("rules", help="rule files")
     rsub = rules.add_subparsers(dest="rules_command", required=True)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from alerts.dispatch import Dispatcher
     from alerts.lifecycle import AlertStore
     from jiayuan.auth.store import AuthStore
+    from jiayuan.integrations import PushSetup
 
 
 @dataclass
@@ -29,3 +30,6 @@ class AppContext:
     auth: AuthStore | None = None
     """Passwords, sessions, tokens, audit (None: ``create_app`` opens ``auth.db`` in the data
     directory)."""
+    push: PushSetup | None = None
+    """Integrations, their tokens and the pipeline's intake for ``POST /api/push/{integration}``
+    (None: every push is answered 404)."""

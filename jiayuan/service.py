@@ -23,11 +23,14 @@ from ingest.journal import Journal
 from ingest.listener import Listener
 from ingest.pipeline import Pipeline
 from ingest.profiles import load_profiles
+from ingest.push import PushIntake, acknowledge_both
+from ingest.push_native import push_profiles
 from ingest.rollups import RollupWorker
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
+from jiayuan.integrations import PushSetup, PushTokens, load_integrations
 from jiayuan.settings import Settings
 from registry import Registry
 from registry.loader import load_registry
@@ -106,10 +109,12 @@ class Service:
             urgent_filters=self.profiles.filters(urgent=True),
             telemetry_filters=self.profiles.filters(urgent=False),
         )
+        self.push = PushIntake(self.inbox)
+        """Messages pushed over HTTP (jiayuan/api/push.py), into the same inbox and pipeline."""
         self.pipeline = Pipeline(
             self.inbox,
             self.journal,
-            self.listener.ack,
+            acknowledge_both(self.listener.ack, self.push),
             lambda _new: self.worker.wake(),
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
@@ -130,6 +135,7 @@ class Service:
             next_run_time=datetime.now(UTC) + timedelta(seconds=30),
         )
         self.started_at = time.time()
+        pushing = push_profiles(self.profiles)
         self.context = AppContext(
             settings=settings,
             journal=self.journal,
@@ -138,6 +144,15 @@ class Service:
             health=self.health,
             alerting=self.dispatcher,
             auth=self.auth,
+            push=PushSetup(
+                integrations=load_integrations(settings.integrations, pushing)
+                if settings.integrations is not None
+                else {},
+                tokens=PushTokens(data),
+                intake=self.push,
+                writable=lambda: self.pipeline.store_health().ok,
+                profiles=pushing,
+            ),
         )
 
     # ------------------------------------------------------------------ stages

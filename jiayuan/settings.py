@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     separated by commas; ``shipped`` in the list stands for the shipped files."""
     registry: Path | None = None
     """A registry directory or file (YAML or CSV); none means an empty registry."""
+    # --- HTTP push from device platforms (jiayuan/api/push.py, README "Push endpoint") -------
+    integrations: Path | None = None
+    """The platforms that may push (``POST /api/push/{integration}``): a YAML file; none: the
+    push endpoint answers 404 for every integration."""
+    push_max_body_bytes: int = Field(default=262_144, ge=4096, le=1 << 24)
+    """A pushed body larger than this is refused (413) before it is read."""
+    push_wait_s: float = Field(default=10.0, gt=0, le=120)
+    """How long a push waits for its commit before it is answered 503 (its messages are still
+    journaled, once, when the journal takes them: the platform's retry is then a duplicate)."""
     journal_synchronous: Literal["NORMAL", "FULL"] = "FULL"
     """SQLite fsync level: FULL survives power loss, NORMAL only a process crash."""
     batch_max: int = Field(default=1000, ge=1, le=10_000)

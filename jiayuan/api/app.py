@@ -34,6 +34,7 @@ from jiayuan.api import (
     fleet,
     incidents,
     ops,
+    push,
     registry,
     residents,
     review,
@@ -99,6 +100,7 @@ def create_app(
     for module in (baselines, rules):  # personal baselines; rule backtests
         app.include_router(module.router)
     app.include_router(auth.router)
+    app.include_router(push.router)  # device platforms, with their integration's own token
     app.include_router(audit.router)
     app.include_router(console.router)
     check_access(app)
@@ -117,6 +119,7 @@ def create_app(
         max_bytes=ctx.settings.http_max_body_bytes,
         body_timeout_s=ctx.settings.http_body_timeout_s,
         per_path={"/api/auth/login": LOGIN_MAX_BODY},
+        per_prefix={push.PREFIX: ctx.settings.push_max_body_bytes},
     )
     install_error_handlers(app)
     document_errors(app)
