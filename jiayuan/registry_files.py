@@ -36,6 +36,18 @@ class RegistryFiles:
     def __init__(self, source: Path | None, community: str) -> None:
         self.source = source
         self.community = community
+        self._seen: frozenset[tuple[str, int, int]] | None = None
+        """The registry files (name, mtime, size) as last read or written: a change through the
+        API refuses to overwrite files edited since (reload them first)."""
+
+    def _stamp(self) -> frozenset[tuple[str, int, int]]:
+        if self.source is None or not self.source.is_dir():
+            return frozenset()
+        return frozenset(
+            (f.name, st.st_mtime_ns, st.st_size)
+            for f in self.source.iterdir()
+            if f.name.lower() in _REGISTRY_FILE and f.is_file() and (st := f.stat())
+        )
 
     @property
     def not_writable(self) -> str | None:
@@ -56,7 +68,10 @@ class RegistryFiles:
         """The registry as the files say now (raises :class:`RegistryError`)."""
         if self.source is None:
             raise NotWritable(self.not_writable)
-        return load_registry(self.source, community=self.community)
+        stamp = self._stamp()
+        registry = load_registry(self.source, community=self.community)
+        self._seen = stamp
+        return registry
 
     def write(self, registry: Registry) -> list[str]:
         """Write ``registry`` into the directory (see the module); the names of the files moved
@@ -67,6 +82,12 @@ class RegistryFiles:
             raise NotWritable(why)
         assert self.source is not None
         directory = self.source
+        if self._seen is not None and self._stamp() != self._seen:
+            raise NotWritable(
+                f"the registry files in {directory} were edited since they were read: reload"
+                " them first (POST /api/registry/reload or SIGHUP), or this change would"
+                " overwrite the edit"
+            )
         staging = directory / STAGING
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -84,7 +105,9 @@ class RegistryFiles:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         _sync_dir(directory)
-        return self._supersede(directory)
+        superseded = self._supersede(directory)
+        self._seen = self._stamp()
+        return superseded
 
     def _supersede(self, directory: Path) -> list[str]:
         written = {f"{s}.yaml" for s in SECTIONS}

@@ -64,6 +64,19 @@ def test_a_change_is_written_so_that_the_files_read_back_the_same(tmp_path: Path
     assert not (d / ".staging").exists()
 
 
+def test_files_edited_since_they_were_read_are_not_overwritten(tmp_path: Path) -> None:
+    d = tmp_path / "registry"
+    d.mkdir()
+    files = RegistryFiles(d, "y")
+    files.write(base())
+    (d / "staff.yaml").write_text("- {staff_id: care-2, name: Two, role: caretaker}\n")
+    with pytest.raises(NotWritable, match="edited since they were read"):
+        files.write(plus(base(), GATE))
+    assert "care-2" in files.read().staff  # a reload takes the edit; then changes go on
+    files.write(plus(files.read(), GATE))
+    assert set(load_registry(d).staff) == {"care-2"} and "g-1" in load_registry(d).devices
+
+
 def test_a_registry_kept_in_one_file_or_nowhere_cannot_be_changed(tmp_path: Path) -> None:
     one = tmp_path / "registry.yaml"
     one.write_text("staff: []\n")
