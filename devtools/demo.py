@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             http_port,
             log=data / "service.log",
             registry=registry,
+            broker_accounts_dir=broker.auth_dir,  # devices added through the API can connect
+            broker_pid_file=broker.pid_file,
             demo=True,
             expect_errors=ERROR_COUNTERS,  # a demo's errors are in its log; they fail nothing
         ).start()
