@@ -183,6 +183,19 @@ def test_a_shift_added_through_the_api_changes_who_is_paged_for_the_next_alert(
     code, body = put(svc, "/api/registry/staff/care-2/shifts", [], token=svc.token_for("mgr-1"))
     assert code == 200 and body["changes"] == "no changes"
 
+    # scopes follow at the next request, with the token already held
+    def mine() -> set[str]:
+        return {r["resident_id"] for r in svc.get("/api/residents", token=caretaker)["items"]}
+
+    assert mine() == {"r-1", "r-2"}
+    r3 = {"resident_id": "r-3", "building": "B02", "unit": "2-1-101", "caretakers": ["care-2"]}
+    assert put(svc, "/api/registry/residents/r-3", r3)[0] == 200
+    assert mine() == {"r-1", "r-2", "r-3"}
+    guard = svc.token_for("guard-1")
+    assert svc.request("GET", "/api/alerts", token=guard).status_code == 200
+    assert svc.request("DELETE", "/api/registry/staff/guard-1").status_code == 200
+    assert svc.request("GET", "/api/alerts", token=guard).status_code == 401
+
 
 def test_a_device_added_through_the_api_connects_within_seconds_and_a_retired_one_cannot(
     running: tuple[ServiceProcess, Path, Publisher], broker: Broker
