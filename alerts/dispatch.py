@@ -177,7 +177,15 @@ class _Wake:
     next event, so a backlog of changes never holds back a step that is due."""
 
 
-_Event = AlertChange | _Result | _Tick | _Wake | None
+@dataclass(frozen=True, slots=True)
+class _Swap:
+    """A new registry, swapped in on the dispatch thread between two events."""
+
+    registry: Registry
+    done: threading.Event
+
+
+_Event = AlertChange | _Result | _Tick | _Wake | _Swap | None
 
 
 class Dispatcher:
@@ -323,12 +331,27 @@ class Dispatcher:
                 break
             if isinstance(event, _Tick):
                 event.done.set_result(0)
+            elif isinstance(event, _Swap):
+                event.done.set()
             self._queue.task_done()
         while self._soon:
             self._soon.popleft().done.set_result(0)
         self.db.close()
 
-    def set_registry(self, registry: Registry) -> None:
+    def set_registry(self, registry: Registry, timeout: float = 30.0) -> bool:
+        """Route, page and correlate with ``registry`` from the next event on: swapped on the
+        dispatch thread between two events, so an alert being routed or paged keeps the roster
+        it started with. Returns once swapped (False: not within ``timeout``; it still will be,
+        in its turn)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            self._swap(registry)
+            return True
+        swap = _Swap(registry, threading.Event())
+        self._queue.put(swap)
+        return swap.done.wait(timeout)
+
+    def _swap(self, registry: Registry) -> None:
         self.router.registry = registry
         self.correlator.registry = registry
 
@@ -399,6 +422,9 @@ class Dispatcher:
                 elif isinstance(event, AlertChange):
                     self._guard(self._changed, event)
                     self.handled += 1
+                elif isinstance(event, _Swap):
+                    self._guard(self._swap, event.registry)
+                    event.done.set()
             finally:
                 self._queue.task_done()
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from jiayuan.service import Service
     from jiayuan.settings import Settings
 
 
@@ -54,6 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     # cleanly (batch committed and acknowledged, session kept) instead of dying mid-way.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
+    signal.signal(signal.SIGHUP, lambda _s, _f: _reload_registry(service))
     server = make_server(app, settings.http_host, settings.http_port)
     service.start()
     code = 0
@@ -67,6 +71,28 @@ def _run(args: argparse.Namespace) -> int:
     if code == 0 and not server.started:
         code = 1  # the API never listened (uvicorn said why): not a clean run
     return code
+
+
+def _reload_registry(service: Service) -> None:
+    """SIGHUP: read the registry files again, on a thread of its own (the handler runs on the
+    API's event loop, which must go on serving meanwhile)."""
+
+    def reload() -> None:
+        from jiayuan.registry_files import NotWritable
+        from registry import RegistryError
+
+        log = logging.getLogger("jiayuan")
+        try:
+            applied = service.registry_admin.reload(actor="system:SIGHUP")
+        except (RegistryError, NotWritable) as e:
+            # where and why, never the values refused (a resident's name, say)
+            problems = e.problems if isinstance(e, RegistryError) else [e]
+            said = "; ".join(re.sub(r" \(got .*\)$", "", str(p)) for p in problems[:10])
+            log.warning("SIGHUP: registry files refused, the running registry stays: %s", said)
+            return
+        log.info("SIGHUP: registry reloaded: %s", applied.diff.summary())
+
+    threading.Thread(target=reload, name="registry-reload", daemon=True).start()
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:

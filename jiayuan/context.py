@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from alerts.dispatch import Dispatcher
     from alerts.lifecycle import AlertStore
     from jiayuan.auth.store import AuthStore
+    from jiayuan.registry_admin import RegistryAdmin
 
 
 @dataclass
@@ -22,6 +23,7 @@ class AppContext:
     journal: Journal
     alerts: AlertStore
     registry: Registry
+    """The registry as it is now (replaced at each change: read it once per request)."""
     health: Callable[[], dict[str, Any]] = field(default=lambda: {"status": "ok"})
     """Live health of the parts (MQTT connected, ingest queue, …) for /healthz."""
     alerting: Dispatcher | None = None
@@ -29,3 +31,5 @@ class AppContext:
     auth: AuthStore | None = None
     """Passwords, sessions, tokens, audit (None: ``create_app`` opens ``auth.db`` in the data
     directory)."""
+    registry_admin: RegistryAdmin | None = None
+    """Changes to the registry while running (None: the registry routes answer 503)."""

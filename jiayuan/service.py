@@ -26,10 +26,12 @@ from ingest.rollups import RollupWorker
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
+from jiayuan.broker.live import BrokerAccounts
 from jiayuan.context import AppContext
+from jiayuan.registry_admin import RegistryAdmin
+from jiayuan.registry_files import RegistryFiles
 from jiayuan.settings import Settings
 from registry import Registry
-from registry.loader import load_registry
 from rules.baselines import compute, specs_of
 from rules.engine import RuleEngine
 from rules.model import builtin_pack, load_rules
@@ -49,24 +51,25 @@ class Service:
         self.settings = settings
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        self.registry = (
-            load_registry(settings.registry, community=settings.community)
-            if settings.registry is not None
-            else Registry(settings.community)
-        )
+        files = RegistryFiles(settings.registry, settings.community)
+        loaded = files.read() if settings.registry is not None else Registry(settings.community)
         self.rules = load_rules(settings.rules or [builtin_pack()])
-        files = DataDir(data)
+        datadir = DataDir(data)
         self.journal = Journal(
-            files.journal,
+            datadir.journal,
             synchronous=settings.journal_synchronous,
             max_pages=settings.journal_max_pages,
         )
-        self.journal.sync_registry(self.registry)
-        self.alerts = AlertStore(files.alerts)
-        self.auth = AuthStore(files.auth)
+        self.journal.sync_registry(loaded)
+        self.alerts = AlertStore(datadir.alerts)
+        self.auth = AuthStore(datadir.auth)
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
-        note_registry(self.auth, self.registry)
-        self.dispatcher = Dispatcher(self.alerts, self.registry, self.rules, alerting(settings))
+        note_registry(self.auth, loaded)
+        self.registry_admin = RegistryAdmin(
+            loaded, files, audit=AuditLog(self.auth), broker=broker_accounts(settings)
+        )
+        """The one holder of the current registry, and the way to change it while running."""
+        self.dispatcher = Dispatcher(self.alerts, loaded, self.rules, alerting(settings))
         """Route, notify, escalate, silence, group, correlate (alerts/dispatch.py)."""
         tz, baselines = ZoneInfo(settings.timezone), specs_of(self.rules)
         self.worker = RulesWorker(
@@ -128,11 +131,25 @@ class Service:
             settings=settings,
             journal=self.journal,
             alerts=self.alerts,
-            registry=self.registry,
+            registry=loaded,
             health=self.health,
             alerting=self.dispatcher,
             auth=self.auth,
+            registry_admin=self.registry_admin,
         )
+        # every holder of the registry, swapped in this order at each change (create_app adds
+        # staff access's scopes)
+        admin = self.registry_admin
+        admin.subscribe("journal devices", self.journal.sync_registry)
+        admin.subscribe("routing and paging", self.dispatcher.set_registry)
+        admin.subscribe("rules", self.worker.set_registry)
+        admin.subscribe("API", lambda r: setattr(self.context, "registry", r))
+        admin.subscribe("staff audit", lambda r: note_registry(self.auth, r))
+
+    @property
+    def registry(self) -> Registry:
+        """The registry as it is now (:class:`RegistryAdmin` holds it)."""
+        return self.registry_admin.current
 
     # ------------------------------------------------------------------ stages
 
@@ -233,6 +250,9 @@ class Service:
             )
         if not self.dispatcher.alive:
             problems.append("alerting stopped: the dispatch thread is not running; nobody is paged")
+        registry = self.registry_admin.health()
+        if registry["broker_problem"]:
+            problems.append(registry["broker_problem"])
         notify = failing_for_everyone(self.alerts.query(RECENT_ATTEMPTS), now)
         NOTIFY_FAILING.set(notify is not None)
         if notify is not None:
@@ -260,6 +280,7 @@ class Service:
             "uptime_s": round(now - self.started_at, 1),
             "rules": len(self.rules),
             "registered_devices": len(self.registry.devices),
+            "registry": registry,
             "influx": {"enabled": False}
             if self.sink is None
             else {"enabled": True, **self.sink.health()},
@@ -310,6 +331,18 @@ def alerting(settings: Settings) -> AlertingConfig:
         flap=settings.flap,
         group=settings.group,
         escalation=settings.escalation,
+    )
+
+
+def broker_accounts(settings: Settings) -> BrokerAccounts | None:
+    """The broker's account files the service keeps in step with the registry, if configured."""
+    if settings.broker_accounts_dir is None:
+        return None
+    return BrokerAccounts(
+        settings.broker_accounts_dir,
+        reload_command=settings.broker_reload_command,
+        pid_file=settings.broker_pid_file,
+        group=settings.broker_accounts_group,
     )
 
 

@@ -74,6 +74,19 @@ class Settings(BaseSettings):
     separated by commas (``JIAYUAN_RULES=site.yaml,extra.yaml``)."""
     registry: Path | None = None
     """A registry directory or file (YAML or CSV); none means an empty registry."""
+    # --- broker accounts that follow the registry (jiayuan/broker/live.py) -------------------
+    broker_accounts_dir: Path | None = None
+    """The directory Mosquitto reads its password and ACL files from (what ``jiayuan broker
+    credentials --out`` writes): set, a device added or retired while running gets or loses its
+    account there, and the broker is reloaded. Unset: accounts are left alone (health says so)."""
+    broker_reload_command: str | None = Field(default=None, min_length=1)
+    """How to make the broker read them again, e.g. ``systemctl reload mosquitto`` (run without a
+    shell); or ``broker_pid_file``."""
+    broker_pid_file: Path | None = None
+    """Mosquitto's ``pid_file``: the service sends that process SIGHUP to reload the accounts."""
+    broker_accounts_group: str | None = Field(default=None, min_length=1)
+    """The group the broker's files are made readable by (``--group`` of ``jiayuan broker
+    credentials``), e.g. ``mosquitto``."""
     journal_synchronous: Literal["NORMAL", "FULL"] = "FULL"
     """SQLite fsync level: FULL survives power loss, NORMAL only a process crash."""
     batch_max: int = Field(default=1000, ge=1, le=10_000)
@@ -225,6 +238,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"JIAYUAN_MQTT_URGENT_PASSWORD is {why}: use the one `jiayuan broker"
                 " credentials` generated (urgent.password)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _broker_accounts(self) -> Settings:
+        how = (self.broker_reload_command is not None) + (self.broker_pid_file is not None)
+        if self.broker_accounts_dir is None and (how or self.broker_accounts_group):
+            raise ValueError(
+                "broker_reload_command, broker_pid_file and broker_accounts_group need"
+                " broker_accounts_dir (the directory of Mosquitto's password and ACL files)"
+            )
+        if self.broker_accounts_dir is not None and how != 1:
+            raise ValueError(
+                "broker_accounts_dir needs one way to reload the broker: broker_reload_command"
+                " (e.g. 'systemctl reload mosquitto') or broker_pid_file"
             )
         return self
 

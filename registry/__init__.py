@@ -1,6 +1,12 @@
 """The community's registry: devices, residents, staff and buildings. Every stage reads it."""
 
-from registry.loader import Problem, RegistryError, load_registry, write_registry
+from registry.loader import (
+    Problem,
+    RegistryError,
+    check_registry,
+    load_registry,
+    write_registry,
+)
 from registry.models import Building, Device, Registry, Resident, Shift, Staff
 
 __all__ = [
@@ -12,6 +18,7 @@ __all__ = [
     "Resident",
     "Shift",
     "Staff",
+    "check_registry",
     "load_registry",
     "write_registry",
 ]

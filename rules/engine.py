@@ -266,7 +266,13 @@ class RuleEngine:
         return c is not None and c.restore(self, self._dev(device_id), since)
 
     def set_registry(self, registry: Registry) -> None:
-        """Use a reloaded registry: labels, overrides and areas are looked up again."""
+        """Use a reloaded registry: labels, overrides and areas are looked up again. A device
+        no longer registered (retired) is no longer awaited: its silence raises nothing; an
+        alert of it already open stays until it clears or is resolved."""
+        for device_id in self.registry.devices.keys() - registry.devices.keys():
+            for ab in self._absences:
+                if ab.waiting.pop(device_id, None) is not None:
+                    self._dirty.add(device_id)
         self.registry = registry
         self._units = None
         for device_id, dev in self._devs.items():

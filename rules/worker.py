@@ -37,6 +37,7 @@ from typing import Any, Final, Protocol
 
 from base import sqlite
 from ingest import follower, rows
+from registry.models import Registry
 from rules.baselines import Baselines
 from rules.engine import RuleEngine
 from rules.metrics import RULES_BEHIND, RULES_COMMITS, RULES_FAILING, RULES_RETRIES
@@ -149,6 +150,8 @@ class RulesWorker:
         self._baselines_next = 0.0
         self._fresh: Baselines | None = None
         self._computing: threading.Thread | None = None
+        self._registry_next: tuple[Registry, threading.Event] | None = None
+        """A registry to swap in on the worker's thread (:meth:`set_registry`)."""
         self.load()
 
     # ------------------------------------------------------------------ state
@@ -301,6 +304,26 @@ class RulesWorker:
         """New rows are committed (the ingest pipeline calls this after each commit)."""
         self._wake.set()
 
+    def set_registry(self, registry: Registry, timeout: float = 30.0) -> bool:
+        """Have the engine use ``registry`` from the next batch on: swapped on the worker's
+        thread between two batches (a reading is never evaluated half with one registry), the
+        cursor untouched. Returns once swapped (False: not within ``timeout``, it still will
+        be before the next batch)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            self.engine.set_registry(registry)
+            return True
+        done = threading.Event()
+        self._registry_next = (registry, done)
+        self._wake.set()
+        return done.wait(timeout)
+
+    def _take_registry(self) -> None:
+        pending, self._registry_next = self._registry_next, None
+        if pending is not None:
+            self.engine.set_registry(pending[0])
+            pending[1].set()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name="rules", daemon=True)
         self._thread.start()
@@ -346,6 +369,7 @@ class RulesWorker:
                 if self._stale:
                     self.load()
                     self._stale = False
+                self._take_registry()
                 busy = self.step()
                 if time.monotonic() >= self._next_tick:
                     self._next_tick = time.monotonic() + self.tick_s

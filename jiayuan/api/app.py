@@ -35,6 +35,7 @@ from jiayuan.api import (
     incidents,
     ops,
     registry,
+    registry_changes,
     residents,
     review,
     rules,
@@ -69,6 +70,8 @@ def create_app(
     if ctx.auth is None:
         ctx.auth = AuthStore(DataDir(ctx.settings.data_dir).auth)
     authn = authenticator or Authenticator(ctx.settings, ctx.auth, ctx.registry)
+    if ctx.registry_admin is not None:
+        ctx.registry_admin.subscribe("staff access", authn.set_registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -98,6 +101,7 @@ def create_app(
         app.include_router(module.router)
     for module in (baselines, rules):  # personal baselines; rule backtests
         app.include_router(module.router)
+    app.include_router(registry_changes.router)  # the registry changed while running
     app.include_router(auth.router)
     app.include_router(audit.router)
     app.include_router(console.router)
@@ -107,7 +111,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=ctx.settings.cors_origins,
             allow_credentials=False,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(SecurityMiddleware, auth=authn)

@@ -1,7 +1,8 @@
 """Authentication: from a cookie or a bearer token to a :class:`Principal`, and signing in.
 
 A principal's role is read from the registry at every request, so a role changed (or a person
-removed) in the registry counts from the next restart that loads it, for open sessions too.
+removed) in the registry counts from the next request after the change (through the API, a
+reloaded file or a restart), for open sessions too.
 """
 
 from __future__ import annotations
@@ -53,13 +54,25 @@ class Authenticator:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.registry = registry
+        self._view = (registry, Scopes(registry))
         self.audit = AuditLog(store)
         self.limiter = limiter or SignInLimiter()
-        self.scopes = Scopes(registry)
         self.clock = clock
         admin = settings.admin_token.get_secret_value()
         self._admin_digest = digest(admin) if admin else None
+
+    @property
+    def registry(self) -> Registry:
+        return self._view[0]
+
+    @property
+    def scopes(self) -> Scopes:
+        return self._view[1]
+
+    def set_registry(self, registry: Registry) -> None:
+        """Roles, people and scopes from ``registry`` from the next request on (open sessions
+        and tokens too: a person removed can no longer use theirs)."""
+        self._view = (registry, Scopes(registry))
 
     # ------------------------------------------------------------------ requests
 

@@ -1,0 +1,308 @@
+"""Changing the registry while the service runs (admins and managers; every change audited).
+
+``PUT /api/registry/{section}/{id}`` adds a record or replaces it (a device moved to another
+place, a resident's threshold overrides, a staff member's role or channels), ``DELETE`` retires
+it, ``PUT``/``POST /api/registry/staff/{id}/shifts`` replace or add a staff member's shifts, and
+``POST /api/registry/reload`` reads the registry files again. Each change is checked as the
+loader checks the files (409 names the record and field that stand in the way), written to the
+registry files, in force for the next reading, alert and request, and answered with what
+changed and what became of the broker's accounts — a new device's password is in that answer,
+once (and in ``credentials.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Final, Literal, NoReturn
+
+from fastapi import APIRouter, Body, HTTPException, Path
+from pydantic import BaseModel, Field
+
+from jiayuan.api.deps import ID_PATTERN, CtxDep, IpDep, PrincipalDep, allow, refuse
+from jiayuan.context import AppContext
+from jiayuan.registry_admin import Applied, RegistryAdmin
+from jiayuan.registry_files import NotWritable
+from registry import Building, Device, Registry, RegistryError, Resident, Shift, Staff
+from registry.diff import RegistryDiff
+
+router = APIRouter(
+    prefix="/api/registry", tags=["registry"], dependencies=[allow("admin", "manager")]
+)
+
+Section = Literal["buildings", "devices", "residents", "staff"]
+_KEY: Final[dict[str, str]] = {
+    "buildings": "building",
+    "devices": "device_id",
+    "residents": "resident_id",
+    "staff": "staff_id",
+}
+_ONE: Final = {
+    "buildings": "building",
+    "devices": "device",
+    "residents": "resident",
+    "staff": "staff",
+}
+RecordId = Annotated[str, Path(pattern=ID_PATTERN)]
+MAX_SHIFTS: Final = 64
+
+
+class BrokerOut(BaseModel):
+    accounts: Literal["updated", "unchanged", "not managed", "failed"] = Field(
+        description="`updated`: accounts written and the broker reloaded; `not managed`: the"
+        " service does not keep the broker's accounts (JIAYUAN_BROKER_ACCOUNTS_DIR unset), a"
+        " new device cannot connect until they are made; `failed`: see detail."
+    )
+    detail: str = ""
+    passwords: dict[str, str] = Field(
+        default_factory=dict,
+        description="New devices' broker passwords (username = device id), shown this once.",
+    )
+
+
+class ChangeOut(BaseModel):
+    action: str
+    changes: str = Field(description="Counts per section, e.g. `devices +1 -0 ~0`.")
+    diff: RegistryDiff
+    broker: BrokerOut
+    superseded: list[str] = Field(
+        default_factory=list,
+        description="Registry files the written YAML replaced (moved to `superseded/`).",
+    )
+
+
+def _admin(ctx: AppContext) -> RegistryAdmin:
+    if ctx.registry_admin is None:
+        raise HTTPException(503, "registry changes are not available in this process")
+    return ctx.registry_admin
+
+
+def _conflict(e: RegistryError | NotWritable) -> NoReturn:
+    if isinstance(e, NotWritable):
+        raise HTTPException(409, str(e)) from e
+    problems = [str(p) for p in e.problems]
+    detail = {"message": "the change does not fit the registry", "problems": problems}
+    raise HTTPException(409, detail) from e
+
+
+def _change(
+    ctx: AppContext,
+    who: PrincipalDep,
+    ip: str,
+    action: str,
+    target: str,
+    edit: Callable[[Registry], Registry],
+) -> ChangeOut:
+    try:
+        applied = _admin(ctx).edit(edit, actor=who.id, action=action, ip=ip, target=target)
+    except (RegistryError, NotWritable) as e:
+        _conflict(e)
+    return _out(action, applied)
+
+
+def _out(action: str, a: Applied) -> ChangeOut:
+    return ChangeOut(
+        action=action,
+        changes=a.diff.summary(),
+        diff=a.diff,
+        broker=BrokerOut(accounts=a.broker, detail=a.broker_detail, passwords=a.passwords),
+        superseded=a.superseded,
+    )
+
+
+def _records(reg: Registry, section: str) -> dict[str, Any]:
+    records: dict[str, Any] = getattr(reg, section)
+    return records
+
+
+def _with(reg: Registry, section: str, rid: str, record: Any | None) -> Registry:
+    """``reg`` with record ``rid`` of ``section`` replaced by ``record`` (None: removed)."""
+    parts = {s: dict(_records(reg, s)) for s in _KEY}
+    if record is None:
+        del parts[section][rid]
+    else:
+        parts[section][rid] = record
+    return Registry(reg.community, **{s: list(v.values()) for s, v in parts.items()})
+
+
+def _get(ctx: AppContext, section: str, rid: str) -> Any:
+    record = _records(ctx.registry, section).get(rid)
+    if record is None:
+        raise HTTPException(404, f"no {_ONE[section]} {rid!r} in the registry")
+    return record
+
+
+def _put(
+    ctx: AppContext, who: PrincipalDep, ip: str, section: str, rid: str, record: Any
+) -> ChangeOut:
+    if getattr(record, _KEY[section]) != rid:
+        refuse(
+            ("body", _KEY[section]),
+            f"must be {rid!r}, the id in the path",
+            getattr(record, _KEY[section]),
+        )
+
+    def edit(reg: Registry) -> Registry:
+        return _with(reg, section, rid, record)
+
+    verb = "change" if rid in _records(ctx.registry, section) else "add"
+    return _change(ctx, who, ip, f"registry.{_ONE[section]}_{verb}", rid, edit)
+
+
+def _delete(ctx: AppContext, who: PrincipalDep, ip: str, section: str, rid: str) -> ChangeOut:
+    def edit(reg: Registry) -> Registry:
+        if rid not in _records(reg, section):
+            raise HTTPException(404, f"no {_ONE[section]} {rid!r} in the registry")
+        return _with(reg, section, rid, None)
+
+    return _change(ctx, who, ip, f"registry.{_ONE[section]}_retire", rid, edit)
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+
+@router.get("/devices/{device_id}", response_model=Device, summary="Get a device's record")
+def get_device(ctx: CtxDep, device_id: RecordId) -> Device:
+    record: Device = _get(ctx, "devices", device_id)
+    return record
+
+
+@router.put("/devices/{device_id}", response_model=ChangeOut, summary="Add or move a device")
+def put_device(
+    ctx: CtxDep, who: PrincipalDep, ip: IpDep, device_id: RecordId, body: Device
+) -> ChangeOut:
+    return _put(ctx, who, ip, "devices", device_id, body)
+
+
+@router.delete("/devices/{device_id}", response_model=ChangeOut, summary="Retire a device")
+def delete_device(ctx: CtxDep, who: PrincipalDep, ip: IpDep, device_id: RecordId) -> ChangeOut:
+    """Its broker account goes; its history and open alerts stay (they can be resolved)."""
+    return _delete(ctx, who, ip, "devices", device_id)
+
+
+# --- residents ---------------------------------------------------------------------------------
+
+
+@router.get("/residents/{resident_id}", response_model=Resident, summary="Get a resident's record")
+def get_resident(ctx: CtxDep, resident_id: RecordId) -> Resident:
+    record: Resident = _get(ctx, "residents", resident_id)
+    return record
+
+
+@router.put(
+    "/residents/{resident_id}", response_model=ChangeOut, summary="Add or change a resident"
+)
+def put_resident(
+    ctx: CtxDep, who: PrincipalDep, ip: IpDep, resident_id: RecordId, body: Resident
+) -> ChangeOut:
+    """Threshold overrides and the allowed area count from the resident's next reading."""
+    return _put(ctx, who, ip, "residents", resident_id, body)
+
+
+@router.delete("/residents/{resident_id}", response_model=ChangeOut, summary="Remove a resident")
+def delete_resident(ctx: CtxDep, who: PrincipalDep, ip: IpDep, resident_id: RecordId) -> ChangeOut:
+    return _delete(ctx, who, ip, "residents", resident_id)
+
+
+# --- staff and their shifts --------------------------------------------------------------------
+
+
+@router.get("/staff/{staff_id}", response_model=Staff, summary="Get a staff member's record")
+def get_staff(ctx: CtxDep, staff_id: RecordId) -> Staff:
+    record: Staff = _get(ctx, "staff", staff_id)
+    return record
+
+
+@router.put("/staff/{staff_id}", response_model=ChangeOut, summary="Add or change a staff member")
+def put_staff(
+    ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId, body: Staff
+) -> ChangeOut:
+    return _put(ctx, who, ip, "staff", staff_id, body)
+
+
+@router.delete("/staff/{staff_id}", response_model=ChangeOut, summary="Remove a staff member")
+def delete_staff(ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId) -> ChangeOut:
+    """Their sessions and tokens stop working at once; they are paged no more."""
+    return _delete(ctx, who, ip, "staff", staff_id)
+
+
+def _shifts(
+    ctx: AppContext,
+    who: PrincipalDep,
+    ip: str,
+    staff_id: str,
+    action: str,
+    shifts: Callable[[tuple[Shift, ...]], tuple[Shift, ...]],
+) -> ChangeOut:
+    def edit(reg: Registry) -> Registry:
+        s = reg.staff.get(staff_id)
+        if s is None:
+            raise HTTPException(404, f"no staff {staff_id!r} in the registry")
+        new = shifts(s.shifts)
+        if len(new) > MAX_SHIFTS:
+            refuse(("body",), f"at most {MAX_SHIFTS} shifts per person", len(new))
+        return _with(reg, "staff", staff_id, s.model_copy(update={"shifts": new}))
+
+    return _change(ctx, who, ip, action, staff_id, edit)
+
+
+@router.get(
+    "/staff/{staff_id}/shifts", response_model=list[Shift], summary="List a staff member's shifts"
+)
+def list_shifts(ctx: CtxDep, staff_id: RecordId) -> list[Shift]:
+    s: Staff = _get(ctx, "staff", staff_id)
+    return list(s.shifts)
+
+
+@router.post(
+    "/staff/{staff_id}/shifts",
+    response_model=ChangeOut,
+    status_code=201,
+    summary="Add a shift to a staff member",
+)
+def add_shift(
+    ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId, body: Shift
+) -> ChangeOut:
+    """In force for the next alert routed: who is paged follows the roster as changed."""
+    return _shifts(ctx, who, ip, staff_id, "registry.shift_add", lambda old: (*old, body))
+
+
+@router.put(
+    "/staff/{staff_id}/shifts", response_model=ChangeOut, summary="Replace a staff member's shifts"
+)
+def put_shifts(
+    ctx: CtxDep,
+    who: PrincipalDep,
+    ip: IpDep,
+    staff_id: RecordId,
+    body: Annotated[list[Shift], Body(max_length=MAX_SHIFTS)],
+) -> ChangeOut:
+    return _shifts(ctx, who, ip, staff_id, "registry.shift_replace", lambda _old: tuple(body))
+
+
+# --- buildings ---------------------------------------------------------------------------------
+
+
+@router.put("/buildings/{building}", response_model=ChangeOut, summary="Add or change a building")
+def put_building(
+    ctx: CtxDep, who: PrincipalDep, ip: IpDep, building: RecordId, body: Building
+) -> ChangeOut:
+    return _put(ctx, who, ip, "buildings", building, body)
+
+
+@router.delete("/buildings/{building}", response_model=ChangeOut, summary="Remove a building")
+def delete_building(ctx: CtxDep, who: PrincipalDep, ip: IpDep, building: RecordId) -> ChangeOut:
+    return _delete(ctx, who, ip, "buildings", building)
+
+
+# --- the files ---------------------------------------------------------------------------------
+
+
+@router.post("/reload", response_model=ChangeOut, summary="Read the registry files again")
+def reload_registry(ctx: CtxDep, who: PrincipalDep, ip: IpDep) -> ChangeOut:
+    """As SIGHUP to ``jiayuan run``. A file that does not load is refused (409 names the file,
+    row or line and field) and the running registry stays."""
+    try:
+        applied = _admin(ctx).reload(actor=who.id, ip=ip)
+    except (RegistryError, NotWritable) as e:
+        _conflict(e)
+    return _out("registry.reload", applied)
