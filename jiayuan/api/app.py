@@ -27,11 +27,13 @@ from jiayuan.api import (
     audit,
     auth,
     baselines,
+    commissioning,
     dead_letters,
     devices,
     duty,
     escalation,
     fleet,
+    imports,
     incidents,
     ops,
     registry,
@@ -93,6 +95,7 @@ def create_app(
     app.state.ctx = ctx
     app.state.auth = authn
     app.state.broadcaster = broadcaster
+    app.include_router(commissioning.router)  # before devices: /api/devices/unregistered
     for module in (system, devices, alerts, dead_letters, stream, registry, residents, ops, fleet):
         app.include_router(module.router)
     for module in (silences, escalation):  # alerting: silences, chains, timers, deliveries
@@ -102,6 +105,7 @@ def create_app(
     for module in (baselines, rules):  # personal baselines; rule backtests
         app.include_router(module.router)
     app.include_router(registry_changes.router)  # the registry changed while running
+    app.include_router(imports.router)  # spreadsheet imports: a diff, then apply
     app.include_router(auth.router)
     app.include_router(audit.router)
     app.include_router(console.router)
@@ -120,7 +124,7 @@ def create_app(
         BodyLimitMiddleware,
         max_bytes=ctx.settings.http_max_body_bytes,
         body_timeout_s=ctx.settings.http_body_timeout_s,
-        per_path={"/api/auth/login": LOGIN_MAX_BODY},
+        per_path={"/api/auth/login": LOGIN_MAX_BODY, imports.PATH: imports.MAX_BODY},
     )
     install_error_handlers(app)
     document_errors(app)
