@@ -200,6 +200,19 @@ class Broker:
                     raise TimeoutError(f"mosquitto did not reload its accounts ({report})")
                 time.sleep(0.05)
 
+    def reload(self) -> CredentialsFile:
+        """Read the accounts again after someone else wrote them (the service, whose
+        ``JIAYUAN_BROKER_ACCOUNTS_DIR`` is :attr:`auth_dir`): :meth:`access` then answers with
+        them. That writer reloads the broker itself (:attr:`pid_file`). Its registry is not
+        this broker's: :meth:`provision` would write this one's again."""
+        self._creds = CredentialsFile.load(self.auth_dir / brokerauth.CREDENTIALS)
+        return self._creds
+
+    @property
+    def pid_file(self) -> Path:
+        """Where the running broker's pid is written, for ``JIAYUAN_BROKER_PID_FILE``."""
+        return self.data_dir / "mosquitto.pid"
+
     def access(self, username: str, *, tls: bool = False) -> BrokerAccess:
         """The account ``username`` (plain loopback listener, or the TLS one with ``tls``)."""
         password = self.credentials.password_of(username)
@@ -273,6 +286,7 @@ class Broker:
         # Mosquitto opens every listener before it serves any: the plain one answering means
         # the TLS one is there too (probing that one would log a failed handshake).
         children.wait_ready(self.proc, self._listening, name="mosquitto", log=log, timeout=timeout)
+        self.pid_file.write_text(f"{self.proc.pid}\n")
         return self
 
     def _listening(self) -> bool:
@@ -283,6 +297,7 @@ class Broker:
         if self.proc is not None:
             children.stop(self.proc, kill=kill)
             self.proc = None
+            self.pid_file.unlink(missing_ok=True)
 
     def restart(self) -> None:
         self.stop()

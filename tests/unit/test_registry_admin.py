@@ -1,0 +1,166 @@
+"""The registry changed while running, part by part: the files written (and read back the same),
+the one holder and its swap hooks, refusals that change nothing, the broker's accounts kept in
+step, the settings for them, and a retired device no longer awaited by the rules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from ingest.access import CredentialsFile
+from jiayuan.auth.audit import AuditLog
+from jiayuan.auth.store import AuthStore
+from jiayuan.broker.accounts import CREDENTIALS, write_credentials
+from jiayuan.broker.live import BrokerAccounts, BrokerReloadError
+from jiayuan.registry_admin import NOT_MANAGED, RegistryAdmin
+from jiayuan.registry_files import SUPERSEDED, NotWritable, RegistryFiles
+from jiayuan.settings import Settings
+from registry import Building, Device, Registry, RegistryError, Staff, load_registry
+from tests.clock import FakeClock
+from tests.unit.test_rules_engine import SILENT, T0, engine, hr
+
+
+def base() -> Registry:
+    return Registry(
+        "y",
+        buildings=[Building(building="B1", compound="C1")],
+        devices=[Device(device_id="w-1", kind="wearable", compound="C1", building="B1")],
+        staff=[Staff(staff_id="care-1", name="Care", role="caretaker")],
+    )
+
+
+def plus(reg: Registry, device: Device) -> Registry:
+    return Registry(
+        reg.community,
+        buildings=list(reg.buildings.values()),
+        devices=[*reg.devices.values(), device],
+        residents=list(reg.residents.values()),
+        staff=list(reg.staff.values()),
+    )
+
+
+GATE = Device(device_id="g-1", kind="gate", compound="C1")
+
+
+def test_a_change_is_written_so_that_the_files_read_back_the_same(tmp_path: Path) -> None:
+    d = tmp_path / "registry"
+    d.mkdir()
+    (d / "devices.csv").write_text("device_id,kind,compound,building\nw-1,wearable,C1,B1\n")
+    (d / "buildings.csv").write_text("building,compound\nB1,C1\n")
+    (d / "staff.yaml").write_text("- {staff_id: care-1, name: Care, role: caretaker}\n")
+    files = RegistryFiles(d, "y")
+    new = plus(files.read(), GATE)
+    assert files.write(new) == ["buildings.csv", "devices.csv"]
+    back = load_registry(d)
+    assert back.devices == new.devices and back.staff == new.staff
+    assert sorted(p.name.split("-", 1)[1] for p in (d / SUPERSEDED).iterdir()) == [
+        "buildings.csv",
+        "devices.csv",
+    ]
+    assert not (d / ".staging").exists()
+
+
+def test_a_registry_kept_in_one_file_or_nowhere_cannot_be_changed(tmp_path: Path) -> None:
+    one = tmp_path / "registry.yaml"
+    one.write_text("staff: []\n")
+    for files in (RegistryFiles(one, "y"), RegistryFiles(None, "y")):
+        assert files.not_writable is not None
+        with pytest.raises(NotWritable):
+            files.write(base())
+
+
+@pytest.fixture
+def admin(tmp_path: Path) -> tuple[RegistryAdmin, list[str], AuthStore]:
+    d = tmp_path / "registry"
+    files = RegistryFiles(d, "y")
+    d.mkdir()
+    files.write(base())
+    store = AuthStore(tmp_path / "auth.db", clock=FakeClock(T0))
+    a = RegistryAdmin(files.read(), files, audit=AuditLog(store))
+    seen: list[str] = []
+    a.subscribe("first", lambda r: seen.append(f"first {len(r.devices)}"))
+    a.subscribe("second", lambda r: seen.append(f"second {len(r.devices)}"))
+    return a, seen, store
+
+
+def test_a_change_swaps_in_everywhere_in_order_and_is_audited(
+    admin: tuple[RegistryAdmin, list[str], AuthStore],
+) -> None:
+    a, seen, store = admin
+    applied = a.apply_change(plus(a.current, GATE), actor="mgr", action="registry.device_add")
+    assert seen == ["first 2", "second 2"] and "g-1" in a.current.devices
+    assert applied.diff.devices.added == ["g-1"]
+    assert (applied.broker, applied.broker_detail) == ("not managed", NOT_MANAGED)
+    assert "g-1" in load_registry(a.files.source or Path()).devices
+    (entry,), _ = AuditLog(store).page(action="registry.device_add")
+    assert (entry.actor, entry.outcome) == ("mgr", "ok")
+    assert entry.detail["diff"]["devices"]["added"] == ["g-1"]
+    # the same registry again: nothing to swap
+    assert a.apply(a.current, actor="mgr", action="registry.device_add").empty
+    assert seen == ["first 2", "second 2"]
+
+
+def test_a_change_that_does_not_fit_changes_nothing(
+    admin: tuple[RegistryAdmin, list[str], AuthStore],
+) -> None:
+    a, seen, store = admin
+    source = a.files.source
+    assert source is not None
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    stray = Device(device_id="w-9", kind="wearable", compound="C1", building="B9")
+    with pytest.raises(RegistryError) as e:
+        a.apply(plus(a.current, stray), actor="mgr", action="registry.device_add")
+    assert [str(p) for p in e.value.problems] == [
+        "devices[w-9], field 'building': unknown building 'B9'"
+    ]
+    assert seen == [] and "w-9" not in a.current.devices
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before
+    (entry,), _ = AuditLog(store).page(action="registry.device_add")
+    assert entry.outcome == "refused" and "unknown building" in entry.detail["problems"][0]
+
+
+def test_broker_accounts_follow_and_the_new_password_is_handed_out_once(tmp_path: Path) -> None:
+    out = tmp_path / "broker"
+    write_credentials(base(), out, tests=["harness"])
+    hup = tmp_path / "reloaded"
+    append = "import sys; open(sys.argv[1], 'a').write('x')"
+    accounts = BrokerAccounts(out, reload_command=f'{sys.executable} -c "{append}" {hup}')
+    update = accounts.update(plus(base(), GATE))
+    assert update.report.added == ["g-1"] and hup.read_text() == "x"
+    creds = CredentialsFile.load(out / CREDENTIALS)
+    assert update.passwords == {"g-1": creds.devices["g-1"]}
+    assert "test.harness" in creds.tests  # the harness's account is kept
+    assert accounts.update(plus(base(), GATE)).passwords == {}  # nothing new: no reload
+    assert hup.read_text() == "x"
+    failing = BrokerAccounts(out, reload_command="false")
+    with pytest.raises(BrokerReloadError, match="exited 1"):
+        failing.update(base())
+    assert "g-1" not in json.loads((out / CREDENTIALS).read_text())["devices"]
+
+
+def test_broker_account_settings_fail_fast() -> None:
+    with pytest.raises(ValidationError, match="one way to reload"):
+        Settings(broker_accounts_dir=Path("/tmp/x"))
+    with pytest.raises(ValidationError, match="one way to reload"):
+        Settings(
+            broker_accounts_dir=Path("/tmp/x"),
+            broker_reload_command="systemctl reload mosquitto",
+            broker_pid_file=Path("/run/mosquitto.pid"),
+        )
+    with pytest.raises(ValidationError, match="need broker_accounts_dir"):
+        Settings(broker_pid_file=Path("/run/mosquitto.pid"))
+    ok = Settings(broker_accounts_dir=Path("/tmp/x"), broker_pid_file=Path("/run/m.pid"))
+    assert ok.broker_pid_file == Path("/run/m.pid")
+
+
+def test_a_retired_device_is_no_longer_awaited(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    reg = Registry("y", devices=[Device(device_id="u1", kind="wearable", compound="C1")])
+    eng = engine(tmp_path, SILENT, reg=reg, clock=clock)
+    eng.evaluate(hr("u1", 0, 70))
+    eng.set_registry(Registry("y"))  # retired, and then silent
+    assert eng.tick(T0 + 3600) == []
