@@ -49,8 +49,8 @@ def test_import_prints_the_diff_then_applies_it(
     assert (reg / "devices.csv").read_bytes() == before  # nothing written
 
     assert main(["registry", "import", str(book), "--registry", str(reg), "--apply"]) == 0
-    out = capsys.readouterr().out
-    assert "moved aside to" in out and "devices.csv" in out
+    applied = capsys.readouterr().out
+    assert "moved aside to" in applied and "devices.csv" in applied
     now = load_registry(reg)
     assert set(now.devices) == {"gate-C01-main", "smk-C01-B01-1-0502", "smk-C01-B02-1-0101"}
     assert set(now.residents) == {"r-00001"}  # kept
