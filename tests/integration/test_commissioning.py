@@ -48,7 +48,7 @@ def community(rx: Receiver) -> Registry:
                 unit="1-1-101",
                 resident_id="r-1",
             ),
-        ],  # fmt: skip
+        ],
         residents=[
             Resident(resident_id="r-1", building="B01", unit="1-1-101", caretakers=("care-1",))
         ],
@@ -62,7 +62,7 @@ def community(rx: Receiver) -> Registry:
             ),
             Staff(staff_id="op-1", name="op-1", role="operator"),
             Staff(staff_id="mgr-1", name="mgr-1", role="manager"),
-        ],  # fmt: skip
+        ],
     )
 
 
