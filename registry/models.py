@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from datetime import time
-from typing import Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 Id = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
 Role = Literal["admin", "security", "caretaker", "manager", "operator"]
 DeviceKind = Literal["gate", "smoke", "wearable"]
+_AREA: Final[dict[str, Any]] = {
+    "type": "array",
+    "items": {"type": "number"},
+    "minItems": 3,
+    "maxItems": 3,
+    "description": "[lat, lon, radius_m]",
+}
+"""The allowed area's JSON schema: OpenAPI tools read a tuple's positional schema badly."""
 
 
 class _Record(BaseModel):
@@ -54,7 +62,7 @@ class Resident(_Record):
     """Staff ids, first is the primary caretaker."""
     thresholds: dict[str, float] = Field(default_factory=dict)
     """Personal overrides of rule levels by name, e.g. ``heart_rate_high: 110``."""
-    allowed_area: tuple[float, float, float] | None = None
+    allowed_area: Annotated[tuple[float, float, float], WithJsonSchema(_AREA)] | None = None
     """(lat, lon, radius_m) for the zone rule."""
 
 
@@ -66,6 +74,13 @@ class Shift(_Record):
     end: time = time(23, 59, 59)
     building: str | None = None
     """Limits a caretaker's or guard's duty to one building; None is the whole community."""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _local(cls, v: time) -> time:
+        if v.tzinfo is not None:
+            raise ValueError("a local time of the roster (JIAYUAN_TIMEZONE), without a zone")
+        return v
 
 
 class Staff(_Record):

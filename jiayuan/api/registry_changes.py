@@ -13,10 +13,11 @@ once (and in ``credentials.json``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Final, Literal, NoReturn
+from typing import Annotated, Any, Final, Literal, NoReturn, TypeVar
 
-from fastapi import APIRouter, Body, HTTPException, Path
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from jiayuan.api.deps import ID_PATTERN, CtxDep, IpDep, PrincipalDep, allow, refuse
 from jiayuan.context import AppContext
@@ -26,8 +27,16 @@ from registry import Building, Device, Registry, RegistryError, Resident, Shift,
 from registry.diff import RegistryDiff
 
 router = APIRouter(
-    prefix="/api/registry", tags=["registry"], dependencies=[allow("admin", "manager")]
-)
+    prefix="/api/registry",
+    tags=["registry"],
+    dependencies=[allow("admin", "manager")],
+    responses={
+        409: {"description": "The change does not fit the registry (`problems` name the record"
+              " and field), a registry file does not load, or the registry is not kept where a"
+              " change can be written"},
+        503: {"description": "Registry changes are not available in this process"},
+    },
+)  # fmt: skip
 
 Section = Literal["buildings", "devices", "residents", "staff"]
 _KEY: Final[dict[str, str]] = {
@@ -44,6 +53,7 @@ _ONE: Final = {
 }
 RecordId = Annotated[str, Path(pattern=ID_PATTERN)]
 MAX_SHIFTS: Final = 64
+T = TypeVar("T")
 
 
 class BrokerOut(BaseModel):
@@ -68,6 +78,26 @@ class ChangeOut(BaseModel):
         default_factory=list,
         description="Registry files the written YAML replaced (moved to `superseded/`).",
     )
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(_raw_body)]
+
+
+def strict(kind: type[T], raw: bytes) -> T:
+    """The body read again as strict JSON: FastAPI's lax reading takes ``"3"`` or ``false`` for a
+    floor and ``0`` for a time of day; the registry files get only what the schema says."""
+    try:
+        return TypeAdapter(kind).validate_json(raw, strict=True)
+    except ValidationError as e:
+        errors = [
+            {k: v for k, v in err.items() if k != "ctx"} | {"loc": ("body", *err["loc"])}
+            for err in e.errors(include_url=False)
+        ]
+        raise RequestValidationError(errors) from None
 
 
 def _admin(ctx: AppContext) -> RegistryAdmin:
@@ -168,9 +198,14 @@ def get_device(ctx: CtxDep, device_id: RecordId) -> Device:
 
 @router.put("/devices/{device_id}", response_model=ChangeOut, summary="Add or move a device")
 def put_device(
-    ctx: CtxDep, who: PrincipalDep, ip: IpDep, device_id: RecordId, body: Device
+    ctx: CtxDep,
+    who: PrincipalDep,
+    ip: IpDep,
+    device_id: RecordId,
+    body: Device,
+    raw: RawBody,
 ) -> ChangeOut:
-    return _put(ctx, who, ip, "devices", device_id, body)
+    return _put(ctx, who, ip, "devices", device_id, strict(Device, raw))
 
 
 @router.delete("/devices/{device_id}", response_model=ChangeOut, summary="Retire a device")
@@ -192,10 +227,15 @@ def get_resident(ctx: CtxDep, resident_id: RecordId) -> Resident:
     "/residents/{resident_id}", response_model=ChangeOut, summary="Add or change a resident"
 )
 def put_resident(
-    ctx: CtxDep, who: PrincipalDep, ip: IpDep, resident_id: RecordId, body: Resident
+    ctx: CtxDep,
+    who: PrincipalDep,
+    ip: IpDep,
+    resident_id: RecordId,
+    body: Resident,
+    raw: RawBody,
 ) -> ChangeOut:
     """Threshold overrides and the allowed area count from the resident's next reading."""
-    return _put(ctx, who, ip, "residents", resident_id, body)
+    return _put(ctx, who, ip, "residents", resident_id, strict(Resident, raw))
 
 
 @router.delete("/residents/{resident_id}", response_model=ChangeOut, summary="Remove a resident")
@@ -214,9 +254,14 @@ def get_staff(ctx: CtxDep, staff_id: RecordId) -> Staff:
 
 @router.put("/staff/{staff_id}", response_model=ChangeOut, summary="Add or change a staff member")
 def put_staff(
-    ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId, body: Staff
+    ctx: CtxDep,
+    who: PrincipalDep,
+    ip: IpDep,
+    staff_id: RecordId,
+    body: Staff,
+    raw: RawBody,
 ) -> ChangeOut:
-    return _put(ctx, who, ip, "staff", staff_id, body)
+    return _put(ctx, who, ip, "staff", staff_id, strict(Staff, raw))
 
 
 @router.delete("/staff/{staff_id}", response_model=ChangeOut, summary="Remove a staff member")
@@ -260,10 +305,11 @@ def list_shifts(ctx: CtxDep, staff_id: RecordId) -> list[Shift]:
     summary="Add a shift to a staff member",
 )
 def add_shift(
-    ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId, body: Shift
+    ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId, body: Shift, raw: RawBody
 ) -> ChangeOut:
     """In force for the next alert routed: who is paged follows the roster as changed."""
-    return _shifts(ctx, who, ip, staff_id, "registry.shift_add", lambda old: (*old, body))
+    shift = strict(Shift, raw)
+    return _shifts(ctx, who, ip, staff_id, "registry.shift_add", lambda old: (*old, shift))
 
 
 @router.put(
@@ -275,8 +321,10 @@ def put_shifts(
     ip: IpDep,
     staff_id: RecordId,
     body: Annotated[list[Shift], Body(max_length=MAX_SHIFTS)],
+    raw: RawBody,
 ) -> ChangeOut:
-    return _shifts(ctx, who, ip, staff_id, "registry.shift_replace", lambda _old: tuple(body))
+    shifts = tuple(strict(list[Shift], raw))
+    return _shifts(ctx, who, ip, staff_id, "registry.shift_replace", lambda _old: shifts)
 
 
 # --- buildings ---------------------------------------------------------------------------------
@@ -284,9 +332,14 @@ def put_shifts(
 
 @router.put("/buildings/{building}", response_model=ChangeOut, summary="Add or change a building")
 def put_building(
-    ctx: CtxDep, who: PrincipalDep, ip: IpDep, building: RecordId, body: Building
+    ctx: CtxDep,
+    who: PrincipalDep,
+    ip: IpDep,
+    building: RecordId,
+    body: Building,
+    raw: RawBody,
 ) -> ChangeOut:
-    return _put(ctx, who, ip, "buildings", building, body)
+    return _put(ctx, who, ip, "buildings", building, strict(Building, raw))
 
 
 @router.delete("/buildings/{building}", response_model=ChangeOut, summary="Remove a building")

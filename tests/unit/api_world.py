@@ -1,8 +1,7 @@
 """A world for API tests that reach the edges: the community of tests/alerting.py with
-alerting running, its registry changeable (a RegistryAdmin over registry files in the data
-directory), stored readings of every kind, and payloads a journal may hold from before
+alerting running, stored readings of every kind, and payloads a journal may hold from before
 decode refused them (a 400-digit ``steps``, a 5,000-digit one past Python's int limit,
-``1e400``, arrays nested 2,000 deep)."""
+``1e400``, arrays nested 2,000 deep); its registry kept in files and changeable through the API."""
 
 from __future__ import annotations
 
@@ -14,16 +13,17 @@ from typing import Any, Final
 
 from alerts import AlertStore
 from alerts.dispatch import Config, Dispatcher
+from base.datadir import DataDir
 from ingest.journal import Journal
 from ingest.payloads import DeadLetter, Reading, decode
 from jiayuan.auth.audit import AuditLog
+from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
 from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import RegistryFiles
 from jiayuan.settings import Settings
-from registry import write_registry
 from tests.alerting import RULES, T0, FakeClock, FakeSender, community, fire
-from tests.staff import ADMIN_TOKEN, auth_store
+from tests.staff import ADMIN_TOKEN
 
 
 def msg(device: str, kind: str, stream: str, at: float, **body: Any) -> Reading | DeadLetter:
@@ -69,21 +69,24 @@ def world(data: Path, stack: ExitStack) -> AppContext:
     d = Dispatcher(store, registry, RULES, Config(sender=FakeSender()), clock)
     store.apply(fire("wearable_heart_rate_high", "wr-1", T0))
     store.apply(fire("smoke_alarm", "smk-101", T0))
-    write_registry(registry, data / "registry")
+    files = RegistryFiles(data / "registry", registry.community)
+    (data / "registry").mkdir()
+    files.write(registry)  # the registry can be changed through the API, for real
+    auth = AuthStore(DataDir(data).auth)
     ctx = AppContext(
-        settings=Settings(data_dir=data, admin_token=ADMIN_TOKEN, registry=data / "registry"),
+        settings=Settings(data_dir=data, admin_token=ADMIN_TOKEN),
         journal=journal,
         alerts=d.store,
         registry=registry,
         alerting=d,
+        auth=auth,
+        registry_admin=RegistryAdmin(registry, files, audit=AuditLog(auth)),
     )
-    admin = RegistryAdmin(
-        registry, RegistryFiles(data / "registry", "y"), audit=AuditLog(auth_store(ctx))
-    )
+    admin = ctx.registry_admin
+    assert admin is not None
     admin.subscribe("journal devices", journal.sync_registry)
     admin.subscribe("routing and paging", d.set_registry)
     admin.subscribe("API", lambda r: setattr(ctx, "registry", r))
-    ctx.registry_admin = admin
     return ctx
 
 

@@ -22,7 +22,7 @@ from jiayuan.api import create_app
 from jiayuan.auth.audit import AuditLog
 from jiayuan.context import AppContext
 from jiayuan.registry_admin import RegistryAdmin
-from registry import Registry, load_registry
+from registry import load_registry
 from tests.alerting import T0
 from tests.staff import ADMIN, auth_store, bearer
 from tests.unit.api_world import msg, world
@@ -94,8 +94,7 @@ def test_an_import_shows_its_diff_and_applies_only_the_version_previewed(
     assert ctx.registry is now
     assert now.devices["smk-101"].unit == "1-1-103" and "smk-B02-3" not in now.devices
     assert now.residents == before.residents and now.staff == before.staff
-    assert ctx.settings.registry is not None
-    assert load_registry(ctx.settings.registry).devices == now.devices  # written to the files
+    assert load_registry(registry_dir(ctx)).devices == now.devices  # written to the files
     entries, _ = AuditLog(auth_store(ctx)).page(action="registry.import")
     assert entries[0].outcome == "ok" and entries[0].target == "devices.csv"
     assert entries[0].detail["changes"] == "devices +1 -10 ~1"
@@ -243,7 +242,7 @@ def test_who_may_commission(ctx: AppContext, client: TestClient) -> None:
     )
 
 
-def test_registry_written_back_is_the_running_one(ctx: AppContext) -> None:
-    assert ctx.settings.registry is not None
-    files = load_registry(ctx.settings.registry)
-    assert isinstance(files, Registry) and files.devices == ctx.registry.devices
+def registry_dir(ctx: AppContext) -> Path:
+    source = admin_of(ctx).files.source
+    assert source is not None
+    return source
