@@ -30,7 +30,8 @@ PATH: Final = "/api/registry/import"
 MAX_BODY: Final = 8 << 20
 """An import's body cap (the app's default is smaller): a district's workbook fits."""
 ACTION: Final = "registry.import"
-FILE_NAME: Final = r"^[^/\\]{1,100}\.(csv|xlsx|yaml|yml|CSV|XLSX|YAML|YML)$"
+FILE_NAME: Final = r"^[^/\\\x00-\x1f\x7f]{1,100}\.(csv|xlsx|yaml|yml|CSV|XLSX|YAML|YML)$"
+"""A file name, no path: it names the section of a CSV file, and the file in problems."""
 
 router = APIRouter(tags=["registry"], dependencies=[allow("admin", "manager")])
 
