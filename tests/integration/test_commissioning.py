@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,3 +218,42 @@ def test_a_workbook_import_is_previewed_applied_and_its_devices_alert(
 
     # applying the same preview again: the registry is no longer the one it was made against
     assert post(apply=shown["version"]).status_code == 409
+
+
+def test_a_spreadsheet_imported_with_the_command_is_taken_on_reload(
+    running: tuple[ServiceProcess, Publisher], receiver: Receiver, tmp_path: Path
+) -> None:
+    svc, pub = running
+    sheet = tmp_path / "devices.csv"
+    sheet.write_text(
+        "设备编号,类型,小区,楼栋,户号,居民编号\n"
+        "wr-1,手环,C01,B01,1-1-101,r-1\n"
+        "wr-7,手环,C01,B01,1-1-101,r-1\n",
+        encoding="gbk",  # as Chinese Excel saves it
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jiayuan.cli", "registry", "import", str(sheet),
+             "--registry", str(tmp_path / "registry"), *args],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    shown = cli()
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[:2] == [
+        "devices: 1 added, 0 removed, 0 changed",
+        "  + device wr-7 (kind=wearable, compound=C01, building=B01, unit=1-1-101,"
+        " resident_id=r-1)",
+    ]
+    applied = cli("--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "a running service takes it on SIGHUP or POST /api/registry/reload" in applied.stdout
+
+    code, body = svc.post("/api/registry/reload", {})
+    assert code == 200, body
+    assert body["changes"] == "devices +1 -0 ~0"
+    send(pub, "wr-7", "event", event="sos", seq=1)
+    receiver.wait_for(lambda _ms: sos_pages(receiver, "care-1") >= 1)
+    (alert,) = svc.get("/api/alerts?device_id=wr-7&rule_id=wearable_sos")["items"]
+    assert alert["labels"]["unit"] == "1-1-101"
