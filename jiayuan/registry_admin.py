@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jiayuan.auth.audit import AuditLog
-from jiayuan.broker.live import AccountsUpdate, BrokerAccounts, BrokerReloadError
+from jiayuan.broker.live import BrokerAccounts
 from jiayuan.registry_files import NotWritable, RegistryFiles
 from registry import Problem, Registry, RegistryError, check_registry
 from registry.diff import RegistryDiff, diff
@@ -139,14 +139,25 @@ class RegistryAdmin:
         try:
             if new.community != old.community:
                 raise RegistryError([_problem(f"the registry is community {old.community!r}")])
+            started = time.monotonic()
             check_registry(new)
             change = diff(old, new)
+            checked = time.monotonic()
             superseded = self.files.write(new) if persist and not change.empty else []
+            log.debug(
+                "registry: checked in %.3f s, written in %.3f s",
+                checked - started,
+                time.monotonic() - checked,
+            )
         except (RegistryError, NotWritable) as e:
             self._refused(actor, action, ip, target, e)
             raise
         if change.empty:
-            applied = Applied(change, "unchanged")
+            applied = (
+                self._accounts(new, change, [])
+                if self.broker_problem
+                else Applied(change, "unchanged")
+            )
         else:
             self._swap(new)
             applied = self._accounts(new, change, superseded)
@@ -167,28 +178,43 @@ class RegistryAdmin:
         self._current = new
         self.changed_at = time.time()
         for name, hook in self._hooks:
+            started = time.monotonic()
             try:
                 if hook(new) is False:
                     log.warning("registry: %s did not take the new registry in time yet", name)
             except Exception:  # the others still swap; the error counters say it
                 log.exception("registry: swapping the new registry into %s failed", name)
+            log.debug("registry: %s swapped in %.3f s", name, time.monotonic() - started)
 
     def _accounts(self, new: Registry, change: RegistryDiff, superseded: list[str]) -> Applied:
+        if change.devices.empty and self.broker_problem is None:
+            # accounts and their topics come from the devices alone; after a failed update,
+            # any change (a reload of the same files too) tries again
+            return Applied(change, "unchanged", "", {}, superseded)
         if self.broker is None:
             touched = change.devices.added or change.devices.removed
             return Applied(change, "not managed", NOT_MANAGED if touched else "", {}, superseded)
+        retried = self.broker_problem is not None
         try:
-            update: AccountsUpdate = self.broker.update(new)
-        except (BrokerReloadError, OSError, ValueError) as e:
-            self.broker_problem = f"broker accounts not updated: {e}"
-            log.warning("registry: %s", self.broker_problem)
-            return Applied(change, "failed", self.broker_problem, {}, superseded)
+            update = self.broker.update(new, force=retried)
+        except (OSError, ValueError) as e:
+            return self._broker_failed(change, superseded, f"accounts not written: {e}", {})
+        if update.reload_failed is not None:
+            why = f"accounts written, broker not reloaded: {update.reload_failed}"
+            return self._broker_failed(change, superseded, why, update.passwords)
         self.broker_problem = None
         r = update.report
-        if not (r.added or r.removed):
+        if not (r.added or r.removed or retried):
             return Applied(change, "unchanged", "", {}, superseded)
         detail = f"added {', '.join(r.added) or 'none'}; removed {', '.join(r.removed) or 'none'}"
         return Applied(change, "updated", detail, update.passwords, superseded)
+
+    def _broker_failed(
+        self, change: RegistryDiff, superseded: list[str], why: str, passwords: dict[str, str]
+    ) -> Applied:
+        self.broker_problem = f"broker accounts not updated: {why}"
+        log.warning("registry: %s", self.broker_problem)
+        return Applied(change, "failed", self.broker_problem, passwords, superseded)
 
     def _refused(self, actor: str, action: str, ip: str, target: object, e: Exception) -> None:
         if self.audit is None:

@@ -37,6 +37,8 @@ class AccountsUpdate:
 
     report: Report
     passwords: dict[str, str] = field(default_factory=dict)
+    reload_failed: str | None = None
+    """Why the broker could not be told to read the files written (they are written)."""
 
 
 class BrokerAccounts:
@@ -63,11 +65,12 @@ class BrokerAccounts:
         )
         return f"accounts in {self.directory}, broker reloaded by {how}"
 
-    def update(self, registry: Registry) -> AccountsUpdate:
+    def update(self, registry: Registry, *, force: bool = False) -> AccountsUpdate:
         """Write the accounts for ``registry`` and reload the broker when an account or a
         permission (a device moved to another compound's gateway, say) changed. Raises
-        ``ValueError``/``OSError`` when the files cannot be written, :class:`BrokerReloadError`
-        when the broker could not be told."""
+        ``ValueError``/``OSError`` when the files cannot be written; a broker that could not be
+        told is said in ``reload_failed``. ``force``: reload even when nothing changed (the last
+        reload failed)."""
         path = self.directory / CREDENTIALS
         previous = CredentialsFile.load(path) if path.exists() else None
         tests = [u.removeprefix(TEST_PREFIX) for u in previous.tests] if previous else []
@@ -77,11 +80,14 @@ class BrokerAccounts:
         report = write_credentials(
             registry, self.directory, gateways=gateways, tests=tests, group=self.group
         )
-        if not (report.added or report.removed) and acl.read_bytes() == before:
+        if not (force or report.added or report.removed) and acl.read_bytes() == before:
             return AccountsUpdate(report)  # nothing the broker reads has changed
         creds = CredentialsFile.load(path)
         passwords = {u: pw for u in report.added if (pw := creds.password_of(u)) is not None}
-        self.reload()
+        try:
+            self.reload()
+        except BrokerReloadError as e:
+            return AccountsUpdate(report, passwords, str(e))
         return AccountsUpdate(report, passwords)
 
     def reload(self) -> None:

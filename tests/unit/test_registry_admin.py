@@ -15,7 +15,7 @@ from ingest.access import CredentialsFile
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.store import AuthStore
 from jiayuan.broker.accounts import CREDENTIALS, write_credentials
-from jiayuan.broker.live import BrokerAccounts, BrokerReloadError
+from jiayuan.broker.live import BrokerAccounts
 from jiayuan.registry_admin import NOT_MANAGED, RegistryAdmin
 from jiayuan.registry_files import SUPERSEDED, NotWritable, RegistryFiles
 from jiayuan.settings import Settings
@@ -137,9 +137,26 @@ def test_broker_accounts_follow_and_the_new_password_is_handed_out_once(tmp_path
     assert accounts.update(plus(base(), GATE)).passwords == {}  # nothing new: no reload
     assert hup.read_text() == "x"
     failing = BrokerAccounts(out, reload_command="false")
-    with pytest.raises(BrokerReloadError, match="exited 1"):
-        failing.update(base())
+    assert failing.update(base()).reload_failed == "`false` exited 1"
     assert "g-1" not in json.loads((out / CREDENTIALS).read_text())["devices"]
+
+
+def test_a_broker_that_could_not_be_reloaded_is_said_and_tried_again(
+    admin: tuple[RegistryAdmin, list[str], AuthStore], tmp_path: Path
+) -> None:
+    a, _, _ = admin
+    out = tmp_path / "broker"
+    write_credentials(a.current, out)
+    a.broker = BrokerAccounts(out, reload_command="false")
+    applied = a.apply_change(plus(a.current, GATE), actor="adm", action="registry.device_add")
+    assert applied.broker == "failed" and "`false` exited 1" in applied.broker_detail
+    assert "g-1" in applied.passwords  # written, and handed out all the same
+    assert a.health()["broker_problem"] == applied.broker_detail
+    hup = tmp_path / "reloaded"
+    a.broker = BrokerAccounts(out, reload_command=f"touch {hup}")
+    again = a.reload(actor="adm")  # the same files: nothing changed but the broker is told
+    assert again.diff.empty and again.broker == "updated" and hup.exists()
+    assert a.health()["broker_problem"] is None
 
 
 def test_broker_account_settings_fail_fast() -> None:
