@@ -99,6 +99,19 @@ def test_an_import_shows_its_diff_and_applies_only_the_version_previewed(
     assert entries[0].outcome == "ok" and entries[0].target == "devices.csv"
     assert entries[0].detail["changes"] == "devices +1 -10 ~1"
 
+    # residents' names travel in the preview (to managers and admins), never into the audit
+    residents = "resident_id,building,unit,floor,caretakers,display_name\n" + "".join(
+        f"{r.resident_id},{r.building},{r.unit},{r.floor or ''},{';'.join(r.caretakers)},"
+        f"{'王秀英' if r.resident_id == 'r-1' else ''}\n"
+        for r in now.residents.values()
+    )
+    shown = post(client, "residents.csv", residents.encode()).json()
+    assert "王秀英" in shown["text"]
+    assert post(client, "residents.csv", residents.encode(), apply=shown["version"]).is_success
+    entries, _ = AuditLog(auth_store(ctx)).page(action="registry.import")
+    assert entries[0].detail["changes"] == "residents +0 -0 ~1"
+    assert "王秀英" not in json.dumps(entries[0].detail, ensure_ascii=False)
+
     # the same apply again: the registry is no longer the one previewed
     again = post(client, "devices.csv", DEVICES_CSV.encode(), apply=preview["version"])
     assert again.status_code == 409
