@@ -37,8 +37,10 @@ _SINGULAR: Final = {
 }
 PERSONAL: Final[dict[str, frozenset[str]]] = {
     "residents": frozenset({"display_name", "thresholds", "allowed_area"}),
+    "staff": frozenset({"name", "channels"}),
 }
-"""Fields whose values say who a resident is, where they live or what their body does: a
+"""Fields whose values say who a resident is, where they live or what their body does, and a
+staff member's name and notification channels (apprise URLs may hold tokens and passwords): a
 redacted diff names them as changed, never with their values."""
 WITHHELD: Final = "(withheld)"
 _SHOWN: Final = 60

@@ -193,3 +193,11 @@ def test_the_redacted_diff_names_a_residents_fields_but_not_their_values() -> No
     }
     assert kept.residents.added_records["r-2"]["display_name"] == WITHHELD
     assert kept.summary() == d.summary() == "residents +1 -0 ~1"
+
+    # a staff member's name and channels (an apprise URL may carry a token) likewise
+    secret = "mailto://duty:hunter2@mail.example.org"
+    s1 = Staff(staff_id="care-1", name="张护理员", role="caretaker")
+    s2 = Staff(staff_id="care-1", name="张护理员", role="manager", channels=(secret,))
+    kept = diff(Registry("y", staff=[s1]), Registry("y", staff=[s2])).redacted()
+    assert "hunter2" not in kept.model_dump_json() and "张" not in kept.model_dump_json()
+    assert [f.field for f in kept.staff.changed[0].fields] == ["role", "channels"]
