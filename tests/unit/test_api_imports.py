@@ -183,6 +183,7 @@ def test_only_admins_and_managers_import_and_bodies_are_bounded(
     assert post(client, "devices.txt", b"x").status_code == 422
     assert post(client, "dev\x00ices.csv", b"x").status_code == 422
     assert post(client, "..", b"x").status_code == 422
+    assert post(client, "devices.csv", b"").json()["detail"]["message"] == "the file is empty"
 
 
 # --- commissioning -------------------------------------------------------------------------------
