@@ -106,8 +106,6 @@ def post_registry_import(
     ] = None,
 ) -> ImportOut:
     admin = _admin(ctx)
-    if not body:
-        raise HTTPException(422, {"message": "the file is empty", "problems": []})
     base = admin.current
     try:
         new = imported(base, name, body)
