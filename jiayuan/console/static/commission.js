@@ -33,6 +33,7 @@ function registerForm(d, done) {
     d.kind === "gate" ? null : field("building", t("building"), { required: true }),
     d.kind === "gate" ? null : field("unit", t("unit"), { pattern: "[^\\s]{1,32}", required: true }),
     d.kind === "gate" ? null : field("floor", t("commission.floor"), { type: "number", pattern: null, min: -10, max: 200 }),
+    d.kind === "gate" ? null : field("room", t("commission.room"), { pattern: "[^\\s]{1,32}" }),
     d.kind === "wearable" ? field("resident_id", t("resident"), { required: true }) : null,
     h("label", { class: "filter wide" }, t("commission.name"), h("input", { name: "name", maxlength: 80 })),
     h("button", { type: "submit", class: "good", "data-act": "register-submit", text: t("commission.register") }),

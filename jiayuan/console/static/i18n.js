@@ -117,7 +117,7 @@ const ZH = {
   nav_commission: "设备登记",
   commission: {
     title: "设备登记", intro: "这些设备在上报数据，但还没有登记位置。登记后，它们的报警按位置（手环按佩戴的老人）通知相应人员。",
-    nothing_yet: "还没有数据", withheld: "健康数据不显示：{fields}", floor: "楼层", name: "名称（可选）",
+    nothing_yet: "还没有数据", withheld: "健康数据不显示：{fields}", floor: "楼层", room: "房间", name: "名称（可选）",
     register: "登记", registered_to: "已登记到 {place}", password_once: "设备的 MQTT 密码（只显示这一次）：",
     accounts_not_managed: "服务不管理 MQTT 账号：请另行生成设备账号", messages: "{n} 条数据",
     streams: { telemetry: "数据", event: "事件", status: "状态" },
@@ -289,7 +289,7 @@ const EN = {
   nav_commission: "Commissioning",
   commission: {
     title: "Commissioning", intro: "These devices report but have no place in the registry. Once registered, their alerts page the staff of their place (a wearable's: of its wearer).",
-    nothing_yet: "Nothing yet", withheld: "Health values not shown: {fields}", floor: "Floor", name: "Name (optional)",
+    nothing_yet: "Nothing yet", withheld: "Health values not shown: {fields}", floor: "Floor", room: "Room", name: "Name (optional)",
     register: "Register", registered_to: "Registered to {place}", password_once: "The device's MQTT password (shown this once):",
     accounts_not_managed: "The service does not keep the MQTT accounts: make the device's account separately", messages: "{n} messages",
     streams: { telemetry: "Telemetry", event: "Event", status: "Status" },
