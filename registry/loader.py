@@ -235,7 +235,8 @@ def _table(
         if not any(c.strip() for c in cells) or number in skip:
             continue
         if any(c.strip() for c in cells[len(columns) :]):
-            msg = f"{len(cells)} cells, the header has {len(columns)}"
+            filled = max(i for i, c in enumerate(cells) if c.strip()) + 1
+            msg = f"{filled} cells, the header has {len(columns)}"  # up to the last filled
             problems.append(Problem(name, number, None, msg))
         data = {c: v.strip() for c, v in zip(columns, cells, strict=False) if c and v.strip()}
         yield data, _Source(name, number, "row")

@@ -8,11 +8,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openpyxl import Workbook
 
 from registry import Registry, RegistryError, load_registry, sheets
@@ -224,3 +227,37 @@ def test_an_import_replaces_the_sections_it_gives_and_checks_the_whole(tmp_path:
     assert [str(p) for p in exc.value.problems] == [
         "current residents r-00001, field 'caretakers': unknown staff id 'care-2'"
     ]
+
+
+# --- property: a workbook reads as its CSV export -------------------------------------------------
+
+COLUMNS = ["device_id", "kind", "compound", "building", "unit", "floor", "resident_id", "设备编号",
+           "colour", "备注"]  # fmt: skip
+CELLS = st.one_of(
+    st.sampled_from(["", "wearable", "smoke", "烟感", "C01", "B01", "r-1", "5", "5.0", "x y"]),
+    st.text(alphabet="ab01-_ 王;,\"'", max_size=8),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(COLUMNS), min_size=2, max_size=5),
+    st.lists(st.lists(CELLS, max_size=6), max_size=5),
+)
+def test_a_workbook_reads_as_its_csv_export(columns: list[str], rows: list[list[str]]) -> None:
+    """The same records, or the same problems (row, field and message), from the same cells."""
+    with tempfile.TemporaryDirectory() as d:
+        out = io.StringIO()
+        csv.writer(out).writerows([columns, *rows])
+        as_csv = Path(d) / "csv" / "devices.csv"
+        as_csv.parent.mkdir()
+        as_csv.write_text(out.getvalue(), encoding="utf-8")
+        as_xlsx = workbook(Path(d) / "x" / "registry.xlsx", devices=[columns, *rows])
+
+        def read(path: Path) -> tuple[str, Any]:
+            try:
+                return "ok", records(load_registry(path))
+            except RegistryError as e:
+                return "problems", [(p.row, p.field, p.message) for p in e.problems]
+
+        assert read(as_xlsx) == read(as_csv)
