@@ -59,6 +59,9 @@ class UnregisteredOut(BaseModel):
     first_seen: datetime | None
     last_seen: datetime | None
     messages: int = Field(description="Readings of it the journal holds.")
+    retired: bool = Field(
+        description="It was in the registry once (retired since): the journal keeps its old place."
+    )
     online: bool | None
     battery: float | None
     last: LastSent | None = Field(description="What it sent last.")
@@ -114,6 +117,7 @@ def list_unregistered(view: ViewDep, limit: Limit = 50, offset: Offset = 0) -> U
                 first_seen=utc(d["first_seen"]),
                 last_seen=utc(d["last_seen"]),
                 messages=view.ctx.journal.count_readings(d["device_id"]),
+                retired=d["compound"] is not None or d["building"] is not None,
                 online=None if d["online"] is None else bool(d["online"]),
                 battery=d["battery"],
                 last=_last(view, d),

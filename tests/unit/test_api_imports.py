@@ -213,6 +213,15 @@ def test_an_unregistered_device_is_listed_with_what_it_sent(
     w9 = items["w-9"]  # a wearable's health values are withheld: nobody is its caretaker yet
     assert set(w9["last"]["values"]) == {"ts"} and w9["last"]["withheld"] == ["heart_rate"]
     assert "66" not in json.dumps(w9)
+    assert smk["retired"] is False
+
+    # a device retired from the registry that still reports is listed again, marked so
+    assert client.request("DELETE", "/api/registry/devices/smk-101", headers=ADMIN).is_success
+    listed = {
+        d["device_id"]: d
+        for d in client.get("/api/devices/unregistered", headers=ADMIN).json()["items"]
+    }
+    assert listed["smk-101"]["retired"] is True and listed["smk-101"]["kind"] == "smoke"
 
 
 def test_registering_a_device_puts_it_in_the_registry_at_its_place(

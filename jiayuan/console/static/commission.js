@@ -67,6 +67,7 @@ function unregisteredRow(d) {
   row.append(
     h("span", { class: "mono nobr", text: d.device_id }),
     h("span", { class: "muted nobr", text: t(`kinds.${d.kind}`) }),
+    d.retired ? h("span", { class: "tag", "data-field": "retired", text: t("commission.retired") }) : null,
     h("span", { class: "muted" }, t("first_seen"), " ", when(d.first_seen, false)),
     h("span", { class: "muted" }, t("last_seen"), " ", when(d.last_seen, false)),
     h("span", { class: "nobr", text: t("commission.messages", { n: num(d.messages) }) }),
