@@ -243,18 +243,18 @@ class Writer:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = connect(path)
-        migrate(self._db)
+        self._db = sqlite.Writer(lambda: connect(path))
+        migrate(self._db.db)
         self._lock = threading.Lock()
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, sqlite.transaction(self._db) as db:
+        with self._lock, self._db.tx() as db:
             yield db
 
     def query(self, query: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(query, tuple(args)).fetchall()
+            return self._db.db.execute(query, tuple(args)).fetchall()
 
     def close(self) -> None:
         with self._lock:

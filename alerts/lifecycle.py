@@ -67,7 +67,7 @@ from alerts.model import (
     Sort,
     Status,
 )
-from base.sqlite import transaction
+from base import sqlite
 from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,8 @@ class AlertStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = connect(path)
-        migrate(self._db)
+        self._db = sqlite.Writer(lambda: connect(path))
+        migrate(self._db.db)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._subscribers: dict[int, Subscriber] = {}
@@ -91,12 +91,12 @@ class AlertStore:
         self._pending: deque[AlertChange] = deque()
         self._delivering = False
         self._counts: dict[Status, int] = dict.fromkeys(STATUSES, 0)
-        for row in self._db.execute("SELECT status, count(*) FROM alerts GROUP BY status"):
+        for row in self._db.db.execute("SELECT status, count(*) FROM alerts GROUP BY status"):
             self._counts[row[0]] = int(row[1])
         self._export_counts()
         self._presence: dict[str, tuple[bool, float]] = {
             r["device_id"]: (bool(r["offline"]), r["since"])
-            for r in self._db.execute("SELECT device_id, offline, since FROM device_presence")
+            for r in self._db.db.execute("SELECT device_id, offline, since FROM device_presence")
         }
         n_open = self._counts["firing"] + self._counts["acknowledged"]
         log.info("alert store %s: %d open alerts", path, n_open)
@@ -491,7 +491,7 @@ class AlertStore:
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction on the write connection. The caller holds the lock."""
-        return transaction(self._db)
+        return self._db.tx()
 
     def _reader(self) -> sqlite3.Connection:
         """A connection of the calling thread's own, for queries (WAL: never waits for a
@@ -513,7 +513,7 @@ class AlertStore:
         if moves:
             self._export_counts()
         CHANGES.labels(entry.action).inc()
-        row = alert_row(self._db, entry.alert_id)
+        row = alert_row(self._db.db, entry.alert_id)
         change = AlertChange(to_alert(row), entry)
         a = change.alert
         log.log(

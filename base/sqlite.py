@@ -113,6 +113,52 @@ def transaction(db: sqlite3.Connection, *, immediate: bool = True) -> Iterator[s
         raise
 
 
+class Writer:
+    """A store's one write connection, opened again when a transaction left it unusable.
+
+    A ROLLBACK that failed (the file replaced, the disk gone) leaves the connection inside its
+    transaction: every later ``BEGIN`` on it would fail too, and the store would stay broken
+    after the disk came back. :meth:`tx` notices (``in_transaction`` after the block failed, or
+    ``broken(e)`` for a store that knows more about its errors) and opens a new connection
+    before the next transaction. Not thread-safe by itself: its owner serialises writers."""
+
+    def __init__(
+        self,
+        opener: Callable[[], sqlite3.Connection],
+        broken: Callable[[BaseException], bool] = lambda _e: False,
+    ) -> None:
+        self._open = opener
+        self._broken_by = broken
+        self._db = opener()
+        self._broken = False
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, reopened first if the last transaction broke it."""
+        if self._broken:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = self._open()
+            self._broken = False
+        return self._db
+
+    @contextlib.contextmanager
+    def tx(self, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        """:func:`transaction` on :attr:`db`; marks the connection for reopening when it failed
+        in a way that may have left it unusable."""
+        db = self.db
+        try:
+            with transaction(db, immediate=immediate):
+                yield db
+        except BaseException as e:
+            if db.in_transaction or self._broken_by(e):
+                self._broken = True
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+
 def from_row(cls: type[D], row: sqlite3.Row, **decoded: Any) -> D:
     """The dataclass ``cls`` of a row whose columns are named as its fields; ``decoded`` gives
     the fields a column does not hold as is (JSON text, an integer flag). A field whose column

@@ -79,6 +79,10 @@ class CredentialsFile:
     """Test-only accounts (username → password) that may read and write any topic: made by
     the test harness and the benchmark, never by ``jiayuan broker credentials``."""
 
+    bridges: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Bridge accounts (``bridge.<tree>`` → password): a vendor's bridge (Zigbee2MQTT) that
+    writes its own topic tree, which a device profile reads (ingest/profiles.py)."""
+
     def password_of(self, username: str) -> str | None:
         if username == self.service[0]:
             return self.service[1]
@@ -88,6 +92,8 @@ class CredentialsFile:
             return self.devices[username]
         if username in self.gateways:
             return self.gateways[username].password
+        if username in self.bridges:
+            return self.bridges[username]
         return self.tests.get(username)
 
     def to_json(self) -> str:
@@ -106,6 +112,8 @@ class CredentialsFile:
             },
             "devices": dict(sorted(self.devices.items())),
         }
+        if self.bridges:
+            body["bridges"] = dict(sorted(self.bridges.items()))
         if self.tests:
             body["tests"] = dict(sorted(self.tests.items()))
         return json.dumps(body, indent=1, ensure_ascii=False) + "\n"
@@ -128,6 +136,7 @@ class CredentialsFile:
                     for k, v in body.get("gateways", {}).items()
                 },
                 tests={str(k): str(v) for k, v in body.get("tests", {}).items()},
+                bridges={str(k): str(v) for k, v in body.get("bridges", {}).items()},
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # The message names what is wrong, never a value: the file holds secrets.

@@ -158,7 +158,13 @@ def dedup_key(r: Reading) -> str | None:
     both, while a wearable that rebooted and restarted its counter sends new times, so its next
     fall is never mistaken for an old message. Without ``seq``, the device's ``ts`` and the
     payload. With neither, nothing can tell a resend from a new message: no key.
+
+    A message that came with the source's own id (:attr:`Reading.key`, an HTTP platform's
+    message id) is a duplicate exactly when that id was journaled before for the device.
     """
+    if r.key is not None:
+        source_id = r.key.encode("utf-8", "surrogatepass")
+        return "k" + hashlib.blake2b(source_id, digest_size=16).hexdigest()
     device_ts = r.ts_flag is None and r.ts != r.received
     if r.seq is not None:
         return f"s{r.seq}@{r.ts!r}" if device_ts else f"s{r.seq}"

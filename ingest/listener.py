@@ -33,12 +33,18 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest.access import BrokerAccess
 from ingest.metrics import CONNECTED
 from ingest.mqtt_client import Client, install_lean_publish_properties
+from ingest.payloads import DeadLetterReason
 from ingest.topics import SUBSCRIPTION, TELEMETRY_SUBSCRIPTIONS, URGENT_SUBSCRIPTIONS
 
 log = logging.getLogger(__name__)
 
 TELEMETRY, URGENT = "telemetry", "urgent"
 """The sessions' names, as in :attr:`Inbound.session` and :meth:`Listener.sessions`."""
+PUSH, PUSH_URGENT = "push", "push-urgent"
+"""Messages of an HTTP push (:mod:`ingest.push`), telemetry and urgent: no broker session,
+nothing to acknowledge to a broker; their commit is told to the waiting request instead."""
+PUSH_SESSIONS = frozenset({PUSH, PUSH_URGENT})
+URGENT_SESSIONS = frozenset({URGENT, PUSH_URGENT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +57,16 @@ class Inbound:
     received: float
     session: str = TELEMETRY
     """The session it came on, which its PUBACK must go back on (packet ids are per session)."""
+    key: str | None = None
+    """The source's own message id (an HTTP platform's), made the journal's duplicate key:
+    :attr:`ingest.payloads.Reading.key`."""
+    refused: tuple[DeadLetterReason, str] | None = None
+    """Refused at the edge before decoding (a profile could not map it): (reason, detail).
+    Journaled as a dead letter with this reason, like a message :func:`decode` refuses."""
 
     @property
     def urgent(self) -> bool:
-        return self.session == URGENT
+        return self.session in URGENT_SESSIONS
 
 
 class Session:
@@ -211,7 +223,10 @@ class Listener:
     (``urgent_client_id``, ``urgent_access``), both putting into ``inbox``.
 
     With accounts, the two must differ: the broker makes the username the client id, and a
-    second connection with the same one would take the first one's session over."""
+    second connection with the same one would take the first one's session over.
+
+    ``urgent_filters`` and ``telemetry_filters``: vendor topics of device profiles
+    (:meth:`ingest.profiles.Profiles.filters`), read on that session besides the native tree."""
 
     def __init__(
         self,
@@ -227,6 +242,8 @@ class Listener:
         urgent_client_id: str | None = None,
         urgent_access: BrokerAccess | None = None,
         urgent_receive_maximum: int = 200,
+        urgent_filters: tuple[str, ...] = (),
+        telemetry_filters: tuple[str, ...] = (),
     ) -> None:
         self.host, self.port = host, port
         self.access = access or BrokerAccess()
@@ -257,7 +274,7 @@ class Listener:
                 port,
                 client_id,
                 self.access,
-                TELEMETRY_SUBSCRIPTIONS,
+                TELEMETRY_SUBSCRIPTIONS + telemetry_filters,
                 inbox.put,
                 self._changed,
                 receive_maximum=receive_maximum,
@@ -270,7 +287,7 @@ class Listener:
                 port,
                 urgent_client_id,
                 self.urgent_access,
-                URGENT_SUBSCRIPTIONS,
+                URGENT_SUBSCRIPTIONS + urgent_filters,
                 inbox.put,
                 self._changed,
                 receive_maximum=urgent_receive_maximum,
@@ -297,7 +314,7 @@ class Listener:
         use QoS 1)."""
         by_session: dict[str, list[int]] = {}
         for m in messages:
-            if m.qos == 1:
+            if m.qos == 1 and m.session in self._sessions:
                 by_session.setdefault(m.session, []).append(m.mid)
         for name, mids in by_session.items():
             self._sessions[name].ack(mids)

@@ -153,6 +153,10 @@ class Reading(msgspec.Struct, frozen=True):
     ts_flag: TsFlag | None = None
     """Set when the device's ``ts`` was not believed and the receive time was used."""
     payload: bytes = b""
+    key: str | None = None
+    """The source's own id for this message (an HTTP platform's message id, see
+    :mod:`ingest.push`): when set, the journal's duplicate key, so a retried push is journaled
+    once (:func:`ingest.journal.dedup_key`). Not stored in its own column."""
 
     @property
     def lag(self) -> float:

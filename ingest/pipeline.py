@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Final
 
+import msgspec
+
 from base.retry import Backoff
 from ingest.inbox import Inbox
 from ingest.journal import BatchResult, Journal, store_trouble
-from ingest.listener import Inbound
+from ingest.listener import PUSH_SESSIONS, Inbound
 from ingest.metrics import (
     BATCH_SIZE,
     COMMIT_LAG,
@@ -46,7 +48,8 @@ from ingest.metrics import (
     PIPELINE_ERRORS,
     QUEUE_DEPTH,
 )
-from ingest.payloads import MAX_PAYLOAD, DeadLetter, Reading, decode
+from ingest.payloads import MAX_PAYLOAD, DeadLetter, DeadLetterReason, Reading, decode
+from ingest.profiles import ProfileError, Profiles
 
 STORE_RETRY = Backoff(first_s=0.25, max_s=5.0)
 """Pauses between attempts to write a batch while the journal is failing."""
@@ -75,6 +78,18 @@ class StoreFailing(Exception):
         self.trouble = trouble
 
 
+def decode_inbound(m: Inbound) -> Reading | DeadLetter:
+    """:func:`decode` of one message; one refused at the edge is its dead letter, and the
+    source's own message id becomes the reading's duplicate key."""
+    if m.refused is not None:
+        reason, detail = m.refused
+        return DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], reason, detail, m.received)
+    out = decode(m.topic, m.payload, m.received)
+    if m.key is not None and isinstance(out, Reading):
+        return msgspec.structs.replace(out, key=m.key)
+    return out
+
+
 _Item = tuple[Inbound, Reading | DeadLetter]
 _RECEIVED: Final = attrgetter("received")
 _KIND_STREAM: Final = attrgetter("kind", "stream")
@@ -90,11 +105,11 @@ class _Written:
     dead: list[DeadLetter] = field(default_factory=list)
     commit_seconds: float = 0.0
     done: set[int] = field(default_factory=set)
-    """``id()`` of the messages committed: after the store failed half-way through a split
-    batch, only the others are written again."""
+    """``id()`` of the items committed: after the store failed half-way through a split
+    batch, only the others are written again (a vendor message may be several items)."""
 
     def add(self, r: BatchResult, dead: Sequence[DeadLetter], items: Sequence[_Item]) -> None:
-        self.done.update(id(m) for m, _ in items)
+        self.done.update(map(id, items))
         self.new.extend(r.new)
         self.duplicates += r.duplicates
         self.dead.extend(dead)
@@ -112,6 +127,7 @@ class Pipeline:
         batch_max: int = 1000,
         batch_wait: float = 0.005,
         retry: Backoff = STORE_RETRY,
+        profiles: Profiles | None = None,
     ) -> None:
         """``retry``: the pauses between two attempts to write a batch while the store is
         failing (the house's one backoff: doubling from the first to the longest)."""
@@ -122,6 +138,9 @@ class Pipeline:
         self.batch_max = batch_max
         self.batch_wait = batch_wait
         self.retry = retry
+        self.profiles = profiles
+        """Device profiles: a message on a vendor's topic is translated into canonical ones
+        before :func:`decode` (ingest/profiles.py)."""
         self.committed = 0
         """Messages committed (readings, duplicates and dead letters) since start."""
         self._health = StoreHealth(ok=True)
@@ -223,13 +242,13 @@ class Pipeline:
     def _until_committed(self, batch: Sequence[Inbound]) -> None:
         """Process ``batch``; while the store fails, hold it and try again, pausing longer
         each time (until stopped: then it stays unacknowledged, with the broker)."""
-        items = [(m, decode(m.topic, m.payload, m.received)) for m in batch]
+        items = self._decode(batch)
         written = _Written()
         attempt = 0
         told = False
         while True:
             try:
-                self._write([it for it in items if id(it[0]) not in written.done], written)
+                self._write([it for it in items if id(it) not in written.done], written)
             except StoreFailing as e:
                 self._failing(e, len(batch) + self.inbox.qsize())
             except Exception:
@@ -270,8 +289,45 @@ class Pipeline:
         """Decode, journal, acknowledge and hand on one batch; returns the new readings.
         Raises :class:`StoreFailing` (nothing acknowledged) while the store cannot write."""
         written = _Written()
-        self._write([(m, decode(m.topic, m.payload, m.received)) for m in batch], written)
+        self._write(self._decode(batch), written)
         return self._finish(batch, written)
+
+    def _decode(self, batch: Sequence[Inbound]) -> list[_Item]:
+        """Each message's readings and dead letters; a vendor's message through its profile."""
+        if self.profiles is None:
+            return [(m, decode_inbound(m)) for m in batch]
+        items: list[_Item] = []
+        for m in batch:
+            # a pushed message was mapped at the HTTP edge already (ingest/push.py): canonical
+            if m.topic.startswith("community/") or m.session in PUSH_SESSIONS:
+                items.append((m, decode_inbound(m)))
+            else:
+                items.extend((m, x) for x in self._vendor(m, self.profiles))
+        return items
+
+    @staticmethod
+    def _vendor(m: Inbound, profiles: Profiles) -> list[Reading | DeadLetter]:
+        """A vendor message's canonical readings. A dead letter keeps the vendor's topic and
+        bytes (what the operator must see), its detail names the profile; one vendor message
+        may give readings and dead letters, and is acknowledged once, after all are committed."""
+
+        def dead(reason: DeadLetterReason, detail: str) -> DeadLetter:
+            return DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], reason, detail[:300], m.received)
+
+        profile = profiles.for_topic(m.topic)
+        if profile is None:
+            return [dead("unknown_topic", f"no profile for vendor topic {m.topic[:120]!r}")]
+        try:
+            out = profile.from_mqtt(m.topic, m.payload)
+        except ProfileError as e:
+            return [dead(e.reason, f"profile {profile.id}: {e.message}")]
+        found: list[Reading | DeadLetter] = []
+        for c in out:
+            x = decode(c.topic, c.payload, m.received)
+            if isinstance(x, DeadLetter):
+                x = dead(x.reason, f"profile {profile.id} -> {c.topic}: {x.detail}")
+            found.append(x)
+        return found
 
     def _finish(self, batch: Sequence[Inbound], written: _Written) -> list[Reading]:
         """The batch is committed: acknowledge it, count it, hand its new readings on."""

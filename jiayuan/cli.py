@@ -1,5 +1,6 @@
 """The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``rules backtest``,
-``registry check``, ``registry import``, ``broker credentials``, ``broker tls``, ``duty check``."""
+``profiles check``, ``registry check``, ``registry import``, ``broker credentials``,
+``broker tls``, ``duty check``, ``push token``."""
 
 from __future__ import annotations
 
@@ -28,11 +29,21 @@ def settings_from_env() -> Settings | None:
     try:
         return Settings()
     except ValidationError as e:
-        print(f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}", file=sys.stderr)
+        lines = [f"jiayuan: bad settings (JIAYUAN_* environment variables):\n{e}"]
+        for err in e.errors():
+            field = str(err["loc"][0]).upper() if err["loc"] else ""
+            parts = sorted(k for k in os.environ if field and k.startswith(f"JIAYUAN_{field}_"))
+            if parts and f"JIAYUAN_{field}" not in parts:
+                lines.append(
+                    f"{', '.join(parts)}: read as part of JIAYUAN_{field} (a setting's parts are"
+                    f" JIAYUAN_<SETTING>_<PART>); is it a misspelt name? unset it or correct it"
+                )
+        print("\n".join(lines), file=sys.stderr)
         return None
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ingest.profiles import ProfileFileError
     from jiayuan.api import create_app, make_server
     from jiayuan.logmetrics import count_errors
     from jiayuan.service import Service
@@ -50,7 +61,11 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("jiayuan").warning(
             "demo mode (JIAYUAN_DEMO): weak secrets are accepted; never run it like this for real"
         )
-    service = Service(settings)
+    try:
+        service = Service(settings)
+    except ProfileFileError as e:
+        print(f"jiayuan: bad device profiles (JIAYUAN_PROFILES):\n{e}", file=sys.stderr)
+        return 2
     app = create_app(service.context)
     # uvicorn handles SIGINT/SIGTERM, shuts the API down, then raises the signal again with
     # the handlers it found: make those end the run through ``finally`` so the service stops
@@ -107,6 +122,12 @@ def _rules_check(args: argparse.Namespace) -> int:
     from rules.check import main as check_main
 
     return check_main([str(p) for p in args.files])
+
+
+def _profiles_check(args: argparse.Namespace) -> int:
+    from ingest.profile_model import check_main
+
+    return check_main(list(args.files))
 
 
 def _rules_backtest(args: argparse.Namespace) -> int:
@@ -190,13 +211,23 @@ def _registry_import(args: argparse.Namespace) -> int:
 
 
 def _broker_credentials(args: argparse.Namespace) -> int:
+    from ingest.profile_model import profile_files
+    from ingest.profiles import load_profiles
     from jiayuan.broker.accounts import write_credentials
     from registry.loader import RegistryError, load_registry
 
+    given = args.profiles if args.profiles is not None else os.environ.get("JIAYUAN_PROFILES")
+    files = None if given is None else [Path(p.strip()) for p in given.split(",") if p.strip()]
     try:
         reg = load_registry(args.registry, community=args.community)
+        profiles = load_profiles(profile_files(files), reg.community)
         report = write_credentials(
-            reg, args.out, gateways=args.gateways, rotate=args.rotate or (), group=args.group
+            reg,
+            args.out,
+            gateways=args.gateways,
+            rotate=args.rotate or (),
+            group=args.group,
+            profiles=profiles,
         )
     except (RegistryError, ValueError, KeyError, OSError) as e:
         print(f"jiayuan broker credentials: {e}", file=sys.stderr)
@@ -287,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     staff = sub.add_parser("staff", help="staff sign-in: set a password, list who can sign in")
     add_staff_arguments(staff)  # its subcommands set func
 
+    profiles = sub.add_parser("profiles", help="device profile files (vendor payloads)")
+    psub = profiles.add_subparsers(dest="profiles_command", required=True)
+    pcheck = psub.add_parser(
+        "check", help="validate profile files (the shipped ones when none) and report every error"
+    )
+    pcheck.add_argument("files", nargs="*", type=Path)
+    pcheck.set_defaults(func=_profiles_check)
+
+    from jiayuan.push_cli import add_arguments as add_push_arguments
+
+    push = sub.add_parser("push", help="tokens of the device platforms that push over HTTP")
+    add_push_arguments(push)  # its subcommands set func
+
     rules = sub.add_parser("rules", help="rule files")
     rsub = rules.add_subparsers(dest="rules_command", required=True)
     check = rsub.add_parser("check", help="validate rule files and report every error")
@@ -341,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--group",
         help="make passwords and acl readable by this group"
         " (the one Mosquitto runs as, e.g. mosquitto)",
+    )
+    creds.add_argument(
+        "--profiles",
+        metavar="FILES",
+        help="device profile files, comma-separated (`shipped` for the shipped ones; empty for"
+        " none): the service reads their topics, their bridges get accounts"
+        " (default $JIAYUAN_PROFILES, else the shipped ones)",
     )
     creds.set_defaults(func=_broker_credentials)
     tls = bsub.add_parser(

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from alerts.dispatch import Dispatcher
     from alerts.lifecycle import AlertStore
     from jiayuan.auth.store import AuthStore
+    from jiayuan.integrations import PushSetup
     from jiayuan.registry_admin import RegistryAdmin
 
 
@@ -33,3 +34,6 @@ class AppContext:
     directory)."""
     registry_admin: RegistryAdmin | None = None
     """Changes to the registry while running (None: the registry routes answer 503)."""
+    push: PushSetup | None = None
+    """Integrations, their tokens and the pipeline's intake for ``POST /api/push/{integration}``
+    (None: every push is answered 404)."""

@@ -22,12 +22,16 @@ from ingest.inbox import Inbox
 from ingest.journal import Journal
 from ingest.listener import Listener
 from ingest.pipeline import Pipeline
+from ingest.profiles import Profiles, load_profiles
+from ingest.push import PushIntake, acknowledge_both
+from ingest.push_native import push_profiles
 from ingest.rollups import RollupWorker
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
 from jiayuan.broker.live import BrokerAccounts
 from jiayuan.context import AppContext
+from jiayuan.integrations import PushSetup, PushTokens, load_integrations
 from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import RegistryFiles
 from jiayuan.settings import Settings
@@ -55,6 +59,8 @@ class Service:
         loaded = files.read() if settings.registry is not None else Registry(settings.community)
         self.rules = load_rules(settings.rules or [builtin_pack()])
         datadir = DataDir(data)
+        self.profiles = load_profiles(settings.profile_files(), settings.community)
+        """Device profiles: vendor topics read besides the native tree (ingest/profiles.py)."""
         self.journal = Journal(
             datadir.journal,
             synchronous=settings.journal_synchronous,
@@ -66,7 +72,10 @@ class Service:
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
         note_registry(self.auth, loaded)
         self.registry_admin = RegistryAdmin(
-            loaded, files, audit=AuditLog(self.auth), broker=broker_accounts(settings)
+            loaded,
+            files,
+            audit=AuditLog(self.auth),
+            broker=broker_accounts(settings, self.profiles),
         )
         """The one holder of the current registry, and the way to change it while running."""
         self.dispatcher = Dispatcher(self.alerts, loaded, self.rules, alerting(settings))
@@ -103,14 +112,19 @@ class Service:
             access=broker_access(settings),
             urgent_client_id=settings.mqtt_urgent_client_id,
             urgent_access=broker_access(settings, urgent=True),
+            urgent_filters=self.profiles.filters(urgent=True),
+            telemetry_filters=self.profiles.filters(urgent=False),
         )
+        self.push = PushIntake(self.inbox)
+        """Messages pushed over HTTP (jiayuan/api/push.py), into the same inbox and pipeline."""
         self.pipeline = Pipeline(
             self.inbox,
             self.journal,
-            self.listener.ack,
+            acknowledge_both(self.listener.ack, self.push),
             lambda _new: self.worker.wake(),
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
+            profiles=self.profiles,
         )
         self.rollups = RollupWorker(self.journal.path)
         self.sink = self._influx_sink() if settings.influx_url else None
@@ -127,6 +141,7 @@ class Service:
             next_run_time=datetime.now(UTC) + timedelta(seconds=30),
         )
         self.started_at = time.time()
+        pushing = push_profiles(self.profiles)
         self.context = AppContext(
             settings=settings,
             journal=self.journal,
@@ -136,6 +151,15 @@ class Service:
             alerting=self.dispatcher,
             auth=self.auth,
             registry_admin=self.registry_admin,
+            push=PushSetup(
+                integrations=load_integrations(settings.integrations, pushing)
+                if settings.integrations is not None
+                else {},
+                tokens=PushTokens(data),
+                intake=self.push,
+                writable=lambda: self.pipeline.store_health().ok,
+                profiles=pushing,
+            ),
         )
         # every holder of the registry, swapped in this order at each change (create_app adds
         # staff access's scopes)
@@ -334,7 +358,7 @@ def alerting(settings: Settings) -> AlertingConfig:
     )
 
 
-def broker_accounts(settings: Settings) -> BrokerAccounts | None:
+def broker_accounts(settings: Settings, profiles: Profiles) -> BrokerAccounts | None:
     """The broker's account files the service keeps in step with the registry, if configured."""
     if settings.broker_accounts_dir is None:
         return None
@@ -343,6 +367,7 @@ def broker_accounts(settings: Settings) -> BrokerAccounts | None:
         reload_command=settings.broker_reload_command,
         pid_file=settings.broker_pid_file,
         group=settings.broker_accounts_group,
+        profiles=profiles,
     )
 
 

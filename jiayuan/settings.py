@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts.config import EscalationConfig, FlapConfig, GroupConfig, NotifyConfig
+from ingest.profile_model import profile_files
 
 
 class Settings(BaseSettings):
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
     rules: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """Rule files; empty means the built-in community pack. From the environment, paths
     separated by commas (``JIAYUAN_RULES=site.yaml,extra.yaml``)."""
+    profiles: Annotated[list[Path] | None, NoDecode] = None
+    """Device profile files (README, "Device profiles"); unset means the shipped ones
+    (``ingest/vendors``), empty (``JIAYUAN_PROFILES=``) none. From the environment, paths
+    separated by commas; ``shipped`` in the list stands for the shipped files."""
     registry: Path | None = None
     """A registry directory or file (YAML or CSV); none means an empty registry."""
     # --- broker accounts that follow the registry (jiayuan/broker/live.py) -------------------
@@ -87,6 +92,15 @@ class Settings(BaseSettings):
     broker_accounts_group: str | None = Field(default=None, min_length=1)
     """The group the broker's files are made readable by (``--group`` of ``jiayuan broker
     credentials``), e.g. ``mosquitto``."""
+    # --- HTTP push from device platforms (jiayuan/api/push.py, README "Push endpoint") -------
+    integrations: Path | None = None
+    """The platforms that may push (``POST /api/push/{integration}``): a YAML file; none: the
+    push endpoint answers 404 for every integration."""
+    push_max_body_bytes: int = Field(default=262_144, ge=4096, le=1 << 24)
+    """A pushed body larger than this is refused (413) before it is read."""
+    push_wait_s: float = Field(default=10.0, gt=0, le=120)
+    """How long a push waits for its commit before it is answered 503 (its messages are still
+    journaled, once, when the journal takes them: the platform's retry is then a duplicate)."""
     journal_synchronous: Literal["NORMAL", "FULL"] = "FULL"
     """SQLite fsync level: FULL survives power loss, NORMAL only a process crash."""
     batch_max: int = Field(default=1000, ge=1, le=10_000)
@@ -160,6 +174,17 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _split_profiles(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    def profile_files(self) -> list[Path]:
+        """The profile files to load (see ``profiles``)."""
+        return profile_files(self.profiles)
 
     @field_validator("influx_url", mode="before")
     @classmethod

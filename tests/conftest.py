@@ -10,6 +10,7 @@ checked the same way by ``ServiceProcess.stop()``."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from devtools.broker import Broker
 from devtools.launch import error_samples, unexpected
+from devtools.postgres import TEST_SETTINGS, Postgres
 from devtools.victoria import Victoria
 from jiayuan.broker.accounts import SERVICE_PASSWORD, URGENT_PASSWORD, URGENT_USER
 from jiayuan.logmetrics import count_errors
@@ -105,3 +107,23 @@ def victoria(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Victori
         yield v
     finally:
         v.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL for the whole session, started the first time a test asks for
+    it (``initdb`` in a temporary directory; stopped and deleted at the end). Tests take a
+    database of their own with ``pg_url``."""
+    with Postgres(settings=TEST_SETTINGS) as pg:
+        yield pg
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres) -> Iterator[str]:
+    """The URL of a fresh, empty database for one test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = postgres.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres.drop_database(name)

@@ -36,6 +36,7 @@ from jiayuan.api import (
     imports,
     incidents,
     ops,
+    push,
     registry,
     registry_changes,
     residents,
@@ -107,6 +108,7 @@ def create_app(
     app.include_router(registry_changes.router)  # the registry changed while running
     app.include_router(imports.router)  # spreadsheet imports: a diff, then apply
     app.include_router(auth.router)
+    app.include_router(push.router)  # device platforms, with their integration's own token
     app.include_router(audit.router)
     app.include_router(console.router)
     check_access(app)
@@ -125,6 +127,7 @@ def create_app(
         max_bytes=ctx.settings.http_max_body_bytes,
         body_timeout_s=ctx.settings.http_body_timeout_s,
         per_path={"/api/auth/login": LOGIN_MAX_BODY, imports.PATH: imports.MAX_BODY},
+        per_prefix={push.PREFIX: ctx.settings.push_max_body_bytes},
     )
     install_error_handlers(app)
     document_errors(app)

@@ -42,17 +42,22 @@ class BodyLimitMiddleware:
         max_bytes: int,
         body_timeout_s: float,
         per_path: Mapping[str, int] | None = None,
+        per_prefix: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout_s = body_timeout_s
         self.per_path = dict(per_path or {})
+        self.per_prefix = dict(per_prefix or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cap = self.per_path.get(scope["path"], self.max_bytes)
+        path: str = scope["path"]
+        cap = self.per_path.get(path) or next(
+            (n for p, n in self.per_prefix.items() if path.startswith(p)), self.max_bytes
+        )
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()

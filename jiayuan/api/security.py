@@ -3,6 +3,8 @@
 - Deny by default: a request without valid credentials gets 401, whatever its path (an unknown
   path too), except :data:`PUBLIC` — ``/healthz``, the sign-in route and the console's static
   shell, which carry no data.
+- Device platforms' pushes (``/api/push/…``) are passed by untouched: the route checks the
+  integration's own token (jiayuan/api/push.py); staff credentials open no push.
 - Credentials: ``Authorization: Bearer`` (a minted token or ``JIAYUAN_ADMIN_TOKEN``), else the
   console's session cookie. A malformed, forged, expired or revoked credential is refused,
   never ignored in favour of another.
@@ -30,6 +32,9 @@ from jiayuan.settings import Settings
 
 PUBLIC: Final = frozenset({"/healthz", "/api/auth/login", "/"})
 PUBLIC_PREFIXES: Final = ("/console/",)
+PUSH_PREFIX: Final = "/api/push/"
+"""Device platforms' pushes: the route checks the integration's own token
+(jiayuan/api/push.py); staff credentials are not looked at there, so none opens a push."""
 COOKIE: Final = "jiayuan_session"
 SECURE_COOKIE: Final = "__Host-jiayuan_session"
 """The ``__Host-`` prefix (https only): the browser keeps it to this host, path ``/``, Secure."""
@@ -89,6 +94,10 @@ class SecurityMiddleware:
         path: str = scope["path"]
         https = is_https(self.settings, scope)
         send = self._with_headers(send, path, https)
+        if path.startswith(PUSH_PREFIX):
+            scope.setdefault("state", {})["principal"] = None
+            await self.app(scope, receive, send)
+            return
         conn = HTTPConnection(scope)
         method: str = scope["method"]
         unsafe = method not in SAFE_METHODS

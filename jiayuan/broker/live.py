@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.access import CredentialsFile
+from ingest.profiles import Profiles
 from jiayuan.broker.accounts import ACL, CREDENTIALS, TEST_PREFIX, Report, write_credentials
 from registry import Registry
 
@@ -49,6 +50,7 @@ class BrokerAccounts:
         reload_command: str | None = None,
         pid_file: Path | None = None,
         group: str | None = None,
+        profiles: Profiles | None = None,
     ) -> None:
         if reload_command is None and pid_file is None:
             raise ValueError("BrokerAccounts: a reload command or a pid file is needed")
@@ -56,6 +58,9 @@ class BrokerAccounts:
         self.reload_command = reload_command
         self.pid_file = pid_file
         self.group = group
+        self.profiles = profiles
+        """The device profiles in force: their bridges' accounts and the topics the service
+        reads are written as ``jiayuan broker credentials --profiles`` writes them."""
 
     def describe(self) -> str:
         how = (
@@ -78,7 +83,12 @@ class BrokerAccounts:
         acl = self.directory / ACL
         before = acl.read_bytes() if acl.exists() else b""
         report = write_credentials(
-            registry, self.directory, gateways=gateways, tests=tests, group=self.group
+            registry,
+            self.directory,
+            gateways=gateways,
+            tests=tests,
+            group=self.group,
+            profiles=self.profiles,
         )
         if not (force or report.added or report.removed) and acl.read_bytes() == before:
             return AccountsUpdate(report)  # nothing the broker reads has changed

@@ -14,11 +14,17 @@ from typing import Any, Final
 from alerts import AlertStore
 from alerts.dispatch import Config, Dispatcher
 from base.datadir import DataDir
+from ingest.inbox import Inbox
 from ingest.journal import Journal
 from ingest.payloads import DeadLetter, Reading, decode
+from ingest.pipeline import Pipeline
+from ingest.profiles import shipped_profiles
+from ingest.push import PushIntake, acknowledge_both
+from ingest.push_native import push_profiles
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
+from jiayuan.integrations import Integration, PushSetup, PushTokens
 from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import RegistryFiles
 from jiayuan.settings import Settings
@@ -112,3 +118,27 @@ def running(ctx: AppContext) -> Iterator[AppContext]:
     finally:
         d.stop()
     assert d.errors == 0 and d.notifier.errors == 0, "an exception was only logged"
+
+
+PUSH_INTEGRATION: Final = "ctwing"
+
+
+def with_push(ctx: AppContext, stack: ExitStack) -> dict[str, str]:
+    """Give ``ctx`` the push endpoint's parts: the integration :data:`PUSH_INTEGRATION`
+    (native profile) and a real pipeline journaling into ``ctx.journal``, stopped with
+    ``stack``. Returns the integration's ``Authorization`` header."""
+    inbox = Inbox()
+    intake = PushIntake(inbox)
+    pipeline = Pipeline(inbox, ctx.journal, acknowledge_both(lambda _batch: None, intake))
+    pipeline.start()
+    stack.callback(pipeline.stop)
+    tokens = PushTokens(ctx.settings.data_dir)
+    token = tokens.issue(PUSH_INTEGRATION)
+    ctx.push = PushSetup(
+        {PUSH_INTEGRATION: Integration(id=PUSH_INTEGRATION)},
+        tokens,
+        intake,
+        lambda: pipeline.store_health().ok,
+        push_profiles(shipped_profiles("y")),
+    )
+    return {"Authorization": f"Bearer {token}"}

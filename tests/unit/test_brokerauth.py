@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtools.broker import PROJECT_CONF, render_conf
 from ingest.access import BrokerAccess, CredentialsFile
+from ingest.profiles import Profiles
 from jiayuan.broker import accounts as brokerauth
 from jiayuan.broker.tls import TlsFiles, make_tls
 from jiayuan.cli import main as jiayuan
@@ -50,7 +51,7 @@ def test_hashes_are_mosquitto_2s_pbkdf2_sha512_format() -> None:
 
 
 def test_the_acl_gives_each_account_exactly_its_topics(tmp_path: Path) -> None:
-    brokerauth.write_credentials(REG, tmp_path)
+    brokerauth.write_credentials(REG, tmp_path, profiles=Profiles())
     acl = (tmp_path / "acl").read_text()
     blocks: dict[str, list[str]] = {}
     user = None
@@ -79,8 +80,36 @@ def test_the_acl_gives_each_account_exactly_its_topics(tmp_path: Path) -> None:
     assert "pattern" not in acl and "readwrite" not in acl
 
 
-def test_files_secrets_and_their_modes(tmp_path: Path) -> None:
+def test_bridges_write_their_tree_and_the_service_reads_the_profiles_topics(
+    tmp_path: Path,
+) -> None:
+    """The shipped profiles (the default): bridge.zigbee2mqtt may read and write zigbee2mqtt/#
+    and nothing else; the urgent session's account reads the profiles' topics, the telemetry
+    one does not (a smoke alarm never queues behind telemetry)."""
     report = brokerauth.write_credentials(REG, tmp_path)
+    acl = (tmp_path / "acl").read_text()
+    blocks = {
+        b.split("\n", 1)[0]: [t for t in b.split("\n")[1:] if t.startswith("topic")]
+        for b in acl.split("user ")[1:]
+    }
+    assert [t for t in blocks["bridge.zigbee2mqtt"] if t] == ["topic readwrite zigbee2mqtt/#"]
+    assert [t for t in blocks["bridge.hikvision"] if t] == ["topic readwrite hikvision/#"]
+    assert "topic read zigbee2mqtt/smoke/+" in blocks["jiayuan.urgent"]
+    assert "topic read zigbee2mqtt/smoke/+/availability" in blocks["jiayuan.urgent"]
+    assert not any("zigbee2mqtt" in t for t in blocks["jiayuan.service"])
+    assert report.bridges == 2
+    creds = CredentialsFile.load(tmp_path / "credentials.json")
+    first = creds.password_of("bridge.zigbee2mqtt")
+    assert first is not None
+    brokerauth.write_credentials(REG, tmp_path)  # a second run keeps the bridge's password
+    assert (
+        CredentialsFile.load(tmp_path / "credentials.json").password_of("bridge.zigbee2mqtt")
+        == first
+    )
+
+
+def test_files_secrets_and_their_modes(tmp_path: Path) -> None:
+    report = brokerauth.write_credentials(REG, tmp_path, profiles=Profiles())
     assert (report.devices, report.gateways) == (3, 2)
     creds = CredentialsFile.load(tmp_path / "credentials.json")
     users = [line.split(":", 1)[0] for line in (tmp_path / "passwords").read_text().splitlines()]

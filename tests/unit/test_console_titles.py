@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from alerts.messages import TITLES
 from alerts.system import SYSTEM_RULES
 from jiayuan.console import STATIC
 from rules.model import builtin_pack, load_rules
@@ -35,3 +36,14 @@ def test_every_rule_and_system_alert_has_a_title_in_each_language(lang: str) -> 
     assert missing == [], f"{lang} has no title for {missing}"
     wrong = [k for k in KINDS if bool(CJK.search(table[k])) != (lang == "ZH")]
     assert wrong == [], f"{lang} titles in the other language: {wrong}"
+
+
+@pytest.mark.parametrize(("lang", "i"), [("ZH", 0), ("EN", 1)])
+def test_the_console_names_an_alert_as_its_notification_and_detail_do(lang: str, i: int) -> None:
+    """The console's word for a rule is only its fallback (an alert normally carries
+    ``title_zh``/``title_en``), so a guard who reads 门禁被强行打开 on the phone must find the same
+    words on the board — one vocabulary, checked here (they had drifted: 心率持续过高 on the
+    console, 心率持续偏高 in the page)."""
+    table = titles(lang)
+    differ = {k: (table[k], t[i]) for k, t in TITLES.items() if k in table and table[k] != t[i]}
+    assert differ == {}, f"{lang} console words differ from alerts.messages.TITLES: {differ}"

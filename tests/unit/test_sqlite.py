@@ -7,13 +7,14 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from alerts import db as alerts_db
 from alerts.lifecycle import AlertStore
 from base.datadir import DataDir
-from base.sqlite import connect, transaction
+from base.sqlite import Writer, connect, transaction
 from ingest import follower
 from ingest.journal import Journal
 from jiayuan.auth.store import AuthStore
@@ -103,3 +104,50 @@ def test_each_store_keeps_its_durability(tmp_path: Path) -> None:
     auth = AuthStore(files.auth)
     with auth.db() as db:
         assert _pragma(db, "journal_mode") == "wal"
+
+
+class _RollbackFails:
+    """A real connection whose ROLLBACK fails, as when its file vanished mid-transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        if sql == "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def test_a_writer_left_in_its_transaction_by_a_failed_rollback_opens_a_new_connection(
+    tmp_path: Path,
+) -> None:
+    """Before, the alert store kept the stuck connection: every later write failed with
+    "cannot start a transaction within a transaction" until a restart."""
+    path = tmp_path / "t.db"
+    with closing(connect(path)) as setup:
+        setup.execute("CREATE TABLE t (x INTEGER)")
+    opened: list[sqlite3.Connection] = []
+
+    def opener() -> sqlite3.Connection:
+        db = connect(path)
+        opened.append(db)
+        return cast(sqlite3.Connection, _RollbackFails(db)) if len(opened) == 1 else db
+
+    w = Writer(opener)
+    with pytest.raises(RuntimeError), w.tx() as db:
+        db.execute("INSERT INTO t VALUES (1)")
+        raise RuntimeError("the write failed")
+    assert opened[0].in_transaction  # stuck: its rollback failed
+    with w.tx() as db:
+        db.execute("INSERT INTO t VALUES (2)")
+    assert len(opened) == 2  # the stuck one was closed (its lock released) and replaced
+    w.close()
+    with closing(connect(path)) as check:
+        assert [r[0] for r in check.execute("SELECT x FROM t")] == [2]

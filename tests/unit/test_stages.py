@@ -24,6 +24,7 @@ from alerts.notify import SendResult
 from alerts.silences import Silences
 from alerts.stages import Group, History, Item, Mute, Pipeline, Start
 from alerts.system import STAFF_UNREACHABLE
+from jiayuan.cli import settings_from_env
 from jiayuan.settings import Settings
 from tests.alerting import RULES, TZ, FakeClock, FakeSender, dispatcher, fire, notes, settle
 
@@ -295,3 +296,14 @@ def test_a_due_step_is_taken_before_a_backlog_of_changes(tmp_path: Path) -> None
         settle(d)
         assert order[:3] == ["change", "tick", "change"], order
         assert order.count("change") >= 8  # the trouble alerts, and what they set off
+
+
+def test_a_stray_variable_read_as_part_of_a_list_setting_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``JIAYUAN_RULES_DIR`` (a guessed name) is read as a part of ``JIAYUAN_RULES``; pydantic
+    says only "rules: Input should be a valid list", which names no variable the operator set."""
+    monkeypatch.setenv("JIAYUAN_RULES_DIR", "/etc/jiayuan/rules")
+    assert settings_from_env() is None
+    err = capsys.readouterr().err
+    assert "JIAYUAN_RULES_DIR: read as part of JIAYUAN_RULES" in err

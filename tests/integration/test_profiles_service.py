@@ -1,0 +1,158 @@
+"""Device profiles end to end (issue 14): Zigbee2MQTT and Hikvision messages published by their
+bridges' accounts through the real Mosquitto to the real service raise the same alerts as the
+native devices' messages do."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from base.datadir import DataDir
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
+from tests.mqtt import Publisher, wait_for
+
+pytestmark = pytest.mark.network
+
+SMOKE_ON = {"smoke": True, "battery": 97, "tamper": False, "battery_low": False, "linkquality": 120}
+SMOKE_OFF = {**SMOKE_ON, "smoke": False}
+
+
+@pytest.fixture
+def service(broker: Broker, tmp_path: Path) -> Iterator[ServiceProcess]:
+    svc = ServiceProcess(tmp_path / "service", broker).start()  # shipped profiles: the default
+    yield svc
+    svc.stop()
+
+
+def bridge(broker: Broker, tree: str) -> Publisher:
+    """The vendor's bridge, with its own account (made from the shipped profiles)."""
+    name = f"bridge.{tree}"
+    return Publisher(broker, client_id=name, access=broker.access(name))
+
+
+def alerts(svc: ServiceProcess, device_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = svc.get(f"/api/alerts?device_id={device_id}")["items"]
+    return items
+
+
+def shape(alert: dict[str, Any]) -> tuple[Any, ...]:
+    """What staff see of an alert, without which device raised it."""
+    return tuple(alert[k] for k in ("rule_id", "severity", "status", "summary"))
+
+
+def readings(data_dir: Path, device_id: str) -> list[tuple[str, str | None]]:
+    db = sqlite3.connect(f"file:{DataDir(data_dir).journal}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT stream, event FROM readings WHERE device_id = ? ORDER BY id", (device_id,)
+        )
+        return [(str(s), e) for s, e in rows.fetchall()]
+    finally:
+        db.close()
+
+
+def test_zigbee2mqtt_smoke_sos_and_contact_raise_the_alerts_native_devices_raise(
+    broker: Broker, service: ServiceProcess, tmp_path: Path
+) -> None:
+    z2m, native = bridge(broker, "zigbee2mqtt"), Publisher(broker)
+    try:
+        z2m.publish("zigbee2mqtt/smoke/sd-z1", json.dumps(SMOKE_ON))
+        z2m.publish("zigbee2mqtt/sos/wr-z1", json.dumps({"action": "emergency", "battery": 90}))
+        z2m.publish("zigbee2mqtt/door/gt-z1", json.dumps({"contact": False, "battery": 100}))
+        native.publish("community/y/smoke/sd-n1/event", json.dumps({"event": "alarm"}))
+        native.publish("community/y/wearable/wr-n1/event", json.dumps({"event": "sos"}))
+        native.publish("community/y/gate/gt-n1/event", json.dumps({"event": "forced"}))
+        z2m.wait_acked()
+        native.wait_acked()
+        assert z2m.refused == 0, "the bridge's account may write its tree"
+        for vendor, own in (("sd-z1", "sd-n1"), ("wr-z1", "wr-n1"), ("gt-z1", "gt-n1")):
+            wait_for(lambda v=vendor, o=own: alerts(service, v) and alerts(service, o), timeout=30)
+            (a,), (b,) = alerts(service, vendor), alerts(service, own)
+            assert shape(a) == shape(b)
+        assert [a["rule_id"] for d in ("sd-z1", "wr-z1", "gt-z1") for a in alerts(service, d)] == [
+            "smoke_alarm",
+            "wearable_sos",
+            "gate_forced",
+        ]
+
+        # Zigbee2MQTT repeats the whole state in every report: no second alarm, one alert;
+        # smoke turning false clears it, as a native alarm_clear does.
+        z2m.publish("zigbee2mqtt/smoke/sd-z1", json.dumps({**SMOKE_ON, "battery": 96}))
+        z2m.publish("zigbee2mqtt/smoke/sd-z1", json.dumps(SMOKE_OFF))
+        native.publish("community/y/smoke/sd-n1/event", json.dumps({"event": "alarm_clear"}))
+        z2m.wait_acked()
+        native.wait_acked()
+        for device in ("sd-z1", "sd-n1"):
+            wait_for(lambda d=device: alerts(service, d)[0]["status"] == "resolved", timeout=30)
+            assert len(alerts(service, device)) == 1
+        data = tmp_path / "service"
+        assert readings(data, "sd-z1") == [
+            ("telemetry", None),
+            ("event", "alarm"),
+            ("telemetry", None),
+            ("telemetry", None),
+            ("event", "alarm_clear"),
+        ]
+        # one vendor message, several readings: each message committed (and acknowledged) once
+        assert service.health()["messages_committed"] == 9
+    finally:
+        z2m.close()
+        native.close()
+
+
+def test_availability_bad_vendor_payloads_and_a_gate_controller(
+    broker: Broker, service: ServiceProcess
+) -> None:
+    z2m, hik = bridge(broker, "zigbee2mqtt"), bridge(broker, "hikvision")
+    try:
+        z2m.publish("zigbee2mqtt/smoke/sd-z2/availability", json.dumps({"state": "online"}))
+        z2m.wait_acked()
+        wait_for(lambda: service.get("/api/devices/sd-z2")["online"] is True, timeout=30)
+        z2m.publish("zigbee2mqtt/smoke/sd-z2/availability", "offline")  # the legacy plain form
+        z2m.wait_acked()
+        wait_for(lambda: service.get("/api/devices/sd-z2")["online"] is False, timeout=30)
+
+        # Bad vendor payloads are counted dead letters keeping the vendor's topic; never a crash.
+        z2m.publish("zigbee2mqtt/smoke/sd-z2", json.dumps({"smoke": "yes"}))
+        z2m.publish("zigbee2mqtt/smoke/sd-z2", b"\xff\xfe")
+        z2m.publish("zigbee2mqtt/smoke/sd-z2", json.dumps({"battery": 150}))
+        z2m.publish("zigbee2mqtt/smoke/bad id", json.dumps(SMOKE_ON))
+        z2m.wait_acked()
+        wait_for(lambda: service.get("/api/dead-letters/counts")["total"] >= 4, timeout=30)
+        letters = service.get("/api/dead-letters?limit=10")["items"]
+        assert sorted((d["topic"], d["reason"]) for d in letters) == [
+            ("zigbee2mqtt/smoke/bad id", "unknown_topic"),
+            ("zigbee2mqtt/smoke/bad id", "unknown_topic"),
+            ("zigbee2mqtt/smoke/sd-z2", "bad_utf8"),
+            ("zigbee2mqtt/smoke/sd-z2", "out_of_range"),
+            ("zigbee2mqtt/smoke/sd-z2", "wrong_type"),
+        ]
+        assert all("z2m_smoke" in d["detail"] for d in letters)
+
+        # A Hikvision access controller's event codes: 5/27 is the door forced open.
+        event = {
+            "ipAddress": "10.0.3.21",
+            "dateTime": datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds"),
+            "eventType": "AccessControllerEvent",
+            "AccessControllerEvent": {
+                "deviceName": "gt-h1",
+                "majorEventType": 5,
+                "subEventType": 27,
+                "serialNo": 4127,
+            },
+        }
+        hik.publish("hikvision/gt-h1/event", json.dumps(event))
+        hik.wait_acked()
+        wait_for(lambda: alerts(service, "gt-h1"), timeout=30)
+        assert [a["rule_id"] for a in alerts(service, "gt-h1")] == ["gate_forced"]
+        assert service.health()["status"] == "ok"
+    finally:
+        z2m.close()
+        hik.close()

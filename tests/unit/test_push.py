@@ -1,0 +1,188 @@
+"""The push endpoint in process (the app over a real journal and a real ingest pipeline): no
+body, however odd, gets a server error, and each bad one is a dead letter; the duplicate keys of
+pushed messages; the integrations file and the token store. Through the real service and
+Mosquitto: tests/integration/test_push.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest.journal import dedup_key
+from ingest.payloads import Reading, decode
+from ingest.profiles import Canonical
+from jiayuan.api import create_app
+from jiayuan.api.push import _keys
+from jiayuan.integrations import Integration, IntegrationError, PushTokens, load_integrations
+from tests.unit.api_world import PUSH_INTEGRATION, with_push, world
+
+URL = f"/api/push/{PUSH_INTEGRATION}"
+
+
+@pytest.fixture(scope="module")
+def pushing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Any, dict]]:  # type: ignore[type-arg]
+    with ExitStack() as stack:
+        ctx = world(tmp_path_factory.mktemp("push"), stack)
+        auth = with_push(ctx, stack)
+        with TestClient(create_app(ctx)) as client:
+            yield client, ctx, auth
+
+
+def dead_letters(ctx: Any) -> int:
+    return sum(ctx.journal.dead_letter_counts().values())
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+TOPICS = st.sampled_from(
+    ["community/y/wearable/wq-1/event", "community/y/smoke/sq-1/telemetry", "x/y", ""]
+) | st.text(max_size=40)
+MESSAGES = st.fixed_dictionaries(
+    {"message_id": st.text(min_size=0, max_size=20), "topic": TOPICS, "payload": JSON}
+)
+BODIES = (
+    st.binary(max_size=300)
+    | JSON.map(lambda v: json.dumps(v).encode())
+    | MESSAGES.map(lambda m: json.dumps(m).encode())
+    | st.lists(MESSAGES, max_size=5).map(lambda m: json.dumps(m).encode())
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=BODIES)
+def test_no_body_gets_a_server_error_and_every_refused_one_is_a_dead_letter(
+    pushing: tuple[TestClient, Any, dict[str, str]], body: bytes
+) -> None:
+    client, ctx, auth = pushing
+    before = dead_letters(ctx)
+    r = client.post(URL, content=body, headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code in (200, 422), (r.status_code, r.text)
+    answer = r.json()
+    assert dead_letters(ctx) - before == len(answer["dead_letters"])
+    if r.status_code == 422:
+        assert answer["accepted"] == 0 and answer["dead_letters"]
+        assert all(d["reason"] and d["detail"] for d in answer["dead_letters"])
+
+
+def test_one_platform_message_mapped_onto_several_keeps_one_key_each() -> None:
+    canon = [
+        Canonical("community/y/smoke/s-1/event", b"{}", "m-1"),
+        Canonical("community/y/smoke/s-1/telemetry", b"{}", "m-1"),
+        Canonical("community/y/smoke/s-2/event", b"{}", "m-2"),
+        Canonical("community/y/smoke/s-3/event", b"{}", None),
+    ]
+    keys = _keys("ctwing", canon)
+    assert keys[3] is None
+    assert len(set(keys[:3])) == 3
+    assert keys == _keys("ctwing", canon)  # the same body again: the same keys
+    assert set(keys[:3]).isdisjoint(_keys("onenet", canon))  # another platform's ids
+
+
+def test_a_source_message_id_is_the_duplicate_key_whatever_else_differs() -> None:
+    topic = "community/y/wearable/w-1/telemetry"
+    a = decode(topic, b'{"heart_rate": 70}', 100.0)
+    b = decode(topic, b'{"heart_rate": 70}', 200.0)
+    assert isinstance(a, Reading) and isinstance(b, Reading)
+    assert dedup_key(a) is None  # no seq, no ts: nothing tells a resend from a new one
+    keyed = [
+        Reading(**{**{f: getattr(r, f) for f in r.__struct_fields__}, "key": "p\x1fm-1"})
+        for r in (a, b)
+    ]
+    assert dedup_key(keyed[0]) == dedup_key(keyed[1]) is not None
+    other = Reading(**{**{f: getattr(a, f) for f in a.__struct_fields__}, "key": "p\x1fm-2"})
+    assert dedup_key(other) != dedup_key(keyed[0])
+
+
+def test_the_integrations_file_is_validated_and_errors_name_file_integration_and_field(
+    tmp_path: Path,
+) -> None:
+    f = tmp_path / "integrations.yaml"
+    f.write_text(
+        "integrations:\n"
+        "  - id: ctwing\n    profile: native\n"
+        "  - id: ctwing\n"
+        "  - id: bad id\n"
+        "  - id: onenet\n    profile: huawei\n"
+        "  - id: x\n    tokn: abc\n"
+    )
+    with pytest.raises(IntegrationError) as e:
+        load_integrations(f, {"native"})
+    text = str(e.value)
+    assert f"{f}: integration 'ctwing' (#2): field 'id': declared twice" in text
+    assert "integration 'bad id' (#3): field 'id'" in text
+    assert "integration 'onenet' (#4): field 'profile': unknown profile 'huawei'" in text
+    assert "integration 'x' (#5): field 'tokn'" in text
+    f.write_text("integrations:\n  - id: ctwing\n")
+    assert load_integrations(f, {"native"})["ctwing"].profile == "native"
+
+
+def test_tokens_are_kept_as_digests_and_a_reissue_ends_the_old_one(tmp_path: Path) -> None:
+    tokens = PushTokens(tmp_path)
+    first = tokens.issue("ctwing")
+    assert tokens.check("ctwing", first)
+    assert first not in tokens.path.read_text()
+    assert tokens.path.stat().st_mode & 0o777 == 0o600
+    assert not tokens.check("onenet", first) and not tokens.check("ctwing", "")
+    second = PushTokens(tmp_path).issue("ctwing")  # another process: the CLI
+    assert tokens.check("ctwing", second) and not tokens.check("ctwing", first)
+    assert tokens.revoke("ctwing") and not tokens.check("ctwing", second)
+
+
+@pytest.mark.expect_errors('jiayuan_log_errors_total{logger="jiayuan.integrations"}')
+def test_an_unreadable_token_file_refuses_every_push_rather_than_fail(tmp_path: Path) -> None:
+    tokens = PushTokens(tmp_path)
+    token = tokens.issue("ctwing")
+    tokens.path.write_text('{"ctwing": {"digest": 3')
+    assert not tokens.check("ctwing", token)
+    tokens.path.write_text('["not", "a", "mapping"]')
+    assert not tokens.check("ctwing", token)
+    again = tokens.issue("ctwing")
+    assert tokens.check("ctwing", again)
+
+
+class _Quiet:
+    """A profile that maps a body onto nothing (a vendor event code it does not keep)."""
+
+    id = "quiet"
+
+    def from_http(self, body: bytes) -> list[Canonical]:
+        return []
+
+
+def test_a_body_mapped_onto_nothing_is_answered_at_once_with_nothing_stored(
+    pushing: tuple[TestClient, Any, dict[str, str]],
+) -> None:
+    client, ctx, _ = pushing
+    before = dead_letters(ctx)
+    setup = ctx.push
+    quiet = Integration(id="quiet", profile="quiet")
+    ctx.push = replace(
+        setup,
+        integrations={**setup.integrations, "quiet": quiet},
+        profiles={**setup.profiles, "quiet": _Quiet()},
+    )
+    try:
+        token = ctx.push.tokens.issue("quiet")
+        r = client.post(
+            "/api/push/quiet", content=b"{}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert (r.status_code, r.json()) == (200, {"accepted": 0, "dead_letters": []})
+        assert dead_letters(ctx) == before
+    finally:
+        ctx.push = setup
