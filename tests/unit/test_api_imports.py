@@ -24,8 +24,9 @@ from jiayuan.context import AppContext
 from jiayuan.registry_admin import RegistryAdmin
 from registry import load_registry
 from tests.alerting import T0
+from tests.mqtt import wait_for
 from tests.staff import ADMIN, auth_store, bearer
-from tests.unit.api_world import msg, world
+from tests.unit.api_world import PUSH_INTEGRATION, msg, with_push, world
 
 IMPORT = "/api/registry/import"
 
@@ -222,6 +223,31 @@ def test_an_unregistered_device_is_listed_with_what_it_sent(
         for d in client.get("/api/devices/unregistered", headers=ADMIN).json()["items"]
     }
     assert listed["smk-101"]["retired"] is True and listed["smk-101"]["kind"] == "smoke"
+
+
+def test_a_device_a_platform_pushes_is_listed_and_registered_the_same_way(
+    tmp_path: Path,
+) -> None:
+    with ExitStack() as stack:
+        ctx = world(tmp_path, stack)
+        platform = with_push(ctx, stack)
+        client = stack.enter_context(TestClient(create_app(ctx)))
+        body = {"message_id": "ctw-1", "topic": "community/y/smoke/nb-smk-7/event",
+                "payload": {"event": "test"}}  # fmt: skip
+        r = client.post(f"/api/push/{PUSH_INTEGRATION}", json=body, headers=platform)
+        assert r.is_success, r.text
+
+        def listed() -> dict[str, Any]:
+            page = client.get("/api/devices/unregistered", headers=ADMIN).json()["items"]
+            return {d["device_id"]: d for d in page}
+
+        wait_for(lambda: "nb-smk-7" in listed())
+        seen = listed()["nb-smk-7"]
+        assert seen["kind"] == "smoke" and seen["last"]["event"] == "test"
+        place = {"compound": "C01", "building": "B01", "unit": "1-1-101"}
+        url = "/api/devices/unregistered/nb-smk-7/register"
+        assert client.post(url, json=place, headers=ADMIN).is_success
+        assert "nb-smk-7" not in listed()
 
 
 def test_registering_a_device_puts_it_in_the_registry_at_its_place(
