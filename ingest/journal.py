@@ -627,6 +627,29 @@ class Journal:
         )
         return {r[0]: int(r[1]) for r in rows}
 
+    def last_reading(self, device_id: str) -> dict[str, Any] | None:
+        """What a device sent last (its latest reading by event time), as :meth:`readings`
+        answers a raw one; None when it has none."""
+        r = (
+            self._reader()
+            .execute(
+                "SELECT ts, received, stream, event, ts_flag, payload FROM readings"
+                " WHERE device_id = ? ORDER BY ts DESC LIMIT 1",
+                (device_id,),
+            )
+            .fetchone()
+        )
+        if r is None:
+            return None
+        return {
+            "ts": r["ts"],
+            "received": r["received"],
+            "stream": r["stream"],
+            "event": r["event"],
+            "ts_flag": r["ts_flag"],
+            "values": _body(r["payload"]),
+        }
+
     def count_readings(self, device_id: str | None = None) -> int:
         db = self._reader()
         if device_id is None:

@@ -1,6 +1,6 @@
 """The ``jiayuan`` command: ``run``, ``simulate``, ``rules check``, ``rules backtest``,
-``profiles check``, ``registry check``, ``broker credentials``, ``broker tls``, ``duty check``,
-``push token``."""
+``profiles check``, ``registry check``, ``registry import``, ``broker credentials``,
+``broker tls``, ``duty check``, ``push token``."""
 
 from __future__ import annotations
 
@@ -170,6 +170,43 @@ def _registry_check(args: argparse.Namespace) -> int:
         f"OK: {len(reg.buildings)} buildings, {len(reg.devices)} devices, "
         f"{len(reg.residents)} residents, {len(reg.staff)} staff in {args.path}"
     )
+    return 0
+
+
+def _registry_import(args: argparse.Namespace) -> int:
+    from jiayuan.registry_files import NotWritable, RegistryFiles
+    from registry.diff import diff
+    from registry.loader import RegistryError, load_registry
+
+    directory = args.registry or os.environ.get("JIAYUAN_REGISTRY")
+    if not directory:
+        print(
+            "jiayuan registry import: --registry DIR (or JIAYUAN_REGISTRY) is needed",
+            file=sys.stderr,
+        )
+        return 2
+    files = RegistryFiles(Path(directory), args.community)
+    try:
+        current = files.read()
+        new = load_registry(args.files, community=args.community, base=current)
+    except (RegistryError, NotWritable) as e:
+        print(e, file=sys.stderr)
+        return 1
+    change = diff(current, new)
+    print(change.text())
+    if change.empty or not args.apply:
+        if not change.empty:
+            print("(not applied: run again with --apply)")
+        return 0
+    try:
+        superseded = files.write(new)
+    except (RegistryError, NotWritable, OSError) as e:
+        print(f"jiayuan registry import: not applied: {e}", file=sys.stderr)
+        return 1
+    print(f"applied: written to {directory} as buildings/devices/residents/staff.yaml")
+    if superseded:
+        print(f"moved aside to {directory}/superseded: {', '.join(superseded)}")
+    print("a running service takes it on SIGHUP or POST /api/registry/reload")
     return 0
 
 
@@ -399,6 +436,25 @@ def build_parser() -> argparse.ArgumentParser:
     gcheck = gsub.add_parser("check", help="validate a registry directory or file")
     gcheck.add_argument("path", type=Path)
     gcheck.set_defaults(func=_registry_check)
+    gimport = gsub.add_parser(
+        "import",
+        help="show what spreadsheets (.xlsx, .csv) or YAML files would change; --apply writes it",
+        description="The sections the files give (a CSV file names one, a workbook has a sheet"
+        " per section) replace those of the registry in --registry; the others are kept. Prints"
+        " the diff; with --apply, writes the registry files (a running service takes them on"
+        " SIGHUP or POST /api/registry/reload).",
+    )
+    gimport.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    gimport.add_argument(
+        "--registry", type=Path, help="registry directory (default $JIAYUAN_REGISTRY)"
+    )
+    gimport.add_argument(
+        "--community",
+        default=os.environ.get("JIAYUAN_COMMUNITY", "y"),
+        help="community id (default $JIAYUAN_COMMUNITY or y)",
+    )
+    gimport.add_argument("--apply", action="store_true", help="write the registry files")
+    gimport.set_defaults(func=_registry_import)
     return p
 
 

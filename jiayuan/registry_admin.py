@@ -165,7 +165,7 @@ class RegistryAdmin:
         if self.audit is not None:
             detail: dict[str, Any] = {
                 "changes": change.summary(),
-                "diff": change.model_dump(mode="json"),
+                "diff": change.redacted().model_dump(mode="json"),  # no resident names
                 "broker": applied.broker,
                 "broker_accounts_added": sorted(applied.passwords),
             }

@@ -23,7 +23,7 @@ from registry.loader import SECTIONS
 STAGING: Final = ".staging"
 SUPERSEDED: Final = "superseded"
 _REGISTRY_FILE: Final = {
-    f"{s}.{x}" for s in (*SECTIONS, "registry") for x in ("yaml", "yml", "csv")
+    f"{s}.{x}" for s in (*SECTIONS, "registry") for x in ("yaml", "yml", "csv", "xlsx")
 }
 
 

@@ -8,7 +8,7 @@ the same), so :func:`patch` rebuilds the new registry from the old one and the d
 
 A diff of residents holds what their records hold (display names, thresholds, areas): show it
 to the staff who may see the registry, never log it — :meth:`RegistryDiff.summary` is the
-loggable form (counts only).
+loggable form (counts only), :meth:`RegistryDiff.redacted` the one to keep in the audit.
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ _SINGULAR: Final = {
     "residents": "resident",
     "staff": "staff",
 }
+PERSONAL: Final[dict[str, frozenset[str]]] = {
+    "residents": frozenset({"display_name", "thresholds", "allowed_area"}),
+    "staff": frozenset({"name", "channels"}),
+}
+"""Fields whose values say who a resident is, where they live or what their body does, and a
+staff member's name and notification channels (apprise URLs may hold tokens and passwords): a
+redacted diff names them as changed, never with their values."""
+WITHHELD: Final = "(withheld)"
 _SHOWN: Final = 60
 """Characters of a value the text form shows."""
 
@@ -81,6 +89,37 @@ class RegistryDiff(_Data):
     @property
     def empty(self) -> bool:
         return all(self.section(s).empty for s in SECTIONS)
+
+    def redacted(self) -> RegistryDiff:
+        """The same diff with the values of :data:`PERSONAL` fields replaced by ``(withheld)``:
+        what the audit keeps (who changed which field of whom, not a resident's name)."""
+        sections: dict[str, SectionDiff] = {}
+        for s in SECTIONS:
+            d, hidden = self.section(s), PERSONAL.get(s, frozenset())
+            if not hidden or d.empty:
+                sections[s] = d
+                continue
+            sections[s] = SectionDiff(
+                added=d.added,
+                removed=d.removed,
+                changed=[
+                    ChangedRecord(
+                        id=c.id,
+                        fields=[
+                            FieldChange(field=f.field, before=WITHHELD, after=WITHHELD)
+                            if f.field in hidden
+                            else f
+                            for f in c.fields
+                        ],
+                    )
+                    for c in d.changed
+                ],
+                added_records={
+                    rid: {k: WITHHELD if k in hidden else v for k, v in rec.items()}
+                    for rid, rec in d.added_records.items()
+                },
+            )
+        return RegistryDiff(**sections)
 
     def summary(self) -> str:
         """Counts only, e.g. ``devices +2 -0 ~1; staff +0 -0 ~1`` (safe to log)."""

@@ -1,15 +1,17 @@
-"""Load the community's registry from YAML and CSV files; write it back as YAML.
+"""Load the community's registry from YAML, CSV and .xlsx files; write it back as YAML.
 
 A registry directory holds any of ``buildings``, ``devices``, ``residents`` and ``staff`` as
 ``.yaml`` / ``.yml`` (a list of records) or ``.csv`` (a header row of field names, as a
 spreadsheet exports it: UTF-8 with or without BOM, GBK from Chinese Excel, UTF-16 "Unicode
-text"; empty cells are absent fields), or one ``registry.yaml`` with those four keys. Cell
-formats (lists, thresholds, shifts) are in :mod:`registry.cells`.
+text"; empty cells are absent fields), or one ``registry.yaml`` with those four keys; or an
+``.xlsx`` workbook with a sheet per section, read like the CSV files (:mod:`registry.sheets`).
+Cell formats (lists, thresholds, shifts) are in :mod:`registry.cells`. With ``base`` (an
+import), the sections the files give replace the base's and the others are kept.
 
 Every problem in every file is collected before :class:`RegistryError` is raised, each naming
-the file, the row (a spreadsheet's row number, the header being row 1; for YAML the line) and
-the field. Then the files are checked against each other: duplicate ids, unknown buildings and
-compounds (when buildings are given), unknown caretakers, unknown wearers.
+the file (and sheet), the row (a spreadsheet's row number, the header being row 1; for YAML
+the line) and the field. Then the files are checked against each other: duplicate ids, unknown
+buildings and compounds (when buildings are given), unknown caretakers, unknown wearers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from registry.cells import IGNORED_COLUMNS, CellError, column_name, format_shift, normalise
 from registry.models import Building, Device, Registry, Resident, Staff
+from registry.sheets import SheetProblem, read_workbook
 
 try:  # libyaml when present: the registry of a district is tens of thousands of records
     from yaml import CSafeDumper as _Dumper
@@ -38,7 +41,7 @@ except ImportError:  # pragma: no cover
 
 SECTIONS: Final = ("buildings", "devices", "residents", "staff")
 _NAMES: Final = "/".join(SECTIONS)
-_NO_FILES: Final = f"no registry files: expected {_NAMES} .yaml or .csv, or registry.yaml"
+_NO_FILES: Final = f"no registry files: expected {_NAMES} .yaml, .csv or .xlsx, or registry.yaml"
 MAX_LISTED: Final = 50
 _MODELS: Final[dict[str, type[BaseModel]]] = {
     "buildings": Building,
@@ -52,7 +55,7 @@ _KEYS: Final = {
     "residents": "resident_id",
     "staff": "staff_id",
 }
-_FILE = re.compile(r"(registry|buildings|devices|residents|staff)\.(ya?ml|csv)", re.IGNORECASE)
+_FILE = re.compile(r"(registry|buildings|devices|residents|staff)\.(ya?ml|csv|xlsx)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +92,12 @@ class RegistryError(ValueError):
 @dataclass(slots=True)
 class _Source:
     file: str
-    row: int
+    row: int | None
     unit: str
     rows: dict[str, int] = field(default_factory=dict)
     """The line of each field, for YAML, where a record spans lines."""
 
-    def at(self, name: str) -> int:
+    def at(self, name: str) -> int | None:
         return self.rows.get(name, self.row)
 
     def problem(self, name: str | None, message: str) -> Problem:
@@ -104,8 +107,13 @@ class _Source:
 _Raw = tuple[str, list[tuple[Any, _Source]]]  # section, records before validation
 
 
-def load_registry(path: Path | str | Sequence[Path | str], community: str = "y") -> Registry:
-    """Load a registry directory, one file, or a list of files; raise :class:`RegistryError`."""
+def load_registry(
+    path: Path | str | Sequence[Path | str], community: str = "y", base: Registry | None = None
+) -> Registry:
+    """Load a registry directory, one file, or a list of files; raise :class:`RegistryError`.
+
+    With ``base``, the sections the files give replace the base's, the others are kept, and
+    the whole is cross-checked (problems in kept records name ``current <section> <id>``)."""
     problems: list[Problem] = []
     records: dict[str, list[tuple[Any, _Source]]] = {s: [] for s in SECTIONS}
     given: set[str] = set()
@@ -116,6 +124,15 @@ def load_registry(path: Path | str | Sequence[Path | str], community: str = "y")
                 record = _validate(section, data, src, problems)
                 if record is not None:
                     records[section].append((record, src))
+    if base is not None:
+        for section in SECTIONS:
+            kept: dict[str, BaseModel] = getattr(base, section)
+            if section in given or not kept:
+                continue
+            given.add(section)
+            records[section] = [
+                (r, _Source(f"current {section} {rid}", None, "row")) for rid, r in kept.items()
+            ]
     problems += _cross_check(records, given)
     if problems:
         raise RegistryError(problems)
@@ -161,6 +178,8 @@ def _text(path: Path, problems: list[Problem]) -> str | None:
 
 
 def _read(path: Path, community: str, problems: list[Problem]) -> list[_Raw]:
+    if path.suffix.lower() == ".xlsx":
+        return _read_xlsx(path, problems)
     text = _text(path, problems)
     if text is None:
         return []
@@ -184,9 +203,20 @@ def _read_csv(
     if "," not in first:
         delimiter = "\t" if "\t" in first else ";" if ";" in first else ","
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    return _table(str(path), section, rows, problems)
+
+
+def _table(
+    name: str,
+    section: str,
+    rows: list[list[str]],
+    problems: list[Problem],
+    skip: Set[int] = frozenset(),
+) -> Iterator[tuple[dict[str, str], _Source]]:
+    """Records of a table whose first row names the columns (a CSV file, a sheet); rows in
+    ``skip`` (a cell already refused) are left out."""
     if not rows:
         return
-    name = str(path)
     known = _MODELS[section].model_fields
     columns: list[str | None] = []
     for header in rows[0]:
@@ -202,13 +232,29 @@ def _read_csv(
             problems.append(Problem(name, 1, header.strip(), f"column {col!r} given twice"))
         columns.append(col if col in known and col not in columns else None)
     for number, cells in enumerate(rows[1:], start=2):
-        if not any(c.strip() for c in cells):
+        if not any(c.strip() for c in cells) or number in skip:
             continue
         if any(c.strip() for c in cells[len(columns) :]):
-            msg = f"{len(cells)} cells, the header has {len(columns)}"
+            filled = max(i for i, c in enumerate(cells) if c.strip()) + 1
+            msg = f"{filled} cells, the header has {len(columns)}"  # up to the last filled
             problems.append(Problem(name, number, None, msg))
         data = {c: v.strip() for c, v in zip(columns, cells, strict=False) if c and v.strip()}
         yield data, _Source(name, number, "row")
+
+
+def _read_xlsx(path: Path, problems: list[Problem]) -> list[_Raw]:
+    found: list[SheetProblem] = []
+    sheets = read_workbook(path, found)
+    for p in found:
+        where = str(path) if p.sheet is None else f"{path} sheet {p.sheet}"
+        problems.append(Problem(where, p.row, p.column, p.message))
+    return [
+        (
+            s.section,
+            list(_table(f"{path} sheet {s.name}", s.section, s.rows, problems, s.bad_rows)),
+        )
+        for s in sheets
+    ]
 
 
 # --- YAML ------------------------------------------------------------------------------------

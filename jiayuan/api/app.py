@@ -27,11 +27,13 @@ from jiayuan.api import (
     audit,
     auth,
     baselines,
+    commissioning,
     dead_letters,
     devices,
     duty,
     escalation,
     fleet,
+    imports,
     incidents,
     ops,
     push,
@@ -94,6 +96,7 @@ def create_app(
     app.state.ctx = ctx
     app.state.auth = authn
     app.state.broadcaster = broadcaster
+    app.include_router(commissioning.router)  # before devices: /api/devices/unregistered
     for module in (system, devices, alerts, dead_letters, stream, registry, residents, ops, fleet):
         app.include_router(module.router)
     for module in (silences, escalation):  # alerting: silences, chains, timers, deliveries
@@ -103,6 +106,7 @@ def create_app(
     for module in (baselines, rules):  # personal baselines; rule backtests
         app.include_router(module.router)
     app.include_router(registry_changes.router)  # the registry changed while running
+    app.include_router(imports.router)  # spreadsheet imports: a diff, then apply
     app.include_router(auth.router)
     app.include_router(push.router)  # device platforms, with their integration's own token
     app.include_router(audit.router)
@@ -122,7 +126,7 @@ def create_app(
         BodyLimitMiddleware,
         max_bytes=ctx.settings.http_max_body_bytes,
         body_timeout_s=ctx.settings.http_body_timeout_s,
-        per_path={"/api/auth/login": LOGIN_MAX_BODY},
+        per_path={"/api/auth/login": LOGIN_MAX_BODY, imports.PATH: imports.MAX_BODY},
         per_prefix={push.PREFIX: ctx.settings.push_max_body_bytes},
     )
     install_error_handlers(app)

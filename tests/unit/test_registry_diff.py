@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry import Building, Device, Registry, Resident, Shift, Staff
-from registry.diff import RegistryDiff, diff, digest, patch
+from registry.diff import WITHHELD, RegistryDiff, diff, digest, patch
 
 ids = st.sampled_from(["a", "b", "c", "B01", "x-1"])
 short = st.text(alphabet="ab 王奶奶-,;", max_size=6)
@@ -165,3 +165,39 @@ def test_the_json_form_names_each_field_before_and_after() -> None:
     assert data["devices"]["added"] == ["wr-9"]
     assert data["devices"]["removed"] == ["gate-old"]
     assert data["buildings"] == {"added": [], "removed": [], "changed": [], "added_records": {}}
+
+
+def test_the_redacted_diff_names_a_residents_fields_but_not_their_values() -> None:
+    old = Registry("y", residents=[Resident(resident_id="r-1", building="B01", unit="1-1-101",
+                                            display_name="王奶奶")])  # fmt: skip
+    new = Registry(
+        "y",
+        residents=[
+            Resident(resident_id="r-1", building="B01", unit="1-1-102", display_name="王秀英",
+                     thresholds={"heart_rate_high": 110}),
+            Resident(resident_id="r-2", building="B01", unit="1-1-103", display_name="李爷爷",
+                     allowed_area=(36.05, 103.84, 500)),
+        ],
+    )  # fmt: skip
+    d = diff(old, new)
+    assert "王秀英" in d.model_dump_json()  # the preview shows it to those who may see it
+    kept = d.redacted()
+    text = kept.model_dump_json() + kept.text()
+    for secret in ("王", "李", "110", "36.05"):
+        assert secret not in text
+    fields = {f.field: (f.before, f.after) for f in kept.residents.changed[0].fields}
+    assert fields == {
+        "unit": ("1-1-101", "1-1-102"),
+        "display_name": (WITHHELD, WITHHELD),
+        "thresholds": (WITHHELD, WITHHELD),
+    }
+    assert kept.residents.added_records["r-2"]["display_name"] == WITHHELD
+    assert kept.summary() == d.summary() == "residents +1 -0 ~1"
+
+    # a staff member's name and channels (an apprise URL may carry a token) likewise
+    secret = "mailto://duty:hunter2@mail.example.org"
+    s1 = Staff(staff_id="care-1", name="张护理员", role="caretaker")
+    s2 = Staff(staff_id="care-1", name="张护理员", role="manager", channels=(secret,))
+    kept = diff(Registry("y", staff=[s1]), Registry("y", staff=[s2])).redacted()
+    assert "hunter2" not in kept.model_dump_json() and "张" not in kept.model_dump_json()
+    assert [f.field for f in kept.staff.changed[0].fields] == ["role", "channels"]

@@ -4,6 +4,7 @@
 
 import * as alertPage from "./alert.js";
 import * as board from "./board.js";
+import * as commission from "./commission.js";
 import * as devices from "./devices.js";
 import * as duty from "./duty.js";
 import { getLang, locale, setLang, t } from "./i18n.js";
@@ -28,10 +29,11 @@ const ROUTES = [
   [/^review$/, review.render, "review"],
   [/^duty$/, duty.render, "duty"],
   [/^rules$/, rules.render, "rules"],
+  [/^commission$/, commission.render, "commission"],
 ];
-const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["review", "#/review"], ["duty", "#/duty"], ["rules", "#/rules"], ["ops", "#/ops"]];
+const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["review", "#/review"], ["duty", "#/duty"], ["rules", "#/rules"], ["commission", "#/commission"], ["ops", "#/ops"]];
 const NEEDS = { residents: "residents", ops: "ops" };
-const ROLES = { review: ["admin", "manager"], duty: ["admin", "manager", "operator"], rules: ["admin", "manager"] }; // the weekly review and the rules are the managers' duty; the duty roster the desk's
+const ROLES = { review: ["admin", "manager"], duty: ["admin", "manager", "operator"], rules: ["admin", "manager"], commission: ["admin", "manager", "operator"] }; // the weekly review and the rules are the managers' duty; the duty roster the desk's
 
 function offered(name) {
   if (NEEDS[name] && !can(NEEDS[name])) return false;

@@ -5,7 +5,7 @@ import { alertCard } from "./board.js";
 import { bucketSeries, lineChart } from "./chart.js";
 import { fact } from "./alert.js";
 import { getLang, t, UNITS } from "./i18n.js";
-import { api, buildingName, compoundName, deviceLink, h, loading, num, place, qs, saved, unitName, when } from "./util.js";
+import { api, buildingName, compoundName, deviceLink, h, loading, num, place, qs, saved, unitName, when, who } from "./util.js";
 
 export const METRICS = {
   wearable: ["heart_rate", "spo2", "skin_temp_c", "steps", "battery"],
@@ -105,7 +105,9 @@ export function render(root) {
       }), ` ${t("only_trouble")}`),
       h("div", { class: "grid places" }, summary.places.filter((p) => !onlyTrouble || hasTrouble(p)).map(placeCard)),
       h("section", { class: "card", id: "unregistered" },
-        h("h3", { text: `${t("unregistered")} (${summary.unregistered})` }),
+        h("h3", {}, `${t("unregistered")} (${summary.unregistered})`,
+          summary.unregistered && who.me && ["admin", "manager", "operator"].includes(who.me.role)
+            ? [" · ", h("a", { href: "#/commission", "data-act": "to-commission", text: t("commission.register") })] : null),
         unregistered.items.length ? h("ul", { class: "device-list" }, unregistered.items.map(deviceRow)) : h("p", { class: "muted", text: t("none") }))));
   }
   load();
