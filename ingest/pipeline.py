@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from time import thread_time
 from typing import Final
 
 from base.retry import Backoff
@@ -37,7 +38,9 @@ from ingest.metrics import (
     COMMIT_LAG,
     COMMIT_SECONDS,
     DEAD_LETTERS,
+    DECODE_CPU,
     DUPLICATES,
+    JOURNAL_CPU,
     JOURNAL_REFUSED,
     JOURNAL_WRITABLE,
     JOURNAL_WRITE_FAILURES,
@@ -99,6 +102,14 @@ class _Written:
         self.duplicates += r.duplicates
         self.dead.extend(dead)
         self.commit_seconds += r.commit_seconds
+
+
+def _decoded(batch: Sequence[Inbound]) -> list[_Item]:
+    """Each message of ``batch`` with its decoding (its CPU time counted per batch)."""
+    cpu = thread_time()
+    items = [(m, decode(m.topic, m.payload, m.received)) for m in batch]
+    DECODE_CPU.inc(thread_time() - cpu)
+    return items
 
 
 class Pipeline:
@@ -223,7 +234,7 @@ class Pipeline:
     def _until_committed(self, batch: Sequence[Inbound]) -> None:
         """Process ``batch``; while the store fails, hold it and try again, pausing longer
         each time (until stopped: then it stays unacknowledged, with the broker)."""
-        items = [(m, decode(m.topic, m.payload, m.received)) for m in batch]
+        items = _decoded(batch)
         written = _Written()
         attempt = 0
         told = False
@@ -270,7 +281,7 @@ class Pipeline:
         """Decode, journal, acknowledge and hand on one batch; returns the new readings.
         Raises :class:`StoreFailing` (nothing acknowledged) while the store cannot write."""
         written = _Written()
-        self._write([(m, decode(m.topic, m.payload, m.received)) for m in batch], written)
+        self._write(_decoded(batch), written)
         return self._finish(batch, written)
 
     def _finish(self, batch: Sequence[Inbound], written: _Written) -> list[Reading]:
@@ -307,6 +318,7 @@ class Pipeline:
         them in halves until it is alone, and keep it as a dead letter."""
         readings = [x for _, x in items if isinstance(x, Reading)]
         dead = [x for _, x in items if isinstance(x, DeadLetter)]
+        cpu = thread_time()
         try:
             out.add(self.journal.write_batch(readings, dead), dead, items)
             return
@@ -315,6 +327,8 @@ class Pipeline:
             if trouble is not None:
                 raise StoreFailing(trouble, str(e)) from e
             refusal = f"{type(e).__name__}: {e}"[:200]
+        finally:
+            JOURNAL_CPU.inc(thread_time() - cpu)
         if len(items) > 1:
             mid = len(items) // 2
             self._write(items[:mid], out)
