@@ -5,9 +5,9 @@ and longer than them, so that a month's chart of one device reads a few thousand
 Maintained by :class:`RollupWorker`, a journal follower: it reads the rows after its cursor and
 folds them into ``rollup_1m`` / ``rollup_1h`` in one transaction with the cursor, so each
 reading counts once, late ones included (a reading an hour old updates its hour's bucket).
-The JSON work runs inside SQLite (``json_each``), before the write transaction and without
-Python's GIL, so ingestion barely notices it; the write transaction itself only merges the
-staged aggregates.
+The JSON work runs inside SQLite (``json_each``; a compact payload handed to it as JSON by
+:mod:`ingest.rowcodec`'s ``payload_json``), before the write transaction, so ingestion barely
+notices it; the write transaction itself only merges the staged aggregates.
 
 :func:`history` answers a chart: the rollup rows up to the cursor plus the few raw rows the
 worker has not reached yet, aggregated on the fly, so answers are exact and current.
@@ -72,7 +72,8 @@ INSERT INTO temp.rollup_stage (device_id, metric, bucket, vmin, vmax, vsum, n)
 SELECT r.device_id, j.key, CAST(r.ts / 60 AS INTEGER) * 60 AS b,
        min(j.value), max(j.value), total(j.value), count(*)
 FROM readings AS r,
-     json_each(CASE WHEN json_valid(r.payload) THEN r.payload ELSE '{{}}' END) AS j
+     json_each(CASE WHEN typeof(r.payload) = 'blob' THEN payload_json(r.payload, r.ts, r.seq)
+                    WHEN json_valid(r.payload) THEN r.payload ELSE '{{}}' END) AS j
 WHERE r.id > ?1 AND r.id <= ?2 AND r.stream = 'telemetry'
   AND j.type IN ('integer', 'real', 'true', 'false') AND {_FINITE}
   AND ({_KIND_METRICS})
@@ -247,8 +248,9 @@ def _tail(
     marks = ", ".join("?" for _ in kinds)
     return cur.execute(
         f"SELECT CAST(ts / ?5 AS INTEGER) * ?5 AS b, min(v), max(v), total(v), count(v) FROM ("
-        f" SELECT ts, json_extract(CASE WHEN json_valid(payload) THEN payload END, ?6) AS v"
-        f" FROM readings WHERE {where} AND stream = 'telemetry' AND kind IN ({marks}))"
+        f" SELECT ts, json_extract(CASE WHEN json_valid(p) THEN p END, ?6) AS v FROM ("
+        f"  SELECT ts, payload_json(payload, ts, seq) AS p"
+        f"  FROM readings WHERE {where} AND stream = 'telemetry' AND kind IN ({marks})))"
         " WHERE typeof(v) IN ('integer', 'real')"
         " AND v BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
         " GROUP BY b ORDER BY b",
