@@ -103,6 +103,7 @@ class Session:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_publish_received = self._on_publish
         c.on_subscribe = self._on_subscribe
         self.client = c
 
@@ -188,6 +189,20 @@ class Session:
             log.warning(
                 "MQTT %s session: connection lost (%s); reconnecting with backoff", self.name, rc
             )
+
+    def _on_publish(self, topic: bytes, payload: bytes, mid: int, qos: int, retain: bool) -> None:
+        """A PUBLISH read on the client's fast path (no properties: nearly every one)."""
+        self._put(
+            Inbound(
+                topic.decode("utf-8", errors="replace"),
+                payload,
+                mid,
+                qos,
+                retain,
+                time.time(),
+                self.name,
+            )
+        )
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         # Topic bytes are decoded with replacement: a bad topic must become a dead letter,
