@@ -187,9 +187,11 @@ class RollupWorker(Follower):
             return False
         t0 = time.perf_counter()
         upto = min(top, self.position + self.batch_rows)
-        staged = stage(db, self.position, upto)  # reads only: no write lock on the journal
-        db.execute("DELETE FROM temp.rollup_stage")
-        db.executemany(_STAGE, staged)
+        # reads the journal and writes the temp table only: no write lock on the journal; in
+        # one transaction, not one per staged row (7 µs each in autocommit)
+        with transaction(db, immediate=False):
+            db.execute("DELETE FROM temp.rollup_stage")
+            db.executemany(_STAGE, stage(db, self.position, upto))
         with write_lock(self.path), transaction(db):
             db.execute(_NEW_SERIES)
             for merge in _MERGES:
