@@ -50,8 +50,9 @@ _READ_SIZE = 65_536
 _PUBACK = 0x40
 
 
-Received = Callable[[bytes, bytes, int, int, bool], None]
+Publish = tuple[bytes, bytes, int, int, bool]
 """A PUBLISH read on the fast path: (topic, payload, message id, QoS, retain)."""
+Received = Callable[[list[Publish]], None]
 
 
 class Client(mqtt.Client):
@@ -63,8 +64,9 @@ class Client(mqtt.Client):
 
     on_publish_received: Received | None = None
     """When set, QoS 0 and 1 PUBLISH packets without properties are read from the buffer here
-    and handed to it, not to ``on_message`` (``message_callback_add`` filters are not
-    consulted for them); everything else goes through paho as before."""
+    and handed to it, those of one pass over the buffer in one list, not to ``on_message``
+    (``message_callback_add`` filters are not consulted for them); everything else goes
+    through paho as before."""
     received_fast = 0
     """PUBLISH packets handed to :attr:`on_publish_received` (for the test that fails when
     this path is not taken)."""
@@ -117,39 +119,41 @@ class Client(mqtt.Client):
         ``received``; stop at anything else (another packet, properties, an incomplete or
         malformed packet), which paho then reads. Returns how many were handed on."""
         buf, pos, end = self._rbuf, self._rpos, len(self._rbuf)
-        n = 0
-        with self._in_callback_mutex:
-            while pos < end:
-                command = buf[pos]
-                if command & 0xF0 != 0x30 or command & 0x06 > 0x02:
-                    break  # not a PUBLISH, or QoS 2
-                length, mult, i = 0, 1, pos + 1
-                while i < end and i - pos <= 4:
-                    byte = buf[i]
-                    length += (byte & 127) * mult
-                    mult <<= 7
-                    i += 1
-                    if byte < 128:
-                        break
-                else:
-                    break  # incomplete length, or malformed
-                stop = i + length
-                if stop > end:
-                    break  # the rest of it is still on its way
-                j = i + 2 + (buf[i] << 8 | buf[i + 1]) if i + 2 <= stop else stop + 1
-                topic = buf[i + 2 : j]
-                qos = command >> 1 & 3
-                mid = 0
-                if qos:
-                    mid = buf[j] << 8 | buf[j + 1] if j + 2 <= stop else 0
-                    j += 2
-                if j >= stop or buf[j] != 0:
-                    break  # properties (paho parses them), or malformed
-                pos = self._rpos = stop
-                n += 1
-                received(topic, buf[j + 1 : stop], mid, qos, bool(command & 1))
-        self.received_fast += n
-        return n
+        got: list[Publish] = []
+        while pos < end:
+            command = buf[pos]
+            if command & 0xF0 != 0x30 or command & 0x06 > 0x02:
+                break  # not a PUBLISH, or QoS 2
+            length, mult, i = 0, 1, pos + 1
+            while i < end and i - pos <= 4:
+                byte = buf[i]
+                length += (byte & 127) * mult
+                mult <<= 7
+                i += 1
+                if byte < 128:
+                    break
+            else:
+                break  # incomplete length, or malformed
+            stop = i + length
+            if stop > end:
+                break  # the rest of it is still on its way
+            j = i + 2 + (buf[i] << 8 | buf[i + 1]) if i + 2 <= stop else stop + 1
+            topic = buf[i + 2 : j]
+            qos = command >> 1 & 3
+            mid = 0
+            if qos:
+                mid = buf[j] << 8 | buf[j + 1] if j + 2 <= stop else 0
+                j += 2
+            if j >= stop or buf[j] != 0:
+                break  # properties (paho parses them), or malformed
+            pos = stop
+            got.append((topic, buf[j + 1 : stop], mid, qos, bool(command & 1)))
+        self._rpos = pos
+        if got:
+            self.received_fast += len(got)
+            with self._in_callback_mutex:
+                received(got)
+        return len(got)
 
     def _more_records(self, first: bytes) -> bytes:
         """Over TLS one ``recv`` returns one record (at most 16 KiB): read the records already

@@ -209,17 +209,29 @@ class Pipeline:
         batch = [first]
         deadline = time.monotonic() + self.batch_wait
         while len(batch) < self.batch_max:
+            self._waiting(batch)
+            if len(batch) >= self.batch_max:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self.inbox.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
+
+    def _waiting(self, batch: list[Inbound]) -> None:
+        """Add the messages waiting now to ``batch``, up to ``batch_max`` (from an
+        :class:`Inbox` under one lock)."""
+        if isinstance(self.inbox, Inbox):
+            batch.extend(self.inbox.get_many(self.batch_max - len(batch)))
+            return
+        while len(batch) < self.batch_max:
             try:
                 batch.append(self.inbox.get_nowait())
             except queue.Empty:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(self.inbox.get(timeout=left))
-                except queue.Empty:
-                    break
-        return batch
+                return
 
     def _run(self) -> None:
         while not self._stop.is_set():
