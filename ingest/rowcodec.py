@@ -44,7 +44,8 @@ NAMES: Final[tuple[str, ...]] = (
     "fw",
 )
 """Field names stored as their index here. Only ever appended to: a stored row names its
-fields by these numbers (tests/unit/test_rowcodec.py checks every payload model's field is here)."""
+fields by these numbers (tests/unit/test_journal_rows.py checks every payload model's field is
+here)."""
 _CODE: Final = {name: i for i, name in enumerate(NAMES)}
 _TS_FROM_COLUMN: Final = 100
 """Key of ``ts`` when the value is the ``ts`` column in milliseconds (the value is nil)."""
