@@ -35,6 +35,9 @@ from pathlib import Path
 
 from base.datadir import DataDir
 from bench import catchup, sink
+from bench.cpu import Ceiling, Snapshot, Tally, process_cpu, wait_caught_up, wait_cpu
+from bench.cpu import summary as cpu_summary
+from bench.cpu import table as cpu_table
 from bench.load import (
     BackgroundLoad,
     FallProbe,
@@ -60,7 +63,7 @@ def _publishers(broker: Broker, files: Files, tls: bool) -> list[subprocess.Pope
     return procs
 
 
-def broker_ceiling(broker: Broker, files: Files, n: int, tls: bool) -> float:
+def broker_ceiling(broker: Broker, files: Files, n: int, tls: bool, cpu: Ceiling) -> float:
     # Received as the service would: its account, its subscription (it is not running yet).
     access = broker.service_access(tls=tls)
     sub = subprocess.Popen(
@@ -81,16 +84,26 @@ def broker_ceiling(broker: Broker, files: Files, n: int, tls: bool) -> float:
         env=client_env(access, files[0][1].parent / "sub.client", "mosquitto_sub"),
     )
     time.sleep(0.5)  # subscribed before anything is published
+    assert broker.proc is not None
+    broker_cpu = process_cpu(broker.proc.pid)
     t0 = time.perf_counter()
     pubs = _publishers(broker, files, tls)
-    sub.wait()
+    cpu.sub += wait_cpu(sub)
     elapsed = time.perf_counter() - t0
-    for p in pubs:
-        p.wait()
+    cpu.broker += process_cpu(broker.proc.pid) - broker_cpu
+    cpu.publishers += sum(wait_cpu(p) for p in pubs)
+    cpu.messages += n
     return n / elapsed
 
 
-def service_ingest(svc: ServiceProcess, broker: Broker, files: Files, n: int, tls: bool) -> float:
+def service_ingest(
+    svc: ServiceProcess, broker: Broker, files: Files, n: int, tls: bool, cpu: Tally
+) -> float:
+    """The service's rate for ``n`` messages (publish to commit); its CPU for them, the rules
+    worker's and the rollups' included, is added to ``cpu``."""
+    assert broker.proc is not None
+    wait_caught_up(svc, svc.data_dir)
+    before = Snapshot.take(svc, broker.proc.pid)
     base = svc.health()["messages_committed"]
     t0 = time.perf_counter()
     pubs = _publishers(broker, files, tls)
@@ -99,6 +112,8 @@ def service_ingest(svc: ServiceProcess, broker: Broker, files: Files, n: int, tl
     elapsed = time.perf_counter() - t0
     for p in pubs:
         p.wait()
+    wait_caught_up(svc, svc.data_dir)
+    cpu.add(before, Snapshot.take(svc, broker.proc.pid), n)
     return n / elapsed
 
 
@@ -182,22 +197,32 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         ceilings, rates = [], []
+        ceiling_cpu, service_cpu = Ceiling(), Tally()
         for r, files in enumerate(ceiling_files):
-            ceilings.append(broker_ceiling(broker, files, args.messages, tls))
+            ceilings.append(broker_ceiling(broker, files, args.messages, tls, ceiling_cpu))
             print(f"bench: broker ceiling round {r + 1}: {ceilings[-1]:,.0f} msg/s", flush=True)
         svc = ServiceProcess(work / "service", broker, tls=tls).start()
         for r, files in enumerate(ingest_files):
-            rates.append(service_ingest(svc, broker, files, args.messages, tls))
+            rates.append(service_ingest(svc, broker, files, args.messages, tls, service_cpu))
             print(f"bench: service ingest round {r + 1}: {rates[-1]:,.0f} msg/s", flush=True)
+        print(cpu_table(service_cpu, ceiling_cpu), flush=True)
 
         stream_ready = threading.Event()
         probe = FallProbe(svc.url, svc.token, broker, stream_ready, tls)
         probe.start()
         if not stream_ready.wait(10):
             raise RuntimeError("the live stream did not answer")
+        # the latency phase starts with nothing left of the ingest rounds (the rules worker and
+        # the rollups at the journal's head), and the background load settled
+        waited = wait_caught_up(svc, svc.data_dir)
         load = BackgroundLoad(broker, args.background_rate, work / "background", tls)
         load.start()
-        time.sleep(2.0)  # let the background load settle
+        time.sleep(2.0)
+        print(
+            f"bench: latency phase from a caught-up service (the rules worker and rollups"
+            f" reached the journal's head {waited:.1f} s after the last round)",
+            flush=True,
+        )
         latencies = probe.run(args.probes, interval=0.1)
         achieved = load.stop()
         probe.stop()
@@ -217,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             f"bench: journal {db.stat().st_size / 1e6:.1f} MB after {rows:,} messages", flush=True
         )
         print(json.dumps({"broker_rounds": ceilings, "ingest_rounds": rates}), flush=True)
+        print(cpu_summary(service_cpu), flush=True)
         if args.catchup:
             result, svc = catchup.run(
                 broker,

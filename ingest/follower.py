@@ -22,6 +22,7 @@ from pathlib import Path
 
 from base import sqlite
 from base.retry import Backoff
+from ingest import rowcodec
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection of a follower's own. ``synchronous=NORMAL`` is enough: a cursor lost to a
     power cut only moves back (rollups roll back with it; the sink writes a batch again, which
     InfluxDB stores once — same series, same time)."""
-    return sqlite.connect(path, synchronous="NORMAL", query_only=readonly)
+    return rowcodec.register(sqlite.connect(path, synchronous="NORMAL", query_only=readonly))
 
 
 def load_cursor(db: sqlite3.Connection, name: str) -> int:

@@ -32,6 +32,24 @@ class Inbox(queue.Queue[Inbound]):
     def _get(self) -> Inbound:
         return self._urgent.popleft() if self._urgent else self.queue.popleft()
 
+    def put_many(self, items: list[Inbound]) -> None:
+        """Put ``items`` in order, under one lock (what the MQTT loop read in one pass)."""
+        if items:
+            with self.mutex:
+                for item in items:
+                    self._put(item)
+                self.unfinished_tasks += len(items)
+                self.not_empty.notify(len(items))
+
+    def get_many(self, most: int) -> list[Inbound]:
+        """Up to ``most`` of the messages waiting now, in the order :meth:`get` gives them,
+        under one lock; none waiting: an empty list (it does not wait)."""
+        with self.mutex:
+            out = [self._get() for _ in range(min(most, self._qsize()))]
+            if out:
+                self.not_full.notify()
+        return out
+
     def urgent_waiting(self) -> int:
         """Urgent messages received and not yet taken by the pipeline."""
         with self.mutex:

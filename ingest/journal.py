@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -18,31 +19,76 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from base.sqlite import connect, transaction
-from ingest import rollups
+from ingest import rollups, rowcodec
 from ingest.follower import CURSOR_SCHEMA, write_lock
 from ingest.payloads import MAX_NUMBER, DeadLetter, Reading
+from ingest.rowcodec import dump
+from ingest.topics import KINDS, STREAMS
 from registry import Registry
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
+log = logging.getLogger(__name__)
+
+_KINDS: Final = ("wearable", "smoke", "gate")
+_STREAMS: Final = ("telemetry", "event", "status")
+"""A row's kind and stream are stored as one small integer, ``shape``: kind's index × 4 +
+stream's. Only ever appended to: a stored row is read by these numbers, and a journal's
+``kind`` and ``stream`` columns compute them as its schema was made (a new kind needs its table
+rebuilt, as :meth:`Journal._migrate` does)."""
+if set(_KINDS) != set(KINDS) or set(_STREAMS) != set(STREAMS):
+    raise RuntimeError("a device kind or stream without its number in the journal's rows")
+SHAPES: Final[dict[tuple[str, str], int]] = {
+    (k, s): i * 4 + j for i, k in enumerate(_KINDS) for j, s in enumerate(_STREAMS)
+}
+
+
+def _case(expr: str, names: Sequence[str], reverse: bool = False) -> str:
+    whens = " ".join(
+        f"WHEN '{n}' THEN {i}" if reverse else f"WHEN {i} THEN '{n}'" for i, n in enumerate(names)
+    )
+    return f"CASE {expr} {whens} END"
+
+
+READINGS_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {{name}} (
     id        INTEGER PRIMARY KEY,
     device_id TEXT NOT NULL,
-    kind      TEXT NOT NULL,
-    stream    TEXT NOT NULL,
+    shape     INTEGER NOT NULL,
     ts        REAL NOT NULL,
     received  REAL NOT NULL,
     seq       INTEGER,
-    dedup     TEXT,
+    dedup     INTEGER,
     event     TEXT,
     ts_flag   TEXT,
-    payload   TEXT NOT NULL
+    payload   BLOB NOT NULL,
+    kind      TEXT GENERATED ALWAYS AS ({_case("shape >> 2", _KINDS)}) VIRTUAL,
+    stream    TEXT GENERATED ALWAYS AS ({_case("shape & 3", _STREAMS)}) VIRTUAL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS readings_dedup ON readings (device_id, dedup);
-CREATE INDEX IF NOT EXISTS readings_device_ts ON readings (device_id, ts);
+"""
+"""Readings, as compact as their reads allow (~70 bytes a wearable's telemetry with its index,
+against ~260 in text columns with two indexes): ``kind`` and ``stream`` are computed from
+``shape`` when read, the payload is :mod:`ingest.rowcodec`'s (JSON text in rows written
+before), ``dedup`` is :func:`dedup_key` when the key is not ``seq`` itself (nearly always it
+is: then ``dedup`` is null, and the key is read as ``ifnull(dedup, seq)``)."""
+READINGS_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS readings_device_ts
+    ON readings (device_id, ts, ifnull(dedup, seq));
+CREATE UNIQUE INDEX IF NOT EXISTS readings_dedup_untimed ON readings (device_id, ifnull(dedup, seq))
+    WHERE ts = received AND ifnull(dedup, seq) IS NOT NULL;
+"""
+"""One index serves both the reads of a device's readings by time (the API, the rollups'
+tail) and duplicates: a message with the device's own time (``ts`` differs from ``received``)
+comes again with that same time, so its key is unique among its device's rows at that time.
+A message without it (``ts`` is its receive time) has its key unique among those of its
+device: the second, partial index, which holds only those rows (none, from devices that send
+their time)."""
 
+SCHEMA = (
+    READINGS_TABLE.format(name="readings")
+    + READINGS_INDEXES
+    + """
 CREATE TABLE IF NOT EXISTS dead_letters (
     id       INTEGER PRIMARY KEY,
     received REAL NOT NULL,
@@ -80,11 +126,26 @@ CREATE TABLE IF NOT EXISTS store_probe (
     at REAL NOT NULL
 );
 """
+)
+
+_MIGRATE_TEXT_ROWS = f"""
+{READINGS_TABLE.format(name="readings_compact")}
+INSERT INTO readings_compact
+    (id, device_id, shape, ts, received, seq, dedup, event, ts_flag, payload)
+SELECT id, device_id, ({_case("kind", _KINDS, True)}) * 4 + ({_case("stream", _STREAMS, True)}),
+       ts, received, seq, nullif(dedup_int(dedup), seq), event, ts_flag, payload
+FROM readings ORDER BY id;
+DROP TABLE readings;
+ALTER TABLE readings_compact RENAME TO readings;
+"""
+"""From the journal of text rows (kind, stream and the duplicate key as text, two indexes) to
+compact rows: the same ids (the followers' cursors stay valid), payloads as they were, the
+duplicate keys as integers."""
 
 _INSERT_READING = (
     "INSERT OR IGNORE INTO readings"
-    " (device_id, kind, stream, ts, received, seq, dedup, event, ts_flag, payload)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?)"
+    " (device_id, shape, ts, received, seq, dedup, event, ts_flag, payload)"
+    " VALUES (?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_DEAD = (
     "INSERT INTO dead_letters (received, topic, reason, detail, payload) VALUES (?,?,?,?,?)"
@@ -151,7 +212,7 @@ Step = Literal["raw", "1m", "1h"]
 _STEP_S: dict[str, int] = {"1m": 60, "1h": 3600}
 
 
-def dedup_key(r: Reading) -> str | None:
+def dedup_key(r: Reading) -> int | None:
     """What makes a message a duplicate of one already journaled.
 
     ``seq`` together with the device's own ``ts`` when it sent one: a broker redelivery repeats
@@ -159,18 +220,40 @@ def dedup_key(r: Reading) -> str | None:
     fall is never mistaken for an old message. Without ``seq``, the device's ``ts`` and the
     payload. With neither, nothing can tell a resend from a new message: no key.
 
+    The key is an integer, unique among the device's messages at the same ``ts`` when the
+    device sent its time (the journal's index on device, ``ts`` and key holds the time), among
+    all its messages otherwise (``ts`` is the receive time: a second index): ``seq`` itself, or
+    a negative 63-bit digest of the payload (two different payloads of one device at the same
+    millisecond share it with a probability of 2^-63).
+
     A message that came with the source's own id (:attr:`Reading.key`, an HTTP platform's
-    message id) is a duplicate exactly when that id was journaled before for the device.
+    message id) is a duplicate exactly when that id was journaled before for the device (at
+    the same ``ts`` when the device sent its time): a digest of the id, in the payload digests'
+    space but never equal to one of them (it digests ``k`` and the id; a payload is a JSON
+    object, never starting with ``k``).
     """
     if r.key is not None:
-        source_id = r.key.encode("utf-8", "surrogatepass")
-        return "k" + hashlib.blake2b(source_id, digest_size=16).hexdigest()
-    device_ts = r.ts_flag is None and r.ts != r.received
+        source_id = b"k" + r.key.encode("utf-8", "surrogatepass")
+        return _payload_key(hashlib.blake2b(source_id, digest_size=12).digest())
     if r.seq is not None:
-        return f"s{r.seq}@{r.ts!r}" if device_ts else f"s{r.seq}"
-    if device_ts:
-        return "t" + hashlib.blake2b(r.payload, digest_size=12).hexdigest()
+        return r.seq
+    if r.ts_flag is None and r.ts != r.received:
+        return _payload_key(hashlib.blake2b(r.payload, digest_size=12).digest())
     return None
+
+
+def _payload_key(digest: bytes) -> int:
+    return -1 - (int.from_bytes(digest[:8], "big") & (2**63 - 1))
+
+
+def _text_key(key: str | None) -> int | None:
+    """A duplicate key as journals of text rows kept it (``s<seq>``, ``s<seq>@<ts>``,
+    ``t<digest in hex>``) as :func:`dedup_key` makes it now."""
+    if key is None:
+        return None
+    if key.startswith("s"):
+        return int(key[1:].partition("@")[0])
+    return _payload_key(bytes.fromhex(key[1:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,22 +285,46 @@ class Journal:
         self._synchronous = synchronous
         self._max_pages = max_pages
         self._db = self._connect_writer()
-        self._db.executescript(SCHEMA + CURSOR_SCHEMA + rollups.SCHEMA)
         self._broken = False
         """The last write failed for the store's sake: reconnect before the next."""
         self._local = threading.local()
         self._write_lock = write_lock(path)
+        self._migrate()
+        self._db.executescript(SCHEMA + CURSOR_SCHEMA + rollups.SCHEMA)
         self._seen: dict[str, list[Any]] = {}
         self._seen_max = seen_max
         self._seen_flushed = time.monotonic()
 
     def _connect(self, **pragmas: Any) -> sqlite3.Connection:
-        return connect(
-            self.path,
-            synchronous=self._synchronous,
-            busy_timeout_s=self._busy_s,
-            any_thread=True,
-            **pragmas,
+        return rowcodec.register(
+            connect(
+                self.path,
+                synchronous=self._synchronous,
+                busy_timeout_s=self._busy_s,
+                any_thread=True,
+                **pragmas,
+            )
+        )
+
+    def _migrate(self) -> None:
+        """A journal of text rows (written before compact rows) becomes one of compact rows,
+        in one transaction: the rows keep their ids and payloads (JSON text, which every
+        reader still takes); duplicate keys become what :func:`dedup_key` makes now."""
+        db = self._db
+        columns = {r[1] for r in db.execute("PRAGMA table_info(readings)")}
+        if not columns or "shape" in columns:
+            return
+        db.create_function("dedup_int", 1, _text_key, deterministic=True)
+        t0 = time.monotonic()
+        with self._write_lock, transaction(db):
+            n = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+            for statement in _MIGRATE_TEXT_ROWS.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        log.info(
+            "journal: %d readings moved to compact rows in %.1f s (VACUUM gives the space back)",
+            n,
+            time.monotonic() - t0,
         )
 
     def _connect_writer(self) -> sqlite3.Connection:
@@ -272,15 +379,14 @@ class Journal:
         rows = [
             (
                 r.device_id,
-                r.kind,
-                r.stream,
+                SHAPES[r.kind, r.stream],
                 r.ts,
                 r.received,
                 r.seq,
-                dedup_key(r),
+                None if (key := dedup_key(r)) == r.seq else key,
                 r.event,
                 r.ts_flag,
-                r.payload.decode(),
+                dump(r.payload, r.ts, r.ts_flag, r.seq),
             )
             for r in readings
         ]
@@ -327,11 +433,13 @@ class Journal:
         stored row with its key has another receive time."""
         new: list[Reading] = []
         for r, row in zip(readings, rows, strict=True):
+            key = row[4] if row[5] is None else row[5]
             if (
-                row[6] is None
+                key is None
                 or self._db.execute(
-                    "SELECT 1 FROM readings WHERE device_id = ? AND dedup = ? AND received = ?",
-                    (row[0], row[6], row[4]),
+                    "SELECT 1 FROM readings"
+                    " WHERE device_id = ? AND ts = ? AND ifnull(dedup, seq) = ? AND received = ?",
+                    (row[0], row[2], key, row[3]),
                 ).fetchone()
             ):
                 new.append(r)
@@ -538,13 +646,18 @@ class Journal:
         db = self._reader()
         if step == "raw":
             rows = db.execute(
-                "SELECT ts, received, stream, event, ts_flag, payload FROM readings"
+                "SELECT ts, received, stream, event, ts_flag, seq, payload FROM readings"
                 " WHERE device_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
                 (device_id, since, until, limit),
             ).fetchall()
             out = []
             for r in rows:
-                body = _body(r["payload"])
+                stored = r["payload"]
+                body = (
+                    rowcodec.load(stored, r["ts"], r["seq"])
+                    if isinstance(stored, bytes)
+                    else _body(stored)
+                )
                 if metric is not None:
                     if metric not in body:
                         continue
@@ -571,9 +684,9 @@ class Journal:
         rows = db.execute(
             "SELECT CAST(ts / ?1 AS INTEGER) * ?1 AS bucket,"
             " min(v) AS min, max(v) AS max, avg(v) AS mean, count(v) AS count FROM ("
-            "  SELECT ts, json_extract(CASE WHEN json_valid(payload) THEN payload END, ?2) AS v"
-            "  FROM readings"
-            "  WHERE device_id = ?3 AND ts >= ?4 AND ts < ?5 AND stream = 'telemetry')"
+            "  SELECT ts, json_extract(CASE WHEN json_valid(p) THEN p END, ?2) AS v FROM ("
+            "   SELECT ts, stream, payload_json(payload, ts, seq) AS p FROM readings"
+            "   WHERE device_id = ?3 AND ts >= ?4 AND ts < ?5 AND stream = 'telemetry'))"
             " WHERE v IS NOT NULL AND abs(v) <= ?7 GROUP BY bucket ORDER BY bucket LIMIT ?6",
             (width, path, device_id, since, until, limit, MAX_NUMBER),
         ).fetchall()

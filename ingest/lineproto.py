@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from pydantic_core import from_json
 
+from ingest import rowcodec
 from ingest.schema import TELEMETRY_FIELDS, FieldType
 
 PRECISION: Final = "ms"
 
-Row = tuple[int, str, str, str, int, str | None, str]
+Row = tuple[int, str, str, str, int, str | None, bytes | str]
 """A journal row as the sink reads it: id, device_id, kind, stream, event time in
 milliseconds, event, payload."""
 COLUMNS: Final = "id, device_id, kind, stream, CAST(round(ts * 1000) AS INTEGER), event, payload"
@@ -132,7 +133,7 @@ class LineFormatter:
                 if not known:
                     continue
                 try:
-                    body = from_json(payload)
+                    body = _parse(payload)
                 except ValueError:
                     continue
                 if not isinstance(body, dict):
@@ -168,7 +169,7 @@ class LineFormatter:
             out.append(f"{start}{fields} {ms}")
         return ids, out
 
-    def _event(self, kind: str, event: str | None, payload: str) -> str:
+    def _event(self, kind: str, event: str | None, payload: bytes | str) -> str:
         out = f"event={string(event or '')},count=1i"
         if kind == "gate":
             body = _object(payload)
@@ -178,7 +179,7 @@ class LineFormatter:
                     out += f",{name}={string(value)}"
         return out
 
-    def _status(self, event: str | None, payload: str) -> str:
+    def _status(self, event: str | None, payload: bytes | str) -> str:
         out = "online=" + ("true" if event == "online" else "false")
         fw = _object(payload).get("fw")
         if isinstance(fw, str):
@@ -186,9 +187,17 @@ class LineFormatter:
         return out
 
 
-def _object(payload: str) -> dict[str, object]:
+def _parse(payload: bytes | str) -> Any:
+    """A stored payload (:mod:`ingest.rowcodec`'s, or JSON text) as an object; its ``ts`` and
+    ``seq`` (which no line carries) may read as 0 and None."""
+    if isinstance(payload, bytes):
+        return rowcodec.load(payload, 0.0, None)
+    return from_json(payload)
+
+
+def _object(payload: bytes | str) -> dict[str, object]:
     try:
-        body = from_json(payload)
+        body = _parse(payload)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}

@@ -32,7 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.access import BrokerAccess
 from ingest.metrics import CONNECTED
-from ingest.mqtt_client import Client, install_lean_publish_properties
+from ingest.mqtt_client import Client, Publish, install_lean_publish_properties
 from ingest.payloads import DeadLetterReason
 from ingest.topics import SUBSCRIPTION, TELEMETRY_SUBSCRIPTIONS, URGENT_SUBSCRIPTIONS
 
@@ -80,7 +80,7 @@ class Session:
         client_id: str,
         access: BrokerAccess,
         filters: tuple[str, ...],
-        put: Callable[[Inbound], None],
+        put: Callable[[list[Inbound]], None],
         changed: Callable[[], None],
         *,
         session_expiry_s: int,
@@ -115,6 +115,7 @@ class Session:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_publish_received = self._on_publish
         c.on_subscribe = self._on_subscribe
         self.client = c
 
@@ -201,20 +202,35 @@ class Session:
                 "MQTT %s session: connection lost (%s); reconnecting with backoff", self.name, rc
             )
 
+    def _on_publish(self, got: list[Publish]) -> None:
+        """The PUBLISH packets one pass of the client's fast path read (no properties: nearly
+        every one), handed on together."""
+        now, name = time.time(), self.name
+        self._put(
+            [
+                Inbound(
+                    topic.decode("utf-8", errors="replace"), payload, mid, qos, retain, now, name
+                )
+                for topic, payload, mid, qos, retain in got
+            ]
+        )
+
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         # Topic bytes are decoded with replacement: a bad topic must become a dead letter,
         # not an exception in paho's loop.
         topic = msg._topic.decode("utf-8", errors="replace")
         self._put(
-            Inbound(
-                topic,
-                bytes(msg.payload),
-                msg.mid,
-                msg.qos,
-                bool(msg.retain),
-                time.time(),
-                self.name,
-            )
+            [
+                Inbound(
+                    topic,
+                    bytes(msg.payload),
+                    msg.mid,
+                    msg.qos,
+                    bool(msg.retain),
+                    time.time(),
+                    self.name,
+                )
+            ]
         )
 
 
@@ -267,6 +283,12 @@ class Listener:
         self._lock = threading.Lock()
         install_lean_publish_properties()
         common: dict[str, Any] = {"session_expiry_s": session_expiry_s, "keepalive": keepalive}
+
+        def put_each(items: list[Inbound]) -> None:  # a plain queue (tests)
+            for m in items:
+                inbox.put(m)
+
+        put: Callable[[list[Inbound]], None] = getattr(inbox, "put_many", None) or put_each
         self._sessions = {
             TELEMETRY: Session(
                 TELEMETRY,
@@ -275,7 +297,7 @@ class Listener:
                 client_id,
                 self.access,
                 TELEMETRY_SUBSCRIPTIONS + telemetry_filters,
-                inbox.put,
+                put,
                 self._changed,
                 receive_maximum=receive_maximum,
                 retire=(SUBSCRIPTION,),
@@ -288,7 +310,7 @@ class Listener:
                 urgent_client_id,
                 self.urgent_access,
                 URGENT_SUBSCRIPTIONS + urgent_filters,
-                inbox.put,
+                put,
                 self._changed,
                 receive_maximum=urgent_receive_maximum,
                 **common,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from ingest.threadcpu import ThreadCpuCollector
 
 MESSAGES = Counter(
     "jiayuan_messages_received_total",
@@ -50,3 +52,12 @@ OLDEST_UNACKED = Gauge(
     "jiayuan_ingest_oldest_unacked_seconds",
     "Age of the oldest message received but not yet acknowledged (0: none waiting)",
 )
+STAGE_CPU = Counter(
+    "jiayuan_ingest_cpu_seconds_total",
+    "CPU time of the ingest thread by stage, measured per batch: decode (payloads into"
+    " readings) and journal (rows built, written and committed)",
+    ["stage"],
+)
+DECODE_CPU = STAGE_CPU.labels("decode")
+JOURNAL_CPU = STAGE_CPU.labels("journal")
+REGISTRY.register(ThreadCpuCollector())

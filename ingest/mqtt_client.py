@@ -12,9 +12,19 @@ time in two places, neither of which changes what it receives:
   tables and skip the parse when the property length is zero; messages with properties are parsed
   exactly as before.
 
-Both touch paho internals (``Client._sock_recv``, and ``paho.mqtt._packet.Properties``, which
+With :attr:`Client.on_publish_received` set (the service's sessions), a QoS 0 or 1 PUBLISH
+without properties — nearly every device message — is not read by paho at all: the packets
+already in the buffer are parsed in one pass (fixed header, topic, message id, an empty property
+length, payload) and handed over as plain values, skipping paho's per-packet reads, its
+``MQTTMessage``, its debug-log formatting and its per-message walk of topic filters. Anything
+else (CONNACK, SUBACK, PINGRESP, a PUBLISH with properties or of QoS 2, a packet not yet
+complete, a malformed one) is left in the buffer for paho's own reader, which keeps the
+connection, session, keepalive and TLS.
+
+All of it touches paho internals (``Client._sock_recv``, ``_packet_read``, ``_in_packet``,
+``_in_callback_mutex``, ``_last_bytes_received``, and ``paho.mqtt._packet.Properties``, which
 paho 2.2 introduced: 2.1 decoded PUBLISH inside ``client.py``), so ``pyproject.toml`` pins
-``paho-mqtt`` to 2.2.x. ``tests/integration/test_paho_shim.py`` fails when either half is not in
+``paho-mqtt`` to 2.2.x. ``tests/integration/test_paho_shim.py`` fails when any part is not in
 effect against the real broker; :func:`install_lean_publish_properties` leaves paho alone (and
 says so in a warning) when its internals are not there.
 """
@@ -24,7 +34,7 @@ from __future__ import annotations
 import logging
 import ssl
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -40,6 +50,11 @@ _READ_SIZE = 65_536
 _PUBACK = 0x40
 
 
+Publish = tuple[bytes, bytes, int, int, bool]
+"""A PUBLISH read on the fast path: (topic, payload, message id, QoS, retain)."""
+Received = Callable[[list[Publish]], None]
+
+
 class Client(mqtt.Client):
     """``paho.mqtt.client.Client`` with buffered socket reads and batched acknowledgements."""
 
@@ -47,20 +62,98 @@ class Client(mqtt.Client):
     _rpos: int = 0
     _rsock: Any = None
 
-    def _sock_recv(self, bufsize: int) -> bytes:
+    on_publish_received: Received | None = None
+    """When set, QoS 0 and 1 PUBLISH packets without properties are read from the buffer here
+    and handed to it, those of one pass over the buffer in one list, not to ``on_message``
+    (``message_callback_add`` filters are not consulted for them); everything else goes
+    through paho as before."""
+    received_fast = 0
+    """PUBLISH packets handed to :attr:`on_publish_received` (for the test that fails when
+    this path is not taken)."""
+
+    def _refill(self) -> bool:
+        """Read the socket into the buffer once it is used up; False when the connection is
+        closed. Raises BlockingIOError when nothing is there."""
         if self._rsock is not self._sock:  # a new connection: forget the old one's bytes
             self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
         if self._rpos >= len(self._rbuf):
             self._rbuf = super()._sock_recv(_READ_SIZE)  # raises BlockingIOError when empty
             self._rpos = 0
             if not self._rbuf:
-                return self._rbuf  # connection closed: paho handles the empty read
+                return False  # connection closed: paho handles the empty read
             if isinstance(self._sock, ssl.SSLSocket):
                 self._rbuf = self._more_records(self._rbuf)
+        return True
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self._refill():
+            return b""
         end = self._rpos + bufsize
         out = self._rbuf[self._rpos : end]
         self._rpos = min(end, len(self._rbuf))
         return out
+
+    def _packet_read(self) -> MQTTErrorCode:
+        received = self.on_publish_received
+        if (
+            received is not None
+            and self._in_packet["command"] == 0  # no packet half read by paho
+            and self._protocol == mqtt.MQTTv5
+            and self._sock is not None
+        ):
+            try:
+                more = self._refill()
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:
+                more = False  # paho's read meets the error again and says so
+            if more and self._publishes(received):
+                with self._msgtime_mutex:
+                    self._last_bytes_received = mqtt.time_func()
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        rc: MQTTErrorCode = super()._packet_read()
+        return rc
+
+    def _publishes(self, received: Received) -> int:
+        """Hand every complete QoS 0/1 PUBLISH without properties at the head of the buffer to
+        ``received``; stop at anything else (another packet, properties, an incomplete or
+        malformed packet), which paho then reads. Returns how many were handed on."""
+        buf, pos, end = self._rbuf, self._rpos, len(self._rbuf)
+        got: list[Publish] = []
+        while pos < end:
+            command = buf[pos]
+            if command & 0xF0 != 0x30 or command & 0x06 > 0x02:
+                break  # not a PUBLISH, or QoS 2
+            length, mult, i = 0, 1, pos + 1
+            while i < end and i - pos <= 4:
+                byte = buf[i]
+                length += (byte & 127) * mult
+                mult <<= 7
+                i += 1
+                if byte < 128:
+                    break
+            else:
+                break  # incomplete length, or malformed
+            stop = i + length
+            if stop > end:
+                break  # the rest of it is still on its way
+            j = i + 2 + (buf[i] << 8 | buf[i + 1]) if i + 2 <= stop else stop + 1
+            topic = buf[i + 2 : j]
+            qos = command >> 1 & 3
+            mid = 0
+            if qos:
+                mid = buf[j] << 8 | buf[j + 1] if j + 2 <= stop else 0
+                j += 2
+            if j >= stop or buf[j] != 0:
+                break  # properties (paho parses them), or malformed
+            pos = stop
+            got.append((topic, buf[j + 1 : stop], mid, qos, bool(command & 1)))
+        self._rpos = pos
+        if got:
+            self.received_fast += len(got)
+            with self._in_callback_mutex:
+                received(got)
+        return len(got)
 
     def _more_records(self, first: bytes) -> bytes:
         """Over TLS one ``recv`` returns one record (at most 16 KiB): read the records already

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from time import thread_time
 from typing import Final
 
 import msgspec
@@ -39,7 +40,9 @@ from ingest.metrics import (
     COMMIT_LAG,
     COMMIT_SECONDS,
     DEAD_LETTERS,
+    DECODE_CPU,
     DUPLICATES,
+    JOURNAL_CPU,
     JOURNAL_REFUSED,
     JOURNAL_WRITABLE,
     JOURNAL_WRITE_FAILURES,
@@ -217,17 +220,29 @@ class Pipeline:
         batch = [first]
         deadline = time.monotonic() + self.batch_wait
         while len(batch) < self.batch_max:
+            self._waiting(batch)
+            if len(batch) >= self.batch_max:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self.inbox.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
+
+    def _waiting(self, batch: list[Inbound]) -> None:
+        """Add the messages waiting now to ``batch``, up to ``batch_max`` (from an
+        :class:`Inbox` under one lock)."""
+        if isinstance(self.inbox, Inbox):
+            batch.extend(self.inbox.get_many(self.batch_max - len(batch)))
+            return
+        while len(batch) < self.batch_max:
             try:
                 batch.append(self.inbox.get_nowait())
             except queue.Empty:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(self.inbox.get(timeout=left))
-                except queue.Empty:
-                    break
-        return batch
+                return
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -293,16 +308,21 @@ class Pipeline:
         return self._finish(batch, written)
 
     def _decode(self, batch: Sequence[Inbound]) -> list[_Item]:
-        """Each message's readings and dead letters; a vendor's message through its profile."""
+        """Each message's readings and dead letters; a vendor's message through its profile
+        (the CPU time counted per batch)."""
+        cpu = thread_time()
+        items: list[_Item]
         if self.profiles is None:
-            return [(m, decode_inbound(m)) for m in batch]
-        items: list[_Item] = []
-        for m in batch:
-            # a pushed message was mapped at the HTTP edge already (ingest/push.py): canonical
-            if m.topic.startswith("community/") or m.session in PUSH_SESSIONS:
-                items.append((m, decode_inbound(m)))
-            else:
-                items.extend((m, x) for x in self._vendor(m, self.profiles))
+            items = [(m, decode_inbound(m)) for m in batch]
+        else:
+            items = []
+            for m in batch:
+                # a pushed message was mapped at the HTTP edge already (ingest/push.py)
+                if m.topic.startswith("community/") or m.session in PUSH_SESSIONS:
+                    items.append((m, decode_inbound(m)))
+                else:
+                    items.extend((m, x) for x in self._vendor(m, self.profiles))
+        DECODE_CPU.inc(thread_time() - cpu)
         return items
 
     @staticmethod
@@ -363,6 +383,7 @@ class Pipeline:
         them in halves until it is alone, and keep it as a dead letter."""
         readings = [x for _, x in items if isinstance(x, Reading)]
         dead = [x for _, x in items if isinstance(x, DeadLetter)]
+        cpu = thread_time()
         try:
             out.add(self.journal.write_batch(readings, dead), dead, items)
             return
@@ -371,6 +392,8 @@ class Pipeline:
             if trouble is not None:
                 raise StoreFailing(trouble, str(e)) from e
             refusal = f"{type(e).__name__}: {e}"[:200]
+        finally:
+            JOURNAL_CPU.inc(thread_time() - cpu)
         if len(items) > 1:
             mid = len(items) // 2
             self._write(items[:mid], out)

@@ -2,7 +2,8 @@
 rules worker, a backtest) read the log.
 
 The journal keeps what the edge decided — event time, receive time, event name — in columns,
-and the validated payload as text; the known measurements are read back from that text. Only
+and the validated payload in :mod:`ingest.rowcodec`'s compact form (JSON text in rows written
+before); the known measurements are read back from it. Only
 fields that :func:`ingest.payloads.decode` validated reach a row, so nothing here validates
 again: a value that is not a number or a boolean is skipped, never raised on.
 """
@@ -13,6 +14,7 @@ import json
 import sqlite3
 from typing import Any, Final, cast
 
+from ingest import rowcodec
 from ingest.payloads import MODELS, Reading
 from ingest.topics import Kind, Stream
 
@@ -26,7 +28,7 @@ _VALUES: Final[dict[tuple[str, str], frozenset[str]]] = {
     key: frozenset(model.model_fields) - _NOT_VALUES for key, model in MODELS.items()
 }
 
-Row = tuple[int, str, str, str, float, float, int | None, str | None, str | None, str]
+Row = tuple[int, str, str, str, float, float, int | None, str | None, str | None, bytes | str]
 
 
 def after(db: sqlite3.Connection, last_id: int, limit: int) -> list[Row]:
@@ -45,10 +47,14 @@ def to_reading(row: Row, community: str) -> Reading:
     values: dict[str, float | bool] = {}
     names = _VALUES.get((kind, stream))
     if names and stream == "telemetry":
-        try:
-            data: Any = json.loads(payload)
-        except ValueError:
-            data = None
+        data: Any
+        if isinstance(payload, bytes):
+            data = rowcodec.load(payload, ts, seq)
+        else:  # a row written as JSON text
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                data = None
         if isinstance(data, dict):
             for name in names.intersection(data):
                 v = data[name]

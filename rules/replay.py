@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from pydantic_core import from_json
 
-from ingest import rows
+from ingest import rowcodec, rows
 from ingest.payloads import Reading
 from rules.combos import CondState, _Cond, _LevelCond, _UnchangedCond
 from rules.compiled import Absence, BaselineLevel, Combo, Dev, Level, LevelState, Zone
@@ -125,12 +125,16 @@ class FastRows:
                 waiting.move_to_end(device_id)
         data: dict[str, Any] = {}
         if plan.parse:
-            try:
-                parsed = from_json(row[9])
-            except ValueError:
-                parsed = _loads(row[9])
-            if parsed.__class__ is dict:
-                data = parsed
+            stored = row[9]
+            if stored.__class__ is bytes:
+                data = rowcodec.load(stored, ts, row[6])
+            else:  # a row written as JSON text
+                try:
+                    parsed = from_json(stored)
+                except ValueError:
+                    parsed = _loads(stored)  # type: ignore[arg-type]
+                if parsed.__class__ is dict:
+                    data = parsed
         if q is not None and q.baselines is eng.baselines:
             get = data.get  # _Quiet: a reading that leaves the device at rest
             v: Any

@@ -108,3 +108,57 @@ def test_messages_from_the_broker_go_through_both_fast_paths(
     # served them (the stock client makes one read per ask)
     assert c.asked >= 3 * (N + 1)
     assert 0 < c.raw < c.asked
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_publishes_without_properties_are_read_from_the_buffer_not_by_paho(
+    broker: Broker, tls: bool
+) -> None:
+    """``Client.on_publish_received``: what paho would have handed to ``on_message`` (topic,
+    payload, message id, QoS, retain), read straight from the buffer; a message that carries
+    properties, or whose end was not yet received, still goes through paho."""
+    access = broker.test_access("fast-sub", tls=tls)
+    got: list[tuple[str, bytes, bytes | bytearray, int, int, bool]] = []
+    subscribed = threading.Event()
+    c = Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="test.fast-sub",
+        protocol=mqtt.MQTTv5,
+        manual_ack=True,
+    )
+    c.on_message = lambda _c, _u, m: got.append(
+        ("paho", m._topic, m.payload, m.mid, m.qos, bool(m.retain))
+    )
+    c.on_publish_received = lambda ms: got.extend(("fast", *m) for m in ms)
+    c.on_subscribe = lambda *_: subscribed.set()
+    access.apply(c)
+    c.connect(broker.host, broker.port_for(access))
+    c.loop_start()
+    pub = Publisher(broker, "fast-pub")
+    q0 = "community/y/wearable/q0/telemetry"
+    try:
+        c.subscribe([(TOPIC, 1), ("community/y/+/q0/telemetry", 0)])
+        assert subscribed.wait(10), "no SUBACK"
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.UserProperty = ("trace", "t-1")
+        pub.client.publish(TOPIC, b"with-properties", qos=1, properties=props)
+        for i in range(N):
+            pub.publish(TOPIC, f"{i}".encode() * (i % 7 * 50))  # some past 127 bytes, one empty
+        pub.client.publish(q0, b"qos0", qos=0)
+        pub.wait_acked()
+        wait_for(lambda: len(got) == N + 2)
+        c.ack_many(m[3] for m in got if m[4] == 1)
+    finally:
+        pub.close()
+        c.disconnect()
+        c.loop_stop()
+    assert got[0][:3] == ("paho", TOPIC.encode(), b"with-properties")
+    assert [m[1:3] for m in got[1:]] == [
+        *((TOPIC.encode(), f"{i}".encode() * (i % 7 * 50)) for i in range(N)),
+        (q0.encode(), b"qos0"),
+    ]
+    assert [m[4:] for m in got] == [(1, False)] * (N + 1) + [(0, False)]
+    mids = [m[3] for m in got[: N + 1]]
+    assert min(mids) > 0 and len(set(mids)) == N + 1 and got[-1][3] == 0
+    # nearly all from the buffer: paho reads those whose end had not arrived with the rest
+    assert c.received_fast == sum(m[0] == "fast" for m in got) >= N // 2

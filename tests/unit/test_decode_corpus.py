@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.journal import Journal
+from ingest.journal import SHAPES, Journal
 from ingest.payloads import MAX_NUMBER, DeadLetter, Reading, decode
 
 NOW = 1_795_777_822.0
@@ -138,9 +138,9 @@ def test_rows_stored_before_decode_refused_them_still_read_as_json(tmp_path: Pat
     with sqlite3.connect(tmp_path / "journal.db") as db:
         for i in range(3):
             db.execute(
-                "INSERT INTO readings (device_id, kind, stream, ts, received, payload)"
-                " VALUES ('old-1', 'wearable', 'telemetry', ?, ?, ?)",
-                (NOW + i, NOW + i, body),
+                "INSERT INTO readings (device_id, shape, ts, received, payload)"
+                " VALUES ('old-1', ?, ?, ?, ?)",
+                (SHAPES["wearable", "telemetry"], NOW + i, NOW + i, body),
             )
     rows = j.readings("old-1")
     assert len(rows) == 3 and rows[0]["values"]["x"] is None and rows[0]["values"]["y"] is None

@@ -41,3 +41,16 @@ def test_a_waiting_reader_is_woken_by_an_urgent_message() -> None:
     inbox.put(msg(1, URGENT))
     reader.join(30)
     assert [m.mid for m in got] == [1] and got[0].urgent
+
+
+def test_many_are_put_and_taken_under_one_lock_in_the_order_get_gives() -> None:
+    inbox = Inbox()
+    t = [msg(i) for i in range(3)]
+    u = [msg(10 + i, URGENT) for i in range(2)]
+    inbox.put_many([t[0], u[0], t[1]])
+    inbox.put_many([])
+    inbox.put_many([u[1], t[2]])
+    assert inbox.qsize() == 5
+    assert inbox.get_many(3) == [u[0], u[1], t[0]]
+    assert inbox.get_many(10) == [t[1], t[2]]
+    assert inbox.get_many(10) == []

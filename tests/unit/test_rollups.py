@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ingest import rollups
+from ingest import rollups, rowcodec
 from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from ingest.rollups import RollupWorker
@@ -31,11 +31,11 @@ def reading(device: str, at: float, kind: str = "wearable", **body: Any) -> Read
 
 def raw_buckets(path: Path, device: str, metric: str, width: int) -> list[tuple[Any, ...]]:
     """The reference: every raw reading aggregated by SQL, as the journal did before rollups."""
-    db = sqlite3.connect(path)
+    db = rowcodec.register(sqlite3.connect(path))
     try:
         return db.execute(
             "SELECT CAST(ts / ?1 AS INTEGER) * ?1 AS b, min(v), max(v), avg(v), count(v) FROM"
-            " (SELECT ts, json_extract(payload, ?2) AS v FROM readings"
+            " (SELECT ts, json_extract(payload_json(payload, ts, seq), ?2) AS v FROM readings"
             "  WHERE device_id = ?3 AND stream = 'telemetry') WHERE v IS NOT NULL"
             " GROUP BY b ORDER BY b",
             (width, "$." + metric, device),

@@ -1,0 +1,175 @@
+"""CPU per message, stage by stage, for the benchmark: where the service's CPU goes beside what
+the broker and Mosquitto's own clients spend on the same messages in the same run.
+
+Process CPU is read from ``/proc/<pid>/stat`` (the service, mosquitto), a client's from its
+exit (``wait4``); the service's stages from its ``/metrics``: per thread
+(``jiayuan_thread_cpu_seconds_total``: the MQTT loop threads, the rules worker, the rollups)
+and, within the ingest thread, per batch (``jiayuan_ingest_cpu_seconds_total``: decode and
+journal). A window counts until the followers have caught up with what it ingested, so that the
+rules worker's and the rollups' share of those messages is in it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from base.datadir import DataDir
+from devtools.launch import ServiceProcess
+from ingest.threadcpu import TICK_S
+
+STAGES: Final = (
+    ("receive", "receive: paho + ingest/mqtt_client.py (MQTT loop threads)"),
+    ("decode", "decode (ingest thread, per batch)"),
+    ("journal", "journal: rows, write, commit (ingest thread)"),
+    ("rules", "rules worker"),
+    ("ingest_rest", "rest: ingest thread's queue, acks, metrics"),
+    ("rollup", "rest: rollups follower"),
+    ("other", "rest: other threads, ended threads, GC"),
+)
+
+
+def process_cpu(pid: int) -> float:
+    """User plus system CPU seconds of a running process."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def wait_cpu(proc: subprocess.Popen[bytes]) -> float:
+    """Wait for a child and return the CPU seconds it used (instead of ``proc.wait()``)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _service_counters(svc: ServiceProcess) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(svc.get_text("/metrics")):
+        for s in family.samples:
+            if s.name == "jiayuan_thread_cpu_seconds_total":
+                out["thread:" + s.labels["thread"]] = s.value
+            elif s.name == "jiayuan_ingest_cpu_seconds_total":
+                out["stage:" + s.labels["stage"]] = s.value
+    return out
+
+
+@dataclass
+class Snapshot:
+    service: float
+    broker: float
+    counters: dict[str, float]
+
+    @classmethod
+    def take(cls, svc: ServiceProcess, broker_pid: int) -> Snapshot:
+        assert svc.proc is not None
+        return cls(process_cpu(svc.proc.pid), process_cpu(broker_pid), _service_counters(svc))
+
+
+@dataclass
+class Tally:
+    """CPU seconds summed over windows, and the messages they carried."""
+
+    messages: int = 0
+    service: float = 0.0
+    broker: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add(self, before: Snapshot, after: Snapshot, messages: int) -> None:
+        def d(key: str) -> float:
+            return after.counters.get(key, 0.0) - before.counters.get(key, 0.0)
+
+        total = after.service - before.service
+        parts = {
+            "receive": d("thread:mqtt"),
+            "decode": d("stage:decode"),
+            "journal": d("stage:journal"),
+            "rules": d("thread:rules"),
+            "ingest_rest": d("thread:ingest") - d("stage:decode") - d("stage:journal"),
+            "rollup": d("thread:journal-rollup"),
+        }
+        parts["other"] = total - sum(parts.values())
+        self.messages += messages
+        self.service += total
+        self.broker += after.broker - before.broker
+        for k, v in parts.items():
+            self.stages[k] = self.stages.get(k, 0.0) + v
+
+    def us(self, seconds: float) -> float:
+        return seconds / self.messages * 1e6 if self.messages else float("nan")
+
+
+def caught_up(svc: ServiceProcess, data_dir: Path) -> bool:
+    """Whether the rules worker and the rollups have reached the journal's head."""
+    if svc.health()["rules_worker"]["behind"]:
+        return False
+    db = sqlite3.connect(f"file:{DataDir(data_dir).journal}?mode=ro", uri=True)
+    try:
+        (top,) = db.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()
+        row = db.execute("SELECT last_id FROM cursors WHERE name = 'rollup'").fetchone()
+    finally:
+        db.close()
+    return row is not None and row[0] >= top
+
+
+def wait_caught_up(svc: ServiceProcess, data_dir: Path, timeout: float = 300.0) -> float:
+    """Wait until :func:`caught_up`; returns the seconds waited."""
+    t0 = time.monotonic()
+    while not caught_up(svc, data_dir):
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError("the rules worker or the rollups did not catch up")
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+@dataclass
+class Ceiling:
+    """What the broker and Mosquitto's clients spent in the ceiling rounds."""
+
+    messages: int = 0
+    broker: float = 0.0
+    sub: float = 0.0
+    publishers: float = 0.0
+
+    def us(self, seconds: float) -> float:
+        return seconds / self.messages * 1e6 if self.messages else float("nan")
+
+
+def table(service: Tally, ceiling: Ceiling) -> str:
+    """The per-stage table, in µs of CPU per message."""
+    rows: list[tuple[str, float]] = [
+        (label, service.us(service.stages.get(k, 0.0))) for k, label in STAGES
+    ]
+    rows.append(("service total", service.us(service.service)))
+    rows.append(("broker (mosquitto) while the service ingests", service.us(service.broker)))
+    rows.append(("broker (mosquitto) at its ceiling", ceiling.us(ceiling.broker)))
+    rows.append(("mosquitto_sub at the ceiling", ceiling.us(ceiling.sub)))
+    rows.append(("mosquitto_pub (all publishers) at the ceiling", ceiling.us(ceiling.publishers)))
+    width = max(len(label) for label, _ in rows)
+    lines = [
+        f"bench: CPU per message, µs ({service.messages:,} messages ingested,"
+        f" {ceiling.messages:,} at the ceiling)"
+    ]
+    lines += [f"bench:   {label:<{width}}  {v:6.1f}" for label, v in rows]
+    return "\n".join(lines)
+
+
+def summary(service: Tally) -> str:
+    """The stages as one ``key=value`` line (µs per message)."""
+    parts: Iterable[tuple[str, float]] = [
+        (k, service.us(service.stages.get(k, 0.0))) for k, _ in STAGES
+    ]
+    stages: Mapping[str, float] = dict(parts)
+    return " ".join(
+        [f"cpu_us_{k}={v:.1f}" for k, v in stages.items()]
+        + [f"cpu_us_service={service.us(service.service):.1f}"]
+        + [f"cpu_us_broker={service.us(service.broker):.1f}"]
+    )
