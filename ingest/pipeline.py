@@ -18,6 +18,7 @@ Two kinds of journal failure, told apart by :func:`ingest.journal.store_trouble`
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -149,6 +150,9 @@ class Pipeline:
         """Receive time of the first message of the batch taken from the inbox and not yet
         acknowledged (the oldest: the inbox is in arrival order)."""
         self._dead_logged: dict[str, tuple[float, int]] = {}
+        self._undo: dict[int, Callable[[], None]] = {}
+        """``id()`` of a reading of the batch in hand that recorded a device's new state
+        (a ``trigger: change`` event) → what forgets that state should the journal refuse it."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         JOURNAL_WRITABLE.set(1)
@@ -294,6 +298,7 @@ class Pipeline:
 
     def _decode(self, batch: Sequence[Inbound]) -> list[_Item]:
         """Each message's readings and dead letters; a vendor's message through its profile."""
+        self._undo.clear()  # the previous batch is committed: its readings are gone
         if self.profiles is None:
             return [(m, decode_inbound(m)) for m in batch]
         items: list[_Item] = []
@@ -305,11 +310,12 @@ class Pipeline:
                 items.extend((m, x) for x in self._vendor(m, self.profiles))
         return items
 
-    @staticmethod
-    def _vendor(m: Inbound, profiles: Profiles) -> list[Reading | DeadLetter]:
+    def _vendor(self, m: Inbound, profiles: Profiles) -> list[Reading | DeadLetter]:
         """A vendor message's canonical readings. A dead letter keeps the vendor's topic and
         bytes (what the operator must see), its detail names the profile; one vendor message
-        may give readings and dead letters, and is acknowledged once, after all are committed."""
+        may give readings and dead letters, and is acknowledged once, after all are committed.
+        An edge-triggered event (an alarm turning on) that is not journaled is forgotten by
+        its profile, so that the device's next report raises it again."""
 
         def dead(reason: DeadLetterReason, detail: str) -> DeadLetter:
             return DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], reason, detail[:300], m.received)
@@ -323,9 +329,16 @@ class Pipeline:
             return [dead(e.reason, f"profile {profile.id}: {e.message}")]
         found: list[Reading | DeadLetter] = []
         for c in out:
+            if c.refused is not None:
+                found.append(dead(c.refused[0], f"profile {profile.id}: {c.refused[1]}"))
+                continue
             x = decode(c.topic, c.payload, m.received)
             if isinstance(x, DeadLetter):
                 x = dead(x.reason, f"profile {profile.id} -> {c.topic}: {x.detail}")
+                if c.edge is not None:
+                    profile.forget(c.edge)
+            elif c.edge is not None:
+                self._undo[id(x)] = functools.partial(profile.forget, c.edge)
             found.append(x)
         return found
 
@@ -378,6 +391,9 @@ class Pipeline:
             return
         m = items[0][0]
         JOURNAL_REFUSED.inc()
+        undo = self._undo.pop(id(items[0][1]), None)
+        if undo is not None:  # an alarm the journal would not keep: the next report raises it
+            undo()
         self._keep_refused(
             items[0],
             DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], "journal_refused", refusal, m.received),

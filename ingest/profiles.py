@@ -59,6 +59,13 @@ class Canonical:
     key: str | None = None
     """The source's own message id when it has one (an HTTP platform's message id): the
     journal's duplicate key for this reading, so a retried push is journaled once."""
+    refused: tuple[DecodeReason, str] | None = None
+    """This part of the vendor message could not be translated (an event field of the wrong
+    type): it is this dead letter, and the message's other parts still go through."""
+    edge: tuple[str, int] | None = None
+    """For an event made by a ``trigger: change``: the (device, event) whose new value it
+    recorded. Should the event not be journaled, :meth:`Profile.forget` it, so that the
+    device's next report makes it again."""
 
 
 class ProfileError(ValueError):
@@ -255,19 +262,31 @@ class Profile:
     def _translate(
         self, device: str, obj: dict[str, Any], *, edges: bool, key: str | None
     ) -> list[Canonical]:
+        """Without side effects until everything is translated: the new values of
+        ``trigger: change`` events are recorded last, when nothing can fail any more."""
         common: dict[str, Any] = {}
         if self.spec.time is not None:
             raw = _get(obj, self.spec.time.field)
             if raw is not _MISSING and raw is not None:
                 common["ts"] = _when(raw, self.spec.time.form)
         out: list[Canonical] = []
+        seen: list[tuple[tuple[str, int], str]] = []
+        event_topic = self._topic(device, "event")
         for i, (ev, table) in enumerate(self._events):
-            code = self._code(obj, ev)
+            try:
+                code = self._code(obj, ev)
+            except ProfileError as e:  # this event's dead letter; the others go on
+                out.append(Canonical(event_topic, b"", key, (e.reason, e.message)))
+                continue
             if code is None:
                 continue
-            # every value is remembered, mapped or not: tamper true, false, true is two tampers
-            if edges and ev.trigger == "change" and not self._changed(device, i, code):
-                continue
+            edge = None
+            if edges and ev.trigger == "change":
+                # every value is remembered, mapped or not: tamper true, false, true is two
+                if not self._changed(device, i, code):
+                    continue
+                edge = (device, i)
+                seen.append((edge, code))
             if code not in table:
                 continue
             v = table[code]
@@ -279,15 +298,17 @@ class Profile:
                 got = _get(obj, path)
                 if isinstance(got, str | int) and not isinstance(got, bool) and got != "":
                     body[attr] = str(got)[:128]
-            out.append(Canonical(self._topic(device, "event"), _dump(body)))
+            out.append(Canonical(event_topic, _dump(body), key, edge=edge))
         values = dict(self._metrics(obj))
         if values or not out:  # a report with nothing else still says the device is alive
-            out.insert(0, Canonical(self._topic(device, "telemetry"), _dump({**values, **common})))
+            telemetry = _dump({**values, **common})
+            out.insert(0, Canonical(self._topic(device, "telemetry"), telemetry, key))
         if key is not None:
             out = [
-                Canonical(c.topic, c.payload, key if n == 0 else f"{key}#{n}")
+                Canonical(c.topic, c.payload, key if n == 0 else f"{key}#{n}", c.refused, c.edge)
                 for n, c in enumerate(out)
             ]
+        self._remember(seen)
         return out
 
     def _code(self, obj: dict[str, Any], ev: EventSpec) -> str | None:
@@ -305,28 +326,36 @@ class Profile:
         return "/".join(parts)
 
     def _changed(self, device: str, index: int, code: str) -> bool:
+        """Whether ``code`` differs from the last value recorded (nothing is recorded here)."""
         with self._lock:
-            slot = (device, index)
-            if self._last.get(slot) == code:
-                return False
-            self._last.pop(slot, None)
-            if len(self._last) >= MAX_REMEMBERED:
-                self._last.pop(next(iter(self._last)))
-            self._last[slot] = code
-            return True
+            return self._last.get((device, index)) != code
 
-    def _metrics(self, obj: dict[str, Any]) -> Iterator[tuple[str, float | bool]]:
+    def _remember(self, values: list[tuple[tuple[str, int], str]]) -> None:
+        with self._lock:
+            for slot, code in values:
+                self._last.pop(slot, None)
+                if len(self._last) >= MAX_REMEMBERED:
+                    self._last.pop(next(iter(self._last)))
+                self._last[slot] = code
+
+    def forget(self, edge: tuple[str, int]) -> None:
+        """The event of ``edge`` was not journaled (a dead letter, refused by the journal):
+        forget its value, so that the device's next report counts as a change and makes it
+        again (an alarm still on is raised by the next report)."""
+        with self._lock:
+            self._last.pop(edge, None)
+
+    def _metrics(self, obj: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        """The canonical metrics, converted; a value of the wrong type goes on as it is, so
+        that :func:`~ingest.payloads.decode` makes the telemetry (only) a dead letter with its
+        reason, as it does for a native device's."""
         for name, m in self.spec.metrics.items():
             v = _get(obj, m.field)
             if v is _MISSING or v is None:
                 continue
-            if self._types[name] is bool:
-                if not isinstance(v, bool):
-                    raise ProfileError("wrong_type", f"{m.field}: expected true or false")
+            if self._types[name] is bool or isinstance(v, bool) or not isinstance(v, int | float):
                 yield name, v
                 continue
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ProfileError("wrong_type", f"{m.field}: expected a number")
             if m.unit == "fahrenheit":
                 x = (v - 32) * 5 / 9
             elif m.unit == "fraction":

@@ -243,6 +243,11 @@ def _map(
     messages: list[Message] = []
     notes: list[DeadLetterNote] = []
     for i, (c, key) in enumerate(zip(canon, _keys(integration.id, canon), strict=True)):
+        if c.refused is not None:  # a part the profile could not translate
+            reason, why = c.refused
+            notes.append(DeadLetterNote(index=i, message_id=c.key, reason=reason, detail=why))
+            messages.append(Message(c.topic, body, None, c.refused))
+            continue
         d = decode(c.topic, c.payload, now)
         refused: tuple[DeadLetterReason, str] | None = None
         if isinstance(d, DeadLetter):

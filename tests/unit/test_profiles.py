@@ -222,14 +222,13 @@ profiles:
     (r,) = readings(p.from_mqtt("acme/17/state", body))
     assert r.device_id == "acme-17" and r.ts == now
     assert r.values == {"temperature_c": 100.0, "battery": 50.0, "co_ppm": 10.0}
-    for bad, reason in (
-        ({"t": "2026-12-03T18:00:00"}, "wrong_type"),  # epoch_s wants a number
-        ({"temp_f": "hot"}, "wrong_type"),
-        ({"bat": True}, "wrong_type"),
-    ):
-        with pytest.raises(ProfileError) as e:
-            p.from_mqtt("acme/17/state", json.dumps(bad).encode())
-        assert e.value.reason == reason
+    with pytest.raises(ProfileError) as e:  # epoch_s wants a number
+        p.from_mqtt("acme/17/state", b'{"t":"2026-12-03T18:00:00"}')
+    assert e.value.reason == "wrong_type"
+    for bad in ({"temp_f": "hot"}, {"bat": True}):  # the telemetry's dead letter, as a native's
+        (c,) = p.from_mqtt("acme/17/state", json.dumps(bad).encode())
+        d = decode(c.topic, c.payload, time.time())
+        assert isinstance(d, DeadLetter) and d.reason == "wrong_type"
 
 
 @pytest.mark.parametrize(
@@ -248,9 +247,14 @@ profiles:
 def test_bad_vendor_payloads_raise_profile_errors_with_a_dead_letter_reason(
     payload: bytes, reason: str
 ) -> None:
-    with pytest.raises(ProfileError) as e:
-        fresh("z2m_smoke").from_mqtt("zigbee2mqtt/smoke/sd-1", payload)
-    assert e.value.reason == reason
+    """The whole message's reason, or (an event field of the wrong type) that event's."""
+    try:
+        out = fresh("z2m_smoke").from_mqtt("zigbee2mqtt/smoke/sd-1", payload)
+    except ProfileError as e:
+        got = e.reason
+    else:
+        got = next(c.refused[0] for c in out if c.refused is not None)
+    assert got == reason
 
 
 # --- the property: nothing but ProfileError, whatever arrives ---------------------------------
@@ -464,6 +468,46 @@ def test_a_refused_reading_of_a_vendor_message_does_not_hold_its_others(tmp_path
     assert acked == [7]
     (letter,), _ = journal.dead_letters()
     assert (letter["topic"], letter["reason"]) == ("zigbee2mqtt/smoke/sd-1", "journal_refused")
+    # the alarm was not journaled: the detector's next report (smoke still on) raises it
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER refuse")
+    again = pipeline.process([vendor("zigbee2mqtt/smoke/sd-1", json.dumps(SMOKE).encode(), 8)])
+    assert [r.event for r in again if r.stream == "event"] == ["alarm"]
+    journal.close()
+
+
+def test_a_dead_lettered_report_does_not_consume_the_smoke_edge(tmp_path: Path) -> None:
+    """A report whose time cannot be read is one dead letter, and records no state: the
+    next report, smoke still on, raises the alarm. One with a field the profile cannot read
+    (tamper "x") raises it at once; either way security is paged exactly once."""
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    pipeline = Pipeline(queue.Queue(), journal, lambda ms: None, profiles=shipped_profiles("y"))
+
+    def alarms(topic: str, *reports: bytes) -> list[str | None]:
+        new = [r for i, b in enumerate(reports) for r in pipeline.process([vendor(topic, b, i)])]
+        return [r.event for r in new if r.stream == "event"]
+
+    bad_time = json.dumps({**SMOKE, "last_seen": "yesterday"}).encode()
+    smoke = json.dumps(SMOKE).encode()
+    assert alarms("zigbee2mqtt/smoke/sd-1", bad_time, smoke, smoke) == ["alarm"]
+    bad_tamper = json.dumps({**SMOKE, "tamper": "x"}).encode()
+    assert alarms("zigbee2mqtt/smoke/sd-3", bad_tamper, smoke, smoke) == ["alarm"]
+    journal.close()
+
+
+def test_a_bad_battery_or_tamper_does_not_drop_the_alarm_of_the_same_report(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    pipeline = Pipeline(queue.Queue(), journal, lambda ms: None, profiles=shipped_profiles("y"))
+    t = "zigbee2mqtt/smoke/sd-2"
+    new = pipeline.process([vendor(t, b'{"smoke":true,"battery":"97","tamper":"x"}', 1)])
+    assert [(r.stream, r.event) for r in new] == [("event", "alarm")]
+    items, _ = journal.dead_letters()
+    assert sorted(d["reason"] for d in items) == ["wrong_type", "wrong_type"]  # battery, tamper
+    # the same report again: the alarm is not raised twice, a good battery is read
+    again = pipeline.process([vendor(t, b'{"smoke":true,"battery":97}', 2)])
+    assert [(r.stream, r.event, r.values) for r in again] == [("telemetry", None, {"battery": 97})]
     journal.close()
 
 
