@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from ingest.message_keys import MAX_MESSAGE_ID, message_id_problem, message_key
 from ingest.payloads import DecodeReason
 from ingest.profile_model import (
     PLACEHOLDER,
@@ -57,8 +58,11 @@ class Canonical:
     payload: bytes
     """A canonical JSON object, as a native device would send it."""
     key: str | None = None
-    """The source's own message id when it has one (an HTTP platform's message id): the
-    journal's duplicate key for this reading, so a retried push is journaled once."""
+    """The source's own message id when it has one (an HTTP platform's message id, with the
+    message's time when the profile reads one: :func:`~ingest.message_keys.message_key`),
+    the same for every part of one source message: the journal's duplicate key for this
+    reading (qualified by the integration and the part, ``jiayuan/api/push.py``), so a
+    retried push is journaled once."""
     refused: tuple[DecodeReason, str] | None = None
     """This part of the vendor message could not be translated (an event field of the wrong
     type): it is this dead letter, and the message's other parts still go through."""
@@ -223,7 +227,13 @@ class Profile:
                     raise ProfileError("missing_field", f"{http.message_id}: the message id")
                 if not isinstance(mid, str | int) or isinstance(mid, bool) or mid == "":
                     raise ProfileError("wrong_type", f"{http.message_id}: message id not text")
-                key = str(mid)[:128]
+                key = str(mid)
+                problem = message_id_problem(key)
+                if problem is not None:
+                    reason: DecodeReason = (
+                        "out_of_range" if len(key) > MAX_MESSAGE_ID else "bad_value"
+                    )
+                    raise ProfileError(reason, f"{http.message_id}: {problem}")
             return self._translate(self._device(str(raw)), obj, edges=False, key=key)
         except ProfileError:
             raise
@@ -269,6 +279,8 @@ class Profile:
             raw = _get(obj, self.spec.time.field)
             if raw is not _MISSING and raw is not None:
                 common["ts"] = _when(raw, self.spec.time.form)
+        if key is not None:  # the message's own time: a restarted counter is no retry
+            key = message_key(key, at=common.get("ts"))
         out: list[Canonical] = []
         seen: list[tuple[tuple[str, int], str]] = []
         event_topic = self._topic(device, "event")
@@ -303,11 +315,6 @@ class Profile:
         if values or not out:  # a report with nothing else still says the device is alive
             telemetry = _dump({**values, **common})
             out.insert(0, Canonical(self._topic(device, "telemetry"), telemetry, key))
-        if key is not None:
-            out = [
-                Canonical(c.topic, c.payload, key if n == 0 else f"{key}#{n}", c.refused, c.edge)
-                for n, c in enumerate(out)
-            ]
         self._remember(seen)
         return out
 

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
+from ingest.message_keys import message_key
 from ingest.payloads import DeadLetter, DeadLetterReason, decode
 from ingest.profiles import Canonical, ProfileError
 from ingest.push import Message, PushBusy
@@ -276,5 +277,5 @@ def _keys(integration: str, canon: list[Canonical]) -> list[str | None]:
             continue
         n = seen[c.key]
         seen[c.key] += 1
-        out.append(f"{integration}\x1f{c.key}" + (f"\x1f{n}" if n else ""))
+        out.append(message_key(integration, c.key, part=n))
     return out

@@ -29,6 +29,7 @@ from ingest.profiles import (
     load_profiles,
     shipped_profiles,
 )
+from jiayuan.api.push import _keys
 from jiayuan.settings import Settings
 
 SHIPPED = shipped_profiles("y")
@@ -170,7 +171,7 @@ def test_from_http_keys_every_message_by_the_platforms_id_and_is_stateless() -> 
         }
     ).encode()
     first = p.from_http(body)
-    assert [c.key for c in first] == ["4127"]
+    assert [c.key for c in first] == ["4127"]  # no dateTime in this body: the id alone
     assert p.from_http(body) == first  # a retried push translates the same
     with pytest.raises(ProfileError) as e:
         p.from_http(b'{"AccessControllerEvent":{"serialNo":1}}')
@@ -196,8 +197,48 @@ profiles:
     )
     (p,) = load_profiles([path], "y")
     out = p.from_http(b'{"imei":"86012","msgId":"m-9","bat":80,"alarm":1,"tamper":true}')
-    assert [c.key for c in out] == ["m-9", "m-9#1", "m-9#2"]
+    assert [c.key for c in out] == ["m-9", "m-9", "m-9"]  # one platform message
     assert events(out) == ["alarm", "tamper"]
+    keys = _keys("nb", out)
+    assert len(set(keys)) == 3
+    # another message whose id looks like a part of m-9's: no key in common
+    (other,) = p.from_http(b'{"imei":"86012","msgId":"m-9#1","bat":80}')
+    assert set(keys).isdisjoint(_keys("nb", [other]))
+
+
+def test_a_message_id_too_long_or_with_a_control_character_is_refused_not_cut(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "profiles:\n  - id: nb\n    kind: smoke\n    http: {device: imei, message_id: msgId}\n",
+    )
+    (p,) = load_profiles([path], "y")
+    long = "m" * 128
+    assert [c.key for c in p.from_http(json.dumps({"imei": "1", "msgId": long}).encode())] == [long]
+    for mid, reason in (
+        (long + "1", "out_of_range"),  # would have been cut to the id above: one key for two
+        ("m\u001f1", "bad_value"),
+        ("m\n1", "bad_value"),
+    ):
+        with pytest.raises(ProfileError) as e:
+            p.from_http(json.dumps({"imei": "1", "msgId": mid}).encode())
+        assert e.value.reason == reason and "msgId" in e.value.message
+
+
+def test_a_pushed_message_is_keyed_by_its_id_and_its_time() -> None:
+    """A Hikvision controller's serialNo restarts after a reset or a replacement: with the
+    event's time in its key, the new event 1 is not taken for a retry of the old event 1."""
+    p = fresh("hikvision_acs")
+
+    def body(when: str) -> bytes:
+        ev = {"deviceName": "gt-1", "majorEventType": 5, "subEventType": 27, "serialNo": 1}
+        return json.dumps({"dateTime": when, "AccessControllerEvent": ev}).encode()
+
+    (a,) = p.from_http(body("2026-11-01T08:00:00+08:00"))
+    (b,) = p.from_http(body("2026-12-03T19:02:11+08:00"))
+    assert a.key != b.key and a.key is not None and a.key.startswith("1\x1f")
+    assert p.from_http(body("2026-11-01T08:00:00+08:00")) == [a]  # a retry: the same key
 
 
 def test_units_scale_and_time_forms(tmp_path: Path) -> None:

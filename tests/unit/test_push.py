@@ -6,8 +6,9 @@ Mosquitto: tests/integration/test_push.py."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,44 @@ def test_a_body_mapped_onto_nothing_is_answered_at_once_with_nothing_stored(
         assert dead_letters(ctx) == before
     finally:
         ctx.push = setup
+
+
+@pytest.fixture()
+def hik(tmp_path: Path) -> Iterator[tuple[TestClient, Any, dict[str, str], dict[str, str]]]:
+    """Two integrations of one service: ``hik`` (Hikvision controllers through a relay) and
+    ``ctwing`` (native), each with its token header."""
+    with ExitStack() as stack:
+        ctx = world(tmp_path, stack)
+        other = with_push(ctx, stack)
+        setup = ctx.push
+        assert setup is not None
+        hik = Integration(id="hik", profile="hikvision_acs", devices=["G-*"])
+        ctx.push = replace(setup, integrations={**setup.integrations, "hik": hik})
+        auth = {"Authorization": f"Bearer {setup.tokens.issue('hik')}"}
+        with TestClient(create_app(ctx)) as client:
+            yield client, ctx, auth, other
+
+
+def gate_event(serial: int, when: str, sub: int) -> bytes:
+    ev = {"deviceName": "G-N1", "majorEventType": 5, "subEventType": sub, "serialNo": serial}
+    return json.dumps({"dateTime": when, "AccessControllerEvent": ev}).encode()
+
+
+def journaled_events(ctx: Any, device: str) -> list[str]:
+    with closing(sqlite3.connect(ctx.journal.path)) as db:
+        rows = db.execute(
+            "SELECT event FROM readings WHERE device_id = ? ORDER BY rowid", (device,)
+        )
+        return [e for (e,) in rows]
+
+
+def test_a_controller_whose_serial_restarted_is_not_taken_for_a_retry(hik: Any) -> None:
+    client, ctx, auth, _ = hik
+    first = gate_event(1, "2026-11-01T08:00:00+08:00", 1)
+    assert client.post("/api/push/hik", content=first, headers=auth).status_code == 200
+    assert client.post("/api/push/hik", content=first, headers=auth).status_code == 200  # retry
+    # the controller is replaced (or reset): serialNo starts again at 1, a month later
+    forced = gate_event(1, "2026-12-03T19:02:11+08:00", 27)
+    r = client.post("/api/push/hik", content=forced, headers=auth)
+    assert (r.status_code, r.json()["accepted"]) == (200, 1)
+    assert journaled_events(ctx, "G-N1") == ["granted", "forced"]
