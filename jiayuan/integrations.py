@@ -7,7 +7,7 @@ The file names each platform, the profile that maps its bodies and an optional n
       - id: ctwing
         profile: native
         note: China Telecom AEP, NB-IoT smoke detectors of compounds 3-5
-        devices: ["smk-c3-*", "smk-c4-*", "smk-c5-*"]
+        devices: ["smk-c3-*", "smk-c4-*", "smk-c5-*"]   # required: whom it speaks for
 
 A token is 256 random bits shown once when issued; ``push_tokens.json`` in the data directory
 keeps its SHA-256 digest (as ``auth.db`` keeps staff tokens'), read again whenever the file
@@ -55,11 +55,12 @@ class Integration(BaseModel):
     """The profile that maps this platform's bodies onto canonical messages."""
     note: str = Field(default="", max_length=500)
     devices: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_*?-]{1,64}$")]] = Field(
-        default_factory=lambda: ["*"], min_length=1
+        min_length=1
     )
     """The devices this platform may report for, as id patterns (``*`` any characters, ``?``
     one): a message for another device is a dead letter (``unknown_topic``), as a device's
-    broker account may publish on its own topics only. Default: any."""
+    broker account may publish on its own topics only. Required: no default "any", so that a
+    platform cannot speak for the community's other devices (``["*"]`` says so on purpose)."""
 
     def may_report(self, device_id: str) -> bool:
         return any(fnmatch.fnmatchcase(device_id, p) for p in self.devices)

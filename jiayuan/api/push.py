@@ -175,7 +175,7 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
     if not push.writable():
         return _unavailable(name, "the journal cannot write now; nothing was accepted")
     body = await request.body()
-    messages, notes, accepted = _map(integration, push.profiles, body)
+    messages, notes, accepted = _map(integration, push.profiles, body, ctx.settings.community)
     if not messages:  # a vendor message its profile maps onto nothing (an event code not kept)
         PUSHES.labels(name, "ok").inc()
         return PushAnswer(accepted=0, dead_letters=[])
@@ -222,10 +222,11 @@ def _unavailable(name: str, detail: str) -> JSONResponse:
 
 
 def _map(
-    integration: Integration, profiles: Mapping[str, HttpProfile], body: bytes
+    integration: Integration, profiles: Mapping[str, HttpProfile], body: bytes, community: str
 ) -> tuple[list[Message], list[DeadLetterNote], int]:
     """The messages to journal for ``body``, the dead letters among them (decoded here too,
-    to answer with their reasons) and how many are readings."""
+    to answer with their reasons) and how many are readings. A message for another community,
+    or for a device outside the integration's ``devices``, is a dead letter (``unknown_topic``)."""
     source = f"push/{integration.id}"
     profile = profiles.get(integration.profile)
     try:
@@ -255,8 +256,12 @@ def _map(
             notes.append(
                 DeadLetterNote(index=i, message_id=c.key, reason=d.reason, detail=d.detail)
             )
-        elif not integration.may_report(d.device_id):
-            why = f"device {d.device_id} is not among integration {integration.id}'s devices"
+        elif d.community != community or not integration.may_report(d.device_id):
+            why = (
+                f"community {d.community[:64]!r} is not this service's"
+                if d.community != community
+                else f"device {d.device_id} is not among integration {integration.id}'s devices"
+            )
             refused = ("unknown_topic", why)
             notes.append(
                 DeadLetterNote(index=i, message_id=c.key, reason="unknown_topic", detail=why)

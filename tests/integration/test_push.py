@@ -34,13 +34,16 @@ integrations:
   - id: ctwing
     profile: native
     note: China Telecom AEP, NB-IoT wearables
+    devices: ["wp-*", "wm-*"]
   - id: onenet
     profile: native
+    devices: ["*"]
   - id: confined
     devices: ["wo-*", "wq-?"]
   - id: hik
     profile: hikvision_acs
-    note: the gate controllers' own ISAPI pushes
+    note: the gate controllers' ISAPI events, through a relay
+    devices: ["gt-*"]
 """
 
 

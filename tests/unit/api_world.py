@@ -135,7 +135,7 @@ def with_push(ctx: AppContext, stack: ExitStack) -> dict[str, str]:
     tokens = PushTokens(ctx.settings.data_dir)
     token = tokens.issue(PUSH_INTEGRATION)
     ctx.push = PushSetup(
-        {PUSH_INTEGRATION: Integration(id=PUSH_INTEGRATION)},
+        {PUSH_INTEGRATION: Integration(id=PUSH_INTEGRATION, devices=["*"])},
         tokens,
         intake,
         lambda: pipeline.store_health().ok,

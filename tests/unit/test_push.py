@@ -116,11 +116,12 @@ def test_the_integrations_file_is_validated_and_errors_name_file_integration_and
     f = tmp_path / "integrations.yaml"
     f.write_text(
         "integrations:\n"
-        "  - id: ctwing\n    profile: native\n"
-        "  - id: ctwing\n"
-        "  - id: bad id\n"
-        "  - id: onenet\n    profile: huawei\n"
-        "  - id: x\n    tokn: abc\n"
+        "  - id: ctwing\n    profile: native\n    devices: [smk-*]\n"
+        "  - id: ctwing\n    devices: [smk-*]\n"
+        "  - id: bad id\n    devices: [smk-*]\n"
+        "  - id: onenet\n    profile: huawei\n    devices: [smk-*]\n"
+        "  - id: x\n    tokn: abc\n    devices: [smk-*]\n"
+        "  - id: any\n"
     )
     with pytest.raises(IntegrationError) as e:
         load_integrations(f, {"native"})
@@ -129,7 +130,9 @@ def test_the_integrations_file_is_validated_and_errors_name_file_integration_and
     assert "integration 'bad id' (#3): field 'id'" in text
     assert "integration 'onenet' (#4): field 'profile': unknown profile 'huawei'" in text
     assert "integration 'x' (#5): field 'tokn'" in text
-    f.write_text("integrations:\n  - id: ctwing\n")
+    # no default "any device": an integration says which devices it speaks for
+    assert "integration 'any' (#6): field 'devices': Field required" in text
+    f.write_text("integrations:\n  - id: ctwing\n    devices: ['*']\n")
     assert load_integrations(f, {"native"})["ctwing"].profile == "native"
 
 
@@ -172,7 +175,7 @@ def test_a_body_mapped_onto_nothing_is_answered_at_once_with_nothing_stored(
     client, ctx, _ = pushing
     before = dead_letters(ctx)
     setup = ctx.push
-    quiet = Integration(id="quiet", profile="quiet")
+    quiet = Integration(id="quiet", profile="quiet", devices=["*"])
     ctx.push = replace(
         setup,
         integrations={**setup.integrations, "quiet": quiet},
@@ -228,3 +231,24 @@ def test_a_controller_whose_serial_restarted_is_not_taken_for_a_retry(hik: Any) 
     r = client.post("/api/push/hik", content=forced, headers=auth)
     assert (r.status_code, r.json()["accepted"]) == (200, 1)
     assert journaled_events(ctx, "G-N1") == ["granted", "forced"]
+
+
+def test_an_integration_speaks_only_for_its_devices_of_this_community(hik: Any) -> None:
+    client, _, auth, other = hik
+    # hik's devices are G-*: a controller named like another device is refused
+    r = client.post(
+        "/api/push/hik",
+        content=gate_event(9, "2026-12-03T19:02:11+08:00", 27).replace(b"G-N1", b"wr-1"),
+        headers=auth,
+    )
+    assert r.status_code == 422 and r.json()["dead_letters"][0]["reason"] == "unknown_topic"
+    # a native body for another community's device (ctwing may report for any device id)
+    body = {
+        "message_id": "x-1",
+        "topic": "community/z/wearable/wr-1/event",
+        "payload": {"event": "fall"},
+    }
+    r = client.post("/api/push/ctwing", content=json.dumps(body).encode(), headers=other)
+    assert r.status_code == 422, r.text
+    (note,) = r.json()["dead_letters"]
+    assert note["reason"] == "unknown_topic" and "community" in note["detail"]
