@@ -39,13 +39,15 @@ from ingest.profile_model import (
     telemetry_fields,
     value_key,
 )
-from ingest.strictjson import refusal
+from ingest.strictjson import Untrusted, parse_untrusted
 from ingest.topics import topic_for
 
 log = logging.getLogger(__name__)
 
 MAX_VENDOR_PAYLOAD: Final = 65_536
 """A vendor message larger than this is refused (``too_large``); a dead letter keeps 4 KiB."""
+MAX_STATUS_PAYLOAD: Final = 4096
+"""An availability message larger than this is refused (``too_large``)."""
 MAX_REMEMBERED: Final = 200_000
 """Last values kept for ``trigger: change`` (device × field); past it, the oldest are forgotten
 (forgetting one only means its next report counts as a change)."""
@@ -104,18 +106,19 @@ def _get(obj: dict[str, Any], path: str) -> Any:
 
 def _object(payload: bytes) -> dict[str, Any]:
     """The vendor's JSON object, or :class:`ProfileError` saying why it is not one."""
-    if len(payload) > MAX_VENDOR_PAYLOAD:
-        raise ProfileError("too_large", f"{len(payload)} bytes, limit {MAX_VENDOR_PAYLOAD}")
-    body = payload.removeprefix(b"\xef\xbb\xbf")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ProfileError("bad_utf8", f"invalid UTF-8 at byte {e.start}") from None
-    why = refusal(text)  # the journal's own checks: depth, big numbers, keys twice, NaN
-    if why is not None:
-        raise ProfileError(why[0], why[1])
-    obj: dict[str, Any] = json.loads(text)
+    obj = _json(payload, MAX_VENDOR_PAYLOAD)
+    if not isinstance(obj, dict):
+        raise ProfileError("not_object", f"JSON but a {type(obj).__name__}, not an object")
     return obj
+
+
+def _json(payload: bytes, limit: int) -> Any:
+    """:func:`~ingest.strictjson.parse_untrusted` (the journal's own checks: size, UTF-8,
+    depth, big numbers, keys twice, NaN, lone surrogates), its refusal a :class:`ProfileError`."""
+    try:
+        return parse_untrusted(payload, limit=limit)
+    except Untrusted as e:
+        raise ProfileError(e.reason, e.detail) from None
 
 
 def _when(value: Any, form: str) -> int:
@@ -251,9 +254,11 @@ class Profile:
         spec = self.spec.mqtt.availability if self.spec.mqtt else None
         assert spec is not None
         try:
-            obj: Any = json.loads(payload.decode("utf-8")) if len(payload) <= 4096 else None
-        except (UnicodeDecodeError, ValueError):
-            obj = None
+            obj: Any = _json(payload, MAX_STATUS_PAYLOAD)
+        except ProfileError as e:
+            if e.reason != "not_json":  # deep, keys twice, too large...: the payload's reason
+                raise
+            obj = None  # plain text
         if isinstance(obj, dict):
             value = _get(obj, spec.field)
         elif isinstance(obj, str):

@@ -138,6 +138,24 @@ def test_z2m_availability_json_and_the_legacy_plain_form(payload: bytes, state: 
     assert (r.stream, r.event) == ("status", state)
 
 
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"[" * 2048, "too_deep"),
+        (b'{"state":"online","state":"offline"}', "duplicate_key"),
+        (b'{"state":"' + b"x" * 5000 + b'"}', "too_large"),
+        (b'{"state":"dozing"}', "bad_value"),
+    ],
+)
+def test_a_bad_availability_payload_is_a_dead_letter_with_its_reason_never_a_crash(
+    payload: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ProfileError) as e:
+        fresh("z2m_smoke").from_mqtt("zigbee2mqtt/smoke/sd-1/availability", payload)
+    assert e.value.reason == reason
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # no traceback per message
+
+
 def test_hikvision_event_codes_become_gate_events() -> None:
     p = fresh("hikvision_acs")
 

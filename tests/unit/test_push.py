@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from ingest.journal import dedup_key
 from ingest.payloads import Reading, decode
-from ingest.profiles import Canonical
+from ingest.profiles import Canonical, ProfileError
+from ingest.push_native import NATIVE
 from jiayuan.api import create_app
 from jiayuan.api.push import _keys
 from jiayuan.integrations import Integration, IntegrationError, PushTokens, load_integrations
@@ -252,3 +253,39 @@ def test_an_integration_speaks_only_for_its_devices_of_this_community(hik: Any) 
     assert r.status_code == 422, r.text
     (note,) = r.json()["dead_letters"]
     assert note["reason"] == "unknown_topic" and "community" in note["detail"]
+
+
+def native(payload: str, *, around: bytes = b"") -> bytes:
+    body = '{"message_id":"m2","topic":"community/y/wearable/wr-1/event","payload":%s}' % payload
+    return around + body.encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (native('{"event":"fall","event":"fall_cancelled"}'), "duplicate_key"),
+        (native('{"event":"fall","x":' + "[" * 40 + "]" * 40 + "}"), "too_deep"),
+        (native('{"event":"fall","steps":' + "9" * 30 + "}"), "too_large_number"),
+        (native('{"event":"fall","x":1e400}'), "too_large_number"),
+        (native('{"event":"fall","note":"\\ud800"}'), "lone_surrogate"),
+        (native('{"event":"fall","x":NaN}'), "not_json"),
+        (b"[" * 5000, "too_deep"),
+        (b"\xff", "bad_utf8"),
+    ],
+)
+def test_native_push_bodies_are_held_to_the_journals_json_rules(body: bytes, reason: str) -> None:
+    with pytest.raises(ProfileError) as e:
+        NATIVE.from_http(body)
+    assert e.value.reason == reason
+
+
+def test_a_native_body_with_a_bom_is_read_as_without() -> None:
+    (c,) = NATIVE.from_http(native('{"event":"fall"}', around=b"\xef\xbb\xbf"))
+    assert json.loads(c.payload) == {"event": "fall"}
+
+
+def test_a_pushed_payload_with_a_key_twice_is_a_duplicate_key_dead_letter(hik: Any) -> None:
+    client, _, _, other = hik
+    body = native('{"event":"fall","event":"fall_cancelled"}')
+    r = client.post("/api/push/ctwing", content=body, headers=other)
+    assert r.status_code == 422 and r.json()["dead_letters"][0]["reason"] == "duplicate_key"
