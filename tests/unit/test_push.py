@@ -256,7 +256,7 @@ def test_an_integration_speaks_only_for_its_devices_of_this_community(hik: Any) 
 
 
 def native(payload: str, *, around: bytes = b"") -> bytes:
-    body = '{"message_id":"m2","topic":"community/y/wearable/wr-1/event","payload":%s}' % payload
+    body = '{"message_id":"m2","topic":"community/y/wearable/wr-1/event","payload":' + payload + "}"
     return around + body.encode()
 
 
