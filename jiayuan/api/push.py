@@ -5,7 +5,8 @@
   looked at on this path (the security middleware passes it by), so a staff token or session
   opens no push; an integration token opens nothing else (it is in no staff store). Failed
   attempts are logged without the token and counted per integration and address as failed
-  sign-ins are: past the free ones, 429 with ``Retry-After``.
+  sign-ins are: past the free ones, 429 with ``Retry-After`` — for wrong tokens only: the
+  token is checked first and the right one always gets through.
 - **What**: the integration's profile maps the body onto canonical messages; each is then
   decoded and journaled exactly as an MQTT message (same validation, same dead letters), by the
   same pipeline, urgent ones (events, status) in the urgent lane.
@@ -26,7 +27,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Mapping
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NoReturn
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
@@ -73,7 +74,7 @@ class PushRejected(PushAnswer):
     detail: str
 
 
-def _refuse(push: PushSetup | None, name: str, ip: str, why: str, status: int = 401) -> None:
+def _refuse(push: PushSetup | None, name: str, ip: str, why: str, status: int = 401) -> NoReturn:
     label = name if push is not None and name in push.integrations else "unknown"
     PUSHES.labels(label, "refused").inc()
     log.warning("push refused for integration %.64r from %s: %s", name, ip, why)
@@ -90,40 +91,40 @@ def integration_of(
     integration: Annotated[str, Path(description="The integration's id (its declaration).")],
 ) -> Integration:
     """The integration whose token the request carries, or 401 (429 while this address is
-    locked out for this integration)."""
+    locked out for this integration). The token is checked first: the right one always gets
+    through, also from a locked address (a platform that just got its new token after a
+    rotation is never answered 429 for the old one's failures); only failures are counted."""
     push = ctx.push
     ip = client_ip(request)
     account = f"{integration[:64]}@{ip}"
-    if push is not None:
-        wait = push.limiter.wait(account, ip)
-        if wait:
-            PUSHES.labels("unknown", "limited").inc()
-            raise HTTPException(
-                429,
-                f"too many failed pushes from this address: try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
     if push is None:
         _refuse(push, integration, ip, "push is not set up (JIAYUAN_INTEGRATIONS)")
     assert push is not None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
     found = push.integrations.get(integration)
     ok = scheme.lower() == "bearer" and 0 < len(token) <= 512
     ok = push.tokens.check(integration, token if ok else "") and ok and found is not None
-    if not ok or found is None:
-        locked = push.limiter.failed(account, ip)
-        why = (
-            "not a declared integration"
-            if found is None
-            else "no bearer token"
-            if not token
-            else "wrong token"
+    if ok and found is not None:
+        push.limiter.succeeded(account)
+        return found
+    wait = push.limiter.wait(account, ip)
+    if wait:
+        PUSHES.labels("unknown", "limited").inc()
+        raise HTTPException(
+            429,
+            f"too many failed pushes from this address: try again in {wait} s",
+            headers={"Retry-After": str(wait)},
         )
-        _refuse(push, integration, ip, why + (f"; locked {locked} s" if locked else ""))
-    assert found is not None
-    push.limiter.succeeded(account)
-    return found
+    locked = push.limiter.failed(account, ip)
+    why = (
+        "not a declared integration"
+        if found is None
+        else "no bearer token"
+        if not token
+        else "wrong token"
+    )
+    _refuse(push, integration, ip, why + (f"; locked {locked} s" if locked else ""))
 
 
 setattr(integration_of, ACCESS, ())  # no staff role: the integration's own token (above)

@@ -289,3 +289,21 @@ def test_a_pushed_payload_with_a_key_twice_is_a_duplicate_key_dead_letter(hik: A
     body = native('{"event":"fall","event":"fall_cancelled"}')
     r = client.post("/api/push/ctwing", content=body, headers=other)
     assert r.status_code == 422 and r.json()["dead_letters"][0]["reason"] == "duplicate_key"
+
+
+def test_wrong_tokens_never_lock_out_the_right_one(hik: Any) -> None:
+    client, _, auth, other = hik
+    for _ in range(25):  # hik's token was rotated; its platform still sends the old one
+        client.post("/api/push/hik", content=b"{}", headers={"Authorization": "Bearer jyp_old"})
+    old = client.post("/api/push/hik", content=b"{}", headers={"Authorization": "Bearer jyp_old"})
+    assert old.status_code == 429 and int(old.headers["retry-after"]) > 0
+    body = {
+        "message_id": "m1",
+        "topic": "community/y/wearable/wr-1/event",
+        "payload": {"event": "sos"},
+    }
+    # another integration from the same address, and hik itself with its new token
+    r = client.post("/api/push/ctwing", content=json.dumps(body).encode(), headers=other)
+    assert r.status_code == 200, (r.status_code, r.text)
+    forced = gate_event(3, "2026-12-03T19:02:11+08:00", 27)
+    assert client.post("/api/push/hik", content=forced, headers=auth).status_code == 200
