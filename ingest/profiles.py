@@ -162,12 +162,15 @@ class Profile:
 
     @property
     def filters(self) -> tuple[str, ...]:
-        """The MQTT subscriptions this profile needs."""
+        """The MQTT subscriptions this profile needs: everything under the fixed levels before
+        ``{device}`` (``zigbee2mqtt/smoke/#``), so that a message on a topic of the vendor's
+        that matches none of the profile's (a Zigbee2MQTT name with one level more,
+        ``smoke/3-1/SD-201``) is seen, and dead-lettered (``unknown_topic``), not missed."""
         m = self.spec.mqtt
         if m is None:
             return ()
         topics = [m.topic] + ([m.availability.topic] if m.availability else [])
-        return tuple(t.replace(PLACEHOLDER, "+") for t in topics)
+        return tuple(dict.fromkeys(_subtree(t) for t in topics))
 
     @property
     def urgent(self) -> bool:
@@ -381,6 +384,11 @@ def _bools(ev: EventSpec) -> bool:
     return set(ev.map) <= {"true", "false"}
 
 
+def _subtree(pattern: str) -> str:
+    """``zigbee2mqtt/smoke/{device}/availability`` → ``zigbee2mqtt/smoke/#``."""
+    return pattern[: pattern.index(PLACEHOLDER)] + "#"
+
+
 def _levels(pattern: str) -> tuple[list[str | None], int]:
     levels = pattern.split("/")
     return [None if lv == PLACEHOLDER else lv for lv in levels], levels.index(PLACEHOLDER)
@@ -413,8 +421,12 @@ class Profiles:
         return None
 
     def filters(self, *, urgent: bool) -> tuple[str, ...]:
-        """The MQTT subscriptions of the profiles read on the urgent session (or the other)."""
-        return tuple(f for p in self._all if p.urgent == urgent for f in p.filters)
+        """The MQTT subscriptions of the profiles read on the urgent session (or the other),
+        none inside another (overlapping subscriptions may deliver a message twice)."""
+        mine = dict.fromkeys(f for p in self._all if p.urgent == urgent for f in p.filters)
+        return tuple(
+            f for f in mine if not any(o != f and f.startswith(o.removesuffix("#")) for o in mine)
+        )
 
     def bridges(self) -> dict[str, tuple[str, ...]]:
         """Bridge account name → the topic trees it may write (``bridge.zigbee2mqtt`` →

@@ -330,8 +330,17 @@ FIELDS = st.sampled_from(
      "AccessControllerEvent", "dateTime", "test"]
 )  # fmt: skip
 VENDOR_OBJECTS = st.dictionaries(FIELDS | st.text(max_size=8), JSON, max_size=6)
+VENDOR_TOPICS = [
+    t
+    for p in SHIPPED
+    if p.spec.mqtt is not None
+    for t in (
+        p.spec.mqtt.topic,
+        *([p.spec.mqtt.availability.topic] if p.spec.mqtt.availability else []),
+    )
+]
 TOPICS = st.sampled_from(
-    [t.replace("+", dev) for p in SHIPPED for t in p.filters for dev in ("sd-1", "x y", "é")]
+    [t.replace("{device}", dev) for t in VENDOR_TOPICS for dev in ("sd-1", "x y", "é")]
 )
 
 
@@ -567,6 +576,24 @@ def test_a_bad_battery_or_tamper_does_not_drop_the_alarm_of_the_same_report(
     # the same report again: the alarm is not raised twice, a good battery is read
     again = pipeline.process([vendor(t, b'{"smoke":true,"battery":97}', 2)])
     assert [(r.stream, r.event, r.values) for r in again] == [("telemetry", None, {"battery": 97})]
+    journal.close()
+
+
+def test_a_vendor_topic_with_a_level_more_is_subscribed_and_dead_lettered(tmp_path: Path) -> None:
+    """Zigbee2MQTT names with a slash make deeper topics (smoke/3-1/SD-201): they match no
+    profile's topic, and must become dead letters the operator sees, not vanish at the broker."""
+    from paho.mqtt.client import topic_matches_sub
+
+    topic = "zigbee2mqtt/smoke/3-1/SD-201"
+    assert any(topic_matches_sub(f, topic) for f in SHIPPED.filters(urgent=True))
+    assert not any(
+        topic_matches_sub(f, "zigbee2mqtt/bridge/state") for f in SHIPPED.filters(urgent=True)
+    )
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    pipeline = Pipeline(queue.Queue(), journal, lambda ms: None, profiles=SHIPPED)
+    assert pipeline.process([vendor(topic, json.dumps(SMOKE).encode(), 1)]) == []
+    (letter,), _ = journal.dead_letters()
+    assert (letter["topic"], letter["reason"]) == (topic, "unknown_topic")
     journal.close()
 
 
