@@ -275,6 +275,17 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
+def load_yaml12(text: str) -> Any:
+    """``text`` as YAML 1.2 (``no`` and ``on`` stay text), a key given twice an error: the
+    loader of profile files, for the other small YAML files of the edge (integrations).
+    Raises :class:`yaml.YAMLError`."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _describe(err: ErrorDetails) -> tuple[str, str]:
     """(field, message) for one pydantic error of one profile."""
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p in ("str", "EventValue"))]
@@ -383,6 +394,7 @@ __all__ = [
     "ProfileFileResult",
     "ProfileSpec",
     "check_main",
+    "load_yaml12",
     "profile_files",
     "read_profile_file",
     "read_profile_files",

@@ -33,6 +33,7 @@ from typing import Annotated, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from ingest.profile_model import load_yaml12
 from ingest.push import PushIntake
 from ingest.push_native import HttpProfile
 from jiayuan.auth.limiter import SignInLimiter
@@ -84,7 +85,7 @@ class IntegrationError(ValueError):
 def load_integrations(path: Path, profiles: Collection[str]) -> dict[str, Integration]:
     """The integrations declared in ``path``, by id; ``profiles``: the profile ids known."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml12(path.read_text(encoding="utf-8"))  # YAML 1.2, no key twice
     except OSError as e:
         raise IntegrationError([f"{path}: cannot read ({e.strerror})"]) from None
     except yaml.YAMLError as e:

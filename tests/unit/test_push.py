@@ -6,7 +6,10 @@ Mosquitto: tests/integration/test_push.py."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from dataclasses import replace
@@ -307,3 +310,32 @@ def test_wrong_tokens_never_lock_out_the_right_one(hik: Any) -> None:
     assert r.status_code == 200, (r.status_code, r.text)
     forced = gate_event(3, "2026-12-03T19:02:11+08:00", 27)
     assert client.post("/api/push/hik", content=forced, headers=auth).status_code == 200
+
+
+def test_the_integrations_file_is_yaml_1_2_with_no_key_twice(tmp_path: Path) -> None:
+    f = tmp_path / "integrations.yaml"
+    f.write_text("integrations:\n  - id: no\n    devices: [on]\n")  # YAML 1.1: False, True
+    assert load_integrations(f, {"native"})["no"].devices == ["on"]
+    f.write_text("integrations:\n  - id: a\n    devices: ['*']\n    devices: [smk-*]\n")
+    with pytest.raises(IntegrationError) as e:
+        load_integrations(f, {"native"})
+    assert "duplicate key 'devices'" in str(e.value)
+
+
+def test_jiayuan_run_lists_a_bad_integrations_file_and_exits_2(tmp_path: Path) -> None:
+    f = tmp_path / "integrations.yaml"
+    f.write_text("integrations:\n  - id: ctwing\n    profile: huawei\n    devices: ['*']\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "JIAYUAN_DATA_DIR": str(tmp_path / "data"),
+        "JIAYUAN_INTEGRATIONS": str(f),
+        "JIAYUAN_DEMO": "1",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "jiayuan.cli", "run"], env=env, capture_output=True, timeout=120
+    )
+    err = run.stderr.decode()
+    assert run.returncode == 2, err
+    assert "bad push integrations" in err and "unknown profile 'huawei'" in err
+    assert "Traceback" not in err
