@@ -173,6 +173,12 @@ class Profile:
         return tuple(dict.fromkeys(_subtree(t) for t in topics))
 
     @property
+    def max_body(self) -> int:
+        """A pushed body (or an MQTT payload) larger than this is refused: the push endpoint
+        answers 413 (nothing stored), an MQTT message is a ``too_large`` dead letter."""
+        return MAX_VENDOR_PAYLOAD
+
+    @property
     def urgent(self) -> bool:
         return self.spec.mqtt is None or self.spec.mqtt.urgent
 

@@ -57,6 +57,8 @@ def _reason(e: ValidationError, where: str) -> ProfileError:
 
 class NativeProfile:
     id = "native"
+    max_body: int | None = None
+    """No bound of its own: ``JIAYUAN_PUSH_MAX_BODY_BYTES`` (the API's) bounds its bodies."""
 
     def from_http(self, body: bytes) -> list[Canonical]:
         """The messages of one pushed body; raises :class:`ProfileError` for a body that is not
@@ -91,6 +93,10 @@ class HttpProfile(Protocol):
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def max_body(self) -> int | None:
+        """A body longer than this is refused (413), whatever the API's bound; None: none."""
 
     def from_http(self, body: bytes) -> list[Canonical]: ...
 

@@ -147,6 +147,7 @@ _BODY_SCHEMA: Final[dict[str, Any]] = {
     response_model=PushAnswer,
     summary="Push device messages from a platform",
     responses={
+        413: {"description": "Body larger than the limit (the profile's, or the API's)"},
         422: {"model": PushRejected, "description": "Nothing usable: kept as dead letters"},
         429: {"description": "Too many failed attempts from this address; see Retry-After"},
         503: {"description": "Not journaled now (journal failing or busy); see Retry-After"},
@@ -176,6 +177,14 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
     if not push.writable():
         return _unavailable(name, "the journal cannot write now; nothing was accepted")
     body = await request.body()
+    profile = push.profiles.get(integration.profile)
+    if profile is not None and profile.max_body is not None and len(body) > profile.max_body:
+        PUSHES.labels(name, "rejected").inc()
+        detail = (
+            f"body of {len(body)} bytes, limit {profile.max_body} for profile {profile.id};"
+            " nothing stored"
+        )
+        return JSONResponse(status_code=413, content={"detail": detail})
     messages, notes, accepted = _map(integration, push.profiles, body, ctx.settings.community)
     if not messages:  # a vendor message its profile maps onto nothing (an event code not kept)
         PUSHES.labels(name, "ok").inc()

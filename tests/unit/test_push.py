@@ -168,6 +168,7 @@ class _Quiet:
     """A profile that maps a body onto nothing (a vendor event code it does not keep)."""
 
     id = "quiet"
+    max_body = None
 
     def from_http(self, body: bytes) -> list[Canonical]:
         return []
@@ -339,3 +340,12 @@ def test_jiayuan_run_lists_a_bad_integrations_file_and_exits_2(tmp_path: Path) -
     assert run.returncode == 2, err
     assert "bad push integrations" in err and "unknown profile 'huawei'" in err
     assert "Traceback" not in err
+
+
+def test_a_body_over_its_profiles_limit_is_413_and_nothing_is_stored(hik: Any) -> None:
+    client, ctx, auth, _ = hik
+    before = dead_letters(ctx)
+    big = gate_event(5, "2026-12-03T19:02:11+08:00", 27)[:-1] + b',"pad":"' + b"x" * 70_000 + b'"}'
+    r = client.post("/api/push/hik", content=big, headers=auth)
+    assert r.status_code == 413 and "65536" in r.json()["detail"], r.text
+    assert dead_letters(ctx) == before
