@@ -129,6 +129,7 @@ class Pipeline:
         batch_wait: float = 0.005,
         retry: Backoff = STORE_RETRY,
         profiles: Profiles | None = None,
+        on_refused: Callable[[Inbound, DeadLetter], None] | None = None,
     ) -> None:
         """``retry``: the pauses between two attempts to write a batch while the store is
         failing (the house's one backoff: doubling from the first to the longest)."""
@@ -140,6 +141,10 @@ class Pipeline:
         self.batch_wait = batch_wait
         self.retry = retry
         self.profiles = profiles
+        self.on_refused = on_refused
+        """Told (pipeline thread, before the batch's ack) of each message the journal refused
+        and kept as a ``journal_refused`` dead letter: the push endpoint answers so
+        (:meth:`ingest.push.PushIntake.refused`)."""
         """Device profiles: a message on a vendor's topic is translated into canonical ones
         before :func:`decode` (ingest/profiles.py)."""
         self.committed = 0
@@ -394,11 +399,16 @@ class Pipeline:
         undo = self._undo.pop(id(items[0][1]), None)
         if undo is not None:  # an alarm the journal would not keep: the next report raises it
             undo()
-        self._keep_refused(
-            items[0],
-            DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], "journal_refused", refusal, m.received),
-            out,
+        letter = DeadLetter(
+            m.topic, m.payload[:MAX_PAYLOAD], "journal_refused", refusal, m.received
         )
+        self._keep_refused(items[0], letter, out)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(m, letter)
+            except Exception:
+                PIPELINE_ERRORS.labels("ack").inc()
+                log.exception("could not tell a push of a refused message")
 
     def _keep_refused(self, item: _Item, d: DeadLetter, out: _Written) -> None:
         """Store the dead letter of a message the journal refused; should even that be refused

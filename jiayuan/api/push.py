@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
-from ingest.message_keys import message_key
+from ingest.message_keys import SEP, message_key
 from ingest.payloads import DeadLetter, DeadLetterReason, decode
 from ingest.profiles import Canonical, ProfileError
 from ingest.push import Message, PushBusy
@@ -185,7 +185,8 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
             " nothing stored"
         )
         return JSONResponse(status_code=413, content={"detail": detail})
-    messages, notes, accepted = _map(integration, push.profiles, body, ctx.settings.community)
+    messages, notes, ids = _map(integration, push.profiles, body, ctx.settings.community)
+    accepted = len(messages) - len(notes)
     if not messages:  # a vendor message its profile maps onto nothing (an event code not kept)
         PUSHES.labels(name, "ok").inc()
         return PushAnswer(accepted=0, dead_letters=[])
@@ -201,7 +202,7 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
             loop.call_soon_threadsafe(done)
 
     try:
-        push.intake.submit(messages, on_commit)
+        pushed = push.intake.submit(messages, on_commit)
     except PushBusy as e:
         return _unavailable(name, f"busy: {e}; nothing was accepted")
     deadline = time.monotonic() + ctx.settings.push_wait_s
@@ -212,6 +213,12 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
             if not push.writable() or time.monotonic() >= deadline:
                 why = "the journal cannot write now" if not push.writable() else "slow journal"
                 return _unavailable(name, f"not yet journaled ({why}); send it again")
+    for index, why in sorted(pushed.refused.items()):  # the journal would not keep these
+        notes.append(
+            DeadLetterNote(index=index, message_id=ids[index], reason="journal_refused", detail=why)
+        )
+        accepted -= 1
+    notes.sort(key=lambda n: n.index)
     notes_out = [n.model_dump() for n in notes]
     if accepted == 0:  # and so some dead letters
         PUSHES.labels(name, "rejected").inc()
@@ -233,10 +240,11 @@ def _unavailable(name: str, detail: str) -> JSONResponse:
 
 def _map(
     integration: Integration, profiles: Mapping[str, HttpProfile], body: bytes, community: str
-) -> tuple[list[Message], list[DeadLetterNote], int]:
+) -> tuple[list[Message], list[DeadLetterNote], list[str | None]]:
     """The messages to journal for ``body``, the dead letters among them (decoded here too,
-    to answer with their reasons) and how many are readings. A message for another community,
-    or for a device outside the integration's ``devices``, is a dead letter (``unknown_topic``)."""
+    to answer with their reasons) and each message's platform message id. A message for
+    another community, or for a device outside the integration's ``devices``, is a dead
+    letter (``unknown_topic``)."""
     source = f"push/{integration.id}"
     profile = profiles.get(integration.profile)
     try:
@@ -245,27 +253,27 @@ def _map(
         canon = profile.from_http(body)
     except ProfileError as e:
         note = DeadLetterNote(index=0, message_id=None, reason=e.reason, detail=e.message)
-        return [Message(source, body, refused=(e.reason, e.message))], [note], 0
+        return [Message(source, body, refused=(e.reason, e.message))], [note], [None]
     except Exception as e:  # a guard: a profile's bug is the body's dead letter, never a 500
         log.exception("profile %s failed on a body pushed by %s", integration.profile, source)
         detail = f"unmappable: {type(e).__name__}"
         note = DeadLetterNote(index=0, message_id=None, reason="bad_value", detail=detail)
-        return [Message(source, body, refused=("bad_value", detail))], [note], 0
+        return [Message(source, body, refused=("bad_value", detail))], [note], [None]
     now = time.time()
     messages: list[Message] = []
     notes: list[DeadLetterNote] = []
+    ids = [None if c.key is None else c.key.partition(SEP)[0] for c in canon]
     for i, (c, key) in enumerate(zip(canon, _keys(integration.id, canon), strict=True)):
+        mid = ids[i]
         if c.refused is not None:  # a part the profile could not translate
             reason, why = c.refused
-            notes.append(DeadLetterNote(index=i, message_id=c.key, reason=reason, detail=why))
+            notes.append(DeadLetterNote(index=i, message_id=mid, reason=reason, detail=why))
             messages.append(Message(c.topic, body, None, c.refused))
             continue
         d = decode(c.topic, c.payload, now)
         refused: tuple[DeadLetterReason, str] | None = None
         if isinstance(d, DeadLetter):
-            notes.append(
-                DeadLetterNote(index=i, message_id=c.key, reason=d.reason, detail=d.detail)
-            )
+            notes.append(DeadLetterNote(index=i, message_id=mid, reason=d.reason, detail=d.detail))
         elif d.community != community or not integration.may_report(d.device_id):
             why = (
                 f"community {d.community[:64]!r} is not this service's"
@@ -274,10 +282,10 @@ def _map(
             )
             refused = ("unknown_topic", why)
             notes.append(
-                DeadLetterNote(index=i, message_id=c.key, reason="unknown_topic", detail=why)
+                DeadLetterNote(index=i, message_id=mid, reason="unknown_topic", detail=why)
             )
         messages.append(Message(c.topic, c.payload, key, refused))
-    return messages, notes, len(messages) - len(notes)
+    return messages, notes, ids
 
 
 def _keys(integration: str, canon: list[Canonical]) -> list[str | None]:

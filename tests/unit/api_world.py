@@ -129,7 +129,12 @@ def with_push(ctx: AppContext, stack: ExitStack) -> dict[str, str]:
     ``stack``. Returns the integration's ``Authorization`` header."""
     inbox = Inbox()
     intake = PushIntake(inbox)
-    pipeline = Pipeline(inbox, ctx.journal, acknowledge_both(lambda _batch: None, intake))
+    pipeline = Pipeline(
+        inbox,
+        ctx.journal,
+        acknowledge_both(lambda _batch: None, intake),
+        on_refused=intake.refused,
+    )
     pipeline.start()
     stack.callback(pipeline.stop)
     tokens = PushTokens(ctx.settings.data_dir)

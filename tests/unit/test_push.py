@@ -349,3 +349,31 @@ def test_a_body_over_its_profiles_limit_is_413_and_nothing_is_stored(hik: Any) -
     r = client.post("/api/push/hik", content=big, headers=auth)
     assert r.status_code == 413 and "65536" in r.json()["detail"], r.text
     assert dead_letters(ctx) == before
+
+
+@pytest.mark.expect_errors("jiayuan_journal_refused_total")
+def test_a_message_the_journal_refuses_is_answered_as_a_dead_letter_not_accepted(
+    hik: Any,
+) -> None:
+    client, ctx, _, other = hik
+    with closing(sqlite3.connect(ctx.journal.path)) as db, db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.device_id = 'wr-7'"
+            " AND NEW.stream = 'event' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    body = [
+        {"message_id": "j-1", "topic": "community/y/wearable/wr-7/telemetry",
+         "payload": {"heart_rate": 70}},
+        {"message_id": "j-2", "topic": "community/y/wearable/wr-7/event",
+         "payload": {"event": "fall"}},
+    ]  # fmt: skip
+    r = client.post("/api/push/ctwing", content=json.dumps(body).encode(), headers=other)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["accepted"] == 1
+    assert [(d["index"], d["message_id"], d["reason"]) for d in answer["dead_letters"]] == [
+        (1, "j-2", "journal_refused")
+    ]
+    # the body's only message refused: nothing usable, 422
+    r = client.post("/api/push/ctwing", content=json.dumps(body[1:]).encode(), headers=other)
+    assert r.status_code == 422 and r.json()["dead_letters"][0]["reason"] == "journal_refused"
