@@ -196,6 +196,14 @@ class ProfileSpec(_Spec):
     kind: Kind
     device_id: Annotated[str, Field(max_length=64)] = PLACEHOLDER
     """The registry's device id, made from the vendor's: ``"{device}"``, ``"z2m-{device}"``."""
+    devices: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_*?-]{1,64}$")]] = Field(
+        default_factory=lambda: ["*"], min_length=1
+    )
+    """The registry ids this profile may speak for, as patterns (``*`` any characters, ``?``
+    one), as an integration's ``devices``: a message translated onto another id is a dead
+    letter (``unknown_topic``), so that a bridge cannot raise or clear a native device's
+    alarm. Default: any (give vendor devices ids of their own, ``device_id: "z2m-{device}"``,
+    or list them here)."""
     mqtt: MqttSpec | None = None
     http: HttpSpec | None = None
     time: TimeSpec | None = None

@@ -18,6 +18,7 @@ event. After a restart the first report counts as a change: an alarm still on is
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
@@ -254,7 +255,14 @@ class Profile:
             raise ProfileError("bad_value", f"untranslatable: {type(e).__name__}") from e
 
     def _device(self, vendor_id: str) -> str:
-        return self.spec.device_id.replace(PLACEHOLDER, vendor_id)
+        """The registry id of ``vendor_id``; :class:`ProfileError` (``unknown_topic``) when
+        this profile may not speak for it (its ``devices``)."""
+        device = self.spec.device_id.replace(PLACEHOLDER, vendor_id)
+        if not any(fnmatch.fnmatchcase(device, p) for p in self.spec.devices):
+            raise ProfileError(
+                "unknown_topic", f"device {device[:64]!r} is not among profile {self.id}'s devices"
+            )
+        return device
 
     def _topic(self, device: str, stream: str) -> str:
         return topic_for(self.community, self.kind, device, stream)

@@ -7,7 +7,7 @@ import json
 import queue
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,30 @@ profiles:
     # another message whose id looks like a part of m-9's: no key in common
     (other,) = p.from_http(b'{"imei":"86012","msgId":"m-9#1","bat":80}')
     assert set(keys).isdisjoint(_keys("nb", [other]))
+
+
+def test_a_profile_speaks_only_for_its_devices(tmp_path: Path) -> None:
+    """A bridge whose profile lists its devices cannot raise or clear the alarm of a native
+    detector by naming a Zigbee device after it."""
+    path = write(
+        tmp_path,
+        "profiles:\n  - id: site_smoke\n    kind: smoke\n"
+        '    devices: ["z-*"]\n'
+        '    mqtt: {topic: "site/{device}", availability: {topic: "site/{device}/lwt"}}\n'
+        "    http: {device: imei}\n"
+        "    events: [{field: smoke, map: {true: alarm, false: alarm_clear}}]\n",
+    )
+    (p,) = load_profiles([path], "y")
+    assert events(p.from_mqtt("site/z-1", b'{"smoke":true}')) == ["alarm"]
+    calls: list[Callable[[], object]] = [
+        lambda: p.from_mqtt("site/smk-1", b'{"smoke":false}'),  # a native detector's id
+        lambda: p.from_mqtt("site/smk-1/lwt", b"offline"),
+        lambda: p.from_http(b'{"imei":"smk-1","smoke":false}'),
+    ]
+    for call in calls:
+        with pytest.raises(ProfileError) as e:
+            call()
+        assert e.value.reason == "unknown_topic" and "smk-1" in e.value.message
 
 
 def test_a_message_id_too_long_or_with_a_control_character_is_refused_not_cut(
