@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="jiayuan-bench-push-") as tmp:
         work = Path(tmp)
-        (work / "integrations.yaml").write_text("integrations:\n  - id: bench\n")
+        (work / "integrations.yaml").write_text(
+            'integrations:\n  - id: bench\n    devices: ["*"]\n'
+        )
         broker = Broker(work / "mosquitto").start()
         svc = ServiceProcess(work / "service", broker, integrations=work / "integrations.yaml")
         svc.start()

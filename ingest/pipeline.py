@@ -18,6 +18,7 @@ Two kinds of journal failure, told apart by :func:`ingest.journal.store_trouble`
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -131,6 +132,7 @@ class Pipeline:
         batch_wait: float = 0.005,
         retry: Backoff = STORE_RETRY,
         profiles: Profiles | None = None,
+        on_refused: Callable[[Inbound, DeadLetter], None] | None = None,
     ) -> None:
         """``retry``: the pauses between two attempts to write a batch while the store is
         failing (the house's one backoff: doubling from the first to the longest)."""
@@ -142,6 +144,10 @@ class Pipeline:
         self.batch_wait = batch_wait
         self.retry = retry
         self.profiles = profiles
+        self.on_refused = on_refused
+        """Told (pipeline thread, before the batch's ack) of each message the journal refused
+        and kept as a ``journal_refused`` dead letter: the push endpoint answers so
+        (:meth:`ingest.push.PushIntake.refused`)."""
         """Device profiles: a message on a vendor's topic is translated into canonical ones
         before :func:`decode` (ingest/profiles.py)."""
         self.committed = 0
@@ -152,6 +158,9 @@ class Pipeline:
         """Receive time of the first message of the batch taken from the inbox and not yet
         acknowledged (the oldest: the inbox is in arrival order)."""
         self._dead_logged: dict[str, tuple[float, int]] = {}
+        self._undo: dict[int, Callable[[], None]] = {}
+        """``id()`` of a reading of the batch in hand that recorded a device's new state
+        (a ``trigger: change`` event) → what forgets that state should the journal refuse it."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         JOURNAL_WRITABLE.set(1)
@@ -310,6 +319,7 @@ class Pipeline:
     def _decode(self, batch: Sequence[Inbound]) -> list[_Item]:
         """Each message's readings and dead letters; a vendor's message through its profile
         (the CPU time counted per batch)."""
+        self._undo.clear()  # the previous batch is committed: its readings are gone
         cpu = thread_time()
         items: list[_Item]
         if self.profiles is None:
@@ -325,11 +335,12 @@ class Pipeline:
         DECODE_CPU.inc(thread_time() - cpu)
         return items
 
-    @staticmethod
-    def _vendor(m: Inbound, profiles: Profiles) -> list[Reading | DeadLetter]:
+    def _vendor(self, m: Inbound, profiles: Profiles) -> list[Reading | DeadLetter]:
         """A vendor message's canonical readings. A dead letter keeps the vendor's topic and
         bytes (what the operator must see), its detail names the profile; one vendor message
-        may give readings and dead letters, and is acknowledged once, after all are committed."""
+        may give readings and dead letters, and is acknowledged once, after all are committed.
+        An edge-triggered event (an alarm turning on) that is not journaled is forgotten by
+        its profile, so that the device's next report raises it again."""
 
         def dead(reason: DeadLetterReason, detail: str) -> DeadLetter:
             return DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], reason, detail[:300], m.received)
@@ -343,9 +354,16 @@ class Pipeline:
             return [dead(e.reason, f"profile {profile.id}: {e.message}")]
         found: list[Reading | DeadLetter] = []
         for c in out:
+            if c.refused is not None:
+                found.append(dead(c.refused[0], f"profile {profile.id}: {c.refused[1]}"))
+                continue
             x = decode(c.topic, c.payload, m.received)
             if isinstance(x, DeadLetter):
                 x = dead(x.reason, f"profile {profile.id} -> {c.topic}: {x.detail}")
+                if c.edge is not None:
+                    profile.forget(c.edge)
+            elif c.edge is not None:
+                self._undo[id(x)] = functools.partial(profile.forget, c.edge)
             found.append(x)
         return found
 
@@ -401,11 +419,19 @@ class Pipeline:
             return
         m = items[0][0]
         JOURNAL_REFUSED.inc()
-        self._keep_refused(
-            items[0],
-            DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], "journal_refused", refusal, m.received),
-            out,
+        undo = self._undo.pop(id(items[0][1]), None)
+        if undo is not None:  # an alarm the journal would not keep: the next report raises it
+            undo()
+        letter = DeadLetter(
+            m.topic, m.payload[:MAX_PAYLOAD], "journal_refused", refusal, m.received
         )
+        self._keep_refused(items[0], letter, out)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(m, letter)
+            except Exception:
+                PIPELINE_ERRORS.labels("ack").inc()
+                log.exception("could not tell a push of a refused message")
 
     def _keep_refused(self, item: _Item, d: DeadLetter, out: _Written) -> None:
         """Store the dead letter of a message the journal refused; should even that be refused

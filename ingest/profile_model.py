@@ -196,6 +196,14 @@ class ProfileSpec(_Spec):
     kind: Kind
     device_id: Annotated[str, Field(max_length=64)] = PLACEHOLDER
     """The registry's device id, made from the vendor's: ``"{device}"``, ``"z2m-{device}"``."""
+    devices: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_*?-]{1,64}$")]] = Field(
+        default_factory=lambda: ["*"], min_length=1
+    )
+    """The registry ids this profile may speak for, as patterns (``*`` any characters, ``?``
+    one), as an integration's ``devices``: a message translated onto another id is a dead
+    letter (``unknown_topic``), so that a bridge cannot raise or clear a native device's
+    alarm. Default: any (give vendor devices ids of their own, ``device_id: "z2m-{device}"``,
+    or list them here)."""
     mqtt: MqttSpec | None = None
     http: HttpSpec | None = None
     time: TimeSpec | None = None
@@ -273,6 +281,17 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_yaml12(text: str) -> Any:
+    """``text`` as YAML 1.2 (``no`` and ``on`` stay text), a key given twice an error: the
+    loader of profile files, for the other small YAML files of the edge (integrations).
+    Raises :class:`yaml.YAMLError`."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _describe(err: ErrorDetails) -> tuple[str, str]:
@@ -383,6 +402,7 @@ __all__ = [
     "ProfileFileResult",
     "ProfileSpec",
     "check_main",
+    "load_yaml12",
     "profile_files",
     "read_profile_file",
     "read_profile_files",

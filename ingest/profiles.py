@@ -18,6 +18,7 @@ event. After a restart the first report counts as a change: an alarm still on is
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from ingest.message_keys import MAX_MESSAGE_ID, message_id_problem, message_key
 from ingest.payloads import DecodeReason
 from ingest.profile_model import (
     PLACEHOLDER,
@@ -38,13 +40,15 @@ from ingest.profile_model import (
     telemetry_fields,
     value_key,
 )
-from ingest.strictjson import refusal
+from ingest.strictjson import Untrusted, parse_untrusted
 from ingest.topics import topic_for
 
 log = logging.getLogger(__name__)
 
 MAX_VENDOR_PAYLOAD: Final = 65_536
 """A vendor message larger than this is refused (``too_large``); a dead letter keeps 4 KiB."""
+MAX_STATUS_PAYLOAD: Final = 4096
+"""An availability message larger than this is refused (``too_large``)."""
 MAX_REMEMBERED: Final = 200_000
 """Last values kept for ``trigger: change`` (device × field); past it, the oldest are forgotten
 (forgetting one only means its next report counts as a change)."""
@@ -57,8 +61,18 @@ class Canonical:
     payload: bytes
     """A canonical JSON object, as a native device would send it."""
     key: str | None = None
-    """The source's own message id when it has one (an HTTP platform's message id): the
-    journal's duplicate key for this reading, so a retried push is journaled once."""
+    """The source's own message id when it has one (an HTTP platform's message id, with the
+    message's time when the profile reads one: :func:`~ingest.message_keys.message_key`),
+    the same for every part of one source message: the journal's duplicate key for this
+    reading (qualified by the integration and the part, ``jiayuan/api/push.py``), so a
+    retried push is journaled once."""
+    refused: tuple[DecodeReason, str] | None = None
+    """This part of the vendor message could not be translated (an event field of the wrong
+    type): it is this dead letter, and the message's other parts still go through."""
+    edge: tuple[str, int] | None = None
+    """For an event made by a ``trigger: change``: the (device, event) whose new value it
+    recorded. Should the event not be journaled, :meth:`Profile.forget` it, so that the
+    device's next report makes it again."""
 
 
 class ProfileError(ValueError):
@@ -93,18 +107,19 @@ def _get(obj: dict[str, Any], path: str) -> Any:
 
 def _object(payload: bytes) -> dict[str, Any]:
     """The vendor's JSON object, or :class:`ProfileError` saying why it is not one."""
-    if len(payload) > MAX_VENDOR_PAYLOAD:
-        raise ProfileError("too_large", f"{len(payload)} bytes, limit {MAX_VENDOR_PAYLOAD}")
-    body = payload.removeprefix(b"\xef\xbb\xbf")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ProfileError("bad_utf8", f"invalid UTF-8 at byte {e.start}") from None
-    why = refusal(text)  # the journal's own checks: depth, big numbers, keys twice, NaN
-    if why is not None:
-        raise ProfileError(why[0], why[1])
-    obj: dict[str, Any] = json.loads(text)
+    obj = _json(payload, MAX_VENDOR_PAYLOAD)
+    if not isinstance(obj, dict):
+        raise ProfileError("not_object", f"JSON but a {type(obj).__name__}, not an object")
     return obj
+
+
+def _json(payload: bytes, limit: int) -> Any:
+    """:func:`~ingest.strictjson.parse_untrusted` (the journal's own checks: size, UTF-8,
+    depth, big numbers, keys twice, NaN, lone surrogates), its refusal a :class:`ProfileError`."""
+    try:
+        return parse_untrusted(payload, limit=limit)
+    except Untrusted as e:
+        raise ProfileError(e.reason, e.detail) from None
 
 
 def _when(value: Any, form: str) -> int:
@@ -148,12 +163,21 @@ class Profile:
 
     @property
     def filters(self) -> tuple[str, ...]:
-        """The MQTT subscriptions this profile needs."""
+        """The MQTT subscriptions this profile needs: everything under the fixed levels before
+        ``{device}`` (``zigbee2mqtt/smoke/#``), so that a message on a topic of the vendor's
+        that matches none of the profile's (a Zigbee2MQTT name with one level more,
+        ``smoke/3-1/SD-201``) is seen, and dead-lettered (``unknown_topic``), not missed."""
         m = self.spec.mqtt
         if m is None:
             return ()
         topics = [m.topic] + ([m.availability.topic] if m.availability else [])
-        return tuple(t.replace(PLACEHOLDER, "+") for t in topics)
+        return tuple(dict.fromkeys(_subtree(t) for t in topics))
+
+    @property
+    def max_body(self) -> int:
+        """A pushed body (or an MQTT payload) larger than this is refused: the push endpoint
+        answers 413 (nothing stored), an MQTT message is a ``too_large`` dead letter."""
+        return MAX_VENDOR_PAYLOAD
 
     @property
     def urgent(self) -> bool:
@@ -216,7 +240,13 @@ class Profile:
                     raise ProfileError("missing_field", f"{http.message_id}: the message id")
                 if not isinstance(mid, str | int) or isinstance(mid, bool) or mid == "":
                     raise ProfileError("wrong_type", f"{http.message_id}: message id not text")
-                key = str(mid)[:128]
+                key = str(mid)
+                problem = message_id_problem(key)
+                if problem is not None:
+                    reason: DecodeReason = (
+                        "out_of_range" if len(key) > MAX_MESSAGE_ID else "bad_value"
+                    )
+                    raise ProfileError(reason, f"{http.message_id}: {problem}")
             return self._translate(self._device(str(raw)), obj, edges=False, key=key)
         except ProfileError:
             raise
@@ -225,7 +255,14 @@ class Profile:
             raise ProfileError("bad_value", f"untranslatable: {type(e).__name__}") from e
 
     def _device(self, vendor_id: str) -> str:
-        return self.spec.device_id.replace(PLACEHOLDER, vendor_id)
+        """The registry id of ``vendor_id``; :class:`ProfileError` (``unknown_topic``) when
+        this profile may not speak for it (its ``devices``)."""
+        device = self.spec.device_id.replace(PLACEHOLDER, vendor_id)
+        if not any(fnmatch.fnmatchcase(device, p) for p in self.spec.devices):
+            raise ProfileError(
+                "unknown_topic", f"device {device[:64]!r} is not among profile {self.id}'s devices"
+            )
+        return device
 
     def _topic(self, device: str, stream: str) -> str:
         return topic_for(self.community, self.kind, device, stream)
@@ -234,9 +271,11 @@ class Profile:
         spec = self.spec.mqtt.availability if self.spec.mqtt else None
         assert spec is not None
         try:
-            obj: Any = json.loads(payload.decode("utf-8")) if len(payload) <= 4096 else None
-        except (UnicodeDecodeError, ValueError):
-            obj = None
+            obj: Any = _json(payload, MAX_STATUS_PAYLOAD)
+        except ProfileError as e:
+            if e.reason != "not_json":  # deep, keys twice, too large...: the payload's reason
+                raise
+            obj = None  # plain text
         if isinstance(obj, dict):
             value = _get(obj, spec.field)
         elif isinstance(obj, str):
@@ -255,19 +294,33 @@ class Profile:
     def _translate(
         self, device: str, obj: dict[str, Any], *, edges: bool, key: str | None
     ) -> list[Canonical]:
+        """Without side effects until everything is translated: the new values of
+        ``trigger: change`` events are recorded last, when nothing can fail any more."""
         common: dict[str, Any] = {}
         if self.spec.time is not None:
             raw = _get(obj, self.spec.time.field)
             if raw is not _MISSING and raw is not None:
                 common["ts"] = _when(raw, self.spec.time.form)
+        if key is not None:  # the message's own time: a restarted counter is no retry
+            key = message_key(key, at=common.get("ts"))
         out: list[Canonical] = []
+        seen: list[tuple[tuple[str, int], str]] = []
+        event_topic = self._topic(device, "event")
         for i, (ev, table) in enumerate(self._events):
-            code = self._code(obj, ev)
+            try:
+                code = self._code(obj, ev)
+            except ProfileError as e:  # this event's dead letter; the others go on
+                out.append(Canonical(event_topic, b"", key, (e.reason, e.message)))
+                continue
             if code is None:
                 continue
-            # every value is remembered, mapped or not: tamper true, false, true is two tampers
-            if edges and ev.trigger == "change" and not self._changed(device, i, code):
-                continue
+            edge = None
+            if edges and ev.trigger == "change":
+                # every value is remembered, mapped or not: tamper true, false, true is two
+                if not self._changed(device, i, code):
+                    continue
+                edge = (device, i)
+                seen.append((edge, code))
             if code not in table:
                 continue
             v = table[code]
@@ -279,15 +332,12 @@ class Profile:
                 got = _get(obj, path)
                 if isinstance(got, str | int) and not isinstance(got, bool) and got != "":
                     body[attr] = str(got)[:128]
-            out.append(Canonical(self._topic(device, "event"), _dump(body)))
+            out.append(Canonical(event_topic, _dump(body), key, edge=edge))
         values = dict(self._metrics(obj))
         if values or not out:  # a report with nothing else still says the device is alive
-            out.insert(0, Canonical(self._topic(device, "telemetry"), _dump({**values, **common})))
-        if key is not None:
-            out = [
-                Canonical(c.topic, c.payload, key if n == 0 else f"{key}#{n}")
-                for n, c in enumerate(out)
-            ]
+            telemetry = _dump({**values, **common})
+            out.insert(0, Canonical(self._topic(device, "telemetry"), telemetry, key))
+        self._remember(seen)
         return out
 
     def _code(self, obj: dict[str, Any], ev: EventSpec) -> str | None:
@@ -305,28 +355,36 @@ class Profile:
         return "/".join(parts)
 
     def _changed(self, device: str, index: int, code: str) -> bool:
+        """Whether ``code`` differs from the last value recorded (nothing is recorded here)."""
         with self._lock:
-            slot = (device, index)
-            if self._last.get(slot) == code:
-                return False
-            self._last.pop(slot, None)
-            if len(self._last) >= MAX_REMEMBERED:
-                self._last.pop(next(iter(self._last)))
-            self._last[slot] = code
-            return True
+            return self._last.get((device, index)) != code
 
-    def _metrics(self, obj: dict[str, Any]) -> Iterator[tuple[str, float | bool]]:
+    def _remember(self, values: list[tuple[tuple[str, int], str]]) -> None:
+        with self._lock:
+            for slot, code in values:
+                self._last.pop(slot, None)
+                if len(self._last) >= MAX_REMEMBERED:
+                    self._last.pop(next(iter(self._last)))
+                self._last[slot] = code
+
+    def forget(self, edge: tuple[str, int]) -> None:
+        """The event of ``edge`` was not journaled (a dead letter, refused by the journal):
+        forget its value, so that the device's next report counts as a change and makes it
+        again (an alarm still on is raised by the next report)."""
+        with self._lock:
+            self._last.pop(edge, None)
+
+    def _metrics(self, obj: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        """The canonical metrics, converted; a value of the wrong type goes on as it is, so
+        that :func:`~ingest.payloads.decode` makes the telemetry (only) a dead letter with its
+        reason, as it does for a native device's."""
         for name, m in self.spec.metrics.items():
             v = _get(obj, m.field)
             if v is _MISSING or v is None:
                 continue
-            if self._types[name] is bool:
-                if not isinstance(v, bool):
-                    raise ProfileError("wrong_type", f"{m.field}: expected true or false")
+            if self._types[name] is bool or isinstance(v, bool) or not isinstance(v, int | float):
                 yield name, v
                 continue
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ProfileError("wrong_type", f"{m.field}: expected a number")
             if m.unit == "fahrenheit":
                 x = (v - 32) * 5 / 9
             elif m.unit == "fraction":
@@ -338,6 +396,11 @@ class Profile:
 
 def _bools(ev: EventSpec) -> bool:
     return set(ev.map) <= {"true", "false"}
+
+
+def _subtree(pattern: str) -> str:
+    """``zigbee2mqtt/smoke/{device}/availability`` → ``zigbee2mqtt/smoke/#``."""
+    return pattern[: pattern.index(PLACEHOLDER)] + "#"
 
 
 def _levels(pattern: str) -> tuple[list[str | None], int]:
@@ -372,8 +435,12 @@ class Profiles:
         return None
 
     def filters(self, *, urgent: bool) -> tuple[str, ...]:
-        """The MQTT subscriptions of the profiles read on the urgent session (or the other)."""
-        return tuple(f for p in self._all if p.urgent == urgent for f in p.filters)
+        """The MQTT subscriptions of the profiles read on the urgent session (or the other),
+        none inside another (overlapping subscriptions may deliver a message twice)."""
+        mine = dict.fromkeys(f for p in self._all if p.urgent == urgent for f in p.filters)
+        return tuple(
+            f for f in mine if not any(o != f and f.startswith(o.removesuffix("#")) for o in mine)
+        )
 
     def bridges(self) -> dict[str, tuple[str, ...]]:
         """Bridge account name → the topic trees it may write (``bridge.zigbee2mqtt`` →

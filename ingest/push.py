@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ingest.listener import PUSH, PUSH_SESSIONS, PUSH_URGENT, Inbound
-from ingest.payloads import DeadLetterReason
+from ingest.payloads import DeadLetter, DeadLetterReason
 from ingest.topics import TopicError, parse_topic
 
 
@@ -49,6 +49,9 @@ class Pushed:
     """One push's messages on their way to the journal."""
 
     def __init__(self, n: int, on_commit: Callable[[], None] | None) -> None:
+        self.refused: dict[int, str] = {}
+        """Index in the push → why the journal refused that message (it is then a
+        ``journal_refused`` dead letter, not a reading): complete once :attr:`committed`."""
         self._left = n
         self._done = threading.Event()
         self._on_commit = on_commit
@@ -78,7 +81,7 @@ class PushIntake:
         self.inbox = inbox
         self.max_pending = max_pending
         self._ids = itertools.count(1)
-        self._waiting: dict[int, Pushed] = {}
+        self._waiting: dict[int, tuple[Pushed, int]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -99,9 +102,9 @@ class PushIntake:
         with self._lock:
             if len(self._waiting) + len(messages) > self.max_pending:
                 raise PushBusy(len(self._waiting))
-            for m in messages:
+            for index, m in enumerate(messages):
                 mid = next(self._ids)
-                self._waiting[mid] = pushed
+                self._waiting[mid] = (pushed, index)
                 session = PUSH_URGENT if is_urgent(m.topic) else PUSH
                 inbound.append(
                     Inbound(m.topic, m.payload, mid, 0, False, now, session, m.key, m.refused)
@@ -117,11 +120,21 @@ class PushIntake:
         with self._lock:
             for m in batch:
                 if m.session in PUSH_SESSIONS:
-                    p = self._waiting.pop(m.mid, None)
-                    if p is not None:
-                        done.append(p)
+                    waiting = self._waiting.pop(m.mid, None)
+                    if waiting is not None:
+                        done.append(waiting[0])
         for p in done:
             p._one()
+
+    def refused(self, m: Inbound, letter: DeadLetter) -> None:
+        """The journal refused pushed message ``m`` (the pipeline's ``on_refused``): its push
+        answers it as a dead letter, not as accepted."""
+        if m.session not in PUSH_SESSIONS:
+            return
+        with self._lock:
+            p = self._waiting.get(m.mid)
+            if p is not None:
+                p[0].refused[p[1]] = letter.detail
 
 
 class PushBusy(Exception):

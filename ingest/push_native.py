@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Final, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from pydantic_core import from_json
 
 from ingest.payloads import DecodeReason
 from ingest.profiles import Canonical, ProfileError, Profiles
+from ingest.strictjson import Untrusted, parse_untrusted
 
 MAX_MESSAGES: Final = 100
 
@@ -57,18 +57,16 @@ def _reason(e: ValidationError, where: str) -> ProfileError:
 
 class NativeProfile:
     id = "native"
+    max_body: int | None = None
+    """No bound of its own: ``JIAYUAN_PUSH_MAX_BODY_BYTES`` (the API's) bounds its bodies."""
 
     def from_http(self, body: bytes) -> list[Canonical]:
         """The messages of one pushed body; raises :class:`ProfileError` for a body that is not
         one message or a list of them."""
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ProfileError("bad_utf8", f"invalid UTF-8 at byte {e.start}") from None
-        try:
-            parsed = from_json(text, allow_inf_nan=False)
-        except ValueError as e:
-            raise ProfileError("not_json", str(e)[:300]) from None
+        try:  # the one parser for untrusted JSON: keys twice, deep, big numbers... refused
+            parsed = parse_untrusted(body)
+        except Untrusted as e:
+            raise ProfileError(e.reason, e.detail) from None
         if isinstance(parsed, dict):
             items, where = [parsed], [""]
         elif isinstance(parsed, list):
@@ -86,7 +84,7 @@ class NativeProfile:
             except ValidationError as e:
                 raise _reason(e, w) from None
             payload = json.dumps(m.payload, ensure_ascii=False, separators=(",", ":"))
-            out.append(Canonical(m.topic, payload.encode("utf-8", "surrogatepass"), m.message_id))
+            out.append(Canonical(m.topic, payload.encode(), m.message_id))
         return out
 
 
@@ -95,6 +93,10 @@ class HttpProfile(Protocol):
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def max_body(self) -> int | None:
+        """A body longer than this is refused (413), whatever the API's bound; None: none."""
 
     def from_http(self, body: bytes) -> list[Canonical]: ...
 

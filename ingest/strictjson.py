@@ -142,24 +142,69 @@ def _lone_surrogate(v: object, where: str = "") -> str | None:
     return None
 
 
-def refusal(text: str) -> tuple[Refusal, str] | None:
-    """Why ``text`` (decoded UTF-8) is not a payload the journal can keep, or None."""
+def _parse(text: str) -> Any:
+    """``text`` parsed strictly (any JSON value), or :class:`_Refused` saying why not."""
     if text.count("[") + text.count("{") > MAX_DEPTH:
         depth = _depth(text)
         if depth > MAX_DEPTH:
-            return "too_deep", f"nested {depth} deep, limit {MAX_DEPTH}"
+            raise _Refused("too_deep", f"nested {depth} deep, limit {MAX_DEPTH}")
     try:
         obj = _STRICT.decode(text)
-    except _Refused as e:
-        return e.reason, e.detail
     except RecursionError:  # not reached below MAX_DEPTH; a guard, never a crash
-        return "too_deep", f"nested past the parser's limit (limit {MAX_DEPTH})"
+        raise _Refused("too_deep", f"nested past the parser's limit (limit {MAX_DEPTH})") from None
+    except _Refused:
+        raise
     except ValueError as e:  # json.JSONDecodeError
-        return "not_json", str(e)[:200]
-    if not isinstance(obj, dict):
-        return "not_object", f"payload is JSON but a {type(obj).__name__}, not an object"
+        raise _Refused("not_json", str(e)[:200]) from None
     if "\\u" in text:
         where = _lone_surrogate(obj)
         if where is not None:
-            return "lone_surrogate", f"{where[:80]}: a lone UTF-16 surrogate (\\ud800-\\udfff)"
+            raise _Refused(
+                "lone_surrogate", f"{where[:80]}: a lone UTF-16 surrogate (\\ud800-\\udfff)"
+            )
+    return obj
+
+
+def refusal(text: str) -> tuple[Refusal, str] | None:
+    """Why ``text`` (decoded UTF-8) is not a payload the journal can keep, or None."""
+    try:
+        obj = _parse(text)
+    except _Refused as e:
+        return e.reason, e.detail
+    if not isinstance(obj, dict):
+        return "not_object", f"payload is JSON but a {type(obj).__name__}, not an object"
     return None
+
+
+UntrustedReason = Literal[Refusal, "too_large", "bad_utf8"]
+
+
+class Untrusted(ValueError):
+    """What :func:`parse_untrusted` refuses; ``reason`` is a dead-letter reason."""
+
+    def __init__(self, reason: UntrustedReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: UntrustedReason = reason
+        self.detail = detail
+
+
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+def parse_untrusted(payload: bytes, *, limit: int | None = None) -> Any:
+    """Bytes from outside (a vendor payload, a pushed body, an availability message) as a JSON
+    value, held to the journal's rules: at most ``limit`` bytes, UTF-8 (a leading BOM is
+    dropped), nested at most :data:`MAX_DEPTH`, no key twice, no number past ±2^53 - 1, no
+    ``NaN``, no lone surrogate. Raises :class:`Untrusted` with the dead-letter reason; nothing
+    else, whatever the bytes (deep nesting is refused before the parser recurses). The one
+    parser for untrusted JSON outside :func:`ingest.payloads.decode`."""
+    if limit is not None and len(payload) > limit:
+        raise Untrusted("too_large", f"{len(payload)} bytes, limit {limit}")
+    try:
+        text = payload.removeprefix(_BOM).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Untrusted("bad_utf8", f"invalid UTF-8 at byte {e.start}") from None
+    try:
+        return _parse(text)
+    except _Refused as e:
+        raise Untrusted(e.reason, e.detail) from None

@@ -45,6 +45,7 @@ def settings_from_env() -> Settings | None:
 def _run(args: argparse.Namespace) -> int:
     from ingest.profiles import ProfileFileError
     from jiayuan.api import create_app, make_server
+    from jiayuan.integrations import IntegrationError
     from jiayuan.logmetrics import count_errors
     from jiayuan.service import Service
 
@@ -65,6 +66,9 @@ def _run(args: argparse.Namespace) -> int:
         service = Service(settings)
     except ProfileFileError as e:
         print(f"jiayuan: bad device profiles (JIAYUAN_PROFILES):\n{e}", file=sys.stderr)
+        return 2
+    except IntegrationError as e:
+        print(f"jiayuan: bad push integrations (JIAYUAN_INTEGRATIONS):\n{e}", file=sys.stderr)
         return 2
     app = create_app(service.context)
     # uvicorn handles SIGINT/SIGTERM, shuts the API down, then raises the signal again with

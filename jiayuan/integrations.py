@@ -7,7 +7,7 @@ The file names each platform, the profile that maps its bodies and an optional n
       - id: ctwing
         profile: native
         note: China Telecom AEP, NB-IoT smoke detectors of compounds 3-5
-        devices: ["smk-c3-*", "smk-c4-*", "smk-c5-*"]
+        devices: ["smk-c3-*", "smk-c4-*", "smk-c5-*"]   # required: whom it speaks for
 
 A token is 256 random bits shown once when issued; ``push_tokens.json`` in the data directory
 keeps its SHA-256 digest (as ``auth.db`` keeps staff tokens'), read again whenever the file
@@ -33,6 +33,7 @@ from typing import Annotated, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from ingest.profile_model import load_yaml12
 from ingest.push import PushIntake
 from ingest.push_native import HttpProfile
 from jiayuan.auth.limiter import SignInLimiter
@@ -55,11 +56,12 @@ class Integration(BaseModel):
     """The profile that maps this platform's bodies onto canonical messages."""
     note: str = Field(default="", max_length=500)
     devices: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_*?-]{1,64}$")]] = Field(
-        default_factory=lambda: ["*"], min_length=1
+        min_length=1
     )
     """The devices this platform may report for, as id patterns (``*`` any characters, ``?``
     one): a message for another device is a dead letter (``unknown_topic``), as a device's
-    broker account may publish on its own topics only. Default: any."""
+    broker account may publish on its own topics only. Required: no default "any", so that a
+    platform cannot speak for the community's other devices (``["*"]`` says so on purpose)."""
 
     def may_report(self, device_id: str) -> bool:
         return any(fnmatch.fnmatchcase(device_id, p) for p in self.devices)
@@ -83,7 +85,7 @@ class IntegrationError(ValueError):
 def load_integrations(path: Path, profiles: Collection[str]) -> dict[str, Integration]:
     """The integrations declared in ``path``, by id; ``profiles``: the profile ids known."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml12(path.read_text(encoding="utf-8"))  # YAML 1.2, no key twice
     except OSError as e:
         raise IntegrationError([f"{path}: cannot read ({e.strerror})"]) from None
     except yaml.YAMLError as e:

@@ -125,6 +125,7 @@ class Service:
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
             profiles=self.profiles,
+            on_refused=self.push.refused,
         )
         self.rollups = RollupWorker(self.journal.path)
         self.sink = self._influx_sink() if settings.influx_url else None

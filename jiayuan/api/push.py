@@ -5,7 +5,8 @@
   looked at on this path (the security middleware passes it by), so a staff token or session
   opens no push; an integration token opens nothing else (it is in no staff store). Failed
   attempts are logged without the token and counted per integration and address as failed
-  sign-ins are: past the free ones, 429 with ``Retry-After``.
+  sign-ins are: past the free ones, 429 with ``Retry-After`` — for wrong tokens only: the
+  token is checked first and the right one always gets through.
 - **What**: the integration's profile maps the body onto canonical messages; each is then
   decoded and journaled exactly as an MQTT message (same validation, same dead letters), by the
   same pipeline, urgent ones (events, status) in the urgent lane.
@@ -26,13 +27,14 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Mapping
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NoReturn
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
+from ingest.message_keys import SEP, message_key
 from ingest.payloads import DeadLetter, DeadLetterReason, decode
 from ingest.profiles import Canonical, ProfileError
 from ingest.push import Message, PushBusy
@@ -72,7 +74,7 @@ class PushRejected(PushAnswer):
     detail: str
 
 
-def _refuse(push: PushSetup | None, name: str, ip: str, why: str, status: int = 401) -> None:
+def _refuse(push: PushSetup | None, name: str, ip: str, why: str, status: int = 401) -> NoReturn:
     label = name if push is not None and name in push.integrations else "unknown"
     PUSHES.labels(label, "refused").inc()
     log.warning("push refused for integration %.64r from %s: %s", name, ip, why)
@@ -89,40 +91,40 @@ def integration_of(
     integration: Annotated[str, Path(description="The integration's id (its declaration).")],
 ) -> Integration:
     """The integration whose token the request carries, or 401 (429 while this address is
-    locked out for this integration)."""
+    locked out for this integration). The token is checked first: the right one always gets
+    through, also from a locked address (a platform that just got its new token after a
+    rotation is never answered 429 for the old one's failures); only failures are counted."""
     push = ctx.push
     ip = client_ip(request)
     account = f"{integration[:64]}@{ip}"
-    if push is not None:
-        wait = push.limiter.wait(account, ip)
-        if wait:
-            PUSHES.labels("unknown", "limited").inc()
-            raise HTTPException(
-                429,
-                f"too many failed pushes from this address: try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
     if push is None:
         _refuse(push, integration, ip, "push is not set up (JIAYUAN_INTEGRATIONS)")
     assert push is not None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
     found = push.integrations.get(integration)
     ok = scheme.lower() == "bearer" and 0 < len(token) <= 512
     ok = push.tokens.check(integration, token if ok else "") and ok and found is not None
-    if not ok or found is None:
-        locked = push.limiter.failed(account, ip)
-        why = (
-            "not a declared integration"
-            if found is None
-            else "no bearer token"
-            if not token
-            else "wrong token"
+    if ok and found is not None:
+        push.limiter.succeeded(account)
+        return found
+    wait = push.limiter.wait(account, ip)
+    if wait:
+        PUSHES.labels("unknown", "limited").inc()
+        raise HTTPException(
+            429,
+            f"too many failed pushes from this address: try again in {wait} s",
+            headers={"Retry-After": str(wait)},
         )
-        _refuse(push, integration, ip, why + (f"; locked {locked} s" if locked else ""))
-    assert found is not None
-    push.limiter.succeeded(account)
-    return found
+    locked = push.limiter.failed(account, ip)
+    why = (
+        "not a declared integration"
+        if found is None
+        else "no bearer token"
+        if not token
+        else "wrong token"
+    )
+    _refuse(push, integration, ip, why + (f"; locked {locked} s" if locked else ""))
 
 
 setattr(integration_of, ACCESS, ())  # no staff role: the integration's own token (above)
@@ -145,6 +147,7 @@ _BODY_SCHEMA: Final[dict[str, Any]] = {
     response_model=PushAnswer,
     summary="Push device messages from a platform",
     responses={
+        413: {"description": "Body larger than the limit (the profile's, or the API's)"},
         422: {"model": PushRejected, "description": "Nothing usable: kept as dead letters"},
         429: {"description": "Too many failed attempts from this address; see Retry-After"},
         503: {"description": "Not journaled now (journal failing or busy); see Retry-After"},
@@ -174,7 +177,16 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
     if not push.writable():
         return _unavailable(name, "the journal cannot write now; nothing was accepted")
     body = await request.body()
-    messages, notes, accepted = _map(integration, push.profiles, body)
+    profile = push.profiles.get(integration.profile)
+    if profile is not None and profile.max_body is not None and len(body) > profile.max_body:
+        PUSHES.labels(name, "rejected").inc()
+        detail = (
+            f"body of {len(body)} bytes, limit {profile.max_body} for profile {profile.id};"
+            " nothing stored"
+        )
+        return JSONResponse(status_code=413, content={"detail": detail})
+    messages, notes, ids = _map(integration, push.profiles, body, ctx.settings.community)
+    accepted = len(messages) - len(notes)
     if not messages:  # a vendor message its profile maps onto nothing (an event code not kept)
         PUSHES.labels(name, "ok").inc()
         return PushAnswer(accepted=0, dead_letters=[])
@@ -190,7 +202,7 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
             loop.call_soon_threadsafe(done)
 
     try:
-        push.intake.submit(messages, on_commit)
+        pushed = push.intake.submit(messages, on_commit)
     except PushBusy as e:
         return _unavailable(name, f"busy: {e}; nothing was accepted")
     deadline = time.monotonic() + ctx.settings.push_wait_s
@@ -201,6 +213,12 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
             if not push.writable() or time.monotonic() >= deadline:
                 why = "the journal cannot write now" if not push.writable() else "slow journal"
                 return _unavailable(name, f"not yet journaled ({why}); send it again")
+    for index, why in sorted(pushed.refused.items()):  # the journal would not keep these
+        notes.append(
+            DeadLetterNote(index=index, message_id=ids[index], reason="journal_refused", detail=why)
+        )
+        accepted -= 1
+    notes.sort(key=lambda n: n.index)
     notes_out = [n.model_dump() for n in notes]
     if accepted == 0:  # and so some dead letters
         PUSHES.labels(name, "rejected").inc()
@@ -221,10 +239,12 @@ def _unavailable(name: str, detail: str) -> JSONResponse:
 
 
 def _map(
-    integration: Integration, profiles: Mapping[str, HttpProfile], body: bytes
-) -> tuple[list[Message], list[DeadLetterNote], int]:
+    integration: Integration, profiles: Mapping[str, HttpProfile], body: bytes, community: str
+) -> tuple[list[Message], list[DeadLetterNote], list[str | None]]:
     """The messages to journal for ``body``, the dead letters among them (decoded here too,
-    to answer with their reasons) and how many are readings."""
+    to answer with their reasons) and each message's platform message id. A message for
+    another community, or for a device outside the integration's ``devices``, is a dead
+    letter (``unknown_topic``)."""
     source = f"push/{integration.id}"
     profile = profiles.get(integration.profile)
     try:
@@ -233,30 +253,39 @@ def _map(
         canon = profile.from_http(body)
     except ProfileError as e:
         note = DeadLetterNote(index=0, message_id=None, reason=e.reason, detail=e.message)
-        return [Message(source, body, refused=(e.reason, e.message))], [note], 0
+        return [Message(source, body, refused=(e.reason, e.message))], [note], [None]
     except Exception as e:  # a guard: a profile's bug is the body's dead letter, never a 500
         log.exception("profile %s failed on a body pushed by %s", integration.profile, source)
         detail = f"unmappable: {type(e).__name__}"
         note = DeadLetterNote(index=0, message_id=None, reason="bad_value", detail=detail)
-        return [Message(source, body, refused=("bad_value", detail))], [note], 0
+        return [Message(source, body, refused=("bad_value", detail))], [note], [None]
     now = time.time()
     messages: list[Message] = []
     notes: list[DeadLetterNote] = []
+    ids = [None if c.key is None else c.key.partition(SEP)[0] for c in canon]
     for i, (c, key) in enumerate(zip(canon, _keys(integration.id, canon), strict=True)):
+        mid = ids[i]
+        if c.refused is not None:  # a part the profile could not translate
+            reason, why = c.refused
+            notes.append(DeadLetterNote(index=i, message_id=mid, reason=reason, detail=why))
+            messages.append(Message(c.topic, body, None, c.refused))
+            continue
         d = decode(c.topic, c.payload, now)
         refused: tuple[DeadLetterReason, str] | None = None
         if isinstance(d, DeadLetter):
-            notes.append(
-                DeadLetterNote(index=i, message_id=c.key, reason=d.reason, detail=d.detail)
+            notes.append(DeadLetterNote(index=i, message_id=mid, reason=d.reason, detail=d.detail))
+        elif d.community != community or not integration.may_report(d.device_id):
+            why = (
+                f"community {d.community[:64]!r} is not this service's"
+                if d.community != community
+                else f"device {d.device_id} is not among integration {integration.id}'s devices"
             )
-        elif not integration.may_report(d.device_id):
-            why = f"device {d.device_id} is not among integration {integration.id}'s devices"
             refused = ("unknown_topic", why)
             notes.append(
-                DeadLetterNote(index=i, message_id=c.key, reason="unknown_topic", detail=why)
+                DeadLetterNote(index=i, message_id=mid, reason="unknown_topic", detail=why)
             )
         messages.append(Message(c.topic, c.payload, key, refused))
-    return messages, notes, len(messages) - len(notes)
+    return messages, notes, ids
 
 
 def _keys(integration: str, canon: list[Canonical]) -> list[str | None]:
@@ -271,5 +300,5 @@ def _keys(integration: str, canon: list[Canonical]) -> list[str | None]:
             continue
         n = seen[c.key]
         seen[c.key] += 1
-        out.append(f"{integration}\x1f{c.key}" + (f"\x1f{n}" if n else ""))
+        out.append(message_key(integration, c.key, part=n))
     return out

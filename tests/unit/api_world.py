@@ -129,13 +129,18 @@ def with_push(ctx: AppContext, stack: ExitStack) -> dict[str, str]:
     ``stack``. Returns the integration's ``Authorization`` header."""
     inbox = Inbox()
     intake = PushIntake(inbox)
-    pipeline = Pipeline(inbox, ctx.journal, acknowledge_both(lambda _batch: None, intake))
+    pipeline = Pipeline(
+        inbox,
+        ctx.journal,
+        acknowledge_both(lambda _batch: None, intake),
+        on_refused=intake.refused,
+    )
     pipeline.start()
     stack.callback(pipeline.stop)
     tokens = PushTokens(ctx.settings.data_dir)
     token = tokens.issue(PUSH_INTEGRATION)
     ctx.push = PushSetup(
-        {PUSH_INTEGRATION: Integration(id=PUSH_INTEGRATION)},
+        {PUSH_INTEGRATION: Integration(id=PUSH_INTEGRATION, devices=["*"])},
         tokens,
         intake,
         lambda: pipeline.store_health().ok,

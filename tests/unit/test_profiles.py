@@ -7,7 +7,7 @@ import json
 import queue
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from ingest.profiles import (
     load_profiles,
     shipped_profiles,
 )
+from jiayuan.api.push import _keys
 from jiayuan.settings import Settings
 
 SHIPPED = shipped_profiles("y")
@@ -137,6 +138,24 @@ def test_z2m_availability_json_and_the_legacy_plain_form(payload: bytes, state: 
     assert (r.stream, r.event) == ("status", state)
 
 
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"[" * 2048, "too_deep"),
+        (b'{"state":"online","state":"offline"}', "duplicate_key"),
+        (b'{"state":"' + b"x" * 5000 + b'"}', "too_large"),
+        (b'{"state":"dozing"}', "bad_value"),
+    ],
+)
+def test_a_bad_availability_payload_is_a_dead_letter_with_its_reason_never_a_crash(
+    payload: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ProfileError) as e:
+        fresh("z2m_smoke").from_mqtt("zigbee2mqtt/smoke/sd-1/availability", payload)
+    assert e.value.reason == reason
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # no traceback per message
+
+
 def test_hikvision_event_codes_become_gate_events() -> None:
     p = fresh("hikvision_acs")
 
@@ -170,7 +189,7 @@ def test_from_http_keys_every_message_by_the_platforms_id_and_is_stateless() -> 
         }
     ).encode()
     first = p.from_http(body)
-    assert [c.key for c in first] == ["4127"]
+    assert [c.key for c in first] == ["4127"]  # no dateTime in this body: the id alone
     assert p.from_http(body) == first  # a retried push translates the same
     with pytest.raises(ProfileError) as e:
         p.from_http(b'{"AccessControllerEvent":{"serialNo":1}}')
@@ -196,8 +215,72 @@ profiles:
     )
     (p,) = load_profiles([path], "y")
     out = p.from_http(b'{"imei":"86012","msgId":"m-9","bat":80,"alarm":1,"tamper":true}')
-    assert [c.key for c in out] == ["m-9", "m-9#1", "m-9#2"]
+    assert [c.key for c in out] == ["m-9", "m-9", "m-9"]  # one platform message
     assert events(out) == ["alarm", "tamper"]
+    keys = _keys("nb", out)
+    assert len(set(keys)) == 3
+    # another message whose id looks like a part of m-9's: no key in common
+    (other,) = p.from_http(b'{"imei":"86012","msgId":"m-9#1","bat":80}')
+    assert set(keys).isdisjoint(_keys("nb", [other]))
+
+
+def test_a_profile_speaks_only_for_its_devices(tmp_path: Path) -> None:
+    """A bridge whose profile lists its devices cannot raise or clear the alarm of a native
+    detector by naming a Zigbee device after it."""
+    path = write(
+        tmp_path,
+        "profiles:\n  - id: site_smoke\n    kind: smoke\n"
+        '    devices: ["z-*"]\n'
+        '    mqtt: {topic: "site/{device}", availability: {topic: "site/{device}/lwt"}}\n'
+        "    http: {device: imei}\n"
+        "    events: [{field: smoke, map: {true: alarm, false: alarm_clear}}]\n",
+    )
+    (p,) = load_profiles([path], "y")
+    assert events(p.from_mqtt("site/z-1", b'{"smoke":true}')) == ["alarm"]
+    calls: list[Callable[[], object]] = [
+        lambda: p.from_mqtt("site/smk-1", b'{"smoke":false}'),  # a native detector's id
+        lambda: p.from_mqtt("site/smk-1/lwt", b"offline"),
+        lambda: p.from_http(b'{"imei":"smk-1","smoke":false}'),
+    ]
+    for call in calls:
+        with pytest.raises(ProfileError) as e:
+            call()
+        assert e.value.reason == "unknown_topic" and "smk-1" in e.value.message
+
+
+def test_a_message_id_too_long_or_with_a_control_character_is_refused_not_cut(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "profiles:\n  - id: nb\n    kind: smoke\n    http: {device: imei, message_id: msgId}\n",
+    )
+    (p,) = load_profiles([path], "y")
+    long = "m" * 128
+    assert [c.key for c in p.from_http(json.dumps({"imei": "1", "msgId": long}).encode())] == [long]
+    for mid, reason in (
+        (long + "1", "out_of_range"),  # would have been cut to the id above: one key for two
+        ("m\u001f1", "bad_value"),
+        ("m\n1", "bad_value"),
+    ):
+        with pytest.raises(ProfileError) as e:
+            p.from_http(json.dumps({"imei": "1", "msgId": mid}).encode())
+        assert e.value.reason == reason and "msgId" in e.value.message
+
+
+def test_a_pushed_message_is_keyed_by_its_id_and_its_time() -> None:
+    """A Hikvision controller's serialNo restarts after a reset or a replacement: with the
+    event's time in its key, the new event 1 is not taken for a retry of the old event 1."""
+    p = fresh("hikvision_acs")
+
+    def body(when: str) -> bytes:
+        ev = {"deviceName": "gt-1", "majorEventType": 5, "subEventType": 27, "serialNo": 1}
+        return json.dumps({"dateTime": when, "AccessControllerEvent": ev}).encode()
+
+    (a,) = p.from_http(body("2026-11-01T08:00:00+08:00"))
+    (b,) = p.from_http(body("2026-12-03T19:02:11+08:00"))
+    assert a.key != b.key and a.key is not None and a.key.startswith("1\x1f")
+    assert p.from_http(body("2026-11-01T08:00:00+08:00")) == [a]  # a retry: the same key
 
 
 def test_units_scale_and_time_forms(tmp_path: Path) -> None:
@@ -222,14 +305,13 @@ profiles:
     (r,) = readings(p.from_mqtt("acme/17/state", body))
     assert r.device_id == "acme-17" and r.ts == now
     assert r.values == {"temperature_c": 100.0, "battery": 50.0, "co_ppm": 10.0}
-    for bad, reason in (
-        ({"t": "2026-12-03T18:00:00"}, "wrong_type"),  # epoch_s wants a number
-        ({"temp_f": "hot"}, "wrong_type"),
-        ({"bat": True}, "wrong_type"),
-    ):
-        with pytest.raises(ProfileError) as e:
-            p.from_mqtt("acme/17/state", json.dumps(bad).encode())
-        assert e.value.reason == reason
+    with pytest.raises(ProfileError) as e:  # epoch_s wants a number
+        p.from_mqtt("acme/17/state", b'{"t":"2026-12-03T18:00:00"}')
+    assert e.value.reason == "wrong_type"
+    for bad in ({"temp_f": "hot"}, {"bat": True}):  # the telemetry's dead letter, as a native's
+        (c,) = p.from_mqtt("acme/17/state", json.dumps(bad).encode())
+        d = decode(c.topic, c.payload, time.time())
+        assert isinstance(d, DeadLetter) and d.reason == "wrong_type"
 
 
 @pytest.mark.parametrize(
@@ -248,9 +330,14 @@ profiles:
 def test_bad_vendor_payloads_raise_profile_errors_with_a_dead_letter_reason(
     payload: bytes, reason: str
 ) -> None:
-    with pytest.raises(ProfileError) as e:
-        fresh("z2m_smoke").from_mqtt("zigbee2mqtt/smoke/sd-1", payload)
-    assert e.value.reason == reason
+    """The whole message's reason, or (an event field of the wrong type) that event's."""
+    try:
+        out = fresh("z2m_smoke").from_mqtt("zigbee2mqtt/smoke/sd-1", payload)
+    except ProfileError as e:
+        got = e.reason
+    else:
+        got = next(c.refused[0] for c in out if c.refused is not None)
+    assert got == reason
 
 
 # --- the property: nothing but ProfileError, whatever arrives ---------------------------------
@@ -267,8 +354,17 @@ FIELDS = st.sampled_from(
      "AccessControllerEvent", "dateTime", "test"]
 )  # fmt: skip
 VENDOR_OBJECTS = st.dictionaries(FIELDS | st.text(max_size=8), JSON, max_size=6)
+VENDOR_TOPICS = [
+    t
+    for p in SHIPPED
+    if p.spec.mqtt is not None
+    for t in (
+        p.spec.mqtt.topic,
+        *([p.spec.mqtt.availability.topic] if p.spec.mqtt.availability else []),
+    )
+]
 TOPICS = st.sampled_from(
-    [t.replace("+", dev) for p in SHIPPED for t in p.filters for dev in ("sd-1", "x y", "é")]
+    [t.replace("{device}", dev) for t in VENDOR_TOPICS for dev in ("sd-1", "x y", "é")]
 )
 
 
@@ -464,6 +560,64 @@ def test_a_refused_reading_of_a_vendor_message_does_not_hold_its_others(tmp_path
     assert acked == [7]
     (letter,), _ = journal.dead_letters()
     assert (letter["topic"], letter["reason"]) == ("zigbee2mqtt/smoke/sd-1", "journal_refused")
+    # the alarm was not journaled: the detector's next report (smoke still on) raises it
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER refuse")
+    again = pipeline.process([vendor("zigbee2mqtt/smoke/sd-1", json.dumps(SMOKE).encode(), 8)])
+    assert [r.event for r in again if r.stream == "event"] == ["alarm"]
+    journal.close()
+
+
+def test_a_dead_lettered_report_does_not_consume_the_smoke_edge(tmp_path: Path) -> None:
+    """A report whose time cannot be read is one dead letter, and records no state: the
+    next report, smoke still on, raises the alarm. One with a field the profile cannot read
+    (tamper "x") raises it at once; either way security is paged exactly once."""
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    pipeline = Pipeline(queue.Queue(), journal, lambda ms: None, profiles=shipped_profiles("y"))
+
+    def alarms(topic: str, *reports: bytes) -> list[str | None]:
+        new = [r for i, b in enumerate(reports) for r in pipeline.process([vendor(topic, b, i)])]
+        return [r.event for r in new if r.stream == "event"]
+
+    bad_time = json.dumps({**SMOKE, "last_seen": "yesterday"}).encode()
+    smoke = json.dumps(SMOKE).encode()
+    assert alarms("zigbee2mqtt/smoke/sd-1", bad_time, smoke, smoke) == ["alarm"]
+    bad_tamper = json.dumps({**SMOKE, "tamper": "x"}).encode()
+    assert alarms("zigbee2mqtt/smoke/sd-3", bad_tamper, smoke, smoke) == ["alarm"]
+    journal.close()
+
+
+def test_a_bad_battery_or_tamper_does_not_drop_the_alarm_of_the_same_report(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    pipeline = Pipeline(queue.Queue(), journal, lambda ms: None, profiles=shipped_profiles("y"))
+    t = "zigbee2mqtt/smoke/sd-2"
+    new = pipeline.process([vendor(t, b'{"smoke":true,"battery":"97","tamper":"x"}', 1)])
+    assert [(r.stream, r.event) for r in new] == [("event", "alarm")]
+    items, _ = journal.dead_letters()
+    assert sorted(d["reason"] for d in items) == ["wrong_type", "wrong_type"]  # battery, tamper
+    # the same report again: the alarm is not raised twice, a good battery is read
+    again = pipeline.process([vendor(t, b'{"smoke":true,"battery":97}', 2)])
+    assert [(r.stream, r.event, r.values) for r in again] == [("telemetry", None, {"battery": 97})]
+    journal.close()
+
+
+def test_a_vendor_topic_with_a_level_more_is_subscribed_and_dead_lettered(tmp_path: Path) -> None:
+    """Zigbee2MQTT names with a slash make deeper topics (smoke/3-1/SD-201): they match no
+    profile's topic, and must become dead letters the operator sees, not vanish at the broker."""
+    from paho.mqtt.client import topic_matches_sub
+
+    topic = "zigbee2mqtt/smoke/3-1/SD-201"
+    assert any(topic_matches_sub(f, topic) for f in SHIPPED.filters(urgent=True))
+    assert not any(
+        topic_matches_sub(f, "zigbee2mqtt/bridge/state") for f in SHIPPED.filters(urgent=True)
+    )
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    pipeline = Pipeline(queue.Queue(), journal, lambda ms: None, profiles=SHIPPED)
+    assert pipeline.process([vendor(topic, json.dumps(SMOKE).encode(), 1)]) == []
+    (letter,), _ = journal.dead_letters()
+    assert (letter["topic"], letter["reason"]) == (topic, "unknown_topic")
     journal.close()
 
 
