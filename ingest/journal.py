@@ -652,12 +652,7 @@ class Journal:
             ).fetchall()
             out = []
             for r in rows:
-                stored = r["payload"]
-                body = (
-                    rowcodec.load(stored, r["ts"], r["seq"])
-                    if isinstance(stored, bytes)
-                    else _body(stored)
-                )
+                body = _stored_body(r["payload"], r["ts"], r["seq"])
                 if metric is not None:
                     if metric not in body:
                         continue
@@ -746,7 +741,7 @@ class Journal:
         r = (
             self._reader()
             .execute(
-                "SELECT ts, received, stream, event, ts_flag, payload FROM readings"
+                "SELECT ts, received, stream, event, ts_flag, seq, payload FROM readings"
                 " WHERE device_id = ? ORDER BY ts DESC LIMIT 1",
                 (device_id,),
             )
@@ -760,7 +755,7 @@ class Journal:
             "stream": r["stream"],
             "event": r["event"],
             "ts_flag": r["ts_flag"],
-            "values": _body(r["payload"]),
+            "values": _stored_body(r["payload"], r["ts"], r["seq"]),
         }
 
     def count_readings(self, device_id: str | None = None) -> int:
@@ -780,6 +775,12 @@ def _finite(text: str) -> float | None:
 
 
 _LENIENT = json.JSONDecoder(parse_float=_finite, parse_constant=lambda _: None)
+
+
+def _stored_body(stored: bytes | str, ts: float, seq: int | None) -> Any:
+    """A row's payload as the device sent it: compact (:mod:`ingest.rowcodec`) or, in rows
+    written before compact rows, JSON text."""
+    return rowcodec.load(stored, ts, seq) if isinstance(stored, bytes) else _body(stored)
 
 
 def _body(payload: str) -> Any:
