@@ -1,4 +1,7 @@
 """Changing the registry while the service runs (admins and managers; every change audited).
+A manager keeps the roster (places, shifts, caretakers and guards added or removed) but not
+what an admin keeps (:func:`staff_refusal`): their own record, admins' and managers' records,
+and where anyone is paged — refused with 403 saying why, and audited as refused.
 
 ``PUT /api/registry/{section}/{id}`` adds a record or replaces it (a device moved to another
 place, a resident's threshold overrides, a staff member's role or channels), ``DELETE`` retires
@@ -20,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from jiayuan.api.deps import ID_PATTERN, CtxDep, IpDep, PrincipalDep, allow, refuse
+from jiayuan.auth.scope import Principal
 from jiayuan.context import AppContext
 from jiayuan.registry_admin import Applied, RegistryAdmin
 from jiayuan.registry_files import NotWritable
@@ -53,7 +57,47 @@ _ONE: Final = {
 }
 RecordId = Annotated[str, Path(pattern=ID_PATTERN)]
 MAX_SHIFTS: Final = 64
+MAX_PROBLEMS: Final = 100
+"""Problems listed in a 409 or 422 (the rest are counted)."""
+ADMINS_ONLY: Final = ("admin", "manager")
+"""Roles whose staff records only an admin adds, changes or removes."""
 T = TypeVar("T")
+
+
+def staff_refusal(who: Principal, old: Staff | None, new: Staff | None) -> str | None:
+    """Why ``who`` may not turn staff record ``old`` into ``new`` (None: added, or removed),
+    or None when they may. An admin may change any; anyone else (a manager) may not change
+    their own record, nor one whose old or new role is admin or manager, nor where a person is
+    paged (``channels``: they would receive what that person is sent, health data too)."""
+    if who.role == "admin" or old == new:
+        return None
+    record = new if new is not None else old
+    assert record is not None
+    sid = record.staff_id
+    if sid == who.id:
+        return f"only an admin changes your own staff record ({sid})"
+    for s in (old, new):
+        if s is not None and s.role in ADMINS_ONLY:
+            return f"only an admin adds, changes or removes a {s.role}'s staff record ({sid})"
+    if new is not None and new.channels != (old.channels if old is not None else ()):
+        return f"only an admin sets where a staff member is paged (channels of {sid})"
+    return None
+
+
+def check_staff(who: Principal, old: Registry, new: Registry) -> None:
+    """403 naming why, when ``who`` may not make the staff changes from ``old`` to ``new``."""
+    for sid in sorted(old.staff.keys() | new.staff.keys()):
+        why = staff_refusal(who, old.staff.get(sid), new.staff.get(sid))
+        if why is not None:
+            raise HTTPException(403, why)
+
+
+def listed(problems: list[Any]) -> list[str]:
+    """At most :data:`MAX_PROBLEMS` problems, and how many more there are."""
+    out = [str(p) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        out.append(f"… and {len(problems) - MAX_PROBLEMS} more problems")
+    return out
 
 
 class BrokerOut(BaseModel):
@@ -109,7 +153,7 @@ def _admin(ctx: AppContext) -> RegistryAdmin:
 def _conflict(e: RegistryError | NotWritable) -> NoReturn:
     if isinstance(e, NotWritable):
         raise HTTPException(409, str(e)) from e
-    problems = [str(p) for p in e.problems]
+    problems = listed(e.problems)
     detail = {"message": "the change does not fit the registry", "problems": problems}
     raise HTTPException(409, detail) from e
 
@@ -122,11 +166,30 @@ def _change(
     target: str,
     edit: Callable[[Registry], Registry],
 ) -> ChangeOut:
+    admin = _admin(ctx)
+
+    def checked(reg: Registry) -> Registry:
+        new = edit(reg)
+        try:
+            check_staff(who, reg, new)
+        except HTTPException as e:
+            refused(admin, who, ip, action, target, str(e.detail))
+            raise
+        return new
+
     try:
-        applied = _admin(ctx).edit(edit, actor=who.id, action=action, ip=ip, target=target)
+        applied = admin.edit(checked, actor=who.id, action=action, ip=ip, target=target)
     except (RegistryError, NotWritable) as e:
         _conflict(e)
     return _out(action, applied)
+
+
+def refused(
+    admin: RegistryAdmin, who: Principal, ip: str, action: str, target: str, why: str
+) -> None:
+    """Audit a change refused for who asked for it."""
+    if admin.audit is not None:
+        admin.audit.record(who.id, action, target=target, outcome="refused", ip=ip, problems=[why])
 
 
 def _out(action: str, a: Applied) -> ChangeOut:
