@@ -186,19 +186,43 @@ class RegistryAdmin:
                 log.exception("registry: swapping the new registry into %s failed", name)
             log.debug("registry: %s swapped in %.3f s", name, time.monotonic() - started)
 
-    def _accounts(self, new: Registry, change: RegistryDiff, superseded: list[str]) -> Applied:
-        if change.devices.empty and self.broker_problem is None:
+    def reconcile(self, *, actor: str = "system:start") -> Applied | None:
+        """Write the broker's accounts for the current registry and reload the broker (once, at
+        the service's start): repairs a crash between a registry file written and its accounts,
+        and a broker not reloaded before a restart. Idempotent; audited when it added or removed
+        an account or failed. None when the service does not keep the accounts."""
+        if self.broker is None:
+            return None
+        with self._lock:
+            current = self._current
+            applied = self._accounts(current, diff(current, current), [], force=True)
+            if self.audit is not None and (applied.broker == "failed" or applied.passwords):
+                self.audit.record(
+                    actor,
+                    "registry.broker_accounts",
+                    target=current.community,
+                    ip="local",
+                    broker=applied.broker,
+                    broker_accounts_added=sorted(applied.passwords),
+                )
+            return applied
+
+    def _accounts(
+        self, new: Registry, change: RegistryDiff, superseded: list[str], *, force: bool = False
+    ) -> Applied:
+        if change.devices.empty and self.broker_problem is None and not force:
             # accounts and their topics come from the devices alone; after a failed update,
             # any change (a reload of the same files too) tries again
             return Applied(change, "unchanged", "", {}, superseded)
         if self.broker is None:
             touched = change.devices.added or change.devices.removed
             return Applied(change, "not managed", NOT_MANAGED if touched else "", {}, superseded)
-        retried = self.broker_problem is not None
+        retried = force or self.broker_problem is not None
         try:
             update = self.broker.update(new, force=retried)
-        except (OSError, ValueError) as e:
-            return self._broker_failed(change, superseded, f"accounts not written: {e}", {})
+        except Exception as e:  # a bad group (KeyError), a full disk …: said, audited, retried
+            why = f"accounts not written: {type(e).__name__}: {e}"
+            return self._broker_failed(change, superseded, why, {})
         if update.reload_failed is not None:
             why = f"accounts written, broker not reloaded: {update.reload_failed}"
             return self._broker_failed(change, superseded, why, update.passwords)
