@@ -20,11 +20,12 @@ moved is labelled with its new place from its next alert on.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from jiayuan.auth.audit import AuditLog
 from jiayuan.broker.live import BrokerAccounts
@@ -243,7 +244,11 @@ class RegistryAdmin:
     def _refused(self, actor: str, action: str, ip: str, target: object, e: Exception) -> None:
         if self.audit is None:
             return
-        problems = [str(p) for p in e.problems[:20]] if isinstance(e, RegistryError) else [str(e)]
+        problems = (
+            [without_value(p) for p in e.problems[:20]]
+            if isinstance(e, RegistryError)
+            else [str(e)]
+        )
         self.audit.record(
             actor, action, target=str(target or ""), outcome="refused", ip=ip, problems=problems
         )
@@ -258,6 +263,15 @@ class RegistryAdmin:
             "broker_accounts": NOT_MANAGED if self.broker is None else self.broker.describe(),
             "broker_problem": self.broker_problem,
         }
+
+
+_VALUE: Final = re.compile(r"(?: \(got .*\)|, got (?:'.*'|\".*\"))$", re.DOTALL)
+
+
+def without_value(problem: object) -> str:
+    """A problem's where and why without the value refused (a resident's name, a phone
+    number …): for the audit trail and the log, which keep no personal data."""
+    return _VALUE.sub("", str(problem))
 
 
 def _problem(message: str) -> Problem:

@@ -18,7 +18,7 @@ from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.store import AuthStore
 from jiayuan.broker.accounts import CREDENTIALS, write_credentials
 from jiayuan.broker.live import BrokerAccounts
-from jiayuan.registry_admin import NOT_MANAGED, RegistryAdmin
+from jiayuan.registry_admin import NOT_MANAGED, RegistryAdmin, without_value
 from jiayuan.registry_files import SUPERSEDED, NotWritable, RegistryFiles
 from jiayuan.settings import Settings
 from registry import Building, Device, Registry, RegistryError, Staff, load_registry
@@ -260,3 +260,26 @@ def test_a_broker_group_that_is_not_on_the_machine_is_refused_at_start() -> None
         broker_accounts_group=group,
     )
     assert ok.broker_accounts_group == group
+
+
+def test_a_refused_reload_is_audited_without_the_values_refused(
+    admin: tuple[RegistryAdmin, list[str], AuthStore],
+) -> None:
+    a, _, store = admin
+    source = a.files.source
+    assert source is not None
+    name = "王秀英奶奶住在三号楼五零一室她的女儿电话是13800138000请联系她的女儿谢谢大家关照"
+    (source / "residents.yaml").write_text(
+        f"- {{resident_id: r-1, building: B1, unit: 1-1, display_name: {name}}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(RegistryError):
+        a.reload(actor="mgr")
+    (entry,), _ = AuditLog(store).page(action="registry.reload")
+    assert entry.outcome == "refused"
+    (problem,) = entry.detail["problems"]
+    assert "residents.yaml line 1, field 'display_name'" in problem, problem
+    assert "王" not in json.dumps(entry.detail, ensure_ascii=False) and "got" not in problem
+    assert without_value("x.csv row 2, field 'thresholds': expected name=value, got 'hr:90'") == (
+        "x.csv row 2, field 'thresholds': expected name=value"
+    )
