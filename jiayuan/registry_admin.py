@@ -46,6 +46,12 @@ NOT_MANAGED = (
 )
 
 
+BROKER_PROBLEM: Final = (
+    "broker accounts not updated: a device added or retired may not connect or be refused"
+    " (why: GET /api/health, admins and operators)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     """One change as applied: what changed, and what became of the broker's accounts."""
@@ -256,10 +262,21 @@ class RegistryAdmin:
     # ------------------------------------------------------------------ health
 
     def health(self) -> dict[str, Any]:
+        """For ``/healthz`` (no credentials): whether the broker's accounts are in step, and
+        why not in words without paths, commands or what a command said (:meth:`details`)."""
         return {
-            "source": None if self.files.source is None else str(self.files.source),
             "writable": self.files.not_writable is None,
             "changed_at": self.changed_at,
+            "broker_accounts": "not managed" if self.broker is None else "managed",
+            "broker_problem": None if self.broker_problem is None else BROKER_PROBLEM,
+        }
+
+    def details(self) -> dict[str, Any]:
+        """:meth:`health` with where the registry is kept, how the broker is reloaded and what
+        went wrong (``GET /api/health``: admins and operators)."""
+        return {
+            **self.health(),
+            "source": None if self.files.source is None else str(self.files.source),
             "broker_accounts": NOT_MANAGED if self.broker is None else self.broker.describe(),
             "broker_problem": self.broker_problem,
         }

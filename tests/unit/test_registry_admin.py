@@ -166,7 +166,7 @@ def test_a_broker_that_could_not_be_reloaded_is_said_and_tried_again(
     applied = a.apply_change(plus(a.current, GATE), actor="adm", action="registry.device_add")
     assert applied.broker == "failed" and "`false` exited 1" in applied.broker_detail
     assert "g-1" in applied.passwords  # written, and handed out all the same
-    assert a.health()["broker_problem"] == applied.broker_detail
+    assert a.details()["broker_problem"] == applied.broker_detail
     hup = tmp_path / "reloaded"
     a.broker = BrokerAccounts(out, reload_command=f"touch {hup}")
     again = a.reload(actor="adm")  # the same files: nothing changed but the broker is told
@@ -210,7 +210,7 @@ def test_accounts_that_could_not_be_written_are_said_audited_and_written_at_the_
     applied = a.apply_change(plus(a.current, GATE), actor="adm", action="registry.device_add")
     assert applied.broker == "failed" and "KeyError" in applied.broker_detail
     assert "g-1" in a.current.devices  # the change stands; the accounts are owed
-    assert a.health()["broker_problem"] == applied.broker_detail
+    assert a.details()["broker_problem"] == applied.broker_detail
     (entry,), _ = AuditLog(store).page(action="registry.device_add")
     assert entry.outcome == "ok" and entry.detail["broker"] == "failed"
     a.broker = BrokerAccounts(out, reload_command=f"touch {hup}")
