@@ -23,7 +23,14 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from jiayuan.api.deps import AuthDep, CtxDep, IpDep, PrincipalDep, allow
-from jiayuan.api.registry_changes import BrokerOut, _admin, check_staff, listed, refused
+from jiayuan.api.registry_changes import (
+    IN_TURN,
+    BrokerOut,
+    _admin,
+    check_staff,
+    listed,
+    refused,
+)
 from jiayuan.registry_files import NotWritable
 from registry import Registry, RegistryError, load_registry
 from registry.diff import RegistryDiff, diff, digest
@@ -81,6 +88,7 @@ def imported(current: Registry, name: str, body: bytes) -> Registry:
     PATH,
     response_model=ImportOut,
     summary="Preview or apply a registry import",
+    dependencies=[IN_TURN],
     responses={
         409: {"description": "`apply` names a version that is no longer the one the file makes"},
         422: {"description": "The file has problems (each with its file, sheet, row, field)"},

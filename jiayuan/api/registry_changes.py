@@ -15,9 +15,10 @@ once (and in ``credentials.json``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Final, Literal, NoReturn, TypeVar
 
+import anyio
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -122,6 +123,20 @@ class ChangeOut(BaseModel):
         default_factory=list,
         description="Registry files the written YAML replaced (moved to `superseded/`).",
     )
+
+
+async def _in_turn(request: Request) -> AsyncIterator[None]:
+    """Registry changes wait their turn here, in the event loop, not on a worker thread: a
+    change waiting behind a slow one (hooks, a broker reload of up to 30 s) holds no thread of
+    the pool every other route (ack, resolve …) runs on."""
+    turn: anyio.Semaphore | None = getattr(request.app.state, "registry_turn", None)
+    if turn is None:
+        turn = request.app.state.registry_turn = anyio.Semaphore(1)
+    async with turn:
+        yield
+
+
+IN_TURN: Final = Depends(_in_turn)
 
 
 async def _raw_body(request: Request) -> bytes:
@@ -259,7 +274,12 @@ def get_device(ctx: CtxDep, device_id: RecordId) -> Device:
     return record
 
 
-@router.put("/devices/{device_id}", response_model=ChangeOut, summary="Add or move a device")
+@router.put(
+    "/devices/{device_id}",
+    response_model=ChangeOut,
+    summary="Add or move a device",
+    dependencies=[IN_TURN],
+)
 def put_device(
     ctx: CtxDep,
     who: PrincipalDep,
@@ -271,7 +291,12 @@ def put_device(
     return _put(ctx, who, ip, "devices", device_id, strict(Device, raw))
 
 
-@router.delete("/devices/{device_id}", response_model=ChangeOut, summary="Retire a device")
+@router.delete(
+    "/devices/{device_id}",
+    response_model=ChangeOut,
+    summary="Retire a device",
+    dependencies=[IN_TURN],
+)
 def delete_device(ctx: CtxDep, who: PrincipalDep, ip: IpDep, device_id: RecordId) -> ChangeOut:
     """Its broker account goes; its history and open alerts stay (they can be resolved)."""
     return _delete(ctx, who, ip, "devices", device_id)
@@ -287,7 +312,10 @@ def get_resident(ctx: CtxDep, resident_id: RecordId) -> Resident:
 
 
 @router.put(
-    "/residents/{resident_id}", response_model=ChangeOut, summary="Add or change a resident"
+    "/residents/{resident_id}",
+    response_model=ChangeOut,
+    summary="Add or change a resident",
+    dependencies=[IN_TURN],
 )
 def put_resident(
     ctx: CtxDep,
@@ -301,7 +329,12 @@ def put_resident(
     return _put(ctx, who, ip, "residents", resident_id, strict(Resident, raw))
 
 
-@router.delete("/residents/{resident_id}", response_model=ChangeOut, summary="Remove a resident")
+@router.delete(
+    "/residents/{resident_id}",
+    response_model=ChangeOut,
+    summary="Remove a resident",
+    dependencies=[IN_TURN],
+)
 def delete_resident(ctx: CtxDep, who: PrincipalDep, ip: IpDep, resident_id: RecordId) -> ChangeOut:
     return _delete(ctx, who, ip, "residents", resident_id)
 
@@ -315,7 +348,12 @@ def get_staff(ctx: CtxDep, staff_id: RecordId) -> Staff:
     return record
 
 
-@router.put("/staff/{staff_id}", response_model=ChangeOut, summary="Add or change a staff member")
+@router.put(
+    "/staff/{staff_id}",
+    response_model=ChangeOut,
+    summary="Add or change a staff member",
+    dependencies=[IN_TURN],
+)
 def put_staff(
     ctx: CtxDep,
     who: PrincipalDep,
@@ -327,7 +365,12 @@ def put_staff(
     return _put(ctx, who, ip, "staff", staff_id, strict(Staff, raw))
 
 
-@router.delete("/staff/{staff_id}", response_model=ChangeOut, summary="Remove a staff member")
+@router.delete(
+    "/staff/{staff_id}",
+    response_model=ChangeOut,
+    summary="Remove a staff member",
+    dependencies=[IN_TURN],
+)
 def delete_staff(ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId) -> ChangeOut:
     """Their sessions and tokens stop working at once; they are paged no more."""
     return _delete(ctx, who, ip, "staff", staff_id)
@@ -366,6 +409,7 @@ def list_shifts(ctx: CtxDep, staff_id: RecordId) -> list[Shift]:
     response_model=ChangeOut,
     status_code=201,
     summary="Add a shift to a staff member",
+    dependencies=[IN_TURN],
 )
 def add_shift(
     ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId, body: Shift, raw: RawBody
@@ -376,7 +420,10 @@ def add_shift(
 
 
 @router.put(
-    "/staff/{staff_id}/shifts", response_model=ChangeOut, summary="Replace a staff member's shifts"
+    "/staff/{staff_id}/shifts",
+    response_model=ChangeOut,
+    summary="Replace a staff member's shifts",
+    dependencies=[IN_TURN],
 )
 def put_shifts(
     ctx: CtxDep,
@@ -393,7 +440,12 @@ def put_shifts(
 # --- buildings ---------------------------------------------------------------------------------
 
 
-@router.put("/buildings/{building}", response_model=ChangeOut, summary="Add or change a building")
+@router.put(
+    "/buildings/{building}",
+    response_model=ChangeOut,
+    summary="Add or change a building",
+    dependencies=[IN_TURN],
+)
 def put_building(
     ctx: CtxDep,
     who: PrincipalDep,
@@ -405,7 +457,12 @@ def put_building(
     return _put(ctx, who, ip, "buildings", building, strict(Building, raw))
 
 
-@router.delete("/buildings/{building}", response_model=ChangeOut, summary="Remove a building")
+@router.delete(
+    "/buildings/{building}",
+    response_model=ChangeOut,
+    summary="Remove a building",
+    dependencies=[IN_TURN],
+)
 def delete_building(ctx: CtxDep, who: PrincipalDep, ip: IpDep, building: RecordId) -> ChangeOut:
     return _delete(ctx, who, ip, "buildings", building)
 
@@ -413,7 +470,12 @@ def delete_building(ctx: CtxDep, who: PrincipalDep, ip: IpDep, building: RecordI
 # --- the files ---------------------------------------------------------------------------------
 
 
-@router.post("/reload", response_model=ChangeOut, summary="Read the registry files again")
+@router.post(
+    "/reload",
+    response_model=ChangeOut,
+    summary="Read the registry files again",
+    dependencies=[IN_TURN],
+)
 def reload_registry(ctx: CtxDep, who: PrincipalDep, ip: IpDep) -> ChangeOut:
     """As SIGHUP to ``jiayuan run``. A file that does not load is refused (409 names the file,
     row or line and field) and the running registry stays."""

@@ -5,6 +5,8 @@ none)."""
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,9 +20,11 @@ from jiayuan.api import create_app
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
+from jiayuan.broker.live import BrokerAccounts
 from jiayuan.context import AppContext
 from registry import Registry
 from tests.alerting import community
+from tests.mqtt import wait_for
 from tests.staff import ADMIN, auth_store, bearer, set_password
 from tests.unit.api_world import world
 
@@ -184,3 +188,50 @@ def test_staff_removed_while_the_service_was_stopped_lose_their_access_at_start(
     note_registry(store, reg)  # the same id again: a new hire, with nothing of the old one
     assert store.password_hash("ops-1") is None and store.token("x") is None
     assert [t.revoked_at is not None for t in store.tokens("ops-1")] == [True]
+
+
+WAIT = (
+    "import os, sys, time; open(sys.argv[2], 'a').close();"
+    " [time.sleep(0.05) for _ in iter(lambda: os.path.exists(sys.argv[1]), True)]"
+)
+
+
+def test_changes_behind_a_slow_broker_reload_do_not_keep_an_alert_from_being_acknowledged(
+    ctx: AppContext, client: TestClient, tmp_path: Path
+) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    admin = ctx.registry_admin
+    assert admin is not None
+    admin.broker = BrokerAccounts(
+        tmp_path / "accounts", reload_command=f'{sys.executable} -c "{WAIT}" {release} {started}'
+    )
+    device = {"kind": "gate", "compound": "C01"}
+    answers: list[int] = []
+
+    def add(i: int) -> None:
+        r = client.put(
+            f"/api/registry/devices/g-{i}", headers=ADMIN, json=device | {"device_id": f"g-{i}"}
+        )
+        answers.append(r.status_code)
+
+    alert = client.get("/api/alerts", headers=ADMIN).json()["items"][0]["id"]
+    # more changes than the API has worker threads (40), the first one's reload stuck
+    changes = [threading.Thread(target=add, args=(i,)) for i in range(45)]
+    acked: list[int] = []
+    ack = threading.Thread(
+        target=lambda: acked.append(
+            client.post(f"/api/alerts/{alert}/ack", headers=ADMIN, json={}).status_code
+        )
+    )
+    try:
+        for t in changes:
+            t.start()
+        wait_for(started.exists, timeout=60)
+        ack.start()
+        ack.join(timeout=60)
+        assert acked == [200]  # while the reload is still stuck
+    finally:
+        release.touch()
+        for t in changes:
+            t.join(timeout=120)
+    assert answers == [200] * 45
