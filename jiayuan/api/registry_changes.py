@@ -372,7 +372,8 @@ def put_staff(
     dependencies=[IN_TURN],
 )
 def delete_staff(ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId) -> ChangeOut:
-    """Their sessions and tokens stop working at once; they are paged no more."""
+    """Their sessions end, their tokens are revoked and their password deleted at once (a new
+    hire given the same id later starts with none); they are paged no more."""
     return _delete(ctx, who, ip, "staff", staff_id)
 
 
