@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
+import queue
 import signal
 import sys
 import threading
@@ -43,6 +43,11 @@ def settings_from_env() -> Settings | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # first thing: SIGHUP (read the registry files again) only asks; a reload asked while the
+    # service is being built waits for it instead of ending the process (the default action)
+    reloads: queue.SimpleQueue[bool] = queue.SimpleQueue()
+    signal.signal(signal.SIGHUP, lambda _s, _f: reloads.put(True))
+
     from ingest.profiles import ProfileFileError
     from jiayuan.api import create_app, make_server
     from jiayuan.integrations import IntegrationError
@@ -76,15 +81,19 @@ def _run(args: argparse.Namespace) -> int:
     # cleanly (batch committed and acknowledged, session kept) instead of dying mid-way.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
-    signal.signal(signal.SIGHUP, lambda _s, _f: _reload_registry(service))
     server = make_server(app, settings.http_host, settings.http_port)
     service.start()
+    reloader = threading.Thread(
+        target=reload_registry, args=(service, reloads), name="registry-reload", daemon=True
+    )
+    reloader.start()
     code = 0
     try:
         server.run()
     except SystemExit as e:  # 0 from a signal (below); uvicorn's own when it cannot listen
         code = e.code if isinstance(e.code, int) else 1
     finally:
+        reloads.put(False)
         service.stop()
         logging.getLogger("jiayuan").info("jiayuan stopped")
     if code == 0 and not server.started:
@@ -92,26 +101,31 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
-def _reload_registry(service: Service) -> None:
-    """SIGHUP: read the registry files again, on a thread of its own (the handler runs on the
-    API's event loop, which must go on serving meanwhile)."""
+def reload_registry(service: Service, reloads: queue.SimpleQueue[bool]) -> None:
+    """The one thread that reads the registry files again for SIGHUP (the handler only puts
+    ``True`` on ``reloads``; ``False`` ends the thread). Requests that came meanwhile are one
+    reload: each reads the files as they are then."""
+    from jiayuan.registry_admin import without_value
+    from jiayuan.registry_files import NotWritable
+    from registry import RegistryError
 
-    def reload() -> None:
-        from jiayuan.registry_files import NotWritable
-        from registry import RegistryError
-
-        log = logging.getLogger("jiayuan")
+    log = logging.getLogger("jiayuan")
+    while reloads.get():
+        while not reloads.empty():
+            if not reloads.get():
+                return
         try:
             applied = service.registry_admin.reload(actor="system:SIGHUP")
         except (RegistryError, NotWritable) as e:
             # where and why, never the values refused (a resident's name, say)
             problems = e.problems if isinstance(e, RegistryError) else [e]
-            said = "; ".join(re.sub(r" \(got .*\)$", "", str(p)) for p in problems[:10])
+            said = "; ".join(without_value(p) for p in problems[:10])
             log.warning("SIGHUP: registry files refused, the running registry stays: %s", said)
-            return
+            continue
+        except Exception:  # the thread goes on: the next SIGHUP tries again
+            log.exception("SIGHUP: reading the registry files again failed")
+            continue
         log.info("SIGHUP: registry reloaded: %s", applied.diff.summary())
-
-    threading.Thread(target=reload, name="registry-reload", daemon=True).start()
 
 
 def _exit_cleanly(signum: int, _frame: object) -> None:

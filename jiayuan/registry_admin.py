@@ -20,11 +20,12 @@ moved is labelled with its new place from its next alert on.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from jiayuan.auth.audit import AuditLog
 from jiayuan.broker.live import BrokerAccounts
@@ -42,6 +43,12 @@ NOT_MANAGED = (
     " JIAYUAN_BROKER_RELOAD_COMMAND or JIAYUAN_BROKER_PID_FILE are not set): run `jiayuan"
     " broker credentials` and reload the broker for an added device to connect, or a retired"
     " one to be refused"
+)
+
+
+BROKER_PROBLEM: Final = (
+    "broker accounts not updated: a device added or retired may not connect or be refused"
+    " (why: GET /api/health, admins and operators)"
 )
 
 
@@ -186,19 +193,43 @@ class RegistryAdmin:
                 log.exception("registry: swapping the new registry into %s failed", name)
             log.debug("registry: %s swapped in %.3f s", name, time.monotonic() - started)
 
-    def _accounts(self, new: Registry, change: RegistryDiff, superseded: list[str]) -> Applied:
-        if change.devices.empty and self.broker_problem is None:
+    def reconcile(self, *, actor: str = "system:start") -> Applied | None:
+        """Write the broker's accounts for the current registry and reload the broker (once, at
+        the service's start): repairs a crash between a registry file written and its accounts,
+        and a broker not reloaded before a restart. Idempotent; audited when it added or removed
+        an account or failed. None when the service does not keep the accounts."""
+        if self.broker is None:
+            return None
+        with self._lock:
+            current = self._current
+            applied = self._accounts(current, diff(current, current), [], force=True)
+            if self.audit is not None and (applied.broker == "failed" or applied.passwords):
+                self.audit.record(
+                    actor,
+                    "registry.broker_accounts",
+                    target=current.community,
+                    ip="local",
+                    broker=applied.broker,
+                    broker_accounts_added=sorted(applied.passwords),
+                )
+            return applied
+
+    def _accounts(
+        self, new: Registry, change: RegistryDiff, superseded: list[str], *, force: bool = False
+    ) -> Applied:
+        if change.devices.empty and self.broker_problem is None and not force:
             # accounts and their topics come from the devices alone; after a failed update,
             # any change (a reload of the same files too) tries again
             return Applied(change, "unchanged", "", {}, superseded)
         if self.broker is None:
             touched = change.devices.added or change.devices.removed
             return Applied(change, "not managed", NOT_MANAGED if touched else "", {}, superseded)
-        retried = self.broker_problem is not None
+        retried = force or self.broker_problem is not None
         try:
             update = self.broker.update(new, force=retried)
-        except (OSError, ValueError) as e:
-            return self._broker_failed(change, superseded, f"accounts not written: {e}", {})
+        except Exception as e:  # a bad group (KeyError), a full disk …: said, audited, retried
+            why = f"accounts not written: {type(e).__name__}: {e}"
+            return self._broker_failed(change, superseded, why, {})
         if update.reload_failed is not None:
             why = f"accounts written, broker not reloaded: {update.reload_failed}"
             return self._broker_failed(change, superseded, why, update.passwords)
@@ -219,7 +250,11 @@ class RegistryAdmin:
     def _refused(self, actor: str, action: str, ip: str, target: object, e: Exception) -> None:
         if self.audit is None:
             return
-        problems = [str(p) for p in e.problems[:20]] if isinstance(e, RegistryError) else [str(e)]
+        problems = (
+            [without_value(p) for p in e.problems[:20]]
+            if isinstance(e, RegistryError)
+            else [str(e)]
+        )
         self.audit.record(
             actor, action, target=str(target or ""), outcome="refused", ip=ip, problems=problems
         )
@@ -227,13 +262,33 @@ class RegistryAdmin:
     # ------------------------------------------------------------------ health
 
     def health(self) -> dict[str, Any]:
+        """For ``/healthz`` (no credentials): whether the broker's accounts are in step, and
+        why not in words without paths, commands or what a command said (:meth:`details`)."""
         return {
-            "source": None if self.files.source is None else str(self.files.source),
             "writable": self.files.not_writable is None,
             "changed_at": self.changed_at,
+            "broker_accounts": "not managed" if self.broker is None else "managed",
+            "broker_problem": None if self.broker_problem is None else BROKER_PROBLEM,
+        }
+
+    def details(self) -> dict[str, Any]:
+        """:meth:`health` with where the registry is kept, how the broker is reloaded and what
+        went wrong (``GET /api/health``: admins and operators)."""
+        return {
+            **self.health(),
+            "source": None if self.files.source is None else str(self.files.source),
             "broker_accounts": NOT_MANAGED if self.broker is None else self.broker.describe(),
             "broker_problem": self.broker_problem,
         }
+
+
+_VALUE: Final = re.compile(r"(?: \(got .*\)|, got (?:'.*'|\".*\"))$", re.DOTALL)
+
+
+def without_value(problem: object) -> str:
+    """A problem's where and why without the value refused (a resident's name, a phone
+    number …): for the audit trail and the log, which keep no personal data."""
+    return _VALUE.sub("", str(problem))
 
 
 def _problem(message: str) -> Problem:

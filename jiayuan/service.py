@@ -314,6 +314,7 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        self.registry_admin.reconcile()  # the broker's accounts as the registry says, at once
         self.dispatcher.start()
         self.worker.start()
         self.pipeline.start()

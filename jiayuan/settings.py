@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -279,6 +280,14 @@ class Settings(BaseSettings):
                 "broker_accounts_dir needs one way to reload the broker: broker_reload_command"
                 " (e.g. 'systemctl reload mosquitto') or broker_pid_file"
             )
+        if self.broker_accounts_group is not None:
+            try:
+                grp.getgrnam(self.broker_accounts_group)
+            except KeyError:
+                raise ValueError(
+                    f"broker_accounts_group: no group {self.broker_accounts_group!r} on this"
+                    " machine (the broker's group, e.g. 'mosquitto')"
+                ) from None
         return self
 
     @field_validator("cors_origins", mode="before")

@@ -276,6 +276,24 @@ for _tag, _pattern, _first in (
     )
 
 
+def _alias_line(node: yaml.Node | None) -> int | None:
+    """The line of the first node used twice (an anchor ``&name`` used by an alias), if any;
+    each node is visited once, so nested aliases cost no more than the text."""
+    seen: set[int] = set()
+    stack = [node] if node is not None else []
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            return int(n.start_mark.line) + 1
+        seen.add(id(n))
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                stack += (k, v)
+    return None
+
+
 def _read_yaml(
     path: Path, text: str, section: str, community: str, problems: list[Problem]
 ) -> list[_Raw]:
@@ -287,6 +305,12 @@ def _read_yaml(
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        alias = _alias_line(node)
+        if alias is not None:
+            # a record is written out once per place it is: a few kilobytes of aliases would
+            # otherwise be hundreds of thousands of records (and problems)
+            bad(alias, None, "YAML aliases (*name) are not allowed: write each record out")
+            return []
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -22,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jiayuan.api.deps import ID_PATTERN, IpDep, Limit, Offset, ViewDep, allow
-from jiayuan.api.registry_changes import BrokerOut, ChangeOut, _admin
+from jiayuan.api.registry_changes import IN_TURN, BrokerOut, ChangeOut, _admin
 from jiayuan.api.times import utc
 from jiayuan.api.unreadable import shown
 from jiayuan.registry_files import NotWritable
@@ -136,6 +136,7 @@ class _AlreadyRegistered(Exception):
     "/{device_id}/register",
     response_model=ChangeOut,
     summary="Register a reporting device to a place",
+    dependencies=[IN_TURN],
     responses={
         404: {"description": "No device of that id has reported"},
         409: {"description": "Already registered, or the place does not fit the registry"},

@@ -1,14 +1,16 @@
 """``POST /api/registry/import``: a community's spreadsheet (``.xlsx``, ``.csv``) or registry
 YAML, previewed as a diff against the running registry, applied only when asked again with the
-version the preview named (admins and managers; the apply is audited with its diff).
+version the preview named (admins and managers; the apply is audited with its diff). A
+manager's import may not change staff records an admin keeps (see
+:func:`~jiayuan.api.registry_changes.staff_refusal`): the apply is refused (403).
 
 The body is the file itself (``?name=`` is its file name: ``devices.csv`` says the section;
 a workbook has a sheet per section). The sections the file gives replace the running ones; the
-others are kept, and the whole is checked as the loader checks files (422 lists every problem
-with its file, sheet, row and field). The preview answers ``version``, which names both the
-running registry and what the file makes of it: ``?apply=<version>`` applies that — and only
-that: if the registry changed since (another change, a reload) or the file is not the one
-previewed, 409, and nothing is applied.
+others are kept, and the whole is checked as the loader checks files (422 lists the problems
+with their file, sheet, row and field: the first hundred, and how many more). The preview
+answers ``version``, which names both the running registry and what the file makes of it:
+``?apply=<version>`` applies that — and only that: if the registry changed since (another
+change, a reload) or the file is not the one previewed, 409, and nothing is applied.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from jiayuan.api.deps import AuthDep, CtxDep, IpDep, PrincipalDep, allow
-from jiayuan.api.registry_changes import BrokerOut, _admin
+from jiayuan.api.registry_changes import (
+    IN_TURN,
+    BrokerOut,
+    _admin,
+    check_staff,
+    listed,
+    refused,
+)
 from jiayuan.registry_files import NotWritable
 from registry import Registry, RegistryError, load_registry
 from registry.diff import RegistryDiff, diff, digest
@@ -79,6 +88,7 @@ def imported(current: Registry, name: str, body: bytes) -> Registry:
     PATH,
     response_model=ImportOut,
     summary="Preview or apply a registry import",
+    dependencies=[IN_TURN],
     responses={
         409: {"description": "`apply` names a version that is no longer the one the file makes"},
         422: {"description": "The file has problems (each with its file, sheet, row, field)"},
@@ -110,7 +120,7 @@ def post_registry_import(
     try:
         new = imported(base, name, body)
     except RegistryError as e:
-        detail = {"message": "the file has problems", "problems": [str(p) for p in e.problems]}
+        detail = {"message": "the file has problems", "problems": listed(e.problems)}
         raise HTTPException(422, detail) from e
     version = version_of(base, new)
     if apply is None:
@@ -129,6 +139,11 @@ def post_registry_import(
     def edit(current: Registry) -> Registry:
         if digest(current) != digest(base):
             raise Stale
+        try:
+            check_staff(who, current, new)
+        except HTTPException as e:
+            refused(admin, who, ip, ACTION, name, str(e.detail))
+            raise
         return new
 
     try:
@@ -136,7 +151,7 @@ def post_registry_import(
     except Stale:
         _refuse_stale(auth, who.id, ip, name)
     except (RegistryError, NotWritable) as e:
-        problems = [str(p) for p in e.problems] if isinstance(e, RegistryError) else [str(e)]
+        problems = listed(e.problems) if isinstance(e, RegistryError) else [str(e)]
         raise HTTPException(409, {"message": "not applied", "problems": problems}) from e
     return ImportOut(
         file=name,

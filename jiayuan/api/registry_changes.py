@@ -1,4 +1,7 @@
 """Changing the registry while the service runs (admins and managers; every change audited).
+A manager keeps the roster (places, shifts, caretakers and guards added or removed) but not
+what an admin keeps (:func:`staff_refusal`): their own record, admins' and managers' records,
+and where anyone is paged — refused with 403 saying why, and audited as refused.
 
 ``PUT /api/registry/{section}/{id}`` adds a record or replaces it (a device moved to another
 place, a resident's threshold overrides, a staff member's role or channels), ``DELETE`` retires
@@ -12,14 +15,16 @@ once (and in ``credentials.json``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Final, Literal, NoReturn, TypeVar
 
+import anyio
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from jiayuan.api.deps import ID_PATTERN, CtxDep, IpDep, PrincipalDep, allow, refuse
+from jiayuan.auth.scope import Principal
 from jiayuan.context import AppContext
 from jiayuan.registry_admin import Applied, RegistryAdmin
 from jiayuan.registry_files import NotWritable
@@ -53,7 +58,47 @@ _ONE: Final = {
 }
 RecordId = Annotated[str, Path(pattern=ID_PATTERN)]
 MAX_SHIFTS: Final = 64
+MAX_PROBLEMS: Final = 100
+"""Problems listed in a 409 or 422 (the rest are counted)."""
+ADMINS_ONLY: Final = ("admin", "manager")
+"""Roles whose staff records only an admin adds, changes or removes."""
 T = TypeVar("T")
+
+
+def staff_refusal(who: Principal, old: Staff | None, new: Staff | None) -> str | None:
+    """Why ``who`` may not turn staff record ``old`` into ``new`` (None: added, or removed),
+    or None when they may. An admin may change any; anyone else (a manager) may not change
+    their own record, nor one whose old or new role is admin or manager, nor where a person is
+    paged (``channels``: they would receive what that person is sent, health data too)."""
+    if who.role == "admin" or old == new:
+        return None
+    record = new if new is not None else old
+    assert record is not None
+    sid = record.staff_id
+    if sid == who.id:
+        return f"only an admin changes your own staff record ({sid})"
+    for s in (old, new):
+        if s is not None and s.role in ADMINS_ONLY:
+            return f"only an admin adds, changes or removes a {s.role}'s staff record ({sid})"
+    if new is not None and new.channels != (old.channels if old is not None else ()):
+        return f"only an admin sets where a staff member is paged (channels of {sid})"
+    return None
+
+
+def check_staff(who: Principal, old: Registry, new: Registry) -> None:
+    """403 naming why, when ``who`` may not make the staff changes from ``old`` to ``new``."""
+    for sid in sorted(old.staff.keys() | new.staff.keys()):
+        why = staff_refusal(who, old.staff.get(sid), new.staff.get(sid))
+        if why is not None:
+            raise HTTPException(403, why)
+
+
+def listed(problems: list[Any]) -> list[str]:
+    """At most :data:`MAX_PROBLEMS` problems, and how many more there are."""
+    out = [str(p) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        out.append(f"… and {len(problems) - MAX_PROBLEMS} more problems")
+    return out
 
 
 class BrokerOut(BaseModel):
@@ -78,6 +123,20 @@ class ChangeOut(BaseModel):
         default_factory=list,
         description="Registry files the written YAML replaced (moved to `superseded/`).",
     )
+
+
+async def _in_turn(request: Request) -> AsyncIterator[None]:
+    """Registry changes wait their turn here, in the event loop, not on a worker thread: a
+    change waiting behind a slow one (hooks, a broker reload of up to 30 s) holds no thread of
+    the pool every other route (ack, resolve …) runs on."""
+    turn: anyio.Semaphore | None = getattr(request.app.state, "registry_turn", None)
+    if turn is None:
+        turn = request.app.state.registry_turn = anyio.Semaphore(1)
+    async with turn:
+        yield
+
+
+IN_TURN: Final = Depends(_in_turn)
 
 
 async def _raw_body(request: Request) -> bytes:
@@ -109,7 +168,7 @@ def _admin(ctx: AppContext) -> RegistryAdmin:
 def _conflict(e: RegistryError | NotWritable) -> NoReturn:
     if isinstance(e, NotWritable):
         raise HTTPException(409, str(e)) from e
-    problems = [str(p) for p in e.problems]
+    problems = listed(e.problems)
     detail = {"message": "the change does not fit the registry", "problems": problems}
     raise HTTPException(409, detail) from e
 
@@ -122,11 +181,30 @@ def _change(
     target: str,
     edit: Callable[[Registry], Registry],
 ) -> ChangeOut:
+    admin = _admin(ctx)
+
+    def checked(reg: Registry) -> Registry:
+        new = edit(reg)
+        try:
+            check_staff(who, reg, new)
+        except HTTPException as e:
+            refused(admin, who, ip, action, target, str(e.detail))
+            raise
+        return new
+
     try:
-        applied = _admin(ctx).edit(edit, actor=who.id, action=action, ip=ip, target=target)
+        applied = admin.edit(checked, actor=who.id, action=action, ip=ip, target=target)
     except (RegistryError, NotWritable) as e:
         _conflict(e)
     return _out(action, applied)
+
+
+def refused(
+    admin: RegistryAdmin, who: Principal, ip: str, action: str, target: str, why: str
+) -> None:
+    """Audit a change refused for who asked for it."""
+    if admin.audit is not None:
+        admin.audit.record(who.id, action, target=target, outcome="refused", ip=ip, problems=[why])
 
 
 def _out(action: str, a: Applied) -> ChangeOut:
@@ -196,7 +274,12 @@ def get_device(ctx: CtxDep, device_id: RecordId) -> Device:
     return record
 
 
-@router.put("/devices/{device_id}", response_model=ChangeOut, summary="Add or move a device")
+@router.put(
+    "/devices/{device_id}",
+    response_model=ChangeOut,
+    summary="Add or move a device",
+    dependencies=[IN_TURN],
+)
 def put_device(
     ctx: CtxDep,
     who: PrincipalDep,
@@ -208,7 +291,12 @@ def put_device(
     return _put(ctx, who, ip, "devices", device_id, strict(Device, raw))
 
 
-@router.delete("/devices/{device_id}", response_model=ChangeOut, summary="Retire a device")
+@router.delete(
+    "/devices/{device_id}",
+    response_model=ChangeOut,
+    summary="Retire a device",
+    dependencies=[IN_TURN],
+)
 def delete_device(ctx: CtxDep, who: PrincipalDep, ip: IpDep, device_id: RecordId) -> ChangeOut:
     """Its broker account goes; its history and open alerts stay (they can be resolved)."""
     return _delete(ctx, who, ip, "devices", device_id)
@@ -224,7 +312,10 @@ def get_resident(ctx: CtxDep, resident_id: RecordId) -> Resident:
 
 
 @router.put(
-    "/residents/{resident_id}", response_model=ChangeOut, summary="Add or change a resident"
+    "/residents/{resident_id}",
+    response_model=ChangeOut,
+    summary="Add or change a resident",
+    dependencies=[IN_TURN],
 )
 def put_resident(
     ctx: CtxDep,
@@ -238,7 +329,12 @@ def put_resident(
     return _put(ctx, who, ip, "residents", resident_id, strict(Resident, raw))
 
 
-@router.delete("/residents/{resident_id}", response_model=ChangeOut, summary="Remove a resident")
+@router.delete(
+    "/residents/{resident_id}",
+    response_model=ChangeOut,
+    summary="Remove a resident",
+    dependencies=[IN_TURN],
+)
 def delete_resident(ctx: CtxDep, who: PrincipalDep, ip: IpDep, resident_id: RecordId) -> ChangeOut:
     return _delete(ctx, who, ip, "residents", resident_id)
 
@@ -252,7 +348,12 @@ def get_staff(ctx: CtxDep, staff_id: RecordId) -> Staff:
     return record
 
 
-@router.put("/staff/{staff_id}", response_model=ChangeOut, summary="Add or change a staff member")
+@router.put(
+    "/staff/{staff_id}",
+    response_model=ChangeOut,
+    summary="Add or change a staff member",
+    dependencies=[IN_TURN],
+)
 def put_staff(
     ctx: CtxDep,
     who: PrincipalDep,
@@ -264,9 +365,15 @@ def put_staff(
     return _put(ctx, who, ip, "staff", staff_id, strict(Staff, raw))
 
 
-@router.delete("/staff/{staff_id}", response_model=ChangeOut, summary="Remove a staff member")
+@router.delete(
+    "/staff/{staff_id}",
+    response_model=ChangeOut,
+    summary="Remove a staff member",
+    dependencies=[IN_TURN],
+)
 def delete_staff(ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId) -> ChangeOut:
-    """Their sessions and tokens stop working at once; they are paged no more."""
+    """Their sessions end, their tokens are revoked and their password deleted at once (a new
+    hire given the same id later starts with none); they are paged no more."""
     return _delete(ctx, who, ip, "staff", staff_id)
 
 
@@ -303,6 +410,7 @@ def list_shifts(ctx: CtxDep, staff_id: RecordId) -> list[Shift]:
     response_model=ChangeOut,
     status_code=201,
     summary="Add a shift to a staff member",
+    dependencies=[IN_TURN],
 )
 def add_shift(
     ctx: CtxDep, who: PrincipalDep, ip: IpDep, staff_id: RecordId, body: Shift, raw: RawBody
@@ -313,7 +421,10 @@ def add_shift(
 
 
 @router.put(
-    "/staff/{staff_id}/shifts", response_model=ChangeOut, summary="Replace a staff member's shifts"
+    "/staff/{staff_id}/shifts",
+    response_model=ChangeOut,
+    summary="Replace a staff member's shifts",
+    dependencies=[IN_TURN],
 )
 def put_shifts(
     ctx: CtxDep,
@@ -330,7 +441,12 @@ def put_shifts(
 # --- buildings ---------------------------------------------------------------------------------
 
 
-@router.put("/buildings/{building}", response_model=ChangeOut, summary="Add or change a building")
+@router.put(
+    "/buildings/{building}",
+    response_model=ChangeOut,
+    summary="Add or change a building",
+    dependencies=[IN_TURN],
+)
 def put_building(
     ctx: CtxDep,
     who: PrincipalDep,
@@ -342,7 +458,12 @@ def put_building(
     return _put(ctx, who, ip, "buildings", building, strict(Building, raw))
 
 
-@router.delete("/buildings/{building}", response_model=ChangeOut, summary="Remove a building")
+@router.delete(
+    "/buildings/{building}",
+    response_model=ChangeOut,
+    summary="Remove a building",
+    dependencies=[IN_TURN],
+)
 def delete_building(ctx: CtxDep, who: PrincipalDep, ip: IpDep, building: RecordId) -> ChangeOut:
     return _delete(ctx, who, ip, "buildings", building)
 
@@ -350,7 +471,12 @@ def delete_building(ctx: CtxDep, who: PrincipalDep, ip: IpDep, building: RecordI
 # --- the files ---------------------------------------------------------------------------------
 
 
-@router.post("/reload", response_model=ChangeOut, summary="Read the registry files again")
+@router.post(
+    "/reload",
+    response_model=ChangeOut,
+    summary="Read the registry files again",
+    dependencies=[IN_TURN],
+)
 def reload_registry(ctx: CtxDep, who: PrincipalDep, ip: IpDep) -> ChangeOut:
     """As SIGHUP to ``jiayuan run``. A file that does not load is refused (409 names the file,
     row or line and field) and the running registry stays."""

@@ -1,6 +1,7 @@
 """``/healthz`` and ``/metrics``: for the operators' probes and Prometheus.
 
-``/healthz`` needs no credentials (a probe has none; it tells only whether the parts run).
+``/healthz`` needs no credentials (a probe has none; it tells only whether the parts run, never
+a path, a command or what one said); ``GET /api/health`` (admins, operators) adds those.
 ``/metrics`` needs a bearer token of an admin or an operator: Prometheus sends one with
 ``authorization: {credentials_file: ...}`` in its scrape config (README)."""
 
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from jiayuan.api.deps import CtxDep, allow
+from jiayuan.registry_admin import BROKER_PROBLEM
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,30 @@ def get_health(ctx: CtxDep) -> JSONResponse:
         health = {"status": "error", "detail": "the health check itself failed"}
     code = 200 if health.get("status") == "ok" else 503
     return JSONResponse(health, status_code=code)
+
+
+@router.get(
+    "/api/health",
+    summary="Health of the service's parts, with details",
+    dependencies=[allow("admin", "operator")],
+)
+def get_health_details(ctx: CtxDep) -> JSONResponse:
+    """As `/healthz` (always 200), with what the public probe does not show: where the registry
+    is kept, how the broker is reloaded and what its reload said."""
+    try:
+        health: dict[str, Any] = ctx.health()
+    except Exception:
+        log.exception("health check failed")
+        health = {"status": "error", "detail": "the health check itself failed"}
+    if ctx.registry_admin is not None:
+        details = ctx.registry_admin.details()
+        health["registry"] = details
+        if details["broker_problem"]:
+            health["problems"] = [
+                details["broker_problem"] if p == BROKER_PROBLEM else p
+                for p in health.get("problems", [])
+            ]
+    return JSONResponse(health)
 
 
 @router.get(

@@ -31,6 +31,7 @@ ACTIONS: Final = (
     "silence.expire",
     "credential.set",
     "credential.remove",
+    "credential.forget",
     "registry.changed",
 )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from jiayuan.auth import passwords
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.limiter import SignInLimiter
+from jiayuan.auth.manage import forget_staff
 from jiayuan.auth.scope import ADMIN_TOKEN_ID, Principal, Scope, Scopes
 from jiayuan.auth.store import AuthStore, Session, digest
 from jiayuan.settings import Settings
@@ -71,8 +72,11 @@ class Authenticator:
 
     def set_registry(self, registry: Registry) -> None:
         """Roles, people and scopes from ``registry`` from the next request on (open sessions
-        and tokens too: a person removed can no longer use theirs)."""
+        and tokens too). A person removed loses their sessions, tokens and password for good:
+        a new hire given the same id starts with none."""
+        removed = self._view[0].staff.keys() - registry.staff.keys()
         self._view = (registry, Scopes(registry))
+        forget_staff(self.store, sorted(removed))
 
     # ------------------------------------------------------------------ requests
 

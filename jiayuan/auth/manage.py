@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any, Final
 
 from jiayuan.auth import passwords
@@ -47,9 +48,32 @@ def remove_password(store: AuthStore, staff_id: str, actor: str, *, ip: str = "l
     return removed
 
 
+def forget_staff(store: AuthStore, staff_ids: Iterable[str], actor: str = "system") -> int:
+    """Staff members removed from the registry: their sessions end, their tokens are revoked
+    and their passwords deleted (a new hire given the same id starts with none); audited as
+    ``credential.forget`` for each who had any. How many had any."""
+    n = 0
+    for sid in staff_ids:
+        ended, revoked, removed = store.forget(sid, actor)
+        if ended or revoked or removed:
+            n += 1
+            AuditLog(store).record(
+                actor,
+                "credential.forget",
+                target=sid,
+                ip="local",
+                sessions_ended=ended,
+                tokens_revoked=revoked,
+                password_removed=removed,
+            )
+    return n
+
+
 def note_registry(store: AuthStore, registry: Registry) -> dict[str, Any] | None:
     """Compare the registry's staff (roles, places) and care assignments with those seen at
-    the last start; audit ``registry.changed`` when they differ. The entry's detail, or None."""
+    the last start; audit ``registry.changed`` when they differ, and forget the access of staff
+    removed since (:func:`forget_staff`: files edited while the service was stopped). The
+    entry's detail, or None."""
     staff = {
         s.staff_id: json.dumps([s.role, sorted(s.buildings), sorted(s.compounds)])
         for s in registry.staff.values()
@@ -82,6 +106,7 @@ def note_registry(store: AuthStore, registry: Registry) -> dict[str, Any] | None
     AuditLog(store).record(
         "system", "registry.changed", target=registry.community, ip="local", **detail
     )
+    forget_staff(store, removed)
     with store.db() as db:
         db.executemany(
             "INSERT INTO registry_seen (key, value) VALUES (?, ?) ON CONFLICT (key)"

@@ -242,6 +242,21 @@ class AuthStore:
             )
         return self.get_token(token_id)
 
+    def forget(self, staff_id: str, by: str) -> tuple[int, int, bool]:
+        """A staff member removed from the registry: end their sessions, revoke their tokens
+        and delete their password, so that a new hire given the same id starts with none.
+        How many sessions ended, tokens were revoked, and whether a password was deleted."""
+        now = self.clock()
+        with self.db() as db:
+            ended = _end_sessions(db, staff_id, now)
+            revoked = db.execute(
+                "UPDATE tokens SET revoked_at = ?, revoked_by = ? WHERE staff_id = ?"
+                " AND revoked_at IS NULL",
+                (now, by, staff_id),
+            ).rowcount
+            removed = db.execute("DELETE FROM credentials WHERE staff_id = ?", (staff_id,))
+        return ended, int(revoked), removed.rowcount > 0
+
     # ------------------------------------------------------------------ upkeep
 
     def prune(self, keep_s: float = 30 * 86_400.0) -> int:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from devtools.broker import Broker, try_connect
@@ -21,6 +23,7 @@ from devtools.launch import ServiceProcess
 from devtools.receiver import Receiver
 from ingest.access import BrokerAccess, CredentialsFile
 from jiayuan.broker.accounts import CREDENTIALS
+from jiayuan.registry_admin import BROKER_PROBLEM
 from registry import (
     Building,
     Device,
@@ -341,3 +344,34 @@ def test_an_edited_file_is_taken_on_reload_or_sighup_and_a_bad_file_or_body_chan
     assert ("registry.resident_retire", "refused") in refused
     actors = {e["actor"] for e in entries if e["action"] == "registry.reload"}
     assert actors == {"admin-token", "system:SIGHUP"}
+
+
+def test_healthz_says_the_broker_accounts_are_behind_without_paths_or_commands(
+    tmp_path: Path, broker: Broker, receiver: Receiver
+) -> None:
+    said = "cannot reach /run/secret-broker.sock"
+    reg_dir = tmp_path / "registry"
+    write_registry(community(receiver), reg_dir)
+    svc = ServiceProcess(
+        tmp_path / "service",
+        broker,
+        registry=reg_dir,
+        broker_accounts_dir=tmp_path / "accounts",  # not what this broker reads
+        broker_reload_command=f"{sys.executable} -c \"import sys; sys.exit('{said}')\"",
+    ).start()
+    try:
+        # the accounts written at start, the broker not told
+        health = svc.health()
+        assert health["status"] == "degraded" and BROKER_PROBLEM in health["problems"]
+        public = json.dumps(health)
+        for secret in ("secret-broker.sock", str(tmp_path), "sys.exit", sys.executable):
+            assert secret not in public
+        details = svc.get("/api/health")
+        assert said in details["registry"]["broker_problem"]
+        assert str(tmp_path / "accounts") in details["registry"]["broker_accounts"]
+        assert any(said in p for p in details["problems"])
+        manager = svc.request("GET", "/api/health", token=svc.token_for("mgr-1"))
+        assert manager.status_code == 403
+        assert httpx.get(svc.url + "/api/health", timeout=10).status_code == 401
+    finally:
+        svc.stop()

@@ -297,3 +297,26 @@ def registry_dir(ctx: AppContext) -> Path:
     source = admin_of(ctx).files.source
     assert source is not None
     return source
+
+
+def test_a_file_with_very_many_problems_is_answered_with_the_first_hundred(
+    client: TestClient,
+) -> None:
+    rows = "".join(f"d-{i},toaster,C01,B01\n" for i in range(250))
+    r = post(client, "devices.csv", f"device_id,kind,compound,building\n{rows}".encode())
+    assert r.status_code == 422
+    problems = r.json()["detail"]["problems"]
+    assert len(problems) == 101 and problems[-1] == "… and 150 more problems"
+    assert problems[0].startswith("devices.csv row 2, field 'kind'")
+
+
+def test_yaml_aliases_are_refused_before_they_multiply(client: TestClient) -> None:
+    bomb = "- &d {device_id: d1, kind: smoke, compound: C01}\n" + "- *d\n" * 100_000
+    r = post(client, "devices.yaml", bomb.encode())
+    assert r.status_code == 422
+    assert r.json()["detail"]["problems"] == [
+        "devices.yaml line 1: YAML aliases (*name) are not allowed: write each record out"
+    ]
+    laughs = "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n"
+    r = post(client, "registry.yaml", laughs.encode())
+    assert r.status_code == 422 and "aliases" in r.json()["detail"]["problems"][0]

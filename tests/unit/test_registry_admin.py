@@ -4,7 +4,9 @@ step, the settings for them, and a retired device no longer awaited by the rules
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.store import AuthStore
 from jiayuan.broker.accounts import CREDENTIALS, write_credentials
 from jiayuan.broker.live import BrokerAccounts
-from jiayuan.registry_admin import NOT_MANAGED, RegistryAdmin
+from jiayuan.registry_admin import NOT_MANAGED, RegistryAdmin, without_value
 from jiayuan.registry_files import SUPERSEDED, NotWritable, RegistryFiles
 from jiayuan.settings import Settings
 from registry import Building, Device, Registry, RegistryError, Staff, load_registry
@@ -164,7 +166,7 @@ def test_a_broker_that_could_not_be_reloaded_is_said_and_tried_again(
     applied = a.apply_change(plus(a.current, GATE), actor="adm", action="registry.device_add")
     assert applied.broker == "failed" and "`false` exited 1" in applied.broker_detail
     assert "g-1" in applied.passwords  # written, and handed out all the same
-    assert a.health()["broker_problem"] == applied.broker_detail
+    assert a.details()["broker_problem"] == applied.broker_detail
     hup = tmp_path / "reloaded"
     a.broker = BrokerAccounts(out, reload_command=f"touch {hup}")
     again = a.reload(actor="adm")  # the same files: nothing changed but the broker is told
@@ -194,3 +196,90 @@ def test_a_retired_device_is_no_longer_awaited(tmp_path: Path) -> None:
     eng.evaluate(hr("u1", 0, 70))
     eng.set_registry(Registry("y"))  # retired, and then silent
     assert eng.tick(T0 + 3600) == []
+
+
+def test_accounts_that_could_not_be_written_are_said_audited_and_written_at_the_retry(
+    admin: tuple[RegistryAdmin, list[str], AuthStore], tmp_path: Path
+) -> None:
+    a, _, store = admin
+    out = tmp_path / "broker"
+    write_credentials(a.current, out)
+    hup = tmp_path / "reloaded"
+    # a group that is not on the machine (the settings refuse it; a constructed one is not)
+    a.broker = BrokerAccounts(out, reload_command=f"touch {hup}", group="no-such-group-xq")
+    applied = a.apply_change(plus(a.current, GATE), actor="adm", action="registry.device_add")
+    assert applied.broker == "failed" and "KeyError" in applied.broker_detail
+    assert "g-1" in a.current.devices  # the change stands; the accounts are owed
+    assert a.details()["broker_problem"] == applied.broker_detail
+    (entry,), _ = AuditLog(store).page(action="registry.device_add")
+    assert entry.outcome == "ok" and entry.detail["broker"] == "failed"
+    a.broker = BrokerAccounts(out, reload_command=f"touch {hup}")
+    again = a.apply_change(a.current, actor="adm", action="registry.device_add")
+    assert again.broker == "updated" and "g-1" in again.passwords and hup.exists()
+    assert "g-1" in CredentialsFile.load(out / CREDENTIALS).devices
+    assert a.health()["broker_problem"] is None
+
+
+def test_at_start_the_accounts_are_made_to_match_the_registry(
+    admin: tuple[RegistryAdmin, list[str], AuthStore], tmp_path: Path
+) -> None:
+    a, _, store = admin
+    out = tmp_path / "broker"
+    write_credentials(a.current, out)
+    a.apply(plus(a.current, GATE), actor="adm", action="registry.device_add")
+    # the registry file was written, then the service stopped before the accounts were
+    hup = tmp_path / "reloaded"
+    a.broker = BrokerAccounts(out, reload_command=f"touch {hup}")
+    applied = a.reconcile()
+    assert applied is not None and applied.broker == "updated" and hup.exists()
+    assert "g-1" in CredentialsFile.load(out / CREDENTIALS).devices
+    (entry,), _ = AuditLog(store).page(action="registry.broker_accounts")
+    assert entry.detail["broker_accounts_added"] == ["g-1"]
+    hup.unlink()
+    again = a.reconcile()  # nothing owed: the broker is told once more, no account changes
+    assert again is not None and again.passwords == {} and hup.exists()
+    assert AuditLog(store).page(action="registry.broker_accounts")[1] == 1
+    # a broker that cannot be told at start: health says so until a retry succeeds
+    a.broker = BrokerAccounts(out, reload_command="false")
+    failed = a.reconcile()
+    assert failed is not None and failed.broker == "failed"
+    assert a.health()["broker_problem"] is not None
+
+
+def test_a_broker_group_that_is_not_on_the_machine_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="no group 'no-such-group-xq'"):
+        Settings(
+            broker_accounts_dir=Path("/tmp/x"),
+            broker_pid_file=Path("/run/m.pid"),
+            broker_accounts_group="no-such-group-xq",
+        )
+    group = grp.getgrgid(os.getgid()).gr_name
+    ok = Settings(
+        broker_accounts_dir=Path("/tmp/x"),
+        broker_pid_file=Path("/run/m.pid"),
+        broker_accounts_group=group,
+    )
+    assert ok.broker_accounts_group == group
+
+
+def test_a_refused_reload_is_audited_without_the_values_refused(
+    admin: tuple[RegistryAdmin, list[str], AuthStore],
+) -> None:
+    a, _, store = admin
+    source = a.files.source
+    assert source is not None
+    name = "王秀英奶奶住在三号楼五零一室她的女儿电话是13800138000请联系她的女儿谢谢大家关照"
+    (source / "residents.yaml").write_text(
+        f"- {{resident_id: r-1, building: B1, unit: 1-1, display_name: {name}}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(RegistryError):
+        a.reload(actor="mgr")
+    (entry,), _ = AuditLog(store).page(action="registry.reload")
+    assert entry.outcome == "refused"
+    (problem,) = entry.detail["problems"]
+    assert "residents.yaml line 1, field 'display_name'" in problem, problem
+    assert "王" not in json.dumps(entry.detail, ensure_ascii=False) and "got" not in problem
+    assert without_value("x.csv row 2, field 'thresholds': expected name=value, got 'hr:90'") == (
+        "x.csv row 2, field 'thresholds': expected name=value"
+    )
