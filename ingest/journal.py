@@ -736,13 +736,14 @@ class Journal:
         return {r[0]: int(r[1]) for r in rows}
 
     def last_reading(self, device_id: str) -> dict[str, Any] | None:
-        """What a device sent last (its latest reading by event time), as :meth:`readings`
+        """What a device sent last (its latest reading by event time; of two at the same time,
+        the one journaled last — messages read together share a receive time), as :meth:`readings`
         answers a raw one; None when it has none."""
         r = (
             self._reader()
             .execute(
                 "SELECT ts, received, stream, event, ts_flag, seq, payload FROM readings"
-                " WHERE device_id = ? ORDER BY ts DESC LIMIT 1",
+                " WHERE device_id = ? ORDER BY ts DESC, id DESC LIMIT 1",
                 (device_id,),
             )
             .fetchone()
