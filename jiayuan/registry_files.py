@@ -1,27 +1,28 @@
 """Where the running registry is kept: the registry directory (``JIAYUAN_REGISTRY``), written so
 that a restart or a file reload reads back exactly the registry the service runs.
 
-A change is written as ``buildings/devices/residents/staff.yaml`` (:func:`write_registry`):
-first into a staging folder, read back there with :func:`load_registry` (the same checks a
-restart makes), and only then moved into place one file at a time (``os.replace``: a reader sees
-the old file or the new one, never half). Other registry files the loader would also read there
-— spreadsheets (``devices.csv``), one ``registry.yaml`` — would then say something else, so they
-are moved into ``superseded/`` beside them, named with the time they were replaced.
+A change is written as ``buildings/devices/residents/staff.yaml`` (:func:`write_registry`,
+each file 0600 or the mode of the one it replaces), under the directory's lock: first into
+``.staging/``, read back there with :func:`load_registry` (the same checks a restart makes),
+then committed and moved into place all together (:mod:`registry.staging`: a writer killed
+halfway leaves a change that the next reader finishes, never a mix of old and new files). Other
+registry files the loader would also read there — spreadsheets (``devices.csv``), one
+``registry.yaml`` — would then say something else, so the same commit moves them into
+``superseded/`` beside them, named with the time they were replaced.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
-import time
 from pathlib import Path
 from typing import Final
 
 from registry import Problem, Registry, RegistryError, load_registry, write_registry
 from registry.loader import SECTIONS
+from registry.staging import STAGING, SUPERSEDED, commit, finish, fresh_staging, locked, settle
 
-STAGING: Final = ".staging"
-SUPERSEDED: Final = "superseded"
+__all__ = ["STAGING", "SUPERSEDED", "NotWritable", "RegistryFiles"]
 _REGISTRY_FILE: Final = {
     f"{s}.{x}" for s in (*SECTIONS, "registry") for x in ("yaml", "yml", "csv", "xlsx")
 }
@@ -68,6 +69,9 @@ class RegistryFiles:
         """The registry as the files say now (raises :class:`RegistryError`)."""
         if self.source is None:
             raise NotWritable(self.not_writable)
+        if self.source.is_dir():
+            with contextlib.suppress(OSError, ValueError):  # load_registry says why
+                settle(self.source)  # before the stamp: finishing a change changes the files
         stamp = self._stamp()
         registry = load_registry(self.source, community=self.community)
         self._seen = stamp
@@ -82,58 +86,39 @@ class RegistryFiles:
             raise NotWritable(why)
         assert self.source is not None
         directory = self.source
-        if self._seen is not None and self._stamp() != self._seen:
-            raise NotWritable(
-                f"the registry files in {directory} were edited since they were read: reload"
-                " them first (POST /api/registry/reload or SIGHUP), or this change would"
-                " overwrite the edit"
-            )
-        staging = directory / STAGING
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            write_registry(registry, staging)
-            back = load_registry(staging, community=self.community)
-            if _records(back) != _records(registry):
-                raise RuntimeError("the registry written does not read back the same")
-            for section in SECTIONS:
-                os.replace(staging / f"{section}.yaml", directory / f"{section}.yaml")
-        except RegistryError as e:
-            raise RegistryError(
-                [Problem(p.file.replace(f"/{STAGING}/", "/"), p.row, p.field, p.message, p.unit)
-                 for p in e.problems]
-            ) from e  # fmt: skip
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        _sync_dir(directory)
-        superseded = self._supersede(directory)
+        written = [f"{section}.yaml" for section in SECTIONS]
+        with locked(directory):
+            finish(directory)  # a change a killed writer committed comes first
+            if self._seen is not None and self._stamp() != self._seen:
+                raise NotWritable(
+                    f"the registry files in {directory} were edited since they were read:"
+                    " reload them first (POST /api/registry/reload or SIGHUP), or this change"
+                    " would overwrite the edit"
+                )
+            staging = fresh_staging(directory)
+            try:
+                write_registry(registry, staging, modes_of=directory)
+                back = load_registry(staging, community=self.community)
+                if _records(back) != _records(registry):
+                    raise RuntimeError("the registry written does not read back the same")
+            except BaseException as e:
+                shutil.rmtree(staging, ignore_errors=True)
+                if isinstance(e, RegistryError):
+                    raise RegistryError([_unstaged(p) for p in e.problems]) from e
+                raise
+            aside = [
+                f.name
+                for f in sorted(directory.iterdir())
+                if f.is_file() and f.name.lower() in _REGISTRY_FILE and f.name not in written
+            ]
+            superseded = commit(directory, written, aside)
         self._seen = self._stamp()
         return superseded
 
-    def _supersede(self, directory: Path) -> list[str]:
-        written = {f"{s}.yaml" for s in SECTIONS}
-        others = [
-            f
-            for f in sorted(directory.iterdir())
-            if f.is_file() and f.name.lower() in _REGISTRY_FILE and f.name not in written
-        ]
-        if not others:
-            return []
-        aside = directory / SUPERSEDED
-        aside.mkdir(exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        for f in others:
-            os.replace(f, aside / f"{stamp}-{f.name}")
-        _sync_dir(directory)
-        return [f.name for f in others]
+
+def _unstaged(p: Problem) -> Problem:
+    return Problem(p.file.replace(f"/{STAGING}/", "/"), p.row, p.field, p.message, p.unit)
 
 
 def _records(r: Registry) -> tuple[object, ...]:
     return (r.buildings, r.devices, r.residents, r.staff)
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -36,6 +36,7 @@ from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import RegistryFiles
 from jiayuan.settings import Settings
 from registry import Registry
+from registry.assignments import floors
 from rules.baselines import compute, specs_of
 from rules.engine import RuleEngine
 from rules.model import builtin_pack, load_rules
@@ -92,7 +93,11 @@ class Service:
             ),
             community=settings.community,
             gate=self.dispatcher.gate,
-            baselines=(lambda now: compute(self.journal.path, baselines, tz, now))
+            baselines=(
+                lambda now: compute(
+                    self.journal.path, baselines, tz, now, floors=floors(self.registry)
+                )
+            )
             if baselines
             else None,
         )

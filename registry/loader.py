@@ -28,9 +28,11 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from base.files import mode_of, write_file
 from registry.cells import IGNORED_COLUMNS, CellError, column_name, format_shift, normalise
 from registry.models import Building, Device, Registry, Resident, Staff
 from registry.sheets import SheetProblem, read_workbook
+from registry.staging import Unfinished, settled
 
 try:  # libyaml when present: the registry of a district is tens of thousands of records
     from yaml import CSafeDumper as _Dumper
@@ -42,6 +44,10 @@ except ImportError:  # pragma: no cover
 SECTIONS: Final = ("buildings", "devices", "residents", "staff")
 _NAMES: Final = "/".join(SECTIONS)
 _NO_FILES: Final = f"no registry files: expected {_NAMES} .yaml, .csv or .xlsx, or registry.yaml"
+_EMPTY: Final = (
+    "an empty file (0 bytes): not read as an empty section; restore it from a backup or"
+    " superseded/, or write its header line"
+)
 MAX_LISTED: Final = 50
 _MODELS: Final[dict[str, type[BaseModel]]] = {
     "buildings": Building,
@@ -113,7 +119,24 @@ def load_registry(
     """Load a registry directory, one file, or a list of files; raise :class:`RegistryError`.
 
     With ``base``, the sections the files give replace the base's, the others are kept, and
-    the whole is cross-checked (problems in kept records name ``current <section> <id>``)."""
+    the whole is cross-checked (problems in kept records name ``current <section> <id>``).
+
+    A directory is read under its lock, after finishing a change a killed writer committed
+    (:mod:`registry.staging`)."""
+    if isinstance(path, str | os.PathLike) and Path(path).is_dir():
+        directory = Path(path)
+        try:
+            with settled(directory):
+                return _load(directory, community, base)
+        except Unfinished as e:
+            msg = f"a registry change was left unfinished and cannot be finished here: {e}"
+            raise RegistryError([Problem(str(directory), None, None, msg)]) from e
+    return _load(path, community, base)
+
+
+def _load(
+    path: Path | str | Sequence[Path | str], community: str, base: Registry | None
+) -> Registry:
     problems: list[Problem] = []
     records: dict[str, list[tuple[Any, _Source]]] = {s: [] for s in SECTIONS}
     given: set[str] = set()
@@ -164,6 +187,11 @@ def _files(path: Path | str | Sequence[Path | str]) -> list[Path]:
 
 def _text(path: Path, problems: list[Problem]) -> str | None:
     raw = path.read_bytes()
+    if not raw:
+        # jiayuan writes a header line in every file: an empty one is a write cut short (a
+        # power cut before the data reached the disk), not a section with nothing in it
+        problems.append(Problem(str(path), None, None, _EMPTY))
+        return None
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         return raw.decode("utf-16", errors="replace")
     try:
@@ -467,10 +495,14 @@ def _dump(record: BaseModel) -> dict[str, Any]:
     return data
 
 
-def write_registry(registry: Registry, directory: Path) -> list[Path]:
+def write_registry(registry: Registry, directory: Path, modes_of: Path | None = None) -> list[Path]:
     """Write ``buildings/devices/residents/staff.yaml`` into ``directory`` (each replaced
-    atomically) so that :func:`load_registry` reads back the same records."""
-    directory.mkdir(parents=True, exist_ok=True)
+    atomically and durably: a power cut leaves the old file or the new) so that
+    :func:`load_registry` reads back the same records. A file is written with the mode of the
+    one it replaces in ``modes_of`` (default: ``directory``), or 0600: it holds names, home
+    coordinates and notification URLs with their tokens."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    like = directory if modes_of is None else modes_of
     sections: dict[str, list[BaseModel]] = {
         "buildings": list(registry.buildings.values()),
         "devices": list(registry.devices.values()),
@@ -489,12 +521,6 @@ def write_registry(registry: Registry, directory: Path) -> list[Path]:
         )
         head = f"# {section} of community {registry.community} ({len(records)}), by jiayuan\n"
         path = directory / f"{section}.yaml"
-        tmp = directory / f".{section}.yaml.{os.getpid()}.tmp"
-        try:
-            tmp.write_text(head + body, encoding="utf-8")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_file(path, head + body, mode_of(like / path.name))
         written.append(path)
     return written

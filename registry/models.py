@@ -45,6 +45,10 @@ class Device(_Record):
     """The wearer, for a wearable."""
     name: str = ""
     """A short place name staff understand (e.g. ``Compound 3 north gate``)."""
+    assigned_since: float | None = None
+    """When the device was given to its wearer (Unix seconds): its readings and baselines
+    shown for her start here, never a previous wearer's (set by
+    :func:`registry.assignments.stamp_assignments`)."""
 
 
 class Resident(_Record):

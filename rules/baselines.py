@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -82,9 +82,11 @@ def compute(
     tz: tzinfo,
     at: float,
     device_id: str | None = None,
+    floors: Mapping[str, float] | None = None,
 ) -> Baselines:
     """The baselines of ``specs`` from the hourly rollups of the ``days`` days before ``at``
-    (every device, or one)."""
+    (every device, or one); of a device in ``floors``, only the hours from then on (its
+    wearer's since: :func:`registry.assignments.floors`)."""
     db = sqlite.connect(journal, read_only=True) if isinstance(journal, Path) else journal
     table: dict[tuple[str, Spec], list[HourBaseline | None]] = {}
     try:
@@ -106,6 +108,8 @@ def compute(
             means: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(24)])
             hour_of: dict[float, int] = {}  # a few hundred distinct buckets
             for dev, bucket, mean in rows:
+                if floors and bucket < floors.get(dev, bucket):
+                    continue  # a previous wearer's
                 h = hour_of.get(bucket)
                 if h is None:
                     h = hour_of[bucket] = datetime.fromtimestamp(bucket, tz).hour

@@ -275,9 +275,17 @@ class RuleEngine:
                     self._dirty.add(device_id)
         self.registry = registry
         self._units = None
+        retired: list[str] = []
         for device_id, dev in self._devs.items():
             dev.labels = self._labels(device_id, dev.labels["community"])
             dev.area = self._area(device_id)
+            # a device registered since it was first heard (commissioning) is kept like any
+            # registered one; a retired one is forgotten once idle, like any unregistered one
+            dev.unregistered = registry.device(device_id) is None
+            if not dev.unregistered:
+                self._unregistered.pop(device_id, None)
+            elif device_id not in self._unregistered:
+                retired.append(device_id)
             for slot, st in list(dev.levels.items()):
                 c = self._compiled[slot]
                 lv = c.levels(registry, dev) if isinstance(c, Level) else None
@@ -285,7 +293,10 @@ class RuleEngine:
                     del dev.levels[slot]
                 else:
                     st.trig, st.clr = lv
-        self._seed(self.clock())
+        now = self.clock()
+        for device_id in retired:
+            self._touch_unregistered(device_id, now)
+        self._seed(now)
 
     def forget(self, device_id: str) -> None:
         """Drop every state of a device (decommissioned, or removed from the registry)."""

@@ -17,6 +17,7 @@ from jiayuan.api.deps import ANYONE, ViewDep, allow, refuse
 from jiayuan.api.devices import METRIC_PATTERN, DeviceId
 from jiayuan.api.times import utc
 from jiayuan.api.view import HEALTH_REFUSED
+from registry.assignments import floors
 from rules.baselines import compute
 
 router = APIRouter(prefix="/api/devices", tags=["devices"], dependencies=[allow(*ANYONE)])
@@ -66,7 +67,8 @@ def get_baseline(
     tz_name = view.ctx.settings.timezone
     tz, now = ZoneInfo(tz_name), time.time()
     spec = (metric, days, min_days)
-    table = compute(view.ctx.journal.path, [spec], tz, now, device_id=device_id)
+    floor = floors(view.ctx.registry)  # not a previous wearer's
+    table = compute(view.ctx.journal.path, [spec], tz, now, device_id=device_id, floors=floor)
     hours = [
         HourOut(hour=h, median=None, spread=None, days=0)
         if b is None

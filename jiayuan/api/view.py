@@ -20,6 +20,7 @@ from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.scope import Principal, Scope
 from jiayuan.context import AppContext
 from registry import Resident
+from registry.assignments import history_floor
 
 HEALTH_REFUSED: Final = (
     "a wearable's readings are health data: only the wearer's caretakers may read them"
@@ -82,6 +83,13 @@ class View:
         d = self.device(device_id)
         if not self.scope.sees_readings(device_id, d["kind"]):
             raise HTTPException(403, HEALTH_REFUSED)
+        floor = history_floor(self.ctx.registry, device_id)  # not a previous wearer's
+        if floor is not None:
+            if step != "raw":  # nor a bucket that holds some of them
+                width = {"1m": 60, "1h": 3600}[step]
+                floor = -(-floor // width) * width
+            since = query.get("since")
+            query["since"] = floor if since is None else max(since, floor)
         rows = self.ctx.journal.readings(device_id, step=step, **query)
         if step == "raw":
             for row in rows:

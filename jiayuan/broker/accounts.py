@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from base.files import write_file
 from ingest.access import CredentialsFile, Gateway
 from ingest.profiles import Profiles, shipped_profiles
 from ingest.topics import SUBSCRIPTION, URGENT_SUBSCRIPTIONS, topic_for
@@ -270,12 +271,14 @@ def write_credentials(
         rotated=sorted(set(rotate) & new),
     )
     gid = grp.getgrnam(group).gr_gid if group else None
-    _write(out / PASSWORDS, password_file(creds), 0o640 if gid is not None else 0o600, gid)
-    _write(out / ACL, acl_file(registry, creds, profiles), 0o640 if gid is not None else 0o600, gid)
-    _write(secrets_path, creds.to_json(), 0o600)
-    _write(out / SERVICE_PASSWORD, creds.service[1] + "\n", 0o600)
+    write_file(out / PASSWORDS, password_file(creds), 0o640 if gid is not None else 0o600, gid)
+    write_file(
+        out / ACL, acl_file(registry, creds, profiles), 0o640 if gid is not None else 0o600, gid
+    )
+    write_file(secrets_path, creds.to_json(), 0o600)
+    write_file(out / SERVICE_PASSWORD, creds.service[1] + "\n", 0o600)
     if creds.urgent is not None:
-        _write(out / URGENT_PASSWORD, creds.urgent[1] + "\n", 0o600)
+        write_file(out / URGENT_PASSWORD, creds.urgent[1] + "\n", 0o600)
     if report.added or report.removed or report.rotated:
         _log_change(out / CHANGES, report)
     return report
@@ -293,24 +296,6 @@ def _accounts(creds: CredentialsFile | None) -> set[str]:
         *creds.tests,
         *creds.bridges,
     }
-
-
-def _write(path: Path, text: str, mode: int, gid: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # also when the file was left over with other bits
-        if gid is not None:
-            os.fchown(fd, -1, gid)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            fd = -1
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    os.replace(tmp, path)
 
 
 def _log_change(path: Path, report: Report) -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import tempfile
+import tracemalloc
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +264,59 @@ def test_a_workbook_reads_as_its_csv_export(columns: list[str], rows: list[list[
                 return "problems", [(p.row, p.field, p.message) for p in e.problems]
 
         assert read(as_xlsx) == read(as_csv)
+
+
+def _rigged(path: Path, part: str, rig: Callable[[bytes], bytes]) -> Path:
+    """A workbook made by openpyxl with one part changed the way a hostile file would."""
+    sound = workbook(path.parent / "sound.xlsx", devices=[["device_id"], ["a"]])
+    with zipfile.ZipFile(sound) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            z.writestr(info.filename, rig(data) if info.filename == part else data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("part", "rig", "said"),
+    [
+        (  # one row of 300,000 cells: openpyxl builds the whole row before any bound applies
+            "xl/worksheets/sheet1.xml",
+            lambda x: x.replace(b"</sheetData>", b'<row r="3">' + b"<c><v>1</v></c>" * 300_000
+                                + b"</row></sheetData>"),
+            "sheet devices row 3: more than 64 columns",
+        ),
+        (  # 300,000 cell formats: openpyxl builds the stylesheet whole, 600 bytes each
+            "xl/styles.xml",
+            lambda x: re.sub(rb"<cellXfs count=\"\d+\">", b"<cellXfs>" + b"<xf/>" * 300_000, x),
+            "devices.xlsx: xl/styles.xml: more than 100000 XML elements",
+        ),
+    ],
+)  # fmt: skip
+def test_a_small_hostile_workbook_is_refused_before_it_takes_memory(
+    tmp_path: Path, part: str, rig: Callable[[bytes], bytes], said: str
+) -> None:
+    bomb = _rigged(tmp_path / "devices.xlsx", part, rig)
+    assert bomb.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(RegistryError) as e:
+            load_registry(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert said in str(e.value) and str(bomb) in str(e.value)
+    assert peak < 32 << 20  # openpyxl took some 150 MB for either; streaming takes a few
+
+
+def test_the_cells_of_a_sheet_are_bounded_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sheets, "MAX_ROWS", 3)  # 3 x 64 cells in all
+    rows = b"".join(b"<row>" + b"<c><v>1</v></c>" * 60 + b"</row>" for _ in range(4))
+    many = _rigged(
+        tmp_path / "devices.xlsx",
+        "xl/worksheets/sheet1.xml",
+        lambda x: x.replace(b"</sheetData>", rows + b"</sheetData>"),
+    )
+    with pytest.raises(RegistryError, match="sheet devices row 6: more than 192 cells"):
+        load_registry(many)

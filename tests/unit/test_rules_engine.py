@@ -392,3 +392,32 @@ def test_set_registry_updates_labels_and_overrides(tmp_path: Path) -> None:
     eng.set_registry(registry())
     (fire,) = eng.evaluate(hr("w1", 1, 105))
     assert fire.labels["resident_id"] == "r1"
+
+
+def test_a_device_registered_after_it_reported_keeps_its_rule_state(tmp_path: Path) -> None:
+    """Commissioning: a detector reports before it is registered. Once registered, its silence
+    alert must clear when it is heard again, not be forgotten with the unregistered ones."""
+    clock = Clock(T0)
+    silent = {**BASE, "id": "smoke_silent", "kind": "smoke", "type": "absence", "for": "24h"}
+    eng = engine(tmp_path, silent, clock=clock)
+    detector = Device(device_id="sd-9", kind="smoke", compound="c3", building="b12", unit="1-1")
+    assert eng.evaluate(reading("sd-9", "telemetry", T0, kind="smoke", battery=90)) == []
+    eng.set_registry(Registry("y", devices=[detector]))
+    later = T0 + 86_401
+    clock.t = later
+    assert [(t.action, t.rule_id) for t in eng.tick(later)] == [("fire", "smoke_silent")]
+    heard = eng.evaluate(reading("sd-9", "telemetry", later + 3600, kind="smoke", battery=90))
+    assert [(t.action, t.rule_id, t.device_id) for t in heard] == [
+        ("clear", "smoke_silent", "sd-9")
+    ]
+
+
+def test_a_retired_device_is_forgotten_once_idle(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    eng = engine(tmp_path, HR_HIGH, reg=registry(), clock=clock)
+    assert feed(eng, *(hr("w2", m, 130) for m in range(5))) == []
+    assert eng.state_size() == 1
+    eng.set_registry(Registry("y", devices=[registry().devices["w1"]]))
+    clock.t = T0 + 2 * 86_400
+    eng.tick(clock.t)
+    assert eng.state_size() == 0
