@@ -31,6 +31,7 @@ from jiayuan.auth.audit import AuditLog
 from jiayuan.broker.live import BrokerAccounts
 from jiayuan.registry_files import NotWritable, RegistryFiles
 from registry import Problem, Registry, RegistryError, check_registry
+from registry.assignments import stamp_assignments
 from registry.diff import RegistryDiff, diff
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,11 @@ class RegistryAdmin:
         self, new: Registry, actor: str, action: str, ip: str, target: str, *, persist: bool
     ) -> Applied:
         old = self._current
+        stamped = stamp_assignments(old, new, time.time())
+        # a wearable's new wearer is marked in the files too (a reload included), so that
+        # after a restart the previous wearer's readings stay theirs
+        persist = persist or stamped is not new
+        new = stamped
         try:
             if new.community != old.community:
                 raise RegistryError([_problem(f"the registry is community {old.community!r}")])

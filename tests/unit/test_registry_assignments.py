@@ -14,7 +14,7 @@ from jiayuan.api import create_app
 from registry import Device, Registry
 from registry.assignments import floors, stamp_assignments
 from rules.baselines import compute
-from tests.staff import bearer
+from tests.staff import ADMIN, bearer
 from tests.unit.api_world import world
 
 WR1 = Device(device_id="wr-1", kind="wearable", compound="C01", building="B01", unit="1-1-101",
@@ -104,3 +104,29 @@ def test_the_previous_wearers_hours_are_not_the_new_wearers_baseline(tmp_path: P
     assert hour is not None and hour.days == 3  # only the days since she wears it
     gone = compute(db, [spec], UTC, at, floors={"wr-1": at - 3600})
     assert gone.hours("wr-1", spec)[10] is None
+
+
+def test_a_wearable_retired_and_registered_to_another_resident_shows_her_caretaker_nothing_before(
+    tmp_path: Path,
+) -> None:
+    """Through the API as staff do it: an admin retires r-1's watch, an operator registers it
+    to r-3 from the commissioning list; r-3's caretaker reads none of r-1's heart rates (before
+    the registry stamped the new wearer, care-3 read them all), while the stamp is kept in the
+    registry's files for the next start."""
+    with ExitStack() as stack:
+        ctx = world(tmp_path, stack)
+        with TestClient(create_app(ctx)) as c:
+            care3, ops = bearer(ctx, "care-3"), bearer(ctx, "ops-1")
+            assert c.get("/api/devices/wr-1/readings", headers=care3).status_code == 404
+            assert c.delete("/api/registry/devices/wr-1", headers=ADMIN).status_code == 200
+            place = {"compound": "C02", "building": "B03", "unit": "3-1-101", "resident_id": "r-3"}
+            r = c.post("/api/devices/unregistered/wr-1/register", headers=ops, json=place)
+            assert r.status_code == 200, r.text
+            seen = c.get("/api/devices/wr-1/readings", headers=care3)
+            assert seen.status_code == 200
+            assert seen.json()["items"] == []
+            admin = ctx.registry_admin
+            assert admin is not None
+            stamped = admin.current.devices["wr-1"].assigned_since
+            assert stamped is not None
+            assert admin.files.read().devices["wr-1"].assigned_since == stamped
