@@ -23,9 +23,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from base.yamlload import StrictYaml12Loader as _Loader
 from ingest.payloads import MODELS
 from ingest.topics import KINDS, Kind
-from registry.loader import _Loader as _Yaml12Loader
 
 ID: Final = r"[A-Za-z0-9_-]{1,64}"
 PLACEHOLDER: Final = "{device}"
@@ -262,25 +262,6 @@ class ProfileFileResult:
     path: str
     profiles: list[ProfileSpec] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-class _Loader(_Yaml12Loader):
-    """YAML 1.2 scalars (the registry's), and a key given twice is an error, not the last."""
-
-
-def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
 def load_yaml12(text: str) -> Any:

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from base.files import mode_of, write_file
+from base.yamlload import Yaml12Loader
 from registry.cells import IGNORED_COLUMNS, CellError, column_name, format_shift, normalise
 from registry.models import Building, Device, Registry, Resident, Staff
 from registry.sheets import SheetProblem, read_workbook
@@ -36,10 +37,8 @@ from registry.staging import Unfinished, settled
 
 try:  # libyaml when present: the registry of a district is tens of thousands of records
     from yaml import CSafeDumper as _Dumper
-    from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
-    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 SECTIONS: Final = ("buildings", "devices", "residents", "staff")
 _NAMES: Final = "/".join(SECTIONS)
@@ -288,22 +287,6 @@ def _read_xlsx(path: Path, problems: list[Problem]) -> list[_Raw]:
 # --- YAML ------------------------------------------------------------------------------------
 
 
-class _Loader(_BaseLoader):
-    """YAML 1.2 scalars: ``08:00`` and ``0502`` stay text, ``no`` is not a boolean."""
-
-
-_Loader.yaml_implicit_resolvers = {}
-for _tag, _pattern, _first in (
-    ("null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
-    ("bool", r"true|True|TRUE|false|False|FALSE", list("tTfF")),
-    ("int", r"[-+]?(?:0|[1-9][0-9]*)", list("-+0123456789")),
-    ("float", r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?", list("-+0123456789")),
-):
-    _Loader.add_implicit_resolver(
-        f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"), _first
-    )
-
-
 def _alias_line(node: yaml.Node | None) -> int | None:
     """The line of the first node used twice (an anchor ``&name`` used by an alias), if any;
     each node is visited once, so nested aliases cost no more than the text."""
@@ -330,7 +313,7 @@ def _read_yaml(
     def bad(line: int | None, key: str | None, message: str) -> None:
         problems.append(Problem(name, line, key, message, "line"))
 
-    loader = _Loader(text)
+    loader = Yaml12Loader(text)
     try:
         node = loader.get_single_node()
         alias = _alias_line(node)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, get_args
+from typing import Annotated, Final, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from base.yamlload import StrictSafeLoader
 from ingest.payloads import MODELS
 from ingest.topics import KINDS, Kind, Stream
 from rules.forms import CONDITION_TAGS, Baseline, Condition, Verify, problems
@@ -330,25 +331,6 @@ class RuleFileResult:
     errors: list[str] = field(default_factory=list)
 
 
-class _Loader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys instead of keeping the last one."""
-
-
-def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
 def _who(raw: object, index: int) -> str:
     rid = raw.get("id") if isinstance(raw, dict) else None
     return f"rule {rid!r} (#{index})" if isinstance(rid, str) else f"rule #{index}"
@@ -412,7 +394,7 @@ def _read_one(path: Path) -> RuleFileResult:
         res.errors.append(f"{path}: cannot read: {e}")
         return res
     try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+        data = yaml.load(text, Loader=StrictSafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
