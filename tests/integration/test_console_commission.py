@@ -55,6 +55,7 @@ def test_an_operator_sees_an_unregistered_wearable_registers_it_and_its_sos_is_p
     expect(sent).to_contain_text("戴上")  # the event it sent last
     expect(row).to_contain_text("电量 58%")  # from its telemetry before
     expect(row).not_to_contain_text("77")  # its wearer's heart rate is not shown
+    expect(row).not_to_contain_text("null")  # an absent part is left out, not written out
     assert page.locator("#import").count() == 0  # imports are the managers'
     page.screenshot(path=SHOTS / "desk-operator-commission.png", full_page=True)
 
@@ -128,12 +129,14 @@ def test_a_manager_previews_a_spreadsheets_diff_and_applies_it(
         "已应用：buildings +1 -0 ~0", timeout=WAIT_MS
     )
     assert service.get("/api/registry/summary")["buildings"] == 8
+    expect(imp).not_to_contain_text("null")  # no new broker accounts: nothing written out
     (entry,) = service.get("/api/audit?action=registry.import")["items"]
     assert entry["actor"] == MANAGER and entry["target"] == "buildings.csv"
 
     # the same file again: nothing to apply
     imp.locator("[data-act=preview-import]").click()
     expect(imp).to_contain_text("与当前登记一致，没有改动", timeout=WAIT_MS)
+    expect(imp).not_to_contain_text("null")
     assert problems.items == []
     context.close()
 

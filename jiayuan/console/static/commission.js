@@ -4,7 +4,7 @@
 // exactly that diff.
 
 import { t } from "./i18n.js";
-import { api, detailText, h, loading, num, qs, when, who } from "./util.js";
+import { add, api, detailText, fill, h, loading, num, qs, when, who } from "./util.js";
 
 const ID_PATTERN = "[A-Za-z0-9_\\-]{1,64}";
 
@@ -58,13 +58,13 @@ function unregisteredRow(d) {
   const row = h("li", { class: "device-row unregistered-device", "data-device": d.device_id });
   const form = registerForm(d, (r, body) => {
     const password = r.broker.passwords[d.device_id];
-    row.replaceChildren(
+    fill(row,
       h("span", { class: "mono nobr", text: d.device_id }),
       h("span", { class: "good-text", "data-field": "registered", text: `✓ ${t("commission.registered_to", { place: [body.compound, body.building, body.unit].filter(Boolean).join(" · ") })}` }),
       password ? h("span", { class: "notice", "data-field": "password" }, t("commission.password_once"), " ", h("code", { class: "mono", text: password })) : null,
       r.broker.accounts === "not managed" ? h("span", { class: "muted", text: t("commission.accounts_not_managed") }) : null);
   });
-  row.append(
+  add(row,
     h("span", { class: "mono nobr", text: d.device_id }),
     h("span", { class: "muted nobr", text: t(`kinds.${d.kind}`) }),
     d.retired ? h("span", { class: "tag", "data-field": "retired", text: t("commission.retired") }) : null,
@@ -142,7 +142,7 @@ function importSection() {
       const r = await upload(file, null);
       previewed = { file, version: r.version };
       const empty = r.changes === "no changes";
-      out.replaceChildren(
+      fill(out,
         h("p", {}, h("b", { text: t("commission.diff_of", { file: r.file }) }), " ", h("span", { class: "mono", text: r.changes })),
         empty ? h("p", { class: "muted", text: t("commission.no_changes") }) : diffView(r.diff),
         empty ? null : h("button", { type: "button", class: "good", "data-act": "apply-import", onclick: apply, text: t("commission.apply") }));
@@ -157,7 +157,7 @@ function importSection() {
       const r = await upload(previewed.file, previewed.version);
       previewed = null;
       const passwords = Object.entries(r.broker ? r.broker.passwords : {});
-      out.replaceChildren(h("p", { class: "notice", "data-field": "applied", text: `✓ ${t("commission.applied", { changes: r.changes })}` }),
+      fill(out, h("p", { class: "notice", "data-field": "applied", text: `✓ ${t("commission.applied", { changes: r.changes })}` }),
         passwords.length ? h("div", { class: "notice" }, h("p", { text: t("commission.password_once") }),
           h("ul", {}, passwords.map(([id, pw]) => h("li", { class: "mono", text: `${id}: ${pw}` })))) : null);
     } catch (e) {

@@ -35,6 +35,19 @@ function append(el, children) {
   }
 }
 
+/** Append ``children`` to ``el`` as h() does: null and false skipped (the DOM's own append
+ * writes them out as the text "null" and "false"). */
+export function add(el, ...children) {
+  append(el, children);
+  return el;
+}
+
+/** Replace ``el``'s children, null and false skipped (see add). */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  return add(el, ...children);
+}
+
 export class ApiError extends Error {
   constructor(status, message) {
     super(message);
