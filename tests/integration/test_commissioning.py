@@ -152,10 +152,18 @@ def test_an_operator_sees_an_unregistered_device_registers_it_and_its_alerts_are
     receiver.wait_for(lambda _ms: sos_pages(receiver, "care-1") >= 1)
     (alert,) = svc.get("/api/alerts?device_id=wr-new&rule_id=wearable_sos")["items"]
     assert alert["labels"]["building"] == "B01" and alert["labels"]["unit"] == "1-1-101"
-    # the caretaker sees it among their resident's devices, health readings and all
+    # the caretaker sees it among their resident's devices, health readings and all — from
+    # when it became hers (README "A wearable's history belongs to its wearer"): what it sent
+    # before it was registered to her is not shown as hers
+    own = Publisher(broker, "wr-new", access=access)
+    try:
+        send(own, "wr-new", "telemetry", heart_rate=73, battery=63, worn=True, seq=3)
+    finally:
+        own.close()
     care = svc.token_for("care-1")
     readings = svc.get("/api/devices/wr-new/readings", token=care)["items"]
-    assert any(r["values"].get("heart_rate") == 71 for r in readings)
+    rates = [r["values"].get("heart_rate") for r in readings]
+    assert 73 in rates and 71 not in rates
 
 
 def workbook(**sheets: list[list[Any]]) -> bytes:
