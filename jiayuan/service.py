@@ -26,6 +26,7 @@ from ingest.profiles import Profiles, load_profiles
 from ingest.push import PushIntake, acknowledge_both
 from ingest.push_native import push_profiles
 from ingest.rollups import RollupWorker
+from ingest.ways import WaysIn
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
@@ -120,6 +121,8 @@ class Service:
             urgent_filters=self.profiles.filters(urgent=True),
             telemetry_filters=self.profiles.filters(urgent=False),
         )
+        self.ways = WaysIn(loaded)
+        """Each registered device's one way in (its ``via``), swapped at each registry change."""
         self.push = PushIntake(self.inbox)
         """Messages pushed over HTTP (jiayuan/api/push.py), into the same inbox and pipeline."""
         self.pipeline = Pipeline(
@@ -131,6 +134,7 @@ class Service:
             batch_wait=settings.batch_wait_ms / 1000.0,
             profiles=self.profiles,
             on_refused=self.push.refused,
+            ways=self.ways,
         )
         self.rollups = RollupWorker(self.journal.path)
         self.sink = self._influx_sink() if settings.influx_url else None
@@ -157,6 +161,7 @@ class Service:
             alerting=self.dispatcher,
             auth=self.auth,
             registry_admin=self.registry_admin,
+            ways=self.ways,
             push=PushSetup(
                 integrations=load_integrations(settings.integrations, pushing)
                 if settings.integrations is not None
@@ -170,6 +175,7 @@ class Service:
         # every holder of the registry, swapped in this order at each change (create_app adds
         # staff access's scopes)
         admin = self.registry_admin
+        admin.subscribe("ways in", self.ways.set_registry)
         admin.subscribe("journal devices", self.journal.sync_registry)
         admin.subscribe("routing and paging", self.dispatcher.set_registry)
         admin.subscribe("rules", self.worker.set_registry)
