@@ -327,7 +327,7 @@ def test_how_a_device_reports_reads_from_a_column_and_writes_back(tmp_path: Path
     native MQTT. The same records from a workbook, its CSV export and the YAML written back."""
     from registry import write_registry
 
-    rows = [
+    rows: list[list[Any]] = [
         ["设备编号", "类型", "小区", "接入方式"],
         ["sd-z1", "烟感", "C01", "z2m_smoke"],
         ["sd-n1", "烟感", "C01", None],
