@@ -384,7 +384,7 @@ def test_a_platform_cannot_speak_for_a_device_registered_another_way(hik: Any) -
     """ctwing may report for any id (``devices: ["*"]``), yet not for wr-1, a native watch:
     its push is a dead letter saying how wr-1 is registered. Registered ``via: ctwing``
     (through the API, no restart), its next push is accepted; hik's for it is refused."""
-    client, ctx, auth, other = hik
+    client, ctx, _, other = hik
 
     def push(mid: str, device: str, headers: dict[str, str]) -> Any:
         body = {"message_id": mid, "topic": f"community/y/wearable/{device}/event",
