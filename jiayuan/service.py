@@ -73,11 +73,18 @@ class Service:
         self.auth = AuthStore(datadir.auth)
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
         note_registry(self.auth, loaded)
+        pushing = push_profiles(self.profiles)
+        integrations = (
+            load_integrations(settings.integrations, pushing)
+            if settings.integrations is not None
+            else {}
+        )
         self.registry_admin = RegistryAdmin(
             loaded,
             files,
             audit=AuditLog(self.auth),
             broker=broker_accounts(settings, self.profiles),
+            ways={p.id for p in self.profiles if p.spec.mqtt is not None} | set(integrations),
         )
         """The one holder of the current registry, and the way to change it while running."""
         self.dispatcher = Dispatcher(self.alerts, loaded, self.rules, alerting(settings))
@@ -151,7 +158,6 @@ class Service:
             next_run_time=datetime.now(UTC) + timedelta(seconds=30),
         )
         self.started_at = time.time()
-        pushing = push_profiles(self.profiles)
         self.context = AppContext(
             settings=settings,
             journal=self.journal,
@@ -163,9 +169,7 @@ class Service:
             registry_admin=self.registry_admin,
             ways=self.ways,
             push=PushSetup(
-                integrations=load_integrations(settings.integrations, pushing)
-                if settings.integrations is not None
-                else {},
+                integrations=integrations,
                 tokens=PushTokens(data),
                 intake=self.push,
                 writable=lambda: self.pipeline.store_health().ok,
