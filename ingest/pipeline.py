@@ -54,6 +54,7 @@ from ingest.metrics import (
 )
 from ingest.payloads import MAX_PAYLOAD, DeadLetter, DeadLetterReason, Reading, decode
 from ingest.profiles import ProfileError, Profiles
+from ingest.ways import WaysIn
 
 STORE_RETRY = Backoff(first_s=0.25, max_s=5.0)
 """Pauses between attempts to write a batch while the journal is failing."""
@@ -133,6 +134,7 @@ class Pipeline:
         retry: Backoff = STORE_RETRY,
         profiles: Profiles | None = None,
         on_refused: Callable[[Inbound, DeadLetter], None] | None = None,
+        ways: WaysIn | None = None,
     ) -> None:
         """``retry``: the pauses between two attempts to write a batch while the store is
         failing (the house's one backoff: doubling from the first to the longest)."""
@@ -145,6 +147,10 @@ class Pipeline:
         self.retry = retry
         self.profiles = profiles
         self.on_refused = on_refused
+        self.ways = ways
+        """Each registered device's one way in (its ``via``): a reading of it that came
+        another way — natively, or through a profile not its own — is a dead letter
+        (``unknown_topic``); pushed ones are checked at the HTTP edge (ingest/ways.py)."""
         """Told (pipeline thread, before the batch's ack) of each message the journal refused
         and kept as a ``journal_refused`` dead letter: the push endpoint answers so
         (:meth:`ingest.push.PushIntake.refused`)."""
@@ -321,19 +327,28 @@ class Pipeline:
         (the CPU time counted per batch)."""
         self._undo.clear()  # the previous batch is committed: its readings are gone
         cpu = thread_time()
-        items: list[_Item]
-        if self.profiles is None:
-            items = [(m, decode_inbound(m)) for m in batch]
-        else:
-            items = []
-            for m in batch:
-                # a pushed message was mapped at the HTTP edge already (ingest/push.py)
-                if m.topic.startswith("community/") or m.session in PUSH_SESSIONS:
-                    items.append((m, decode_inbound(m)))
-                else:
-                    items.extend((m, x) for x in self._vendor(m, self.profiles))
+        items: list[_Item] = []
+        for m in batch:
+            if m.session in PUSH_SESSIONS:  # mapped and checked at the HTTP edge (api/push.py)
+                items.append((m, decode_inbound(m)))
+            elif self.profiles is None or m.topic.startswith("community/"):
+                items.append((m, self._native(m)))
+            else:
+                items.extend((m, x) for x in self._vendor(m, self.profiles))
         DECODE_CPU.inc(thread_time() - cpu)
         return items
+
+    def _native(self, m: Inbound) -> Reading | DeadLetter:
+        """A native message; refused when its device is registered to report another way
+        (its own broker account exists only for native devices: this is a second line)."""
+        x = decode_inbound(m)
+        if isinstance(x, Reading) and self.ways is not None:
+            why = self.ways.refusal(x.device_id, None)
+            if why is not None:
+                return DeadLetter(
+                    m.topic, m.payload[:MAX_PAYLOAD], "unknown_topic", why, m.received
+                )
+        return x
 
     def _vendor(self, m: Inbound, profiles: Profiles) -> list[Reading | DeadLetter]:
         """A vendor message's canonical readings. A dead letter keeps the vendor's topic and
@@ -358,7 +373,14 @@ class Pipeline:
                 found.append(dead(c.refused[0], f"profile {profile.id}: {c.refused[1]}"))
                 continue
             x = decode(c.topic, c.payload, m.received)
-            if isinstance(x, DeadLetter):
+            way = None
+            if isinstance(x, Reading) and self.ways is not None:
+                way = self.ways.refusal(x.device_id, profile.id)
+            if way is not None:  # not its way in: the edge's new state is forgotten too
+                x = dead("unknown_topic", f"profile {profile.id}: {way}")
+                if c.edge is not None:
+                    profile.forget(c.edge)
+            elif isinstance(x, DeadLetter):
                 x = dead(x.reason, f"profile {profile.id} -> {c.topic}: {x.detail}")
                 if c.edge is not None:
                     profile.forget(c.edge)

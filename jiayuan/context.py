@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ingest.journal import Journal
+from ingest.ways import WaysIn
 from jiayuan.settings import Settings
 from registry import Registry
 
@@ -34,6 +35,9 @@ class AppContext:
     directory)."""
     registry_admin: RegistryAdmin | None = None
     """Changes to the registry while running (None: the registry routes answer 503)."""
+    ways: WaysIn | None = None
+    """Each registered device's one way in, checked on pushed messages, and how unregistered
+    devices were first heard (commissioning); the pipeline's (None: not checked)."""
     push: PushSetup | None = None
     """Integrations, their tokens and the pipeline's intake for ``POST /api/push/{integration}``
     (None: every push is answered 404)."""

@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -74,8 +74,12 @@ class RegistryAdmin:
         *,
         audit: AuditLog | None = None,
         broker: BrokerAccounts | None = None,
+        ways: Collection[str] | None = None,
     ) -> None:
+        """``ways``: what a device's ``via`` may name (the MQTT profiles and the integrations
+        in force); a change that gives a device another is refused. None: not checked."""
         self._current = registry
+        self.ways = None if ways is None else frozenset(ways)
         self.files = files
         self.audit = audit
         self.broker = broker
@@ -154,6 +158,7 @@ class RegistryAdmin:
                 raise RegistryError([_problem(f"the registry is community {old.community!r}")])
             started = time.monotonic()
             check_registry(new)
+            self._check_ways(old, new)
             change = diff(old, new)
             checked = time.monotonic()
             superseded = self.files.write(new) if persist and not change.empty else []
@@ -186,6 +191,28 @@ class RegistryAdmin:
                 detail["superseded"] = superseded
             self.audit.record(actor, action, target=target, ip=ip, **detail)
         return applied
+
+    def _check_ways(self, old: Registry, new: Registry) -> None:
+        """A device added, or whose ``via`` changed, must name a way in that is in force (a
+        typo would refuse every reading of it). Those left as they were are not checked: a
+        profile dropped from the configuration does not block every other change."""
+        if self.ways is None:
+            return
+        problems = [
+            Problem(
+                f"devices[{d.device_id}]",
+                None,
+                "via",
+                f"no device profile or integration {d.via!r}"
+                f" (known: {', '.join(sorted(self.ways)) or 'none'})",
+            )
+            for d in new.devices.values()
+            if d.via is not None
+            and d.via not in self.ways
+            and (old.devices.get(d.device_id) is None or old.devices[d.device_id].via != d.via)
+        ]
+        if problems:
+            raise RegistryError(problems)
 
     def _swap(self, new: Registry) -> None:
         self._current = new

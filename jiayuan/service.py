@@ -26,6 +26,7 @@ from ingest.profiles import Profiles, load_profiles
 from ingest.push import PushIntake, acknowledge_both
 from ingest.push_native import push_profiles
 from ingest.rollups import RollupWorker
+from ingest.ways import WaysIn
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
@@ -72,11 +73,18 @@ class Service:
         self.auth = AuthStore(datadir.auth)
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
         note_registry(self.auth, loaded)
+        pushing = push_profiles(self.profiles)
+        integrations = (
+            load_integrations(settings.integrations, pushing)
+            if settings.integrations is not None
+            else {}
+        )
         self.registry_admin = RegistryAdmin(
             loaded,
             files,
             audit=AuditLog(self.auth),
             broker=broker_accounts(settings, self.profiles),
+            ways={p.id for p in self.profiles if p.spec.mqtt is not None} | set(integrations),
         )
         """The one holder of the current registry, and the way to change it while running."""
         self.dispatcher = Dispatcher(self.alerts, loaded, self.rules, alerting(settings))
@@ -120,6 +128,8 @@ class Service:
             urgent_filters=self.profiles.filters(urgent=True),
             telemetry_filters=self.profiles.filters(urgent=False),
         )
+        self.ways = WaysIn(loaded)
+        """Each registered device's one way in (its ``via``), swapped at each registry change."""
         self.push = PushIntake(self.inbox)
         """Messages pushed over HTTP (jiayuan/api/push.py), into the same inbox and pipeline."""
         self.pipeline = Pipeline(
@@ -131,6 +141,7 @@ class Service:
             batch_wait=settings.batch_wait_ms / 1000.0,
             profiles=self.profiles,
             on_refused=self.push.refused,
+            ways=self.ways,
         )
         self.rollups = RollupWorker(self.journal.path)
         self.sink = self._influx_sink() if settings.influx_url else None
@@ -147,7 +158,6 @@ class Service:
             next_run_time=datetime.now(UTC) + timedelta(seconds=30),
         )
         self.started_at = time.time()
-        pushing = push_profiles(self.profiles)
         self.context = AppContext(
             settings=settings,
             journal=self.journal,
@@ -157,10 +167,9 @@ class Service:
             alerting=self.dispatcher,
             auth=self.auth,
             registry_admin=self.registry_admin,
+            ways=self.ways,
             push=PushSetup(
-                integrations=load_integrations(settings.integrations, pushing)
-                if settings.integrations is not None
-                else {},
+                integrations=integrations,
                 tokens=PushTokens(data),
                 intake=self.push,
                 writable=lambda: self.pipeline.store_health().ok,
@@ -170,6 +179,7 @@ class Service:
         # every holder of the registry, swapped in this order at each change (create_app adds
         # staff access's scopes)
         admin = self.registry_admin
+        admin.subscribe("ways in", self.ways.set_registry)
         admin.subscribe("journal devices", self.journal.sync_registry)
         admin.subscribe("routing and paging", self.dispatcher.set_registry)
         admin.subscribe("rules", self.worker.set_registry)

@@ -9,6 +9,8 @@ adds the file, row and field.
 - ``channels``: separated by whitespace or ``;`` / ``；`` (a URL may hold a comma)
 - ``thresholds``: ``heart_rate_high=110;spo2_low=88``
 - ``allowed_area``: ``lat,lon,radius_m``
+- ``via`` (how a device reports): a profile's or an integration's id; empty or ``native``
+  for native MQTT under the device's own broker account
 - ``shifts``: ``Mon-Fri 08:00-20:00@B03; Sat,Sun 08:00-12:00``; without days, every day;
   ``24:00`` as an end is the end of the day; an end before the start wraps past midnight.
 """
@@ -37,6 +39,7 @@ _SHIFT = re.compile(
 )
 _ALL_DAYS = frozenset({"daily", "*", "all", "everyday", "every day"})
 _INT_FIELDS = frozenset({"floor", "floors"})
+_NATIVE = frozenset({"", "native", "mqtt", "原生"})
 _FLOAT_TEXT = re.compile(r"[-+]?\d+\.0*")
 
 VALUE_ALIASES: Final[dict[str, dict[str, str]]] = {
@@ -65,6 +68,7 @@ COLUMN_ALIASES: Final = {
     "活动范围": "allowed_area", "员工编号": "staff_id", "工号": "staff_id", "staff": "staff_id",
     "角色": "role", "岗位": "role", "通知方式": "channels", "channel": "channels",
     "班次": "shifts", "shift": "shifts", "负责楼栋": "buildings", "负责小区": "compounds",
+    "接入方式": "via", "接入": "via",
 }  # fmt: skip
 """Column headers a spreadsheet may use instead of the field name (Chinese, singular)."""
 
@@ -228,6 +232,8 @@ def normalise(data: dict[str, Any]) -> dict[str, Any]:
             )
             if isinstance(items, list):
                 out[name] = [_shift_item(s, i) for i, s in enumerate(items)]
+        elif name == "via" and isinstance(value, str) and value.strip().lower() in _NATIVE:
+            out[name] = None  # a device's own broker account: what an empty cell says too
         elif name in _INT_FIELDS and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value):
             out[name] = value.split(".")[0]  # Excel writes whole numbers as 5.0
     return out

@@ -45,10 +45,34 @@ class Device(_Record):
     """The wearer, for a wearable."""
     name: str = ""
     """A short place name staff understand (e.g. ``Compound 3 north gate``)."""
+    via: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """How it reports — its one way in: None (the default) is native MQTT under its own broker
+    account; otherwise the id of the device profile (``z2m_smoke``) or of the push integration
+    (``ctwing``) that speaks for it. A reading of it that comes any other way is a dead letter
+    (:func:`wrong_way`)."""
     assigned_since: float | None = None
     """When the device was given to its wearer (Unix seconds): its readings and baselines
     shown for her start here, never a previous wearer's (set by
     :func:`registry.assignments.stamp_assignments`)."""
+
+
+NATIVE: Final = "native MQTT (its own broker account)"
+
+
+def way_name(via: str | None) -> str:
+    return NATIVE if via is None else f"via {via}"
+
+
+def wrong_way(device: Device | None, via: str | None) -> str | None:
+    """Why a reading of ``device`` that came ``via`` a profile or an integration (None: native
+    MQTT) is refused, or None when it may come that way: each registered device id belongs to
+    one way in, its ``via``; an unregistered id may come any way (commissioning lists it)."""
+    if device is None or device.via == via:
+        return None
+    return (
+        f"device {device.device_id} is registered to report {way_name(device.via)},"
+        f" not {way_name(via)}"
+    )
 
 
 class Resident(_Record):

@@ -10,7 +10,10 @@ worn) is enough to find it. Nothing of it is logged.
 ``POST /api/devices/unregistered/{device_id}/register`` builds the registry record from the
 place given and the kind the device reported as, and applies it like any registry change
 (:meth:`RegistryAdmin.edit`: checked, written to the registry files, in force for the device's
-next reading and alert, its broker account made, audited as ``device.register``).
+next reading and alert, its broker account made, audited as ``device.register``). It is
+registered with the way it was first heard (``via``: the profile or push integration that
+carried it, none for native MQTT), unless the request names another: from then on readings of
+it that come any other way are dead letters, and only a native device gets a broker account.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ class UnregisteredOut(BaseModel):
     )
     online: bool | None
     battery: float | None
+    via: str | None = Field(
+        default=None,
+        description="How it was first heard since the service started: the device profile's"
+        " or push integration's id; null for native MQTT (or not heard since the start)."
+        " Registering it keeps that way in (the registry's via).",
+    )
     last: LastSent | None = Field(description="What it sent last.")
 
 
@@ -84,6 +93,12 @@ class RegisterIn(BaseModel):
     room: str | None = Field(default=None, min_length=1, max_length=32)
     resident_id: str | None = Field(default=None, pattern=ID_PATTERN)
     name: str = Field(default="", max_length=80)
+    via: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="How it reports (the registry's via): a profile's or integration's id, or"
+        " `native`; absent: the way it was first heard (the unregistered list's via).",
+    )
 
 
 def _last(view: ViewDep, d: dict[str, Any]) -> LastSent | None:
@@ -120,6 +135,7 @@ def list_unregistered(view: ViewDep, limit: Limit = 50, offset: Offset = 0) -> U
                 retired=d["compound"] is not None or d["building"] is not None,
                 online=None if d["online"] is None else bool(d["online"]),
                 battery=d["battery"],
+                via=view.ctx.ways.heard(d["device_id"]) if view.ctx.ways is not None else None,
                 last=_last(view, d),
             )
             for d in items
@@ -144,8 +160,17 @@ class _AlreadyRegistered(Exception):
 )
 def register_device(view: ViewDep, ip: IpDep, device_id: DeviceId, body: RegisterIn) -> ChangeOut:
     d = view.device(device_id)  # 404 when it never reported (or is out of scope)
+    place = body.model_dump(exclude={"via"})
+    via = body.via
+    if via is None and view.ctx.ways is not None:
+        via = view.ctx.ways.heard(device_id)
     try:
-        device = Device(device_id=device_id, kind=_kind(d["kind"]), **body.model_dump())
+        device = Device(
+            device_id=device_id,
+            kind=_kind(d["kind"]),
+            via=None if via == "native" else via,
+            **place,
+        )
     except ValidationError as e:
         raise HTTPException(422, [err["msg"] for err in e.errors(include_url=False)]) from e
 

@@ -39,6 +39,7 @@ from ingest.payloads import DeadLetter, DeadLetterReason, decode
 from ingest.profiles import Canonical, ProfileError
 from ingest.push import Message, PushBusy
 from ingest.push_native import MAX_MESSAGES, HttpProfile
+from ingest.ways import WaysIn
 from jiayuan.api.deps import ACCESS, CtxDep, client_ip
 from jiayuan.integrations import Integration, PushSetup
 
@@ -185,7 +186,7 @@ async def push_messages(ctx: CtxDep, integration: IntegrationDep, request: Reque
             " nothing stored"
         )
         return JSONResponse(status_code=413, content={"detail": detail})
-    messages, notes, ids = _map(integration, push.profiles, body, ctx.settings.community)
+    messages, notes, ids = _map(integration, push.profiles, body, ctx.settings.community, ctx.ways)
     accepted = len(messages) - len(notes)
     if not messages:  # a vendor message its profile maps onto nothing (an event code not kept)
         PUSHES.labels(name, "ok").inc()
@@ -239,11 +240,16 @@ def _unavailable(name: str, detail: str) -> JSONResponse:
 
 
 def _map(
-    integration: Integration, profiles: Mapping[str, HttpProfile], body: bytes, community: str
+    integration: Integration,
+    profiles: Mapping[str, HttpProfile],
+    body: bytes,
+    community: str,
+    ways: WaysIn | None = None,
 ) -> tuple[list[Message], list[DeadLetterNote], list[str | None]]:
     """The messages to journal for ``body``, the dead letters among them (decoded here too,
     to answer with their reasons) and each message's platform message id. A message for
-    another community, or for a device outside the integration's ``devices``, is a dead
+    another community, for a device outside the integration's ``devices``, or for a device
+    registered to report another way (its ``via`` is not this integration: ``ways``) is a dead
     letter (``unknown_topic``)."""
     source = f"push/{integration.id}"
     profile = profiles.get(integration.profile)
@@ -274,18 +280,27 @@ def _map(
         refused: tuple[DeadLetterReason, str] | None = None
         if isinstance(d, DeadLetter):
             notes.append(DeadLetterNote(index=i, message_id=mid, reason=d.reason, detail=d.detail))
-        elif d.community != community or not integration.may_report(d.device_id):
-            why = (
-                f"community {d.community[:64]!r} is not this service's"
-                if d.community != community
-                else f"device {d.device_id} is not among integration {integration.id}'s devices"
-            )
-            refused = ("unknown_topic", why)
+        elif (
+            wrong := _not_its_own(integration, community, ways, d.community, d.device_id)
+        ) is not None:
+            refused = ("unknown_topic", wrong)
             notes.append(
-                DeadLetterNote(index=i, message_id=mid, reason="unknown_topic", detail=why)
+                DeadLetterNote(index=i, message_id=mid, reason="unknown_topic", detail=wrong)
             )
         messages.append(Message(c.topic, c.payload, key, refused))
     return messages, notes, ids
+
+
+def _not_its_own(
+    integration: Integration, community: str, ways: WaysIn | None, of: str, device_id: str
+) -> str | None:
+    """Why ``integration`` may not speak for ``device_id`` of community ``of``, or None."""
+    if of != community:
+        return f"community {of[:64]!r} is not this service's"
+    if not integration.may_report(device_id):
+        return f"device {device_id} is not among integration {integration.id}'s devices"
+    way = ways.refusal(device_id, integration.id) if ways is not None else None
+    return None if way is None else f"integration {integration.id}: {way}"
 
 
 def _keys(integration: str, canon: list[Canonical]) -> list[str | None]:

@@ -17,8 +17,10 @@ The identity model (README, "Security: broker access"):
 
 - **device** ``<device_id>``: writes ``community/<c>/<kind>/<device_id>/+`` — its telemetry,
   events and retained status (and so its last will), under its own kind; reads nothing.
-- **gateway** ``gateway.<compound>``: writes exactly the topics of that compound's devices, for
-  fleets that reach the broker through a gateway (a LoRa or NB-IoT concentrator, a vendor
+  Only native devices (no ``via`` in the registry) have one: a device that reports through a
+  profile or a push integration has no account of its own, and no gateway writes its topics.
+- **gateway** ``gateway.<compound>``: writes exactly the topics of its compound's native devices,
+  for fleets that reach the broker through a gateway (a LoRa or NB-IoT concentrator, a vendor
   platform, the simulator); reads nothing.
 - **service** ``jiayuan.service``: reads ``community/+/+/+/+``, writes nothing: the session
   that takes telemetry.
@@ -146,14 +148,15 @@ def plan(
         old = previous.password_of(username) if previous is not None else None
         return old if old is not None and username not in rotating else new_password()
 
+    native = sorted(d.device_id for d in registry.devices.values() if d.via is None)
     by_compound: dict[str, list[str]] = {}
-    for d in sorted(registry.devices.values(), key=lambda d: d.device_id):
-        by_compound.setdefault(d.compound, []).append(d.device_id)
+    for dev in native:
+        by_compound.setdefault(registry.devices[dev].compound, []).append(dev)
     return CredentialsFile(
         community=registry.community,
         service=(SERVICE_USER, password(SERVICE_USER)),
         urgent=(URGENT_USER, password(URGENT_USER)),
-        devices={dev: password(dev) for dev in sorted(registry.devices)},
+        devices={dev: password(dev) for dev in native},
         gateways={
             gateway_name(c): Gateway(password(gateway_name(c)), tuple(devs))
             for c, devs in sorted(by_compound.items())

@@ -266,3 +266,39 @@ def test_a_spreadsheet_imported_with_the_command_is_taken_on_reload(
     receiver.wait_for(lambda _ms: sos_pages(receiver, "care-1") >= 1)
     (alert,) = svc.get("/api/alerts?device_id=wr-7&rule_id=wearable_sos")["items"]
     assert alert["labels"]["unit"] == "1-1-101"
+
+
+def test_a_device_first_heard_through_a_profile_is_registered_with_that_way_in(
+    running: tuple[ServiceProcess, Publisher], broker: Broker
+) -> None:
+    """A Zigbee detector reports through Zigbee2MQTT's bridge before it is registered: the
+    unregistered list says how it came (``via: z2m_smoke``), registering it keeps that way in
+    (no broker account of its own is made), and its alarms come through the bridge as before."""
+    svc, _ = running
+    operator = svc.token_for("op-1")
+    z2m = Publisher(
+        broker, client_id="bridge.zigbee2mqtt", access=broker.access("bridge.zigbee2mqtt")
+    )
+    smoke = {"smoke": False, "battery": 97, "tamper": False, "battery_low": False}
+    try:
+        z2m.publish("zigbee2mqtt/smoke/sd-new", json.dumps(smoke))
+        z2m.wait_acked()
+        wait_for(lambda: "sd-new" in unregistered(svc, operator))
+        assert unregistered(svc, operator)["sd-new"]["via"] == "z2m_smoke"
+
+        place = {"compound": "C01", "building": "B01", "unit": "1-1-101"}
+        r = svc.request(
+            "POST", "/api/devices/unregistered/sd-new/register", json=place, token=operator
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["diff"]["devices"]["added_records"]["sd-new"]["via"] == "z2m_smoke"
+        assert body["broker"]["passwords"] == {}  # reports through the bridge: no account
+        assert svc.get("/api/registry/devices/sd-new")["via"] == "z2m_smoke"
+
+        z2m.publish("zigbee2mqtt/smoke/sd-new", json.dumps({**smoke, "smoke": True}))
+        z2m.wait_acked()
+        wait_for(lambda: svc.get("/api/alerts?device_id=sd-new&rule_id=smoke_alarm")["items"])
+        assert svc.get("/api/dead-letters/counts")["total"] == 0
+    finally:
+        z2m.close()

@@ -159,3 +159,87 @@ def test_availability_bad_vendor_payloads_and_a_gate_controller(
     finally:
         z2m.close()
         hik.close()
+
+
+def test_a_bridge_cannot_speak_for_a_native_detector_and_clear_its_fire_alarm(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The review's case: Zigbee2MQTT may translate any name, so a Zigbee device named
+    smoke/<a native detector's id> reporting smoke:false would be an alarm_clear resolving a
+    real fire alarm. Each device id belongs to one way in (the registry's ``via``): that
+    message is a dead letter saying how the detector is registered, and its alarm goes on
+    firing; a Zigbee detector registered via the profile works as before and has no broker
+    account of its own."""
+    from devtools.broker import try_connect
+    from ingest.access import BrokerAccess, CredentialsFile
+    from registry import Building, Device, Registry, write_registry
+
+    reg = tmp_path / "registry"
+    write_registry(
+        Registry(
+            "y",
+            buildings=[Building(building="B01", compound="C01")],
+            devices=[
+                Device(device_id="sd-n1", kind="smoke", compound="C01", building="B01"),
+                Device(
+                    device_id="sd-z1",
+                    kind="smoke",
+                    compound="C01",
+                    building="B01",
+                    via="z2m_smoke",
+                ),
+            ],
+        ),
+        reg,
+    )
+    z2m = bridge(broker, "zigbee2mqtt")  # accounts made before the service rewrites them
+    svc = ServiceProcess(
+        tmp_path / "service",
+        broker,
+        registry=reg,
+        broker_accounts_dir=broker.auth_dir,
+        broker_pid_file=broker.pid_file,
+    ).start()
+    try:
+        creds = CredentialsFile.load(broker.auth_dir / "credentials.json")  # the service's
+        assert "sd-n1" in creds.devices and "sd-z1" not in creds.devices
+        own = BrokerAccess("sd-n1", creds.devices["sd-n1"])
+        wait_for(lambda: try_connect(broker.host, broker.port, own) == "Success", timeout=30)
+        detector = Publisher(broker, "sd-n1", access=own)
+        try:
+            detector.publish("community/y/smoke/sd-n1/event", json.dumps({"event": "alarm"}))
+            detector.wait_acked()
+            assert detector.refused == 0
+        finally:
+            detector.close()
+        wait_for(lambda: alerts(svc, "sd-n1"), timeout=30)
+
+        z2m.publish("zigbee2mqtt/smoke/sd-n1", json.dumps(SMOKE_OFF))
+        z2m.publish("zigbee2mqtt/smoke/sd-z1", json.dumps(SMOKE_ON))
+        z2m.wait_acked()
+        wait_for(lambda: alerts(svc, "sd-z1"), timeout=30)
+        # its battery reading and its alarm_clear: each a dead letter, nothing journaled
+        wait_for(lambda: svc.get("/api/dead-letters/counts")["total"] >= 2, timeout=30)
+        letters = svc.get("/api/dead-letters?limit=10")["items"]
+        assert {(d["topic"], d["reason"], d["detail"]) for d in letters} == {
+            (
+                "zigbee2mqtt/smoke/sd-n1",
+                "unknown_topic",
+                "profile z2m_smoke: device sd-n1 is registered to report native MQTT (its own"
+                " broker account), not via z2m_smoke",
+            )
+        }
+        (fire,) = alerts(svc, "sd-n1")
+        assert (fire["rule_id"], fire["status"]) == ("smoke_alarm", "firing")
+        assert readings(tmp_path / "service", "sd-n1") == [("event", "alarm")]
+        (zigbee,) = alerts(svc, "sd-z1")
+        assert shape(zigbee)[:3] == ("smoke_alarm", fire["severity"], "firing")
+
+        # the Zigbee detector's own smoke clearing still resolves its own alarm
+        z2m.publish("zigbee2mqtt/smoke/sd-z1", json.dumps(SMOKE_OFF))
+        z2m.wait_acked()
+        wait_for(lambda: alerts(svc, "sd-z1")[0]["status"] == "resolved", timeout=30)
+        assert alerts(svc, "sd-n1")[0]["status"] == "firing"
+    finally:
+        z2m.close()
+        svc.stop()

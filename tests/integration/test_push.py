@@ -436,3 +436,60 @@ def test_a_fall_pushed_during_a_telemetry_backlog_is_journaled_and_alerted_befor
         wait_for(lambda: readings(data, "wb-2") == backlog, timeout=300, interval=0.2)
     finally:
         svc.stop()
+
+
+def test_a_platform_cannot_speak_for_a_device_registered_another_way(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """onenet may push for any id (``devices: ["*"]``), yet not for wn-1, a native watch, nor
+    for wp-9, registered ``via: ctwing``: each device id belongs to one way in. wp-9's own
+    platform is accepted, and a native MQTT message for wp-9 is refused too."""
+    from registry import Device
+
+    files = setup_files(tmp_path)
+    write_registry(
+        Registry(
+            "y",
+            devices=[
+                Device(device_id="wn-1", kind="wearable", compound="C01"),
+                Device(device_id="wp-9", kind="wearable", compound="C01", via="ctwing"),
+            ],
+            staff=[staff("ops-1", "operator", channels=())],
+        ),
+        files["registry"],
+    )
+    data = tmp_path / "service"
+    svc = ServiceProcess(data, broker, **files).start()
+    pub = Publisher(broker)
+    try:
+        onenet, ctwing = issue_token(svc, "onenet"), issue_token(svc, "ctwing")
+        refused = push(svc, message("o-1", "wn-1", "event", event="sos"), onenet, "onenet")
+        assert refused.status_code == 422, refused.text
+        (note,) = refused.json()["dead_letters"]
+        assert note["reason"] == "unknown_topic"
+        assert note["detail"] == (
+            "integration onenet: device wn-1 is registered to report native MQTT (its own"
+            " broker account), not via onenet"
+        )
+        other = push(svc, message("o-2", "wp-9", "event", event="sos"), onenet, "onenet")
+        assert other.status_code == 422
+        assert "registered to report via ctwing, not via onenet" in other.text
+        own = push(svc, message("c-1", "wp-9", "event", event="sos"), ctwing)
+        assert own.json() == {"accepted": 1, "dead_letters": []}
+        assert readings(data, "wn-1") == 0 and readings(data, "wp-9") == 1
+        wait_for(lambda: svc.get("/api/alerts?device_id=wp-9")["items"], timeout=30)
+        assert svc.get("/api/alerts?device_id=wn-1")["items"] == []
+
+        pub.publish("community/y/wearable/wp-9/event", json.dumps({"event": "fall"}))
+        pub.wait_acked()
+        wait_for(
+            lambda: any(
+                d["topic"] == "community/y/wearable/wp-9/event"
+                for d in svc.get("/api/dead-letters?limit=10")["items"]
+            ),
+            timeout=30,
+        )
+        assert readings(data, "wp-9") == 1
+    finally:
+        pub.close()
+        svc.stop()

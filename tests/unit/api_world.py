@@ -21,6 +21,7 @@ from ingest.pipeline import Pipeline
 from ingest.profiles import shipped_profiles
 from ingest.push import PushIntake, acknowledge_both
 from ingest.push_native import push_profiles
+from ingest.ways import WaysIn
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
@@ -129,11 +130,15 @@ def with_push(ctx: AppContext, stack: ExitStack) -> dict[str, str]:
     ``stack``. Returns the integration's ``Authorization`` header."""
     inbox = Inbox()
     intake = PushIntake(inbox)
+    ctx.ways = WaysIn(ctx.registry)  # each device's one way in, as the service wires it
+    if ctx.registry_admin is not None:
+        ctx.registry_admin.subscribe("ways in", ctx.ways.set_registry)
     pipeline = Pipeline(
         inbox,
         ctx.journal,
         acknowledge_both(lambda _batch: None, intake),
         on_refused=intake.refused,
+        ways=ctx.ways,
     )
     pipeline.start()
     stack.callback(pipeline.stop)

@@ -80,6 +80,26 @@ def test_the_acl_gives_each_account_exactly_its_topics(tmp_path: Path) -> None:
     assert "pattern" not in acl and "readwrite" not in acl
 
 
+def test_a_device_that_reports_through_a_profile_or_a_push_has_no_account(tmp_path: Path) -> None:
+    """Only native devices have accounts of their own (and gateway topics): one that reports
+    through Zigbee2MQTT or a platform's push cannot connect and publish as itself."""
+    reg = Registry(
+        "y",
+        devices=[
+            *REG.devices.values(),
+            Device(device_id="sd-z1", kind="smoke", compound="C01", via="z2m_smoke"),
+            Device(device_id="sd-p1", kind="smoke", compound="C01", via="ctwing"),
+        ],
+    )
+    brokerauth.write_credentials(reg, tmp_path, profiles=Profiles())
+    creds = CredentialsFile.load(tmp_path / "credentials.json")
+    assert set(creds.devices) == {"wr-1", "smk-1", "gate-C02-main"}
+    assert creds.gateways["gateway.C01"].devices == ("smk-1", "wr-1")
+    acl = (tmp_path / "acl").read_text()
+    assert "sd-z1" not in acl and "sd-p1" not in acl
+    assert "sd-z1" not in (tmp_path / "passwords").read_text()
+
+
 def test_bridges_write_their_tree_and_the_service_reads_the_profiles_topics(
     tmp_path: Path,
 ) -> None:

@@ -655,3 +655,80 @@ def test_broker_credentials_follow_the_profiles_in_force(
     bad = write(tmp_path, "profiles: 3\n", "bad.yaml")
     assert jiayuan([*args, "--profiles", str(bad)]) == 1
     assert "expected a mapping with a 'profiles' list" in capsys.readouterr().err
+
+
+# --- each device id belongs to one way in (the registry's via) -------------------------------
+
+
+def test_wrong_way_is_the_registry_via_and_unregistered_ids_go_any_way() -> None:
+    from registry.models import Device, wrong_way
+
+    native = Device(device_id="sd-n", kind="smoke", compound="C01")
+    zigbee = Device(device_id="sd-z", kind="smoke", compound="C01", via="z2m_smoke")
+    assert wrong_way(native, None) is None and wrong_way(zigbee, "z2m_smoke") is None
+    assert wrong_way(None, "z2m_smoke") is None and wrong_way(None, None) is None
+    assert wrong_way(native, "z2m_smoke") == (
+        "device sd-n is registered to report native MQTT (its own broker account),"
+        " not via z2m_smoke"
+    )
+    assert wrong_way(zigbee, None) == (
+        "device sd-z is registered to report via z2m_smoke, not native MQTT (its own broker"
+        " account)"
+    )
+    assert "registered to report via z2m_smoke, not via ctwing" in str(wrong_way(zigbee, "ctwing"))
+
+
+def test_a_profile_cannot_speak_for_a_native_device_and_the_registry_is_read_as_it_is_now(
+    tmp_path: Path,
+) -> None:
+    """The review's case: a Zigbee device named smoke/<native id> reporting smoke:false would
+    clear the native detector's alarm. It is a dead letter saying how the device is
+    registered; the edge it carried is forgotten; a Zigbee device registered via the profile,
+    and an unregistered one, report as before; a registry swapped in is read at once."""
+    from ingest.ways import WaysIn
+    from registry import Device, Registry
+
+    def registry(*devices: Device) -> Registry:
+        return Registry("y", devices=list(devices))
+
+    native = Device(device_id="sd-n", kind="smoke", compound="C01")
+    zigbee = Device(device_id="sd-z", kind="smoke", compound="C01", via="z2m_smoke")
+    ways = WaysIn(registry(native, zigbee))
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    pipeline = Pipeline(
+        queue.Queue(), journal, lambda ms: None, profiles=shipped_profiles("y"), ways=ways
+    )
+    off, on = json.dumps({**SMOKE, "smoke": False}).encode(), json.dumps(SMOKE).encode()
+
+    def events_of(topic: str, payload: bytes, mid: int) -> list[str | None]:
+        out = pipeline.process([vendor(topic, payload, mid)])
+        return [r.event for r in out if r.stream == "event"]
+
+    assert events_of("zigbee2mqtt/smoke/sd-n", on, 1) == []
+    assert events_of("zigbee2mqtt/smoke/sd-n", off, 2) == []
+    assert events_of("zigbee2mqtt/smoke/sd-n", on, 20) == []  # were it kept, no alarm below
+    letters, _ = journal.dead_letters()
+    assert {(d["topic"], d["reason"]) for d in letters} == {
+        ("zigbee2mqtt/smoke/sd-n", "unknown_topic")
+    }
+    assert all(
+        "profile z2m_smoke: device sd-n is registered to report native MQTT" in d["detail"]
+        for d in letters
+    )
+    assert journal.get_device("sd-n") is None  # nothing of it journaled
+    # the native detector itself reports as ever; the Zigbee one through its profile
+    native_alarm = Inbound("community/y/smoke/sd-n/event", b'{"event":"alarm"}', 3, 1, False,
+                           time.time(), URGENT)  # fmt: skip
+    assert [r.event for r in pipeline.process([native_alarm])] == ["alarm"]
+    assert events_of("zigbee2mqtt/smoke/sd-z", on, 4) == ["alarm"]
+    assert events_of("zigbee2mqtt/smoke/sd-new", on, 5) == ["alarm"]  # unregistered: as today
+    assert ways.heard("sd-new") == "z2m_smoke" and ways.heard("sd-n") is None
+    # the Zigbee device natively: refused too (it has no broker account; a second line)
+    zig_native = Inbound("community/y/smoke/sd-z/event", b'{"event":"alarm_clear"}', 6, 1,
+                         False, time.time(), URGENT)  # fmt: skip
+    assert pipeline.process([zig_native]) == []
+    # the registry changes (sd-n now reported through Zigbee2MQTT): the next message follows;
+    # the edge refused earlier was forgotten, so its first report now raises the alarm
+    ways.set_registry(registry(native.model_copy(update={"via": "z2m_smoke"}), zigbee))
+    assert events_of("zigbee2mqtt/smoke/sd-n", on, 7) == ["alarm"]
+    journal.close()

@@ -28,6 +28,7 @@ from ingest.push_native import NATIVE
 from jiayuan.api import create_app
 from jiayuan.api.push import _keys
 from jiayuan.integrations import Integration, IntegrationError, PushTokens, load_integrations
+from tests.staff import ADMIN_TOKEN
 from tests.unit.api_world import PUSH_INTEGRATION, with_push, world
 
 URL = f"/api/push/{PUSH_INTEGRATION}"
@@ -303,7 +304,7 @@ def test_wrong_tokens_never_lock_out_the_right_one(hik: Any) -> None:
     assert old.status_code == 429 and int(old.headers["retry-after"]) > 0
     body = {
         "message_id": "m1",
-        "topic": "community/y/wearable/wr-1/event",
+        "topic": "community/y/wearable/wr-9/event",
         "payload": {"event": "sos"},
     }
     # another integration from the same address, and hik itself with its new token
@@ -377,3 +378,40 @@ def test_a_message_the_journal_refuses_is_answered_as_a_dead_letter_not_accepted
     # the body's only message refused: nothing usable, 422
     r = client.post("/api/push/ctwing", content=json.dumps(body[1:]).encode(), headers=other)
     assert r.status_code == 422 and r.json()["dead_letters"][0]["reason"] == "journal_refused"
+
+
+def test_a_platform_cannot_speak_for_a_device_registered_another_way(hik: Any) -> None:
+    """ctwing may report for any id (``devices: ["*"]``), yet not for wr-1, a native watch:
+    its push is a dead letter saying how wr-1 is registered. Registered ``via: ctwing``
+    (through the API, no restart), its next push is accepted; hik's for it is refused."""
+    client, ctx, _, other = hik
+
+    def push(mid: str, device: str, headers: dict[str, str]) -> Any:
+        body = {"message_id": mid, "topic": f"community/y/wearable/{device}/event",
+                "payload": {"event": "sos"}}  # fmt: skip
+        return client.post("/api/push/ctwing", content=json.dumps(body).encode(), headers=headers)
+
+    r = push("w-1", "wr-1", other)
+    assert r.status_code == 422, r.text
+    (note,) = r.json()["dead_letters"]
+    assert note["reason"] == "unknown_topic"
+    assert note["detail"] == (
+        "integration ctwing: device wr-1 is registered to report native MQTT (its own broker"
+        " account), not via ctwing"
+    )
+    assert "sos" not in journaled_events(ctx, "wr-1")
+    letters, _ = ctx.journal.dead_letters()
+    assert any(d["detail"] == note["detail"] for d in letters)
+
+    record = {**ctx.registry.devices["wr-1"].model_dump(mode="json", exclude_none=True)}
+    r = client.put("/api/registry/devices/wr-1", json={**record, "via": "ctwing"},
+                   headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["diff"]["devices"]["changed"][0]["fields"] == [
+        {"field": "via", "before": None, "after": "ctwing"}
+    ]
+    assert push("w-2", "wr-1", other).json() == {"accepted": 1, "dead_letters": []}
+    assert journaled_events(ctx, "wr-1").count("sos") == 1
+    # an unregistered id is accepted as before, and remembered as heard through ctwing
+    assert push("w-3", "wr-new", other).status_code == 200
+    assert ctx.ways.heard("wr-new") == "ctwing"

@@ -119,6 +119,26 @@ def test_a_change_swaps_in_everywhere_in_order_and_is_audited(
     assert seen == ["first 2", "second 2"]
 
 
+def test_a_device_s_way_in_must_be_a_profile_or_an_integration_in_force(
+    admin: tuple[RegistryAdmin, list[str], AuthStore],
+) -> None:
+    """A typo in ``via`` would refuse every reading of the device: the change is refused,
+    naming the device and the ways in force; a known one is taken."""
+    a, seen, _ = admin
+    a.ways = frozenset({"z2m_smoke", "ctwing"})
+    typo = Device(device_id="s-1", kind="smoke", compound="C1", via="z2m-smoke")
+    with pytest.raises(RegistryError) as e:
+        a.apply(plus(a.current, typo), actor="mgr", action="registry.device_add")
+    assert [str(p) for p in e.value.problems] == [
+        "devices[s-1], field 'via': no device profile or integration 'z2m-smoke'"
+        " (known: ctwing, z2m_smoke)"
+    ]
+    assert seen == [] and "s-1" not in a.current.devices
+    a.apply(plus(a.current, typo.model_copy(update={"via": "z2m_smoke"})), actor="mgr",
+            action="registry.device_add")  # fmt: skip
+    assert a.current.devices["s-1"].via == "z2m_smoke" and seen == ["first 2", "second 2"]
+
+
 def test_a_change_that_does_not_fit_changes_nothing(
     admin: tuple[RegistryAdmin, list[str], AuthStore],
 ) -> None:

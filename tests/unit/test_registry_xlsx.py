@@ -320,3 +320,30 @@ def test_the_cells_of_a_sheet_are_bounded_before_it_is_read(
     )
     with pytest.raises(RegistryError, match="sheet devices row 6: more than 192 cells"):
         load_registry(many)
+
+
+def test_how_a_device_reports_reads_from_a_column_and_writes_back(tmp_path: Path) -> None:
+    """The ``via`` column (接入方式): a profile's or integration's id; empty or ``native`` is
+    native MQTT. The same records from a workbook, its CSV export and the YAML written back."""
+    from registry import write_registry
+
+    rows: list[list[Any]] = [
+        ["设备编号", "类型", "小区", "接入方式"],
+        ["sd-z1", "烟感", "C01", "z2m_smoke"],
+        ["sd-n1", "烟感", "C01", None],
+        ["sd-n2", "烟感", "C01", "native"],
+        ["sd-p1", "smoke", "C01", "ctwing"],
+    ]
+    text = "\n".join(",".join("" if c is None else c for c in r) for r in rows) + "\n"
+    from_csv = load_registry(write(tmp_path / "csv", devices_csv=text))
+    from_xlsx = load_registry(workbook(tmp_path / "devices.xlsx", devices=rows))
+    assert records(from_xlsx) == records(from_csv)
+    via = {d: r.via for d, r in from_xlsx.devices.items()}
+    assert via == {"sd-z1": "z2m_smoke", "sd-n1": None, "sd-n2": None, "sd-p1": "ctwing"}
+    write_registry(from_xlsx, tmp_path / "yaml")
+    assert records(load_registry(tmp_path / "yaml")) == records(from_xlsx)
+    assert "via: z2m_smoke" in (tmp_path / "yaml" / "devices.yaml").read_text()
+    bad = [["id", "kind", "compound", "via"], ["sd-x", "smoke", "C01", "z2m smoke"]]
+    with pytest.raises(RegistryError) as e:
+        load_registry(workbook(tmp_path / "bad" / "devices.xlsx", devices=bad))
+    assert "row 2, field 'via'" in str(e.value)
