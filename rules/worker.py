@@ -328,6 +328,7 @@ class RulesWorker:
         thread = self._thread
         if thread is None or not thread.is_alive() or thread is threading.current_thread():
             self.engine.set_registry(registry)
+            self._rows = None  # rows looked up anew (FastRows also notices a new registry)
             return True
         done = threading.Event()
         self._registry_next = (registry, done)
@@ -338,6 +339,7 @@ class RulesWorker:
         pending, self._registry_next = self._registry_next, None
         if pending is not None:
             self.engine.set_registry(pending[0])
+            self._rows = None
             pending[1].set()
 
     def start(self) -> None:
