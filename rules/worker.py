@@ -16,6 +16,12 @@ store's :meth:`apply_batch`, which commits them in ONE transaction. Hence:
   restart exactly, because it is saved with the cursor it belongs to. Saving is per device and
   only for devices the batch touched: a batch of N distinct devices writes N small rows.
 
+Rows are evaluated by :class:`rules.replay.FastRows`: the transitions and state
+``engine.evaluate`` gives each row's reading, without building a reading for the rows that
+move no rule (most telemetry); ``fast=False`` keeps the straightforward path, and
+tests/unit/test_rules_worker_fast.py runs both over the same journal. Rule state is saved as
+JSON encoded by msgspec.
+
 Time-driven changes (an absence timer running out, a count window closing, a flapping alert
 going quiet) come from :meth:`RulesWorker.tick` on the same thread, committed the same way.
 
