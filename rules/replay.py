@@ -1,5 +1,6 @@
-"""The backtest's evaluation of journal rows: what ``engine.evaluate(rows.to_reading(row))``
-does, with the common case done inline on the row's columns.
+"""The rules worker's and the backtest's evaluation of journal rows: what
+``engine.evaluate(rows.to_reading(row))`` does, with the common case done inline on the row's
+columns.
 
 A day of the community is millions of telemetry rows, nearly all of which move no rule: a
 heart rate below its level, a detector's CO at zero. For such a row a threshold rule only
@@ -9,9 +10,14 @@ payload, without building a :class:`~ingest.payloads.Reading`; any row that may 
 (past a level, while firing past its clear level, out of order, a device's first reading, an
 event or status) goes to the engine's own rule code with the reading the rules worker would
 build. The engine's behaviour is not changed; tests/unit/test_backtest_fast.py replays
-generated rule files and readings both ways and compares every transition and every device's
-state. One counter differs: an out-of-order reading of a device at rest is skipped here without
-adding to ``engine.out_of_order`` (which the backtest does not report).
+generated rule files and readings both ways and compares every transition, every device's
+state and the engine's counters.
+
+The rules worker evaluates with it too, so it keeps what the worker relies on: every device a
+row touched is marked for saving (``engine.take_dirty``), a registry swapped in
+(``engine.set_registry``) makes it look every device up anew, and so does a device the engine
+forgot. tests/unit/test_rules_worker_fast.py runs the worker's old and new path over the same
+rows, with registry swaps, and compares transitions and saved state.
 
 It reads the engine's and the combinations' private parts (``rules.combos``' condition
 classes, the engine's per-device state): a change there fails that test rather than the
@@ -86,20 +92,29 @@ class FastRows:
         self._known: dict[str, list[Any]] = {}
         """Registered devices: [kind, state, plan, the absences that apply to it, and while it
         is at rest its :class:`_Quiet` (until a reading may move one of its rules)]."""
+        self._registry = engine.registry
+        """The registry ``_known`` was built with: a swap (:meth:`RuleEngine.set_registry`)
+        changes thresholds, areas, which absences apply and who is registered, so it is
+        built again."""
 
     def evaluate(self, row: rows.Row) -> list[Transition]:
         """The transitions ``engine.evaluate(rows.to_reading(row, community))`` returns."""
         device_id = row[1]
+        eng = self.engine
+        if eng.registry is not self._registry:
+            self._known.clear()
+            self._registry = eng.registry
         if row[3] != "telemetry":
             known = self._known.get(device_id)
             if known is not None:
                 known[4] = None
-            return self.engine.evaluate(rows.to_reading(row, self.community))
-        eng = self.engine
+            return eng.evaluate(rows.to_reading(row, self.community))
         kind, ts, received = row[2], row[4], row[5]
         out: list[Transition] = []
+        eng._dirty.add(device_id)  # as engine.evaluate: the worker saves its state
         known = self._known.get(device_id)
-        if known is not None and known[0] == kind:
+        # (a device forgotten by the engine since has a new state: looked up anew)
+        if known is not None and known[0] == kind and eng._devs.get(device_id) is known[1]:
             _, dev, plan, heard, q = known
         else:
             q = None
@@ -140,9 +155,9 @@ class FastRows:
             v: Any
             for metric, lo, hi, states in q.levels:
                 v = get(metric)
-                if type(v) in _NUMBER and ts >= states[0].last_ts:
-                    if not lo <= v * 1.0 <= hi:
-                        break
+                if type(v) in _NUMBER:
+                    if ts < states[0].last_ts or not lo <= v * 1.0 <= hi:
+                        break  # (older than one seen: the rules' code counts it)
                     for st in states:
                         st.last_ts = ts
             else:
@@ -242,11 +257,11 @@ def _quiet_zones(q: _Quiet, data: dict[str, Any], ts: float) -> bool:
     for zone, st in q.zones:
         lat: Any = data.get("lat")
         lon: Any = data.get("lon")
-        if type(lat) in _NUMBER and type(lon) in _NUMBER and ts >= st.last_ts:
+        if type(lat) in _NUMBER and type(lon) in _NUMBER:
             d = zone.measure(q.dev, {"lat": lat, "lon": lon})
             if d is not None:
-                if not d * 1.0 <= st.trig:
-                    return False
+                if ts < st.last_ts or not d * 1.0 <= st.trig:
+                    return False  # (older than one seen: the rule's code counts it)
                 st.last_ts = ts
     return True
 

@@ -16,6 +16,12 @@ store's :meth:`apply_batch`, which commits them in ONE transaction. Hence:
   restart exactly, because it is saved with the cursor it belongs to. Saving is per device and
   only for devices the batch touched: a batch of N distinct devices writes N small rows.
 
+Rows are evaluated by :class:`rules.replay.FastRows`: the transitions and state
+``engine.evaluate`` gives each row's reading, without building a reading for the rows that
+move no rule (most telemetry); ``fast=False`` keeps the straightforward path, and
+tests/unit/test_rules_worker_fast.py runs both over the same journal. Rule state is saved as
+JSON encoded by msgspec.
+
 Time-driven changes (an absence timer running out, a count window closing, a flapping alert
 going quiet) come from :meth:`RulesWorker.tick` on the same thread, committed the same way.
 
@@ -35,12 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import msgspec
+
 from base import sqlite
 from ingest import follower, rows
 from registry.models import Registry
 from rules.baselines import Baselines
 from rules.engine import RuleEngine
 from rules.metrics import RULES_BEHIND, RULES_COMMITS, RULES_FAILING, RULES_RETRIES
+from rules.replay import FastRows
 from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
@@ -119,6 +128,7 @@ class RulesWorker:
         clock: Callable[[], float] = time.time,
         baselines: Callable[[float], Baselines] | None = None,
         baselines_every_s: float = 3600.0,
+        fast: bool = True,
     ) -> None:
         self.journal_path = journal_path
         self.store = store
@@ -130,6 +140,10 @@ class RulesWorker:
         self.retry_s = retry_s
         self.clock = clock
         self.engine = make_engine()
+        self.fast = fast
+        """Evaluate rows with :class:`~rules.replay.FastRows` (False: build every reading;
+        the same transitions and state, kept for the tests that compare the two)."""
+        self._rows: FastRows | _Readings | None = None
         self.position = 0
         self.evaluated = 0
         """Readings evaluated and committed since start."""
@@ -207,17 +221,25 @@ class RulesWorker:
         batch = rows.after(db, self.position, self.batch_rows)
         if not batch:
             return False
-        engine, community = self.engine, self.community
+        evaluate = self._evaluator().evaluate
         transitions: list[Transition] = []
         presence: list[Presence] = []
         for row in batch:
-            r = rows.to_reading(row, community)
-            transitions.extend(engine.evaluate(r))
-            if r.stream == "status" and r.event in ("online", "offline"):
-                presence.append((r.device_id, r.event == "offline", r.ts))
+            transitions.extend(evaluate(row))
+            if row[3] == "status" and row[7] in ("online", "offline"):
+                presence.append((row[1], row[7] == "offline", row[4]))
         self._commit(transitions, presence, batch[-1][0])
         self.evaluated += len(batch)
         return len(batch) == self.batch_rows
+
+    def _evaluator(self) -> FastRows | _Readings:
+        """What evaluates rows against the current engine: :class:`FastRows` (the same
+        transitions and state as the engine's ``evaluate`` on each row's reading, without
+        building most of them), or with ``fast=False`` the straightforward way."""
+        ev = self._rows
+        if ev is None or ev.engine is not self.engine:
+            ev = self._rows = (FastRows if self.fast else _Readings)(self.engine, self.community)
+        return ev
 
     def tick(self, now: float | None = None) -> None:
         """Time-driven changes as of ``now``, committed with the state they changed."""
@@ -312,6 +334,7 @@ class RulesWorker:
         thread = self._thread
         if thread is None or not thread.is_alive() or thread is threading.current_thread():
             self.engine.set_registry(registry)
+            self._rows = None  # rows looked up anew (FastRows also notices a new registry)
             return True
         done = threading.Event()
         self._registry_next = (registry, done)
@@ -322,6 +345,7 @@ class RulesWorker:
         pending, self._registry_next = self._registry_next, None
         if pending is not None:
             self.engine.set_registry(pending[0])
+            self._rows = None
             pending[1].set()
 
     def start(self) -> None:
@@ -414,11 +438,27 @@ class RulesWorker:
         self._stop.wait(self.retry_s)
 
 
+class _Readings:
+    """Rows evaluated the straightforward way: each as its reading, by the engine."""
+
+    def __init__(self, engine: RuleEngine, community: str) -> None:
+        self.engine = engine
+        self.community = community
+
+    def evaluate(self, row: rows.Row) -> list[Transition]:
+        return self.engine.evaluate(rows.to_reading(row, self.community))
+
+
+_encode: Final = msgspec.json.Encoder().encode
+"""States as compact JSON (what ``json.dumps`` gives, several times faster; a state holds no
+NaN or infinity: the edge refuses them and the engine saves "never" as null)."""
+
+
 def _save(
     db: sqlite3.Connection, table: str, key: str, items: list[tuple[str, dict[str, Any] | None]]
 ) -> None:
     gone = [(k,) for k, v in items if v is None]
-    kept = [(k, json.dumps(v, separators=(",", ":"))) for k, v in items if v is not None]
+    kept = [(k, _encode(v).decode()) for k, v in items if v is not None]
     if gone:
         db.executemany(f"DELETE FROM {table} WHERE {key} = ?", gone)
     if kept:

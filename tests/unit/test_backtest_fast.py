@@ -293,6 +293,7 @@ def compare_rows(rules: list[Rule], items: Items, restored: Restored, seed: int)
         assert _sorted(fast.evaluate(row)) == _sorted(expected), row
     for device in (*WEARABLES, *SMOKES, *GATES, *STRANGERS):
         assert fast_engine.export_state(device) == full.export_state(device), device
+    assert (fast_engine.out_of_order, fast_engine.errors) == (full.out_of_order, full.errors)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
