@@ -145,5 +145,6 @@ def test_a_manager_previews_a_spreadsheets_diff_and_applies_it(
     expect(page.locator("#import")).to_be_visible(timeout=WAIT_MS)
     width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1], f"the commissioning page overflows a phone: {width}"
+    page.screenshot(path=SHOTS / "phone-manager-commission.png", full_page=True)
     assert problems.items == []
     context.close()
