@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from base.sqlite import connect, transaction
+from base.sqlite import Writer, connect, transaction
 from ingest import rollups, rowcodec
 from ingest.follower import CURSOR_SCHEMA, write_lock
 from ingest.payloads import MAX_NUMBER, DeadLetter, Reading
@@ -284,13 +284,13 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._synchronous = synchronous
         self._max_pages = max_pages
-        self._db = self._connect_writer()
-        self._broken = False
-        """The last write failed for the store's sake: reconnect before the next."""
+        self._w = Writer(self._connect_writer, broken=lambda e: store_trouble(e) is not None)
+        """The ingest thread's connection; opened anew after a failure of the store, so a
+        connection left in a bad state (an I/O error, a file replaced) does not outlive it."""
         self._local = threading.local()
         self._write_lock = write_lock(path)
         self._migrate()
-        self._db.executescript(SCHEMA + CURSOR_SCHEMA + rollups.SCHEMA)
+        self._w.db.executescript(SCHEMA + CURSOR_SCHEMA + rollups.SCHEMA)
         self._seen: dict[str, list[Any]] = {}
         self._seen_max = seen_max
         self._seen_flushed = time.monotonic()
@@ -310,7 +310,7 @@ class Journal:
         """A journal of text rows (written before compact rows) becomes one of compact rows,
         in one transaction: the rows keep their ids and payloads (JSON text, which every
         reader still takes); duplicate keys become what :func:`dedup_key` makes now."""
-        db = self._db
+        db = self._w.db
         columns = {r[1] for r in db.execute("PRAGMA table_info(readings)")}
         if not columns or "shape" in columns:
             return
@@ -330,30 +330,13 @@ class Journal:
     def _connect_writer(self) -> sqlite3.Connection:
         return self._connect(max_page_count=self._max_pages)
 
-    def _writer(self) -> sqlite3.Connection:
-        """The ingest thread's connection; opened anew after a failure of the store, so a
-        connection left in a bad state (an I/O error, a file replaced) does not outlive it."""
-        if self._broken:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = self._connect_writer()
-            self._broken = False
-        return self._db
-
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction on the writer's connection, under the file's write lock. A
         failure of the store, or a rollback that failed, reopens the connection before the
-        next write."""
-        with self._write_lock:
-            db = self._writer()
-            try:
-                with transaction(db):
-                    yield db
-            except BaseException as e:
-                if db.in_transaction or store_trouble(e) is not None:
-                    self._broken = True
-                raise
+        next write (:class:`base.sqlite.Writer`)."""
+        with self._write_lock, self._w.tx() as db:
+            yield db
 
     def _reader(self) -> sqlite3.Connection:
         """A connection of the calling thread's own, for queries."""
@@ -369,7 +352,7 @@ class Journal:
         except Exception as e:  # the store failing at shutdown: last-seen times are lost only
             if store_trouble(e) is None:
                 raise
-        self._db.close()
+        self._w.close()
 
     # ---------------------------------------------------------------- writes (ingest thread)
 
@@ -436,7 +419,7 @@ class Journal:
             key = row[4] if row[5] is None else row[5]
             if (
                 key is None
-                or self._db.execute(
+                or self._w.db.execute(
                     "SELECT 1 FROM readings"
                     " WHERE device_id = ? AND ts = ? AND ifnull(dedup, seq) = ? AND received = ?",
                     (row[0], row[2], key, row[3]),
@@ -472,7 +455,9 @@ class Journal:
 
     def _flush_seen(self) -> None:
         if self._seen:
-            self._db.executemany(_TOUCH_DEVICE, [(dev, *vals) for dev, vals in self._seen.items()])
+            self._w.db.executemany(
+                _TOUCH_DEVICE, [(dev, *vals) for dev, vals in self._seen.items()]
+            )
             self._seen.clear()
         self._seen_flushed = time.monotonic()
 

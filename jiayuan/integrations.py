@@ -21,7 +21,6 @@ import fnmatch
 import hmac
 import json
 import logging
-import os
 import secrets
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import Annotated, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from base.files import write_file
 from ingest.profile_model import load_yaml12
 from ingest.push import PushIntake
 from ingest.push_native import HttpProfile
@@ -188,17 +188,11 @@ class PushTokens:
 
     def _write(self, records: dict[str, TokenRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
         body = {
             k: {"digest": r.digest, "hint": r.hint, "issued_at": r.issued_at}
             for k, r in records.items()
         }
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(body, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_file(self.path, json.dumps(body, indent=2, sort_keys=True))  # 0600, durable
 
 
 @dataclass

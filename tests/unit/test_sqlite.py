@@ -81,14 +81,14 @@ def test_each_store_keeps_its_durability(tmp_path: Path) -> None:
     files = DataDir(tmp_path)
     journal = Journal(files.journal)
     try:
-        assert _pragma(journal._writer(), "synchronous") == FULL  # acknowledged = on disk
+        assert _pragma(journal._w.db, "synchronous") == FULL  # acknowledged = on disk
         assert _pragma(journal._reader(), "query_only") == 1
     finally:
         journal.close()
     normal = Journal(tmp_path / "n.db", synchronous="NORMAL", max_pages=10_000)
     try:
-        assert _pragma(normal._writer(), "synchronous") == NORMAL
-        assert _pragma(normal._writer(), "max_page_count") == 10_000
+        assert _pragma(normal._w.db, "synchronous") == NORMAL
+        assert _pragma(normal._w.db, "max_page_count") == 10_000
     finally:
         normal.close()
     with closing(follower.connect(files.journal)) as cursor_db:
