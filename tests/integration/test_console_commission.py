@@ -41,6 +41,9 @@ def test_an_operator_sees_an_unregistered_wearable_registers_it_and_its_sos_is_p
 ) -> None:
     base = f"community/y/wearable/{STRAY}"
     publisher.publish(f"{base}/telemetry", json.dumps({"heart_rate": 77, "battery": 58, "seq": 1}))
+    # acknowledged before the event is sent: the event comes on the urgent session, which may
+    # otherwise be read (and stamped) before the telemetry session's pass
+    publisher.wait_acked()
     publisher.publish(f"{base}/event", json.dumps({"event": "worn", "seq": 2}))
     publisher.wait_acked()
     wait_for(lambda: service.get("/api/devices/unregistered")["total"] >= 1)
