@@ -126,6 +126,58 @@ class Victoria:
         return int(m.group(1)) if m else 0
 
 
+def find_vmagent() -> str:
+    for cand in (shutil.which("vmagent"), "/usr/bin/vmagent"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise FileNotFoundError("vmagent not found: install Debian's victoria-metrics")
+
+
+class Vmagent:
+    """VictoriaMetrics' agent (Debian's ``vmagent``) on 127.0.0.1:port: it takes the InfluxDB
+    write API (``/api/v2/write``) like a server, keeps what it accepted in a persistent queue
+    on disk (``data_dir``) and forwards every sample to EACH of ``storage`` (VictoriaMetrics
+    nodes, by their base URL): replication, so one node may be down or replaced while the
+    others and the queue hold the data. The write path of a district's time-series store
+    without a single store node in it (docs/district.md)."""
+
+    def __init__(self, data_dir: Path, storage: list[str], port: int | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.storage = storage
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> Vmagent:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            find_vmagent(),
+            f"-httpListenAddr={self.host}:{self.port}",
+            f"-remoteWrite.tmpDataPath={self.data_dir / 'queue'}",
+            "-remoteWrite.flushInterval=200ms",
+            *(f"-remoteWrite.url={s}/api/v1/write" for s in self.storage),
+        ]
+        log = self.data_dir / "vmagent.log"
+        self.proc = children.spawn(args, log)
+        children.wait_ready(self.proc, self._healthy, name="vmagent", log=log, timeout=timeout)
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.TransportError:  # not listening yet
+            return False
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None:
+            children.stop(self.proc, kill=kill, timeout=60)
+            self.proc = None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Run VictoriaMetrics as a stand-in InfluxDB")
     p.add_argument("--port", type=int, default=8428)
