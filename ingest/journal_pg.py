@@ -137,7 +137,7 @@ ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, community = excluded
     floor = excluded.floor, room = excluded.room, resident_id = excluded.resident_id,
     name = excluded.name, registered = true
 """
-_RAW: Final = "SELECT ts, received, shape, event, ts_flag, seq, payload FROM readings"
+_RAW: Final = "SELECT ts, received, shape, event, ts_flag, seq, payload, id FROM readings"
 
 
 def store_trouble(e: BaseException) -> str | None:
@@ -570,12 +570,7 @@ class PgJournal:
         until = until if until is not None else 1e12
         if step == "raw":
             with self._reader() as db:
-                found = db.execute(
-                    f"{_RAW} WHERE device_id = %s AND pts >= to_timestamp(%s)"
-                    " AND pts < to_timestamp(%s) AND ts >= %s AND ts < %s"
-                    " ORDER BY pts, ts, id LIMIT %s",
-                    (device_id, since, until, since, until, limit),
-                ).fetchall()
+                found = _by_time(db, device_id, since, until, limit=limit).fetchall()
             out = []
             for r in found:
                 body = _stored(r)
@@ -596,13 +591,7 @@ class PgJournal:
         telemetry += [s + JSON_PAYLOAD for s in telemetry]
         buckets: dict[float, list[float]] = {}
         with self._reader() as db:
-            cur = db.execute(
-                f"{_RAW} WHERE device_id = %s AND pts >= to_timestamp(%s)"
-                " AND pts < to_timestamp(%s) AND ts >= %s AND ts < %s AND shape = ANY(%s)"
-                " ORDER BY pts, ts, id",
-                (device_id, lo, hi, lo, hi, telemetry),
-            )
-            for r in cur:
+            for r in _by_time(db, device_id, lo, hi, shapes=telemetry):
                 body = _stored(r)
                 v = body.get(metric) if isinstance(body, dict) else None
                 if isinstance(v, bool):
@@ -682,6 +671,29 @@ class PgJournal:
                     "SELECT count(*) AS n FROM readings WHERE device_id = %s", (device_id,)
                 ).fetchone()
         return int(row["n"]) if row else 0
+
+
+def _by_time(
+    db: psycopg.Cursor[dict[str, Any]],
+    device_id: str,
+    since: float,
+    until: float,
+    *,
+    shapes: list[int] | None = None,
+    limit: int | None = None,
+) -> psycopg.Cursor[dict[str, Any]]:
+    """A device's rows with ``ts`` in [since, until), by ``ts``: those on their own day through
+    the partitions of that range, and the few stored on their receive time
+    (``readings_moved``)."""
+    shape = " AND shape = ANY(%(shapes)s)" if shapes is not None else ""
+    in_range = "device_id = %(d)s AND ts >= %(lo)s AND ts < %(hi)s" + shape
+    return db.execute(
+        f"({_RAW} WHERE {in_range} AND pts = to_timestamp(ts)"
+        " AND pts >= to_timestamp(%(lo)s) AND pts < to_timestamp(%(hi)s))"
+        f" UNION ALL ({_RAW} WHERE {in_range} AND pts <> to_timestamp(ts))"
+        " ORDER BY ts, id LIMIT %(limit)s",
+        {"d": device_id, "lo": since, "hi": until, "shapes": shapes, "limit": limit},
+    )
 
 
 def _stored(r: dict[str, Any]) -> Any:

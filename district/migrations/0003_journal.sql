@@ -32,6 +32,9 @@ CREATE UNIQUE INDEX readings_device_pts ON readings (device_id, pts, dedup);
 -- time, as in the SQLite journal: the few such rows, looked up by key.
 CREATE INDEX readings_untimed ON readings (device_id, dedup)
     WHERE ts = received AND dedup IS NOT NULL;
+-- Readings stored on their receive time rather than their own (ingest/journal_pg.py: their
+-- day was dropped, or their ts was not believable): found by device and ts all the same.
+CREATE INDEX readings_moved ON readings (device_id, ts) WHERE pts <> to_timestamp(ts);
 -- The followers' reads: one partition's rows after a cursor, in log order.
 CREATE INDEX readings_follow ON readings (partition, xid, id);
 

@@ -88,18 +88,20 @@ def test_a_redelivered_message_is_stored_once(journal: JournalStore) -> None:
 
 def test_dead_letters_are_kept_and_counted(journal: JournalStore) -> None:
     dead = [
-        DeadLetter("community/y/wearable/w-1/telemetry", b"{oops", "bad_json", "line 1", NOW),
+        DeadLetter("community/y/wearable/w-1/telemetry", b"{oops", "not_json", "line 1", NOW),
         DeadLetter("community/y/wearable/w-1/telemetry", b"[]", "not_object", "", NOW + 1),
-        DeadLetter("community/y/nope/x/telemetry", "\u4f60".encode(), "bad_topic", "kind", NOW + 2),
+        DeadLetter(
+            "community/y/nope/x/telemetry", "\u4f60".encode(), "unknown_topic", "kind", NOW + 2
+        ),
     ]
     result = journal.write_batch([msg("w-1", "telemetry", NOW, seq=1, heart_rate=70)], dead)
     assert (len(result.new), result.dead_letters) == (1, 3)
-    assert journal.dead_letter_counts() == {"bad_json": 1, "not_object": 1, "bad_topic": 1}
+    assert journal.dead_letter_counts() == {"not_json": 1, "not_object": 1, "unknown_topic": 1}
     items, total = journal.dead_letters(limit=2)
     assert total == 3
-    assert [i["reason"] for i in items] == ["bad_topic", "not_object"]  # newest first
+    assert [i["reason"] for i in items] == ["unknown_topic", "not_object"]  # newest first
     assert items[0]["payload"] == "\u4f60"
-    items, total = journal.dead_letters(reason="bad_json")
+    items, total = journal.dead_letters(reason="not_json")
     assert (total, items[0]["payload"], items[0]["topic"]) == (1, "{oops", dead[0].topic)
     assert journal.dead_letters(since=NOW + 1, until=NOW + 2)[1] == 1
 
@@ -149,7 +151,7 @@ def test_readings_are_read_back_by_time_metric_and_bucket(journal: JournalStore)
         msg("w-1", "telemetry", t0 + 10 * i + 1, ts=round((t0 + 10 * i) * 1000), seq=i, **body)
         for i, body in enumerate(
             [
-                {"heart_rate": 60 + i, "steps": i, "worn": i % 2 == 0, "note": "x", "level": 5 * i}
+                dict[str, Any](heart_rate=60 + i, steps=i, worn=i % 2 == 0, note="x", level=5 * i)
                 for i in range(12)
             ]
         )
