@@ -117,7 +117,8 @@ _INSERT_DEAD: Final = (
 )
 _TOUCH_DEVICE: Final = """
 INSERT INTO devices (device_id, kind, community, first_seen, last_seen, battery)
-VALUES (%s, %s, %s, %s, %s, %s)
+SELECT d, k, c, t, t, b
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[]) AS s(d, k, c, t, b)
 ON CONFLICT (device_id) DO UPDATE SET
     last_seen = greatest(coalesce(devices.last_seen, 0), excluded.last_seen),
     first_seen = coalesce(devices.first_seen, excluded.first_seen),
@@ -414,12 +415,13 @@ class PgJournal:
 
     def _flush_seen(self, cur: psycopg.Cursor[Any]) -> None:
         if self._seen:
-            cur.executemany(
-                _TOUCH_DEVICE,
-                [(d, k, c, at, at, b) for d, (k, c, at, b) in sorted(self._seen.items())],
-            )
+            # one statement, every device in one order (no deadlock with another instance)
+            cur.execute(_TOUCH_DEVICE, [list(c) for c in zip(*self._sorted_seen(), strict=True)])
             self._seen.clear()
         self._seen_flushed = time.monotonic()
+
+    def _sorted_seen(self) -> list[tuple[str, str, str, float, float | None]]:
+        return [(d, k, c, at, b) for d, (k, c, at, b) in sorted(self._seen.items())]
 
     def flush(self, *, if_due: bool = False) -> bool:
         """Write pending last-seen times. Returns whether it wrote."""
