@@ -138,6 +138,11 @@ def test_devices_are_listed_with_their_state_and_last_reading(journal: JournalSt
     assert w1 is not None
     assert (w1["online"], w1["fw"], w1["battery"], w1["registered"]) == (True, "2.1", 80.0, True)
     assert (w1["last_seen"], w1["unit"]) == (NOW + 2, "1-1") and w1["first_seen"] is not None
+    assert list(w1) == [
+        *("device_id", "kind", "community", "compound", "building", "unit", "floor", "room"),
+        *("resident_id", "name", "registered", "first_seen", "last_seen", "online"),
+        *("state_since", "fw", "battery"),
+    ]
     assert journal.get_device("nobody") is None
     last = journal.last_reading("w-1")
     assert last is not None
