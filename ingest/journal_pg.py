@@ -105,12 +105,14 @@ FROM journal_staging s
 WHERE NOT (s.ts = s.received AND s.dedup IS NOT NULL AND EXISTS (
     SELECT 1 FROM readings r
     WHERE r.device_id = s.device_id AND r.dedup = s.dedup AND r.ts = r.received))
-ORDER BY ord
+ORDER BY device_id, ord
 ON CONFLICT DO NOTHING
 RETURNING device_id, ts, received, dedup
 """
 """One statement for the batch: duplicates of timed messages by the unique index, of messages
-without the device's time by key alone (as the SQLite journal's partial index), in order."""
+without the device's time by key alone (as the SQLite journal's partial index). Devices in one
+order on every instance (two instances given the same messages wait for each other's keys in
+the same order rather than deadlock), each device's in arrival order."""
 _INSERT_DEAD: Final = (
     "INSERT INTO dead_letters (received, topic, reason, detail, payload)"
     " VALUES (%s, %s, %s, %s, %s)"
@@ -203,6 +205,8 @@ class PgJournal:
         or their ``ts`` lies outside decode's window around their receive time."""
         self.partition_retries = 0
         """Batches written again because another instance dropped a partition meanwhile."""
+        self.deadlock_retries = 0
+        """Batches written again after a deadlock with another instance's batch."""
         self._seen: dict[str, list[Any]] = {}
         self._seen_max = seen_max
         self._seen_flushed = time.monotonic()
@@ -304,6 +308,10 @@ class PgJournal:
                 raise
             self.partition_retries += 1  # dropped by another instance meanwhile: look again
             self._refresh()
+            new = self._write(readings, dead)
+        except psycopg.errors.DeadlockDetected:
+            # another instance wrote one device's repeats in another order: it went first
+            self.deadlock_retries += 1
             new = self._write(readings, dead)
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import msgspec
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from district import timeparts
+from district.pg import open_pool
 from ingest.journal_pg import PgJournal
 from ingest.payloads import MAX_AGE_S, Reading, decode
 
@@ -115,3 +117,39 @@ def test_a_day_old_believable_reading_has_its_partition_at_open(pg_url: str) -> 
         assert journal.partitions_made == 0 and journal.pts_fallbacks == 0
     finally:
         journal.close()
+
+
+def test_two_instances_given_the_same_messages_at_once_store_each_once(pg_url: str) -> None:
+    """A dead instance's session resumed by another while it was still writing: the same
+    messages (redelivered: later receive times) reach two journals at the same moment."""
+    pool = open_pool(pg_url, name="instance", max_size=2)
+    journals = [PgJournal(pg_url, pool=pool), PgJournal(pg_url, pool=pool)]
+    new: list[int] = []
+    errors: list[BaseException] = []
+
+    def deliver(n: int, journal: PgJournal) -> None:
+        try:
+            for b in range(10):
+                batch = [
+                    msg(f"w-{k}", MIDNIGHT + 100 + n + b, MIDNIGHT + 10 * b + k, b)
+                    for k in range(20)
+                ]
+                if n:
+                    batch.reverse()  # delivered in another order
+                new.append(len(journal.write_batch(batch, []).new))
+        except BaseException as e:
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=deliver, args=(n, j)) for n, j in enumerate(journals)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sum(new) == 200 == journals[0].count_readings()
+    finally:
+        for j in journals:
+            j.close()
+        assert not pool.closed  # the instance's pool is the instance's to close
+        pool.close()
