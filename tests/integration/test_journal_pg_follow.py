@@ -88,6 +88,7 @@ def test_an_open_transaction_holds_later_rows_back_and_none_is_skipped(pg_url: s
             lambda: (
                 reader.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
                 ).fetchone()
                 == (1,)
             ),
