@@ -210,11 +210,32 @@ class PgJournal:
         self._seen: dict[str, list[Any]] = {}
         self._seen_max = seen_max
         self._seen_flushed = time.monotonic()
-        db = self._writer()
-        timeparts.ensure_ahead(
-            db, "readings", "day", ahead=ahead_days + 1, now=_utc(time.time() - MAX_AGE_S)
+        self.ahead_days = ahead_days
+        self.make_ahead()
+
+    def make_ahead(self) -> list[str]:
+        """Make the day partitions from yesterday (decode believes a device's time up to
+        ``MAX_AGE_S`` old) to ``ahead_days`` after today; returns those made. At open, and
+        daily by the maintenance job (idempotent; any instance may run it)."""
+        made = timeparts.ensure_ahead(
+            self._writer(),
+            "readings",
+            "day",
+            ahead=self.ahead_days + 1,
+            now=_utc(time.time() - MAX_AGE_S),
         )
         self._refresh()
+        return made
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """What this journal did about partitions, for health and metrics."""
+        return {
+            "partitions_made": self.partitions_made,
+            "pts_fallbacks": self.pts_fallbacks,
+            "partition_retries": self.partition_retries,
+            "deadlock_retries": self.deadlock_retries,
+        }
 
     # ---------------------------------------------------------------- connections
 

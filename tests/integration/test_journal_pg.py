@@ -47,9 +47,17 @@ def test_partitions_are_made_ahead_and_for_a_day_that_lacks_one(pg_url: str) -> 
         assert len(days(pg_url)) == 5
         # its redelivery the next morning still lands on its day, and is dropped
         assert journal.write_batch([msg("w-1", old + DAY - 60, old, 1)], []).duplicates == 1
-        # a second journal (another instance) opening finds them all there
+        # a second journal (another instance) opening finds them all there, and so does the
+        # maintenance job
         PgJournal(pg_url, ahead_days=2).close()
+        assert journal.make_ahead() == []
         assert len(days(pg_url)) == 5
+        assert journal.counters == {
+            "partitions_made": 1,
+            "pts_fallbacks": 0,
+            "partition_retries": 0,
+            "deadlock_retries": 0,
+        }
     finally:
         journal.close()
 
