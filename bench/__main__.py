@@ -12,6 +12,10 @@
 5. the time-series store (``bench/sink.py``, skipped with ``--no-sink``): the InfluxDB sink's
    drain rate into a local VictoriaMetrics for a backlog of a million readings, disk use per
    million readings, and the history query for a 30-day chart of one device.
+6. the journal on each store (``bench/store_writes.py``, skipped with ``--no-stores``): the
+   SQLite and the PostgreSQL journal classes' ``write_batch`` for the same decoded readings,
+   rows per second and bytes per row on disk, side by side (PostgreSQL on a throwaway cluster
+   with its durable defaults).
 
 Every client connects with its own account over the TLS listener, as in production (each
 mosquitto_pub as one device, the service with its account, the probe through a gateway);
@@ -34,7 +38,7 @@ import time
 from pathlib import Path
 
 from base.datadir import DataDir
-from bench import catchup, sink
+from bench import catchup, sink, store_writes
 from bench.cpu import Ceiling, Snapshot, Tally, process_cpu, wait_caught_up, wait_cpu
 from bench.cpu import summary as cpu_summary
 from bench.cpu import table as cpu_table
@@ -162,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         help="devices × 30 days of one-minute readings for the sink's part",
     )
     ap.add_argument(
+        "--no-stores",
+        dest="stores",
+        action="store_false",
+        help="skip the journal's write rate on SQLite and PostgreSQL",
+    )
+    ap.add_argument(
         "--plain",
         dest="tls",
         action="store_false",
@@ -264,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
             svc.stop()  # idle, but its threads need not share the machine with the drain
             svc = None
             print(sink.run(devices=args.sink_devices, keep=args.keep), flush=True)
+        if args.stores:
+            if svc is not None:
+                svc.stop()
+                svc = None
+            for line in store_writes.journals():
+                print(f"bench: {line}", flush=True)
         print(
             f"ingest_msgs_per_s={ingest:.0f} broker_msgs_per_s={ceiling:.0f} "
             f"ratio={ingest / ceiling:.2f} p50_ms={p50 * 1000:.1f} p99_ms={p99 * 1000:.1f}",

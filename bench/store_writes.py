@@ -8,8 +8,13 @@ proposes.
 
 It prints one line per store: ``store=… rows_per_s=… bytes_per_row=…``; ``postgresql-copy``
 is the same batches through ``COPY`` into a temporary table and one ``INSERT … SELECT … ON
-CONFLICT DO NOTHING`` (the duplicate drop kept). A skeleton for the
-sizing in docs/district.md until ``make bench`` runs the service itself on both stores.
+CONFLICT DO NOTHING`` (the duplicate drop kept). ``journal-sqlite`` and ``journal-postgresql``
+are the journal classes themselves (:class:`ingest.journal.Journal`,
+:class:`ingest.journal_pg.PgJournal`): decoded wearable readings through ``write_batch``, as
+the pipeline writes them, with everything each class does per batch (duplicate keys, compact
+payloads, last-seen times; on PostgreSQL the device partition and day partitions). ``make
+bench`` prints those two lines (``--journals-only``). The sizing in docs/district.md is made
+of these figures.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from pathlib import Path
 
 from devtools.postgres import Postgres
 from district.pg import Connection, connect
+from ingest.journal import Journal
+from ingest.journal_pg import PgJournal
+from ingest.journal_store import JournalStore
+from ingest.payloads import Reading, decode
 
 DAY = 86_400.0
 START = 1_780_000_000.0  # a midnight-aligned epoch would not matter: partitions cover the span
@@ -155,17 +164,115 @@ def bench_sqlite(n: int, size: int) -> tuple[float, float]:
         return n / elapsed, path.stat().st_size / n
 
 
+def readings(n: int, devices: int = 4400) -> list[Reading]:
+    """``n`` wearable telemetry messages as decode makes them (the device's time and ``seq``,
+    the demo's fields), received over the last ``n`` / 10 seconds: 10 a second."""
+    rnd = random.Random(7)
+    start = time.time() - n * 0.1
+    out = []
+    for i in range(n):
+        d = rnd.randrange(devices)
+        received = start + i * 0.1
+        body = {
+            "ts": round((received - 0.05) * 1000),
+            "seq": i,
+            "heart_rate": rnd.randint(55, 110),
+            "spo2": rnd.randint(92, 99),
+            "skin_temp_c": round(rnd.uniform(35.5, 37.0), 1),
+            "steps": rnd.randint(0, 20_000),
+            "battery": 80,
+            "worn": True,
+        }
+        r = decode(
+            f"community/y/wearable/wr-{d:05d}/telemetry", json.dumps(body).encode(), received
+        )
+        assert isinstance(r, Reading), r
+        out.append(r)
+    return out
+
+
+def _journal_rate(journal: JournalStore, batch: list[Reading], size: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(0, len(batch), size):
+        result = journal.write_batch(batch[i : i + size], [])
+        assert result.duplicates == 0
+    return len(batch) / (time.perf_counter() - t0)
+
+
+def bench_journal_sqlite(n: int, size: int) -> tuple[float, float]:
+    """The service's journal (:class:`ingest.journal.Journal`, synchronous=FULL as it runs)."""
+    batch = readings(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "journal.db"
+        journal = Journal(path)
+        try:
+            rate = _journal_rate(journal, batch, size)
+        finally:
+            journal.close()
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        return rate, path.stat().st_size / n
+
+
+def bench_journal_pg(n: int, size: int) -> tuple[float, float]:
+    """The PostgreSQL journal (:class:`ingest.journal_pg.PgJournal`) on a throwaway cluster
+    with PostgreSQL's durable defaults; bytes: the readings' partitions with their indexes."""
+    batch = readings(n)
+    with Postgres() as pg:
+        url = pg.create_database("bench")
+        journal = PgJournal(url)
+        try:
+            rate = _journal_rate(journal, batch, size)
+        finally:
+            journal.close()
+        with connect(url, autocommit=True) as db:
+            db.execute("CHECKPOINT")
+            size_row = db.execute(
+                "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+                " WHERE inhparent = 'readings'::regclass"
+            ).fetchone()
+        total = float(size_row[0]) if size_row and size_row[0] is not None else 0.0
+    return rate, total / n
+
+
+JOURNALS: list[tuple[str, Callable[[int, int], tuple[float, float]]]] = [
+    ("journal-sqlite", bench_journal_sqlite),
+    ("journal-postgresql", bench_journal_pg),
+]
+"""The two journal classes' ``write_batch``, as the pipeline calls it (``make bench``)."""
+
+
+def journals(n: int = 100_000, size: int = 200) -> list[str]:
+    """One line per journal class: ``store=… rows=… batch=… rows_per_s=… bytes_per_row=…``."""
+    lines = []
+    for name, fn in JOURNALS:
+        rate, per_row = fn(n, size)
+        lines.append(
+            f"store={name} rows={n} batch={size} rows_per_s={rate:,.0f}"
+            f" bytes_per_row={per_row:,.0f}"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="journal-shaped writes: PostgreSQL beside SQLite")
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--batch", type=int, default=200)
+    p.add_argument(
+        "--journals-only",
+        action="store_true",
+        help="only the two journal classes' write_batch (what make bench prints)",
+    )
     args = p.parse_args(argv)
     stores: list[tuple[str, Callable[[int, int], tuple[float, float]]]] = [
         ("sqlite", bench_sqlite),
         ("postgresql", bench_pg),
         ("postgresql-copy", lambda n, size: bench_pg(n, size, copy=True)),
     ]
-    for name, fn in stores:
+    if args.journals_only:
+        stores = []
+    for name, fn in [*stores, *JOURNALS]:
         rate, per_row = fn(args.rows, args.batch)
         print(
             f"store={name} rows={args.rows} batch={args.batch} rows_per_s={rate:,.0f}"

@@ -401,6 +401,11 @@ class Journal:
                 )
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
 
+    def trouble(self, e: BaseException) -> str | None:
+        """:func:`store_trouble`: the same answer as a method, as
+        :class:`ingest.journal_store.JournalStore` asks of every journal."""
+        return store_trouble(e)
+
     def probe(self) -> None:
         """A write of a few bytes, committed: raises what the store raises now (full, locked,
         read-only...). For telling, with no message to write, whether it takes writes again."""

@@ -1,0 +1,821 @@
+"""The journal on PostgreSQL: what :class:`ingest.journal.Journal` does on SQLite, for several
+instances that share one database (docs/district.md, "The journal on PostgreSQL").
+
+Rows hold what the SQLite journal's hold: kind and stream as one number (``shape``), times as
+epoch seconds, the payload in :mod:`ingest.rowcodec`'s compact form (``bytea``; JSON text, as
+UTF-8 bytes with :data:`JSON_PAYLOAD` added to ``shape``, when the compact form cannot hold it).
+Not typed columns per measurement: every reader (the rules worker's ``rows.to_reading`` and
+``FastRows``, the API, the sinks) already reads that form, a wearable's payload is ~15 bytes
+in it against a dozen nullable columns, and a new payload field needs no migration. What SQL
+would gain from typed columns (aggregates in the database) is done here in Python on one
+device's rows, as the API asks for them.
+
+Three columns the SQLite journal has no need of: ``partition`` (the device's
+:func:`district.partitions.partition_of`: which lease holder evaluates it), ``xid`` (the writing
+transaction: :mod:`district.follow` reads in ``(xid, id)`` order behind every open transaction,
+so several writers' rows reach a follower once each) and ``pts``, the time the table is
+partitioned by, one partition per UTC day. ``pts`` is the reading's event time ``ts`` (the
+device's own when decode believed it, else the receive time), so a redelivered message lands
+on its first copy's day and the unique index ``(device_id, pts, dedup)`` drops it.
+
+A reading whose day has no partition is never an error: the day is made on the spot (counted
+in :attr:`PgJournal.partitions_made`), unless retention already dropped it (its end is at or
+before the floor :meth:`PgJournal.prune` records) or its ``ts`` lies outside decode's window
+around its receive time: then it is stored on its receive time's day (counted in
+:attr:`PgJournal.pts_fallbacks`; its duplicate is no longer recognised by time, which is the
+one case the SQLite journal handles better). A partition dropped by another instance between
+this one's look and its insert costs one retry (:attr:`PgJournal.partition_retries`).
+
+Writes come from one thread (the pipeline's) on a connection of their own, through ``COPY``
+into a temporary table and one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` (bench/
+store_writes.py: 2.5 times ``executemany``); reads from any thread, through a pool.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from district import follow, timeparts
+from district.migrate import migrate
+from district.partitions import DEFAULT_PARTITIONS, partition_of
+from district.pg import Connection, connect, open_pool
+from ingest import rowcodec, rows
+from ingest.journal import (
+    FORGET_IDLE_S,
+    SEEN_FLUSH_S,
+    SEEN_MAX,
+    SHAPES,
+    BatchResult,
+    Step,
+    _body,
+    dedup_key,
+)
+from ingest.payloads import MAX_AGE_S, MAX_FUTURE_S, MAX_NUMBER, DeadLetter, Reading
+from ingest.schema import kinds_with_metric
+from registry import Registry
+
+log = logging.getLogger(__name__)
+
+DAY: Final = 86_400
+JSON_PAYLOAD: Final = 16
+"""Added to ``shape`` when the payload is JSON text (UTF-8) rather than rowcodec's form."""
+_NAMES: Final = {shape: names for names, shape in SHAPES.items()}
+AHEAD_DAYS: Final = 7
+"""Days of partitions made ahead when the journal opens (a maintenance job keeps it so)."""
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS journal_staging (
+    ord integer, partition smallint, pts float8, device_id text, shape smallint, ts float8,
+    received float8, seq bigint, dedup bigint, event text, ts_flag text, payload bytea
+) ON COMMIT DELETE ROWS
+"""
+_STAGING_TYPES: Final = [
+    "integer",
+    "smallint",
+    "float8",
+    "text",
+    "smallint",
+    "float8",
+    "float8",
+    "bigint",
+    "bigint",
+    "text",
+    "text",
+    "bytea",
+]
+_COPY: Final = "COPY journal_staging FROM STDIN (FORMAT BINARY)"
+_INSERT: Final = """
+INSERT INTO readings (partition, pts, device_id, shape, ts, received, seq, dedup, event,
+                      ts_flag, payload)
+SELECT partition, to_timestamp(pts), device_id, shape, ts, received, seq, dedup, event,
+       ts_flag, payload
+FROM journal_staging s
+WHERE NOT (s.ts = s.received AND s.dedup IS NOT NULL AND EXISTS (
+    SELECT 1 FROM readings r
+    WHERE r.device_id = s.device_id AND r.dedup = s.dedup AND r.ts = r.received))
+ORDER BY device_id, ord
+ON CONFLICT DO NOTHING
+RETURNING device_id, ts, received, dedup
+"""
+"""One statement for the batch: duplicates of timed messages by the unique index, of messages
+without the device's time by key alone (as the SQLite journal's partial index). Devices in one
+order on every instance (two instances given the same messages wait for each other's keys in
+the same order rather than deadlock), each device's in arrival order."""
+_INSERT_DEAD: Final = (
+    "INSERT INTO dead_letters (received, topic, reason, detail, payload)"
+    " VALUES (%s, %s, %s, %s, %s)"
+)
+_TOUCH_DEVICE: Final = """
+INSERT INTO devices (device_id, kind, community, first_seen, last_seen, battery)
+SELECT d, k, c, t, t, b
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[]) AS s(d, k, c, t, b)
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen = greatest(coalesce(devices.last_seen, 0), excluded.last_seen),
+    first_seen = coalesce(devices.first_seen, excluded.first_seen),
+    community = coalesce(devices.community, excluded.community),
+    battery = coalesce(excluded.battery, devices.battery)
+"""
+_SET_STATE: Final = """
+UPDATE devices SET online = %s, state_since = %s, fw = coalesce(%s, fw)
+WHERE device_id = %s AND (state_since IS NULL OR state_since <= %s)
+"""
+_SYNC: Final = """
+INSERT INTO devices (device_id, kind, community, compound, building, unit, floor, room,
+                     resident_id, name, registered)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true)
+ON CONFLICT (device_id) DO UPDATE SET kind = excluded.kind, community = excluded.community,
+    compound = excluded.compound, building = excluded.building, unit = excluded.unit,
+    floor = excluded.floor, room = excluded.room, resident_id = excluded.resident_id,
+    name = excluded.name, registered = true
+"""
+_RAW: Final = "SELECT ts, received, shape, event, ts_flag, seq, payload, id FROM readings"
+
+
+def store_trouble(e: BaseException) -> str | None:
+    """As :func:`ingest.journal.store_trouble`, for PostgreSQL: a short name (psycopg's class
+    for the SQLSTATE: ``DiskFull``, ``ReadOnlySqlTransaction``, ``AdminShutdown``,
+    ``OperationalError`` for a lost connection …) when the store cannot take writes; None when
+    ``e`` is about what was written (a value PostgreSQL refuses, such as text with a NUL; a
+    constraint; a row past an index's size). Unknown errors count as the store's."""
+    if isinstance(e, psycopg.errors.CheckViolation) and "no partition" in str(e):
+        return "NoPartition"  # retried once by the write; a second time: maintenance is behind
+    if isinstance(
+        e, psycopg.DataError | psycopg.IntegrityError | psycopg.errors.ProgramLimitExceeded
+    ):
+        return None
+    if isinstance(e, psycopg.Error):
+        return type(e).__name__
+    if isinstance(e, OverflowError | TypeError | ValueError):  # binding a value
+        return None
+    return type(e).__name__
+
+
+def _day(t: float) -> int:
+    return math.floor(t / DAY) * DAY
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+class PgJournal:
+    """The journal in PostgreSQL at ``url``: migrated and its partitions made ahead when
+    opened. ``pool``: the instance's pool for reads (one of its own otherwise);
+    ``partitions``: the installation's number of device partitions (district.partitions)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool: ConnectionPool | None = None,
+        partitions: int = DEFAULT_PARTITIONS,
+        ahead_days: int = AHEAD_DAYS,
+        seen_max: int = SEEN_MAX,
+        name: str = "jiayuan-journal",
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.partitions = partitions
+        self._own_pool = pool is None
+        if pool is None:
+            pool = open_pool(url, name=name)  # migrates
+        else:
+            with connect(url, name=name) as db:
+                migrate(db)
+        self._pool = pool
+        self._w: Connection | None = None
+        self._days: set[int] = set()
+        self._floor = -math.inf
+        self.partitions_made = 0
+        """Day partitions this journal made because a reading needed one."""
+        self.pts_fallbacks = 0
+        """Readings stored on their receive time's day: their own day was dropped by retention,
+        or their ``ts`` lies outside decode's window around their receive time."""
+        self.partition_retries = 0
+        """Batches written again because another instance dropped a partition meanwhile."""
+        self.deadlock_retries = 0
+        """Batches written again after a deadlock with another instance's batch."""
+        self._seen: dict[str, list[Any]] = {}
+        self._seen_max = seen_max
+        self._seen_flushed = time.monotonic()
+        self.ahead_days = ahead_days
+        self.make_ahead()
+
+    def make_ahead(self) -> list[str]:
+        """Make the day partitions from yesterday (decode believes a device's time up to
+        ``MAX_AGE_S`` old) to ``ahead_days`` after today; returns those made. At open, and
+        daily by the maintenance job (idempotent; any instance may run it)."""
+        made = timeparts.ensure_ahead(
+            self._writer(),
+            "readings",
+            "day",
+            ahead=self.ahead_days + 1,
+            now=_utc(time.time() - MAX_AGE_S),
+        )
+        self._refresh()
+        return made
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """What this journal did about partitions, for health and metrics."""
+        return {
+            "partitions_made": self.partitions_made,
+            "pts_fallbacks": self.pts_fallbacks,
+            "partition_retries": self.partition_retries,
+            "deadlock_retries": self.deadlock_retries,
+        }
+
+    # ---------------------------------------------------------------- connections
+
+    def _writer(self) -> Connection:
+        if self._w is None or self._w.closed:
+            self._w = connect(self.url, name=self.name)
+            self._w.execute(_STAGING)
+            self._w.commit()
+        return self._w
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """One write transaction on the writer's connection; a failure of the store closes the
+        connection, so the next write starts on a new one."""
+        db = self._writer()
+        try:
+            with db.transaction():
+                yield db
+        except BaseException as e:
+            if store_trouble(e) is not None:
+                with contextlib.suppress(Exception):
+                    db.close()
+                self._w = None
+            raise
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except Exception as e:  # the store failing at shutdown: last-seen times are lost only
+            if store_trouble(e) is None:
+                raise
+        if self._w is not None:
+            self._w.close()
+            self._w = None
+        if self._own_pool:
+            self._pool.close()
+
+    def trouble(self, e: BaseException) -> str | None:
+        return store_trouble(e)
+
+    # ---------------------------------------------------------------- partitions
+
+    def _refresh(self) -> None:
+        """The day partitions that exist and retention's floor, as the database has them."""
+        db = self._writer()
+        with db.transaction():
+            have = timeparts.partitions(db, "readings", "day")
+            row = db.execute("SELECT extract(epoch FROM floor) FROM journal_retention").fetchone()
+        self._days = {int(start.timestamp()) for start in have.values()}
+        self._floor = float(row[0]) if row else -math.inf
+
+    def _make_day(self, day: int) -> None:
+        db = self._writer()
+        try:
+            made = timeparts.ensure_ahead(db, "readings", "day", ahead=0, now=_utc(day))
+        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+            made = []  # another instance made it at the same moment
+        self.partitions_made += len(made)
+        if made:
+            log.info("journal: made the partition for %s", _utc(day).date())
+
+    def _pts(self, readings: Sequence[Reading]) -> list[float]:
+        """Each reading's partition time, its day's partition made when it has none."""
+        pts = []
+        for r in readings:
+            if r.received - MAX_AGE_S <= r.ts <= r.received + MAX_FUTURE_S:
+                pts.append(r.ts)
+            else:
+                pts.append(r.received)
+                self.pts_fallbacks += 1
+        if not {_day(p) for p in pts} <= self._days:
+            self._refresh()
+            for i, p in enumerate(pts):
+                if _day(p) + DAY <= self._floor and p != readings[i].received:
+                    pts[i] = readings[i].received
+                    self.pts_fallbacks += 1
+            for day in sorted({_day(p) for p in pts} - self._days):
+                self._make_day(day)
+            self._refresh()
+        return pts
+
+    # ---------------------------------------------------------------- writes (one thread)
+
+    def write_batch(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> BatchResult:
+        """Journal one batch in one transaction. Returns once it is committed."""
+        t0 = time.perf_counter()
+        try:
+            new = self._write(readings, dead)
+        except psycopg.errors.CheckViolation as e:
+            if "no partition" not in str(e):
+                raise
+            self.partition_retries += 1  # dropped by another instance meanwhile: look again
+            self._refresh()
+            new = self._write(readings, dead)
+        except psycopg.errors.DeadlockDetected:
+            # another instance wrote one device's repeats in another order: it went first
+            self.deadlock_retries += 1
+            new = self._write(readings, dead)
+        return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
+
+    def _write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> list[Reading]:
+        pts = self._pts(readings)
+        staged: list[tuple[Any, ...]] = []
+        untimed: set[tuple[str, int]] = set()
+        for i, r in enumerate(readings):
+            key = dedup_key(r)
+            if r.ts == r.received and key is not None:
+                if (r.device_id, key) in untimed:
+                    continue  # a repeat within the batch, by key alone
+                untimed.add((r.device_id, key))
+            shape = SHAPES[r.kind, r.stream]
+            payload = rowcodec.dump(r.payload, r.ts, r.ts_flag, r.seq)
+            if isinstance(payload, str):
+                payload, shape = payload.encode(), shape + JSON_PAYLOAD
+            staged.append(
+                (
+                    i,
+                    partition_of(r.device_id, self.partitions),
+                    pts[i],
+                    r.device_id,
+                    shape,
+                    r.ts,
+                    r.received,
+                    r.seq,
+                    key,
+                    r.event,
+                    r.ts_flag,
+                    payload,
+                )
+            )
+        states = sorted(
+            (
+                (r.device_id, r.event == "online", r.ts, r.attrs.get("fw"))
+                for r in readings
+                if r.stream == "status" and r.event is not None
+            ),
+            key=lambda s: s[0],  # one order on every instance: no deadlock between them
+        )
+        self._note_seen(readings)
+        with self._tx() as db, db.cursor() as cur:
+            new: list[Reading] = []
+            if staged:
+                with cur.copy(_COPY) as copy:
+                    copy.set_types(_STAGING_TYPES)
+                    for row in staged:
+                        copy.write_row(row)
+                cur.execute(_INSERT)
+                inserted = cur.fetchall()
+                if len(inserted) == len(readings):
+                    new = list(readings)
+                else:  # some were duplicates: which, by what was inserted
+                    left = collections.Counter(tuple(x) for x in inserted)
+                    for row in staged:
+                        k = (row[3], row[5], row[6], row[8])
+                        if left[k] > 0:
+                            left[k] -= 1
+                            new.append(readings[row[0]])
+            if states:
+                self._flush_seen(cur)  # so the state update finds its row
+                cur.executemany(_SET_STATE, [(on, at, fw, d, at) for d, on, at, fw in states])
+            elif (
+                time.monotonic() - self._seen_flushed > SEEN_FLUSH_S
+                or len(self._seen) >= self._seen_max
+            ):
+                self._flush_seen(cur)
+            if dead:
+                cur.executemany(
+                    _INSERT_DEAD,
+                    [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead],
+                )
+        return new
+
+    def probe(self) -> None:
+        """A write of a few bytes, committed: raises what the store raises now."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO store_probe (id, at) VALUES (1, %s)"
+                " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                (time.time(),),
+            )
+
+    @property
+    def pending_devices(self) -> int:
+        """Devices whose last-seen time waits in memory for the next write."""
+        return len(self._seen)
+
+    def _note_seen(self, readings: Sequence[Reading]) -> None:
+        """As the SQLite journal: last seen and battery kept in memory, written at most every
+        SEEN_FLUSH_S seconds in a batch's transaction."""
+        seen = self._seen
+        for r in readings:
+            prev = seen.get(r.device_id)
+            battery = r.values.get("battery")
+            if prev is None:
+                seen[r.device_id] = [
+                    r.kind,
+                    r.community,
+                    r.received,
+                    None if battery is None else float(battery),
+                ]
+            else:
+                if r.received > prev[2]:
+                    prev[2] = r.received
+                if battery is not None:
+                    prev[3] = float(battery)
+
+    def _flush_seen(self, cur: psycopg.Cursor[Any]) -> None:
+        if self._seen:
+            # one statement, every device in one order (no deadlock with another instance)
+            cur.execute(_TOUCH_DEVICE, [list(c) for c in zip(*self._sorted_seen(), strict=True)])
+            self._seen.clear()
+        self._seen_flushed = time.monotonic()
+
+    def _sorted_seen(self) -> list[tuple[str, str, str, float, float | None]]:
+        return [(d, k, c, at, b) for d, (k, c, at, b) in sorted(self._seen.items())]
+
+    def flush(self, *, if_due: bool = False) -> bool:
+        """Write pending last-seen times. Returns whether it wrote."""
+        if not self._seen or (if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S):
+            return False
+        with self._tx() as db, db.cursor() as cur:
+            self._flush_seen(cur)
+        return True
+
+    def sync_registry(self, registry: Registry) -> int:
+        """Write each registered device's placement; devices no longer registered keep their
+        history and state but are shown as unregistered."""
+        rows_ = sorted(
+            (
+                d.device_id,
+                d.kind,
+                registry.community,
+                d.compound,
+                d.building,
+                d.unit,
+                d.floor,
+                d.room,
+                d.resident_id,
+                d.name,
+            )
+            for d in registry.devices.values()
+        )
+        with self._tx() as db, db.cursor() as cur:
+            cur.execute("UPDATE devices SET registered = false WHERE registered")
+            cur.executemany(_SYNC, rows_)
+        return len(rows_)
+
+    def prune(
+        self,
+        before: float,
+        chunk: int = 5000,
+        *,
+        keep_after: int | None = None,
+        pause_s: float = 0.02,
+        forget_idle_s: float = FORGET_IDLE_S,
+    ) -> int:
+        """Drop the day partitions of readings that end at or before ``before`` (whole days:
+        a day that ``before`` cuts stays until the next prune after its end), and forget
+        devices never registered and silent for ``forget_idle_s``. Returns the readings
+        dropped. ``keep_after``: a partition holding a row with a greater id is kept, and so
+        is every later one. ``chunk`` and ``pause_s`` are the SQLite journal's (its deletes
+        go in pieces); a drop here is one short lock on the table."""
+        del chunk, pause_s
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM devices WHERE NOT registered AND compound IS NULL"
+                " AND building IS NULL AND coalesce(last_seen, 0) < %s",
+                (time.time() - forget_idle_s,),
+            )
+        with connect(self.url, name=self.name, autocommit=True) as db:
+            cutoff = _utc(before)
+            doomed: list[tuple[str, datetime]] = []
+            for name, start in timeparts.partitions(db, "readings", "day").items():
+                if start.timestamp() + DAY > before:
+                    break
+                if keep_after is not None:
+                    top = db.execute(
+                        sql.SQL("SELECT max(id) FROM {}").format(sql.Identifier(name))
+                    ).fetchone()
+                    if top and top[0] is not None and int(top[0]) > keep_after:
+                        break
+                doomed.append((name, start))
+            if not doomed:
+                return 0
+            cutoff = _utc(doomed[-1][1].timestamp() + DAY)
+            total = 0
+            for name, _ in doomed:
+                n = db.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))
+                ).fetchone()
+                total += int(n[0]) if n else 0
+            # the floor first: a writer that looks after this never makes these days again
+            db.execute(
+                "INSERT INTO journal_retention (id, floor) VALUES (1, %s) ON CONFLICT (id)"
+                " DO UPDATE SET floor = greatest(journal_retention.floor, excluded.floor)",
+                (cutoff,),
+            )
+            timeparts.drop_before(db, "readings", "day", cutoff)
+        return total
+
+    # ---------------------------------------------------------------- reads (any thread)
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+        """A cursor giving rows as dicts, on a pooled connection (returned afterwards)."""
+        with self._pool.connection() as db, db.cursor(row_factory=dict_row) as cur:
+            yield cur
+
+    def list_devices(
+        self,
+        *,
+        kind: str | None = None,
+        building: str | None = None,
+        online: bool | None = None,
+        registered: bool | None = None,
+        among: tuple[Collection[str], Collection[str]] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of devices by id; ``among`` (device ids, kinds) as the SQLite journal's."""
+        conds: list[str] = []
+        args: list[Any] = []
+        for cond, v in (
+            ("kind = %s", kind),
+            ("building = %s", building),
+            ("online = %s", online),
+            ("registered = %s", registered),
+        ):
+            if v is not None:
+                conds.append(cond)
+                args.append(v)
+        if among is not None:
+            conds.append("(device_id = ANY(%s) OR kind = ANY(%s))")
+            args += [sorted(among[0]), sorted(among[1])]
+        where = " WHERE " + " AND ".join(conds) if conds else ""
+        with self._reader() as db:
+            total = db.execute(f"SELECT count(*) AS n FROM devices{where}", args).fetchone()
+            found = db.execute(
+                f"SELECT * FROM devices{where} ORDER BY device_id LIMIT %s OFFSET %s",
+                [*args, limit, offset],
+            ).fetchall()
+        return found, int(total["n"]) if total else 0
+
+    def get_device(self, device_id: str) -> dict[str, Any] | None:
+        with self._reader() as db:
+            return db.execute("SELECT * FROM devices WHERE device_id = %s", (device_id,)).fetchone()
+
+    def readings(
+        self,
+        device_id: str,
+        *,
+        metric: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        step: Step = "raw",
+        limit: int = 10_000,
+    ) -> list[dict[str, Any]]:
+        """As the SQLite journal's: raw readings oldest first, or per bucket of ``step``
+        (min, max, mean, count) of ``metric`` — computed here from the raw rows (there are no
+        rollup tables in PostgreSQL), for a rolled-up metric over the buckets whose start lies
+        in [since, until) as the SQLite journal's rollups answer, else over readings in it."""
+        since = since if since is not None else 0.0
+        until = until if until is not None else 1e12
+        if step == "raw":
+            with self._reader() as db:
+                found = _by_time(db, device_id, since, until, limit=limit).fetchall()
+            out = []
+            for r in found:
+                body = _stored(r)
+                if metric is not None:
+                    if metric not in body:
+                        continue
+                    body = {metric: body[metric]}
+                out.append(_raw(r, body))
+            return out
+        if metric is None:
+            raise ValueError("step needs a metric")
+        width = {"1m": 60, "1h": 3600}[step]
+        if kinds_with_metric(metric):
+            lo, hi = since // width * width, -(-until // width) * width
+        else:
+            lo, hi = since, until
+        telemetry = [s for (_, stream), s in SHAPES.items() if stream == "telemetry"]
+        telemetry += [s + JSON_PAYLOAD for s in telemetry]
+        buckets: dict[float, list[float]] = {}
+        with self._reader() as db:
+            for r in _by_time(db, device_id, lo, hi, shapes=telemetry):
+                body = _stored(r)
+                v = body.get(metric) if isinstance(body, dict) else None
+                if isinstance(v, bool):
+                    v = int(v)
+                if isinstance(v, int | float) and abs(v) <= MAX_NUMBER:
+                    bucket = float(int(r["ts"] / width) * width)
+                    if bucket not in buckets and len(buckets) == limit:
+                        break
+                    buckets.setdefault(bucket, []).append(v)
+        return [
+            {"ts": b, "min": min(vs), "max": max(vs), "mean": sum(vs) / len(vs), "count": len(vs)}
+            for b, vs in sorted(buckets.items())
+        ]
+
+    def dead_letters(
+        self,
+        *,
+        reason: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        conds: list[str] = []
+        args: list[Any] = []
+        for cond, v in (
+            ("reason = %s", reason),
+            ("received >= %s", since),
+            ("received < %s", until),
+        ):
+            if v is not None:
+                conds.append(cond)
+                args.append(v)
+        where = " WHERE " + " AND ".join(conds) if conds else ""
+        with self._reader() as db:
+            total = db.execute(f"SELECT count(*) AS n FROM dead_letters{where}", args).fetchone()
+            found = db.execute(
+                f"SELECT * FROM dead_letters{where} ORDER BY id DESC LIMIT %s OFFSET %s",
+                [*args, limit, offset],
+            ).fetchall()
+        items = [
+            {
+                "id": r["id"],
+                "received": r["received"],
+                "topic": r["topic"],
+                "reason": r["reason"],
+                "detail": r["detail"],
+                "payload": bytes(r["payload"]).decode("utf-8", errors="backslashreplace"),
+            }
+            for r in found
+        ]
+        return items, int(total["n"]) if total else 0
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        with self._reader() as db:
+            found = db.execute(
+                "SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason"
+            ).fetchall()
+        return {r["reason"]: int(r["n"]) for r in found}
+
+    def last_reading(self, device_id: str) -> dict[str, Any] | None:
+        """What a device sent last (its latest by event time; of two at the same time, the one
+        journaled last), as :meth:`readings` answers a raw one; None when it has none."""
+        with self._reader() as db:
+            r = db.execute(
+                f"{_RAW} WHERE device_id = %s ORDER BY pts DESC, ts DESC, id DESC LIMIT 1",
+                (device_id,),
+            ).fetchone()
+        return None if r is None else _raw(r, _stored(r))
+
+    def count_readings(self, device_id: str | None = None) -> int:
+        with self._reader() as db:
+            if device_id is None:
+                row = db.execute("SELECT count(*) AS n FROM readings").fetchone()
+            else:
+                row = db.execute(
+                    "SELECT count(*) AS n FROM readings WHERE device_id = %s", (device_id,)
+                ).fetchone()
+        return int(row["n"]) if row else 0
+
+
+def _by_time(
+    db: psycopg.Cursor[dict[str, Any]],
+    device_id: str,
+    since: float,
+    until: float,
+    *,
+    shapes: list[int] | None = None,
+    limit: int | None = None,
+) -> psycopg.Cursor[dict[str, Any]]:
+    """A device's rows with ``ts`` in [since, until), by ``ts``: those on their own day through
+    the partitions of that range, and the few stored on their receive time
+    (``readings_moved``)."""
+    shape = " AND shape = ANY(%(shapes)s)" if shapes is not None else ""
+    in_range = "device_id = %(d)s AND ts >= %(lo)s AND ts < %(hi)s" + shape
+    return db.execute(
+        f"({_RAW} WHERE {in_range} AND pts = to_timestamp(ts)"
+        " AND pts >= to_timestamp(%(lo)s) AND pts < to_timestamp(%(hi)s))"
+        f" UNION ALL ({_RAW} WHERE {in_range} AND pts <> to_timestamp(ts))"
+        " ORDER BY ts, id LIMIT %(limit)s",
+        {"d": device_id, "lo": since, "hi": until, "shapes": shapes, "limit": limit},
+    )
+
+
+def _stored(r: dict[str, Any]) -> Any:
+    """A row's payload as the device sent it."""
+    if r["shape"] & JSON_PAYLOAD:
+        return _body(bytes(r["payload"]).decode())
+    return rowcodec.load(bytes(r["payload"]), r["ts"], r["seq"])
+
+
+def _raw(r: dict[str, Any], body: Any) -> dict[str, Any]:
+    return {
+        "ts": r["ts"],
+        "received": r["received"],
+        "stream": _NAMES[r["shape"] & ~JSON_PAYLOAD][1],
+        "event": r["event"],
+        "ts_flag": r["ts_flag"],
+        "values": body,
+    }
+
+
+# -------------------------------------------------------------------- followers
+
+
+FOLLOW_COLUMNS: Final = (
+    "device_id",
+    "shape",
+    "ts",
+    "received",
+    "seq",
+    "event",
+    "ts_flag",
+    "payload",
+)
+
+
+def rows_after(
+    db: psycopg.Connection[Any], partition: int, after: follow.Position, limit: int = 500
+) -> list[tuple[follow.Position, rows.Row]]:
+    """Up to ``limit`` journal rows of ``partition`` after ``after`` in log order
+    (:func:`district.follow.next_batch`: none behind a transaction still open), each as the
+    row the SQLite journal gives its followers (:data:`ingest.rows.Row`: what
+    ``rows.to_reading`` and the rules' ``FastRows`` take), with its position."""
+    out = []
+    for pos, (device_id, shape, ts, received, seq, event, ts_flag, payload) in follow.next_batch(
+        db, "readings", after, partitions=[partition], columns=FOLLOW_COLUMNS, limit=limit
+    ):
+        kind, stream = _NAMES[shape & ~JSON_PAYLOAD]
+        stored: bytes | str = bytes(payload).decode() if shape & JSON_PAYLOAD else bytes(payload)
+        out.append(
+            (pos, (pos.id, device_id, kind, stream, ts, received, seq, event, ts_flag, stored))
+        )
+    return out
+
+
+class JournalFollower:
+    """A follower of the journal over the partitions it holds: :meth:`next_rows` gives the rows
+    after each partition's cursor, :meth:`save` commits the cursors in the caller's transaction
+    (after ``district.leases.fence``, with the effects of the rows), and what was given is
+    given again after :meth:`rewind` (a failed commit) or to the next holder."""
+
+    def __init__(self, db: psycopg.Connection[Any], name: str, partitions: Iterable[int]) -> None:
+        self.name = name
+        self.committed = {p: follow.load_cursor(db, name, p) for p in partitions}
+        self.position = dict(self.committed)
+        """Where each partition has been read to (committed or not)."""
+
+    def next_rows(
+        self, db: psycopg.Connection[Any], limit: int = 500
+    ) -> list[tuple[int, rows.Row]]:
+        """Up to ``limit`` rows per partition, each with its partition; every partition's in
+        log order (devices never span partitions, so that is every device's order)."""
+        out: list[tuple[follow.Position, int, rows.Row]] = []
+        for p, after in self.position.items():
+            got = rows_after(db, p, after, limit)
+            if got:
+                self.position[p] = got[-1][0]
+                out += [(pos, p, row) for pos, row in got]
+        out.sort(key=lambda x: x[0])
+        return [(p, row) for _, p, row in out]
+
+    def save(self, db: psycopg.Connection[Any]) -> None:
+        """Write the cursors read to, in ``db``'s transaction; call :meth:`saved` once that
+        transaction committed, :meth:`rewind` if it did not."""
+        for p, pos in self.position.items():
+            if pos != self.committed[p]:
+                follow.save_cursor(db, self.name, p, pos)
+
+    def saved(self) -> None:
+        """The transaction of :meth:`save` committed."""
+        self.committed = dict(self.position)
+
+    def rewind(self) -> None:
+        """Read again from the last committed cursors."""
+        self.position = dict(self.committed)
