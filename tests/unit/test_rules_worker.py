@@ -15,6 +15,7 @@ import pytest
 
 from alerts import AlertStore
 from alerts.noise import FlapGate
+from base.sql import Db
 from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from ingest.topics import topic_for
@@ -99,16 +100,16 @@ class CrashingStore:
 
     def __init__(self, store: AlertStore) -> None:
         self.store = store
-        self.path = store.path
+        self.connection = store.connection
         self.fail: Exception | None = None
 
     def apply_batch(
         self,
         transitions: Sequence[Transition],
         presence: Sequence[Presence] = (),
-        within: Callable[[sqlite3.Connection], None] | None = None,
+        within: Callable[[Db], None] | None = None,
     ) -> Sequence[object]:
-        def failing(db: sqlite3.Connection) -> None:
+        def failing(db: Db) -> None:
             if within is not None:
                 within(db)
             if self.fail is not None:
