@@ -1,0 +1,119 @@
+"""The alert store on PostgreSQL where it differs from one SQLite file: several instances write
+to one database at once, and "one open alert per fingerprint" must hold across them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from alerts import AlertChange, AlertStore
+from base.sql import Db
+from tests.clock import FakeClock as Clock
+from tests.unit.test_alerts_lifecycle import fire
+
+
+def wait_for(what: str, check: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+@pytest.fixture
+def two(pg_url: str) -> Iterator[tuple[AlertStore, AlertStore]]:
+    """Two stores on one database, as two instances would have."""
+    a = AlertStore.open(pg_url, clock=Clock())
+    b = AlertStore.open(pg_url, clock=Clock())
+    yield a, b
+    a.close()
+    b.close()
+
+
+def waiting_on_a_lock(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as db:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        ).fetchone()
+        return row is not None and int(row[0]) > 0
+
+
+def test_two_instances_raising_one_fingerprint_at_once_get_one_open_alert(
+    pg_url: str, two: tuple[AlertStore, AlertStore]
+) -> None:
+    a, b = two
+    inserted = threading.Event()
+    release = threading.Event()
+
+    def hold(db: Db) -> None:  # a's transaction stays open after its insert
+        inserted.set()
+        assert release.wait(30)
+
+    first: list[AlertChange] = []
+    second: list[AlertChange | None] = []
+    ta = threading.Thread(target=lambda: first.extend(a.apply_batch([fire()], within=hold)))
+    ta.start()
+    assert inserted.wait(30)
+    tb = threading.Thread(target=lambda: second.append(b.apply(fire(at=1_700_000_000.0))))
+    tb.start()
+    # b's insert of the same fingerprint waits for a's transaction (the partial unique index)
+    wait_for("b's insert waiting for a's transaction", lambda: waiting_on_a_lock(pg_url))
+    release.set()
+    ta.join(30)
+    tb.join(30)
+
+    assert [c.action for c in first] == ["raised"]
+    assert second and second[0] is not None and second[0].action == "rematched"
+    assert second[0].alert.id == first[0].alert.id
+    opened = a.open_alerts()
+    assert len(opened) == 1 and opened[0].match_count == 2
+    history = [e.action for e in a.get(opened[0].id).history]
+    assert history == ["raised", "rematched"]
+
+
+def test_two_instances_firing_many_fingerprints_together_never_open_one_twice(
+    two: tuple[AlertStore, AlertStore],
+) -> None:
+    a, b = two
+    devices = [f"w-{i}" for i in range(40)]
+    errors: list[BaseException] = []
+
+    def run(store: AlertStore, order: list[str]) -> None:
+        try:
+            for d in order:
+                store.apply(fire(device=d))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [
+        threading.Thread(target=run, args=(a, devices)),
+        threading.Thread(target=run, args=(b, devices[::-1])),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    opened = a.open_alerts()
+    assert sorted(x.device_id for x in opened) == sorted(devices)
+    assert {x.match_count for x in opened} == {2}
+
+
+def test_a_path_opens_sqlite_and_a_url_postgresql(tmp_path: Path, pg_url: str) -> None:
+    on_file = AlertStore.open(tmp_path / "alerts.db")
+    on_pg = AlertStore.open(pg_url)
+    try:
+        assert on_file.path == tmp_path / "alerts.db" and (tmp_path / "alerts.db").exists()
+        assert on_pg.path == pg_url
+        with on_pg.connection() as db:
+            assert db.execute("SELECT count(*) FROM alerts").fetchone()[0] == 0
+    finally:
+        on_file.close()
+        on_pg.close()
