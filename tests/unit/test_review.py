@@ -171,10 +171,10 @@ def test_incidents_are_scoped_like_alerts_and_alerts_carry_titles_and_detectors(
 
 
 def test_paging_history_names_who_which_step_and_what_came_of_each_message(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         change = d.store.apply(fire("wearable_fall", "wr-1", clock()))
         assert change is not None
         settle(d)
