@@ -3,9 +3,10 @@ to one database at once, and "one open alert per fingerprint" must hold across t
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -13,14 +14,15 @@ import pytest
 
 from alerts import AlertChange, AlertStore
 from base.sql import Db
+from rules.worker import SCHEMA as WORKER_SCHEMA
 from tests.clock import FakeClock as Clock
 from tests.unit.test_alerts_lifecycle import fire
 
 
-def wait_for(what: str, check: object, timeout: float = 30.0) -> None:
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(check) and check():
+        if check():
             return
         time.sleep(0.02)
     raise AssertionError(f"not within {timeout}s: {what}")
@@ -114,6 +116,38 @@ def test_a_path_opens_sqlite_and_a_url_postgresql(tmp_path: Path, pg_url: str) -
         assert on_pg.path == pg_url
         with on_pg.connection() as db:
             assert db.execute("SELECT count(*) FROM alerts").fetchone()[0] == 0
+    finally:
+        on_file.close()
+        on_pg.close()
+
+
+def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pg_url: str) -> None:
+    """The two DDLs (alerts/db.py and rules/worker.py for SQLite, district/migrations/
+    0004_alerts.sql for PostgreSQL) are kept apart on purpose; this keeps them in step."""
+    on_file = AlertStore.open(tmp_path / "alerts.db")
+    on_pg = AlertStore.open(pg_url)
+    try:
+        with on_file.connection() as db:
+            assert isinstance(db, sqlite3.Connection)
+            db.executescript(WORKER_SCHEMA)
+            tables = [
+                r[0]
+                for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    " AND name NOT LIKE 'sqlite_%'"
+                )
+            ]
+            lite = {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in tables}
+        with on_pg.connection() as db:
+            pg: dict[str, set[str]] = {}
+            for table, column in db.execute(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_name = ANY(?)",
+                (tables,),
+            ):
+                pg.setdefault(table, set()).add(column)
+        assert {"alerts", "alert_history", "escalations", "deliveries", "rule_state"} <= set(lite)
+        assert pg == lite
     finally:
         on_file.close()
         on_pg.close()

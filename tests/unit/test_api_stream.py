@@ -49,9 +49,9 @@ def fire(
 
 
 @pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[AppContext]:
+def ctx(tmp_path: Path, alerts_at: Path | str) -> Iterator[AppContext]:
     journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
-    store = AlertStore(tmp_path / "alerts.db", clock=lambda: T0 + 5)
+    store = AlertStore(alerts_at, clock=lambda: T0 + 5)
     with app_context(tmp_path, journal, store, Registry()) as c:
         yield c
 
