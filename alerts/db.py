@@ -17,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, cast, get_type_hints
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from alerts.model import (
@@ -368,14 +369,26 @@ class _PoolReader:
         self._pool = pool
 
     def execute(self, query: str, parameters: Any = (), /) -> sql.Cursor:
-        with self._pool.connection() as conn:
+        with self._autocommit() as conn:
             cur = sql.PgDb(conn).execute(query, parameters)
             return _Fetched(cur.fetchall() if cur.description else [], cur.rowcount)
 
     def executemany(self, query: str, parameters: Iterable[Any], /) -> sql.Cursor:
-        with self._pool.connection() as conn:
+        with self._autocommit() as conn:
             cur = sql.PgDb(conn).executemany(query, parameters)
             return _Fetched([], cur.rowcount)
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pool's connection in autocommit for one statement (no BEGIN/COMMIT round trips
+        around a read); back to transactions before it returns to the pool."""
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.closed:  # a broken one is the pool's to replace
+                    conn.autocommit = False
 
 
 class _Fetched:
