@@ -155,8 +155,10 @@ def alerts_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path |
     template: str = request.getfixturevalue("alerts_template")
     name = f"t_{uuid.uuid4().hex[:12]}"
     with pg_connect(postgres.url(), autocommit=True) as db:
+        # FILE_COPY (PostgreSQL 15+) copies a small template in half the time of WAL_LOG
+        copy = " STRATEGY FILE_COPY" if db.info.server_version >= 150000 else ""
         db.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}" + copy).format(
                 sql.Identifier(name), sql.Identifier(template)
             )
         )
