@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
@@ -244,7 +245,7 @@ def migrate(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
-class Database:
+class Database(ABC):
     """The alert database: a SQLite file (one write connection, a reader per thread) or a
     PostgreSQL database (a pool; its schema is district/migrations/0004_alerts.sql, applied by
     :func:`district.pg.open_pool`). :meth:`open` picks by the location: a
@@ -258,30 +259,31 @@ class Database:
             return PgDatabase(str(where))
         return SqliteDatabase(Path(where))
 
+    @abstractmethod
     def tx(self) -> AbstractContextManager[Db]:
         """One write transaction: committed when the block ends, rolled back on an exception."""
-        raise NotImplementedError
 
+    @abstractmethod
     def writer(self) -> Db:
         """A connection for a read that must see the last commit (the caller holds its lock)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def reader(self) -> Db:
         """A connection for queries, of the calling thread's own (committed data only)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def connection(self) -> AbstractContextManager[Db]:
         """A connection of its own for a while, outside any writer's lock (SQLite: autocommit;
         PostgreSQL: a pool's connection, committed when the block ends)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def another(self) -> Database:
         """A database object for another writer (SQLite: a connection of its own; PostgreSQL:
         the same pool)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close what this object opened (a shared pool stays open)."""
 
 
 class SqliteDatabase(Database):
