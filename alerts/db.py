@@ -527,9 +527,13 @@ def audience_clause(a: Audience) -> tuple[str, list[Any]]:
 # ---------------------------------------------------------------- writes (lock held)
 
 
-def alert_row(db: Db, alert_id: int) -> Row:
-    """The alert's row, or :class:`AlertNotFound`."""
-    found: Row | None = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+def alert_row(db: Db, alert_id: int, *, lock: bool = False) -> Row:
+    """The alert's row, or :class:`AlertNotFound`. ``lock``: inside a write transaction that
+    decides on it (PostgreSQL: ``FOR UPDATE``, so that two instances acknowledging at once
+    are served one after the other)."""
+    found: Row | None = db.execute(
+        "SELECT * FROM alerts WHERE id = ?" + (sql.for_update(db) if lock else ""), (alert_id,)
+    ).fetchone()
     if found is None:
         raise AlertNotFound(alert_id)
     return found

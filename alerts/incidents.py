@@ -164,7 +164,9 @@ def _open(db: Db, key: str) -> Row | None:
 
 def refresh(db: Db, incident_id: int, now: float) -> tuple[Status, Status] | None:
     """:meth:`Incidents.refresh` inside the caller's transaction."""
-    inc = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    inc = db.execute(
+        "SELECT * FROM incidents WHERE id = ?" + sql.for_update(db), (incident_id,)
+    ).fetchone()
     if inc is None:
         return None
     rows = db.execute(

@@ -66,6 +66,7 @@ from alerts.model import (
     Sort,
     Status,
 )
+from base import sql
 from base.sql import Db, Row
 from rules.transitions import Transition
 
@@ -203,7 +204,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                current = alert_row(db, alert_id)
+                current = alert_row(db, alert_id, lock=True)
                 status = current["status"]
                 if status == "resolved":
                     raise InvalidTransition(
@@ -239,7 +240,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                current = alert_row(db, alert_id)
+                current = alert_row(db, alert_id, lock=True)
                 status: Status = current["status"]
                 if status == "resolved":
                     if current["resolved_by"] == by:
@@ -274,7 +275,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                alert_row(db, alert_id)
+                alert_row(db, alert_id, lock=True)
                 db.execute("UPDATE alerts SET updated_at = ? WHERE id = ?", (now, alert_id))
                 entry = record(db, alert_id, now, action, by, note, data)
             change = self._committed(entry, [])
@@ -286,7 +287,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                alert_row(db, alert_id)
+                alert_row(db, alert_id, lock=True)
                 db.execute(
                     "UPDATE alerts SET incident_id = ?, updated_at = ? WHERE id = ?",
                     (incident_id, now, alert_id),
@@ -564,7 +565,8 @@ class AlertStore:
 
 def _open_row(db: Db, fingerprint: str) -> Row | None:
     row: Row | None = db.execute(
-        "SELECT * FROM alerts WHERE fingerprint = ? AND status != 'resolved'", (fingerprint,)
+        "SELECT * FROM alerts WHERE fingerprint = ? AND status != 'resolved'" + sql.for_update(db),
+        (fingerprint,),
     ).fetchone()
     return row
 

@@ -180,7 +180,9 @@ class Silences:
     def expire(self, silence_id: int, by: str, now: float) -> tuple[Silence, bool]:
         """End it now. Returns the silence and whether this call ended it."""
         with self.db.tx() as db:
-            row = db.execute("SELECT * FROM silences WHERE id = ?", (silence_id,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM silences WHERE id = ?" + sql.for_update(db), (silence_id,)
+            ).fetchone()
             if row is None:
                 raise SilenceNotFound(silence_id)
             if row["ends_at"] <= now or row["expired_at"] is not None:

@@ -13,7 +13,9 @@ text runs on both:
 - booleans as integer columns (``0``/``1``) and conditions that are booleans (``1 = 0``, not
   ``0``);
 - no ``json_extract``, ``PRAGMA`` or date functions: decode JSON in Python, or branch on
-  :func:`dialect` where a store's schema differs (its DDL lives apart per dialect anyway).
+  :func:`dialect` where a store's schema differs (its DDL lives apart per dialect anyway);
+- a row read to decide a write is read with :func:`for_update` (PostgreSQL's transactions do
+  not serialise writers as SQLite's ``BEGIN IMMEDIATE`` does).
 
 ``sum``/``avg`` of numbers come back as ``float`` on PostgreSQL (not ``Decimal``).
 """
@@ -59,6 +61,13 @@ class Db(Protocol):
 
 def dialect(db: Db) -> Dialect:
     return "sqlite" if isinstance(db, sqlite3.Connection) else "postgresql"
+
+
+def for_update(db: Db) -> str:
+    """`` FOR UPDATE`` on PostgreSQL, nothing on SQLite: a row read to decide a write in the same
+    transaction, locked so that another instance's transaction deciding the same waits and then
+    reads the outcome (SQLite's ``BEGIN IMMEDIATE`` already serialises every writer)."""
+    return "" if isinstance(db, sqlite3.Connection) else " FOR UPDATE"
 
 
 def is_postgresql(where: object) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from alerts import AlertChange, AlertStore
+from alerts import AlertChange, AlertStore, InvalidTransition
 from base.sql import Db
 from rules.worker import SCHEMA as WORKER_SCHEMA
 from tests.clock import FakeClock as Clock
@@ -38,13 +38,13 @@ def two(pg_url: str) -> Iterator[tuple[AlertStore, AlertStore]]:
     b.close()
 
 
-def waiting_on_a_lock(url: str) -> bool:
+def waiting_on_a_lock(url: str, n: int = 1) -> bool:
     with psycopg.connect(url, autocommit=True) as db:
         row = db.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND wait_event_type = 'Lock'"
         ).fetchone()
-        return row is not None and int(row[0]) > 0
+        return row is not None and int(row[0]) >= n
 
 
 def test_two_instances_raising_one_fingerprint_at_once_get_one_open_alert(
@@ -151,3 +151,41 @@ def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pg_url: s
     finally:
         on_file.close()
         on_pg.close()
+
+
+def test_two_instances_acknowledging_at_once_one_owns_it_and_the_other_is_told_who(
+    pg_url: str, two: tuple[AlertStore, AlertStore]
+) -> None:
+    a, b = two
+    raised = a.apply(fire())
+    assert raised is not None
+    alert_id = raised.alert.id
+    outcomes: dict[str, str] = {}
+
+    def ack(store: AlertStore, by: str) -> None:
+        try:
+            store.acknowledge(alert_id, by)
+            outcomes[by] = "acknowledged"
+        except InvalidTransition as e:
+            outcomes[by] = f"refused: {e.by}"
+
+    # hold the alert's row so that both acknowledgements read it at the same moment
+    with psycopg.connect(pg_url) as holder:
+        holder.execute("SELECT id FROM alerts WHERE id = %s FOR UPDATE", (alert_id,))
+        threads = [
+            threading.Thread(target=ack, args=(a, "cg-7")),
+            threading.Thread(target=ack, args=(b, "guard-2")),
+        ]
+        for t in threads:
+            t.start()
+        wait_for("both waiting for the row", lambda: waiting_on_a_lock(pg_url, 2))
+        holder.rollback()
+    for t in threads:
+        t.join(30)
+    winners = [by for by, outcome in outcomes.items() if outcome == "acknowledged"]
+    assert len(outcomes) == 2 and len(winners) == 1
+    (loser,) = set(outcomes) - set(winners)
+    assert outcomes[loser] == f"refused: {winners[0]}"  # told who has it
+    (kept,) = a.open_alerts()
+    assert kept.status == "acknowledged" and kept.acknowledged_by == winners[0]
+    assert [e.action for e in a.get(alert_id).history] == ["raised", "acknowledged"]
