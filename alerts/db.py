@@ -1,7 +1,9 @@
 """The alert database: schema, connections, and rows → :mod:`alerts.model` objects.
 
-A SQLite file of its own (WAL). One partial unique index makes "one open alert per
-fingerprint" a property of the data, not of the code that writes it.
+A SQLite file of its own (WAL), or a PostgreSQL database when opened with a ``postgresql://``
+URL (:class:`Database`); the statements are the same on both (:mod:`base.sql`). One partial
+unique index makes "one open alert per fingerprint" a property of the data, not of the code
+that writes it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, cast, get_type_hints
+
+import psycopg
+from psycopg_pool import ConnectionPool
 
 from alerts.model import (
     Action,
@@ -24,7 +30,9 @@ from alerts.model import (
     HistoryEntry,
     Sort,
 )
-from base import sqlite
+from base import sql, sqlite
+from base.sql import Db, Row
+from district.pg import open_pool
 from rules.transitions import SEVERITY_ORDER, Transition
 
 SCHEMA_VERSION = 3
@@ -222,6 +230,7 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
 
 
 def migrate(db: sqlite3.Connection) -> None:
+    """The SQLite file's schema (PostgreSQL's: district/migrations/0004_alerts.sql)."""
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         raise RuntimeError(
@@ -236,29 +245,198 @@ def migrate(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
-class Writer:
-    """A connection of its own to the alert database, for the stages after the lifecycle
-    (escalation timers, deliveries, silences). Its transactions never call the store: the
-    store's writes wait for SQLite's lock, and the store's lock is never taken inside one."""
+class Database(ABC):
+    """The alert database: a SQLite file (one write connection, a reader per thread) or a
+    PostgreSQL database (a pool; its schema is district/migrations/0004_alerts.sql, applied by
+    :func:`district.pg.open_pool`). :meth:`open` picks by the location: a
+    ``postgresql://`` URL or a path."""
 
+    where: Path | str
+
+    @staticmethod
+    def open(where: Path | str) -> Database:
+        if sql.is_postgresql(where):
+            return PgDatabase(str(where))
+        return SqliteDatabase(Path(where))
+
+    @abstractmethod
+    def tx(self) -> AbstractContextManager[Db]:
+        """One write transaction: committed when the block ends, rolled back on an exception."""
+
+    @abstractmethod
+    def writer(self) -> Db:
+        """A connection for a read that must see the last commit (the caller holds its lock)."""
+
+    @abstractmethod
+    def reader(self) -> Db:
+        """A connection for queries, of the calling thread's own (committed data only)."""
+
+    @abstractmethod
+    def connection(self) -> AbstractContextManager[Db]:
+        """A connection of its own for a while, outside any writer's lock (SQLite: autocommit;
+        PostgreSQL: a pool's connection, committed when the block ends)."""
+
+    @abstractmethod
+    def another(self) -> Database:
+        """A database object for another writer (SQLite: a connection of its own; PostgreSQL:
+        the same pool)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close what this object opened (a shared pool stays open)."""
+
+
+class SqliteDatabase(Database):
     def __init__(self, path: Path) -> None:
+        self.where = self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite.Writer(lambda: connect(path))
         migrate(self._db.db)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._db.tx() as db:
-            yield db
+    def tx(self) -> AbstractContextManager[Db]:
+        return self._db.tx()
 
-    def query(self, query: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.db.execute(query, tuple(args)).fetchall()
+    def writer(self) -> Db:
+        return self._db.db
+
+    def reader(self) -> Db:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(self.path, read_only=True)
+            self._local.db = db
+            with self._lock:
+                self._readers.append(db)
+        return db
+
+    @contextmanager
+    def connection(self) -> Iterator[Db]:
+        db = sqlite.connect(self.path, wal=False)  # the store made it WAL
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def another(self) -> Database:
+        return SqliteDatabase(self.path)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+        self._db.close()
+
+
+class PgDatabase(Database):
+    """The alert database on PostgreSQL: every transaction and query on a connection of the
+    pool. A query runs on a connection taken for that statement (as SQLite's autocommit reader
+    sees only what was committed)."""
+
+    def __init__(self, url: str, pool: ConnectionPool | None = None) -> None:
+        self.where = self.url = url
+        self._owner = pool is None
+        self.pool = open_pool(url, name="jiayuan-alerts") if pool is None else pool
+        self._reader = _PoolReader(self.pool)
+
+    @contextmanager
+    def tx(self) -> Iterator[Db]:
+        with self.pool.connection() as conn:  # commits when the block ends, or rolls back
+            yield sql.PgDb(conn)
+
+    def writer(self) -> Db:
+        return self._reader
+
+    def reader(self) -> Db:
+        return self._reader
+
+    def connection(self) -> AbstractContextManager[Db]:
+        return self.tx()
+
+    def another(self) -> Database:
+        return PgDatabase(self.url, self.pool)
+
+    def close(self) -> None:
+        if self._owner:
+            self.pool.close()
+
+
+class _PoolReader:
+    """:class:`base.sql.Db` for reads: each statement on a pool's connection, its rows fetched
+    before the connection goes back."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def execute(self, query: str, parameters: Any = (), /) -> sql.Cursor:
+        with self._autocommit() as conn:
+            cur = sql.PgDb(conn).execute(query, parameters)
+            return _Fetched(cur.fetchall() if cur.description else [], cur.rowcount)
+
+    def executemany(self, query: str, parameters: Iterable[Any], /) -> sql.Cursor:
+        with self._autocommit() as conn:
+            cur = sql.PgDb(conn).executemany(query, parameters)
+            return _Fetched([], cur.rowcount)
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pool's connection in autocommit for one statement (no BEGIN/COMMIT round trips
+        around a read); back to transactions before it returns to the pool."""
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.closed:  # a broken one is the pool's to replace
+                    conn.autocommit = False
+
+
+class _Fetched:
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self._next = 0
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest = self._rows[self._next :]
+        self._next = len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class Writer:
+    """A connection of its own to the alert database, for the stages after the lifecycle
+    (escalation timers, deliveries, silences). Its transactions never call the store: the
+    store's writes wait for SQLite's lock, and the store's lock is never taken inside one.
+    ``where``: the store's :class:`Database` (on PostgreSQL its pool is shared), a path or a
+    ``postgresql://`` URL."""
+
+    def __init__(self, where: Path | str | Database) -> None:
+        self.database = where.another() if isinstance(where, Database) else Database.open(where)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def tx(self) -> Iterator[Db]:
+        with self._lock, self.database.tx() as db:
+            yield db
+
+    def query(self, query: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self.database.writer().execute(query, tuple(args)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self.database.close()
 
 
 def severity_rank(severity: str) -> int:
@@ -278,7 +456,7 @@ DERIVED_COLUMNS: tuple[str, ...] = ("severity_rank", "signal_rank", "building")
 _BOOLS = frozenset(name for name, t in get_type_hints(Alert).items() if t is bool)
 
 
-def to_alert(row: sqlite3.Row, history: Sequence[HistoryEntry] = ()) -> Alert:
+def to_alert(row: Row, history: Sequence[HistoryEntry] = ()) -> Alert:
     """The alert of a row of ``alerts``: every field from its column of the same name."""
     have = set(row.keys())
     flags = {name: bool(row[name]) for name in _BOOLS if name in have}
@@ -286,7 +464,7 @@ def to_alert(row: sqlite3.Row, history: Sequence[HistoryEntry] = ()) -> Alert:
     return sqlite.from_row(Alert, row, labels=labels, history=tuple(history), **flags)
 
 
-def to_entry(row: sqlite3.Row) -> HistoryEntry:
+def to_entry(row: Row) -> HistoryEntry:
     have = set(row.keys())
     return sqlite.from_row(HistoryEntry, row, data=_data(row["data"] if "data" in have else None))
 
@@ -343,16 +521,18 @@ def audience_clause(a: Audience) -> tuple[str, list[Any]]:
     if a.delivered_to:
         ors.append("id IN (SELECT alert_id FROM deliveries WHERE staff_id = ?)")
         args.append(a.delivered_to)
-    return "(" + (" OR ".join(ors) or "0") + ")", args
+    return "(" + (" OR ".join(ors) or "1 = 0") + ")", args
 
 
 # ---------------------------------------------------------------- writes (lock held)
 
 
-def alert_row(db: sqlite3.Connection, alert_id: int) -> sqlite3.Row:
-    """The alert's row, or :class:`AlertNotFound`."""
-    found: sqlite3.Row | None = db.execute(
-        "SELECT * FROM alerts WHERE id = ?", (alert_id,)
+def alert_row(db: Db, alert_id: int, *, lock: bool = False) -> Row:
+    """The alert's row, or :class:`AlertNotFound`. ``lock``: inside a write transaction that
+    decides on it (PostgreSQL: ``FOR UPDATE``, so that two instances acknowledging at once
+    are served one after the other)."""
+    found: Row | None = db.execute(
+        "SELECT * FROM alerts WHERE id = ?" + (sql.for_update(db) if lock else ""), (alert_id,)
     ).fetchone()
     if found is None:
         raise AlertNotFound(alert_id)
@@ -360,7 +540,7 @@ def alert_row(db: sqlite3.Connection, alert_id: int) -> sqlite3.Row:
 
 
 def record(
-    db: sqlite3.Connection,
+    db: Db,
     alert_id: int,
     at: float,
     action: Action,
@@ -370,17 +550,20 @@ def record(
 ) -> HistoryEntry:
     """A history entry; ``data`` is its structured part (who was paged, a delivery's outcome)."""
     text = json.dumps(data, ensure_ascii=False, sort_keys=True) if data else None
-    cur = db.execute(
+    entry_id = sql.insert_id(
+        db,
         "INSERT INTO alert_history (alert_id, at, action, by, note, data)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         (alert_id, at, action, by, note, text),
     )
-    assert cur.lastrowid is not None
-    return HistoryEntry(cur.lastrowid, alert_id, at, action, by, note, data)
+    assert entry_id is not None
+    return HistoryEntry(entry_id, alert_id, at, action, by, note, data)
 
 
-def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
-    """A new firing alert; flagged offline when its device is known to be."""
+def insert(db: Db, t: Transition, now: float) -> int | None:
+    """A new firing alert; flagged offline when its device is known to be. None when another
+    writer's open alert of the same fingerprint was committed first (PostgreSQL: this insert
+    waited for that transaction): the caller rematches that one instead."""
     presence = db.execute(
         "SELECT offline, since FROM device_presence WHERE device_id = ?", (t.device_id,)
     ).fetchone()
@@ -402,21 +585,22 @@ def insert(db: sqlite3.Connection, t: Transition, now: float) -> int:
         "page_at": t.page_at,
         **_matched(t, t.labels),
     }
-    cur = db.execute(
-        f"INSERT INTO alerts ({', '.join(values)}) VALUES ({', '.join(':' + c for c in values)})",
+    return sql.insert_id(
+        db,
+        f"INSERT INTO alerts ({', '.join(values)}) VALUES ({', '.join(':' + c for c in values)})"
+        " ON CONFLICT (fingerprint) WHERE status != 'resolved' DO NOTHING",
         values,
     )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
 
 
-def rematch(db: sqlite3.Connection, row: sqlite3.Row, t: Transition, now: float) -> str:
+def rematch(db: Db, row: Row, t: Transition, now: float) -> str:
     """Update the open alert ``row`` with a repeat match; returns the history note."""
     labels = to_alert(row).labels | t.labels
     matched = _matched(t, labels)
     db.execute(
         "UPDATE alerts SET match_count = match_count + 1,"
-        " started_at = min(started_at, :at), last_match_at = max(last_match_at, :at),"
+        " started_at = CASE WHEN :at < started_at THEN :at ELSE started_at END,"
+        " last_match_at = CASE WHEN :at > last_match_at THEN :at ELSE last_match_at END,"
         " value = CASE WHEN :at >= last_match_at THEN :value ELSE value END, "
         + ", ".join(f"{c} = :{c}" for c in matched)
         + ", updated_at = :now WHERE id = :id",

@@ -203,7 +203,7 @@ class Dispatcher:
         self.clock = clock
         self.tz = ZoneInfo(config.timezone)
         self.chains: Chains = load_chains(config.escalation.file)
-        self.db = Writer(store.path)
+        self.db = Writer(store.database)
         self.router = Router(registry, self.tz)
         self.correlator = Correlator(registry, store)
         self.timers = Timers(self.db)

@@ -13,7 +13,6 @@ is due — overdue ones at once — and never twice.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from pydantic import (
 from alerts.db import Writer
 from alerts.model import Alert
 from alerts.routing import SELECTOR
+from base.sql import Db, Row
 from base.sqlite import from_row
 from rules.model import Duration
 from rules.transitions import Route, Severity
@@ -179,7 +179,7 @@ class Timer:
     muted_by: int | None
 
     @classmethod
-    def of(cls, row: sqlite3.Row) -> Timer:
+    def of(cls, row: Row) -> Timer:
         return from_row(cls, row)
 
 
@@ -195,8 +195,8 @@ class Timers:
         """A new timer; False when the alert has one already."""
         with self.db.tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO escalations (alert_id, chain_id, state, step, started_at,"
-                " due_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?)",
+                "INSERT INTO escalations (alert_id, chain_id, state, step, started_at,"
+                " due_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (alert_id, chain_id, state, started_at, due_at, started_at),
             )
             return cur.rowcount == 1
@@ -216,7 +216,7 @@ class Timers:
         return rows[0][0] if rows else None
 
     @staticmethod
-    def move(db: sqlite3.Connection, t: Timer, now: float, **changes: Any) -> bool:
+    def move(db: Db, t: Timer, now: float, **changes: Any) -> bool:
         """Compare-and-set inside the caller's transaction: True when ``t`` was still as read
         (this caller takes the step), False when someone else moved it first."""
         cols = ", ".join(f"{k} = ?" for k in changes)
@@ -228,7 +228,7 @@ class Timers:
         return cur.rowcount == 1
 
     @staticmethod
-    def finish(db: sqlite3.Connection, t: Timer) -> bool:
+    def finish(db: Db, t: Timer) -> bool:
         cur = db.execute(
             "DELETE FROM escalations WHERE alert_id = ? AND step = ? AND state = ? AND due_at = ?",
             (t.alert_id, t.step, t.state, t.due_at),

@@ -20,13 +20,14 @@ again.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final
 
 from alerts import system
 from alerts.db import Writer, audience_clause, severity_rank, signal_rank
 from alerts.model import Alert, Audience, Status
+from base import sql
+from base.sql import Db, Row
 
 FIRE_RULES: Final = frozenset({"smoke_alarm", "smoke_co_high", "fire_confirmed"})
 WORSE_RULES: Final = frozenset({"fire_confirmed"})
@@ -51,7 +52,7 @@ class Incident:
     alert_ids: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, r: sqlite3.Row, alert_ids: tuple[int, ...] = ()) -> Incident:
+    def of(cls, r: Row, alert_ids: tuple[int, ...] = ()) -> Incident:
         return cls(
             r["id"],
             r["group_key"],
@@ -118,15 +119,15 @@ class Incidents:
         ``a`` had no incident yet), and whether it is new."""
         key = group_key(a)
         with self.db.tx() as db:
-            row = db.execute(
-                "SELECT id FROM incidents WHERE group_key = ? AND status != 'resolved'", (key,)
-            ).fetchone()
+            row = _open(db, key)
             if row is not None:
                 return int(row["id"]), False
-            cur = db.execute(
+            incident_id = sql.insert_id(
+                db,
                 "INSERT INTO incidents (group_key, status, severity, severity_rank, signal_rank,"
                 " title_key, headline_id, building, started_at, updated_at)"
-                " VALUES (?, 'firing', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, 'firing', ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (group_key) WHERE status != 'resolved' DO NOTHING",
                 (
                     key,
                     a.severity,
@@ -139,10 +140,13 @@ class Incidents:
                     now,
                 ),
             )
-            assert cur.lastrowid is not None
+            if incident_id is None:  # another instance's, committed meanwhile
+                row = _open(db, key)
+                assert row is not None
+                return int(row["id"]), False
             if a.incident_id is None:  # a new alert opening its own incident: placed at once
-                db.execute("UPDATE alerts SET incident_id = ? WHERE id = ?", (cur.lastrowid, a.id))
-            return cur.lastrowid, True
+                db.execute("UPDATE alerts SET incident_id = ? WHERE id = ?", (incident_id, a.id))
+            return incident_id, True
 
     def refresh(self, incident_id: int, now: float) -> tuple[Status, Status] | None:
         """Status, severity and headline from its alerts; (old, new) status, None if gone.
@@ -151,9 +155,18 @@ class Incidents:
             return refresh(db, incident_id, now)
 
 
-def refresh(db: sqlite3.Connection, incident_id: int, now: float) -> tuple[Status, Status] | None:
+def _open(db: Db, key: str) -> Row | None:
+    row: Row | None = db.execute(
+        "SELECT id FROM incidents WHERE group_key = ? AND status != 'resolved'", (key,)
+    ).fetchone()
+    return row
+
+
+def refresh(db: Db, incident_id: int, now: float) -> tuple[Status, Status] | None:
     """:meth:`Incidents.refresh` inside the caller's transaction."""
-    inc = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    inc = db.execute(
+        "SELECT * FROM incidents WHERE id = ?" + sql.for_update(db), (incident_id,)
+    ).fetchone()
     if inc is None:
         return None
     rows = db.execute(
@@ -210,12 +223,12 @@ _ORDER: Final = (
 def _seen(audience: Audience | None) -> tuple[str, list[Any]]:
     """A condition on an ``alerts`` row: the reader may see it."""
     if audience is None or audience.everyone:
-        return "1", []
+        return "1 = 1", []
     return audience_clause(audience)
 
 
 def page(
-    db: sqlite3.Connection,
+    db: Db,
     *,
     status: tuple[str, ...] = (),
     building: str | None = None,
@@ -241,7 +254,7 @@ def page(
     return [Incident.of(r, members(db, r["id"], audience)) for r in rows], total
 
 
-def get(db: sqlite3.Connection, incident_id: int, audience: Audience | None) -> Incident | None:
+def get(db: Db, incident_id: int, audience: Audience | None) -> Incident | None:
     """The incident when the reader may see one of its alerts."""
     row = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
     if row is None:
@@ -250,7 +263,7 @@ def get(db: sqlite3.Connection, incident_id: int, audience: Audience | None) -> 
     return Incident.of(row, ids) if ids else None
 
 
-def members(db: sqlite3.Connection, incident_id: int, audience: Audience | None) -> tuple[int, ...]:
+def members(db: Db, incident_id: int, audience: Audience | None) -> tuple[int, ...]:
     seen, args = _seen(audience)
     rows = db.execute(
         f"SELECT id FROM alerts WHERE incident_id = ? AND {seen} ORDER BY id",

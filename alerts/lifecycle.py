@@ -26,7 +26,7 @@ Decisions:
 from __future__ import annotations
 
 import logging
-import sqlite3
+import re
 import threading
 import time
 from collections import deque
@@ -38,12 +38,11 @@ from typing import Any, Unpack
 from alerts import incidents
 from alerts.db import (
     ORDER_BY,
+    Database,
     alert_row,
-    connect,
     filters,
     insert,
     many,
-    migrate,
     record,
     rematch,
     to_alert,
@@ -67,7 +66,8 @@ from alerts.model import (
     Sort,
     Status,
 )
-from base import sqlite
+from base import sql
+from base.sql import Db, Row
 from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
@@ -77,36 +77,44 @@ _Move = tuple[Status | None, Status]
 
 
 class AlertStore:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+    """The alerts of a SQLite file at ``where`` (a path), or of the PostgreSQL database of a
+    ``postgresql://`` URL (its schema migrated on opening: :func:`district.pg.open_pool`)."""
+
+    def __init__(self, where: Path | str, clock: Callable[[], float] = time.time) -> None:
+        self.database = Database.open(where)
+        self.path = self.database.where
+        """Where the alerts are: the SQLite file's path or the PostgreSQL URL."""
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite.Writer(lambda: connect(path))
-        migrate(self._db.db)
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
         self._subscribers: dict[int, Subscriber] = {}
         self._next_token = 0
         self._pending: deque[AlertChange] = deque()
         self._delivering = False
         self._counts: dict[Status, int] = dict.fromkeys(STATUSES, 0)
-        for row in self._db.db.execute("SELECT status, count(*) FROM alerts GROUP BY status"):
+        db = self.database.writer()
+        for row in db.execute("SELECT status, count(*) FROM alerts GROUP BY status"):
             self._counts[row[0]] = int(row[1])
         self._export_counts()
         self._presence: dict[str, tuple[bool, float]] = {
             r["device_id"]: (bool(r["offline"]), r["since"])
-            for r in self._db.db.execute("SELECT device_id, offline, since FROM device_presence")
+            for r in db.execute("SELECT device_id, offline, since FROM device_presence")
         }
         n_open = self._counts["firing"] + self._counts["acknowledged"]
-        log.info("alert store %s: %d open alerts", path, n_open)
+        log.info("alert store %s: %d open alerts", _shown(self.path), n_open)
+
+    @classmethod
+    def open(cls, where: Path | str, clock: Callable[[], float] = time.time) -> AlertStore:
+        """The store at ``where``: a path (SQLite) or a ``postgresql://`` URL."""
+        return cls(where, clock)
+
+    def connection(self) -> AbstractContextManager[Db]:
+        """A connection of its own to the store's database, outside the store's lock (the rules
+        worker loads its state on one)."""
+        return self.database.connection()
 
     def close(self) -> None:
         with self._lock:
-            for reader in self._readers:
-                reader.close()
-            self._readers.clear()
-            self._db.close()
+            self.database.close()
 
     # ------------------------------------------------------------------ writes
 
@@ -120,7 +128,7 @@ class AlertStore:
         self,
         transitions: Sequence[Transition],
         presence: Sequence[tuple[str, bool, float]] = (),
-        within: Callable[[sqlite3.Connection], None] | None = None,
+        within: Callable[[Db], None] | None = None,
     ) -> list[AlertChange]:
         """Apply ``transitions`` (as :meth:`apply`) and device ``presence`` changes
         (``(device_id, offline, at)``, as :meth:`set_offline`) in ONE transaction, and run
@@ -149,20 +157,23 @@ class AlertStore:
             return [self._committed(entry, moves) for entry, moves in done]
 
     def _apply_in(
-        self, db: sqlite3.Connection, t: Transition, now: float
+        self, db: Db, t: Transition, now: float
     ) -> tuple[HistoryEntry, list[_Move]] | None:
-        row = db.execute(
-            "SELECT * FROM alerts WHERE fingerprint = ? AND status != 'resolved'",
-            (t.fingerprint,),
-        ).fetchone()
+        row = _open_row(db, t.fingerprint)
         if t.action == "fire" and row is None:
             alert_id = insert(db, t, now)
+            if alert_id is None:  # another instance's, committed meanwhile: a repeat match
+                row = _open_row(db, t.fingerprint)
+                assert row is not None
+                note = rematch(db, row, t, now)
+                return record(db, row["id"], now, "rematched", RULE, note), []
             note = "raised from late readings" if t.late else ""
             if t.page_at is not None and t.page_at > now:
                 wait = f"paging waits {t.page_at - now:.0f} s for the rule's verification window"
                 note = f"{note}; {wait}" if note else wait
             return record(db, alert_id, now, "raised", RULE, note), [(None, "firing")]
         if t.action == "fire":
+            assert row is not None
             note = rematch(db, row, t, now)
             return record(db, row["id"], now, "rematched", RULE, note), []
         if row is None:
@@ -193,7 +204,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                current = alert_row(db, alert_id)
+                current = alert_row(db, alert_id, lock=True)
                 status = current["status"]
                 if status == "resolved":
                     raise InvalidTransition(
@@ -229,7 +240,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                current = alert_row(db, alert_id)
+                current = alert_row(db, alert_id, lock=True)
                 status: Status = current["status"]
                 if status == "resolved":
                     if current["resolved_by"] == by:
@@ -264,7 +275,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                alert_row(db, alert_id)
+                alert_row(db, alert_id, lock=True)
                 db.execute("UPDATE alerts SET updated_at = ? WHERE id = ?", (now, alert_id))
                 entry = record(db, alert_id, now, action, by, note, data)
             change = self._committed(entry, [])
@@ -276,7 +287,7 @@ class AlertStore:
         with self._lock:
             now = self._clock()
             with self._tx() as db:
-                alert_row(db, alert_id)
+                alert_row(db, alert_id, lock=True)
                 db.execute(
                     "UPDATE alerts SET incident_id = ?, updated_at = ? WHERE id = ?",
                     (incident_id, now, alert_id),
@@ -305,7 +316,7 @@ class AlertStore:
             return [self._committed(e, []) for e in entries]
 
     def _presence_in(
-        self, db: sqlite3.Connection, device_id: str, offline: bool, at: float, now: float,
+        self, db: Db, device_id: str, offline: bool, at: float, now: float,
         note: str = "",
     ) -> list[HistoryEntry]:  # fmt: skip
         db.execute(
@@ -455,7 +466,7 @@ class AlertStore:
         """The incident, when ``audience`` may see one of its alerts (None otherwise)."""
         return incidents.get(self._reader(), incident_id, audience)
 
-    def query(self, query: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, query: str, args: Sequence[Any] = ()) -> list[Any]:
         """A read-only query on the calling thread's reader (reports: the weekly review)."""
         return self._reader().execute(query, tuple(args)).fetchall()
 
@@ -489,20 +500,14 @@ class AlertStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[Db]:
         """One write transaction on the write connection. The caller holds the lock."""
-        return self._db.tx()
+        return self.database.tx()
 
-    def _reader(self) -> sqlite3.Connection:
-        """A connection of the calling thread's own, for queries (WAL: never waits for a
-        writer and sees only committed data)."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = connect(self.path, read_only=True)
-            self._local.db = db
-            with self._lock:
-                self._readers.append(db)
-        return db
+    def _reader(self) -> Db:
+        """A connection of the calling thread's own, for queries (SQLite's WAL, PostgreSQL's
+        MVCC: never waits for a writer and sees only committed data)."""
+        return self.database.reader()
 
     def _committed(self, entry: HistoryEntry, moves: Sequence[_Move]) -> AlertChange:
         """After a commit (lock held): counts, metrics, log, then the subscribers."""
@@ -513,7 +518,7 @@ class AlertStore:
         if moves:
             self._export_counts()
         CHANGES.labels(entry.action).inc()
-        row = alert_row(self._db.db, entry.alert_id)
+        row = alert_row(self.database.writer(), entry.alert_id)
         change = AlertChange(to_alert(row), entry)
         a = change.alert
         log.log(
@@ -556,6 +561,20 @@ class AlertStore:
     def _export_counts(self) -> None:
         for status, n in self._counts.items():
             ALERTS.labels(status).set(n)
+
+
+def _open_row(db: Db, fingerprint: str) -> Row | None:
+    row: Row | None = db.execute(
+        "SELECT * FROM alerts WHERE fingerprint = ? AND status != 'resolved'" + sql.for_update(db),
+        (fingerprint,),
+    ).fetchone()
+    return row
+
+
+def _shown(where: Path | str) -> str:
+    """A location for the log: a URL without its password."""
+    text = str(where)
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", text)
 
 
 def _check_by(by: str) -> None:

@@ -8,7 +8,6 @@ step decided is in the outbox exactly when the step is taken.
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,6 +15,8 @@ from typing import Any, Literal
 import apprise
 
 from alerts.db import Writer
+from base import sql
+from base.sql import Db, Row
 from base.sqlite import from_row
 
 Status = Literal["pending", "retrying", "sent", "failed", "cancelled"]
@@ -52,7 +53,7 @@ class Delivery:
     sent_at: float | None
 
     @classmethod
-    def of(cls, r: sqlite3.Row) -> Delivery:
+    def of(cls, r: Row) -> Delivery:
         return from_row(cls, r)
 
 
@@ -68,7 +69,7 @@ class Attempt:
 
 
 def add(
-    db: sqlite3.Connection,
+    db: Db,
     *,
     alert_id: int,
     staff_id: str,
@@ -86,7 +87,8 @@ def add(
     held until then (folded with others about the same incident)."""
     ids = []
     for url in channels:
-        cur = db.execute(
+        delivery_id = sql.insert_id(
+            db,
             "INSERT INTO deliveries (alert_id, staff_id, channel, label, step, purpose, reason,"
             " priority, title, body, status, next_at, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
@@ -106,8 +108,8 @@ def add(
                 now,
             ),
         )
-        assert cur.lastrowid is not None
-        ids.append(cur.lastrowid)
+        assert delivery_id is not None
+        ids.append(delivery_id)
     return ids
 
 
@@ -130,9 +132,9 @@ class Outbox:
         rows = self.db.query("SELECT * FROM deliveries WHERE alert_id = ? ORDER BY id", (alert_id,))
         return [Delivery.of(r) for r in rows]
 
-    def attempts(self, delivery_ids: Iterable[int]) -> dict[int, list[sqlite3.Row]]:
+    def attempts(self, delivery_ids: Iterable[int]) -> dict[int, list[Row]]:
         ids = list(delivery_ids)
-        out: dict[int, list[sqlite3.Row]] = {i: [] for i in ids}
+        out: dict[int, list[Row]] = {i: [] for i in ids}
         for k in range(0, len(ids), 500):
             chunk = ids[k : k + 500]
             marks = ",".join("?" * len(chunk))

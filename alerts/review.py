@@ -8,6 +8,7 @@ Devices low on battery or offline longest come from the journal (:mod:`jiayuan.a
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -82,15 +83,14 @@ def weekly(query: Query, week: str, tz: ZoneInfo, building: str | None = None) -
         f" FROM alerts WHERE {where}",
         args,
     )
-    escalations = _per_alert(
-        query,
-        f"SELECT h.alert_id, count(*) FROM alert_history h JOIN alerts a ON a.id = h.alert_id"
-        f" WHERE {_prefixed(where)} AND h.action = 'escalated' AND"
-        " ((h.data IS NOT NULL AND json_extract(h.data, '$.kind') = 'page')"
-        " OR (h.data IS NULL AND (h.note LIKE 'step %' OR h.note LIKE 'repeat %')))"
-        " GROUP BY h.alert_id",
+    escalations: dict[int, int] = defaultdict(int)
+    for alert_id, data, note in query(
+        "SELECT h.alert_id, h.data, h.note FROM alert_history h JOIN alerts a"
+        f" ON a.id = h.alert_id WHERE {_prefixed(where)} AND h.action = 'escalated'",
         args,
-    )
+    ):
+        if _is_page(data, note):
+            escalations[int(alert_id)] += 1
     unreached = _per_alert(
         query,
         "SELECT h.alert_id, count(*) FROM alert_history h JOIN alerts a ON a.id = h.alert_id"
@@ -121,11 +121,20 @@ def weekly(query: Query, week: str, tz: ZoneInfo, building: str | None = None) -
     )
 
 
+def _is_page(data: str | None, note: str) -> bool:
+    """An ``escalated`` entry that paged someone: its data's kind (JSON decoded here, not in
+    SQL, so the query runs on SQLite and PostgreSQL alike), or in entries from before the data
+    was kept, its note."""
+    if data is not None:
+        return bool(json.loads(data).get("kind") == "page")
+    return note.startswith(("step ", "repeat "))
+
+
 def _prefixed(where: str) -> str:
     return (
         where.replace("raised_at", "a.raised_at").replace("building", "a.building")
         if where
-        else "1"
+        else "1 = 1"
     )
 
 

@@ -12,13 +12,14 @@ held back by a silence naming its own device.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from alerts.db import Writer
 from alerts.model import Alert
+from base import sql
+from base.sql import Row
 
 MATCHERS = ("rule_id", "kind", "device_id", "building")
 
@@ -71,8 +72,8 @@ class Silence:
     expired_by: str | None = None
 
     @classmethod
-    def of(cls, row: sqlite3.Row) -> Silence:
-        return cls(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row
+    def of(cls, row: Row) -> Silence:
+        return cls(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - Row
 
     def active(self, now: float) -> bool:
         return self.starts_at <= now < self.ends_at
@@ -151,7 +152,8 @@ class Silences:
                 "a broad silence never hides a fire: name the device (device_id)",
             )
         with self.db.tx() as db:
-            cur = db.execute(
+            silence_id = sql.insert_id(
+                db,
                 "INSERT INTO silences (rule_id, kind, device_id, building, starts_at, ends_at,"
                 " reason, author, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -166,8 +168,7 @@ class Silences:
                     now,
                 ),
             )
-            assert cur.lastrowid is not None
-            row = db.execute("SELECT * FROM silences WHERE id = ?", (cur.lastrowid,)).fetchone()
+            row = db.execute("SELECT * FROM silences WHERE id = ?", (silence_id,)).fetchone()
         return Silence.of(row)
 
     def get(self, silence_id: int) -> Silence:
@@ -179,14 +180,17 @@ class Silences:
     def expire(self, silence_id: int, by: str, now: float) -> tuple[Silence, bool]:
         """End it now. Returns the silence and whether this call ended it."""
         with self.db.tx() as db:
-            row = db.execute("SELECT * FROM silences WHERE id = ?", (silence_id,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM silences WHERE id = ?" + sql.for_update(db), (silence_id,)
+            ).fetchone()
             if row is None:
                 raise SilenceNotFound(silence_id)
             if row["ends_at"] <= now or row["expired_at"] is not None:
                 return Silence.of(row), False
             db.execute(
-                "UPDATE silences SET starts_at = min(starts_at, ?1), ends_at = ?1,"
-                " expired_at = ?1, expired_by = ?2 WHERE id = ?3",
+                "UPDATE silences SET ends_at = ?1, expired_at = ?1, expired_by = ?2,"
+                " starts_at = CASE WHEN ?1 < starts_at THEN ?1 ELSE starts_at END"
+                " WHERE id = ?3",
                 (now, by, silence_id),
             )
             row = db.execute("SELECT * FROM silences WHERE id = ?", (silence_id,)).fetchone()

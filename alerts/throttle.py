@@ -17,7 +17,6 @@ Per person and incident (:mod:`alerts.incidents`; an alert without one is its ow
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final, Literal
 
 from alerts.db import to_alert
@@ -25,6 +24,7 @@ from alerts.incidents import worse
 from alerts.lifecycle import AlertStore
 from alerts.messages import Message
 from alerts.model import Alert
+from base.sql import Db, Row
 
 COALESCE_S: Final = 15.0
 MAX_PER_MINUTE: Final = 2
@@ -39,7 +39,7 @@ class Coalescer:
 
     def decide(
         self,
-        db: sqlite3.Connection,
+        db: Db,
         a: Alert,
         staff_id: str,
         purpose: str,
@@ -92,7 +92,7 @@ class Coalescer:
         return "sent", None
 
 
-def _fold(held: sqlite3.Row, msg: Message, priority: int) -> tuple[str, str, int]:
+def _fold(held: Row, msg: Message, priority: int) -> tuple[str, str, int]:
     """One message of the held one and ``msg``: the more urgent leads (ties: the newer)."""
     if (msg.title, msg.body) == (held["title"], held["body"]) or f"+ {msg.title}" in held["body"]:
         return held["title"], held["body"], held["priority"]
@@ -101,7 +101,7 @@ def _fold(held: sqlite3.Row, msg: Message, priority: int) -> tuple[str, str, int
     return held["title"], f"{held['body']}\n+ {msg.title}", held["priority"]
 
 
-def _at(r: sqlite3.Row) -> float:
+def _at(r: Row) -> float:
     """When the message went (or goes) out."""
     if r["sent_at"] is not None:
         return float(r["sent_at"])

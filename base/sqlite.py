@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
+    from base.sql import Row
+
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 RowFactory = Callable[[sqlite3.Cursor, tuple[Any, ...]], Any]
 
@@ -159,7 +161,7 @@ class Writer:
         self._db.close()
 
 
-def from_row(cls: type[D], row: sqlite3.Row, **decoded: Any) -> D:
+def from_row(cls: type[D], row: Row, **decoded: Any) -> D:
     """The dataclass ``cls`` of a row whose columns are named as its fields; ``decoded`` gives
     the fields a column does not hold as is (JSON text, an integer flag). A field whose column
     the row lacks (a query of fewer columns, a file from before the column) keeps its default."""

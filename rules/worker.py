@@ -37,13 +37,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import msgspec
 
-from base import sqlite
+from base.sql import Db
 from ingest import follower, rows
 from registry.models import Registry
 from rules.baselines import Baselines
@@ -78,13 +79,15 @@ Presence = tuple[str, bool, float]
 class TransitionStore(Protocol):
     """What the worker needs of the alert store."""
 
-    path: Path
+    def connection(self) -> AbstractContextManager[Db]:
+        """A connection to the store's database (the worker loads its state on it)."""
+        ...
 
     def apply_batch(
         self,
         transitions: Sequence[Transition],
         presence: Sequence[Presence] = (),
-        within: Callable[[sqlite3.Connection], None] | None = None,
+        within: Callable[[Db], None] | None = None,
     ) -> Sequence[object]: ...
 
 
@@ -174,11 +177,12 @@ class RulesWorker:
         """(Re)build the engine and the gate from what is committed: the cursor, each device's
         rule state and the flapping gate. Called at start and after a failed commit."""
         engine = self.make_engine()
-        db = sqlite.connect(self.store.path, wal=False)  # the store made it WAL
-        try:
-            db.executescript(SCHEMA)
+        with self.store.connection() as db:
+            if isinstance(db, sqlite3.Connection):  # PostgreSQL's: district/migrations
+                db.executescript(SCHEMA)
             db.execute(
-                "INSERT OR IGNORE INTO rule_cursor (name, last_id, updated) VALUES (?, 0, ?)",
+                "INSERT INTO rule_cursor (name, last_id, updated) VALUES (?, 0, ?)"
+                " ON CONFLICT (name) DO NOTHING",
                 (self.name, time.time()),
             )
             (position,) = db.execute(
@@ -194,8 +198,6 @@ class RulesWorker:
                     "SELECT rule_id, device_id, started_at FROM alerts WHERE status != 'resolved'"
                 ).fetchall()
             )
-        finally:
-            db.close()
         engine.load_state(states)
         for rule_id, device_id, since in opened:
             # a store written before the worker kept rule state: open alerts that clear by
@@ -307,7 +309,7 @@ class RulesWorker:
             return
         name = self.name
 
-        def within(db: sqlite3.Connection) -> None:
+        def within(db: Db) -> None:
             _save(db, "rule_state", "device_id", states)
             _save(db, "flap_state", "fingerprint", flaps)
             if last_id != self.position:
@@ -454,9 +456,7 @@ _encode: Final = msgspec.json.Encoder().encode
 NaN or infinity: the edge refuses them and the engine saves "never" as null)."""
 
 
-def _save(
-    db: sqlite3.Connection, table: str, key: str, items: list[tuple[str, dict[str, Any] | None]]
-) -> None:
+def _save(db: Db, table: str, key: str, items: list[tuple[str, dict[str, Any] | None]]) -> None:
     gone = [(k,) for k, v in items if v is None]
     kept = [(k, _encode(v).decode()) for k, v in items if v is not None]
     if gone:

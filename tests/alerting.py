@@ -168,13 +168,14 @@ def clear(rule_id: str, device_id: str, at: float = T0) -> Transition:
 
 @contextmanager
 def dispatcher(
-    path: Path,
+    path: Path | str,
     clock: FakeClock,
     sender: FakeSender,
     registry: Registry | None = None,
     **config: Any,
 ) -> Iterator[Dispatcher]:
-    """A started dispatcher over an alert store at ``path`` (both closed afterwards)."""
+    """A started dispatcher over an alert store at ``path`` (a SQLite file's path or a PostgreSQL
+    URL: the ``alerts_at`` fixture's; both closed afterwards)."""
     store = AlertStore(path, clock=clock)
     d = Dispatcher(store, registry or community(), RULES, Config(sender=sender, **config), clock)
     d.start()

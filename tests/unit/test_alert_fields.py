@@ -48,10 +48,10 @@ def test_the_api_filters_are_the_stores() -> None:
 
 
 def test_a_stored_alert_comes_back_with_every_field_and_the_api_shows_them(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock = Clock(T0)
-    store = AlertStore(tmp_path / "alerts.db", clock=clock)
+    store = AlertStore(alerts_at, clock=clock)
     try:
         labels = {"community": "y", "building": "b3", "resident_id": "r-9"}
         store.set_offline("w-1", True, T0 - 50)

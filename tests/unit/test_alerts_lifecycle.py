@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from alerts import AlertChange, AlertNotFound, AlertStore, InvalidTransition
@@ -51,8 +52,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[AlertStore]:
-    s = AlertStore(tmp_path / "alerts.db", clock=clock)
+def store(alerts_at: Path | str, clock: Clock) -> Iterator[AlertStore]:
+    s = AlertStore.open(alerts_at, clock=clock)
     yield s
     s.close()
 
@@ -231,8 +232,8 @@ def test_notes_are_history_in_any_status(store: AlertStore) -> None:
     assert sent.entry.action == "notified"
 
 
-def test_survives_reopening_the_store(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "alerts.db"
+def test_survives_reopening_the_store(alerts_at: Path | str, clock: Clock) -> None:
+    path = alerts_at
     s1 = AlertStore(path, clock=clock)
     a = s1.apply(fire())
     b = s1.apply(fire(device="w-2"))
@@ -255,18 +256,14 @@ def test_survives_reopening_the_store(tmp_path: Path, clock: Clock) -> None:
 
 def test_one_open_alert_per_fingerprint_is_enforced_by_the_database(store: AlertStore) -> None:
     store.apply(fire())
-    db = sqlite3.connect(store.path)
-    try:
-        with pytest.raises(sqlite3.IntegrityError):
-            db.execute(
-                "INSERT INTO alerts (fingerprint, rule_id, device_id, kind, severity,"
-                " severity_rank, signal, signal_rank, route, summary, status, labels,"
-                " started_at, last_match_at, raised_at, updated_at)"
-                " VALUES ('fall:w-1','fall','w-1','wearable','critical',0,'alarm',0,"
-                " 'caretaker','x','acknowledged','{}',0,0,0,0)"
-            )
-    finally:
-        db.close()
+    with store.connection() as db, pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
+        db.execute(
+            "INSERT INTO alerts (fingerprint, rule_id, device_id, kind, severity,"
+            " severity_rank, signal, signal_rank, route, summary, status, labels,"
+            " started_at, last_match_at, raised_at, updated_at)"
+            " VALUES ('fall:w-1','fall','w-1','wearable','critical',0,'alarm',0,"
+            " 'caretaker','x','acknowledged','{}',0,0,0,0)"
+        )
 
 
 def test_list_filters_sorts_and_pages(store: AlertStore, clock: Clock) -> None:
@@ -319,12 +316,9 @@ def test_subscribers_see_committed_changes_in_order_and_are_isolated(
 
     def check_committed(change: AlertChange) -> None:
         # another connection sees the change already: delivered after commit
-        db = sqlite3.connect(store.path)
-        try:
+        with store.connection() as db:
             row = db.execute("SELECT status FROM alerts WHERE id = ?", (change.alert.id,))
             committed.append(row.fetchone()[0])
-        finally:
-            db.close()
 
     store.subscribe(broken)
     store.subscribe(check_committed)

@@ -56,6 +56,16 @@ def ctx(tmp_path: Path) -> Iterator[AppContext]:
         yield c
 
 
+@pytest.fixture
+def on_both(tmp_path: Path, alerts_at: Path | str) -> Iterator[AppContext]:
+    """:func:`ctx` with the alert store on each backend (what the stream reads of the store:
+    the changes in commit order, and the catch-up after a reconnect)."""
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    store = AlertStore(alerts_at, clock=lambda: T0 + 5)
+    with app_context(tmp_path, journal, store, Registry()) as c:
+        yield c
+
+
 def until_connected(stream: Iterator[dict[str, str]]) -> None:
     for e in stream:
         if e.get("comment") == "connected":
@@ -72,7 +82,8 @@ def next_alert(stream: Iterator[dict[str, str]]) -> dict[str, Any]:
     raise AssertionError("stream ended without an alert event")
 
 
-def test_stream_delivers_changes_in_order(ctx: AppContext) -> None:
+def test_stream_delivers_changes_in_order(on_both: AppContext) -> None:
+    ctx = on_both
     app = create_app(ctx)
     with TestClient(app, headers=ADMIN) as client, client.stream("GET", "/api/stream") as r:
         assert r.status_code == 200
@@ -92,7 +103,8 @@ def test_stream_delivers_changes_in_order(ctx: AppContext) -> None:
         assert acked["alert"]["acknowledged_by"] == "cg-7"
 
 
-def test_stream_filters_by_building_and_route(ctx: AppContext) -> None:
+def test_stream_filters_by_building_and_route(on_both: AppContext) -> None:
+    ctx = on_both
     with (
         TestClient(create_app(ctx), headers=ADMIN) as client,
         client.stream("GET", "/api/stream", params={"building": "b3", "route": "security"}) as r,
@@ -105,7 +117,8 @@ def test_stream_filters_by_building_and_route(ctx: AppContext) -> None:
         assert next_alert(stream)["alert"]["device_id"] == "g-1"
 
 
-def test_a_reconnecting_client_catches_up_from_last_event_id(ctx: AppContext) -> None:
+def test_a_reconnecting_client_catches_up_from_last_event_id(on_both: AppContext) -> None:
+    ctx = on_both
     first = ctx.alerts.apply(fire("w-1"))
     second = ctx.alerts.apply(fire("w-2"))
     assert first is not None and second is not None

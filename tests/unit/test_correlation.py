@@ -9,9 +9,9 @@ from pathlib import Path
 from tests.alerting import NIGHT, FakeClock, FakeSender, dispatcher, fire, notes, settle
 
 
-def test_two_detectors_in_alarm_on_one_floor_confirm_a_fire(tmp_path: Path) -> None:
+def test_two_detectors_in_alarm_on_one_floor_confirm_a_fire(alerts_at: Path | str) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         d.store.apply(fire("smoke_alarm", "smk-101"))
         settle(d)
         assert d.store.find(rule_id="fire_confirmed")[1] == 0
@@ -38,10 +38,10 @@ def test_two_detectors_in_alarm_on_one_floor_confirm_a_fire(tmp_path: Path) -> N
 
 
 def test_a_smoke_alarm_reaches_security_and_the_caretakers_of_the_buildings_elderly(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock, sender = FakeClock(NIGHT), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         change = d.store.apply(fire("smoke_alarm", "smk-201", clock()))
         assert change is not None
         settle(d)
@@ -54,10 +54,10 @@ def test_a_smoke_alarm_reaches_security_and_the_caretakers_of_the_buildings_elde
 
 
 def test_a_fall_in_a_unit_with_a_smoke_alarm_is_marked_and_a_silent_wearable_becomes_critical(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         fall = d.store.apply(fire("wearable_fall", "wr-1"))
         silent = d.store.apply(fire("wearable_silent", "wr-2"))
         assert fall is not None and silent is not None

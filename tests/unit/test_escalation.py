@@ -37,10 +37,10 @@ def who(sender: FakeSender) -> list[str]:
 
 
 def test_a_fall_goes_to_the_primary_caretaker_then_higher_up_minutes_apart(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         alert_id = raise_alert(d, "wearable_fall", "wr-1")
         assert who(sender) == ["care-1"]
         title, body = sender.sent[0][1:]
@@ -78,10 +78,10 @@ def test_a_fall_goes_to_the_primary_caretaker_then_higher_up_minutes_apart(
 
 
 def test_acknowledging_stops_the_escalation_and_cancels_what_was_not_sent(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         alert_id = raise_alert(d, "wearable_fall", "wr-1")
         d.store.acknowledge(alert_id, "care-1", "on my way")
         settle(d)
@@ -92,9 +92,11 @@ def test_acknowledging_stops_the_escalation_and_cancels_what_was_not_sent(
         assert who(sender) == ["care-1"]
 
 
-def test_nobody_on_duty_for_a_step_moves_to_the_next_one_at_once(tmp_path: Path) -> None:
+def test_nobody_on_duty_for_a_step_moves_to_the_next_one_at_once(
+    alerts_at: Path | str,
+) -> None:
     clock, sender = FakeClock(NIGHT), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         alert_id = raise_alert(d, "wearable_fall", "wr-2")  # r-2's only caretaker is off duty
         assert who(sender) == ["care-night"]  # building duty caretaker, step 3, now
         history = notes(d, alert_id, "notified", "escalated")
@@ -105,9 +107,9 @@ def test_nobody_on_duty_for_a_step_moves_to_the_next_one_at_once(tmp_path: Path)
 
 
 def test_a_restart_mid_escalation_takes_the_next_step_on_time_and_never_twice(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
-    db = tmp_path / "alerts.db"
+    db = alerts_at
     clock, sender = FakeClock(), FakeSender()
     with dispatcher(db, clock, sender) as d:
         alert_id = raise_alert(d, "wearable_fall", "wr-1")
@@ -146,8 +148,10 @@ def test_a_restart_mid_escalation_takes_the_next_step_on_time_and_never_twice(
         assert notes(d, alert_id, "escalated")[-1].startswith("repeat 1 →")
 
 
-def test_an_alert_raised_just_before_a_crash_is_paged_on_restart(tmp_path: Path) -> None:
-    db = tmp_path / "alerts.db"
+def test_an_alert_raised_just_before_a_crash_is_paged_on_restart(
+    alerts_at: Path | str,
+) -> None:
+    db = alerts_at
     clock, sender = FakeClock(), FakeSender()
     store = AlertStore(db, clock=clock)
     change = store.apply(fire("smoke_alarm", "smk-101"))  # committed; no dispatcher yet
@@ -159,11 +163,11 @@ def test_an_alert_raised_just_before_a_crash_is_paged_on_restart(tmp_path: Path)
 
 
 def test_a_person_nobody_can_reach_is_a_trouble_alert_and_the_next_step_comes_now(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock = FakeClock()
     sender = FakeSender(results={"fake://care-1": [SendResult(False, False, "error=404.")]})
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         alert_id = raise_alert(d, "wearable_fall", "wr-1")
         sender.wait(lambda: "care-2" in who(sender))
         settle(d)
@@ -184,11 +188,13 @@ def test_a_person_nobody_can_reach_is_a_trouble_alert_and_the_next_step_comes_no
         assert d.store.find(rule_id="staff_unreachable")[0][0].status == "resolved"
 
 
-def test_a_retryable_failure_is_retried_with_backoff(tmp_path: Path) -> None:
+def test_a_retryable_failure_is_retried_with_backoff(
+    alerts_at: Path | str,
+) -> None:
     clock = FakeClock()
     down = SendResult(False, True, "A Connection error occurred")
     sender = FakeSender(results={"fake://care-1": [down, down]})
-    with dispatcher(tmp_path / "alerts.db", clock, sender, notify=NotifyConfig(backoff_s=2.0)) as d:
+    with dispatcher(alerts_at, clock, sender, notify=NotifyConfig(backoff_s=2.0)) as d:
         alert_id = raise_alert(d, "wearable_fall", "wr-1")
         sender.wait(lambda: len(sender.calls) == 1)
         clock.advance(2)
@@ -210,13 +216,15 @@ def test_a_retryable_failure_is_retried_with_backoff(tmp_path: Path) -> None:
         assert any("retrying in 4 s (attempt 2/5)" in n for n in history)
 
 
-def test_a_hung_channel_never_delays_the_others(tmp_path: Path) -> None:
+def test_a_hung_channel_never_delays_the_others(
+    alerts_at: Path | str,
+) -> None:
     import threading
 
     clock, hang = FakeClock(), threading.Event()
     sender = FakeSender(block={"fake://sec-C01": hang})
     try:
-        with dispatcher(tmp_path / "alerts.db", clock, sender, notify=NotifyConfig(workers=2)) as d:
+        with dispatcher(alerts_at, clock, sender, notify=NotifyConfig(workers=2)) as d:
             d.store.apply(fire("smoke_alarm", "smk-101"))
             d.store.apply(fire("smoke_alarm", "smk-B02-5"))
             # sec-C01's channel hangs on the first message; everyone else gets both alarms
@@ -253,11 +261,11 @@ def test_chain_files_are_validated_with_errors_naming_file_chain_and_field(
         load_chains(partial)
 
 
-def test_a_custom_chain_file_is_used(tmp_path: Path) -> None:
+def test_a_custom_chain_file_is_used(alerts_at: Path | str, tmp_path: Path) -> None:
     f = tmp_path / "chains.yaml"
     f.write_text("chains:\n  - id: everyone\n    steps: [{to: ['staff:ops-1']}]\n")
     clock, sender = FakeClock(), FakeSender()
-    store = AlertStore(tmp_path / "alerts.db", clock=clock)
+    store = AlertStore(alerts_at, clock=clock)
     config = Config(sender=sender, escalation=EscalationConfig(file=f))
     d = Dispatcher(store, community(), RULES, config, clock)
     d.start()

@@ -48,10 +48,10 @@ def run_for(d: object, clock: FakeClock, seconds: int) -> None:
 
 
 def test_a_fire_of_two_detectors_is_one_incident_and_two_messages_per_guard_in_a_minute(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         first = d.store.apply(fire("smoke_alarm", "smk-101", clock()))
         settle(d)
         assert first is not None
@@ -90,9 +90,11 @@ def test_a_fire_of_two_detectors_is_one_incident_and_two_messages_per_guard_in_a
         assert {p["outcome"] for p in page["people"] if p["staff_id"] in GUARDS} == {"coalesced"}
 
 
-def test_acting_on_the_fire_and_its_all_clear_are_one_update_each(tmp_path: Path) -> None:
+def test_acting_on_the_fire_and_its_all_clear_are_one_update_each(
+    alerts_at: Path | str,
+) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         d.store.apply(fire("smoke_alarm", "smk-101", clock()))
         d.store.apply(fire("smoke_alarm", "smk-102", clock()))
         settle(d)
@@ -119,9 +121,9 @@ def test_acting_on_the_fire_and_its_all_clear_are_one_update_each(tmp_path: Path
 
 
 def test_a_confirmed_fire_whose_detectors_cleared_while_the_service_was_down_resolves_on_start(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
-    db = tmp_path / "alerts.db"
+    db = alerts_at
     clock, sender = FakeClock(), FakeSender()
     with dispatcher(db, clock, sender) as d:
         d.store.apply(fire("smoke_alarm", "smk-101", clock()))
@@ -142,9 +144,11 @@ def test_a_confirmed_fire_whose_detectors_cleared_while_the_service_was_down_res
         assert d.timers.get(confirmed.id) is None  # no escalation to the night manager
 
 
-def test_a_fall_in_the_unit_with_a_smoke_alarm_joins_the_fire(tmp_path: Path) -> None:
+def test_a_fall_in_the_unit_with_a_smoke_alarm_joins_the_fire(
+    alerts_at: Path | str,
+) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         fall = d.store.apply(fire("wearable_fall", "wr-1", clock()))
         settle(d)
         assert fall is not None
@@ -159,9 +163,11 @@ def test_a_fall_in_the_unit_with_a_smoke_alarm_joins_the_fire(tmp_path: Path) ->
         assert inc is not None and sorted(inc.alert_ids) == sorted([fall.alert.id, smoke.alert.id])
 
 
-def test_many_devices_of_one_building_in_trouble_are_one_incident(tmp_path: Path) -> None:
+def test_many_devices_of_one_building_in_trouble_are_one_incident(
+    alerts_at: Path | str,
+) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender, group=GroupConfig(threshold=3)) as d:
+    with dispatcher(alerts_at, clock, sender, group=GroupConfig(threshold=3)) as d:
         for i in range(1, 5):
             d.store.apply(fire("smoke_silent", f"smk-B02-{i}", clock()))
         settle(d)
@@ -173,7 +179,7 @@ def test_many_devices_of_one_building_in_trouble_are_one_incident(tmp_path: Path
 
 
 def test_an_alert_that_finds_nobody_on_duty_is_trouble_and_waits_for_the_next_shift(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    alerts_at: Path | str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="alerts.paging")
     from registry.cells import parse_shift
@@ -184,7 +190,7 @@ def test_an_alert_that_finds_nobody_on_duty_is_trouble_and_waits_for_the_next_sh
         update={"shifts": (parse_shift("daily 08:00-17:00"),)}
     )
     clock, sender = FakeClock(NIGHT), FakeSender()  # 23:00: the operator is off duty
-    with dispatcher(tmp_path / "alerts.db", clock, sender, registry=reg) as d:
+    with dispatcher(alerts_at, clock, sender, registry=reg) as d:
         low = d.store.apply(fire("smoke_low_battery", "smk-101", clock()))
         assert low is not None
         run_for(d, clock, 61)  # past the grouping wait
@@ -233,10 +239,10 @@ def test_every_alert_kind_has_a_chinese_and_an_english_title() -> None:
 
 
 def test_what_comes_while_a_message_waits_is_folded_into_it_the_most_urgent_first(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         first = d.store.apply(fire("smoke_alarm", "smk-101", clock()))
         settle(d)
         assert first is not None
@@ -255,11 +261,11 @@ def test_what_comes_while_a_message_waits_is_folded_into_it_the_most_urgent_firs
 
 
 def test_two_alarms_committed_while_nothing_dispatched_are_confirmed_and_paged_on_start(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     """The process died after the rules worker committed two smoke alarms and before the
     dispatcher heard of them: on start the fire is still confirmed, and the desk paged."""
-    db = tmp_path / "alerts.db"
+    db = alerts_at
     clock, sender = FakeClock(), FakeSender()
     store = AlertStore(db, clock=clock)  # committed, nobody subscribed: the crash window
     store.apply(fire("smoke_alarm", "smk-101", clock()))

@@ -23,8 +23,10 @@ from tests.staff import ADMIN, ADMIN_TOKEN
 
 
 @pytest.fixture
-def d(tmp_path: Path) -> Iterator[Dispatcher]:
-    with dispatcher(tmp_path / "alerts.db", FakeClock(), FakeSender()) as disp:
+def d(
+    alerts_at: Path | str,
+) -> Iterator[Dispatcher]:
+    with dispatcher(alerts_at, FakeClock(), FakeSender()) as disp:
         yield disp
 
 

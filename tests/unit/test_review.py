@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from alerts import AlertStore
 from alerts.dispatch import Config, Dispatcher
@@ -33,9 +36,19 @@ def raise_(store: AlertStore, rule: str, device: str, building: str, at: float) 
     return change.alert.id
 
 
-def test_the_weekly_review_of_a_constructed_week(tmp_path: Path) -> None:
+@pytest.fixture
+def week(alerts_at: Path | str) -> Iterator[tuple[AlertStore, FakeClock]]:
+    """An alert store (on each backend) and its clock at the Monday of the week reviewed."""
     clock = FakeClock(MON)
-    store = AlertStore(tmp_path / "review" / "alerts.db", clock=clock)
+    store = AlertStore(alerts_at, clock=clock)
+    yield store, clock
+    store.close()
+
+
+def test_the_weekly_review_of_a_constructed_week(
+    tmp_path: Path, week: tuple[AlertStore, FakeClock]
+) -> None:
+    store, clock = week
     acks, resolves = [60, 120, 300], [600, 1200, None]
     ids: list[int] = []
     for day, (ack, res) in enumerate(zip(acks, resolves, strict=True)):
@@ -171,10 +184,10 @@ def test_incidents_are_scoped_like_alerts_and_alerts_carry_titles_and_detectors(
 
 
 def test_paging_history_names_who_which_step_and_what_came_of_each_message(
-    tmp_path: Path,
+    alerts_at: Path | str,
 ) -> None:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         change = d.store.apply(fire("wearable_fall", "wr-1", clock()))
         assert change is not None
         settle(d)

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from alerts import AlertStore
 from alerts.noise import FlapGate
+from base.sql import Db
 from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from ingest.topics import topic_for
@@ -45,12 +46,22 @@ def registry() -> Registry:
 class World:
     """A journal, an alert store and a worker over them, on a fake clock."""
 
+    opened: ClassVar[list[AlertStore]] = []
+    """Stores the worlds opened, closed after each test (a PostgreSQL store's pool)."""
+
     def __init__(
-        self, tmp: Path, clock: FakeClock, store: AlertStore | CrashingStore | None = None
+        self,
+        tmp: Path,
+        clock: FakeClock,
+        store: AlertStore | CrashingStore | None = None,
+        alerts: Path | str | None = None,
     ) -> None:
         self.tmp, self.clock = tmp, clock
         self.journal = Journal(tmp / "journal.db")
-        self.store = store or AlertStore(tmp / "alerts.db", clock=clock)
+        if store is None:
+            store = AlertStore(alerts or tmp / "alerts.db", clock=clock)
+            World.opened.append(store)
+        self.store = store
         self.real = self.store.store if isinstance(self.store, CrashingStore) else self.store
         self.gate = FlapGate(threshold=2, window_s=600, clock=clock)
         self.worker = RulesWorker(
@@ -79,10 +90,17 @@ def clock() -> FakeClock:
     return FakeClock(T0)
 
 
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    while World.opened:
+        World.opened.pop().close()
+
+
 def test_each_fall_is_one_alert_and_the_cursor_moves_with_it(
-    tmp_path: Path, clock: FakeClock
+    alerts_at: Path | str, tmp_path: Path, clock: FakeClock
 ) -> None:
-    w = World(tmp_path, clock)
+    w = World(tmp_path, clock, alerts=alerts_at)
     for i in range(20):
         w.send("wearable", "w1", "telemetry", T0 + i, heart_rate=70, seq=i)
     w.send("wearable", "w1", "event", T0 + 30, event="fall", seq=100)
@@ -99,16 +117,17 @@ class CrashingStore:
 
     def __init__(self, store: AlertStore) -> None:
         self.store = store
-        self.path = store.path
+        self.connection = store.connection
+        World.opened.append(store)  # closed after the test
         self.fail: Exception | None = None
 
     def apply_batch(
         self,
         transitions: Sequence[Transition],
         presence: Sequence[Presence] = (),
-        within: Callable[[sqlite3.Connection], None] | None = None,
+        within: Callable[[Db], None] | None = None,
     ) -> Sequence[object]:
-        def failing(db: sqlite3.Connection) -> None:
+        def failing(db: Db) -> None:
             if within is not None:
                 within(db)
             if self.fail is not None:
@@ -118,9 +137,9 @@ class CrashingStore:
 
 
 def test_a_crash_before_the_commit_loses_no_alert_and_doubles_none(
-    tmp_path: Path, clock: FakeClock
+    alerts_at: Path | str, tmp_path: Path, clock: FakeClock
 ) -> None:
-    crashing = CrashingStore(AlertStore(tmp_path / "alerts.db", clock=clock))
+    crashing = CrashingStore(AlertStore(alerts_at, clock=clock))
     w = World(tmp_path, clock, store=crashing)
     for n in range(3):
         w.send("wearable", "w1", "event", T0 + n * 600, event="fall", seq=n)
@@ -145,9 +164,9 @@ def test_a_crash_before_the_commit_loses_no_alert_and_doubles_none(
     "jiayuan_rules_commit_failures_total", 'jiayuan_log_errors_total{logger="rules.worker"}'
 )
 def test_a_store_error_holds_the_cursor_says_so_and_the_alarm_is_raised_after(
-    tmp_path: Path, clock: FakeClock
+    alerts_at: Path | str, tmp_path: Path, clock: FakeClock
 ) -> None:
-    crashing = CrashingStore(AlertStore(tmp_path / "alerts.db", clock=clock))
+    crashing = CrashingStore(AlertStore(alerts_at, clock=clock))
     w = World(tmp_path, clock, store=crashing)
     w.worker.retry_s = 0.01
     crashing.fail = sqlite3.OperationalError("database is locked")
@@ -177,13 +196,15 @@ def test_a_store_error_holds_the_cursor_says_so_and_the_alarm_is_raised_after(
     assert w.alerts("smoke_alarm") == [("s1", "resolved")]
 
 
-def test_an_episode_under_way_continues_after_a_restart(tmp_path: Path, clock: FakeClock) -> None:
-    w = World(tmp_path, clock)
+def test_an_episode_under_way_continues_after_a_restart(
+    alerts_at: Path | str, tmp_path: Path, clock: FakeClock
+) -> None:
+    w = World(tmp_path, clock, alerts=alerts_at)
     for m in range(7):  # heart rate high for 6 minutes
         w.send("wearable", "w1", "telemetry", T0 + m * 60, heart_rate=140, seq=m)
     w.worker.run_until_idle()
     assert w.alerts("wearable_heart_rate_high") == []
-    again = World(tmp_path, clock)  # restart
+    again = World(tmp_path, clock, alerts=alerts_at)  # restart
     for m in range(7, 11):  # ... and 4 more: ten minutes in all
         again.send("wearable", "w1", "telemetry", T0 + m * 60, heart_rate=140, seq=m)
     again.worker.run_until_idle()
@@ -193,14 +214,14 @@ def test_an_episode_under_way_continues_after_a_restart(tmp_path: Path, clock: F
 
 
 def test_count_windows_and_absence_timers_survive_a_restart(
-    tmp_path: Path, clock: FakeClock
+    alerts_at: Path | str, tmp_path: Path, clock: FakeClock
 ) -> None:
-    w = World(tmp_path, clock)
+    w = World(tmp_path, clock, alerts=alerts_at)
     w.send("wearable", "w1", "telemetry", T0, heart_rate=70, seq=1)
     w.send("gate", "g1", "event", T0, event="denied", seq=1)
     w.send("gate", "g1", "event", T0 + 10, event="denied", seq=2)
     w.worker.run_until_idle()
-    again = World(tmp_path, clock)  # restart within the count window
+    again = World(tmp_path, clock, alerts=alerts_at)  # restart within the count window
     rule = next(r for r in RULES if r.id == "gate_denied_repeated")
     assert isinstance(rule, CountRule)
     for i in range(rule.threshold - 2):  # the two denied cards from before still count
@@ -208,7 +229,9 @@ def test_count_windows_and_absence_timers_survive_a_restart(
     again.worker.run_until_idle()
     assert again.alerts("gate_denied_repeated") == [("g1", "firing")]
     clock.advance(20 * 60)
-    again = World(tmp_path, clock)  # restart 20 minutes after the wearable was last heard
+    again = World(
+        tmp_path, clock, alerts=alerts_at
+    )  # restart 20 minutes after the wearable was last heard
     again.worker.tick()
     assert again.alerts("wearable_silent") == []
     clock.advance(10 * 60 + 2)  # 30 minutes after it was heard, not 30 after the restart
@@ -216,8 +239,10 @@ def test_count_windows_and_absence_timers_survive_a_restart(
     assert again.alerts("wearable_silent") == [("w1", "firing")]
 
 
-def test_flapping_state_survives_a_restart(tmp_path: Path, clock: FakeClock) -> None:
-    w = World(tmp_path, clock)
+def test_flapping_state_survives_a_restart(
+    alerts_at: Path | str, tmp_path: Path, clock: FakeClock
+) -> None:
+    w = World(tmp_path, clock, alerts=alerts_at)
     seq = 0
     for _ in range(3):  # more clears than the gate's threshold (2) within its window
         for ev in ("alarm", "alarm_clear"):
@@ -226,7 +251,7 @@ def test_flapping_state_survives_a_restart(tmp_path: Path, clock: FakeClock) -> 
             w.worker.run_until_idle()
     assert w.gate.flapping("smoke_alarm:s1")
     assert w.alerts("smoke_alarm")[-1] == ("s1", "firing")  # held open
-    again = World(tmp_path, clock)
+    again = World(tmp_path, clock, alerts=alerts_at)
     assert again.gate.flapping("smoke_alarm:s1")
     clock.advance(601)
     again.worker.tick()  # quiet for the window: the held clear resolves it
@@ -234,17 +259,18 @@ def test_flapping_state_survives_a_restart(tmp_path: Path, clock: FakeClock) -> 
 
 
 def test_devices_not_in_the_registry_are_bounded_and_forgotten(
-    tmp_path: Path, clock: FakeClock
+    alerts_at: Path | str, tmp_path: Path, clock: FakeClock
 ) -> None:
-    w = World(tmp_path, clock)
+    w = World(tmp_path, clock, alerts=alerts_at)
     for i in range(300):  # the engine keeps at most 100 of them
         w.send("smoke", f"x{i}", "event", T0 + i, event="alarm", seq=1)
     w.worker.run_until_idle()
     eng = w.worker.engine
     assert len(eng._unregistered) == 100
     assert eng.export_state("x0") is None and eng.export_state("x299") is not None
-    saved = sqlite3.connect(tmp_path / "alerts.db").execute("SELECT count(*) FROM rule_state")
-    assert saved.fetchone()[0] <= 100 + 3
+    with w.real.connection() as db:
+        saved = db.execute("SELECT count(*) FROM rule_state").fetchone()[0]
+    assert saved <= 100 + 3
     clock.advance(86_400 + 400)
     w.worker.tick()
     assert len(w.worker.engine._unregistered) == 0

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from alerts import AlertStore
 from alerts.noise import FlapGate
+from base.sql import Db
 from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from ingest.topics import topic_for
@@ -74,14 +75,14 @@ class Recording:
 
     def __init__(self, store: AlertStore) -> None:
         self.store = store
-        self.path = store.path
+        self.connection = store.connection
         self.batches: list[tuple[list[Transition], list[Presence]]] = []
 
     def apply_batch(
         self,
         transitions: Sequence[Transition],
         presence: Sequence[Presence] = (),
-        within: Callable[[sqlite3.Connection], None] | None = None,
+        within: Callable[[Db], None] | None = None,
     ) -> Sequence[object]:
         key = lambda t: (t.rule_id, t.device_id, t.action, t.at)  # noqa: E731
         self.batches.append((sorted(transitions, key=key), list(presence)))

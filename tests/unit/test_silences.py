@@ -21,9 +21,11 @@ from tests.staff import bearer
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[Dispatcher, FakeClock, FakeSender]]:
+def setup(
+    alerts_at: Path | str,
+) -> Iterator[tuple[Dispatcher, FakeClock, FakeSender]]:
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         yield d, clock, sender
 
 
@@ -127,10 +129,10 @@ def test_a_maintenance_window_mutes_only_while_it_runs_and_a_critical_alarm_neve
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[tuple[TestClient, Dispatcher]]:
+def client(alerts_at: Path | str, tmp_path: Path) -> Iterator[tuple[TestClient, Dispatcher]]:
     clock, sender = FakeClock(), FakeSender()
     journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         ctx = AppContext(
             settings=Settings(data_dir=tmp_path),
             journal=journal,

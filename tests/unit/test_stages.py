@@ -30,9 +30,11 @@ from tests.alerting import RULES, TZ, FakeClock, FakeSender, dispatcher, fire, n
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[AlertStore, Writer, FakeClock]]:
+def world(
+    alerts_at: Path | str,
+) -> Iterator[tuple[AlertStore, Writer, FakeClock]]:
     clock = FakeClock()
-    store = AlertStore(tmp_path / "alerts.db", clock=clock)
+    store = AlertStore(alerts_at, clock=clock)
     db = Writer(store.path)
     yield store, db, clock
     db.close()
@@ -211,7 +213,7 @@ def test_the_alerting_settings_keep_their_environment_names(
 
 
 def test_every_stage_runs_on_the_dispatch_thread_also_for_delivery_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    alerts_at: Path | str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A refused channel: its result comes back from a notify worker, makes care-1 a trouble
     alert and the next step due now; all of it is written by the dispatch thread."""
@@ -226,7 +228,7 @@ def test_every_stage_runs_on_the_dispatch_thread_also_for_delivery_results(
     clock = FakeClock()
     refused = SendResult(False, False, "Failed to send JSON POST notification: error=404.")
     sender = FakeSender(results={"fake://care-1": [refused]})
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         change = d.store.apply(fire("wearable_sos", "wr-1", clock()))
         assert change is not None
         settle(d)
@@ -245,11 +247,13 @@ def test_every_stage_runs_on_the_dispatch_thread_also_for_delivery_results(
 
 
 @pytest.mark.expect_errors('jiayuan_log_errors_total{logger="alerts.dispatch"}')
-def test_a_tick_that_fails_leaves_the_thread_paging(tmp_path: Path) -> None:
+def test_a_tick_that_fails_leaves_the_thread_paging(
+    alerts_at: Path | str,
+) -> None:
     """One transient store error while reading the due steps (a lock past the busy timeout)
     must not end the dispatch thread: the next fall is still paged, and health stays true."""
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         real = d.timers.due
         failed: list[float] = []
 
@@ -269,11 +273,13 @@ def test_a_tick_that_fails_leaves_the_thread_paging(tmp_path: Path) -> None:
         d.errors = 0  # counted, as it should be (the fixture refuses uncounted ones)
 
 
-def test_a_due_step_is_taken_before_a_backlog_of_changes(tmp_path: Path) -> None:
+def test_a_due_step_is_taken_before_a_backlog_of_changes(
+    alerts_at: Path | str,
+) -> None:
     """The scheduler's tick (``poll_soon``) is taken before the next queued change, so a burst
     of trouble alerts never holds back a fall's page whose cancel window has just ended."""
     clock, sender = FakeClock(), FakeSender()
-    with dispatcher(tmp_path / "alerts.db", clock, sender) as d:
+    with dispatcher(alerts_at, clock, sender) as d:
         order: list[str] = []
         gate = threading.Event()
         changed, tick = d._changed, d._tick
