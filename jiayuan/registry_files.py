@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from registry import Problem, Registry, RegistryError, load_registry, write_registry
+from registry.communities import load_communities
 from registry.loader import SECTIONS
 from registry.staging import STAGING, SUPERSEDED, commit, finish, fresh_staging, locked, settle
 
@@ -122,3 +124,37 @@ def _unstaged(p: Problem) -> Problem:
 
 def _records(r: Registry) -> tuple[object, ...]:
     return (r.buildings, r.devices, r.residents, r.staff)
+
+
+class CommunityFiles(RegistryFiles):
+    """The registries of several communities (``JIAYUAN_COMMUNITIES``), read together: a reload
+    reads them all and refuses a set in which one id is registered twice. Changes through the
+    API are not written (each community's files are edited and reloaded)."""
+
+    def __init__(self, sources: Mapping[str, Path | None]) -> None:
+        super().__init__(None, next(iter(sources)))
+        self.sources = dict(sources)
+
+    @property
+    def not_writable(self) -> str | None:
+        return (
+            "several communities (JIAYUAN_COMMUNITIES): changes through the API are not"
+            " written; edit the community's registry files and reload them"
+        )
+
+    def read(self) -> Registry:
+        return load_communities(self.sources)
+
+    def write(self, registry: Registry) -> list[str]:
+        raise NotWritable(self.not_writable)
+
+
+def registry_files(sources: Mapping[str, Path | None]) -> tuple[RegistryFiles, Registry]:
+    """Where the installation's registry is kept, and the registry read from there now (an
+    empty one for a single community without files)."""
+    if len(sources) > 1:
+        files: RegistryFiles = CommunityFiles(sources)
+        return files, files.read()
+    ((community, source),) = sources.items()
+    files = RegistryFiles(source, community)
+    return files, files.read() if source is not None else Registry(community)
