@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import time
 from collections.abc import Mapping
+from datetime import time
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 Id = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-Role = Literal["admin", "security", "caretaker", "manager", "operator"]
+Role = Literal["admin", "security", "caretaker", "manager", "operator", "district_manager"]
+"""``district_manager``: a manager of every community of the installation (docs/communities.md);
+the others act within their own community (the one whose registry lists them)."""
 DeviceKind = Literal["gate", "smoke", "wearable"]
 _AREA: Final[dict[str, Any]] = {
     "type": "array",
@@ -155,7 +157,7 @@ class Registry:
         first = next(iter(parts))
         whole = cls(
             first,
-            [b for r in reversed(parts.values()) for b in r.buildings.values()],
+            [b for r in reversed(list(parts.values())) for b in r.buildings.values()],
             [d for r in parts.values() for d in r.devices.values()],
             [x for r in parts.values() for x in r.residents.values()],
             [s for r in parts.values() for s in r.staff.values()],
@@ -169,6 +171,13 @@ class Registry:
         if self._community_of is None:
             return self.community if device_id in self.devices else None
         return self._community_of.get(device_id)
+
+    def resident_community(self, resident_id: str) -> str | None:
+        """The community whose registry lists ``resident_id``; None when none does."""
+        for community, r in self.parts.items():
+            if resident_id in r.residents:
+                return community
+        return None
 
     def staff_community(self, staff_id: str) -> str | None:
         """The community whose registry lists ``staff_id``; None when none does."""

@@ -21,7 +21,7 @@ from jiayuan.api.deps import ID_PATTERN, CtxDep, allow
 from jiayuan.api.times import utc
 from jiayuan.context import AppContext
 
-router = APIRouter(tags=["review"], dependencies=[allow("admin", "manager")])
+router = APIRouter(tags=["review"], dependencies=[allow("admin", "manager", "district_manager")])
 
 
 def _real_week(week: str | None) -> str | None:
