@@ -53,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     from jiayuan.integrations import IntegrationError
     from jiayuan.logmetrics import count_errors
     from jiayuan.service import Service
+    from registry import RegistryError
 
     settings = settings_from_env()
     if settings is None:
@@ -74,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except IntegrationError as e:
         print(f"jiayuan: bad push integrations (JIAYUAN_INTEGRATIONS):\n{e}", file=sys.stderr)
+        return 2
+    except RegistryError as e:
+        print(f"jiayuan: the registry does not load:\n{e}", file=sys.stderr)
         return 2
     app = create_app(service.context)
     # uvicorn handles SIGINT/SIGTERM, shuts the API down, then raises the signal again with
