@@ -1,0 +1,177 @@
+"""Several communities in one installation, the pure parts: the setting, the registries loaded
+together (an id in two of them refused with both files named), routing within the alert's own
+community, the engine's community label, and who sees which community's alerts (in SQL and
+one by one alike)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from alerts import AlertStore
+from alerts.model import Alert, Audience
+from alerts.routing import Router
+from jiayuan.auth.scope import Principal, Scopes
+from jiayuan.settings import Settings
+from registry import Device, Registry, RegistryError, Resident, write_registry
+from registry.communities import load_communities
+from rules.engine import RuleEngine
+from rules.model import builtin_pack, load_rules
+from tests.alerting import T0, TZ, community, fire, staff
+
+
+def other() -> Registry:
+    """Community h: its own wearable, resident, caretaker and guard; building and compound ids
+    that also exist in y (B01, C01: each community numbers its own)."""
+    return Registry(
+        "h",
+        devices=[
+            Device(device_id="h-wr-1", kind="wearable", compound="C01", building="B01",
+                   unit="1-1-101", floor=1, resident_id="h-r-1"),
+            Device(device_id="h-smk-1", kind="smoke", compound="C01", building="B01",
+                   unit="1-1-101", floor=1),
+        ],
+        residents=[
+            Resident(resident_id="h-r-1", building="B01", unit="1-1-101", floor=1,
+                     caretakers=("h-care-1",)),
+        ],
+        staff=[
+            staff("h-care-1", "caretaker", buildings=("B01",), compounds=("C01",)),
+            staff("h-sec-desk", "security"),
+            staff("dm", "district_manager"),
+        ],
+    )  # fmt: skip
+
+
+def both() -> Registry:
+    return Registry.combine({"y": community(), "h": other()})
+
+
+def test_the_setting_reads_community_registry_pairs_and_fails_fast(tmp_path: Path) -> None:
+    s = Settings(communities=f"y={tmp_path / 'y'}, h={tmp_path / 'h'}")
+    assert s.community_registries() == {"y": tmp_path / "y", "h": tmp_path / "h"}
+    assert s.community == "y"  # the first, unless set
+    one = Settings(registry=tmp_path / "y")
+    assert one.community_registries() == {"y": tmp_path / "y"}  # as before
+    for bad, why in [
+        ("y", "<community>=<registry path>"),
+        ("y=a,y=b", "listed twice"),
+        ("y z=a", "bad community id"),
+    ]:
+        with pytest.raises(ValidationError, match=why):
+            Settings(communities=bad)
+    with pytest.raises(ValidationError, match="not both"):
+        Settings(communities="y=a,h=b", registry=tmp_path)
+    with pytest.raises(ValidationError, match="'q' is not one of"):
+        Settings(communities="y=a,h=b", community="q")
+
+
+def test_an_id_in_two_communities_is_refused_naming_both_files(tmp_path: Path) -> None:
+    y, h = community(), other()
+    h.devices["wr-1"] = y.devices["wr-1"]
+    h.residents["r-1"] = y.residents["r-1"]
+    h.staff["care-1"] = y.staff["care-1"]
+    h.staff["care-2"] = y.staff["care-2"]
+    h.staff["care-night"] = y.staff["care-night"]
+    write_registry(y, tmp_path / "y")
+    write_registry(h, tmp_path / "h")
+    with pytest.raises(RegistryError) as e:
+        load_communities({"y": tmp_path / "y", "h": tmp_path / "h"})
+    said = [str(p) for p in e.value.problems]
+    assert any(
+        "device 'wr-1' of community 'h' is also registered in community 'y'" in p
+        and str(tmp_path / "h") in p
+        and str(tmp_path / "y") in p
+        for p in said
+    ), said
+    assert any("resident 'r-1'" in p for p in said) and any(
+        "staff member 'care-1'" in p for p in said
+    )
+    # apart, they load; one community alone is the registry itself
+    write_registry(other(), tmp_path / "h")
+    loaded = load_communities({"y": tmp_path / "y", "h": tmp_path / "h"})
+    assert list(loaded.parts) == ["y", "h"] and loaded.community == "y"
+    assert loaded.community_of("h-wr-1") == "h" and loaded.community_of("wr-1") == "y"
+    assert loaded.resident_community("h-r-1") == "h" and loaded.staff_community("dm") == "h"
+    assert load_communities({"y": None}).parts.keys() == {"y"}
+
+
+def alert(device_id: str, registry: Registry, route: str = "caretaker") -> Alert:
+    d = registry.devices[device_id]
+    return Alert(
+        id=1, fingerprint=f"wearable_fall:{device_id}", rule_id="wearable_fall",
+        device_id=device_id, kind=d.kind, severity="critical", signal="alarm",
+        route=route,  # type: ignore[arg-type]
+        summary="Fall detected", status="firing",
+        labels={"community": registry.community_of(device_id) or "", "compound": d.compound,
+                "building": d.building or "", "resident_id": d.resident_id or ""},
+        started_at=T0, last_match_at=T0, raised_at=T0, updated_at=T0,
+    )  # fmt: skip
+
+
+def test_an_alert_is_routed_within_its_own_community() -> None:
+    reg = both()
+    router = Router(reg, TZ)
+    noon = T0  # a weekday at noon: y's day caretakers are on duty
+    h_fall = alert("h-wr-1", reg)
+    assert [t.staff_id for t in router.resolve(["own_caretakers"], h_fall, noon)] == ["h-care-1"]
+    # building B01 exists in both: h's building caretaker is h's only
+    assert {t.staff_id for t in router.resolve(["building_caretaker"], h_fall, noon)} <= {
+        "h-care-1"
+    }
+    assert [t.staff_id for t in router.resolve(["security_desk"], h_fall, noon)] == ["h-sec-desk"]
+    y_fall = alert("wr-1", reg)
+    named = {t.staff_id for t in router.resolve(["own_caretakers", "security_desk"], y_fall, noon)}
+    assert named and not any(s.startswith("h-") for s in named)
+    stray = dataclasses.replace(y_fall, labels={"community": "q"})
+    assert router.resolve(["own_caretakers", "security_desk"], stray, noon) == []
+
+
+def test_the_engine_labels_each_device_with_its_registered_community() -> None:
+    engine = RuleEngine(load_rules([builtin_pack()]), both(), tz=TZ)
+    assert engine._labels("h-wr-1", "y")["community"] == "h"
+    assert engine._labels("wr-1", "y")["community"] == "y"
+    assert engine._labels("unknown-1", "h") == {"community": "h", "registered": "false"}
+    single = RuleEngine(load_rules([builtin_pack()]), community(), tz=TZ)
+    assert single._labels("wr-1", "x")["community"] == "x"  # one community: the topic's, as before
+
+
+def test_staff_see_their_own_community_and_the_district_manager_every_one(tmp_path: Path) -> None:
+    reg = both()
+    scopes = Scopes(reg)
+    mgr = scopes.of(Principal("mgr-1", "manager", "M", "token"))
+    guard = scopes.of(Principal("h-sec-desk", "security", "G", "token"))
+    dm = scopes.of(Principal("dm", "district_manager", "D", "token"))
+    admin_token = scopes.of(Principal("admin-token", "admin", "A", "admin-token"))
+    assert mgr.communities == frozenset({"y"}) and guard.communities == frozenset({"h"})
+    assert dm.communities is None and admin_token.communities is None
+    assert Scopes(community()).of(Principal("mgr-1", "manager", "M", "token")).communities is None
+
+    store = AlertStore(tmp_path / "alerts.db")
+    try:
+        for t in (fire("smoke_alarm", "smk-101"), fire("smoke_alarm", "h-smk-1")):
+            store.apply(
+                dataclasses.replace(
+                    t, labels={**t.labels, "community": reg.community_of(t.device_id) or ""}
+                )
+            )
+        everything, _ = store.find()
+        for scope, expected in [
+            (mgr, {"smk-101"}),
+            (guard, {"h-smk-1"}),
+            (dm, {"smk-101", "h-smk-1"}),
+        ]:
+            found, total = store.find(audience=scope.audience)
+            assert {a.device_id for a in found} == expected and total == len(expected)
+            # one by one, the same answer as the listing's SQL
+            assert {a.device_id for a in everything if store.admits(scope.audience, a)} == expected
+        found, _ = store.find(audience=dm.audience, community="h")
+        assert [a.device_id for a in found] == ["h-smk-1"]
+        nobody = dataclasses.replace(dm.audience, communities=frozenset())
+        assert store.find(audience=nobody) == ([], 0)
+        assert Audience(everyone=True).restricts is False
+    finally:
+        store.close()
