@@ -6,6 +6,7 @@ one by one alike)."""
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ from registry import Device, Registry, RegistryError, Resident, write_registry
 from registry.communities import load_communities
 from rules.engine import RuleEngine
 from rules.model import builtin_pack, load_rules
+from simulators.fleet import build_fleet
+from simulators.prefix import prefixed
+from simulators.scenarios import build_scenario
 from tests.alerting import T0, TZ, community, fire, staff
 
 
@@ -175,3 +179,21 @@ def test_staff_see_their_own_community_and_the_district_manager_every_one(tmp_pa
         assert Audience(everyone=True).restricts is False
     finally:
         store.close()
+
+
+def test_the_demo_second_community_shares_no_id_with_the_first(tmp_path: Path) -> None:
+    """``make demo COMMUNITIES=y,h``: h's fleet, its ids prefixed, loads beside y's, and what its
+    simulator sends is on h's topics, of h's devices, with h's pages going to h's staff."""
+    y = build_fleet(seed=1, devices=60)
+    h = prefixed(build_fleet(seed=2, devices=60, community="h", notify="json://x/notify"), "h-")
+    y.write(tmp_path / "y")
+    h.write(tmp_path / "h")
+    both = load_communities({"y": tmp_path / "y", "h": tmp_path / "h"})
+    assert len(both.devices) == len(y.registry.devices) + len(h.registry.devices)
+    assert all(s.device_id in h.registry.devices for s in h.sims.values())
+    fall = build_scenario("fall", h, T0, random.Random(1))
+    topics = {step.topic for step in fall.steps}
+    assert topics and all(t.startswith("community/h/wearable/h-wr-") for t in topics)
+    r = both.resident_of(fall.devices[0])
+    assert r is not None and all(both.staff_community(c) == "h" for c in r.caretakers)
+    assert all(c.endswith(f"/{s.staff_id}") for s in h.registry.staff.values() for c in s.channels)
