@@ -189,7 +189,7 @@ def list_caretakers(view: ViewDep) -> CaretakerPage:
     """Every caretaker with residents (admins, managers), or oneself (a caretaker): the choices
     for ``GET /api/residents?caretaker=``."""
     counts: dict[str, int] = defaultdict(int)
-    for r in view.ctx.registry.residents.values():
+    for r in view.residents():  # communities: of those the caller sees
         for staff_id in r.caretakers:
             counts[staff_id] += 1
     me = view.principal

@@ -149,6 +149,14 @@ def test_two_communities_page_and_show_only_their_own(
     assert ids(svc.get("/api/residents", token=mgr_y), "resident_id") == {"ry-1"}
     assert ids(svc.get("/api/incidents", token=mgr_y), "building") <= {"By"}
     assert svc.request("GET", "/api/devices/wh-1", token=mgr_y).status_code == 404
+    duty = svc.get("/api/duty/coverage", token=mgr_y)["items"]  # y's places, y's staff
+    assert duty and {line["community"] for line in duty} == {"y"}
+    assert not any(
+        p.startswith(("care-h", "guard-h"))
+        for line in duty
+        for s in line["spans"]
+        for p in s["first"]
+    )
     assert svc.request("GET", "/api/residents?community=h", token=mgr_y).status_code == 403
     # the district manager: both, and each by filter
     assert ids(svc.get("/api/alerts", token=dm)) == {"wh-1", "smk-y1", "smk-h1"}
@@ -156,6 +164,8 @@ def test_two_communities_page_and_show_only_their_own(
     assert ids(svc.get("/api/alerts?community=h", token=dm)) == {"wh-1", "smk-h1"}
     assert ids(svc.get("/api/devices?community=h", token=dm)) == {"wh-1", "smk-h1"}
     assert ids(svc.get("/api/residents", token=dm), "resident_id") == {"ry-1", "rh-1"}
+    duty = svc.get("/api/duty/coverage?community=h", token=dm)["items"]
+    assert duty and {line["community"] for line in duty} == {"h"}
     r = svc.request("GET", "/api/alerts?community=q", token=dm)
     assert r.status_code == 404 and "'q'" in r.json()["detail"]
     # a topic of a community not installed: a dead letter, counted
