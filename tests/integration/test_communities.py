@@ -164,6 +164,9 @@ def test_two_communities_page_and_show_only_their_own(
     assert ids(svc.get("/api/alerts?community=h", token=dm)) == {"wh-1", "smk-h1"}
     assert ids(svc.get("/api/devices?community=h", token=dm)) == {"wh-1", "smk-h1"}
     assert ids(svc.get("/api/residents", token=dm), "resident_id") == {"ry-1", "rh-1"}
+    # the weekly review covers the whole installation: the district manager's only
+    assert svc.request("GET", "/api/review", token=mgr_y).status_code == 403
+    assert svc.request("GET", "/api/review", token=dm).status_code == 200
     duty = svc.get("/api/duty/coverage?community=h", token=dm)["items"]
     assert duty and {line["community"] for line in duty} == {"h"}
     r = svc.request("GET", "/api/alerts?community=q", token=dm)
