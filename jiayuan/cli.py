@@ -236,12 +236,17 @@ def _broker_credentials(args: argparse.Namespace) -> int:
     from ingest.profile_model import profile_files
     from ingest.profiles import load_profiles
     from jiayuan.broker.accounts import write_credentials
+    from jiayuan.settings import split_communities
+    from registry.communities import load_communities
     from registry.loader import RegistryError, load_registry
 
     given = args.profiles if args.profiles is not None else os.environ.get("JIAYUAN_PROFILES")
     files = None if given is None else [Path(p.strip()) for p in given.split(",") if p.strip()]
     try:
-        reg = load_registry(args.registry, community=args.community)
+        if "=" in str(args.registry):  # communities: y=DIR,h=DIR, each device its own ACL
+            reg = load_communities(split_communities(str(args.registry)))
+        else:
+            reg = load_registry(args.registry, community=args.community)
         profiles = load_profiles(profile_files(files), reg.community)
         report = write_credentials(
             reg,
@@ -384,7 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
         " into --out. Run again when the registry changes: passwords of remaining accounts are"
         " kept, removed devices lose their account; then reload Mosquitto (SIGHUP).",
     )
-    creds.add_argument("--registry", type=Path, required=True, help="registry directory or file")
+    creds.add_argument(
+        "--registry",
+        type=Path,
+        required=True,
+        help="registry directory or file; several communities: y=DIR,h=DIR (JIAYUAN_COMMUNITIES)",
+    )
     creds.add_argument("--out", type=Path, required=True, metavar="DIR")
     creds.add_argument(
         "--community",

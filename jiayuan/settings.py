@@ -16,6 +16,21 @@ from ingest.profile_model import profile_files
 _COMMUNITY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def split_communities(text: str) -> dict[str, Path]:
+    """``y=/srv/y,h=/srv/h`` (``JIAYUAN_COMMUNITIES``) as community id → registry path."""
+    out: dict[str, Path] = {}
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        community, sep, path = item.partition("=")
+        if not sep or not path.strip():
+            raise ValueError(f"{item!r}: expected <community>=<registry path>")
+        if community.strip() in out:
+            raise ValueError(f"community {community.strip()!r} is listed twice")
+        out[community.strip()] = Path(path.strip())
+    return out
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JIAYUAN_",
@@ -187,19 +202,7 @@ class Settings(BaseSettings):
     @field_validator("communities", mode="before")
     @classmethod
     def _split_communities(cls, v: object) -> object:
-        if not isinstance(v, str):
-            return v
-        out: dict[str, str] = {}
-        for item in (p.strip() for p in v.split(",")):
-            if not item:
-                continue
-            community, sep, path = item.partition("=")
-            if not sep or not path.strip():
-                raise ValueError(f"{item!r}: expected <community>=<registry path>")
-            if community.strip() in out:
-                raise ValueError(f"community {community.strip()!r} is listed twice")
-            out[community.strip()] = path.strip()
-        return out
+        return split_communities(v) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _communities(self) -> Settings:

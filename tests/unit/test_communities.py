@@ -16,6 +16,7 @@ from alerts import AlertStore
 from alerts.model import Alert, Audience
 from alerts.routing import Router
 from jiayuan.auth.scope import Principal, Scopes
+from jiayuan.broker.accounts import write_credentials
 from jiayuan.settings import Settings
 from registry import Device, Registry, RegistryError, Resident, write_registry
 from registry.communities import load_communities
@@ -197,3 +198,11 @@ def test_the_demo_second_community_shares_no_id_with_the_first(tmp_path: Path) -
     r = both.resident_of(fall.devices[0])
     assert r is not None and all(both.staff_community(c) == "h" for c in r.caretakers)
     assert all(c.endswith(f"/{s.staff_id}") for s in h.registry.staff.values() for c in s.channels)
+
+
+def test_each_device_account_may_publish_under_its_own_community_only(tmp_path: Path) -> None:
+    write_credentials(both(), tmp_path / "broker")
+    acl = (tmp_path / "broker" / "acl").read_text()
+    assert "user h-smk-1\ntopic write community/h/smoke/h-smk-1/+\n" in acl
+    assert "user smk-101\ntopic write community/y/smoke/smk-101/+\n" in acl
+    assert "community/y/smoke/h-smk-1" not in acl and "community/h/smoke/smk-101" not in acl
