@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from registry import Problem, Registry, RegistryError, load_registry, write_registry
-from registry.communities import load_communities
+from registry.communities import overlaps
 from registry.loader import SECTIONS
 from registry.staging import STAGING, SUPERSEDED, commit, finish, fresh_staging, locked, settle
 
@@ -129,11 +129,15 @@ def _records(r: Registry) -> tuple[object, ...]:
 class CommunityFiles(RegistryFiles):
     """The registries of several communities (``JIAYUAN_COMMUNITIES``), read together: a reload
     reads them all and refuses a set in which one id is registered twice. Changes through the
-    API are not written (each community's files are edited and reloaded)."""
+    API are not written (each community's files are edited and reloaded); what the service
+    itself marks in a community's records (a wearable's new wearer, see
+    :func:`registry.assignments.stamp_assignments`) is written into that community's directory."""
 
     def __init__(self, sources: Mapping[str, Path | None]) -> None:
         super().__init__(None, next(iter(sources)))
         self.sources = dict(sources)
+        self._files = {c: RegistryFiles(s, c) for c, s in sources.items()}
+        self._read: dict[str, Registry] = {}
 
     @property
     def not_writable(self) -> str | None:
@@ -143,10 +147,31 @@ class CommunityFiles(RegistryFiles):
         )
 
     def read(self) -> Registry:
-        return load_communities(self.sources)
+        parts: dict[str, Registry] = {}
+        problems: list[Problem] = []
+        for c, files in self._files.items():
+            try:
+                parts[c] = files.read() if files.source is not None else Registry(c)
+            except RegistryError as e:
+                problems.extend(e.problems)
+        problems += overlaps(parts, self.sources)
+        if problems:
+            raise RegistryError(problems)
+        self._read = parts
+        return Registry.combine(parts)
 
     def write(self, registry: Registry) -> list[str]:
-        raise NotWritable(self.not_writable)
+        """Each community's records that changed since read, into its own directory; a registry
+        not made of the same communities (a change through the API) is :class:`NotWritable`."""
+        if list(registry.parts) != list(self.sources):
+            raise NotWritable(self.not_writable)
+        superseded: list[str] = []
+        for c, part in registry.parts.items():
+            before = self._read.get(c)
+            if before is None or _records(before) != _records(part):
+                superseded += self._files[c].write(part)
+        self._read = dict(registry.parts)
+        return superseded
 
 
 def registry_files(sources: Mapping[str, Path | None]) -> tuple[RegistryFiles, Registry]:

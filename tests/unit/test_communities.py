@@ -17,6 +17,8 @@ from alerts.model import Alert, Audience
 from alerts.routing import Router
 from jiayuan.auth.scope import Principal, Scopes
 from jiayuan.broker.accounts import write_credentials
+from jiayuan.registry_admin import RegistryAdmin
+from jiayuan.registry_files import CommunityFiles, NotWritable
 from jiayuan.settings import Settings
 from registry import Device, Registry, RegistryError, Resident, write_registry
 from registry.communities import load_communities
@@ -206,3 +208,40 @@ def test_each_device_account_may_publish_under_its_own_community_only(tmp_path: 
     assert "user h-smk-1\ntopic write community/h/smoke/h-smk-1/+\n" in acl
     assert "user smk-101\ntopic write community/y/smoke/smk-101/+\n" in acl
     assert "community/y/smoke/h-smk-1" not in acl and "community/h/smoke/smk-101" not in acl
+
+
+def test_a_reload_keeps_the_communities_apart_and_marks_a_new_wearer_in_its_files(
+    tmp_path: Path,
+) -> None:
+    """``SIGHUP`` with several communities: h's wearable given to another resident is stamped
+    (``assigned_since``) in h's own files and the communities stay apart; a change through the
+    API is refused (edit the files); a reload that would put one id in both is refused and the
+    running registry stays."""
+    y, h = community(), other()
+    write_registry(y, tmp_path / "y")
+    write_registry(h, tmp_path / "h")
+    files = CommunityFiles({"y": tmp_path / "y", "h": tmp_path / "h"})
+    admin = RegistryAdmin(files.read(), files)
+    h.residents["h-r-2"] = h.residents["h-r-1"].model_copy(update={"resident_id": "h-r-2"})
+    h.devices["h-wr-1"] = h.devices["h-wr-1"].model_copy(update={"resident_id": "h-r-2"})
+    write_registry(h, tmp_path / "h")
+    admin.reload(actor="test")
+    now = admin.current
+    assert list(now.parts) == ["y", "h"] and now.community_of("h-wr-1") == "h"
+    assert now.devices["h-wr-1"].assigned_since is not None
+    again = load_communities({"y": tmp_path / "y", "h": tmp_path / "h"})
+    assert again.devices["h-wr-1"].assigned_since == now.devices["h-wr-1"].assigned_since
+
+    def rename(r: Registry) -> Registry:  # what a change through the API builds
+        named = [d.model_copy(update={"name": "x"}) for d in r.devices.values()]
+        return Registry(r.community, list(r.buildings.values()), named,
+                        list(r.residents.values()), list(r.staff.values()))  # fmt: skip
+
+    with pytest.raises(NotWritable, match="several communities"):
+        admin.edit(rename, actor="test", action="registry.change")
+    assert admin.current is now
+    h.devices["smk-101"] = y.devices["smk-101"]
+    write_registry(h, tmp_path / "h")
+    with pytest.raises(RegistryError, match="device 'smk-101'"):
+        admin.reload(actor="test")
+    assert admin.current is now
