@@ -9,9 +9,17 @@ from pathlib import Path
 from registry.loader import Problem, RegistryError, load_registry
 from registry.models import Registry
 
-_KEPT_APART = (("devices", "device"), ("residents", "resident"), ("staff", "staff member"))
+_KEPT_APART = (
+    ("devices", "device"),
+    ("residents", "resident"),
+    ("staff", "staff member"),
+    ("buildings", "building"),
+    ("compounds", "compound"),
+)
 """Ids that name one thing in the whole installation: a device's topic, a resident's alerts
-and a staff member's sign-in and pages must never be another community's."""
+and a staff member's sign-in and pages must never be another community's; and a place's —
+alerts of one building are one incident (a fire), listings filter by building, and a
+compound's gateway has one broker account — so buildings and compounds are kept apart too."""
 
 
 def load_communities(sources: Mapping[str, Path | None]) -> Registry:
@@ -40,7 +48,7 @@ def overlaps(parts: Mapping[str, Registry], sources: Mapping[str, Path | None]) 
     for section, what in _KEPT_APART:
         first: dict[str, str] = {}
         for community, registry in parts.items():
-            for key in getattr(registry, section):
+            for key in _ids(registry, section):
                 other = first.setdefault(key, community)
                 if other == community:
                     continue
@@ -55,3 +63,10 @@ def overlaps(parts: Mapping[str, Registry], sources: Mapping[str, Path | None]) 
                     )
                 )
     return out
+
+
+def _ids(registry: Registry, section: str) -> list[str]:
+    if section != "compounds":
+        return list(getattr(registry, section))
+    compounds = {b.compound for b in registry.buildings.values()}
+    return sorted(compounds | {d.compound for d in registry.devices.values()})

@@ -20,7 +20,7 @@ from jiayuan.broker.accounts import write_credentials
 from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import CommunityFiles, NotWritable
 from jiayuan.settings import Settings
-from registry import Device, Registry, RegistryError, Resident, write_registry
+from registry import Building, Device, Registry, RegistryError, Resident, write_registry
 from registry.communities import load_communities
 from rules.engine import RuleEngine
 from rules.model import builtin_pack, load_rules
@@ -31,22 +31,23 @@ from tests.alerting import T0, TZ, community, fire, staff
 
 
 def other() -> Registry:
-    """Community h: its own wearable, resident, caretaker and guard; building and compound ids
-    that also exist in y (B01, C01: each community numbers its own)."""
+    """Community h: its own building hB01 in compound hC01, wearable, resident, caretaker,
+    guard, and the district manager."""
     return Registry(
         "h",
+        buildings=[Building(building="hB01", compound="hC01")],
         devices=[
-            Device(device_id="h-wr-1", kind="wearable", compound="C01", building="B01",
+            Device(device_id="h-wr-1", kind="wearable", compound="hC01", building="hB01",
                    unit="1-1-101", floor=1, resident_id="h-r-1"),
-            Device(device_id="h-smk-1", kind="smoke", compound="C01", building="B01",
+            Device(device_id="h-smk-1", kind="smoke", compound="hC01", building="hB01",
                    unit="1-1-101", floor=1),
         ],
         residents=[
-            Resident(resident_id="h-r-1", building="B01", unit="1-1-101", floor=1,
+            Resident(resident_id="h-r-1", building="hB01", unit="1-1-101", floor=1,
                      caretakers=("h-care-1",)),
         ],
         staff=[
-            staff("h-care-1", "caretaker", buildings=("B01",), compounds=("C01",)),
+            staff("h-care-1", "caretaker", buildings=("hB01",), compounds=("hC01",)),
             staff("h-sec-desk", "security"),
             staff("dm", "district_manager"),
         ],
@@ -79,6 +80,7 @@ def test_the_setting_reads_community_registry_pairs_and_fails_fast(tmp_path: Pat
 def test_an_id_in_two_communities_is_refused_naming_both_files(tmp_path: Path) -> None:
     y, h = community(), other()
     h.devices["wr-1"] = y.devices["wr-1"]
+    h.buildings["B01"], h.buildings["B02"] = y.buildings["B01"], y.buildings["B02"]
     h.residents["r-1"] = y.residents["r-1"]
     h.staff["care-1"] = y.staff["care-1"]
     h.staff["care-2"] = y.staff["care-2"]
@@ -94,6 +96,7 @@ def test_an_id_in_two_communities_is_refused_naming_both_files(tmp_path: Path) -
         and str(tmp_path / "y") in p
         for p in said
     ), said
+    assert any("building 'B01'" in p for p in said) and any("compound 'C01'" in p for p in said)
     assert any("resident 'r-1'" in p for p in said) and any(
         "staff member 'care-1'" in p for p in said
     )
@@ -125,7 +128,7 @@ def test_an_alert_is_routed_within_its_own_community() -> None:
     noon = T0  # a weekday at noon: y's day caretakers are on duty
     h_fall = alert("h-wr-1", reg)
     assert [t.staff_id for t in router.resolve(["own_caretakers"], h_fall, noon)] == ["h-care-1"]
-    # building B01 exists in both: h's building caretaker is h's only
+    # h's building caretaker is h's only
     assert {t.staff_id for t in router.resolve(["building_caretaker"], h_fall, noon)} <= {
         "h-care-1"
     }
@@ -241,6 +244,7 @@ def test_a_reload_keeps_the_communities_apart_and_marks_a_new_wearer_in_its_file
         admin.edit(rename, actor="test", action="registry.change")
     assert admin.current is now
     h.devices["smk-101"] = y.devices["smk-101"]
+    h.buildings["B01"] = y.buildings["B01"]
     write_registry(h, tmp_path / "h")
     with pytest.raises(RegistryError, match="device 'smk-101'"):
         admin.reload(actor="test")
