@@ -124,7 +124,7 @@ class _FloatLoader(Loader):
 
 
 _JSON_EXTRACT = re.compile(r"json_extract\(\s*([A-Za-z_][\w.]*)\s*,\s*'\$\.([A-Za-z_]\w*)'\s*\)")
-"""SQLite's ``json_extract(column, '$.key')``, which PostgreSQL spells ``column::jsonb ->> 'key'``."""
+"""SQLite's ``json_extract(column, '$.key')``: PostgreSQL's ``column::jsonb ->> 'key'``."""
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?(\d*)|(?<!:):([A-Za-z_]\w*)|%")
 
 
