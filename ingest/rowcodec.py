@@ -95,6 +95,13 @@ def dump(body: bytes, ts: float, ts_flag: str | None, seq: int | None) -> bytes 
         return body.decode()
 
 
+def key_of(name: str) -> int | str:
+    """The key of field ``name`` in what :func:`fields` gives (its index, or its name)."""
+    if name in ("ts", "seq"):
+        raise ValueError(f"{name} may stand for the row's column: read it with load")
+    return _CODE.get(name, name)
+
+
 def keys_of(names: tuple[str, ...] | frozenset[str]) -> dict[int | str, str]:
     """What :func:`fields` gives as the keys of ``names`` (a field's index, or its name when it
     has none), and each name itself (a row kept as JSON text), each mapped to the name; ``ts``
