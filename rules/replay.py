@@ -90,8 +90,11 @@ class FastRows:
                 engine._heard.get((kind, "telemetry"), []), levels, combos, slow, bool(known)
             )
         self._known: dict[str, list[Any]] = {}
-        """Registered devices: [kind, state, plan, the absences that apply to it, and while it
-        is at rest its :class:`_Quiet` (until a reading may move one of its rules)]."""
+        """Devices seen: [kind, state, plan, the absences that apply to it, and while it is at
+        rest its :class:`_Quiet` (until a reading may move one of its rules)]. An entry whose
+        state the engine dropped since (it forgot a device not in the registry) is stale,
+        looked up anew on its device's next reading, and swept out when the entries pass
+        :meth:`_limit`, so that made-up device ids cannot grow it past what the engine keeps."""
         self._registry = engine.registry
         """The registry ``_known`` was built with: a swap (:meth:`RuleEngine.set_registry`)
         changes thresholds, areas, which absences apply and who is registered, so it is
@@ -116,6 +119,8 @@ class FastRows:
         # (a device forgotten by the engine since has a new state: looked up anew)
         if known is not None and known[0] == kind and eng._devs.get(device_id) is known[1]:
             _, dev, plan, heard, q = known
+            if dev.unregistered:
+                eng._touch_unregistered(device_id, received)
         else:
             q = None
             dev = eng._devs.get(device_id) or eng._dev(device_id, self.community)
@@ -126,8 +131,9 @@ class FastRows:
                 return out
             plan = found
             heard = [ab for ab in plan.absences if ab.applies(dev)]
-            if not dev.unregistered:  # (a device the engine may forget is looked up anew)
-                known = self._known[device_id] = [kind, dev, plan, heard, None]
+            if len(self._known) >= self._limit():
+                self._sweep()
+            known = self._known[device_id] = [kind, dev, plan, heard, None]
         for ab in heard:  # Absence.heard, inline while the device is not silent
             if device_id in ab.silent:
                 try:
@@ -183,6 +189,15 @@ class FastRows:
         if known is not None:
             known[4] = _Quiet.of(plan, eng, dev)
         return out
+
+    def _limit(self) -> int:
+        eng = self.engine
+        return 2 * (len(eng.registry.devices) + eng.max_unregistered) + 1024
+
+    def _sweep(self) -> None:
+        """Drop the entries of devices whose state the engine no longer holds."""
+        devs = self.engine._devs
+        self._known = {d: k for d, k in self._known.items() if devs.get(d) is k[1]}
 
     def _values(
         self, plan: _Plan, row: rows.Row, dev: Dev, data: dict[str, Any], out: list[Transition]
