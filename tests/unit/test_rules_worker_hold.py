@@ -24,7 +24,9 @@ from tests.unit.test_backtest_fast import T0, Items, load, registry, rule_files,
 from tests.unit.test_rules_worker_fast import Recording, saved, write_journal
 
 
-def _worker(tmp: Path, name: str, rules: list[Rule], clock: FakeClock, batch: int, **kw: Any) -> tuple[RulesWorker, Recording]:  # fmt: skip
+def _worker(
+    tmp: Path, name: str, rules: list[Rule], clock: FakeClock, batch: int, **kw: Any
+) -> tuple[RulesWorker, Recording]:
     store = Recording(AlertStore(tmp / f"alerts-{name}.db", clock=clock))
     worker = RulesWorker(
         tmp / "journal.db",
@@ -75,7 +77,7 @@ def crash_while_held(tmp: Path, rules: list[Rule], items: Items, batch: int, at:
     clock = FakeClock(T0)
     each, every = _worker(tmp, "each", rules, clock, batch, hold_s=0.0)
     each.run_until_idle()
-    held, holding = _worker(tmp, "held", rules, clock, batch, hold_s=1e9, hold_rows=10**9)
+    held, _ = _worker(tmp, "held", rules, clock, batch, hold_s=1e9, hold_rows=10**9)
     for _ in range(at):
         held.step(hold=True)
     held.stop()  # the process is killed: what is held is lost (stop() commits nothing here)
