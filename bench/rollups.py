@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def main() -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     worker.run_until_idle()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    shutil.rmtree(tmp)
     print(
         f"rollup_rows={worker.position} batch={a.batch} devices={a.devices} wall_s={wall:.2f}"
         f" cpu_us_per_row={cpu / max(1, worker.position) * 1e6:.1f}"
