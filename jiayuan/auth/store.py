@@ -167,6 +167,20 @@ class AuthStore:
         ):
             yield db
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Run the block while no other instance runs one of the same ``name``: PostgreSQL, a
+        transaction-scoped advisory lock held on a pool's connection of its own (released when
+        the block ends, or when a killed instance's session dies); SQLite, nothing (one process
+        owns the file)."""
+        if self._pool is None:
+            yield
+            return
+        key = int.from_bytes(hashlib.sha256(f"jiayuan.auth.{name}".encode()).digest()[:8], "big")
+        with self._pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (key - (1 << 63),))
+            yield
+
     # ------------------------------------------------------------------ passwords
 
     def set_password_hash(

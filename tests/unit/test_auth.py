@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,6 +243,29 @@ def test_a_session_opened_through_one_instance_is_valid_on_another(pg_url: str) 
     finally:
         a_store.close()
         b_store.close()
+
+
+def test_instances_starting_together_audit_a_registry_change_once(pg_url: str) -> None:
+    stores = [AuthStore.open(pg_url) for _ in range(2)]
+    try:
+        reg = registry()
+        start = threading.Barrier(4)
+        noted: list[dict[str, object] | None] = []
+
+        def start_with(store: AuthStore) -> None:
+            start.wait()
+            noted.append(note_registry(store, reg))
+
+        threads = [threading.Thread(target=start_with, args=(s,)) for s in stores * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(d is not None for d in noted) == 1
+        assert AuditLog(stores[0]).page(action="registry.changed")[1] == 1
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_on_postgresql_only_retention_deletes_audit_entries(pg_url: str) -> None:
