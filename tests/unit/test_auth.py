@@ -166,7 +166,7 @@ def test_the_audit_trail_pages_filters_and_prunes(store: AuthStore, clock: FakeC
         ("care-a", "auth.login", "ok"),
         ("care-a", "alert.acknowledge", "ok"),
         ("care-b", "auth.login", "ok"),
-        ("care-a", "authxlogin", "ok"),  # "_" of a family is no wildcard: nor is "."
+        ("care-a", "authxlogin", "ok"),  # not of the family "auth." ("." is no wildcard)
     ):
         ids.append(audit.record(actor, action, outcome=outcome, ip="10.0.0.1", n=len(ids)))  # type: ignore[arg-type]
         clock.advance(10)
@@ -177,6 +177,7 @@ def test_the_audit_trail_pages_filters_and_prunes(store: AuthStore, clock: FakeC
     family, n = audit.page(action="auth.")
     assert n == 3 and [e.actor for e in family] == ["care-b", "care-a", "anonymous"]
     assert audit.page(actor="care-a", action="auth.")[1] == 1
+    assert audit.page(action="a_th.")[1] == 0  # "_" is escaped: no wildcard either
     assert audit.page(outcome="refused")[0][0].action == "auth.login_failed"
     assert audit.page(since=1010.0, until=1030.0)[1] == 2
     page, n = audit.page(limit=2, offset=1)
