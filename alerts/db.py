@@ -14,9 +14,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, cast, get_type_hints
+from typing import Any, Final, cast, get_type_hints
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -509,11 +509,19 @@ def filters(q: AlertQuery) -> tuple[str, tuple[Any, ...]]:
     if q.get("open_only"):
         parts.append("status != 'resolved'")
     audience = q.get("audience")
-    if audience is not None and not audience.everyone:
+    asked = sorted(many(q.get("community")))  # communities: of the community label
+    if asked:
+        parts.append(_in(COMMUNITY, asked))
+        args.extend(asked)
+    if audience is not None and audience.restricts:
         clause, more = audience_clause(audience)
         parts.append(clause)
         args.extend(more)
     return (" WHERE " + " AND ".join(parts) if parts else ""), tuple(args)
+
+
+def _in(column: str, values: Sequence[str]) -> str:
+    return f"{column} IN ({','.join('?' * len(values))})" if values else "0"
 
 
 def many(v: object) -> tuple[str, ...]:
@@ -523,8 +531,16 @@ def many(v: object) -> tuple[str, ...]:
     return (v,) if isinstance(v, str) else tuple(cast(Sequence[str], v))
 
 
+COMMUNITY: Final = "json_extract(labels, '$.community')"
+"""An alert's community (communities: its label; no column of its own)."""
+
+
 def audience_clause(a: Audience) -> tuple[str, list[Any]]:
-    """The SQL of :class:`Audience` (not ``everyone``): any of its clauses, or nothing."""
+    """The SQL of :class:`Audience` (one that restricts): any of its clauses, or nothing."""
+    if a.communities is not None:  # communities: theirs only, whatever else admits it
+        cs = sorted(a.communities)
+        rest, more = ("1", []) if a.everyone else audience_clause(replace(a, communities=None))
+        return f"({_in(COMMUNITY, cs)} AND {rest})", [*cs, *more]
     ors: list[str] = []
     args: list[Any] = []
     for column, values in (("device_id", a.devices), ("kind", a.kinds), ("route", a.routes)):

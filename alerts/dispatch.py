@@ -244,7 +244,7 @@ class Dispatcher:
             incidents=self.incidents,
             submit=self.notifier.submit,
         )
-        self._coverage: tuple[Registry, list[coverage.Line]] | None = None
+        self._coverage: dict[str, tuple[Registry, list[coverage.Line]]] = {}
         self._coverage_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -277,19 +277,28 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
         self._thread.start()
 
-    def coverage(self, week_of: datetime | None = None) -> list[coverage.Line]:
-        """Who would be paged first, per chain and place, across a week (see
-        :mod:`alerts.coverage`). The roster is weekly: this week's answer is kept until the
-        registry changes."""
-        registry = self.router.registry
+    def _coverage_of(
+        self, community: str, registry: Registry, week_of: datetime | None
+    ) -> list[coverage.Line]:
         if week_of is not None:
             return coverage.check(registry, self.chains, self.tz, self.rules, week_of=week_of)
         with self._coverage_lock:
-            cached = self._coverage
+            cached = self._coverage.get(community)
             if cached is None or cached[0] is not registry:
                 lines = coverage.check(registry, self.chains, self.tz, self.rules)
-                cached = self._coverage = (registry, lines)
+                cached = self._coverage[community] = (registry, lines)
             return cached[1]
+
+    def coverage(
+        self, week_of: datetime | None = None, community: str | None = None
+    ) -> list[coverage.Line]:
+        """Who would be paged first, per chain and place, across a week (see
+        :mod:`alerts.coverage`). The roster is weekly: this week's answer is kept until the
+        registry changes. Several communities: each within its own registry (``community``:
+        that one's lines only)."""
+        parts = self.router.registry.parts
+        chosen = list(parts) if community is None else [community]
+        return [line for c in chosen for line in self._coverage_of(c, parts[c], week_of)]
 
     def _warn_holes(self) -> None:
         if not self.router.registry.staff:

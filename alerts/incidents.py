@@ -222,7 +222,7 @@ _ORDER: Final = (
 
 def _seen(audience: Audience | None) -> tuple[str, list[Any]]:
     """A condition on an ``alerts`` row: the reader may see it."""
-    if audience is None or audience.everyone:
+    if audience is None or not audience.restricts:
         return "1 = 1", []
     return audience_clause(audience)
 

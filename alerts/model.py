@@ -151,6 +151,8 @@ class AlertQuery(TypedDict, total=False):
     building: str | None
     device_id: str | None
     rule_id: str | None
+    community: str | Sequence[str] | None
+    """One community or several (the alert's ``community`` label)."""
     since: float | None
     until: float | None
     open_only: bool
@@ -169,10 +171,20 @@ class Audience:
     kinds: frozenset[str] = frozenset()
     routes: frozenset[str] = frozenset()
     delivered_to: str | None = None
+    communities: frozenset[str] | None = None
+    """Only alerts of these communities (their ``community`` label), whatever else admits
+    them; None: of every community (one installation, one community: always None)."""
+
+    @property
+    def restricts(self) -> bool:
+        """Whether some alerts are not admitted (SQL: :func:`alerts.db.audience_clause`)."""
+        return not self.everyone or self.communities is not None
 
     def admits(self, alert: Alert) -> bool | None:
         """True or False when the alert alone decides; None when only the outbox can tell
         (``delivered_to``): see :meth:`alerts.AlertStore.admits`."""
+        if self.communities is not None and alert.labels.get("community") not in self.communities:
+            return False
         if (
             self.everyone
             or alert.device_id in self.devices

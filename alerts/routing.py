@@ -105,6 +105,7 @@ class Router:
         self.tz = tz
         self._registry = registry
         self._by_building: dict[str, list[Resident]] = {}
+        self._communities: dict[str, Router] = {}
         self.registry = registry
 
     @property
@@ -118,10 +119,19 @@ class Router:
         for r in registry.residents.values():
             by_building[r.building].append(r)
         self._by_building = dict(by_building)
+        # several communities: each alert is routed within its own community's registry
+        parts = registry.parts
+        self._communities = (
+            {c: Router(r, self.tz) for c, r in parts.items()} if len(parts) > 1 else {}
+        )
 
     def resolve(self, selectors: Iterable[str], alert: Alert, now: float) -> list[Target]:
         """The people the selectors name for ``alert`` at ``now``, each once (the first reason
-        wins), in the order named."""
+        wins), in the order named. In an installation of several communities, only people of
+        the alert's own community (its ``community`` label) are named."""
+        if self._communities:
+            own = self._communities.get(alert.labels.get("community", ""))
+            return [] if own is None else own.resolve(selectors, alert, now)
         at = datetime.fromtimestamp(now, self.tz)
         place = Place.of(alert)
         seen: dict[str, Target] = {}

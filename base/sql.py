@@ -12,8 +12,10 @@ text runs on both:
   ``LEAST``, PostgreSQL no scalar ``min``);
 - booleans as integer columns (``0``/``1``) and conditions that are booleans (``1 = 0``, not
   ``0``);
-- no ``json_extract``, ``PRAGMA`` or date functions: decode JSON in Python, or branch on
-  :func:`dialect` where a store's schema differs (its DDL lives apart per dialect anyway);
+- ``json_extract(column, '$.key')`` with a plain column and key only (PostgreSQL gets
+  ``(column::jsonb ->> 'key')``); no other JSON function, no ``PRAGMA`` or date functions:
+  decode JSON in Python, or branch on :func:`dialect` where a store's schema differs (its DDL
+  lives apart per dialect anyway);
 - a row read to decide a write is read with :func:`for_update` (PostgreSQL's transactions do
   not serialise writers as SQLite's ``BEGIN IMMEDIATE`` does).
 
@@ -121,6 +123,8 @@ class _FloatLoader(Loader):
         return float(bytes(data))
 
 
+_JSON_EXTRACT = re.compile(r"json_extract\(\s*([A-Za-z_][\w.]*)\s*,\s*'\$\.([A-Za-z_]\w*)'\s*\)")
+"""SQLite's ``json_extract(column, '$.key')``: PostgreSQL's ``column::jsonb ->> 'key'``."""
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?(\d*)|(?<!:):([A-Za-z_]\w*)|%")
 
 
@@ -148,7 +152,7 @@ def translate(sql: str) -> tuple[str, tuple[int, ...] | None]:
             return "%s"
         return f"%({m.group(2)})s"
 
-    out = _TOKENS.sub(one, sql)
+    out = _TOKENS.sub(one, _JSON_EXTRACT.sub(r"(\1::jsonb ->> '\2')", sql))
     return out, (tuple(order) if numbered else None)
 
 

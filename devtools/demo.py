@@ -1,6 +1,8 @@
 """``make demo``: Mosquitto with the project's mosquitto.conf, ``jiayuan run`` on the embedded
 defaults, and ``jiayuan simulate`` playing Y community's normal day with a few incidents.
-Ctrl-C stops everything it started."""
+``make demo COMMUNITIES=y,h`` (``--communities y,h``): a second community in the same
+installation, its ids prefixed ``h-``, its own simulator, and a district manager (``dm-1``)
+who sees both. Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from base.datadir import DataDir
 from devtools import children
@@ -18,7 +21,8 @@ from devtools.broker import Broker, free_port
 from devtools.launch import ERROR_COUNTERS, ServiceProcess
 from jiayuan.auth.demo_staff import banner as demo_staff_banner
 from jiayuan.auth.demo_staff import seed as seed_demo_staff
-from registry import load_registry
+from registry import Registry, Staff, load_registry, write_registry
+from registry.communities import load_communities
 
 
 def _port_free(port: int) -> bool:
@@ -40,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         default=90.0,
         help="mean seconds between simulated incidents (default 90)",
     )
+    ap.add_argument(
+        "--communities",
+        default="y",
+        help="the communities to run, e.g. y,h (default y: one, as ever)",
+    )
     args, sim_args = ap.parse_known_args(argv)
+    communities = [c.strip() for c in args.communities.split(",") if c.strip()]
     data: Path = args.data.resolve()
     if args.fresh and data.exists():
         import shutil
@@ -66,10 +76,21 @@ def main(argv: list[str] | None = None) -> int:
         ],
         check=True,
     )
+    # more communities: each its own registry and simulator, its ids prefixed "<id>-"
+    dirs = {communities[0]: registry} | {c: data / f"registry-{c}" for c in communities[1:]}
+    for c in communities[1:]:
+        subprocess.run(
+            [py, "-m", "jiayuan.cli", "simulate", "--community", c, "--id-prefix", f"{c}-",
+             "--write-registry", str(dirs[c]), "--notify", notify],
+            check=True,
+        )  # fmt: skip
+    if len(communities) > 1:  # the district manager, in the second community's registry
+        _add_district_manager(dirs[communities[1]], f"{notify}/dm-1")
+    everyone: Registry = load_communities(dirs) if len(communities) > 1 else load_registry(registry)
     # Staff sign-in: demo passwords for a guard, a caretaker, a manager, an operator and an
     # admin, in the service's auth.db, and listed in data/demo/staff-logins.txt (0600).
     logins_file = data / "staff-logins.txt"
-    logins = seed_demo_staff(DataDir(data / "service").auth, load_registry(registry), logins_file)
+    logins = seed_demo_staff(DataDir(data / "service").auth, everyone, logins_file)
     mqtt_port = 1883 if _port_free(1883) else free_port()
     tls_port = 8883 if _port_free(8883) else free_port()
     http_port = 8080 if _port_free(8080) else free_port()
@@ -85,11 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         data / "mosquitto",
         mqtt_port,
         tls_port=tls_port,
-        registry=registry,
+        registry=everyone,
         auth_dir=data / "broker",
     ).start()
     svc: ServiceProcess | None = None
     sim: subprocess.Popen[bytes] | None = None
+    others: list[subprocess.Popen[bytes]] = []
+    where: dict[str, Any] = (
+        {"registry": registry}
+        if len(communities) == 1
+        else {"communities": ",".join(f"{c}={d}" for c, d in dirs.items())}
+    )
     interrupted = False
     try:
         svc = ServiceProcess(  # over TLS, with the service's account
@@ -97,37 +124,46 @@ def main(argv: list[str] | None = None) -> int:
             broker,
             http_port,
             log=data / "service.log",
-            registry=registry,
+            **where,
             broker_accounts_dir=broker.auth_dir,  # devices added through the API can connect
             broker_pid_file=broker.pid_file,
             demo=True,
             expect_errors=ERROR_COUNTERS,  # a demo's errors are in its log; they fail nothing
         ).start()
         sim_env = dict(os.environ, JIAYUAN_MQTT_HOST="127.0.0.1")
-        sim = subprocess.Popen(  # over TLS, one connection per compound's gateway account
-            [
-                py,
-                "-m",
-                "jiayuan.cli",
-                "simulate",
-                "--incident-every",
-                str(args.incident_every),
-                "--port",
-                str(tls_port),
-                "--tls-ca",
-                str(broker.ca_file),
-                "--credentials",
-                str(broker.auth_dir / "credentials.json"),
-                *sim_args,
-            ],
-            env=sim_env,
+        sim_cmd = [
+            py,
+            "-m",
+            "jiayuan.cli",
+            "simulate",
+            "--incident-every",
+            str(args.incident_every),
+            "--port",
+            str(tls_port),
+            "--tls-ca",
+            str(broker.ca_file),
+            "--credentials",
+            str(broker.auth_dir / "credentials.json"),
+        ]
+        # over TLS, one connection per compound's gateway account
+        first = ["--community", communities[0]] if len(communities) > 1 else []
+        sim = subprocess.Popen([*sim_cmd, *first, *sim_args], env=sim_env)
+        for n, c in enumerate(communities[1:], start=2):  # another day: its own seed
+            more_args = ["--community", c, "--id-prefix", f"{c}-", "--seed", str(n), "--quiet"]
+            others.append(subprocess.Popen([*sim_cmd, *more_args, *sim_args], env=sim_env))
+        more = (
+            f"  and {len(communities) - 1} more communit{'y' if len(communities) == 2 else 'ies'}"
+            f" ({', '.join(communities[1:])}: ids prefixed), each with its simulator;\n"
+            "  the district manager dm-1 sees them all, everyone else their own.\n"
+            if len(communities) > 1
+            else ""
         )
         url = svc.url
         print(
             "\n"
             "  jiayuan demo is running — Y community: 3,109 smoke detectors, 1,221 wearables,\n"
             "  53 gates, playing a normal day with an incident every ~"
-            f"{args.incident_every:.0f} s.\n\n"
+            f"{args.incident_every:.0f} s.\n" + more + "\n"
             f"  Staff console   {url}/\n"
             + demo_staff_banner(logins, svc.token, url, logins_file)
             + f"  API docs        {url}/docs\n"
@@ -171,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         return 0
     finally:
+        for other in others:
+            children.stop(other, grace=10.0 if interrupted else 0.0, timeout=15)
         if sim is not None:
             children.stop(sim, grace=10.0 if interrupted else 0.0, timeout=15)
         if svc is not None:
@@ -178,6 +216,16 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         children.stop(receiver, timeout=15)
         print("demo stopped: simulator, service, broker and receiver", flush=True)
+
+
+def _add_district_manager(directory: Path, channel: str) -> None:
+    """``dm-1``, a district manager (sees every community), into the registry in ``directory``."""
+    reg = load_registry(directory)
+    if "dm-1" not in reg.staff:
+        reg.staff["dm-1"] = Staff(
+            staff_id="dm-1", name="District manager", role="district_manager", channels=(channel,)
+        )
+        write_registry(reg, directory)
 
 
 if __name__ == "__main__":

@@ -482,7 +482,7 @@ class Journal:
             (
                 d.device_id,
                 d.kind,
-                registry.community,
+                registry.community_of(d.device_id) or registry.community,  # communities
                 d.compound,
                 d.building,
                 d.unit,
@@ -581,17 +581,25 @@ class Journal:
         online: bool | None = None,
         registered: bool | None = None,
         among: tuple[Collection[str], Collection[str]] | None = None,
+        communities: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
         """A page of devices by id. ``among`` (device ids, kinds) keeps only the devices whose
-        id or kind is in it (what one reader may see); None keeps all."""
+        id or kind is in it (what one reader may see); None keeps all. ``communities``: only
+        the devices of these (None: of any)."""
         where, args = _filters(
             ("kind = ?", kind),
             ("building = ?", building),
             ("online = ?", None if online is None else int(online)),
             ("registered = ?", None if registered is None else int(registered)),
         )
+        if communities is not None:  # communities: the devices table's community column
+            cs = sorted(communities)
+            where += (" AND " if where else " WHERE ") + (
+                f"community IN ({','.join('?' * len(cs))})" if cs else "0"
+            )
+            args = (*args, *cs)
         if among is not None:
             ids, kinds = sorted(among[0]), sorted(among[1])
             ors = [
@@ -692,12 +700,20 @@ class Journal:
         reason: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        communities: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
+        """``communities``: only dead letters on those communities' topics (None: all)."""
         where, args = _filters(
             ("reason = ?", reason), ("received >= ?", since), ("received < ?", until)
         )
+        if communities is not None:  # communities: by the topic's community/<id>/ prefix
+            cs = sorted(communities)
+            where += (" AND " if where else " WHERE ") + (
+                "(" + " OR ".join(["substr(topic, 1, ?) = ?"] * len(cs)) + ")" if cs else "0"
+            )
+            args = (*args, *(x for c in cs for x in (len(f"community/{c}/"), f"community/{c}/")))
         db = self._reader()
         total = db.execute(f"SELECT count(*) FROM dead_letters{where}", args).fetchone()[0]
         rows = db.execute(

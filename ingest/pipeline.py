@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from time import thread_time
@@ -83,13 +83,14 @@ class StoreFailing(Exception):
         self.trouble = trouble
 
 
-def decode_inbound(m: Inbound) -> Reading | DeadLetter:
+def decode_inbound(m: Inbound, communities: Collection[str] | None = None) -> Reading | DeadLetter:
     """:func:`decode` of one message; one refused at the edge is its dead letter, and the
-    source's own message id becomes the reading's duplicate key."""
+    source's own message id becomes the reading's duplicate key. ``communities``: the
+    installation's when it declares several (:attr:`ingest.ways.WaysIn.communities`)."""
     if m.refused is not None:
         reason, detail = m.refused
         return DeadLetter(m.topic, m.payload[:MAX_PAYLOAD], reason, detail, m.received)
-    out = decode(m.topic, m.payload, m.received)
+    out = decode(m.topic, m.payload, m.received, communities)
     if m.key is not None and isinstance(out, Reading):
         return msgspec.structs.replace(out, key=m.key)
     return out
@@ -341,7 +342,7 @@ class Pipeline:
     def _native(self, m: Inbound) -> Reading | DeadLetter:
         """A native message; refused when its device is registered to report another way
         (its own broker account exists only for native devices: this is a second line)."""
-        x = decode_inbound(m)
+        x = decode_inbound(m, None if self.ways is None else self.ways.communities)
         if isinstance(x, Reading) and self.ways is not None:
             why = self.ways.refusal(x.device_id, None)
             if why is not None:
@@ -372,7 +373,9 @@ class Pipeline:
             if c.refused is not None:
                 found.append(dead(c.refused[0], f"profile {profile.id}: {c.refused[1]}"))
                 continue
-            x = decode(c.topic, c.payload, m.received)
+            x = decode(
+                c.topic, c.payload, m.received, None if self.ways is None else self.ways.communities
+            )
             way = None
             if isinstance(x, Reading) and self.ways is not None:
                 way = self.ways.refusal(x.device_id, profile.id)

@@ -95,6 +95,34 @@ def dump(body: bytes, ts: float, ts_flag: str | None, seq: int | None) -> bytes 
         return body.decode()
 
 
+def key_of(name: str) -> int | str:
+    """The key of field ``name`` in what :func:`fields` gives (its index, or its name)."""
+    if name in ("ts", "seq"):
+        raise ValueError(f"{name} may stand for the row's column: read it with load")
+    return _CODE.get(name, name)
+
+
+def keys_of(names: tuple[str, ...] | frozenset[str]) -> dict[int | str, str]:
+    """What :func:`fields` gives as the keys of ``names`` (a field's index, or its name when it
+    has none), and each name itself (a row kept as JSON text), each mapped to the name; ``ts``
+    and ``seq`` are left out (their keys may stand for the row's columns)."""
+    out: dict[int | str, str] = {}
+    for name in names:
+        if name in ("ts", "seq"):
+            raise ValueError(f"{name} is not a field keys_of can map")
+        code = _CODE.get(name)
+        if code is not None:
+            out[code] = name
+        out[name] = name
+    return out
+
+
+def fields(stored: bytes) -> dict[Any, Any]:
+    """A compact payload's fields as stored, keyed by index or name (:func:`load` names them;
+    a reader that wants a few fields looks their keys up with :func:`keys_of` instead)."""
+    return _decode_pack(stored)
+
+
 def load(stored: bytes, ts: float, seq: int | None) -> dict[str, Any]:
     """The payload object of a row stored by :func:`dump` in compact form."""
     out: dict[str, Any] = {}

@@ -22,6 +22,9 @@ class WaysIn:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         """The registry as it is now: replaced whole (one reference read per check)."""
+        self.communities = _communities(registry)
+        """The installation's communities when it declares several (a topic of another is a
+        dead letter, ``unknown_community``); None: one community, any topic's taken."""
         self._heard: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
@@ -29,6 +32,7 @@ class WaysIn:
         """The registry-change hook: the next check reads ``registry``; ids it registers are
         no longer remembered as heard."""
         self.registry = registry
+        self.communities = _communities(registry)
         with self._lock:
             for device_id in [d for d in self._heard if d in registry.devices]:
                 del self._heard[device_id]
@@ -49,3 +53,7 @@ class WaysIn:
         """How the unregistered ``device_id`` was first heard: a profile's or an integration's
         id, or None (native MQTT, or not heard since the service started)."""
         return self._heard.get(device_id)
+
+
+def _communities(registry: Registry) -> frozenset[str] | None:
+    return frozenset(registry.parts) if len(registry.parts) > 1 else None

@@ -53,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     from jiayuan.integrations import IntegrationError
     from jiayuan.logmetrics import count_errors
     from jiayuan.service import Service
+    from registry import RegistryError
 
     settings = settings_from_env()
     if settings is None:
@@ -74,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except IntegrationError as e:
         print(f"jiayuan: bad push integrations (JIAYUAN_INTEGRATIONS):\n{e}", file=sys.stderr)
+        return 2
+    except RegistryError as e:
+        print(f"jiayuan: the registry does not load:\n{e}", file=sys.stderr)
         return 2
     app = create_app(service.context)
     # uvicorn handles SIGINT/SIGTERM, shuts the API down, then raises the signal again with
@@ -232,12 +236,17 @@ def _broker_credentials(args: argparse.Namespace) -> int:
     from ingest.profile_model import profile_files
     from ingest.profiles import load_profiles
     from jiayuan.broker.accounts import write_credentials
+    from jiayuan.settings import split_communities
+    from registry.communities import load_communities
     from registry.loader import RegistryError, load_registry
 
     given = args.profiles if args.profiles is not None else os.environ.get("JIAYUAN_PROFILES")
     files = None if given is None else [Path(p.strip()) for p in given.split(",") if p.strip()]
     try:
-        reg = load_registry(args.registry, community=args.community)
+        if "=" in str(args.registry):  # communities: y=DIR,h=DIR, each device its own ACL
+            reg = load_communities(split_communities(str(args.registry)))
+        else:
+            reg = load_registry(args.registry, community=args.community)
         profiles = load_profiles(profile_files(files), reg.community)
         report = write_credentials(
             reg,
@@ -380,7 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
         " into --out. Run again when the registry changes: passwords of remaining accounts are"
         " kept, removed devices lose their account; then reload Mosquitto (SIGHUP).",
     )
-    creds.add_argument("--registry", type=Path, required=True, help="registry directory or file")
+    creds.add_argument(
+        "--registry",
+        type=Path,
+        required=True,
+        help="registry directory or file; several communities: y=DIR,h=DIR (JIAYUAN_COMMUNITIES)",
+    )
     creds.add_argument("--out", type=Path, required=True, metavar="DIR")
     creds.add_argument(
         "--community",

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from registry import Problem, Registry, RegistryError, load_registry, write_registry
+from registry.communities import overlaps
 from registry.loader import SECTIONS
 from registry.staging import STAGING, SUPERSEDED, commit, finish, fresh_staging, locked, settle
 
@@ -122,3 +124,62 @@ def _unstaged(p: Problem) -> Problem:
 
 def _records(r: Registry) -> tuple[object, ...]:
     return (r.buildings, r.devices, r.residents, r.staff)
+
+
+class CommunityFiles(RegistryFiles):
+    """The registries of several communities (``JIAYUAN_COMMUNITIES``), read together: a reload
+    reads them all and refuses a set in which one id is registered twice. Changes through the
+    API are not written (each community's files are edited and reloaded); what the service
+    itself marks in a community's records (a wearable's new wearer, see
+    :func:`registry.assignments.stamp_assignments`) is written into that community's directory."""
+
+    def __init__(self, sources: Mapping[str, Path | None]) -> None:
+        super().__init__(None, next(iter(sources)))
+        self.sources = dict(sources)
+        self._files = {c: RegistryFiles(s, c) for c, s in sources.items()}
+        self._read: dict[str, Registry] = {}
+
+    @property
+    def not_writable(self) -> str | None:
+        return (
+            "several communities (JIAYUAN_COMMUNITIES): changes through the API are not"
+            " written; edit the community's registry files and reload them"
+        )
+
+    def read(self) -> Registry:
+        parts: dict[str, Registry] = {}
+        problems: list[Problem] = []
+        for c, files in self._files.items():
+            try:
+                parts[c] = files.read() if files.source is not None else Registry(c)
+            except RegistryError as e:
+                problems.extend(e.problems)
+        problems += overlaps(parts, self.sources)
+        if problems:
+            raise RegistryError(problems)
+        self._read = parts
+        return Registry.combine(parts)
+
+    def write(self, registry: Registry) -> list[str]:
+        """Each community's records that changed since read, into its own directory; a registry
+        not made of the same communities (a change through the API) is :class:`NotWritable`."""
+        if list(registry.parts) != list(self.sources):
+            raise NotWritable(self.not_writable)
+        superseded: list[str] = []
+        for c, part in registry.parts.items():
+            before = self._read.get(c)
+            if before is None or _records(before) != _records(part):
+                superseded += self._files[c].write(part)
+        self._read = dict(registry.parts)
+        return superseded
+
+
+def registry_files(sources: Mapping[str, Path | None]) -> tuple[RegistryFiles, Registry]:
+    """Where the installation's registry is kept, and the registry read from there now (an
+    empty one for a single community without files)."""
+    if len(sources) > 1:
+        files: RegistryFiles = CommunityFiles(sources)
+        return files, files.read()
+    ((community, source),) = sources.items()
+    files = RegistryFiles(source, community)
+    return files, files.read() if source is not None else Registry(community)

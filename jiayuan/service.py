@@ -34,7 +34,7 @@ from jiayuan.broker.live import BrokerAccounts
 from jiayuan.context import AppContext
 from jiayuan.integrations import PushSetup, PushTokens, load_integrations
 from jiayuan.registry_admin import RegistryAdmin
-from jiayuan.registry_files import RegistryFiles
+from jiayuan.registry_files import registry_files
 from jiayuan.settings import Settings
 from registry import Registry
 from registry.assignments import floors
@@ -57,8 +57,7 @@ class Service:
         self.settings = settings
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        files = RegistryFiles(settings.registry, settings.community)
-        loaded = files.read() if settings.registry is not None else Registry(settings.community)
+        files, loaded = registry_files(settings.community_registries())  # communities
         self.rules = load_rules(settings.rules or [builtin_pack()])
         datadir = DataDir(data)
         self.profiles = load_profiles(settings.profile_files(), settings.community)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,6 +12,23 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts.config import EscalationConfig, FlapConfig, GroupConfig, NotifyConfig
 from ingest.profile_model import profile_files
+
+_COMMUNITY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def split_communities(text: str) -> dict[str, Path]:
+    """``y=/srv/y,h=/srv/h`` (``JIAYUAN_COMMUNITIES``) as community id → registry path."""
+    out: dict[str, Path] = {}
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        community, sep, path = item.partition("=")
+        if not sep or not path.strip():
+            raise ValueError(f"{item!r}: expected <community>=<registry path>")
+        if community.strip() in out:
+            raise ValueError(f"community {community.strip()!r} is listed twice")
+        out[community.strip()] = Path(path.strip())
+    return out
 
 
 class Settings(BaseSettings):
@@ -80,6 +98,11 @@ class Settings(BaseSettings):
     separated by commas; ``shipped`` in the list stands for the shipped files."""
     registry: Path | None = None
     """A registry directory or file (YAML or CSV); none means an empty registry."""
+    communities: Annotated[dict[str, Path], NoDecode] = Field(default_factory=dict)
+    """Several communities in one installation (docs/communities.md): each community id with
+    its own registry directory or file, ``JIAYUAN_COMMUNITIES=y=/srv/y,h=/srv/h``. Instead of
+    ``registry``; ``community`` is then the first one unless set (it must be one of them).
+    Unset: one community, ``community`` with ``registry``, as before."""
     # --- broker accounts that follow the registry (jiayuan/broker/live.py) -------------------
     broker_accounts_dir: Path | None = None
     """The directory Mosquitto reads its password and ACL files from (what ``jiayuan broker
@@ -175,6 +198,38 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
+
+    @field_validator("communities", mode="before")
+    @classmethod
+    def _split_communities(cls, v: object) -> object:
+        return split_communities(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _communities(self) -> Settings:
+        if not self.communities:
+            return self
+        bad = [c for c in self.communities if not _COMMUNITY_ID.fullmatch(c)]
+        if bad:
+            raise ValueError(f"JIAYUAN_COMMUNITIES: bad community id {bad[0]!r}")
+        if self.registry is not None:
+            raise ValueError(
+                "set JIAYUAN_REGISTRY or JIAYUAN_COMMUNITIES, not both: with several"
+                " communities each has its registry in JIAYUAN_COMMUNITIES"
+            )
+        if "community" not in self.model_fields_set:
+            self.community = next(iter(self.communities))
+        elif self.community not in self.communities:
+            raise ValueError(
+                f"JIAYUAN_COMMUNITY {self.community!r} is not one of JIAYUAN_COMMUNITIES"
+                f" ({', '.join(self.communities)})"
+            )
+        return self
+
+    def community_registries(self) -> dict[str, Path | None]:
+        """Each community of the installation with its registry (one, unless ``communities``)."""
+        if self.communities:
+            return dict(self.communities)
+        return {self.community: self.registry}
 
     @field_validator("profiles", mode="before")
     @classmethod

@@ -16,7 +16,13 @@ def stamp_assignments(old: Registry, new: Registry, now: float) -> Registry:
     """``new`` with ``assigned_since`` set to ``now`` on each device whose wearer is not the
     one it had in ``old`` (a device new to the registry with a wearer too: a retired one comes
     back with its history), kept from ``old`` when the wearer is the same, cleared without a
-    wearer. ``new`` itself when nothing changes."""
+    wearer. ``new`` itself when nothing changes. Several communities: each stamped within its
+    own, and combined again."""
+    if len(new.parts) > 1:
+        parts = {c: stamp_assignments(old, r, now) for c, r in new.parts.items()}
+        if all(parts[c] is r for c, r in new.parts.items()):
+            return new
+        return Registry.combine(parts)
     devices: list[Device] = []
     stamped = False
     for d in new.devices.values():

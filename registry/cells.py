@@ -51,7 +51,7 @@ VALUE_ALIASES: Final[dict[str, dict[str, str]]] = {
     "role": {
         "保安": "security", "安保": "security", "护理员": "caretaker", "照护员": "caretaker",
         "值班经理": "manager", "经理": "manager", "管理员": "admin", "操作员": "operator",
-        "值班员": "operator",
+        "值班员": "operator", "区域主管": "district_manager", "区域经理": "district_manager",
     },
 }  # fmt: skip
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import time
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 Id = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-Role = Literal["admin", "security", "caretaker", "manager", "operator"]
+Role = Literal["admin", "security", "caretaker", "manager", "operator", "district_manager"]
+"""``district_manager``: a manager of every community of the installation (docs/communities.md);
+the others act within their own community (the one whose registry lists them)."""
 DeviceKind = Literal["gate", "smoke", "wearable"]
 _AREA: Final[dict[str, Any]] = {
     "type": "array",
@@ -139,6 +142,49 @@ class Registry:
         self.devices = {d.device_id: d for d in devices or ()}
         self.residents = {r.resident_id: r for r in residents or ()}
         self.staff = {s.staff_id: s for s in staff or ()}
+        self.parts: dict[str, Registry] = {community: self}
+        """The installation's communities, each with its own registry: this one alone, unless
+        :meth:`combine` built it."""
+        self._community_of: dict[str, str] | None = None
+
+    @classmethod
+    def combine(cls, parts: Mapping[str, Registry]) -> Registry:
+        """One registry over several communities' (their device, resident and staff ids apart:
+        :func:`registry.communities.load_communities` checks). Its ``community`` is the first;
+        ``parts`` keeps each community's own registry, which routing reads."""
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        first = next(iter(parts))
+        whole = cls(
+            first,
+            [b for r in reversed(list(parts.values())) for b in r.buildings.values()],
+            [d for r in parts.values() for d in r.devices.values()],
+            [x for r in parts.values() for x in r.residents.values()],
+            [s for r in parts.values() for s in r.staff.values()],
+        )
+        whole.parts = dict(parts)
+        whole._community_of = {d: community for community, r in parts.items() for d in r.devices}
+        return whole
+
+    def community_of(self, device_id: str) -> str | None:
+        """The community a registered device belongs to; None when it is not registered."""
+        if self._community_of is None:
+            return self.community if device_id in self.devices else None
+        return self._community_of.get(device_id)
+
+    def resident_community(self, resident_id: str) -> str | None:
+        """The community whose registry lists ``resident_id``; None when none does."""
+        for community, r in self.parts.items():
+            if resident_id in r.residents:
+                return community
+        return None
+
+    def staff_community(self, staff_id: str) -> str | None:
+        """The community whose registry lists ``staff_id``; None when none does."""
+        for community, r in self.parts.items():
+            if staff_id in r.staff:
+                return community
+        return None
 
     def device(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)

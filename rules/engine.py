@@ -161,7 +161,11 @@ class RuleEngine:
         d = self.registry.device(device_id)
         if d is None:
             return {"community": community, "registered": "false"}
-        labels = {"community": community, "compound": d.compound}
+        # the community that registers it (several in one installation), else the topic's
+        if len(self.registry.parts) > 1:
+            community = self.registry.community_of(device_id) or community
+        labels = {"community": community}
+        labels["compound"] = d.compound
         where = {"building": d.building, "unit": d.unit, "resident_id": d.resident_id}
         labels.update((k, v) for k, v in where.items() if v)
         return labels

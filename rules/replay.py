@@ -90,8 +90,11 @@ class FastRows:
                 engine._heard.get((kind, "telemetry"), []), levels, combos, slow, bool(known)
             )
         self._known: dict[str, list[Any]] = {}
-        """Registered devices: [kind, state, plan, the absences that apply to it, and while it
-        is at rest its :class:`_Quiet` (until a reading may move one of its rules)]."""
+        """Devices seen: [kind, state, plan, the absences that apply to it, and while it is at
+        rest its :class:`_Quiet` (until a reading may move one of its rules)]. An entry whose
+        state the engine dropped since (it forgot a device not in the registry) is stale,
+        looked up anew on its device's next reading, and swept out when the entries pass
+        :meth:`_limit`, so that made-up device ids cannot grow it past what the engine keeps."""
         self._registry = engine.registry
         """The registry ``_known`` was built with: a swap (:meth:`RuleEngine.set_registry`)
         changes thresholds, areas, which absences apply and who is registered, so it is
@@ -116,6 +119,8 @@ class FastRows:
         # (a device forgotten by the engine since has a new state: looked up anew)
         if known is not None and known[0] == kind and eng._devs.get(device_id) is known[1]:
             _, dev, plan, heard, q = known
+            if dev.unregistered:
+                eng._touch_unregistered(device_id, received)
         else:
             q = None
             dev = eng._devs.get(device_id) or eng._dev(device_id, self.community)
@@ -126,8 +131,9 @@ class FastRows:
                 return out
             plan = found
             heard = [ab for ab in plan.absences if ab.applies(dev)]
-            if not dev.unregistered:  # (a device the engine may forget is looked up anew)
-                known = self._known[device_id] = [kind, dev, plan, heard, None]
+            if len(self._known) >= self._limit():
+                self._sweep()
+            known = self._known[device_id] = [kind, dev, plan, heard, None]
         for ab in heard:  # Absence.heard, inline while the device is not silent
             if device_id in ab.silent:
                 try:
@@ -139,21 +145,26 @@ class FastRows:
                 waiting[device_id] = received
                 waiting.move_to_end(device_id)
         data: dict[str, Any] = {}
-        if plan.parse:
-            stored = row[9]
-            if stored.__class__ is bytes:
-                data = rowcodec.load(stored, ts, row[6])
-            else:  # a row written as JSON text
-                try:
-                    parsed = from_json(stored)
-                except ValueError:
-                    parsed = _loads(stored)  # type: ignore[arg-type]
-                if parsed.__class__ is dict:
-                    data = parsed
+        stored = row[9] if plan.parse else None
+        compact = stored.__class__ is bytes
+        if plan.parse and not compact:  # a row written as JSON text
+            try:
+                parsed = from_json(stored)  # type: ignore[arg-type]
+            except ValueError:
+                parsed = _loads(stored)  # type: ignore[arg-type]
+            if parsed.__class__ is dict:
+                data = parsed
         if q is not None and q.baselines is eng.baselines:
-            get = data.get  # _Quiet: a reading that leaves the device at rest
+            # _Quiet: a reading that leaves the device at rest. A compact payload's fields are
+            # looked up by their stored keys (rowcodec.keys_of), without naming them all
+            keyed: dict[Any, Any] = data
+            levels, unchanged = q.levels, q.unchanged
+            if compact:
+                keyed = rowcodec.fields(stored)  # type: ignore[arg-type]
+                levels, unchanged = q.levels_by_key, q.unchanged_by_key
+            get = keyed.get
             v: Any
-            for metric, lo, hi, states in q.levels:
+            for metric, lo, hi, states in levels:
                 v = get(metric)
                 if type(v) in _NUMBER:
                     if ts < states[0].last_ts or not lo <= v * 1.0 <= hi:
@@ -161,8 +172,8 @@ class FastRows:
                     for st in states:
                         st.last_ts = ts
             else:
-                if not q.zones or _quiet_zones(q, data, ts):
-                    for metric, gap, cs in q.unchanged:
+                if not q.zones or _quiet_zones(q, _LatLon(keyed) if compact else data, ts):
+                    for metric, gap, cs in unchanged:
                         v = get(metric)
                         if type(v) in _NUMBER and ts >= cs.last_ts:
                             fv = float(v)
@@ -172,10 +183,21 @@ class FastRows:
                     return out
             # not at rest after all: the rules' own code, to which what was applied above
             # (event times of rules the reading leaves at rest) is the same as applying it again
+        if compact:
+            data = rowcodec.load(stored, ts, row[6])  # type: ignore[arg-type]
         self._values(plan, row, dev, data, out)
         if known is not None:
             known[4] = _Quiet.of(plan, eng, dev)
         return out
+
+    def _limit(self) -> int:
+        eng = self.engine
+        return 2 * (len(eng.registry.devices) + eng.max_unregistered) + 1024
+
+    def _sweep(self) -> None:
+        """Drop the entries of devices whose state the engine no longer holds."""
+        devs = self.engine._devs
+        self._known = {d: k for d, k in self._known.items() if devs.get(d) is k[1]}
 
     def _values(
         self, plan: _Plan, row: rows.Row, dev: Dev, data: dict[str, Any], out: list[Transition]
@@ -253,7 +275,23 @@ class FastRows:
                     eng._failed(combo, device_id, e)
 
 
-def _quiet_zones(q: _Quiet, data: dict[str, Any], ts: float) -> bool:
+_LAT: Final = rowcodec.key_of("lat")
+_LON: Final = rowcodec.key_of("lon")
+
+
+class _LatLon:
+    """``lat`` and ``lon`` of a compact payload's stored fields, by name (for the zones)."""
+
+    __slots__ = ("keyed",)
+
+    def __init__(self, keyed: dict[Any, Any]) -> None:
+        self.keyed = keyed
+
+    def get(self, name: str) -> Any:
+        return self.keyed.get(_LAT if name == "lat" else _LON)
+
+
+def _quiet_zones(q: _Quiet, data: dict[str, Any] | _LatLon, ts: float) -> bool:
     for zone, st in q.zones:
         lat: Any = data.get("lat")
         lon: Any = data.get("lon")
@@ -282,6 +320,10 @@ class _Quiet:
     zones: list[tuple[Zone, LevelState]]
     unchanged: list[tuple[str, float, CondState]]
     """Unchanged conditions of combinations: (metric, gap, state)."""
+    levels_by_key: list[tuple[int | str, float, float, list[LevelState | CondState]]]
+    unchanged_by_key: list[tuple[int | str, float, CondState]]
+    """``levels`` and ``unchanged`` with each metric as the key of a compact payload's field
+    (:func:`ingest.rowcodec.key_of`)."""
 
     @classmethod
     def of(cls, plan: _Plan, eng: RuleEngine, dev: Dev) -> _Quiet | None:
@@ -338,7 +380,18 @@ class _Quiet:
                 else:
                     return None
         levels = [(m, lo, hi, states) for m, (lo, hi, states) in bands.items()]
-        return cls(dev, eng.baselines, levels, zones, unchanged)
+        if any(m in ("ts", "seq") for m in (*bands, *(u[0] for u in unchanged))):
+            return None  # (never a value: rows.to_reading reads neither as one)
+        key = rowcodec.key_of
+        return cls(
+            dev,
+            eng.baselines,
+            levels,
+            zones,
+            unchanged,
+            [(key(m), lo, hi, states) for m, lo, hi, states in levels],
+            [(key(m), gap, cs) for m, gap, cs in unchanged],
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from ingest.access import BrokerAccess, CredentialsFile, read_secret
 from simulators.behaviour import TZ
 from simulators.fleet import NOTIFY, build_fleet
 from simulators.player import DayPlayer, Incidents, natural_speed, play_scenarios
+from simulators.prefix import prefixed
 from simulators.progress import Progress
 from simulators.publisher import Publisher
 from simulators.scenarios import SCENARIOS
@@ -126,6 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     fleet.add_argument("--seed", type=int, default=1, help="behaviour seed (default 1)")
     fleet.add_argument(
+        "--id-prefix",
+        default="",
+        metavar="P",
+        help="put P before every id (devices, residents, staff, buildings, compounds): a second"
+        " community in the same installation, whose ids must differ from the first's",
+    )
+    fleet.add_argument(
         "--devices",
         type=_positive(int),
         metavar="N",
@@ -199,8 +207,9 @@ def run(args: argparse.Namespace) -> int:
         for name, spec in SCENARIOS.items():
             print(f"{name:18} {spec.help}")
         return 0
-    fleet = build_fleet(
-        args.seed, devices=args.devices, community=args.community, notify=args.notify
+    fleet = prefixed(
+        build_fleet(args.seed, devices=args.devices, community=args.community, notify=args.notify),
+        args.id_prefix,
     )
     if args.write_registry is not None:
         fleet.write(args.write_registry)

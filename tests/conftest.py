@@ -134,9 +134,9 @@ def pg_url(postgres: Postgres) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def alerts_template(postgres: Postgres) -> str:
-    """A database migrated once to the district's schema (alerts included): each test's alert
-    database on PostgreSQL is a copy (``CREATE DATABASE … TEMPLATE``, a file copy: much quicker
-    than migrating every time)."""
+    """A database migrated once to the district's whole schema (alerts, auth and audit
+    included): each test's store database on PostgreSQL is a copy (``CREATE DATABASE …
+    TEMPLATE``, a file copy: much quicker than migrating every time)."""
     name = "t_alerts_template"
     url = postgres.create_database(name)
     with pg_connect(url) as db:
@@ -144,12 +144,11 @@ def alerts_template(postgres: Postgres) -> str:
     return name
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def alerts_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
-    """Where a test's alert store lives, once on each backend: a SQLite file's path, or the URL
-    of a fresh PostgreSQL database already migrated (the store's contract tests take it)."""
+def store_at(request: pytest.FixtureRequest, tmp_path: Path, file: str) -> Iterator[Path | str]:
+    """Where a test's store lives, by ``request.param``: ``tmp_path / file`` for "sqlite", or
+    the URL of a fresh PostgreSQL database copied from ``alerts_template`` (dropped after)."""
     if request.param == "sqlite":
-        yield tmp_path / "alerts.db"
+        yield tmp_path / file
         return
     postgres: Postgres = request.getfixturevalue("postgres")
     template: str = request.getfixturevalue("alerts_template")
@@ -166,3 +165,17 @@ def alerts_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path |
         yield postgres.url(name)
     finally:
         postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def alerts_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """Where a test's alert store lives, once on each backend: a SQLite file's path, or the URL
+    of a fresh PostgreSQL database already migrated (the store's contract tests take it)."""
+    yield from store_at(request, tmp_path, "alerts.db")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def auth_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """Where a test's staff-access store and audit trail live (``AuthStore.open``), once on
+    each backend: a SQLite file's path, or the URL of a fresh migrated PostgreSQL database."""
+    yield from store_at(request, tmp_path, "auth.db")

@@ -110,7 +110,9 @@ class World:
 
 
 @contextmanager
-def world(tmp_path: Path, **settings: Any) -> Iterator[World]:
+def world(tmp_path: Path, *, auth_at: Path | str | None = None, **settings: Any) -> Iterator[World]:
+    """The world in ``tmp_path``; its auth store and audit trail at ``auth_at`` (the fixture's:
+    a path or a PostgreSQL URL) when given, else ``tmp_path / "auth.db"``."""
     reg = registry()
     journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
     journal.sync_registry(reg)
@@ -125,7 +127,7 @@ def world(tmp_path: Path, **settings: Any) -> Iterator[World]:
     journal.flush()  # last seen, battery
     store = AlertStore(tmp_path / "alerts.db")
     clock = FakeClock(NOW)
-    auth = AuthStore(tmp_path / "auth.db", clock=clock)
+    auth = AuthStore.open(tmp_path / "auth.db" if auth_at is None else auth_at, clock=clock)
     base: dict[str, Any] = {"data_dir": tmp_path, "admin_token": ADMIN_TOKEN}
     ctx = AppContext(
         settings=Settings(**(base | settings)), journal=journal, alerts=store, registry=reg,
@@ -137,6 +139,7 @@ def world(tmp_path: Path, **settings: Any) -> Iterator[World]:
     try:
         yield World(ctx, app, clock, auth)
     finally:
+        auth.close()
         store.close()
         journal.close()
 

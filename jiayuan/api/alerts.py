@@ -21,6 +21,7 @@ from jiayuan.api.bounds import I64_MAX
 from jiayuan.api.deps import (
     ANYONE,
     ID_PATTERN,
+    Community,
     IpDep,
     Limit,
     Offset,
@@ -246,6 +247,7 @@ def list_alerts(
     building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     device_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     rule_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    community: Community = None,
     since: Since = None,
     until: Until = None,
     sort: Annotated[Sort, Query(description="`priority`: open and most urgent first.")] = (
@@ -264,6 +266,7 @@ def list_alerts(
         building=building,
         device_id=device_id,
         rule_id=rule_id,
+        community=community,
         since=epoch(since),
         until=epoch(until),
         sort=sort,

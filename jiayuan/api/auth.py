@@ -38,7 +38,7 @@ from jiayuan.api.deps import (
 )
 from jiayuan.api.security import clear_cookie, cookie_name, is_https
 from jiayuan.api.times import utc
-from jiayuan.auth.authn import SignInLimited, SignInRefused
+from jiayuan.auth.authn import Authenticator, SignInLimited, SignInRefused
 from jiayuan.auth.passwords import MAX_LENGTH
 from jiayuan.auth.scope import ADMIN_TOKEN_ID, Principal, Via
 from jiayuan.auth.store import Token
@@ -67,6 +67,11 @@ class Me(BaseModel):
     can: list[str] = Field(
         description="What the console may offer this role (the API checks "
         "every request regardless)."
+    )
+    communities: list[str] = Field(
+        default_factory=list,
+        description="The communities this person sees: one, unless the installation has "
+        "several and this is a district manager (the `community` filter of the listings).",
     )
 
 
@@ -106,7 +111,9 @@ class TokenPage(BaseModel):
     total: int
 
 
-def me_out(p: Principal, can: list[str]) -> Me:
+def me_out(p: Principal, auth: Authenticator) -> Me:
+    scope = auth.scope(p)
+    seen = scope.communities
     return Me(
         staff_id=p.id,
         name=p.name,
@@ -114,7 +121,8 @@ def me_out(p: Principal, can: list[str]) -> Me:
         via=p.via,
         expires_at=utc(p.expires_at),
         csrf_token=p.csrf,
-        can=can,
+        can=scope.can,
+        communities=sorted(seen) if seen is not None else list(auth.registry.parts),
     )
 
 
@@ -165,7 +173,7 @@ async def login(request: Request, auth: AuthDep) -> JSONResponse:
     old = request.cookies.get(name)
     if old:
         await anyio.to_thread.run_sync(auth.store.end_session, old[:128])
-    out = me_out(signed.principal, auth.scope(signed.principal).can)
+    out = me_out(signed.principal, auth)
     response = JSONResponse(out.model_dump(mode="json"))
     response.set_cookie(
         name,
@@ -236,7 +244,7 @@ def logout(request: Request, auth: AuthDep, principal: PrincipalDep, ip: IpDep) 
 
 @router.get("/me", response_model=Me, summary="Who am I", dependencies=[allow(*ANYONE)])
 def get_me(auth: AuthDep, principal: PrincipalDep) -> Me:
-    return me_out(principal, auth.scope(principal).can)
+    return me_out(principal, auth)
 
 
 @router.post(

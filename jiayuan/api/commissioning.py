@@ -35,7 +35,7 @@ from registry.models import DeviceKind
 router = APIRouter(
     prefix="/api/devices/unregistered",
     tags=["devices"],
-    dependencies=[allow("admin", "manager", "operator")],
+    dependencies=[allow("admin", "manager", "district_manager", "operator")],
 )
 ACTION: Final = "device.register"
 SHOWN_OF_WEARABLES: Final = frozenset({"ts", "seq", "battery", "worn", "event", "state", "fw"})

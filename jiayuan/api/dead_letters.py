@@ -9,7 +9,17 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ingest.payloads import REASONS, DeadLetterReason
-from jiayuan.api.deps import CtxDep, Limit, Offset, Since, Until, allow, check_range
+from jiayuan.api.deps import (
+    Community,
+    CtxDep,
+    Limit,
+    Offset,
+    Since,
+    Until,
+    ViewDep,
+    allow,
+    check_range,
+)
 from jiayuan.api.times import epoch, utc
 
 router = APIRouter(
@@ -38,17 +48,24 @@ class DeadLetterCounts(BaseModel):
 
 @router.get("", response_model=DeadLetterPage, summary="List dead letters")
 def list_dead_letters(
-    ctx: CtxDep,
+    view: ViewDep,
     reason: DeadLetterReason | None = None,
+    community: Community = None,
     since: Since = None,
     until: Until = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> DeadLetterPage:
-    """Newest first. `since`/`until` bound the receive time."""
+    """Newest first. `since`/`until` bound the receive time. With several communities, one
+    who sees only some sees the dead letters on their topics (``community/<id>/…``)."""
     check_range(since, until)
-    items, total = ctx.journal.dead_letters(
-        reason=reason, since=epoch(since), until=epoch(until), limit=limit, offset=offset
+    items, total = view.ctx.journal.dead_letters(
+        reason=reason,
+        since=epoch(since),
+        until=epoch(until),
+        communities=view.communities(community),
+        limit=limit,
+        offset=offset,
     )
     return DeadLetterPage(
         items=[DeadLetterOut(**{**d, "received": utc(d["received"])}) for d in items],

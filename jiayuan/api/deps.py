@@ -90,6 +90,14 @@ def access_of(call: Callable[..., Any]) -> tuple[Role, ...] | None:
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size, 1–500.")]
+Community = Annotated[
+    str | None,
+    Query(
+        pattern=ID_PATTERN,
+        description="Only this community's (one the caller may see: 403 otherwise); unset:"
+        " every community the caller sees.",
+    ),
+]
 Offset = Annotated[int, Query(ge=0, le=I64_MAX, description="Items to skip.")]
 Since = Annotated[
     Instant | None,

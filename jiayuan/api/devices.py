@@ -17,6 +17,7 @@ from jiayuan.api.alerts import AlertOut, alert_out
 from jiayuan.api.deps import (
     ANYONE,
     ID_PATTERN,
+    Community,
     Limit,
     Offset,
     Since,
@@ -108,10 +109,12 @@ def list_devices(
     building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     online: bool | None = None,
     registered: bool | None = None,
+    community: Community = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> DevicePage:
     items, total = view.devices(
+        community=community,
         kind=kind,
         building=building,
         online=online,

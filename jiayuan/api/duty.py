@@ -1,6 +1,7 @@
 """``GET /api/duty/coverage``: for every escalation chain and place (building, or a compound's
 entrance), who would be paged first across the week, and the half hours where nobody would be
-(:mod:`alerts.coverage`). For admins, managers and operators."""
+(:mod:`alerts.coverage`). For admins, managers and operators; several communities: each line
+within its own community, of the communities the caller sees (``community``: one)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from alerts.coverage import Line, Span
-from jiayuan.api.deps import ID_PATTERN
+from jiayuan.api.deps import ID_PATTERN, Community, ViewDep
 from jiayuan.api.escalation import DESK
 from jiayuan.api.silences import AlertingDep
 from rules.transitions import Route
@@ -40,6 +41,7 @@ class CoverageLine(BaseModel):
     route: Route
     rule_id: str = Field(description="An alert kind the chain is used for (the example).")
     place: str = Field(description="A building, or `entrance:<compound>`.")
+    community: str = Field(description="The community of the place.")
     spans: list[SpanOut]
     holes: list[HoleOut]
 
@@ -55,8 +57,9 @@ def _span(s: Span) -> SpanOut:
     return SpanOut(start=start, end=end, first=list(s.first), step=s.step, fallback=s.fallback)
 
 
-def _line(line: Line) -> CoverageLine:
+def _line(line: Line, community: str) -> CoverageLine:
     return CoverageLine(
+        community=community,
         chain_id=line.chain_id,
         route=line.route,
         rule_id=line.rule_id,
@@ -73,19 +76,27 @@ def _line(line: Line) -> CoverageLine:
 @router.get("/coverage", response_model=CoverageOut, summary="Duty coverage across the week")
 def get_coverage(
     alerting: AlertingDep,
+    view: ViewDep,
     building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     route: Route | None = None,
+    community: Community = None,
     holes_only: Annotated[bool, Query(description="Only lines with a hole.")] = False,
 ) -> CoverageOut:
     """Who would be paged first for a new alert of each chain at each place, per half hour of
     the week (local time), and where nobody would be."""
-    lines = alerting.coverage()
-    n_holes = sum(len(line.holes) for line in lines)
+    shown = view.communities(community)
+    lines = [
+        (line, c)
+        for c in view.ctx.registry.parts
+        if shown is None or c in shown
+        for line in alerting.coverage(community=c)
+    ]
+    n_holes = sum(len(line.holes) for line, _ in lines)
     kept = [
-        line
-        for line in lines
+        (line, c)
+        for line, c in lines
         if (building is None or line.place == building)
         and (route is None or line.route == route)
         and (not holes_only or line.holes)
     ]
-    return CoverageOut(items=[_line(line) for line in kept], total=len(kept), holes=n_holes)
+    return CoverageOut(items=[_line(line, c) for line, c in kept], total=len(kept), holes=n_holes)

@@ -26,7 +26,7 @@ from jiayuan.api.silences import ALERTING_DOWN, AlertingDep, get_alerting
 from jiayuan.api.times import utc
 
 router = APIRouter(tags=["escalation"], responses=ALERTING_DOWN)
-DESK = allow("admin", "manager", "operator")
+DESK = allow("admin", "manager", "district_manager", "operator")
 
 
 class ChainPage(BaseModel):

@@ -4,6 +4,7 @@ incident is shown when the caller may see one of its alerts, with those alerts o
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from alerts.incidents import Incident
 from alerts.messages import title
 from jiayuan.api.alerts import AlertOut, alert_out
 from jiayuan.api.bounds import I64_MAX
-from jiayuan.api.deps import ANYONE, ID_PATTERN, IpDep, Limit, Offset, ViewDep, allow
+from jiayuan.api.deps import ANYONE, ID_PATTERN, Community, IpDep, Limit, Offset, ViewDep, allow
 from jiayuan.api.times import utc
 from rules.transitions import Severity
 
@@ -81,14 +82,18 @@ def list_incidents(
     view: ViewDep,
     status: Annotated[list[Status] | None, Query(description="One or more statuses.")] = None,
     building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    community: Community = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> IncidentPage:
     """Incidents with an alert the caller may see: open ones first, the most urgent first."""
+    audience = view.scope.audience
+    if community is not None:  # communities: only incidents with an alert of that one
+        audience = replace(audience, communities=view.communities(community))
     items, total = view.ctx.alerts.incidents(
         status=status,
         building=building,
-        audience=view.scope.audience,
+        audience=audience,
         limit=limit,
         offset=offset,
     )

@@ -27,6 +27,12 @@ WITH_BODY: Final = {
     422: "Invalid request",
 }
 WITH_PARAMS: Final = {422: "Invalid request"}
+BY_COMMUNITY: Final = {
+    403: "The caller's role may not use this, a cross-site request, or a `community` the caller"
+    " may not see",
+    404: "No such `community` in this installation",
+}
+"""A listing's ``community`` filter (docs/communities.md)."""
 
 
 def document_errors(app: FastAPI) -> None:
@@ -58,6 +64,8 @@ def _add(path: str, op: dict[str, Any]) -> None:
         errors |= WITH_PARAMS
     if op.get("requestBody"):
         errors |= WITH_BODY
+    if any(p.get("name") == "community" for p in op.get("parameters", ())):
+        errors |= BY_COMMUNITY
     responses = op.setdefault("responses", {})
     for status, text in errors.items():
         responses.setdefault(

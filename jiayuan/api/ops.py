@@ -20,7 +20,9 @@ from jiayuan.api.deps import allow
 from jiayuan.api.times import utc
 
 router = APIRouter(
-    prefix="/api/ops", tags=["operations"], dependencies=[allow("admin", "manager", "operator")]
+    prefix="/api/ops",
+    tags=["operations"],
+    dependencies=[allow("admin", "manager", "district_manager", "operator")],
 )
 
 

@@ -13,7 +13,7 @@ from jiayuan.api.deps import CtxDep, allow
 router = APIRouter(
     prefix="/api/registry",
     tags=["registry"],
-    dependencies=[allow("admin", "manager", "operator")],
+    dependencies=[allow("admin", "manager", "district_manager", "operator")],
 )
 
 

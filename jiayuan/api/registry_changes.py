@@ -34,7 +34,7 @@ from registry.diff import RegistryDiff
 router = APIRouter(
     prefix="/api/registry",
     tags=["registry"],
-    dependencies=[allow("admin", "manager")],
+    dependencies=[allow("admin", "manager", "district_manager")],
     responses={
         409: {"description": "The change does not fit the registry (`problems` name the record"
               " and field), a registry file does not load, or the registry is not kept where a"
@@ -60,7 +60,7 @@ RecordId = Annotated[str, Path(pattern=ID_PATTERN)]
 MAX_SHIFTS: Final = 64
 MAX_PROBLEMS: Final = 100
 """Problems listed in a 409 or 422 (the rest are counted)."""
-ADMINS_ONLY: Final = ("admin", "manager")
+ADMINS_ONLY: Final = ("admin", "manager", "district_manager")
 """Roles whose staff records only an admin adds, changes or removes."""
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jiayuan.api.alerts import AlertOut, alert_out
 from jiayuan.api.bounds import I64_MAX, Instant, plain_number
-from jiayuan.api.deps import ID_PATTERN, IpDep, Limit, Offset, ViewDep, allow
+from jiayuan.api.deps import ID_PATTERN, Community, IpDep, Limit, Offset, ViewDep, allow
 from jiayuan.api.openapi import ERROR
 from jiayuan.api.times import utc
 from jiayuan.api.view import View
@@ -36,7 +36,7 @@ from registry.labels import MAX_LABEL, labels_in
 router = APIRouter(
     prefix="/api/residents",
     tags=["residents"],
-    dependencies=[allow("admin", "manager", "caretaker")],
+    dependencies=[allow("admin", "manager", "district_manager", "caretaker")],
 )
 
 VITALS: Final = ("heart_rate", "spo2", "skin_temp_c", "battery", "worn", "steps")
@@ -147,13 +147,14 @@ def list_residents(
         str | None, Query(pattern=ID_PATTERN, description="Only residents of this staff id.")
     ] = None,
     building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    community: Community = None,
     day_start: DayStart = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> ResidentPage:
     """The residents the caller may see, those with open alerts first, then by building and
     unit (numbers read as numbers: 201 before 1101)."""
-    if caretaker is not None and view.principal.role in ("admin", "manager"):
+    if caretaker is not None and view.principal.role in ("admin", "manager", "district_manager"):
         _known_caretaker(view, caretaker)
     wearables = _wearables(view.ctx.registry)
     open_by_device: dict[str, int] = defaultdict(int)
@@ -165,7 +166,7 @@ def list_residents(
 
     chosen = [
         r
-        for r in view.residents()
+        for r in view.residents(community)
         if (caretaker is None or caretaker in r.caretakers)
         and (building is None or r.building == building)
     ]
@@ -188,7 +189,7 @@ def list_caretakers(view: ViewDep) -> CaretakerPage:
     """Every caretaker with residents (admins, managers), or oneself (a caretaker): the choices
     for ``GET /api/residents?caretaker=``."""
     counts: dict[str, int] = defaultdict(int)
-    for r in view.ctx.registry.residents.values():
+    for r in view.residents():  # communities: of those the caller sees
         for staff_id in r.caretakers:
             counts[staff_id] += 1
     me = view.principal
@@ -304,7 +305,9 @@ def _resident_out(
 def _may_name(view: View, r: Resident) -> bool:
     """A resident's name: for their own caretakers, managers and admins only."""
     me = view.principal
-    return me.role in ("admin", "manager") or (me.role == "caretaker" and me.id in r.caretakers)
+    return me.role in ("admin", "manager", "district_manager") or (
+        me.role == "caretaker" and me.id in r.caretakers
+    )
 
 
 def summarize(rows: list[dict[str, Any]], day_start: float) -> tuple[dict[str, Latest], Activity]:

@@ -12,16 +12,17 @@ from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, Field
 
 from alerts.review import Durations, KindRow, Review, weekly
-from jiayuan.api.deps import ID_PATTERN, CtxDep, allow
+from jiayuan.api.deps import ID_PATTERN, CtxDep, ViewDep, allow
 from jiayuan.api.times import utc
+from jiayuan.api.view import View
 from jiayuan.context import AppContext
 
-router = APIRouter(tags=["review"], dependencies=[allow("admin", "manager")])
+router = APIRouter(tags=["review"], dependencies=[allow("admin", "manager", "district_manager")])
 
 
 def _real_week(week: str | None) -> str | None:
@@ -175,8 +176,11 @@ def _review(ctx: AppContext, week: str | None, building: str | None) -> ReviewOu
 
 
 @router.get("/api/review", response_model=ReviewOut, summary="The weekly review")
-def get_review(ctx: CtxDep, week: Week = None, building: Building = None) -> ReviewOut:
+def get_review(
+    ctx: CtxDep, view: ViewDep, week: Week = None, building: Building = None
+) -> ReviewOut:
     """One week's figures (Monday 00:00 to Monday 00:00, local time), of one building or all."""
+    _whole(view)
     return _review(ctx, week, building)
 
 
@@ -186,9 +190,12 @@ def get_review(ctx: CtxDep, week: Week = None, building: Building = None) -> Rev
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def get_review_csv(ctx: CtxDep, week: Week = None, building: Building = None) -> Response:
+def get_review_csv(
+    ctx: CtxDep, view: ViewDep, week: Week = None, building: Building = None
+) -> Response:
     """The same figures, one row per alert kind (and a row `*` for all), then the staff
     nobody could reach and the devices low on battery or offline (section column)."""
+    _whole(view)
     r = _review(ctx, week, building)
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -223,6 +230,18 @@ def get_review_csv(ctx: CtxDep, week: Week = None, building: Building = None) ->
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+def _whole(view: View) -> None:
+    """The review is of the whole installation: with several communities, for those who see
+    them all (a district manager, an admin token) — 403 for the others, never another
+    community's figures."""
+    if view.scope.communities is not None:
+        raise HTTPException(
+            403,
+            "with several communities the weekly review covers them all: it is for district"
+            " managers",
+        )
 
 
 def _num(v: float | None) -> str:

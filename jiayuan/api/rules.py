@@ -29,7 +29,11 @@ from jiayuan.backtest import run
 from jiayuan.settings import Settings
 from rules.model import Rule, RuleFileError, builtin_pack, load_rules, parse_duration
 
-router = APIRouter(prefix="/api/rules", tags=["rules"], dependencies=[allow("manager", "admin")])
+router = APIRouter(
+    prefix="/api/rules",
+    tags=["rules"],
+    dependencies=[allow("manager", "district_manager", "admin")],
+)
 _busy = threading.Lock()
 
 MAX_DAYS: Final = 31

@@ -29,8 +29,8 @@ ALERTING_DOWN: dict[int | str, dict[str, Any]] = {
     503: {"description": "Alerting (routing, silences, escalation) is not running"}
 }
 router = APIRouter(prefix="/api/silences", tags=["silences"], responses=ALERTING_DOWN)
-READERS = allow("admin", "manager", "operator", "security")
-WRITERS = allow("admin", "manager", "operator")
+READERS = allow("admin", "manager", "district_manager", "operator", "security")
+WRITERS = allow("admin", "manager", "district_manager", "operator")
 
 SilenceId = Annotated[int, Path(ge=1, le=I64_MAX, description="The silence's id.")]
 State = Literal["active", "pending", "expired"]

@@ -35,7 +35,7 @@ from alerts import AlertChange, AlertStore
 from alerts.model import Action
 from jiayuan.api.alerts import AlertOut, HistoryOut, alert_out, history_out
 from jiayuan.api.bounds import event_id
-from jiayuan.api.deps import ANYONE, ID_PATTERN, AuthDep, ViewDep, allow
+from jiayuan.api.deps import ANYONE, ID_PATTERN, AuthDep, Community, ViewDep, allow
 from jiayuan.api.security import COOKIE, SECURE_COOKIE
 from jiayuan.auth.authn import Authenticator
 from jiayuan.auth.scope import Principal
@@ -282,6 +282,7 @@ async def stream_alerts(
     auth: AuthDep,
     building: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     route: Annotated[Route | None, Query(description="Only alerts of this route.")] = None,
+    community: Community = None,
     last_event_id: Annotated[
         str | None, Header(max_length=40, description="Resume after this id.")
     ] = None,
@@ -290,12 +291,14 @@ async def stream_alerts(
     broadcaster: Broadcaster | None = getattr(request.app.state, "broadcaster", None)
     if broadcaster is None or not broadcaster.running:
         raise HTTPException(503, "the live stream is not running")
+    shown = view.communities(community)  # 403/404 before the stream opens
 
     def show(change: AlertChange) -> AlertChange | None:
         a = change.alert
         if (
             (building is not None and a.building != building)
             or (route is not None and a.route != route)
+            or (shown is not None and a.labels.get("community") not in shown)
             or not view.sees(a)
         ):
             return None

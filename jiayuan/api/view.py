@@ -37,10 +37,34 @@ class View:
     def principal(self) -> Principal:
         return self.scope.principal
 
+    # ------------------------------------------------------------------ communities
+
+    def communities(self, community: str | None = None) -> frozenset[str] | None:
+        """The communities a listing shows: ``community`` when asked for, else every one the
+        caller sees (None: all). 403 for a community the caller may not see, 404 for one the
+        installation does not have."""
+        if community is None:
+            return self.scope.communities
+        if not self.scope.sees_community(community):
+            yours = ", ".join(sorted(self.scope.communities or ()))
+            raise HTTPException(
+                403, f"community {community!r} is not one you may see (yours: {yours or 'none'})"
+            )
+        if community not in self.ctx.registry.parts:
+            raise HTTPException(
+                404,
+                f"no community {community!r} in this installation"
+                f" (it has: {', '.join(self.ctx.registry.parts)})",
+            )
+        return frozenset({community})
+
     # ------------------------------------------------------------------ alerts
 
     def alerts(self, **filters: Any) -> tuple[list[Alert], int]:
-        """A page of the alerts in scope (``filters`` as :meth:`alerts.AlertStore.find`)."""
+        """A page of the alerts in scope (``filters`` as :meth:`alerts.AlertStore.find`;
+        ``community``: checked as :meth:`communities`)."""
+        if filters.get("community") is not None:
+            filters["community"] = sorted(self.communities(filters["community"]) or ())
         items, total = self.ctx.alerts.find(audience=self.scope.audience, **filters)
         return [self.scope.redact(a) for a in items], total
 
@@ -67,14 +91,23 @@ class View:
 
     # ------------------------------------------------------------------ devices
 
-    def devices(self, **filters: Any) -> tuple[list[dict[str, Any]], int]:
-        """A page of the devices in scope (``filters`` as :meth:`Journal.list_devices`)."""
-        return self.ctx.journal.list_devices(among=self.scope.device_filter(), **filters)
+    def devices(
+        self, community: str | None = None, **filters: Any
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the devices in scope (``filters`` as :meth:`Journal.list_devices`;
+        ``community`` as :meth:`communities`)."""
+        return self.ctx.journal.list_devices(
+            among=self.scope.device_filter(), communities=self.communities(community), **filters
+        )
 
     def device(self, device_id: str) -> dict[str, Any]:
         """A device's state; 404 when unknown or out of scope."""
         d = self.ctx.journal.get_device(device_id)
-        if d is None or not self.scope.sees_device(device_id, d["kind"]):
+        if (
+            d is None
+            or not self.scope.sees_device(device_id, d["kind"])
+            or not self.scope.sees_community(d.get("community"))
+        ):
             raise HTTPException(404, f"device '{device_id}' not found")
         return d
 
@@ -101,15 +134,23 @@ class View:
 
     # ------------------------------------------------------------------ residents
 
-    def residents(self) -> list[Resident]:
+    def residents(self, community: str | None = None) -> list[Resident]:
+        """The residents in scope (of ``community``, checked as :meth:`communities`)."""
+        shown = self.communities(community)
+        registry = self.ctx.registry
         return [
             r
-            for r in self.ctx.registry.residents.values()
+            for r in registry.residents.values()
             if self.scope.sees_resident(r.resident_id)
+            and (shown is None or registry.resident_community(r.resident_id) in shown)
         ]
 
     def resident(self, resident_id: str) -> Resident:
         r = self.ctx.registry.residents.get(resident_id)
-        if r is None or not self.scope.sees_resident(resident_id):
+        if (
+            r is None
+            or not self.scope.sees_resident(resident_id)
+            or not self.scope.sees_community(self.ctx.registry.resident_community(resident_id))
+        ):
             raise HTTPException(404, f"resident '{resident_id}' not found")
         return r

@@ -1,7 +1,9 @@
 """The audit trail: who did what, when and from where — sign-ins (and refused ones), sign-outs,
 tokens, acknowledgements, resolutions, silences, credential and registry changes.
 
-Kept in ``auth.db`` (table ``audit``, append-only by a trigger). ``detail`` is a small JSON
+Kept in ``auth.db`` (table ``audit``, append-only by a trigger), or in PostgreSQL beside the
+other auth tables (:class:`AuthStore` on a URL), where a trigger refuses UPDATE, TRUNCATE and
+any DELETE but retention's (:meth:`AuditLog.prune`). ``detail`` is a small JSON
 object of ids and counts: never a password, a token, a health value or a person's name.
 """
 
@@ -12,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from base import sql
 from base.sqlite import from_row
 from jiayuan.auth.store import AuthStore
 
@@ -67,7 +70,8 @@ class AuditLog:
         action it records has already happened."""
         try:
             with self.store.db() as db:
-                cur = db.execute(
+                entry_id = sql.insert_id(
+                    db,
                     "INSERT INTO audit (at, actor, action, target, outcome, ip, detail)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -80,7 +84,7 @@ class AuditLog:
                         json.dumps(detail, sort_keys=True, default=str),
                     ),
                 )
-                return int(cur.lastrowid or 0)
+                return entry_id or 0
         except Exception:
             log.exception("audit entry %s by %s not written", action, actor)
             return 0
@@ -128,5 +132,9 @@ class AuditLog:
         return items[0] if items else None
 
     def prune(self, before: float) -> int:
+        """Delete the entries older than ``before`` (retention); how many. The only DELETE the
+        PostgreSQL trigger lets through: this transaction says it is retention's."""
         with self.store.db() as db:
+            if sql.dialect(db) == "postgresql":
+                db.execute("SELECT set_config('jiayuan.audit_prune', 'on', true)")
             return int(db.execute("DELETE FROM audit WHERE at < ?", (before,)).rowcount)

@@ -41,19 +41,20 @@ def add_arguments(staff: argparse.ArgumentParser) -> None:
 def _open() -> tuple[AuthStore, Registry] | None:
     from jiayuan.auth.store import AuthStore
     from jiayuan.cli import settings_from_env
-    from registry import RegistryError, load_registry
+    from registry import RegistryError
+    from registry.communities import load_communities
 
     settings = settings_from_env()
     if settings is None:
         return None
-    if settings.registry is None:
+    if settings.registry is None and not settings.communities:
         print(
             "jiayuan staff: JIAYUAN_REGISTRY is not set; staff accounts come from the registry",
             file=sys.stderr,
         )
         return None
-    try:
-        registry = load_registry(settings.registry, community=settings.community)
+    try:  # communities: every community's staff
+        registry = load_communities(settings.community_registries())
     except RegistryError as e:
         print(e, file=sys.stderr)
         return None

@@ -27,6 +27,7 @@ PASSWORDS: Final[dict[str, str]] = {
     "manager": "jiayuan-manager-demo",
     "operator": "jiayuan-ops-demo",
     "admin": "jiayuan-admin-demo",
+    "district_manager": "jiayuan-district-demo",
 }
 CANDIDATES: Final[dict[str, tuple[str, ...]]] = {
     "security": ("sec-ctl-1", "sec-ctl-2"),  # the control room: day, night
@@ -34,6 +35,7 @@ CANDIDATES: Final[dict[str, tuple[str, ...]]] = {
     "manager": ("mgr-1", "mgr-2"),
     "operator": ("ops-1",),
     "admin": ("adm-1",),
+    "district_manager": ("dm-1",),  # make demo with two communities (devtools/demo.py)
 }
 """Who gets a demo password, per role, in the order preferred when several are on duty."""
 

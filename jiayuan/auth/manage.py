@@ -73,7 +73,13 @@ def note_registry(store: AuthStore, registry: Registry) -> dict[str, Any] | None
     """Compare the registry's staff (roles, places) and care assignments with those seen at
     the last start; audit ``registry.changed`` when they differ, and forget the access of staff
     removed since (:func:`forget_staff`: files edited while the service was stopped). The
-    entry's detail, or None."""
+    entry's detail, or None. Instances starting together on one database take turns (the
+    first audits the change, the next finds it seen)."""
+    with store.exclusive("registry_seen"):
+        return _note_registry(store, registry)
+
+
+def _note_registry(store: AuthStore, registry: Registry) -> dict[str, Any] | None:
     staff = {
         s.staff_id: json.dumps([s.role, sorted(s.buildings), sorted(s.compounds)])
         for s in registry.staff.values()

@@ -3,7 +3,12 @@ that turns a role and the registry's assignments into the devices, readings, ale
 residents a person is shown. The API reads the stores only through a scope
 (:mod:`jiayuan.api.view`).
 
+An installation of several communities (docs/communities.md): everyone but a district manager
+(and the admin token) sees only their own community — the one whose registry lists them —
+whatever their role says above.
+
 - admin, manager: every device's state; gate and smoke readings; every alert; every resident
+- district_manager: as a manager, in every community of the installation
 - operator: every device's state; gate and smoke readings; every alert; no residents
 - security: gates and smoke detectors (state and readings); alerts of those, of the
   ``security`` route, and those sent to them; no residents
@@ -58,6 +63,7 @@ _SITE: Final = frozenset({"gate", "smoke"})
 POLICIES: Final[dict[Role, _Policy]] = {
     "admin": _Policy(True, _NONE, True, Audience(everyone=True)),
     "manager": _Policy(True, _NONE, True, Audience(everyone=True)),
+    "district_manager": _Policy(True, _NONE, True, Audience(everyone=True)),
     "operator": _Policy(True, _NONE, False, Audience(everyone=True)),
     "security": _Policy(False, _SITE, False, Audience(kinds=_SITE, routes=frozenset({"security"}))),
     "caretaker": _Policy(False, _NONE, False, Audience()),
@@ -77,6 +83,17 @@ class Scope:
     vitals: frozenset[str]
     """Wearables whose health readings may be shown (the caretaker's residents')."""
     audience: Audience
+    communities: frozenset[str] | None = None
+    """The communities this person sees (None: every one; an installation of one community:
+    always None)."""
+
+    def sees_community(self, community: str | None) -> bool:
+        return self.communities is None or community in self.communities
+
+    def narrow(self, community: str | None) -> frozenset[str] | None:
+        """The communities a listing shows: ``community`` alone when asked for (see
+        :meth:`sees_community` first), else all this person sees (None: every one)."""
+        return self.communities if community is None else frozenset({community})
 
     def sees_device(self, device_id: str, kind: str) -> bool:
         return self.all_devices or kind in self.kinds or device_id in self.devices
@@ -113,7 +130,7 @@ class Scope:
             out.append("residents")
         if self.vitals or role == "caretaker":
             out.append("vitals")
-        if role in ("admin", "manager", "operator"):
+        if role in ("admin", "manager", "operator", "district_manager"):
             out += ["ops", "silences", "escalation"]
         if role in ("admin", "operator"):
             out.append("dead_letters")
@@ -178,6 +195,9 @@ class Scopes:
             audience = dataclasses.replace(
                 audience, devices=audience.devices | devices, delivered_to=p.id
             )
+        communities = self._communities(p)
+        if communities is not None:
+            audience = dataclasses.replace(audience, communities=communities)
         return Scope(
             principal=p,
             all_devices=policy.all_devices,
@@ -187,4 +207,13 @@ class Scopes:
             residents=residents,
             vitals=vitals,
             audience=audience,
+            communities=communities,
         )
+
+    def _communities(self, p: Principal) -> frozenset[str] | None:
+        """Several communities: the one whose registry lists ``p`` (a district manager, the
+        admin token: all); one community: None."""
+        if len(self.registry.parts) == 1 or p.role == "district_manager" or p.via == "admin-token":
+            return None
+        own = self.registry.staff_community(p.id)
+        return frozenset() if own is None else frozenset({own})

@@ -1,12 +1,15 @@
 """``auth.db``: staff passwords (hashes), console sessions, bearer tokens and the audit trail,
-in one SQLite file (WAL) under the data directory, apart from the registry files.
+in one SQLite file (WAL) under the data directory, apart from the registry files; or the same
+tables in PostgreSQL (district/migrations/0005_auth.sql) when opened with a ``postgresql://``
+URL, where every instance sees the same sessions and tokens. One statement text runs on both
+(:mod:`base.sql`).
 
 Nothing secret is stored as given: passwords as Argon2id hashes, session ids and tokens as
 SHA-256 digests (they are 256-bit random values, so a digest cannot be reversed or guessed).
 A stolen copy of the file therefore opens no session and holds no usable token.
 
-Each call opens its own short connection: callers are API worker threads, the event loop and
-the ``jiayuan staff`` command, possibly at once.
+Each call opens its own short connection (SQLite) or takes a pool's (PostgreSQL): callers are
+API worker threads, the event loop and the ``jiayuan staff`` command, possibly at once.
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from base import sqlite
+from psycopg_pool import ConnectionPool
+
+from base import sql, sqlite
+from base.sql import Db, Row
 from base.sqlite import transaction
+from district.pg import open_pool
 
 TOKEN_PREFIX: Final = "jy_"
 SCHEMA: Final = """
@@ -103,29 +110,76 @@ class Token:
     revoked_by: str | None
 
     @classmethod
-    def of(cls, r: sqlite3.Row) -> Token:
+    def of(cls, r: Row) -> Token:
         return sqlite.from_row(cls, r)
 
 
 class AuthStore:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
+    """Staff access on a SQLite file (a path) or a PostgreSQL database (a ``postgresql://``
+    URL: a pool of its own, or ``pool``, opened after the migrations ran)."""
+
+    def __init__(
+        self,
+        where: Path | str,
+        clock: Callable[[], float] = time.time,
+        *,
+        pool: ConnectionPool | None = None,
+    ) -> None:
         self.clock = clock
+        self.where: Path | str
+        self._pool: ConnectionPool | None = None
+        self._owns_pool = False
+        if sql.is_postgresql(where):
+            self.where = str(where)
+            self._owns_pool = pool is None
+            self._pool = open_pool(self.where, name="jiayuan-auth") if pool is None else pool
+            return
+        self.where = path = Path(where)
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite.connect(path)) as db:
             db.executescript(SCHEMA)
         path.chmod(0o600)
 
+    @classmethod
+    def open(cls, where: Path | str, clock: Callable[[], float] = time.time) -> AuthStore:
+        """The store at ``where``: a SQLite file's path, or a ``postgresql://`` URL."""
+        return cls(where, clock)
+
+    def close(self) -> None:
+        """Close the pool this store opened (nothing to close on SQLite)."""
+        if self._pool is not None and self._owns_pool:
+            self._pool.close()
+
     @contextmanager
-    def db(self) -> Iterator[sqlite3.Connection]:
-        """One connection, one transaction (committed on success). Deferred: a block that only
-        reads takes no write lock (every request reads a session or a token); a block that
-        writes does so first, so it waits for another writer rather than failing."""
+    def db(self) -> Iterator[Db]:
+        """One connection, one transaction (committed on success, rolled back on an exception).
+        SQLite: deferred, so a block that only reads takes no write lock (every request reads a
+        session or a token), and a block that writes does so first, so it waits for another
+        writer rather than failing. PostgreSQL: a pool's connection (READ COMMITTED)."""
+        if self._pool is not None:
+            with self._pool.connection() as conn:
+                yield sql.PgDb(conn)
+            return
+        assert isinstance(self.where, Path)
         with (
-            closing(sqlite.connect(self.path, wal=False, row_factory=sqlite3.Row)) as db,
+            closing(sqlite.connect(self.where, wal=False, row_factory=sqlite3.Row)) as db,
             transaction(db, immediate=False),
         ):
             yield db
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Run the block while no other instance runs one of the same ``name``: PostgreSQL, a
+        transaction-scoped advisory lock held on a pool's connection of its own (released when
+        the block ends, or when a killed instance's session dies); SQLite, nothing (one process
+        owns the file)."""
+        if self._pool is None:
+            yield
+            return
+        key = int.from_bytes(hashlib.sha256(f"jiayuan.auth.{name}".encode()).digest()[:8], "big")
+        with self._pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (key - (1 << 63),))
+            yield
 
     # ------------------------------------------------------------------ passwords
 
@@ -201,12 +255,13 @@ class AuthStore:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self.clock()
         with self.db() as db:
-            cur = db.execute(
+            token_id = sql.insert_id(
+                db,
                 "INSERT INTO tokens (digest, hint, staff_id, name, created_at, created_by,"
                 " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (digest(token), token[:10], staff_id, name, now, by, now + ttl_s),
             )
-            row = db.execute("SELECT * FROM tokens WHERE id = ?", (cur.lastrowid,)).fetchone()
+            row = db.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
         return token, Token.of(row)
 
     def token(self, token: str) -> Token | None:
@@ -272,7 +327,7 @@ class AuthStore:
         return int(n)
 
 
-def _end_sessions(db: sqlite3.Connection, staff_id: str, now: float) -> int:
+def _end_sessions(db: Db, staff_id: str, now: float) -> int:
     return int(
         db.execute(
             "UPDATE sessions SET ended_at = ? WHERE staff_id = ? AND ended_at IS NULL",

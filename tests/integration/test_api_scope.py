@@ -170,7 +170,12 @@ def test_the_name_on_an_ack_comes_from_the_credentials_never_the_body(w: World) 
         assert [h["by"] for h in r.json()["history"]] == ["rule", "care-a", "care-a"]
 
 
-def test_each_audited_action_leaves_its_entry(w: World, tmp_path: Path) -> None:
+def test_each_audited_action_leaves_its_entry(tmp_path: Path, auth_at: Path | str) -> None:
+    with world(tmp_path, auth_at=auth_at) as w:
+        each_audited_action_leaves_its_entry(w)
+
+
+def each_audited_action_leaves_its_entry(w: World) -> None:
     aid = w.fire("w-1")
     with w.client() as c:
         c.post("/api/auth/login", json={"staff_id": "care-a", "password": "wrong guess!"})

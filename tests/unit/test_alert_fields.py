@@ -44,7 +44,8 @@ def test_the_api_filters_are_the_stores() -> None:
     store = set(inspect.signature(AlertStore.find).parameters) - {"self", "where"}
     assert params == set(AlertQuery.__annotations__) - {"open_only", "audience"} | store
     columns = FIELDS | set(alerts_db.DERIVED_COLUMNS)  # ``building``: of the labels
-    assert set(AlertQuery.__annotations__) - {"since", "until", "open_only", "audience"} <= columns
+    labels = {"since", "until", "open_only", "audience", "community"}  # community: a label
+    assert set(AlertQuery.__annotations__) - labels <= columns
 
 
 def test_a_stored_alert_comes_back_with_every_field_and_the_api_shows_them(

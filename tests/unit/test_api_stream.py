@@ -5,6 +5,7 @@ nothing asserts on timing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import threading
@@ -22,10 +23,10 @@ from ingest.journal import Journal
 from jiayuan.api import create_app, make_server
 from jiayuan.api.stream import DROPPED, Broadcaster
 from jiayuan.context import AppContext
-from registry import Registry
+from registry import Registry, Staff
 from rules.transitions import Transition
 from tests.alerting import sse
-from tests.staff import ADMIN, app_context
+from tests.staff import ADMIN, app_context, bearer
 
 T0 = 1_700_000_000.0
 
@@ -233,3 +234,38 @@ def test_stream_over_http_with_uvicorn(ctx: AppContext) -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_stream_of_several_communities_shows_each_reader_theirs(tmp_path: Path) -> None:
+    """A manager of one community is streamed that community's alerts only, and refused
+    another's by name; a district manager filters by community."""
+    y = Registry("y", staff=[Staff(staff_id="mgr-y", name="M", role="manager")])
+    h = Registry("h", staff=[Staff(staff_id="dm", name="D", role="district_manager")])
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    store = AlertStore(tmp_path / "alerts.db", clock=lambda: T0 + 5)
+
+    def of(device: str, community: str) -> Transition:
+        t = fire(device)
+        return dataclasses.replace(t, labels={**t.labels, "community": community})
+
+    with (
+        app_context(tmp_path, journal, store, Registry.combine({"y": y, "h": h})) as ctx,
+        TestClient(create_app(ctx)) as client,
+    ):
+        refused = client.get("/api/stream", params={"community": "h"}, headers=bearer(ctx, "mgr-y"))
+        assert refused.status_code == 403 and "'h'" in refused.json()["detail"]
+        with (
+            client.stream("GET", "/api/stream", headers=bearer(ctx, "mgr-y")) as mine,
+            client.stream(
+                "GET", "/api/stream", params={"community": "h"}, headers=bearer(ctx, "dm")
+            ) as district,
+        ):
+            streams = [sse(mine.iter_lines()), sse(district.iter_lines())]
+            for s in streams:
+                until_connected(s)
+            ctx.alerts.apply(of("w-h", "h"))
+            ctx.alerts.apply(of("w-y", "y"))
+            ctx.alerts.apply(of("w-h2", "h"))
+            assert next_alert(streams[0])["alert"]["device_id"] == "w-y"
+            assert next_alert(streams[1])["alert"]["device_id"] == "w-h"
+            assert next_alert(streams[1])["alert"]["device_id"] == "w-h2"

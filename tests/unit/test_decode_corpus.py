@@ -148,3 +148,20 @@ def test_rows_stored_before_decode_refused_them_still_read_as_json(tmp_path: Pat
     for metric in ("big", "y", "x"):
         json.dumps(j.readings("old-1", metric=metric, step="1m"), allow_nan=False)
     j.close()
+
+
+def test_a_topic_of_a_community_not_installed_is_a_dead_letter_kept(journal: Journal) -> None:
+    """With several communities declared, a topic of any other is ``unknown_community`` (even
+    when its payload is bad too), stored and counted; one community alone takes any topic."""
+    mine = frozenset({"y", "h"})
+    good = b'{"heart_rate": 72}'
+    out = decode("community/q/wearable/wr-1/telemetry", good, NOW, mine)
+    assert isinstance(out, DeadLetter) and out.reason == "unknown_community"
+    assert "'q'" in out.detail
+    bad = decode("community/q/wearable/wr-1/telemetry", b"[" * 2000, NOW, mine)
+    assert isinstance(bad, DeadLetter) and bad.reason == "unknown_community"
+    assert isinstance(decode("community/h/wearable/wr-1/telemetry", good, NOW, mine), Reading)
+    assert isinstance(decode("community/q/wearable/wr-1/telemetry", good, NOW), Reading)
+    before = journal.dead_letter_counts().get("unknown_community", 0)
+    journal.write_batch([], [out])
+    assert journal.dead_letter_counts()["unknown_community"] == before + 1

@@ -45,9 +45,11 @@ def _typed(v: Any) -> Any:
     return (type(v).__name__, repr(v))
 
 
-def assert_same(topic: str, payload: bytes) -> Reading | DeadLetter:
-    fast = decode(topic, payload, NOW)
-    ref = decode_reference(topic, payload, NOW)
+def assert_same(
+    topic: str, payload: bytes, communities: frozenset[str] | None = None
+) -> Reading | DeadLetter:
+    fast = decode(topic, payload, NOW, communities)
+    ref = decode_reference(topic, payload, NOW, communities)
     assert type(fast) is type(ref), (fast, ref)
     if isinstance(ref, DeadLetter):
         assert fast == ref
@@ -374,3 +376,34 @@ def test_what_the_simulators_write_takes_the_fast_path(shape: tuple[str, str], d
     raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     if b"\\" not in raw and isinstance(decode_reference(_topic(shape), raw, NOW), Reading):
         assert _took_fast_path(_topic(shape), raw)  # escapes (a control character) take the slow
+
+
+COMMUNITIES = frozenset({"y", "h"})
+
+
+@SETTINGS
+@given(
+    shape=st.sampled_from(SHAPES),
+    community=st.sampled_from(["y", "h", "x", "Y", "y2"])
+    | st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True),
+    data=st.data(),
+)
+def test_a_topic_of_another_community_is_unknown_community_on_both_paths(
+    shape: tuple[str, str], community: str, data: Any
+) -> None:
+    """An installation of several communities: any payload on a topic of one of them decodes
+    as it would anywhere; on any other community's, both decoders say ``unknown_community``
+    (before what is wrong with the payload), and without the list every community is taken."""
+    raw = data.draw(
+        _valid(MODELS[shape]).flatmap(lambda d: written(list(d.items()))) | mutated(MODELS[shape])
+    )
+    topic = f"community/{community}/{shape[0]}/dev-1/{shape[1]}"
+    out = assert_same(topic, raw, COMMUNITIES)
+    anywhere = assert_same(topic, raw)
+    if community in COMMUNITIES:
+        assert type(out) is type(anywhere) and getattr(out, "reason", None) == getattr(
+            anywhere, "reason", None
+        )
+    else:
+        assert isinstance(out, DeadLetter) and out.reason == "unknown_community", out
+        assert community in out.detail and out.payload == raw[: payloads.MAX_PAYLOAD]

@@ -168,26 +168,29 @@ def test_a_removed_staff_members_access_is_gone_for_a_new_hire_of_the_same_id(
 
 
 def test_staff_removed_while_the_service_was_stopped_lose_their_access_at_start(
-    tmp_path: Path,
+    auth_at: Path | str,
 ) -> None:
-    store = AuthStore(tmp_path / "auth.db")
-    reg = community()
-    note_registry(store, reg)
-    store.create_token("ops-1", "script", 3600.0, "test")
-    store.set_password_hash("ops-1", "x", "test")
-    without = Registry(
-        reg.community,
-        buildings=list(reg.buildings.values()),
-        devices=list(reg.devices.values()),
-        residents=list(reg.residents.values()),
-        staff=[s for s in reg.staff.values() if s.staff_id != "ops-1"],
-    )
-    note_registry(store, without)  # the files edited, then a start
-    assert store.password_hash("ops-1") is None
-    assert [t.revoked_by for t in store.tokens("ops-1")] == ["system"]
-    note_registry(store, reg)  # the same id again: a new hire, with nothing of the old one
-    assert store.password_hash("ops-1") is None and store.token("x") is None
-    assert [t.revoked_at is not None for t in store.tokens("ops-1")] == [True]
+    store = AuthStore.open(auth_at)
+    try:
+        reg = community()
+        note_registry(store, reg)
+        store.create_token("ops-1", "script", 3600.0, "test")
+        store.set_password_hash("ops-1", "x", "test")
+        without = Registry(
+            reg.community,
+            buildings=list(reg.buildings.values()),
+            devices=list(reg.devices.values()),
+            residents=list(reg.residents.values()),
+            staff=[s for s in reg.staff.values() if s.staff_id != "ops-1"],
+        )
+        note_registry(store, without)  # the files edited, then a start
+        assert store.password_hash("ops-1") is None
+        assert [t.revoked_by for t in store.tokens("ops-1")] == ["system"]
+        note_registry(store, reg)  # the same id again: a new hire, with nothing of the old one
+        assert store.password_hash("ops-1") is None and store.token("x") is None
+        assert [t.revoked_at is not None for t in store.tokens("ops-1")] == [True]
+    finally:
+        store.close()
 
 
 WAIT = (

@@ -8,6 +8,7 @@ import grp
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,17 +90,21 @@ def test_a_registry_kept_in_one_file_or_nowhere_cannot_be_changed(tmp_path: Path
 
 
 @pytest.fixture
-def admin(tmp_path: Path) -> tuple[RegistryAdmin, list[str], AuthStore]:
+def admin(
+    tmp_path: Path, auth_at: Path | str
+) -> Iterator[tuple[RegistryAdmin, list[str], AuthStore]]:
+    """The admin over registry files, auditing to an auth store on each backend."""
     d = tmp_path / "registry"
     files = RegistryFiles(d, "y")
     d.mkdir()
     files.write(base())
-    store = AuthStore(tmp_path / "auth.db", clock=FakeClock(T0))
+    store = AuthStore.open(auth_at, clock=FakeClock(T0))
     a = RegistryAdmin(files.read(), files, audit=AuditLog(store))
     seen: list[str] = []
     a.subscribe("first", lambda r: seen.append(f"first {len(r.devices)}"))
     a.subscribe("second", lambda r: seen.append(f"second {len(r.devices)}"))
-    return a, seen, store
+    yield a, seen, store
+    store.close()
 
 
 def test_a_change_swaps_in_everywhere_in_order_and_is_audited(

@@ -4,12 +4,15 @@ readings, whether the worker is caught up, half way, or never ran."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from ingest import rollups, rowcodec
 from ingest.journal import Journal
@@ -160,3 +163,73 @@ def test_pruning_keeps_recent_buckets(journal: Journal) -> None:
     items = journal.readings("w-1", metric="heart_rate", step="1m")
     assert items[0]["ts"] == T0 + 3600
     assert journal.readings("w-1", metric="heart_rate", step="1h")[0]["ts"] == T0
+
+
+_ODD = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=3), st.none())
+_VALID = {  # values each field accepts (others make the message a dead letter)
+    "heart_rate": st.one_of(st.integers(20, 250), st.floats(20, 250)),
+    "spo2": st.integers(50, 100),
+    "steps": st.integers(0, 10**6),
+    "worn": st.booleans(),
+    "battery": st.integers(0, 100),
+    "co_ppm": st.one_of(st.floats(0, 1000), st.sampled_from([0.0, -0.0, 0])),
+    "temperature_c": st.floats(-40, 100),
+    "extra": _ODD,
+}
+_BODIES = st.lists(st.sampled_from(list(_VALID)), unique=True, min_size=1, max_size=4).flatmap(
+    lambda names: st.fixed_dictionaries(
+        {n: st.one_of(_VALID[n], _VALID[n], _VALID[n], _ODD) for n in names}
+    )
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["wearable", "smoke", "gate"]),
+            st.sampled_from(["d-1", "d-2", "d-3"]),
+            st.floats(0, 7200),
+            _BODIES,
+            st.sampled_from(["compact", "text", "text_nan"]),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    st.integers(0, 40),
+)
+def test_staging_by_stored_keys_is_staging_by_name(
+    tmp_path_factory: Any, items: list[tuple[str, str, float, dict[str, Any], str]], cut: int
+) -> None:
+    """:func:`rollups.stage` (a compact payload's fields looked up by their stored keys) gives
+    what naming every field first gives (:func:`rollups.stage_by_name`), for compact rows, rows
+    kept as JSON text (NaN in them: no values) and values of every type, exactly."""
+    j = Journal(tmp_path_factory.mktemp("r") / "j.db", synchronous="NORMAL")
+    texts: list[tuple[str, int]] = []
+    for n, (kind, device, at, body, form) in enumerate(items):
+        r = decode(
+            f"community/y/{kind}/{device}/telemetry",
+            json.dumps({"seq": n, **body}).encode(),
+            T0 + at,
+        )
+        if not isinstance(r, Reading):
+            continue
+        j.write_batch([r], [])
+        if form != "compact":
+            text = {**body, "x": float("nan")} if form == "text_nan" else body
+            texts.append((json.dumps(text), n))
+    db = sqlite3.connect(j.path)
+    assume(db.execute("SELECT count(*) FROM readings").fetchone()[0] > 0)
+    db.executemany("UPDATE readings SET payload = ? WHERE seq = ?", texts)
+    db.commit()
+    (top,) = db.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()
+    for after, upto in ((0, top), (min(cut, top), top), (0, min(cut, top))):
+        fast = rollups.stage(db, after, upto)
+        slow = rollups.stage_by_name(db, after, upto)
+        key = lambda t: t[:3]  # noqa: E731
+        assert sorted(fast, key=key) == sorted(slow, key=key)
+        for f, s in zip(sorted(fast, key=key), sorted(slow, key=key), strict=True):
+            assert [math.copysign(1.0, x) for x in f[3:6]] == [
+                math.copysign(1.0, x) for x in s[3:6]
+            ]
+    db.close()

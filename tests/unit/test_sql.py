@@ -26,6 +26,8 @@ from base import sqlite as lite
          "SELECT '?', 'it''s :not', \"odd?\" FROM t WHERE y = %s", None),
         ("SELECT x::text FROM t", "SELECT x::text FROM t", None),
         ("SELECT 5 % 2", "SELECT 5 %% 2", None),
+        ("SELECT 1 FROM alerts WHERE json_extract(labels, '$.community') IN (?, ?)",
+         "SELECT 1 FROM alerts WHERE (labels::jsonb ->> 'community') IN (%s, %s)", None),
     ],
 )  # fmt: skip
 def test_placeholders_are_translated_and_quoted_text_left_alone(
@@ -63,3 +65,20 @@ def test_one_statement_text_gives_the_same_rows_on_both(tmp_path: Path, pg_url: 
             assert sql.dialect(db) == name
     on_file.close()
     assert rows["sqlite"] == rows["postgresql"] == [(1, "a", 2.5, 4.5), (2, "b%", 2.0, 4.5)]
+
+
+def test_a_json_field_reads_the_same_on_both(tmp_path: Path, pg_url: str) -> None:
+    """``json_extract(column, '$.key')``: what the communities' filter on alert labels uses."""
+    query = "SELECT id FROM t WHERE json_extract(labels, '$.community') = ? ORDER BY id"
+    found: dict[str, list[int]] = {}
+    on_file = lite.connect(tmp_path / "t.db", row_factory=sqlite3.Row)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for name, db in (("sqlite", on_file), ("postgresql", sql.PgDb(conn))):
+            db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, labels TEXT NOT NULL)")
+            db.executemany(
+                "INSERT INTO t (id, labels) VALUES (?, ?)",
+                [(1, '{"community": "y"}'), (2, '{"community": "h", "x": 1}'), (3, "{}")],
+            )
+            found[name] = [r["id"] for r in db.execute(query, ("h",))]
+    on_file.close()
+    assert found == {"sqlite": [2], "postgresql": [2]}

@@ -103,6 +103,7 @@ def test_each_store_keeps_its_durability(tmp_path: Path) -> None:
         store.close()
     auth = AuthStore(files.auth)
     with auth.db() as db:
+        assert isinstance(db, sqlite3.Connection)
         assert _pragma(db, "journal_mode") == "wal"
 
 

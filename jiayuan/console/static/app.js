@@ -33,7 +33,7 @@ const ROUTES = [
 ];
 const NAV = [["board", "#/"], ["devices", "#/devices"], ["residents", "#/residents"], ["review", "#/review"], ["duty", "#/duty"], ["rules", "#/rules"], ["commission", "#/commission"], ["ops", "#/ops"]];
 const NEEDS = { residents: "residents", ops: "ops" };
-const ROLES = { review: ["admin", "manager"], duty: ["admin", "manager", "operator"], rules: ["admin", "manager"], commission: ["admin", "manager", "operator"] }; // the weekly review and the rules are the managers' duty; the duty roster the desk's
+const ROLES = { review: ["admin", "manager", "district_manager"], duty: ["admin", "manager", "operator", "district_manager"], rules: ["admin", "manager", "district_manager"], commission: ["admin", "manager", "operator", "district_manager"] }; // the weekly review and the rules are the managers' duty; the duty roster the desk's
 
 function offered(name) {
   if (NEEDS[name] && !can(NEEDS[name])) return false;

@@ -1,7 +1,8 @@
 // The alert board: open alerts, most severe first (an acknowledged fire stays above every
 // warning until resolved), live from the stream. Alerts of one incident are one card; warnings
 // the signed-in role does not act on (low battery for a guard) fold into one line. Filters by
-// status, kind and building fold behind a button on a phone.
+// status, kind and building fold behind a button on a phone. Someone who sees several
+// communities (a district manager) also filters by community, and each card names its own.
 
 import { actionButtons } from "./actions.js";
 import { actor, alertTitle, t } from "./i18n.js";
@@ -20,15 +21,23 @@ let buildings = null; // from /api/fleet/summary, once
 function filters() {
   try {
     const f = JSON.parse(saved.get("filters", "{}"));
-    return { status: STATUSES.includes(f.status) ? f.status : "open", kind: f.kind || "", building: f.building || "" };
+    const community = communities().includes(f.community) ? f.community : "";
+    return { status: STATUSES.includes(f.status) ? f.status : "open", kind: f.kind || "", building: f.building || "", community };
   } catch {
-    return { status: "open", kind: "", building: "" };
+    return { status: "open", kind: "", building: "", community: "" };
   }
+}
+
+/** The communities the signed-in person sees when there are several; none (empty) when one. */
+export function communities() {
+  const seen = (who.me && who.me.communities) || [];
+  return seen.length > 1 ? seen : [];
 }
 
 function matches(a, f) {
   const statusOk = f.status === "open" ? a.status !== "resolved" : a.status === f.status;
-  return statusOk && (!f.kind || a.kind === f.kind) && (!f.building || a.labels.building === f.building);
+  return statusOk && (!f.kind || a.kind === f.kind) && (!f.building || a.labels.building === f.building)
+    && (!f.community || a.labels.community === f.community);
 }
 
 /** The devices a derived alert (a confirmed fire) stands for: the service's `related_devices`
@@ -80,7 +89,10 @@ function subject(a) {
   const name = residentName(a.labels.resident_id);
   const related = relatedDevices(a);
   const floor = a.labels.floor ? ` ${t("floor_n", { n: a.labels.floor })}` : "";
+  const community = communities().length && a.labels.community
+    ? [h("span", { class: "tag nobr", "data-field": "community", text: t("community_n", { c: a.labels.community }) }), " "] : null;
   return [
+    community,
     name ? [h("strong", { class: "who-name nobr", "data-field": "resident-name", text: name }), " · "] : null,
     place(a.labels, false), floor,
     related.length ? [" · ", h("span", { class: "nobr", text: `${related.length} ${t("kinds.smoke")}` })]
@@ -130,6 +142,7 @@ export function render(root) {
   const bar = h("div", { class: "filters collapsible", id: "board-filters" },
     select("status", STATUSES.map((v) => [v, v === "open" ? t("status_open") : t(`st.${v}`)]), t("filter_status")),
     select("kind", [["", t("all")], ...KINDS.map((k) => [k, t(`kinds.${k}`)])], t("filter_kind")),
+    communities().length ? select("community", [["", t("all")], ...communities().map((c) => [c, t("community_n", { c })])], t("filter_community")) : null,
     buildingSelect);
   // on a phone the filters fold behind one button that says what they are set to
   const toggleText = h("span");
@@ -142,6 +155,7 @@ export function render(root) {
   const showToggle = () => {
     const parts = [f.status === "open" ? t("status_open") : t(`st.${f.status}`)];
     if (f.kind) parts.push(t(`kinds.${f.kind}`));
+    if (f.community) parts.push(t("community_n", { c: f.community }));
     if (f.building) parts.push(buildingName(f.building));
     toggleText.textContent = `${t("filters")}: ${parts.join(" · ")}`;
   };
@@ -210,7 +224,7 @@ export function render(root) {
     if (f.status === "resolved") {
       list.replaceChildren(h("p", { class: "muted loading", text: t("loading") }));
       try {
-        const r = await api(`/api/alerts${qs({ status: "resolved", kind: f.kind, building: f.building, limit: 100 })}`);
+        const r = await api(`/api/alerts${qs({ status: "resolved", kind: f.kind, building: f.building, community: f.community, limit: 100 })}`);
         r.items.forEach((a) => resolved.set(a.id, a));
       } catch (e) {
         note.textContent = `${t("load_failed")}: ${e.message}`;

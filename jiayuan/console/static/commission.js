@@ -175,7 +175,7 @@ function importSection() {
 
 export function render(root) {
   const fail = loading(root);
-  const manages = who.me && ["admin", "manager"].includes(who.me.role);
+  const manages = who.me && ["admin", "manager", "district_manager"].includes(who.me.role);
   async function load() {
     let page;
     try {

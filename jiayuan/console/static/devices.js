@@ -106,7 +106,7 @@ export function render(root) {
       h("div", { class: "grid places" }, summary.places.filter((p) => !onlyTrouble || hasTrouble(p)).map(placeCard)),
       h("section", { class: "card", id: "unregistered" },
         h("h3", {}, `${t("unregistered")} (${summary.unregistered})`,
-          summary.unregistered && who.me && ["admin", "manager", "operator"].includes(who.me.role)
+          summary.unregistered && who.me && ["admin", "manager", "operator", "district_manager"].includes(who.me.role)
             ? [" · ", h("a", { href: "#/commission", "data-act": "to-commission", text: t("commission.register") })] : null),
         unregistered.items.length ? h("ul", { class: "device-list" }, unregistered.items.map(deviceRow)) : h("p", { class: "muted", text: t("none") }))));
   }

@@ -36,7 +36,7 @@ function worn(r) {
 
 function mayName(r) {
   const me = who.me;
-  return Boolean(me && (me.role === "admin" || me.role === "manager" || (me.role === "caretaker" && r.caretakers.includes(me.staff_id))));
+  return Boolean(me && (me.role === "admin" || me.role === "manager" || me.role === "district_manager" || (me.role === "caretaker" && r.caretakers.includes(me.staff_id))));
 }
 
 function floorText(r) {
