@@ -49,6 +49,7 @@ from bench.load import (
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from ingest.topics import SUBSCRIPTION
+from jiayuan.settings import Settings
 
 Files = list[tuple[str, Path]]
 
@@ -162,12 +163,24 @@ def main(argv: list[str] | None = None) -> int:
         help="devices × 30 days of one-minute readings for the sink's part",
     )
     ap.add_argument(
+        "--ingest-processes",
+        type=int,
+        default=None,
+        help="JIAYUAN_INGEST_PROCESSES for the service (default: the setting's default)",
+    )
+    ap.add_argument(
         "--plain",
         dest="tls",
         action="store_false",
         help="connect over the plain loopback listener instead of TLS",
     )
     args = ap.parse_args(argv)
+    procs = (
+        args.ingest_processes
+        if args.ingest_processes is not None
+        else Settings.model_fields["ingest_processes"].default
+    )
+    service_settings = {"ingest_processes": procs}
 
     work = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     ceiling_files, ingest_files = (
@@ -201,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         for r, files in enumerate(ceiling_files):
             ceilings.append(broker_ceiling(broker, files, args.messages, tls, ceiling_cpu))
             print(f"bench: broker ceiling round {r + 1}: {ceilings[-1]:,.0f} msg/s", flush=True)
-        svc = ServiceProcess(work / "service", broker, tls=tls).start()
+        print(f"bench: the service with {procs} telemetry ingest process(es)", flush=True)
+        svc = ServiceProcess(work / "service", broker, tls=tls, **service_settings).start()
         for r, files in enumerate(ingest_files):
             rates.append(service_ingest(svc, broker, files, args.messages, tls, service_cpu))
             print(f"bench: service ingest round {r + 1}: {rates[-1]:,.0f} msg/s", flush=True)
@@ -252,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 tls,
                 first_probe=args.probes,
                 probes=args.catchup_probes,
+                settings=service_settings,
             )
             print(
                 f"bench: catch-up of {args.catchup:,} queued readings: the service drained"
@@ -266,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             print(sink.run(devices=args.sink_devices, keep=args.keep), flush=True)
         print(
             f"ingest_msgs_per_s={ingest:.0f} broker_msgs_per_s={ceiling:.0f} "
-            f"ratio={ingest / ceiling:.2f} p50_ms={p50 * 1000:.1f} p99_ms={p99 * 1000:.1f}",
+            f"ratio={ingest / ceiling:.2f} p50_ms={p50 * 1000:.1f} p99_ms={p99 * 1000:.1f}"
+            f" ingest_processes={procs}",
             flush=True,
         )
         return 0

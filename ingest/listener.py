@@ -45,6 +45,15 @@ PUSH, PUSH_URGENT = "push", "push-urgent"
 nothing to acknowledge to a broker; their commit is told to the waiting request instead."""
 PUSH_SESSIONS = frozenset({PUSH, PUSH_URGENT})
 URGENT_SESSIONS = frozenset({URGENT, PUSH_URGENT})
+SHARE_GROUP = "jiayuan-ingest"
+"""The shared subscription's group when telemetry is read by several processes
+(jiayuan/ingest_procs.py): each process's session is a member, the broker hands each message
+to one of them."""
+
+
+def shared(filters: Iterable[str], group: str = SHARE_GROUP) -> tuple[str, ...]:
+    """``filters`` as members of the shared subscription ``group`` (``$share/<group>/<f>``)."""
+    return tuple(f"$share/{group}/{f}" for f in filters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +269,10 @@ class Listener:
         urgent_receive_maximum: int = 200,
         urgent_filters: tuple[str, ...] = (),
         telemetry_filters: tuple[str, ...] = (),
+        telemetry: bool = True,
     ) -> None:
+        """``telemetry=False``: the urgent session only, telemetry being read by other
+        processes (jiayuan/ingest_procs.py)."""
         self.host, self.port = host, port
         self.access = access or BrokerAccess()
         self.urgent_access = urgent_access or BrokerAccess(
@@ -289,6 +301,7 @@ class Listener:
                 inbox.put(m)
 
         put: Callable[[list[Inbound]], None] = getattr(inbox, "put_many", None) or put_each
+        telemetry_all = TELEMETRY_SUBSCRIPTIONS + telemetry_filters
         self._sessions = {
             TELEMETRY: Session(
                 TELEMETRY,
@@ -296,11 +309,12 @@ class Listener:
                 port,
                 client_id,
                 self.access,
-                TELEMETRY_SUBSCRIPTIONS + telemetry_filters,
+                telemetry_all,
                 put,
                 self._changed,
                 receive_maximum=receive_maximum,
-                retire=(SUBSCRIPTION,),
+                # the shared ones: of a time this session was one of several processes'
+                retire=(SUBSCRIPTION, *shared(telemetry_all)),
                 **common,
             ),
             URGENT: Session(
@@ -316,6 +330,8 @@ class Listener:
                 **common,
             ),
         }
+        if not telemetry:
+            del self._sessions[TELEMETRY]
 
     def start(self) -> None:
         if self.access.username is None:

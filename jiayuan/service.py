@@ -32,6 +32,7 @@ from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
 from jiayuan.broker.live import BrokerAccounts
 from jiayuan.context import AppContext
+from jiayuan.ingest_procs import IngestProcesses
 from jiayuan.integrations import PushSetup, PushTokens, load_integrations
 from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import RegistryFiles
@@ -127,7 +128,17 @@ class Service:
             urgent_access=broker_access(settings, urgent=True),
             urgent_filters=self.profiles.filters(urgent=True),
             telemetry_filters=self.profiles.filters(urgent=False),
+            telemetry=settings.ingest_processes == 1,  # ingest processes: see below
         )
+        # --- telemetry ingest processes (jiayuan/ingest_procs.py) ---------------------------
+        self.ingest_procs = (
+            IngestProcesses(settings, loaded, self.worker.wake, settings.ingest_processes)
+            if settings.ingest_processes > 1
+            else None
+        )
+        """With ``ingest_processes`` above 1: the child processes that read and journal
+        telemetry (this process keeps the urgent session and the HTTP push)."""
+        # --- end of telemetry ingest processes -----------------------------------------------
         self.ways = WaysIn(loaded)
         """Each registered device's one way in (its ``via``), swapped at each registry change."""
         self.push = PushIntake(self.inbox)
@@ -180,6 +191,8 @@ class Service:
         # staff access's scopes)
         admin = self.registry_admin
         admin.subscribe("ways in", self.ways.set_registry)
+        if self.ingest_procs is not None:
+            admin.subscribe("ingest processes' ways in", self.ingest_procs.set_registry)
         admin.subscribe("journal devices", self.journal.sync_registry)
         admin.subscribe("routing and paging", self.dispatcher.set_registry)
         admin.subscribe("rules", self.worker.set_registry)
@@ -271,14 +284,32 @@ class Service:
         now = time.time()
         connected = self.listener.connected.is_set()
         sessions = self.listener.sessions()
+        journal = self.pipeline.store_health()
+        lag = self.pipeline.oldest_unacked_age(now)
+        committed, queued = self.pipeline.committed, self.inbox.qsize()
+        procs = None if self.ingest_procs is None else self.ingest_procs.health(now)
+        if procs is not None:  # telemetry ingest processes: theirs added in
+            k = self.settings.ingest_processes
+            problems += [f"ingest process {i} of {k} down (restarting)" for i in procs.down]
+            if not procs.supervised:
+                problems.append("ingest processes unsupervised: one that stops is not restarted")
+            problems += [
+                f"MQTT telemetry session of ingest process {i} of {k} disconnected: its share"
+                " of the readings not received"
+                for i in procs.disconnected
+            ]
+            sessions["telemetry"] = not procs.down and not procs.disconnected
+            connected = connected and sessions["telemetry"]
+            journal = journal if not journal.ok else procs.store
+            if procs.oldest_unacked_s is not None:
+                lag = max(lag or 0.0, procs.oldest_unacked_s)
+            committed, queued = committed + procs.committed, queued + procs.queued
         for name, up in sessions.items():
-            if not up:
+            if not up and not (procs is not None and name == "telemetry"):
                 what = "falls, SOS and alarms" if name == "urgent" else "readings"
                 problems.append(f"MQTT {name} session disconnected: no {what} received")
-        journal = self.pipeline.store_health()
         if not journal.ok:
             problems.append(f"journal refuses writes ({journal.reason}); nothing acknowledged")
-        lag = self.pipeline.oldest_unacked_age(now)
         if lag is not None and lag > self.settings.health_ingest_lag_s:
             problems.append(f"ingest behind: oldest unacknowledged message {lag:.0f} s old")
         rules = self.worker.health()
@@ -302,8 +333,9 @@ class Service:
             "problems": problems,
             "mqtt_connected": connected,
             "mqtt_sessions": sessions,
-            "ingest_queue": self.inbox.qsize(),
-            "messages_committed": self.pipeline.committed,
+            "ingest_queue": queued,
+            "messages_committed": committed,
+            "ingest_processes": None if procs is None else procs.processes,
             "journal": {
                 "writable": journal.ok,
                 "reason": journal.reason,
@@ -336,6 +368,8 @@ class Service:
         self.rollups.start()
         if self.sink is not None:
             self.sink.start()
+        if self.ingest_procs is not None:
+            self.ingest_procs.start()
         self.listener.start()
         self.scheduler.start()
         log.info(
@@ -351,6 +385,8 @@ class Service:
         """Finish the batch in hand (committed and acknowledged), then disconnect. Whatever is
         still unacknowledged stays with the broker's session and comes again on restart."""
         self.scheduler.shutdown(wait=False)
+        if self.ingest_procs is not None:
+            self.ingest_procs.stop()  # each finishes, acknowledges and disconnects its batch
         self.pipeline.stop()
         self.listener.stop()
         self.worker.stop()
