@@ -35,7 +35,15 @@ from pathlib import Path
 
 from base.datadir import DataDir
 from bench import catchup, sink
-from bench.cpu import Ceiling, Snapshot, Tally, process_cpu, wait_caught_up, wait_cpu
+from bench.cpu import (
+    Ceiling,
+    Snapshot,
+    Tally,
+    process_cpu,
+    wait_caught_up,
+    wait_cpu,
+    wake_delay,
+)
 from bench.cpu import summary as cpu_summary
 from bench.cpu import table as cpu_table
 from bench.load import (
@@ -220,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             rates.append(service_ingest(svc, broker, files, args.messages, tls, service_cpu))
             print(f"bench: service ingest round {r + 1}: {rates[-1]:,.0f} msg/s", flush=True)
         print(cpu_table(service_cpu, ceiling_cpu), flush=True)
+        woken = wake_delay(svc)
+        if woken is not None:
+            print(woken, flush=True)
 
         stream_ready = threading.Event()
         probe = FallProbe(svc.url, svc.token, broker, stream_ready, tls)

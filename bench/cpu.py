@@ -126,6 +126,31 @@ class Tally:
         return seconds / self.messages * 1e6 if self.messages else float("nan")
 
 
+def wake_delay(svc: ServiceProcess) -> str | None:
+    """With ingest processes: how long the main process took to wake its rules worker after a
+    child's commit (``jiayuan_ingest_wake_seconds``): commits, mean, and the bucket that holds
+    the 99th percentile; None with one process."""
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for family in text_string_to_metric_families(svc.get_text("/metrics")):
+        if family.name != "jiayuan_ingest_wake_seconds":
+            continue
+        for s in family.samples:
+            if s.name.endswith("_bucket"):
+                buckets.append((float(s.labels["le"]), s.value))
+            elif s.name.endswith("_sum"):
+                total = s.value
+            elif s.name.endswith("_count"):
+                count = s.value
+    if not count:
+        return None
+    p99 = next(le for le, n in sorted(buckets) if n >= 0.99 * count)
+    return (
+        f"bench: rules worker woken after an ingest process's commit: {count:,.0f} commits,"
+        f" mean {total / count * 1000:.2f} ms, p99 ≤ {p99 * 1000:g} ms"
+    )
+
+
 def caught_up(svc: ServiceProcess, data_dir: Path) -> bool:
     """Whether the rules worker and the rollups have reached the journal's head."""
     if svc.health()["rules_worker"]["behind"]:
