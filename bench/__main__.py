@@ -43,6 +43,7 @@ from bench.cpu import (
     wait_caught_up,
     wait_cpu,
     wake_delay,
+    wakes,
 )
 from bench.cpu import summary as cpu_summary
 from bench.cpu import table as cpu_table
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             rates.append(service_ingest(svc, broker, files, args.messages, tls, service_cpu))
             print(f"bench: service ingest round {r + 1}: {rates[-1]:,.0f} msg/s", flush=True)
         print(cpu_table(service_cpu, ceiling_cpu), flush=True)
-        woken = wake_delay(svc)
+        woken = wake_delay(svc, None, "ingest rounds")
         if woken is not None:
             print(woken, flush=True)
 
@@ -248,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
             f" reached the journal's head {waited:.1f} s after the last round)",
             flush=True,
         )
+        woken_before = wakes(svc)
         latencies = probe.run(args.probes, interval=0.1)
         achieved = load.stop()
+        woken = wake_delay(svc, woken_before, f"at {args.background_rate:,} msg/s")
+        if woken is not None:
+            print(woken, flush=True)
         probe.stop()
         print(
             f"bench: background load {achieved:,.0f} msg/s during {len(latencies)} probes",

@@ -126,28 +126,41 @@ class Tally:
         return seconds / self.messages * 1e6 if self.messages else float("nan")
 
 
-def wake_delay(svc: ServiceProcess) -> str | None:
-    """With ingest processes: how long the main process took to wake its rules worker after a
-    child's commit (``jiayuan_ingest_wake_seconds``): commits, mean, and the bucket that holds
-    the 99th percentile; None with one process."""
-    buckets: list[tuple[float, float]] = []
+Wakes = tuple[dict[float, float], float, float]
+"""``jiayuan_ingest_wake_seconds``: cumulative count by bucket bound, sum, count."""
+
+
+def wakes(svc: ServiceProcess) -> Wakes:
+    """The histogram of how long the main process took to wake its rules worker after an
+    ingest process's commit (empty with one process)."""
+    buckets: dict[float, float] = {}
     total = count = 0.0
     for family in text_string_to_metric_families(svc.get_text("/metrics")):
         if family.name != "jiayuan_ingest_wake_seconds":
             continue
         for s in family.samples:
             if s.name.endswith("_bucket"):
-                buckets.append((float(s.labels["le"]), s.value))
+                buckets[float(s.labels["le"])] = s.value
             elif s.name.endswith("_sum"):
                 total = s.value
             elif s.name.endswith("_count"):
                 count = s.value
-    if not count:
+    return buckets, total, count
+
+
+def wake_delay(svc: ServiceProcess, since: Wakes | None, what: str) -> str | None:
+    """A line on the wake delays since ``since`` (from the start: None): commits, mean, and
+    the bucket that holds the 99th percentile; None with one process."""
+    buckets, total, count = wakes(svc)
+    if since is not None:
+        buckets = {le: n - since[0].get(le, 0.0) for le, n in buckets.items()}
+        total, count = total - since[1], count - since[2]
+    if count <= 0:
         return None
-    p99 = next(le for le, n in sorted(buckets) if n >= 0.99 * count)
+    p99 = next(le for le, n in sorted(buckets.items()) if n >= 0.99 * count)
     return (
-        f"bench: rules worker woken after an ingest process's commit: {count:,.0f} commits,"
-        f" mean {total / count * 1000:.2f} ms, p99 ≤ {p99 * 1000:g} ms"
+        f"bench: rules worker woken after an ingest process's commit, {what}: {count:,.0f}"
+        f" commits, mean {total / count * 1000:.2f} ms, p99 ≤ {p99 * 1000:g} ms"
     )
 
 

@@ -143,6 +143,15 @@ class Session:
         self.client.loop_stop()
         self._down()
 
+    def end(self) -> None:
+        """Disconnect and end the session (MQTT 5: session expiry 0 at DISCONNECT): for a
+        session drained for good (jiayuan/ingest_procs.py)."""
+        props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 0
+        self.client.disconnect(properties=props)
+        self.client.loop_stop()
+        self._down()
+
     def ack(self, mids: Iterable[int]) -> None:
         self.client.ack_many(mids)
 
@@ -172,10 +181,14 @@ class Session:
         # always this version's. Retained messages only for a subscription that is new, so a
         # reconnect does not bring every device's retained status again.
         opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        client.subscribe([(f, opts) for f in self.filters])
+        if self.filters:
+            client.subscribe([(f, opts) for f in self.filters])
         if flags.session_present and self.retire:
             # What was queued under the old filter is still delivered, and journaled.
             client.unsubscribe(list(self.retire))
+        if not self.filters:  # a session resumed only to drain it (jiayuan/ingest_procs.py)
+            self.up.set()
+            self._changed()
         log.info(
             "MQTT %s session connected to %s:%s %s (%s)",
             self.name,

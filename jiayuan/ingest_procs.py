@@ -46,6 +46,7 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from base.files import write_file
 from base.retry import Backoff
 from ingest.metrics import (
     DEAD_LETTERS,
@@ -73,6 +74,8 @@ RESTART = Backoff(first_s=0.5, max_s=30.0)
 """Pauses before restarting a child that keeps dying soon after its start."""
 STEADY_S: Final = 30.0
 """A child that ran this long before dying is restarted at once (its failures forgotten)."""
+DRAINED_S: Final = 2.0
+"""A retiring process's session counts as drained after this long with nothing received."""
 STOP_S: Final = 20.0
 """How long a child has to finish its batch and disconnect before it is killed."""
 
@@ -134,6 +137,26 @@ class ChildSpec:
     count: int
     settings: Settings
     registry: Registry
+    retiring: bool = False
+    """A process above the K configured now: it resumes its session only to drain what is
+    queued for it, leaves the shared subscription and ends the session."""
+
+
+STATE_FILE: Final = "ingest_processes"
+"""In the data directory: the K the service last ran with and has not yet retired the
+sessions above."""
+
+
+def previous_count(data_dir: Path) -> int:
+    """The K of the last run whose sessions above the current K may still hold messages."""
+    try:
+        return max(1, int((data_dir / STATE_FILE).read_text().strip()))
+    except (OSError, ValueError):
+        return 1
+
+
+def record_count(data_dir: Path, count: int) -> None:
+    write_file(data_dir / STATE_FILE, f"{count}\n", 0o644)
 
 
 # ---------------------------------------------------------------------------- the child
@@ -201,14 +224,15 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         settings.mqtt_port,
         client_id,
         access,
-        shared(native),
+        () if spec.retiring else shared(native),
         inbox.put_many,
         report_now.set,
         session_expiry_s=settings.mqtt_session_expiry_s,
         receive_maximum=settings.mqtt_receive_maximum,
         keepalive=30,
-        # a session that was the single process's: its own subscriptions go, its queue stays
-        retire=(SUBSCRIPTION, *native),
+        # a session that was the single process's: its own subscriptions go, its queue stays;
+        # a retiring one leaves the shared subscription and is drained
+        retire=shared(native) if spec.retiring else (SUBSCRIPTION, *native),
     )
     journal = Journal(
         DataDir(settings.data_dir).journal,
@@ -269,8 +293,29 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     session.start()
     threading.Thread(target=reporter, name="ingest-report", daemon=True).start()
     threading.Thread(target=commands, name="ingest-commands", daemon=True).start()
-    while not stop.wait(1.0):
-        pass
+    idle_since: float | None = None
+    while not stop.wait(0.5 if spec.retiring else 1.0):
+        if not spec.retiring or not session.up.is_set():
+            continue
+        # retiring: drained once nothing has come or waited for DRAINED_S
+        if inbox.qsize() or pipeline.oldest_unacked_age(time.time()) is not None:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= DRAINED_S:
+            pipeline.stop()
+            session.end()
+            journal.close()
+            log.info(
+                "session %s drained (%d messages) and ended: this process is no longer one of"
+                " the %d",
+                client_id,
+                pipeline.committed,
+                spec.count,
+            )
+            send(("retired", spec.index))
+            conn.close()
+            return
     # as the single process stops: the batch in hand committed and acknowledged, then the
     # session disconnected (kept by the broker, with whatever is still unacknowledged)
     pipeline.stop()
@@ -290,6 +335,9 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
 @dataclass
 class _Slot:
     index: int
+    retiring: bool = False
+    retired: bool = False
+    """Retiring, and its session drained and ended: not restarted."""
     proc: BaseProcess | None = None
     conn: Connection | None = None
     report: Report | None = None
@@ -326,14 +374,26 @@ class IngestProcesses:
     with the same identity when it dies, stopped cleanly with :meth:`stop`."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, wake: Callable[[], None], count: int
+        self,
+        settings: Settings,
+        registry: Registry,
+        wake: Callable[[], None],
+        count: int,
+        *,
+        retiring: Iterable[int] = (),
+        retired: Callable[[], None] = lambda: None,
     ) -> None:
+        """``count`` processes (none with 1: the main process reads telemetry), and
+        ``retiring``: processes of a larger K run before, each resumed once to drain its
+        session and end it; ``retired`` is called when they all have."""
         self.settings = settings
         self.count = count
         self._registry = registry
         self._wake = wake
+        self._retired = retired
         self._ctx = multiprocessing.get_context("spawn")
-        self._slots = [_Slot(i) for i in range(1, count + 1)]
+        self._slots = [_Slot(i) for i in range(2 if count == 1 else 1, count + 1)]
+        self._slots += [_Slot(i, retiring=True) for i in retiring]
         self._lock = threading.Lock()
         self._stopping = False
         self._done = threading.Event()
@@ -388,7 +448,9 @@ class IngestProcesses:
             if self._stopping:
                 return
             mine, theirs = self._ctx.Pipe()
-            spec = ChildSpec(slot.index, self.count, self.settings, self._registry)
+            spec = ChildSpec(
+                slot.index, self.count, self.settings, self._registry, retiring=slot.retiring
+            )
             proc = self._ctx.Process(
                 target=child_main,
                 args=(spec, theirs),
@@ -458,6 +520,11 @@ class IngestProcesses:
             self._wake()
             WAKE_DELAY.observe(max(0.0, time.time() - msg[2]))
             return
+        if msg[0] == "retired":
+            slot.retired = True
+            if all(s.retired for s in self._slots if s.retiring):
+                self._retired()
+            return
         report: Report = msg[1]
         for key, value in report.counters.items():
             delta = value - slot.counters.get(key, 0.0)
@@ -483,7 +550,7 @@ class IngestProcesses:
         slot.committed_before += slot.report.committed if slot.report is not None else 0
         with self._lock:
             slot.proc, slot.conn, slot.report = None, None, None
-            stopping = self._stopping
+            stopping = self._stopping or slot.retired
             slot.dead = not stopping
         if stopping:
             return
@@ -514,7 +581,9 @@ class IngestProcesses:
             r, proc = s.report, s.proc
             alive = proc is not None and proc.is_alive()
             committed += s.committed_before + (r.committed if r is not None else 0)
-            if s.dead or not alive:
+            if s.retired:
+                pass
+            elif s.dead or not alive:
                 down.append(s.index)
             elif r is None or not r.up:
                 disconnected.append(s.index)
@@ -529,6 +598,8 @@ class IngestProcesses:
                     "process": s.index,
                     "pid": None if proc is None else proc.pid,
                     "running": alive,
+                    "retiring": s.retiring,
+                    "retired": s.retired,
                     "connected": bool(r is not None and r.up),
                     "committed": s.committed_before + (r.committed if r is not None else 0),
                 }

@@ -32,7 +32,7 @@ from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
 from jiayuan.broker.live import BrokerAccounts
 from jiayuan.context import AppContext
-from jiayuan.ingest_procs import IngestProcesses
+from jiayuan.ingest_procs import IngestProcesses, previous_count, record_count
 from jiayuan.integrations import PushSetup, PushTokens, load_integrations
 from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import RegistryFiles
@@ -131,13 +131,25 @@ class Service:
             telemetry=settings.ingest_processes == 1,  # ingest processes: see below
         )
         # --- telemetry ingest processes (jiayuan/ingest_procs.py) ---------------------------
+        k, before = settings.ingest_processes, previous_count(data)
+        retiring = range(max(k, 1) + 1, before + 1)  # a larger K before: drain their sessions
         self.ingest_procs = (
-            IngestProcesses(settings, loaded, self.worker.wake, settings.ingest_processes)
-            if settings.ingest_processes > 1
+            IngestProcesses(
+                settings,
+                loaded,
+                self.worker.wake,
+                k,
+                retiring=retiring,
+                retired=lambda: record_count(data, k),
+            )
+            if k > 1 or retiring
             else None
         )
         """With ``ingest_processes`` above 1: the child processes that read and journal
-        telemetry (this process keeps the urgent session and the HTTP push)."""
+        telemetry (this process keeps the urgent session and the HTTP push); and those that
+        drain the sessions of a larger ``ingest_processes`` run before."""
+        if not retiring and (k > 1 or before != 1):
+            record_count(data, k)
         # --- end of telemetry ingest processes -----------------------------------------------
         self.ways = WaysIn(loaded)
         """Each registered device's one way in (its ``via``), swapped at each registry change."""
@@ -287,10 +299,20 @@ class Service:
         journal = self.pipeline.store_health()
         lag = self.pipeline.oldest_unacked_age(now)
         committed, queued = self.pipeline.committed, self.inbox.qsize()
+        for name, up in sessions.items():
+            if not up:
+                what = "falls, SOS and alarms" if name == "urgent" else "readings"
+                problems.append(f"MQTT {name} session disconnected: no {what} received")
         procs = None if self.ingest_procs is None else self.ingest_procs.health(now)
         if procs is not None:  # telemetry ingest processes: theirs added in
             k = self.settings.ingest_processes
-            problems += [f"ingest process {i} of {k} down (restarting)" for i in procs.down]
+            problems += [
+                f"ingest process {i} of {k} down (restarting)"
+                if i <= k
+                else f"ingest process {i} (draining the session of a larger ingest_processes)"
+                " down (restarting)"
+                for i in procs.down
+            ]
             if not procs.supervised:
                 problems.append("ingest processes unsupervised: one that stops is not restarted")
             problems += [
@@ -298,16 +320,14 @@ class Service:
                 " of the readings not received"
                 for i in procs.disconnected
             ]
-            sessions["telemetry"] = not procs.down and not procs.disconnected
+            sessions["telemetry"] = (
+                sessions.get("telemetry", True) and not procs.down and not procs.disconnected
+            )
             connected = connected and sessions["telemetry"]
             journal = journal if not journal.ok else procs.store
             if procs.oldest_unacked_s is not None:
                 lag = max(lag or 0.0, procs.oldest_unacked_s)
             committed, queued = committed + procs.committed, queued + procs.queued
-        for name, up in sessions.items():
-            if not up and not (procs is not None and name == "telemetry"):
-                what = "falls, SOS and alarms" if name == "urgent" else "readings"
-                problems.append(f"MQTT {name} session disconnected: no {what} received")
         if not journal.ok:
             problems.append(f"journal refuses writes ({journal.reason}); nothing acknowledged")
         if lag is not None and lag > self.settings.health_ingest_lag_s:

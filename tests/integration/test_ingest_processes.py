@@ -162,3 +162,39 @@ def test_sigterm_stops_the_ingest_processes_cleanly_and_what_they_held_comes_aga
     svc.stop()
     pub.close()
     assert stored(data) == (total, total)
+
+
+def test_lowering_the_processes_drains_the_sessions_above_and_ends_them(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """K = 2 stopped with readings queued for both sessions, started with K = 1: the second
+    session is resumed once, drained into the journal and ended; later readings come only to
+    the one session left."""
+    data = tmp_path / "service"
+    svc = service(data, broker).start()
+    svc.stop()
+    pub = Publisher(broker, client_id="wearables")
+    first = publish(pub, range(20))  # queued: half for each session
+    pub.wait_acked(timeout=60)
+    svc = ServiceProcess(data, broker, http_port=svc.http_port, ingest_processes=1).start()
+    wait_for(lambda: stored(data)[0] == first, timeout=120)
+    wait_for(lambda: (data / "ingest_processes").read_text().strip() == "1", timeout=60)
+    leaving = processes(svc)
+    assert [(p["process"], p["retiring"], p["retired"]) for p in leaving] == [(2, True, True)]
+    assert svc.health()["status"] == "ok"
+    second = DEVICES * 10
+    for r in range(20, 30):
+        for dev in range(DEVICES):
+            body = {"seq": r, "heart_rate": 70, "steps": r, "worn": True}
+            pub.publish(f"community/y/wearable/wp-{dev}/telemetry", json.dumps(body))
+    pub.wait_acked(timeout=60)
+    wait_for(lambda: stored(data)[0] == first + second, timeout=120)
+    svc.stop()
+    said = (broker.data_dir / "mosquitto.log").read_text()
+    assert "Client jiayuan.service-t2 disconnected." in said
+    # the next start with K = 1 has nothing to drain: no ingest process at all
+    svc = ServiceProcess(data, broker, http_port=svc.http_port, ingest_processes=1).start()
+    assert svc.health()["ingest_processes"] is None
+    svc.stop()
+    pub.close()
+    assert stored(data) == (first + second, first + second)
