@@ -181,8 +181,8 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     settings = spec.settings
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s [ingest {spec.index}/{spec.count}]:"
-        " %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s [ingest {spec.index}"
+        f"{' draining' if spec.retiring else f'/{spec.count}'}]: %(message)s",
     )
     from base.datadir import DataDir
     from ingest.access import BrokerAccess
@@ -463,9 +463,11 @@ class IngestProcesses:
             slot.counters = {}
             slot.started, slot.restart_at = time.monotonic(), None
         log.info(
-            "ingest process %d of %d started (pid %s, client id %s)",
+            "ingest process %d %s started (pid %s, client id %s)",
             slot.index,
-            self.count,
+            "(draining the session of a larger ingest_processes)"
+            if slot.retiring
+            else f"of {self.count}",
             proc.pid,
             identity(self.settings, slot.index)[0],
         )

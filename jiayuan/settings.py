@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     ingest_processes: int = Field(default=1, ge=1, le=INGEST_PROCESSES_MAX)
     """OS processes that read and journal telemetry, each with a session of its own on a
     shared subscription (above 1: the broker accounts ``jiayuan.service-t2`` … from
-    ``jiayuan broker credentials``); 1: the main process reads it, as before. README,
-    "Telemetry ingest processes", has the measurements behind the default."""
+    ``jiayuan broker credentials``); 1: the main process reads it, as before. The default
+    by measurement: README, "Several ingest processes: make bench with K = 1 and K = 2"."""
     # --- broker access (README, "Security: broker access") ----------------------------------
     mqtt_username: str | None = Field(default=None, min_length=1)
     """The service's broker account, ``jiayuan.service`` from ``jiayuan broker credentials``.
