@@ -390,6 +390,7 @@ class Service:
             self.sink.start()
         if self.ingest_procs is not None:
             self.ingest_procs.start()
+            self._aggregate_gauges()
         self.listener.start()
         self.scheduler.start()
         log.info(
@@ -400,6 +401,30 @@ class Service:
             self.settings.mqtt_port,
             self.settings.data_dir,
         )
+
+    def _aggregate_gauges(self) -> None:
+        """With ingest processes: the gauges operators alert on say what ``/healthz`` says,
+        over every process (read at each scrape), not this process's alone."""
+        from ingest.metrics import CONNECTED, JOURNAL_WRITABLE, OLDEST_UNACKED
+
+        procs = self.ingest_procs
+        assert procs is not None
+
+        def oldest() -> float:
+            now = time.time()
+            mine = self.pipeline.oldest_unacked_age(now) or 0.0
+            return max(mine, procs.health(now).oldest_unacked_s or 0.0)
+
+        def writable() -> float:
+            return float(self.pipeline.store_health().ok and procs.health(time.time()).store.ok)
+
+        def connected() -> float:
+            h = procs.health(time.time())
+            return float(self.listener.connected.is_set() and not h.down and not h.disconnected)
+
+        OLDEST_UNACKED.set_function(oldest)
+        JOURNAL_WRITABLE.set_function(writable)
+        CONNECTED.set_function(connected)
 
     def stop(self) -> None:
         """Finish the batch in hand (committed and acknowledged), then disconnect. Whatever is

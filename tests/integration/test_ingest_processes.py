@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from base.datadir import DataDir
 from devtools.broker import Broker
@@ -58,6 +59,20 @@ def service(data: Path, broker: Broker, **kw: Any) -> ServiceProcess:
     return ServiceProcess(data, broker, ingest_processes=2, **kw)
 
 
+def samples(svc: ServiceProcess, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (s.labels, s.value)
+        for family in text_string_to_metric_families(svc.get_text("/metrics"))
+        for s in family.samples
+        if s.name == name
+    ]
+
+
+def metric(svc: ServiceProcess, name: str) -> float:
+    """The sum of a metric's samples."""
+    return sum(v for _, v in samples(svc, name))
+
+
 def processes(svc: ServiceProcess) -> list[dict[str, Any]]:
     procs: list[dict[str, Any]] = svc.health()["ingest_processes"]
     return procs
@@ -87,6 +102,17 @@ def test_two_ingest_processes_store_every_reading_once_and_share_the_work(
     # the readings reached the rules worker in the main process
     wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=60)
     assert svc.health()["rules_worker"]["evaluated"] >= total
+    # /metrics speaks for every process: the children's counters added in, their CPU by thread
+    wait_for(lambda: metric(svc, "jiayuan_messages_received_total") == total, timeout=10)
+    assert metric(svc, "jiayuan_mqtt_connected") == 1
+    assert metric(svc, "jiayuan_journal_writable") == 1
+    cpu = samples(svc, "jiayuan_ingest_process_cpu_seconds_total")
+    assert {(lb["process"], lb["thread"]) for lb, _ in cpu} >= {
+        ("1", "process"),
+        ("2", "process"),
+        ("1", "mqtt"),
+        ("2", "ingest"),
+    }
     svc.stop()
     pub.close()
     assert stored(data) == (total, total)
