@@ -414,19 +414,28 @@ class IngestProcesses:
         acknowledged comes again to its session)."""
         with self._lock:
             self._stopping = True
-            running = [(s, s.proc) for s in self._slots if s.proc is not None]
-        for s, _ in running:
+            running = [s for s in self._slots if s.proc is not None]
+        for s in running:
             self._send(s, ("stop",))
-        deadline = time.monotonic() + STOP_S
-        for s, proc in running:
-            proc.join(max(0.1, deadline - time.monotonic()))
-            if proc.is_alive():
-                log.error("ingest process %d of %d did not stop: killed", s.index, self.count)
-                proc.kill()
-                proc.join(5)
+        # the supervisor thread reaps them (the one thread that waits for children: two
+        # threads waiting for one child race, and the loser takes it for still running)
+        self._until_reaped(running, STOP_S)
+        with self._lock:
+            for s in running:
+                if s.proc is not None and s.proc.exitcode is None:
+                    log.error("ingest process %d of %d did not stop: killed", s.index, self.count)
+                    s.proc.kill()
+        self._until_reaped(running, 5.0)
         self._done.set()
         self._thread.join(5)
         REGISTRY.unregister(self._collector)
+
+    def _until_reaped(self, slots: list[_Slot], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(s.proc is not None for s in slots) and time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                return
+            time.sleep(0.05)
 
     def set_registry(self, registry: Registry) -> None:
         """The registry-change hook: each child checks ways in against ``registry``."""
@@ -548,9 +557,9 @@ class IngestProcesses:
         assert proc is not None
         if slot.conn is not None:
             self._read(slot)  # its last words
-        proc.join(1)
         slot.committed_before += slot.report.committed if slot.report is not None else 0
-        with self._lock:
+        with self._lock:  # reaped under the lock :meth:`stop` kills under
+            proc.join(1)
             slot.proc, slot.conn, slot.report = None, None, None
             stopping = self._stopping or slot.retired
             slot.dead = not stopping
@@ -581,7 +590,7 @@ class IngestProcesses:
         processes: list[dict[str, Any]] = []
         for s in list(self._slots):
             r, proc = s.report, s.proc
-            alive = proc is not None and proc.is_alive()
+            alive = proc is not None  # None from its death, the supervisor's to notice
             committed += s.committed_before + (r.committed if r is not None else 0)
             if s.retired:
                 pass
