@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import grp
+import os
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts.config import EscalationConfig, FlapConfig, GroupConfig, NotifyConfig
 from ingest.profile_model import profile_files
-from jiayuan.broker.accounts import INGEST_PROCESSES_MAX
+from jiayuan.broker.accounts import INGEST_PROCESSES_MAX, SLOTS_MAX, URGENT_SLOTS_MAX
 
 _COMMUNITY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -80,6 +82,34 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
     data_dir: Path = Path("./data")
+    # --- database_url: the same field as the wirepg branch's (the lead keeps one of the two) --
+    database_url: SecretStr | None = None
+    """``postgresql://user:password@host:port/database``: several instances share the work
+    (session slots, jiayuan/slots.py). Unset: one instance, as always."""
+
+    def database(self) -> str | None:
+        """The PostgreSQL URL (password included) when ``database_url`` is set, else None."""
+        return None if self.database_url is None else self.database_url.get_secret_value()
+
+    # --- end of database_url ----------------------------------------------------------------
+    # --- several instances: session slots (jiayuan/slots.py, docs/district.md) -------------
+    session_slots: int = Field(default=4, ge=1, le=SLOTS_MAX)
+    """With ``database_url``: the telemetry sessions on the shared subscription, each held by
+    one instance at a time by lease and run as an ingest process (accounts
+    ``jiayuan.service-slot-<i>``). Fixed per installation, at least the number of instances."""
+    urgent_slots: int = Field(default=2, ge=1, le=URGENT_SLOTS_MAX)
+    """With ``database_url``: the urgent sessions (falls, SOS, alarms), likewise
+    (``jiayuan.urgent-slot-<i>``), run in the main process."""
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        min_length=1,
+        max_length=200,
+    )
+    """This instance's name in the leases (default host and process id)."""
+    slot_lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600)
+    """A dead instance's slots are taken over this long (plus up to a third of it) after its
+    last renewal."""
+    # --- end of session slots ---------------------------------------------------------------
     # --- HTTP server limits (jiayuan/api/connections.py, jiayuan/api/bodylimit.py) ----------
     http_max_connections: int = Field(default=1000, ge=16, le=100_000)
     """Open HTTP connections at most. A new one past it closes the longest-idle connection
