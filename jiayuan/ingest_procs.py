@@ -184,9 +184,13 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     settings = spec.settings
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s [ingest {spec.index}"
-        f"{' draining' if spec.retiring else f'/{spec.count}'}"
-        f"{'' if spec.client_id is None else f' {spec.client_id}'}]: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s [ingest "
+        + (
+            f"{spec.index}{' draining' if spec.retiring else f'/{spec.count}'}"
+            if spec.client_id is None
+            else f"slot {spec.index} {spec.client_id}"
+        )
+        + "]: %(message)s",
     )
     from base.datadir import DataDir
     from ingest.access import BrokerAccess
