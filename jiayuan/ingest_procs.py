@@ -516,12 +516,13 @@ class IngestProcesses:
             self._slots.append(slot)
         self._spawn(slot)
 
-    def remove(self, key: int, timeout: float = STOP_S) -> None:
-        """Stop session slot ``key``'s process as :meth:`stop` stops each (its batch committed
-        and acknowledged, the session disconnected and kept by the broker), killing it after
-        ``timeout``; returns once it has exited."""
+    def remove(self, keys: Iterable[int], timeout: float = STOP_S) -> None:
+        """Stop the processes of session slots ``keys`` as :meth:`stop` stops each (its batch
+        committed and acknowledged, the session disconnected and kept by the broker), killing
+        those still running after ``timeout`` (0: at once); returns once they have exited."""
+        keys = set(keys)
         with self._lock:
-            found = [s for s in self._slots if s.index == key and s.ident is not None]
+            found = [s for s in self._slots if s.index in keys and s.ident is not None]
             for s in found:
                 s.leaving = True
         for s in found:
@@ -530,7 +531,9 @@ class IngestProcesses:
         with self._lock:
             for s in found:
                 if s.proc is not None and s.proc.exitcode is None:
-                    log.warning("session slot %d's process did not stop in time: killed", key)
+                    if timeout > 0:
+                        log.warning("session slot %d's process did not stop in time", s.index)
+                    log.warning("session slot %d's process killed", s.index)
                     s.proc.kill()
         self._until_reaped(found, 5.0)
         with self._lock:

@@ -60,8 +60,6 @@ URGENT_GROUP: Final = "jiayuan-urgent"
 """The urgent slots' shared subscription group (telemetry's is ``jiayuan-ingest``)."""
 WATCH_S: Final = 0.2
 """How often the sessions run are checked against the leases held."""
-LOST_STOP_S: Final = 2.0
-"""A session whose lease is lost: this long to finish its batch, then killed."""
 
 
 def telemetry_identity(settings: Settings, slot: int) -> tuple[str, str | None]:
@@ -169,9 +167,10 @@ class SessionSlots:
         for keeper in self.keepers.values():
             keeper.stop(release=False)
         with self._lock:
-            for kind in (URGENT_SLOT, SLOT):
-                for n in sorted(self.running[kind]):
-                    self._stop_session(kind, n, lost=False)
+            for n in sorted(self.running[URGENT_SLOT]):
+                self._stop_session(URGENT_SLOT, n)
+            self.procs.remove(self.running[SLOT])  # together: each its batch, then disconnect
+            self.running[SLOT].clear()
         for keeper in self.keepers.values():
             try:
                 keeper.release_all()
@@ -200,8 +199,9 @@ class SessionSlots:
             for kind, keeper in self.keepers.items():
                 owned = set(keeper.owned())
                 want = {n for n in owned if (kind, n) not in self._releasing}
-                for n in sorted(self.running[kind] - want):
-                    self._stop_session(kind, n, lost=True)
+                lost = sorted(self.running[kind] - want)
+                if lost:
+                    self._lost(kind, lost)
                 for n in sorted(want - self.running[kind]):
                     self._start_session(kind, n)
 
@@ -213,7 +213,7 @@ class SessionSlots:
             for n in numbers:
                 self._releasing[kind, n] = until
                 if n in self.running[kind]:
-                    self._stop_session(kind, n, lost=False)
+                    self._stop_session(kind, n)
                     log.info("%s %d given up to balance the load: its session stopped", kind, n)
 
     def _start_session(self, kind: str, n: int) -> None:
@@ -234,21 +234,34 @@ class SessionSlots:
         self.running[kind].add(n)
         log.info("%s %d held: its session %s resumed by %s", kind, n, client_id, self.instance_id)
 
-    def _stop_session(self, kind: str, n: int, *, lost: bool) -> None:
-        if lost:
-            log.warning(
-                "%s %d no longer held by this instance (its lease lapsed or was taken): its"
-                " session stopped",
-                kind,
-                n,
-            )
+    def _stop_session(self, kind: str, n: int) -> None:
+        """Stop a session cleanly: its batch committed and acknowledged, then disconnected."""
         if kind == SLOT:
-            self.procs.remove(n, timeout=LOST_STOP_S if lost else 20.0)
+            self.procs.remove([n])
         else:
-            self.listener.remove_session(
-                f"{URGENT_SESSION_PREFIX}{n}", drain_s=LOST_STOP_S if lost else 10.0
-            )
+            self.listener.remove_session(f"{URGENT_SESSION_PREFIX}{n}")
         self.running[kind].discard(n)
+
+    def _lost(self, kind: str, numbers: list[int]) -> None:
+        """Leases lost (lapsed, or taken): another instance may be resuming these sessions
+        now, so they stop at once, all together — an ingest process killed, an urgent session
+        disconnected without waiting for its batch. Nothing is lost by it: what was not
+        acknowledged stays in the session for its new holder (and what was committed here and
+        not acknowledged is stored there again). Were they left to finish, paho's reconnect
+        (a second after the broker closed them for the new holder) would take the sessions
+        back and forth with the new holder meanwhile."""
+        log.warning(
+            "%ss %s no longer held by this instance (leases lapsed or taken): their sessions"
+            " stopped at once",
+            kind,
+            numbers,
+        )
+        if kind == SLOT:
+            self.procs.remove(numbers, timeout=0.0)
+        else:
+            for n in numbers:
+                self.listener.remove_session(f"{URGENT_SESSION_PREFIX}{n}", drain_s=0.0)
+        self.running[kind] -= set(numbers)
 
     # ------------------------------------------------------------------ health
 

@@ -159,3 +159,59 @@ def test_a_killed_instances_slots_are_taken_over_and_nothing_published_is_lost(
     wait_for(lambda: len(slots(a)["telemetry"]) == 2 and len(slots(b)["telemetry"]) == 2, 30)
     a.stop()
     b.stop()
+
+
+def test_a_frozen_instance_stops_its_sessions_when_it_wakes_and_gets_its_share_back(
+    broker: Broker, pg_url: str, tmp_path: Path
+) -> None:
+    """A zombie: a's process group SIGSTOPped mid-stream (a hung host, a paused VM) keeps its
+    TCP connections, so the broker sees nothing wrong; its leases lapse, b takes its slots, and
+    b's CONNECT with the same client ids makes the broker close a's connections (session
+    takeover). When a wakes, its renewal is overdue: it stops every session it ran before its
+    paho loops reconnect, then rejoins and is given its share again."""
+    data = {n: tmp_path / n for n in ("a", "b")}
+    a = instance(data["a"], broker, pg_url, "a").start()
+    b = instance(data["b"], broker, pg_url, "b").start()
+    wait_for(lambda: len(slots(a)["telemetry"]) == 2 and len(slots(b)["telemetry"]) == 2, 30)
+    wait_for(lambda: len(slots(a)["urgent"]) == 1 and len(slots(b)["urgent"]) == 1, 30)
+    pub = Publisher(broker, client_id="wearables")
+    total = WEARABLES * ROUNDS
+
+    def publish() -> None:
+        for r in range(ROUNDS):
+            for dev in range(WEARABLES):
+                body = {"seq": r, "heart_rate": 72, "steps": r, "worn": True}
+                pub.publish(f"community/y/wearable/wz-{dev}/telemetry", json.dumps(body))
+
+    t = threading.Thread(target=publish)
+    t.start()
+    wait_for(lambda: len(keys(data["a"])) >= total // 5, 120)
+    assert a.proc is not None
+    os.killpg(a.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: slots(b)["telemetry"] == [0, 1, 2, 3] and slots(b)["urgent"] == [0, 1], 60)
+        # b's sessions connected: the broker closed a's (session takeover by client id)
+        wait_for(lambda: b.health()["status"] == "ok", 60)
+        assert set(b.health()["mqtt_sessions"]) == {"telemetry", "urgent-slot-0", "urgent-slot-1"}
+    finally:
+        broker_log = broker.data_dir / "mosquitto.log"
+        woke = broker_log.stat().st_size
+        os.killpg(a.proc.pid, signal.SIGCONT)
+    t.join()
+    pub.wait_acked(timeout=120)
+    pub.close()
+    # a woke as a zombie: it stopped what it ran, and then got its share back
+    wait_for(lambda: "no longer held by this instance" in a.log.read_text(), 30)
+    wait_for(lambda: len(slots(a)["telemetry"]) == 2 and len(slots(b)["telemetry"]) == 2, 60)
+    wait_for(lambda: a.health()["status"] == "ok" and b.health()["status"] == "ok", 60)
+    # ... before its paho loops reconnected: no session was taken back from b (the broker
+    # logs each takeover by client id), and the share b gave back was handed over cleanly
+    with broker_log.open("rb") as f:
+        f.seek(woke)
+        assert b"closing old connection" not in f.read()
+    wait_for(lambda: len(set(keys(data["a"])) | set(keys(data["b"]))) == total, 120)
+    in_a, in_b = keys(data["a"]), keys(data["b"])
+    assert len(in_a) == len(set(in_a)) and len(in_b) == len(set(in_b))  # once per journal
+    print(f"\nzombie: in both journals {len(set(in_a) & set(in_b))} of {total}")
+    a.stop()
+    b.stop()
