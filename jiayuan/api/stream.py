@@ -135,6 +135,11 @@ class Broadcaster:
         return self._loop is not None and not self._closed
 
     @property
+    def feed(self) -> LiveFeed | None:
+        """Where the changes come from (:func:`alerts.live.open_feed`), while started."""
+        return self._feed
+
+    @property
     def clients(self) -> int:
         return len(self._clients)
 
