@@ -73,13 +73,15 @@ def test_a_subscriber_on_b_hears_what_a_commits_in_order(
         raised = a.apply(fire("w-1"))
         assert raised is not None
         alert_id = raised.alert.id
+        a.apply(fire("w-1", at=1_699_999_995.0))
         a.acknowledge(alert_id, "cg-7", "coming")
         a.set_offline("w-1", True, 1_700_000_000.0)
         a.set_offline("w-1", False, 1_700_000_050.0)
         a.resolve(alert_id, "cg-7", "all well")
-        got = heard.next(5)
+        got = heard.next(6)
         assert [g.change.action for g in got] == [
             "raised",
+            "rematched",
             "acknowledged",
             "offline",
             "online",
@@ -89,18 +91,20 @@ def test_a_subscriber_on_b_hears_what_a_commits_in_order(
         # each with the alert as that change left it, as A's own subscribers see it
         assert [g.change.alert.status for g in got] == [
             "firing",
+            "firing",
             "acknowledged",
             "acknowledged",
             "acknowledged",
             "resolved",
         ]
-        assert [g.change.alert.offline for g in got] == [False, False, True, False, False]
-        assert got[1].change.entry.by == "cg-7" and got[1].change.entry.note == "coming"
+        assert [g.change.alert.offline for g in got] == [False, False, False, True, False, False]
+        assert [g.change.alert.match_count for g in got[:2]] == [1, 2]
+        assert got[2].change.entry.by == "cg-7" and got[2].change.entry.note == "coming"
         assert got[0].change.alert == raised.alert
         positions = [g.position for g in got]
-        assert positions == sorted(positions) and len(set(positions)) == 5
+        assert positions == sorted(positions) and len(set(positions)) == 6
         # a catch-up from any of them replays the rest, the same events
-        assert feed.since(got[1].change.entry.id) == got[2:]
+        assert feed.since(got[2].change.entry.id) == got[3:]
     finally:
         feed.close()
 
