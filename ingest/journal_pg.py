@@ -552,10 +552,12 @@ class PgJournal:
         online: bool | None = None,
         registered: bool | None = None,
         among: tuple[Collection[str], Collection[str]] | None = None,
+        communities: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
-        """A page of devices by id; ``among`` (device ids, kinds) as the SQLite journal's."""
+        """A page of devices by id; ``among`` (device ids, kinds) and ``communities`` as the
+        SQLite journal's."""
         conds: list[str] = []
         args: list[Any] = []
         for cond, v in (
@@ -567,6 +569,9 @@ class PgJournal:
             if v is not None:
                 conds.append(cond)
                 args.append(v)
+        if communities is not None:
+            conds.append("community = ANY(%s)")
+            args.append(sorted(communities))
         if among is not None:
             conds.append("(device_id = ANY(%s) OR kind = ANY(%s))")
             args += [sorted(among[0]), sorted(among[1])]
@@ -643,9 +648,11 @@ class PgJournal:
         reason: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        communities: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
+        """``communities``: only dead letters on those communities' topics (None: all)."""
         conds: list[str] = []
         args: list[Any] = []
         for cond, v in (
@@ -656,6 +663,10 @@ class PgJournal:
             if v is not None:
                 conds.append(cond)
                 args.append(v)
+        if communities is not None:  # by the topic's community/<id>/ prefix
+            conds.append("split_part(topic, '/', 1) = 'community'")
+            conds.append("split_part(topic, '/', 2) = ANY(%s)")
+            args.append(sorted(communities))
         where = " WHERE " + " AND ".join(conds) if conds else ""
         with self._reader() as db:
             total = db.execute(f"SELECT count(*) AS n FROM dead_letters{where}", args).fetchone()
@@ -692,6 +703,43 @@ class PgJournal:
                 (device_id,),
             ).fetchone()
         return None if r is None else _raw(r, _stored(r))
+
+    def hourly_means(
+        self, metric: str, since: float, until: float, device_id: str | None = None
+    ) -> list[tuple[str, float, float]]:
+        """(device, hour bucket, mean of ``metric``) over telemetry with ``ts`` in [since,
+        until): what the SQLite journal's hourly rollups hold, for the personal baselines
+        (rules/baselines.py). Computed here from the raw rows (streamed through a server-side
+        cursor), as there are no rollups on PostgreSQL: a full read of those days, hourly."""
+        telemetry = [s for (_, stream), s in SHAPES.items() if stream == "telemetry"]
+        telemetry += [s + JSON_PAYLOAD for s in telemetry]
+        query = (
+            "SELECT device_id, ts, shape, seq, payload FROM readings"
+            " WHERE shape = ANY(%(shapes)s) AND pts >= to_timestamp(%(lo)s)"
+            " AND pts < to_timestamp(%(hi)s) AND ts >= %(lo)s AND ts < %(hi)s"
+        )
+        if device_id is not None:
+            query += " AND device_id = %(d)s"
+        sums: dict[tuple[str, float], list[float]] = {}
+        args = {"shapes": telemetry, "lo": since, "hi": until, "d": device_id}
+        with (
+            self._pool.connection() as db,
+            db.transaction(),
+            db.cursor(name="jiayuan_hourly_means", row_factory=dict_row) as cur,
+        ):
+            cur.execute(query, args)
+            for r in cur:
+                body = _stored(r)
+                v = body.get(metric) if isinstance(body, dict) else None
+                if isinstance(v, bool):
+                    v = int(v)
+                if isinstance(v, int | float) and abs(v) <= MAX_NUMBER:
+                    acc = sums.setdefault(
+                        (r["device_id"], float(int(r["ts"] // 3600) * 3600)), [0.0, 0]
+                    )
+                    acc[0] += v
+                    acc[1] += 1
+        return [(d, b, total / n) for (d, b), (total, n) in sums.items()]
 
     def count_readings(self, device_id: str | None = None) -> int:
         with self._reader() as db:
