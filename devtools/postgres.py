@@ -175,25 +175,38 @@ class Postgres:
                     "--no-instructions",
                 ]
             )
-            options = {
-                "listen_addresses": self.host,
-                "port": str(self.port),
-                "unix_socket_directories": str(self.root),
-                **self.settings,
-            }
-            opts = " ".join(f"-c {k}={v}" for k, v in options.items())
-            self._run(
-                [
-                    *("pg_ctl", "start", "-w", "-t", str(int(timeout))),
-                    *("-D", str(self.data_dir), "-l", str(self.log), "-o", opts),
-                ],
-                timeout=timeout + 10,
-            )
-            self._wait_ready(timeout)
+            self._pg_start(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _pg_start(self, timeout: float) -> None:
+        assert self.root is not None
+        options = {
+            "listen_addresses": self.host,
+            "port": str(self.port),
+            "unix_socket_directories": str(self.root),
+            **self.settings,
+        }
+        opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+        self._run(
+            [
+                *("pg_ctl", "start", "-w", "-t", str(int(timeout))),
+                *("-D", str(self.data_dir), "-l", str(self.log), "-o", opts),
+            ],
+            timeout=timeout + 10,
+        )
+        self._wait_ready(timeout)
+
+    def halt(self) -> None:
+        """Stop the server (``pg_ctl stop -m fast``: sessions ended) and keep its data, for a
+        test of the database going away; :meth:`resume` starts it again."""
+        self._run(["pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir)])
+
+    def resume(self, timeout: float = 60.0) -> None:
+        """Start the server :meth:`halt` stopped, on the same port, over the same data."""
+        self._pg_start(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -336,11 +336,13 @@ class Service:
         registry = self.registry_admin.health()
         if registry["broker_problem"]:
             problems.append(registry["broker_problem"])
-        notify = (
-            failing_for_everyone(self.alerts.query(RECENT_ATTEMPTS), now)
-            if unreachable is None
-            else None
-        )
+        notify = None
+        if unreachable is None:
+            try:
+                notify = failing_for_everyone(self._recent_attempts(), now)
+            except psycopg.Error as e:  # went away since the probe above
+                unreachable = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                problems.append(f"database unreachable: {unreachable}; nothing acknowledged")
         NOTIFY_FAILING.set(notify is not None)
         if notify is not None:
             problems.append(f"notifications failing for everyone: {notify}")
@@ -376,6 +378,16 @@ class Service:
             if self.sink is None
             else {"enabled": True, **self.sink.health()},
         }
+
+    def _recent_attempts(self) -> list[Any]:
+        """The outbox's recent attempts; on PostgreSQL asked twice when a pooled connection
+        turns out dead (the database restarted: the pool drops it and connects anew)."""
+        try:
+            return self.alerts.query(RECENT_ATTEMPTS)
+        except psycopg.OperationalError:
+            if self.database is None:
+                raise
+            return self.alerts.query(RECENT_ATTEMPTS)
 
     def database_problem(self) -> str | None:
         """Why the PostgreSQL database cannot be reached now (a fresh connection and a
