@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import math
+import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 import psycopg
 from psycopg import sql
@@ -162,6 +164,20 @@ def store_trouble(e: BaseException) -> str | None:
     return type(e).__name__
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialised(method: _F) -> _F:
+    """The method holds the journal's writer lock (one thread on the writer's connection)."""
+
+    @functools.wraps(method)
+    def run(self: PgJournal, *args: Any, **kwargs: Any) -> Any:
+        with self._writing:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, run)
+
+
 def _day(t: float) -> int:
     return math.floor(t / DAY) * DAY
 
@@ -196,6 +212,9 @@ class PgJournal:
                 migrate(db)
         self._pool = pool
         self._w: Connection | None = None
+        self._writing = threading.RLock()
+        """Held around every use of the writer's connection: the pipeline writes on it, and
+        a registry change (the API's thread) or the maintenance job may come at any time."""
         self._days: set[int] = set()
         self._floor = -math.inf
         self.partitions_made = 0
@@ -213,6 +232,7 @@ class PgJournal:
         self.ahead_days = ahead_days
         self.make_ahead()
 
+    @_serialised
     def make_ahead(self) -> list[str]:
         """Make the day partitions from yesterday (decode believes a device's time up to
         ``MAX_AGE_S`` old) to ``ahead_days`` after today; returns those made. At open, and
@@ -319,6 +339,7 @@ class PgJournal:
 
     # ---------------------------------------------------------------- writes (one thread)
 
+    @_serialised
     def write_batch(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> BatchResult:
         """Journal one batch in one transaction. Returns once it is committed."""
         t0 = time.perf_counter()
@@ -408,6 +429,7 @@ class PgJournal:
                 )
         return new
 
+    @_serialised
     def probe(self) -> None:
         """A write of a few bytes, committed: raises what the store raises now."""
         with self._tx() as db:
@@ -452,6 +474,7 @@ class PgJournal:
     def _sorted_seen(self) -> list[tuple[str, str, str, float, float | None]]:
         return [(d, k, c, at, b) for d, (k, c, at, b) in sorted(self._seen.items())]
 
+    @_serialised
     def flush(self, *, if_due: bool = False) -> bool:
         """Write pending last-seen times. Returns whether it wrote."""
         if not self._seen or (if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S):
@@ -460,6 +483,7 @@ class PgJournal:
             self._flush_seen(cur)
         return True
 
+    @_serialised
     def sync_registry(self, registry: Registry) -> int:
         """Write each registered device's placement; devices no longer registered keep their
         history and state but are shown as unregistered."""
@@ -499,13 +523,14 @@ class PgJournal:
         is every later one. ``chunk`` and ``pause_s`` are the SQLite journal's (its deletes
         go in pieces); a drop here is one short lock on the table."""
         del chunk, pause_s
-        with self._tx() as db:
+        # a connection of its own: retention runs on the scheduler's thread, and the writer's
+        # connection belongs to the pipeline's (a transaction there may be open right now)
+        with connect(self.url, name=self.name, autocommit=True) as db:
             db.execute(
                 "DELETE FROM devices WHERE NOT registered AND compound IS NULL"
                 " AND building IS NULL AND coalesce(last_seen, 0) < %s",
                 (time.time() - forget_idle_s,),
             )
-        with connect(self.url, name=self.name, autocommit=True) as db:
             cutoff = _utc(before)
             doomed: list[tuple[str, datetime]] = []
             for name, start in timeparts.partitions(db, "readings", "day").items():

@@ -66,3 +66,13 @@ def test_jiayuan_run_with_a_wrong_url_exits_saying_which_setting(tmp_path: Path)
     said = done.stdout + done.stderr
     assert done.returncode != 0
     assert "JIAYUAN_DATABASE_URL" in said and SECRET not in said
+
+
+def test_a_backtest_is_refused_on_postgresql_with_the_reason(tmp_path: Path) -> None:
+    """Backtests replay the SQLite journal file: on PostgreSQL they are refused in words (the
+    API answers 503 with them), never a crash."""
+    from jiayuan.backtest import run
+
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://u@127.0.0.1/db")
+    with pytest.raises(FileNotFoundError, match="PostgreSQL .JIAYUAN_DATABASE_URL."):
+        run(settings, [], 0.0, 86_400.0)
