@@ -74,5 +74,5 @@ def test_a_backtest_is_refused_on_postgresql_with_the_reason(tmp_path: Path) -> 
     from jiayuan.backtest import run
 
     settings = Settings(data_dir=tmp_path, database_url="postgresql://u@127.0.0.1/db")
-    with pytest.raises(FileNotFoundError, match="PostgreSQL .JIAYUAN_DATABASE_URL."):
+    with pytest.raises(FileNotFoundError, match=r"PostgreSQL \(JIAYUAN_DATABASE_URL\)"):
         run(settings, [], 0.0, 86_400.0)
