@@ -183,6 +183,10 @@ class Service:
             id="retention",
             next_run_time=datetime.now(UTC) + timedelta(seconds=30),
         )
+        if isinstance(self.journal, PgJournal):
+            # the coming days' partitions made ahead (a reading's day is also made on the spot
+            # when it has none; the writer's connection is shared under the journal's lock)
+            self.scheduler.add_job(self.journal.make_ahead, "interval", hours=6, id="partitions")
         self.started_at = time.time()
         self.context = AppContext(
             settings=settings,
@@ -341,7 +345,7 @@ class Service:
             try:
                 notify = failing_for_everyone(self._recent_attempts(), now)
             except psycopg.Error as e:  # went away since the probe above
-                unreachable = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                unreachable = _reason(e)
                 problems.append(f"database unreachable: {unreachable}; nothing acknowledged")
         NOTIFY_FAILING.set(notify is not None)
         if notify is not None:
@@ -370,6 +374,11 @@ class Service:
             if self.database is None
             else {"reachable": unreachable is None, "problem": unreachable},
             "rollups": self.rollups is not None,
+            **(
+                {"journal_partitions": self.journal.counters}
+                if isinstance(self.journal, PgJournal)
+                else {}
+            ),
             "uptime_s": round(now - self.started_at, 1),
             "rules": len(self.rules),
             "registered_devices": len(self.registry.devices),
@@ -399,8 +408,8 @@ class Service:
                 self.database, connect_timeout=3, autocommit=True, application_name="jiayuan-health"
             ) as db:
                 db.execute("SELECT 1")
-        except psycopg.Error as e:  # the server's words: host and port, never the password
-            return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        except psycopg.Error as e:
+            return _reason(e)
         return None
 
     # ------------------------------------------------------------------ lifecycle
@@ -440,6 +449,13 @@ class Service:
         self.journal.close()
         if self.database is not None:
             self.alerts.close()
+
+
+def _reason(e: psycopg.Error) -> str:
+    """What the driver says about a failed connection or query, without where the server is
+    (/healthz is public): ``Connection refused``, ``terminating connection due to …``."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return line.rsplit("failed: ", 1)[-1][:200]
 
 
 def alerting(settings: Settings) -> AlertingConfig:

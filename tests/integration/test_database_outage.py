@@ -67,6 +67,7 @@ def test_readings_published_while_the_database_is_down_are_stored_once_after_it_
         )
         (said,) = [p for p in problems(svc) if p.startswith("database unreachable")]
         assert said.endswith("; nothing acknowledged")
+        assert str(own_postgres.port) not in said  # /healthz is public: not where the server is
         assert svc.health()["database"]["reachable"] is False
         for i in range(50, 250):
             pub.publish(topic.format(i % 5), json.dumps({"seq": i, "heart_rate": 70, "worn": True}))
