@@ -852,6 +852,49 @@ def rows_after(
     return out
 
 
+_EACH: Final = """
+SELECT c.p, x.xid, x.id, x.device_id, x.shape, x.ts, x.received, x.seq, x.event, x.ts_flag,
+       x.payload
+FROM unnest(%s::smallint[], %s::text[], %s::bigint[]) AS c(p, xid, id)
+CROSS JOIN LATERAL (
+    SELECT r.xid::text::bigint AS xid, r.id, r.device_id, r.shape, r.ts, r.received, r.seq,
+           r.event, r.ts_flag, r.payload
+    FROM readings r
+    WHERE r.partition = c.p AND (r.xid, r.id) > (c.xid::xid8, c.id)
+      AND r.xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY r.xid, r.id LIMIT %s
+) AS x
+"""
+""":func:`rows_after` for many partitions in one round trip: each partition's rows after its own
+position (its index range of ``readings_follow``), the same horizon for all (one statement, one
+snapshot)."""
+
+
+def rows_after_each(
+    db: psycopg.Connection[Any], after: dict[int, follow.Position], limit: int = 500
+) -> list[tuple[int, follow.Position, rows.Row]]:
+    """What :func:`rows_after` gives for each partition of ``after``, in one statement: (partition,
+    position, row), each partition's in log order."""
+    parts = list(after)
+    out = []
+    found = db.execute(
+        _EACH,
+        (parts, [str(after[p].xid) for p in parts], [after[p].id for p in parts], limit),
+    )
+    for p, xid, id_, device_id, shape, ts, received, seq, event, ts_flag, payload in found:
+        kind, stream = _NAMES[shape & ~JSON_PAYLOAD]
+        stored: bytes | str = bytes(payload).decode() if shape & JSON_PAYLOAD else bytes(payload)
+        pos = follow.Position(int(xid), int(id_))
+        out.append(
+            (
+                int(p),
+                pos,
+                (pos.id, device_id, kind, stream, ts, received, seq, event, ts_flag, stored),
+            )
+        )
+    return out
+
+
 class JournalFollower:
     """A follower of the journal over the partitions it holds: :meth:`next_rows` gives the rows
     after each partition's cursor, :meth:`save` commits the cursors in the caller's transaction
@@ -870,11 +913,9 @@ class JournalFollower:
         """Up to ``limit`` rows per partition, each with its partition; every partition's in
         log order (devices never span partitions, so that is every device's order)."""
         out: list[tuple[follow.Position, int, rows.Row]] = []
-        for p, after in self.position.items():
-            got = rows_after(db, p, after, limit)
-            if got:
-                self.position[p] = got[-1][0]
-                out += [(pos, p, row) for pos, row in got]
+        for p, pos, row in rows_after_each(db, self.position, limit):
+            self.position[p] = max(self.position[p], pos)
+            out.append((pos, p, row))
         out.sort(key=lambda x: x[0])
         return [(p, row) for _, p, row in out]
 
