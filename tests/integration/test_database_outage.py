@@ -17,6 +17,8 @@ from tests.stores import Stores
 
 pytestmark = pytest.mark.network
 
+SECRET = "pw-never-logged"
+
 
 @pytest.fixture
 def own_postgres() -> Iterator[Postgres]:
@@ -33,7 +35,10 @@ def problems(svc: ServiceProcess) -> list[str]:
 def test_readings_published_while_the_database_is_down_are_stored_once_after_it_returns(
     broker: Broker, tmp_path: Path, own_postgres: Postgres
 ) -> None:
-    stores = Stores(own_postgres.create_database("jiayuan"))
+    # a password in the URL (trust authentication ignores it): it must never reach the log
+    url = own_postgres.create_database("jiayuan").replace("://jiayuan@", f"://jiayuan:{SECRET}@")
+    assert SECRET in url
+    stores = Stores(url)
     data = tmp_path / "service"
     svc = ServiceProcess(
         data,
@@ -88,3 +93,6 @@ def test_readings_published_while_the_database_is_down_are_stored_once_after_it_
     finally:
         svc.stop()
         pub.close()
+    logged = svc.log.read_text()
+    assert "journal and alert store in PostgreSQL postgresql://jiayuan:***@" in logged
+    assert SECRET not in logged
