@@ -76,3 +76,23 @@ def test_a_backtest_is_refused_on_postgresql_with_the_reason(tmp_path: Path) -> 
     settings = Settings(data_dir=tmp_path, database_url="postgresql://u@127.0.0.1/db")
     with pytest.raises(FileNotFoundError, match=r"PostgreSQL \(JIAYUAN_DATABASE_URL\)"):
         run(settings, [], 0.0, 86_400.0)
+
+
+def test_jiayuan_run_with_an_unreachable_database_exits_saying_so(tmp_path: Path) -> None:
+    from devtools.broker import free_port
+
+    env = dict(os.environ)
+    env.update(
+        JIAYUAN_DATA_DIR=str(tmp_path),
+        JIAYUAN_DATABASE_URL=f"postgresql://u:{SECRET}@127.0.0.1:{free_port()}/db",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "jiayuan.cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "the database (JIAYUAN_DATABASE_URL) cannot be reached" in done.stderr
+    assert "Traceback" not in done.stderr and SECRET not in done.stdout + done.stderr
