@@ -85,3 +85,8 @@ class Config:
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     sender: Sender | None = field(default=None, compare=False)
     """Sends one message (tests: a fake); none: apprise."""
+    instance: str = ""
+    """This instance's name in the claims of escalation steps and deliveries on PostgreSQL
+    (:mod:`alerts.claims`); empty: host, process id and a random part."""
+    claim_s: float = 30.0
+    """How long a claim lasts: another instance takes a dead one's claimed work after it."""

@@ -35,12 +35,14 @@ from base.sql import Db, Row
 from district.pg import open_pool
 from rules.transitions import SEVERITY_ORDER, Transition
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: alerts, history, device presence. 2 (additive): escalation timers, deliveries and their
 attempts, silences — the stages after the lifecycle (:mod:`alerts.dispatch`). 3 (additive):
 incidents (:mod:`alerts.incidents`), ``alerts.incident_id``, ``alerts.false_alarm``,
 ``alert_history.data`` (the structured part of a paging entry) and ``alerts.page_at`` (when a
-rule's verification window lets paging start), added by :func:`migrate`."""
+rule's verification window lets paging start), added by :func:`migrate`. 4 (additive): the
+claim columns of ``escalations`` and ``deliveries`` (``claimed_by``, ``claim_until``,
+``claims``: :mod:`alerts.claims`; used on PostgreSQL, empty on SQLite)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -195,9 +197,15 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("alerts", "false_alarm", "INTEGER NOT NULL DEFAULT 0"),
     ("alert_history", "data", "TEXT"),
     ("alerts", "page_at", "REAL"),
+    ("escalations", "claimed_by", "TEXT"),
+    ("escalations", "claim_until", "REAL"),
+    ("escalations", "claims", "INTEGER NOT NULL DEFAULT 0"),
+    ("deliveries", "claimed_by", "TEXT"),
+    ("deliveries", "claim_until", "REAL"),
+    ("deliveries", "claims", "INTEGER NOT NULL DEFAULT 0"),
 )
-"""Columns of schema 3 added to the tables of schema 1 (ALTER TABLE: older files keep their
-rows)."""
+"""Columns of schemas 3 and 4 added to the tables of schemas 1 and 2 (ALTER TABLE: older
+files keep their rows)."""
 
 SIGNAL_ORDER: dict[str, int] = {"alarm": 0, "supervisory": 1, "trouble": 2}
 
@@ -252,6 +260,7 @@ class Database(ABC):
     ``postgresql://`` URL or a path."""
 
     where: Path | str
+    dialect: sql.Dialect
 
     @staticmethod
     def open(where: Path | str) -> Database:
@@ -287,6 +296,8 @@ class Database(ABC):
 
 
 class SqliteDatabase(Database):
+    dialect: sql.Dialect = "sqlite"
+
     def __init__(self, path: Path) -> None:
         self.where = self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -334,6 +345,8 @@ class PgDatabase(Database):
     """The alert database on PostgreSQL: every transaction and query on a connection of the
     pool. A query runs on a connection taken for that statement (as SQLite's autocommit reader
     sees only what was committed)."""
+
+    dialect: sql.Dialect = "postgresql"
 
     def __init__(self, url: str, pool: ConnectionPool | None = None) -> None:
         self.where = self.url = url

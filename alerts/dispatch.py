@@ -30,6 +30,9 @@ the only other threads of alerting: they run apprise's blocking calls and never 
 :meth:`Dispatcher.start` runs the raise's stages for alerts a crash left unhandled, on the
 caller's thread. A step is taken by a
 compare-and-set on its timer row, so two dispatchers over one database never take it twice.
+On PostgreSQL (several instances) due steps and deliveries are also claimed (:mod:`alerts.claims`):
+each is worked on by one dispatcher, a dead one's claims are taken over after ``claim_s``, and
+every tick adopts the deliveries that no live instance holds (:meth:`Notifier.adopt`).
 
 Adding a stage: write a class with ``__call__(self, item: Item) -> Item | None`` (return the
 item, maybe ``dataclasses.replace``-d, to go on; ``None`` to stop), give it what it reads and
@@ -42,6 +45,7 @@ apprise implements :class:`alerts.notify.Sender` and is given as ``Config.sender
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -54,6 +58,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from alerts import coverage, noise
+from alerts.claims import instance_id
 from alerts.config import Config
 from alerts.correlation import Correlator, synthetic_rules
 from alerts.db import Writer
@@ -206,7 +211,8 @@ class Dispatcher:
         self.db = Writer(store.database)
         self.router = Router(registry, self.tz)
         self.correlator = Correlator(registry, store)
-        self.timers = Timers(self.db)
+        self.instance = config.instance or instance_id()
+        self.timers = Timers(self.db, self.instance, config.claim_s)
         self.outbox = Outbox(self.db)
         self.rules = list(rules)
         extra = [SyntheticRule(*r) for r in synthetic_rules()]
@@ -222,6 +228,8 @@ class Dispatcher:
             config.notify,
             clock=clock,
             on_result=lambda d, at: self._queue.put(_Result(d, at)),
+            instance=self.instance,
+            claim_s=config.claim_s,
         )
         self.stages = compose(
             store,
@@ -470,6 +478,7 @@ class Dispatcher:
             due = []
         for timer in due:
             self._guard(self._due, timer, now)
+        self._guard(self.notifier.adopt, now)
         if now - self._last_sweep >= SWEEP_S:
             self._last_sweep = now
             for sweep in self.stages.sweeps:
@@ -477,9 +486,14 @@ class Dispatcher:
         return len(due)
 
     def _due(self, timer: Timer, now: float) -> None:
-        item = self.stages.firing.of(timer, now)
-        if item is not None:
-            self.stages.due(item)
+        try:
+            item = self.stages.firing.of(timer, now)
+            if item is not None:
+                self.stages.due(item)
+        except Exception:
+            with contextlib.suppress(Exception):  # the next poll takes it, not after claim_s
+                self.timers.unclaim(timer)
+            raise
 
     def _resume(self) -> None:
         """Before the thread starts: firing alerts raised just before a crash, before they were

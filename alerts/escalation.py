@@ -8,7 +8,9 @@ next step, when it is due), polled by the scheduler. A step is taken by a compar
 the row (its step, state and due time as read) in the same transaction that writes the step's
 messages to the outbox (:mod:`alerts.notify`): whichever process or thread commits first takes
 it, the other finds the row moved on. So a restart mid-escalation takes the next step when it
-is due — overdue ones at once — and never twice.
+is due — overdue ones at once — and never twice. On PostgreSQL (several instances) a due timer
+is first claimed by one dispatcher (:mod:`alerts.claims`): the others skip it, and the
+compare-and-set also names the claim's token, so a holder whose claim expired is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from alerts.claims import CLAIM_S, CLAIMABLE, DB_NOW, RELEASE, instance_id
 from alerts.db import Writer
 from alerts.model import Alert
 from alerts.routing import SELECTOR
@@ -177,17 +180,29 @@ class Timer:
     started_at: float
     due_at: float
     muted_by: int | None
+    claimed_by: str | None = None
+    claims: int = 0
+    """The claim's token (PostgreSQL): the row's ``claims`` when it was claimed; always 0 on
+    SQLite, where nothing is claimed."""
 
     @classmethod
     def of(cls, row: Row) -> Timer:
         return from_row(cls, row)
 
 
-class Timers:
-    """The ``escalations`` rows."""
+CLAIM_BATCH = 50
+"""Due timers one PostgreSQL poll claims: the rest are left to the other instances' polls."""
 
-    def __init__(self, db: Writer) -> None:
+
+class Timers:
+    """The ``escalations`` rows. ``instance``, ``claim_s``: this dispatcher's claims on
+    PostgreSQL (:mod:`alerts.claims`)."""
+
+    def __init__(self, db: Writer, instance: str | None = None, claim_s: float = CLAIM_S) -> None:
         self.db = db
+        self.instance = instance or instance_id()
+        self.claim_s = claim_s
+        self.claiming = db.database.dialect == "postgresql"
 
     def start(
         self, alert_id: int, chain_id: str, state: TimerState, started_at: float, due_at: float
@@ -206,32 +221,79 @@ class Timers:
         return Timer.of(rows[0]) if rows else None
 
     def due(self, now: float, limit: int = 200) -> list[Timer]:
-        rows = self.db.query(
-            "SELECT * FROM escalations WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)
-        )
-        return [Timer.of(r) for r in rows]
+        """The timers due at ``now``; on PostgreSQL, claimed by this dispatcher (at most
+        :data:`CLAIM_BATCH`; those another one holds are skipped)."""
+        if not self.claiming:
+            rows = self.db.query(
+                "SELECT * FROM escalations WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)
+            )
+            return [Timer.of(r) for r in rows]
+        with self.db.tx() as db:
+            rows = db.execute(
+                f"UPDATE escalations SET claimed_by = ?, claim_until = {DB_NOW} + ?,"
+                " claims = claims + 1 WHERE alert_id IN (SELECT alert_id FROM escalations"
+                f" WHERE due_at <= ? AND {CLAIMABLE} ORDER BY due_at"
+                " LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING *",
+                (self.instance, self.claim_s, now, min(limit, CLAIM_BATCH)),
+            ).fetchall()
+        return sorted((Timer.of(r) for r in rows), key=lambda t: (t.due_at, t.alert_id))
+
+    def claim(self, alert_id: int, now: float) -> Timer | None:
+        """The alert's timer if it is due at ``now`` and, on PostgreSQL, claimed by this
+        dispatcher (None: not due, or another one holds it and takes the step)."""
+        if not self.claiming:
+            t = self.get(alert_id)
+            return t if t is not None and t.due_at <= now else None
+        with self.db.tx() as db:
+            row = db.execute(
+                f"UPDATE escalations SET claimed_by = ?, claim_until = {DB_NOW} + ?,"
+                f" claims = claims + 1 WHERE alert_id = ? AND due_at <= ? AND {CLAIMABLE}"
+                " RETURNING *",
+                (self.instance, self.claim_s, alert_id, now),
+            ).fetchone()
+        return None if row is None else Timer.of(row)
+
+    def unclaim(self, t: Timer) -> bool:
+        """Give up the claim on ``t`` before it expires (its step failed: the next poll takes
+        it again rather than after ``claim_s``)."""
+        if not self.claiming or t.claimed_by is None:
+            return False
+        with self.db.tx() as db:
+            return (
+                db.execute(
+                    f"UPDATE escalations SET {RELEASE} WHERE alert_id = ? AND claims = ?"
+                    " AND claimed_by = ?",
+                    (t.alert_id, t.claims, t.claimed_by),
+                ).rowcount
+                == 1
+            )
 
     def next_due(self) -> float | None:
         rows = self.db.query("SELECT min(due_at) FROM escalations")
         return rows[0][0] if rows else None
 
     @staticmethod
-    def move(db: Db, t: Timer, now: float, **changes: Any) -> bool:
+    def move(db: Db, t: Timer, now: float, *, keep: bool = False, **changes: Any) -> bool:
         """Compare-and-set inside the caller's transaction: True when ``t`` was still as read
-        (this caller takes the step), False when someone else moved it first."""
+        and still claimed with ``t``'s token (this caller takes the step), False when someone
+        else moved or claimed it first. The claim ends with the move, unless ``keep``: the
+        caller goes on with the moved timer now (the next stage, the next step due at once)."""
         cols = ", ".join(f"{k} = ?" for k in changes)
+        if not keep:
+            cols += f", {RELEASE}"
         cur = db.execute(
             f"UPDATE escalations SET {cols}, updated_at = ? WHERE alert_id = ? AND step = ?"
-            " AND state = ? AND due_at = ?",
-            (*changes.values(), now, t.alert_id, t.step, t.state, t.due_at),
+            " AND state = ? AND due_at = ? AND claims = ?",
+            (*changes.values(), now, t.alert_id, t.step, t.state, t.due_at, t.claims),
         )
         return cur.rowcount == 1
 
     @staticmethod
     def finish(db: Db, t: Timer) -> bool:
         cur = db.execute(
-            "DELETE FROM escalations WHERE alert_id = ? AND step = ? AND state = ? AND due_at = ?",
-            (t.alert_id, t.step, t.state, t.due_at),
+            "DELETE FROM escalations WHERE alert_id = ? AND step = ? AND state = ? AND due_at = ?"
+            " AND claims = ?",
+            (t.alert_id, t.step, t.state, t.due_at, t.claims),
         )
         return cur.rowcount == 1
 

@@ -406,7 +406,8 @@ class AlertStore:
 
     def changes_since(self, entry_id: int, limit: int = 500) -> list[AlertChange]:
         """History entries after ``entry_id`` (oldest first), each with the alert *as it is
-        now*: for a live view that reconnects and catches up."""
+        now*: for a live view that reconnects and catches up. Id order is commit order on
+        SQLite only; on PostgreSQL (several instances) use :meth:`alerts.live.LiveFeed.since`."""
         db = self._reader()
         entries = db.execute(
             "SELECT * FROM alert_history WHERE id > ? ORDER BY id LIMIT ?", (entry_id, limit)

@@ -14,6 +14,13 @@ is final when the receiver refused the message (an HTTP 4xx other than 408/429, 
 cannot parse); otherwise it is retried up to ``max_attempts``, waiting as
 :class:`base.retry.Backoff` says (the one retry policy; the wait is written to the row, not
 slept on). Each attempt's result is handed to ``on_result`` (the dispatcher's queue).
+
+With several instances on PostgreSQL (:mod:`alerts.claims`), a delivery is claimed just before
+it is sent and its receipt commits only while the claim is still this instance's; what other
+instances decided, or left behind when they died, is found by :meth:`Notifier.adopt` (the
+dispatcher's tick) once it is due and nobody holds it. Every send carries the delivery's id as
+its idempotency key (:func:`alerts.claims.with_key`: a webhook's ``Idempotency-Key`` header, an
+e-mail's ``X-Idempotency-Key``) for the one window left: sent, and the receipt not committed.
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import apprise
 
+from alerts.claims import CLAIM_S, CLAIMABLE, DB_NOW, RELEASE, instance_id, with_key
 from alerts.config import NotifyConfig
 from alerts.db import Writer
 from alerts.outbox import OPEN, Attempt, Delivery, Outcome, Status
@@ -47,7 +55,10 @@ class SendResult:
 
 
 class Sender(Protocol):
-    def __call__(self, url: str, title: str, body: str) -> SendResult: ...
+    def __call__(self, url: str, title: str, body: str, *, key: str = "") -> SendResult:
+        """Send one message; ``key`` (the delivery's id) is its idempotency key: the same key
+        again is the same message again (a receiver may drop it)."""
+        ...
 
 
 # ---------------------------------------------------------------------------- apprise
@@ -82,8 +93,8 @@ class AppriseSender:
     def __init__(self) -> None:
         logging.getLogger("apprise").propagate = False
 
-    def __call__(self, url: str, title: str, body: str) -> SendResult:
-        plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    def __call__(self, url: str, title: str, body: str, *, key: str = "") -> SendResult:
+        plugin = apprise.Apprise.instantiate(with_key(url, key), suppress_exceptions=True)
         if plugin is None:
             return SendResult(False, False, "not a URL apprise can send to")
         try:
@@ -111,8 +122,14 @@ class Notifier:
         *,
         clock: Callable[[], float] = time.time,
         on_result: ResultHook | None = None,
+        instance: str | None = None,
+        claim_s: float = CLAIM_S,
     ) -> None:
         self.db = db
+        self.instance = instance or instance_id()
+        self.claim_s = claim_s
+        self.claiming = db.database.dialect == "postgresql"
+        """PostgreSQL: claim each delivery before sending it (:mod:`alerts.claims`)."""
         self.sender: Sender = sender or AppriseSender()
         config = config or NotifyConfig()
         self.workers = config.workers
@@ -129,8 +146,12 @@ class Notifier:
         self._busy: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._running = False
+        self._known: set[int] = set()  # ids queued here and not yet tried
         self.in_flight = 0
         self.errors = 0
+        self.refused = 0
+        """Receipts refused: this instance's claim had expired and another had taken it (the
+        message may go out twice: the key lets the receiver tell)."""
 
     # ------------------------------------------------------------------ control
 
@@ -141,7 +162,7 @@ class Notifier:
         )
         with self._cond:
             for r in rows:
-                heapq.heappush(self._later, (r["next_at"], r["priority"], r["id"], r["channel"]))
+                self._push(r["next_at"], r["priority"], r["id"], r["channel"])
             self._running = True
         if rows:
             log.info("notify: %d messages left in the outbox by the last run", len(rows))
@@ -169,8 +190,36 @@ class Notifier:
         )
         with self._cond:
             for r in rows:
-                heapq.heappush(self._later, (r["next_at"], r["priority"], r["id"], r["channel"]))
+                self._push(r["next_at"], r["priority"], r["id"], r["channel"])
             self._cond.notify_all()
+
+    def adopt(self, now: float, limit: int = 500) -> int:
+        """PostgreSQL: queue here the deliveries due at ``now`` that nobody holds and this
+        instance has not queued — decided by another instance, or claimed by one that died
+        (its claim expired). Each is claimed when its turn comes; another instance queueing the
+        same one finds it claimed and skips it. Returns how many were queued."""
+        if not self.claiming:
+            return 0
+        rows = self.db.query(
+            "SELECT id, channel, priority, next_at FROM deliveries"
+            f" WHERE status IN ('pending', 'retrying') AND next_at <= ? AND {CLAIMABLE}"
+            " ORDER BY next_at LIMIT ?",
+            (now, limit),
+        )
+        n = 0
+        with self._cond:
+            for r in rows:
+                if r["id"] not in self._known:
+                    self._push(r["next_at"], r["priority"], r["id"], r["channel"])
+                    n += 1
+            if n:
+                self._cond.notify_all()
+        return n
+
+    def _push(self, next_at: float, priority: int, did: int, channel: str) -> None:
+        """Queue a delivery (lock held)."""
+        self._known.add(did)
+        heapq.heappush(self._later, (next_at, priority, did, channel))
 
     def kick(self) -> None:
         """Look at the clock again now (a fake clock moved on)."""
@@ -224,22 +273,40 @@ class Notifier:
                 if not self._running or job is None:
                     return
             did, channel = job
+            again: tuple[float, int, int, str] | None = None
             try:
-                self._send(did)
+                again = self._send(did)
             except Exception:
                 self.errors += 1
                 log.exception("notify: delivery %d failed unexpectedly", did)
             finally:
                 with self._cond:
+                    self._known.discard(did)
+                    if again is not None:
+                        self._push(*again)
                     self._done(channel)
 
-    def _send(self, did: int) -> None:
-        rows = self.db.query("SELECT * FROM deliveries WHERE id = ?", (did,))
-        if not rows or rows[0]["status"] not in OPEN:
-            return  # cancelled, or sent by a previous run
-        row = rows[0]
+    def _claim(self, did: int) -> Any:
+        """The delivery's row if it is still to be sent (and, on PostgreSQL, now claimed by
+        this instance: due, and nobody else's), else None."""
+        if not self.claiming:
+            rows = self.db.query("SELECT * FROM deliveries WHERE id = ?", (did,))
+            return rows[0] if rows and rows[0]["status"] in OPEN else None
+        with self.db.tx() as db:
+            return db.execute(
+                f"UPDATE deliveries SET claimed_by = ?, claim_until = {DB_NOW} + ?,"
+                " claims = claims + 1 WHERE id = ? AND status IN ('pending', 'retrying')"
+                f" AND next_at <= ? AND {CLAIMABLE} RETURNING *",
+                (self.instance, self.claim_s, did, self.clock()),
+            ).fetchone()
+
+    def _send(self, did: int) -> tuple[float, int, int, str] | None:
+        """Send one delivery and commit its receipt; what to queue again (a retry), if any."""
+        row = self._claim(did)
+        if row is None:
+            return None  # cancelled, sent by a previous run, or another instance's
         t0 = time.monotonic()
-        result = self.sender(row["channel"], row["title"], row["body"])
+        result = self.sender(row["channel"], row["title"], row["body"], key=str(did))
         elapsed = (time.monotonic() - t0) * 1000
         now = self.clock()
         number = row["attempts"] + 1
@@ -253,9 +320,9 @@ class Notifier:
             outcome = "failed"
         status: Status = "retrying" if outcome == "retrying" else outcome
         with self.db.tx() as db:
-            db.execute(
-                "UPDATE deliveries SET status = ?, attempts = ?, error = ?, next_at = ?,"
-                " updated_at = ?, sent_at = ? WHERE id = ?",
+            cur = db.execute(
+                f"UPDATE deliveries SET status = ?, attempts = ?, error = ?, next_at = ?,"
+                f" updated_at = ?, sent_at = ?, {RELEASE} WHERE id = ? AND claims = ?",
                 (
                     status,
                     number,
@@ -264,14 +331,29 @@ class Notifier:
                     now,
                     now if result.ok else None,
                     did,
+                    row["claims"],
                 ),
             )
-            db.execute(
-                "INSERT INTO delivery_attempts (delivery_id, at, outcome, error, elapsed_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (did, now, outcome, result.error, elapsed),
+            if cur.rowcount != 1:  # the claim expired and another instance took it over
+                fresh = None
+            else:
+                db.execute(
+                    "INSERT INTO delivery_attempts (delivery_id, at, outcome, error, elapsed_ms)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (did, now, outcome, result.error, elapsed),
+                )
+                fresh = db.execute("SELECT * FROM deliveries WHERE id = ?", (did,)).fetchone()
+        if fresh is None:
+            self.refused += 1
+            log.warning(
+                "notify: delivery %d to %s %s, but its claim had expired and another instance"
+                " took it over: this receipt is refused (idempotency key %d)",
+                did,
+                row["staff_id"],
+                outcome,
+                did,
             )
-            fresh = db.execute("SELECT * FROM deliveries WHERE id = ?", (did,)).fetchone()
+            return None
         if outcome != "sent":
             log.warning(
                 "notify: delivery %d to %s %s (attempt %d/%d): %s",
@@ -282,11 +364,11 @@ class Notifier:
                 self.max_attempts,
                 _ADDRESS.sub("<address>", result.error),
             )
-        if retry_at is not None:
-            with self._cond:
-                heapq.heappush(self._later, (retry_at, row["priority"], did, row["channel"]))
         if self.on_result is not None:
             self.on_result(
                 Delivery.of(fresh),
                 Attempt(did, now, outcome, result.error, elapsed, number, retry_at),
             )
+        if retry_at is None:
+            return None
+        return retry_at, row["priority"], did, row["channel"]

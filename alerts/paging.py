@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from typing import Any, Final
@@ -164,11 +164,12 @@ class Page:
                 moved = (
                     Timers.finish(db, t)
                     if nxt is None
-                    else Timers.move(db, t, now, step=next_step, due_at=nxt)
+                    else Timers.move(db, t, now, keep=nxt <= now, step=next_step, due_at=nxt)
                 )
                 if not moved:
                     return  # another poller took this step
                 ids: list[int] = []
+                self.gate.lock(db, [tg.staff_id for tg in p.targets])
                 for tg in p.targets:
                     how, at = self.gate.decide(
                         db, a, tg.staff_id, purpose, tg.staff_id in p.new, msg, now, prio
@@ -195,7 +196,9 @@ class Page:
                 self.submit(ids)
             if nxt is None or nxt > now:
                 return
-            t = Timer(t.alert_id, chain.id, "chain", next_step, t.started_at, nxt, None)
+            t = replace(
+                t, chain_id=chain.id, state="chain", step=next_step, due_at=nxt, muted_by=None
+            )
 
     def _next_on_duty(self, chain: Chain, step: int, a: Alert, now: float) -> float | None:
         """The first half hour within a week when step ``step`` would page someone."""
@@ -450,6 +453,7 @@ class FollowUp:
         prio = 90
         ids: list[int] = []
         with self.db.tx() as db:
+            self.gate.lock(db, reached)
             for sid in reached:
                 if sid not in reg:
                     continue

@@ -285,7 +285,9 @@ class Start:
         return self._due(item) if self.timers.start(a.id, chain.id, "chain", now, now) else None
 
     def _due(self, item: Item) -> Item | None:
-        timer = self.timers.get(item.alert.id)
+        """The item with its timer, due now and (PostgreSQL) claimed by this dispatcher; None
+        when another dispatcher's poll claimed it first (it takes the step)."""
+        timer = self.timers.claim(item.alert.id, item.now)
         return None if timer is None else replace(item, timer=timer)
 
 
@@ -350,9 +352,10 @@ class Group:
             return None
         chain = self.chains.select(a)
         with self.db.tx() as db:
-            if not Timers.move(db, t, now, state="chain", chain_id=chain.id, due_at=now):
+            if not Timers.move(db, t, now, keep=True, state="chain", chain_id=chain.id, due_at=now):
                 return None
-        return replace(item, timer=Timer(t.alert_id, chain.id, "chain", 0, t.started_at, now, None))
+        moved = replace(t, chain_id=chain.id, state="chain", step=0, due_at=now, muted_by=None)
+        return replace(item, timer=moved)
 
     def sweep(self, now: float) -> None:
         items, _ = self.store.find(rule_id=noise.BUILDING_TROUBLE, open_only=True, limit=500)
@@ -389,9 +392,7 @@ class Mute:
         if t.state != "muted":
             return item
         with self.db.tx() as db:
-            if not Timers.move(db, t, now, state="chain", muted_by=None, due_at=now):
+            if not Timers.move(db, t, now, keep=True, state="chain", muted_by=None, due_at=now):
                 return None
         self.history.note(a.id, "notified", f"silence {t.muted_by} is over: paging now")
-        return replace(
-            item, timer=Timer(t.alert_id, t.chain_id, "chain", t.step, t.started_at, now, None)
-        )
+        return replace(item, timer=replace(t, state="chain", due_at=now, muted_by=None))

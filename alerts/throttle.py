@@ -13,10 +13,17 @@ Per person and incident (:mod:`alerts.incidents`; an alert without one is its ow
   is ``held`` until then; whatever comes while one is held is folded into it (``merged``): the
   most urgent message leads, the titles of the others follow as lines of its body, so the
   person gets one message with all the news.
+
+Each decision reads the person's messages about the incident and then writes one: with
+several instances on PostgreSQL, two transactions deciding for the same person at once would
+both read "nothing sent yet" and both send. :meth:`Coalescer.lock` takes a transaction-scoped
+advisory lock per person first (the second decision waits for the first's commit and reads
+it); SQLite's ``BEGIN IMMEDIATE`` already serialises every writer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final, Literal
 
 from alerts.db import to_alert
@@ -24,6 +31,7 @@ from alerts.incidents import worse
 from alerts.lifecycle import AlertStore
 from alerts.messages import Message
 from alerts.model import Alert
+from base import sql
 from base.sql import Db, Row
 
 COALESCE_S: Final = 15.0
@@ -31,11 +39,22 @@ MAX_PER_MINUTE: Final = 2
 REPAGE_AFTER_S: Final = 600.0
 REMIND_GAP_S: Final = 60.0
 How = Literal["sent", "held", "merged", "coalesced", "reminded"]
+LOCK_SPACE: Final = 0x6A79  # pg_advisory_xact_lock(LOCK_SPACE, hashtext(staff_id))
 
 
 class Coalescer:
     def __init__(self, store: AlertStore) -> None:
         self.store = store
+
+    @staticmethod
+    def lock(db: Db, staff_ids: Iterable[str]) -> None:
+        """Before deciding for ``staff_ids`` in this transaction (PostgreSQL): each person's
+        lock, in one order (two transactions paging the same people cannot deadlock), held
+        until the transaction ends. Nothing on SQLite."""
+        if sql.dialect(db) == "sqlite":
+            return
+        for sid in sorted(set(staff_ids)):
+            db.execute("SELECT pg_advisory_xact_lock(?::integer, hashtext(?))", (LOCK_SPACE, sid))
 
     def decide(
         self,
@@ -48,7 +67,9 @@ class Coalescer:
         now: float,
         priority: int,
     ) -> tuple[How, float | None]:
-        """Inside the transaction that adds the delivery: what to do, and until when to hold."""
+        """Inside the transaction that adds the delivery: what to do, and until when to hold
+        (after :meth:`lock` of ``staff_id``, taken here if the caller did not)."""
+        self.lock(db, (staff_id,))
         if a.incident_id is None:
             where, key = "d.alert_id = ?", a.id
         else:

@@ -39,7 +39,16 @@ from pathlib import Path
 
 from base.datadir import DataDir
 from bench import catchup, sink, store_writes
-from bench.cpu import Ceiling, Snapshot, Tally, process_cpu, wait_caught_up, wait_cpu
+from bench.cpu import (
+    Ceiling,
+    Snapshot,
+    Tally,
+    process_cpu,
+    wait_caught_up,
+    wait_cpu,
+    wake_delay,
+    wakes,
+)
 from bench.cpu import summary as cpu_summary
 from bench.cpu import table as cpu_table
 from bench.load import (
@@ -53,6 +62,7 @@ from bench.load import (
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from ingest.topics import SUBSCRIPTION
+from jiayuan.settings import Settings
 
 Files = list[tuple[str, Path]]
 
@@ -172,12 +182,24 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the journal's write rate on SQLite and PostgreSQL",
     )
     ap.add_argument(
+        "--ingest-processes",
+        type=int,
+        default=None,
+        help="JIAYUAN_INGEST_PROCESSES for the service (default: the setting's default)",
+    )
+    ap.add_argument(
         "--plain",
         dest="tls",
         action="store_false",
         help="connect over the plain loopback listener instead of TLS",
     )
     args = ap.parse_args(argv)
+    procs = (
+        args.ingest_processes
+        if args.ingest_processes is not None
+        else Settings.model_fields["ingest_processes"].default
+    )
+    service_settings = {"ingest_processes": procs}
 
     work = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     ceiling_files, ingest_files = (
@@ -211,11 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         for r, files in enumerate(ceiling_files):
             ceilings.append(broker_ceiling(broker, files, args.messages, tls, ceiling_cpu))
             print(f"bench: broker ceiling round {r + 1}: {ceilings[-1]:,.0f} msg/s", flush=True)
-        svc = ServiceProcess(work / "service", broker, tls=tls).start()
+        print(f"bench: the service with {procs} telemetry ingest process(es)", flush=True)
+        svc = ServiceProcess(work / "service", broker, tls=tls, **service_settings).start()
         for r, files in enumerate(ingest_files):
             rates.append(service_ingest(svc, broker, files, args.messages, tls, service_cpu))
             print(f"bench: service ingest round {r + 1}: {rates[-1]:,.0f} msg/s", flush=True)
         print(cpu_table(service_cpu, ceiling_cpu), flush=True)
+        woken = wake_delay(svc, None, "ingest rounds")
+        if woken is not None:
+            print(woken, flush=True)
 
         stream_ready = threading.Event()
         probe = FallProbe(svc.url, svc.token, broker, stream_ready, tls)
@@ -233,8 +259,12 @@ def main(argv: list[str] | None = None) -> int:
             f" reached the journal's head {waited:.1f} s after the last round)",
             flush=True,
         )
+        woken_before = wakes(svc)
         latencies = probe.run(args.probes, interval=0.1)
         achieved = load.stop()
+        woken = wake_delay(svc, woken_before, f"at {args.background_rate:,} msg/s")
+        if woken is not None:
+            print(woken, flush=True)
         probe.stop()
         print(
             f"bench: background load {achieved:,.0f} msg/s during {len(latencies)} probes",
@@ -262,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 tls,
                 first_probe=args.probes,
                 probes=args.catchup_probes,
+                settings=service_settings,
             )
             print(
                 f"bench: catch-up of {args.catchup:,} queued readings: the service drained"
@@ -282,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: {line}", flush=True)
         print(
             f"ingest_msgs_per_s={ingest:.0f} broker_msgs_per_s={ceiling:.0f} "
-            f"ratio={ingest / ceiling:.2f} p50_ms={p50 * 1000:.1f} p99_ms={p99 * 1000:.1f}",
+            f"ratio={ingest / ceiling:.2f} p50_ms={p50 * 1000:.1f} p99_ms={p99 * 1000:.1f}"
+            f" ingest_processes={procs}",
             flush=True,
         )
         return 0

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.load import FallProbe, client_env, start_device_publisher
 from devtools.broker import Broker
@@ -73,10 +74,11 @@ def run(
     first_probe: int,
     probes: int = 20,
     interval: float = 0.1,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[CatchUp, ServiceProcess]:
     """Stop ``svc``, queue ``n`` readings from ``files``, drain them with mosquitto_sub, then
     start the service again over the same data and time its drain and the falls. Returns the
-    figures and the service that runs now."""
+    figures and the service that runs now. ``settings``: the service's (``JIAYUAN_*``)."""
     folder = files[0][1].parent
     broker.test_access(SUBSCRIBER)  # made (and the broker reloaded) before anything is timed
     if _sub(broker, tls, folder / "sub", "-E").wait(30) != 0:  # its session, subscribed
@@ -97,7 +99,9 @@ def run(
         raise RuntimeError("mosquitto_sub did not receive the backlog")
     sub_rate = n / (time.perf_counter() - t0)
 
-    again = ServiceProcess(svc.data_dir, broker, svc.http_port, log=svc.log, tls=tls)
+    again = ServiceProcess(
+        svc.data_dir, broker, svc.http_port, log=svc.log, tls=tls, **(settings or {})
+    )
     t_spawn = time.perf_counter()
     again.start()
     t_ready = time.perf_counter()

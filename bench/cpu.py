@@ -7,6 +7,12 @@ exit (``wait4``); the service's stages from its ``/metrics``: per thread
 and, within the ingest thread, per batch (``jiayuan_ingest_cpu_seconds_total``: decode and
 journal). A window counts until the followers have caught up with what it ingested, so that the
 rules worker's and the rollups' share of those messages is in it.
+
+With telemetry ingest processes (``JIAYUAN_INGEST_PROCESSES`` above 1) every figure is summed
+over the processes: the children's CPU, whole and by thread, from the main process's
+``jiayuan_ingest_process_cpu_seconds_total`` (read from ``/proc`` at the scrape), their decode
+and journal stages added into its own counters at each report (every 0.5 s: a snapshot waits a
+second for the children's last).
 """
 
 from __future__ import annotations
@@ -52,13 +58,22 @@ def wait_cpu(proc: subprocess.Popen[bytes]) -> float:
 
 
 def _service_counters(svc: ServiceProcess) -> dict[str, float]:
+    """Threads' CPU by label and the ingest stages', summed over the service's processes;
+    ``children`` is the ingest processes' whole CPU."""
     out: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        out[key] = out.get(key, 0.0) + value
+
     for family in text_string_to_metric_families(svc.get_text("/metrics")):
         for s in family.samples:
             if s.name == "jiayuan_thread_cpu_seconds_total":
-                out["thread:" + s.labels["thread"]] = s.value
+                add("thread:" + s.labels["thread"], s.value)
             elif s.name == "jiayuan_ingest_cpu_seconds_total":
-                out["stage:" + s.labels["stage"]] = s.value
+                add("stage:" + s.labels["stage"], s.value)
+            elif s.name == "jiayuan_ingest_process_cpu_seconds_total":
+                thread = s.labels["thread"]
+                add("children" if thread == "process" else f"thread:{thread}", s.value)
     return out
 
 
@@ -71,7 +86,11 @@ class Snapshot:
     @classmethod
     def take(cls, svc: ServiceProcess, broker_pid: int) -> Snapshot:
         assert svc.proc is not None
-        return cls(process_cpu(svc.proc.pid), process_cpu(broker_pid), _service_counters(svc))
+        if svc.health().get("ingest_processes"):
+            time.sleep(1.0)  # the children's last report in (their stage counters)
+        counters = _service_counters(svc)
+        main = process_cpu(svc.proc.pid)
+        return cls(main + counters.pop("children", 0.0), process_cpu(broker_pid), counters)
 
 
 @dataclass
@@ -105,6 +124,44 @@ class Tally:
 
     def us(self, seconds: float) -> float:
         return seconds / self.messages * 1e6 if self.messages else float("nan")
+
+
+Wakes = tuple[dict[float, float], float, float]
+"""``jiayuan_ingest_wake_seconds``: cumulative count by bucket bound, sum, count."""
+
+
+def wakes(svc: ServiceProcess) -> Wakes:
+    """The histogram of how long the main process took to wake its rules worker after an
+    ingest process's commit (empty with one process)."""
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    for family in text_string_to_metric_families(svc.get_text("/metrics")):
+        if family.name != "jiayuan_ingest_wake_seconds":
+            continue
+        for s in family.samples:
+            if s.name.endswith("_bucket"):
+                buckets[float(s.labels["le"])] = s.value
+            elif s.name.endswith("_sum"):
+                total = s.value
+            elif s.name.endswith("_count"):
+                count = s.value
+    return buckets, total, count
+
+
+def wake_delay(svc: ServiceProcess, since: Wakes | None, what: str) -> str | None:
+    """A line on the wake delays since ``since`` (from the start: None): commits, mean, and
+    the bucket that holds the 99th percentile; None with one process."""
+    buckets, total, count = wakes(svc)
+    if since is not None:
+        buckets = {le: n - since[0].get(le, 0.0) for le, n in buckets.items()}
+        total, count = total - since[1], count - since[2]
+    if count <= 0:
+        return None
+    p99 = next(le for le, n in sorted(buckets.items()) if n >= 0.99 * count)
+    return (
+        f"bench: rules worker woken after an ingest process's commit, {what}: {count:,.0f}"
+        f" commits, mean {total / count * 1000:.2f} ms, p99 ≤ {p99 * 1000:g} ms"
+    )
 
 
 def caught_up(svc: ServiceProcess, data_dir: Path) -> bool:

@@ -47,6 +47,9 @@ class Received:
     title: str
     message: str
     type: str
+    key: str = ""
+    """The sender's ``Idempotency-Key`` header (jiayuan's: the delivery's id): the same key
+    twice is one message sent twice (a dead instance's send taken over)."""
 
     def local(self, tz: ZoneInfo) -> datetime:
         return datetime.fromtimestamp(self.at, tz)
@@ -174,6 +177,7 @@ class Receiver:
                         str(data.get("title", "")),
                         str(data.get("message", "")),
                         str(data.get("type", "")),
+                        self.headers.get("Idempotency-Key") or "",
                     )
                 )
                 self._reply(200, b'{"ok": true}\n', "application/json")

@@ -15,7 +15,7 @@ connection of its own and keep it (to compare the two ways of holding a partitio
 one persistent MQTT 5 session per held slot on ``$share/jiayuan/exp/#`` (Mosquitto on
 127.0.0.1:PORT; FILE maps each slot number to its account, whose name is the client id). Each
 message is stored in ``stored`` (unique payload: the journal's duplicate drop) and logged in
-``deliveries``, in one transaction, and acknowledged after the commit; every connection is
+``standin_deliveries``, in one transaction, and acknowledged after the commit; every connection is
 logged in ``slot_connects`` with the broker's session-present flag.
 
 It prints ``ready`` once it holds what it was asked to, and runs until killed.
@@ -48,7 +48,7 @@ SENT_TABLE = (
 
 SLOT_TABLES = (
     "CREATE TABLE IF NOT EXISTS stored (payload text PRIMARY KEY, by_instance text NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS deliveries (payload text NOT NULL, slot integer NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS standin_deliveries (payload text NOT NULL, slot integer NOT NULL,"
     " by_instance text NOT NULL, dup boolean NOT NULL);"
     "CREATE TABLE IF NOT EXISTS slot_connects (slot integer NOT NULL, by_instance text NOT NULL,"
     " session_present boolean NOT NULL, at timestamptz NOT NULL DEFAULT now())"
@@ -125,7 +125,8 @@ class SlotSessions:
                 (payload, self.instance_id),
             )
             db.execute(
-                "INSERT INTO deliveries (payload, slot, by_instance, dup) VALUES (%s, %s, %s, %s)",
+                "INSERT INTO standin_deliveries (payload, slot, by_instance, dup)"
+                " VALUES (%s, %s, %s, %s)",
                 (payload, slot, self.instance_id, bool(msg.dup)),
             )
         c.ack(msg.mid, msg.qos)

@@ -45,6 +45,15 @@ PUSH, PUSH_URGENT = "push", "push-urgent"
 nothing to acknowledge to a broker; their commit is told to the waiting request instead."""
 PUSH_SESSIONS = frozenset({PUSH, PUSH_URGENT})
 URGENT_SESSIONS = frozenset({URGENT, PUSH_URGENT})
+SHARE_GROUP = "jiayuan-ingest"
+"""The shared subscription's group when telemetry is read by several processes
+(jiayuan/ingest_procs.py): each process's session is a member, the broker hands each message
+to one of them."""
+
+
+def shared(filters: Iterable[str], group: str = SHARE_GROUP) -> tuple[str, ...]:
+    """``filters`` as members of the shared subscription ``group`` (``$share/<group>/<f>``)."""
+    return tuple(f"$share/{group}/{f}" for f in filters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,15 @@ class Session:
         self.client.loop_stop()
         self._down()
 
+    def end(self) -> None:
+        """Disconnect and end the session (MQTT 5: session expiry 0 at DISCONNECT): for a
+        session drained for good (jiayuan/ingest_procs.py)."""
+        props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 0
+        self.client.disconnect(properties=props)
+        self.client.loop_stop()
+        self._down()
+
     def ack(self, mids: Iterable[int]) -> None:
         self.client.ack_many(mids)
 
@@ -163,10 +181,14 @@ class Session:
         # always this version's. Retained messages only for a subscription that is new, so a
         # reconnect does not bring every device's retained status again.
         opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        client.subscribe([(f, opts) for f in self.filters])
+        if self.filters:
+            client.subscribe([(f, opts) for f in self.filters])
         if flags.session_present and self.retire:
             # What was queued under the old filter is still delivered, and journaled.
             client.unsubscribe(list(self.retire))
+        if not self.filters:  # a session resumed only to drain it (jiayuan/ingest_procs.py)
+            self.up.set()
+            self._changed()
         log.info(
             "MQTT %s session connected to %s:%s %s (%s)",
             self.name,
@@ -260,7 +282,10 @@ class Listener:
         urgent_receive_maximum: int = 200,
         urgent_filters: tuple[str, ...] = (),
         telemetry_filters: tuple[str, ...] = (),
+        telemetry: bool = True,
     ) -> None:
+        """``telemetry=False``: the urgent session only, telemetry being read by other
+        processes (jiayuan/ingest_procs.py)."""
         self.host, self.port = host, port
         self.access = access or BrokerAccess()
         self.urgent_access = urgent_access or BrokerAccess(
@@ -289,6 +314,7 @@ class Listener:
                 inbox.put(m)
 
         put: Callable[[list[Inbound]], None] = getattr(inbox, "put_many", None) or put_each
+        telemetry_all = TELEMETRY_SUBSCRIPTIONS + telemetry_filters
         self._sessions = {
             TELEMETRY: Session(
                 TELEMETRY,
@@ -296,11 +322,12 @@ class Listener:
                 port,
                 client_id,
                 self.access,
-                TELEMETRY_SUBSCRIPTIONS + telemetry_filters,
+                telemetry_all,
                 put,
                 self._changed,
                 receive_maximum=receive_maximum,
-                retire=(SUBSCRIPTION,),
+                # the shared ones: of a time this session was one of several processes'
+                retire=(SUBSCRIPTION, *shared(telemetry_all)),
                 **common,
             ),
             URGENT: Session(
@@ -316,6 +343,8 @@ class Listener:
                 **common,
             ),
         }
+        if not telemetry:
+            del self._sessions[TELEMETRY]
 
     def start(self) -> None:
         if self.access.username is None:

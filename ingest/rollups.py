@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from base.sqlite import transaction
 from ingest import rowcodec
-from ingest.follower import Follower, connect, head, save_cursor, write_lock
+from ingest.follower import Follower, WriteLock, connect, head, save_cursor, write_lock
 from ingest.schema import ROLLUP_METRICS, kinds_with_metric
 
 WIDTHS: Final[dict[str, int]] = {"1m": 60, "1h": 3600}
@@ -288,7 +288,7 @@ def prune_buckets(
     db: sqlite3.Connection,
     before: dict[str, float],
     pause_s: float = 0.01,
-    lock: threading.Lock | None = None,
+    lock: WriteLock | None = None,
 ) -> int:
     """Delete rollup buckets older than ``before[step]``, one series at a time, in short
     transactions. Returns the number of rows deleted."""

@@ -36,6 +36,7 @@ from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import AuthStore
 from jiayuan.broker.live import BrokerAccounts
 from jiayuan.context import AppContext
+from jiayuan.ingest_procs import IngestProcesses, previous_count, record_count
 from jiayuan.integrations import PushSetup, PushTokens, load_integrations
 from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import registry_files
@@ -149,7 +150,29 @@ class Service:
             urgent_access=broker_access(settings, urgent=True),
             urgent_filters=self.profiles.filters(urgent=True),
             telemetry_filters=self.profiles.filters(urgent=False),
+            telemetry=settings.ingest_processes == 1,  # ingest processes: see below
         )
+        # --- telemetry ingest processes (jiayuan/ingest_procs.py) ---------------------------
+        k, before = settings.ingest_processes, previous_count(data)
+        retiring = range(max(k, 1) + 1, before + 1)  # a larger K before: drain their sessions
+        self.ingest_procs = (
+            IngestProcesses(
+                settings,
+                loaded,
+                self.worker.wake,
+                k,
+                retiring=retiring,
+                retired=lambda: record_count(data, k),
+            )
+            if k > 1 or retiring
+            else None
+        )
+        """With ``ingest_processes`` above 1: the child processes that read and journal
+        telemetry (this process keeps the urgent session and the HTTP push); and those that
+        drain the sessions of a larger ``ingest_processes`` run before."""
+        if not retiring and (k > 1 or before != 1):
+            record_count(data, k)
+        # --- end of telemetry ingest processes -----------------------------------------------
         self.ways = WaysIn(loaded)
         """Each registered device's one way in (its ``via``), swapped at each registry change."""
         self.push = PushIntake(self.inbox)
@@ -210,6 +233,8 @@ class Service:
         # staff access's scopes)
         admin = self.registry_admin
         admin.subscribe("ways in", self.ways.set_registry)
+        if self.ingest_procs is not None:
+            admin.subscribe("ingest processes' ways in", self.ingest_procs.set_registry)
         admin.subscribe("journal devices", self.journal.sync_registry)
         admin.subscribe("routing and paging", self.dispatcher.set_registry)
         admin.subscribe("rules", self.worker.set_registry)
@@ -315,17 +340,43 @@ class Service:
         now = time.time()
         connected = self.listener.connected.is_set()
         sessions = self.listener.sessions()
+        journal = self.pipeline.store_health()
+        lag = self.pipeline.oldest_unacked_age(now)
+        committed, queued = self.pipeline.committed, self.inbox.qsize()
         for name, up in sessions.items():
             if not up:
                 what = "falls, SOS and alarms" if name == "urgent" else "readings"
                 problems.append(f"MQTT {name} session disconnected: no {what} received")
+        procs = None if self.ingest_procs is None else self.ingest_procs.health(now)
+        if procs is not None:  # telemetry ingest processes: theirs added in
+            k = self.settings.ingest_processes
+            problems += [
+                f"ingest process {i} of {k} down (restarting)"
+                if i <= k
+                else f"ingest process {i} (draining the session of a larger ingest_processes)"
+                " down (restarting)"
+                for i in procs.down
+            ]
+            if not procs.supervised:
+                problems.append("ingest processes unsupervised: one that stops is not restarted")
+            problems += [
+                f"MQTT telemetry session of ingest process {i} of {k} disconnected: its share"
+                " of the readings not received"
+                for i in procs.disconnected
+            ]
+            sessions["telemetry"] = (
+                sessions.get("telemetry", True) and not procs.down and not procs.disconnected
+            )
+            connected = connected and sessions["telemetry"]
+            journal = journal if not journal.ok else procs.store
+            if procs.oldest_unacked_s is not None:
+                lag = max(lag or 0.0, procs.oldest_unacked_s)
+            committed, queued = committed + procs.committed, queued + procs.queued
         unreachable = self.database_problem()
         if unreachable is not None:
             problems.append(f"database unreachable: {unreachable}; nothing acknowledged")
-        journal = self.pipeline.store_health()
         if not journal.ok and unreachable is None:
             problems.append(f"journal refuses writes ({journal.reason}); nothing acknowledged")
-        lag = self.pipeline.oldest_unacked_age(now)
         if lag is not None and lag > self.settings.health_ingest_lag_s:
             problems.append(f"ingest behind: oldest unacknowledged message {lag:.0f} s old")
         rules = self.worker.health(lag=unreachable is None)
@@ -355,8 +406,9 @@ class Service:
             "problems": problems,
             "mqtt_connected": connected,
             "mqtt_sessions": sessions,
-            "ingest_queue": self.inbox.qsize(),
-            "messages_committed": self.pipeline.committed,
+            "ingest_queue": queued,
+            "messages_committed": committed,
+            "ingest_processes": None if procs is None else procs.processes,
             "journal": {
                 "writable": journal.ok,
                 "reason": journal.reason,
@@ -423,6 +475,9 @@ class Service:
             self.rollups.start()
         if self.sink is not None:
             self.sink.start()
+        if self.ingest_procs is not None:
+            self.ingest_procs.start()
+            self._aggregate_gauges()
         self.listener.start()
         self.scheduler.start()
         log.info(
@@ -434,10 +489,36 @@ class Service:
             self.settings.data_dir,
         )
 
+    def _aggregate_gauges(self) -> None:
+        """With ingest processes: the gauges operators alert on say what ``/healthz`` says,
+        over every process (read at each scrape), not this process's alone."""
+        from ingest.metrics import CONNECTED, JOURNAL_WRITABLE, OLDEST_UNACKED
+
+        procs = self.ingest_procs
+        assert procs is not None
+
+        def oldest() -> float:
+            now = time.time()
+            mine = self.pipeline.oldest_unacked_age(now) or 0.0
+            return max(mine, procs.health(now).oldest_unacked_s or 0.0)
+
+        def writable() -> float:
+            return float(self.pipeline.store_health().ok and procs.health(time.time()).store.ok)
+
+        def connected() -> float:
+            h = procs.health(time.time())
+            return float(self.listener.connected.is_set() and not h.down and not h.disconnected)
+
+        OLDEST_UNACKED.set_function(oldest)
+        JOURNAL_WRITABLE.set_function(writable)
+        CONNECTED.set_function(connected)
+
     def stop(self) -> None:
         """Finish the batch in hand (committed and acknowledged), then disconnect. Whatever is
         still unacknowledged stays with the broker's session and comes again on restart."""
         self.scheduler.shutdown(wait=False)
+        if self.ingest_procs is not None:
+            self.ingest_procs.stop()  # each finishes, acknowledges and disconnects its batch
         self.pipeline.stop()
         self.listener.stop()
         self.worker.stop()

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts.config import EscalationConfig, FlapConfig, GroupConfig, NotifyConfig
 from ingest.profile_model import profile_files
+from jiayuan.broker.accounts import INGEST_PROCESSES_MAX
 
 _COMMUNITY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -82,6 +83,12 @@ class Settings(BaseSettings):
     """Fixed, so the broker keeps the session (and queues messages) across restarts."""
     mqtt_session_expiry_s: int = Field(default=86_400, ge=60)
     mqtt_receive_maximum: int = Field(default=2_000, ge=10, le=65_535)
+    # --- telemetry ingest processes (jiayuan/ingest_procs.py) -------------------------------
+    ingest_processes: int = Field(default=1, ge=1, le=INGEST_PROCESSES_MAX)
+    """OS processes that read and journal telemetry, each with a session of its own on a
+    shared subscription (above 1: the broker accounts ``jiayuan.service-t2`` … from
+    ``jiayuan broker credentials``); 1: the main process reads it, as before. The default
+    by measurement: README, "Several ingest processes: make bench with K = 1 and K = 2"."""
     # --- broker access (README, "Security: broker access") ----------------------------------
     mqtt_username: str | None = Field(default=None, min_length=1)
     """The service's broker account, ``jiayuan.service`` from ``jiayuan broker credentials``.
@@ -308,6 +315,11 @@ class Settings(BaseSettings):
     def _influx_complete(self) -> Settings:
         if self.influx_url is not None and not self.influx_org:
             raise ValueError("influx_org is required when influx_url is set")
+        if self.ingest_processes > 1 and self.database_url is not None:
+            raise ValueError(
+                "JIAYUAN_INGEST_PROCESSES above 1 cannot be used with JIAYUAN_DATABASE_URL yet:"
+                " the ingest processes write the SQLite journal file"
+            )
         if self.influx_url is not None and self.database_url is not None:
             raise ValueError(
                 "JIAYUAN_INFLUX_URL cannot be used with JIAYUAN_DATABASE_URL yet: the InfluxDB"

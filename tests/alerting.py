@@ -43,9 +43,11 @@ class FakeSender:
     block: dict[str, threading.Event] = field(default_factory=dict)
     sent: list[tuple[str, str, str]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    """The idempotency key of each message sent (the delivery's id), in order."""
     cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def __call__(self, url: str, title: str, body: str) -> SendResult:
+    def __call__(self, url: str, title: str, body: str, *, key: str = "") -> SendResult:
         with self.cond:
             self.calls.append(url)
         gate = self.block.get(url)
@@ -56,6 +58,7 @@ class FakeSender:
             result = queue.pop(0) if queue else SendResult(True)
             if result.ok:
                 self.sent.append((url, title, body))
+                self.keys.append(key)
             self.cond.notify_all()
             return result
 

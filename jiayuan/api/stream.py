@@ -1,16 +1,18 @@
 """``/api/stream``: alert changes as server-sent events.
 
-The alert store calls its subscribers on whatever thread made the change (ingest, scheduler,
-an API worker) while holding its lock, so the :class:`Broadcaster` only hands each change to the
-event loop (``call_soon_threadsafe``); on the loop it is offered to every client's bounded
-queue. A client whose queue is full is too slow: it is disconnected (it may reconnect with
-``Last-Event-ID`` and catch up from the history), and nobody else waits for it.
+The alert store's live feed (:func:`alerts.live.open_feed`: on SQLite the store's subscribers,
+on whatever thread made the change, its lock held; on PostgreSQL every instance's committed
+changes in commit order, on the feed's thread) calls the :class:`Broadcaster`, which only hands
+each change to the event loop (``call_soon_threadsafe``); on the loop it is offered to every
+client's bounded queue. A client whose queue is full is too slow: it is disconnected (it may
+reconnect with ``Last-Event-ID`` and catch up from the history), and nobody else waits for it.
 
 Each connection sees only the alerts its caller may see (:class:`jiayuan.api.view.View`),
 with a wearable's measured value withheld but from the wearer's caretakers; a stream whose
 session or token ends (signed out, expired, revoked) is closed at its next keep-alive.
 
-Wire format: ``event: alert``, ``id:`` the history entry id (increasing), ``data:`` JSON
+Wire format: ``event: alert``, ``id:`` the history entry id (a reconnecting client's
+``Last-Event-ID`` resumes after that entry in commit order, from the database), ``data:`` JSON
 ``{"action", "change", "alert"}``; a ``: keep-alive`` comment when idle; ``event: resync`` when
 a reconnecting client missed more than can be replayed (fetch ``/api/alerts`` again).
 """
@@ -32,6 +34,7 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from alerts import AlertChange, AlertStore
+from alerts.live import LiveChange, LiveFeed, open_feed
 from alerts.model import Action
 from jiayuan.api.alerts import AlertOut, HistoryOut, alert_out, history_out
 from jiayuan.api.bounds import event_id
@@ -78,7 +81,7 @@ def keep_alive() -> ServerSentEvent:
     return ServerSentEvent(comment="keep-alive")
 
 
-_IDLE: Final = AlertChange.__new__(AlertChange)
+_IDLE: Final = LiveChange.__new__(LiveChange)
 """Stands for "nothing came within the keep-alive time" in the loop below."""
 
 
@@ -86,10 +89,10 @@ class StreamClient:
     """One connection's queue, on the event loop only."""
 
     def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[AlertChange | None] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[LiveChange | None] = asyncio.Queue(size)
         self.ended = asyncio.Event()
 
-    def offer(self, change: AlertChange) -> bool:
+    def offer(self, change: LiveChange) -> bool:
         """Queue a change; False (and the stream ends) when the client is too far behind."""
         if self.ended.is_set():
             return True
@@ -109,7 +112,7 @@ class StreamClient:
 
 
 class Broadcaster:
-    """From the alert store's subscribers (any thread) to the live stream's clients (the loop).
+    """From the alert store's live feed (any thread) to the live stream's clients (the loop).
 
     ``start()`` on the event loop (the app's lifespan does it); ``close()`` from any thread
     ends every stream, so a server can shut down without waiting for clients to leave.
@@ -123,6 +126,7 @@ class Broadcaster:
         self.keepalive_s = keepalive_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._feed: LiveFeed | None = None
         self._clients: set[StreamClient] = set()
         self._closed = False
 
@@ -131,19 +135,28 @@ class Broadcaster:
         return self._loop is not None and not self._closed
 
     @property
+    def feed(self) -> LiveFeed | None:
+        """Where the changes come from (:func:`alerts.live.open_feed`), while started."""
+        return self._feed
+
+    @property
     def clients(self) -> int:
         return len(self._clients)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._closed = False
-        self._unsubscribe = self.store.subscribe(self._on_change)
+        self._feed = open_feed(self.store)
+        self._unsubscribe = self._feed.subscribe(self._on_change)
 
     def close(self) -> None:
         """End every stream and stop listening. Thread-safe; idempotent."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
         self._closed = True
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -158,15 +171,15 @@ class Broadcaster:
             with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile
                 loop.call_soon_threadsafe(self._end_all)
 
-    def _on_change(self, change: AlertChange) -> None:
-        """The store's subscriber: any thread, the store's lock held. Only hands over."""
+    def _on_change(self, change: LiveChange) -> None:
+        """The feed's subscriber: any thread (the store's lock held on SQLite). Hands over."""
         loop = self._loop
         if loop is None or self._closed:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closing: nobody is listening
             loop.call_soon_threadsafe(self._fan_out, change)
 
-    def _fan_out(self, change: AlertChange) -> None:
+    def _fan_out(self, change: LiveChange) -> None:
         for client in list(self._clients):
             if not client.offer(change):
                 DROPPED.inc()
@@ -208,19 +221,18 @@ class Broadcaster:
             yield ServerSentEvent(retry=RETRY_MS)
             yield ServerSentEvent(comment="connected")  # the last line of the greeting
             seen = 0
-            if last_event_id is not None:
-                missed = await anyio.to_thread.run_sync(
-                    self.store.changes_since, last_event_id, REPLAY_MAX + 1
-                )
+            feed = self._feed  # None once closed: the stream ends below
+            if last_event_id is not None and feed is not None:
+                missed = await anyio.to_thread.run_sync(feed.since, last_event_id, REPLAY_MAX + 1)
                 if len(missed) > REPLAY_MAX:
                     yield ServerSentEvent(
                         '{"reason": "too many changes missed; list /api/alerts again"}',
                         event="resync",
                     )
                     missed = []
-                for change in missed:
-                    seen = change.entry.id
-                    if (shown := show(change)) is not None:
+                for live in missed:
+                    seen = live.position
+                    if (shown := show(live.change)) is not None:
                         yield encode(shown)
             loop = asyncio.get_running_loop()
             check_at = loop.time() + self.keepalive_s
@@ -235,9 +247,9 @@ class Broadcaster:
                         return
                 if item is None:
                     return
-                if item is _IDLE or item.entry.id <= seen:
+                if item is _IDLE or item.position <= seen:
                     continue
-                if (shown := show(item)) is not None:
+                if (shown := show(item.change)) is not None:
                     yield encode(shown)
         finally:
             self._disconnect(client)

@@ -21,6 +21,7 @@ from aiosmtpd.controller import Controller
 from alerts import AlertStore
 from alerts.config import NotifyConfig
 from alerts.dispatch import Config, Dispatcher
+from alerts.notify import AppriseSender
 from devtools.broker import Broker, free_port
 from devtools.launch import ServiceProcess
 from devtools.receiver import Receiver
@@ -265,3 +266,21 @@ def test_the_demo_receiver_logs_one_line_per_message_and_lists_the_latest(
         assert item["recipient"] == "care-7" and item["type"] == "info"
     finally:
         rx.stop()
+
+
+def test_the_delivery_id_rides_along_as_an_idempotency_key(
+    receiver: Receiver, smtp: tuple[Mailbox, int]
+) -> None:
+    """A webhook gets it as its ``Idempotency-Key`` header and an e-mail as
+    ``X-Idempotency-Key`` (apprise's ``+`` URL arguments), so a receiver can drop the one
+    message a dead instance's taken-over send repeats."""
+    box, port = smtp
+    send = AppriseSender()
+    hook = f"json://127.0.0.1:{receiver.port}/notify/care-1"
+    mail = f"mailto://127.0.0.1:{port}?from=jiayuan@example.org&to=care1@example.org"
+    assert send(hook, "跌倒", "B01", key="41").ok
+    assert send(mail, "跌倒", "B01", key="42").ok
+    (got,) = receiver.wait_for(lambda m: len(m) == 1)
+    assert (got.recipient, got.key) == ("care-1", "41")
+    (msg,) = box.wait(1)
+    assert msg["X-Idempotency-Key"] == "42" and msg["Message-ID"]

@@ -125,11 +125,13 @@ def test_a_killed_instances_sessions_are_resumed_and_nothing_is_lost(
         )
         assert resumed == len(orphaned) == 2  # the victim's sessions resumed, not started afresh
         adopted = one(
-            db, f"SELECT count(*) FROM deliveries WHERE by_instance = 'survivor' AND {slots_in}"
+            db,
+            "SELECT count(*) FROM standin_deliveries"
+            f" WHERE by_instance = 'survivor' AND {slots_in}",
         )
         assert adopted > 0  # what waited in them reached the survivor
-        deliveries = one(db, "SELECT count(*) FROM deliveries")
-        dups = one(db, "SELECT count(*) FROM deliveries WHERE dup")
+        deliveries = one(db, "SELECT count(*) FROM standin_deliveries")
+        dups = one(db, "SELECT count(*) FROM standin_deliveries WHERE dup")
         print(
             f"stored {len(stored)} of {MESSAGES}; {adopted} through the victim's resumed"
             f" sessions; deliveries {deliveries}, DUP-flagged {dups}"

@@ -50,6 +50,11 @@ def test_the_influx_sink_is_refused_on_postgresql_with_the_reason() -> None:
         Settings(database_url="postgresql://u@h/db", influx_url="http://127.0.0.1:8086")
 
 
+def test_ingest_processes_are_refused_on_postgresql_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match="JIAYUAN_INGEST_PROCESSES above 1 cannot be used"):
+        Settings(database_url="postgresql://u@h/db", ingest_processes=2)
+
+
 def test_jiayuan_run_with_a_wrong_url_exits_saying_which_setting(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.update(

@@ -1,0 +1,219 @@
+"""The live view of the alert history: every committed change, in commit order, with a position
+a reconnecting reader can resume from — whichever instance made it.
+
+- SQLite (one process): :class:`LocalFeed`, the store's own subscribers, exactly as before;
+  a change's position is its history entry's id (``BEGIN IMMEDIATE`` serialises writers, so
+  id order is commit order).
+- PostgreSQL (several instances): :class:`CommitOrderFeed`. Identity ids are taken at insert,
+  not at commit, so "id > last seen" can skip an entry another instance committed late. The
+  migration ``0007_live.sql`` numbers each entry at COMMIT time instead (``live_changes.seq``:
+  a deferred trigger under a transaction-scoped advisory lock), and wakes every instance with
+  ``pg_notify``; the feed reads ``seq > cursor`` on each wake-up (and every
+  :data:`POLL_S`, in case a notification was lost) and hands each change on in ``seq`` order.
+  A rolled-back entry never gets a ``seq``. After its listening connection comes back it reads
+  from its cursor again, so nothing committed meanwhile is missed (:class:`district.live.Listener`).
+
+Browsers keep the history entry id as the event id (``Last-Event-ID``); :meth:`LiveFeed.since`
+finds that entry's position and replays what was committed after it. Why this design and not
+``(xid, id)`` below the snapshot's xmin: docs/district.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, cast, get_args, get_type_hints
+
+import psycopg
+
+from alerts.db import PgDatabase, to_alert, to_entry
+from alerts.lifecycle import AlertStore
+from alerts.metrics import SUBSCRIBER_ERRORS
+from alerts.model import Alert, AlertChange
+from base.retry import Backoff
+from base.sql import Db, Row
+from district.live import Listener
+
+log = logging.getLogger(__name__)
+
+POLL_S = 5.0
+"""A PostgreSQL feed reads at least this often even when no notification woke it."""
+BATCH = 500
+RETRY = Backoff(first_s=0.2, max_s=5.0, jitter=0.2)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveChange:
+    """A committed change and its position in the feed (increasing in commit order)."""
+
+    position: int
+    change: AlertChange
+
+
+LiveSubscriber = Callable[[LiveChange], None]
+
+
+class LiveFeed(ABC):
+    """Every instance's committed alert changes, in commit order."""
+
+    @abstractmethod
+    def subscribe(self, callback: LiveSubscriber) -> Callable[[], None]:
+        """Call ``callback`` for each change committed from now on, in order, on one thread at
+        a time; it must only hand the change over. Returns a function that unsubscribes."""
+
+    @abstractmethod
+    def since(self, entry_id: int, limit: int = BATCH) -> list[LiveChange]:
+        """The changes committed after history entry ``entry_id`` (all of them when it is not
+        known), oldest first, each with its alert (as it is now on SQLite; as the change left
+        it on PostgreSQL)."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to stop but for PostgreSQL's threads
+        """Stop hearing changes (idempotent)."""
+
+
+def open_feed(store: AlertStore) -> LiveFeed:
+    """The feed of ``store``'s database: commit-ordered across instances on PostgreSQL (started
+    here: listening when this returns), the store's own subscribers on SQLite."""
+    if isinstance(store.database, PgDatabase):
+        return CommitOrderFeed(store.database).start()
+    return LocalFeed(store)
+
+
+class LocalFeed(LiveFeed):
+    """One process's store (SQLite): its subscribers; positions are history entry ids."""
+
+    def __init__(self, store: AlertStore) -> None:
+        self.store = store
+
+    def subscribe(self, callback: LiveSubscriber) -> Callable[[], None]:
+        return self.store.subscribe(lambda c: callback(LiveChange(c.entry.id, c)))
+
+    def since(self, entry_id: int, limit: int = BATCH) -> list[LiveChange]:
+        return [LiveChange(c.entry.id, c) for c in self.store.changes_since(entry_id, limit)]
+
+
+class CommitOrderFeed(LiveFeed):
+    """The alert history of a PostgreSQL database in commit order, from every instance: a
+    listener thread (``LISTEN``, reconnecting) that wakes a reader thread, which reads
+    ``live_changes`` past its cursor and calls the subscribers."""
+
+    def __init__(self, database: PgDatabase, *, poll_s: float = POLL_S) -> None:
+        self.database = database
+        self.poll_s = poll_s
+        self.position = 0
+        """The last position handed on (read by tests)."""
+        self._lock = threading.Lock()
+        self._subscribers: dict[int, LiveSubscriber] = {}
+        self._next_token = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listener = Listener(
+            database.url,
+            lambda _event: self._wake.set(),
+            on_reconnect=self._wake.set,
+            name="jiayuan-live",
+        )
+
+    def start(self) -> CommitOrderFeed:
+        """Listen, then follow from what is committed now."""
+        self.listener.start()
+        self.position = _last_position(self.database.reader())
+        self._thread = threading.Thread(target=self._run, name="jiayuan-live-feed", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+        self.listener.stop()
+
+    def subscribe(self, callback: LiveSubscriber) -> Callable[[], None]:
+        with self._lock:
+            token = self._next_token
+            self._next_token += 1
+            self._subscribers[token] = callback
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers.pop(token, None)
+
+        return unsubscribe
+
+    def since(self, entry_id: int, limit: int = BATCH) -> list[LiveChange]:
+        db = self.database.reader()
+        row = db.execute(
+            "SELECT seq FROM live_changes WHERE history_id = ?", (entry_id,)
+        ).fetchone()
+        return _read(db, int(row[0]) if row else 0, limit)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            try:
+                while not self._stop.is_set():
+                    batch = _read(self.database.reader(), self.position, BATCH)
+                    for item in batch:
+                        self._hand_on(item)
+                    if len(batch) < BATCH:
+                        break
+                attempt = 0
+            except psycopg.Error as e:
+                attempt += 1
+                log.warning("live feed: reading the changes failed (attempt %d): %s", attempt, e)
+                self._stop.wait(RETRY.delay(attempt))
+                self._wake.set()
+
+    def _hand_on(self, item: LiveChange) -> None:
+        self.position = item.position
+        with self._lock:
+            callbacks = list(self._subscribers.values())
+        for callback in callbacks:
+            try:
+                callback(item)
+            except Exception:
+                SUBSCRIBER_ERRORS.inc()
+                log.exception(
+                    "live subscriber %r failed on alert %d %s",
+                    callback,
+                    item.change.alert.id,
+                    item.change.action,
+                )
+
+
+def _last_position(db: Db) -> int:
+    return int(db.execute("SELECT coalesce(max(seq), 0) FROM live_changes").fetchone()[0])
+
+
+def _read(db: Db, after: int, limit: int) -> list[LiveChange]:
+    """Up to ``limit`` entries committed after position ``after``, each with its alert as the
+    entry's transaction left it."""
+    rows = db.execute(
+        "SELECT c.seq AS live_seq, c.alert AS live_alert, h.* FROM live_changes c"
+        " JOIN alert_history h ON h.id = c.history_id"
+        " WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [
+        LiveChange(int(r["live_seq"]), AlertChange(_alert(r["live_alert"]), to_entry(r)))
+        for r in rows
+    ]
+
+
+def _alert(snapshot: dict[str, Any]) -> Alert:
+    """The alert of ``row_to_json(alerts)`` (JSON has no float type: 5.0 comes back as 5)."""
+    row = {k: float(v) if k in _FLOATS and isinstance(v, int) else v for k, v in snapshot.items()}
+    return to_alert(cast(Row, row))
+
+
+_FLOATS: Final = frozenset(
+    name for name, hint in get_type_hints(Alert).items() if float in (get_args(hint) or (hint,))
+)

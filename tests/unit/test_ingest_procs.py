@@ -1,0 +1,47 @@
+"""The ingest processes' identities and settings (jiayuan/ingest_procs.py); the processes
+themselves are tested against the real broker and service in
+tests/integration/test_ingest_processes.py."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from ingest.listener import shared
+from jiayuan.broker.accounts import INGEST_PROCESSES_MAX, telemetry_users
+from jiayuan.ingest_procs import identity
+from jiayuan.settings import Settings
+
+
+def settings(**kw: object) -> Settings:
+    return Settings.model_validate({"demo": True, **kw})
+
+
+def test_the_first_process_is_the_single_processs_session_and_the_others_their_own() -> None:
+    with_account = settings(
+        mqtt_username="jiayuan.service",
+        mqtt_password="p" * 32,
+        mqtt_urgent_username="jiayuan.urgent",
+        mqtt_urgent_password="u" * 32,
+    )
+    assert identity(with_account, 1) == ("jiayuan-ingest", "jiayuan.service")
+    assert identity(with_account, 2) == ("jiayuan-ingest-t2", "jiayuan.service-t2")
+    assert identity(settings(), 3) == ("jiayuan-ingest-t3", None)
+    # an account for every process the setting allows
+    assert [identity(with_account, i)[1] for i in range(2, INGEST_PROCESSES_MAX + 1)] == (
+        telemetry_users()
+    )
+
+
+def test_the_setting_is_one_by_default_and_bounded() -> None:
+    assert settings().ingest_processes == 1
+    assert settings(ingest_processes=2).ingest_processes == 2
+    for bad in (0, INGEST_PROCESSES_MAX + 1):
+        with pytest.raises(ValidationError):
+            settings(ingest_processes=bad)
+
+
+def test_shared_filters_name_the_group() -> None:
+    assert shared(("community/+/+/+/telemetry",)) == (
+        "$share/jiayuan-ingest/community/+/+/+/telemetry",
+    )
