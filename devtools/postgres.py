@@ -29,6 +29,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -243,6 +244,10 @@ class Postgres:
         self.stop()
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="Run a throwaway PostgreSQL until Ctrl-C (deleted afterwards)"
@@ -250,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=None, help="loopback port (default: a free one)")
     p.add_argument("--database", default="jiayuan", help="a database to create")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop deletes it as Ctrl-C does
     with Postgres(args.port) as pg:
         url = pg.create_database(args.database)
         print(f"PostgreSQL {pg.bindir.parent.name} at {url} (data in {pg.root})", flush=True)
