@@ -278,7 +278,23 @@ class Service:
         trouble_open = any(
             STORE_UNREACHABLE.raised(a) for a in self.alerts.open_alerts(STORE_DEVICE)
         )
-        assert self.sqlite_journal is not None  # settings refuse the sink on PostgreSQL
+        if isinstance(self.journal, PgJournal):
+            from ingest.influx_pg import PgInfluxSink
+
+            assert self.database is not None
+            return PgInfluxSink(
+                self.database,
+                writer,
+                partitions=range(self.journal.partitions),
+                community=s.community,
+                name=f"influx:{s.influx_bucket}@{s.influx_url}",
+                batch=s.influx_batch,
+                backoff_max_s=s.influx_backoff_max_s,
+                trouble_after_s=s.influx_trouble_after_s,
+                on_trouble=self._store_trouble,
+                trouble_open=trouble_open,
+            )
+        assert self.sqlite_journal is not None
         return InfluxSink(
             self.sqlite_journal.path,
             writer,
@@ -310,7 +326,7 @@ class Service:
         if self.rollups is not None:
             keep_after = min(keep_after, self.rollups.position)
         if self.sink is not None:
-            keep_after = min(keep_after, self.sink.position)
+            keep_after = min(keep_after, self.sink.keep_after())
         n = self.journal.prune(cutoff, chunk=2000, keep_after=keep_after)
         if n:
             log.info(

@@ -320,11 +320,6 @@ class Settings(BaseSettings):
                 "JIAYUAN_INGEST_PROCESSES above 1 cannot be used with JIAYUAN_DATABASE_URL yet:"
                 " the ingest processes write the SQLite journal file"
             )
-        if self.influx_url is not None and self.database_url is not None:
-            raise ValueError(
-                "JIAYUAN_INFLUX_URL cannot be used with JIAYUAN_DATABASE_URL yet: the InfluxDB"
-                " sink follows the SQLite journal file (README, 'One instance on PostgreSQL')"
-            )
         return self
 
     @model_validator(mode="after")

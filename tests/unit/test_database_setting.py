@@ -45,11 +45,6 @@ def test_a_wrong_url_is_refused_naming_the_variable_not_the_password(url: str, s
     assert SECRET not in str(e.value)
 
 
-def test_the_influx_sink_is_refused_on_postgresql_with_the_reason() -> None:
-    with pytest.raises(ValidationError, match="JIAYUAN_INFLUX_URL cannot be used with"):
-        Settings(database_url="postgresql://u@h/db", influx_url="http://127.0.0.1:8086")
-
-
 def test_ingest_processes_are_refused_on_postgresql_with_the_reason() -> None:
     with pytest.raises(ValidationError, match="JIAYUAN_INGEST_PROCESSES above 1 cannot be used"):
         Settings(database_url="postgresql://u@h/db", ingest_processes=2)
