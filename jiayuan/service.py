@@ -33,7 +33,7 @@ from ingest.rollups import RollupWorker
 from ingest.ways import WaysIn
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
-from jiayuan.auth.store import AuthStore
+from jiayuan.auth.store import installed
 from jiayuan.broker.live import BrokerAccounts
 from jiayuan.context import AppContext
 from jiayuan.ingest_procs import IngestProcesses, previous_count, record_count
@@ -91,9 +91,7 @@ class Service:
             # every partition: one instance evaluates every device (leases come with several)
             rows = PgRows(self.database, range(pg.partitions))
         self.journal.sync_registry(loaded)
-        # staff access stays in auth.db; AuthStore.open(self.database or datadir.auth) moves it
-        # to PostgreSQL as well (jiayuan/auth/store.py)
-        self.auth = AuthStore(datadir.auth)
+        self.auth = installed(settings)
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
         note_registry(self.auth, loaded)
         pushing = push_profiles(self.profiles)
@@ -546,6 +544,7 @@ class Service:
         self.journal.close()
         if self.database is not None:
             self.alerts.close()
+        self.auth.close()
 
 
 def _reason(e: psycopg.Error) -> str:
