@@ -29,6 +29,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -175,25 +176,38 @@ class Postgres:
                     "--no-instructions",
                 ]
             )
-            options = {
-                "listen_addresses": self.host,
-                "port": str(self.port),
-                "unix_socket_directories": str(self.root),
-                **self.settings,
-            }
-            opts = " ".join(f"-c {k}={v}" for k, v in options.items())
-            self._run(
-                [
-                    *("pg_ctl", "start", "-w", "-t", str(int(timeout))),
-                    *("-D", str(self.data_dir), "-l", str(self.log), "-o", opts),
-                ],
-                timeout=timeout + 10,
-            )
-            self._wait_ready(timeout)
+            self._pg_start(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _pg_start(self, timeout: float) -> None:
+        assert self.root is not None
+        options = {
+            "listen_addresses": self.host,
+            "port": str(self.port),
+            "unix_socket_directories": str(self.root),
+            **self.settings,
+        }
+        opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+        self._run(
+            [
+                *("pg_ctl", "start", "-w", "-t", str(int(timeout))),
+                *("-D", str(self.data_dir), "-l", str(self.log), "-o", opts),
+            ],
+            timeout=timeout + 10,
+        )
+        self._wait_ready(timeout)
+
+    def halt(self) -> None:
+        """Stop the server (``pg_ctl stop -m fast``: sessions ended) and keep its data, for a
+        test of the database going away; :meth:`resume` starts it again."""
+        self._run(["pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir)])
+
+    def resume(self, timeout: float = 60.0) -> None:
+        """Start the server :meth:`halt` stopped, on the same port, over the same data."""
+        self._pg_start(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -230,6 +244,10 @@ class Postgres:
         self.stop()
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="Run a throwaway PostgreSQL until Ctrl-C (deleted afterwards)"
@@ -237,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=None, help="loopback port (default: a free one)")
     p.add_argument("--database", default="jiayuan", help="a database to create")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop deletes it as Ctrl-C does
     with Postgres(args.port) as pg:
         url = pg.create_database(args.database)
         print(f"PostgreSQL {pg.bindir.parent.name} at {url} (data in {pg.root})", flush=True)

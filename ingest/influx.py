@@ -182,6 +182,10 @@ class InfluxSink(Follower):
             "last_error": self.last_error,
         }
 
+    def keep_after(self) -> int:
+        """Retention may drop journal rows up to this id (all written, or set aside)."""
+        return self.position
+
     def prune_rejects(self, before: float) -> int:
         """Forget points set aside before ``before`` (with the raw readings' retention)."""
         db = connect(self.path)
@@ -372,7 +376,9 @@ class InfluxSink(Follower):
     def _observe(self, db: sqlite3.Connection) -> None:
         """Backlog: rows after the cursor, and how long ago the oldest of them arrived."""
         rows = max(0, head(db) - self.position)
-        oldest = oldest_after(db, self.position) if rows else None
+        self._backlog(rows, oldest_after(db, self.position) if rows else None)
+
+    def _backlog(self, rows: int, oldest: float | None) -> None:
         self.backlog_rows = rows
         self.backlog_age_s = 0.0 if oldest is None else max(0.0, time.time() - oldest)
         BACKLOG_ROWS.set(rows)

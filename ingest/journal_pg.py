@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import math
+import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 import psycopg
 from psycopg import sql
@@ -162,6 +164,20 @@ def store_trouble(e: BaseException) -> str | None:
     return type(e).__name__
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialised(method: _F) -> _F:
+    """The method holds the journal's writer lock (one thread on the writer's connection)."""
+
+    @functools.wraps(method)
+    def run(self: PgJournal, *args: Any, **kwargs: Any) -> Any:
+        with self._writing:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, run)
+
+
 def _day(t: float) -> int:
     return math.floor(t / DAY) * DAY
 
@@ -196,6 +212,9 @@ class PgJournal:
                 migrate(db)
         self._pool = pool
         self._w: Connection | None = None
+        self._writing = threading.RLock()
+        """Held around every use of the writer's connection: the pipeline writes on it, and
+        a registry change (the API's thread) or the maintenance job may come at any time."""
         self._days: set[int] = set()
         self._floor = -math.inf
         self.partitions_made = 0
@@ -213,6 +232,7 @@ class PgJournal:
         self.ahead_days = ahead_days
         self.make_ahead()
 
+    @_serialised
     def make_ahead(self) -> list[str]:
         """Make the day partitions from yesterday (decode believes a device's time up to
         ``MAX_AGE_S`` old) to ``ahead_days`` after today; returns those made. At open, and
@@ -319,6 +339,7 @@ class PgJournal:
 
     # ---------------------------------------------------------------- writes (one thread)
 
+    @_serialised
     def write_batch(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> BatchResult:
         """Journal one batch in one transaction. Returns once it is committed."""
         t0 = time.perf_counter()
@@ -408,6 +429,7 @@ class PgJournal:
                 )
         return new
 
+    @_serialised
     def probe(self) -> None:
         """A write of a few bytes, committed: raises what the store raises now."""
         with self._tx() as db:
@@ -452,6 +474,7 @@ class PgJournal:
     def _sorted_seen(self) -> list[tuple[str, str, str, float, float | None]]:
         return [(d, k, c, at, b) for d, (k, c, at, b) in sorted(self._seen.items())]
 
+    @_serialised
     def flush(self, *, if_due: bool = False) -> bool:
         """Write pending last-seen times. Returns whether it wrote."""
         if not self._seen or (if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S):
@@ -460,6 +483,7 @@ class PgJournal:
             self._flush_seen(cur)
         return True
 
+    @_serialised
     def sync_registry(self, registry: Registry) -> int:
         """Write each registered device's placement; devices no longer registered keep their
         history and state but are shown as unregistered."""
@@ -499,13 +523,14 @@ class PgJournal:
         is every later one. ``chunk`` and ``pause_s`` are the SQLite journal's (its deletes
         go in pieces); a drop here is one short lock on the table."""
         del chunk, pause_s
-        with self._tx() as db:
+        # a connection of its own: retention runs on the scheduler's thread, and the writer's
+        # connection belongs to the pipeline's (a transaction there may be open right now)
+        with connect(self.url, name=self.name, autocommit=True) as db:
             db.execute(
                 "DELETE FROM devices WHERE NOT registered AND compound IS NULL"
                 " AND building IS NULL AND coalesce(last_seen, 0) < %s",
                 (time.time() - forget_idle_s,),
             )
-        with connect(self.url, name=self.name, autocommit=True) as db:
             cutoff = _utc(before)
             doomed: list[tuple[str, datetime]] = []
             for name, start in timeparts.partitions(db, "readings", "day").items():
@@ -552,10 +577,12 @@ class PgJournal:
         online: bool | None = None,
         registered: bool | None = None,
         among: tuple[Collection[str], Collection[str]] | None = None,
+        communities: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
-        """A page of devices by id; ``among`` (device ids, kinds) as the SQLite journal's."""
+        """A page of devices by id; ``among`` (device ids, kinds) and ``communities`` as the
+        SQLite journal's."""
         conds: list[str] = []
         args: list[Any] = []
         for cond, v in (
@@ -567,6 +594,9 @@ class PgJournal:
             if v is not None:
                 conds.append(cond)
                 args.append(v)
+        if communities is not None:
+            conds.append("community = ANY(%s)")
+            args.append(sorted(communities))
         if among is not None:
             conds.append("(device_id = ANY(%s) OR kind = ANY(%s))")
             args += [sorted(among[0]), sorted(among[1])]
@@ -643,9 +673,11 @@ class PgJournal:
         reason: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        communities: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
+        """``communities``: only dead letters on those communities' topics (None: all)."""
         conds: list[str] = []
         args: list[Any] = []
         for cond, v in (
@@ -656,6 +688,10 @@ class PgJournal:
             if v is not None:
                 conds.append(cond)
                 args.append(v)
+        if communities is not None:  # by the topic's community/<id>/ prefix
+            conds.append("split_part(topic, '/', 1) = 'community'")
+            conds.append("split_part(topic, '/', 2) = ANY(%s)")
+            args.append(sorted(communities))
         where = " WHERE " + " AND ".join(conds) if conds else ""
         with self._reader() as db:
             total = db.execute(f"SELECT count(*) AS n FROM dead_letters{where}", args).fetchone()
@@ -692,6 +728,43 @@ class PgJournal:
                 (device_id,),
             ).fetchone()
         return None if r is None else _raw(r, _stored(r))
+
+    def hourly_means(
+        self, metric: str, since: float, until: float, device_id: str | None = None
+    ) -> list[tuple[str, float, float]]:
+        """(device, hour bucket, mean of ``metric``) over telemetry with ``ts`` in [since,
+        until): what the SQLite journal's hourly rollups hold, for the personal baselines
+        (rules/baselines.py). Computed here from the raw rows (streamed through a server-side
+        cursor), as there are no rollups on PostgreSQL: a full read of those days, hourly."""
+        telemetry = [s for (_, stream), s in SHAPES.items() if stream == "telemetry"]
+        telemetry += [s + JSON_PAYLOAD for s in telemetry]
+        query = (
+            "SELECT device_id, ts, shape, seq, payload FROM readings"
+            " WHERE shape = ANY(%(shapes)s) AND pts >= to_timestamp(%(lo)s)"
+            " AND pts < to_timestamp(%(hi)s) AND ts >= %(lo)s AND ts < %(hi)s"
+        )
+        if device_id is not None:
+            query += " AND device_id = %(d)s"
+        sums: dict[tuple[str, float], list[float]] = {}
+        args = {"shapes": telemetry, "lo": since, "hi": until, "d": device_id}
+        with (
+            self._pool.connection() as db,
+            db.transaction(),
+            db.cursor(name="jiayuan_hourly_means", row_factory=dict_row) as cur,
+        ):
+            cur.execute(query, args)
+            for r in cur:
+                body = _stored(r)
+                v = body.get(metric) if isinstance(body, dict) else None
+                if isinstance(v, bool):
+                    v = int(v)
+                if isinstance(v, int | float) and abs(v) <= MAX_NUMBER:
+                    acc = sums.setdefault(
+                        (r["device_id"], float(int(r["ts"] // 3600) * 3600)), [0.0, 0]
+                    )
+                    acc[0] += v
+                    acc[1] += 1
+        return [(d, b, total / n) for (d, b), (total, n) in sums.items()]
 
     def count_readings(self, device_id: str | None = None) -> int:
         with self._reader() as db:
@@ -779,6 +852,49 @@ def rows_after(
     return out
 
 
+_EACH: Final = """
+SELECT c.p, x.xid, x.id, x.device_id, x.shape, x.ts, x.received, x.seq, x.event, x.ts_flag,
+       x.payload
+FROM unnest(%s::smallint[], %s::text[], %s::bigint[]) AS c(p, xid, id)
+CROSS JOIN LATERAL (
+    SELECT r.xid::text::bigint AS xid, r.id, r.device_id, r.shape, r.ts, r.received, r.seq,
+           r.event, r.ts_flag, r.payload
+    FROM readings r
+    WHERE r.partition = c.p AND (r.xid, r.id) > (c.xid::xid8, c.id)
+      AND r.xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY r.xid, r.id LIMIT %s
+) AS x
+"""
+""":func:`rows_after` for many partitions in one round trip: each partition's rows after its own
+position (its index range of ``readings_follow``), the same horizon for all (one statement, one
+snapshot)."""
+
+
+def rows_after_each(
+    db: psycopg.Connection[Any], after: dict[int, follow.Position], limit: int = 500
+) -> list[tuple[int, follow.Position, rows.Row]]:
+    """What :func:`rows_after` gives for each partition of ``after``, in one statement: (partition,
+    position, row), each partition's in log order."""
+    parts = list(after)
+    out = []
+    found = db.execute(
+        _EACH,
+        (parts, [str(after[p].xid) for p in parts], [after[p].id for p in parts], limit),
+    )
+    for p, xid, id_, device_id, shape, ts, received, seq, event, ts_flag, payload in found:
+        kind, stream = _NAMES[shape & ~JSON_PAYLOAD]
+        stored: bytes | str = bytes(payload).decode() if shape & JSON_PAYLOAD else bytes(payload)
+        pos = follow.Position(int(xid), int(id_))
+        out.append(
+            (
+                int(p),
+                pos,
+                (pos.id, device_id, kind, stream, ts, received, seq, event, ts_flag, stored),
+            )
+        )
+    return out
+
+
 class JournalFollower:
     """A follower of the journal over the partitions it holds: :meth:`next_rows` gives the rows
     after each partition's cursor, :meth:`save` commits the cursors in the caller's transaction
@@ -797,11 +913,9 @@ class JournalFollower:
         """Up to ``limit`` rows per partition, each with its partition; every partition's in
         log order (devices never span partitions, so that is every device's order)."""
         out: list[tuple[follow.Position, int, rows.Row]] = []
-        for p, after in self.position.items():
-            got = rows_after(db, p, after, limit)
-            if got:
-                self.position[p] = got[-1][0]
-                out += [(pos, p, row) for pos, row in got]
+        for p, pos, row in rows_after_each(db, self.position, limit):
+            self.position[p] = max(self.position[p], pos)
+            out.append((pos, p, row))
         out.sort(key=lambda x: x[0])
         return [(p, row) for _, p, row in out]
 

@@ -57,6 +57,7 @@ class JournalStore(Protocol):
         online: bool | None = None,
         registered: bool | None = None,
         among: tuple[Collection[str], Collection[str]] | None = None,
+        communities: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]: ...
@@ -80,6 +81,7 @@ class JournalStore(Protocol):
         reason: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        communities: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]: ...

@@ -5,7 +5,8 @@ One thread. It takes what has arrived (up to ``batch_max`` messages, waiting at 
 transaction, acknowledges the batch's messages, and only then hands the new readings to the
 next stage. A failure downstream is logged and counted; it never loses or blocks ingestion.
 
-Two kinds of journal failure, told apart by :func:`ingest.journal.store_trouble`:
+Two kinds of journal failure, told apart by the journal's ``trouble(e)`` (SQLite's
+:func:`ingest.journal.store_trouble`, PostgreSQL's :func:`ingest.journal_pg.store_trouble`):
 
 - **A message the journal refuses** (a value it cannot bind, a constraint): the batch is split
   in halves until the message is alone; it becomes a dead letter (``journal_refused``) and the
@@ -34,7 +35,8 @@ import msgspec
 
 from base.retry import Backoff
 from ingest.inbox import Inbox
-from ingest.journal import BatchResult, Journal, store_trouble
+from ingest.journal import BatchResult
+from ingest.journal_store import JournalStore
 from ingest.listener import PUSH_SESSIONS, Inbound
 from ingest.metrics import (
     BATCH_SIZE,
@@ -126,7 +128,7 @@ class Pipeline:
     def __init__(
         self,
         inbox: queue.Queue[Inbound],
-        journal: Journal,
+        journal: JournalStore,
         ack: Ack,
         downstream: Downstream | None = None,
         *,
@@ -308,7 +310,7 @@ class Pipeline:
                 self.journal.probe()
                 self._writable()
         except Exception as e:
-            trouble = store_trouble(e)
+            trouble = self.journal.trouble(e)
             if trouble is None:
                 PIPELINE_ERRORS.labels("journal").inc()
                 log.exception("could not write device last-seen times")
@@ -431,7 +433,7 @@ class Pipeline:
             out.add(self.journal.write_batch(readings, dead), dead, items)
             return
         except Exception as e:
-            trouble = store_trouble(e)
+            trouble = self.journal.trouble(e)
             if trouble is not None:
                 raise StoreFailing(trouble, str(e)) from e
             refusal = f"{type(e).__name__}: {e}"[:200]
@@ -467,7 +469,7 @@ class Pipeline:
                 out.add(self.journal.write_batch([], [letter]), [letter], [item])
                 return
             except Exception as e:
-                trouble = store_trouble(e)
+                trouble = self.journal.trouble(e)
                 if trouble is not None:
                     raise StoreFailing(trouble, str(e)) from e
         raise StoreFailing("journal_refused", "the journal refuses even a bare dead letter")

@@ -40,6 +40,11 @@ def run(
     jobs: int | None = None,
 ) -> Report:
     """Backtest ``rules`` against the rules in force over the data directory's journal."""
+    if settings.database_url is not None:
+        raise FileNotFoundError(
+            "backtests replay the SQLite journal file; this service keeps its journal in"
+            " PostgreSQL (JIAYUAN_DATABASE_URL), where backtests are not available yet"
+        )
     data = DataDir(settings.data_dir)
     journal, alerts = data.journal, data.alerts
     if not journal.exists():

@@ -48,6 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     reloads: queue.SimpleQueue[bool] = queue.SimpleQueue()
     signal.signal(signal.SIGHUP, lambda _s, _f: reloads.put(True))
 
+    import psycopg
+
     from ingest.profiles import ProfileFileError
     from jiayuan.api import create_app, make_server
     from jiayuan.integrations import IntegrationError
@@ -78,6 +80,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except RegistryError as e:
         print(f"jiayuan: the registry does not load:\n{e}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as e:  # the server's words: never the password
+        print(
+            f"jiayuan: the database (JIAYUAN_DATABASE_URL) cannot be reached: {e}", file=sys.stderr
+        )
         return 2
     app = create_app(service.context)
     # uvicorn handles SIGINT/SIGTERM, shuts the API down, then raises the signal again with

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ingest.journal import Journal
+from ingest.journal_store import JournalStore
 from ingest.ways import WaysIn
 from jiayuan.settings import Settings
 from registry import Registry
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @dataclass
 class AppContext:
     settings: Settings
-    journal: Journal
+    journal: JournalStore
     alerts: AlertStore
     registry: Registry
     """The registry as it is now (replaced at each change: read it once per request)."""

@@ -196,6 +196,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     from ingest.access import BrokerAccess
     from ingest.inbox import Inbox
     from ingest.journal import Journal
+    from ingest.journal_store import JournalStore
     from ingest.listener import TELEMETRY, Inbound, Session, shared
     from ingest.mqtt_client import install_lean_publish_properties
     from ingest.pipeline import Pipeline
@@ -246,11 +247,18 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         # a retiring one leaves the shared subscription and is drained
         retire=shared(native) if spec.retiring else (SUBSCRIPTION, *native),
     )
-    journal = Journal(
-        DataDir(settings.data_dir).journal,
-        synchronous=settings.journal_synchronous,
-        max_pages=settings.journal_max_pages,
-    )
+    journal: JournalStore
+    url = settings.database()
+    if url is not None:  # session slots (jiayuan/slots.py): the instances' shared journal
+        from ingest.journal_pg import PgJournal
+
+        journal = PgJournal(url, name=f"jiayuan-ingest-slot-{spec.index}")
+    else:
+        journal = Journal(
+            DataDir(settings.data_dir).journal,
+            synchronous=settings.journal_synchronous,
+            max_pages=settings.journal_max_pages,
+        )
     ways = WaysIn(spec.registry)
 
     def ack(messages: Iterable[Inbound]) -> None:

@@ -33,11 +33,10 @@ def add_arguments(push: argparse.ArgumentParser) -> None:
 
 
 def _open() -> tuple[dict[str, Integration], PushTokens, AuditLog] | None:
-    from base.datadir import DataDir
     from ingest.profiles import ProfileFileError, load_profiles
     from ingest.push_native import push_profiles
     from jiayuan.auth.audit import AuditLog
-    from jiayuan.auth.store import AuthStore
+    from jiayuan.auth.store import installed
     from jiayuan.cli import settings_from_env
     from jiayuan.integrations import IntegrationError, PushTokens, load_integrations
 
@@ -53,7 +52,7 @@ def _open() -> tuple[dict[str, Integration], PushTokens, AuditLog] | None:
     except (IntegrationError, ProfileFileError) as e:
         print(e, file=sys.stderr)
         return None
-    audit = AuditLog(AuthStore(DataDir(settings.data_dir).auth))
+    audit = AuditLog(installed(settings))
     return found, PushTokens(settings.data_dir), audit
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from alerts.config import Config as AlertingConfig
@@ -20,6 +22,8 @@ from base.datadir import DataDir
 from ingest.access import BrokerAccess
 from ingest.inbox import Inbox
 from ingest.journal import Journal
+from ingest.journal_pg import PgJournal
+from ingest.journal_store import JournalStore
 from ingest.listener import Listener
 from ingest.pipeline import Pipeline
 from ingest.profiles import Profiles, load_profiles
@@ -29,19 +33,20 @@ from ingest.rollups import RollupWorker
 from ingest.ways import WaysIn
 from jiayuan.auth.audit import AuditLog
 from jiayuan.auth.manage import note_registry
-from jiayuan.auth.store import AuthStore
+from jiayuan.auth.store import installed
 from jiayuan.broker.live import BrokerAccounts
 from jiayuan.context import AppContext
 from jiayuan.ingest_procs import IngestProcesses, previous_count, record_count
 from jiayuan.integrations import PushSetup, PushTokens, load_integrations
 from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import registry_files
-from jiayuan.settings import Settings
+from jiayuan.settings import Settings, shown_url
 from registry import Registry
 from registry.assignments import floors
 from rules.baselines import compute, specs_of
 from rules.engine import RuleEngine
 from rules.model import builtin_pack, load_rules
+from rules.sources import PgRows, RowSource, SqliteRows
 from rules.worker import RulesWorker
 
 if TYPE_CHECKING:
@@ -64,14 +69,30 @@ class Service:
         datadir = DataDir(data)
         self.profiles = load_profiles(settings.profile_files(), settings.community)
         """Device profiles: vendor topics read besides the native tree (ingest/profiles.py)."""
-        self.journal = Journal(
-            datadir.journal,
-            synchronous=settings.journal_synchronous,
-            max_pages=settings.journal_max_pages,
-        )
+        self.database = settings.database()
+        """The PostgreSQL URL holding the journal and the alert store (``database_url``), or
+        None: SQLite files in the data directory, as always."""
+        self.journal: JournalStore
+        self.sqlite_journal: Journal | None = None
+        """The SQLite journal (its file is what the rollups and the sink follow), or None."""
+        rows: RowSource
+        if self.database is None:
+            self.journal = self.sqlite_journal = Journal(
+                datadir.journal,
+                synchronous=settings.journal_synchronous,
+                max_pages=settings.journal_max_pages,
+            )
+            self.alerts = AlertStore(datadir.alerts)
+            rows = SqliteRows(datadir.journal)
+        else:
+            log.info("journal and alert store in PostgreSQL %s", shown_url(self.database))
+            pg = PgJournal(self.database)
+            self.journal = pg
+            self.alerts = AlertStore.open(self.database)
+            # every partition: one instance evaluates every device (leases come with several)
+            rows = PgRows(self.database, range(pg.partitions))
         self.journal.sync_registry(loaded)
-        self.alerts = AlertStore(datadir.alerts)
-        self.auth = AuthStore(datadir.auth)
+        self.auth = installed(settings)
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
         note_registry(self.auth, loaded)
         pushing = push_profiles(self.profiles)
@@ -92,7 +113,7 @@ class Service:
         """Route, notify, escalate, silence, group, correlate (alerts/dispatch.py)."""
         tz, baselines = ZoneInfo(settings.timezone), specs_of(self.rules)
         self.worker = RulesWorker(
-            self.journal.path,
+            rows,
             self.alerts,
             lambda: RuleEngine(
                 self.rules,
@@ -104,7 +125,7 @@ class Service:
             gate=self.dispatcher.gate,
             baselines=(
                 lambda now: compute(
-                    self.journal.path, baselines, tz, now, floors=floors(self.registry)
+                    self.baseline_source(), baselines, tz, now, floors=floors(self.registry)
                 )
             )
             if baselines
@@ -176,7 +197,11 @@ class Service:
             on_refused=self.push.refused,
             ways=self.ways,
         )
-        self.rollups = RollupWorker(self.journal.path)
+        self.rollups = (
+            RollupWorker(self.sqlite_journal.path) if self.sqlite_journal is not None else None
+        )
+        """Per-minute and hourly aggregates beside the SQLite journal; None on PostgreSQL,
+        where charts and baselines are computed from the raw readings."""
         self.sink = self._influx_sink() if settings.influx_url else None
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
@@ -190,6 +215,10 @@ class Service:
             id="retention",
             next_run_time=datetime.now(UTC) + timedelta(seconds=30),
         )
+        if isinstance(self.journal, PgJournal):
+            # the coming days' partitions made ahead (a reading's day is also made on the spot
+            # when it has none; the writer's connection is shared under the journal's lock)
+            self.scheduler.add_job(self.journal.make_ahead, "interval", hours=6, id="partitions")
         self.started_at = time.time()
         self.context = AppContext(
             settings=settings,
@@ -233,6 +262,14 @@ class Service:
         """The rule engine (owned by the rules worker's thread: read, never drive)."""
         return self.worker.engine
 
+    def baseline_source(self) -> Path | PgJournal:
+        """What the personal baselines are computed from: the SQLite journal's file (its
+        hourly rollups), or the PostgreSQL journal (its raw readings)."""
+        if self.sqlite_journal is not None:
+            return self.sqlite_journal.path
+        assert isinstance(self.journal, PgJournal)
+        return self.journal
+
     def _influx_sink(self) -> InfluxSink:
         # imported only when enabled: its metrics then exist only when they mean something
         from ingest.influx import InfluxSink
@@ -250,8 +287,25 @@ class Service:
         trouble_open = any(
             STORE_UNREACHABLE.raised(a) for a in self.alerts.open_alerts(STORE_DEVICE)
         )
+        if isinstance(self.journal, PgJournal):
+            from ingest.influx_pg import PgInfluxSink
+
+            assert self.database is not None
+            return PgInfluxSink(
+                self.database,
+                writer,
+                partitions=range(self.journal.partitions),
+                community=s.community,
+                name=f"influx:{s.influx_bucket}@{s.influx_url}",
+                batch=s.influx_batch,
+                backoff_max_s=s.influx_backoff_max_s,
+                trouble_after_s=s.influx_trouble_after_s,
+                on_trouble=self._store_trouble,
+                trouble_open=trouble_open,
+            )
+        assert self.sqlite_journal is not None
         return InfluxSink(
-            self.journal.path,
+            self.sqlite_journal.path,
             writer,
             community=s.community,
             name=f"influx:{s.influx_bucket}@{s.influx_url}",
@@ -277,21 +331,26 @@ class Service:
     def prune(self) -> None:
         now = time.time()
         cutoff = now - self.settings.retention_days * 86_400
-        followers = [self.rollups.position, self.worker.position]
-        followers += [self.sink.position] if self.sink else []
-        n = self.journal.prune(cutoff, chunk=2000, keep_after=min(followers))
+        keep_after = self.worker.source.keep_after()
+        if self.rollups is not None:
+            keep_after = min(keep_after, self.rollups.position)
+        if self.sink is not None:
+            keep_after = min(keep_after, self.sink.keep_after())
+        n = self.journal.prune(cutoff, chunk=2000, keep_after=keep_after)
         if n:
             log.info(
                 "retention: pruned %d readings older than %.0f days",
                 n,
                 self.settings.retention_days,
             )
-        n = self.rollups.prune(
-            {
-                "1m": now - self.settings.rollup_1m_days * 86_400,
-                "1h": now - self.settings.rollup_1h_days * 86_400,
-            }
-        )
+        n = 0
+        if self.rollups is not None:
+            n = self.rollups.prune(
+                {
+                    "1m": now - self.settings.rollup_1m_days * 86_400,
+                    "1h": now - self.settings.rollup_1h_days * 86_400,
+                }
+            )
         if n:
             log.info("retention: pruned %d rollup buckets", n)
         if self.sink is not None:
@@ -346,12 +405,15 @@ class Service:
             if procs.oldest_unacked_s is not None:
                 lag = max(lag or 0.0, procs.oldest_unacked_s)
             committed, queued = committed + procs.committed, queued + procs.queued
-        if not journal.ok:
+        unreachable = self.database_problem()
+        if unreachable is not None:
+            problems.append(f"database unreachable: {unreachable}; nothing acknowledged")
+        if not journal.ok and unreachable is None:
             problems.append(f"journal refuses writes ({journal.reason}); nothing acknowledged")
         if lag is not None and lag > self.settings.health_ingest_lag_s:
             problems.append(f"ingest behind: oldest unacknowledged message {lag:.0f} s old")
-        rules = self.worker.health()
-        if rules.failing is not None:
+        rules = self.worker.health(lag=unreachable is None)
+        if rules.failing is not None and unreachable is None:
             problems.append(f"alert store refuses writes ({rules.failing}); rules held")
         if rules.oldest_s is not None and rules.oldest_s > self.settings.health_rules_lag_s:
             problems.append(
@@ -362,7 +424,13 @@ class Service:
         registry = self.registry_admin.health()
         if registry["broker_problem"]:
             problems.append(registry["broker_problem"])
-        notify = failing_for_everyone(self.alerts.query(RECENT_ATTEMPTS), now)
+        notify = None
+        if unreachable is None:
+            try:
+                notify = failing_for_everyone(self._recent_attempts(), now)
+            except psycopg.Error as e:  # went away since the probe above
+                unreachable = _reason(e)
+                problems.append(f"database unreachable: {unreachable}; nothing acknowledged")
         NOTIFY_FAILING.set(notify is not None)
         if notify is not None:
             problems.append(f"notifications failing for everyone: {notify}")
@@ -388,6 +456,15 @@ class Service:
                 "failing": rules.failing,
                 "evaluated": self.worker.evaluated,
             },
+            "database": None
+            if self.database is None
+            else {"reachable": unreachable is None, "problem": unreachable},
+            "rollups": self.rollups is not None,
+            **(
+                {"journal_partitions": self.journal.counters}
+                if isinstance(self.journal, PgJournal)
+                else {}
+            ),
             "uptime_s": round(now - self.started_at, 1),
             "rules": len(self.rules),
             "registered_devices": len(self.registry.devices),
@@ -397,6 +474,30 @@ class Service:
             else {"enabled": True, **self.sink.health()},
         }
 
+    def _recent_attempts(self) -> list[Any]:
+        """The outbox's recent attempts; on PostgreSQL asked twice when a pooled connection
+        turns out dead (the database restarted: the pool drops it and connects anew)."""
+        try:
+            return self.alerts.query(RECENT_ATTEMPTS)
+        except psycopg.OperationalError:
+            if self.database is None:
+                raise
+            return self.alerts.query(RECENT_ATTEMPTS)
+
+    def database_problem(self) -> str | None:
+        """Why the PostgreSQL database cannot be reached now (a fresh connection and a
+        ``SELECT 1``, at most a few seconds), or None: reachable, or SQLite files."""
+        if self.database is None:
+            return None
+        try:
+            with psycopg.connect(
+                self.database, connect_timeout=3, autocommit=True, application_name="jiayuan-health"
+            ) as db:
+                db.execute("SELECT 1")
+        except psycopg.Error as e:
+            return _reason(e)
+        return None
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
@@ -404,7 +505,8 @@ class Service:
         self.dispatcher.start()
         self.worker.start()
         self.pipeline.start()
-        self.rollups.start()
+        if self.rollups is not None:
+            self.rollups.start()
         if self.sink is not None:
             self.sink.start()
         if self.ingest_procs is not None:
@@ -460,9 +562,20 @@ class Service:
         self.worker.stop()
         if self.sink is not None:
             self.sink.stop()
-        self.rollups.stop()
+        if self.rollups is not None:
+            self.rollups.stop()
         self.dispatcher.stop()
         self.journal.close()
+        if self.database is not None:
+            self.alerts.close()
+        self.auth.close()
+
+
+def _reason(e: psycopg.Error) -> str:
+    """What the driver says about a failed connection or query, without where the server is
+    (/healthz is public): ``Connection refused``, ``terminating connection due to …``."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return line.rsplit("failed: ", 1)[-1][:200]
 
 
 def alerting(settings: Settings) -> AlertingConfig:

@@ -34,6 +34,40 @@ def split_communities(text: str) -> dict[str, Path]:
     return out
 
 
+def url_problem(url: str) -> str | None:
+    """What is wrong with a PostgreSQL URL, in words that never repeat its password; None when
+    it is one (``postgresql://`` or ``postgres://``, a host or a socket, a database name)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        return f"not a URL ({str(e).split(':')[0]})"
+    if parts.scheme not in ("postgresql", "postgres"):
+        shown = parts.scheme or "none"
+        return f"expected postgresql://user:password@host:port/database (scheme {shown!r})"
+    host = parts.hostname or parse_qs(parts.query).get("host")
+    if not host:
+        return "no host (postgresql://user:password@HOST:port/database)"
+    if not parts.path.strip("/"):
+        return "no database name (postgresql://user:password@host:port/DATABASE)"
+    del port
+    return None
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs and /healthz)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JIAYUAN_",
@@ -82,16 +116,11 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
     data_dir: Path = Path("./data")
-    # --- database_url: the same field as the wirepg branch's (the lead keeps one of the two) --
     database_url: SecretStr | None = None
-    """``postgresql://user:password@host:port/database``: several instances share the work
-    (session slots, jiayuan/slots.py). Unset: one instance, as always."""
-
-    def database(self) -> str | None:
-        """The PostgreSQL URL (password included) when ``database_url`` is set, else None."""
-        return None if self.database_url is None else self.database_url.get_secret_value()
-
-    # --- end of database_url ----------------------------------------------------------------
+    """``postgresql://user:password@host:port/database``: keep the journal and the alert store
+    (with the rules worker's cursor and state) in that PostgreSQL database instead of SQLite
+    files in ``data_dir`` (docs/district.md). Unset: SQLite, as always. Secret: it may hold a
+    password, so it is never logged (:meth:`database` gives it, :func:`shown_url` shows it)."""
     # --- several instances: session slots (jiayuan/slots.py, docs/district.md) -------------
     session_slots: int = Field(default=4, ge=1, le=SLOTS_MAX)
     """With ``database_url``: the telemetry sessions on the shared subscription, each held by
@@ -279,6 +308,24 @@ class Settings(BaseSettings):
         """The profile files to load (see ``profiles``)."""
         return profile_files(self.profiles)
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, v: object) -> object:
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        if not isinstance(v, str):
+            raise ValueError("JIAYUAN_DATABASE_URL: expected a postgresql:// URL")
+        problem = url_problem(v.strip())
+        if problem is not None:
+            raise ValueError(f"JIAYUAN_DATABASE_URL: {problem}")
+        return v.strip()
+
+    def database(self) -> str | None:
+        """The PostgreSQL URL (password included) when ``database_url`` is set, else None."""
+        return None if self.database_url is None else self.database_url.get_secret_value()
+
     @field_validator("influx_url", mode="before")
     @classmethod
     def _no_url(cls, v: object) -> object:
@@ -288,6 +335,11 @@ class Settings(BaseSettings):
     def _influx_complete(self) -> Settings:
         if self.influx_url is not None and not self.influx_org:
             raise ValueError("influx_org is required when influx_url is set")
+        if self.ingest_processes > 1 and self.database_url is not None:
+            raise ValueError(
+                "JIAYUAN_INGEST_PROCESSES above 1 cannot be used with JIAYUAN_DATABASE_URL yet:"
+                " the ingest processes write the SQLite journal file"
+            )
         return self
 
     @model_validator(mode="after")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import sqlite3
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from base import sqlite
 
@@ -65,6 +65,15 @@ class Baselines:
         return len(self.table)
 
 
+class HourlyMeans(Protocol):
+    """A journal that answers the hourly means itself (the PostgreSQL journal, which has no
+    rollup tables: :meth:`ingest.journal_pg.PgJournal.hourly_means`)."""
+
+    def hourly_means(
+        self, metric: str, since: float, until: float, device_id: str | None = None
+    ) -> list[tuple[str, float, float]]: ...
+
+
 def specs_of(rules: Iterable[object]) -> set[Spec]:
     """The baselines the rules use."""
     from rules.model import ThresholdRule
@@ -77,7 +86,7 @@ def specs_of(rules: Iterable[object]) -> set[Spec]:
 
 
 def compute(
-    journal: Path | sqlite3.Connection,
+    journal: Path | sqlite3.Connection | HourlyMeans,
     specs: Iterable[Spec],
     tz: tzinfo,
     at: float,
@@ -86,42 +95,62 @@ def compute(
 ) -> Baselines:
     """The baselines of ``specs`` from the hourly rollups of the ``days`` days before ``at``
     (every device, or one); of a device in ``floors``, only the hours from then on (its
-    wearer's since: :func:`registry.assignments.floors`)."""
+    wearer's since: :func:`registry.assignments.floors`). ``journal``: the SQLite file (or
+    a connection to it), whose hourly rollups are read; or a journal with ``hourly_means``."""
+    if not isinstance(journal, Path | sqlite3.Connection):
+        return _compute(journal.hourly_means, specs, tz, at, device_id, floors)
     db = sqlite.connect(journal, read_only=True) if isinstance(journal, Path) else journal
-    table: dict[tuple[str, Spec], list[HourBaseline | None]] = {}
+
+    def read(
+        metric: str, since: float, until: float, device: str | None
+    ) -> list[tuple[str, float, float]]:
+        query = (
+            "SELECT s.device_id, r.bucket, r.vsum / r.n FROM rollup_1h AS r"
+            " JOIN rollup_series AS s ON s.id = r.series"
+            " WHERE s.metric = ? AND r.bucket >= ? AND r.bucket < ? AND r.n > 0"
+        )
+        args: tuple[object, ...] = (metric, since, until)
+        if device is not None:
+            query += " AND s.device_id = ?"
+            args += (device,)
+        try:
+            return db.execute(query, args).fetchall()
+        except sqlite3.OperationalError:  # no rollups yet on this journal
+            return []
+
     try:
-        for spec in set(specs):
-            metric, days, min_days = spec
-            query = (
-                "SELECT s.device_id, r.bucket, r.vsum / r.n FROM rollup_1h AS r"
-                " JOIN rollup_series AS s ON s.id = r.series"
-                " WHERE s.metric = ? AND r.bucket >= ? AND r.bucket < ? AND r.n > 0"
-            )
-            args: tuple[object, ...] = (metric, at - days * 86_400, at // _HOUR * _HOUR)
-            if device_id is not None:
-                query += " AND s.device_id = ?"
-                args += (device_id,)
-            try:
-                rows = db.execute(query, args).fetchall()
-            except sqlite3.OperationalError:  # no rollups yet on this journal
-                rows = []
-            means: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(24)])
-            hour_of: dict[float, int] = {}  # a few hundred distinct buckets
-            for dev, bucket, mean in rows:
-                if floors and bucket < floors.get(dev, bucket):
-                    continue  # a previous wearer's
-                h = hour_of.get(bucket)
-                if h is None:
-                    h = hour_of[bucket] = datetime.fromtimestamp(bucket, tz).hour
-                means[dev][h].append(float(mean))
-            for dev, by_hour in means.items():
-                table[(dev, spec)] = [
-                    _hour(h, values) if len(values) >= min_days else None
-                    for h, values in enumerate(by_hour)
-                ]
+        return _compute(read, specs, tz, at, device_id, floors)
     finally:
         if isinstance(journal, Path):
             db.close()
+
+
+def _compute(
+    read: Callable[[str, float, float, str | None], list[tuple[str, float, float]]],
+    specs: Iterable[Spec],
+    tz: tzinfo,
+    at: float,
+    device_id: str | None,
+    floors: Mapping[str, float] | None,
+) -> Baselines:
+    table: dict[tuple[str, Spec], list[HourBaseline | None]] = {}
+    for spec in set(specs):
+        metric, days, min_days = spec
+        rows = read(metric, at - days * 86_400, at // _HOUR * _HOUR, device_id)
+        means: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(24)])
+        hour_of: dict[float, int] = {}  # a few hundred distinct buckets
+        for dev, bucket, mean in rows:
+            if floors and bucket < floors.get(dev, bucket):
+                continue  # a previous wearer's
+            h = hour_of.get(bucket)
+            if h is None:
+                h = hour_of[bucket] = datetime.fromtimestamp(bucket, tz).hour
+            means[dev][h].append(float(mean))
+        for dev, by_hour in means.items():
+            table[(dev, spec)] = [
+                _hour(h, values) if len(values) >= min_days else None
+                for h, values in enumerate(by_hour)
+            ]
     return Baselines(tz, at, table)
 
 

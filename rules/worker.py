@@ -52,14 +52,16 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import msgspec
+import psycopg
 
 from base.sql import Db
-from ingest import follower, rows
+from ingest import rows
 from registry.models import Registry
 from rules.baselines import Baselines
 from rules.engine import RuleEngine
 from rules.metrics import RULES_BEHIND, RULES_COMMITS, RULES_FAILING, RULES_RETRIES
 from rules.replay import FastRows
+from rules.sources import RowSource, SqliteRows
 from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ class RulesWorker:
 
     def __init__(
         self,
-        journal_path: Path,
+        journal: Path | RowSource,
         store: TransitionStore,
         make_engine: Callable[[], RuleEngine],
         *,
@@ -144,7 +146,9 @@ class RulesWorker:
         hold_s: float = 0.05,
         hold_rows: int = 20_000,
     ) -> None:
-        self.journal_path = journal_path
+        self.source: RowSource = SqliteRows(journal) if isinstance(journal, Path) else journal
+        """Where the rows come from and the cursor is kept (rules/sources.py): the SQLite
+        journal file, or the PostgreSQL journal's follower over a set of partitions."""
         self.store = store
         self.make_engine = make_engine
         self.community = community
@@ -162,19 +166,17 @@ class RulesWorker:
         self.hold_rows = hold_rows
         """How long, and for how many rows, the worker's thread may hold the commit of batches
         without effects (0: commit every batch, as :meth:`step` does by default)."""
-        self.position = 0
-        """The last journal id whose evaluation is committed."""
-        self._held: tuple[int, int, float] | None = None
-        """Evaluated but not committed yet: (last id, rows, monotonic time of the first)."""
+        self._held: tuple[int, float] | None = None
+        """Evaluated but not committed yet: (rows, monotonic time of the first)."""
         self.evaluated = 0
         """Readings evaluated and committed since start."""
         self._failing: tuple[str, float] | None = None
+        self._lag: tuple[int, float | None] = (0, None)
         self._stale = False
         """The engine holds state that was never committed (a commit failed): reload first."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._journal: sqlite3.Connection | None = None
         self._next_tick = 0.0
         self.compute_baselines = baselines
         """Personal baselines as of a time (a few SQL reads of the rollups): computed at
@@ -198,14 +200,8 @@ class RulesWorker:
         with self.store.connection() as db:
             if isinstance(db, sqlite3.Connection):  # PostgreSQL's: district/migrations
                 db.executescript(SCHEMA)
-            db.execute(
-                "INSERT INTO rule_cursor (name, last_id, updated) VALUES (?, 0, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                (self.name, time.time()),
-            )
-            (position,) = db.execute(
-                "SELECT last_id FROM rule_cursor WHERE name = ?", (self.name,)
-            ).fetchone()
+            self.source.load(db)
+            position = self.source.position
             states = [(d, json.loads(s)) for d, s in db.execute("SELECT * FROM rule_state")]
             flaps = [(f, json.loads(s)) for f, s in db.execute("SELECT * FROM flap_state")]
             fresh = not states and position == 0
@@ -231,8 +227,12 @@ class RulesWorker:
         if self.gate is not None:
             self.gate.load(flaps)
         self.engine = engine
-        self.position = int(position)
         self._held = None
+
+    @property
+    def position(self) -> int:
+        """The last journal id whose evaluation is committed (rules/sources.py)."""
+        return self.source.position
 
     # ------------------------------------------------------------------ work
 
@@ -240,9 +240,8 @@ class RulesWorker:
         """Evaluate and commit one batch of journal rows; True when there may be more.
         ``hold``: a batch without effects is committed later (:meth:`flush`), with the next
         batch that has effects, or once held ``hold_s`` or ``hold_rows``."""
-        db = self._journal_db()
         held = self._held
-        batch = rows.after(db, self.position if held is None else held[0], self.batch_rows)
+        batch, more = self.source.read(self.batch_rows)
         if not batch:
             return False
         evaluate = self._evaluator().evaluate
@@ -252,22 +251,22 @@ class RulesWorker:
             transitions.extend(evaluate(row))
             if row[3] == "status" and row[7] in ("online", "offline"):
                 presence.append((row[1], row[7] == "offline", row[4]))
-        last_id, n = batch[-1][0], len(batch)
+        n = len(batch)
         now = time.monotonic()
-        self._held = (last_id, n, now) if held is None else (last_id, held[1] + n, held[2])
+        self._held = (n, now) if held is None else (held[0] + n, held[1])
         if hold and not (transitions or presence) and not self._flush_due(now):
-            return n == self.batch_rows
-        self._commit(transitions, presence, last_id)
-        return n == self.batch_rows
+            return more
+        self._commit(transitions, presence)
+        return more
 
     def _flush_due(self, now: float) -> bool:
         held = self._held
-        return held is not None and (held[1] >= self.hold_rows or now - held[2] >= self.hold_s)
+        return held is not None and (held[0] >= self.hold_rows or now - held[1] >= self.hold_s)
 
     def flush(self) -> None:
         """Commit what is held (the state and cursor of evaluated batches without effects)."""
         if self._held is not None:
-            self._commit([], [], self._held[0])
+            self._commit([], [])
 
     def _evaluator(self) -> FastRows | _Readings:
         """What evaluates rows against the current engine: :class:`FastRows` (the same
@@ -282,14 +281,13 @@ class RulesWorker:
         """Time-driven changes as of ``now``, committed with the state they changed."""
         now = self.clock() if now is None else now
         self._swap_baselines(now)
-        RULES_BEHIND.set(max(0, follower.head(self._journal_db()) - self.position))
+        RULES_BEHIND.set(self.source.lag()[0])
         transitions = self.engine.tick(now)
-        at = self.position if self._held is None else self._held[0]
         if self.gate is not None:
             transitions = self.gate.filter(transitions) + self.gate.tick(now)
-            self._commit(transitions, [], at, filtered=True)
+            self._commit(transitions, [], filtered=True)
         else:
-            self._commit(transitions, [], at)
+            self._commit(transitions, [])
 
     def refresh_baselines(self, now: float | None = None) -> None:
         """Compute the baselines now, in the calling thread, and use them (start, tests)."""
@@ -333,7 +331,6 @@ class RulesWorker:
         self,
         transitions: list[Transition],
         presence: list[Presence],
-        last_id: int,
         *,
         filtered: bool = False,
     ) -> None:
@@ -343,22 +340,18 @@ class RulesWorker:
         engine = self.engine
         states = [(d, engine.export_state(d)) for d in engine.take_dirty()]
         flaps = [(f, gate.export(f)) for f in gate.take_dirty()] if gate is not None else []
-        if not (transitions or presence or states or flaps) and last_id == self.position:
+        source = self.source
+        if not (transitions or presence or states or flaps or source.dirty):
             return
-        name = self.name
 
         def within(db: Db) -> None:
             _save(db, "rule_state", "device_id", states)
             _save(db, "flap_state", "fingerprint", flaps)
-            if last_id != self.position:
-                db.execute(
-                    "UPDATE rule_cursor SET last_id = ?, updated = ? WHERE name = ?",
-                    (last_id, time.time(), name),
-                )
+            source.save(db)
 
         self.store.apply_batch(transitions, presence, within)
-        self.evaluated += 0 if self._held is None else self._held[1]
-        self.position = last_id
+        source.saved()
+        self.evaluated += 0 if self._held is None else self._held[0]
         self._held = None
         RULES_COMMITS.inc()
 
@@ -399,20 +392,19 @@ class RulesWorker:
         self._wake.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
-        elif self._thread is None and self._journal is not None:  # used from this thread
-            self._journal.close()
-            self._journal = None
+        elif self._thread is None:  # used from this thread
+            self.source.close()
 
-    def health(self) -> WorkerHealth:
-        """How far behind the journal's head the committed evaluation is (any thread)."""
-        db = follower.connect(self.journal_path, readonly=True)
-        try:
-            head = follower.head(db)
-            position = self.position
-            oldest = follower.oldest_after(db, position) if head > position else None
-        finally:
-            db.close()
-        behind = max(0, head - position)
+    def health(self, *, lag: bool = True) -> WorkerHealth:
+        """How far behind the journal's head the committed evaluation is (any thread).
+        ``lag`` False, or the journal not answering: the last known backlog."""
+        position = self.position
+        behind, oldest = self._lag
+        if lag:
+            try:
+                behind, oldest = self._lag = self.source.lag()
+            except Exception as e:  # the database away: health says so, never raises
+                log.debug("rules worker: backlog unknown: %s", e)
         RULES_BEHIND.set(behind)
         failing = self._failing
         return WorkerHealth(
@@ -422,11 +414,6 @@ class RulesWorker:
             None if failing is None else failing[0],
             None if failing is None else failing[1],
         )
-
-    def _journal_db(self) -> sqlite3.Connection:
-        if self._journal is None:
-            self._journal = follower.connect(self.journal_path, readonly=True)
-        return self._journal
 
     def _main(self) -> None:
         while not self._stop.is_set():
@@ -458,16 +445,14 @@ class RulesWorker:
                 now = time.monotonic()
                 until = min(self.tick_s, self._next_tick - now)
                 if self._held is not None:
-                    until = min(until, self._held[2] + self.hold_s - now)
+                    until = min(until, self._held[1] + self.hold_s - now)
                 self._wake.wait(max(0.0, until))
         if self._held is not None and not self._stale:
             try:  # (else evaluated again after the restart: the same state, the same effects)
                 self.flush()
             except Exception as e:
                 log.warning("rules worker: the last evaluation was not committed at stop: %s", e)
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        self.source.close()
 
     def _failed(self, e: Exception) -> None:
         """Roll back to what is committed and try again after a pause; log once per outage."""
@@ -482,12 +467,10 @@ class RulesWorker:
                 reason,
                 self.position,
                 self.retry_s,
-                exc_info=not isinstance(e, sqlite3.OperationalError),
+                exc_info=not isinstance(e, sqlite3.OperationalError | psycopg.OperationalError),
             )
         self._stale = True
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        self.source.close()
         self._stop.wait(self.retry_s)
 
 

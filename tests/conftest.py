@@ -27,6 +27,7 @@ from district.pg import connect as pg_connect
 from jiayuan.broker.accounts import SERVICE_PASSWORD, URGENT_PASSWORD, URGENT_USER
 from jiayuan.logmetrics import count_errors
 from registry import Device, Registry
+from tests.stores import Stores
 
 BROKER_REGISTRY = Registry(
     "y",
@@ -179,3 +180,18 @@ def auth_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | s
     """Where a test's staff-access store and audit trail live (``AuthStore.open``), once on
     each backend: a SQLite file's path, or the URL of a fresh migrated PostgreSQL database."""
     yield from store_at(request, tmp_path, "auth.db")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    """A service test's journal and alert store, once on each backend: SQLite files in its data
+    directory, or a fresh migrated PostgreSQL database (pass ``**stores.settings`` to
+    ServiceProcess; read them back with ``stores.journal(data, sql)``)."""
+    if request.param == "sqlite":
+        yield Stores()
+        return
+    database = store_at(request, tmp_path, "unused")
+    try:
+        yield Stores(str(next(database)))
+    finally:
+        next(database, None)  # drops the database

@@ -20,7 +20,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
-from base.datadir import DataDir
 from jiayuan import console
 from jiayuan.api import (
     alerts,
@@ -54,7 +53,7 @@ from jiayuan.api.openapi import document_errors
 from jiayuan.api.security import SecurityMiddleware, is_public
 from jiayuan.api.stream import Broadcaster
 from jiayuan.auth.authn import Authenticator
-from jiayuan.auth.store import AuthStore
+from jiayuan.auth.store import installed
 from jiayuan.context import AppContext
 
 
@@ -71,7 +70,7 @@ def create_app(
     the data directory)."""
     broadcaster = Broadcaster(ctx.alerts, queue_size=stream_queue_size, keepalive_s=keepalive_s)
     if ctx.auth is None:
-        ctx.auth = AuthStore(DataDir(ctx.settings.data_dir).auth)
+        ctx.auth = installed(ctx.settings)
     authn = authenticator or Authenticator(ctx.settings, ctx.auth, ctx.registry)
     if ctx.registry_admin is not None:
         ctx.registry_admin.subscribe("staff access", authn.set_registry)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from ingest.journal import Journal
+from ingest.journal_pg import PgJournal
 from jiayuan.api.deps import ANYONE, ViewDep, allow, refuse
 from jiayuan.api.devices import METRIC_PATTERN, DeviceId
 from jiayuan.api.times import utc
@@ -68,7 +70,10 @@ def get_baseline(
     tz, now = ZoneInfo(tz_name), time.time()
     spec = (metric, days, min_days)
     floor = floors(view.ctx.registry)  # not a previous wearer's
-    table = compute(view.ctx.journal.path, [spec], tz, now, device_id=device_id, floors=floor)
+    journal = view.ctx.journal
+    # SQLite: the hourly rollups beside the journal; PostgreSQL: from the raw readings
+    source = journal.path if isinstance(journal, Journal) else cast(PgJournal, journal)
+    table = compute(source, [spec], tz, now, device_id=device_id, floors=floor)
     hours = [
         HourOut(hour=h, median=None, spread=None, days=0)
         if b is None

@@ -12,8 +12,6 @@ import getpass
 import sys
 from typing import TYPE_CHECKING
 
-from base.datadir import DataDir
-
 if TYPE_CHECKING:
     from jiayuan.auth.store import AuthStore
     from registry import Registry
@@ -39,7 +37,7 @@ def add_arguments(staff: argparse.ArgumentParser) -> None:
 
 
 def _open() -> tuple[AuthStore, Registry] | None:
-    from jiayuan.auth.store import AuthStore
+    from jiayuan.auth.store import installed
     from jiayuan.cli import settings_from_env
     from registry import RegistryError
     from registry.communities import load_communities
@@ -58,7 +56,7 @@ def _open() -> tuple[AuthStore, Registry] | None:
     except RegistryError as e:
         print(e, file=sys.stderr)
         return None
-    return AuthStore(DataDir(settings.data_dir).auth), registry
+    return installed(settings), registry
 
 
 def _actor() -> str:

@@ -22,14 +22,18 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from psycopg_pool import ConnectionPool
 
 from base import sql, sqlite
+from base.datadir import DataDir
 from base.sql import Db, Row
 from base.sqlite import transaction
 from district.pg import open_pool
+
+if TYPE_CHECKING:
+    from jiayuan.settings import Settings
 
 TOKEN_PREFIX: Final = "jy_"
 SCHEMA: Final = """
@@ -334,3 +338,10 @@ def _end_sessions(db: Db, staff_id: str, now: float) -> int:
             (now, staff_id),
         ).rowcount
     )
+
+
+def installed(settings: Settings) -> AuthStore:
+    """The installation's staff store: in PostgreSQL when ``JIAYUAN_DATABASE_URL`` is set (every
+    instance shares sessions, tokens and the audit trail), else ``auth.db`` in the data
+    directory. The one way the service, the API and the commands open it."""
+    return AuthStore.open(settings.database() or DataDir(settings.data_dir).auth)

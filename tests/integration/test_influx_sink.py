@@ -23,8 +23,10 @@ import pytest
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from devtools.victoria import Victoria
+from district.pg import connect as pg_connect
 from tests.influx_front import StrictFront
 from tests.mqtt import Publisher, wait_for
+from tests.stores import Stores
 
 pytestmark = pytest.mark.network
 
@@ -93,11 +95,31 @@ def registry(tmp_path: Path) -> Path:
 
 
 def start_service(
-    broker: Broker, url: str, tmp_path: Path, registry: Path, **settings: Any
+    broker: Broker,
+    url: str,
+    tmp_path: Path,
+    registry: Path,
+    stores: Stores | None = None,
+    **settings: Any,
 ) -> ServiceProcess:
+    """The service with the sink on, its journal on ``stores`` (SQLite files by default)."""
     options: dict[str, Any] = {"influx_backoff_max_s": 0.5, "registry": registry}
+    options.update(stores.settings if stores is not None else {})
     options.update(settings)
     return ServiceProcess(tmp_path / "service", broker.port, influx_url=url, **options).start()
+
+
+def rejects(stores: Stores, data: Path) -> list[tuple[Any, ...]]:
+    """(status, reason, line) of the points set aside, from the journal's database."""
+    query = "SELECT status, reason, line FROM sink_rejects"
+    if stores.url is None:
+        db = sqlite3.connect(data / "journal.db")
+        try:
+            return db.execute(query).fetchall()
+        finally:
+            db.close()
+    with pg_connect(stores.url) as pg:
+        return pg.execute(query).fetchall()
 
 
 def influx(svc: ServiceProcess) -> dict[str, Any]:
@@ -133,9 +155,10 @@ def trouble_alerts(svc: ServiceProcess) -> list[dict[str, Any]]:
 
 
 def test_every_reading_arrives_once_in_steady_flow(
-    broker: Broker, victoria: Victoria, tmp_path: Path, registry: Path
+    broker: Broker, victoria: Victoria, tmp_path: Path, registry: Path, stores: Stores
 ) -> None:
-    svc = start_service(broker, victoria.url, tmp_path, registry)
+    """On both journals: the PostgreSQL one's sink follows it by partition cursors."""
+    svc = start_service(broker, victoria.url, tmp_path, registry, stores)
     try:
         devices = Devices(broker)
         for dev in ("wr-1", "wr-2"):
@@ -175,13 +198,14 @@ def test_every_reading_arrives_once_in_steady_flow(
 
 @pytest.mark.victoria(dedup=True)
 def test_an_outage_stalls_nothing_raises_trouble_and_the_backlog_drains(
-    broker: Broker, victoria: Victoria, tmp_path: Path, registry: Path
+    broker: Broker, victoria: Victoria, tmp_path: Path, registry: Path, stores: Stores
 ) -> None:
     svc = start_service(
         broker,
         victoria.url,
         tmp_path,
         registry,
+        stores,
         influx_trouble_after_s=2,
         influx_batch=200,
         expect_errors={  # the outage below
@@ -273,7 +297,7 @@ def test_a_kill_during_a_drain_loses_nothing_and_resends_at_most_one_batch(
 
 @pytest.mark.victoria(dedup=True)
 def test_points_refused_for_good_are_set_aside_without_blocking(
-    broker: Broker, victoria: Victoria, tmp_path: Path, registry: Path
+    broker: Broker, victoria: Victoria, tmp_path: Path, registry: Path, stores: Stores
 ) -> None:
     # the bucket already holds ``steps`` as a float: InfluxDB refuses our integer steps
     front = StrictFront(victoria.url, {("wearable", "steps"): "float"}).start()
@@ -282,6 +306,7 @@ def test_points_refused_for_good_are_set_aside_without_blocking(
         front.url,
         tmp_path,
         registry,
+        stores,
         influx_batch=100,
         expect_errors={
             'jiayuan_influx_write_errors_total{kind="refused"}',
@@ -300,9 +325,7 @@ def test_points_refused_for_good_are_set_aside_without_blocking(
         assert stored(victoria, accepted) == accepted
         assert not victoria.samples('{__name__=~"wearable_.+"}')
         assert influx(svc)["rejected_points"] == 7
-        db = sqlite3.connect(tmp_path / "service" / "journal.db")
-        rows = db.execute("SELECT status, reason, line FROM sink_rejects").fetchall()
-        db.close()
+        rows = rejects(stores, tmp_path / "service")
         assert len(rows) == 7 and all(
             status == 400 and "field type conflict" in reason and "device_id=wr-1" in line
             for status, reason, line in rows

@@ -293,3 +293,26 @@ def test_generated_batches_with_repeats_store_the_same_on_both(
                 assert b.duplicates == len(readings) - len(b.new)
         finally:
             lite.close()
+
+
+def test_listings_keep_to_the_communities_asked_for(journal: JournalStore) -> None:
+    """Devices by the devices table's community, dead letters by their topic's
+    ``community/<id>/`` (the API's ``?community=`` and a manager's scope), on both journals."""
+    journal.write_batch(
+        [msg("w-1", "telemetry", NOW, seq=1, heart_rate=70)],
+        [
+            DeadLetter("community/y/wearable/w-1/telemetry", b"{", "not_json", "", NOW),
+            DeadLetter("community/h/wearable/w-2/telemetry", b"{", "not_json", "", NOW + 1),
+            DeadLetter("community/yy/wearable/w-3/telemetry", b"{", "not_json", "", NOW + 2),
+            DeadLetter("elsewhere/y/wearable/w-4/telemetry", b"{", "unknown_topic", "", NOW + 3),
+        ],
+    )
+    journal.flush()
+    assert journal.list_devices(communities={"y"})[1] == 1
+    assert journal.list_devices(communities={"h"})[1] == 0
+    assert journal.list_devices(communities=set())[1] == 0
+    items, total = journal.dead_letters(communities={"y"})
+    assert total == 1 and items[0]["topic"] == "community/y/wearable/w-1/telemetry"
+    assert journal.dead_letters(communities={"h", "yy"})[1] == 2
+    assert journal.dead_letters(communities=set())[1] == 0
+    assert journal.dead_letters()[1] == 4

@@ -3,39 +3,35 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from tests.mqtt import Publisher, wait_for
+from tests.stores import Stores
 
 pytestmark = pytest.mark.network
 
 
 @pytest.fixture
-def service(broker: Broker, tmp_path: Path) -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(tmp_path / "service", broker).start()
+def service(broker: Broker, tmp_path: Path, stores: Stores) -> Iterator[ServiceProcess]:
+    """The service on each store: SQLite files, and PostgreSQL (``JIAYUAN_DATABASE_URL``)."""
+    svc = ServiceProcess(tmp_path / "service", broker, **stores.settings).start()
     yield svc
     svc.stop()
 
 
-def journal_counts(data_dir: Path) -> tuple[int, int]:
-    """(rows, distinct (device, seq)) in the journal, read straight from SQLite."""
-    db = sqlite3.connect(f"file:{DataDir(data_dir).journal}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT count(*) FROM readings").fetchone()[0]
-        distinct = db.execute(
-            "SELECT count(*) FROM (SELECT DISTINCT device_id, seq FROM readings)"
-        ).fetchone()[0]
-        return int(rows), int(distinct)
-    finally:
-        db.close()
+def journal_counts(stores: Stores, data_dir: Path) -> tuple[int, int]:
+    """(rows, distinct (device, seq)) in the journal, read straight from its database."""
+    rows = stores.journal(data_dir, "SELECT count(*) FROM readings")
+    distinct = stores.journal(
+        data_dir, "SELECT count(*) FROM (SELECT DISTINCT device_id, seq FROM readings) AS d"
+    )
+    return rows, distinct
 
 
 def alerts(svc: ServiceProcess, **query: str) -> list[dict[str, object]]:
@@ -89,10 +85,10 @@ def test_a_smoke_alarm_resolves_itself_on_alarm_clear_but_not_when_the_device_go
 
 
 def test_a_service_killed_mid_stream_loses_no_accepted_message(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, stores: Stores
 ) -> None:
     data = tmp_path / "service"
-    svc = ServiceProcess(data, broker).start()
+    svc = ServiceProcess(data, broker, **stores.settings).start()
     pub = Publisher(broker, client_id="wearables")
     total = 20_000
     devices = 20
@@ -114,10 +110,10 @@ def test_a_service_killed_mid_stream_loses_no_accepted_message(
     svc.kill()  # SIGKILL while messages keep arriving
     t.join()
     pub.wait_acked(timeout=120)  # the broker has them all, queued in the service's session
-    svc = ServiceProcess(data, broker, http_port=svc.http_port).start()
-    wait_for(lambda: journal_counts(data)[0] == total, timeout=120)
+    svc = ServiceProcess(data, broker, http_port=svc.http_port, **stores.settings).start()
+    wait_for(lambda: journal_counts(stores, data)[0] == total, timeout=120)
     svc.stop()
-    rows, distinct = journal_counts(data)
+    rows, distinct = journal_counts(stores, data)
     assert rows == distinct == total  # every message once: none lost, none doubled
     pub.close()
 

@@ -5,15 +5,14 @@ drains becomes an alert before the backlog is through — the real broker, the r
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from tests.mqtt import Publisher, publish_fast, wait_for
+from tests.stores import Stores
 
 pytestmark = pytest.mark.network
 
@@ -22,22 +21,22 @@ TELEMETRY = "community/y/wearable/wb-1/telemetry"
 FALL = "community/y/wearable/wr-7/event"
 
 
-def journaled(data_dir: Path, device_id: str) -> int:
-    db = sqlite3.connect(f"file:{DataDir(data_dir).journal}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT count(*) FROM readings WHERE device_id = ?", (device_id,))
-        return int(row.fetchone()[0])
-    finally:
-        db.close()
+def journaled(data_dir: Path, device_id: str, stores: Stores | None = None) -> int:
+    """Readings of ``device_id`` in the journal (SQLite's file, or ``stores``' database)."""
+    assert device_id.replace("-", "").isalnum()  # in the SQL text below
+    query = f"SELECT count(*) FROM readings WHERE device_id = '{device_id}'"
+    return (stores or Stores()).journal(data_dir, query)
 
 
 def test_a_fall_published_during_a_backlog_drain_alerts_before_the_backlog_is_through(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, stores: Stores
 ) -> None:
     data = tmp_path / "service"
     fall = Publisher(broker, client_id="fall")  # accounts made before the broker is busy
     broker.test_access("backlog")
-    svc = ServiceProcess(data, broker).start()  # both sessions exist and are subscribed
+    svc = ServiceProcess(
+        data, broker, **stores.settings
+    ).start()  # both sessions exist and are subscribed
     svc.stop()  # the broker queues for them meanwhile
     publish_fast(
         broker,
@@ -45,10 +44,10 @@ def test_a_fall_published_during_a_backlog_drain_alerts_before_the_backlog_is_th
         (json.dumps({"seq": i, "heart_rate": 70 + i % 20, "worn": True}) for i in range(BACKLOG)),
         "backlog",
     )
-    svc = ServiceProcess(data, broker, http_port=svc.http_port).start()
+    svc = ServiceProcess(data, broker, http_port=svc.http_port, **stores.settings).start()
     try:
-        wait_for(lambda: journaled(data, "wb-1") > 0, timeout=60, interval=0.01)
-        before = journaled(data, "wb-1")
+        wait_for(lambda: journaled(data, "wb-1", stores) > 0, timeout=60, interval=0.01)
+        before = journaled(data, "wb-1", stores)
         assert before < BACKLOG, "the backlog drained before the fall could be published"
         fall.publish(FALL, json.dumps({"event": "fall", "seq": 1}))
         seen: list[int] = []
@@ -56,12 +55,12 @@ def test_a_fall_published_during_a_backlog_drain_alerts_before_the_backlog_is_th
         def alerted() -> bool:
             items = svc.get("/api/alerts?device_id=wr-7")["items"]
             if items:  # read right after: at least what was committed when the alert appeared
-                seen.append(journaled(data, "wb-1"))
+                seen.append(journaled(data, "wb-1", stores))
             return bool(items)
 
         wait_for(alerted, timeout=60, interval=0.01)
         assert seen[0] < BACKLOG, f"the fall waited for the backlog ({seen[0]:,} committed)"
-        wait_for(lambda: journaled(data, "wb-1") == BACKLOG, timeout=300, interval=0.2)
+        wait_for(lambda: journaled(data, "wb-1", stores) == BACKLOG, timeout=300, interval=0.2)
         (alert,) = svc.get("/api/alerts?device_id=wr-7")["items"]  # once
         assert (alert["rule_id"], alert["status"]) == ("wearable_fall", "firing")
         assert svc.health()["messages_committed"] == BACKLOG + 1
@@ -71,13 +70,13 @@ def test_a_fall_published_during_a_backlog_drain_alerts_before_the_backlog_is_th
 
 
 def test_each_message_is_acknowledged_on_its_own_session_so_none_comes_again(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, stores: Stores
 ) -> None:
     """Packet ids are per session: a PUBACK sent on the wrong one would leave the message
     unacknowledged, and the broker would deliver it again after a restart."""
     data = tmp_path / "service"
     pub = Publisher(broker)
-    svc = ServiceProcess(data, broker).start()
+    svc = ServiceProcess(data, broker, **stores.settings).start()
     for i in range(300):
         pub.publish(TELEMETRY, json.dumps({"seq": i, "steps": i}))
         if i % 10 == 0:
@@ -85,13 +84,15 @@ def test_each_message_is_acknowledged_on_its_own_session_so_none_comes_again(
     pub.wait_acked()
     wait_for(lambda: svc.health()["messages_committed"] == 330, timeout=60)
     svc.stop()
-    svc = ServiceProcess(data, broker, http_port=svc.http_port).start()
+    svc = ServiceProcess(data, broker, http_port=svc.http_port, **stores.settings).start()
     try:
         # Each session delivers in order: once these arrive, anything redelivered has too.
         pub.publish(TELEMETRY, json.dumps({"seq": 1000, "steps": 1000}))
         pub.publish("community/y/gate/gt-x/event", json.dumps({"seq": 1, "event": "closed"}))
         pub.wait_acked()
-        wait_for(lambda: journaled(data, "gt-x") == 1 and journaled(data, "wb-1") == 301)
+        wait_for(
+            lambda: journaled(data, "gt-x", stores) == 1 and journaled(data, "wb-1", stores) == 301
+        )
         assert svc.health()["messages_committed"] == 2
     finally:
         svc.stop()

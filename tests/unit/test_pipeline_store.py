@@ -17,7 +17,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from base.retry import Backoff
+from district.pg import connect as pg_connect
 from ingest.journal import Journal, store_trouble
+from ingest.journal_pg import PgJournal
 from ingest.listener import Inbound
 from ingest.payloads import Reading, decode
 from ingest.pipeline import Pipeline
@@ -92,6 +94,29 @@ def test_a_message_the_journal_refuses_is_a_dead_letter_and_the_rest_go_through(
     assert "IntegrityError" in items[0]["detail"]
     assert metric("jiayuan_journal_refused_total") == before + 1
     journal.close()
+
+
+@pytest.mark.expect_errors("jiayuan_journal_refused_total")
+def test_on_postgresql_too_a_refused_message_is_a_dead_letter_not_a_failing_store(
+    pg_url: str,
+) -> None:
+    """The pipeline asks the journal it has (``journal.trouble``) what an error means: a
+    constraint PostgreSQL enforces is about one message, not the store."""
+    journal = PgJournal(pg_url)
+    try:
+        with pg_connect(pg_url) as db:
+            db.execute("ALTER TABLE readings ADD CONSTRAINT refuse CHECK (device_id <> 'poison')")
+        acks = Acks()
+        batch = [inbound(i) for i in range(100)]
+        batch[37] = inbound(37, device="poison")
+        new = Pipeline(queue.Queue(), journal, acks).process(batch)
+        assert len(new) == 99 and journal.count_readings() == 99
+        assert sorted(acks.mids) == [m.mid for m in batch]  # every one acknowledged
+        items, total = journal.dead_letters(reason="journal_refused")
+        assert total == 1 and items[0]["topic"] == "community/y/wearable/poison/telemetry"
+        assert "CheckViolation" in items[0]["detail"]
+    finally:
+        journal.close()
 
 
 @pytest.mark.expect_errors(

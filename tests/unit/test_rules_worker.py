@@ -17,11 +17,13 @@ from alerts import AlertStore
 from alerts.noise import FlapGate
 from base.sql import Db
 from ingest.journal import Journal
+from ingest.journal_pg import PgJournal
 from ingest.payloads import Reading, decode
 from ingest.topics import topic_for
 from registry.models import Device, Registry, Resident
 from rules.engine import RuleEngine
 from rules.model import CountRule, builtin_pack, load_rules
+from rules.sources import PgRows
 from rules.transitions import Transition
 from rules.worker import Presence, RulesWorker
 from tests.clock import FakeClock
@@ -44,9 +46,11 @@ def registry() -> Registry:
 
 
 class World:
-    """A journal, an alert store and a worker over them, on a fake clock."""
+    """A journal, an alert store and a worker over them, on a fake clock. With the alert store
+    on PostgreSQL, the journal is there too (as ``JIAYUAN_DATABASE_URL`` has it): the worker
+    reads it through :class:`rules.sources.PgRows`, its cursors committed with the alerts."""
 
-    opened: ClassVar[list[AlertStore]] = []
+    opened: ClassVar[list[AlertStore | PgJournal]] = []
     """Stores the worlds opened, closed after each test (a PostgreSQL store's pool)."""
 
     def __init__(
@@ -57,15 +61,22 @@ class World:
         alerts: Path | str | None = None,
     ) -> None:
         self.tmp, self.clock = tmp, clock
-        self.journal = Journal(tmp / "journal.db")
         if store is None:
             store = AlertStore(alerts or tmp / "alerts.db", clock=clock)
             World.opened.append(store)
         self.store = store
         self.real = self.store.store if isinstance(self.store, CrashingStore) else self.store
+        source: Path | PgRows = tmp / "journal.db"
+        self.journal: Journal | PgJournal
+        if isinstance(self.real.path, str):  # the alert store's URL
+            self.journal = PgJournal(self.real.path)
+            World.opened.append(self.journal)
+            source = PgRows(self.real.path, range(self.journal.partitions))
+        else:
+            self.journal = Journal(tmp / "journal.db")
         self.gate = FlapGate(threshold=2, window_s=600, clock=clock)
         self.worker = RulesWorker(
-            tmp / "journal.db",
+            source,
             self.store,
             lambda: RuleEngine(RULES, registry(), clock=self.clock, max_unregistered=100),
             community="y",
@@ -274,3 +285,27 @@ def test_devices_not_in_the_registry_are_bounded_and_forgotten(
     clock.advance(86_400 + 400)
     w.worker.tick()
     assert len(w.worker.engine._unregistered) == 0
+
+
+def test_retention_on_postgresql_keeps_every_day_the_rules_have_not_evaluated(
+    pg_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Ids are not commit-ordered on PostgreSQL, so retention's bound is the smallest id still
+    unevaluated in any partition (``PgRows.keep_after``), not the cursors' ids."""
+    w = World(tmp_path, clock, alerts=pg_url)
+    assert isinstance(w.journal, PgJournal)
+    for i in range(5):
+        w.send("wearable", "w1", "telemetry", T0 + i, heart_rate=70, seq=i)
+    w.worker.run_until_idle()
+    day2 = T0 + 2 * 86_400
+    for i in range(3):
+        w.send("wearable", "w1", "telemetry", day2 + i, heart_rate=70, seq=10 + i)
+    w.send("wearable", "w1", "event", day2 + 10, event="fall", seq=20)
+    keep = w.worker.source.keep_after()
+    assert keep == 5  # the first unevaluated row is 6
+    assert w.journal.prune(T0 + 30 * 86_400, keep_after=keep) == 5  # the evaluated day only
+    assert w.journal.count_readings() == 4
+    w.worker.run_until_idle()  # what was kept is evaluated: the fall is alerted
+    assert w.alerts("wearable_fall") == [("w1", "firing")]
+    assert w.worker.source.keep_after() == 9  # nothing unevaluated: the newest id
+    assert w.journal.prune(T0 + 30 * 86_400, keep_after=9) == 4

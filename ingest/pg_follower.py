@@ -1,0 +1,120 @@
+"""Following the PostgreSQL journal over a set of device partitions, with the cursors committed
+in the caller's transaction: what the rules worker (rules/sources.py) and the InfluxDB sink
+(ingest/influx_pg.py) read the journal through. :class:`ingest.journal_pg.JournalFollower`
+underneath; this adds the connection, the backlog and retention's bound."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+from base.sql import Db, PgDb
+from district.pg import Connection, connect
+from ingest import rows
+
+_LAG = """
+SELECT coalesce(sum(x.n), 0), min(x.oldest), min(x.first)
+FROM unnest(%s::smallint[]) AS p(partition)
+LEFT JOIN follower_cursors c ON c.follower = %s AND c.partition = p.partition
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(r.received) AS oldest, min(r.id) AS first FROM readings r
+    WHERE r.partition = p.partition
+      AND (r.xid, r.id) > (coalesce(c.xid, '0'::xid8), coalesce(c.id, 0))
+) AS x
+"""
+"""Rows after each partition's cursor: one index range per partition (readings_follow)."""
+
+
+class PgRows:
+    """The PostgreSQL journal at ``url`` over ``partitions`` (:class:`JournalFollower`)."""
+
+    def __init__(self, url: str, partitions: Iterable[int], name: str = "rules") -> None:
+        self.url = url
+        self.name = name
+        self.partitions = sorted(set(partitions))
+        self._follower: Any = None  # JournalFollower, once loaded
+        self._db: Connection | None = None
+        self._health: Connection | None = None
+        self._health_lock = threading.Lock()
+
+    def _conn(self) -> Connection:
+        if self._db is None or self._db.closed:
+            self._db = connect(self.url, name=f"jiayuan-{self.name}", autocommit=True)
+        return self._db
+
+    @property
+    def position(self) -> int:
+        f = self._follower
+        return 0 if f is None else max((p.id for p in f.committed.values()), default=0)
+
+    @property
+    def dirty(self) -> bool:
+        f = self._follower
+        return f is not None and f.position != f.committed
+
+    def load(self, db: Db) -> None:
+        from ingest.journal_pg import JournalFollower
+
+        conn = db.conn if isinstance(db, PgDb) else self._conn()
+        self._follower = JournalFollower(conn, self.name, self.partitions)
+
+    def read(self, limit: int) -> tuple[list[rows.Row], bool]:
+        per = max(50, limit // max(1, len(self.partitions)))
+        try:
+            got = self._follower.next_rows(self._conn(), per)
+        except psycopg.Error:
+            self.close()  # a new connection for the next attempt
+            raise
+        counts: dict[int, int] = {}
+        for p, _ in got:
+            counts[p] = counts.get(p, 0) + 1
+        return [row for _, row in got], any(n >= per for n in counts.values())
+
+    def save(self, db: Db) -> None:
+        if not isinstance(db, PgDb):
+            raise TypeError("the PostgreSQL journal's cursor commits with a PostgreSQL alert store")
+        self._follower.save(db.conn)
+
+    def saved(self) -> None:
+        self._follower.saved()
+
+    def keep_after(self) -> int:
+        """Ids are not commit-ordered here (several writers), so not the cursors' ids: one less
+        than the smallest id of a row still unevaluated in any partition (or, when none is, the
+        greatest id in the journal). A row committed later with a smaller id lands on its own
+        (recent) day, never in a partition old enough for retention."""
+        first = self._behind()[2]
+        if first is not None:
+            return int(first) - 1
+        with connect(self.url, name=f"jiayuan-{self.name}", autocommit=True) as db:
+            row = db.execute("SELECT coalesce(max(id), 0) FROM readings").fetchone()
+        return int(row[0]) if row else 0
+
+    def lag(self) -> tuple[int, float | None]:
+        n, oldest, _ = self._behind()
+        return n, oldest
+
+    def _behind(self) -> tuple[int, float | None, int | None]:
+        with self._health_lock:
+            db = self._health
+            if db is None or db.closed:
+                db = self._health = connect(self.url, name=f"jiayuan-{self.name}", autocommit=True)
+            try:
+                row = db.execute(_LAG, (self.partitions, self.name)).fetchone()
+            except psycopg.Error:
+                db.close()
+                raise
+        n, oldest, first = (0, None, None) if row is None else row
+        return int(n), None if oldest is None else float(oldest), first
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        with self._health_lock:
+            if self._health is not None:
+                self._health.close()
+                self._health = None

@@ -1,0 +1,98 @@
+"""``JIAYUAN_DATABASE_URL``: a PostgreSQL URL or nothing; a wrong one stops the start with words
+naming the variable, and its password is never repeated."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from jiayuan.settings import Settings, shown_url
+
+SECRET = "hunter2-not-for-logs"
+
+
+def test_unset_or_empty_keeps_the_sqlite_files() -> None:
+    assert Settings().database() is None
+    assert Settings(database_url="").database() is None
+
+
+def test_a_postgresql_url_is_kept_as_a_secret() -> None:
+    url = f"postgresql://jiayuan:{SECRET}@db.example:5432/jiayuan"
+    s = Settings(database_url=url)
+    assert s.database() == url
+    assert SECRET not in repr(s) and SECRET not in str(s.model_dump())
+    assert shown_url(url) == "postgresql://jiayuan:***@db.example:5432/jiayuan"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (f"mysql://u:{SECRET}@h/db", "expected postgresql://"),
+        (f"postgresql://u:{SECRET}@h:99999/db", "not a URL"),
+        (f"postgresql://u:{SECRET}@h:5432/", "no database name"),
+        (f"postgresql://u:{SECRET}@/db", "no host"),
+    ],
+)
+def test_a_wrong_url_is_refused_naming_the_variable_not_the_password(url: str, says: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        Settings(database_url=url)
+    assert "JIAYUAN_DATABASE_URL" in str(e.value) and says in str(e.value)
+    assert SECRET not in str(e.value)
+
+
+def test_ingest_processes_are_refused_on_postgresql_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match="JIAYUAN_INGEST_PROCESSES above 1 cannot be used"):
+        Settings(database_url="postgresql://u@h/db", ingest_processes=2)
+
+
+def test_jiayuan_run_with_a_wrong_url_exits_saying_which_setting(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.update(
+        JIAYUAN_DATA_DIR=str(tmp_path),
+        JIAYUAN_DATABASE_URL=f"postgres//u:{SECRET}@h/db",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "jiayuan.cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "JIAYUAN_DATABASE_URL" in said and SECRET not in said
+
+
+def test_a_backtest_is_refused_on_postgresql_with_the_reason(tmp_path: Path) -> None:
+    """Backtests replay the SQLite journal file: on PostgreSQL they are refused in words (the
+    API answers 503 with them), never a crash."""
+    from jiayuan.backtest import run
+
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://u@127.0.0.1/db")
+    with pytest.raises(FileNotFoundError, match=r"PostgreSQL \(JIAYUAN_DATABASE_URL\)"):
+        run(settings, [], 0.0, 86_400.0)
+
+
+def test_jiayuan_run_with_an_unreachable_database_exits_saying_so(tmp_path: Path) -> None:
+    from devtools.broker import free_port
+
+    env = dict(os.environ)
+    env.update(
+        JIAYUAN_DATA_DIR=str(tmp_path),
+        JIAYUAN_DATABASE_URL=f"postgresql://u:{SECRET}@127.0.0.1:{free_port()}/db",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "jiayuan.cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "the database (JIAYUAN_DATABASE_URL) cannot be reached" in done.stderr
+    assert "Traceback" not in done.stderr and SECRET not in done.stdout + done.stderr
