@@ -112,9 +112,12 @@ def test_a_killed_instances_slots_are_taken_over_and_nothing_published_is_lost(
     wait_for(lambda: b.health()["rules_worker"]["behind"] == 0, 120)
     falls = "FROM alerts WHERE rule_id = 'wearable_fall'"
     wait_for(lambda: one(pg_url, f"SELECT count(DISTINCT device_id) {falls}") == WEARABLES, 60)
+    assert one(pg_url, f"SELECT count(*) {falls}") == WEARABLES  # one alert per fall
+    # matched more than once where both instances' rules workers evaluated the fall: the
+    # service does not lease the rules' device partitions yet (docs/district.md)
     print(
-        f"\nstored {total} once; fall alerts {one(pg_url, f'SELECT count(*) {falls}')},"
-        f" matches {one(pg_url, f'SELECT sum(match_count) {falls}')}"
+        f"\nstored {total} once; {WEARABLES} fall alerts, matched"
+        f" {one(pg_url, f'SELECT sum(match_count) {falls}')} times"
     )
     b.stop()
 
