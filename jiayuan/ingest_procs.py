@@ -35,7 +35,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -199,6 +199,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     from ingest.journal_store import JournalStore
     from ingest.listener import TELEMETRY, Inbound, Session, shared
     from ingest.mqtt_client import install_lean_publish_properties
+    from ingest.payloads import Reading
     from ingest.pipeline import Pipeline
     from ingest.profiles import load_profiles
     from ingest.topics import SUBSCRIPTION, TELEMETRY_SUBSCRIPTIONS
@@ -261,6 +262,10 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         )
     ways = WaysIn(spec.registry)
 
+    def committed(new: Sequence[Reading]) -> None:
+        send(("commit", len(new), time.time()))
+        report_now.set()  # the counts in /healthz current after each commit
+
     def ack(messages: Iterable[Inbound]) -> None:
         session.ack([m.mid for m in messages if m.qos == 1])
 
@@ -268,7 +273,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         inbox,
         journal,
         ack,
-        lambda new: send(("commit", len(new), time.time())),
+        committed,
         batch_max=settings.batch_max,
         batch_wait=settings.batch_wait_ms / 1000.0,
         profiles=profiles,
