@@ -79,6 +79,8 @@ class PgRows:
         self._follower = JournalFollower(conn, self.name, self.partitions)
 
     def read(self, limit: int) -> tuple[list[rows.Row], bool]:
+        if not self.partitions:  # none held (yet)
+            return [], False
         per = max(50, limit // max(1, len(self.partitions)))
         try:
             got = self._follower.next_rows(self._conn(), per)

@@ -301,6 +301,7 @@ class Service:
                 self.database,
                 writer,
                 partitions=range(self.journal.partitions),
+                leases=self.leases,  # the partitions the rules evaluate here: docs/district.md
                 community=s.community,
                 name=f"influx:{s.influx_bucket}@{s.influx_url}",
                 batch=s.influx_batch,
