@@ -103,7 +103,9 @@ class Service:
                 count=pg.partitions,
                 kind=PARTITION,
                 ttl_s=settings.lease_ttl_s,
-                before_release=lambda numbers: self.worker.release(numbers),
+                before_release=lambda numbers: self.worker.release(
+                    numbers, timeout=settings.lease_ttl_s / 3
+                ),
                 on_change=lambda _changes: self.worker.wake(),
             )
         self.journal.sync_registry(loaded)
