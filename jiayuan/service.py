@@ -102,9 +102,9 @@ class Service:
                 settings.instance_id,
                 count=pg.partitions,
                 kind=PARTITION,
-                ttl_s=settings.lease_ttl_s,
+                ttl_s=settings.partition_lease_ttl_s,
                 before_release=lambda numbers: self.worker.release(
-                    numbers, timeout=settings.lease_ttl_s / 3
+                    numbers, timeout=settings.partition_lease_ttl_s / 3
                 ),
                 on_change=lambda _changes: self.worker.wake(),
             )

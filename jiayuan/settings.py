@@ -121,19 +121,18 @@ class Settings(BaseSettings):
     (with the rules worker's cursor and state) in that PostgreSQL database instead of SQLite
     files in ``data_dir`` (docs/district.md). Unset: SQLite, as always. Secret: it may hold a
     password, so it is never logged (:meth:`database` gives it, :func:`shown_url` shows it)."""
-    # --- several instances (partition leases: rules/worker.py, district/leases.py) ---------
+    # --- several instances: partition leases (rules/worker.py, district/leases.py) --------
     instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         min_length=1,
-        max_length=100,
+        max_length=200,
     )
-    """This instance's name in the lease tables (``JIAYUAN_INSTANCE_ID``); unique per running
-    instance. The default, host name and process id, is new at every start."""
-    lease_ttl_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    """This instance's name in the leases (default host and process id)."""
+    partition_lease_ttl_s: float = Field(default=10.0, gt=0.0, le=600.0)
     """With ``database_url``: a partition lease lapses this long after its holder's last
     renewal (renewed every third of it), so a killed instance's partitions are evaluated by
     another within about this long."""
-    # --- end several instances ------------------------------------------------------------
+    # --- end of partition leases ----------------------------------------------------------
     # --- HTTP server limits (jiayuan/api/connections.py, jiayuan/api/bodylimit.py) ----------
     http_max_connections: int = Field(default=1000, ge=16, le=100_000)
     """Open HTTP connections at most. A new one past it closes the longest-idle connection

@@ -33,7 +33,7 @@ def test_a_killed_instances_partitions_are_taken_over_and_every_fall_alerted_onc
             broker,
             **stores.settings,
             instance_id=name,
-            lease_ttl_s=2,
+            partition_lease_ttl_s=2,
             mqtt_client_id=f"jiayuan-ingest-{name}",
             mqtt_urgent_client_id=f"jiayuan-urgent-{name}",
         )
