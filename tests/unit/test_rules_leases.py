@@ -142,7 +142,8 @@ def test_two_workers_share_the_partitions_and_alert_every_fall_once(
     a.worker.step(hold=True)  # telemetry evaluated, its commit held
     assert a.worker.source.dirty
     stream(journal, T0, 1)
-    share(a, b)  # the release committed what a held of the partitions it gave up
+    share(a, b)  # the release committed what a held of the partitions it gave up:
+    assert b.worker.position > 0  # b starts after the telemetry a evaluated, not from 0
     a.worker.run_until_idle()
     b.worker.run_until_idle()
     mine = {d for d in DEVICES if partition_of(d, PARTITIONS) in (b.worker.partitions or [])}
