@@ -11,12 +11,23 @@ from pathlib import Path
 
 
 def spawn(
-    args: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+    args: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    process_group: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``args`` with stdout and stderr appended to ``log``."""
+    """Start ``args`` with stdout and stderr appended to ``log``; ``process_group``: in a
+    process group of its own (its children too), which ``os.killpg`` can kill whole."""
     out = open(log, "ab")  # noqa: SIM115 - lives with the process
     try:
-        return subprocess.Popen(list(args), env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            list(args),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            process_group=0 if process_group else None,
+        )
     finally:
         out.close()  # the child has its own copy of the descriptor
 

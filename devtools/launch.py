@@ -97,6 +97,7 @@ class ServiceProcess:
         log: Path | None = None,
         tls: bool = True,
         expect_errors: Collection[str] = (),
+        process_group: bool = False,
         **settings: Any,
     ) -> None:
         self.data_dir = data_dir
@@ -104,6 +105,8 @@ class ServiceProcess:
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.log = log or data_dir / "service.log"
         self.expect_errors = expect_errors
+        self.process_group = process_group
+        """In a process group of its own (with its ingest processes): ``os.killpg``."""
         env = dict(os.environ)
         if isinstance(mqtt, Broker):
             env.update(mqtt.service_env(tls=tls))
@@ -123,7 +126,12 @@ class ServiceProcess:
 
     def start(self, timeout: float = 60.0) -> ServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = children.spawn([sys.executable, "-m", "jiayuan.cli", "run"], self.log, self.env)
+        self.proc = children.spawn(
+            [sys.executable, "-m", "jiayuan.cli", "run"],
+            self.log,
+            self.env,
+            process_group=self.process_group,
+        )
         children.wait_ready(
             self.proc,
             self.ready,

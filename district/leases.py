@@ -47,6 +47,8 @@ PARTITION = "partition"
 """Device partitions (district.partitions): one rules evaluator per device at a time."""
 SLOT = "slot"
 """MQTT session slots: each held slot is one persistent session on the shared subscription."""
+URGENT_SLOT = "urgent-slot"
+"""The urgent streams' session slots (falls, SOS, alarms): balanced apart from telemetry's."""
 
 
 class LeaseLost(RuntimeError):

@@ -45,6 +45,8 @@ PUSH, PUSH_URGENT = "push", "push-urgent"
 nothing to acknowledge to a broker; their commit is told to the waiting request instead."""
 PUSH_SESSIONS = frozenset({PUSH, PUSH_URGENT})
 URGENT_SESSIONS = frozenset({URGENT, PUSH_URGENT})
+URGENT_SLOT = "urgent-slot-"
+"""Urgent session slots' names begin so (``urgent-slot-0``: jiayuan/slots.py): urgent too."""
 SHARE_GROUP = "jiayuan-ingest"
 """The shared subscription's group when telemetry is read by several processes
 (jiayuan/ingest_procs.py): each process's session is a member, the broker hands each message
@@ -75,7 +77,7 @@ class Inbound:
 
     @property
     def urgent(self) -> bool:
-        return self.session in URGENT_SESSIONS
+        return self.session in URGENT_SESSIONS or self.session.startswith(URGENT_SLOT)
 
 
 class Session:
@@ -283,9 +285,12 @@ class Listener:
         urgent_filters: tuple[str, ...] = (),
         telemetry_filters: tuple[str, ...] = (),
         telemetry: bool = True,
+        urgent: bool = True,
     ) -> None:
         """``telemetry=False``: the urgent session only, telemetry being read by other
-        processes (jiayuan/ingest_procs.py)."""
+        processes (jiayuan/ingest_procs.py). ``urgent=False`` too: no fixed session at all,
+        only those of the session slots this instance holds (:meth:`add_session`,
+        jiayuan/slots.py)."""
         self.host, self.port = host, port
         self.access = access or BrokerAccess()
         self.urgent_access = urgent_access or BrokerAccess(
@@ -308,6 +313,12 @@ class Listener:
         self._lock = threading.Lock()
         install_lean_publish_properties()
         common: dict[str, Any] = {"session_expiry_s": session_expiry_s, "keepalive": keepalive}
+        self._common = common
+        self._outstanding: dict[str, int] = {}
+        """Per session: QoS 1 messages handed on and not yet acknowledged."""
+        self._closing: set[str] = set()
+        """Sessions being given up: what they receive now is not handed on (nor acknowledged,
+        so it stays in the session for its next holder)."""
 
         def put_each(items: list[Inbound]) -> None:  # a plain queue (tests)
             for m in items:
@@ -345,6 +356,69 @@ class Listener:
         }
         if not telemetry:
             del self._sessions[TELEMETRY]
+        if not urgent:
+            del self._sessions[URGENT]
+        self._put = put
+
+    # ------------------------------------------------------------------ session slots
+
+    def add_session(
+        self,
+        name: str,
+        client_id: str,
+        access: BrokerAccess,
+        filters: tuple[str, ...],
+        *,
+        receive_maximum: int,
+    ) -> None:
+        """Connect one more session (a session slot's, jiayuan/slots.py), resuming it."""
+        with self._lock:
+            if name in self._sessions:
+                return
+            self._closing.discard(name)
+            self._outstanding[name] = 0
+
+        def put(items: list[Inbound]) -> None:
+            with self._lock:
+                if name in self._closing:
+                    return
+                self._outstanding[name] += sum(1 for m in items if m.qos == 1)
+            self._put(items)
+
+        session = Session(
+            name,
+            self.host,
+            self.port,
+            client_id,
+            access,
+            filters,
+            put,
+            self._changed,
+            receive_maximum=receive_maximum,
+            **self._common,
+        )
+        with self._lock:
+            self._sessions[name] = session
+        session.start()
+        self._changed()
+
+    def remove_session(self, name: str, drain_s: float = 10.0) -> None:
+        """Give session ``name`` up: hand nothing more on, wait (``drain_s`` at most) until
+        what it handed on is committed and acknowledged, then disconnect, the broker keeping
+        the session (and whatever is unacknowledged) for the next holder."""
+        with self._lock:
+            session = self._sessions.get(name)
+            self._closing.add(name)
+        if session is None:
+            return
+        deadline = time.monotonic() + drain_s
+        while self._outstanding.get(name, 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        session.stop()
+        with self._lock:
+            self._sessions.pop(name, None)
+            self._outstanding.pop(name, None)
+        self._changed()
 
     def start(self) -> None:
         if self.access.username is None:
@@ -354,6 +428,7 @@ class Listener:
             )
         for s in self._sessions.values():
             s.start()
+        self._changed()  # none at all (session slots not yet held): connected, vacuously
 
     def stop(self) -> None:
         """Disconnect both; the broker keeps the sessions and queues what arrives meanwhile."""
@@ -365,14 +440,20 @@ class Listener:
         use QoS 1)."""
         by_session: dict[str, list[int]] = {}
         for m in messages:
-            if m.qos == 1 and m.session in self._sessions:
+            if m.qos == 1 and m.session in self._sessions:  # not one given up meanwhile
                 by_session.setdefault(m.session, []).append(m.mid)
         for name, mids in by_session.items():
-            self._sessions[name].ack(mids)
+            with self._lock:
+                session = self._sessions.get(name)
+                if name in self._outstanding:
+                    self._outstanding[name] -= len(mids)
+            if session is not None:
+                session.ack(mids)
 
     def sessions(self) -> dict[str, bool]:
         """Each session's state: connected and subscribed, or not."""
-        return {name: s.up.is_set() for name, s in self._sessions.items()}
+        with self._lock:
+            return {name: s.up.is_set() for name, s in self._sessions.items()}
 
     @property
     def session_present(self) -> bool | None:

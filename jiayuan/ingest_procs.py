@@ -35,7 +35,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -140,6 +140,9 @@ class ChildSpec:
     retiring: bool = False
     """A process above the K configured now: it resumes its session only to drain what is
     queued for it, leaves the shared subscription and ends the session."""
+    client_id: str | None = None
+    """A session slot's (jiayuan/slots.py): client id and account given, not numbered."""
+    username: str | None = None
 
 
 STATE_FILE: Final = "ingest_processes"
@@ -181,15 +184,22 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     settings = spec.settings
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s [ingest {spec.index}"
-        f"{' draining' if spec.retiring else f'/{spec.count}'}]: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s [ingest "
+        + (
+            f"{spec.index}{' draining' if spec.retiring else f'/{spec.count}'}"
+            if spec.client_id is None
+            else f"slot {spec.index} {spec.client_id}"
+        )
+        + "]: %(message)s",
     )
     from base.datadir import DataDir
     from ingest.access import BrokerAccess
     from ingest.inbox import Inbox
     from ingest.journal import Journal
+    from ingest.journal_store import JournalStore
     from ingest.listener import TELEMETRY, Inbound, Session, shared
     from ingest.mqtt_client import install_lean_publish_properties
+    from ingest.payloads import Reading
     from ingest.pipeline import Pipeline
     from ingest.profiles import load_profiles
     from ingest.topics import SUBSCRIPTION, TELEMETRY_SUBSCRIPTIONS
@@ -207,7 +217,11 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
                 stop.set()
 
     report_now = threading.Event()
-    client_id, username = identity(settings, spec.index)
+    client_id, username = (
+        (spec.client_id, spec.username)
+        if spec.client_id is not None
+        else identity(settings, spec.index)
+    )
     access = BrokerAccess(
         username,
         settings.mqtt_password.get_secret_value() or None,
@@ -234,12 +248,23 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         # a retiring one leaves the shared subscription and is drained
         retire=shared(native) if spec.retiring else (SUBSCRIPTION, *native),
     )
-    journal = Journal(
-        DataDir(settings.data_dir).journal,
-        synchronous=settings.journal_synchronous,
-        max_pages=settings.journal_max_pages,
-    )
+    journal: JournalStore
+    url = settings.database()
+    if url is not None:  # session slots (jiayuan/slots.py): the instances' shared journal
+        from ingest.journal_pg import PgJournal
+
+        journal = PgJournal(url, name=f"jiayuan-ingest-slot-{spec.index}")
+    else:
+        journal = Journal(
+            DataDir(settings.data_dir).journal,
+            synchronous=settings.journal_synchronous,
+            max_pages=settings.journal_max_pages,
+        )
     ways = WaysIn(spec.registry)
+
+    def committed(new: Sequence[Reading]) -> None:
+        send(("commit", len(new), time.time()))
+        report_now.set()  # the counts in /healthz current after each commit
 
     def ack(messages: Iterable[Inbound]) -> None:
         session.ack([m.mid for m in messages if m.qos == 1])
@@ -248,7 +273,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         inbox,
         journal,
         ack,
-        lambda new: send(("commit", len(new), time.time())),
+        committed,
         batch_max=settings.batch_max,
         batch_wait=settings.batch_wait_ms / 1000.0,
         profiles=profiles,
@@ -350,6 +375,10 @@ class _Slot:
     """Committed by the slot's earlier processes."""
     counters: dict[CounterKey, float] = field(default_factory=dict)
     """The current process's counters as last added in."""
+    ident: tuple[str, str | None] | None = None
+    """A session slot's client id and account (:meth:`IngestProcesses.add`)."""
+    leaving: bool = False
+    """Being stopped for good (:meth:`IngestProcesses.remove`): not restarted."""
 
 
 @dataclass(frozen=True)
@@ -458,7 +487,13 @@ class IngestProcesses:
                 return
             mine, theirs = self._ctx.Pipe()
             spec = ChildSpec(
-                slot.index, self.count, self.settings, self._registry, retiring=slot.retiring
+                slot.index,
+                self.count,
+                self.settings,
+                self._registry,
+                retiring=slot.retiring,
+                client_id=None if slot.ident is None else slot.ident[0],
+                username=None if slot.ident is None else slot.ident[1],
             )
             proc = self._ctx.Process(
                 target=child_main,
@@ -478,8 +513,49 @@ class IngestProcesses:
             if slot.retiring
             else f"of {self.count}",
             proc.pid,
-            identity(self.settings, slot.index)[0],
+            identity(self.settings, slot.index)[0] if slot.ident is None else slot.ident[0],
         )
+
+    # ------------------------------------------------------------------ session slots
+
+    def add(self, key: int, client_id: str, username: str | None) -> None:
+        """Start a process for session slot ``key`` (jiayuan/slots.py): the session of
+        ``client_id``/``username``, resumed; supervised and restarted like the others until
+        :meth:`remove`."""
+        slot = _Slot(key, ident=(client_id, username))
+        with self._lock:
+            if any(s.index == key and s.ident is not None for s in self._slots):
+                return
+            self._slots.append(slot)
+        self._spawn(slot)
+
+    def remove(self, keys: Iterable[int], timeout: float = STOP_S) -> None:
+        """Stop the processes of session slots ``keys`` as :meth:`stop` stops each (its batch
+        committed and acknowledged, the session disconnected and kept by the broker), killing
+        those still running after ``timeout`` (0: at once); returns once they have exited."""
+        keys = set(keys)
+        with self._lock:
+            found = [s for s in self._slots if s.index in keys and s.ident is not None]
+            for s in found:
+                s.leaving = True
+        for s in found:
+            self._send(s, ("stop",))
+        self._until_reaped(found, timeout)
+        with self._lock:
+            for s in found:
+                if s.proc is not None and s.proc.exitcode is None:
+                    if timeout > 0:
+                        log.warning("session slot %d's process did not stop in time", s.index)
+                    log.warning("session slot %d's process killed", s.index)
+                    s.proc.kill()
+        self._until_reaped(found, 5.0)
+        with self._lock:
+            self._slots = [s for s in self._slots if s not in found]
+
+    def held(self) -> list[int]:
+        """The session slots with a process."""
+        with self._lock:
+            return sorted(s.index for s in self._slots if s.ident is not None)
 
     # ------------------------------------------------------------------ supervision
 
@@ -498,8 +574,10 @@ class IngestProcesses:
 
     def _round(self) -> None:
         """One round: read what the children said, notice deaths, restart those due."""
-        by_conn = {s.conn: s for s in self._slots if s.conn is not None}
-        by_sentinel = {s.proc.sentinel: s for s in self._slots if s.proc is not None}
+        with self._lock:
+            slots = list(self._slots)
+        by_conn = {s.conn: s for s in slots if s.conn is not None}
+        by_sentinel = {s.proc.sentinel: s for s in slots if s.proc is not None}
         waiting: list[Any] = [*by_conn, *by_sentinel]
         ready = wait(waiting, timeout=0.2) if waiting else []
         if not waiting:  # every one dead, waiting for its restart
@@ -511,7 +589,9 @@ class IngestProcesses:
             if r in by_sentinel:
                 self._died(by_sentinel[r])
         now = time.monotonic()
-        for s in self._slots:
+        for s in slots:
+            if s.leaving:
+                continue
             if s.proc is None and s.restart_at is not None and now >= s.restart_at:
                 RESTARTS.inc()
                 self._spawn(s)
@@ -561,7 +641,7 @@ class IngestProcesses:
         with self._lock:  # reaped under the lock :meth:`stop` kills under
             proc.join(1)
             slot.proc, slot.conn, slot.report = None, None, None
-            stopping = self._stopping or slot.retired
+            stopping = self._stopping or slot.retired or slot.leaving
             slot.dead = not stopping
         if stopping:
             return
@@ -607,6 +687,8 @@ class IngestProcesses:
             processes.append(
                 {
                     "process": s.index,
+                    "slot": None if s.ident is None else s.index,
+                    "client_id": None if s.ident is None else s.ident[0],
                     "pid": None if proc is None else proc.pid,
                     "running": alive,
                     "retiring": s.retiring,

@@ -54,6 +54,7 @@ from rules.worker import RulesWorker
 
 if TYPE_CHECKING:
     from ingest.influx import InfluxSink
+    from jiayuan.slots import SessionSlots
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ class Service:
             urgent_access=broker_access(settings, urgent=True),
             urgent_filters=self.profiles.filters(urgent=True),
             telemetry_filters=self.profiles.filters(urgent=False),
-            telemetry=settings.ingest_processes == 1,  # ingest processes: see below
+            telemetry=settings.ingest_processes == 1 and settings.database() is None,
+            urgent=settings.database() is None,  # session slots: see below
         )
         # --- telemetry ingest processes (jiayuan/ingest_procs.py) ---------------------------
         k, before = settings.ingest_processes, previous_count(data)
@@ -190,6 +192,15 @@ class Service:
         if not retiring and (k > 1 or before != 1):
             record_count(data, k)
         # --- end of telemetry ingest processes -----------------------------------------------
+        # --- several instances: session slots held by lease (jiayuan/slots.py) ---------------
+        self.slots: SessionSlots | None = None
+        if settings.database() is not None:
+            from jiayuan.slots import SessionSlots
+
+            if self.ingest_procs is None:  # the telemetry slots' sessions run as ingest processes
+                self.ingest_procs = IngestProcesses(settings, loaded, self.worker.wake, 0)
+            self.slots = SessionSlots(settings, self.listener, self.ingest_procs, self.profiles)
+        # --- end of session slots ------------------------------------------------------------
         self.ways = WaysIn(loaded)
         """Each registered device's one way in (its ``via``), swapped at each registry change."""
         self.push = PushIntake(self.inbox)
@@ -379,14 +390,19 @@ class Service:
         committed, queued = self.pipeline.committed, self.inbox.qsize()
         for name, up in sessions.items():
             if not up:
-                what = "falls, SOS and alarms" if name == "urgent" else "readings"
+                what = "falls, SOS and alarms" if name.startswith("urgent") else "readings"
                 problems.append(f"MQTT {name} session disconnected: no {what} received")
         procs = None if self.ingest_procs is None else self.ingest_procs.health(now)
+        slots = None if self.slots is None else self.slots.health()
+        if slots is not None:  # several instances: this one's slots and who holds the rest
+            problems += slots.problems
         if procs is not None:  # telemetry ingest processes: theirs added in
             k = self.settings.ingest_processes
             problems += [
                 f"ingest process {i} of {k} down (restarting)"
-                if i <= k
+                if self.slots is None and i <= k
+                else f"telemetry slot {i}'s ingest process down (restarting)"
+                if self.slots is not None
                 else f"ingest process {i} (draining the session of a larger ingest_processes)"
                 " down (restarting)"
                 for i in procs.down
@@ -396,6 +412,9 @@ class Service:
             problems += [
                 f"MQTT telemetry session of ingest process {i} of {k} disconnected: its share"
                 " of the readings not received"
+                if self.slots is None
+                else f"MQTT session of telemetry slot {i} disconnected: its share of the"
+                " readings not received"
                 for i in procs.disconnected
             ]
             sessions["telemetry"] = (
@@ -443,6 +462,7 @@ class Service:
             "ingest_queue": queued,
             "messages_committed": committed,
             "ingest_processes": None if procs is None else procs.processes,
+            "session_slots": None if slots is None else slots.report,
             "journal": {
                 "writable": journal.ok,
                 "reason": journal.reason,
@@ -526,6 +546,8 @@ class Service:
             self.ingest_procs.start()
             self._aggregate_gauges()
         self.listener.start()
+        if self.slots is not None:
+            self.slots.start()
         self.scheduler.start()
         log.info(
             "jiayuan running: %d rules, %d registered devices, broker %s:%s, data in %s",
@@ -564,6 +586,8 @@ class Service:
         """Finish the batch in hand (committed and acknowledged), then disconnect. Whatever is
         still unacknowledged stays with the broker's session and comes again on restart."""
         self.scheduler.shutdown(wait=False)
+        if self.slots is not None:  # its sessions stopped cleanly, then its leases given back
+            self.slots.stop()
         if self.ingest_procs is not None:
             self.ingest_procs.stop()  # each finishes, acknowledges and disconnects its batch
         self.pipeline.stop()

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts.config import EscalationConfig, FlapConfig, GroupConfig, NotifyConfig
 from ingest.profile_model import profile_files
-from jiayuan.broker.accounts import INGEST_PROCESSES_MAX
+from jiayuan.broker.accounts import INGEST_PROCESSES_MAX, SLOTS_MAX, URGENT_SLOTS_MAX
 
 _COMMUNITY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -121,17 +121,29 @@ class Settings(BaseSettings):
     (with the rules worker's cursor and state) in that PostgreSQL database instead of SQLite
     files in ``data_dir`` (docs/district.md). Unset: SQLite, as always. Secret: it may hold a
     password, so it is never logged (:meth:`database` gives it, :func:`shown_url` shows it)."""
-    # --- several instances: partition leases (rules/worker.py, district/leases.py) --------
+    # --- several instances: session slots (jiayuan/slots.py, docs/district.md) -------------
+    session_slots: int = Field(default=4, ge=1, le=SLOTS_MAX)
+    """With ``database_url``: the telemetry sessions on the shared subscription, each held by
+    one instance at a time by lease and run as an ingest process (accounts
+    ``jiayuan.service-slot-<i>``). Fixed per installation, at least the number of instances."""
+    urgent_slots: int = Field(default=2, ge=1, le=URGENT_SLOTS_MAX)
+    """With ``database_url``: the urgent sessions (falls, SOS, alarms), likewise
+    (``jiayuan.urgent-slot-<i>``), run in the main process."""
     instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         min_length=1,
         max_length=200,
     )
     """This instance's name in the leases (default host and process id)."""
-    partition_lease_ttl_s: float = Field(default=10.0, gt=0.0, le=600.0)
-    """With ``database_url``: a partition lease lapses this long after its holder's last
-    renewal (renewed every third of it), so a killed instance's partitions are evaluated by
-    another within about this long."""
+    slot_lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600)
+    """A dead instance's slots are taken over this long (plus up to a third of it) after its
+    last renewal."""
+    # --- end of session slots ---------------------------------------------------------------
+    # --- several instances: partition leases (rules/worker.py, district/leases.py) --------
+    partition_lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600.0)
+    """With ``database_url``: a device partition's lease lapses this long after its holder's
+    last renewal (renewed every third of it), so a killed instance's partitions are evaluated
+    by another within about this long (the rules worker and the InfluxDB sink)."""
     # --- end of partition leases ----------------------------------------------------------
     # --- HTTP server limits (jiayuan/api/connections.py, jiayuan/api/bodylimit.py) ----------
     http_max_connections: int = Field(default=1000, ge=16, le=100_000)

@@ -29,6 +29,12 @@ The identity model (README, "Security: broker access"):
   each process holds a session of its own on a shared subscription, and the broker makes the
   username the client id, so each needs a username; same password and reads as
   ``jiayuan.service`` (they are the same principal), writes nothing.
+- **session slots** ``jiayuan.service-slot-0`` … ``-slot-15`` and ``jiayuan.urgent-slot-0`` …
+  ``-slot-7``: with several instances on PostgreSQL (``JIAYUAN_DATABASE_URL``,
+  jiayuan/slots.py) each instance keeps the sessions of the slots it holds by lease; a slot's
+  session must be the same whichever instance holds it (a survivor resumes a dead instance's),
+  hence an account per slot. Same password and reads as ``jiayuan.service`` (telemetry slots)
+  or ``jiayuan.urgent`` (urgent slots): the same principals, writing nothing.
 - **urgent** ``jiayuan.urgent``: reads ``community/+/+/+/event`` and ``community/+/+/+/status``,
   writes nothing: the service's second session, so that falls, SOS and alarms are queued apart
   from telemetry and never wait behind a backlog of it. A second account, because the broker
@@ -72,6 +78,10 @@ INGEST_PROCESSES_MAX = 8
 """Telemetry ingest processes at most (``JIAYUAN_INGEST_PROCESSES``): the accounts made for
 them (:func:`telemetry_user`)."""
 URGENT_USER = "jiayuan.urgent"
+SLOTS_MAX = 16
+"""Telemetry session slots at most (``JIAYUAN_SESSION_SLOTS``): the accounts made for them."""
+URGENT_SLOTS_MAX = 8
+"""Urgent session slots at most (``JIAYUAN_URGENT_SLOTS``)."""
 URGENT_PASSWORD = "urgent.password"
 GATEWAY_PREFIX = "gateway."
 TEST_PREFIX = "test."
@@ -100,6 +110,17 @@ def telemetry_user(username: str, index: int) -> str:
 def telemetry_users(username: str = SERVICE_USER) -> list[str]:
     """The further telemetry processes' accounts (processes 2 … :data:`INGEST_PROCESSES_MAX`)."""
     return [telemetry_user(username, i) for i in range(2, INGEST_PROCESSES_MAX + 1)]
+
+
+def slot_user(username: str, slot: int) -> str:
+    """The account (and so client id) of session slot ``slot`` (0-based) of the session whose
+    account (or client id) is ``username``: ``jiayuan.service-slot-0``, ``jiayuan.urgent-slot-1``
+    (jiayuan/slots.py)."""
+    return f"{username}-slot-{slot}"
+
+
+def slot_users(username: str = SERVICE_USER, count: int = SLOTS_MAX) -> list[str]:
+    return [slot_user(username, i) for i in range(count)]
 
 
 def new_password() -> str:
@@ -191,8 +212,13 @@ def plan(
 def password_file(creds: CredentialsFile) -> str:
     lines = [f"{SERVICE_USER}:{hash_password(creds.service[1])}"]
     lines += [f"{user}:{hash_password(creds.service[1])}" for user in telemetry_users()]
+    lines += [f"{user}:{hash_password(creds.service[1])}" for user in slot_users()]
     if creds.urgent is not None:
         lines.append(f"{creds.urgent[0]}:{hash_password(creds.urgent[1])}")
+        lines += [
+            f"{user}:{hash_password(creds.urgent[1])}"
+            for user in slot_users(creds.urgent[0], URGENT_SLOTS_MAX)
+        ]
     lines += [f"{user}:{hash_password(pw)}" for user, pw in creds.devices.items()]
     lines += [f"{user}:{hash_password(g.password)}" for user, g in creds.gateways.items()]
     lines += [f"{user}:{hash_password(pw)}" for user, pw in creds.tests.items()]
@@ -217,24 +243,27 @@ def acl_file(registry: Registry, creds: CredentialsFile, profiles: Profiles | No
         "# No lines before the first `user`: anonymous clients get nothing (and are refused).",
         "",
     ]
-    for user in [SERVICE_USER, *telemetry_users()]:
+    for user in [SERVICE_USER, *telemetry_users(), *slot_users()]:
         out += [
             "# The service reads every reading topic and writes nothing."
             if user == SERVICE_USER
-            else "# ... and so do its further telemetry ingest processes (their own sessions).",
+            else "# ... and so do its further telemetry ingest processes and session slots.",
             f"user {user}",
             f"topic read {SUBSCRIPTION}",
             *(f"topic read {f}" for f in profiles.filters(urgent=False)),
             "",
         ]
     if creds.urgent is not None:
-        out += [
-            "# The service's urgent session (events, status) reads those and writes nothing.",
-            f"user {creds.urgent[0]}",
-            *(f"topic read {f}" for f in URGENT_SUBSCRIPTIONS),
-            *(f"topic read {f}" for f in profiles.filters(urgent=True)),
-            "",
-        ]
+        for user in [creds.urgent[0], *slot_users(creds.urgent[0], URGENT_SLOTS_MAX)]:
+            out += [
+                "# The service's urgent session (events, status) reads those and writes nothing."
+                if user == creds.urgent[0]
+                else "# ... and so does each urgent session slot.",
+                f"user {user}",
+                *(f"topic read {f}" for f in URGENT_SUBSCRIPTIONS),
+                *(f"topic read {f}" for f in profiles.filters(urgent=True)),
+                "",
+            ]
     if creds.gateways:
         out.append("# Gateways: exactly the topics of their compound's devices.")
         for user, g in creds.gateways.items():

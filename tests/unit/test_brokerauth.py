@@ -66,10 +66,12 @@ def test_the_acl_gives_each_account_exactly_its_topics(tmp_path: Path) -> None:
         "jiayuan.service": ["topic read community/+/+/+/+"],
         # the service's further telemetry ingest processes (JIAYUAN_INGEST_PROCESSES)
         **{f"jiayuan.service-t{i}": ["topic read community/+/+/+/+"] for i in range(2, 9)},
-        "jiayuan.urgent": [
-            "topic read community/+/+/+/event",
-            "topic read community/+/+/+/status",
-        ],
+        # the session slots of several instances on PostgreSQL (jiayuan/slots.py)
+        **{f"jiayuan.service-slot-{i}": ["topic read community/+/+/+/+"] for i in range(16)},
+        **{
+            user: ["topic read community/+/+/+/event", "topic read community/+/+/+/status"]
+            for user in ["jiayuan.urgent", *(f"jiayuan.urgent-slot-{i}" for i in range(8))]
+        },
         "gateway.C01": [
             "topic write community/y/smoke/smk-1/+",
             "topic write community/y/wearable/wr-1/+",
@@ -136,7 +138,9 @@ def test_files_secrets_and_their_modes(tmp_path: Path) -> None:
     users = [line.split(":", 1)[0] for line in (tmp_path / "passwords").read_text().splitlines()]
     assert sorted(users) == sorted(["jiayuan.service", "jiayuan.urgent", "wr-1", "smk-1",
                                     "gate-C02-main", "gateway.C01", "gateway.C02",
-                                    *brokerauth.telemetry_users()])  # fmt: skip
+                                    *brokerauth.telemetry_users(),
+                                    *brokerauth.slot_users(),
+                                    *brokerauth.slot_users("jiayuan.urgent", 8)])  # fmt: skip
     text = (tmp_path / "passwords").read_text()
     assert creds.urgent is not None and creds.urgent[1] != creds.service[1]
     for pw in [creds.service[1], creds.urgent[1], *creds.devices.values()]:
