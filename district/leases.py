@@ -28,6 +28,7 @@ holder keeps an advisory lock for as long as its session lives; a lease lapses a
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -52,6 +53,11 @@ URGENT_SLOT = "urgent-slot"
 
 class LeaseLost(RuntimeError):
     """The lease is no longer this instance's (lapsed, or taken with a higher epoch)."""
+
+    def __init__(self, message: str, numbers: Iterable[int] = ()) -> None:
+        super().__init__(message)
+        self.numbers = tuple(numbers)
+        """The leases found lost (:func:`fence_all`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,31 @@ def fence(
     ).fetchone()
     if row is None:
         raise LeaseLost(f"{kind} {lease.number} (epoch {lease.epoch}) is no longer held")
+
+
+def fence_all(
+    db: psycopg.Connection[Any],
+    instance_id: str,
+    leases: Iterable[Lease],
+    kind: str = PARTITION,
+) -> None:
+    """:func:`fence` for several leases in one statement: raise :class:`LeaseLost` (with the
+    numbers lost) unless ``instance_id`` still holds every one of them."""
+    want = {lease.number: lease.epoch for lease in leases}
+    if not want:
+        return
+    kept = {
+        int(n)
+        for (n,) in db.execute(
+            "SELECT number FROM leases WHERE kind = %s AND number = ANY(%s) AND holder = %s"
+            " AND expires_at > now() AND epoch = (%s::jsonb ->> number::text)::bigint"
+            " ORDER BY number FOR SHARE",
+            (kind, list(want), instance_id, json.dumps({str(k): v for k, v in want.items()})),
+        ).fetchall()
+    }
+    lost = sorted(set(want) - kept)
+    if lost:
+        raise LeaseLost(f"{kind} {lost} no longer held", lost)
 
 
 class LeaseKeeper:

@@ -7,7 +7,14 @@ points aside in the database's ``sink_rejects`` (district/migrations/0008_sink.s
 One difference: a batch the server refuses in part is split in halves as on SQLite, but the
 cursors (one per partition, in log order) cannot stop half-way through a batch; a failure after
 the first half was accepted sends that half again, which the store keeps once (same series,
-same time)."""
+same time).
+
+With several instances (``leases``: the instance's :class:`district.leases.LeaseKeeper` of
+device partitions) the sink follows the partitions its instance holds, the same leases as the
+rules worker: between batches it reads over the set held now, from each partition's committed
+cursor. Its cursor writes are not fenced: every row up to any cursor it writes was accepted by
+the server, and a point sent twice is kept once, so a former holder's late write (which may
+move a cursor back) costs a resend, never a loss."""
 
 from __future__ import annotations
 
@@ -15,9 +22,10 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from base.sql import PgDb
+from district.leases import Lease
 from district.pg import Connection, connect
 from ingest.follower import Retry
 from ingest.influx import ERRORS, REJECTED, Batch, InfluxSink
@@ -29,6 +37,12 @@ from ingest.rows import Row as JournalRow
 log = logging.getLogger(__name__)
 
 
+class Held(Protocol):
+    """What the sink needs of a :class:`district.leases.LeaseKeeper`."""
+
+    def owned(self) -> dict[int, Lease]: ...
+
+
 def _sink_row(r: JournalRow) -> Row:
     """The sink's row (id, device, kind, stream, ms, event, payload) of a journal row."""
     return (r[0], r[1], r[2], r[3], round(r[4] * 1000), r[7], r[9])
@@ -38,11 +52,34 @@ class PgInfluxSink(InfluxSink):
     """The sink on the PostgreSQL journal at ``url``, over ``partitions``."""
 
     def __init__(
-        self, url: str, writer: Writer, *, partitions: Iterable[int], **kwargs: Any
+        self,
+        url: str,
+        writer: Writer,
+        *,
+        partitions: Iterable[int],
+        leases: Held | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(Path(), writer, **kwargs)
         self.url = url
-        self.rows = PgRows(url, partitions, name=f"sink:{self.name}"[:200])
+        self.leases = leases
+        """The instance's partition leases (None: ``partitions``, every one)."""
+        self.rows = PgRows(
+            url, () if leases is not None else partitions, name=f"sink:{self.name}"[:200]
+        )
+
+    def _follow(self, db: Any) -> None:
+        """Read over the partitions held now (between batches: nothing read is uncommitted)."""
+        if self.leases is None:
+            return
+        held = sorted(self.leases.owned())
+        if held == self.rows.partitions:
+            return
+        log.info("InfluxDB sink: following %d partitions", len(held))
+        self.rows.close()
+        self.rows = PgRows(self.url, held, name=self.rows.name)
+        self.rows.load(PgDb(db))
+        self.position = self.rows.position
 
     # ------------------------------------------------------------------ the journal's side
 
@@ -66,6 +103,7 @@ class PgInfluxSink(InfluxSink):
 
     def _read(self, db: Any, after: int) -> Batch | None:
         del after
+        self._follow(db)
         got, more = self.rows.read(self.batch)
         if not got:
             return None

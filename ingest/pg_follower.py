@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from base.sql import Db, PgDb
+from district.leases import Lease, fence_all
 from district.pg import Connection, connect
 from ingest import rows
 
@@ -31,10 +32,26 @@ CROSS JOIN LATERAL (
 class PgRows:
     """The PostgreSQL journal at ``url`` over ``partitions`` (:class:`JournalFollower`)."""
 
-    def __init__(self, url: str, partitions: Iterable[int], name: str = "rules") -> None:
+    def __init__(
+        self,
+        url: str,
+        partitions: Iterable[int],
+        name: str = "rules",
+        *,
+        fence: tuple[str, dict[int, Lease]] | None = None,
+    ) -> None:
         self.url = url
         self.name = name
         self.partitions = sorted(set(partitions))
+        self.fence = fence
+        """(instance id, the leases ``partitions`` are held under): every :meth:`save` checks
+        them with :func:`district.leases.fence_all` in the caller's transaction, so a former
+        holder's late commit is refused (:class:`~district.leases.LeaseLost`) and rolled back.
+        None: one instance evaluates every partition, nothing to fence."""
+        self.unfenced = False
+        """Set while the lease rows are held by this instance's own lease transaction (a
+        release waiting for this commit: :meth:`RulesWorker.release`), where fencing would wait
+        on that very transaction."""
         self._follower: Any = None  # JournalFollower, once loaded
         self._db: Connection | None = None
         self._health: Connection | None = None
@@ -62,6 +79,8 @@ class PgRows:
         self._follower = JournalFollower(conn, self.name, self.partitions)
 
     def read(self, limit: int) -> tuple[list[rows.Row], bool]:
+        if not self.partitions:  # none held (yet)
+            return [], False
         per = max(50, limit // max(1, len(self.partitions)))
         try:
             got = self._follower.next_rows(self._conn(), per)
@@ -76,6 +95,9 @@ class PgRows:
     def save(self, db: Db) -> None:
         if not isinstance(db, PgDb):
             raise TypeError("the PostgreSQL journal's cursor commits with a PostgreSQL alert store")
+        if self.fence is not None and not self.unfenced:
+            instance_id, leases = self.fence
+            fence_all(db.conn, instance_id, leases.values())
         self._follower.save(db.conn)
 
     def saved(self) -> None:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
+from psycopg_pool import ConnectionPool
 
 from alerts.config import Config as AlertingConfig
 from alerts.dispatch import Dispatcher
@@ -19,6 +20,8 @@ from alerts.metrics import NOTIFY_FAILING
 from alerts.outbox import RECENT_ATTEMPTS, failing_for_everyone
 from alerts.system import STORE_DEVICE, STORE_UNREACHABLE
 from base.datadir import DataDir
+from district.leases import PARTITION, LeaseKeeper, ensure_partitions
+from district.pg import open_pool
 from ingest.access import BrokerAccess
 from ingest.inbox import Inbox
 from ingest.journal import Journal
@@ -73,6 +76,9 @@ class Service:
         """The PostgreSQL URL holding the journal and the alert store (``database_url``), or
         None: SQLite files in the data directory, as always."""
         self.journal: JournalStore
+        self.leases: LeaseKeeper | None = None
+        """With PostgreSQL: the device partitions this instance's rules worker evaluates."""
+        self.lease_pool: ConnectionPool | None = None
         self.sqlite_journal: Journal | None = None
         """The SQLite journal (its file is what the rollups and the sink follow), or None."""
         rows: RowSource
@@ -89,8 +95,20 @@ class Service:
             pg = PgJournal(self.database)
             self.journal = pg
             self.alerts = AlertStore.open(self.database)
-            # every partition: one instance evaluates every device (leases come with several)
-            rows = PgRows(self.database, range(pg.partitions))
+            # the partitions this instance holds by lease (none until the keeper's first tick)
+            rows = PgRows(self.database, (), fence=(settings.instance_id, {}))
+            self.lease_pool = open_pool(self.database, name="jiayuan-leases", max_size=2)
+            self.leases = LeaseKeeper(
+                self.lease_pool,
+                settings.instance_id,
+                count=pg.partitions,
+                kind=PARTITION,
+                ttl_s=settings.partition_lease_ttl_s,
+                before_release=lambda numbers: self.worker.release(
+                    numbers, timeout=settings.partition_lease_ttl_s / 3
+                ),
+                on_change=lambda _changes: self.worker.wake(),
+            )
         self.journal.sync_registry(loaded)
         self.auth = installed(settings)
         """Staff passwords, sessions, tokens and the audit trail (jiayuan/auth)."""
@@ -130,6 +148,7 @@ class Service:
             )
             if baselines
             else None,
+            leases=self.leases,
         )
         """Rules as a follower of the journal: evaluation, rule state and cursor committed with
         the alert changes (rules/worker.py)."""
@@ -295,6 +314,7 @@ class Service:
                 self.database,
                 writer,
                 partitions=range(self.journal.partitions),
+                leases=self.leases,  # the partitions the rules evaluate here: docs/district.md
                 community=s.community,
                 name=f"influx:{s.influx_bucket}@{s.influx_url}",
                 batch=s.influx_batch,
@@ -461,6 +481,15 @@ class Service:
             else {"reachable": unreachable is None, "problem": unreachable},
             "rollups": self.rollups is not None,
             **(
+                {
+                    "instance": self.leases.instance_id,
+                    "partitions_held": sorted(self.leases.owned()),
+                    "partitions_evaluated": self.worker.partitions,
+                }
+                if self.leases is not None
+                else {}
+            ),
+            **(
                 {"journal_partitions": self.journal.counters}
                 if isinstance(self.journal, PgJournal)
                 else {}
@@ -503,6 +532,10 @@ class Service:
     def start(self) -> None:
         self.registry_admin.reconcile()  # the broker's accounts as the registry says, at once
         self.dispatcher.start()
+        if self.leases is not None:
+            with self.lease_pool.connection() as db:  # type: ignore[union-attr]
+                ensure_partitions(db, self.leases.count)
+            self.leases.start()
         self.worker.start()
         self.pipeline.start()
         if self.rollups is not None:
@@ -560,6 +593,13 @@ class Service:
         self.pipeline.stop()
         self.listener.stop()
         self.worker.stop()
+        if self.leases is not None:  # after the worker's last commit: given back at once
+            try:
+                self.leases.stop()
+            except psycopg.Error as e:
+                log.warning("partition leases not given back (they lapse): %s", e)
+        if self.lease_pool is not None:
+            self.lease_pool.close()
         if self.sink is not None:
             self.sink.stop()
         if self.rollups is not None:

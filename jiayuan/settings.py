@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     """A dead instance's slots are taken over this long (plus up to a third of it) after its
     last renewal."""
     # --- end of session slots ---------------------------------------------------------------
+    # --- several instances: partition leases (rules/worker.py, district/leases.py) --------
+    partition_lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600.0)
+    """With ``database_url``: a device partition's lease lapses this long after its holder's
+    last renewal (renewed every third of it), so a killed instance's partitions are evaluated
+    by another within about this long (the rules worker and the InfluxDB sink)."""
+    # --- end of partition leases ----------------------------------------------------------
     # --- HTTP server limits (jiayuan/api/connections.py, jiayuan/api/bodylimit.py) ----------
     http_max_connections: int = Field(default=1000, ge=16, le=100_000)
     """Open HTTP connections at most. A new one past it closes the longest-idle connection

@@ -55,13 +55,15 @@ import msgspec
 import psycopg
 
 from base.sql import Db
+from district.leases import Lease, LeaseLost
+from district.partitions import partition_of
 from ingest import rows
 from registry.models import Registry
 from rules.baselines import Baselines
 from rules.engine import RuleEngine
 from rules.metrics import RULES_BEHIND, RULES_COMMITS, RULES_FAILING, RULES_RETRIES
 from rules.replay import FastRows
-from rules.sources import RowSource, SqliteRows
+from rules.sources import PgRows, RowSource, SqliteRows
 from rules.transitions import Transition
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,15 @@ class Gate(Protocol):
     def load(self, states: Iterable[tuple[str, dict[str, Any]]]) -> None: ...
 
 
+class Leases(Protocol):
+    """What the worker needs of a :class:`district.leases.LeaseKeeper` of device partitions."""
+
+    instance_id: str
+    count: int
+
+    def owned(self) -> dict[int, Lease]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerHealth:
     position: int
@@ -145,6 +156,7 @@ class RulesWorker:
         fast: bool = True,
         hold_s: float = 0.05,
         hold_rows: int = 20_000,
+        leases: Leases | None = None,
     ) -> None:
         self.source: RowSource = SqliteRows(journal) if isinstance(journal, Path) else journal
         """Where the rows come from and the cursor is kept (rules/sources.py): the SQLite
@@ -189,6 +201,16 @@ class RulesWorker:
         self._computing: threading.Thread | None = None
         self._registry_next: tuple[Registry, threading.Event] | None = None
         """A registry to swap in on the worker's thread (:meth:`set_registry`)."""
+        self.leases = leases
+        """Several instances: the device partitions this worker evaluates are the ones it
+        holds by lease (``source`` must be a :class:`PgRows`); None: every partition."""
+        self._leased: dict[int, Lease] = (
+            {} if leases is None or not isinstance(self.source, PgRows) else self._fenced()
+        )
+        """The leases the source reads (and fences its commits) under."""
+        self._refused: set[Lease] = set()
+        """Leases a commit found lost, or released: not evaluated again under that epoch."""
+        self._releasing: tuple[list[int], threading.Event] | None = None
         self.load()
 
     # ------------------------------------------------------------------ state
@@ -202,15 +224,27 @@ class RulesWorker:
                 db.executescript(SCHEMA)
             self.source.load(db)
             position = self.source.position
-            states = [(d, json.loads(s)) for d, s in db.execute("SELECT * FROM rule_state")]
-            flaps = [(f, json.loads(s)) for f, s in db.execute("SELECT * FROM flap_state")]
+            mine = self._mine()
+            states = [
+                (d, json.loads(s)) for d, s in db.execute("SELECT * FROM rule_state") if mine(d)
+            ]
+            flaps = [
+                (f, json.loads(s))
+                for f, s in db.execute("SELECT * FROM flap_state")
+                if mine(f.split(":", 1)[-1])
+            ]
             fresh = not states and position == 0
             opened = (
                 []
                 if not fresh
-                else db.execute(
-                    "SELECT rule_id, device_id, started_at FROM alerts WHERE status != 'resolved'"
-                ).fetchall()
+                else [
+                    r
+                    for r in db.execute(
+                        "SELECT rule_id, device_id, started_at FROM alerts"
+                        " WHERE status != 'resolved'"
+                    ).fetchall()
+                    if mine(r[1])
+                ]
             )
         engine.load_state(states)
         for rule_id, device_id, since in opened:
@@ -233,6 +267,94 @@ class RulesWorker:
     def position(self) -> int:
         """The last journal id whose evaluation is committed (rules/sources.py)."""
         return self.source.position
+
+    # ------------------------------------------------------------------ leases
+
+    def _fenced(self) -> dict[int, Lease]:
+        src = self.source
+        return dict(src.fence[1]) if isinstance(src, PgRows) and src.fence is not None else {}
+
+    def _mine(self) -> Callable[[str], bool]:
+        """Whether a device is evaluated here: every device, or those of the leased partitions
+        (rule state is per device: the state of the others is never loaded)."""
+        leases = self.leases
+        if leases is None:
+            return lambda _device: True
+        held, count = set(self._leased), leases.count
+        return lambda device: partition_of(device, count) in held
+
+    @property
+    def partitions(self) -> list[int] | None:
+        """The partitions evaluated here (None: every one, no leases)."""
+        return None if self.leases is None else sorted(self._leased)
+
+    def follow_leases(self) -> bool:
+        """On the worker's thread, between batches: when the leases held changed, commit what
+        is held for the old set (when it is all still held), read over the new set and load
+        the committed rule state of its devices. True when the set changed."""
+        leases = self.leases
+        src = self.source
+        if leases is None or not isinstance(src, PgRows):
+            return False
+        held = {n: lease for n, lease in leases.owned().items() if lease not in self._refused}
+        if held == self._leased:
+            return False
+        if not self._stale and self._held is not None and self._leased.items() <= held.items():
+            self.flush()  # only gained: the pending evaluation still commits
+        # (lapsed ones: evaluated again from the committed cursors by their next holder)
+        gained = sorted(held.keys() - self._leased.keys())
+        lost = sorted(self._leased.keys() - held.keys())
+        log.info("rules worker: partitions held %d (gained %s, lost %s)", len(held), gained, lost)
+        src.close()
+        self.source = PgRows(src.url, held, src.name, fence=(leases.instance_id, held))
+        self._leased = held
+        self.load()
+        self._stale = False
+        return True
+
+    def release(self, numbers: list[int], timeout: float = 5.0) -> None:
+        """``LeaseKeeper.before_release``: commit what is held (state and cursors) before the
+        keeper gives ``numbers`` up, then stop evaluating them. Runs on the worker's thread
+        (waits up to ``timeout`` for it: a worker stuck in a commit is fenced off instead)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            self._release(numbers)
+            return
+        done = threading.Event()
+        self._releasing = (numbers, done)
+        self._wake.set()
+        if not done.wait(timeout):
+            log.warning("rules worker: releasing %s before its commit", numbers)
+
+    def _take_release(self) -> None:
+        pending, self._releasing = self._releasing, None
+        if pending is not None:
+            try:
+                self._release(pending[0])
+            finally:
+                pending[1].set()
+
+    def _release(self, numbers: list[int]) -> None:
+        src = self.source
+        if not self._stale and self._held is not None and isinstance(src, PgRows):
+            # the keeper's transaction, waiting on this, holds every lease row of this
+            # instance (it renewed them): no one can take them before this commits, and
+            # fencing would wait on that very transaction
+            src.unfenced = True
+            try:
+                self.flush()
+            finally:
+                src.unfenced = False
+        self._refused.update(self._leased[n] for n in numbers if n in self._leased)
+        self.follow_leases()
+
+    def _lost(self, e: LeaseLost) -> None:
+        """A commit was refused by the fence: roll back to what is committed, and drop the
+        partitions found lost (their new holder evaluates them from the committed cursors)."""
+        log.warning("rules worker: %s; dropping them", e)
+        self._refused.update(self._leased[n] for n in e.numbers if n in self._leased)
+        self._stale = True
+        self._held = None
 
     # ------------------------------------------------------------------ work
 
@@ -419,9 +541,10 @@ class RulesWorker:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                if self._stale:
+                self._take_release()
+                if not self.follow_leases() and self._stale:
                     self.load()
-                    self._stale = False
+                self._stale = False
                 self._take_registry()
                 busy = self.step(hold=self.hold_s > 0)
                 if self._flush_due(time.monotonic()):
@@ -429,6 +552,9 @@ class RulesWorker:
                 if time.monotonic() >= self._next_tick:
                     self._next_tick = time.monotonic() + self.tick_s
                     self.tick()
+            except LeaseLost as e:
+                self._lost(e)
+                continue
             except Exception as e:
                 self._failed(e)
                 continue

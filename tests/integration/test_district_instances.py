@@ -59,6 +59,7 @@ def instance(data: Path, broker: Broker, pg_url: str, name: str, **kw: Any) -> S
         session_slots=SLOTS,
         urgent_slots=URGENT_SLOTS,
         slot_lease_ttl_s=2,
+        partition_lease_ttl_s=2,
         mqtt_receive_maximum=RECEIVE_MAX,
         **kw,
     )
@@ -113,12 +114,8 @@ def test_a_killed_instances_slots_are_taken_over_and_nothing_published_is_lost(
     falls = "FROM alerts WHERE rule_id = 'wearable_fall'"
     wait_for(lambda: one(pg_url, f"SELECT count(DISTINCT device_id) {falls}") == WEARABLES, 60)
     assert one(pg_url, f"SELECT count(*) {falls}") == WEARABLES  # one alert per fall
-    # matched more than once where both instances' rules workers evaluated the fall: the
-    # service does not lease the rules' device partitions yet (docs/district.md)
-    print(
-        f"\nstored {total} once; {WEARABLES} fall alerts, matched"
-        f" {one(pg_url, f'SELECT sum(match_count) {falls}')} times"
-    )
+    # each fall evaluated by one instance: the rules' device partitions are leased too
+    assert one(pg_url, f"SELECT sum(match_count) {falls}") == WEARABLES
     b.stop()
 
 
