@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import hashlib
 import logging
 import math
 import threading
@@ -115,6 +116,17 @@ RETURNING device_id, ts, received, dedup
 without the device's time by key alone (as the SQLite journal's partial index). Devices in one
 order on every instance (two instances given the same messages wait for each other's keys in
 the same order rather than deadlock), each device's in arrival order."""
+_LOCK_KEYS: Final = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k"
+"""Transaction locks on the untimed messages' keys, taken in ascending order (no deadlock)."""
+
+
+def _lock_key(device_id: str, dedup: int) -> int:
+    """A signed 64-bit lock key of (device, message key): a collision only makes two
+    transactions wait for each other."""
+    digest = hashlib.blake2b(f"{device_id}\0{dedup}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 _INSERT_DEAD: Final = (
     "INSERT INTO dead_letters (received, topic, reason, detail, payload)"
     " VALUES (%s, %s, %s, %s, %s)"
@@ -398,6 +410,11 @@ class PgJournal:
         self._note_seen(readings)
         with self._tx() as db, db.cursor() as cur:
             new: list[Reading] = []
+            if untimed:
+                # the repeat check of untimed messages reads rows another transaction may be
+                # writing at this moment (a zombie instance and the survivor that resumed its
+                # session): one transaction at a time per key, the next reads the first's row
+                cur.execute(_LOCK_KEYS, (sorted({_lock_key(d, k) for d, k in untimed}),))
             if staged:
                 with cur.copy(_COPY) as copy:
                     copy.set_types(_STAGING_TYPES)

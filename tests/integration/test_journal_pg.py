@@ -161,3 +161,46 @@ def test_two_instances_given_the_same_messages_at_once_store_each_once(pg_url: s
             j.close()
         assert not pool.closed  # the instance's pool is the instance's to close
         pool.close()
+
+
+def test_two_instances_given_the_same_untimed_messages_at_once_store_each_once(
+    pg_url: str,
+) -> None:
+    """As above for messages without the device's time (stored on their receive time, so the
+    partitioned unique index cannot see a repeat): a zombie instance and the survivor that
+    resumed its session write the same redelivered messages in transactions at the same
+    moment. Each is stored once."""
+    pool = open_pool(pg_url, name="instance", max_size=2)
+    journals = [PgJournal(pg_url, pool=pool), PgJournal(pg_url, pool=pool)]
+    errors: list[BaseException] = []
+    rounds = 30
+    barrier = threading.Barrier(2)
+
+    def untimed(device: str, received: float, seq: int) -> Reading:
+        body = {"seq": seq, "heart_rate": 70}
+        r = decode(f"community/y/wearable/{device}/telemetry", json.dumps(body).encode(), received)
+        assert isinstance(r, Reading), r
+        return r
+
+    def deliver(n: int, journal: PgJournal) -> None:
+        try:
+            for b in range(rounds):
+                batch = [untimed(f"w-{k}", time.time() + n, b) for k in range(5)]
+                barrier.wait(timeout=30)  # both transactions at the same moment
+                journal.write_batch(batch, [])
+        except BaseException as e:
+            errors.append(e)
+            barrier.abort()
+
+    try:
+        threads = [threading.Thread(target=deliver, args=(n, j)) for n, j in enumerate(journals)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert journals[0].count_readings() == rounds * 5  # none twice
+    finally:
+        for j in journals:
+            j.close()
+        pool.close()
