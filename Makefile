@@ -11,7 +11,7 @@ APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics chromium fonts-wqy-
 .PHONY: demo test bench lint deps venv clean
 
 demo: deps venv
-	$(PY) -m devtools.demo $(if $(COMMUNITIES),--communities $(COMMUNITIES))
+	$(PY) -m devtools.demo $(if $(COMMUNITIES),--communities $(COMMUNITIES)) $(if $(INSTANCES),--instances $(INSTANCES))
 
 test: deps venv lint
 	$(PY) -m pytest -q -p no:cacheprovider

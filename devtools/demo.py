@@ -2,7 +2,11 @@
 defaults, and ``jiayuan simulate`` playing Y community's normal day with a few incidents.
 ``make demo COMMUNITIES=y,h`` (``--communities y,h``): a second community in the same
 installation, its ids prefixed ``h-``, its own simulator, and a district manager (``dm-1``)
-who sees both. Ctrl-C stops everything it started."""
+who sees both. ``make demo INSTANCES=2`` (``--instances 2``): a throwaway PostgreSQL
+(devtools/postgres.py) and two ``jiayuan run`` on it, sharing the MQTT sessions (session slots)
+and the rules' device partitions by lease, one console each (HTTP ports printed); stop one
+with ``kill -9`` and the other takes its share over (docs/district.md). Ctrl-C stops
+everything it started."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from base.datadir import DataDir
 from devtools import children
 from devtools.broker import Broker, free_port
 from devtools.launch import ERROR_COUNTERS, ServiceProcess
+from devtools.postgres import Postgres
 from jiayuan.auth.demo_staff import banner as demo_staff_banner
 from jiayuan.auth.demo_staff import seed as seed_demo_staff
 from registry import Registry, Staff, load_registry, write_registry
@@ -49,7 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         default="y",
         help="the communities to run, e.g. y,h (default y: one, as ever)",
     )
+    ap.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="jiayuan run instances; above 1 they share a throwaway PostgreSQL (default 1)",
+    )
     args, sim_args = ap.parse_known_args(argv)
+    if not 1 <= args.instances <= 4:
+        ap.error("--instances: 1 to 4")
     communities = [c.strip() for c in args.communities.split(",") if c.strip()]
     data: Path = args.data.resolve()
     if args.fresh and data.exists():
@@ -90,7 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     # Staff sign-in: demo passwords for a guard, a caretaker, a manager, an operator and an
     # admin, in the service's auth.db, and listed in data/demo/staff-logins.txt (0600).
     logins_file = data / "staff-logins.txt"
-    logins = seed_demo_staff(DataDir(data / "service").auth, everyone, logins_file)
+    postgres: Postgres | None = None
+    database: dict[str, Any] = {}  # ServiceProcess settings
+    if args.instances > 1:  # several instances: one PostgreSQL for all their state
+        postgres = Postgres().start()
+        database = {"database_url": postgres.create_database("jiayuan"), "instance_id": "demo-1"}
+    logins = seed_demo_staff(
+        database.get("database_url") or DataDir(data / "service").auth, everyone, logins_file
+    )
     mqtt_port = 1883 if _port_free(1883) else free_port()
     tls_port = 8883 if _port_free(8883) else free_port()
     http_port = 8080 if _port_free(8080) else free_port()
@@ -110,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         auth_dir=data / "broker",
     ).start()
     svc: ServiceProcess | None = None
+    more_svcs: list[ServiceProcess] = []
     sim: subprocess.Popen[bytes] | None = None
     others: list[subprocess.Popen[bytes]] = []
     where: dict[str, Any] = (
@@ -125,11 +146,25 @@ def main(argv: list[str] | None = None) -> int:
             http_port,
             log=data / "service.log",
             **where,
+            **database,
             broker_accounts_dir=broker.auth_dir,  # devices added through the API can connect
             broker_pid_file=broker.pid_file,
             demo=True,
             expect_errors=ERROR_COUNTERS,  # a demo's errors are in its log; they fail nothing
         ).start()
+        for n in range(2, args.instances + 1):  # the same installation, another instance
+            more_svcs.append(
+                ServiceProcess(
+                    data / f"service-{n}",
+                    broker,
+                    free_port(),
+                    log=data / f"service-{n}.log",
+                    **where,
+                    **(database | {"instance_id": f"demo-{n}"}),
+                    demo=True,
+                    expect_errors=ERROR_COUNTERS,
+                ).start()
+            )
         sim_env = dict(os.environ, JIAYUAN_MQTT_HOST="127.0.0.1")
         sim_cmd = [
             py,
@@ -158,6 +193,14 @@ def main(argv: list[str] | None = None) -> int:
             if len(communities) > 1
             else ""
         )
+        if postgres is not None:
+            more += (
+                f"  {args.instances} instances of one installation on a throwaway PostgreSQL"
+                f" ({postgres.url('jiayuan')});\n  each holds a share of the MQTT session slots"
+                " and device partitions; consoles also at\n"
+                + "".join(f"  {s.url}/ (instance {n}, log {s.log})\n"
+                          for n, s in enumerate(more_svcs, start=2))
+            )  # fmt: skip
         url = svc.url
         print(
             "\n"
@@ -211,9 +254,13 @@ def main(argv: list[str] | None = None) -> int:
             children.stop(other, grace=10.0 if interrupted else 0.0, timeout=15)
         if sim is not None:
             children.stop(sim, grace=10.0 if interrupted else 0.0, timeout=15)
+        for other_svc in more_svcs:
+            other_svc.stop(grace=20.0 if interrupted else 0.0)
         if svc is not None:
             svc.stop(grace=20.0 if interrupted else 0.0)
         broker.stop()
+        if postgres is not None:
+            postgres.stop()
         children.stop(receiver, timeout=15)
         print("demo stopped: simulator, service, broker and receiver", flush=True)
 

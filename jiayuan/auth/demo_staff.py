@@ -86,11 +86,12 @@ def _when(staff_id: str, registry: Registry, at: datetime) -> str:
 
 
 def seed(
-    auth_db: Path, registry: Registry, listing: Path, tz: ZoneInfo | None = None
+    auth_db: Path | str, registry: Registry, listing: Path, tz: ZoneInfo | None = None
 ) -> list[DemoLogin]:
     """Set the demo passwords of those in ``registry`` and write them to ``listing`` (0600),
-    on duty now first. For demonstration only: real accounts get real passwords."""
-    store = AuthStore(auth_db)
+    on duty now first; ``auth_db`` is ``auth.db``'s path or the PostgreSQL URL. For
+    demonstration only: real accounts get real passwords."""
+    store = AuthStore.open(auth_db)
     seeded = logins(registry, tz=tz)
     for login in seeded:
         if store.password_hash(login.staff_id) is None:  # kept across runs (sessions stay valid)
