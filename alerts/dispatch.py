@@ -95,6 +95,11 @@ log = logging.getLogger(__name__)
 __all__ = ["Config", "Dispatcher", "Stages", "compose"]
 
 SWEEP_S = 30.0
+ORPHANS_EVERY_S = 2.0
+ORPHAN_AFTER_S = 5.0
+"""Several instances on PostgreSQL: every ``ORPHANS_EVERY_S`` a dispatcher pages the firing
+alerts raised over ``ORPHAN_AFTER_S`` ago that no dispatcher has taken up (their instance died
+between the rules' commit and its dispatcher's raise stages)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +254,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._last_sweep = 0.0
+        self._last_orphans = 0.0
         self.handled = 0
         self.errors = 0
         """Exceptions caught and logged (tests assert there were none)."""
@@ -479,6 +485,16 @@ class Dispatcher:
         for timer in due:
             self._guard(self._due, timer, now)
         self._guard(self.notifier.adopt, now)
+        if (
+            self.notifier.claiming
+            and now - self._last_orphans >= ORPHANS_EVERY_S
+            and self.router.registry.staff  # (without staff no alert ever gets a timer)
+        ):
+            # several instances: an alert committed by an instance that died before its
+            # dispatcher took it up (the raise reaches only the committing process's
+            # subscribers) is paged by whichever instance looks first, once it is overdue
+            self._last_orphans = now
+            self._guard(self._page_unpaged, now - ORPHAN_AFTER_S)
         if now - self._last_sweep >= SWEEP_S:
             self._last_sweep = now
             for sweep in self.stages.sweeps:
@@ -500,14 +516,30 @@ class Dispatcher:
         correlated and their timer was written, go through the raise's stages as if raised now
         (correlating again is a rematch at worst); then the confirmed fires whose detectors
         cleared while the service was down."""
+        self._page_unpaged(None)
+        for sweep in self.stages.sweeps[1:]:
+            self._guard(sweep, self.clock())
+
+    def _page_unpaged(self, raised_before: float | None) -> int:
+        """Firing alerts that no stage has taken up (no timer, never notified, escalated or
+        muted) go through the raise's stages now; ``raised_before``: only those raised before
+        then. Timers are unique per alert, so of two dispatchers doing this for one alert, one
+        pages. Returns how many were found."""
         rows = self.db.query(
             "SELECT id FROM alerts a WHERE status = 'firing' AND NOT EXISTS (SELECT 1 FROM"
             " escalations e WHERE e.alert_id = a.id) AND NOT EXISTS (SELECT 1 FROM"
             " alert_history h WHERE h.alert_id = a.id AND h.action IN"
             " ('notified', 'escalated', 'muted'))"
+            + ("" if raised_before is None else " AND raised_at < ?"),
+            () if raised_before is None else (raised_before,),
         )
+        if rows and raised_before is not None:
+            log.warning(
+                "dispatch: %d firing alerts raised by another instance that never paged them"
+                " (it stopped, or is far behind): paging them now",
+                len(rows),
+            )
         raised = self.stages.on_change["raised"]
         for r in rows:
             self._guard(lambda i: raised(Item(self.store.get(i), self.clock())), r["id"])
-        for sweep in self.stages.sweeps[1:]:
-            self._guard(sweep, self.clock())
+        return len(rows)
