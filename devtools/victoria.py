@@ -39,7 +39,32 @@ def find_victoria() -> str:
     raise FileNotFoundError("victoria-metrics not found: install Debian's victoria-metrics")
 
 
-class Victoria:
+class _Served:
+    """A VictoriaMetrics program serving HTTP on 127.0.0.1:port, its files in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int | None) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.TransportError:  # not listening yet
+            return False
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None:
+            children.stop(self.proc, kill=kill, timeout=60)
+            self.proc = None
+
+
+class Victoria(_Served):
     """A VictoriaMetrics process on 127.0.0.1:port over ``data_dir``. ``stop()`` shuts it
     down cleanly (what it acknowledged is on disk); ``start()`` again serves the same data."""
 
@@ -52,17 +77,10 @@ class Victoria:
         retention: str = "100y",
         extra: tuple[str, ...] = (),
     ) -> None:
-        self.host = "127.0.0.1"
-        self.port = port or free_port()
-        self.data_dir = data_dir
+        super().__init__(data_dir, port)
         self.dedup = dedup
         self.retention = retention
         self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> Victoria:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -80,17 +98,6 @@ class Victoria:
             self.proc, self._healthy, name="victoria-metrics", log=log, timeout=timeout
         )
         return self
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        except httpx.TransportError:  # not listening yet
-            return False
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc is not None:
-            children.stop(self.proc, kill=kill, timeout=60)
-            self.proc = None
 
     def restart(self) -> None:
         self.stop()
@@ -133,7 +140,7 @@ def find_vmagent() -> str:
     raise FileNotFoundError("vmagent not found: install Debian's victoria-metrics")
 
 
-class Vmagent:
+class Vmagent(_Served):
     """VictoriaMetrics' agent (Debian's ``vmagent``) on 127.0.0.1:port: it takes the InfluxDB
     write API (``/api/v2/write``) like a server, keeps what it accepted in a persistent queue
     on disk (``data_dir``) and forwards every sample to EACH of ``storage`` (VictoriaMetrics
@@ -142,15 +149,8 @@ class Vmagent:
     without a single store node in it (docs/district.md)."""
 
     def __init__(self, data_dir: Path, storage: list[str], port: int | None = None) -> None:
-        self.host = "127.0.0.1"
-        self.port = port or free_port()
-        self.data_dir = data_dir
+        super().__init__(data_dir, port)
         self.storage = storage
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> Vmagent:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -165,17 +165,6 @@ class Vmagent:
         self.proc = children.spawn(args, log)
         children.wait_ready(self.proc, self._healthy, name="vmagent", log=log, timeout=timeout)
         return self
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        except httpx.TransportError:  # not listening yet
-            return False
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc is not None:
-            children.stop(self.proc, kill=kill, timeout=60)
-            self.proc = None
 
 
 def main(argv: list[str] | None = None) -> int:
