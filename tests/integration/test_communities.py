@@ -25,6 +25,7 @@ from tests.integration.test_console_browser import (
     CARDS,
     DESK,
     PASSWORD,
+    PHONE,
     SHOTS,
     WAIT_MS,
     browser,
@@ -225,8 +226,35 @@ def test_the_console_shows_a_guard_their_community_and_a_district_manager_both(
     expect(fall.locator("[data-field=community]")).to_have_text("h 社区")
     smoke_y = page.locator(f"{CARDS}[data-alert-id='{by_device['smk-y1']}']")
     expect(smoke_y.locator("[data-field=community]")).to_have_text("y 社区")
+    outside = page.locator("[data-field=outside-filters]")
+    expect(outside).to_be_hidden()
     page.locator("select[name=community]").select_option("h")
     wait_for(lambda: shown(page) == {by_device["wh-1"], by_device["smk-h1"]})
+    # y's smoke alarm is hidden by the filter, and the board says so above the cards
+    expect(outside).to_be_visible()
+    expect(outside).to_contain_text("另有 1 条待确认的告警不在当前筛选内")
+    assert outside.evaluate(
+        "el => el.compareDocumentPosition(document.querySelector('.grid.alerts'))"
+        " & Node.DOCUMENT_POSITION_FOLLOWING"
+    )
     page.screenshot(path=SHOTS / "desk-district-manager-community-h.png")
+    page.locator("[data-ctl=clear-filters]").click()
+    wait_for(lambda: shown(page) == set(by_device.values()))
+    expect(outside).to_be_hidden()
+    expect(page.locator("select[name=community]")).to_have_value("")
+    assert problems.items == []
+    context.close()
+
+    # on a phone: the filters fold behind their button, the note stays in sight above the cards
+    context, page, problems = open_page(browser, svc, "dm", PHONE)
+    wait_for(lambda: shown(page) == set(by_device.values()))
+    outside = page.locator("[data-field=outside-filters]")
+    page.locator("[data-ctl=filters]").click()
+    page.locator("select[name=community]").select_option("y")
+    wait_for(lambda: shown(page) == {by_device["smk-y1"]})
+    expect(outside).to_be_visible()
+    expect(outside).to_contain_text("另有 2 条待确认的告警不在当前筛选内")
+    expect(page.locator("[data-ctl=filters]")).to_contain_text("y 社区")
+    page.screenshot(path=SHOTS / "phone-district-manager-community-y.png", full_page=True)
     assert problems.items == []
     context.close()

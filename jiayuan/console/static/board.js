@@ -3,6 +3,7 @@
 // the signed-in role does not act on (low battery for a guard) fold into one line. Filters by
 // status, kind and building fold behind a button on a phone. Someone who sees several
 // communities (a district manager) also filters by community, and each card names its own.
+// Unacknowledged alerts the filters hide are counted above the cards, with a way back to all.
 
 import { actionButtons } from "./actions.js";
 import { actor, alertTitle, t } from "./i18n.js";
@@ -131,6 +132,17 @@ export function render(root) {
   const f = filters();
   const list = h("div", { class: "grid alerts", "aria-live": "polite" });
   const note = h("p", { class: "muted center" });
+  // firing alerts the filters hide: said above the cards, with one press back to all of them
+  // (a guard who filtered one building must not miss a fire in the next)
+  const outsideText = h("span");
+  const outside = h("p", { class: "notice outside", "data-field": "outside-filters", hidden: true }, outsideText, " ",
+    h("button", { type: "button", "data-ctl": "clear-filters", onclick: () => {
+      Object.assign(f, { status: "open", kind: "", building: "", community: "" });
+      saved.set("filters", JSON.stringify(f));
+      for (const s of bar.querySelectorAll("select")) s.value = f[s.name];
+      showToggle();
+      load();
+    }, text: t("show_all") }));
   let resolved = new Map(); // when the status filter shows resolved alerts: fetched, then live
   const freshIds = new Map();
 
@@ -213,6 +225,9 @@ export function render(root) {
     const nFolded = foldedGroups.reduce((n, g) => n + g.members.length, 0);
     foldSummary.replaceChildren(t("folded", { n: nFolded, what: t("fold_what"), role: t(`roles.${role}`) }));
     drawFolded();
+    const hidden = [...live.alerts.values()].filter((a) => a.status === "firing" && !matches(a, f)).length;
+    outside.hidden = hidden === 0;
+    outsideText.textContent = t("outside_filters", { n: hidden });
     note.textContent = groups.length === 0 ? t("board_empty")
       : main.length > SHOWN ? t("board_more", { n: main.length - SHOWN }) : "";
   }
@@ -242,7 +257,7 @@ export function render(root) {
   };
   live.addEventListener("change", onChange);
 
-  root.replaceChildren(h("section", { class: "board" }, toggle, bar, list, folded, note));
+  root.replaceChildren(h("section", { class: "board" }, toggle, bar, outside, list, folded, note));
   loadNames().then(() => draw());
   if (buildings === null) {
     api("/api/fleet/summary").then((r) => {
