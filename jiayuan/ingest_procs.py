@@ -380,6 +380,15 @@ class _Slot:
     leaving: bool = False
     """Being stopped for good (:meth:`IngestProcesses.remove`): not restarted."""
 
+    def name(self, count: int) -> str:
+        """What the log calls it: ``ingest process i of K``, ``session slot i's process``
+        (several instances, jiayuan/slots.py), or one draining a larger K's session."""
+        if self.ident is not None:
+            return f"session slot {self.index}'s process"
+        if self.retiring:
+            return f"ingest process {self.index} (draining the session of a larger K)"
+        return f"ingest process {self.index} of {count}"
+
 
 @dataclass(frozen=True)
 class ProcessesHealth:
@@ -452,7 +461,7 @@ class IngestProcesses:
         with self._lock:
             for s in running:
                 if s.proc is not None and s.proc.exitcode is None:
-                    log.error("ingest process %d of %d did not stop: killed", s.index, self.count)
+                    log.error("%s did not stop: killed", s.name(self.count))
                     s.proc.kill()
         self._until_reaped(running, 5.0)
         self._done.set()
@@ -507,11 +516,8 @@ class IngestProcesses:
             slot.counters = {}
             slot.started, slot.restart_at = time.monotonic(), None
         log.info(
-            "ingest process %d %s started (pid %s, client id %s)",
-            slot.index,
-            "(draining the session of a larger ingest_processes)"
-            if slot.retiring
-            else f"of {self.count}",
+            "%s started (pid %s, client id %s)",
+            slot.name(self.count),
             proc.pid,
             identity(self.settings, slot.index)[0] if slot.ident is None else slot.ident[0],
         )
@@ -625,9 +631,8 @@ class IngestProcesses:
         if report.up and slot.dead:
             slot.dead = False
             log.warning(
-                "ingest process %d of %d is back: its session %s",
-                slot.index,
-                self.count,
+                "%s is back: its session %s",
+                slot.name(self.count),
                 "resumed" if report.session_present else "new (the broker had not kept it)",
             )
         slot.report = report
@@ -650,10 +655,9 @@ class IngestProcesses:
         pause = 0.0 if slot.failures == 1 else RESTART.delay(slot.failures - 1)
         slot.restart_at = time.monotonic() + pause
         log.error(
-            "ingest process %d of %d exited (%s) after %.0f s; restarting it in %.1f s with the"
+            "%s exited (%s) after %.0f s; restarting it in %.1f s with the"
             " same session, which holds its share of the messages meanwhile",
-            slot.index,
-            self.count,
+            slot.name(self.count),
             _exit(proc.exitcode),
             ran,
             pause,
