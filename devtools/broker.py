@@ -282,7 +282,9 @@ class Broker:
             )
         )
         log = self.data_dir / "mosquitto.log"
-        self.proc = children.spawn([find_mosquitto(), "-c", str(conf)], log)
+        # in a process group of its own: a terminal's Ctrl-C (the demo) reaches the service and
+        # the simulators, which stop and disconnect, and not the broker, stopped after them
+        self.proc = children.spawn([find_mosquitto(), "-c", str(conf)], log, process_group=True)
         # Mosquitto opens every listener before it serves any: the plain one answering means
         # the TLS one is there too (probing that one would log a failed handshake).
         children.wait_ready(self.proc, self._listening, name="mosquitto", log=log, timeout=timeout)
