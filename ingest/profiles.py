@@ -14,6 +14,10 @@ Over MQTT only: an HTTP push must translate the same way when the platform retri
 message id then makes the retry a duplicate), so :meth:`Profile.from_http` makes every mapped
 event. After a restart the first report counts as a change: an alarm still on is raised again
 (an open alert is only updated), a clear that happened meanwhile is seen.
+
+The canonical topic names the device's own community when the registry knows it (an
+installation of several communities, :meth:`Profiles.place_by`), else the profile's (the
+installation's first): a bridge may carry devices of every community.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -151,6 +155,9 @@ class Profile:
         self.id = spec.id
         self.kind = spec.kind
         self.community = community
+        self.community_of: Callable[[str], str | None] = _nowhere
+        """The community a registered device id belongs to (:meth:`Profiles.place_by`); None
+        for an unregistered one, which is placed in ``community``."""
         self._types = telemetry_fields(spec.kind)
         self._events = [(e, e.events()) for e in spec.events]
         self._last: dict[tuple[str, int], str] = {}
@@ -265,7 +272,7 @@ class Profile:
         return device
 
     def _topic(self, device: str, stream: str) -> str:
-        return topic_for(self.community, self.kind, device, stream)
+        return topic_for(self.community_of(device) or self.community, self.kind, device, stream)
 
     def _status(self, device: str, payload: bytes) -> Canonical:
         spec = self.spec.mqtt.availability if self.spec.mqtt else None
@@ -442,11 +449,21 @@ class Profiles:
             f for f in mine if not any(o != f and f.startswith(o.removesuffix("#")) for o in mine)
         )
 
+    def place_by(self, community_of: Callable[[str], str | None]) -> None:
+        """Each translated device in its registered community, as ``community_of`` (read at
+        each message: give one that follows registry changes) says."""
+        for p in self._all:
+            p.community_of = community_of
+
     def bridges(self) -> dict[str, tuple[str, ...]]:
         """Bridge account name → the topic trees it may write (``bridge.zigbee2mqtt`` →
         ``zigbee2mqtt/#``)."""
         trees = sorted({p.bridge for p in self._all if p.bridge is not None})
         return {f"bridge.{t}": (f"{t}/#",) for t in trees}
+
+
+def _nowhere(_device: str) -> None:
+    return None
 
 
 def load_profiles(paths: Iterable[str | Path], community: str) -> Profiles:

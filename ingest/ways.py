@@ -49,6 +49,10 @@ class WaysIn:
             return None
         return wrong_way(device, via)
 
+    def community_of(self, device_id: str) -> str | None:
+        """The community ``device_id`` is registered in now; None when it is not registered."""
+        return self.registry.community_of(device_id)
+
     def heard(self, device_id: str) -> str | None:
         """How the unregistered ``device_id`` was first heard: a profile's or an integration's
         id, or None (native MQTT, or not heard since the service started)."""

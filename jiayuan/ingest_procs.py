@@ -261,6 +261,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
             max_pages=settings.journal_max_pages,
         )
     ways = WaysIn(spec.registry)
+    profiles.place_by(ways.community_of)
 
     def committed(new: Sequence[Reading]) -> None:
         send(("commit", len(new), time.time()))

@@ -202,6 +202,7 @@ class Service:
             self.slots = SessionSlots(settings, self.listener, self.ingest_procs, self.profiles)
         # --- end of session slots ------------------------------------------------------------
         self.ways = WaysIn(loaded)
+        self.profiles.place_by(self.ways.community_of)
         """Each registered device's one way in (its ``via``), swapped at each registry change."""
         self.push = PushIntake(self.inbox)
         """Messages pushed over HTTP (jiayuan/api/push.py), into the same inbox and pipeline."""

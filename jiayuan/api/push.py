@@ -294,9 +294,14 @@ def _map(
 def _not_its_own(
     integration: Integration, community: str, ways: WaysIn | None, of: str, device_id: str
 ) -> str | None:
-    """Why ``integration`` may not speak for ``device_id`` of community ``of``, or None."""
-    if of != community:
+    """Why ``integration`` may not speak for ``device_id`` of community ``of``, or None: a
+    community not installed, or not the one the device is registered in."""
+    ours = ways.communities if ways is not None and ways.communities else {community}
+    if of not in ours:
         return f"community {of[:64]!r} is not this service's"
+    registered = ways.community_of(device_id) if ways is not None else None
+    if registered is not None and registered != of:
+        return f"device {device_id} is registered in community {registered!r}, not {of[:64]!r}"
     if not integration.may_report(device_id):
         return f"device {device_id} is not among integration {integration.id}'s devices"
     way = ways.refusal(device_id, integration.id) if ways is not None else None

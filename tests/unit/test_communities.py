@@ -6,6 +6,7 @@ one by one alike)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from pathlib import Path
 
@@ -15,8 +16,12 @@ from pydantic import ValidationError
 from alerts import AlertStore
 from alerts.model import Alert, Audience
 from alerts.routing import Router
+from ingest.profiles import shipped_profiles
+from ingest.ways import WaysIn
+from jiayuan.api.push import _not_its_own
 from jiayuan.auth.scope import Principal, Scopes
 from jiayuan.broker.accounts import write_credentials
+from jiayuan.integrations import Integration
 from jiayuan.registry_admin import RegistryAdmin
 from jiayuan.registry_files import CommunityFiles, NotWritable
 from jiayuan.settings import Settings
@@ -249,3 +254,39 @@ def test_a_reload_keeps_the_communities_apart_and_marks_a_new_wearer_in_its_file
     with pytest.raises(RegistryError, match="device 'smk-101'"):
         admin.reload(actor="test")
     assert admin.current is now
+
+
+def test_a_bridge_or_a_platform_reports_each_device_in_its_own_community() -> None:
+    """Vendor profiles and HTTP pushes of an installation of several communities: a device is
+    placed in the community whose registry lists it (a Zigbee bridge may carry devices of
+    both); an unregistered one in the installation's first, as before."""
+    ways = WaysIn(both())
+    profiles = shipped_profiles("y")
+    profiles.place_by(ways.community_of)
+    smoke = profiles.get("z2m_smoke")
+    assert smoke is not None
+    body = json.dumps({"smoke": True, "battery": 97}).encode()
+    topics = {c.topic for c in smoke.from_mqtt("zigbee2mqtt/smoke/h-smk-1", body)}
+    assert topics == {"community/h/smoke/h-smk-1/telemetry", "community/h/smoke/h-smk-1/event"}
+    new = {c.topic for c in smoke.from_mqtt("zigbee2mqtt/smoke/sd-new", body)}
+    assert new == {"community/y/smoke/sd-new/telemetry", "community/y/smoke/sd-new/event"}
+    # a registry change moves the device with it: the hook reads the registry of the moment
+    ways.set_registry(community())  # h's registry gone
+    assert ways.community_of("h-smk-1") is None
+    assert {c.topic for c in smoke.from_mqtt("zigbee2mqtt/smoke/h-smk-1", body)} >= {
+        "community/y/smoke/h-smk-1/telemetry"
+    }
+
+    # an HTTP push: each device in its own community; naming another is refused, said why
+    h = other()
+    h.devices["h-wr-1"] = h.devices["h-wr-1"].model_copy(update={"via": "nb-platform"})
+    ways = WaysIn(Registry.combine({"y": community(), "h": h}))
+    platform = Integration(id="nb-platform", devices=["*"])
+    assert _not_its_own(platform, "y", ways, "h", "h-wr-1") is None
+    assert _not_its_own(platform, "y", ways, "y", "h-wr-1") == (
+        "device h-wr-1 is registered in community 'h', not 'y'"
+    )
+    assert _not_its_own(platform, "y", ways, "q", "h-wr-1") == "community 'q' is not this service's"
+    # one community: as before
+    one = WaysIn(community())
+    assert _not_its_own(platform, "y", one, "h", "x-1") == "community 'h' is not this service's"
