@@ -42,6 +42,7 @@ from alerts import incidents
 from alerts.db import (
     ORDER_BY,
     Database,
+    PgDatabase,
     alert_row,
     filters,
     insert,
@@ -79,6 +80,8 @@ Subscriber = Callable[[AlertChange], None]
 COUNTS_MAX_AGE = 2.0
 """On PostgreSQL, how long the status counts read from the database are shown before they are
 read again (a scrape and the console's ops summary each ask)."""
+COUNTS_WAIT_S = 2.0
+"""How long reading them waits for one of the pool's connections."""
 _Move = tuple[Status | None, Status]
 
 
@@ -517,11 +520,17 @@ class AlertStore:
         return float(self._counts[status])
 
     def _fresh_counts(self) -> None:
-        if self.shared and time.monotonic() - self._counts_read >= COUNTS_MAX_AGE:
-            try:
-                self._read_counts(self._reader())
-            except psycopg.Error as e:  # the database away: the last counts read
-                log.debug("alert counts not read: %s", e)
+        database = self.database
+        if not isinstance(database, PgDatabase):
+            return
+        if time.monotonic() - self._counts_read < COUNTS_MAX_AGE:
+            return
+        self._counts_read = time.monotonic()  # one try per period, even one that fails
+        try:  # a scrape waits for a connection briefly, not for the pool's 30 s
+            with database.pool.connection(timeout=COUNTS_WAIT_S) as conn:
+                self._read_counts(sql.PgDb(conn))
+        except psycopg.Error as e:  # the database away: the last counts read
+            log.debug("alert counts not read: %s", e)
 
     def _read_counts(self, db: Db) -> None:
         counts: dict[Status, int] = dict.fromkeys(STATUSES, 0)
