@@ -69,6 +69,13 @@ class EscalationConfig(BaseModel):
     model_config = _PART
     file: Path | None = None
     """Escalation chains (YAML, the format of alerts/chains.yaml); none: the built-in chains."""
+    claim_s: float = Field(default=5.0, gt=0, le=600)
+    """How long a dispatcher's claim on a due escalation step lasts on PostgreSQL: another
+    instance takes a dead one's steps after it. Shorter than a delivery's claim
+    (:attr:`Config.claim_s`): a step is database work only (plan, timer, outbox rows, one
+    transaction whose compare-and-set on the claim refuses a holder that was overtaken), so
+    taking it again costs nothing but the work; a delivery's claim covers a send that cannot
+    be taken back, and must outlast the channel's slowest answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,4 +96,6 @@ class Config:
     """This instance's name in the claims of escalation steps and deliveries on PostgreSQL
     (:mod:`alerts.claims`); empty: host, process id and a random part."""
     claim_s: float = 30.0
-    """How long a claim lasts: another instance takes a dead one's claimed work after it."""
+    """How long a claim on a delivery lasts: another instance sends a dead one's claimed
+    message after it (the same idempotency key). Escalation steps have their own, shorter
+    claim: ``escalation.claim_s``."""

@@ -31,7 +31,8 @@ the only other threads of alerting: they run apprise's blocking calls and never 
 caller's thread. A step is taken by a
 compare-and-set on its timer row, so two dispatchers over one database never take it twice.
 On PostgreSQL (several instances) due steps and deliveries are also claimed (:mod:`alerts.claims`):
-each is worked on by one dispatcher, a dead one's claims are taken over after ``claim_s``, and
+each is worked on by one dispatcher, a dead one's claims are taken over after their claim time
+(a step's ``escalation.claim_s``, 5 s; a delivery's ``claim_s``, 30 s), and
 every tick adopts the deliveries that no live instance holds (:meth:`Notifier.adopt`).
 
 Adding a stage: write a class with ``__call__(self, item: Item) -> Item | None`` (return the
@@ -217,7 +218,7 @@ class Dispatcher:
         self.router = Router(registry, self.tz)
         self.correlator = Correlator(registry, store)
         self.instance = config.instance or instance_id()
-        self.timers = Timers(self.db, self.instance, config.claim_s)
+        self.timers = Timers(self.db, self.instance, config.escalation.claim_s)
         self.outbox = Outbox(self.db)
         self.rules = list(rules)
         extra = [SyntheticRule(*r) for r in synthetic_rules()]

@@ -32,13 +32,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any, Unpack
+
+import psycopg
 
 from alerts import incidents
 from alerts.db import (
     ORDER_BY,
     Database,
+    PgDatabase,
     alert_row,
     filters,
     insert,
@@ -73,6 +77,11 @@ from rules.transitions import Transition
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[AlertChange], None]
+COUNTS_MAX_AGE = 2.0
+"""On PostgreSQL, how long the status counts read from the database are shown before they are
+read again (a scrape and the console's ops summary each ask)."""
+COUNTS_WAIT_S = 2.0
+"""How long reading them waits for one of the pool's connections."""
 _Move = tuple[Status | None, Status]
 
 
@@ -90,15 +99,21 @@ class AlertStore:
         self._next_token = 0
         self._pending: deque[AlertChange] = deque()
         self._delivering = False
+        self.shared = self.database.dialect == "postgresql"
+        """Other instances write the same alerts (PostgreSQL): the status counts and device
+        presence are read from the database, not kept from this store's own writes."""
         self._counts: dict[Status, int] = dict.fromkeys(STATUSES, 0)
+        self._counts_read = float("-inf")
         db = self.database.writer()
-        for row in db.execute("SELECT status, count(*) FROM alerts GROUP BY status"):
-            self._counts[row[0]] = int(row[1])
-        self._export_counts()
-        self._presence: dict[str, tuple[bool, float]] = {
-            r["device_id"]: (bool(r["offline"]), r["since"])
-            for r in db.execute("SELECT device_id, offline, since FROM device_presence")
-        }
+        self._read_counts(db)
+        for status in STATUSES:  # /metrics and the console's ops summary read them when asked
+            ALERTS.labels(status).set_function(partial(self._count, status))
+        self._presence: dict[str, tuple[bool, float]] = {}
+        if not self.shared:
+            self._presence = {
+                r["device_id"]: (bool(r["offline"]), r["since"])
+                for r in db.execute("SELECT device_id, offline, since FROM device_presence")
+            }
         n_open = self._counts["firing"] + self._counts["acknowledged"]
         log.info("alert store %s: %d open alerts", _shown(self.path), n_open)
 
@@ -146,14 +161,15 @@ class AlertStore:
                     if one is not None:
                         done.append(one)
                 for device_id, offline, at in presence:
-                    was_offline, since = seen.get(device_id, (False, float("-inf")))
+                    was_offline, since = self._was(db, device_id, seen)
                     if at < since or was_offline == offline:
                         continue
                     seen[device_id] = (offline, at)
                     done.extend((e, []) for e in self._presence_in(db, device_id, offline, at, now))
                 if within is not None:
                     within(db)
-            self._presence = seen
+            if not self.shared:
+                self._presence = seen
             return [self._committed(entry, moves) for entry, moves in done]
 
     def _apply_in(
@@ -306,14 +322,33 @@ class AlertStore:
         every reading a device sends. A state older than the last change is ignored (a late
         reading from before the device went silent does not bring it back)."""
         with self._lock:
-            was_offline, since = self._presence.get(device_id, (False, float("-inf")))
-            if at < since or was_offline == offline:
-                return []
+            if not self.shared:  # this store is the only writer: its own memory is the truth
+                was_offline, since = self._presence.get(device_id, (False, float("-inf")))
+                if at < since or was_offline == offline:
+                    return []
             now = self._clock()
             with self._tx() as db:
+                was_offline, since = self._was(db, device_id, self._presence)
+                if at < since or was_offline == offline:
+                    return []
                 entries = self._presence_in(db, device_id, offline, at, now, note)
-            self._presence[device_id] = (offline, at)
+            if not self.shared:
+                self._presence[device_id] = (offline, at)
             return [self._committed(e, []) for e in entries]
+
+    def _was(
+        self, db: Db, device_id: str, seen: dict[str, tuple[bool, float]]
+    ) -> tuple[bool, float]:
+        """The device's presence before a change: on SQLite from ``seen`` (this store's own
+        writes); on PostgreSQL from the shared row, locked until the commit (another instance
+        may have changed it: the one that held the device's partition before a takeover)."""
+        if not self.shared:
+            return seen.get(device_id, (False, float("-inf")))
+        row = db.execute(
+            "SELECT offline, since FROM device_presence WHERE device_id = ? FOR UPDATE",
+            (device_id,),
+        ).fetchone()
+        return (bool(row["offline"]), row["since"]) if row else (False, float("-inf"))
 
     def _presence_in(
         self, db: Db, device_id: str, offline: bool, at: float, now: float,
@@ -472,10 +507,45 @@ class AlertStore:
         return self._reader().execute(query, tuple(args)).fetchall()
 
     def counts_by_status(self) -> dict[str, int]:
+        """Alerts by status: on SQLite kept from this store's own changes; on PostgreSQL read
+        from the database (every instance's changes), at most every :data:`COUNTS_MAX_AGE`
+        seconds unless this store changed one since."""
+        self._fresh_counts()
         with self._lock:
             return {status: n for status, n in self._counts.items()}
 
+    def _count(self, status: Status) -> float:
+        """One status's count for the gauge (a scrape: never waits for the store's lock)."""
+        self._fresh_counts()
+        return float(self._counts[status])
+
+    def _fresh_counts(self) -> None:
+        database = self.database
+        if not isinstance(database, PgDatabase):
+            return
+        if time.monotonic() - self._counts_read < COUNTS_MAX_AGE:
+            return
+        self._counts_read = time.monotonic()  # one try per period, even one that fails
+        try:  # a scrape waits for a connection briefly, not for the pool's 30 s
+            with database.pool.connection(timeout=COUNTS_WAIT_S) as conn:
+                self._read_counts(sql.PgDb(conn))
+        except psycopg.Error as e:  # the database away: the last counts read
+            log.debug("alert counts not read: %s", e)
+
+    def _read_counts(self, db: Db) -> None:
+        counts: dict[Status, int] = dict.fromkeys(STATUSES, 0)
+        for row in db.execute("SELECT status, count(*) FROM alerts GROUP BY status"):
+            counts[row[0]] = int(row[1])
+        self._counts, self._counts_read = counts, time.monotonic()
+
     def is_offline(self, device_id: str) -> bool:
+        if self.shared:
+            row = (
+                self._reader()
+                .execute("SELECT offline FROM device_presence WHERE device_id = ?", (device_id,))
+                .fetchone()
+            )
+            return bool(row and row[0])
         with self._lock:
             return self._presence.get(device_id, (False, 0.0))[0]
 
@@ -516,8 +586,8 @@ class AlertStore:
             if old is not None:
                 self._counts[old] -= 1
             self._counts[new] += 1
-        if moves:
-            self._export_counts()
+        if moves and self.shared:
+            self._counts_read = float("-inf")  # read again when next asked
         CHANGES.labels(entry.action).inc()
         row = alert_row(self.database.writer(), entry.alert_id)
         change = AlertChange(to_alert(row), entry)
@@ -558,10 +628,6 @@ class AlertStore:
                         )
         finally:
             self._delivering = False
-
-    def _export_counts(self) -> None:
-        for status, n in self._counts.items():
-            ALERTS.labels(status).set(n)
 
 
 def _open_row(db: Db, fingerprint: str) -> Row | None:

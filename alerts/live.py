@@ -16,13 +16,21 @@ a reconnecting reader can resume from — whichever instance made it.
 Browsers keep the history entry id as the event id (``Last-Event-ID``); :meth:`LiveFeed.since`
 finds that entry's position and replays what was committed after it. Why this design and not
 ``(xid, id)`` below the snapshot's xmin: docs/district.md.
+
+``live_changes`` is pruned by every instance's feed: a change is deleted once this feed has
+been past it for :data:`KEEP_S` (an hour; every instance's feed reads within seconds of a
+commit, so all of them are long past it). A console reconnecting from an entry no longer kept
+gets :class:`PositionGone` from :meth:`LiveFeed.since`: the stream answers ``resync`` (list the
+alerts again), never a replay with a silent gap.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast, get_args, get_type_hints
@@ -43,6 +51,16 @@ POLL_S = 5.0
 """A PostgreSQL feed reads at least this often even when no notification woke it."""
 BATCH = 500
 RETRY = Backoff(first_s=0.2, max_s=5.0, jitter=0.2)
+KEEP_S = 3600.0
+"""A change stays in ``live_changes`` at least this long after this instance's feed read past
+it (a reconnect replays at most 500 changes anyway: older positions mean ``resync``)."""
+PRUNE_EVERY_S = 300.0
+"""How often a feed notes its position and deletes what it has been past for :data:`KEEP_S`."""
+
+
+class PositionGone(LookupError):
+    """The entry a reader would resume after is no longer kept (pruned, or never given): it
+    must list the alerts again instead of replaying with a gap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +84,10 @@ class LiveFeed(ABC):
 
     @abstractmethod
     def since(self, entry_id: int, limit: int = BATCH) -> list[LiveChange]:
-        """The changes committed after history entry ``entry_id`` (all of them when it is not
-        known), oldest first, each with its alert (as it is now on SQLite; as the change left
-        it on PostgreSQL)."""
+        """The changes committed after history entry ``entry_id`` (0: all of them), oldest
+        first, each with its alert (as it is now on SQLite; as the change left it on
+        PostgreSQL). Raises :class:`PositionGone` (PostgreSQL) when that entry is no longer
+        kept."""
 
     def close(self) -> None:  # noqa: B027 - nothing to stop but for PostgreSQL's threads
         """Stop hearing changes (idempotent)."""
@@ -100,11 +119,22 @@ class CommitOrderFeed(LiveFeed):
     listener thread (``LISTEN``, reconnecting) that wakes a reader thread, which reads
     ``live_changes`` past its cursor and calls the subscribers."""
 
-    def __init__(self, database: PgDatabase, *, poll_s: float = POLL_S) -> None:
+    def __init__(
+        self,
+        database: PgDatabase,
+        *,
+        poll_s: float = POLL_S,
+        keep_s: float = KEEP_S,
+        prune_every_s: float = PRUNE_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.database = database
         self.poll_s = poll_s
+        self.keep_s, self.prune_every_s, self.clock = keep_s, prune_every_s, clock
         self.position = 0
         """The last position handed on (read by tests)."""
+        self._marks: deque[tuple[float, int]] = deque()
+        """(when, position) noted every ``prune_every_s``: what this feed was past, and since."""
         self._lock = threading.Lock()
         self._subscribers: dict[int, LiveSubscriber] = {}
         self._next_token = 0
@@ -148,10 +178,30 @@ class CommitOrderFeed(LiveFeed):
 
     def since(self, entry_id: int, limit: int = BATCH) -> list[LiveChange]:
         db = self.database.reader()
+        if entry_id <= 0:
+            return _read(db, 0, limit)
         row = db.execute(
             "SELECT seq FROM live_changes WHERE history_id = ?", (entry_id,)
         ).fetchone()
-        return _read(db, int(row[0]) if row else 0, limit)
+        if row is None:  # pruned (or never given): what came after it cannot all be replayed
+            raise PositionGone(entry_id)
+        return _read(db, int(row[0]), limit)
+
+    def prune(self) -> int:
+        """Note this feed's position every ``prune_every_s``, and delete the changes it has
+        been past for ``keep_s``; how many were deleted (the reader thread calls it)."""
+        now = self.clock()
+        if not self._marks or now - self._marks[-1][0] >= self.prune_every_s:
+            self._marks.append((now, self.position))
+        cut = 0
+        while self._marks and now - self._marks[0][0] >= self.keep_s:
+            cut = self._marks.popleft()[1]
+        if not cut:
+            return 0
+        n = self.database.reader().execute("DELETE FROM live_changes WHERE seq <= ?", (cut,))
+        if n.rowcount:
+            log.debug("live feed: pruned %d changes up to position %d", n.rowcount, cut)
+        return max(0, n.rowcount)
 
     def _run(self) -> None:
         attempt = 0
@@ -165,6 +215,7 @@ class CommitOrderFeed(LiveFeed):
                         self._hand_on(item)
                     if len(batch) < BATCH:
                         break
+                self.prune()
                 attempt = 0
             except psycopg.Error as e:
                 attempt += 1

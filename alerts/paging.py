@@ -53,13 +53,31 @@ class Wording:
 class Reach:
     """Who and what cannot be reached, as trouble alerts for the operators: a person every
     channel of whom failed (``staff_unreachable``), a route whose alerts found nobody on duty
-    (``nobody_reached``). Shared by :class:`Page` (raises) and :class:`Record` (clears)."""
+    (``nobody_reached``). Shared by :class:`Page` (raises) and :class:`Record` (clears).
+
+    Which of them are open is the alert store's: on SQLite this dispatcher raised and cleared
+    every one, so it keeps them in memory (read once at start); on PostgreSQL another instance
+    may have raised one (and died), so each question reads the open ones from the database (one
+    query over open alerts, asked after a delivery, not per reading)."""
 
     def __init__(self, store: AlertStore, history: History, community: str) -> None:
-        self.history, self.community = history, community
-        opened = store.open_alerts()
-        self._unreachable = {a.device_id for a in opened if a.rule_id == UNREACHABLE}
-        self._nobody = {a.device_id for a in opened if a.rule_id == NOBODY}
+        self.store, self.history, self.community = store, history, community
+        self.shared = store.shared
+        self._unreachable, self._nobody = self._read()
+
+    def _read(self) -> tuple[set[str], set[str]]:
+        """The staff ids and routes with an open ``staff_unreachable``/``nobody_reached``."""
+        rows = self.store.query(
+            "SELECT rule_id, device_id FROM alerts WHERE status IN ('firing', 'acknowledged')"
+            " AND rule_id IN (?, ?)",
+            (UNREACHABLE, NOBODY),
+        )
+        return {r[1] for r in rows if r[0] == UNREACHABLE}, {r[1] for r in rows if r[0] == NOBODY}
+
+    def _open(self) -> tuple[set[str], set[str]]:
+        if self.shared:
+            self._unreachable, self._nobody = self._read()
+        return self._unreachable, self._nobody
 
     def nobody_now(self, a: Alert, now: float) -> None:
         """``a`` reached nobody: a trouble alert for its route (not about paging itself)."""
@@ -69,7 +87,7 @@ class Reach:
         self.history.apply(self._nobody_alert(a, now, firing=True))
 
     def someone_reached(self, a: Alert, now: float) -> None:
-        if a.route in self._nobody and a.rule_id != NOBODY:
+        if a.route in self._open()[1] and a.rule_id != NOBODY:
             self._nobody.discard(a.route)
             self.history.apply(self._nobody_alert(a, now, firing=False))
 
@@ -81,12 +99,14 @@ class Reach:
         self.history.apply(self._unreachable_alert(staff_id, now, firing=True))
 
     def reachable(self, staff_id: str, now: float) -> None:
-        if staff_id in self._unreachable:
+        if staff_id in self._open()[0]:
             self._unreachable.discard(staff_id)
             self.history.apply(self._unreachable_alert(staff_id, now, firing=False))
 
     @property
     def anybody_unreached(self) -> bool:
+        """Whether a route's ``nobody_reached`` is open (read by :meth:`reachable`'s caller
+        right after it: on PostgreSQL the sets it read are still fresh)."""
         return bool(self._nobody)
 
     def _unreachable_alert(self, staff_id: str, now: float, firing: bool) -> Transition:

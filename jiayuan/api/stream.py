@@ -34,7 +34,7 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from alerts import AlertChange, AlertStore
-from alerts.live import LiveChange, LiveFeed, open_feed
+from alerts.live import LiveChange, LiveFeed, PositionGone, open_feed
 from alerts.model import Action
 from jiayuan.api.alerts import AlertOut, HistoryOut, alert_out, history_out
 from jiayuan.api.bounds import event_id
@@ -223,8 +223,14 @@ class Broadcaster:
             seen = 0
             feed = self._feed  # None once closed: the stream ends below
             if last_event_id is not None and feed is not None:
-                missed = await anyio.to_thread.run_sync(feed.since, last_event_id, REPLAY_MAX + 1)
-                if len(missed) > REPLAY_MAX:
+                missed: list[LiveChange] | None
+                try:
+                    missed = await anyio.to_thread.run_sync(
+                        feed.since, last_event_id, REPLAY_MAX + 1
+                    )
+                except PositionGone:  # its entry is no longer kept: not a replay with a gap
+                    missed = None
+                if missed is None or len(missed) > REPLAY_MAX:
                     yield ServerSentEvent(
                         '{"reason": "too many changes missed; list /api/alerts again"}',
                         event="resync",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from jiayuan.auth import passwords
 from jiayuan.auth.audit import AuditLog
-from jiayuan.auth.limiter import SignInLimiter
+from jiayuan.auth.limiter import SignInLimiter, limiter_for
 from jiayuan.auth.manage import forget_staff
 from jiayuan.auth.scope import ADMIN_TOKEN_ID, Principal, Scope, Scopes
 from jiayuan.auth.store import AuthStore, Session, digest
@@ -57,7 +57,7 @@ class Authenticator:
         self.store = store
         self._view = (registry, Scopes(registry))
         self.audit = AuditLog(store)
-        self.limiter = limiter or SignInLimiter()
+        self.limiter = limiter or limiter_for(store)
         self.clock = clock
         admin = settings.admin_token.get_secret_value()
         self._admin_digest = digest(admin) if admin else None

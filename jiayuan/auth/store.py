@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from jiayuan.settings import Settings
 
 TOKEN_PREFIX: Final = "jy_"
+FAILURES_KEPT_S: Final = 3600.0
+"""Failed sign-in counts (PostgreSQL's ``signin_failures``) idle this long are deleted by
+:meth:`AuthStore.prune` (the limiter forgets them after 15 minutes anyway)."""
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS credentials (
     staff_id   TEXT PRIMARY KEY,
@@ -143,6 +146,11 @@ class AuthStore:
         with closing(sqlite.connect(path)) as db:
             db.executescript(SCHEMA)
         path.chmod(0o600)
+
+    @property
+    def shared(self) -> bool:
+        """Whether several instances share this store (PostgreSQL)."""
+        return self._pool is not None
 
     @classmethod
     def open(cls, where: Path | str, clock: Callable[[], float] = time.time) -> AuthStore:
@@ -319,7 +327,8 @@ class AuthStore:
     # ------------------------------------------------------------------ upkeep
 
     def prune(self, keep_s: float = 30 * 86_400.0) -> int:
-        """Forget sessions and tokens that ended (expired, revoked) more than ``keep_s`` ago."""
+        """Forget sessions and tokens that ended (expired, revoked) more than ``keep_s`` ago,
+        and (PostgreSQL) failed sign-in counts idle for longer than the limiter remembers."""
         cutoff = self.clock() - keep_s
         with self.db() as db:
             n = db.execute(
@@ -328,6 +337,12 @@ class AuthStore:
             n += db.execute(
                 "DELETE FROM tokens WHERE expires_at < ? OR revoked_at < ?", (cutoff, cutoff)
             ).rowcount
+            if self.shared:
+                db.execute(
+                    "DELETE FROM signin_failures WHERE GREATEST(last, locked_until)"
+                    " < extract(epoch from clock_timestamp()) - ?",
+                    (FAILURES_KEPT_S,),
+                )
         return int(n)
 
 

@@ -1,0 +1,110 @@
+"""``live_changes`` is pruned: each instance's feed deletes what it has been past for its keep
+time, and a console reconnecting from a pruned entry gets ``resync`` (list the alerts again),
+never a replay with a silent gap. Two stores on one PostgreSQL as two instances; the feeds'
+clocks are fake, so nothing waits for the keep time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from alerts import AlertStore
+from alerts.db import PgDatabase
+from alerts.live import CommitOrderFeed, PositionGone
+from ingest.journal import Journal
+from jiayuan.api import create_app
+from registry import Registry
+from tests.alerting import sse
+from tests.clock import FakeClock
+from tests.staff import ADMIN, app_context
+from tests.unit.test_alerts_lifecycle import fire
+from tests.unit.test_alerts_live import Heard, two
+
+__all__ = ["two"]  # the fixture: instance A's store and instance B's, on one database
+
+
+def pg(store: AlertStore) -> PgDatabase:
+    assert isinstance(store.database, PgDatabase)
+    return store.database
+
+
+def kept(store: AlertStore) -> int:
+    return int(store.query("SELECT count(*) FROM live_changes")[0][0])
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(0.0)
+
+
+def test_a_feed_prunes_what_it_has_been_past_for_its_keep_time(
+    two: tuple[AlertStore, AlertStore], clock: FakeClock
+) -> None:
+    a, b = two
+    first = [a.apply(fire(f"w-{i}")) for i in range(3)]
+    assert all(c is not None for c in first)
+    feed = CommitOrderFeed(pg(b), poll_s=600, keep_s=100, prune_every_s=10, clock=clock).start()
+    try:
+        heard = Heard(feed)
+        assert feed.prune() == 0  # notes where it is: past the three
+        clock.advance(60)
+        assert feed.prune() == 0 and kept(a) == 3  # not past them for 100 s yet
+        clock.advance(40)
+        assert feed.prune() == 3 and kept(a) == 0
+        # the live stream goes on after pruning, and a later entry is a position again
+        later = a.apply(fire("w-9"))
+        assert later is not None
+        (got,) = heard.next()
+        assert got.change.entry.id == later.entry.id
+        assert feed.since(later.entry.id) == []
+        again = a.apply(fire("w-8"))
+        assert again is not None
+        assert [c.change.entry.id for c in feed.since(later.entry.id)] == [again.entry.id]
+        # a pruned entry is gone, not "replay from the oldest kept"
+        for c in first:
+            assert c is not None
+            with pytest.raises(PositionGone):
+                feed.since(c.entry.id)
+        assert [c.change.entry.id for c in feed.since(0)] == [later.entry.id, again.entry.id]
+    finally:
+        feed.close()
+
+
+def test_a_console_reconnecting_from_a_pruned_entry_is_told_to_resync(
+    two: tuple[AlertStore, AlertStore], clock: FakeClock, tmp_path: Path
+) -> None:
+    """The console on B reconnects with the ``Last-Event-ID`` of a change A pruned meanwhile:
+    ``resync``, then the live changes. From an entry still kept: the replay, as before."""
+    a, b = two
+    first = a.apply(fire("w-1"))
+    second = a.apply(fire("w-2"))
+    assert first is not None and second is not None
+    pruner = CommitOrderFeed(pg(a), poll_s=600, keep_s=10, prune_every_s=1, clock=clock).start()
+    try:
+        pruner.prune()
+        clock.advance(10)
+        assert pruner.prune() == 2  # instance A's feed pruned both
+    finally:
+        pruner.close()
+    third = a.apply(fire("w-3"))
+    fourth = a.apply(fire("w-4"))
+    assert third is not None and fourth is not None
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    with (
+        app_context(tmp_path, journal, b, Registry()) as ctx,
+        TestClient(create_app(ctx), headers=ADMIN) as client,
+    ):
+        with client.stream(
+            "GET", "/api/stream", headers={"Last-Event-ID": str(first.entry.id)}
+        ) as r:
+            events = sse(r.iter_lines())
+            assert next(e for e in events if "event" in e)["event"] == "resync"
+        with client.stream(
+            "GET", "/api/stream", headers={"Last-Event-ID": str(third.entry.id)}
+        ) as r:
+            events = sse(r.iter_lines())
+            e = next(e for e in events if "event" in e)
+            assert e["event"] == "alert"
+            assert str(fourth.entry.id) == e["id"]
