@@ -21,11 +21,14 @@ finds that entry's position and replays what was committed after it. Why this de
 been past it for :data:`KEEP_S` (an hour; every instance's feed reads within seconds of a
 commit, so all of them are long past it). A console reconnecting from an entry no longer kept
 gets :class:`PositionGone` from :meth:`LiveFeed.since`: the stream answers ``resync`` (list the
-alerts again), never a replay with a silent gap.
+alerts again), never a replay with a silent gap. A feed that was itself behind for longer (its
+database unreachable) finds the gap in the positions, and hands the next change on marked
+``after_gap``: its consoles are told to resync too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -69,6 +72,10 @@ class LiveChange:
 
     position: int
     change: AlertChange
+    after_gap: bool = False
+    """Changes before this one were never handed on: pruned by another instance while this
+    feed was behind (its database unreachable for longer than :data:`KEEP_S`). Whoever shows
+    the changes must list the alerts again (the live stream sends ``resync``)."""
 
 
 LiveSubscriber = Callable[[LiveChange], None]
@@ -211,6 +218,14 @@ class CommitOrderFeed(LiveFeed):
             try:
                 while not self._stop.is_set():
                     batch = _read(self.database.reader(), self.position, BATCH)
+                    if batch and batch[0].position > self.position + 1:
+                        log.warning(
+                            "live feed: changes %d to %d were pruned before this instance read"
+                            " them; its consoles are told to list the alerts again",
+                            self.position + 1,
+                            batch[0].position - 1,
+                        )
+                        batch[0] = dataclasses.replace(batch[0], after_gap=True)
                     for item in batch:
                         self._hand_on(item)
                     if len(batch) < BATCH:

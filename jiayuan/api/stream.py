@@ -81,6 +81,9 @@ def keep_alive() -> ServerSentEvent:
     return ServerSentEvent(comment="keep-alive")
 
 
+RESYNC_GAP: Final = '{"reason": "changes were missed; list /api/alerts again"}'
+"""``resync``'s data when this instance's feed itself missed changes (``after_gap``)."""
+
 _IDLE: Final = LiveChange.__new__(LiveChange)
 """Stands for "nothing came within the keep-alive time" in the loop below."""
 
@@ -255,6 +258,8 @@ class Broadcaster:
                     return
                 if item is _IDLE or item.position <= seen:
                     continue
+                if item.after_gap:  # this instance's feed missed changes: list them again
+                    yield ServerSentEvent(RESYNC_GAP, event="resync")
                 if (shown := show(item.change)) is not None:
                     yield encode(shown)
         finally:

@@ -108,3 +108,42 @@ def test_a_console_reconnecting_from_a_pruned_entry_is_told_to_resync(
             e = next(e for e in events if "event" in e)
             assert e["event"] == "alert"
             assert str(fourth.entry.id) == e["id"]
+
+
+def test_a_feed_that_fell_behind_past_a_prune_marks_the_gap_and_consoles_resync(
+    two: tuple[AlertStore, AlertStore], clock: FakeClock, tmp_path: Path
+) -> None:
+    """Instance B's feed hears nothing for a while (its listener stopped stands for a database
+    it could not reach) while A commits and A's feed prunes: when B reads again, the first
+    change it hands on is marked ``after_gap``, and B's live stream tells its consoles to list
+    the alerts again (``resync``) before that change — not a silent gap."""
+    a, b = two
+    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    with (
+        app_context(tmp_path, journal, b, Registry()) as ctx,
+        TestClient(app := create_app(ctx), headers=ADMIN) as client,
+        client.stream("GET", "/api/stream") as r,
+    ):
+        events = sse(r.iter_lines())
+        next(e for e in events if e.get("comment") == "connected")
+        feed = app.state.broadcaster.feed
+        assert isinstance(feed, CommitOrderFeed), feed
+        feed.listener.stop()  # B hears no more wake-ups; it reads every 600 s at most
+        feed.poll_s = 600
+        missed = [a.apply(fire(f"w-{i}")) for i in range(2)]
+        assert all(c is not None for c in missed)
+        pruner = CommitOrderFeed(pg(a), poll_s=600, keep_s=10, prune_every_s=1, clock=clock)
+        pruner.start()
+        try:
+            pruner.prune()
+            clock.advance(10)
+            assert pruner.prune() == 2
+        finally:
+            pruner.close()
+        after = a.apply(fire("w-9"))
+        assert after is not None
+        feed._wake.set()  # B reads again, as when its database is back
+        e = next(e for e in events if "event" in e)
+        assert e["event"] == "resync" and "missed" in e["data"]
+        e = next(e for e in events if "event" in e)
+        assert e["event"] == "alert" and e["id"] == str(after.entry.id)
