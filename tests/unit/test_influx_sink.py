@@ -15,14 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from base.sql import PgDb
+from district.migrate import migrate
+from district.pg import connect as pg_connect
 from ingest import follower
 from ingest.follower import Retry
-from ingest.influx import InfluxSink
+from ingest.influx import SCHEMA, InfluxSink
 from ingest.influx_writer import WriteError
 from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from tests.clock import FakeClock as Clock
 from tests.mqtt import wait_for
+from tests.schemas import columns
 
 T0 = 1_700_000_000.0
 
@@ -320,6 +324,18 @@ def test_retention_never_empties_the_journal_so_new_readings_follow_the_cursors(
         assert journal.count_readings() == 1
         fill(journal, 5, start=100)
         assert follower.head(db) == top + 5
+
+
+def test_both_journals_set_points_aside_in_the_same_columns(pg_url: str) -> None:
+    """``sink_rejects``: ingest/influx.py's SCHEMA on SQLite, district/migrations/0008_sink.sql
+    on PostgreSQL (the sink's cursors differ on purpose: ``cursors``, ``follower_cursors``)."""
+    with closing(sqlite3.connect(":memory:")) as db, pg_connect(pg_url, autocommit=True) as pg:
+        db.executescript(SCHEMA)
+        migrate(pg)
+        lite = columns(db, ["sink_rejects"])
+        on_both = columns(PgDb(pg), lite)
+    assert set(lite) == {"sink_rejects"}
+    assert on_both == lite
 
 
 def test_settings_turn_the_sink_on_and_fail_fast() -> None:
