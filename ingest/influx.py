@@ -5,8 +5,8 @@ A journal :class:`~ingest.follower.Follower`: the thread, the journal connection
 after an error), the wake-up on commit, the stop and the backoff (base.retry's policy, a
 server's Retry-After honoured) are the follower's, as for the rollups. What is the sink's own
 is here, once for both journals: the lines, the write, what a refusal means, the split, the
-health it reports. What differs between the journals is a :class:`RowSource`: where the rows
-are read, the cursor kept and refused points set aside — :class:`JournalSource` (the SQLite
+health it reports. What differs between the journals is a :class:`SinkSource`: where the rows
+are read, the cursor kept and refused points set aside — :class:`SqliteSource` (the SQLite
 file, below) or :class:`ingest.influx_pg.PgSource` (PostgreSQL's partitions).
 
 Nothing is lost to an outage: the journal is the buffer. The cursor moves only after the server
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -103,11 +103,24 @@ RETRY_AFTER_MAX_S = 60.0
 """A server's Retry-After is honoured up to this (or ``backoff_max_s`` if longer)."""
 
 
-class RowSource(Protocol):
+class Refused(NamedTuple):
+    """A point set aside: a row of ``sink_rejects`` (with the sink's name)."""
+
+    reading_id: int
+    at: float
+    status: int | None
+    reason: str
+    """The server's, cut to 2,000 characters."""
+    line: str
+
+
+class SinkSource(Protocol):
     """A journal as the sink sees it: rows after a cursor, the cursor, the points set aside.
     ``db`` is the connection :meth:`open` returned (the follower opens it again after an
     error)."""
 
+    name: str
+    """The sink's name: its cursor's, and its points' in ``sink_rejects``."""
     splits_cursor: bool
     """The cursor can stop within a batch: a split moves it past each half it settled, so an
     outage in the middle of a split sends none of them again. (False: it moves once a whole
@@ -129,9 +142,7 @@ class RowSource(Protocol):
     def rewind(self, db: Any) -> None:
         """After a failed step: read again from the committed cursor."""
 
-    def reject(
-        self, db: Any, reading_id: int, at: float, status: int | None, reason: str, line: str
-    ) -> None:
+    def reject(self, db: Any, point: Refused) -> None:
         """Set a refused point aside in ``sink_rejects`` (replacing one set aside before)."""
 
     def count_rejects(self, db: Any) -> int: ...
@@ -163,16 +174,17 @@ class InfluxSink(Follower):
     the last ``idle_s``, so that steady ingestion makes a few larger requests rather than one
     per commit; a backlog goes out in ``batch``-row requests back to back.
 
-    ``journal``: the SQLite journal's file, or a :class:`RowSource` (PostgreSQL's:
-    :class:`ingest.influx_pg.PgInfluxSink`)."""
+    ``journal``: the SQLite journal's file (its cursor and points set aside under ``name``),
+    or a :class:`SinkSource`, which carries the name (PostgreSQL's:
+    :class:`ingest.influx_pg.PgSource`)."""
 
     def __init__(
         self,
-        journal: Path | RowSource,
+        journal: Path | SinkSource,
         writer: Writer,
         *,
         community: str,
-        name: str = "influx",
+        name: str | None = None,
         batch: int = 5000,
         backoff_max_s: float = 30.0,
         trouble_after_s: float = 300.0,
@@ -181,13 +193,19 @@ class InfluxSink(Follower):
         idle_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.name = name
+        if isinstance(journal, Path):
+            self.source: SinkSource = SqliteSource(journal, name or "influx")
+        elif name not in (None, journal.name):
+            raise ValueError(f"the sink {name!r} over the source of {journal.name!r}")
+        else:
+            self.source = journal
+        self.name = self.source.name
         first = min(FIRST_RETRY_S, backoff_max_s)
-        path = journal if isinstance(journal, Path) else Path()
         super().__init__(
-            path, idle_s=idle_s, backoff=Backoff(first_s=first, max_s=backoff_max_s, jitter=0.25)
+            journal if isinstance(journal, Path) else Path(),
+            idle_s=idle_s,
+            backoff=Backoff(first_s=first, max_s=backoff_max_s, jitter=0.25),
         )
-        self.source: RowSource = JournalSource(path, name) if isinstance(journal, Path) else journal
         self.writer = writer
         self.batch = batch
         self.retry_after_max_s = max(backoff_max_s, RETRY_AFTER_MAX_S)
@@ -353,7 +371,7 @@ class InfluxSink(Follower):
         self._deliver(db, ids[mid:], lines[mid:])
 
     def _reject(self, db: Any, reading_id: int, line: str, e: WriteError) -> None:
-        self.source.reject(db, reading_id, self._clock(), e.status, e.reason[:2000], line)
+        self.source.reject(db, Refused(reading_id, self._clock(), e.status, e.reason[:2000], line))
         # counted in the table: a batch taken again counts none twice
         self.rejected = self.source.count_rejects(db)
         REJECTED.inc()
@@ -423,7 +441,7 @@ class InfluxSink(Follower):
         BACKLOG_AGE.set(self.backlog_age_s)
 
 
-class JournalSource:
+class SqliteSource:
     """The SQLite journal's file: rows in id order (ids only grow), the cursor in its
     ``cursors`` table — moved within a split too — and ``sink_rejects`` beside them, every
     write under the journal's :func:`~ingest.follower.write_lock`."""
@@ -456,20 +474,12 @@ class JournalSource:
     def rewind(self, db: sqlite3.Connection) -> None:
         """Nothing: :attr:`position` is the committed cursor, reads start from it."""
 
-    def reject(
-        self,
-        db: sqlite3.Connection,
-        reading_id: int,
-        at: float,
-        status: int | None,
-        reason: str,
-        line: str,
-    ) -> None:
+    def reject(self, db: sqlite3.Connection, point: Refused) -> None:
         with write_lock(self.path), db:
             db.execute(
                 "INSERT OR REPLACE INTO sink_rejects (sink, reading_id, at, status, reason, line)"
                 " VALUES (?,?,?,?,?,?)",
-                (self.name, reading_id, at, status, reason, line),
+                (self.name, *point),
             )
 
     def count_rejects(self, db: sqlite3.Connection) -> int:

@@ -1,5 +1,6 @@
-"""The InfluxDB sink over the PostgreSQL journal: :class:`ingest.influx.InfluxSink` (the same
-thread, backoff, formatting, split, trouble alert, health) over :class:`PgSource`, which reads
+"""The InfluxDB sink over the PostgreSQL journal: ``InfluxSink(PgSource(url, …), writer, …)``
+(:class:`ingest.influx.InfluxSink`: the same thread, backoff, formatting, split, trouble alert
+and health as on SQLite) over :class:`PgSource`, which reads
 through :class:`ingest.pg_follower.PgRows` — the journal's follower over a set of device
 partitions, cursors in ``follower_cursors`` moved once the server accepted a batch — and sets
 refused points aside in the database's ``sink_rejects`` (district/migrations/0008_sink.sql).
@@ -20,13 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from base.sql import PgDb
 from district.leases import Lease
 from district.pg import Connection, connect
-from ingest.influx import InfluxSink
-from ingest.influx_writer import Writer
+from ingest.influx import Refused
 from ingest.lineproto import Row
 from ingest.pg_follower import PgRows
 from ingest.rows import Row as JournalRow
@@ -45,38 +45,25 @@ def _sink_row(r: JournalRow) -> Row:
     return (r[0], r[1], r[2], r[3], round(r[4] * 1000), r[7], r[9])
 
 
-class PgInfluxSink(InfluxSink):
-    """The sink on the PostgreSQL journal at ``url``, over ``partitions`` (or, with ``leases``,
-    over the partitions held now)."""
-
-    def __init__(
-        self,
-        url: str,
-        writer: Writer,
-        *,
-        partitions: Iterable[int],
-        leases: Held | None = None,
-        name: str = "influx",
-        **kwargs: Any,
-    ) -> None:
-        source = PgSource(url, partitions, leases, sink=name)
-        super().__init__(source, writer, name=name, **kwargs)
-
-
 class PgSource:
-    """The PostgreSQL journal as the sink's :class:`~ingest.influx.RowSource`."""
+    """The PostgreSQL journal as the sink's :class:`~ingest.influx.SinkSource`."""
 
     splits_cursor = False
 
     def __init__(
-        self, url: str, partitions: Iterable[int], leases: Held | None, *, sink: str
+        self,
+        url: str,
+        *,
+        partitions: Iterable[int],
+        leases: Held | None = None,
+        name: str = "influx",
     ) -> None:
         self.url = url
-        self.sink = sink
-        """The sink's name: its rows in ``sink_rejects``; its cursors are ``sink:<name>``."""
+        self.name = name
+        """The sink's name: its points in ``sink_rejects``; its cursors are ``sink:<name>``."""
         self.leases = leases
         """The instance's partition leases (None: ``partitions``, every one)."""
-        self.rows = PgRows(url, () if leases is not None else partitions, name=f"sink:{sink}"[:200])
+        self.rows = PgRows(url, () if leases is not None else partitions, name=f"sink:{name}"[:200])
 
     @property
     def position(self) -> int:
@@ -115,32 +102,24 @@ class PgSource:
     def rewind(self, db: Connection) -> None:
         self.rows.load(PgDb(db))
 
-    def reject(
-        self,
-        db: Connection,
-        reading_id: int,
-        at: float,
-        status: int | None,
-        reason: str,
-        line: str,
-    ) -> None:
+    def reject(self, db: Connection, point: Refused) -> None:
         db.execute(
             "INSERT INTO sink_rejects (sink, reading_id, at, status, reason, line)"
             " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sink, reading_id) DO UPDATE"
             " SET at = excluded.at, status = excluded.status, reason = excluded.reason,"
             " line = excluded.line",
-            (self.sink, reading_id, at, status, reason, line),
+            (self.name, *point),
         )
 
     def count_rejects(self, db: Connection) -> int:
         q = "SELECT count(*) FROM sink_rejects WHERE sink = %s"
-        row = db.execute(q, (self.sink,)).fetchone()
+        row = db.execute(q, (self.name,)).fetchone()
         return int(row[0]) if row else 0
 
     def prune_rejects(self, before: float) -> tuple[int, int]:
         with connect(self.url, name="jiayuan-influx", autocommit=True) as db:
             n = db.execute(
-                "DELETE FROM sink_rejects WHERE sink = %s AND at < %s", (self.sink, before)
+                "DELETE FROM sink_rejects WHERE sink = %s AND at < %s", (self.name, before)
             ).rowcount
             return int(n), self.count_rejects(db)
 
