@@ -32,15 +32,19 @@ from devtools import children
 from devtools.broker import free_port
 
 
-def find_victoria() -> str:
-    for cand in (shutil.which("victoria-metrics"), "/usr/bin/victoria-metrics"):
+def find(program: str) -> str:
+    """A program of Debian's victoria-metrics package, on PATH or in /usr/bin."""
+    for cand in (shutil.which(program), f"/usr/bin/{program}"):
         if cand and os.access(cand, os.X_OK):
             return cand
-    raise FileNotFoundError("victoria-metrics not found: install Debian's victoria-metrics")
+    raise FileNotFoundError(f"{program} not found: install Debian's victoria-metrics")
 
 
 class _Served:
     """A VictoriaMetrics program serving HTTP on 127.0.0.1:port, its files in ``data_dir``."""
+
+    program = ""
+    """The executable (:func:`find`); its log is ``data_dir/<program>.log``."""
 
     def __init__(self, data_dir: Path, port: int | None) -> None:
         self.host = "127.0.0.1"
@@ -58,6 +62,17 @@ class _Served:
         except httpx.TransportError:  # not listening yet
             return False
 
+    def _args(self) -> list[str]:
+        """The program's flags besides its address."""
+        raise NotImplementedError
+
+    def _start(self, timeout: float) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [find(self.program), f"-httpListenAddr={self.host}:{self.port}", *self._args()]
+        log = self.data_dir / f"{self.program}.log"
+        self.proc = children.spawn(args, log)
+        children.wait_ready(self.proc, self._healthy, name=self.program, log=log, timeout=timeout)
+
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None:
             children.stop(self.proc, kill=kill, timeout=60)
@@ -67,6 +82,8 @@ class _Served:
 class Victoria(_Served):
     """A VictoriaMetrics process on 127.0.0.1:port over ``data_dir``. ``stop()`` shuts it
     down cleanly (what it acknowledged is on disk); ``start()`` again serves the same data."""
+
+    program = "victoria-metrics"
 
     def __init__(
         self,
@@ -83,21 +100,16 @@ class Victoria(_Served):
         self.extra = extra
 
     def start(self, timeout: float = 20.0) -> Victoria:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            find_victoria(),
-            f"-httpListenAddr={self.host}:{self.port}",
+        self._start(timeout)
+        return self
+
+    def _args(self) -> list[str]:
+        return [
             f"-storageDataPath={self.data_dir / 'storage'}",
             f"-retentionPeriod={self.retention}",
             *(["-dedup.minScrapeInterval=1ms"] if self.dedup else []),
             *self.extra,
         ]
-        log = self.data_dir / "victoria.log"
-        self.proc = children.spawn(args, log)
-        children.wait_ready(
-            self.proc, self._healthy, name="victoria-metrics", log=log, timeout=timeout
-        )
-        return self
 
     def restart(self) -> None:
         self.stop()
@@ -133,13 +145,6 @@ class Victoria(_Served):
         return int(m.group(1)) if m else 0
 
 
-def find_vmagent() -> str:
-    for cand in (shutil.which("vmagent"), "/usr/bin/vmagent"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise FileNotFoundError("vmagent not found: install Debian's victoria-metrics")
-
-
 class Vmagent(_Served):
     """VictoriaMetrics' agent (Debian's ``vmagent``) on 127.0.0.1:port: it takes the InfluxDB
     write API (``/api/v2/write``) like a server, keeps what it accepted in a persistent queue
@@ -148,23 +153,22 @@ class Vmagent(_Served):
     others and the queue hold the data. The write path of a district's time-series store
     without a single store node in it (docs/district.md)."""
 
+    program = "vmagent"
+
     def __init__(self, data_dir: Path, storage: list[str], port: int | None = None) -> None:
         super().__init__(data_dir, port)
         self.storage = storage
 
     def start(self, timeout: float = 20.0) -> Vmagent:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            find_vmagent(),
-            f"-httpListenAddr={self.host}:{self.port}",
+        self._start(timeout)
+        return self
+
+    def _args(self) -> list[str]:
+        return [
             f"-remoteWrite.tmpDataPath={self.data_dir / 'queue'}",
             "-remoteWrite.flushInterval=200ms",
             *(f"-remoteWrite.url={s}/api/v1/write" for s in self.storage),
         ]
-        log = self.data_dir / "vmagent.log"
-        self.proc = children.spawn(args, log)
-        children.wait_ready(self.proc, self._healthy, name="vmagent", log=log, timeout=timeout)
-        return self
 
 
 def main(argv: list[str] | None = None) -> int:

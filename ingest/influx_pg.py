@@ -1,8 +1,9 @@
-"""The InfluxDB sink over the PostgreSQL journal: what :class:`ingest.influx.InfluxSink` does on
-the SQLite file (same thread, backoff, formatting, trouble alert, health), reading through
-:class:`ingest.pg_follower.PgRows` — the journal's follower over a set of device partitions,
-cursors in ``follower_cursors`` moved once the server accepted a batch — and setting refused
-points aside in the database's ``sink_rejects`` (district/migrations/0008_sink.sql).
+"""The InfluxDB sink over the PostgreSQL journal: ``InfluxSink(PgSource(url, …), writer, …)``
+(:class:`ingest.influx.InfluxSink`: the same thread, backoff, formatting, split, trouble alert
+and health as on SQLite) over :class:`PgSource`, which reads
+through :class:`ingest.pg_follower.PgRows` — the journal's follower over a set of device
+partitions, cursors in ``follower_cursors`` moved once the server accepted a batch — and sets
+refused points aside in the database's ``sink_rejects`` (district/migrations/0008_sink.sql).
 
 One difference: a batch the server refuses in part is split in halves as on SQLite, but the
 cursors (one per partition, in log order) cannot stop half-way through a batch; a failure after
@@ -19,17 +20,13 @@ move a cursor back) costs a resend, never a loss."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from base.sql import PgDb
 from district.leases import Lease
 from district.pg import Connection, connect
-from ingest.follower import Retry
-from ingest.influx import ERRORS, REJECTED, Batch, InfluxSink
-from ingest.influx_writer import WriteError, Writer
+from ingest.influx import Refused
 from ingest.lineproto import Row
 from ingest.pg_follower import PgRows
 from ingest.rows import Row as JournalRow
@@ -48,27 +45,41 @@ def _sink_row(r: JournalRow) -> Row:
     return (r[0], r[1], r[2], r[3], round(r[4] * 1000), r[7], r[9])
 
 
-class PgInfluxSink(InfluxSink):
-    """The sink on the PostgreSQL journal at ``url``, over ``partitions``."""
+class PgSource:
+    """The PostgreSQL journal as the sink's :class:`~ingest.influx.SinkSource`."""
+
+    splits_cursor = False
 
     def __init__(
         self,
         url: str,
-        writer: Writer,
         *,
         partitions: Iterable[int],
         leases: Held | None = None,
-        **kwargs: Any,
+        name: str = "influx",
     ) -> None:
-        super().__init__(Path(), writer, **kwargs)
         self.url = url
+        self.name = name
+        """The sink's name: its points in ``sink_rejects``; its cursors are ``sink:<name>``."""
         self.leases = leases
         """The instance's partition leases (None: ``partitions``, every one)."""
-        self.rows = PgRows(
-            url, () if leases is not None else partitions, name=f"sink:{self.name}"[:200]
-        )
+        self.rows = PgRows(url, () if leases is not None else partitions, name=f"sink:{name}"[:200])
 
-    def _follow(self, db: Any) -> None:
+    @property
+    def position(self) -> int:
+        return self.rows.position
+
+    def open(self) -> Connection:
+        db = connect(self.url, name="jiayuan-influx", autocommit=True)
+        self.rows.load(PgDb(db))
+        return db
+
+    def read(self, db: Connection, limit: int) -> tuple[list[Row], bool]:
+        self._follow(db)
+        got, more = self.rows.read(limit)
+        return [_sink_row(r) for r in got], more
+
+    def _follow(self, db: Connection) -> None:
         """Read over the partitions held now (between batches: nothing read is uncommitted)."""
         if self.leases is None:
             return
@@ -79,103 +90,45 @@ class PgInfluxSink(InfluxSink):
         self.rows.close()
         self.rows = PgRows(self.url, held, name=self.rows.name)
         self.rows.load(PgDb(db))
-        self.position = self.rows.position
 
-    # ------------------------------------------------------------------ the journal's side
-
-    def open(self) -> Any:
-        db = connect(self.url, name="jiayuan-influx", autocommit=True)
-        self.rows.load(PgDb(db))
-        self.position = self.rows.position
-        self._count_rejects(db)
-        self._observe(db)
-        return db
-
-    def keep_after(self) -> int:
-        return self.rows.keep_after()
-
-    def step(self, db: Any) -> bool:
-        try:
-            return super().step(db)
-        except BaseException:
-            self.rows.load(PgDb(db))  # read again from the committed cursors
-            raise
-
-    def _read(self, db: Any, after: int) -> Batch | None:
-        del after
-        self._follow(db)
-        got, more = self.rows.read(self.batch)
-        if not got:
-            return None
-        batch = [_sink_row(r) for r in got]
-        self._read_devices(db, batch)
-        ids, lines = self._lines(batch)
-        return Batch(batch[-1][0], ids, lines, more)
-
-    def _advance(self, db: Any, last_id: int) -> None:
+    def advance(self, db: Connection, last_id: int) -> None:
+        """Every partition's cursor past what was read (``last_id`` is not the whole story:
+        ids are not commit-ordered across partitions)."""
         del last_id
-        conn: Connection = db
-        with conn.transaction():
-            self.rows.save(PgDb(conn))
+        with db.transaction():
+            self.rows.save(PgDb(db))
         self.rows.saved()
-        self.position = self.rows.position
 
-    def _read_devices(self, db: Any, rows: list[Row]) -> None:
-        now = time.monotonic()
-        if now - self._devices_read > 60 or (
-            now - self._devices_read > 2 and not all(self._format.knows(r[1]) for r in rows)
-        ):
-            self._format.set_devices(
-                db.execute("SELECT device_id, community, compound, building FROM devices")
-            )
-            self._devices_read = now
+    def rewind(self, db: Connection) -> None:
+        self.rows.load(PgDb(db))
 
-    def _failed(self, db: Any, ids: list[int], lines: list[str], e: WriteError) -> None:
-        ERRORS.labels(e.kind).inc()
-        if not e.refused:
-            self._unreachable(e)
-            wait = None if e.retry_after is None else min(e.retry_after, self.retry_after_max_s)
-            raise Retry(str(e), wait) from e
-        self._reachable()
-        if len(lines) == 1:
-            self._reject(db, ids[0], lines[0], e)
-            return
-        mid = len(lines) // 2
-        self._deliver(db, ids[:mid], lines[:mid])
-        self._deliver(db, ids[mid:], lines[mid:])
-
-    def _reject(self, db: Any, reading_id: int, line: str, e: WriteError) -> None:
+    def reject(self, db: Connection, point: Refused) -> None:
         db.execute(
             "INSERT INTO sink_rejects (sink, reading_id, at, status, reason, line)"
             " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sink, reading_id) DO UPDATE"
             " SET at = excluded.at, status = excluded.status, reason = excluded.reason,"
             " line = excluded.line",
-            (self.name, reading_id, self._clock(), e.status, e.reason[:2000], line),
-        )
-        self._count_rejects(db)
-        REJECTED.inc()
-        log.warning(
-            "InfluxDB refused journal row %d for good (%s); set aside in sink_rejects",
-            reading_id,
-            e.status,
+            (self.name, *point),
         )
 
-    def _count_rejects(self, db: Any) -> None:
-        row = db.execute("SELECT count(*) FROM sink_rejects WHERE sink = %s", (self.name,))
-        self.rejected = int(row.fetchone()[0])
+    def count_rejects(self, db: Connection) -> int:
+        q = "SELECT count(*) FROM sink_rejects WHERE sink = %s"
+        row = db.execute(q, (self.name,)).fetchone()
+        return int(row[0]) if row else 0
 
-    def _observe(self, db: Any) -> None:
-        del db
-        self._backlog(*self.rows.lag())
-
-    def prune_rejects(self, before: float) -> int:
+    def prune_rejects(self, before: float) -> tuple[int, int]:
         with connect(self.url, name="jiayuan-influx", autocommit=True) as db:
             n = db.execute(
                 "DELETE FROM sink_rejects WHERE sink = %s AND at < %s", (self.name, before)
             ).rowcount
-            self._count_rejects(db)
-        return int(n)
+            return int(n), self.count_rejects(db)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        super().stop(timeout)
+    def lag(self, db: Connection) -> tuple[int, float | None]:
+        del db
+        return self.rows.lag()
+
+    def keep_after(self) -> int:
+        return self.rows.keep_after()
+
+    def close(self) -> None:
         self.rows.close()

@@ -53,7 +53,7 @@ from rules.sources import PgRows, RowSource, SqliteRows
 from rules.worker import RulesWorker
 
 if TYPE_CHECKING:
-    from ingest.influx import InfluxSink
+    from ingest.influx import InfluxSink, SinkSource
     from jiayuan.slots import SessionSlots
 
 log = logging.getLogger(__name__)
@@ -307,29 +307,26 @@ class Service:
         trouble_open = any(
             STORE_UNREACHABLE.raised(a) for a in self.alerts.open_alerts(STORE_DEVICE)
         )
+        name = f"influx:{s.influx_bucket}@{s.influx_url}"
+        journal: Path | SinkSource
         if isinstance(self.journal, PgJournal):
-            from ingest.influx_pg import PgInfluxSink
+            from ingest.influx_pg import PgSource
 
             assert self.database is not None
-            return PgInfluxSink(
+            journal = PgSource(
                 self.database,
-                writer,
                 partitions=range(self.journal.partitions),
                 leases=self.leases,  # the partitions the rules evaluate here: docs/district.md
-                community=s.community,
-                name=f"influx:{s.influx_bucket}@{s.influx_url}",
-                batch=s.influx_batch,
-                backoff_max_s=s.influx_backoff_max_s,
-                trouble_after_s=s.influx_trouble_after_s,
-                on_trouble=self._store_trouble,
-                trouble_open=trouble_open,
+                name=name,
             )
-        assert self.sqlite_journal is not None
+        else:
+            assert self.sqlite_journal is not None
+            journal = self.sqlite_journal.path
         return InfluxSink(
-            self.sqlite_journal.path,
+            journal,
             writer,
             community=s.community,
-            name=f"influx:{s.influx_bucket}@{s.influx_url}",
+            name=name,
             batch=s.influx_batch,
             backoff_max_s=s.influx_backoff_max_s,
             trouble_after_s=s.influx_trouble_after_s,

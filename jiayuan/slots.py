@@ -114,30 +114,11 @@ class SessionSlots:
         self.pool = pool or open_pool(
             url or "", name=f"jiayuan-slots-{self.instance_id}"[:63], max_size=4
         )
+        counts = {SLOT: settings.session_slots, URGENT_SLOT: settings.urgent_slots}
         with self.pool.connection() as db:
-            ensure_leases(db, SLOT, settings.session_slots)
-            ensure_leases(db, URGENT_SLOT, settings.urgent_slots)
-        common: dict[str, Any] = {"ttl_s": settings.slot_lease_ttl_s}
-        self.keepers = {
-            SLOT: LeaseKeeper(
-                self.pool,
-                self.instance_id,
-                count=settings.session_slots,
-                kind=SLOT,
-                before_release=lambda ns: self._release(SLOT, ns),
-                on_change=lambda _c: self._wake.set(),
-                **common,
-            ),
-            URGENT_SLOT: LeaseKeeper(
-                self.pool,
-                self.instance_id,
-                count=settings.urgent_slots,
-                kind=URGENT_SLOT,
-                before_release=lambda ns: self._release(URGENT_SLOT, ns),
-                on_change=lambda _c: self._wake.set(),
-                **common,
-            ),
-        }
+            for kind, count in counts.items():
+                ensure_leases(db, kind, count)
+        self.keepers = {kind: self._keeper(kind, count) for kind, count in counts.items()}
         self.running: dict[str, set[int]] = {SLOT: set(), URGENT_SLOT: set()}
         self._releasing: dict[tuple[str, int], float] = {}
         """Slots stopped by ``before_release`` whose release may not have committed yet: not
@@ -149,6 +130,18 @@ class SessionSlots:
         self.gained = 0
         """Slots this instance gained after its start (a dead instance's, or one given up to
         balance)."""
+
+    def _keeper(self, kind: str, count: int) -> LeaseKeeper:
+        """The leases of ``count`` slots of ``kind``: a slot given up is stopped first."""
+        return LeaseKeeper(
+            self.pool,
+            self.instance_id,
+            count=count,
+            kind=kind,
+            ttl_s=self.settings.slot_lease_ttl_s,
+            before_release=lambda ns: self._release(kind, ns),
+            on_change=lambda _c: self._wake.set(),
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

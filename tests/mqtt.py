@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -111,3 +112,19 @@ def publish_fast(broker: Broker, topic: str, payloads: Iterable[str], account: s
         check=True,
         timeout=300,
     )  # fmt: skip
+
+
+def wearables_and_falls(
+    prefix: str, wearables: int, rounds: int, *, falls: bool = True
+) -> Iterator[tuple[str, str]]:
+    """(topic, payload) for :meth:`Publisher.publish_all`: ``rounds`` rounds of one message from
+    each wearable ``<prefix>0`` … of community y, telemetry but for one fall each (device n's in
+    round ``n % rounds``: the falls spread through the stream) unless not ``falls``."""
+    for r in range(rounds):
+        for dev in range(wearables):
+            topic = f"community/y/wearable/{prefix}{dev}"
+            if falls and r == dev % rounds:
+                yield f"{topic}/event", json.dumps({"seq": r, "event": "fall"})
+            else:
+                body = {"seq": r, "heart_rate": 72, "steps": r, "worn": True}
+                yield f"{topic}/telemetry", json.dumps(body)

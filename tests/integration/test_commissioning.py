@@ -7,7 +7,6 @@ devices it adds alert as any other. Every wait has a deadline; nothing asserts o
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openpyxl import Workbook
 
 from devtools.broker import Broker, try_connect
 from devtools.launch import ServiceProcess
@@ -24,6 +22,7 @@ from devtools.receiver import Receiver
 from ingest.access import BrokerAccess
 from registry import Building, Device, Registry, Resident, Staff, write_registry
 from tests.mqtt import Publisher, wait_for
+from tests.xlsx import workbook
 
 pytestmark = pytest.mark.network
 
@@ -166,18 +165,6 @@ def test_an_operator_sees_an_unregistered_device_registers_it_and_its_alerts_are
     readings = svc.get("/api/devices/wr-new/readings", token=care)["items"]
     rates = [r["values"].get("heart_rate") for r in readings]
     assert 73 in rates and 71 not in rates
-
-
-def workbook(**sheets: list[list[Any]]) -> bytes:
-    wb = Workbook()
-    wb.remove(wb.active)  # type: ignore[arg-type]
-    for name, rows in sheets.items():
-        ws = wb.create_sheet(name)
-        for row in rows:
-            ws.append(row)
-    out = io.BytesIO()
-    wb.save(out)
-    return out.getvalue()
 
 
 def test_a_workbook_import_is_previewed_applied_and_its_devices_alert(

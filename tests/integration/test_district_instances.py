@@ -8,7 +8,6 @@ comes again to the survivor (DUP) and the journal's unique key drops it."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -20,7 +19,7 @@ import pytest
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from district.pg import connect
-from tests.mqtt import Publisher, wait_for
+from tests.mqtt import Publisher, wait_for, wearables_and_falls
 
 pytestmark = pytest.mark.network
 
@@ -82,17 +81,8 @@ def test_a_killed_instances_slots_are_taken_over_and_nothing_published_is_lost(
     pub = Publisher(broker, client_id="wearables")
     total = WEARABLES * ROUNDS
 
-    def publish() -> None:
-        for r in range(ROUNDS):
-            for dev in range(WEARABLES):
-                topic = f"community/y/wearable/wi-{dev}"
-                if r == dev % ROUNDS:
-                    pub.publish(f"{topic}/event", json.dumps({"seq": r, "event": "fall"}))
-                else:
-                    body = {"seq": r, "heart_rate": 72, "steps": r, "worn": True}
-                    pub.publish(f"{topic}/telemetry", json.dumps(body))
-
-    t = threading.Thread(target=publish)
+    readings = wearables_and_falls("wi-", WEARABLES, ROUNDS)
+    t = threading.Thread(target=pub.publish_all, args=(readings,))
     t.start()
     # mid-stream, while both store
     wait_for(lambda: stored(pg_url)[0] >= total // 3, 120)
@@ -135,13 +125,8 @@ def test_a_frozen_instance_stops_its_sessions_when_it_wakes_and_gets_its_share_b
     pub = Publisher(broker, client_id="wearables")
     total = WEARABLES * ROUNDS
 
-    def publish() -> None:
-        for r in range(ROUNDS):
-            for dev in range(WEARABLES):
-                body = {"seq": r, "heart_rate": 72, "steps": r, "worn": True}
-                pub.publish(f"community/y/wearable/wz-{dev}/telemetry", json.dumps(body))
-
-    t = threading.Thread(target=publish)
+    readings = wearables_and_falls("wz-", WEARABLES, ROUNDS, falls=False)
+    t = threading.Thread(target=pub.publish_all, args=(readings,))
     t.start()
     wait_for(lambda: stored(pg_url)[0] >= total // 4, 120)
     assert a.proc is not None

@@ -3,7 +3,6 @@ readings and falls stream in, and every fall is one alert, matched once."""
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from district.partitions import DEFAULT_PARTITIONS
-from tests.mqtt import Publisher, wait_for
+from tests.mqtt import Publisher, wait_for, wearables_and_falls
 from tests.stores import Stores
 
 pytestmark = pytest.mark.network
@@ -32,23 +31,14 @@ def test_every_fall_is_alerted_exactly_once_across_repeated_sigkills(
     pub = Publisher(broker, client_id="wearables")
     total = WEARABLES * ROUNDS
 
-    def publish() -> None:
-        for r in range(ROUNDS):
-            for dev in range(WEARABLES):
-                topic = f"community/y/wearable/wk-{dev}"
-                if r == dev % ROUNDS:
-                    pub.publish(f"{topic}/event", json.dumps({"seq": r, "event": "fall"}))
-                else:
-                    body = {"seq": r, "heart_rate": 72, "steps": r, "worn": True}
-                    pub.publish(f"{topic}/telemetry", json.dumps(body))
-
     def journal(query: str) -> int:
         return stores.journal(data, query)
 
     def alerts(query: str) -> int:
         return stores.alerts(data, query)
 
-    t = threading.Thread(target=publish)
+    readings = wearables_and_falls("wk-", WEARABLES, ROUNDS)
+    t = threading.Thread(target=pub.publish_all, args=(readings,))
     t.start()
     for k in range(1, KILLS + 1):
         # kill while messages arrive, and while the rules worker trails the journal

@@ -16,6 +16,7 @@ from alerts import AlertChange, AlertStore, InvalidTransition
 from base.sql import Db
 from rules.worker import SCHEMA as WORKER_SCHEMA
 from tests.clock import FakeClock as Clock
+from tests.schemas import columns
 from tests.unit.test_alerts_lifecycle import fire
 
 
@@ -127,27 +128,13 @@ def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pg_url: s
     on_file = AlertStore.open(tmp_path / "alerts.db")
     on_pg = AlertStore.open(pg_url)
     try:
-        with on_file.connection() as db:
+        with on_file.connection() as db, on_pg.connection() as pg:
             assert isinstance(db, sqlite3.Connection)
             db.executescript(WORKER_SCHEMA)
-            tables = [
-                r[0]
-                for r in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                    " AND name NOT LIKE 'sqlite_%'"
-                )
-            ]
-            lite = {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in tables}
-        with on_pg.connection() as db:
-            pg: dict[str, set[str]] = {}
-            for table, column in db.execute(
-                "SELECT table_name, column_name FROM information_schema.columns"
-                " WHERE table_name = ANY(?)",
-                (tables,),
-            ):
-                pg.setdefault(table, set()).add(column)
+            lite = columns(db)
+            on_both = columns(pg, lite)
         assert {"alerts", "alert_history", "escalations", "deliveries", "rule_state"} <= set(lite)
-        assert pg == lite
+        assert on_both == lite
     finally:
         on_file.close()
         on_pg.close()

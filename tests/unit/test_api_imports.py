@@ -6,7 +6,6 @@ test_commissioning.py."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -15,7 +14,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from openpyxl import Workbook
 
 from ingest.payloads import Reading
 from jiayuan.api import create_app
@@ -27,6 +25,7 @@ from tests.alerting import T0
 from tests.mqtt import wait_for
 from tests.staff import ADMIN, auth_store, bearer
 from tests.unit.api_world import PUSH_INTEGRATION, msg, with_push, world
+from tests.xlsx import workbook
 
 IMPORT = "/api/registry/import"
 
@@ -139,18 +138,6 @@ def test_a_change_between_preview_and_apply_refuses_the_apply(
     fresh = post(client, "devices.csv", DEVICES_CSV.encode()).json()
     other = DEVICES_CSV.replace("east gate", "west gate").encode()
     assert post(client, "devices.csv", other, apply=fresh["version"]).status_code == 409
-
-
-def workbook(**sheets: list[list[Any]]) -> bytes:
-    wb = Workbook()
-    wb.remove(wb.active)  # type: ignore[arg-type]
-    for name, rows in sheets.items():
-        ws = wb.create_sheet(name)
-        for row in rows:
-            ws.append(row)
-    out = io.BytesIO()
-    wb.save(out)
-    return out.getvalue()
 
 
 def test_a_workbook_with_problems_is_answered_with_each_one(client: TestClient) -> None:

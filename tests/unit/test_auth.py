@@ -30,6 +30,7 @@ from jiayuan.cli import main
 from jiayuan.settings import Settings
 from registry import Registry, write_registry
 from tests.alerting import FakeClock
+from tests.schemas import columns
 from tests.staff import CHEAP
 from tests.staffworld import registry
 
@@ -332,25 +333,11 @@ def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pg_url: s
     0005_auth.sql for PostgreSQL) are kept apart on purpose; this keeps them in step."""
     on_file, on_pg = AuthStore.open(tmp_path / "auth.db"), AuthStore.open(pg_url)
     try:
-        with on_file.db() as db:
-            tables = [
-                r[0]
-                for r in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                    " AND name NOT LIKE 'sqlite_%'"
-                )
-            ]
-            lite = {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in tables}
-        with on_pg.db() as db:
-            pg: dict[str, set[str]] = {}
-            for table, column in db.execute(
-                "SELECT table_name, column_name FROM information_schema.columns"
-                " WHERE table_schema = 'public' AND table_name = ANY(?)",
-                (tables,),
-            ):
-                pg.setdefault(table, set()).add(column)
+        with on_file.db() as db, on_pg.db() as pg:
+            lite = columns(db)
+            on_both = columns(pg, lite)
         assert set(lite) == {"credentials", "sessions", "tokens", "audit", "registry_seen"}
-        assert pg == lite
+        assert on_both == lite
     finally:
         on_file.close()
         on_pg.close()

@@ -50,19 +50,20 @@ def test_ingest_processes_are_refused_on_postgresql_with_the_reason() -> None:
         Settings(database_url="postgresql://u@h/db", ingest_processes=2)
 
 
-def test_jiayuan_run_with_a_wrong_url_exits_saying_which_setting(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env.update(
-        JIAYUAN_DATA_DIR=str(tmp_path),
-        JIAYUAN_DATABASE_URL=f"postgres//u:{SECRET}@h/db",
-    )
-    done = subprocess.run(
+def jiayuan_run(data_dir: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    """``jiayuan run`` in a child process with this database URL, to its end."""
+    env = dict(os.environ, JIAYUAN_DATA_DIR=str(data_dir), JIAYUAN_DATABASE_URL=database_url)
+    return subprocess.run(
         [sys.executable, "-m", "jiayuan.cli", "run"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_jiayuan_run_with_a_wrong_url_exits_saying_which_setting(tmp_path: Path) -> None:
+    done = jiayuan_run(tmp_path, f"postgres//u:{SECRET}@h/db")
     said = done.stdout + done.stderr
     assert done.returncode != 0
     assert "JIAYUAN_DATABASE_URL" in said and SECRET not in said
@@ -81,18 +82,7 @@ def test_a_backtest_is_refused_on_postgresql_with_the_reason(tmp_path: Path) -> 
 def test_jiayuan_run_with_an_unreachable_database_exits_saying_so(tmp_path: Path) -> None:
     from devtools.broker import free_port
 
-    env = dict(os.environ)
-    env.update(
-        JIAYUAN_DATA_DIR=str(tmp_path),
-        JIAYUAN_DATABASE_URL=f"postgresql://u:{SECRET}@127.0.0.1:{free_port()}/db",
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "jiayuan.cli", "run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = jiayuan_run(tmp_path, f"postgresql://u:{SECRET}@127.0.0.1:{free_port()}/db")
     assert done.returncode == 2
     assert "the database (JIAYUAN_DATABASE_URL) cannot be reached" in done.stderr
     assert "Traceback" not in done.stderr and SECRET not in done.stdout + done.stderr

@@ -11,7 +11,7 @@ from jiayuan.cli import main
 from registry import load_registry
 from tests.unit.test_registry_loader import BUILDINGS_CSV, DEVICES_CSV, RESIDENTS_CSV, STAFF_CSV
 from tests.unit.test_registry_loader import write as write_files
-from tests.unit.test_registry_xlsx import workbook
+from tests.xlsx import save_workbook
 
 
 def test_import_prints_the_diff_then_applies_it(
@@ -24,7 +24,7 @@ def test_import_prints_the_diff_then_applies_it(
         residents_csv=RESIDENTS_CSV,
         staff_csv=STAFF_CSV,
     )
-    book = workbook(
+    book = save_workbook(
         tmp_path / "new.xlsx",
         设备=[
             ["设备编号", "类型", "小区", "楼栋", "户号", "楼层", "房号"],

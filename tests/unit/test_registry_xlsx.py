@@ -30,18 +30,7 @@ from tests.unit.test_registry_loader import (
     problems,
     write,
 )
-
-
-def workbook(path: Path, **tables: list[list[Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wb = Workbook()
-    wb.remove(wb.active)  # type: ignore[arg-type]
-    for name, rows in tables.items():
-        ws = wb.create_sheet(name)
-        for row in rows:
-            ws.append(row)
-    wb.save(path)
-    return path
+from tests.xlsx import save_workbook
 
 
 def rows_of(text: str) -> list[list[Any]]:
@@ -79,7 +68,7 @@ def test_a_workbook_gives_the_records_its_csv_export_gives(tmp_path: Path) -> No
             staff_csv=STAFF_CSV,
         )
     )
-    book = workbook(
+    book = save_workbook(
         tmp_path / "registry.xlsx",
         楼栋=rows_of(BUILDINGS_CSV),  # Chinese sheet names read too
         devices=rows_of(DEVICES_CSV),
@@ -94,7 +83,7 @@ def test_a_workbook_gives_the_records_its_csv_export_gives(tmp_path: Path) -> No
 
 
 def test_a_workbook_named_for_a_section_may_have_one_sheet_of_any_name(tmp_path: Path) -> None:
-    book = workbook(
+    book = save_workbook(
         tmp_path / "devices.xlsx", Sheet1=[["id", "类型", "小区"], [1001, "烟感", "C1"]]
     )
     reg = load_registry(book)
@@ -102,7 +91,7 @@ def test_a_workbook_named_for_a_section_may_have_one_sheet_of_any_name(tmp_path:
 
 
 def test_problems_name_file_sheet_row_and_field(tmp_path: Path) -> None:
-    book = workbook(
+    book = save_workbook(
         tmp_path / "registry.xlsx",
         devices=[
             ["device_id", "kind", "compound", "unit", "floor"],
@@ -156,14 +145,14 @@ def test_sizes_rows_and_columns_are_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sheets, "MAX_ROWS", 3)
-    long = workbook(
+    long = save_workbook(
         tmp_path / "devices.xlsx",
         devices=[["device_id", "kind", "compound"]] + [[f"g{i}", "gate", "C1"] for i in range(5)],
     )
     with pytest.raises(RegistryError, match="row 4: more than 3 rows: split the sheet"):
         load_registry(long)
 
-    wide = workbook(tmp_path / "wide" / "devices.xlsx", devices=[["device_id"] + ["x"] * 70])
+    wide = save_workbook(tmp_path / "wide" / "devices.xlsx", devices=[["device_id"] + ["x"] * 70])
     with pytest.raises(RegistryError, match="row 1: more than 64 columns"):
         load_registry(wide)
 
@@ -190,7 +179,7 @@ def test_an_import_replaces_the_sections_it_gives_and_checks_the_whole(tmp_path:
             staff_csv=STAFF_CSV,
         )
     )
-    book = workbook(
+    book = save_workbook(
         tmp_path / "devices.xlsx",
         devices=[
             ["device_id", "kind", "compound", "building", "unit", "resident_id"],
@@ -208,7 +197,7 @@ def test_an_import_replaces_the_sections_it_gives_and_checks_the_whole(tmp_path:
     )
 
     # a wearer the current residents lack, a building the current buildings lack
-    bad = workbook(
+    bad = save_workbook(
         tmp_path / "bad" / "devices.xlsx",
         devices=[
             ["device_id", "kind", "compound", "building", "resident_id"],
@@ -221,7 +210,7 @@ def test_an_import_replaces_the_sections_it_gives_and_checks_the_whole(tmp_path:
                              ("devices.xlsx sheet devices", 2, "resident_id")}  # fmt: skip
 
     # staff replaced without a caretaker the kept residents name
-    staff = workbook(
+    staff = save_workbook(
         tmp_path / "s" / "staff.xlsx",
         staff=[["staff_id", "name", "role"], ["care-1", "Caretaker 1", "caretaker"]],
     )
@@ -255,7 +244,7 @@ def test_a_workbook_reads_as_its_csv_export(columns: list[str], rows: list[list[
         as_csv = Path(d) / "csv" / "devices.csv"
         as_csv.parent.mkdir()
         as_csv.write_text(out.getvalue(), encoding="utf-8")
-        as_xlsx = workbook(Path(d) / "x" / "registry.xlsx", devices=[columns, *rows])
+        as_xlsx = save_workbook(Path(d) / "x" / "registry.xlsx", devices=[columns, *rows])
 
         def read(path: Path) -> tuple[str, Any]:
             try:
@@ -268,7 +257,7 @@ def test_a_workbook_reads_as_its_csv_export(columns: list[str], rows: list[list[
 
 def _rigged(path: Path, part: str, rig: Callable[[bytes], bytes]) -> Path:
     """A workbook made by openpyxl with one part changed the way a hostile file would."""
-    sound = workbook(path.parent / "sound.xlsx", devices=[["device_id"], ["a"]])
+    sound = save_workbook(path.parent / "sound.xlsx", devices=[["device_id"], ["a"]])
     with zipfile.ZipFile(sound) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for info in src.infolist():
             data = src.read(info.filename)
@@ -336,7 +325,7 @@ def test_how_a_device_reports_reads_from_a_column_and_writes_back(tmp_path: Path
     ]
     text = "\n".join(",".join("" if c is None else c for c in r) for r in rows) + "\n"
     from_csv = load_registry(write(tmp_path / "csv", devices_csv=text))
-    from_xlsx = load_registry(workbook(tmp_path / "devices.xlsx", devices=rows))
+    from_xlsx = load_registry(save_workbook(tmp_path / "devices.xlsx", devices=rows))
     assert records(from_xlsx) == records(from_csv)
     via = {d: r.via for d, r in from_xlsx.devices.items()}
     assert via == {"sd-z1": "z2m_smoke", "sd-n1": None, "sd-n2": None, "sd-p1": "ctwing"}
@@ -345,5 +334,5 @@ def test_how_a_device_reports_reads_from_a_column_and_writes_back(tmp_path: Path
     assert "via: z2m_smoke" in (tmp_path / "yaml" / "devices.yaml").read_text()
     bad = [["id", "kind", "compound", "via"], ["sd-x", "smoke", "C01", "z2m smoke"]]
     with pytest.raises(RegistryError) as e:
-        load_registry(workbook(tmp_path / "bad" / "devices.xlsx", devices=bad))
+        load_registry(save_workbook(tmp_path / "bad" / "devices.xlsx", devices=bad))
     assert "row 2, field 'via'" in str(e.value)

@@ -19,7 +19,7 @@ from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from ingest.topics import topic_for
 from registry.models import Building, Device, Registry, Resident
-from rules.backtest import backtest, raised_in_store
+from rules.backtest import Report, backtest, raised_in_store
 from rules.engine import RuleEngine
 from rules.model import builtin_pack, load_rules
 from rules.worker import RulesWorker
@@ -145,18 +145,23 @@ def test_the_backtest_counts_what_the_store_raised_and_shows_a_change(tmp_path: 
         if r["id"] == "wearable_heart_rate_high":
             r["above"], r["clear"], r["for"] = 74, 70, 60.0
     tried.write_text(yaml.safe_dump({"rules": changed}, sort_keys=False), encoding="utf-8")
-    report = backtest(
-        tmp_path / "journal.db",
-        load_rules([tried]),
-        RULES,
-        registry(),
-        since=since,
-        until=end,
-        tz=TZ,
-        alerts=tmp_path / "alerts.db",
-        warmup_s=1800,
-        gate=lambda clock: FlapGate(threshold=3, window_s=600, clock=clock),
-    )
+
+    def tried_out(jobs: int = 1) -> Report:
+        return backtest(
+            tmp_path / "journal.db",
+            load_rules([tried]),
+            RULES,
+            registry(),
+            since=since,
+            until=end,
+            tz=TZ,
+            alerts=tmp_path / "alerts.db",
+            warmup_s=1800,
+            gate=lambda clock: FlapGate(threshold=3, window_s=600, clock=clock),
+            jobs=jobs,
+        )
+
+    report = tried_out()
     assert report.actual is not None
     for rule_id, days in report.in_force.items():
         assert days == report.actual[rule_id], rule_id  # per rule and per day
@@ -165,19 +170,7 @@ def test_the_backtest_counts_what_the_store_raised_and_shows_a_change(tmp_path: 
     assert "smoke_alarm" not in report.new  # not in the file tried
     text = report.text()
     assert "wearable_heart_rate_high" in text and "smoke_alarm" in text
-    split = backtest(
-        tmp_path / "journal.db",
-        load_rules([tried]),
-        RULES,
-        registry(),
-        since=since,
-        until=end,
-        tz=TZ,
-        alerts=tmp_path / "alerts.db",
-        warmup_s=1800,
-        gate=lambda clock: FlapGate(threshold=3, window_s=600, clock=clock),
-        jobs=3,
-    )
+    split = tried_out(jobs=3)
     assert (split.new, split.in_force, split.rows) == (report.new, report.in_force, report.rows)
 
 
