@@ -26,21 +26,13 @@ from ingest.journal import Journal
 from jiayuan.api import create_app
 from registry import Registry
 from tests.alerting import sse
-from tests.clock import FakeClock as Clock
 from tests.staff import ADMIN, app_context
 from tests.unit.test_alerts_lifecycle import fire
+from tests.unit.test_alerts_postgres import two
+
+__all__ = ["two"]  # the fixture: instance A's store and instance B's, on one database
 
 DEADLINE_S = 30.0
-
-
-@pytest.fixture
-def two(pg_url: str) -> Iterator[tuple[AlertStore, AlertStore]]:
-    """Instance A's store and instance B's, on one database."""
-    a = AlertStore.open(pg_url, clock=Clock())
-    b = AlertStore.open(pg_url, clock=Clock())
-    yield a, b
-    a.close()
-    b.close()
 
 
 class Heard:
