@@ -37,7 +37,7 @@ from ingest.profile_model import load_yaml12
 from ingest.push import PushIntake
 from ingest.push_native import HttpProfile
 from jiayuan.auth.limiter import SignInLimiter
-from jiayuan.auth.store import digest
+from jiayuan.auth.store import AuthStore, digest
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +134,23 @@ class TokenRecord:
 
 
 class PushTokens:
-    """The integrations' token digests in ``push_tokens.json`` (owner-only), re-read when the
-    file changes."""
+    """The integrations' token digests: in ``push_tokens.json`` (owner-only) of the data
+    directory, re-read when the file changes; or, when ``store`` is the installation's shared
+    staff store (PostgreSQL), in its ``push_tokens`` table, so that every instance takes a token
+    issued through any of them (district/migrations/0011_push_tokens.sql)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, store: AuthStore | None = None) -> None:
         self.path = data_dir / TOKENS_FILE
+        self.store = store if store is not None and store.shared else None
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._records: dict[str, TokenRecord] = {}
 
     def _load(self) -> dict[str, TokenRecord]:
+        if self.store is not None:
+            with self.store.db() as db:
+                rows = db.execute("SELECT integration, digest, hint, issued_at FROM push_tokens")
+                return {r[0]: TokenRecord(r[1], r[2], float(r[3])) for r in rows.fetchall()}
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -174,12 +181,27 @@ class PushTokens:
     def issue(self, integration: str) -> str:
         """A new token for ``integration``, replacing its previous one; returned once."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = TokenRecord(digest(token), token[:8], time.time())
+        if self.store is not None:
+            with self.store.db() as db:
+                db.execute(
+                    "INSERT INTO push_tokens (integration, digest, hint, issued_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (integration) DO UPDATE SET"
+                    " digest = excluded.digest, hint = excluded.hint,"
+                    " issued_at = excluded.issued_at",
+                    (integration, record.digest, record.hint, record.issued_at),
+                )
+            return token
         records = dict(self._load())
-        records[integration] = TokenRecord(digest(token), token[:8], time.time())
+        records[integration] = record
         self._write(records)
         return token
 
     def revoke(self, integration: str) -> bool:
+        if self.store is not None:
+            with self.store.db() as db:
+                gone = db.execute("DELETE FROM push_tokens WHERE integration = ?", (integration,))
+                return gone.rowcount > 0
         records = dict(self._load())
         if records.pop(integration, None) is None:
             return False

@@ -52,8 +52,8 @@ def _open() -> tuple[dict[str, Integration], PushTokens, AuditLog] | None:
     except (IntegrationError, ProfileFileError) as e:
         print(e, file=sys.stderr)
         return None
-    audit = AuditLog(installed(settings))
-    return found, PushTokens(settings.data_dir), audit
+    store = installed(settings)
+    return found, PushTokens(settings.data_dir, store), AuditLog(store)
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -252,7 +252,7 @@ class Service:
             ways=self.ways,
             push=PushSetup(
                 integrations=integrations,
-                tokens=PushTokens(data),
+                tokens=PushTokens(data, self.auth),
                 intake=self.push,
                 writable=lambda: self.pipeline.store_health().ok,
                 profiles=pushing,
