@@ -35,6 +35,7 @@ from ingest.push_native import push_profiles
 from ingest.rollups import RollupWorker
 from ingest.ways import WaysIn
 from jiayuan.auth.audit import AuditLog
+from jiayuan.auth.limiter import limiter_for
 from jiayuan.auth.manage import note_registry
 from jiayuan.auth.store import installed
 from jiayuan.broker.live import BrokerAccounts
@@ -253,6 +254,7 @@ class Service:
             push=PushSetup(
                 integrations=integrations,
                 tokens=PushTokens(data, self.auth),
+                limiter=limiter_for(self.auth),  # on PostgreSQL: counted for every instance
                 intake=self.push,
                 writable=lambda: self.pipeline.store_health().ok,
                 profiles=pushing,

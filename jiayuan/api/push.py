@@ -109,7 +109,8 @@ def integration_of(
     if ok and found is not None:
         push.limiter.succeeded(account)
         return found
-    wait = push.limiter.wait(account, ip)
+    address = f"push@{ip}"  # counted apart from staff sign-ins from that address
+    wait = push.limiter.wait(account, address)
     if wait:
         PUSHES.labels("unknown", "limited").inc()
         raise HTTPException(
@@ -117,7 +118,7 @@ def integration_of(
             f"too many failed pushes from this address: try again in {wait} s",
             headers={"Retry-After": str(wait)},
         )
-    locked = push.limiter.failed(account, ip)
+    locked = push.limiter.failed(account, address)
     why = (
         "not a declared integration"
         if found is None
