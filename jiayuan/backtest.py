@@ -1,16 +1,21 @@
 """The backtest wired to the service's settings: the journal and alert store of the data
-directory, the registry, the rules in force, the time zone and the flapping gate — what
-``jiayuan rules backtest`` and ``POST /api/rules/backtest`` share (:mod:`rules.backtest` does
-the replay)."""
+directory (or of the PostgreSQL database, ``JIAYUAN_DATABASE_URL``), the registry, the rules in
+force, the time zone and the flapping gate — what ``jiayuan rules backtest`` and
+``POST /api/rules/backtest`` share (:mod:`rules.backtest` does the replay)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from alerts.db import Database
 from alerts.noise import FlapGate
 from base.datadir import DataDir
+from base.sql import Db
+from ingest.journal_pg import PgJournal
 from jiayuan.settings import Settings
 from registry import Registry
 from registry.loader import load_registry
@@ -39,16 +44,8 @@ def run(
     warmup_s: float = WARMUP_S,
     jobs: int | None = None,
 ) -> Report:
-    """Backtest ``rules`` against the rules in force over the data directory's journal."""
-    if settings.database_url is not None:
-        raise FileNotFoundError(
-            "backtests replay the SQLite journal file; this service keeps its journal in"
-            " PostgreSQL (JIAYUAN_DATABASE_URL), where backtests are not available yet"
-        )
-    data = DataDir(settings.data_dir)
-    journal, alerts = data.journal, data.alerts
-    if not journal.exists():
-        raise FileNotFoundError(f"no journal at {journal}")
+    """Backtest ``rules`` against the rules in force over the service's journal: the data
+    directory's SQLite files, or the PostgreSQL database (read only)."""
     if registry is None:
         registry = (
             load_registry(settings.registry, community=settings.community)
@@ -59,17 +56,41 @@ def run(
     gate: Callable[[Callable[[], float]], FlapGate] = lambda clock: FlapGate(  # noqa: E731
         settings.flap.threshold, settings.flap.window_s, clock
     )
-    return backtest(
-        journal,
-        rules,
-        in_force,
-        registry,
-        since=since,
-        until=until,
-        tz=ZoneInfo(settings.timezone),
-        alerts=alerts if alerts.exists() else None,
-        warmup_s=warmup_s,
-        gate=gate,
-        max_unregistered=settings.max_unregistered_devices,
-        jobs=default_jobs() if jobs is None else jobs,
-    )
+    with _stores(settings) as (journal, alerts):
+        return backtest(
+            journal,
+            rules,
+            in_force,
+            registry,
+            since=since,
+            until=until,
+            tz=ZoneInfo(settings.timezone),
+            alerts=alerts,
+            warmup_s=warmup_s,
+            gate=gate,
+            max_unregistered=settings.max_unregistered_devices,
+            jobs=default_jobs() if jobs is None else jobs,
+        )
+
+
+@contextlib.contextmanager
+def _stores(settings: Settings) -> Iterator[tuple[Path | PgJournal, Path | Db | None]]:
+    """The journal and the alert store to replay: the SQLite files (the alert store None when
+    there is none yet), or the PostgreSQL journal and a read-only transaction of the alert
+    store (:class:`alerts.db.Database`)."""
+    if settings.database_url is None:
+        data = DataDir(settings.data_dir)
+        if not data.journal.exists():
+            raise FileNotFoundError(f"no journal at {data.journal}")
+        yield data.journal, data.alerts if data.alerts.exists() else None
+        return
+    url = settings.database_url.get_secret_value()
+    journal = PgJournal(url, name="jiayuan-backtest")
+    store = Database.open(url)
+    try:
+        with store.connection() as db:
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield journal, db
+    finally:
+        store.close()
+        journal.close()
