@@ -26,10 +26,12 @@ from ingest.payloads import Reading, decode
 from ingest.rollups import RollupWorker
 from ingest.topics import topic_for
 from jiayuan.api import create_app
+from jiayuan.cli import main
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
+from registry.loader import write_registry
 from rules.backtest import Report, backtest
-from rules.model import Rule, load_rules
+from rules.model import Rule, builtin_pack, load_rules
 from tests.alerting import TZ
 from tests.staff import ADMIN, ADMIN_TOKEN
 from tests.unit.test_rules_backtest import RULES, T0, registry, run_live, stream
@@ -100,7 +102,10 @@ def write_pg(url: str, readings: list[Reading], *, one_by_one: bool) -> PgJourna
 
 
 def test_a_stream_backtested_on_sqlite_and_on_postgresql_gives_one_report(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     start, end = run_live(tmp_path)
     pg = write_pg(pg_url, live_readings(), one_by_one=True)
@@ -127,6 +132,20 @@ def test_a_stream_backtested_on_sqlite_and_on_postgresql_gives_one_report(
     assert sum(on_sqlite.new["wearable_heart_rate_high"].values()) > 2  # the change shows
     assert figures(on_pg) == figures(on_sqlite)
     assert figures(split) == figures(on_sqlite)
+    # the command, as the service's settings have it: the data directory, or the database
+    write_registry(registry(), tmp_path / "registry")
+    monkeypatch.setenv("JIAYUAN_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("JIAYUAN_TIMEZONE", "Asia/Shanghai")
+    args = ["rules", "backtest", str(builtin_pack()), "--since", "2025-12-01T08:30",
+            "--until", "2025-12-01T13:00", "--warmup", "30m"]  # fmt: skip
+    assert main([*args, "--data-dir", str(tmp_path), "--jobs", "1"]) == 0
+    sqlite_out = capsys.readouterr().out
+    monkeypatch.setenv("JIAYUAN_DATABASE_URL", pg_url)
+    monkeypatch.setenv("JIAYUAN_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert main([*args, "--jobs", "2"]) == 0
+    pg_out = capsys.readouterr().out
+    assert "wearable_fall: 2025-12-01 2/2" in sqlite_out
+    assert pg_out.split("\n", 1)[1] == sqlite_out.split("\n", 1)[1]
 
 
 def baseline_readings() -> list[Reading]:
