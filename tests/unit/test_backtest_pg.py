@@ -2,7 +2,7 @@
 PostgreSQL give the same report (per rule, per day, rows replayed, what the store raised), in
 one process and in several; personal baselines from PostgreSQL's raw readings give the
 figures the SQLite rollups give; ``POST /api/rules/backtest`` answers on a service whose stores
-are in PostgreSQL."""
+are in PostgreSQL; and a backtest under way holds back no follower of the live journal."""
 
 from __future__ import annotations
 
@@ -21,18 +21,20 @@ from alerts.db import Database
 from alerts.noise import FlapGate
 from district.pg import connect
 from ingest.journal import Journal
-from ingest.journal_pg import PgJournal
+from ingest.journal_pg import JournalFollower, PgJournal
 from ingest.payloads import Reading, decode
 from ingest.rollups import RollupWorker
 from ingest.topics import topic_for
 from jiayuan.api import create_app
+from jiayuan.backtest import _stores
 from jiayuan.cli import main
 from jiayuan.context import AppContext
 from jiayuan.settings import Settings
 from registry.loader import write_registry
-from rules.backtest import Report, backtest
+from rules.backtest import Report, _pg_batches, backtest
 from rules.model import Rule, builtin_pack, load_rules
 from tests.alerting import TZ
+from tests.integration.test_journal_pg_follow import drain
 from tests.staff import ADMIN, ADMIN_TOKEN
 from tests.unit.test_rules_backtest import RULES, T0, registry, run_live, stream
 
@@ -218,3 +220,28 @@ def test_the_api_backtests_on_postgresql(pg_service: TestClient) -> None:
     baseline = out["wearable_heart_rate_above_baseline"]
     assert (baseline["tried"], baseline["in_force"], baseline["raised"]) == (0, 1, 0)
     assert baseline["per_day"] == {"2025-12-01": [0, 1]}
+
+
+def test_a_backtest_under_way_holds_back_no_follower_of_the_live_journal(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The live rules worker reads only behind every open transaction that writes: a backtest's
+    transactions (the alert store's, and the journal cursor's mid-read) must not be such."""
+    readings = baseline_readings()
+    pg = write_pg(pg_url, readings[:300], one_by_one=False)
+    reader = connect(pg_url, autocommit=True)
+    settings = Settings(data_dir=tmp_path, database_url=pg_url)
+    try:
+        live = JournalFollower(reader, "rules", range(pg.partitions))
+        assert len(drain(live, reader)) == 300
+        with _stores(settings, pg, None) as (journal, store):
+            assert journal is pg and not isinstance(store, Path | None)
+            assert store.execute("SELECT count(*) FROM alerts").fetchone()[0] == 0
+            batches = _pg_batches(pg_url, T0 - 9 * DAY, T0 + DAY, None, True)
+            assert len(next(batches)) == 300  # its transaction open, mid-read
+            pg.write_batch(readings[300:310], [])
+            assert [r[6] for r in drain(live, reader)] == [r.seq for r in readings[300:310]]
+            batches.close()
+    finally:
+        reader.close()
+        pg.close()
