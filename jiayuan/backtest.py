@@ -1,16 +1,23 @@
 """The backtest wired to the service's settings: the journal and alert store of the data
-directory, the registry, the rules in force, the time zone and the flapping gate — what
-``jiayuan rules backtest`` and ``POST /api/rules/backtest`` share (:mod:`rules.backtest` does
-the replay)."""
+directory (or of the PostgreSQL database, ``JIAYUAN_DATABASE_URL``), the registry, the rules in
+force, the time zone and the flapping gate — what ``jiayuan rules backtest`` and
+``POST /api/rules/backtest`` share (:mod:`rules.backtest` does the replay)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from alerts.db import Database, PgDatabase
 from alerts.noise import FlapGate
 from base.datadir import DataDir
+from base.sql import Db
+from ingest.journal_pg import PgJournal
+from ingest.journal_store import JournalStore
 from jiayuan.settings import Settings
 from registry import Registry
 from registry.loader import load_registry
@@ -38,17 +45,13 @@ def run(
     registry: Registry | None = None,
     warmup_s: float = WARMUP_S,
     jobs: int | None = None,
+    journal: JournalStore | None = None,
+    alerts: Database | None = None,
 ) -> Report:
-    """Backtest ``rules`` against the rules in force over the data directory's journal."""
-    if settings.database_url is not None:
-        raise FileNotFoundError(
-            "backtests replay the SQLite journal file; this service keeps its journal in"
-            " PostgreSQL (JIAYUAN_DATABASE_URL), where backtests are not available yet"
-        )
-    data = DataDir(settings.data_dir)
-    journal, alerts = data.journal, data.alerts
-    if not journal.exists():
-        raise FileNotFoundError(f"no journal at {journal}")
+    """Backtest ``rules`` against the rules in force over the service's journal: the data
+    directory's SQLite files, or the PostgreSQL database (read only). ``journal``,
+    ``alerts``: the service's own stores, whose pools a backtest on PostgreSQL then borrows
+    (else it opens its own); on SQLite the files are read on connections of the backtest's."""
     if registry is None:
         registry = (
             load_registry(settings.registry, community=settings.community)
@@ -59,17 +62,55 @@ def run(
     gate: Callable[[Callable[[], float]], FlapGate] = lambda clock: FlapGate(  # noqa: E731
         settings.flap.threshold, settings.flap.window_s, clock
     )
-    return backtest(
-        journal,
-        rules,
-        in_force,
-        registry,
-        since=since,
-        until=until,
-        tz=ZoneInfo(settings.timezone),
-        alerts=alerts if alerts.exists() else None,
-        warmup_s=warmup_s,
-        gate=gate,
-        max_unregistered=settings.max_unregistered_devices,
-        jobs=default_jobs() if jobs is None else jobs,
-    )
+    with _stores(settings, journal, alerts) as (replayed, store):
+        return backtest(
+            replayed,
+            rules,
+            in_force,
+            registry,
+            since=since,
+            until=until,
+            tz=ZoneInfo(settings.timezone),
+            alerts=store,
+            warmup_s=warmup_s,
+            gate=gate,
+            max_unregistered=settings.max_unregistered_devices,
+            jobs=default_jobs() if jobs is None else jobs,
+        )
+
+
+@contextlib.contextmanager
+def _stores(
+    settings: Settings, journal: JournalStore | None, alerts: Database | None
+) -> Iterator[tuple[Path | PgJournal, Path | Db | None]]:
+    """The journal and the alert store to replay: the SQLite files (the alert store None when
+    there is none yet), or the PostgreSQL journal and a read-only transaction of the alert
+    store (:class:`alerts.db.Database`)."""
+    if settings.database_url is None:
+        data = DataDir(settings.data_dir)
+        if not data.journal.exists():
+            raise FileNotFoundError(f"no journal at {data.journal}")
+        yield data.journal, data.alerts if data.alerts.exists() else None
+        return
+    url = settings.database_url.get_secret_value()
+    with contextlib.ExitStack() as stack:
+        pg = (
+            journal
+            if isinstance(journal, PgJournal)
+            else _own(stack, PgJournal(url, name="jiayuan-backtest"))
+        )
+        store = alerts if isinstance(alerts, PgDatabase) else _own(stack, Database.open(url))
+        # one connection of the alert store's pool, idle in this transaction while the
+        # replay runs (the API runs one backtest at a time)
+        db = stack.enter_context(store.connection())
+        db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield pg, db
+
+
+_T = TypeVar("_T", PgJournal, Database)
+
+
+def _own(stack: contextlib.ExitStack[bool | None], store: _T) -> _T:
+    """A store this backtest opened: closed when it ends."""
+    stack.callback(store.close)
+    return store

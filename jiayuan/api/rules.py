@@ -279,8 +279,9 @@ def post_backtest(ctx: CtxDep, body: BacktestIn) -> BacktestOut:
     try:
         # one process: forking the service (threads holding locks) is not safe
         report = run(
-            ctx.settings, rules, since, until, registry=ctx.registry, warmup_s=warmup, jobs=1
-        )
+            ctx.settings, rules, since, until, registry=ctx.registry, warmup_s=warmup, jobs=1,
+            journal=ctx.journal, alerts=ctx.alerts.database,
+        )  # fmt: skip
     except FileNotFoundError as e:
         raise HTTPException(503, str(e)) from None
     finally:
