@@ -114,6 +114,52 @@ def test_the_insert_stores_what_the_nine_column_insert_stored(
             before.close()
 
 
+_SHAPES = [
+    ("telemetry", '{{"seq": {n}, "ts": {ms}, "heart_rate": 70, "steps": {n}}}'),
+    ("telemetry", '{{"heart_rate": 71, "steps": {n}}}'),
+    ("event", '{{"seq": {n}, "event": "fall"}}'),
+    ("status", '{{"state": "online", "ts": 1000, "seq": {n}}}'),
+]
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(1, 80), st.sampled_from(["w-1", "w-2"])),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(0, 2),
+)
+def test_long_runs_store_what_the_nine_column_insert_stored(
+    runs: list[tuple[int, int, str]], again: int
+) -> None:
+    """Runs longer than one multi-row insert (``_CHUNK`` rows) and their remainders, each row
+    where it came, and the batch delivered ``again`` times more (a row with a key a duplicate)."""
+    batch = []
+    n = 0
+    for shape, length, device in runs:
+        stream, body = _SHAPES[shape]
+        for _ in range(length):
+            n += 1
+            topic = f"community/y/wearable/{device}/{stream}"
+            r = decode(topic, body.format(n=n, ms=int(NOW * 1000) - n).encode(), NOW)
+            assert isinstance(r, Reading), r
+            batch.append(r)
+    redelivered = [msgspec.structs.replace(r, received=NOW + 5) for r in batch]
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Journal(Path(tmp) / "runs.db", synchronous="NORMAL")
+        before = _NineColumns(Path(tmp) / "nine.db", synchronous="NORMAL")
+        try:
+            for b in [batch] + [redelivered] * again:
+                got, want = journal.write_batch(b, []), before.write_batch(b, [])
+                assert (got.new, got.duplicates) == (want.new, want.duplicates)
+            assert _stored(journal.path) == _stored(before.path)
+        finally:
+            journal.close()
+            before.close()
+
+
 def test_a_batch_of_every_shape_of_null_columns_keeps_its_arrival_order(tmp_path: Path) -> None:
     """Rows of alternating null columns (telemetry, an event, a status with its ``ts_flag``, a
     message without ``seq``) are stored in arrival order, each with its own columns."""
