@@ -11,7 +11,7 @@ battery is the latest reported), in its own SQL.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ingest.payloads import Reading
@@ -31,11 +31,12 @@ State = tuple[str, bool, float, str | None]
 class SeenDevices:
     """The devices heard since the last write of ``devices``, with what to write of each."""
 
-    def __init__(self, most: int = SEEN_MAX) -> None:
+    def __init__(self, most: int = SEEN_MAX, clock: Callable[[], float] = time.monotonic) -> None:
         """``most``: see :data:`SEEN_MAX`."""
         self._pending: dict[str, list[Any]] = {}
         self._most = most
-        self._flushed = time.monotonic()
+        self._clock = clock
+        self._flushed = clock()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -63,21 +64,19 @@ class SeenDevices:
     def due(self) -> bool:
         """Whether a batch's transaction should write what waits now: it has waited
         :data:`SEEN_FLUSH_S`, or too many devices wait."""
-        return time.monotonic() - self._flushed > SEEN_FLUSH_S or len(self._pending) >= self._most
+        return self._clock() - self._flushed > SEEN_FLUSH_S or len(self._pending) >= self._most
 
     def waiting(self, *, if_due: bool = False) -> bool:
         """Whether devices wait (with ``if_due``: and the last write is :data:`SEEN_FLUSH_S`
         ago), for a journal's ``flush``."""
-        return bool(self._pending) and (
-            not if_due or time.monotonic() - self._flushed >= SEEN_FLUSH_S
-        )
+        return bool(self._pending) and (not if_due or self._clock() - self._flushed >= SEEN_FLUSH_S)
 
     def take(self) -> list[Touch]:
         """What waits, by device id (one order on every instance: two instances' upserts never
         deadlock), forgotten here: the caller writes it in the transaction it is in."""
         out = [(d, k, c, at, b) for d, (k, c, at, b) in sorted(self._pending.items())]
         self._pending.clear()
-        self._flushed = time.monotonic()
+        self._flushed = self._clock()
         return out
 
 
