@@ -9,7 +9,9 @@ after :meth:`Journal.write_batch` has returned. Reads (the API) use their own co
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -17,15 +19,20 @@ import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from base.sqlite import Writer, connect, transaction
 from ingest import rollups, rowcodec
 from ingest.follower import CURSOR_SCHEMA, write_lock
+from ingest.journal_store import BatchResult as BatchResult
+from ingest.journal_store import Step as Step
+from ingest.journal_store import dead_letter_item, dead_letter_rows, raw_item
 from ingest.payloads import MAX_NUMBER, DeadLetter, Reading
 from ingest.rowcodec import dump
+from ingest.seen import SEEN_FLUSH_S as SEEN_FLUSH_S
+from ingest.seen import SEEN_MAX as SEEN_MAX
+from ingest.seen import SeenDevices, device_states
 from ingest.topics import KINDS, STREAMS
 from registry import Registry
 
@@ -83,7 +90,15 @@ tail) and duplicates: a message with the device's own time (``ts`` differs from 
 comes again with that same time, so its key is unique among its device's rows at that time.
 A message without it (``ts`` is its receive time) has its key unique among those of its
 device: the second, partial index, which holds only those rows (none, from devices that send
-their time)."""
+their time).
+
+Measured and left as they are (inserts of the benchmark's telemetry, 2026-12-04, per row):
+the indexes cost ~0.9 µs of the ~2 µs an insert takes; an integer device number instead of the
+text id would save ~0.14 µs and 7 bytes, a plain ``dedup`` column instead of the expression
+~0.12 µs — neither worth migrating every journal and every reader of its rows. Nor did a
+larger ``cache_size`` or a longer ``wal_autocheckpoint`` (4,000 or 16,000 pages) lower the
+writer's CPU. ``synchronous=FULL`` stays: in WAL mode NORMAL would leave a commit, and so a
+PUBACK, ahead of the disk (it would save ~0.5 µs a row at 250 a batch)."""
 
 SCHEMA = (
     READINGS_TABLE.format(name="readings")
@@ -142,11 +157,85 @@ ALTER TABLE readings_compact RENAME TO readings;
 compact rows: the same ids (the followers' cursors stay valid), payloads as they were, the
 duplicate keys as integers."""
 
-_INSERT_READING = (
-    "INSERT OR IGNORE INTO readings"
-    " (device_id, shape, ts, received, seq, dedup, event, ts_flag, payload)"
-    " VALUES (?,?,?,?,?,?,?,?,?)"
-)
+_OPTIONAL: Final = ("seq", "dedup", "event", "ts_flag")
+"""A row's columns that are often null, each bit ``1 << i`` of an insert's column set."""
+
+
+_CHUNK: Final = 32
+"""Rows bound to one multi-row insert: 0.42 µs a row to bind and step against 0.68 for
+``executemany`` (sqlite3 steps and resets once per statement; in memory, six columns: 0.46 at
+16 rows, 0.41 at 64)."""
+
+
+@functools.cache
+def _insert(present: int, rows: int = 1) -> str:
+    """The insert of ``rows`` rows whose null columns of :data:`_OPTIONAL` are those not in the
+    bit set ``present``: left out of the statement (their default is null), not bound as None."""
+    columns = ["device_id", "shape", "ts", "received", "payload"]
+    columns += [c for i, c in enumerate(_OPTIONAL) if present >> i & 1]
+    values = ",".join([f"({','.join('?' * len(columns))})"] * rows)
+    return f"INSERT OR IGNORE INTO readings ({', '.join(columns)}) VALUES {values}"
+
+
+def _insert_rows(db: sqlite3.Connection, present: int, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (all with the columns of ``present``) in their order: :data:`_CHUNK` at
+    a time in one statement, the rest by ``executemany``."""
+    whole = len(rows) - len(rows) % _CHUNK
+    if whole:
+        many = _insert(present, _CHUNK)
+        for i in range(0, whole, _CHUNK):
+            db.execute(many, list(itertools.chain.from_iterable(rows[i : i + _CHUNK])))
+    if whole < len(rows):
+        db.executemany(_insert(present), rows[whole:])
+
+
+def _row_runs(readings: Sequence[Reading]) -> list[tuple[int, list[tuple[Any, ...]]]]:
+    """The rows of ``readings`` as runs of consecutive rows with the same null columns, each
+    with the bit set of its columns (:func:`_insert`), in arrival order (ids grow with it).
+
+    Built for the sqlite3 module's binding: a ``None`` or a ``bytes`` parameter goes through
+    its adapter lookup (a registry probe and two attribute lookups, ~0.3 µs each), an ``int``,
+    ``float``, ``str`` or ``bytearray`` does not. So a payload is bound as a ``bytearray``
+    (stored as the same BLOB) and a null column is left out of the statement rather than bound:
+    the executemany and commit of a wearable's telemetry (``dedup``, ``event``, ``ts_flag``
+    null) took 3.2 µs a row, 2.1 so; the whole of ``write_batch`` 4.9 µs, 4.0 so
+    (``.venv/bin/python -m bench.journal_cpu``, ``write_us`` at batch 1000, 2026-12-04). A batch
+    that alternates null columns row by row costs ~0.1 µs a row more than one statement would."""
+    runs: list[tuple[int, list[tuple[Any, ...]]]] = []
+    rows: list[tuple[Any, ...]] = []
+    last = -1
+    for r in readings:
+        seq, event, flag = r.seq, r.event, r.ts_flag
+        if r.key is None and seq is not None:
+            dedup = None  # dedup_key(r) is seq itself
+        else:
+            key = dedup_key(r)
+            dedup = None if key == seq else key
+        payload: bytes | bytearray | str = dump(r.payload, r.ts, flag, seq)
+        if payload.__class__ is bytes:
+            payload = bytearray(payload)
+        row: tuple[Any, ...] = (r.device_id, SHAPES[r.kind, r.stream], r.ts, r.received, payload)
+        present = 0
+        if seq is not None:
+            row += (seq,)
+            present = 1
+        if dedup is not None:
+            row += (dedup,)
+            present |= 2
+        if event is not None:
+            row += (event,)
+            present |= 4
+        if flag is not None:
+            row += (flag,)
+            present |= 8
+        if present != last:
+            rows = []
+            runs.append((present, rows))
+            last = present
+        rows.append(row)
+    return runs
+
+
 _INSERT_DEAD = (
     "INSERT INTO dead_letters (received, topic, reason, detail, payload) VALUES (?,?,?,?,?)"
 )
@@ -164,10 +253,6 @@ UPDATE devices SET online = ?2, state_since = ?3, fw = coalesce(?4, fw)
 WHERE device_id = ?1 AND (state_since IS NULL OR state_since <= ?3)
 """
 
-SEEN_FLUSH_S = 1.0
-SEEN_MAX = 50_000
-"""Devices whose last-seen time may wait in memory for the next write: past it, the batch
-writes them at once (so 200,000 devices never seen before cost no more memory than this)."""
 FORGET_IDLE_S = 86_400.0
 """An unregistered device silent this long is forgotten by :meth:`Journal.prune` (its row in
 ``devices``; its readings age out with the others)."""
@@ -208,7 +293,6 @@ def store_trouble(e: BaseException) -> str | None:
     return type(e).__name__
 
 
-Step = Literal["raw", "1m", "1h"]
 _STEP_S: dict[str, int] = {"1m": 60, "1h": 3600}
 
 
@@ -256,15 +340,6 @@ def _text_key(key: str | None) -> int | None:
     return _payload_key(bytes.fromhex(key[1:]))
 
 
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    new: list[Reading]
-    """Readings journaled for the first time, in arrival order; duplicates left out."""
-    duplicates: int
-    dead_letters: int
-    commit_seconds: float
-
-
 class Journal:
     def __init__(
         self,
@@ -291,9 +366,7 @@ class Journal:
         self._write_lock = write_lock(path)
         self._migrate()
         self._w.db.executescript(SCHEMA + CURSOR_SCHEMA + rollups.SCHEMA)
-        self._seen: dict[str, list[Any]] = {}
-        self._seen_max = seen_max
-        self._seen_flushed = time.monotonic()
+        self._seen = SeenDevices(seen_max)
 
     def _connect(self, **pragmas: Any) -> sqlite3.Connection:
         return rowcodec.register(
@@ -359,46 +432,24 @@ class Journal:
     def write_batch(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> BatchResult:
         """Journal one batch in one transaction. Returns once it is committed."""
         t0 = time.perf_counter()
-        rows = [
-            (
-                r.device_id,
-                SHAPES[r.kind, r.stream],
-                r.ts,
-                r.received,
-                r.seq,
-                None if (key := dedup_key(r)) == r.seq else key,
-                r.event,
-                r.ts_flag,
-                dump(r.payload, r.ts, r.ts_flag, r.seq),
-            )
-            for r in readings
-        ]
-        states = [
-            (r.device_id, int(r.event == "online"), r.ts, r.attrs.get("fw"))
-            for r in readings
-            if r.stream == "status" and r.event is not None
-        ]
-        self._note_seen(readings)
+        runs = _row_runs(readings)
+        states = device_states(readings)
+        self._seen.note(readings)
         with self._tx() as db:
             before = db.total_changes
-            db.executemany(_INSERT_READING, rows)
-            if db.total_changes - before == len(rows):
+            for present, rows in runs:
+                _insert_rows(db, present, rows)
+            if db.total_changes - before == len(readings):
                 new = list(readings)
             else:  # some were duplicates (rare): find which, row by row, in this transaction
-                new = self._new_only(readings, rows)
+                new = self._new_only(readings)
             if states:
                 self._flush_seen()  # so the state update finds its row
-                db.executemany(_SET_STATE, states)
-            elif (
-                time.monotonic() - self._seen_flushed > SEEN_FLUSH_S
-                or len(self._seen) >= self._seen_max
-            ):
+                db.executemany(_SET_STATE, [(d, int(on), at, fw) for d, on, at, fw in states])
+            elif self._seen.due():
                 self._flush_seen()
             if dead:
-                db.executemany(
-                    _INSERT_DEAD,
-                    [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead],
-                )
+                db.executemany(_INSERT_DEAD, dead_letter_rows(dead))
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
 
     def trouble(self, e: BaseException) -> str | None:
@@ -416,18 +467,19 @@ class Journal:
                 (time.time(),),
             )
 
-    def _new_only(self, readings: Sequence[Reading], rows: list[tuple[Any, ...]]) -> list[Reading]:
-        """Which rows executemany wrote: a row whose key was already there was ignored, so the
-        stored row with its key has another receive time."""
+    def _new_only(self, readings: Sequence[Reading]) -> list[Reading]:
+        """Which readings the inserts wrote: a row whose key was already there was ignored, so
+        the stored row with its key (``ifnull(dedup, seq)``, which is :func:`dedup_key`) has
+        another receive time."""
         new: list[Reading] = []
-        for r, row in zip(readings, rows, strict=True):
-            key = row[4] if row[5] is None else row[5]
+        for r in readings:
+            key = dedup_key(r)
             if (
                 key is None
                 or self._w.db.execute(
                     "SELECT 1 FROM readings"
                     " WHERE device_id = ? AND ts = ? AND ifnull(dedup, seq) = ? AND received = ?",
-                    (row[0], row[2], key, row[3]),
+                    (r.device_id, r.ts, key, r.received),
                 ).fetchone()
             ):
                 new.append(r)
@@ -438,38 +490,17 @@ class Journal:
         """Devices whose last-seen time waits in memory for the next write."""
         return len(self._seen)
 
-    def _note_seen(self, readings: Sequence[Reading]) -> None:
-        """Last seen and battery are kept in memory and written at most every SEEN_FLUSH_S
-        seconds (in a batch's transaction), not once per message."""
-        seen = self._seen
-        for r in readings:
-            prev = seen.get(r.device_id)
-            battery = r.values.get("battery")
-            if prev is None:
-                seen[r.device_id] = [
-                    r.kind,
-                    r.community,
-                    r.received,
-                    None if battery is None else float(battery),
-                ]
-            else:
-                if r.received > prev[2]:
-                    prev[2] = r.received
-                if battery is not None:
-                    prev[3] = float(battery)
-
     def _flush_seen(self) -> None:
-        if self._seen:
-            self._w.db.executemany(
-                _TOUCH_DEVICE, [(dev, *vals) for dev, vals in self._seen.items()]
-            )
-            self._seen.clear()
-        self._seen_flushed = time.monotonic()
+        """Write the last-seen times that wait (:class:`ingest.seen.SeenDevices`), in the
+        transaction the writer is in."""
+        touched = self._seen.take()
+        if touched:
+            self._w.db.executemany(_TOUCH_DEVICE, touched)
 
     def flush(self, *, if_due: bool = False) -> bool:
         """Write pending last-seen times (on shutdown; when due, by the pipeline when idle).
         Returns whether it wrote."""
-        if not self._seen or (if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S):
+        if not self._seen.waiting(if_due=if_due):
             return False
         with self._tx():
             self._flush_seen()
@@ -650,21 +681,11 @@ class Journal:
             ).fetchall()
             out = []
             for r in rows:
-                body = _stored_body(r["payload"], r["ts"], r["seq"])
-                if metric is not None:
-                    if metric not in body:
-                        continue
-                    body = {metric: body[metric]}
-                out.append(
-                    {
-                        "ts": r["ts"],
-                        "received": r["received"],
-                        "stream": r["stream"],
-                        "event": r["event"],
-                        "ts_flag": r["ts_flag"],
-                        "values": body,
-                    }
+                item = raw_item(
+                    r, r["stream"], _stored_body(r["payload"], r["ts"], r["seq"]), metric
                 )
+                if item is not None:
+                    out.append(item)
             return out
         if metric is None:
             raise ValueError("step needs a metric")
@@ -720,18 +741,7 @@ class Journal:
             f"SELECT * FROM dead_letters{where} ORDER BY id DESC LIMIT ? OFFSET ?",
             (*args, limit, offset),
         ).fetchall()
-        items = [
-            {
-                "id": r["id"],
-                "received": r["received"],
-                "topic": r["topic"],
-                "reason": r["reason"],
-                "detail": r["detail"],
-                "payload": bytes(r["payload"]).decode("utf-8", errors="backslashreplace"),
-            }
-            for r in rows
-        ]
-        return items, int(total)
+        return [dead_letter_item(r) for r in rows], int(total)
 
     def dead_letter_counts(self) -> dict[str, int]:
         rows = (
@@ -756,14 +766,7 @@ class Journal:
         )
         if r is None:
             return None
-        return {
-            "ts": r["ts"],
-            "received": r["received"],
-            "stream": r["stream"],
-            "event": r["event"],
-            "ts_flag": r["ts_flag"],
-            "values": _stored_body(r["payload"], r["ts"], r["seq"]),
-        }
+        return raw_item(r, r["stream"], _stored_body(r["payload"], r["ts"], r["seq"]))
 
     def count_readings(self, device_id: str | None = None) -> int:
         db = self._reader()

@@ -55,18 +55,17 @@ from district.migrate import migrate
 from district.partitions import DEFAULT_PARTITIONS, partition_of
 from district.pg import Connection, connect, open_pool
 from ingest import rowcodec, rows
-from ingest.journal import (
-    FORGET_IDLE_S,
-    SEEN_FLUSH_S,
-    SEEN_MAX,
-    SHAPES,
+from ingest.journal import FORGET_IDLE_S, SHAPES, _body, dedup_key
+from ingest.journal_store import (
     BatchResult,
     Step,
-    _body,
-    dedup_key,
+    dead_letter_item,
+    dead_letter_rows,
+    raw_item,
 )
 from ingest.payloads import MAX_AGE_S, MAX_FUTURE_S, MAX_NUMBER, DeadLetter, Reading
 from ingest.schema import kinds_with_metric
+from ingest.seen import SEEN_MAX, SeenDevices, device_states
 from registry import Registry
 
 log = logging.getLogger(__name__)
@@ -238,9 +237,7 @@ class PgJournal:
         """Batches written again because another instance dropped a partition meanwhile."""
         self.deadlock_retries = 0
         """Batches written again after a deadlock with another instance's batch."""
-        self._seen: dict[str, list[Any]] = {}
-        self._seen_max = seen_max
-        self._seen_flushed = time.monotonic()
+        self._seen = SeenDevices(seen_max)
         self.ahead_days = ahead_days
         self.make_ahead()
 
@@ -399,15 +396,8 @@ class PgJournal:
                     payload,
                 )
             )
-        states = sorted(
-            (
-                (r.device_id, r.event == "online", r.ts, r.attrs.get("fw"))
-                for r in readings
-                if r.stream == "status" and r.event is not None
-            ),
-            key=lambda s: s[0],  # one order on every instance: no deadlock between them
-        )
-        self._note_seen(readings)
+        states = device_states(readings)  # by device: one order on every instance, no deadlock
+        self._seen.note(readings)
         with self._tx() as db, db.cursor() as cur:
             new: list[Reading] = []
             if untimed:
@@ -434,16 +424,10 @@ class PgJournal:
             if states:
                 self._flush_seen(cur)  # so the state update finds its row
                 cur.executemany(_SET_STATE, [(on, at, fw, d, at) for d, on, at, fw in states])
-            elif (
-                time.monotonic() - self._seen_flushed > SEEN_FLUSH_S
-                or len(self._seen) >= self._seen_max
-            ):
+            elif self._seen.due():
                 self._flush_seen(cur)
             if dead:
-                cur.executemany(
-                    _INSERT_DEAD,
-                    [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead],
-                )
+                cur.executemany(_INSERT_DEAD, dead_letter_rows(dead))
         return new
 
     @_serialised
@@ -461,40 +445,17 @@ class PgJournal:
         """Devices whose last-seen time waits in memory for the next write."""
         return len(self._seen)
 
-    def _note_seen(self, readings: Sequence[Reading]) -> None:
-        """As the SQLite journal: last seen and battery kept in memory, written at most every
-        SEEN_FLUSH_S seconds in a batch's transaction."""
-        seen = self._seen
-        for r in readings:
-            prev = seen.get(r.device_id)
-            battery = r.values.get("battery")
-            if prev is None:
-                seen[r.device_id] = [
-                    r.kind,
-                    r.community,
-                    r.received,
-                    None if battery is None else float(battery),
-                ]
-            else:
-                if r.received > prev[2]:
-                    prev[2] = r.received
-                if battery is not None:
-                    prev[3] = float(battery)
-
     def _flush_seen(self, cur: psycopg.Cursor[Any]) -> None:
-        if self._seen:
-            # one statement, every device in one order (no deadlock with another instance)
-            cur.execute(_TOUCH_DEVICE, [list(c) for c in zip(*self._sorted_seen(), strict=True)])
-            self._seen.clear()
-        self._seen_flushed = time.monotonic()
-
-    def _sorted_seen(self) -> list[tuple[str, str, str, float, float | None]]:
-        return [(d, k, c, at, b) for d, (k, c, at, b) in sorted(self._seen.items())]
+        """Write the last-seen times that wait (:class:`ingest.seen.SeenDevices`): one
+        statement, every device in one order (no deadlock with another instance)."""
+        touched = self._seen.take()
+        if touched:
+            cur.execute(_TOUCH_DEVICE, [list(c) for c in zip(*touched, strict=True)])
 
     @_serialised
     def flush(self, *, if_due: bool = False) -> bool:
         """Write pending last-seen times. Returns whether it wrote."""
-        if not self._seen or (if_due and time.monotonic() - self._seen_flushed < SEEN_FLUSH_S):
+        if not self._seen.waiting(if_due=if_due):
             return False
         with self._tx() as db, db.cursor() as cur:
             self._flush_seen(cur)
@@ -651,12 +612,9 @@ class PgJournal:
                 found = _by_time(db, device_id, since, until, limit=limit).fetchall()
             out = []
             for r in found:
-                body = _stored(r)
-                if metric is not None:
-                    if metric not in body:
-                        continue
-                    body = {metric: body[metric]}
-                out.append(_raw(r, body))
+                item = _raw(r, _stored(r), metric)
+                if item is not None:
+                    out.append(item)
             return out
         if metric is None:
             raise ValueError("step needs a metric")
@@ -716,18 +674,7 @@ class PgJournal:
                 f"SELECT * FROM dead_letters{where} ORDER BY id DESC LIMIT %s OFFSET %s",
                 [*args, limit, offset],
             ).fetchall()
-        items = [
-            {
-                "id": r["id"],
-                "received": r["received"],
-                "topic": r["topic"],
-                "reason": r["reason"],
-                "detail": r["detail"],
-                "payload": bytes(r["payload"]).decode("utf-8", errors="backslashreplace"),
-            }
-            for r in found
-        ]
-        return items, int(total["n"]) if total else 0
+        return [dead_letter_item(r) for r in found], int(total["n"]) if total else 0
 
     def dead_letter_counts(self) -> dict[str, int]:
         with self._reader() as db:
@@ -824,15 +771,9 @@ def _stored(r: dict[str, Any]) -> Any:
     return rowcodec.load(bytes(r["payload"]), r["ts"], r["seq"])
 
 
-def _raw(r: dict[str, Any], body: Any) -> dict[str, Any]:
-    return {
-        "ts": r["ts"],
-        "received": r["received"],
-        "stream": _NAMES[r["shape"] & ~JSON_PAYLOAD][1],
-        "event": r["event"],
-        "ts_flag": r["ts_flag"],
-        "values": body,
-    }
+def _raw(r: dict[str, Any], body: Any, metric: str | None = None) -> dict[str, Any] | None:
+    """:func:`ingest.journal_store.raw_item` of a row of :data:`_RAW`."""
+    return raw_item(r, _NAMES[r["shape"] & ~JSON_PAYLOAD][1], body, metric)
 
 
 # -------------------------------------------------------------------- followers

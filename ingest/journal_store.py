@@ -11,11 +11,22 @@ of this protocol.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
-from ingest.journal import BatchResult, Step
 from ingest.payloads import DeadLetter, Reading
 from registry import Registry
+
+Step = Literal["raw", "1m", "1h"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    new: list[Reading]
+    """Readings journaled for the first time, in arrival order; duplicates left out."""
+    duplicates: int
+    dead_letters: int
+    commit_seconds: float
 
 
 class JournalStore(Protocol):
@@ -93,3 +104,49 @@ class JournalStore(Protocol):
     def count_readings(self, device_id: str | None = None) -> int: ...
 
     def close(self) -> None: ...
+
+
+# ------------------------------------------------ what both journals write and answer
+
+DeadRow = tuple[float, str, str, str, bytes]
+
+
+class Fields(Protocol):
+    """A stored row whose columns are read by name (``sqlite3.Row``, psycopg's ``dict_row``)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def dead_letter_rows(dead: Sequence[DeadLetter]) -> list[DeadRow]:
+    """The ``dead_letters`` rows of ``dead``: (received, topic, reason, detail, payload)."""
+    return [(d.received, d.topic, d.reason, d.detail, d.payload) for d in dead]
+
+
+def dead_letter_item(r: Fields) -> dict[str, Any]:
+    """A stored dead letter as the API gives it (its payload as text, bad bytes escaped)."""
+    return {
+        "id": r["id"],
+        "received": r["received"],
+        "topic": r["topic"],
+        "reason": r["reason"],
+        "detail": r["detail"],
+        "payload": bytes(r["payload"]).decode("utf-8", errors="backslashreplace"),
+    }
+
+
+def raw_item(r: Fields, stream: str, body: Any, metric: str | None = None) -> dict[str, Any] | None:
+    """A stored reading (``ts``, ``received``, ``event``, ``ts_flag`` of row ``r``, its stream
+    and payload ``body``) as the API gives a raw one; with ``metric``, its value of that field
+    alone, or None when it has none."""
+    if metric is not None:
+        if metric not in body:
+            return None
+        body = {metric: body[metric]}
+    return {
+        "ts": r["ts"],
+        "received": r["received"],
+        "stream": stream,
+        "event": r["event"],
+        "ts_flag": r["ts_flag"],
+        "values": body,
+    }
