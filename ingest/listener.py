@@ -21,9 +21,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -58,8 +58,14 @@ def shared(filters: Iterable[str], group: str = SHARE_GROUP) -> tuple[str, ...]:
     return tuple(f"$share/{group}/{f}" for f in filters)
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(msgspec.Struct, frozen=True, gc=False):
+    """One message as received, before decoding.
+
+    A frozen msgspec Struct rather than a frozen dataclass: one is built per message on the MQTT
+    loop thread, in 0.12 µs against 0.95, which took the loop's Python work per message from 1.9
+    µs to 0.8 (``python -m bench.receive``); ``gc=False``: it holds nothing that could make a
+    reference cycle."""
+
     topic: str
     payload: bytes
     mid: int
