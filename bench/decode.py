@@ -125,7 +125,7 @@ def steps(n: int = 40_000) -> dict[str, float]:
         )
 
     def checks(p: bytes) -> object:
-        return len(p) > payloads.MAX_PAYLOAD or not p.isascii() or b"\\" in p
+        return len(p) > payloads.MAX_PAYLOAD or not p.isascii() or 92 in p
 
     def event_time(ts: object) -> object:
         return payloads._event_time(aware_time(ts) if isinstance(ts, str) else ts, NOW)  # type: ignore[arg-type]
