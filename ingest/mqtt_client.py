@@ -32,6 +32,7 @@ says so in a warning) when its internals are not there.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import struct
 from collections.abc import Callable, Iterable
@@ -41,6 +42,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from ingest.memtls import MemoryTLS
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +183,33 @@ class Client(mqtt.Client):
             and self._rpos < len(self._rbuf)
         ):
             rc = super().loop_read(1)
+        return rc
+
+    # -------------------------------------------------------------- TLS on memory buffers
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> Any:
+        """TLS as :class:`ingest.memtls.MemoryTLS` (the socket read once for many records)
+        when the context checks the host name itself, as the service's do; paho's
+        ``SSLSocket`` otherwise."""
+        context = self._ssl_context
+        if context is None or not context.check_hostname or self._transport != "tcp":
+            return super()._ssl_wrap_socket(tcp_sock)
+        return MemoryTLS(tcp_sock, context, self._host, self._connect_timeout)
+
+    def want_write(self) -> bool:
+        sock = self._sock
+        return super().want_write() or (isinstance(sock, MemoryTLS) and sock.waiting())
+
+    def loop_write(self) -> MQTTErrorCode:
+        sock = self._sock
+        if isinstance(sock, MemoryTLS) and sock.waiting():
+            try:
+                sock.flush()  # what the socket did not take before goes first
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:
+                pass  # the connection is gone: paho's own write or read says so
+        rc: MQTTErrorCode = super().loop_write()
         return rc
 
     def ack_many(self, mids: Iterable[int]) -> None:
