@@ -21,6 +21,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -51,6 +53,9 @@ SHARE_GROUP = "jiayuan-ingest"
 """The shared subscription's group when telemetry is read by several processes
 (jiayuan/ingest_procs.py): each process's session is a member, the broker hands each message
 to one of them."""
+
+
+_SESSION_OF = attrgetter("session")
 
 
 def shared(filters: Iterable[str], group: str = SHARE_GROUP) -> tuple[str, ...]:
@@ -445,9 +450,10 @@ class Listener:
         """PUBACK each QoS 1 message on its own session (QoS 0 needs none; devices are told to
         use QoS 1)."""
         by_session: dict[str, list[int]] = {}
-        for m in messages:
-            if m.qos == 1 and m.session in self._sessions:  # not one given up meanwhile
-                by_session.setdefault(m.session, []).append(m.mid)
+        for name, run in groupby(messages, _SESSION_OF):  # a batch: a run or two
+            mids = [m.mid for m in run if m.qos == 1]
+            if mids and name in self._sessions:  # not one given up meanwhile
+                by_session.setdefault(name, []).extend(mids)
         for name, mids in by_session.items():
             with self._lock:
                 session = self._sessions.get(name)

@@ -51,6 +51,8 @@ _READ_SIZE = 65_536
 
 
 _PUBACK = 0x40
+_PUBACK_WORD = 0x4002_0000
+"""A PUBACK (type 0x40, remaining length 2) of message id 0, as a big-endian 32-bit word."""
 
 
 Publish = tuple[bytes, bytes, int, int, bool]
@@ -215,9 +217,9 @@ class Client(mqtt.Client):
     def ack_many(self, mids: Iterable[int]) -> None:
         """Acknowledge many QoS 1 messages (manual ack) with one write: the same 4-byte PUBACK
         per message (reason code omitted: success) that ``ack()`` sends one by one."""
-        packet = b"".join([struct.pack("!BBH", _PUBACK, 2, mid) for mid in mids])
-        if packet:
-            self._packet_queue(_PUBACK, packet, 0, 0)
+        words = [_PUBACK_WORD | mid for mid in mids]  # 0x40 0x02 then the id: 4 bytes each
+        if words:
+            self._packet_queue(_PUBACK, struct.pack(f">{len(words)}I", *words), 0, 0)
 
 
 class _LeanPublishProperties(Properties):
