@@ -74,6 +74,7 @@ class MemoryTLS:
         out: list[bytes] = []
         size = 0
         read = self._tls.read
+        self._full = self._ended  # until this read says otherwise (BlockingIOError: no more)
         while size < bufsize and not self._ended:
             try:
                 data = read(bufsize - size)

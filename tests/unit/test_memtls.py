@@ -179,3 +179,31 @@ def test_a_certificate_for_another_name_or_from_another_ca_fails_the_handshake(
             server.connect(other)
     with pytest.raises(ssl.SSLError):
         server.join()
+
+
+def test_nothing_is_pending_once_all_that_came_is_read(certs: Path) -> None:
+    """After a read that filled its size, ``pending()`` says more may be in memory; once a
+    read finds nothing (BlockingIOError) it says 0 again, or paho's loop would not wait in
+    select but spin."""
+    done = threading.Event()
+
+    def serve(tls: ssl.SSLSocket) -> None:
+        tls.sendall(b"x" * 1000)
+        done.wait(DEADLINE_S)
+
+    server = Server(certs, serve)
+    conn = server.connect(certs)
+    conn.setblocking(False)
+    got = b""
+    while len(got) < 1000:
+        if not conn.pending():
+            select.select([conn], [], [], DEADLINE_S)
+        with contextlib.suppress(BlockingIOError):
+            got += conn.recv(100)
+    assert conn.pending()  # the last read filled its size: perhaps more in memory
+    with pytest.raises(BlockingIOError):
+        conn.recv(100)
+    assert conn.pending() == 0
+    done.set()
+    conn.close()
+    server.join()
