@@ -21,8 +21,15 @@ else (CONNACK, SUBACK, PINGRESP, a PUBLISH with properties or of QoS 2, a packet
 complete, a malformed one) is left in the buffer for paho's own reader, which keeps the
 connection, session, keepalive and TLS.
 
+Over TLS the connection is :class:`ingest.memtls.MemoryTLS` rather than paho's ``SSLSocket``:
+the same context and checks, the socket read once for the many records Mosquitto sends (one a
+message) instead of twice a record. With it and an :class:`ingest.listener.Inbound` that costs
+a tenth of what it did, the MQTT loop threads' CPU per message went from 5.5 µs to 2.5
+(``python -m bench --no-sink --no-stores``, per-stage "receive", 2026-12-04, shared machine).
+
 All of it touches paho internals (``Client._sock_recv``, ``_packet_read``, ``_in_packet``,
-``_in_callback_mutex``, ``_last_bytes_received``, and ``paho.mqtt._packet.Properties``, which
+``_in_callback_mutex``, ``_last_bytes_received``, ``_ssl_wrap_socket``, ``_ssl_context``,
+``_connect_timeout``, and ``paho.mqtt._packet.Properties``, which
 paho 2.2 introduced: 2.1 decoded PUBLISH inside ``client.py``), so ``pyproject.toml`` pins
 ``paho-mqtt`` to 2.2.x. ``tests/integration/test_paho_shim.py`` fails when any part is not in
 effect against the real broker; :func:`install_lean_publish_properties` leaves paho alone (and
