@@ -125,7 +125,7 @@ def steps(n: int = 40_000) -> dict[str, float]:
         )
 
     def checks(p: bytes) -> object:
-        return len(p) > payloads.MAX_PAYLOAD or not p.isascii() or b"\\" in p
+        return len(p) > payloads.MAX_PAYLOAD or not p.isascii() or 92 in p
 
     def event_time(ts: object) -> object:
         return payloads._event_time(aware_time(ts) if isinstance(ts, str) else ts, NOW)  # type: ignore[arg-type]
@@ -134,7 +134,7 @@ def steps(n: int = 40_000) -> dict[str, float]:
         "topic": _step(payloads._route, [t for t, _ in TYPICAL], n),
         "checks": _step(checks, bodies, n),
         "msgspec": _step(lambda i: wires[i].decoder.decode(bodies[i]), list(range(4)), n),
-        "fields": _step(lambda s: msgspec.structs.astuple(s).count(msgspec.UNSET), structs, n),
+        "fields": _step(msgspec.to_builtins, structs, n),
         "keys": _step(lambda p: p.translate(None, b" \t\n\r").count(b'":'), bodies, n),
         "time": _step(event_time, times, n),
         "reading": _step(rebuilt, readings, n),

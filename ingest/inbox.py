@@ -33,19 +33,31 @@ class Inbox(queue.Queue[Inbound]):
         return self._urgent.popleft() if self._urgent else self.queue.popleft()
 
     def put_many(self, items: list[Inbound]) -> None:
-        """Put ``items`` in order, under one lock (what the MQTT loop read in one pass)."""
+        """Put ``items`` in order, under one lock (what the MQTT loop read in one pass). Their
+        class is read once when they all came on one session, as they do from the listener."""
         if items:
             with self.mutex:
-                for item in items:
-                    self._put(item)
+                if len({m.session for m in items}) == 1:
+                    (self._urgent if items[0].urgent else self.queue).extend(items)
+                else:
+                    for item in items:
+                        self._put(item)
                 self.unfinished_tasks += len(items)
                 self.not_empty.notify(len(items))
 
     def get_many(self, most: int) -> list[Inbound]:
         """Up to ``most`` of the messages waiting now, in the order :meth:`get` gives them,
         under one lock; none waiting: an empty list (it does not wait)."""
+        out: list[Inbound] = []
         with self.mutex:
-            out = [self._get() for _ in range(min(most, self._qsize()))]
+            for q in (self._urgent, self.queue):
+                n = min(most - len(out), len(q))
+                if n == len(q):  # all of it (the usual case): no pop per message
+                    out.extend(q)
+                    q.clear()
+                elif n > 0:
+                    pop = q.popleft
+                    out.extend([pop() for _ in range(n)])
             if out:
                 self.not_full.notify()
         return out

@@ -7,6 +7,7 @@ that renamed either would still pass every other test, only slower; these fail i
 from __future__ import annotations
 
 import importlib
+import socket
 import threading
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -18,6 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devtools.broker import Broker
+from ingest.memtls import MemoryTLS
 from ingest.mqtt_client import Client, _LeanPublishProperties, install_lean_publish_properties
 from tests.mqtt import Publisher, wait_for
 
@@ -90,11 +92,14 @@ def test_messages_from_the_broker_go_through_both_fast_paths(
             pub.publish(TOPIC, f"{i}".encode())
         pub.wait_acked()
         wait_for(lambda: len(got) == N + 1)
+        sock = c.socket()
     finally:
         pub.close()
         c.disconnect()
         c.loop_stop()
     assert [m.payload for m in got] == [b"with-properties"] + [f"{i}".encode() for i in range(N)]
+    # over TLS, the records are read from memory buffers (ingest.memtls), not an SSLSocket
+    assert isinstance(sock, MemoryTLS) if tls else isinstance(sock, socket.socket)
     # a message that carries properties is parsed in full, the stock way
     assert got[0].properties is not None
     assert got[0].properties.UserProperty == [("trace", "t-1")]  # type: ignore[attr-defined]

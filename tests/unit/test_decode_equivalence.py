@@ -407,3 +407,21 @@ def test_a_topic_of_another_community_is_unknown_community_on_both_paths(
     else:
         assert isinstance(out, DeadLetter) and out.reason == "unknown_community", out
         assert community in out.detail and out.payload == raw[: payloads.MAX_PAYLOAD]
+
+
+@pytest.mark.parametrize("edge_s", [-payloads.MAX_AGE_S, payloads.MAX_FUTURE_S])
+@pytest.mark.parametrize("off_ms", [-1, 0, 1])
+@pytest.mark.parametrize("received", [NOW, NOW + 0.0005, 1_795_777_822.123456])
+def test_epoch_milliseconds_at_the_edges_of_belief_decode_alike(
+    edge_s: float, off_ms: int, received: float
+) -> None:
+    """The fast path's own check of an epoch-millisecond ``ts`` (believed, or the receive time
+    and a flag) answers as the reference's, at the edges to the millisecond."""
+    ts = round((received + edge_s) * 1000) + off_ms
+    payload = json.dumps({"seq": 1, "ts": ts, "heart_rate": 72}).encode()
+    topic = "community/y/wearable/wr-1/telemetry"
+    assert payloads._fast(topic, payload, received) is not None
+    fast, ref = decode(topic, payload, received), decode_reference(topic, payload, received)
+    assert isinstance(fast, Reading) and isinstance(ref, Reading)
+    assert (repr(fast.ts), fast.ts_flag) == (repr(ref.ts), ref.ts_flag)
+    assert _typed(msgspec.structs.asdict(fast)) == _typed(msgspec.structs.asdict(ref))

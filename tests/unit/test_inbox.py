@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import queue
 import threading
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.inbox import Inbox
 from ingest.listener import TELEMETRY, URGENT, Inbound
@@ -54,3 +57,33 @@ def test_many_are_put_and_taken_under_one_lock_in_the_order_get_gives() -> None:
     assert inbox.get_many(3) == [u[0], u[1], t[0]]
     assert inbox.get_many(10) == [t[1], t[2]]
     assert inbox.get_many(10) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(st.sampled_from([TELEMETRY, URGENT, "urgent-slot-0", "slot-1"]), max_size=6),
+            st.integers(min_value=0, max_value=8),
+        ),
+        max_size=30,
+    )
+)
+def test_put_many_and_get_many_give_what_put_and_get_give_one_by_one(ops: list[Any]) -> None:
+    """Many at once under one lock (the MQTT loop's pass, the pipeline's batch) hand messages
+    out in exactly the order that putting and getting them one by one does."""
+    many, single = Inbox(), Inbox()
+    n = 0
+    for op in ops:
+        if isinstance(op, list):
+            items = [msg(n + i, s) for i, s in enumerate(op)]
+            n += len(items)
+            many.put_many(items)
+            for m in items:
+                single.put(m)
+        else:
+            one_by_one = [single.get_nowait() for _ in range(min(op, single.qsize()))]
+            assert many.get_many(op) == one_by_one
+        assert many.qsize() == single.qsize()
+        assert many.urgent_waiting() == single.urgent_waiting()
+    assert many.get_many(10_000) == [single.get_nowait() for _ in range(single.qsize())]
