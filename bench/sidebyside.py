@@ -72,7 +72,9 @@ def _rows(run: StoreRun, ceiling: float) -> list[tuple[str, str]]:
 def table(runs: list[StoreRun], ceiling: float, ceiling_cpu: Ceiling) -> str:
     """Both stores side by side (one column each), the broker's ceiling above."""
     columns = [dict(_rows(r, ceiling)) for r in runs]
-    labels = [label for label, _ in _rows(runs[0], ceiling)]
+    labels = [  # without the rows no store has a figure for (PostgreSQL's, on SQLite alone)
+        label for label, _ in _rows(runs[0], ceiling) if any(col[label] != "—" for col in columns)
+    ]
     heads = [
         "SQLite" if r.store == "sqlite" else f"PostgreSQL {r.server_version}".strip() for r in runs
     ]
