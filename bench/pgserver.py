@@ -130,7 +130,7 @@ class PgServer:
     def postmaster(self) -> int:
         return int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
 
-    def snapshot(self, settle: float = 1.2) -> Work:
+    def snapshot(self, settle: float = 1.5) -> Work:
         """The server's counters, after ``settle`` seconds for the backends' statistics."""
         time.sleep(settle)
         with connect(self.url, name="bench", autocommit=True) as db:

@@ -57,7 +57,13 @@ def _rows(run: StoreRun, ceiling: float) -> list[tuple[str, str]]:
         ("CPU µs/msg service + server", _num(us(run.cpu.service + s.cpu_s), 1)),
         ("PostgreSQL commits/msg (all)", _num(per(s.commits), 3) if pg else "—"),
         ("PostgreSQL write transactions/msg", _num(per(s.xids), 3) if pg else "—"),
-        ("PostgreSQL rows written/msg", _num(per(s.rows), 2) if pg else "—"),
+        (
+            "PostgreSQL rows written/msg (inserted + updated + deleted)",
+            f"{per(s.rows):.2f} ({per(s.inserted):.2f} + {per(s.updated):.2f}"
+            f" + {per(s.deleted):.2f})"
+            if pg
+            else "—",
+        ),
         ("PostgreSQL WAL bytes/msg", _num(per(s.wal_bytes)) if pg else "—"),
         (
             "PostgreSQL commits/s, rows/s at the best round",
@@ -113,6 +119,9 @@ def key_lines(run: StoreRun, ceiling: float) -> list[str]:
         lines.append(
             f"pg_server_cpu_us={us(s.cpu_s):.1f} pg_server_commits_per_msg={per(s.commits):.3f}"
             f" pg_server_xacts_per_msg={per(s.xids):.3f} pg_server_rows_per_msg={per(s.rows):.2f}"
+            f" pg_server_inserts_per_msg={per(s.inserted):.2f}"
+            f" pg_server_updates_per_msg={per(s.updated):.2f}"
+            f" pg_server_deletes_per_msg={per(s.deleted):.2f}"
             f" pg_server_wal_bytes_per_msg={per(s.wal_bytes):.0f}"
             f" pg_server_commits_per_s={per(s.commits) * run.ingest:.0f}"
             f" pg_server_rows_per_s={per(s.rows) * run.ingest:.0f}"

@@ -39,6 +39,9 @@ SERVER_KEYS = [
     "pg_server_commits_per_msg",
     "pg_server_xacts_per_msg",
     "pg_server_rows_per_msg",
+    "pg_server_inserts_per_msg",
+    "pg_server_updates_per_msg",
+    "pg_server_deletes_per_msg",
     "pg_server_wal_bytes_per_msg",
     "pg_server_commits_per_s",
     "pg_server_rows_per_s",
@@ -81,6 +84,7 @@ def test_make_bench_prints_postgresql_beside_sqlite(capsys: pytest.CaptureFixtur
     # the server did the journal's work: every message of the rounds a row at least, on disk
     assert int(keys["pg_readings"]) >= MESSAGES + CATCHUP
     assert float(keys["pg_server_rows_per_msg"]) >= 1
+    assert float(keys["pg_server_inserts_per_msg"]) >= 1  # a reading's row each, at least
     assert float(keys["pg_server_cpu_us"]) > 0
     assert float(keys["pg_server_wal_bytes_per_msg"]) > 0
     assert float(keys["pg_bytes_per_reading"]) > 0
