@@ -267,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
                         for p in r.partitions
                     )
                 )
+            if r.tables:
+                say(
+                    f"{r.store}: rows written by table over the whole run (most first): "
+                    + ", ".join(f"{name} {n:,}" for name, n in r.tables)
+                )
         if args.sink:
             print(sink.run(devices=args.sink_devices, keep=args.keep), flush=True)
         if args.stores_writes:

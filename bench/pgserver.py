@@ -7,7 +7,9 @@ what it committed and wrote, and the journal's bytes on disk.
 - Work: ``pg_stat_database`` (``xact_commit``: every transaction the service ran, reads
   included), the transaction ids handed out (write transactions: ``pg_snapshot_xmax`` of the
   current snapshot, which takes no id itself), ``pg_stat_user_tables`` (rows inserted, updated
-  and deleted) and the WAL position (bytes of WAL). A backend sends its statistics at most once
+  and deleted; temporary tables left out: the journal's ``COPY`` goes through a temporary
+  staging table, a row each that is never written to WAL or kept) and the WAL position (bytes
+  of WAL). A backend sends its statistics at most once
   a second and within a second of going idle: :meth:`PgServer.snapshot` waits ``settle``
   seconds first.
 - Disk: ``pg_total_relation_size`` (heap, indexes, TOAST) of each of the journal's partitions
@@ -33,7 +35,7 @@ SELECT d.xact_commit,
        pg_current_wal_lsn() - '0/0'::pg_lsn
 FROM pg_stat_database d,
      (SELECT sum(n_tup_ins) AS ins, sum(n_tup_upd) AS upd, sum(n_tup_del) AS del
-      FROM pg_stat_user_tables) t
+      FROM pg_stat_user_tables WHERE schemaname NOT LIKE 'pg_temp%') t
 WHERE d.datname = current_database()
 """
 
@@ -152,6 +154,18 @@ class PgServer:
                 if n:
                     out.append(Partition(str(name), n, int(size)))
         return out
+
+    def tables(self, top: int = 6) -> list[tuple[str, int]]:
+        """The tables with the most rows written (inserted, updated, deleted) since the start,
+        most first: what a message's rows are."""
+        with connect(self.url, name="bench", autocommit=True) as db:
+            rows = db.execute(
+                b"SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS n FROM pg_stat_user_tables"
+                b" WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 AND schemaname NOT LIKE"
+                b" 'pg_temp%%' ORDER BY n DESC, relname LIMIT %s",
+                (top,),
+            ).fetchall()
+        return [(str(name), int(n)) for name, n in rows]
 
     def stop(self) -> None:
         self.pg.stop()

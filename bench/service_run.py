@@ -83,6 +83,8 @@ class StoreRun:
     journal_bytes: int = 0
     """The journal's bytes on disk (SQLite: the file; PostgreSQL: the readings' partitions)."""
     partitions: list[Partition] = field(default_factory=list)
+    tables: list[tuple[str, int]] = field(default_factory=list)
+    """PostgreSQL's tables with the most rows written over the whole run."""
     server: Work = NOTHING
     """PostgreSQL's work during the ingest rounds (summed over the rounds' windows)."""
     server_version: str = ""
@@ -136,16 +138,23 @@ def end_session(broker: Broker, access: BrokerAccess, client_id: str) -> None:
     """End the persistent session ``client_id`` on the broker: connect with a clean start (the
     old session and its queue dropped) and leave with no session expiry."""
     done = threading.Event()
+    refused: list[str] = []
     c = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
     )
-    c.on_connect = lambda *_a: done.set()
+
+    def on_connect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+        done.set()
+
+    c.on_connect = on_connect
     access.apply(c)
     c.connect(broker.host, broker.port_for(access), clean_start=True)
     c.loop_start()
     try:
-        if not done.wait(10):
-            raise RuntimeError(f"could not connect as {client_id} to end its session")
+        if not done.wait(10) or refused:
+            raise RuntimeError(f"could not connect as {client_id} to end its session: {refused}")
     finally:
         c.disconnect()
         c.loop_stop()
@@ -231,6 +240,7 @@ def run_store(
             )
         if server is not None:
             run.partitions = server.partitions()
+            run.tables = server.tables()
             run.readings = sum(p.rows for p in run.partitions)
             run.journal_bytes = sum(p.bytes for p in run.partitions)
         env = svc.env
