@@ -47,7 +47,7 @@ from bench.cpu import Ceiling, process_cpu, wait_cpu
 from bench.cpu import table as cpu_table
 from bench.load import bench_registry, client_env, write_message_files
 from bench.service_run import Files, StoreRun, publishers, run_store, say
-from bench.sidebyside import key_lines, table
+from bench.sidebyside import PREFIX, key_lines, table
 from devtools.broker import Broker
 from ingest.topics import SUBSCRIPTION
 from jiayuan.settings import Settings
@@ -250,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{store}: " + cpu_table(run.cpu, ceiling_cpu).removeprefix("bench: "))
         print(
             json.dumps(
-                {"broker_rounds": ceilings, **{f"{r.store}_ingest_rounds": r.rates for r in runs}}
+                {
+                    "broker_rounds": ceilings,
+                    **{f"{PREFIX[r.store]}ingest_rounds": r.rates for r in runs},
+                }
             ),
             flush=True,
         )

@@ -6,6 +6,7 @@ and the server's figures. Only counts and presence are asserted, never a rate's 
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -88,6 +89,8 @@ def test_make_bench_prints_postgresql_beside_sqlite(capsys: pytest.CaptureFixtur
     assert float(keys["pg_server_cpu_us"]) > 0
     assert float(keys["pg_server_wal_bytes_per_msg"]) > 0
     assert float(keys["pg_bytes_per_reading"]) > 0
+    rounds = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert list(rounds) == ["broker_rounds", "ingest_rounds", "pg_ingest_rounds"]
     # one table, a column a store
     header = next(line for line in out.splitlines() if "SQLite" in line and "PostgreSQL" in line)
     assert header.index("SQLite") < header.index("PostgreSQL")
