@@ -12,6 +12,7 @@ import re
 import pytest
 
 from bench.__main__ import main
+from bench import fall_path
 from bench.cpu import STAGES
 
 pytestmark = pytest.mark.network
@@ -103,3 +104,15 @@ def test_one_store_alone(capsys: pytest.CaptureFixture[str]) -> None:
     # SQLite's lines as make bench printed them before PostgreSQL was measured beside it
     assert [list(line) for line in key_lines(out)] == [CPU_KEYS, [*INGEST_KEYS, "ingest_processes"]]
     assert "PostgreSQL" not in out
+
+
+def test_fall_path_times_every_stage_of_each_fall() -> None:
+    """``python -m bench.fall_path``: each fall alerted is split into every stage, from the
+    reading's receipt and commit to the alert's raise, commit and arrival on the stream."""
+    stages = fall_path.measure(falls=3, rate=100, settings={})
+    assert list(stages) == list(fall_path.STAGES)
+    assert [len(v) for v in stages.values()] == [3] * len(fall_path.STAGES)
+    total = stages["publish → on the stream"]
+    parts = [stages[s] for s in fall_path.STAGES[:-1]]
+    for i, whole in enumerate(total):  # the stages add up to the whole, fall by fall
+        assert sum(p[i] for p in parts) == pytest.approx(whole, abs=1e-6)
