@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from bench.__main__ import main
 from bench import fall_path
+from bench.__main__ import main
 from bench.cpu import STAGES
 
 pytestmark = pytest.mark.network
