@@ -1,18 +1,23 @@
 """The benchmark, measured in one run on this machine against its own Mosquitto:
 
 1. the broker's QoS 1 ceiling with Mosquitto's C clients (mosquitto_pub → mosquitto_sub);
-2. the service's sustained durable ingestion: the same messages from the same mosquitto_pub
-   processes into ``jiayuan run`` (QoS 1, validated, committed with fsync before PUBACK, rules
-   evaluated), counted by the service itself;
-3. publish-to-alert latency: falls published while a background load of 5,000 messages/s flows,
-   timed from the publish to the alert arriving on the API's live stream;
-4. catch-up (``bench/catchup.py``, skipped with ``--catchup 0``): the service stopped while
-   100,000 readings are queued for it, then started: its drain rate against mosquitto_sub's
-   for the same backlog, and publish-to-alert latency of falls published during the drain;
-5. the time-series store (``bench/sink.py``, skipped with ``--no-sink``): the InfluxDB sink's
+2. the whole service on each store (``--stores sqlite|postgres|both``, default both; see
+   ``bench/service_run.py``): ``jiayuan run`` on SQLite files, then on a throwaway PostgreSQL
+   (``JIAYUAN_DATABASE_URL``, durable defaults), each against the same broker and its ceiling:
+   a. sustained durable ingestion: the same kind of messages from the same mosquitto_pub
+      processes (QoS 1, validated, committed before PUBACK, rules evaluated), counted by the
+      service itself, and the CPU each message cost by stage (on PostgreSQL the server's too,
+      with its commits, rows and WAL per message);
+   b. publish-to-alert latency: falls published while a background load of 5,000 messages/s
+      flows, timed from the publish to the alert arriving on the API's live stream;
+   c. catch-up (``bench/catchup.py``, skipped with ``--catchup 0``): the service stopped while
+      100,000 readings are queued for it, then started: its drain rate against mosquitto_sub's
+      for the same backlog, and publish-to-alert latency of falls published during the drain;
+   then both stores side by side in one table (``bench/sidebyside.py``);
+3. the time-series store (``bench/sink.py``, skipped with ``--no-sink``): the InfluxDB sink's
    drain rate into a local VictoriaMetrics for a backlog of a million readings, disk use per
    million readings, and the history query for a 30-day chart of one device.
-6. the journal on each store (``bench/store_writes.py``, skipped with ``--no-stores``): the
+4. the journal on each store (``bench/store_writes.py``, skipped with ``--no-stores``): the
    SQLite and the PostgreSQL journal classes' ``write_batch`` for the same decoded readings,
    rows per second and bytes per row on disk, side by side (PostgreSQL on a throwaway cluster
    with its durable defaults).
@@ -21,8 +26,9 @@ Every client connects with its own account over the TLS listener, as in producti
 mosquitto_pub as one device, the service with its account, the probe through a gateway);
 ``--plain`` uses the loopback development listener instead, to see what TLS costs.
 
-The catch-up phase prints ``catchup_msgs_per_s=N catchup_sub_msgs_per_s=N ...``; the last line
-is ``ingest_msgs_per_s=N broker_msgs_per_s=N ratio=R p50_ms=X p99_ms=Y``.
+The ``key=value`` lines come last: PostgreSQL's (prefixed ``pg_``), then SQLite's:
+``cpu_us_…=``, ``catchup_msgs_per_s=N catchup_sub_msgs_per_s=N ...``, and last of all
+``ingest_msgs_per_s=N broker_msgs_per_s=N ratio=R p50_ms=X p99_ms=Y``.
 """
 
 from __future__ import annotations
@@ -33,48 +39,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from base.datadir import DataDir
-from bench import catchup, sink, store_writes
-from bench.cpu import (
-    Ceiling,
-    Snapshot,
-    Tally,
-    process_cpu,
-    wait_caught_up,
-    wait_cpu,
-    wake_delay,
-    wakes,
-)
-from bench.cpu import summary as cpu_summary
+from bench import sink, store_writes
+from bench.cpu import Ceiling, process_cpu, wait_cpu
 from bench.cpu import table as cpu_table
-from bench.load import (
-    BackgroundLoad,
-    FallProbe,
-    bench_registry,
-    client_env,
-    start_device_publisher,
-    write_message_files,
-)
+from bench.load import bench_registry, client_env, write_message_files
+from bench.service_run import Files, StoreRun, publishers, run_store, say
+from bench.sidebyside import PREFIX, key_lines, table
 from devtools.broker import Broker
-from devtools.launch import ServiceProcess
 from ingest.topics import SUBSCRIPTION
 from jiayuan.settings import Settings
 
-Files = list[tuple[str, Path]]
-
-
-def _publishers(broker: Broker, files: Files, tls: bool) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for topic, path in files:
-        with path.open("rb") as lines:
-            procs.append(
-                start_device_publisher(broker, topic, tls, path.with_suffix(".client"), lines)
-            )
-    return procs
+STORES = {"sqlite": ["sqlite"], "postgres": ["postgres"], "both": ["sqlite", "postgres"]}
 
 
 def broker_ceiling(broker: Broker, files: Files, n: int, tls: bool, cpu: Ceiling) -> float:
@@ -101,7 +79,7 @@ def broker_ceiling(broker: Broker, files: Files, n: int, tls: bool, cpu: Ceiling
     assert broker.proc is not None
     broker_cpu = process_cpu(broker.proc.pid)
     t0 = time.perf_counter()
-    pubs = _publishers(broker, files, tls)
+    pubs = publishers(broker, files, tls)
     cpu.sub += wait_cpu(sub)
     elapsed = time.perf_counter() - t0
     cpu.broker += process_cpu(broker.proc.pid) - broker_cpu
@@ -110,34 +88,7 @@ def broker_ceiling(broker: Broker, files: Files, n: int, tls: bool, cpu: Ceiling
     return n / elapsed
 
 
-def service_ingest(
-    svc: ServiceProcess, broker: Broker, files: Files, n: int, tls: bool, cpu: Tally
-) -> float:
-    """The service's rate for ``n`` messages (publish to commit); its CPU for them, the rules
-    worker's and the rollups' included, is added to ``cpu``."""
-    assert broker.proc is not None
-    wait_caught_up(svc, svc.data_dir)
-    before = Snapshot.take(svc, broker.proc.pid)
-    base = svc.health()["messages_committed"]
-    t0 = time.perf_counter()
-    pubs = _publishers(broker, files, tls)
-    while svc.health()["messages_committed"] < base + n:
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - t0
-    for p in pubs:
-        p.wait()
-    wait_caught_up(svc, svc.data_dir)
-    cpu.add(before, Snapshot.take(svc, broker.proc.pid), n)
-    return n / elapsed
-
-
-def percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))
-    return s[k]
-
-
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,
@@ -146,6 +97,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2, help="ceiling and ingest: best of N")
+    ap.add_argument(
+        "--stores",
+        choices=sorted(STORES),
+        default="both",
+        help="the whole service on SQLite, on PostgreSQL, or both in turn (default)",
+    )
+    ap.add_argument(
+        "--pg-messages",
+        type=int,
+        default=None,
+        help="messages per ingest round on PostgreSQL (default: --messages)",
+    )
+    ap.add_argument(
+        "--pg-catchup",
+        type=int,
+        default=None,
+        help="readings queued for the catch-up on PostgreSQL (default: --catchup)",
+    )
     ap.add_argument("--background-rate", type=int, default=5_000)
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument(
@@ -177,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--no-stores",
-        dest="stores",
+        dest="stores_writes",
         action="store_false",
         help="skip the journal's write rate on SQLite and PostgreSQL",
     )
@@ -185,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "--ingest-processes",
         type=int,
         default=None,
-        help="JIAYUAN_INGEST_PROCESSES for the service (default: the setting's default)",
+        help="JIAYUAN_INGEST_PROCESSES for the service on SQLite (default: the setting's"
+        " default; PostgreSQL refuses more than 1: its session slots run as processes)",
     )
     ap.add_argument(
         "--plain",
@@ -193,139 +163,131 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="connect over the plain loopback listener instead of TLS",
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     procs = (
         args.ingest_processes
         if args.ingest_processes is not None
         else Settings.model_fields["ingest_processes"].default
     )
-    service_settings = {"ingest_processes": procs}
+    stores = STORES[args.stores]
+    sizes = {
+        "sqlite": (args.messages, args.catchup),
+        "postgres": (
+            args.messages if args.pg_messages is None else args.pg_messages,
+            args.catchup if args.pg_catchup is None else args.pg_catchup,
+        ),
+    }
 
     work = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
-    ceiling_files, ingest_files = (
-        [
-            write_message_files(
-                work / f"{part}{r}", args.messages, args.publishers, device_prefix=f"{part[0]}{r}"
-            )
+    ceiling_files = [
+        write_message_files(work / f"ceiling{r}", args.messages, args.publishers, f"c{r}")
+        for r in range(args.rounds)
+    ]
+    ingest_files: dict[str, list[Files]] = {}
+    catchup_files: dict[str, Files] = {}
+    for store in stores:
+        n, k = sizes[store]
+        s = store[0]  # s…: SQLite's devices, p…: PostgreSQL's
+        ingest_files[store] = [
+            write_message_files(work / f"{store}{r}", n, args.publishers, f"{s}s{r}")
             for r in range(args.rounds)
         ]
-        for part in ("ceiling", "service")
-    )
-    catchup_files = (
-        write_message_files(work / "catchup", args.catchup, args.publishers, device_prefix="k")
-        if args.catchup
-        else []
-    )
-    topics = [t for files in [*ceiling_files, *ingest_files, catchup_files] for t, _ in files]
+        catchup_files[store] = (
+            write_message_files(work / f"{store}-catchup", k, args.publishers, f"{s}k") if k else []
+        )
+    every: list[Files] = [*ceiling_files, *catchup_files.values()]
+    every += [files for rounds in ingest_files.values() for files in rounds]
+    topics = [t for files in every for t, _ in files]
     registry = bench_registry(topics, args.probes + args.catchup_probes)
     conf = dict(o.split("=", 1) for o in args.broker_set)
     broker = Broker(work / "mosquitto", registry=registry, conf=conf).start()
     tls = args.tls
-    svc: ServiceProcess | None = None
     try:
-        print(
-            f"bench: mosquitto on port {broker.port_for(broker.service_access(tls=tls))}"
-            f" ({'TLS' if tls else 'plain'}, every client with its account), data in {work}",
-            flush=True,
+        say(
+            f"mosquitto on port {broker.port_for(broker.service_access(tls=tls))}"
+            f" ({'TLS' if tls else 'plain'}, every client with its account), data in {work}"
         )
-        ceilings, rates = [], []
-        ceiling_cpu, service_cpu = Ceiling(), Tally()
-        for r, files in enumerate(ceiling_files):
+        ceilings: list[float] = []
+        ceiling_cpu = Ceiling()
+        for i, files in enumerate(ceiling_files):
             ceilings.append(broker_ceiling(broker, files, args.messages, tls, ceiling_cpu))
-            print(f"bench: broker ceiling round {r + 1}: {ceilings[-1]:,.0f} msg/s", flush=True)
-        print(f"bench: the service with {procs} telemetry ingest process(es)", flush=True)
-        svc = ServiceProcess(work / "service", broker, tls=tls, **service_settings).start()
-        for r, files in enumerate(ingest_files):
-            rates.append(service_ingest(svc, broker, files, args.messages, tls, service_cpu))
-            print(f"bench: service ingest round {r + 1}: {rates[-1]:,.0f} msg/s", flush=True)
-        print(cpu_table(service_cpu, ceiling_cpu), flush=True)
-        woken = wake_delay(svc, None, "ingest rounds")
-        if woken is not None:
-            print(woken, flush=True)
-
-        stream_ready = threading.Event()
-        probe = FallProbe(svc.url, svc.token, broker, stream_ready, tls)
-        probe.start()
-        if not stream_ready.wait(10):
-            raise RuntimeError("the live stream did not answer")
-        # the latency phase starts with nothing left of the ingest rounds (the rules worker and
-        # the rollups at the journal's head), and the background load settled
-        waited = wait_caught_up(svc, svc.data_dir)
-        load = BackgroundLoad(broker, args.background_rate, work / "background", tls)
-        load.start()
-        time.sleep(2.0)
-        print(
-            f"bench: latency phase from a caught-up service (the rules worker and rollups"
-            f" reached the journal's head {waited:.1f} s after the last round)",
-            flush=True,
-        )
-        woken_before = wakes(svc)
-        latencies = probe.run(args.probes, interval=0.1)
-        achieved = load.stop()
-        woken = wake_delay(svc, woken_before, f"at {args.background_rate:,} msg/s")
-        if woken is not None:
-            print(woken, flush=True)
-        probe.stop()
-        print(
-            f"bench: background load {achieved:,.0f} msg/s during {len(latencies)} probes",
-            flush=True,
-        )
-        if len(latencies) < args.probes:
-            print(
-                f"bench: {args.probes - len(latencies)} probe alerts never arrived", file=sys.stderr
+            say(f"broker ceiling round {i + 1}: {ceilings[-1]:,.0f} msg/s")
+        ceiling = max(ceilings)
+        runs: list[StoreRun] = []
+        for store in stores:
+            n, k = sizes[store]
+            settings = {"ingest_processes": procs} if store == "sqlite" else {}
+            what = (
+                f"{procs} telemetry ingest process(es)"
+                if store == "sqlite"
+                else "a throwaway PostgreSQL (durable defaults), one instance, its default"
+                " session slots"
             )
-        ceiling, ingest = max(ceilings), max(rates)
-        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-        db = DataDir(work / "service").journal
-        rows = svc.get("/healthz")["messages_committed"]
-        print(
-            f"bench: journal {db.stat().st_size / 1e6:.1f} MB after {rows:,} messages", flush=True
-        )
-        print(json.dumps({"broker_rounds": ceilings, "ingest_rounds": rates}), flush=True)
-        print(cpu_summary(service_cpu), flush=True)
-        if args.catchup:
-            result, svc = catchup.run(
+            note = (
+                f"; shorter than SQLite's: {n:,} messages a round, catch-up of {k:,}"
+                if store == "postgres" and "sqlite" in stores and (n, k) != sizes["sqlite"]
+                else ""
+            )
+            say(f"{store}: the service on {what}{note}")
+            run = run_store(
+                store,
                 broker,
-                svc,
-                catchup_files,
-                args.catchup,
-                tls,
-                first_probe=args.probes,
-                probes=args.catchup_probes,
-                settings=service_settings,
+                work,
+                ingest_files[store],
+                catchup_files[store],
+                args,
+                settings,
+                messages=n,
+                catchup_n=k,
             )
-            print(
-                f"bench: catch-up of {args.catchup:,} queued readings: the service drained"
-                f" {result.service_msgs_per_s:,.0f} msg/s once up ({result.service_total_s:.1f} s"
-                f" from start), mosquitto_sub {result.sub_msgs_per_s:,.0f} msg/s",
-                flush=True,
-            )
-            print(result.line(), flush=True)
-        if args.sink:
-            svc.stop()  # idle, but its threads need not share the machine with the drain
-            svc = None
-            print(sink.run(devices=args.sink_devices, keep=args.keep), flush=True)
-        if args.stores:
-            if svc is not None:
-                svc.stop()
-                svc = None
-            for line in store_writes.journals():
-                print(f"bench: {line}", flush=True)
+            run.ingest_processes = procs if store == "sqlite" else 1
+            run.note = note.removeprefix("; ")
+            runs.append(run)
+            say(f"{store}: " + cpu_table(run.cpu, ceiling_cpu).removeprefix("bench: "))
         print(
-            f"ingest_msgs_per_s={ingest:.0f} broker_msgs_per_s={ceiling:.0f} "
-            f"ratio={ingest / ceiling:.2f} p50_ms={p50 * 1000:.1f} p99_ms={p99 * 1000:.1f}"
-            f" ingest_processes={procs}",
+            json.dumps(
+                {
+                    "broker_rounds": ceilings,
+                    **{f"{PREFIX[r.store]}ingest_rounds": r.rates for r in runs},
+                }
+            ),
             flush=True,
         )
+        print(table(runs, ceiling, ceiling_cpu), flush=True)
+        for r in runs:
+            if r.note:
+                say(f"{r.store}: {r.note}")
+            if r.partitions:
+                say(
+                    f"{r.store}: journal partitions: "
+                    + ", ".join(
+                        f"{p.name} {p.rows:,} readings {p.bytes / 1e6:.1f} MB"
+                        f" ({p.bytes / p.rows:.0f} B each)"
+                        for p in r.partitions
+                    )
+                )
+            if r.tables:
+                say(
+                    f"{r.store}: rows written by table over the whole run (most first): "
+                    + ", ".join(f"{name} {n:,}" for name, n in r.tables)
+                )
+        if args.sink:
+            print(sink.run(devices=args.sink_devices, keep=args.keep), flush=True)
+        if args.stores_writes:
+            for line in store_writes.journals():
+                say(line)
+        for r in sorted(runs, key=lambda r: r.store != "postgres"):  # SQLite's lines last
+            for line in key_lines(r, ceiling):
+                print(line, flush=True)
         return 0
     finally:
-        try:
-            if svc is not None:
-                svc.stop()  # raises if the service counted errors: its figures are not to be kept
-        finally:
-            broker.stop()
-            if not args.keep:
-                shutil.rmtree(work, ignore_errors=True)
+        broker.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

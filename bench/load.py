@@ -249,6 +249,16 @@ class FallProbe:
         with self._lock:
             return list(self._latency.values())
 
+    def sent_by_device(self) -> dict[str, float]:
+        """When each probe device's fall was published (``time.perf_counter()``)."""
+        with self._lock:
+            return dict(self._sent)
+
+    def latency_by_device(self) -> dict[str, float]:
+        """Publish → alert on the stream, seconds, of each fall whose alert arrived."""
+        with self._lock:
+            return dict(self._latency)
+
     def sent_at(self) -> list[float]:
         """When each fall was published (``time.perf_counter()``)."""
         with self._lock:
