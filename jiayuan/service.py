@@ -221,6 +221,8 @@ class Service:
         )
         """Per-minute and hourly aggregates beside the SQLite journal; None on PostgreSQL,
         where charts and baselines are computed from the raw readings."""
+        if self.rollups is not None and isinstance(rows, SqliteRows):
+            rows.tap = self.rollups.offer  # one read of the journal for both followers
         self.sink = self._influx_sink() if settings.influx_url else None
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
