@@ -23,9 +23,10 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from functools import reduce
 from itertools import chain
-from operator import add
+from operator import add, itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -156,15 +157,18 @@ def _fold_columns(rows: list[Source]) -> list[tuple[Any, ...]] | None:
         payloads = group[1:]
         if keys.keys().isdisjoint(payloads[0]):
             return None  # the minute's first row has no metric: the minute may come later
-        names: set[str] = set()
-        for key in dict.fromkeys(chain.from_iterable(payloads)):
-            name = keys.get(key)
-            if name is None:
-                continue
-            if name in names:
-                return None  # a metric under two keys
-            names.add(name)
-            vs = [d[key] for d in payloads if key in d]
+        found = [(k, keys[k]) for k in dict.fromkeys(chain.from_iterable(payloads)) if k in keys]
+        if len({name for _, name in found}) < len(found):
+            return None  # a metric under two keys
+        columns: Iterable[Sequence[Any]]
+        try:  # every payload of the minute has every metric (nearly always): transposed in C
+            if len(found) == 1:
+                columns = [list(map(itemgetter(found[0][0]), payloads))]
+            else:
+                columns = zip(*map(itemgetter(*(k for k, _ in found)), payloads), strict=True)
+        except KeyError:
+            columns = [[d[k] for d in payloads if k in d] for k, _ in found]
+        for (_, name), vs in zip(found, columns, strict=True):
             if not numbers.issuperset(map(type, vs)):
                 return None
             try:
@@ -314,6 +318,7 @@ class RollupWorker(Follower):
         costs ~150 µs besides its rows (charts are exact meanwhile: :func:`history` adds the
         rows after the cursor)."""
         self._last_step = -math.inf
+        self._write_lock = write_lock(path)
         self._fed: deque[tuple[int, int, list[Row]]] = deque()
         """Rows another follower read (:meth:`offer`): (after, upto, every row in (after, upto])."""
         self._fed_rows = 0
@@ -405,7 +410,7 @@ class RollupWorker(Follower):
         with transaction(db, immediate=False):
             db.execute("DELETE FROM temp.rollup_stage")
             db.executemany(_STAGE, staged)
-        with write_lock(self.path), transaction(db):
+        with self._write_lock, transaction(db):
             db.execute(_NEW_SERIES)
             for merge in _MERGES:
                 db.execute(merge)
