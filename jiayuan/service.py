@@ -178,7 +178,7 @@ class Service:
             IngestProcesses(
                 settings,
                 loaded,
-                self.worker.wake,
+                self.worker.nudge,  # (telemetry only: the urgent session stays here)
                 k,
                 retiring=retiring,
                 retired=lambda: record_count(data, k),
@@ -209,7 +209,7 @@ class Service:
             self.inbox,
             self.journal,
             acknowledge_both(self.listener.ack, self.push),
-            lambda _new: self.worker.wake(),
+            self.worker.committed,  # a fall wakes it at once; telemetry within its gather_s
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
             profiles=self.profiles,
