@@ -1,16 +1,17 @@
 """The two followers of the journal as the service runs them, without the broker: CPU of the rules
 worker's thread and of the rollups' thread per journal row, while a writer thread journals
-wearable telemetry in small batches and wakes the worker after each commit, as the ingest
+wearable telemetry in small batches and hands each commit to the worker, as the ingest
 pipeline does.
 
 ``python -m bench.followers [--rows 100000] [--devices 4] [--batch 20] [--rate 20000]
-[--no-offer] [--wake]``: ``--batch`` readings a commit, ``--rate`` readings a second (paced);
-``--no-offer``: the rollups read the journal themselves instead of folding the rows the rules
-worker read (:meth:`ingest.rollups.RollupWorker.offer`); ``--wake``: the worker is woken at
-every commit (:meth:`rules.worker.RulesWorker.wake`), not as the pipeline does
-(:meth:`~rules.worker.RulesWorker.committed`: telemetry gathered). Prints ``rules_us=X
-rollup_us=Y``: thread CPU (``/proc``, 10 ms ticks) over the rows, once both followers reached
-the head. The machine is shared: compare runs made one after the other.
+[--no-offer] [--wake] [--rollup-batch 500]``: ``--batch`` readings a commit, ``--rate``
+readings a second (paced); ``--no-offer``: the rollups read the journal themselves instead of
+folding the rows the rules worker read (:meth:`ingest.rollups.RollupWorker.offer`);
+``--wake``: the worker is woken at every commit (:meth:`rules.worker.RulesWorker.wake`), not
+as the pipeline does (:meth:`~rules.worker.RulesWorker.committed`: telemetry gathered);
+``--rollup-batch``: the rollups' ``batch_rows``. Prints ``rules_us=X rollup_us=Y``: thread
+CPU (``/proc``, 10 ms ticks) over the rows, once both followers reached the head. The machine
+is shared: compare runs made one after the other.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=20_000)
     ap.add_argument("--no-offer", action="store_true")
     ap.add_argument("--wake", action="store_true")
-    ap.add_argument("--rollup-batch", type=int, default=0)
+    ap.add_argument("--rollup-batch", type=int, default=500)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="jiayuan-bench-followers-"))
     readings = _readings(a.rows, a.devices)
@@ -74,7 +75,7 @@ def main() -> None:
         for i in range(a.devices)
     ]
     registry = Registry("y", buildings=[Building(building="b1", compound="c1")], devices=devices)
-    rollups = RollupWorker(journal.path, **({"batch_rows": a.rollup_batch} if a.rollup_batch else {}))
+    rollups = RollupWorker(journal.path, batch_rows=a.rollup_batch)
     source = SqliteRows(journal.path, tap=None if a.no_offer else rollups.offer)
     worker = RulesWorker(
         source,

@@ -122,7 +122,8 @@ def fold(rows: list[Source]) -> list[tuple[Any, ...]]:
     makes it give up, and the rows are folded one value at a time (:func:`fold_by_key`).
     Both give the same rows in the same order (tests/unit/test_rollups.py compares them with
     :func:`stage_by_name`). Measured on the benchmark's wearable rows (``python -m
-    bench.rollups``): FIGURES."""
+    bench.rollups``, 500 rows a step, read from the journal): 2.8 µs a row one value at a
+    time, 2.4 by columns; 1.8 folding rows offered by the rules worker (``--fed``)."""
     staged = _fold_columns(rows)
     return fold_by_key(rows) if staged is None else staged
 
@@ -352,7 +353,9 @@ class RollupWorker(Follower):
         ``batch_rows`` readings of six metrics each stage at most (the write transaction's
         work, and so how long it holds the journal's write lock), from ``batch_rows`` to four
         times that. A few devices streaming (the benchmark's) stage a few aggregates for
-        thousands of rows, and each step costs ~150 µs besides its rows: FIGURES."""
+        thousands of rows, and each step costs ~150 µs besides its rows (``python -m
+        bench.followers --rollup-batch 500`` against ``2000``: the rollups' thread 3.2-3.4
+        µs a row against 2.0-2.6)."""
         rows = int(self.batch_rows * 6 / self._fed_staged)
         return max(self.batch_rows, min(4 * self.batch_rows, rows))
 

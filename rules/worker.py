@@ -196,6 +196,8 @@ class RulesWorker:
         """Rows were committed since the worker last looked (:meth:`nudge`)."""
         self._idle = False
         """The worker waits for rows (a wake-up needed), not gathering them."""
+        self._streaming = False
+        """The last step read rows: more are likely on their way (gathered ``gather_s``)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_tick = 0.0
@@ -373,6 +375,7 @@ class RulesWorker:
         batch that has effects, or once held ``hold_s`` or ``hold_rows``."""
         held = self._held
         batch, more = self.source.read(self.batch_rows)
+        self._streaming = bool(batch)
         if not batch:
             return False
         evaluate = self._evaluator().evaluate
@@ -494,10 +497,12 @@ class RulesWorker:
 
     def nudge(self) -> None:
         """New telemetry rows are committed: evaluated within ``gather_s``. The worker's thread
-        is woken only when it waits for rows; while rows stream in it steps every
-        ``gather_s`` and reads what was committed meanwhile, rather than being woken (and
-        reading) at every ingest commit: measured with ``python -m bench.followers`` (20 readings
-        a commit, 20,000 a second), FIGURES."""
+        is woken only when it waits for rows; while rows stream in (its last step read some,
+        or some were committed during it) it steps every ``gather_s`` and reads what was
+        committed meanwhile, rather than being woken (and reading) at every ingest commit.
+        ``python -m bench.followers --batch 20`` (20 readings a commit, 20,000 a second; four
+        runs each, one after the other on a shared machine): the rules thread's CPU 5.0 µs a
+        row woken at every commit (``--wake``), 3.6 gathering."""
         self._pending = True
         if self._idle:  # (set before ``_pending`` is read there: one of the two sees the other)
             self._idle = False
@@ -604,7 +609,7 @@ class RulesWorker:
                 if self._held is not None:
                     until = min(until, self._held[1] + self.hold_s - now)
                 self._idle = True
-                if self._pending:  # telemetry committed since the step began: gather it
+                if self._pending or self._streaming:  # rows flow: gather them
                     self._idle = False
                     until = min(until, self.gather_s)
                 self._wake.wait(max(0.0, until))
