@@ -8,7 +8,10 @@ reading counts once, late ones included (a reading an hour old updates its hour'
 The rows are read and aggregated per minute in Python (:func:`stage`: the compact payloads of
 :mod:`ingest.rowcodec` read in well under a microsecond; 4-5 µs of CPU a reading in all,
 against ~22 µs when SQLite's ``json_each`` read JSON text), before the write transaction; the
-write transaction itself only merges the staged aggregates.
+write transaction itself only merges the staged aggregates. In the service the rules worker,
+which reads the same rows, hands each batch it read on (:meth:`RollupWorker.offer`): the
+rollups fold those instead of reading and decoding the rows a second time, and read the
+journal themselves only where no offer covers their cursor (start, catch-up, offers dropped).
 
 :func:`history` answers a chart: the rollup rows up to the cursor plus the few raw rows the
 worker has not reached yet, aggregated on the fly, so answers are exact and current.
