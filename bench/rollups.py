@@ -5,7 +5,9 @@ per-minute and per-hour rollups with its cursor.
 telemetry (the benchmark's messages: six metrics each) in a temporary directory, then one
 catch-up of the follower over it in the calling thread (no waiting between steps). Small
 batches (``--batch 50``) are what a follower woken at every ingest commit took before it
-gathered a quarter of a second of rows.
+gathered a quarter of a second of rows. ``--fed``: the rows are read first as the rules worker
+reads them (``--batch`` at a time, not timed) and offered to the follower
+(:meth:`ingest.rollups.RollupWorker.offer`), as in the service: only folding and writing count.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from ingest.rollups import RollupWorker
 from ingest.topics import topic_for
+from rules.sources import SqliteRows
 
 
 def main() -> None:
@@ -28,6 +31,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=50_000)
     ap.add_argument("--devices", type=int, default=4)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--fed", action="store_true")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="jiayuan-bench-rollups-"))
     journal = Journal(tmp / "journal.db", synchronous="NORMAL")
@@ -47,12 +51,19 @@ def main() -> None:
         journal.write_batch(batch, [])
     journal.close()
     worker = RollupWorker(tmp / "journal.db", batch_rows=a.batch, duty=1.0)
+    if a.fed:
+        source = SqliteRows(tmp / "journal.db", tap=worker.offer)
+        worker.fed_max = a.rows
+        while source.read(a.batch)[1]:
+            pass
+        source.close()
     wall, cpu = time.perf_counter(), time.process_time()
     worker.run_until_idle()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     shutil.rmtree(tmp)
     print(
-        f"rollup_rows={worker.position} batch={a.batch} devices={a.devices} wall_s={wall:.2f}"
+        f"rollup_rows={worker.position} batch={a.batch} devices={a.devices} fed={a.fed}"
+        f" read={worker.from_journal} wall_s={wall:.2f}"
         f" cpu_us_per_row={cpu / max(1, worker.position) * 1e6:.1f}"
     )
 

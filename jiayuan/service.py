@@ -179,7 +179,7 @@ class Service:
             IngestProcesses(
                 settings,
                 loaded,
-                self.worker.wake,
+                self.worker.nudge,  # (telemetry only: the urgent session stays here)
                 k,
                 retiring=retiring,
                 retired=lambda: record_count(data, k),
@@ -211,7 +211,7 @@ class Service:
             self.inbox,
             self.journal,
             acknowledge_both(self.listener.ack, self.push),
-            lambda _new: self.worker.wake(),
+            self.worker.committed,  # a fall wakes it at once; telemetry within its gather_s
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait_ms / 1000.0,
             profiles=self.profiles,
@@ -223,6 +223,8 @@ class Service:
         )
         """Per-minute and hourly aggregates beside the SQLite journal; None on PostgreSQL,
         where charts and baselines are computed from the raw readings."""
+        if self.rollups is not None and isinstance(rows, SqliteRows):
+            rows.tap = self.rollups.offer  # one read of the journal for both followers
         self.sink = self._influx_sink() if settings.influx_url else None
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},

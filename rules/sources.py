@@ -2,7 +2,8 @@
 interface, two journals.
 
 - :class:`SqliteRows`: the SQLite journal file, rows after one id (``rule_cursor`` in the alert
-  database); one writer, so ids are commit-ordered.
+  database); one writer, so ids are commit-ordered. What it reads it hands on (``tap``) to the
+  rollups, which fold those rows instead of reading and decoding them a second time.
 - :class:`PgRows`: the PostgreSQL journal through :class:`ingest.journal_pg.JournalFollower`,
   one ``(xid, id)`` cursor per device partition in ``follower_cursors`` (several instances may
   write the journal at once: docs/district.md). The journal and the alert store are the same
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -74,9 +76,18 @@ class RowSource(Protocol):
 class SqliteRows:
     """The SQLite journal file at ``path``: rows after ``rule_cursor.last_id``."""
 
-    def __init__(self, path: Path, name: str = "rules") -> None:
+    def __init__(
+        self,
+        path: Path,
+        name: str = "rules",
+        tap: Callable[[int, list[rows.Row]], None] | None = None,
+    ) -> None:
         self.path = path
         self.name = name
+        self.tap = tap
+        """Given each batch read with the id it was read after (every journal row in
+        ``(after, batch[-1].id]``): the rollups fold them rather than read them again
+        (:meth:`ingest.rollups.RollupWorker.offer`)."""
         self._committed = 0
         self._read = 0
         self._db: sqlite3.Connection | None = None
@@ -105,6 +116,8 @@ class SqliteRows:
             self._db = follower.connect(self.path, readonly=True)
         batch = rows.after(self._db, self._read, limit)
         if batch:
+            if self.tap is not None:
+                self.tap(self._read, batch)
             self._read = batch[-1][0]
         return batch, len(batch) == limit
 

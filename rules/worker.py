@@ -58,6 +58,7 @@ from base.sql import Db
 from district.leases import Lease, LeaseLost
 from district.partitions import partition_of
 from ingest import rows
+from ingest.payloads import Reading
 from registry.models import Registry
 from rules.baselines import Baselines
 from rules.engine import RuleEngine
@@ -157,6 +158,7 @@ class RulesWorker:
         hold_s: float = 0.05,
         hold_rows: int = 20_000,
         leases: Leases | None = None,
+        gather_s: float = 0.01,
     ) -> None:
         self.source: RowSource = SqliteRows(journal) if isinstance(journal, Path) else journal
         """Where the rows come from and the cursor is kept (rules/sources.py): the SQLite
@@ -187,6 +189,15 @@ class RulesWorker:
         self._stale = False
         """The engine holds state that was never committed (a commit failed): reload first."""
         self._wake = threading.Event()
+        self.gather_s = gather_s
+        """While telemetry streams in (:meth:`committed` without urgent rows), the worker
+        steps at most every ``gather_s`` instead of at every ingest commit: see :meth:`nudge`."""
+        self._pending = False
+        """Rows were committed since the worker last looked (:meth:`nudge`)."""
+        self._idle = False
+        """The worker waits for rows (a wake-up needed), not gathering them."""
+        self._streaming = False
+        """The last step read rows: more are likely on their way (gathered ``gather_s``)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_tick = 0.0
@@ -364,6 +375,7 @@ class RulesWorker:
         batch that has effects, or once held ``hold_s`` or ``hold_rows``."""
         held = self._held
         batch, more = self.source.read(self.batch_rows)
+        self._streaming = bool(batch)
         if not batch:
             return False
         evaluate = self._evaluator().evaluate
@@ -480,8 +492,31 @@ class RulesWorker:
     # ------------------------------------------------------------------ thread
 
     def wake(self) -> None:
-        """New rows are committed (the ingest pipeline calls this after each commit)."""
+        """New rows are committed that are to be evaluated at once (an event, a status)."""
         self._wake.set()
+
+    def nudge(self) -> None:
+        """New telemetry rows are committed: evaluated within ``gather_s``. The worker's thread
+        is woken only when it waits for rows; while rows stream in (its last step read some,
+        or some were committed during it) it steps every ``gather_s`` and reads what was
+        committed meanwhile, rather than being woken (and reading) at every ingest commit.
+        ``python -m bench.followers --batch 20`` (20 readings a commit, 20,000 a second; four
+        runs each, one after the other on a shared machine): the rules thread's CPU 5.0 µs a
+        row woken at every commit (``--wake``), 3.6 gathering."""
+        self._pending = True
+        if self._idle:  # (set before ``_pending`` is read there: one of the two sees the other)
+            self._idle = False
+            self._wake.set()
+
+    def committed(self, readings: Sequence[Reading]) -> None:
+        """The ingest pipeline's downstream: ``readings`` (each with its ``stream``) are
+        committed. Events and statuses (a fall, an alarm, a device going offline) wake the
+        worker at once; telemetry alone :meth:`nudge`s it."""
+        for r in readings:
+            if r.stream != "telemetry":
+                self.wake()
+                return
+        self.nudge()
 
     def set_registry(self, registry: Registry, timeout: float = 30.0) -> bool:
         """Have the engine use ``registry`` from the next batch on: swapped on the worker's
@@ -540,6 +575,7 @@ class RulesWorker:
     def _main(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            self._pending = False
             try:
                 self._take_release()
                 if not self.follow_leases() and self._stale:
@@ -572,7 +608,12 @@ class RulesWorker:
                 until = min(self.tick_s, self._next_tick - now)
                 if self._held is not None:
                     until = min(until, self._held[1] + self.hold_s - now)
+                self._idle = True
+                if self._pending or self._streaming:  # rows flow: gather them
+                    self._idle = False
+                    until = min(until, self.gather_s)
                 self._wake.wait(max(0.0, until))
+                self._idle = False
         if self._held is not None and not self._stale:
             try:  # (else evaluated again after the restart: the same state, the same effects)
                 self.flush()

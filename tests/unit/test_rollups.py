@@ -14,10 +14,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ingest import rollups, rowcodec
+from ingest import follower, rollups, rowcodec
+from ingest import rows as jrows
 from ingest.journal import Journal
 from ingest.payloads import Reading, decode
 from ingest.rollups import RollupWorker
+from rules.sources import SqliteRows
 
 T0 = 1_699_999_200.0  # on an hour boundary
 
@@ -226,6 +228,8 @@ def test_staging_by_stored_keys_is_staging_by_name(
     for after, upto in ((0, top), (min(cut, top), top), (0, min(cut, top))):
         fast = rollups.stage(db, after, upto)
         slow = rollups.stage_by_name(db, after, upto)
+        read = db.execute(rollups._READ, (after, upto)).fetchall()
+        assert fast == rollups.fold_by_key(read)  # the same rows in the same order
         key = lambda t: t[:3]  # noqa: E731
         assert sorted(fast, key=key) == sorted(slow, key=key)
         for f, s in zip(sorted(fast, key=key), sorted(slow, key=key), strict=True):
@@ -233,3 +237,137 @@ def test_staging_by_stored_keys_is_staging_by_name(
                 math.copysign(1.0, x) for x in s[3:6]
             ]
     db.close()
+
+
+_NUMBER = {  # rolled-up values that are all finite numbers: what the columns path answers
+    "heart_rate": st.one_of(st.integers(20, 250), st.floats(20, 250)),
+    "spo2": st.integers(50, 100),
+    "steps": st.integers(0, 10**6),
+    "worn": st.booleans(),
+    "battery": st.integers(0, 100),
+    "co_ppm": st.one_of(st.floats(0, 1000), st.sampled_from([0.0, -0.0, 0])),
+    "temperature_c": st.floats(-40, 100),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["wearable", "smoke", "gate", "smoke"]),
+            st.sampled_from(["d-1", "d-2", "d-3"]),
+            st.floats(0, 200),
+            st.lists(st.sampled_from(list(_NUMBER)), unique=True, max_size=4).flatmap(
+                lambda names: st.fixed_dictionaries({n: _NUMBER[n] for n in names})
+            ),
+        ),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_folding_by_columns_is_folding_by_key(
+    tmp_path_factory: Any, items: list[tuple[str, str, float, dict[str, Any]]]
+) -> None:
+    """:func:`rollups.fold` (each metric's values of a minute at once) gives exactly what
+    folding one value at a time gives, in the same order and with the same signs of zero,
+    for valid readings of several kinds, devices and minutes (a device under two kinds, a
+    minute whose first row has no metric)."""
+    j = Journal(tmp_path_factory.mktemp("r") / "j.db", synchronous="NORMAL")
+    got = [
+        decode(
+            f"community/y/{kind}/{device}/telemetry",
+            json.dumps({"seq": n, **body}).encode(),
+            T0 + at,
+        )
+        for n, (kind, device, at, body) in enumerate(items)
+    ]
+    j.write_batch([r for r in got if isinstance(r, Reading)], [])
+    db = sqlite3.connect(j.path)
+    read = db.execute(rollups._READ, (0, 10**9)).fetchall()
+    db.close()
+    fast, slow = rollups.fold(read), rollups.fold_by_key(read)
+    assert fast == slow
+    for f, s in zip(fast, slow, strict=True):
+        assert [math.copysign(1.0, x) for x in f[3:6]] == [math.copysign(1.0, x) for x in s[3:6]]
+
+
+def _rollup_rows(path: Path) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return [
+            (step, *row)
+            for step in rollups.WIDTHS
+            for row in db.execute(
+                f"SELECT s.device_id, s.metric, r.bucket, r.vmin, r.vmax, r.vsum, r.n"
+                f" FROM rollup_{step} AS r JOIN rollup_series AS s ON s.id = r.series"
+                " ORDER BY s.device_id, s.metric, r.bucket"
+            )
+        ]
+    finally:
+        db.close()
+
+
+def _copy(journal: Journal, to: Path) -> Path:
+    src, dst = sqlite3.connect(journal.path), sqlite3.connect(to)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    return to
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_rows_offered_by_the_rules_worker_roll_up_as_the_journal_does(
+    tmp_path: Path, journal: Journal, seed: int
+) -> None:
+    """The rollups folding the rows the rules worker read (:meth:`RollupWorker.offer`) write
+    exactly the rollups of reading the journal themselves, each reading once: the worker's
+    reads in batches of any size, the rollups behind, ahead or level with it, the same rows
+    offered again (a worker that read again from its committed cursor), offers dropped."""
+    rng = random.Random(seed)
+    alone, fed = _copy(journal, tmp_path / "alone.db"), _copy(journal, tmp_path / "fed.db")
+    RollupWorker(alone, batch_rows=500, duty=1.0).run_until_idle()
+    worker = RollupWorker(fed, batch_rows=rng.choice([50, 500, 3000]), duty=1.0)
+    worker.fed_max = rng.choice([1_000, 100_000])
+    db = worker.open()
+    reader = follower.connect(fed, readonly=True)
+    (top,) = reader.execute("SELECT max(id) FROM readings").fetchone()
+    read = rng.randrange(0, 2000)  # the rules worker's cursor: behind or ahead of the rollups
+    while read < top:
+        if rng.random() < 0.1:
+            read = max(0, read - rng.randrange(0, 1500))  # read again from an older cursor
+        batch = jrows.after(reader, read, rng.randrange(1, 1200))
+        worker.offer(read, batch)
+        read = batch[-1][0]
+        for _ in range(rng.randrange(0, 3)):
+            worker.step(db)
+    while worker.step(db):
+        pass
+    reader.close()
+    db.close()
+    assert worker.position == top
+    got, expected = _rollup_rows(fed), _rollup_rows(alone)
+    assert [g[:6] + g[7:] for g in got] == [e[:6] + e[7:] for e in expected]
+    # a bucket's sum is added up batch by batch, and where batches end depends on when the
+    # worker looked (the journal's head), as before: equal to the last bits only
+    assert [g[6] for g in got] == pytest.approx([e[6] for e in expected], rel=1e-12)
+
+
+def test_the_rules_source_offers_what_it_read(journal: Journal) -> None:
+    """The rules worker's journal source hands each batch it read, with the id it read after,
+    to its tap (the service wires the rollups' :meth:`RollupWorker.offer` there)."""
+    worker = RollupWorker(journal.path, batch_rows=10_000, duty=1.0)
+    source = SqliteRows(journal.path, tap=worker.offer)
+    while source.read(700)[1]:
+        pass
+    source.close()
+    worker.run_until_idle()
+    assert worker.from_journal == 0
+    assert worker.position == journal_head(journal.path)
+
+
+def journal_head(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT max(id) FROM readings").fetchone()[0])
+    finally:
+        db.close()

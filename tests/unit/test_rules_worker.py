@@ -309,3 +309,58 @@ def test_retention_on_postgresql_keeps_every_day_the_rules_have_not_evaluated(
     assert w.alerts("wearable_fall") == [("w1", "firing")]
     assert w.worker.source.keep_after() == 9  # nothing unevaluated: the newest id
     assert w.journal.prune(T0 + 30 * 86_400, keep_after=9) == 4
+
+
+def _reading(kind: str, device: str, stream: str, ts: float, **body: Any) -> Reading:
+    payload = json.dumps({"ts": round(ts * 1000), **body}).encode()
+    r = decode(topic_for("y", kind, device, stream), payload, ts + 1)
+    assert isinstance(r, Reading), r
+    return r
+
+
+def _until(done: Callable[[], bool], worker: RulesWorker) -> bool:
+    for _ in range(1000):  # generous: a loaded machine
+        if done():
+            return True
+        worker._stop.wait(0.01)
+    return done()
+
+
+def test_a_fall_wakes_a_gathering_worker_and_telemetry_an_idle_one(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The pipeline hands each commit to :meth:`RulesWorker.committed`: telemetry alone wakes a
+    worker that waits for rows, but one already gathering a stream's rows (``gather_s``) is
+    left to gather; a fall in a commit wakes it at once, whatever it is doing."""
+    w = World(tmp_path, clock)
+    w.worker.gather_s = w.worker.tick_s = 3600.0  # only a wake-up makes it step in this test
+    w.worker.hold_s = 0
+    real_step = w.worker.step
+    during: list[Reading] = []
+
+    def step(*, hold: bool = False) -> bool:
+        more = real_step(hold=hold)
+        while during:  # committed while the worker was stepping: it gathers from now on
+            r = during.pop()
+            w.journal.write_batch([r], [])
+            w.worker.committed([r])
+        return more
+
+    w.worker.step = step  # type: ignore[method-assign]
+    w.worker.start()
+    try:
+        assert _until(lambda: w.worker._idle, w.worker)
+        first = _reading("wearable", "w1", "telemetry", T0, heart_rate=70, seq=1)
+        w.journal.write_batch([first], [])
+        during.append(_reading("wearable", "w1", "telemetry", T0 + 1, heart_rate=70, seq=2))
+        w.worker.committed([first])  # idle: woken
+        assert _until(lambda: w.worker.position == 1, w.worker)
+        # the second row is being gathered: no wake-up, no step until gather_s
+        assert _until(lambda: w.worker._pending and not w.worker._idle, w.worker)
+        fall = _reading("wearable", "w1", "event", T0 + 2, event="fall", seq=3)
+        w.journal.write_batch([fall], [])
+        w.worker.committed([fall])
+        assert _until(lambda: w.worker.position == 3, w.worker)
+    finally:
+        w.worker.stop()
+    assert w.alerts("wearable_fall") == [("w1", "firing")]
