@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+import psycopg
+
 from alerts.db import Database, PgDatabase
 from alerts.noise import FlapGate
 from base.datadir import DataDir
@@ -62,21 +64,32 @@ def run(
     gate: Callable[[Callable[[], float]], FlapGate] = lambda clock: FlapGate(  # noqa: E731
         settings.flap.threshold, settings.flap.window_s, clock
     )
-    with _stores(settings, journal, alerts) as (replayed, store):
-        return backtest(
-            replayed,
-            rules,
-            in_force,
-            registry,
-            since=since,
-            until=until,
-            tz=ZoneInfo(settings.timezone),
-            alerts=store,
-            warmup_s=warmup_s,
-            gate=gate,
-            max_unregistered=settings.max_unregistered_devices,
-            jobs=default_jobs() if jobs is None else jobs,
-        )
+    try:
+        with _stores(settings, journal, alerts) as (replayed, store):
+            return backtest(
+                replayed,
+                rules,
+                in_force,
+                registry,
+                since=since,
+                until=until,
+                tz=ZoneInfo(settings.timezone),
+                alerts=store,
+                warmup_s=warmup_s,
+                gate=gate,
+                max_unregistered=settings.max_unregistered_devices,
+                jobs=default_jobs() if jobs is None else jobs,
+            )
+    except psycopg.OperationalError as e:  # said in words, as a journal not there yet (503)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise Unavailable(
+            f"the database (JIAYUAN_DATABASE_URL) cannot be reached: {reason}"
+        ) from None
+
+
+class Unavailable(FileNotFoundError):
+    """What the backtest reads is not there: no journal yet, or the database unreachable
+    (``jiayuan rules backtest`` says so and exits 2; the API answers 503)."""
 
 
 @contextlib.contextmanager
@@ -89,7 +102,7 @@ def _stores(
     if settings.database_url is None:
         data = DataDir(settings.data_dir)
         if not data.journal.exists():
-            raise FileNotFoundError(f"no journal at {data.journal}")
+            raise Unavailable(f"no journal at {data.journal}")
         yield data.journal, data.alerts if data.alerts.exists() else None
         return
     url = settings.database_url.get_secret_value()

@@ -69,14 +69,17 @@ def test_jiayuan_run_with_a_wrong_url_exits_saying_which_setting(tmp_path: Path)
     assert "JIAYUAN_DATABASE_URL" in said and SECRET not in said
 
 
-def test_a_backtest_is_refused_on_postgresql_with_the_reason(tmp_path: Path) -> None:
-    """Backtests replay the SQLite journal file: on PostgreSQL they are refused in words (the
-    API answers 503 with them), never a crash."""
-    from jiayuan.backtest import run
+def test_a_backtest_with_the_database_unreachable_says_so_in_words(tmp_path: Path) -> None:
+    """Backtests read PostgreSQL when the service keeps its journal there: with the database
+    away, the command and the API (503) say so in words, never a traceback or the password."""
+    from devtools.broker import free_port
+    from jiayuan.backtest import Unavailable, run
 
-    settings = Settings(data_dir=tmp_path, database_url="postgresql://u@127.0.0.1/db")
-    with pytest.raises(FileNotFoundError, match=r"PostgreSQL \(JIAYUAN_DATABASE_URL\)"):
+    url = f"postgresql://u:{SECRET}@127.0.0.1:{free_port()}/db"
+    settings = Settings(data_dir=tmp_path, database_url=url)
+    with pytest.raises(Unavailable, match=r"the database \(JIAYUAN_DATABASE_URL\) cannot be") as e:
         run(settings, [], 0.0, 86_400.0)
+    assert SECRET not in str(e.value)
 
 
 def test_jiayuan_run_with_an_unreachable_database_exits_saying_so(tmp_path: Path) -> None:
