@@ -521,7 +521,7 @@ def filters(q: AlertQuery) -> tuple[str, tuple[Any, ...]]:
 
 
 def _in(column: str, values: Sequence[str]) -> str:
-    return f"{column} IN ({','.join('?' * len(values))})" if values else "0"
+    return f"{column} IN ({','.join('?' * len(values))})" if values else "1 = 0"
 
 
 def many(v: object) -> tuple[str, ...]:
@@ -539,7 +539,8 @@ def audience_clause(a: Audience) -> tuple[str, list[Any]]:
     """The SQL of :class:`Audience` (one that restricts): any of its clauses, or nothing."""
     if a.communities is not None:  # communities: theirs only, whatever else admits it
         cs = sorted(a.communities)
-        rest, more = ("1", []) if a.everyone else audience_clause(replace(a, communities=None))
+        # booleans PostgreSQL takes too (SQLite's 1 and 0 are integers there)
+        rest, more = ("1 = 1", []) if a.everyone else audience_clause(replace(a, communities=None))
         return f"({_in(COMMUNITY, cs)} AND {rest})", [*cs, *more]
     ors: list[str] = []
     args: list[Any] = []

@@ -469,7 +469,7 @@ class PgJournal:
             (
                 d.device_id,
                 d.kind,
-                registry.community,
+                registry.community_of(d.device_id) or registry.community,  # communities
                 d.compound,
                 d.building,
                 d.unit,

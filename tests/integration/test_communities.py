@@ -21,6 +21,7 @@ from devtools.receiver import Receiver
 from registry import write_registry
 from registry.models import Building, Device, Registry, Resident
 from tests.alerting import staff
+from tests.stores import Stores
 from tests.integration.test_console_browser import (
     CARDS,
     DESK,
@@ -92,15 +93,19 @@ def paged(svc: ServiceProcess, alert_id: int) -> set[str]:
 
 
 @pytest.fixture
-def two(broker: Broker, tmp_path: Path, receiver: Receiver) -> Iterator[ServiceProcess]:
+def two(
+    broker: Broker, tmp_path: Path, receiver: Receiver, stores: Stores
+) -> Iterator[ServiceProcess]:
     """The service over communities y and h (the district manager ``dm`` is h's), after a fall
-    in h, a smoke alarm in each, and a reading on a topic of community q."""
+    in h, a smoke alarm in each, and a reading on a topic of community q; on each store (a
+    district's installation keeps them in PostgreSQL)."""
     write_registry(community("y", receiver), tmp_path / "y")
     write_registry(community("h", receiver, ("dm", "district_manager")), tmp_path / "h")
     svc = ServiceProcess(
         tmp_path / "service",
         broker,
         communities=f"y={tmp_path / 'y'},h={tmp_path / 'h'}",
+        **stores.settings,
     ).start()
     pub = Publisher(broker)
     try:

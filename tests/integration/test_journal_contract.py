@@ -316,3 +316,26 @@ def test_listings_keep_to_the_communities_asked_for(journal: JournalStore) -> No
     assert journal.dead_letters(communities={"h", "yy"})[1] == 2
     assert journal.dead_letters(communities=set())[1] == 0
     assert journal.dead_letters()[1] == 4
+
+
+def test_registered_devices_are_listed_in_their_own_community(journal: JournalStore) -> None:
+    """An installation of two communities: each registered device in the devices table under
+    the community whose registry lists it (PostgreSQL put every one under the first: a manager
+    of y was shown h's devices)."""
+
+    def one(community: str, device_id: str) -> Registry:
+        return Registry(
+            community=community,
+            buildings=[Building(building=f"b-{community}", compound=f"c-{community}")],
+            devices=[
+                Device(device_id=device_id, kind="wearable", compound=f"c-{community}",
+                       building=f"b-{community}")
+            ],
+        )  # fmt: skip
+
+    both = Registry.combine({"y": one("y", "w-y"), "h": one("h", "w-h")})
+    assert journal.sync_registry(both) == 2
+    items, total = journal.list_devices(communities={"h"})
+    assert total == 1 and items[0]["device_id"] == "w-h"
+    items, total = journal.list_devices(communities={"y"})
+    assert total == 1 and items[0]["device_id"] == "w-y"
