@@ -21,7 +21,6 @@ from devtools.receiver import Receiver
 from registry import write_registry
 from registry.models import Building, Device, Registry, Resident
 from tests.alerting import staff
-from tests.stores import Stores
 from tests.integration.test_console_browser import (
     CARDS,
     DESK,
@@ -33,6 +32,7 @@ from tests.integration.test_console_browser import (
     open_page,
 )
 from tests.mqtt import Publisher, wait_for
+from tests.stores import Stores
 
 pytestmark = pytest.mark.network
 __all__ = ["browser"]  # the browser fixture, shared with the console's own tests
