@@ -20,9 +20,8 @@ pytestmark = pytest.mark.network
 PASSWORD = "correct horse battery staple"
 
 
-def test_staff_access_and_its_audit_live_in_the_database(
-    broker: Broker, tmp_path: Path, pg_url: str
-) -> None:
+def one_guard(directory: Path) -> None:
+    """A registry of one building, one wearable and one guard (``guard-1``) in ``directory``."""
     write_registry(
         Registry(
             "y",
@@ -30,8 +29,14 @@ def test_staff_access_and_its_audit_live_in_the_database(
             devices=[Device(device_id="wr-1", kind="wearable", compound="C01", building="B1")],
             staff=[Staff(staff_id="guard-1", name="Guard One", role="security")],
         ),
-        tmp_path / "registry",
+        directory,
     )
+
+
+def test_staff_access_and_its_audit_live_in_the_database(
+    broker: Broker, tmp_path: Path, pg_url: str
+) -> None:
+    one_guard(tmp_path / "registry")
     stores = Stores(pg_url)
     data = tmp_path / "service"
     svc = ServiceProcess(data, broker.port, registry=tmp_path / "registry", **stores.settings)

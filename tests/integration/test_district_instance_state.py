@@ -16,12 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from jiayuan.auth.limiter import ACCOUNT_FREE
-from registry import Building, Device, Registry, Staff, write_registry
+from tests.integration.test_database_auth import PASSWORD, one_guard
 from tests.mqtt import Publisher, wait_for
 
 pytestmark = pytest.mark.network
-
-PASSWORD = "correct horse battery staple"
 
 
 def instance(data: Path, broker: Broker, pg_url: str, name: str, registry: Path) -> ServiceProcess:
@@ -59,15 +57,7 @@ def counts(svc: ServiceProcess) -> dict[str, float]:
 def test_two_instances_share_failed_sign_ins_and_alert_counts(
     broker: Broker, pg_url: str, tmp_path: Path
 ) -> None:
-    write_registry(
-        Registry(
-            "y",
-            buildings=[Building(building="B1", compound="C01")],
-            devices=[Device(device_id="wr-1", kind="wearable", compound="C01", building="B1")],
-            staff=[Staff(staff_id="guard-1", name="Guard One", role="security")],
-        ),
-        tmp_path / "registry",
-    )
+    one_guard(tmp_path / "registry")
     a = instance(tmp_path / "a", broker, pg_url, "a", tmp_path / "registry").start()
     try:
         b = instance(tmp_path / "b", broker, pg_url, "b", tmp_path / "registry").start()

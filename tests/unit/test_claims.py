@@ -145,6 +145,23 @@ def steps_taken(d: Dispatcher, alert_id: int) -> list[str]:
     ]
 
 
+def falls_hung_in_sending(
+    a: Dispatcher, sa: FakeSender, hang: threading.Event, clock: FakeClock
+) -> list[int]:
+    """Instance ``a`` hangs in every send (dead, or stalled with the message handed over): N
+    falls raised on it, each past its first step, and its 4 workers each holding a message
+    they never finish. Returns the falls' alert ids."""
+    sa.block = {f"fake://ca-{i}": hang for i in range(N)}
+    alert_ids = []
+    for i in range(N):
+        change = a.store.apply(fall(i, clock()))
+        assert change is not None
+        alert_ids.append(change.alert.id)
+    until(lambda: all(steps_taken(a, i) == ["step 1/4"] for i in alert_ids), lambda: None)
+    sa.wait(lambda: len(sa.calls) == 4)
+    return alert_ids
+
+
 def sent_once(d: Dispatcher, *senders: FakeSender) -> dict[str, int]:
     """Every delivery row is sent, with one attempt, and its key reached the senders; returns
     how many times each key went out (more than once: the documented window only)."""
@@ -211,14 +228,7 @@ def test_a_dead_instances_claims_are_taken_over_after_the_claim_time(alerts_at: 
         ) as (a, sa, b, sb):
             # instance a hangs in every send (dead, or stalled past the claim time, with the
             # message handed over): its 4 workers claim 4 messages and never finish them
-            sa.block = {f"fake://ca-{i}": hang for i in range(N)}
-            alert_ids = []
-            for i in range(N):
-                change = a.store.apply(fall(i, clock()))
-                assert change is not None
-                alert_ids.append(change.alert.id)
-            until(lambda: all(steps_taken(a, i) == ["step 1/4"] for i in alert_ids), lambda: None)
-            sa.wait(lambda: len(sa.calls) == 4)
+            alert_ids = falls_hung_in_sending(a, sa, hang, clock)
             # step 2 comes due; a claims every step and dies before taking them
             clock.advance(180)
             held = a.timers.due(clock())

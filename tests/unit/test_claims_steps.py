@@ -13,7 +13,7 @@ from tests.alerting import FakeClock
 from tests.unit.test_claims import (
     ON_POSTGRESQL,
     N,
-    fall,
+    falls_hung_in_sending,
     open_deliveries,
     residents,
     rows,
@@ -34,14 +34,7 @@ def test_a_dead_instances_steps_are_taken_over_before_its_messages(alerts_at: st
     try:
         with two(alerts_at, clock, residents(), notify=NotifyConfig(workers=4)) as (a, sa, b, sb):
             # instance a hangs in every send: its 4 workers hold 4 messages (claimed for 30 s)
-            sa.block = {f"fake://ca-{i}": hang for i in range(N)}
-            alert_ids = []
-            for i in range(N):
-                change = a.store.apply(fall(i, clock()))
-                assert change is not None
-                alert_ids.append(change.alert.id)
-            until(lambda: all(steps_taken(a, i) == ["step 1/4"] for i in alert_ids), lambda: None)
-            sa.wait(lambda: len(sa.calls) == 4)
+            alert_ids = falls_hung_in_sending(a, sa, hang, clock)
             # step 2 comes due; a claims every step (5 s, the default) and dies before taking them
             clock.advance(180)
             assert len(a.timers.due(clock())) == N
