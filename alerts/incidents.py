@@ -9,9 +9,9 @@
 
 A new alert joins the open incident of its key, or opens one. An incident is ``resolved`` when
 all its alerts are, ``acknowledged`` when all its open ones are, else ``firing``; its severity is
-the worst of its alerts and its headline (``title_key``) the most urgent one. Rows live in the
-``incidents`` table of ``alerts.db`` (:mod:`alerts.db`), the alert's side in
-``alerts.incident_id``, so they survive a restart.
+the worst of its alerts and its headline (``title_key``) the most urgent one (in a fire, a fire
+alert). Rows live in the ``incidents`` table of ``alerts.db`` (:mod:`alerts.db`), the alert's
+side in ``alerts.incident_id``, so they survive a restart.
 
 :func:`worse` says whether an alert joining an incident is news for those already paged (a
 fire confirmed, a higher severity, a new floor, a resident in it): only then are they paged
@@ -186,7 +186,18 @@ def refresh(db: Db, incident_id: int, now: float) -> tuple[Status, Status] | Non
     else:
         status = "firing"
     pool = open_rows or rows
-    head = min(pool, key=lambda r: (r["signal_rank"], r["severity_rank"], r["started_at"]))
+    fire = inc["group_key"].startswith("fire:")
+    # a fire's headline is a fire alert, even when a resident's fall in it came first or is
+    # more severe: the fire threatens the whole building, and the fall is listed in it
+    head = min(
+        pool,
+        key=lambda r: (
+            fire and r["rule_id"] not in FIRE_RULES,
+            r["signal_rank"],
+            r["severity_rank"],
+            r["started_at"],
+        ),
+    )
     worst = min(rows, key=lambda r: r["severity_rank"])
     resolved_at = max(r["resolved_at"] or now for r in rows) if status == "resolved" else None
     db.execute(

@@ -278,3 +278,31 @@ def test_two_alarms_committed_while_nothing_dispatched_are_confirmed_and_paged_o
         assert per_guard(sender)["sec-desk"] >= 1
         run_for(d, clock, 5)
         assert d.store.find(rule_id="fire_confirmed")[1] == 1  # once, however often it starts
+
+
+def test_a_fire_at_home_of_a_fallen_resident_is_headed_by_the_fire(
+    alerts_at: Path | str,
+) -> None:
+    """The guard reads the incident's title first: a fire threatens the whole building, so a
+    fall that came a moment earlier in the same home must not title it."""
+    clock, sender = FakeClock(), FakeSender()
+    with dispatcher(alerts_at, clock, sender) as d:
+        fall = d.store.apply(fire("wearable_fall", "wr-1", clock()))
+        assert fall is not None
+        settle(d)
+        clock.advance(5)
+        smoke = d.store.apply(fire("smoke_alarm", "smk-101", clock()))  # r-1's home
+        assert smoke is not None
+        settle(d)
+        raised = d.store.get(fall.alert.id)
+        incident_id = d.store.get(smoke.alert.id).incident_id
+        assert raised.incident_id == incident_id  # the fall is in the fire's incident
+        inc = d.store.incident(incident_id or 0)
+        assert inc is not None
+        assert (inc.group_key, inc.severity, inc.title_key, inc.headline_id) == (
+            "fire:B01",
+            "critical",
+            "smoke_alarm",
+            smoke.alert.id,
+        )
+        assert fall.alert.id in inc.alert_ids

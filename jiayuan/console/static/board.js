@@ -54,7 +54,8 @@ export function relatedDevices(a) {
 
 /** Open alerts as incidents: by the service's `incident_id` when it sends one; without it, a
  * confirmed fire gathers the smoke alarms it names. Each group's most telling alert first (the
- * most severe; of equals, a derived alert such as the confirmed fire). */
+ * most severe; of equals, the fire before a resident's fall in it, and a derived alert such as
+ * the confirmed fire). */
 export function incidents(alerts) {
   const byDevice = new Map();
   for (const a of alerts) {
@@ -71,6 +72,7 @@ export function incidents(alerts) {
   }
   return [...groups.entries()].map(([key, members]) => {
     members.sort((x, y) => (SEVERITY_RANK[x.severity] - SEVERITY_RANK[y.severity])
+      || (Number(y.kind === "smoke") - Number(x.kind === "smoke"))
       || (relatedDevices(y).length - relatedDevices(x).length) || byPriority(x, y));
     const firing = members.some((m) => m.status === "firing");
     const status = firing ? "firing" : members.some((m) => m.status === "acknowledged") ? "acknowledged" : "resolved";
