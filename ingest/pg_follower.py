@@ -39,6 +39,7 @@ class PgRows:
         name: str = "rules",
         *,
         fence: tuple[str, dict[int, Lease]] | None = None,
+        ahead: bool = False,
     ) -> None:
         self.url = url
         self.name = name
@@ -48,6 +49,9 @@ class PgRows:
         them with :func:`district.leases.fence_all` in the caller's transaction, so a former
         holder's late commit is refused (:class:`~district.leases.LeaseLost`) and rolled back.
         None: one instance evaluates every partition, nothing to fence."""
+        self.ahead = ahead
+        """Urgent rows are read as soon as they commit, ahead of the horizon, and recorded
+        with the cursors (:class:`~ingest.journal_pg.JournalFollower`): the rules worker's."""
         self.unfenced = False
         """Set while the lease rows are held by this instance's own lease transaction (a
         release waiting for this commit: :meth:`RulesWorker.release`), where fencing would wait
@@ -70,13 +74,13 @@ class PgRows:
     @property
     def dirty(self) -> bool:
         f = self._follower
-        return f is not None and f.position != f.committed
+        return f is not None and bool(f.dirty)
 
     def load(self, db: Db) -> None:
         from ingest.journal_pg import JournalFollower
 
         conn = db.conn if isinstance(db, PgDb) else self._conn()
-        self._follower = JournalFollower(conn, self.name, self.partitions)
+        self._follower = JournalFollower(conn, self.name, self.partitions, ahead=self.ahead)
 
     def read(self, limit: int) -> tuple[list[rows.Row], bool]:
         if not self.partitions:  # none held (yet)
@@ -87,10 +91,7 @@ class PgRows:
         except psycopg.Error:
             self.close()  # a new connection for the next attempt
             raise
-        counts: dict[int, int] = {}
-        for p, _ in got:
-            counts[p] = counts.get(p, 0) + 1
-        return [row for _, row in got], any(n >= per for n in counts.values())
+        return [row for _, row in got], bool(self._follower.full)
 
     def save(self, db: Db) -> None:
         if not isinstance(db, PgDb):

@@ -159,10 +159,15 @@ class RulesWorker:
         hold_rows: int = 20_000,
         leases: Leases | None = None,
         gather_s: float = 0.01,
+        urgent_ahead: bool = True,
     ) -> None:
         self.source: RowSource = SqliteRows(journal) if isinstance(journal, Path) else journal
         """Where the rows come from and the cursor is kept (rules/sources.py): the SQLite
         journal file, or the PostgreSQL journal's follower over a set of partitions."""
+        if isinstance(self.source, PgRows):
+            # a fall is evaluated as its transaction commits, not once every older
+            # transaction in the cluster has (rules/sources.py); False: in log order only
+            self.source.ahead = urgent_ahead
         self.store = store
         self.make_engine = make_engine
         self.community = community
@@ -317,7 +322,9 @@ class RulesWorker:
         lost = sorted(self._leased.keys() - held.keys())
         log.info("rules worker: partitions held %d (gained %s, lost %s)", len(held), gained, lost)
         src.close()
-        self.source = PgRows(src.url, held, src.name, fence=(leases.instance_id, held))
+        self.source = PgRows(
+            src.url, held, src.name, fence=(leases.instance_id, held), ahead=src.ahead
+        )
         self._leased = held
         self.load()
         self._stale = False
