@@ -24,9 +24,13 @@ CROSS JOIN LATERAL (
     SELECT count(*) AS n, min(r.received) AS oldest, min(r.id) AS first FROM readings r
     WHERE r.partition = p.partition
       AND (r.xid, r.id) > (coalesce(c.xid, '0'::xid8), coalesce(c.id, 0))
+      AND NOT EXISTS (
+          SELECT 1 FROM follower_ahead a WHERE a.follower = %s
+          AND a.partition = p.partition AND a.xid = r.xid AND a.id = r.id)
 ) AS x
 """
-"""Rows after each partition's cursor: one index range per partition (readings_follow)."""
+"""Rows after each partition's cursor not evaluated ahead of it: one index range per partition
+(readings_follow)."""
 
 
 class PgRows:
@@ -126,7 +130,7 @@ class PgRows:
             if db is None or db.closed:
                 db = self._health = connect(self.url, name=f"jiayuan-{self.name}", autocommit=True)
             try:
-                row = db.execute(_LAG, (self.partitions, self.name)).fetchone()
+                row = db.execute(_LAG, (self.partitions, self.name, self.name)).fetchone()
             except psycopg.Error:
                 db.close()
                 raise
