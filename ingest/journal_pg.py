@@ -986,9 +986,8 @@ class JournalFollower:
     def save(self, db: psycopg.Connection[Any]) -> None:
         """Write the cursors read to, in ``db``'s transaction; call :meth:`saved` once that
         transaction committed, :meth:`rewind` if it did not."""
-        for p, pos in self.position.items():
-            if pos != self.committed[p]:
-                follow.save_cursor(db, self.name, p, pos)
+        moved = {p: pos for p, pos in self.position.items() if pos != self.committed[p]}
+        follow.save_cursors(db, self.name, moved)
         if self.ahead:
             added, dropped = [], []
             for p, read in self.read_ahead.items():
