@@ -51,6 +51,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from district import follow, timeparts
+from district.live import notify
 from district.migrate import migrate
 from district.partitions import DEFAULT_PARTITIONS, partition_of
 from district.pg import Connection, connect, open_pool
@@ -74,6 +75,10 @@ DAY: Final = 86_400
 JSON_PAYLOAD: Final = 16
 """Added to ``shape`` when the payload is JSON text (UTF-8) rather than rowcodec's form."""
 _NAMES: Final = {shape: names for names, shape in SHAPES.items()}
+URGENT_CHANNEL: Final = "jiayuan_urgent"
+"""Notified (``{"partitions": [...]}``) by a write that holds urgent rows (events, statuses),
+as it commits: the rules worker that holds one of those partitions, on any instance, reads them
+at once (:class:`rules.worker.RulesWorker`) rather than at its next wake-up of its own."""
 AHEAD_DAYS: Final = 7
 """Days of partitions made ahead when the journal opens (a maintenance job keeps it so)."""
 
@@ -412,6 +417,9 @@ class PgJournal:
                         copy.write_row(row)
                 cur.execute(_INSERT)
                 inserted = cur.fetchall()
+                urgent = sorted({row[1] for row in staged if row[4] & 3})
+                if urgent:  # sent as this commits (never if it rolls back)
+                    notify(db, {"partitions": urgent}, URGENT_CHANNEL)
                 if len(inserted) == len(readings):
                     new = list(readings)
                 else:  # some were duplicates: which, by what was inserted

@@ -56,8 +56,10 @@ import psycopg
 
 from base.sql import Db
 from district.leases import Lease, LeaseLost
+from district.live import Listener
 from district.partitions import partition_of
 from ingest import rows
+from ingest.journal_pg import URGENT_CHANNEL
 from ingest.payloads import Reading
 from registry.models import Registry
 from rules.baselines import Baselines
@@ -205,6 +207,8 @@ class RulesWorker:
         """The last step read rows: more are likely on their way (gathered ``gather_s``)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: Listener | None = None
+        """On PostgreSQL: woken by every instance's urgent writes (``URGENT_CHANNEL``)."""
         self._next_tick = 0.0
         self.compute_baselines = baselines
         """Personal baselines as of a time (a few SQL reads of the rollups): computed at
@@ -550,10 +554,34 @@ class RulesWorker:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name="rules", daemon=True)
         self._thread.start()
+        src = self.source
+        if isinstance(src, PgRows) and src.ahead:
+            # a fall another instance journaled for a partition held here: read at once, not
+            # at this instance's next commit or tick (up to tick_s when it ingests nothing)
+            self._listener = Listener(
+                src.url,
+                self._heard,
+                on_reconnect=self.wake,
+                channel=URGENT_CHANNEL,
+                name="jiayuan-rules-wake",
+            )
+            try:
+                self._listener.start(timeout=5.0)
+            except TimeoutError:  # the listener goes on trying; the tick reads meanwhile
+                log.warning("rules worker: not woken by other instances' falls yet")
+
+    def _heard(self, event: dict[str, Any]) -> None:
+        """An urgent write committed (any instance): wake when it is of a partition held here."""
+        parts = event.get("partitions")
+        if self.leases is None or not isinstance(parts, list) or set(parts) & set(self._leased):
+            self.wake()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
         elif self._thread is None:  # used from this thread

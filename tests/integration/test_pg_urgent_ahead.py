@@ -18,6 +18,7 @@ from alerts import AlertStore
 from district.pg import connect
 from ingest.journal_pg import JournalFollower
 from tests.clock import FakeClock
+from tests.mqtt import wait_for
 from tests.unit.test_rules_worker import T0, CrashingStore, World
 
 HOLD = """
@@ -159,3 +160,19 @@ def test_a_fall_read_ahead_is_neither_lost_nor_doubled_by_a_crash_before_the_ord
     finally:
         while World.opened:
             World.opened.pop().close()
+
+
+def test_a_fall_another_instance_journals_wakes_the_worker_at_once(
+    world: World, held: psycopg.Connection[Any]
+) -> None:
+    world.send("wearable", "w1", "telemetry", T0, heart_rate=70, seq=0)
+    world.worker.tick_s = 3600.0  # no wake-up of its own: only the notification wakes it
+    world.worker.start()
+    try:
+        wait_for(lambda: world.worker.source.lag()[0] == 0)  # idle now, for the tick's hour
+        hold_telemetry(held, "w1")
+        # journaled by another writer (World.send tells this worker nothing)
+        world.send("wearable", "w1", "event", T0 + 4, event="fall", seq=4)
+        wait_for(lambda: fall_matches(world) == [1])
+    finally:
+        world.worker.stop()
