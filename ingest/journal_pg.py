@@ -968,11 +968,12 @@ class JournalFollower:
         return self.position != self.committed or self.read_ahead != self.committed_ahead
 
     def next_rows(
-        self, db: psycopg.Connection[Any], limit: int = 500
+        self, db: psycopg.Connection[Any], limit: int = 500, *, ahead: bool = True
     ) -> list[tuple[int, rows.Row]]:
         """Up to ``limit`` rows per partition, each with its partition; every partition's in
         log order (devices never span partitions, so that is every device's order), then
-        (``ahead``) the urgent rows committed above the horizon, each device's in log order."""
+        (``self.ahead``, unless ``ahead`` is False) the urgent rows committed above the
+        horizon, each device's in log order."""
         out: list[tuple[follow.Position, int, rows.Row]] = []
         counts: dict[int, int] = {}
         skip = self.read_ahead
@@ -985,7 +986,7 @@ class JournalFollower:
         self.full = any(n >= limit for n in counts.values())
         out.sort(key=lambda x: x[0])
         given = [(p, row) for _, p, row in out]
-        if self.ahead:
+        if self.ahead and ahead:
             for p, pos, row in urgent_ahead(db, self.position, skip):
                 skip.setdefault(p, set()).add(pos)
                 given.append((p, row))

@@ -56,6 +56,11 @@ class PgRows:
         self.ahead = ahead
         """Urgent rows are read as soon as they commit, ahead of the horizon, and recorded
         with the cursors (:class:`~ingest.journal_pg.JournalFollower`): the rules worker's."""
+        self.urgent = True
+        """Urgent rows were committed since the last read (set by any thread, before it wakes
+        the reader): the next :meth:`read` looks above the horizon for them (one statement),
+        which it does not otherwise. Also after :meth:`load` (a start, a takeover, a failed
+        commit). Only a matter of latency: the ordered read reaches every row in any case."""
         self.unfenced = False
         """Set while the lease rows are held by this instance's own lease transaction (a
         release waiting for this commit: :meth:`RulesWorker.release`), where fencing would wait
@@ -85,13 +90,15 @@ class PgRows:
 
         conn = db.conn if isinstance(db, PgDb) else self._conn()
         self._follower = JournalFollower(conn, self.name, self.partitions, ahead=self.ahead)
+        self.urgent = True
 
     def read(self, limit: int) -> tuple[list[rows.Row], bool]:
         if not self.partitions:  # none held (yet)
             return [], False
         per = max(50, limit // max(1, len(self.partitions)))
+        look, self.urgent = self.urgent, False  # (cleared before the read: none is missed)
         try:
-            got = self._follower.next_rows(self._conn(), per)
+            got = self._follower.next_rows(self._conn(), per, ahead=look)
         except psycopg.Error:
             self.close()  # a new connection for the next attempt
             raise

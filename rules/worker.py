@@ -506,6 +506,14 @@ class RulesWorker:
         """New rows are committed that are to be evaluated at once (an event, a status)."""
         self._wake.set()
 
+    def urgent(self) -> None:
+        """Urgent rows (an event, a status) are committed, here or (PostgreSQL) by another
+        instance: evaluated at once, on PostgreSQL without waiting for the horizon."""
+        src = self.source
+        if isinstance(src, PgRows):
+            src.urgent = True  # (before the wake-up: the step it wakes looks for them)
+        self._wake.set()
+
     def nudge(self) -> None:
         """New telemetry rows are committed: evaluated within ``gather_s``. The worker's thread
         is woken only when it waits for rows; while rows stream in (its last step read some,
@@ -525,7 +533,7 @@ class RulesWorker:
         worker at once; telemetry alone :meth:`nudge`s it."""
         for r in readings:
             if r.stream != "telemetry":
-                self.wake()
+                self.urgent()
                 return
         self.nudge()
 
@@ -561,7 +569,7 @@ class RulesWorker:
             self._listener = Listener(
                 src.url,
                 self._heard,
-                on_reconnect=self.wake,
+                on_reconnect=self.urgent,
                 channel=URGENT_CHANNEL,
                 name="jiayuan-rules-wake",
             )
@@ -574,7 +582,7 @@ class RulesWorker:
         """An urgent write committed (any instance): wake when it is of a partition held here."""
         parts = event.get("partitions")
         if self.leases is None or not isinstance(parts, list) or set(parts) & set(self._leased):
-            self.wake()
+            self.urgent()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -58,6 +58,13 @@ def hold_telemetry(held: psycopg.Connection[Any], device: str) -> None:
     assert held.execute(HOLD, (device,)).rowcount == 1
 
 
+def fall(world: World, ts: float, seq: int) -> None:
+    """A fall journaled, and the worker told so as the pipeline tells it after its commit
+    (:meth:`RulesWorker.committed`; from another instance, the journal's notification)."""
+    world.send("wearable", "w1", "event", ts, event="fall", seq=seq)
+    world.worker.urgent()
+
+
 def ordered_read(url: str) -> list[Any]:
     """What the ordered read alone gives a new follower after the rules worker's cursors."""
     with connect(url, autocommit=True) as db:
@@ -83,7 +90,7 @@ def test_a_fall_is_raised_while_an_older_telemetry_transaction_is_open_and_once_
     world.worker.run_until_idle()
     hold_telemetry(held, "w1")
     world.send("wearable", "w1", "telemetry", T0 + 3, heart_rate=71, seq=3)  # committed
-    world.send("wearable", "w1", "event", T0 + 4, event="fall", seq=4)  # committed
+    fall(world, T0 + 4, seq=4)  # committed
 
     assert ordered_read(pg_url) == []  # behind the open transaction: nothing in order
     world.worker.run_until_idle()
@@ -98,7 +105,7 @@ def test_a_fall_is_raised_while_an_older_telemetry_transaction_is_open_and_once_
     assert world.worker.source.lag()[0] == 0  # the held row evaluated, in order
     assert ahead_rows(pg_url) == 0  # forgotten once the cursor passed them
     assert ordered_read(pg_url) == []
-    world.send("wearable", "w1", "event", T0 + 900, event="fall", seq=5)
+    fall(world, T0 + 900, seq=5)
     world.worker.run_until_idle()
     assert fall_matches(world) == [2]  # the next fall is matched as before
 
@@ -111,7 +118,7 @@ def test_the_device_rows_read_ahead_come_in_its_order_before_its_fall(
     hold_telemetry(held, "w1")
     for i in range(1, 4):
         world.send("wearable", "w1", "telemetry", T0 + i, heart_rate=70, seq=i)
-    world.send("wearable", "w1", "event", T0 + 4, event="fall", seq=4)
+    fall(world, T0 + 4, seq=4)
     world.send("wearable", "w2", "telemetry", T0 + 5, heart_rate=70, seq=5)  # not urgent
     batch, _ = world.worker.source.read(100)
     assert [(r[1], r[6]) for r in batch] == [("w1", 1), ("w1", 2), ("w1", 3), ("w1", 4)]
@@ -139,7 +146,7 @@ def test_a_fall_read_ahead_is_neither_lost_nor_doubled_by_a_crash_before_the_ord
         world.send("wearable", "w1", "telemetry", T0, heart_rate=70, seq=0)
         world.worker.run_until_idle()
         hold_telemetry(held, "w1")
-        world.send("wearable", "w1", "event", T0 + 4, event="fall", seq=4)
+        fall(world, T0 + 4, seq=4)
         if committed:  # raised and committed, then killed before the ordered read
             world.worker.run_until_idle()
             assert fall_matches(world) == [1]
