@@ -868,11 +868,12 @@ def rows_after_each(
 _URGENT: Final = """
 SELECT r.partition, r.xid::text::bigint, r.id, r.device_id FROM readings r
 WHERE r.shape & 3 <> 0 AND r.xid >= pg_snapshot_xmin(pg_current_snapshot())
-  AND r.partition = ANY(%s::smallint[])
+  AND r.partition = ANY(%s::smallint[]) AND r.id <> ALL(%s::bigint[])
 ORDER BY r.xid, r.id LIMIT %s
 """
 """The committed urgent rows (events, statuses) above the horizon: those
-:func:`rows_after_each` does not give yet (the partial index ``readings_urgent``)."""
+:func:`rows_after_each` does not give yet (the partial index ``readings_urgent``), but those
+already given (by id: ids are unique in the journal, so a limit is never spent on them)."""
 _BEFORE: Final = """
 SELECT q.p, x.xid, x.id, x.device_id, x.shape, x.ts, x.received, x.seq, x.event, x.ts_flag,
        x.payload
@@ -905,7 +906,8 @@ def urgent_ahead(
     if not after:
         return []
     last: dict[tuple[int, str], follow.Position] = {}
-    for p, xid, id_, device_id in db.execute(_URGENT, (list(after), limit)):
+    given = [x.id for s in skip.values() for x in s]
+    for p, xid, id_, device_id in db.execute(_URGENT, (list(after), given, limit)):
         pos = follow.Position(int(xid), int(id_))
         p = int(p)
         if p in after and pos > after[p] and pos not in skip.get(p, ()):

@@ -16,7 +16,7 @@ import pytest
 
 from alerts import AlertStore
 from district.pg import connect
-from ingest.journal_pg import JournalFollower
+from ingest.journal_pg import JournalFollower, urgent_ahead
 from tests.clock import FakeClock
 from tests.mqtt import wait_for
 from tests.unit.test_rules_worker import T0, CrashingStore, World
@@ -183,3 +183,23 @@ def test_a_fall_another_instance_journals_wakes_the_worker_at_once(
         wait_for(lambda: fall_matches(world) == [1])
     finally:
         world.worker.stop()
+
+
+def test_the_read_ahead_limit_is_never_spent_on_rows_read_ahead_already(
+    world: World, held: psycopg.Connection[Any], pg_url: str
+) -> None:
+    for device in ("w1", "w2"):
+        world.send("wearable", device, "telemetry", T0, heart_rate=70, seq=0)
+    world.worker.run_until_idle()
+    hold_telemetry(held, "w1")
+    for n, device in enumerate(("w1", "w2")):
+        world.send("wearable", device, "event", T0 + 4 + n, event="fall", seq=4 + n)
+    with connect(pg_url, autocommit=True) as db:
+        follower = JournalFollower(db, "rules", range(64), ahead=True)
+        got = []
+        for _ in range(2):  # one at a time: the second is not starved by the first
+            rows_ = urgent_ahead(db, follower.position, follower.read_ahead, limit=1)
+            for p, pos, _row in rows_:
+                follower.read_ahead.setdefault(p, set()).add(pos)
+            got += [row[1] for _, _, row in rows_]
+    assert got == ["w1", "w2"]
