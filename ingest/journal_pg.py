@@ -973,12 +973,21 @@ class JournalFollower:
         self, db: psycopg.Connection[Any], limit: int = 500, *, ahead: bool = True
     ) -> list[tuple[int, rows.Row]]:
         """Up to ``limit`` rows per partition, each with its partition; every partition's in
-        log order (devices never span partitions, so that is every device's order), then
-        (``self.ahead``, unless ``ahead`` is False) the urgent rows committed above the
-        horizon, each device's in log order."""
+        log order (devices never span partitions, so that is every device's order). With
+        ``self.ahead`` (and ``ahead`` not False), first the urgent rows committed above the
+        horizon, each device's in log order: when there are any, they alone (``full``: the
+        ordered read follows at once), so a fall is evaluated and committed without waiting
+        for the ordered batch."""
+        skip = self.read_ahead
+        if self.ahead and ahead:
+            early = urgent_ahead(db, self.position, skip)
+            if early:
+                for p, pos, _row in early:
+                    skip.setdefault(p, set()).add(pos)
+                self.full = True
+                return [(p, row) for p, _pos, row in early]
         out: list[tuple[follow.Position, int, rows.Row]] = []
         counts: dict[int, int] = {}
-        skip = self.read_ahead
         for p, pos, row in rows_after_each(db, self.position, limit):
             self.position[p] = max(self.position[p], pos)
             counts[p] = counts.get(p, 0) + 1
@@ -987,12 +996,7 @@ class JournalFollower:
             out.append((pos, p, row))
         self.full = any(n >= limit for n in counts.values())
         out.sort(key=lambda x: x[0])
-        given = [(p, row) for _, p, row in out]
-        if self.ahead and ahead:
-            for p, pos, row in urgent_ahead(db, self.position, skip):
-                skip.setdefault(p, set()).add(pos)
-                given.append((p, row))
-        return given
+        return [(p, row) for _, p, row in out]
 
     def save(self, db: psycopg.Connection[Any]) -> None:
         """Write the cursors read to, in ``db``'s transaction; call :meth:`saved` once that
