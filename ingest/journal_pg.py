@@ -51,6 +51,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from district import follow, timeparts
+from district.live import notify
 from district.migrate import migrate
 from district.partitions import DEFAULT_PARTITIONS, partition_of
 from district.pg import Connection, connect, open_pool
@@ -74,6 +75,10 @@ DAY: Final = 86_400
 JSON_PAYLOAD: Final = 16
 """Added to ``shape`` when the payload is JSON text (UTF-8) rather than rowcodec's form."""
 _NAMES: Final = {shape: names for names, shape in SHAPES.items()}
+URGENT_CHANNEL: Final = "jiayuan_urgent"
+"""Notified (``{"partitions": [...]}``) by a write that holds urgent rows (events, statuses),
+as it commits: the rules worker that holds one of those partitions, on any instance, reads them
+at once (:class:`rules.worker.RulesWorker`) rather than at its next wake-up of its own."""
 AHEAD_DAYS: Final = 7
 """Days of partitions made ahead when the journal opens (a maintenance job keeps it so)."""
 
@@ -412,6 +417,9 @@ class PgJournal:
                         copy.write_row(row)
                 cur.execute(_INSERT)
                 inserted = cur.fetchall()
+                urgent = sorted({row[1] for row in staged if row[4] & 3})
+                if urgent:  # sent as this commits (never if it rolls back)
+                    notify(db, {"partitions": urgent}, URGENT_CHANNEL)
                 if len(inserted) == len(readings):
                     new = list(readings)
                 else:  # some were duplicates: which, by what was inserted
@@ -828,66 +836,192 @@ position (its index range of ``readings_follow``), the same horizon for all (one
 snapshot)."""
 
 
+def _decoded(
+    p: int, xid: int, id_: int, found: tuple[Any, ...]
+) -> tuple[int, follow.Position, rows.Row]:
+    """(partition, position, row) of a row read as ``device_id, shape, ts, received, seq,
+    event, ts_flag, payload``."""
+    device_id, shape, ts, received, seq, event, ts_flag, payload = found
+    kind, stream = _NAMES[shape & ~JSON_PAYLOAD]
+    stored: bytes | str = bytes(payload).decode() if shape & JSON_PAYLOAD else bytes(payload)
+    pos = follow.Position(int(xid), int(id_))
+    return (
+        int(p),
+        pos,
+        (pos.id, device_id, kind, stream, ts, received, seq, event, ts_flag, stored),
+    )
+
+
 def rows_after_each(
     db: psycopg.Connection[Any], after: dict[int, follow.Position], limit: int = 500
 ) -> list[tuple[int, follow.Position, rows.Row]]:
     """What :func:`rows_after` gives for each partition of ``after``, in one statement: (partition,
     position, row), each partition's in log order."""
     parts = list(after)
-    out = []
     found = db.execute(
         _EACH,
         (parts, [str(after[p].xid) for p in parts], [after[p].id for p in parts], limit),
     )
-    for p, xid, id_, device_id, shape, ts, received, seq, event, ts_flag, payload in found:
-        kind, stream = _NAMES[shape & ~JSON_PAYLOAD]
-        stored: bytes | str = bytes(payload).decode() if shape & JSON_PAYLOAD else bytes(payload)
+    return [_decoded(r[0], r[1], r[2], tuple(r[3:])) for r in found]
+
+
+_URGENT: Final = """
+SELECT r.partition, r.xid::text::bigint, r.id, r.device_id FROM readings r
+WHERE r.shape & 3 <> 0 AND r.xid >= pg_snapshot_xmin(pg_current_snapshot())
+  AND r.partition = ANY(%s::smallint[]) AND r.id <> ALL(%s::bigint[])
+ORDER BY r.xid, r.id LIMIT %s
+"""
+"""The committed urgent rows (events, statuses) above the horizon: those
+:func:`rows_after_each` does not give yet (the partial index ``readings_urgent``), but those
+already given (by id: ids are unique in the journal, so a limit is never spent on them)."""
+_BEFORE: Final = """
+SELECT q.p, x.xid, x.id, x.device_id, x.shape, x.ts, x.received, x.seq, x.event, x.ts_flag,
+       x.payload
+FROM unnest(%s::smallint[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[])
+    AS q(p, device_id, axid, aid, bxid, bid)
+CROSS JOIN LATERAL (
+    SELECT r.xid::text::bigint AS xid, r.id, r.device_id, r.shape, r.ts, r.received, r.seq,
+           r.event, r.ts_flag, r.payload
+    FROM readings r
+    WHERE r.partition = q.p AND (r.xid, r.id) > (q.axid::xid8, q.aid)
+      AND (r.xid, r.id) <= (q.bxid::xid8, q.bid) AND r.device_id = q.device_id
+    ORDER BY r.xid, r.id
+) AS x
+"""
+"""Each device's committed rows after its partition's position up to its last urgent row, in log
+order: what it had before the urgent row is evaluated before it."""
+
+
+def urgent_ahead(
+    db: psycopg.Connection[Any],
+    after: dict[int, follow.Position],
+    skip: dict[int, set[follow.Position]],
+    limit: int = 500,
+) -> list[tuple[int, follow.Position, rows.Row]]:
+    """The urgent rows committed after each partition's position in ``after`` whose
+    transactions are not all below the horizon yet (rows :func:`rows_after_each` holds back),
+    none of ``skip``; each preceded by its device's committed rows after that position (so a
+    device's rows read ahead are in its log order): (partition, position, row), each device's
+    in log order. Empty, in one cheap statement, when there are none."""
+    if not after:
+        return []
+    last: dict[tuple[int, str], follow.Position] = {}
+    given = [x.id for s in skip.values() for x in s]
+    for p, xid, id_, device_id in db.execute(_URGENT, (list(after), given, limit)):
         pos = follow.Position(int(xid), int(id_))
-        out.append(
-            (
-                int(p),
-                pos,
-                (pos.id, device_id, kind, stream, ts, received, seq, event, ts_flag, stored),
-            )
-        )
-    return out
+        p = int(p)
+        if p in after and pos > after[p] and pos not in skip.get(p, ()):
+            last[p, device_id] = max(last.get((p, device_id), pos), pos)
+    if not last:
+        return []
+    keys = list(last)
+    found = db.execute(
+        _BEFORE,
+        (
+            [p for p, _ in keys],
+            [d for _, d in keys],
+            [str(after[p].xid) for p, _ in keys],
+            [after[p].id for p, _ in keys],
+            [str(last[k].xid) for k in keys],
+            [last[k].id for k in keys],
+        ),
+    )
+    out = [_decoded(r[0], r[1], r[2], tuple(r[3:])) for r in found]
+    return [(p, pos, row) for p, pos, row in out if pos not in skip.get(p, ())]
 
 
 class JournalFollower:
     """A follower of the journal over the partitions it holds: :meth:`next_rows` gives the rows
     after each partition's cursor, :meth:`save` commits the cursors in the caller's transaction
     (after ``district.leases.fence``, with the effects of the rows), and what was given is
-    given again after :meth:`rewind` (a failed commit) or to the next holder."""
+    given again after :meth:`rewind` (a failed commit) or to the next holder.
 
-    def __init__(self, db: psycopg.Connection[Any], name: str, partitions: Iterable[int]) -> None:
+    ``ahead`` (the rules worker): :meth:`next_rows` also gives the urgent rows committed above
+    the horizon (:func:`urgent_ahead`), at once rather than once every older transaction in
+    the cluster has ended; :meth:`save` records them (``follower_ahead``) with the cursors, the
+    ordered read skips them when it reaches them, and they are forgotten once the cursor has
+    passed them. Each row is given once either way, also across a restart or a takeover."""
+
+    def __init__(
+        self,
+        db: psycopg.Connection[Any],
+        name: str,
+        partitions: Iterable[int],
+        *,
+        ahead: bool = False,
+    ) -> None:
         self.name = name
         self.committed = {p: follow.load_cursor(db, name, p) for p in partitions}
         self.position = dict(self.committed)
         """Where each partition has been read to (committed or not)."""
+        self.ahead = ahead
+        self.committed_ahead: dict[int, set[follow.Position]] = (
+            follow.load_ahead(db, name, list(self.committed)) if ahead else {}
+        )
+        """Rows after each partition's committed cursor already evaluated (committed)."""
+        self.read_ahead = {p: set(s) for p, s in self.committed_ahead.items()}
+        """Rows after each partition's position given already (committed or not)."""
+        self.full = False
+        """The last :meth:`next_rows` found ``limit`` rows in a partition: more may follow."""
+
+    @property
+    def dirty(self) -> bool:
+        """Rows were given since the last :meth:`saved`."""
+        return self.position != self.committed or self.read_ahead != self.committed_ahead
 
     def next_rows(
-        self, db: psycopg.Connection[Any], limit: int = 500
+        self, db: psycopg.Connection[Any], limit: int = 500, *, ahead: bool = True
     ) -> list[tuple[int, rows.Row]]:
         """Up to ``limit`` rows per partition, each with its partition; every partition's in
-        log order (devices never span partitions, so that is every device's order)."""
+        log order (devices never span partitions, so that is every device's order). With
+        ``self.ahead`` (and ``ahead`` not False), first the urgent rows committed above the
+        horizon, each device's in log order: when there are any, they alone (``full``: the
+        ordered read follows at once), so a fall is evaluated and committed without waiting
+        for the ordered batch."""
+        skip = self.read_ahead
+        if self.ahead and ahead:
+            early = urgent_ahead(db, self.position, skip)
+            if early:
+                for p, pos, _row in early:
+                    skip.setdefault(p, set()).add(pos)
+                self.full = True
+                return [(p, row) for p, _pos, row in early]
         out: list[tuple[follow.Position, int, rows.Row]] = []
+        counts: dict[int, int] = {}
         for p, pos, row in rows_after_each(db, self.position, limit):
             self.position[p] = max(self.position[p], pos)
+            counts[p] = counts.get(p, 0) + 1
+            if skip and pos in skip.get(p, ()):
+                continue  # evaluated ahead already
             out.append((pos, p, row))
+        self.full = any(n >= limit for n in counts.values())
         out.sort(key=lambda x: x[0])
         return [(p, row) for _, p, row in out]
 
     def save(self, db: psycopg.Connection[Any]) -> None:
         """Write the cursors read to, in ``db``'s transaction; call :meth:`saved` once that
         transaction committed, :meth:`rewind` if it did not."""
-        for p, pos in self.position.items():
-            if pos != self.committed[p]:
-                follow.save_cursor(db, self.name, p, pos)
+        moved = {p: pos for p, pos in self.position.items() if pos != self.committed[p]}
+        follow.save_cursors(db, self.name, moved)
+        if self.ahead:
+            added, dropped = [], []
+            for p, read in self.read_ahead.items():
+                done = self.committed_ahead.get(p, set())
+                at = self.position[p]
+                added += [(p, x) for x in read - done if x > at]
+                dropped += [(p, x) for x in done if x <= at]
+            follow.save_ahead(db, self.name, added, dropped)
 
     def saved(self) -> None:
         """The transaction of :meth:`save` committed."""
         self.committed = dict(self.position)
+        if self.ahead:
+            self.read_ahead = {
+                p: {x for x in read if x > self.position[p]} for p, read in self.read_ahead.items()
+            }
+            self.committed_ahead = {p: set(s) for p, s in self.read_ahead.items()}
 
     def rewind(self) -> None:
         """Read again from the last committed cursors."""
         self.position = dict(self.committed)
+        self.read_ahead = {p: set(s) for p, s in self.committed_ahead.items()}

@@ -24,9 +24,13 @@ CROSS JOIN LATERAL (
     SELECT count(*) AS n, min(r.received) AS oldest, min(r.id) AS first FROM readings r
     WHERE r.partition = p.partition
       AND (r.xid, r.id) > (coalesce(c.xid, '0'::xid8), coalesce(c.id, 0))
+      AND NOT EXISTS (
+          SELECT 1 FROM follower_ahead a WHERE a.follower = %s
+          AND a.partition = p.partition AND a.xid = r.xid AND a.id = r.id)
 ) AS x
 """
-"""Rows after each partition's cursor: one index range per partition (readings_follow)."""
+"""Rows after each partition's cursor not evaluated ahead of it: one index range per partition
+(readings_follow)."""
 
 
 class PgRows:
@@ -39,6 +43,7 @@ class PgRows:
         name: str = "rules",
         *,
         fence: tuple[str, dict[int, Lease]] | None = None,
+        ahead: bool = False,
     ) -> None:
         self.url = url
         self.name = name
@@ -48,6 +53,14 @@ class PgRows:
         them with :func:`district.leases.fence_all` in the caller's transaction, so a former
         holder's late commit is refused (:class:`~district.leases.LeaseLost`) and rolled back.
         None: one instance evaluates every partition, nothing to fence."""
+        self.ahead = ahead
+        """Urgent rows are read as soon as they commit, ahead of the horizon, and recorded
+        with the cursors (:class:`~ingest.journal_pg.JournalFollower`): the rules worker's."""
+        self.urgent = True
+        """Urgent rows were committed since the last read (set by any thread, before it wakes
+        the reader): the next :meth:`read` looks above the horizon for them (one statement),
+        which it does not otherwise. Also after :meth:`load` (a start, a takeover, a failed
+        commit). Only a matter of latency: the ordered read reaches every row in any case."""
         self.unfenced = False
         """Set while the lease rows are held by this instance's own lease transaction (a
         release waiting for this commit: :meth:`RulesWorker.release`), where fencing would wait
@@ -70,27 +83,26 @@ class PgRows:
     @property
     def dirty(self) -> bool:
         f = self._follower
-        return f is not None and f.position != f.committed
+        return f is not None and bool(f.dirty)
 
     def load(self, db: Db) -> None:
         from ingest.journal_pg import JournalFollower
 
         conn = db.conn if isinstance(db, PgDb) else self._conn()
-        self._follower = JournalFollower(conn, self.name, self.partitions)
+        self._follower = JournalFollower(conn, self.name, self.partitions, ahead=self.ahead)
+        self.urgent = True
 
     def read(self, limit: int) -> tuple[list[rows.Row], bool]:
         if not self.partitions:  # none held (yet)
             return [], False
         per = max(50, limit // max(1, len(self.partitions)))
+        look, self.urgent = self.urgent, False  # (cleared before the read: none is missed)
         try:
-            got = self._follower.next_rows(self._conn(), per)
+            got = self._follower.next_rows(self._conn(), per, ahead=look)
         except psycopg.Error:
             self.close()  # a new connection for the next attempt
             raise
-        counts: dict[int, int] = {}
-        for p, _ in got:
-            counts[p] = counts.get(p, 0) + 1
-        return [row for _, row in got], any(n >= per for n in counts.values())
+        return [row for _, row in got], bool(self._follower.full)
 
     def save(self, db: Db) -> None:
         if not isinstance(db, PgDb):
@@ -125,7 +137,7 @@ class PgRows:
             if db is None or db.closed:
                 db = self._health = connect(self.url, name=f"jiayuan-{self.name}", autocommit=True)
             try:
-                row = db.execute(_LAG, (self.partitions, self.name)).fetchone()
+                row = db.execute(_LAG, (self.partitions, self.name, self.name)).fetchone()
             except psycopg.Error:
                 db.close()
                 raise

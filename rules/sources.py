@@ -9,7 +9,12 @@ interface, two journals.
   write the journal at once: docs/district.md). The journal and the alert store are the same
   database, so the cursors commit in the alert store's transaction, with the alert changes.
   ``partitions`` is the set this instance evaluates: every partition today (one instance);
-  the partitions it holds by lease once several instances share the work.
+  the partitions it holds by lease once several instances share the work. The rows come in
+  ``(xid, id)`` order behind every open transaction (:mod:`district.follow`), except urgent
+  ones (events: falls, SOS, alarms; statuses), which the rules worker's source reads as soon
+  as their transaction commits, each after its device's committed rows before it, and records
+  with the cursors (``follower_ahead``): the ordered read skips them later. A fall is raised
+  without waiting for the telemetry transactions still open; each row is evaluated once.
 
 Either way the cursor a source :meth:`~RowSource.save`s is the one it has read to; the worker
 calls :meth:`~RowSource.saved` once that transaction committed, and :meth:`~RowSource.load`

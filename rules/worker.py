@@ -56,8 +56,10 @@ import psycopg
 
 from base.sql import Db
 from district.leases import Lease, LeaseLost
+from district.live import Listener
 from district.partitions import partition_of
 from ingest import rows
+from ingest.journal_pg import URGENT_CHANNEL
 from ingest.payloads import Reading
 from registry.models import Registry
 from rules.baselines import Baselines
@@ -159,10 +161,15 @@ class RulesWorker:
         hold_rows: int = 20_000,
         leases: Leases | None = None,
         gather_s: float = 0.01,
+        urgent_ahead: bool = True,
     ) -> None:
         self.source: RowSource = SqliteRows(journal) if isinstance(journal, Path) else journal
         """Where the rows come from and the cursor is kept (rules/sources.py): the SQLite
         journal file, or the PostgreSQL journal's follower over a set of partitions."""
+        if isinstance(self.source, PgRows):
+            # a fall is evaluated as its transaction commits, not once every older
+            # transaction in the cluster has (rules/sources.py); False: in log order only
+            self.source.ahead = urgent_ahead
         self.store = store
         self.make_engine = make_engine
         self.community = community
@@ -200,6 +207,8 @@ class RulesWorker:
         """The last step read rows: more are likely on their way (gathered ``gather_s``)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: Listener | None = None
+        """On PostgreSQL: woken by every instance's urgent writes (``URGENT_CHANNEL``)."""
         self._next_tick = 0.0
         self.compute_baselines = baselines
         """Personal baselines as of a time (a few SQL reads of the rollups): computed at
@@ -317,7 +326,9 @@ class RulesWorker:
         lost = sorted(self._leased.keys() - held.keys())
         log.info("rules worker: partitions held %d (gained %s, lost %s)", len(held), gained, lost)
         src.close()
-        self.source = PgRows(src.url, held, src.name, fence=(leases.instance_id, held))
+        self.source = PgRows(
+            src.url, held, src.name, fence=(leases.instance_id, held), ahead=src.ahead
+        )
         self._leased = held
         self.load()
         self._stale = False
@@ -495,6 +506,14 @@ class RulesWorker:
         """New rows are committed that are to be evaluated at once (an event, a status)."""
         self._wake.set()
 
+    def urgent(self) -> None:
+        """Urgent rows (an event, a status) are committed, here or (PostgreSQL) by another
+        instance: evaluated at once, on PostgreSQL without waiting for the horizon."""
+        src = self.source
+        if isinstance(src, PgRows):
+            src.urgent = True  # (before the wake-up: the step it wakes looks for them)
+        self._wake.set()
+
     def nudge(self) -> None:
         """New telemetry rows are committed: evaluated within ``gather_s``. The worker's thread
         is woken only when it waits for rows; while rows stream in (its last step read some,
@@ -514,7 +533,7 @@ class RulesWorker:
         worker at once; telemetry alone :meth:`nudge`s it."""
         for r in readings:
             if r.stream != "telemetry":
-                self.wake()
+                self.urgent()
                 return
         self.nudge()
 
@@ -543,10 +562,34 @@ class RulesWorker:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name="rules", daemon=True)
         self._thread.start()
+        src = self.source
+        if isinstance(src, PgRows) and src.ahead:
+            # a fall another instance journaled for a partition held here: read at once, not
+            # at this instance's next commit or tick (up to tick_s when it ingests nothing)
+            self._listener = Listener(
+                src.url,
+                self._heard,
+                on_reconnect=self.urgent,
+                channel=URGENT_CHANNEL,
+                name="jiayuan-rules-wake",
+            )
+            try:
+                self._listener.start(timeout=5.0)
+            except TimeoutError:  # the listener goes on trying; the tick reads meanwhile
+                log.warning("rules worker: not woken by other instances' falls yet")
+
+    def _heard(self, event: dict[str, Any]) -> None:
+        """An urgent write committed (any instance): wake when it is of a partition held here."""
+        parts = event.get("partitions")
+        if self.leases is None or not isinstance(parts, list) or set(parts) & set(self._leased):
+            self.urgent()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
         elif self._thread is None:  # used from this thread

@@ -1,0 +1,66 @@
+"""A fall on PostgreSQL alerts while an older transaction on the journal is still open: the real
+broker, the real service (``JIAYUAN_DATABASE_URL``), a telemetry row of the same wearable
+written in a transaction the test keeps open, which holds back every row read in ``(xid, id)``
+order behind it (district/follow.py). The fall is raised before that transaction ends, and once
+only after it has ended and the rules worker's ordered read has passed it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
+from district.pg import connect
+from tests.integration.test_pg_urgent_ahead import HOLD
+from tests.mqtt import Publisher, wait_for
+from tests.stores import Stores
+
+pytestmark = pytest.mark.network
+
+DEVICE = "wr-7"
+TELEMETRY = f"community/y/wearable/{DEVICE}/telemetry"
+FALL = f"community/y/wearable/{DEVICE}/event"
+
+
+def test_a_fall_alerts_before_an_older_open_journal_transaction_ends_and_once_after(
+    broker: Broker, tmp_path: Path, pg_url: str
+) -> None:
+    data = tmp_path / "service"
+    stores = Stores(pg_url)
+    pub = Publisher(broker)
+    svc = ServiceProcess(data, broker, **stores.settings).start()
+    held = connect(pg_url)
+    try:
+        wait_for(lambda: len(svc.health().get("partitions_held", ())) > 0, timeout=60)
+        for seq in range(3):
+            pub.publish(TELEMETRY, json.dumps({"seq": seq, "heart_rate": 70, "worn": True}))
+        journal = f"SELECT count(*) FROM readings WHERE device_id = '{DEVICE}'"
+        wait_for(lambda: stores.journal(data, journal) == 3, timeout=60)
+        wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=60)
+
+        assert held.execute(HOLD, (DEVICE,)).rowcount == 1  # left open
+        (held_xid,) = held.execute("SELECT pg_current_xact_id()::text::bigint").fetchone() or (0,)
+        pub.publish(FALL, json.dumps({"event": "fall", "seq": 3}))
+        wait_for(lambda: svc.get(f"/api/alerts?device_id={DEVICE}")["items"], timeout=60)
+
+        assert held.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        horizon = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        assert stores.journal(data, horizon) <= held_xid  # still held back by it
+        ahead = "SELECT count(*) FROM follower_ahead"
+        assert stores.journal(data, ahead) == 1  # the fall, evaluated ahead of the horizon
+
+        held.commit()
+        wait_for(lambda: stores.journal(data, ahead) == 0, timeout=60)  # the cursor passed
+        wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=60)
+        (alert,) = svc.get(f"/api/alerts?device_id={DEVICE}")["items"]
+        assert (alert["rule_id"], alert["status"]) == ("wearable_fall", "firing")
+        matched = "SELECT max(match_count) FROM alerts WHERE rule_id = 'wearable_fall'"
+        assert stores.alerts(data, matched) == 1  # not evaluated again by the ordered read
+    finally:
+        held.close()
+        svc.stop()
+        pub.close()
