@@ -1,7 +1,7 @@
 """The console's duty coverage page in a real browser (Debian's Chromium via Playwright, the real
 Mosquitto and ``jiayuan run``): a manager reads, in words, the hours where nobody would be paged
 for the test community's roster; a guard is not offered the page. Fixtures and helpers are the
-console browser test's."""
+console browser test's; the service is the incidents console test's, on each store."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from tests.integration.test_console_browser import (
     browser,
     open_page,
     receiver,
-    service,
 )
+from tests.integration.test_console_incidents import service
 
 __all__ = ["browser", "receiver", "service"]  # the fixtures this module uses
 
