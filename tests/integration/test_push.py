@@ -21,14 +21,26 @@ import pytest
 from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
+from devtools.postgres import Postgres
 from ingest.journal import Journal
 from registry import write_registry
 from registry.models import Registry
 from tests.alerting import staff
+from tests.integration.test_database_outage import own_postgres
 from tests.mqtt import Publisher, publish_fast, wait_for
 from tests.stores import Stores
 
 pytestmark = pytest.mark.network
+__all__ = ["own_postgres"]  # the fixture: a cluster of the test's own, stopped under the service
+
+DATABASE_AWAY = (
+    'jiayuan_log_errors_total{logger="alerts.dispatch"}',
+    "jiayuan_journal_write_failures_total",
+    "jiayuan_rules_commit_failures_total",
+    'jiayuan_log_errors_total{logger="ingest.pipeline"}',
+    'jiayuan_log_errors_total{logger="rules.worker"}',
+)
+"""The errors the service counts while its database is away (test_database_outage's)."""
 
 INTEGRATIONS = """
 integrations:
@@ -66,13 +78,15 @@ def issue_token(svc: ServiceProcess, integration: str) -> str:
     return out.stdout.decode().strip()
 
 
-def push(svc: ServiceProcess, body: Any, token: str, integration: str = "ctwing") -> httpx.Response:
+def push(
+    svc: ServiceProcess, body: Any, token: str, integration: str = "ctwing", timeout: float = 30
+) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.post(
-        f"{svc.url}/api/push/{integration}", content=content, headers=headers, timeout=30
+        f"{svc.url}/api/push/{integration}", content=content, headers=headers, timeout=timeout
     )
 
 
@@ -502,4 +516,42 @@ def test_a_platform_cannot_speak_for_a_device_registered_another_way(
         assert readings(stores, data, "wp-9") == 1
     finally:
         pub.close()
+        svc.stop()
+
+
+def test_a_push_while_the_database_is_unreachable_is_answered_503_and_journaled_once_after(
+    broker: Broker, tmp_path: Path, own_postgres: Postgres
+) -> None:
+    """PostgreSQL's counterpart of the full journal: the database goes away under the service.
+    A push is refused with 503 and Retry-After (nothing accepted), never a 500 nor a 2xx before
+    its commit; sent again once the database is back, it is journaled once and alerts."""
+    stores = Stores(own_postgres.create_database("jiayuan"))
+    data = tmp_path / "service"
+    svc = ServiceProcess(
+        data,
+        broker,
+        push_wait_s=5,
+        expect_errors=DATABASE_AWAY,
+        **setup_files(tmp_path),
+        **stores.settings,
+    ).start()
+    try:
+        token = issue_token(svc, "ctwing")
+        assert push(svc, message("up-1", "wp-7", "telemetry", heart_rate=70), token).is_success
+        own_postgres.halt()
+        wait_for(lambda: svc.health()["database"]["reachable"] is False, timeout=30)
+        fall = message("down-fall", "wp-7", "event", event="fall")
+        for _ in range(2):  # the platform retries: refused alike
+            r = push(svc, fall, token, timeout=90)
+            assert r.status_code == 503, r.text
+            assert int(r.headers["retry-after"]) > 0
+        own_postgres.resume()
+        wait_for(lambda: svc.health()["status"] == "ok", timeout=90)
+        # sent again until it is taken (the journal's first write may still meet a connection
+        # the restart closed: 503 "send it again", and the write is retried), then once more
+        wait_for(lambda: push(svc, fall, token).status_code == 200, timeout=60, interval=1)
+        assert push(svc, fall, token).status_code == 200
+        assert readings(stores, data, "wp-7") == 2
+        wait_for(lambda: svc.get("/api/alerts?device_id=wp-7")["items"], timeout=30)
+    finally:
         svc.stop()
