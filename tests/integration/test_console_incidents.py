@@ -138,6 +138,7 @@ def test_the_confirmed_fire_page_lists_its_detectors_with_working_links_and_a_ch
         context.close()
 
 
+@pytest.mark.parametrize("stores", ["sqlite"], indirect=True)  # the words, not the store
 def test_every_alert_title_on_the_chinese_board_is_chinese(
     browser: Browser, service: ServiceProcess, publisher: Publisher
 ) -> None:
