@@ -1,7 +1,8 @@
 """The errors every operation may answer, written into the OpenAPI document once rather than
 next to each route: 401 and 403 (the security middleware), 404 where a path names something,
-413 and 422 where a request has a body or parameters. Clients and the schema fuzzing test
-(tests/unit/test_api_fuzz.py) read the document as the whole truth."""
+413 and 422 where a request has a body or parameters, 503 everywhere (an installation on
+PostgreSQL with its database out of reach: jiayuan/api/errors.py). Clients and the schema
+fuzzing test (tests/unit/test_api_fuzz.py) read the document as the whole truth."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ BY_COMMUNITY: Final = {
     404: "No such `community` in this installation",
 }
 """A listing's ``community`` filter (docs/communities.md)."""
+DATABASE_AWAY: Final = {
+    503: "The database cannot be reached now (an installation on PostgreSQL); see Retry-After"
+}
 
 
 def document_errors(app: FastAPI) -> None:
@@ -55,7 +59,7 @@ def document_errors(app: FastAPI) -> None:
 
 
 def _add(path: str, op: dict[str, Any]) -> None:
-    errors: dict[int, str] = {}
+    errors: dict[int, str] = dict(DATABASE_AWAY)
     if not is_public(path):
         errors |= SIGNED_IN
     if "{" in path:

@@ -1,7 +1,12 @@
 """The console's duty coverage page in a real browser (Debian's Chromium via Playwright, the real
 Mosquitto and ``jiayuan run``): a manager reads, in words, the hours where nobody would be paged
 for the test community's roster; a guard is not offered the page. Fixtures and helpers are the
-console browser test's."""
+console browser test's.
+
+On SQLite only: the page reads nothing but ``/api/duty/coverage``, which is worked out from the
+registry, the escalation chains and the rules (``alerts.coverage.check``), never from the journal
+or the alert store; signing in on PostgreSQL's staff store is the console tests' of
+test_communities.py and test_console_incidents.py."""
 
 from __future__ import annotations
 

@@ -7,21 +7,32 @@ Contract relied on: ``AlertOut.incident_id``; ``GET /api/incidents`` and ``/api/
 ``AlertOut.related_devices`` (device id, building, unit, floor) for a confirmed fire.
 
 The fixtures and helpers are the console's browser tests' (real Mosquitto, real ``jiayuan run``,
-Debian Chromium)."""
+Debian Chromium), with the service on each store: the incidents and their alerts are the
+store's."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import Browser, expect
 
+from devtools.broker import Broker
 from devtools.launch import ServiceProcess
+from devtools.receiver import Receiver
+from registry import write_registry
 from tests.integration import test_console_browser as console
 from tests.integration.test_console_browser import (
     CARDS,
+    CARETAKER,
     DESK,
     GUARD,
+    MANAGER,
+    OPERATOR,
+    PASSWORD,
     PHONE,
     SHOTS,
     SMOKE,
@@ -32,14 +43,30 @@ from tests.integration.test_console_browser import (
     smoke_event,
 )
 from tests.mqtt import Publisher, wait_for
+from tests.stores import Stores
 
 # the browser tests' fixtures
-browser, receiver, service, publisher = (
-    console.browser,
-    console.receiver,
-    console.service,
-    console.publisher,
-)
+browser, receiver, publisher = console.browser, console.receiver, console.publisher
+
+
+@pytest.fixture
+def service(
+    broker: Broker, receiver: Receiver, tmp_path: Path, stores: Stores
+) -> Iterator[ServiceProcess]:
+    """The browser tests' service (test_console_browser's), on each store."""
+    notify = f"json://127.0.0.1:{receiver.port}/notify"
+    write_registry(console.registry(notify), tmp_path / "registry")
+    svc = ServiceProcess(
+        tmp_path / "service", broker.port, registry=tmp_path / "registry", **stores.settings
+    ).start()
+    try:
+        for staff_id in (CARETAKER, OPERATOR, GUARD, MANAGER):  # `jiayuan staff password`
+            svc.set_password(staff_id, PASSWORD)
+        yield svc
+    finally:
+        svc.stop()
+
+
 CJK = re.compile(r"[\u3400-\u9fff]")
 
 
@@ -111,6 +138,7 @@ def test_the_confirmed_fire_page_lists_its_detectors_with_working_links_and_a_ch
         context.close()
 
 
+@pytest.mark.parametrize("stores", ["sqlite"], indirect=True)  # the words, not the store
 def test_every_alert_title_on_the_chinese_board_is_chinese(
     browser: Browser, service: ServiceProcess, publisher: Publisher
 ) -> None:

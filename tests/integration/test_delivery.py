@@ -29,6 +29,7 @@ from registry import write_registry
 from registry.models import Building, Device, Registry, Resident
 from tests.alerting import RULES, fire, staff
 from tests.mqtt import Publisher, wait_for
+from tests.stores import Stores
 
 pytestmark = pytest.mark.network
 
@@ -111,11 +112,13 @@ def registry(rx: Receiver, smtp_port: int | None = None) -> Registry:
 
 
 @pytest.fixture
-def make(tmp_path: Path, receiver: Receiver) -> Iterator[Any]:
+def make(alerts_at: Path | str, receiver: Receiver) -> Iterator[Any]:
+    """A started dispatcher over an alert store of each backend (its outbox, attempts and
+    trouble alerts are the store's)."""
     made: list[tuple[Dispatcher, AlertStore]] = []
 
     def _make(reg: Registry, **config: Any) -> Dispatcher:
-        store = AlertStore(tmp_path / "alerts.db")
+        store = AlertStore(alerts_at)
         d = Dispatcher(store, reg, RULES, Config(notify=NotifyConfig(backoff_s=0.05), **config))
         d.start()
         made.append((d, store))
@@ -194,14 +197,14 @@ chains:
 
 
 def test_the_service_killed_mid_escalation_takes_the_next_step_on_time_and_never_twice(
-    broker: Broker, tmp_path: Path, receiver: Receiver
+    broker: Broker, tmp_path: Path, receiver: Receiver, stores: Stores
 ) -> None:
     reg_dir = tmp_path / "registry"
     write_registry(registry(receiver), reg_dir)
     chains = tmp_path / "chains.yaml"
     chains.write_text(CHAINS)
     data = tmp_path / "service"
-    settings: dict[str, Any] = {"registry": reg_dir, "escalation_file": chains}
+    settings: dict[str, Any] = {"registry": reg_dir, "escalation_file": chains, **stores.settings}
     svc = ServiceProcess(data, broker.port, **settings).start()
     pub = Publisher(broker)
     pub.publish("community/y/wearable/wr-1/event", json.dumps({"event": "fall", "seq": 1}))

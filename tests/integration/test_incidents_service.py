@@ -19,6 +19,7 @@ from registry import write_registry
 from registry.models import Building, Device, Registry
 from tests.alerting import staff
 from tests.mqtt import Publisher, wait_for
+from tests.stores import Stores
 
 pytestmark = pytest.mark.network
 
@@ -56,12 +57,12 @@ def fires(svc: ServiceProcess) -> list[dict[str, Any]]:
 
 
 def test_a_confirmed_fire_resolves_when_its_detectors_cleared_across_a_restart(
-    broker: Broker, tmp_path: Path, receiver: Receiver
+    broker: Broker, tmp_path: Path, receiver: Receiver, stores: Stores
 ) -> None:
     reg_dir = tmp_path / "registry"
     write_registry(registry(receiver), reg_dir)
     data = tmp_path / "service"
-    svc = ServiceProcess(data, broker, registry=reg_dir).start()
+    svc = ServiceProcess(data, broker, registry=reg_dir, **stores.settings).start()
     pub = Publisher(broker)
     try:
         for i in (1, 2):
@@ -88,7 +89,9 @@ def test_a_confirmed_fire_resolves_when_its_detectors_cleared_across_a_restart(
                 json.dumps({"event": "alarm_clear", "seq": 2}),
             )
         pub.wait_acked()
-        svc = ServiceProcess(data, broker, http_port=svc.http_port, registry=reg_dir).start()
+        svc = ServiceProcess(
+            data, broker, http_port=svc.http_port, registry=reg_dir, **stores.settings
+        ).start()
         wait_for(lambda: fires(svc)[0]["status"] == "resolved")
         (confirmed,) = fires(svc)
         assert confirmed["resolved_by"] == "rule"

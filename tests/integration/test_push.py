@@ -21,13 +21,26 @@ import pytest
 from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
+from devtools.postgres import Postgres
 from ingest.journal import Journal
 from registry import write_registry
 from registry.models import Registry
 from tests.alerting import staff
+from tests.integration.test_database_outage import own_postgres
 from tests.mqtt import Publisher, publish_fast, wait_for
+from tests.stores import Stores
 
 pytestmark = pytest.mark.network
+__all__ = ["own_postgres"]  # the fixture: a cluster of the test's own, stopped under the service
+
+DATABASE_AWAY = (
+    'jiayuan_log_errors_total{logger="alerts.dispatch"}',
+    "jiayuan_journal_write_failures_total",
+    "jiayuan_rules_commit_failures_total",
+    'jiayuan_log_errors_total{logger="ingest.pipeline"}',
+    'jiayuan_log_errors_total{logger="rules.worker"}',
+)
+"""The errors the service counts while its database is away (test_database_outage's)."""
 
 INTEGRATIONS = """
 integrations:
@@ -65,13 +78,15 @@ def issue_token(svc: ServiceProcess, integration: str) -> str:
     return out.stdout.decode().strip()
 
 
-def push(svc: ServiceProcess, body: Any, token: str, integration: str = "ctwing") -> httpx.Response:
+def push(
+    svc: ServiceProcess, body: Any, token: str, integration: str = "ctwing", timeout: float = 30
+) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.post(
-        f"{svc.url}/api/push/{integration}", content=content, headers=headers, timeout=30
+        f"{svc.url}/api/push/{integration}", content=content, headers=headers, timeout=timeout
     )
 
 
@@ -91,15 +106,16 @@ def rows(data: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         db.close()
 
 
-def readings(data: Path, device: str) -> int:
-    return int(rows(data, "SELECT count(*) FROM readings WHERE device_id = ?", device)[0][0])
+def readings(stores: Stores, data: Path, device: str) -> int:
+    """The journal's readings of ``device`` (a test's own id: no quoting needed)."""
+    return stores.journal(data, f"SELECT count(*) FROM readings WHERE device_id = '{device}'")
 
 
 def test_a_retried_push_is_journaled_once_and_a_pushed_fall_alerts_as_an_mqtt_one(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, stores: Stores
 ) -> None:
     data = tmp_path / "service"
-    svc = ServiceProcess(data, broker, **setup_files(tmp_path)).start()
+    svc = ServiceProcess(data, broker, **setup_files(tmp_path), **stores.settings).start()
     pub = Publisher(broker)
     try:
         token = issue_token(svc, "ctwing")
@@ -108,7 +124,7 @@ def test_a_retried_push_is_journaled_once_and_a_pushed_fall_alerts_as_an_mqtt_on
         first = push(svc, fall, token)
         assert first.status_code == 200, first.text
         assert first.json() == {"accepted": 1, "dead_letters": []}
-        assert readings(data, "wp-1") == 1  # committed before the answer
+        assert readings(stores, data, "wp-1") == 1  # committed before the answer
 
         # the platform retries (it never saw our answer): in sequence, then 8 at once
         for _ in range(3):
@@ -123,7 +139,7 @@ def test_a_retried_push_is_journaled_once_and_a_pushed_fall_alerts_as_an_mqtt_on
         for t in threads:
             t.join()
         assert answers == [200] * 8
-        assert readings(data, "wp-1") == 1  # journaled exactly once
+        assert readings(stores, data, "wp-1") == 1  # journaled exactly once
 
         # another message id is another message; a list of them, telemetry and event
         batch = [
@@ -132,12 +148,12 @@ def test_a_retried_push_is_journaled_once_and_a_pushed_fall_alerts_as_an_mqtt_on
         ]
         assert push(svc, batch, token).json() == {"accepted": 2, "dead_letters": []}
         assert push(svc, batch, token).status_code == 200
-        assert readings(data, "wp-1") == 3
+        assert readings(stores, data, "wp-1") == 3
         # the same message id from another integration is its own message
         other = issue_token(svc, "onenet")
         again = message("ctw-3", "wp-1", "telemetry", heart_rate=75)
         assert push(svc, again, other, integration="onenet").is_success
-        assert readings(data, "wp-1") == 4
+        assert readings(stores, data, "wp-1") == 4
 
         # a vendor's body through its device profile: a Hikvision controller's forced door,
         # its event counter (serialNo) the message id
@@ -155,7 +171,7 @@ def test_a_retried_push_is_journaled_once_and_a_pushed_fall_alerts_as_an_mqtt_on
         }
         for _ in range(3):
             assert push(svc, forced, hik, "hik").json() == {"accepted": 1, "dead_letters": []}
-        assert readings(data, "gt-p1") == 1
+        assert readings(stores, data, "gt-p1") == 1
         wait_for(lambda: svc.get("/api/alerts?device_id=gt-p1&rule_id=gate_forced")["items"])
         nonsense = {"AccessControllerEvent": {"serialNo": 1}}
         r = push(svc, nonsense, hik, "hik")
@@ -180,10 +196,10 @@ def test_a_retried_push_is_journaled_once_and_a_pushed_fall_alerts_as_an_mqtt_on
 
 
 def test_integration_tokens_and_staff_credentials_never_open_each_others_doors(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, stores: Stores
 ) -> None:
     data = tmp_path / "service"
-    svc = ServiceProcess(data, broker, **setup_files(tmp_path)).start()
+    svc = ServiceProcess(data, broker, **setup_files(tmp_path), **stores.settings).start()
     try:
         token = issue_token(svc, "ctwing")
         body = message("sec-1", "wp-2", "telemetry", heart_rate=70)
@@ -210,7 +226,7 @@ def test_integration_tokens_and_staff_credentials_never_open_each_others_doors(
             # the right token still works (and its success clears the failures counted)
             ok = message(f"ok-{n}", "wp-2", "telemetry", heart_rate=70)
             assert push(svc, ok, token).status_code == 200
-        assert readings(data, "wp-2") == len(refusals)  # the refused body never
+        assert readings(stores, data, "wp-2") == len(refusals)  # the refused body never
         for path in ("/api/alerts", "/api/dead-letters", "/api/devices", "/api/auth/me"):
             assert svc.request("GET", path, token=token).status_code == 401, path
         r = svc.request("POST", "/api/auth/tokens", token=token, json={"staff_id": "ops-1"})
@@ -230,7 +246,7 @@ def test_integration_tokens_and_staff_credentials_never_open_each_others_doors(
         assert push(svc, body, token).status_code == 401
         fresh = issue_token(svc, "ctwing")
         assert push(svc, message("sec-2", "wp-2", "telemetry", heart_rate=71), fresh).is_success
-        assert readings(data, "wp-2") == len(refusals) + 1
+        assert readings(stores, data, "wp-2") == len(refusals) + 1
 
         # guessing: after the free failures this address is locked out of this integration
         codes = [push(svc, body, f"jyp_guess{i}").status_code for i in range(8)]
@@ -245,16 +261,18 @@ def test_integration_tokens_and_staff_credentials_never_open_each_others_doors(
 
 
 def test_oversized_and_bad_bodies_are_refused_or_dead_lettered_with_their_reasons(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, stores: Stores
 ) -> None:
     data = tmp_path / "service"
-    svc = ServiceProcess(data, broker, push_max_body_bytes=65_536, **setup_files(tmp_path)).start()
+    svc = ServiceProcess(
+        data, broker, push_max_body_bytes=65_536, **setup_files(tmp_path), **stores.settings
+    ).start()
     try:
         token = issue_token(svc, "ctwing")
         big = [message(f"big-{i}", "wp-3", "telemetry", note="n" * 2000) for i in range(40)]
         r = push(svc, big, token)
         assert r.status_code == 413 and "65536" in r.json()["detail"]
-        assert readings(data, "wp-3") == 0
+        assert readings(stores, data, "wp-3") == 0
 
         bad: dict[str, bytes | Any] = {
             "not_json": b"{not json",
@@ -289,7 +307,7 @@ def test_oversized_and_bad_bodies_are_refused_or_dead_lettered_with_their_reason
         assert [(d["index"], d["message_id"], d["reason"]) for d in r.json()["dead_letters"]] == [
             (1, "mix-2", "bad_value")
         ]
-        assert readings(data, "wp-3") == 1
+        assert readings(stores, data, "wp-3") == 1
 
         # an integration confined to its devices: another device's message is a dead letter
         confined = issue_token(svc, "confined")
@@ -297,14 +315,14 @@ def test_oversized_and_bad_bodies_are_refused_or_dead_lettered_with_their_reason
         assert r.status_code == 422
         assert r.json()["dead_letters"][0]["reason"] == "unknown_topic"
         assert "not among integration confined's devices" in r.json()["dead_letters"][0]["detail"]
-        assert readings(data, "wp-3") == 1
+        assert readings(stores, data, "wp-3") == 1
         ok = [
             message("c-2", "wo-1", "event", event="fall"),
             message("c-3", "wq-1", "status", state="online"),
         ]
         assert push(svc, ok, confined, "confined").json() == {"accepted": 2, "dead_letters": []}
 
-        assert rows(data, "SELECT count(*) FROM readings WHERE kind = 'smoke'") == [(0,)]
+        assert readings(stores, data, "smk-z1") == 0  # the vendor topic's detector
         counts = svc.get("/api/dead-letters/counts")["counts"]
         more = {"bad_value": 1, "unknown_topic": 1}  # the mixed body's, the confined one's
         for reason in bad:  # each bad body twice
@@ -321,6 +339,9 @@ def test_oversized_and_bad_bodies_are_refused_or_dead_lettered_with_their_reason
 def test_a_push_is_answered_2xx_only_after_its_commit_and_503_while_the_journal_is_full(
     broker: Broker, tmp_path: Path
 ) -> None:
+    # SQLite only: a full disk under the journal's file (journal_max_pages, a filler table the
+    # test frees). PostgreSQL's counterpart, the database out of reach, is test_database_outage's.
+    stores = Stores()
     data = tmp_path / "service"
     data.mkdir()
     journal = DataDir(data).journal
@@ -366,7 +387,7 @@ def test_a_push_is_answered_2xx_only_after_its_commit_and_503_while_the_journal_
         fall = message("full-fall", "wp-5", "event", event="fall")
         r = push(svc, fall, token)
         assert r.status_code == 503 and "nothing was accepted" in r.json()["detail"]
-        assert readings(data, "wp-5") == 0
+        assert readings(stores, data, "wp-5") == 0
 
         with sqlite3.connect(journal, timeout=30) as db:  # space is freed
             db.execute("DELETE FROM filler")
@@ -382,14 +403,14 @@ def test_a_push_is_answered_2xx_only_after_its_commit_and_503_while_the_journal_
             data, "SELECT count(*), count(DISTINCT dedup) FROM readings WHERE device_id = 'wp-4'"
         )[0]
         assert total == distinct == 20 * (full + 1)
-        assert readings(data, "wp-5") == 1
+        assert readings(stores, data, "wp-5") == 1
         wait_for(lambda: svc.health()["status"] == "ok", timeout=30)
     finally:
         svc.stop()
 
 
 def test_a_fall_pushed_during_a_telemetry_backlog_is_journaled_and_alerted_before_it(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, stores: Stores
 ) -> None:
     """The urgent lane: the service was down, the broker queued 30,000 readings for it; a fall
     pushed while they drain is answered, and alerted, before the backlog is through."""
@@ -397,7 +418,7 @@ def test_a_fall_pushed_during_a_telemetry_backlog_is_journaled_and_alerted_befor
     data = tmp_path / "service"
     files = setup_files(tmp_path)
     broker.test_access("backlog")
-    svc = ServiceProcess(data, broker, **files).start()  # both sessions exist and subscribe
+    svc = ServiceProcess(data, broker, **files, **stores.settings).start()  # sessions subscribe
     token = issue_token(svc, "ctwing")
     svc.stop()  # the broker queues for them meanwhile
     publish_fast(
@@ -407,39 +428,42 @@ def test_a_fall_pushed_during_a_telemetry_backlog_is_journaled_and_alerted_befor
         "backlog",
     )
     # the broker may hand the whole backlog over at once, and the journal takes it in small
-    # batches: it waits in the service's inbox, where a push would queue behind it
+    # batches: it waits in the service's inbox, where a push would queue behind it. On
+    # PostgreSQL (four ingest processes, a commit a round trip) batches of 5 took 50 s to drain
+    # on the shared 2-core machine; of 25 it still drains long after the push is answered.
     svc = ServiceProcess(
         data,
         broker,
         http_port=svc.http_port,
         mqtt_receive_maximum=65_535,
-        batch_max=5,
+        batch_max=5 if stores.url is None else 25,
         **files,
+        **stores.settings,
     ).start()
     try:
-        wait_for(lambda: readings(data, "wb-2") > 0, timeout=60, interval=0.01)
-        assert readings(data, "wb-2") < backlog, "the backlog drained before the push"
+        wait_for(lambda: readings(stores, data, "wb-2") > 0, timeout=60, interval=0.01)
+        assert readings(stores, data, "wb-2") < backlog, "the backlog drained before the push"
         r = push(svc, message("urgent-1", "wp-6", "event", event="fall"), token)
         assert r.status_code == 200
-        at_answer = readings(data, "wb-2")
+        at_answer = readings(stores, data, "wb-2")
         assert at_answer < backlog, f"the push waited for the backlog ({at_answer:,} committed)"
         seen: list[int] = []
 
         def alerted() -> bool:
             items = svc.get("/api/alerts?device_id=wp-6")["items"]
             if items:
-                seen.append(readings(data, "wb-2"))
+                seen.append(readings(stores, data, "wb-2"))
             return bool(items)
 
         wait_for(alerted, timeout=60, interval=0.01)
         assert seen[0] < backlog, f"the fall's alert waited for the backlog ({seen[0]:,})"
-        wait_for(lambda: readings(data, "wb-2") == backlog, timeout=300, interval=0.2)
+        wait_for(lambda: readings(stores, data, "wb-2") == backlog, timeout=300, interval=0.2)
     finally:
         svc.stop()
 
 
 def test_a_platform_cannot_speak_for_a_device_registered_another_way(
-    broker: Broker, tmp_path: Path
+    broker: Broker, tmp_path: Path, stores: Stores
 ) -> None:
     """onenet may push for any id (``devices: ["*"]``), yet not for wn-1, a native watch, nor
     for wp-9, registered ``via: ctwing``: each device id belongs to one way in. wp-9's own
@@ -459,7 +483,7 @@ def test_a_platform_cannot_speak_for_a_device_registered_another_way(
         files["registry"],
     )
     data = tmp_path / "service"
-    svc = ServiceProcess(data, broker, **files).start()
+    svc = ServiceProcess(data, broker, **files, **stores.settings).start()
     pub = Publisher(broker)
     try:
         onenet, ctwing = issue_token(svc, "onenet"), issue_token(svc, "ctwing")
@@ -476,7 +500,7 @@ def test_a_platform_cannot_speak_for_a_device_registered_another_way(
         assert "registered to report via ctwing, not via onenet" in other.text
         own = push(svc, message("c-1", "wp-9", "event", event="sos"), ctwing)
         assert own.json() == {"accepted": 1, "dead_letters": []}
-        assert readings(data, "wn-1") == 0 and readings(data, "wp-9") == 1
+        assert readings(stores, data, "wn-1") == 0 and readings(stores, data, "wp-9") == 1
         wait_for(lambda: svc.get("/api/alerts?device_id=wp-9")["items"], timeout=30)
         assert svc.get("/api/alerts?device_id=wn-1")["items"] == []
 
@@ -489,7 +513,45 @@ def test_a_platform_cannot_speak_for_a_device_registered_another_way(
             ),
             timeout=30,
         )
-        assert readings(data, "wp-9") == 1
+        assert readings(stores, data, "wp-9") == 1
     finally:
         pub.close()
+        svc.stop()
+
+
+def test_a_push_while_the_database_is_unreachable_is_answered_503_and_journaled_once_after(
+    broker: Broker, tmp_path: Path, own_postgres: Postgres
+) -> None:
+    """PostgreSQL's counterpart of the full journal: the database goes away under the service.
+    A push is refused with 503 and Retry-After (nothing accepted), never a 500 nor a 2xx before
+    its commit; sent again once the database is back, it is journaled once and alerts."""
+    stores = Stores(own_postgres.create_database("jiayuan"))
+    data = tmp_path / "service"
+    svc = ServiceProcess(
+        data,
+        broker,
+        push_wait_s=5,
+        expect_errors=DATABASE_AWAY,
+        **setup_files(tmp_path),
+        **stores.settings,
+    ).start()
+    try:
+        token = issue_token(svc, "ctwing")
+        assert push(svc, message("up-1", "wp-7", "telemetry", heart_rate=70), token).is_success
+        own_postgres.halt()
+        wait_for(lambda: svc.health()["database"]["reachable"] is False, timeout=30)
+        fall = message("down-fall", "wp-7", "event", event="fall")
+        for _ in range(2):  # the platform retries: refused alike
+            r = push(svc, fall, token, timeout=90)
+            assert r.status_code == 503, r.text
+            assert int(r.headers["retry-after"]) > 0
+        own_postgres.resume()
+        wait_for(lambda: svc.health()["status"] == "ok", timeout=90)
+        # sent again until it is taken (the journal's first write may still meet a connection
+        # the restart closed: 503 "send it again", and the write is retried), then once more
+        wait_for(lambda: push(svc, fall, token).status_code == 200, timeout=60, interval=1)
+        assert push(svc, fall, token).status_code == 200
+        assert readings(stores, data, "wp-7") == 2
+        wait_for(lambda: svc.get("/api/alerts?device_id=wp-7")["items"], timeout=30)
+    finally:
         svc.stop()
