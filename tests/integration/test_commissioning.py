@@ -22,6 +22,7 @@ from devtools.receiver import Receiver
 from ingest.access import BrokerAccess
 from registry import Building, Device, Registry, Resident, Staff, write_registry
 from tests.mqtt import Publisher, wait_for
+from tests.stores import Stores
 from tests.xlsx import workbook
 
 pytestmark = pytest.mark.network
@@ -69,7 +70,7 @@ def community(rx: Receiver) -> Registry:
 
 @pytest.fixture
 def running(
-    tmp_path: Path, broker: Broker, receiver: Receiver
+    tmp_path: Path, broker: Broker, receiver: Receiver, stores: Stores
 ) -> Iterator[tuple[ServiceProcess, Publisher]]:
     reg_dir = tmp_path / "registry"
     write_registry(community(receiver), reg_dir)
@@ -80,6 +81,7 @@ def running(
         registry=reg_dir,
         broker_accounts_dir=broker.auth_dir,
         broker_pid_file=broker.pid_file,
+        **stores.settings,
     ).start()
     try:
         yield svc, pub
