@@ -20,6 +20,8 @@ from fastapi.testclient import TestClient
 
 from alerts import AlertStore
 from ingest.journal import Journal
+from ingest.journal_pg import PgJournal
+from ingest.journal_store import JournalStore
 from ingest.payloads import DeadLetter, Reading, decode
 from jiayuan.api import create_app
 from jiayuan.auth.store import AuthStore
@@ -110,11 +112,23 @@ class World:
 
 
 @contextmanager
-def world(tmp_path: Path, *, auth_at: Path | str | None = None, **settings: Any) -> Iterator[World]:
+def world(
+    tmp_path: Path,
+    *,
+    auth_at: Path | str | None = None,
+    database: str | None = None,
+    **settings: Any,
+) -> Iterator[World]:
     """The world in ``tmp_path``; its auth store and audit trail at ``auth_at`` (the fixture's:
-    a path or a PostgreSQL URL) when given, else ``tmp_path / "auth.db"``."""
+    a path or a PostgreSQL URL) when given, else ``tmp_path / "auth.db"``. ``database`` (the
+    ``stores`` fixture's ``url``): journal, alert store and auth store all in that PostgreSQL
+    database, as a district's service keeps them."""
     reg = registry()
-    journal = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    journal: JournalStore = (
+        Journal(tmp_path / "journal.db", synchronous="NORMAL")
+        if database is None
+        else PgJournal(database)
+    )
     journal.sync_registry(reg)
     decoded = [
         _msg("w-1", "wearable", "telemetry", NOW - 600, heart_rate=71, battery=80, seq=1),
@@ -125,10 +139,13 @@ def world(tmp_path: Path, *, auth_at: Path | str | None = None, **settings: Any)
     ]
     journal.write_batch([r for r in decoded if isinstance(r, Reading)], [])
     journal.flush()  # last seen, battery
-    store = AlertStore(tmp_path / "alerts.db")
+    store = AlertStore.open(tmp_path / "alerts.db" if database is None else database)
     clock = FakeClock(NOW)
+    auth_at = auth_at or database
     auth = AuthStore.open(tmp_path / "auth.db" if auth_at is None else auth_at, clock=clock)
     base: dict[str, Any] = {"data_dir": tmp_path, "admin_token": ADMIN_TOKEN}
+    if database is not None:
+        base["database_url"] = database
     ctx = AppContext(
         settings=Settings(**(base | settings)), journal=journal, alerts=store, registry=reg,
         auth=auth,

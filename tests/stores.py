@@ -33,6 +33,24 @@ class Stores:
         """One integer from the journal (SQL both accept; 0 while its tables do not exist)."""
         return self._count(DataDir(data_dir).journal, query)
 
+    def journal_rows(self, data_dir: Path, query: str) -> list[tuple[Any, ...]]:
+        """The rows of a query of the journal (SQL both accept; none while its tables do not
+        exist)."""
+        if self.url is None:
+            file = DataDir(data_dir).journal
+            db = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
+            try:
+                return [tuple(r) for r in db.execute(query).fetchall()]
+            except sqlite3.OperationalError:  # not created yet
+                return []
+            finally:
+                db.close()
+        try:
+            with connect(self.url, autocommit=True) as pg:
+                return [tuple(r) for r in pg.execute(query).fetchall()]
+        except psycopg.errors.UndefinedTable:  # not migrated yet
+            return []
+
     def alerts(self, data_dir: Path, query: str) -> int:
         """One integer from the alert store, as :meth:`journal`."""
         return self._count(DataDir(data_dir).alerts, query)

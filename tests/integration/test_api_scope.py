@@ -1,7 +1,8 @@
 """Who sees what, on the real API: a caretaker sees their own residents only — in every listing,
 every detail, and the live stream; health data only reaches the wearer's caretakers; roles are
 refused what they may not use; the name on an action is the caller's; every audited action
-leaves its entry."""
+leaves its entry. On both stores: the journal, alert store and staff access in SQLite files or
+in one PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from registry import Registry, Staff
 from tests.alerting import sse
 from tests.staff import ADMIN
 from tests.staffworld import PASSWORD, World, registry, world
+from tests.stores import Stores
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
-    with world(tmp_path) as made:
+def w(tmp_path: Path, stores: Stores) -> Iterator[World]:
+    with world(tmp_path, database=stores.url) as made:
         yield made
 
 

@@ -37,6 +37,7 @@ from registry import (
 from registry.models import Role
 from rules.model import builtin_pack
 from tests.mqtt import Publisher, wait_for
+from tests.stores import Stores
 
 pytestmark = pytest.mark.network
 
@@ -107,7 +108,7 @@ def community(rx: Receiver) -> Registry:
 
 @pytest.fixture
 def running(
-    tmp_path: Path, broker: Broker, receiver: Receiver
+    tmp_path: Path, broker: Broker, receiver: Receiver, stores: Stores
 ) -> Iterator[tuple[ServiceProcess, Path, Publisher]]:
     """The service over the registry directory, keeping the broker's accounts (its pid file
     reloads it); a publisher with a test-only account made before the service rewrites them."""
@@ -123,6 +124,7 @@ def running(
         rules=f"{builtin_pack()},{extra}",
         broker_accounts_dir=broker.auth_dir,
         broker_pid_file=broker.pid_file,
+        **stores.settings,
     ).start()
     try:
         yield svc, reg_dir, pub
@@ -347,7 +349,7 @@ def test_an_edited_file_is_taken_on_reload_or_sighup_and_a_bad_file_or_body_chan
 
 
 def test_healthz_says_the_broker_accounts_are_behind_without_paths_or_commands(
-    tmp_path: Path, broker: Broker, receiver: Receiver
+    tmp_path: Path, broker: Broker, receiver: Receiver, stores: Stores
 ) -> None:
     said = "cannot reach /run/secret-broker.sock"
     reg_dir = tmp_path / "registry"
@@ -358,6 +360,7 @@ def test_healthz_says_the_broker_accounts_are_behind_without_paths_or_commands(
         registry=reg_dir,
         broker_accounts_dir=tmp_path / "accounts",  # not what this broker reads
         broker_reload_command=f"{sys.executable} -c \"import sys; sys.exit('{said}')\"",
+        **stores.settings,
     ).start()
     try:
         # the accounts written at start, the broker not told
