@@ -236,7 +236,8 @@ def service(
 
 
 SQLITE_ONLY = pytest.mark.parametrize("stores", ["sqlite"], indirect=True)
-"""For a test of the console's layout alone, whose content no store changes."""
+"""For a test kept on SQLite: the console's layout, whatever the store, or what is covered on
+PostgreSQL elsewhere (each service on PostgreSQL costs this file 15-30 s more: README, Tests)."""
 
 
 def set_passwords(svc: ServiceProcess, stores: Stores, *staff_ids: str) -> None:
@@ -434,6 +435,7 @@ def test_every_page_fits_a_phone_without_errors(
         context.close()
 
 
+@SQLITE_ONLY  # a restart on PostgreSQL: test_service.py, test_exactly_once.py, test_urgent.py
 def test_the_board_reconnects_after_a_restart_and_shows_what_came_meanwhile(
     browser: Browser, service: ServiceProcess, publisher: Publisher
 ) -> None:
@@ -510,6 +512,7 @@ def firing(svc: ServiceProcess, rule_id: str) -> list[dict[str, Any]]:
     return got
 
 
+@SQLITE_ONLY  # the board's order and folding; a fire's incident on PostgreSQL: the tests below
 def test_an_acknowledged_fire_stays_above_every_warning(
     browser: Browser, service: ServiceProcess, publisher: Publisher
 ) -> None:
@@ -620,6 +623,7 @@ def test_four_alerts_fit_above_the_fold_on_a_phone(
         context.close()
 
 
+@SQLITE_ONLY  # 30 s of the fall's cancel window; residents on PostgreSQL: every page's test
 def test_a_caretaker_tells_two_residents_of_one_unit_apart(
     browser: Browser, service: ServiceProcess, publisher: Publisher
 ) -> None:

@@ -40,7 +40,6 @@ from tests.integration.test_console_browser import (
     DESK,
     GUARD,
     MANAGER,
-    PASSWORD,
     RESIDENT,
     SHOTS,
     WAIT_MS,
@@ -49,6 +48,7 @@ from tests.integration.test_console_browser import (
     open_page,
     receiver,
     registry,
+    set_passwords,
 )
 from tests.mqtt import wait_for
 from tests.stores import Stores
@@ -132,8 +132,7 @@ def service(
         tmp_path / "service", broker.port, registry=tmp_path / "registry", **stores.settings
     )
     svc.start()
-    for staff_id in (CARETAKER, GUARD, MANAGER):
-        svc.set_password(staff_id, PASSWORD)
+    set_passwords(svc, stores, CARETAKER, GUARD, MANAGER)
     yield svc
     svc.stop()
 
