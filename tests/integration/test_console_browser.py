@@ -1,6 +1,10 @@
 """The staff console in a real browser: Debian's headless Chromium driven by Playwright, against
 the real Mosquitto and ``jiayuan run``, signed in as a caretaker (through the sign-in page, or
-through the API before the page opens). Screenshots go to ``artifacts/screenshots/``."""
+through the API before the page opens). Screenshots go to ``artifacts/screenshots/``.
+
+The service keeps its stores in SQLite files and, a second time, in PostgreSQL (``service`` takes
+the ``stores`` fixture; so do the console tests that import it), but for the tests marked
+:data:`SQLITE_ONLY`."""
 
 from __future__ import annotations
 
