@@ -1,6 +1,11 @@
 """Attacks on the real API (the app over real stores, in process): no credentials, forged,
 expired, revoked and malformed ones, cross-site requests, password guessing; and the headers
-every response carries. Scoping (who sees what) is in test_api_scope.py."""
+every response carries. Scoping (who sees what) is in test_api_scope.py.
+
+Tokens, sessions, sign-in failures and the audit trail live in the auth store: the tests that
+meet it run once with it in SQLite and once in PostgreSQL (``auth_at``, as a district keeps it
+with ``JIAYUAN_DATABASE_URL``); those about the app alone (headers, CORS, routes, settings) run
+on SQLite only."""
 
 from __future__ import annotations
 
@@ -27,7 +32,15 @@ EXEMPT = {("GET", "/healthz"), ("GET", "/"), ("GET", "/console/{name}"),
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> Iterator[World]:
+def w(tmp_path: Path, auth_at: Path | str) -> Iterator[World]:
+    """The world with its auth store on each backend."""
+    with world(tmp_path, auth_at=auth_at) as made:
+        yield made
+
+
+@pytest.fixture
+def on_sqlite(tmp_path: Path) -> Iterator[World]:
+    """The world on SQLite, for what the app does whatever the store (headers, CORS, routes)."""
     with world(tmp_path) as made:
         yield made
 
@@ -71,6 +84,9 @@ def test_every_route_without_credentials_answers_401(w: World) -> None:
         ADMIN_TOKEN,
         "Bearer " + "x" * 600,
     ],
+    # named, not shown: the admin token is random per process (pytest-xdist's workers must
+    # collect the same test ids)
+    ids=["forged", "short", "long", "bare", "blank", "basic", "scheme", "no-scheme", "huge"],
 )
 def test_forged_and_malformed_tokens_are_refused_everywhere(w: World, header: str) -> None:
     with w.client() as c:
@@ -215,8 +231,8 @@ def test_wrong_and_unknown_accounts_get_the_same_answer(w: World) -> None:
         assert r.status_code == 415
 
 
-def test_every_response_carries_the_security_headers(w: World) -> None:
-    with w.client() as c:
+def test_every_response_carries_the_security_headers(on_sqlite: World) -> None:
+    with on_sqlite.client() as c:
         for r in (c.get("/healthz"), c.get("/"), c.get("/console/app.js"), c.get("/api/alerts"),
                   c.get("/api/alerts", headers=ADMIN), c.get("/nope")):  # fmt: skip
             h = r.headers
@@ -228,16 +244,21 @@ def test_every_response_carries_the_security_headers(w: World) -> None:
         assert c.get("/api/alerts", headers=ADMIN).headers["cache-control"] == "no-store"
 
 
-def test_over_https_cookies_are_secure_host_only_and_hsts_is_sent(tmp_path: Path) -> None:
-    with world(tmp_path, public_url="https://jiayuan.example") as w2, w2.client() as c:
+def test_over_https_cookies_are_secure_host_only_and_hsts_is_sent(
+    tmp_path: Path, auth_at: Path | str
+) -> None:
+    with (
+        world(tmp_path, auth_at=auth_at, public_url="https://jiayuan.example") as w2,
+        w2.client() as c,
+    ):
         r = login(c, "mgr")
         assert r.headers["set-cookie"].startswith("__Host-jiayuan_session=")
         assert "Secure" in r.headers["set-cookie"]
         assert r.headers["strict-transport-security"].startswith("max-age=")
 
 
-def test_cors_is_closed_by_default(w: World) -> None:
-    with w.client() as c:
+def test_cors_is_closed_by_default(on_sqlite: World) -> None:
+    with on_sqlite.client() as c:
         pre = c.options("/api/alerts", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
             "Access-Control-Request-Headers": "authorization"})  # fmt: skip
@@ -246,8 +267,8 @@ def test_cors_is_closed_by_default(w: World) -> None:
         assert "access-control-allow-origin" not in r.headers
 
 
-def test_an_app_with_a_route_that_declares_no_roles_is_not_built(w: World) -> None:
-    app = w.app
+def test_an_app_with_a_route_that_declares_no_roles_is_not_built(on_sqlite: World) -> None:
+    app = on_sqlite.app
 
     @app.get("/api/forgotten")
     def forgotten() -> dict[str, str]:

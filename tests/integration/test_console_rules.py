@@ -9,7 +9,9 @@ resident's history in the journal:
 - the wearer's caretaker sees, beside the heart rate of an alert, her usual at that hour; a
   guard opening the same alert does not.
 
-Fixtures and helpers are the console browser test's."""
+Each runs once with the journal and alert store in SQLite files and once in PostgreSQL (the
+``stores`` fixture): the backtest replays either journal (rules/backtest.py). Fixtures and helpers
+are the console browser test's."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from devtools.receiver import Receiver
 from ingest.journal import Journal
+from ingest.journal_pg import PgJournal
 from ingest.payloads import Reading, decode
 from ingest.rollups import RollupWorker
 from registry import write_registry
@@ -37,7 +40,6 @@ from tests.integration.test_console_browser import (
     DESK,
     GUARD,
     MANAGER,
-    PASSWORD,
     RESIDENT,
     SHOTS,
     WAIT_MS,
@@ -46,8 +48,10 @@ from tests.integration.test_console_browser import (
     open_page,
     receiver,
     registry,
+    set_passwords,
 )
 from tests.mqtt import wait_for
+from tests.stores import Stores
 
 __all__ = ["browser", "receiver"]  # the fixtures this module uses
 
@@ -68,9 +72,10 @@ def usual(hour: int, day: int) -> int:
     return 70 + hour % 3 + day % 2
 
 
-def history(data_dir: Path) -> None:
+def history(data_dir: Path, stores: Stores) -> None:
     """Nine days of the resident's wearable in the journal (a reading every 10 minutes, every
-    minute during the episodes), with its hourly rollups, as the service would have left it."""
+    minute during the episodes), as the service would have left it: with its hourly rollups in
+    SQLite; PostgreSQL's journal has none (it reads the raw readings)."""
     today = datetime.now(TZ).replace(hour=0, minute=0, second=0, microsecond=0)
     end = time.time() - 3600
     readings: list[Reading] = []
@@ -97,6 +102,14 @@ def history(data_dir: Path) -> None:
                 continue
             add(at.timestamp(), hr)
     readings.sort(key=lambda r: r.received)
+    if stores.url is not None:
+        pg = PgJournal(stores.url)
+        try:
+            pg.sync_registry(registry())
+            pg.write_batch(readings, [])
+        finally:
+            pg.close()
+        return
     journal = Journal(data_dir / "journal.db", synchronous="NORMAL")
     journal.sync_registry(registry())
     journal.write_batch(readings, [])
@@ -109,14 +122,17 @@ def history(data_dir: Path) -> None:
 
 
 @pytest.fixture
-def service(broker: Broker, receiver: Receiver, tmp_path: Path) -> Iterator[ServiceProcess]:
+def service(
+    broker: Broker, receiver: Receiver, tmp_path: Path, stores: Stores
+) -> Iterator[ServiceProcess]:
     write_registry(registry(f"json://127.0.0.1:{receiver.port}/notify"), tmp_path / "registry")
     (tmp_path / "service").mkdir()
-    history(tmp_path / "service")
-    svc = ServiceProcess(tmp_path / "service", broker.port, registry=tmp_path / "registry")
+    history(tmp_path / "service", stores)
+    svc = ServiceProcess(
+        tmp_path / "service", broker.port, registry=tmp_path / "registry", **stores.settings
+    )
     svc.start()
-    for staff_id in (CARETAKER, GUARD, MANAGER):
-        svc.set_password(staff_id, PASSWORD)
+    set_passwords(svc, stores, CARETAKER, GUARD, MANAGER)
     yield svc
     svc.stop()
 
