@@ -381,8 +381,10 @@ class Listener:
         filters: tuple[str, ...],
         *,
         receive_maximum: int,
+        retire: tuple[str, ...] = (),
     ) -> None:
-        """Connect one more session (a session slot's, jiayuan/slots.py), resuming it."""
+        """Connect one more session (a session slot's, jiayuan/slots.py), resuming it;
+        ``retire``: subscriptions an earlier version of this session may hold, dropped."""
         with self._lock:
             if name in self._sessions:
                 return
@@ -406,6 +408,7 @@ class Listener:
             put,
             self._changed,
             receive_maximum=receive_maximum,
+            retire=tuple(f for f in retire if f not in filters),
             **self._common,
         )
         with self._lock:

@@ -229,7 +229,11 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         ca_file=settings.mqtt_tls_ca,
     )
     profiles = load_profiles(settings.profile_files(), settings.community)
-    native = TELEMETRY_SUBSCRIPTIONS + profiles.filters(urgent=False)
+    # the vendor profiles' topics read by process (slot) 0 alone, as by urgent slot 0
+    # (jiayuan/slots.py VENDOR_SLOT: order and ``trigger: change`` edges need one reader)
+    vendor = profiles.filters(urgent=False)
+    native = TELEMETRY_SUBSCRIPTIONS + vendor
+    mine = shared(TELEMETRY_SUBSCRIPTIONS) + (vendor if spec.index == 0 else ())
     install_lean_publish_properties()
     inbox = Inbox()
     session = Session(
@@ -238,7 +242,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         settings.mqtt_port,
         client_id,
         access,
-        () if spec.retiring else shared(native),
+        () if spec.retiring else mine,
         inbox.put_many,
         report_now.set,
         session_expiry_s=settings.mqtt_session_expiry_s,
@@ -246,7 +250,11 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         keepalive=30,
         # a session that was the single process's: its own subscriptions go, its queue stays;
         # a retiring one leaves the shared subscription and is drained
-        retire=shared(native) if spec.retiring else (SUBSCRIPTION, *native),
+        retire=(
+            shared(native) + vendor
+            if spec.retiring
+            else tuple(f for f in (SUBSCRIPTION, *native, *shared(vendor)) if f not in mine)
+        ),
     )
     journal: JournalStore
     url = settings.database()

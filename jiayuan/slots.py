@@ -58,6 +58,14 @@ log = logging.getLogger(__name__)
 
 URGENT_GROUP: Final = "jiayuan-urgent"
 """The urgent slots' shared subscription group (telemetry's is ``jiayuan-ingest``)."""
+VENDOR_SLOT: Final = 0
+"""The urgent slot whose session alone subscribes to the vendor profiles' topics (not shared):
+a vendor's reports without a device time (Zigbee2MQTT's) keep their order only on one session,
+and a ``trigger: change`` event (smoke on after off) is made by comparing a report with the
+device's last one, which only the process that read both knows. Shared among the slots, a smoke
+on, off, on from two instances raised one alarm, not two (tests/integration/
+test_profiles_service.py). The slot is leased like the others: when its instance dies the next
+holder resumes its session, and what the broker queued for it meanwhile comes then."""
 WATCH_S: Final = 0.2
 """How often the sessions run are checked against the leases held."""
 
@@ -108,9 +116,9 @@ class SessionSlots:
         self.instance_id = settings.instance_id
         self.listener = listener
         self.procs = procs
-        self.urgent_filters = shared(
-            URGENT_SUBSCRIPTIONS + profiles.filters(urgent=True), URGENT_GROUP
-        )
+        self.urgent_filters = shared(URGENT_SUBSCRIPTIONS, URGENT_GROUP)
+        self.vendor_filters = profiles.filters(urgent=True)
+        """The vendor profiles' topics: read by urgent slot 0 alone, see :func:`vendor_slot`."""
         self.pool = pool or open_pool(
             url or "", name=f"jiayuan-slots-{self.instance_id}"[:63], max_size=4
         )
@@ -215,12 +223,15 @@ class SessionSlots:
             self.procs.add(n, client_id, username)
         else:
             client_id, access = urgent_access(self.settings, n)
+            vendor = self.vendor_filters if n == VENDOR_SLOT else ()
             self.listener.add_session(
                 f"{URGENT_SESSION_PREFIX}{n}",
                 client_id,
                 access,
-                self.urgent_filters,
+                self.urgent_filters + vendor,
                 receive_maximum=200,
+                # a version that shared the vendors' topics among the slots
+                retire=shared(self.vendor_filters, URGENT_GROUP) + self.vendor_filters,
             )
         if self._thread.is_alive():
             self.gained += 1
