@@ -23,6 +23,8 @@ import ssl
 from typing import Final
 
 _READ: Final = 262_144
+CLOSE_FLUSH_S: Final = 2.0
+"""How long :meth:`MemoryTLS.close` waits for the socket to take what is still unsent."""
 """Bytes read from the socket at most at once (about 1,300 messages of the benchmark)."""
 
 
@@ -124,6 +126,14 @@ class MemoryTLS:
         self._sock.setblocking(flag)
 
     def close(self) -> None:
+        """Close, after sending what still waits for the socket (within ``CLOSE_FLUSH_S``):
+        paho closes the connection as soon as it has handed over its DISCONNECT, which may
+        still be here when a loaded broker is slow to read. Without it the broker saw the
+        connection closed without a DISCONNECT, and the last PUBACKs were lost."""
+        if self.waiting():
+            with contextlib.suppress(OSError):  # gone, or the broker reads nothing: close
+                self._sock.settimeout(CLOSE_FLUSH_S)
+                self.flush()
         self._sock.close()
 
     # ------------------------------------------------------------------ writing out

@@ -170,6 +170,30 @@ def test_what_the_socket_does_not_take_at_once_is_sent_later_whole(certs: Path) 
     assert bytes(received) == block * (total // len(block))
 
 
+def test_what_waits_for_the_socket_at_close_is_sent_before_the_close(certs: Path) -> None:
+    """paho closes the connection right after handing over its DISCONNECT: bytes still
+    waiting because the broker was slow to read must reach it before the connection ends."""
+    release = threading.Event()
+    received = bytearray()
+
+    def serve(tls: ssl.SSLSocket) -> None:
+        release.wait(DEADLINE_S)
+        while data := tls.recv(65_536):
+            received.extend(data)
+
+    server = Server(certs, serve)
+    conn = server.connect(certs)
+    conn.setblocking(False)
+    block = bytes(range(256)) * 256
+    sent = 0
+    while not conn.waiting():  # until the socket is full and the rest waits here
+        sent += conn.send(block)
+    threading.Timer(0.2, release.set).start()  # the server reads again only after the close began
+    conn.close()
+    server.join()
+    assert len(received) == sent and bytes(received) == block * (sent // len(block))
+
+
 @pytest.mark.parametrize("wrong", ["name", "ca"])
 def test_a_certificate_for_another_name_or_from_another_ca_fails_the_handshake(
     certs: Path, tmp_path: Path, wrong: str
