@@ -71,6 +71,19 @@ def test_every_route_without_credentials_answers_401(w: World) -> None:
         ADMIN_TOKEN,
         "Bearer " + "x" * 600,
     ],
+    # stable names: ADMIN_TOKEN is new in each process, and parallel workers (pytest-xdist)
+    # must collect the same tests
+    ids=[
+        "forged",
+        "admin-short",
+        "admin-long",
+        "bearer-alone",
+        "bearer-blank",
+        "basic",
+        "token-scheme",
+        "no-scheme",
+        "long",
+    ],
 )
 def test_forged_and_malformed_tokens_are_refused_everywhere(w: World, header: str) -> None:
     with w.client() as c:
