@@ -19,7 +19,7 @@ demo: deps venv
 TEST_WORKERS ?= 4
 
 test: deps venv lint
-	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal)
+	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 lint: venv
 	$(VENV)/bin/ruff check .
