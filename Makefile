@@ -13,8 +13,13 @@ APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics chromium fonts-wqy-
 demo: deps venv
 	$(PY) -m devtools.demo $(if $(COMMUNITIES),--communities $(COMMUNITIES)) $(if $(INSTANCES),--instances $(INSTANCES))
 
+# The tests mostly wait (a child service starting, a broker, PostgreSQL, a condition polled):
+# pytest-xdist runs them in TEST_WORKERS processes, each with its own ports, temporary
+# directories and throwaway PostgreSQL (README.md, Tests). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
+
 test: deps venv lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import random
 import re
 import shutil
 import signal
@@ -49,10 +50,61 @@ def find_mosquitto() -> str:
     raise FileNotFoundError("mosquitto not found: install Debian's mosquitto package")
 
 
-def free_port() -> int:
+PORTS_BELOW_EPHEMERAL = 12_000
+"""How many ports below the kernel's ephemeral range :func:`free_port` hands out."""
+_next_port: dict[range, int] = {}
+
+
+def _port_range() -> range:
+    """Where :func:`free_port` looks: the ports just below the kernel's ephemeral range (which
+    no outgoing connection takes as its own), and under pytest-xdist this worker's share of
+    them (``PYTEST_XDIST_WORKER`` ``gwN`` of ``PYTEST_XDIST_WORKER_COUNT``)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    start = max(1024, low - PORTS_BELOW_EPHEMERAL)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not (worker.startswith("gw") and worker[2:].isdigit()) or count < 1:
+        return range(start, low)
+    share = (low - start) // count
+    first = start + int(worker[2:]) % count * share
+    return range(first, first + share)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))  # no SO_REUSEADDR: a port in TIME_WAIT is skipped too
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody uses now, for a child process to listen on soon after.
+
+    Parallel test workers and the connections they open must not take it in between: it comes
+    from below the ephemeral range, from this worker's own share (:func:`_port_range`), and a
+    process hands out the ports of its share in turn (from a random start), so not the same one
+    twice in a row. Another program on the machine (a second test run, say) may still bind it
+    first: the starters (Broker, Victoria, Postgres, ServiceProcess) then pick again
+    (:func:`devtools.children.start_listening`)."""
+    ports = _port_range()
+    if len(ports) < 16:  # an ephemeral range starting very low: the kernel's choice
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    at = _next_port.get(ports)
+    if at is None:
+        at = random.randrange(len(ports))
+    for i in range(len(ports)):
+        port = ports[(at + i) % len(ports)]
+        if _bindable(port):
+            _next_port[ports] = (at + i + 1) % len(ports)
+            return port
+    raise OSError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def _sub(pattern: str, repl: str, text: str, what: str) -> str:
@@ -145,6 +197,8 @@ class Broker:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.tls_port = tls_port or free_port()
+        self._picked = port is None and tls_port is None
+        """Ports chosen here, which its first start may change if another process took one."""
         self.data_dir = data_dir
         self.auth_dir = auth_dir or data_dir / "auth"
         """The generated files: passwords, acl, credentials.json, CA and certificate."""
@@ -272,22 +326,33 @@ class Broker:
             self.provision()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "mosquitto.conf"
-        conf.write_text(
-            render_conf(
-                self.port,
-                self.data_dir,
-                tls_port=self.tls_port,
-                auth_dir=self.auth_dir,
-                overrides=self.conf,
-            )
-        )
         log = self.data_dir / "mosquitto.log"
-        # in a process group of its own: a terminal's Ctrl-C (the demo) reaches the service and
-        # the simulators, which stop and disconnect, and not the broker, stopped after them
-        self.proc = children.spawn([find_mosquitto(), "-c", str(conf)], log, process_group=True)
-        # Mosquitto opens every listener before it serves any: the plain one answering means
-        # the TLS one is there too (probing that one would log a failed handshake).
-        children.wait_ready(self.proc, self._listening, name="mosquitto", log=log, timeout=timeout)
+
+        def start() -> None:
+            conf.write_text(
+                render_conf(
+                    self.port,
+                    self.data_dir,
+                    tls_port=self.tls_port,
+                    auth_dir=self.auth_dir,
+                    overrides=self.conf,
+                )
+            )
+            # in a process group of its own: a terminal's Ctrl-C (the demo) reaches the service
+            # and the simulators, which stop and disconnect, and not the broker, stopped after
+            self.proc = children.spawn([find_mosquitto(), "-c", str(conf)], log, process_group=True)
+            # Mosquitto opens every listener before it serves any: the plain one answering means
+            # the TLS one is there too (probing that one would log a failed handshake).
+            children.wait_ready(
+                self.proc, self._listening, name="mosquitto", log=log, timeout=timeout
+            )
+
+        def repick() -> None:
+            self.port, self.tls_port = free_port(), free_port()
+
+        children.start_listening(start, log, repick if self._picked else None)
+        self._picked = False  # clients know these ports now: a restart keeps them
+        assert self.proc is not None
         self.pid_file.write_text(f"{self.proc.pid}\n")
         return self
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -30,6 +31,41 @@ def spawn(
         )
     finally:
         out.close()  # the child has its own copy of the descriptor
+
+
+_TAKEN = re.compile(rb"address already in use", re.IGNORECASE)
+
+
+def start_listening(
+    start: Callable[[], object],
+    log: Path,
+    repick: Callable[[], object] | None,
+    *,
+    attempts: int = 5,
+) -> None:
+    """``start()`` a child that listens on ports picked beforehand (``free_port``). Another
+    process may have bound one in between: when ``start()`` fails and what the child wrote to
+    ``log`` meanwhile says so ("address already in use", as Mosquitto, PostgreSQL, Go's and
+    uvicorn's servers word it), ``repick()`` chooses other ports and it starts again, up to
+    ``attempts`` times. Without ``repick`` (ports the caller chose) the failure stands."""
+    for attempt in range(1, attempts + 1):
+        since = log.stat().st_size if log.exists() else 0
+        try:
+            start()
+            return
+        except (RuntimeError, TimeoutError):
+            if repick is None or attempt == attempts or not _said_taken(log, since):
+                raise
+        repick()
+
+
+def _said_taken(log: Path, since: int) -> bool:
+    try:
+        with log.open("rb") as f:
+            f.seek(since)
+            return _TAKEN.search(f.read()) is not None
+    except OSError:
+        return False
 
 
 def wait_ready(

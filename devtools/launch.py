@@ -102,6 +102,8 @@ class ServiceProcess:
     ) -> None:
         self.data_dir = data_dir
         self.http_port = http_port or free_port()
+        self._picked = http_port is None
+        """A port chosen here, which its first start may change if another process took it."""
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.log = log or data_dir / "service.log"
         self.expect_errors = expect_errors
@@ -126,20 +128,30 @@ class ServiceProcess:
 
     def start(self, timeout: float = 60.0) -> ServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = children.spawn(
-            [sys.executable, "-m", "jiayuan.cli", "run"],
-            self.log,
-            self.env,
-            process_group=self.process_group,
-        )
-        children.wait_ready(
-            self.proc,
-            self.ready,
-            name="jiayuan run",
-            log=self.log,
-            timeout=timeout,
-            interval=0.1,
-        )
+
+        def start() -> None:
+            self.proc = children.spawn(
+                [sys.executable, "-m", "jiayuan.cli", "run"],
+                self.log,
+                self.env,
+                process_group=self.process_group,
+            )
+            children.wait_ready(
+                self.proc,
+                self.ready,
+                name="jiayuan run",
+                log=self.log,
+                timeout=timeout,
+                interval=0.1,
+            )
+
+        def repick() -> None:
+            self.http_port = free_port()
+            self.url = f"http://127.0.0.1:{self.http_port}"
+            self.env["JIAYUAN_HTTP_PORT"] = str(self.http_port)
+
+        children.start_listening(start, self.log, repick if self._picked else None)
+        self._picked = False  # its URL is known now: starting it again keeps the port
         return self
 
     def ready(self) -> bool:

@@ -41,6 +41,7 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
+from devtools import children
 from devtools.broker import free_port
 
 SUPERUSER = "jiayuan"
@@ -92,6 +93,8 @@ class Postgres:
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
+        self._picked = port is None
+        """A port chosen here, which its first start may change if another process took it."""
         self.settings = dict(settings or {})
         self.bindir = bindir or find_bindir()
         self.account = _run_as()
@@ -176,7 +179,14 @@ class Postgres:
                     "--no-instructions",
                 ]
             )
-            self._pg_start(timeout)
+
+            def repick() -> None:
+                self.port = free_port()
+
+            children.start_listening(
+                lambda: self._pg_start(timeout), self.log, repick if self._picked else None
+            )
+            self._picked = False  # its URLs are known now: resume() keeps the port
         except BaseException:
             self.stop()
             raise

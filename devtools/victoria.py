@@ -49,6 +49,8 @@ class _Served:
     def __init__(self, data_dir: Path, port: int | None) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
+        self._picked = port is None
+        """A port chosen here, which its first start may change if another process took it."""
         self.data_dir = data_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -68,10 +70,20 @@ class _Served:
 
     def _start(self, timeout: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [find(self.program), f"-httpListenAddr={self.host}:{self.port}", *self._args()]
         log = self.data_dir / f"{self.program}.log"
-        self.proc = children.spawn(args, log)
-        children.wait_ready(self.proc, self._healthy, name=self.program, log=log, timeout=timeout)
+
+        def start() -> None:
+            args = [find(self.program), f"-httpListenAddr={self.host}:{self.port}", *self._args()]
+            self.proc = children.spawn(args, log)
+            children.wait_ready(
+                self.proc, self._healthy, name=self.program, log=log, timeout=timeout
+            )
+
+        def repick() -> None:
+            self.port = free_port()
+
+        children.start_listening(start, log, repick if self._picked else None)
+        self._picked = False  # its URL is known now: a restart keeps the port
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None:

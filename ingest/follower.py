@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from base import sqlite
@@ -72,17 +73,22 @@ class WriteLock:
             self._thread_lock.release()
 
     def _open(self) -> int:
-        """The lock file's descriptor; -1 (this process's threads only, SQLite's busy handler
-        between processes) where it cannot be made: a read-only data directory, whose journal
-        takes no writes anyway."""
+        """The lock file's descriptor, closed when this lock is no longer used (a test's
+        journal, done with); -1 (this process's threads only, SQLite's busy handler between
+        processes) where it cannot be made: a read-only data directory, whose journal takes no
+        writes anyway."""
         try:
-            return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
             log.warning("journal write lock file %s: %s; in-process lock only", self._path, e)
             return -1
+        weakref.finalize(self, os.close, fd)
+        return fd
 
 
-_WRITE_LOCKS: dict[Path, WriteLock] = {}
+_WRITE_LOCKS: weakref.WeakValueDictionary[Path, WriteLock] = weakref.WeakValueDictionary()
+"""The lock of each journal file some writer holds (its journal, rollups, sink): one per file
+at a time, forgotten (and its descriptor closed) when no writer holds it any more."""
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,6 +59,19 @@ def pytest_configure(config: pytest.Config) -> None:
     # never logs them (they may name a recipient): here too whichever test comes first, so that
     # apprise's "Unparseable URL fake://..." on the tests' fake channels is not counted.
     logging.getLogger("apprise").propagate = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """schemathesis names the test of each operation ``test_x[GET /path]`` but gives them all
+    the function's node id, and pytest-xdist tells tests apart by node id (in parallel, one ran
+    and the others were lost): each gets its name as its id."""
+    for item in items:
+        if item.name.endswith("]") and not item.nodeid.endswith("]"):
+            params = item.name.partition("[")[2][:-1]
+            item._id = item._id.with_params(params)  # pytest 9's structured node id
+    twice = [nodeid for nodeid, n in Counter(i.nodeid for i in items).items() if n > 1]
+    if twice:  # xdist would run one of each and drop the others without a word
+        raise pytest.UsageError(f"tests collected under one node id: {twice[:5]}")
 
 
 def _errors() -> dict[str, float]:

@@ -5,7 +5,10 @@ base.retry's backoff or a longer wait the other side asked for."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +116,32 @@ def test_the_pause_before_a_retry_follows_the_backoff_or_what_was_asked(
     assert f.retry_delay(20.0) == 20.0  # a server's Retry-After beyond the backoff
     f.failures = 10
     assert f.retry_delay() == 8.0
+
+
+def test_a_journal_done_with_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """Each journal's write lock holds a descriptor of its lock file; a process that opens
+    many journals over its life (the test suite: one a test) must not keep them all."""
+
+    def open_fds() -> set[str]:
+        found = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # listdir's own, closed by now
+                found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        return found
+
+    paths = [tmp_path / f"j{i}" / "journal.db" for i in range(20)]
+    for path in paths:
+        j = Journal(path, synchronous="NORMAL")
+        fill(j, 3)
+        j.close()
+        del j
+    gc.collect()
+    assert not {p for p in open_fds() if p.startswith(str(tmp_path))}
+    # a writer still holding the file shares one lock with every other writer of it
+    kept = Journal(paths[0], synchronous="NORMAL")
+    try:
+        assert write_lock(paths[0]) is write_lock(paths[0])
+        fill(kept, 3, start=3)
+        assert sum(p.endswith("journal.db-writelock") for p in open_fds()) >= 1
+    finally:
+        kept.close()
