@@ -374,18 +374,19 @@ class PgJournal:
     def _write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> list[Reading]:
         pts = self._pts(readings)
         staged: list[tuple[Any, ...]] = []
+        later: list[tuple[Any, ...]] = []
         untimed: set[tuple[str, int]] = set()
         for i, r in enumerate(readings):
             key = dedup_key(r)
+            repeat = False
             if r.ts == r.received and key is not None:
-                if (r.device_id, key) in untimed:
-                    continue  # a repeat within the batch, by key alone
+                repeat = (r.device_id, key) in untimed
                 untimed.add((r.device_id, key))
             shape = SHAPES[r.kind, r.stream]
             payload = rowcodec.dump(r.payload, r.ts, r.ts_flag, r.seq)
             if isinstance(payload, str):
                 payload, shape = payload.encode(), shape + JSON_PAYLOAD
-            staged.append(
+            (later if repeat else staged).append(
                 (
                     i,
                     partition_of(r.device_id, self.partitions),
@@ -411,12 +412,25 @@ class PgJournal:
                 # session): one transaction at a time per key, the next reads the first's row
                 cur.execute(_LOCK_KEYS, (sorted({_lock_key(d, k) for d, k in untimed}),))
             if staged:
-                with cur.copy(_COPY) as copy:
-                    copy.set_types(_STAGING_TYPES)
-                    for row in staged:
-                        copy.write_row(row)
-                cur.execute(_INSERT)
-                inserted = cur.fetchall()
+                inserted = self._insert(cur, staged)
+                while later:
+                    # A repeat by key alone of a message without the device's time, held back
+                    # as the batch's earlier one with that key was staged: it is a duplicate
+                    # only if that one was stored. When that one was itself dropped (a timed
+                    # message whose time happens to be its receive time, already stored), this
+                    # one goes in next, checked against what this transaction stored, as the
+                    # SQLite journal's rows, inserted one after another, are.
+                    again: list[tuple[Any, ...]] = []
+                    rest: list[tuple[Any, ...]] = []
+                    keys: set[tuple[str, int]] = set()
+                    for row in later:  # the first of each key now, the others after it
+                        held = (row[3], row[8])
+                        (rest if held in keys else again).append(row)
+                        keys.add(held)
+                    later = rest
+                    cur.execute("DELETE FROM journal_staging")
+                    inserted += self._insert(cur, again)
+                    staged += again
                 urgent = sorted({row[1] for row in staged if row[4] & 3})
                 if urgent:  # sent as this commits (never if it rolls back)
                     notify(db, {"partitions": urgent}, URGENT_CHANNEL)
@@ -424,7 +438,7 @@ class PgJournal:
                     new = list(readings)
                 else:  # some were duplicates: which, by what was inserted
                     left = collections.Counter(tuple(x) for x in inserted)
-                    for row in staged:
+                    for row in sorted(staged, key=lambda row: int(row[0])):
                         k = (row[3], row[5], row[6], row[8])
                         if left[k] > 0:
                             left[k] -= 1
@@ -437,6 +451,16 @@ class PgJournal:
             if dead:
                 cur.executemany(_INSERT_DEAD, dead_letter_rows(dead))
         return new
+
+    @staticmethod
+    def _insert(cur: psycopg.Cursor[Any], rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``rows`` through the staging table into ``readings``: what was inserted."""
+        with cur.copy(_COPY) as copy:
+            copy.set_types(_STAGING_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(_INSERT)
+        return cur.fetchall()
 
     @_serialised
     def probe(self) -> None:
