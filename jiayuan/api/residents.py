@@ -174,7 +174,7 @@ def list_residents(
         key=lambda r: (open_count(r) == 0, natural(r.building), natural(r.unit), r.resident_id)
     )
     start = _day_start(day_start)
-    labels = labels_in(view.ctx.settings.data_dir).all()
+    labels = labels_in(view.ctx.settings.data_dir, view.audit.store).all()
     items = [
         _resident_out(view, r, wearables, open_count(r), start, labels)
         for r in chosen[offset : offset + limit]
@@ -221,7 +221,7 @@ def get_resident(
     r = view.resident(resident_id)
     wearables = _wearables(view.ctx.registry)
     alerts = view.open_alerts(wearables.get(resident_id, ()))
-    labels = labels_in(view.ctx.settings.data_dir).all()
+    labels = labels_in(view.ctx.settings.data_dir, view.audit.store).all()
     out = _resident_out(view, r, wearables, len(alerts), _day_start(day_start), labels)
     return ResidentDetail(**out.model_dump(), alerts=[alert_out(a) for a in alerts])
 
@@ -240,7 +240,9 @@ def put_resident_label(
     r = view.resident(resident_id)  # 404 out of scope
     if not _may_name(view, r):
         raise HTTPException(403, "only the resident's caretakers and managers may name them")
-    labels_in(view.ctx.settings.data_dir).set(resident_id, body.label, view.principal.id)
+    labels_in(view.ctx.settings.data_dir, view.audit.store).set(
+        resident_id, body.label, view.principal.id
+    )
     view.audit.record(view.principal.id, "resident.label", target=resident_id, ip=ip)
     return get_resident(view, resident_id)
 

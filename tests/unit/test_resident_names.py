@@ -20,8 +20,10 @@ from alerts import AlertStore
 from devtools.receiver import Received, Receiver
 from ingest.journal import Journal
 from jiayuan.api import create_app
+from jiayuan.auth.store import AuthStore
 from jiayuan.context import AppContext
 from registry import Building, Device, Registry, Resident, Staff, load_registry, write_registry
+from registry.labels import labels_in
 from simulators.fleet import build_fleet
 from tests.staff import ADMIN, app_context, bearer
 
@@ -195,3 +197,28 @@ def test_a_caretaker_names_a_resident_and_only_those_allowed_see_it(
     # an empty label brings the registry's name back
     cleared = client.put("/api/residents/r-2/label", json={"label": " "}, headers=cg1).json()
     assert cleared["display_name"] == "李建国"
+
+
+def test_a_name_given_through_one_instance_shows_on_the_others(
+    auth_at: Path | str, tmp_path: Path
+) -> None:
+    """On PostgreSQL the instances of a district share the staff store, and the names
+    caretakers give their residents with it: given through one instance's console, shown by
+    another's (each has its own data directory). On SQLite the one instance's file keeps them."""
+    one, two = AuthStore.open(auth_at), AuthStore.open(auth_at)
+    try:
+        shared = one.shared
+        here = labels_in(tmp_path / "a", one)
+        there = labels_in(tmp_path / ("b" if shared else "a"), two)
+        here.set("r-2", "  1302 的  李爷爷 ", "cg-1")
+        assert there.all() == {"r-2": "1302 的 李爷爷"}
+        there.set("r-2", "李爷爷", "cg-2")
+        assert here.all() == {"r-2": "李爷爷"}
+        there.set("r-2", " ", "cg-2")  # cleared
+        assert here.all() == {}
+        # on PostgreSQL nothing of it is left in an instance's data directory
+        if shared:
+            assert not (tmp_path / "b").exists()
+    finally:
+        one.close()
+        two.close()
