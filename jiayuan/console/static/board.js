@@ -103,12 +103,6 @@ function subject(a) {
   ];
 }
 
-/** An incident's other member, in its line: the resident's name for those who may know it,
- * else the device. */
-function memberWho(m) {
-  return residentName(m.labels.resident_id) || m.device_id;
-}
-
 /** One alert (or one incident: `members`, most telling first) as a card: severity, what, who
  * or where, since when, the actions. */
 export function alertCard(a, fresh = false, members = [a]) {
@@ -130,7 +124,7 @@ export function alertCard(a, fresh = false, members = [a]) {
     a.offline ? h("span", { class: "tag warn", text: t("offline_flag") }) : null,
     a.late ? h("span", { class: "tag", text: t("late_flag") }) : null),
   others.length ? h("p", { class: "members muted" }, t("incident_more", { n: others.length }), " ",
-    others.map((m, i) => [i ? "、" : null, h("a", { href: `#/alerts/${m.id}`, class: "nobr", text: `${alertTitle(m)} ${memberWho(m)}` })])) : null,
+    others.map((m, i) => [i ? "、" : null, h("a", { href: `#/alerts/${m.id}`, class: "nobr", text: `${alertTitle(m)} ${m.device_id}` })])) : null,
   h("div", { class: "card-foot" },
     h("span", { class: "since" }, when(members.map((m) => m.started_at).sort()[0], false), who ? [" · ", h("span", { class: "who", text: who })] : null),
     actionButtons(a, null, members, true)));
