@@ -373,20 +373,27 @@ class PgJournal:
 
     def _write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> list[Reading]:
         pts = self._pts(readings)
-        staged: list[tuple[Any, ...]] = []
-        later: list[tuple[Any, ...]] = []
+        # Cut where a message without the device's time repeats a key of this part of the
+        # batch: whether it is a duplicate depends on whether the earlier one was stored (not
+        # when that one was a duplicate itself: a timed message whose time is its receive
+        # time). Each part is one statement that sees what the parts before it stored, as the
+        # SQLite journal's rows, inserted one after another, do; arrival order is kept.
+        parts: list[list[tuple[Any, ...]]] = [[]]
         untimed: set[tuple[str, int]] = set()
+        part_keys: set[tuple[str, int]] = set()
         for i, r in enumerate(readings):
             key = dedup_key(r)
-            repeat = False
             if r.ts == r.received and key is not None:
-                repeat = (r.device_id, key) in untimed
+                if (r.device_id, key) in part_keys:
+                    parts.append([])
+                    part_keys.clear()
+                part_keys.add((r.device_id, key))
                 untimed.add((r.device_id, key))
             shape = SHAPES[r.kind, r.stream]
             payload = rowcodec.dump(r.payload, r.ts, r.ts_flag, r.seq)
             if isinstance(payload, str):
                 payload, shape = payload.encode(), shape + JSON_PAYLOAD
-            (later if repeat else staged).append(
+            parts[-1].append(
                 (
                     i,
                     partition_of(r.device_id, self.partitions),
@@ -411,26 +418,13 @@ class PgJournal:
                 # writing at this moment (a zombie instance and the survivor that resumed its
                 # session): one transaction at a time per key, the next reads the first's row
                 cur.execute(_LOCK_KEYS, (sorted({_lock_key(d, k) for d, k in untimed}),))
+            staged = [row for part in parts for row in part]
             if staged:
-                inserted = self._insert(cur, staged)
-                while later:
-                    # A repeat by key alone of a message without the device's time, held back
-                    # as the batch's earlier one with that key was staged: it is a duplicate
-                    # only if that one was stored. When that one was itself dropped (a timed
-                    # message whose time happens to be its receive time, already stored), this
-                    # one goes in next, checked against what this transaction stored, as the
-                    # SQLite journal's rows, inserted one after another, are.
-                    again: list[tuple[Any, ...]] = []
-                    rest: list[tuple[Any, ...]] = []
-                    keys: set[tuple[str, int]] = set()
-                    for row in later:  # the first of each key now, the others after it
-                        held = (row[3], row[8])
-                        (rest if held in keys else again).append(row)
-                        keys.add(held)
-                    later = rest
-                    cur.execute("DELETE FROM journal_staging")
-                    inserted += self._insert(cur, again)
-                    staged += again
+                inserted: list[Any] = []
+                for n, part in enumerate(parts):
+                    if n:
+                        cur.execute("DELETE FROM journal_staging")
+                    inserted += self._insert(cur, part)
                 urgent = sorted({row[1] for row in staged if row[4] & 3})
                 if urgent:  # sent as this commits (never if it rolls back)
                     notify(db, {"partitions": urgent}, URGENT_CHANNEL)
@@ -438,7 +432,7 @@ class PgJournal:
                     new = list(readings)
                 else:  # some were duplicates: which, by what was inserted
                     left = collections.Counter(tuple(x) for x in inserted)
-                    for row in sorted(staged, key=lambda row: int(row[0])):
+                    for row in staged:
                         k = (row[3], row[5], row[6], row[8])
                         if left[k] > 0:
                             left[k] -= 1

@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 from typing import Final
 
 _READ: Final = 262_144
-CLOSE_FLUSH_S: Final = 2.0
-"""How long :meth:`MemoryTLS.close` waits for the socket to take what is still unsent."""
 """Bytes read from the socket at most at once (about 1,300 messages of the benchmark)."""
+CLOSE_FLUSH_S: Final = 2.0
+"""How long :meth:`MemoryTLS.close` waits for the broker to take what is still unsent."""
 
 
 class MemoryTLS:
@@ -129,12 +130,38 @@ class MemoryTLS:
         """Close, after sending what still waits for the socket (within ``CLOSE_FLUSH_S``):
         paho closes the connection as soon as it has handed over its DISCONNECT, which may
         still be here when a loaded broker is slow to read. Without it the broker saw the
-        connection closed without a DISCONNECT, and the last PUBACKs were lost."""
-        if self.waiting():
-            with contextlib.suppress(OSError):  # gone, or the broker reads nothing: close
+        connection closed without a DISCONNECT, and the last PUBACKs were lost.
+
+        Handing the bytes to the kernel is not enough: closing a TCP socket whose received
+        bytes are unread resets the connection, and the kernel drops what it has not sent
+        yet. So the sending side is shut (the end follows the bytes) and what the broker
+        sends is read and dropped until it closes too, then the socket is closed. When
+        nothing waited, only what has already arrived is read (no wait for the broker)."""
+        with contextlib.suppress(OSError):  # gone, or the broker reads nothing: close
+            waited = self.waiting()
+            if waited:
                 self._sock.settimeout(CLOSE_FLUSH_S)
                 self.flush()
+            self._sock.shutdown(socket.SHUT_WR)
+            self._drain(time.monotonic() + CLOSE_FLUSH_S if waited else None)
         self._sock.close()
+
+    def _drain(self, until: float | None) -> None:
+        """Read and drop what the broker sent, until it closes or ``until`` passes (``None``:
+        only what has arrived already)."""
+        while True:
+            if until is None:
+                self._sock.setblocking(False)
+            else:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                self._sock.settimeout(left)
+            try:
+                if not self._sock.recv(_READ):
+                    return
+            except (BlockingIOError, TimeoutError):
+                return
 
     # ------------------------------------------------------------------ writing out
 
