@@ -68,6 +68,12 @@ class Attempt:
     retry_at: float | None
 
 
+def update_reason(status: str, by: str) -> str:
+    """The reason of a follow-up (``update``) message: what became of the alert, and who did
+    it (``rule``: its rule cleared it)."""
+    return f"was paged; {status} by {by}"
+
+
 def add(
     db: Db,
     *,

@@ -24,7 +24,7 @@ from alerts.escalation import Chain, Chains, Timer, Timers
 from alerts.lifecycle import AlertStore
 from alerts.messages import Context, Language, Purpose, render
 from alerts.model import RULE, Alert, AlertNotFound
-from alerts.outbox import Attempt, Delivery, Outbox, add
+from alerts.outbox import Attempt, Delivery, Outbox, add, update_reason
 from alerts.planning import Plan, plan, urgent
 from alerts.routing import Router, Target
 from alerts.stages import History, Item
@@ -487,7 +487,7 @@ class FollowUp:
                     channels=reg[sid].channels,
                     step=-1,
                     purpose="update",
-                    reason=f"was paged; {a.status} by {by}",
+                    reason=update_reason(a.status, by),
                     priority=prio,
                     title=msg.title,
                     body=msg.body,

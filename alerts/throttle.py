@@ -12,7 +12,9 @@ Per person and incident (:mod:`alerts.incidents`; an alert without one is its ow
 - a message within ``COALESCE_S`` of the previous one, or past ``MAX_PER_MINUTE`` in a minute,
   is ``held`` until then; whatever comes while one is held is folded into it (``merged``): the
   most urgent message leads, the titles of the others follow as lines of its body, so the
-  person gets one message with all the news.
+  person gets one message with all the news. A follow-up about an alert that is held when the
+  next follow-up about it comes (acknowledged, then resolved) is replaced, not folded: the
+  message and its receipt's reason say what is true when it goes out.
 
 Each decision reads the person's messages about the incident and then writes one: with
 several instances on PostgreSQL, two transactions deciding for the same person at once would
@@ -30,7 +32,8 @@ from alerts.db import to_alert
 from alerts.incidents import worse
 from alerts.lifecycle import AlertStore
 from alerts.messages import Message
-from alerts.model import Alert
+from alerts.model import RULE, Alert
+from alerts.outbox import update_reason
 from base import sql
 from base.sql import Db, Row
 
@@ -76,7 +79,7 @@ class Coalescer:
             where, key = "a.incident_id = ?", a.incident_id
         rows = db.execute(
             "SELECT d.id, d.alert_id, d.status, d.created_at, d.next_at, d.sent_at, d.purpose,"
-            " d.priority, d.title, d.body"
+            " d.priority, d.title, d.body, d.reason"
             " FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
             f" WHERE {where} AND d.staff_id = ? AND d.status != 'cancelled'",
             (key, staff_id),
@@ -86,9 +89,9 @@ class Coalescer:
         held = [r for r in rows if r["status"] == "pending" and r["next_at"] > now]
         if held:
             db.executemany(
-                "UPDATE deliveries SET title = ?, body = ?, priority = ?, updated_at = ?"
-                " WHERE id = ?",
-                [(*_fold(r, msg, priority), now, r["id"]) for r in held],
+                "UPDATE deliveries SET title = ?, body = ?, priority = ?, reason = ?,"
+                " updated_at = ? WHERE id = ?",
+                [(*_merge(r, a, purpose, msg, priority), now, r["id"]) for r in held],
             )
             return "merged", None
         times = sorted({_at(r) for r in rows})
@@ -111,6 +114,24 @@ class Coalescer:
         if len(recent) >= MAX_PER_MINUTE:
             return "held", recent[-MAX_PER_MINUTE] + 60.0
         return "sent", None
+
+
+def _merge(
+    held: Row, a: Alert, purpose: str, msg: Message, priority: int
+) -> tuple[str, str, int, str]:
+    """The held message with ``msg`` in it, and the reason its receipt gives."""
+    if purpose == "update" and held["purpose"] == "update" and held["alert_id"] == a.id:
+        # the news about this alert is now ``msg`` (resolved after acknowledged): it replaces
+        # the stale lead; what was folded in about other alerts follows it still
+        others = [line for line in held["body"].splitlines() if line.startswith("+ ")]
+        by = (a.resolved_by if a.status == "resolved" else a.acknowledged_by) or RULE
+        return (
+            msg.title,
+            "\n".join([msg.body, *others]),
+            min(priority, held["priority"]),
+            update_reason(a.status, by),
+        )
+    return (*_fold(held, msg, priority), held["reason"])
 
 
 def _fold(held: Row, msg: Message, priority: int) -> tuple[str, str, int]:
