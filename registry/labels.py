@@ -58,6 +58,22 @@ def _clean(label: str) -> str:
     return " ".join(label.split())[:MAX_LABEL]
 
 
+def _read(db: Db) -> dict[str, str]:
+    """resident_id → label, from either store."""
+    rows = db.execute("SELECT resident_id, label FROM resident_labels").fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _write(db: Db, resident_id: str, label: str, by: str) -> None:
+    """Set (or, when ``label`` is blank once cleaned, remove) a resident's label, inside the
+    caller's transaction on either store."""
+    label = _clean(label)
+    if not label:
+        db.execute("DELETE FROM resident_labels WHERE resident_id = ?", (resident_id,))
+        return
+    db.execute(_UPSERT, (resident_id, label, by, time.time()))
+
+
 class SharedLabels:
     """The labels in the shared staff store's ``resident_labels`` table."""
 
@@ -66,16 +82,11 @@ class SharedLabels:
 
     def all(self) -> dict[str, str]:
         with self.store.db() as db:
-            rows = db.execute("SELECT resident_id, label FROM resident_labels").fetchall()
-        return {str(r[0]): str(r[1]) for r in rows}
+            return _read(db)
 
     def set(self, resident_id: str, label: str, by: str) -> None:
-        label = _clean(label)
         with self.store.db() as db:
-            if not label:
-                db.execute("DELETE FROM resident_labels WHERE resident_id = ?", (resident_id,))
-                return
-            db.execute(_UPSERT, (resident_id, label, by, time.time()))
+            _write(db, resident_id, label, by)
 
 
 class ResidentLabels:
@@ -101,16 +112,12 @@ class ResidentLabels:
     def all(self) -> dict[str, str]:
         """resident_id → label."""
         with self._db() as db:
-            return dict(db.execute("SELECT resident_id, label FROM resident_labels").fetchall())
+            return _read(db)
 
     def set(self, resident_id: str, label: str, by: str) -> None:
         """Set (or, with an empty ``label``, remove) a resident's label."""
-        label = _clean(label)
         with self._db() as db:
-            if not label:
-                db.execute("DELETE FROM resident_labels WHERE resident_id = ?", (resident_id,))
-                return
-            db.execute(_UPSERT, (resident_id, label, by, time.time()))
+            _write(db, resident_id, label, by)
 
 
 _OPEN: dict[Path, ResidentLabels] = {}
