@@ -9,6 +9,9 @@ two hours. The server side has the same settings (``tcp_keepalives_*``,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
@@ -43,6 +46,37 @@ and the rules worker's partitions 35 s after it did (a fall pushed then was aler
 with 10 s, 4 s and 15 s."""
 
 
+POOL_WAIT_S = 30.0
+"""How long the background workers (ingest, rules, dispatch, retention) wait for a pool's
+connection before :class:`psycopg_pool.PoolTimeout`: psycopg_pool's default. Their work waits
+for the database anyway; a request does not (:func:`patience`)."""
+REQUEST_WAIT_S = 4.0
+"""How long an HTTP request waits for a connection (:func:`patience`, set by
+``jiayuan.api.errors``) before it is answered 503: while the database is away, a person at the
+console is told within seconds rather than after the workers' 30."""
+
+_WAIT_S: ContextVar[float | None] = ContextVar("pool_wait_s", default=None)
+
+
+@contextmanager
+def patience(seconds: float) -> Iterator[None]:
+    """Within this block (this thread or task, and what it hands to worker threads with its
+    context: ``anyio.to_thread``), every pool of :func:`open_pool` waits at most ``seconds`` for
+    a connection when its caller names no timeout."""
+    token = _WAIT_S.set(seconds)
+    try:
+        yield
+    finally:
+        _WAIT_S.reset(token)
+
+
+class Pool(ConnectionPool[Connection]):
+    """A pool whose wait for a connection is the caller's :func:`patience`, when it has one."""
+
+    def getconn(self, timeout: float | None = None) -> Connection:
+        return super().getconn(_WAIT_S.get() if timeout is None else timeout)
+
+
 def open_pool(
     url: str, *, name: str = "jiayuan", min_size: int = 1, max_size: int = 8
 ) -> ConnectionPool:
@@ -50,7 +84,7 @@ def open_pool(
     its first connection made: a wrong URL fails here, not at the first query)."""
     with connect(url, name=name) as db:
         migrate(db)
-    pool = ConnectionPool(
+    pool = Pool(
         url,
         min_size=min_size,
         max_size=max_size,
@@ -58,6 +92,7 @@ def open_pool(
         name=name,
         open=False,
         reconnect_timeout=RECONNECT_S,
+        timeout=POOL_WAIT_S,
     )
     pool.open(wait=True, timeout=30)
     return pool

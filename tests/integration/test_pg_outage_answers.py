@@ -1,0 +1,77 @@
+"""What staff and operators see while the district's PostgreSQL is stopped under a running
+`jiayuan run`: a console request is answered 503 with words within seconds (not after the
+pool's 30 s), and the hourly pruning that meets the outage is one WARNING line, tried again
+within minutes, with /healthz fine once the database is back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtools.broker import Broker
+from devtools.launch import ServiceProcess
+from devtools.postgres import TEST_SETTINGS, Postgres
+from registry import write_registry
+from tests.mqtt import wait_for
+from tests.staffworld import registry
+from tests.stores import Stores
+
+pytestmark = pytest.mark.network
+
+DATABASE_AWAY = (
+    'jiayuan_log_errors_total{logger="alerts.dispatch"}',
+    "jiayuan_journal_write_failures_total",
+    "jiayuan_rules_commit_failures_total",
+    'jiayuan_log_errors_total{logger="ingest.pipeline"}',
+    'jiayuan_log_errors_total{logger="rules.worker"}',
+)
+DEADLINE_S = 20.0
+"""Generous for an answer due within a few seconds; well short of the workers' 30 s wait."""
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Postgres]:
+    """A cluster of this test's own: it is stopped and started under the service."""
+    with Postgres(settings=TEST_SETTINGS) as pg:
+        yield pg
+
+
+def lines(svc: ServiceProcess, words: str) -> list[str]:
+    return [line for line in svc.log.read_text().splitlines() if words in line]
+
+
+def service(tmp_path: Path, broker: Broker, own_postgres: Postgres) -> ServiceProcess:
+    reg = tmp_path / "registry"
+    write_registry(registry(), reg)
+    stores = Stores(own_postgres.create_database("jiayuan"))
+    return ServiceProcess(
+        tmp_path / "service", broker, registry=reg, expect_errors=DATABASE_AWAY, **stores.settings
+    ).start()
+
+
+def test_a_console_request_is_answered_503_in_words_within_seconds(
+    broker: Broker, tmp_path: Path, own_postgres: Postgres
+) -> None:
+    svc = service(tmp_path, broker, own_postgres)
+    try:
+        guard = svc.token_for("guard")
+        assert svc.request("GET", "/api/alerts", token=guard).status_code == 200
+        own_postgres.halt()
+        wait_for(lambda: svc.health()["database"]["reachable"] is False, timeout=30)
+        for token in (guard, svc.token) * 3:  # a guard's token is looked up, the admin's not
+            r = httpx.get(
+                f"{svc.url}/api/alerts",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=DEADLINE_S,
+            )
+            assert r.status_code == 503, r.text
+            assert r.json() == {"detail": "the database cannot be reached now; try again shortly"}
+            assert int(r.headers["retry-after"]) > 0
+        own_postgres.resume()
+        wait_for(lambda: svc.health()["status"] == "ok", timeout=90)
+        wait_for(lambda: svc.request("GET", "/api/alerts", token=guard).status_code == 200)
+    finally:
+        svc.stop()
