@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from alerts.metrics import NOTIFY_FAILING
 from alerts.outbox import RECENT_ATTEMPTS, failing_for_everyone
 from alerts.system import STORE_DEVICE, STORE_UNREACHABLE
 from base.datadir import DataDir
+from base.retry import Backoff
 from district.leases import PARTITION, LeaseKeeper, ensure_partitions
 from district.pg import open_pool
 from ingest.access import BrokerAccess
@@ -58,6 +60,13 @@ if TYPE_CHECKING:
     from jiayuan.slots import SessionSlots
 
 log = logging.getLogger(__name__)
+
+PRUNE_RETRY = Backoff(first_s=30.0, max_s=480.0, jitter=0.2)
+"""A retention run the database refused (away, locked) is tried again after 30 s, then 1, 2,
+4 and 8 minutes, not at the next hour."""
+PRUNE_AT_ONCE = 8
+"""Attempts in one run while the database answers (a pool's stale connections, up to 8, each
+fail once after an outage)."""
 
 
 class Service:
@@ -232,12 +241,14 @@ class Service:
         )
         self.scheduler.add_job(self.dispatcher.poll_soon, "interval", seconds=1, id="escalation")
         self.scheduler.add_job(
-            self.prune,
+            self.scheduled_prune,
             "interval",
             hours=1,
             id="retention",
             next_run_time=datetime.now(UTC) + timedelta(seconds=30),
         )
+        self.prune_failures = 0
+        """Retention runs failed in a row (the database away): the next is tried sooner."""
         if isinstance(self.journal, PgJournal):
             # the coming days' partitions made ahead (a reading's day is also made on the spot
             # when it has none; the writer's connection is shared under the journal's lock)
@@ -350,7 +361,42 @@ class Service:
             )
         )
 
+    def scheduled_prune(self) -> None:
+        """The hourly retention run. One the database refused is one WARNING line saying what
+        failed (no traceback: nothing is wrong with the service) and is tried again after
+        :data:`PRUNE_RETRY`'s wait; ``/healthz`` is not its business (what an outage stops,
+        it says already). While the database answers, a failure is a pooled connection its
+        outage closed (spent by the failure): tried again at once, a few times."""
+        for _ in range(PRUNE_AT_ONCE):
+            try:
+                self.prune()
+            except (psycopg.OperationalError, sqlite3.OperationalError) as e:
+                failed: Exception = e
+                if self.database is not None and self.database_problem() is None:
+                    continue
+                break
+            else:
+                if self.prune_failures:
+                    log.info(
+                        "retention: pruned, the database back (failed attempts before: %d)",
+                        self.prune_failures,
+                    )
+                    self.prune_failures = 0
+                return
+        self.prune_failures += 1
+        wait = PRUNE_RETRY.delay(self.prune_failures)
+        reason = _reason(failed) if isinstance(failed, psycopg.Error) else str(failed)
+        log.warning(
+            "retention: pruning failed, the database refused it (%s); trying again in %.0f s",
+            reason,
+            wait,
+        )
+        self.scheduler.modify_job(
+            "retention", next_run_time=datetime.now(UTC) + timedelta(seconds=wait)
+        )
+
     def prune(self) -> None:
+        """What retention drops: old readings, rollups, rejects, sessions and audit entries."""
         now = time.time()
         cutoff = now - self.settings.retention_days * 86_400
         keep_after = self.worker.source.keep_after()

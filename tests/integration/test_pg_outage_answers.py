@@ -75,3 +75,26 @@ def test_a_console_request_is_answered_503_in_words_within_seconds(
         wait_for(lambda: svc.request("GET", "/api/alerts", token=guard).status_code == 200)
     finally:
         svc.stop()
+
+
+def test_pruning_that_meets_the_outage_warns_once_and_runs_again_within_minutes(
+    broker: Broker, tmp_path: Path, own_postgres: Postgres
+) -> None:
+    svc = service(tmp_path, broker, own_postgres)
+    try:
+        own_postgres.halt()  # the first pruning is due 30 s after the start: it meets this
+        wait_for(lambda: lines(svc, "retention: pruning failed"), timeout=90)
+        failed = lines(svc, "retention: pruning failed")[0]
+        assert " WARNING jiayuan.service: " in failed
+        assert "the database refused it" in failed and "trying again in" in failed
+        assert str(own_postgres.port) not in failed
+        own_postgres.resume()
+        # tried again within minutes, not at the next hour
+        wait_for(
+            lambda: lines(svc, "retention: pruned, the database back"), timeout=300, interval=1
+        )
+        wait_for(lambda: svc.health()["status"] == "ok", timeout=90)
+    finally:
+        svc.stop()  # and no ERROR counted: the scheduler's "raised an exception" would be
+    assert not lines(svc, "raised an exception")
+    assert len(lines(svc, "retention: pruning failed")) <= 5  # one line per attempt
