@@ -120,16 +120,20 @@ def _merge(
     held: Row, a: Alert, purpose: str, msg: Message, priority: int
 ) -> tuple[str, str, int, str]:
     """The held message with ``msg`` in it, and the reason its receipt gives."""
-    if purpose == "update" and held["purpose"] == "update" and held["alert_id"] == a.id:
+    lines = held["body"].splitlines()
+    others = [line for line in lines if line.startswith("+ ")]
+    lead = lines[: len(lines) - len(others)]
+    link = msg.body.splitlines()[-1]  # the alert's own link: its lead, if it still leads
+    if purpose == "update" and held["purpose"] == "update" and link in lead:
         # the news about this alert is now ``msg`` (resolved after acknowledged): it replaces
         # the stale lead; what was folded in about other alerts follows it still
-        others = [line for line in held["body"].splitlines() if line.startswith("+ ")]
         by = (a.resolved_by if a.status == "resolved" else a.acknowledged_by) or RULE
+        mine = held["alert_id"] == a.id  # (else the receipt stays the other alert's)
         return (
             msg.title,
             "\n".join([msg.body, *others]),
             min(priority, held["priority"]),
-            update_reason(a.status, by),
+            update_reason(a.status, by) if mine else held["reason"],
         )
     return (*_fold(held, msg, priority), held["reason"])
 

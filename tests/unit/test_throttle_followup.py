@@ -38,3 +38,28 @@ def test_an_acknowledgement_held_then_resolved_goes_out_as_the_resolve(
         ]
         assert {r.staff_id for r in updates} >= {"sec-C01", "care-1"}
         assert {r.reason for r in updates} == {"was paged; resolved by sec-desk"}
+
+
+def test_a_fire_confirmed_while_the_acknowledgement_waits_still_leads_after_the_resolve(
+    alerts_at: Path | str,
+) -> None:
+    clock, sender = FakeClock(), FakeSender()
+    with dispatcher(alerts_at, clock, sender) as d:
+        first = d.store.apply(fire("smoke_alarm", "smk-101", clock()))
+        assert first is not None
+        settle(d)
+        run_for(d, clock, 2)
+        d.store.acknowledge(first.alert.id, "sec-desk", "on my way")  # held for the guard
+        settle(d)
+        run_for(d, clock, 2)
+        d.store.apply(fire("smoke_alarm", "smk-102", clock()))  # confirmed: folded, leads
+        settle(d)
+        run_for(d, clock, 2)
+        d.store.resolve(first.alert.id, "sec-desk", "one detector was burnt toast")
+        settle(d)
+        run_for(d, clock, 20)
+        to_guard = sender.to("sec-C01")
+        assert len(to_guard) == 2, to_guard
+        (_, title, body) = to_guard[1]
+        assert "火警确认" in title  # the confirmation still leads
+        assert "+ 【已解除】烟雾报警" in body.splitlines()  # the resolve follows it
