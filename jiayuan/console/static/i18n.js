@@ -64,7 +64,9 @@ const ZH = {
   reasons: {
     too_large: "超过 4 KiB", bad_utf8: "非 UTF-8", not_json: "非 JSON", not_object: "非 JSON 对象",
     unknown_topic: "未知主题", missing_field: "缺少字段", wrong_type: "类型错误",
-    out_of_range: "超出范围", bad_value: "无效取值",
+    out_of_range: "超出范围", bad_value: "无效取值", unknown_community: "未知社区",
+    too_deep: "嵌套过深", too_large_number: "数值过大", duplicate_key: "字段重复",
+    lone_surrogate: "无效 Unicode 转义", journal_refused: "入库被拒",
   },
   rules: {
     wearable_fall: "跌倒报警", wearable_sos: "紧急呼叫（SOS）", wearable_heart_rate_high: "心率持续偏高",
@@ -237,7 +239,9 @@ const EN = {
   reasons: {
     too_large: "Over 4 KiB", bad_utf8: "Not UTF-8", not_json: "Not JSON", not_object: "Not a JSON object",
     unknown_topic: "Unknown topic", missing_field: "Missing field", wrong_type: "Wrong type",
-    out_of_range: "Out of range", bad_value: "Bad value",
+    out_of_range: "Out of range", bad_value: "Bad value", unknown_community: "Unknown community",
+    too_deep: "Nested too deep", too_large_number: "Number too large", duplicate_key: "Duplicate key",
+    lone_surrogate: "Invalid Unicode escape", journal_refused: "Refused by the journal",
   },
   rules: {
     wearable_fall: "Fall detected", wearable_sos: "SOS call", wearable_heart_rate_high: "Heart rate high",
