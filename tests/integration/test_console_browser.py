@@ -325,7 +325,7 @@ def test_a_fall_appears_live_and_is_acknowledged_by_clicking(
     expect(card).to_be_visible(timeout=WAIT_MS)
     expect(card).to_have_attribute("data-status", "firing")
     expect(card).to_contain_text("1号楼")  # building B1, as people say it
-    expect(page.locator("#banner")).to_contain_text("1", timeout=WAIT_MS)
+    expect(page.locator("#banner a")).to_have_text("⚠ 1 条报警待确认", timeout=WAIT_MS)
     expect(page).to_have_title("(1) 家园", timeout=WAIT_MS)
     alert_id = int(card.get_attribute("data-alert-id") or 0)
     page.screenshot(path=SHOTS / "desk-board-firing.png")
@@ -407,6 +407,11 @@ PHONE_PAGES = {  # the pages each role's phone is checked on; the guard and mana
     MANAGER: PAGES[:1],
 }
 
+BANNER = {  # over the board, in zh and en: one card, the smoke alarm and the fall in its flat
+    GUARD: ("1 条报警待确认", "1 alarm not acknowledged"),  # no fall: health data
+    MANAGER: ("1 起事件（2 条报警）待确认", "1 incident (2 alarms) not acknowledged"),
+}
+
 
 def nav_out_of_sight(page: Page) -> list[str]:
     """The header's nav items not wholly inside the viewport, or whose words are cut off."""
@@ -462,6 +467,10 @@ def test_every_page_fits_a_phone_without_errors(
                 assert nav_out_of_sight(page) == [], (
                     f"{staff_id} {name} ({lang}): nav item out of sight"
                 )
+                if name == "board" and staff_id in BANNER:  # the words match the cards below
+                    expect(page.locator("article.alert")).to_have_count(1, timeout=WAIT_MS)
+                    words = BANNER[staff_id][lang == "en"]
+                    expect(page.locator("#banner a")).to_have_text(f"⚠ {words}", timeout=WAIT_MS)
                 shot = name if staff_id in (CARETAKER, OPERATOR) else f"{name}-{staff_id}"
                 page.screenshot(path=SHOTS / f"phone-{lang}-{shot}.png", full_page=True)
             if lang == "zh":

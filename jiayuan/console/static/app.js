@@ -7,7 +7,7 @@ import * as board from "./board.js";
 import * as commission from "./commission.js";
 import * as devices from "./devices.js";
 import * as duty from "./duty.js";
-import { getLang, locale, setLang, t } from "./i18n.js";
+import { getLang, locale, setLang, t, tn } from "./i18n.js";
 import { live } from "./live.js";
 import * as ops from "./ops.js";
 import { forgetNames } from "./names.js";
@@ -89,6 +89,18 @@ function buildShell() {
   banner.replaceChildren(h("a", { href: "#/" }, "⚠ ", el.bannerText), el.bannerSound);
 }
 
+/** The banner's words: the alarms waiting for someone (else any alerts), and when some of them
+ * share an incident — a fire and the fall in its flat, one card on the board — the incidents
+ * too: "1 起事件（2 条报警）待确认", not "2 条报警" over a single card. */
+function bannerWords(c) {
+  const [n, what] = c.alarms ? [c.alarms, "n_alarms"] : [c.firing, "n_alerts"];
+  const waiting = (a) => a.status === "firing" && !live.ignore(a) && (!c.alarms || a.signal === "alarm");
+  const cards = board.incidents(live.open().filter((a) => !live.ignore(a)))
+    .filter((g) => g.members.some(waiting)).length;
+  const words = cards && cards < n ? t("banner_in", { i: tn("n_incidents", cards), n: tn(what, n) }) : tn(what, n);
+  return t("banner_wait", { what: words });
+}
+
 function updateShell() {
   const c = live.counts();
   const more = live.truncated ? "+" : "";
@@ -110,7 +122,7 @@ function updateShell() {
   el.sound.setAttribute("aria-label", label);
   banner.hidden = c.firing === 0;
   banner.className = c.alarms ? "alarm" : "attention";
-  el.bannerText.textContent = c.alarms ? t("firing_banner", { n: c.alarms }) : t("firing_any", { n: c.firing });
+  el.bannerText.textContent = bannerWords(c);
   // hidden but keeping its room: the first tap anywhere enables sound, and the page must not
   // shift under the finger between press and release (the tap would miss its link)
   el.bannerSound.style.visibility = state === "pending" ? "visible" : "hidden";

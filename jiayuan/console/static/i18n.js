@@ -11,7 +11,9 @@ const ZH = {
   wrong_credentials: "工号或密码错误", too_many: "失败次数过多，请 {s} 秒后再试",
   acting_as: "以 {id} 的身份操作", health_hidden: "健康数据仅对该老人的照护员显示",
   roles: { admin: "管理员", security: "保安", caretaker: "照护员", manager: "主管", operator: "运维", district_manager: "区域主管" },
-  firing_banner: "{n} 条报警待确认", firing_any: "{n} 条告警待确认",
+  // the banner: what waits, counted as the board shows it (one card per incident)
+  banner_wait: "{what}待确认", banner_in: "{i}（{n}）",
+  n_incidents: "{n} 起事件", n_alarms: "{n} 条报警", n_alerts: "{n} 条告警",
   filter_status: "状态", filter_kind: "类型", filter_building: "楼栋", all: "全部",
   filter_community: "社区", community_n: "{c} 社区",
   outside_filters: "另有 {n} 条待确认的告警不在当前筛选内", show_all: "显示全部",
@@ -184,7 +186,9 @@ const EN = {
   wrong_credentials: "Wrong staff id or password", too_many: "Too many failed attempts: try again in {s} s",
   acting_as: "Acting as {id}", health_hidden: "Health data is shown only to the resident's caretakers",
   roles: { admin: "Admin", security: "Security", caretaker: "Caretaker", manager: "Manager", operator: "Operator", district_manager: "District manager" },
-  firing_banner: "{n} alarms not acknowledged", firing_any: "{n} alerts not acknowledged",
+  banner_wait: "{what} not acknowledged", banner_in: "{i} ({n})",
+  n_incidents: { one: "{n} incident", other: "{n} incidents" },
+  n_alarms: { one: "{n} alarm", other: "{n} alarms" }, n_alerts: { one: "{n} alert", other: "{n} alerts" },
   filter_status: "Status", filter_kind: "Kind", filter_building: "Building", all: "All",
   filter_community: "Community", community_n: "Community {c}",
   outside_filters: "Unacknowledged alerts outside these filters: {n}", show_all: "Show all",
@@ -378,6 +382,14 @@ export function t(key, vars) {
   if (v === undefined) v = key.split(".").reduce((o, k) => (o == null ? o : o[k]), EN);
   if (typeof v !== "string") return v ?? key.split(".").pop();
   return vars ? v.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? "")) : v;
+}
+
+/** t() for a count `n`: the word's form for `n` where the language has forms (`{ one, other }`),
+ * `{n}` filled in. */
+export function tn(key, n) {
+  const v = t(key);
+  const form = typeof v === "string" ? v : v[new Intl.PluralRules(locale()).select(n)] ?? v.other;
+  return form.replace("{n}", String(n));
 }
 
 /** Like t(), but as nodes: each filled-in value in a span of its own that never breaks inside
