@@ -408,6 +408,7 @@ PHONE_PAGES = {  # the pages each role's phone is checked on; the guard and mana
 }
 
 BANNER = {  # over the board, in zh and en: one card, the smoke alarm and the fall in its flat
+    CARETAKER: ("1 起事件（2 条报警）待确认", "1 incident (2 alarms) not acknowledged"),
     GUARD: ("1 条报警待确认", "1 alarm not acknowledged"),  # no fall: health data
     MANAGER: ("1 起事件（2 条报警）待确认", "1 incident (2 alarms) not acknowledged"),
 }
@@ -458,6 +459,7 @@ def test_every_page_fits_a_phone_without_errors(
                 page.goto(service.url + "/" + path.format(alert=alert_id))
                 expect(page.locator(ready).first).to_be_visible(timeout=WAIT_MS)
                 expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
+                expect(page.locator(".conn.up")).to_be_attached(timeout=WAIT_MS)  # the stream too
                 width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
                 assert width[0] <= width[1], f"{name} ({lang}) overflows: {width}"
                 sections = page.locator("nav .nav").evaluate_all(
