@@ -45,6 +45,7 @@ const banner = document.getElementById("banner");
 const main = document.getElementById("main");
 let cleanup = null;
 let section = "board";
+let linked = false; // the stream has opened since sign-in: until then the header says connecting, not lost
 
 const ICONS = {
   on: "M16 8.5a5 5 0 0 1 0 7M18.5 6a8.5 8.5 0 0 1 0 12",
@@ -113,8 +114,9 @@ function updateShell() {
     if (here) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  el.conn.className = `conn ${live.connected ? "up" : "down"}`;
-  el.conn.textContent = live.connected ? t("live") : t("offline_conn");
+  linked ||= live.connected;
+  el.conn.className = `conn ${live.connected ? "up" : linked ? "down" : "wait"}`;
+  el.conn.textContent = t(live.connected ? "live" : linked ? "offline_conn" : "connecting");
   const [state, label] = soundState();
   el.sound.replaceChildren(speaker(state));
   el.sound.className = `icon sound-${state}`;
@@ -159,6 +161,7 @@ let running = false;
 /** The console for the signed-in person. */
 function start() {
   running = true;
+  linked = false;
   const role = who.me && who.me.role;
   live.ignore = (a) => board.foldable(a, role);
   buildShell();

@@ -3,7 +3,7 @@
 const ZH = {
   title: "家园 · 值班台", brand: "家园", brand_sub: "值班台",
   nav_board: "报警", nav_devices: "设备", nav_residents: "老人", nav_ops: "运维",
-  live: "实时", offline_conn: "连接中断，正在重连…",
+  live: "实时", offline_conn: "连接中断，正在重连…", connecting: "正在连接…",
   sound_on: "提示音：开", sound_off: "提示音：关", sound_enable: "点击启用提示音",
   staff_none: "设置工号", staff_is: "工号 {id}", staff_prompt: "您的工号（如 sec-ctl-1、care-C03-01）",
   lang_switch: "EN", save: "保存", cancel: "取消", retry: "重试",
@@ -178,7 +178,7 @@ const ZH = {
 const EN = {
   title: "Jiayuan · Staff console", brand: "Jiayuan", brand_sub: "Staff console",
   nav_board: "Alerts", nav_devices: "Devices", nav_residents: "Residents", nav_ops: "Ops",
-  live: "Live", offline_conn: "Connection lost, reconnecting…",
+  live: "Live", offline_conn: "Connection lost, reconnecting…", connecting: "Connecting…",
   sound_on: "Sound: on", sound_off: "Sound: off", sound_enable: "Tap to enable sound",
   staff_none: "Set staff id", staff_is: "Staff {id}", staff_prompt: "Your staff id (e.g. sec-ctl-1, care-C03-01)",
   lang_switch: "中文", save: "Save", cancel: "Cancel", retry: "Retry",
