@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -57,8 +57,10 @@ DecodeReason = Literal[
 DeadLetterReason = Literal[DecodeReason, "journal_refused"]
 """Why a message is a dead letter: a decode reason, or ``journal_refused`` when the journal
 would not store a message that decoded (it is then kept as a dead letter, never retried)."""
-DECODE_REASONS: Final[tuple[str, ...]] = DecodeReason.__args__  # type: ignore[attr-defined]
-REASONS: Final[tuple[str, ...]] = (*DECODE_REASONS, "journal_refused")
+DECODE_REASONS: Final[tuple[str, ...]] = get_args(DecodeReason)
+REASONS: Final[tuple[str, ...]] = get_args(DeadLetterReason)
+"""Every reason a dead letter can carry, read from the Literal itself: the ops page labels each
+(tests/unit/test_console_titles.py holds the console's words to this list)."""
 
 
 class _Payload(BaseModel):

@@ -7,7 +7,7 @@ import * as board from "./board.js";
 import * as commission from "./commission.js";
 import * as devices from "./devices.js";
 import * as duty from "./duty.js";
-import { getLang, locale, setLang, t } from "./i18n.js";
+import { getLang, locale, setLang, t, tn } from "./i18n.js";
 import { live } from "./live.js";
 import * as ops from "./ops.js";
 import { forgetNames } from "./names.js";
@@ -45,6 +45,7 @@ const banner = document.getElementById("banner");
 const main = document.getElementById("main");
 let cleanup = null;
 let section = "board";
+let linked = false; // the stream has opened since sign-in: until then the header says connecting, not lost
 
 const ICONS = {
   on: "M16 8.5a5 5 0 0 1 0 7M18.5 6a8.5 8.5 0 0 1 0 12",
@@ -89,6 +90,18 @@ function buildShell() {
   banner.replaceChildren(h("a", { href: "#/" }, "⚠ ", el.bannerText), el.bannerSound);
 }
 
+/** The banner's words: the alarms waiting for someone (else any alerts), and when some of them
+ * share an incident — a fire and the fall in its flat, one card on the board — the incidents
+ * too: "1 起事件（2 条报警）待确认", not "2 条报警" over a single card. */
+function bannerWords(c) {
+  const [n, what] = c.alarms ? [c.alarms, "n_alarms"] : [c.firing, "n_alerts"];
+  const waiting = (a) => a.status === "firing" && !live.ignore(a) && (!c.alarms || a.signal === "alarm");
+  const cards = board.incidents(live.open().filter((a) => !live.ignore(a)))
+    .filter((g) => g.members.some(waiting)).length;
+  const words = cards && cards < n ? t("banner_in", { i: tn("n_incidents", cards), n: tn(what, n) }) : tn(what, n);
+  return t("banner_wait", { what: words });
+}
+
 function updateShell() {
   const c = live.counts();
   const more = live.truncated ? "+" : "";
@@ -101,8 +114,9 @@ function updateShell() {
     if (here) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  el.conn.className = `conn ${live.connected ? "up" : "down"}`;
-  el.conn.textContent = live.connected ? t("live") : t("offline_conn");
+  linked ||= live.connected;
+  el.conn.className = `conn ${live.connected ? "up" : linked ? "down" : "wait"}`;
+  el.conn.textContent = t(live.connected ? "live" : linked ? "offline_conn" : "connecting");
   const [state, label] = soundState();
   el.sound.replaceChildren(speaker(state));
   el.sound.className = `icon sound-${state}`;
@@ -110,7 +124,7 @@ function updateShell() {
   el.sound.setAttribute("aria-label", label);
   banner.hidden = c.firing === 0;
   banner.className = c.alarms ? "alarm" : "attention";
-  el.bannerText.textContent = c.alarms ? t("firing_banner", { n: c.alarms }) : t("firing_any", { n: c.firing });
+  el.bannerText.textContent = bannerWords(c);
   // hidden but keeping its room: the first tap anywhere enables sound, and the page must not
   // shift under the finger between press and release (the tap would miss its link)
   el.bannerSound.style.visibility = state === "pending" ? "visible" : "hidden";
@@ -147,6 +161,7 @@ let running = false;
 /** The console for the signed-in person. */
 function start() {
   running = true;
+  linked = false;
   const role = who.me && who.me.role;
   live.ignore = (a) => board.foldable(a, role);
   buildShell();

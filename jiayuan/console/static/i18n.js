@@ -3,7 +3,7 @@
 const ZH = {
   title: "家园 · 值班台", brand: "家园", brand_sub: "值班台",
   nav_board: "报警", nav_devices: "设备", nav_residents: "老人", nav_ops: "运维",
-  live: "实时", offline_conn: "连接中断，正在重连…",
+  live: "实时", offline_conn: "连接中断，正在重连…", connecting: "正在连接…",
   sound_on: "提示音：开", sound_off: "提示音：关", sound_enable: "点击启用提示音",
   staff_none: "设置工号", staff_is: "工号 {id}", staff_prompt: "您的工号（如 sec-ctl-1、care-C03-01）",
   lang_switch: "EN", save: "保存", cancel: "取消", retry: "重试",
@@ -11,7 +11,9 @@ const ZH = {
   wrong_credentials: "工号或密码错误", too_many: "失败次数过多，请 {s} 秒后再试",
   acting_as: "以 {id} 的身份操作", health_hidden: "健康数据仅对该老人的照护员显示",
   roles: { admin: "管理员", security: "保安", caretaker: "照护员", manager: "主管", operator: "运维", district_manager: "区域主管" },
-  firing_banner: "{n} 条报警待确认", firing_any: "{n} 条告警待确认",
+  // the banner: what waits, counted as the board shows it (one card per incident)
+  banner_wait: "{what}待确认", banner_in: "{i}（{n}）",
+  n_incidents: "{n} 起事件", n_alarms: "{n} 条报警", n_alerts: "{n} 条告警",
   filter_status: "状态", filter_kind: "类型", filter_building: "楼栋", all: "全部",
   filter_community: "社区", community_n: "{c} 社区",
   outside_filters: "另有 {n} 条待确认的告警不在当前筛选内", show_all: "显示全部",
@@ -64,7 +66,9 @@ const ZH = {
   reasons: {
     too_large: "超过 4 KiB", bad_utf8: "非 UTF-8", not_json: "非 JSON", not_object: "非 JSON 对象",
     unknown_topic: "未知主题", missing_field: "缺少字段", wrong_type: "类型错误",
-    out_of_range: "超出范围", bad_value: "无效取值",
+    out_of_range: "超出范围", bad_value: "无效取值", unknown_community: "未知社区",
+    too_deep: "嵌套过深", too_large_number: "数值过大", duplicate_key: "字段重复",
+    lone_surrogate: "无效 Unicode 转义", journal_refused: "入库被拒",
   },
   rules: {
     wearable_fall: "跌倒报警", wearable_sos: "紧急呼叫（SOS）", wearable_heart_rate_high: "心率持续偏高",
@@ -174,7 +178,7 @@ const ZH = {
 const EN = {
   title: "Jiayuan · Staff console", brand: "Jiayuan", brand_sub: "Staff console",
   nav_board: "Alerts", nav_devices: "Devices", nav_residents: "Residents", nav_ops: "Ops",
-  live: "Live", offline_conn: "Connection lost, reconnecting…",
+  live: "Live", offline_conn: "Connection lost, reconnecting…", connecting: "Connecting…",
   sound_on: "Sound: on", sound_off: "Sound: off", sound_enable: "Tap to enable sound",
   staff_none: "Set staff id", staff_is: "Staff {id}", staff_prompt: "Your staff id (e.g. sec-ctl-1, care-C03-01)",
   lang_switch: "中文", save: "Save", cancel: "Cancel", retry: "Retry",
@@ -182,7 +186,9 @@ const EN = {
   wrong_credentials: "Wrong staff id or password", too_many: "Too many failed attempts: try again in {s} s",
   acting_as: "Acting as {id}", health_hidden: "Health data is shown only to the resident's caretakers",
   roles: { admin: "Admin", security: "Security", caretaker: "Caretaker", manager: "Manager", operator: "Operator", district_manager: "District manager" },
-  firing_banner: "{n} alarms not acknowledged", firing_any: "{n} alerts not acknowledged",
+  banner_wait: "{what} not acknowledged", banner_in: "{i} ({n})",
+  n_incidents: { one: "{n} incident", other: "{n} incidents" },
+  n_alarms: { one: "{n} alarm", other: "{n} alarms" }, n_alerts: { one: "{n} alert", other: "{n} alerts" },
   filter_status: "Status", filter_kind: "Kind", filter_building: "Building", all: "All",
   filter_community: "Community", community_n: "Community {c}",
   outside_filters: "Unacknowledged alerts outside these filters: {n}", show_all: "Show all",
@@ -237,7 +243,9 @@ const EN = {
   reasons: {
     too_large: "Over 4 KiB", bad_utf8: "Not UTF-8", not_json: "Not JSON", not_object: "Not a JSON object",
     unknown_topic: "Unknown topic", missing_field: "Missing field", wrong_type: "Wrong type",
-    out_of_range: "Out of range", bad_value: "Bad value",
+    out_of_range: "Out of range", bad_value: "Bad value", unknown_community: "Unknown community",
+    too_deep: "Nested too deep", too_large_number: "Number too large", duplicate_key: "Duplicate key",
+    lone_surrogate: "Invalid Unicode escape", journal_refused: "Refused by the journal",
   },
   rules: {
     wearable_fall: "Fall detected", wearable_sos: "SOS call", wearable_heart_rate_high: "Heart rate high",
@@ -374,6 +382,14 @@ export function t(key, vars) {
   if (v === undefined) v = key.split(".").reduce((o, k) => (o == null ? o : o[k]), EN);
   if (typeof v !== "string") return v ?? key.split(".").pop();
   return vars ? v.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? "")) : v;
+}
+
+/** t() for a count `n`: the word's form for `n` where the language has forms (`{ one, other }`),
+ * `{n}` filled in. */
+export function tn(key, n) {
+  const v = t(key);
+  const form = typeof v === "string" ? v : v[new Intl.PluralRules(locale()).select(n)] ?? v.other;
+  return form.replace("{n}", String(n));
 }
 
 /** Like t(), but as nodes: each filled-in value in a span of its own that never breaks inside
