@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alerts.dispatch import Dispatcher
+from alerts.fire_residents import FOLDED
 from alerts.model import Alert
 from jiayuan.auth.scope import Principal, Scopes
 from registry.models import Registry
@@ -143,3 +144,32 @@ def test_a_fall_in_another_home_during_the_fire_is_not_the_guards(alerts_at: Pat
         for g in GUARDS:
             assert told(sender, g) == [] and not any("跌倒" in t for _, t, _ in sender.to(g))
             assert not guard_sees(d, reg, g, a)
+
+
+def test_an_update_while_a_message_waits_is_folded_into_it(alerts_at: Path | str) -> None:
+    """A second detector confirms the fire a moment after the first page (the confirmation
+    waits out the coalescing window); her fall then is folded into that one message."""
+    clock, sender, reg = FakeClock(), FakeSender(), named()
+    with dispatcher(alerts_at, clock, sender, reg) as d:
+        d.store.apply(fire("smoke_alarm", "smk-101"))
+        settle(d)
+        clock.advance(5)
+        d.store.apply(fire("smoke_alarm", "smk-102", clock()))  # floor 1: fire confirmed
+        settle(d)
+        clock.advance(1)
+        fall = d.store.apply(fire("wearable_fall", "wr-1", clock()))
+        assert fall is not None
+        settle(d)
+        assert all(told(sender, g) == [] for g in GUARDS)  # not yet: one message waits
+        clock.advance(15)
+        d.notifier.kick()
+        sender.wait(lambda: all(told(sender, g) for g in GUARDS))
+        settle(d)
+        for g in GUARDS:
+            first, folded = sender.to(g)  # the alarm, then one message with the rest
+            assert "烟雾报警" in first[1]
+            assert TOLD in folded[1] + folded[2] and "火警确认" in folded[1] + folded[2]
+            assert NAME not in folded[1] + folded[2] and "88" not in folded[1] + folded[2]
+            assert guard_sees(d, reg, g, d.store.get(fall.alert.id))
+            (row,) = [x for x in d.outbox.of_alert(fall.alert.id) if x.staff_id == g]
+            assert (row.status, row.reason) == ("cancelled", FOLDED)  # its text went in the other
