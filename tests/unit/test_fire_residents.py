@@ -66,6 +66,10 @@ def check_guards_told(d: Dispatcher, sender: FakeSender, reg: Registry, fall_id:
         scope = Scopes(reg).of(Principal(g, "security", g, "session"))
         assert scope.redact(fall).value is None
         assert fall.id in {a.id for a in d.store.find(audience=scope.audience)[0]}
+    # a control room with no notification channel (never paged) is shown her alert too
+    desk = Scopes(reg).of(Principal("sec-screen", "security", "Control room", "session"))
+    assert fall.id in {a.id for a in d.store.find(audience=desk.audience)[0]}
+    assert d.store.admits(desk.audience, fall)
     for c in CARETAKERS:
         assert told(sender, c) == []
     assert "a resident in the fire: told those paged about it → " in "".join(
@@ -144,6 +148,8 @@ def test_a_fall_in_another_home_during_the_fire_is_not_the_guards(alerts_at: Pat
         for g in GUARDS:
             assert told(sender, g) == [] and not any("跌倒" in t for _, t, _ in sender.to(g))
             assert not guard_sees(d, reg, g, a)
+        desk = Scopes(reg).of(Principal("sec-screen", "security", "Control room", "session"))
+        assert a.id not in {x.id for x in d.store.find(audience=desk.audience)[0]}
 
 
 def test_an_update_while_a_message_waits_is_folded_into_it(alerts_at: Path | str) -> None:
