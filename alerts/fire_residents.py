@@ -113,7 +113,11 @@ class FireResidents:
         registry = self.router.registry
         resident = registry.residents.get(a.labels.get("resident_id") or "")
         own = set(resident.caretakers) if resident is not None else set()
-        whom = [sid for sid in staff_ids if sid not in own and sid in registry.staff]
+        whom = [
+            sid
+            for sid in staff_ids
+            if sid not in own and sid in registry.staff and registry.staff[sid].channels
+        ]
         if not whom:
             return 0
         msg = resident_in_fire(a, self.wording.language, self.wording.base_url)
@@ -124,6 +128,10 @@ class FireResidents:
         with self.db.tx() as db:
             self.gate.lock(db, whom)
             for sid in whom:
+                if db.execute(  # told meanwhile (another instance, after the person's lock)
+                    "SELECT 1 FROM deliveries WHERE alert_id = ? AND staff_id = ?", (a.id, sid)
+                ).fetchone():
+                    continue
                 how, at = self.gate.decide(db, a, sid, "update", False, msg, now, prio)
                 outcomes.append((sid, how))
                 rows = add(
@@ -149,6 +157,8 @@ class FireResidents:
                 else:
                     ids += rows
         self.submit(ids)
+        if not outcomes:
+            return 0
         named = ", ".join(
             sid + ("" if how == "sent" else f" ({_NOTE.get(how, how)})") for sid, how in outcomes
         )
