@@ -19,14 +19,14 @@ from typing import Final
 
 from alerts import system
 from alerts.lifecycle import AlertStore
-from alerts.model import Alert
+from alerts.model import IN_FIRE, Alert
 from registry.models import Registry
 from rules.transitions import Transition
 
 FIRE_CONFIRMED: Final = system.FIRE_CONFIRMED.id
 SMOKE_RULES: Final = frozenset({"smoke_alarm"})
 RESIDENT_RULES: Final = frozenset({"wearable_fall", "wearable_silent"})
-CORRELATED: Final = "smoke_alarm"
+CORRELATED: Final = IN_FIRE
 
 
 class Correlator:

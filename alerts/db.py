@@ -22,6 +22,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from alerts.model import (
+    IN_FIRE,
     Action,
     Alert,
     AlertNotFound,
@@ -548,6 +549,9 @@ def audience_clause(a: Audience) -> tuple[str, list[Any]]:
         if values:
             ors.append(f"{column} IN ({','.join('?' * len(values))})")
             args.extend(sorted(values))
+    if a.fire_residents:
+        ors.append("json_extract(labels, '$.correlated') = ?")
+        args.append(IN_FIRE)
     if a.delivered_to:
         ors.append("id IN (SELECT alert_id FROM deliveries WHERE staff_id = ?)")
         args.append(a.delivered_to)

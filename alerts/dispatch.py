@@ -4,9 +4,10 @@ The pipeline (:func:`compose`; each stage is a small object of :mod:`alerts.stag
 :mod:`alerts.paging` with one interface, ``stage(item) -> item | None``)::
 
     flap gate (rules worker, before the store: alerts/noise.py)
-    raised     place → correlate → start ─┐
-    rematched  place → refresh → flap note → start ─┤
-    due timer ────────────────────────────── firing → group → mute → page → (outbox)
+    raised     place → tell → correlate → start ─┐
+    rematched  place → tell → refresh → flap note → start ─┤
+    due timer ──────────────────────────────────── firing → group → mute → page → tell
+    (tell: a resident's alert in a fire, to those paged about the fire: alerts/fire_residents.py)
     acknowledged / resolved   stop → refresh → follow-up → unconfirm
     delivery result (notify workers) → record (history, reachability; may make a step due)
 
@@ -64,6 +65,7 @@ from alerts.config import Config
 from alerts.correlation import Correlator, synthetic_rules
 from alerts.db import Writer
 from alerts.escalation import Chains, Timer, Timers, load_chains
+from alerts.fire_residents import FireResidents, TellResidents
 from alerts.incidents import Incidents
 from alerts.lifecycle import AlertStore
 from alerts.model import AlertChange
@@ -138,6 +140,7 @@ def compose(
     wording = Wording(config.language, config.base_url, tz)
 
     place = Place(store, incidents)
+    tell = TellResidents(FireResidents(db, router, coalescer, history, wording, submit))
     refresh = Refresh(incidents)
     start = Start(timers, chains, config.group, history, lambda: bool(router.registry.staff))
     firing = Firing(store, timers)
@@ -147,6 +150,7 @@ def compose(
         group,
         Mute(db, silences, history, tz),
         Page(db, chains, router, coalescer, history, reach, wording, submit),
+        tell,
     )
     closed = Pipeline(
         Stop(timers, outbox, history),
@@ -156,9 +160,9 @@ def compose(
     )
     return Stages(
         on_change={
-            "raised": Pipeline(place, Correlate(correlator, history), start, firing, due),
+            "raised": Pipeline(place, tell, Correlate(correlator, history), start, firing, due),
             "rematched": Pipeline(
-                place, refresh, FlapNote(config.flap, history), start, firing, due
+                place, tell, refresh, FlapNote(config.flap, history), start, firing, due
             ),
             "acknowledged": closed,
             "resolved": closed,

@@ -15,7 +15,8 @@ side in ``alerts.incident_id``, so they survive a restart.
 
 :func:`worse` says whether an alert joining an incident is news for those already paged (a
 fire confirmed, a higher severity, a new floor, a resident in it): only then are they paged
-again.
+again. A resident's alert in a fire is not on the guards' route: :mod:`alerts.fire_residents`
+pages it to those paged about the fire.
 """
 
 from __future__ import annotations

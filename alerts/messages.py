@@ -219,6 +219,24 @@ def render(
     return Message(title, "\n".join(lines))
 
 
+def resident_in_fire(alert: Alert, language: Language, base_url: str) -> Message:
+    """To those paged about a fire (the guards, the fire chain): a resident's alert in a home
+    with a smoke alarm — someone to look for in the fire. Place and kind only: no name, no
+    value (the resident's caretakers are paged the alert itself)."""
+    what = title(alert.rule_id, language, alert.summary)
+    place = where(alert, language)
+    link = f"{base_url.rstrip('/')}/#/alerts/{alert.id}"
+    if language == "zh":
+        return Message(
+            f"【紧急】住户在家中：{what} · {place}",
+            f"位置：{place}\n火警中该户有住户需要救助，请告知进入人员\n查看：{link}",
+        )
+    return Message(
+        f"[CRITICAL] Resident at home: {what} · {place}",
+        f"Where: {place}\nSomeone to look for in the fire\nOpen: {link}",
+    )
+
+
 def _status(status: str, language: Language) -> str:
     if language == "zh":
         return {"acknowledged": "已确认", "resolved": "已解除"}.get(status, status)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, get_args
+from typing import Any, Final, Literal, TypedDict, get_args
 
 from rules.transitions import Route, Severity, Signal
 
@@ -160,16 +160,24 @@ class AlertQuery(TypedDict, total=False):
     """Only what a reader may see (None: everything)."""
 
 
+IN_FIRE: Final = "smoke_alarm"
+"""The ``correlated`` label of a resident's alert raised by a smoke alarm at home."""
+
+
 @dataclass(frozen=True, slots=True)
 class Audience:
     """Whose alerts a reader may see: ``everyone``, or those any clause admits — of one of
-    ``devices``, of a device kind in ``kinds``, on a route in ``routes``, or sent (a delivery
-    in the outbox) to the staff member ``delivered_to``. An empty audience admits nothing."""
+    ``devices``, of a device kind in ``kinds``, on a route in ``routes``, a resident's alert
+    raised by a smoke alarm at home when ``fire_residents``, or sent (a delivery in the outbox)
+    to the staff member ``delivered_to``. An empty audience admits nothing."""
 
     everyone: bool = False
     devices: frozenset[str] = frozenset()
     kinds: frozenset[str] = frozenset()
     routes: frozenset[str] = frozenset()
+    fire_residents: bool = False
+    """Residents' alerts in a burning home (label ``correlated=smoke_alarm``,
+    :mod:`alerts.correlation`): someone to look for in a fire."""
     delivered_to: str | None = None
     communities: frozenset[str] | None = None
     """Only alerts of these communities (their ``community`` label), whatever else admits
@@ -190,6 +198,7 @@ class Audience:
             or alert.device_id in self.devices
             or alert.kind in self.kinds
             or alert.route in self.routes
+            or (self.fire_residents and alert.labels.get("correlated") == IN_FIRE)
         ):
             return True
         return None if self.delivered_to else False

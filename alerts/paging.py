@@ -145,9 +145,10 @@ class Page:
         self.tz = wording.tz
         self._later: dict[tuple[object, ...], tuple[float, float | None]] = {}
 
-    def __call__(self, item: Item) -> None:
+    def __call__(self, item: Item) -> Item:
         assert item.timer is not None
         self.take(item.alert, item.timer, item.now)
+        return item
 
     def take(self, a: Alert, t: Timer, now: float) -> None:
         chain = self.chains.get(t.chain_id) or self.chains.select(a)

@@ -11,7 +11,9 @@ whatever their role says above.
 - district_manager: as a manager, in every community of the installation
 - operator: every device's state; gate and smoke readings; every alert; no residents
 - security: gates and smoke detectors (state and readings); alerts of those, of the
-  ``security`` route, and those sent to them; no residents
+  ``security`` route, a resident's fall or silent wearable in a home with a smoke alarm
+  (someone to look for in the fire: its place and kind, never its value), and those sent to
+  them; no residents
 - caretaker: their residents, their residents' wearables (state and health readings) and their
   homes' smoke detectors; the alerts of those devices and those sent to them
 
@@ -65,7 +67,12 @@ POLICIES: Final[dict[Role, _Policy]] = {
     "manager": _Policy(True, _NONE, True, Audience(everyone=True)),
     "district_manager": _Policy(True, _NONE, True, Audience(everyone=True)),
     "operator": _Policy(True, _NONE, False, Audience(everyone=True)),
-    "security": _Policy(False, _SITE, False, Audience(kinds=_SITE, routes=frozenset({"security"}))),
+    "security": _Policy(
+        False,
+        _SITE,
+        False,
+        Audience(kinds=_SITE, routes=frozenset({"security"}), fire_residents=True),
+    ),
     "caretaker": _Policy(False, _NONE, False, Audience()),
 }
 
@@ -130,6 +137,8 @@ class Scope:
             out.append("residents")
         if self.vitals or role == "caretaker":
             out.append("vitals")
+        if self.all_devices or HEALTH_KIND in self.kinds or role == "caretaker":
+            out.append("wearables")  # a wearable's state (a guard shown a fall in a fire: not)
         if role in ("admin", "manager", "operator", "district_manager"):
             out += ["ops", "silences", "escalation"]
         if role in ("admin", "operator"):

@@ -787,9 +787,10 @@ def test_a_fire_in_the_home_of_a_resident_who_fell_is_headed_by_the_fire(
     fall is raised to critical and joins the building's fire: whoever opens the board reads the
     card's title first, and it must name the fire, with the fall listed in the same card.
 
-    The guard is shown the fire alone: a fall is not among the alerts a guard may see (a
-    wearable's, on the caretakers' route, not sent to them; jiayuan.auth.scope). The resident's
-    caretaker sees both, in one card headed by the fire."""
+    The guard, who runs the fire response, is shown the fall in the fire's card too (someone to
+    look for in the fire: jiayuan.auth.scope), by its place and kind — not the resident's name
+    nor anything her wearable measured. The resident's caretaker reads her name in the card's
+    member line, once the residents' names are loaded, not the wearable's id."""
     fall(publisher)  # r-00001 in 1-1-101, where SMOKE is
     wait_for(lambda: open_alert_of(service, WEARABLE))
     fallen = open_alert_of(service, WEARABLE)["id"]
@@ -807,16 +808,34 @@ def test_a_fire_in_the_home_of_a_resident_who_fell_is_headed_by_the_fire(
         "critical",
         "smoke_alarm",
     )
-    for staff_id, shown in ((GUARD, {smoke}), (CARETAKER, {fallen, smoke})):
+    for staff_id in (GUARD, CARETAKER):
         for options, where in ((DESK, "desk"), (PHONE, "phone")):
             context, page, problems = open_page(browser, service, staff_id, options)
             head = page.locator(CARDS).first
-            expect(head).to_have_attribute("data-alert-ids", exactly(shown), timeout=WAIT_MS)
+            expect(head).to_have_attribute(
+                "data-alert-ids", exactly({fallen, smoke}), timeout=WAIT_MS
+            )
             expect(head.locator("h3")).to_contain_text("烟雾报警")
             expect(head.locator("h3")).not_to_contain_text("跌倒")
             expect(head).to_contain_text("1号楼")
             expect(page.locator(CARDS)).to_have_count(1)  # one fire, one card
+            members = head.locator(".members")
+            if staff_id == CARETAKER:  # the fall in the member line: who, once names are in
+                expect(members).to_contain_text(f"跌倒报警 {NAMES[RESIDENT]}", timeout=WAIT_MS)
+                expect(members).not_to_contain_text(WEARABLE)
+            else:  # the guard: the fall and where, never her name
+                expect(members).to_contain_text(f"跌倒报警 {WEARABLE}")
+                assert all(n not in page.locator("main").inner_text() for n in NAMES.values())
             role = "guard" if staff_id == GUARD else "caretaker"
             page.screenshot(path=SHOTS / f"{where}-{role}-board-fire-after-fall.png")
+            if staff_id == GUARD:  # the fall's own page: no name, no value (none sent)
+                page.goto(f"{service.url}/#/alerts/{fallen}")
+                expect(page.locator(".alert-head")).to_contain_text("跌倒报警", timeout=WAIT_MS)
+                expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
+                text = page.locator("main").inner_text()
+                assert all(n not in text for n in NAMES.values()), text
+                page.screenshot(path=SHOTS / f"{where}-guard-fall-in-fire.png", full_page=True)
+                got = context.request.get(f"{service.url}/api/alerts/{fallen}").json()
+                assert got["value"] is None and "display_name" not in str(got)
             assert problems.items == []
             context.close()

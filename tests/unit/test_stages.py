@@ -168,12 +168,13 @@ def test_the_pipelines_are_composed_in_the_documented_order(
         submit=lambda ids: None,
     )
     assert repr(stages.on_change["raised"]) == (
-        "Place → Correlate → Start → Firing → Group → Mute → Page"
+        "Place → TellResidents → Correlate → Start → Firing → Group → Mute → Page → TellResidents"
     )
     assert repr(stages.on_change["rematched"]) == (
-        "Place → Refresh → FlapNote → Start → Firing → Group → Mute → Page"
+        "Place → TellResidents → Refresh → FlapNote → Start → Firing → Group → Mute → Page"
+        " → TellResidents"
     )
-    assert repr(stages.due) == "Group → Mute → Page"
+    assert repr(stages.due) == "Group → Mute → Page → TellResidents"
     assert repr(stages.on_change["resolved"]) == "Stop → Refresh → FollowUp → Unconfirm"
 
 

@@ -368,13 +368,17 @@ export function render(root, [id]) {
     } catch {
       deliveries = null; // alerting not running here: the history tells what there is
     }
+    // a wearable's state and readings are not for everyone shown its alert (a guard shown a
+    // resident's fall in a fire): nothing asked that would be refused
+    const mine = current.kind !== "wearable" || Boolean(who.me && who.me.can.includes("wearables"));
     if (first) {
       devices = devicesOf(current);
       await loadNames();
-      devices = await withDetails(devices);
+      if (mine) devices = await withDetails(devices);
     }
     draw(current);
-    if (first) readingsChart(current, devices, chartBox);
+    if (first && mine) readingsChart(current, devices, chartBox);
+    else if (first) chartBox.replaceChildren(h("p", { class: "muted", text: t("health_hidden") }));
   }
 
   const onChange = (e) => {

@@ -103,6 +103,12 @@ function subject(a) {
   ];
 }
 
+/** An incident's other member, in its line: the resident's name for those who may know it,
+ * else the device. */
+function memberWho(m) {
+  return residentName(m.labels.resident_id) || m.device_id;
+}
+
 /** One alert (or one incident: `members`, most telling first) as a card: severity, what, who
  * or where, since when, the actions. */
 export function alertCard(a, fresh = false, members = [a]) {
@@ -124,7 +130,7 @@ export function alertCard(a, fresh = false, members = [a]) {
     a.offline ? h("span", { class: "tag warn", text: t("offline_flag") }) : null,
     a.late ? h("span", { class: "tag", text: t("late_flag") }) : null),
   others.length ? h("p", { class: "members muted" }, t("incident_more", { n: others.length }), " ",
-    others.map((m, i) => [i ? "、" : null, h("a", { href: `#/alerts/${m.id}`, class: "nobr", text: `${alertTitle(m)} ${m.device_id}` })])) : null,
+    others.map((m, i) => [i ? "、" : null, h("a", { href: `#/alerts/${m.id}`, class: "nobr", text: `${alertTitle(m)} ${memberWho(m)}` })])) : null,
   h("div", { class: "card-foot" },
     h("span", { class: "since" }, when(members.map((m) => m.started_at).sort()[0], false), who ? [" · ", h("span", { class: "who", text: who })] : null),
     actionButtons(a, null, members, true)));
@@ -187,9 +193,10 @@ export function render(root) {
   function card(g, now) {
     const fresh = g.members.some((m) => (freshIds.get(m.id) || 0) > now);
     // only what the card shows: a note in the history (a page sent) keeps the element, and a
-    // press on it
+    // press on it; the residents' names of every member (the head's and the member line's), so
+    // the cards are drawn again when the names arrive after them
     const key = JSON.stringify([g.members.map((m) => [m.id, m.status, m.severity, m.signal, m.acknowledged_by, m.offline, m.late,
-      m.started_at, m.title, m.title_zh, m.title_en]), fresh, residentName(g.head.labels.resident_id)]);
+      m.started_at, m.title, m.title_zh, m.title_en, residentName(m.labels.resident_id)]), fresh]);
     let c = cards.get(g.key);
     if (!c || c.key !== key) {
       c = { key, el: alertCard(g.head, fresh, g.members) };
