@@ -409,7 +409,7 @@ PHONE_PAGES = {  # the pages each role's phone is checked on; the guard and mana
 
 BANNER = {  # over the board, in zh and en: one card, the smoke alarm and the fall in its flat
     CARETAKER: ("1 起事件（2 条报警）待确认", "1 incident (2 alarms) not acknowledged"),
-    GUARD: ("1 条报警待确认", "1 alarm not acknowledged"),  # no fall: health data
+    GUARD: ("1 起事件（2 条报警）待确认", "1 incident (2 alarms) not acknowledged"),  # the fall too
     MANAGER: ("1 起事件（2 条报警）待确认", "1 incident (2 alarms) not acknowledged"),
 }
 
