@@ -834,6 +834,12 @@ def test_a_fire_in_the_home_of_a_resident_who_fell_is_headed_by_the_fire(
                 expect(page.locator(".loading")).to_have_count(0, timeout=WAIT_MS)
                 text = page.locator("main").inner_text()
                 assert all(n not in text for n in NAMES.values()), text
+                # the resident and the wearable by id, not as links to pages that refuse a guard
+                expect(page.locator(".alert-head")).to_contain_text(WEARABLE)
+                hrefs = page.locator("main a").evaluate_all("(xs) => xs.map((x) => x.hash)")
+                assert not any(
+                    h.startswith(("#/residents", f"#/devices/{WEARABLE}")) for h in hrefs
+                )
                 page.screenshot(path=SHOTS / f"{where}-guard-fall-in-fire.png", full_page=True)
                 got = context.request.get(f"{service.url}/api/alerts/{fallen}").json()
                 assert got["value"] is None and "display_name" not in str(got)

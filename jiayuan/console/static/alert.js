@@ -37,9 +37,20 @@ function devicesOf(a) {
 function deviceLine(d, a) {
   const floor = d.floor != null && String(d.floor) !== a.labels.floor ? t("dev_floor", { n: d.floor }) : null;
   const unit = d.unit && d.unit !== a.labels.unit ? unitName(d.unit) : null;
-  return h("li", {}, deviceLink(d.device_id),
+  return h("li", {}, deviceRef(d.device_id, d.kind),
     [unit, floor].filter(Boolean).map((x) => [" · ", h("span", { class: "nobr", text: x })]),
     d.kind ? ` (${t(`kinds.${d.kind}`)})` : "");
+}
+
+/** Whether the reader may open that page: a guard shown a resident's fall in a fire sees the
+ * ids, not links to pages that would refuse them. */
+function may(what) {
+  return Boolean(who.me && who.me.can.includes(what));
+}
+
+/** A device's id, as a link to its page for those who may open it. */
+function deviceRef(id, kind) {
+  return kind !== "wearable" || may("wearables") ? deviceLink(id) : h("span", { class: "mono nobr", text: id });
 }
 
 function where(a, devices) {
@@ -52,10 +63,13 @@ function where(a, devices) {
     fact(t("where"), place(l), floor ? [" · ", h("span", { class: "nobr", text: t("floor_n", { n: floor }) })] : null,
       room ? [" · ", h("span", { class: "nobr", text: `${t("room")} ${room}` })] : null),
     l.resident_id ? fact(t("resident"), name ? [h("strong", { "data-field": "resident-name", text: name }), " "] : null,
-      h("a", { href: `#/residents/${l.resident_id}`, class: "mono nobr", text: l.resident_id })) : null,
+      may("residents") ? h("a", { href: `#/residents/${l.resident_id}`, class: "mono nobr", text: l.resident_id })
+        : h("span", { class: "mono nobr", text: l.resident_id })) : null,
     a.kind === "building" ? null : related || devices.length > 1
       ? fact(t("devices_label"), h("ul", { class: "devices-list", "data-field": "devices" }, devices.map((d) => deviceLine(d, a))))
-      : fact(t("device"), h("span", { "data-field": "devices" }, deviceLink(a.device_id), ` (${t(`kinds.${a.kind}`)})`)),
+      : fact(t("device"), h("span", { "data-field": "devices" },
+        deviceRef(a.device_id, a.kind),
+        ` (${t(`kinds.${a.kind}`)})`)),
   ];
 }
 
@@ -370,7 +384,7 @@ export function render(root, [id]) {
     }
     // a wearable's state and readings are not for everyone shown its alert (a guard shown a
     // resident's fall in a fire): nothing asked that would be refused
-    const mine = current.kind !== "wearable" || Boolean(who.me && who.me.can.includes("wearables"));
+    const mine = current.kind !== "wearable" || may("wearables");
     if (first) {
       devices = devicesOf(current);
       await loadNames();
