@@ -13,7 +13,9 @@
    c. catch-up (``bench/catchup.py``, skipped with ``--catchup 0``): the service stopped while
       100,000 readings are queued for it, then started: its drain rate against mosquitto_sub's
       for the same backlog, and publish-to-alert latency of falls published during the drain;
-   then both stores side by side in one table (``bench/sidebyside.py``);
+   then both stores side by side in one table (``bench/sidebyside.py``), and issue 11's
+   targets for each store, each figure beside the broker's in the same run and met or not
+   (``bench/targets.py``);
 3. the time-series store (``bench/sink.py``, skipped with ``--no-sink``): the InfluxDB sink's
    drain rate into a local VictoriaMetrics for a backlog of a million readings, disk use per
    million readings, and the history query for a 30-day chart of one device.
@@ -42,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import sink, store_writes
+from bench import sink, store_writes, targets
 from bench.cpu import Ceiling, process_cpu, wait_cpu
 from bench.cpu import table as cpu_table
 from bench.load import bench_registry, client_env, write_message_files
@@ -258,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(table(runs, ceiling, ceiling_cpu), flush=True)
+        print(targets.report(runs, ceiling, ceiling_cpu), flush=True)
         for r in runs:
             if r.note:
                 say(f"{r.store}: {r.note}")

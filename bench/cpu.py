@@ -57,6 +57,14 @@ def wait_cpu(proc: subprocess.Popen[bytes]) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+_BATCH_SAMPLES: Final = {
+    "jiayuan_journal_batch_messages_count": "batch:count",
+    "jiayuan_journal_batch_messages_sum": "batch:messages",
+    "jiayuan_journal_commit_seconds_sum": "batch:commit_s",
+}
+"""The main process's batches (the ingest processes' histograms are not carried over)."""
+
+
 def _service_counters(svc: ServiceProcess) -> dict[str, float]:
     """Threads' CPU by label and the ingest stages', summed over the service's processes;
     ``children`` is the ingest processes' whole CPU."""
@@ -71,6 +79,8 @@ def _service_counters(svc: ServiceProcess) -> dict[str, float]:
                 add("thread:" + s.labels["thread"], s.value)
             elif s.name == "jiayuan_ingest_cpu_seconds_total":
                 add("stage:" + s.labels["stage"], s.value)
+            elif s.name in _BATCH_SAMPLES:
+                add(_BATCH_SAMPLES[s.name], s.value)
             elif s.name == "jiayuan_ingest_process_cpu_seconds_total":
                 thread = s.labels["thread"]
                 add("children" if thread == "process" else f"thread:{thread}", s.value)
@@ -101,6 +111,11 @@ class Tally:
     service: float = 0.0
     broker: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
+    batches: float = 0.0
+    """Batches the main process's pipeline committed (none with ingest processes)."""
+    batch_messages: float = 0.0
+    commit_s: float = 0.0
+    """Seconds those batches took in ``write_batch`` (rows, write, commit: wall time)."""
 
     def add(self, before: Snapshot, after: Snapshot, messages: int) -> None:
         def d(key: str) -> float:
@@ -117,6 +132,9 @@ class Tally:
         }
         parts["other"] = total - sum(parts.values())
         self.messages += messages
+        self.batches += d("batch:count")
+        self.batch_messages += d("batch:messages")
+        self.commit_s += d("batch:commit_s")
         self.service += total
         self.broker += after.broker - before.broker
         for k, v in parts.items():
@@ -220,6 +238,12 @@ def table(service: Tally, ceiling: Ceiling) -> str:
         f" {ceiling.messages:,} at the ceiling)"
     ]
     lines += [f"bench:   {label:<{width}}  {v:6.1f}" for label, v in rows]
+    if service.batches:
+        lines.append(
+            f"bench: ingest batches (main process): {service.batches:,.0f},"
+            f" {service.batch_messages / service.batches:,.0f} messages each on average,"
+            f" {service.commit_s / service.batches * 1000:.1f} ms each in write_batch (wall)"
+        )
     return "\n".join(lines)
 
 

@@ -104,6 +104,19 @@ def test_one_store_alone(capsys: pytest.CaptureFixture[str]) -> None:
     # SQLite's lines as make bench printed them before PostgreSQL was measured beside it
     assert [list(line) for line in key_lines(out)] == [CPU_KEYS, [*INGEST_KEYS, "ingest_processes"]]
     assert "PostgreSQL" not in out
+    # issue 11's targets: each judged, or said to be skipped (no catch-up in this run)
+    head = "bench: issue 11's targets, SQLite, 1 telemetry ingest process(es)"
+    block = out[out.index(head) :]
+    verdicts = re.findall(r"^bench:   (\S.*?)  .*  (met|NOT met|skipped)$", block, re.MULTILINE)
+    assert [name for name, _ in verdicts] == [
+        "live ingest ratio ≥ 0.75",
+        "catch-up ratio ≥ 0.4",
+        "fall during catch-up ≤ 1,000 ms",
+        "p99 publish→alert ≤ 20 ms at 5,000 msg/s",
+        "CPU ≤ 35 µs a message",
+        "journal ≤ 100 B a reading",
+    ]
+    assert [v for _, v in verdicts][1:3] == ["skipped", "skipped"]
 
 
 def test_fall_path_times_every_stage_of_each_fall() -> None:

@@ -1,0 +1,140 @@
+"""Issue 11's targets, each with its figure and the broker's in the same run, and whether it is
+met: printed by ``python -m bench`` after the side-by-side table, one block per store.
+
+| target | threshold |
+|---|---|
+| live durable ingest, ratio to the broker's C-client ceiling | ≥ 0.75 |
+| catch-up drain, ratio to mosquitto_sub's for the same backlog | ≥ 0.4 |
+| a fall published during the catch-up: slowest to alert, all alerted | ≤ 1,000 ms |
+| publish→alert p99 at the background load (5,000 msg/s), all alerted | ≤ 20 ms |
+| service CPU per message (on PostgreSQL with the server's) | ≤ 35 µs |
+| journal on disk per reading (100 MB per million) | ≤ 100 B |
+
+A target whose phase was skipped (``--catchup 0``) says so rather than met or not. The store's
+column heading names its telemetry ingest processes (``--ingest-processes``), so that two runs
+say which K meets which target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bench.cpu import Ceiling
+from bench.service_run import StoreRun, percentile
+
+LIVE_RATIO = 0.75
+CATCHUP_RATIO = 0.4
+CATCHUP_FALL_MS = 1000.0
+P99_MS = 20.0
+BACKGROUND_RATE = 5000.0
+CPU_US = 35.0
+BYTES_PER_READING = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    figure: str
+    broker: str
+    """The broker's figure in the same run that this one is measured against ("—": none)."""
+    met: bool | None
+    """None: not measured in this run."""
+
+    @property
+    def verdict(self) -> str:
+        return "skipped" if self.met is None else "met" if self.met else "NOT met"
+
+
+def _at_most(value: float, limit: float) -> bool | None:
+    return None if math.isnan(value) else value <= limit
+
+
+def targets(run: StoreRun, ceiling: float, ceiling_cpu: Ceiling) -> list[Target]:
+    """``run``'s figure for each target, beside the broker's in the same run."""
+    out = [
+        Target(
+            f"live ingest ratio ≥ {LIVE_RATIO}",
+            f"{run.ingest / ceiling:.2f} ({run.ingest:,.0f} msg/s)",
+            f"ceiling {ceiling:,.0f} msg/s",
+            None if math.isnan(run.ingest) else run.ingest / ceiling >= LIVE_RATIO,
+        )
+    ]
+    c = run.catchup
+    if c is None:
+        out += [
+            Target(f"catch-up ratio ≥ {CATCHUP_RATIO}", "—", "—", None),
+            Target(f"fall during catch-up ≤ {CATCHUP_FALL_MS:,.0f} ms", "—", "—", None),
+        ]
+    else:
+        ratio = c.service_msgs_per_s / c.sub_msgs_per_s
+        falls = sorted(c.fall_ms)
+        slowest = falls[-1] if falls else math.nan
+        out += [
+            Target(
+                f"catch-up ratio ≥ {CATCHUP_RATIO}",
+                f"{ratio:.2f} ({c.service_msgs_per_s:,.0f} msg/s)",
+                f"mosquitto_sub {c.sub_msgs_per_s:,.0f} msg/s",
+                ratio >= CATCHUP_RATIO,
+            ),
+            Target(
+                f"fall during catch-up ≤ {CATCHUP_FALL_MS:,.0f} ms",
+                f"slowest {slowest:,.0f} ms, {len(falls)}/{c.falls_sent} alerted",
+                "—",
+                bool(falls) and len(falls) == c.falls_sent and slowest <= CATCHUP_FALL_MS,
+            ),
+        ]
+    lat = [x * 1000 for x in run.latencies]
+    p99 = percentile(lat, 99)
+    all_alerted = len(lat) == run.probes
+    out.append(
+        Target(
+            f"p99 publish→alert ≤ {P99_MS:.0f} ms at {BACKGROUND_RATE:,.0f} msg/s",
+            f"{p99:.1f} ms, {len(lat)}/{run.probes} alerted",
+            f"background {run.background:,.0f} msg/s",
+            None
+            if not run.probes
+            else all_alerted
+            and bool(_at_most(p99, P99_MS))
+            and run.background >= 0.95 * BACKGROUND_RATE,
+        )
+    )
+    us = run.cpu.us(run.cpu.service + run.server.cpu_s)
+    out += [
+        Target(
+            f"CPU ≤ {CPU_US:.0f} µs a message"
+            + (" (service + server)" if run.store == "postgres" else ""),
+            f"{us:.1f} µs",
+            f"mosquitto {run.cpu.us(run.cpu.broker):.1f} µs (at its ceiling"
+            f" {ceiling_cpu.us(ceiling_cpu.broker):.1f})",
+            _at_most(us, CPU_US),
+        ),
+        Target(
+            f"journal ≤ {BYTES_PER_READING:.0f} B a reading",
+            f"{run.bytes_per_reading:.0f} B",
+            "—",
+            _at_most(run.bytes_per_reading, BYTES_PER_READING),
+        ),
+    ]
+    return out
+
+
+def report(runs: list[StoreRun], ceiling: float, ceiling_cpu: Ceiling) -> str:
+    """Each store's targets: figure, the broker's in the same run, met or not."""
+    lines = []
+    for run in runs:
+        store = "SQLite" if run.store == "sqlite" else "PostgreSQL"
+        ts = targets(run, ceiling, ceiling_cpu)
+        met = sum(t.met is True for t in ts)
+        measured = sum(t.met is not None for t in ts)
+        lines.append(
+            f"bench: issue 11's targets, {store}, {run.ingest_processes} telemetry ingest"
+            f" process(es): {met} of {measured} measured met"
+        )
+        w1 = max(len(t.name) for t in ts)
+        w2 = max(len(t.figure) for t in ts)
+        w3 = max(len(t.broker) for t in ts)
+        lines += [
+            f"bench:   {t.name:<{w1}}  {t.figure:>{w2}}  {t.broker:<{w3}}  {t.verdict}" for t in ts
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""bench/targets.py: each of issue 11's targets judged from a store's figures, beside the
+broker's in the same run; a skipped phase is neither met nor not met."""
+
+from __future__ import annotations
+
+from bench.catchup import CatchUp
+from bench.cpu import Ceiling, Tally
+from bench.service_run import StoreRun
+from bench.targets import report, targets
+
+CEILING = 80_000.0
+
+
+def run(
+    *, rate: float, p99_s: float = 0.011, catchup: CatchUp | None = None, processes: int = 1
+) -> StoreRun:
+    r = StoreRun("sqlite", 100_000, rates=[rate - 1000, rate])
+    r.cpu = Tally(messages=100_000, service=1.5, broker=0.76)  # 15 µs, 7.6 µs a message
+    r.latencies = [0.005] * 98 + [p99_s] * 2  # the 99th percentile of 100: the 99th value
+    r.probes = 100
+    r.background = 4_999.0
+    r.catchup = catchup
+    r.readings, r.journal_bytes = 1000, 92_000
+    r.ingest_processes = processes
+    return r
+
+
+def verdicts(r: StoreRun) -> dict[str, str]:
+    return {t.name: t.verdict for t in targets(r, CEILING, Ceiling(100_000, 0.93))}
+
+
+def test_a_ratio_below_three_quarters_is_not_met_and_the_rest_are() -> None:
+    got = verdicts(run(rate=52_000))  # 0.65 of the ceiling
+    assert got == {
+        "live ingest ratio ≥ 0.75": "NOT met",
+        "catch-up ratio ≥ 0.4": "skipped",
+        "fall during catch-up ≤ 1,000 ms": "skipped",
+        "p99 publish→alert ≤ 20 ms at 5,000 msg/s": "met",
+        "CPU ≤ 35 µs a message": "met",
+        "journal ≤ 100 B a reading": "met",
+    }
+
+
+def test_catch_up_and_latency_judged_from_their_figures() -> None:
+    slow = CatchUp(100_000, 88_000, 30_000, 4.0, [120.0, 1400.0], 2, 2)  # 0.34; a fall 1.4 s
+    got = verdicts(run(rate=61_000, p99_s=0.025, catchup=slow))
+    assert got["live ingest ratio ≥ 0.75"] == "met"  # 0.76
+    assert got["catch-up ratio ≥ 0.4"] == "NOT met"
+    assert got["fall during catch-up ≤ 1,000 ms"] == "NOT met"
+    assert got["p99 publish→alert ≤ 20 ms at 5,000 msg/s"] == "NOT met"
+    fast = CatchUp(100_000, 88_000, 50_000, 3.0, [120.0], 2, 2)  # one fall never alerted
+    got = verdicts(run(rate=61_000, catchup=fast))
+    assert got["catch-up ratio ≥ 0.4"] == "met"
+    assert got["fall during catch-up ≤ 1,000 ms"] == "NOT met"
+
+
+def test_the_report_names_the_ingest_processes_and_the_broker_figures() -> None:
+    text = report([run(rate=52_000, processes=2)], CEILING, Ceiling(100_000, 0.93))
+    lines = text.splitlines()
+    assert lines[0] == (
+        "bench: issue 11's targets, SQLite, 2 telemetry ingest process(es): 3 of 4 measured met"
+    )
+    live = next(line for line in lines if "live ingest ratio" in line)
+    assert "0.65 (52,000 msg/s)" in live and "ceiling 80,000 msg/s" in live
+    assert live.endswith("NOT met")
+    cpu = next(line for line in lines if "µs a message" in line)
+    assert "15.0 µs" in cpu and "mosquitto 7.6 µs (at its ceiling 9.3)" in cpu
