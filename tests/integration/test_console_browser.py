@@ -850,11 +850,14 @@ def test_a_fire_in_the_home_of_a_resident_who_fell_is_headed_by_the_fire(
 
 OPEN_ALERTS = re.compile(r"/api/alerts\?status=firing&status=acknowledged")
 """The console's fetch of every open alert (live.js ``refetch``)."""
+RESOLVED_ALERTS = re.compile(r"/api/alerts\?status=resolved")
+"""The board's fetch of resolved alerts (its status filter on "resolved")."""
 BOARD_WORDS = {
     "zh": {
         "loading": "正在加载告警…",
         "failed": "告警加载失败，正在重试…",
         "empty": "没有符合条件的告警",
+        "load_failed": "加载失败",
         "title": "家园 · 值班台",
         "smoke": "烟雾报警",
         "banner": "⚠ 1 条报警待确认",
@@ -863,6 +866,7 @@ BOARD_WORDS = {
         "loading": "Loading alerts…",
         "failed": "Could not load the alerts; retrying…",
         "empty": "No alerts match",
+        "load_failed": "Could not load",
         "title": "Jiayuan · Staff console",
         "smoke": "Smoke alarm",
         "banner": "⚠ 1 alarm not acknowledged",
@@ -895,14 +899,18 @@ class HeldAlerts:
 
     def __call__(self, route: Route) -> None:
         if self.failing:
-            route.fulfill(status=503, json={"detail": "database unavailable"})
+            self.refuse(route)
         else:
             self.held.append(route)
 
     def fail(self) -> None:
         self.failing = True
         for route in self.held:
-            route.fulfill(status=503, json={"detail": "database unavailable"})
+            self.refuse(route)
+
+    @staticmethod
+    def refuse(route: Route) -> None:
+        route.fulfill(status=503, json={"detail": "database unavailable"})
 
 
 def board_before_its_load(
@@ -946,6 +954,18 @@ def board_before_its_load(
     expect(page.locator(".count-badge")).to_have_text("1")
     expect(page.locator("#banner a")).to_have_text(words["banner"])
     page.screenshot(path=SHOTS / f"{shot}-board-loaded.png")
+    if options is DESK:  # the resolved ones, fetched when the filter asks for them: likewise
+        page.route(RESOLVED_ALERTS, HeldAlerts.refuse)
+        page.locator(".filters select[name=status]").select_option("resolved")
+        expect(state).to_contain_text(f"{words['load_failed']}: database unavailable")
+        expect(board).not_to_contain_text(words["empty"])
+        page.screenshot(path=SHOTS / f"{shot}-board-resolved-failed.png")
+        page.unroute(RESOLVED_ALERTS)
+        state.locator("[data-ctl=reload]").click()
+        expect(state).to_be_hidden(timeout=WAIT_MS)
+        expect(board).to_contain_text(words["empty"])  # none resolved: now it is known
+        page.locator(".filters select[name=status]").select_option("open")
+        expect(page.locator(CARDS, has_text=words["smoke"])).to_be_visible(timeout=WAIT_MS)
     # the browser's lines for the 503s it was answered are its only complaints
     assert [p for p in problems.items if "503" not in p] == []
     context.close()
