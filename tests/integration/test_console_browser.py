@@ -22,6 +22,7 @@ from playwright.sync_api import (
     BrowserContext,
     ConsoleMessage,
     Page,
+    Route,
     expect,
     sync_playwright,
 )
@@ -845,3 +846,126 @@ def test_a_fire_in_the_home_of_a_resident_who_fell_is_headed_by_the_fire(
                 assert got["value"] is None and "display_name" not in str(got)
             assert problems.items == []
             context.close()
+
+
+OPEN_ALERTS = re.compile(r"/api/alerts\?status=firing&status=acknowledged")
+"""The console's fetch of every open alert (live.js ``refetch``)."""
+RESOLVED_ALERTS = re.compile(r"/api/alerts\?status=resolved")
+"""The board's fetch of resolved alerts (its status filter on "resolved")."""
+BOARD_WORDS = {
+    "zh": {
+        "loading": "正在加载告警…",
+        "failed": "告警加载失败，正在重试…",
+        "empty": "没有符合条件的告警",
+        "load_failed": "加载失败",
+        "title": "家园 · 值班台",
+        "smoke": "烟雾报警",
+        "banner": "⚠ 1 条报警待确认",
+    },
+    "en": {
+        "loading": "Loading alerts…",
+        "failed": "Could not load the alerts; retrying…",
+        "empty": "No alerts match",
+        "load_failed": "Could not load",
+        "title": "Jiayuan · Staff console",
+        "smoke": "Smoke alarm",
+        "banner": "⚠ 1 alarm not acknowledged",
+    },
+}
+
+
+@SQLITE_ONLY  # the board before its list arrives: the browser's, whatever the store
+def test_the_board_never_says_no_alerts_before_it_has_loaded_them(
+    browser: Browser, service: ServiceProcess, publisher: Publisher
+) -> None:
+    """A fire is open. The guard's board waits for the open alerts (a slow network): it says it
+    is loading, not "没有符合条件的告警", and the header's badge holds no zero. The fetch then fails
+    (a database outage): the board and the banner say it could not load and is retrying. When
+    the API answers again, the fire's card is there and the loading words are gone; at the desk
+    and on a phone, in Chinese and in English."""
+    smoke_event(publisher, SMOKE, "alarm", seq=600)
+    wait_for(lambda: firing(service, "smoke_alarm"))
+    for options, where, lang in ((DESK, "desk", "zh"), (PHONE, "phone", "en")):
+        board_before_its_load(browser, service, options, f"{where}-{lang}", BOARD_WORDS[lang])
+
+
+class HeldAlerts:
+    """The page's fetches of the open alerts: held back, then answered 503 (as when the
+    database is down), each one after them too."""
+
+    def __init__(self) -> None:
+        self.held: list[Route] = []
+        self.failing = False
+
+    def __call__(self, route: Route) -> None:
+        if self.failing:
+            self.refuse(route)
+        else:
+            self.held.append(route)
+
+    def fail(self) -> None:
+        self.failing = True
+        for route in self.held:
+            self.refuse(route)
+
+    @staticmethod
+    def refuse(route: Route) -> None:
+        route.fulfill(status=503, json={"detail": "database unavailable"})
+
+
+def board_before_its_load(
+    browser: Browser,
+    service: ServiceProcess,
+    options: dict[str, Any],
+    shot: str,
+    words: dict[str, str],
+) -> None:
+    context = browser.new_context(**options)
+    sign_in(context, service, GUARD)
+    if words is BOARD_WORDS["en"]:
+        context.add_init_script("localStorage.setItem('jy.lang', 'en')")
+    page = context.new_page()
+    problems = Problems(page)
+    alerts = HeldAlerts()
+    page.route(OPEN_ALERTS, alerts)
+    page.goto(service.url + "/")
+    state = page.locator("[data-field=board-state]")
+    board = page.locator(".board")
+    expect(state).to_have_text(words["loading"], timeout=WAIT_MS)
+    expect(page.locator(".conn.up")).to_be_visible(timeout=WAIT_MS)  # the stream is open
+    assert alerts.held, "the open alerts were asked for"
+    expect(board).not_to_contain_text(words["empty"])
+    expect(page.locator(".count-badge")).to_have_text("…")  # not hidden, as for none
+    expect(page).not_to_have_title(words["title"])
+    page.screenshot(path=SHOTS / f"{shot}-board-loading.png")
+
+    alerts.fail()
+    expect(state).to_have_text(words["failed"], timeout=WAIT_MS)
+    expect(page.locator("#banner a")).to_have_text(f"⚠ {words['failed']}")
+    expect(board).not_to_contain_text(words["empty"])
+    expect(page.locator(CARDS)).to_have_count(0)
+    page.screenshot(path=SHOTS / f"{shot}-board-load-failed.png")
+
+    page.unroute(OPEN_ALERTS)  # the API answers again: the next retry brings the fire
+    expect(page.locator(CARDS, has_text=words["smoke"])).to_be_visible(timeout=WAIT_MS)
+    expect(state).to_be_hidden()
+    expect(board).not_to_contain_text(words["loading"])
+    expect(board).not_to_contain_text(words["failed"])
+    expect(page.locator(".count-badge")).to_have_text("1")
+    expect(page.locator("#banner a")).to_have_text(words["banner"])
+    page.screenshot(path=SHOTS / f"{shot}-board-loaded.png")
+    if options is DESK:  # the resolved ones, fetched when the filter asks for them: likewise
+        page.route(RESOLVED_ALERTS, HeldAlerts.refuse)
+        page.locator(".filters select[name=status]").select_option("resolved")
+        expect(state).to_contain_text(f"{words['load_failed']}: database unavailable")
+        expect(board).not_to_contain_text(words["empty"])
+        page.screenshot(path=SHOTS / f"{shot}-board-resolved-failed.png")
+        page.unroute(RESOLVED_ALERTS)
+        state.locator("[data-ctl=reload]").click()
+        expect(state).to_be_hidden(timeout=WAIT_MS)
+        expect(board).to_contain_text(words["empty"])  # none resolved: now it is known
+        page.locator(".filters select[name=status]").select_option("open")
+        expect(page.locator(CARDS, has_text=words["smoke"])).to_be_visible(timeout=WAIT_MS)
+    # the browser's lines for the 503s it was answered are its only complaints
+    assert [p for p in problems.items if "503" not in p] == []
+    context.close()

@@ -46,6 +46,9 @@ const main = document.getElementById("main");
 let cleanup = null;
 let section = "board";
 let linked = false; // the stream has opened since sign-in: until then the header says connecting, not lost
+let slow = false; // the open alerts have been loading a while: the banner says so (not at every sign-in)
+let slowTimer = null;
+const SLOW_MS = 3000;
 
 const ICONS = {
   on: "M16 8.5a5 5 0 0 1 0 7M18.5 6a8.5 8.5 0 0 1 0 12",
@@ -104,10 +107,13 @@ function bannerWords(c) {
 
 function updateShell() {
   const c = live.counts();
-  const more = live.truncated ? "+" : "";
-  document.title = c.firing ? `(${c.firing}${more}) ${t("brand")}` : t("title");
-  el.badge.hidden = !c.firing;
-  el.badge.textContent = `${c.firing}${more}`;
+  // until the open alerts have arrived nothing here says zero: what came live counts as "at least"
+  const more = live.truncated || !live.loaded ? "+" : "";
+  const count = c.firing ? `${c.firing}${more}` : live.loaded ? "" : "…";
+  document.title = count ? `(${count}) ${t("brand")}` : t("title");
+  el.badge.hidden = !count;
+  el.badge.textContent = count;
+  el.badge.title = live.loaded ? "" : t(live.loadFailed ? "board_load_failed" : "board_loading");
   for (const a of el.nav) {
     const here = a.dataset.section === section;
     a.classList.toggle("current", here);
@@ -122,9 +128,10 @@ function updateShell() {
   el.sound.className = `icon sound-${state}`;
   el.sound.title = label;
   el.sound.setAttribute("aria-label", label);
-  banner.hidden = c.firing === 0;
+  const unknown = !live.loaded && (live.loadFailed || slow);
+  banner.hidden = c.firing === 0 && !unknown;
   banner.className = c.alarms ? "alarm" : "attention";
-  el.bannerText.textContent = bannerWords(c);
+  el.bannerText.textContent = c.firing ? bannerWords(c) : unknown ? t(live.loadFailed ? "board_load_failed" : "board_loading") : "";
   // hidden but keeping its room: the first tap anywhere enables sound, and the page must not
   // shift under the finger between press and release (the tap would miss its link)
   el.bannerSound.style.visibility = state === "pending" ? "visible" : "hidden";
@@ -162,6 +169,9 @@ let running = false;
 function start() {
   running = true;
   linked = false;
+  slow = false;
+  clearTimeout(slowTimer);
+  slowTimer = setTimeout(() => { slow = true; if (running) updateShell(); }, SLOW_MS);
   const role = who.me && who.me.role;
   live.ignore = (a) => board.foldable(a, role);
   buildShell();

@@ -4,6 +4,8 @@
 // status, kind and building fold behind a button on a phone. Someone who sees several
 // communities (a district manager) also filters by community, and each card names its own.
 // Unacknowledged alerts the filters hide are counted above the cards, with a way back to all.
+// Until the alerts it shows have arrived the board says it is loading (or that it could not load
+// and is retrying), never that no alerts match: a guard would read that as all clear.
 
 import { actionButtons } from "./actions.js";
 import { actor, alertTitle, t } from "./i18n.js";
@@ -152,6 +154,8 @@ export function render(root) {
       load();
     }, text: t("show_all") }));
   let resolved = new Map(); // when the status filter shows resolved alerts: fetched, then live
+  let resolvedError = null; // null, "" while they are fetched, else why they could not be
+  let loads = 0; // a filter changed while its alerts were fetched: the older answer is dropped
   const freshIds = new Map();
 
   const select = (key, options, label) => h("label", { class: "filter" }, label,
@@ -217,8 +221,37 @@ export function render(root) {
     foldedList.replaceChildren(...(folded.open ? foldedGroups.slice(0, SHOWN).map((g) => card(g, now)) : []));
   }
 
+  // what the board knows: "loading", "failed" (retrying), "loaded", or "stale" (loaded, but
+  // the latest fetch failed and is retried)
+  const state = h("p", { class: "notice board-state", role: "status", "data-field": "board-state", hidden: true });
+  let stateKey = "";
+
+  function knowing() {
+    if (f.status === "resolved") return resolvedError === null ? "loaded" : resolvedError === "" ? "loading" : "failed";
+    if (!live.loaded) return live.loadFailed ? "failed" : "loading";
+    return live.loadFailed ? "stale" : "loaded";
+  }
+
+  function drawState(known) {
+    const key = JSON.stringify([known, f.status === "resolved", resolvedError]);
+    if (key === stateKey) return;
+    stateKey = key;
+    state.hidden = known === "loaded";
+    state.dataset.state = known;
+    state.classList.toggle("error", known === "failed" || known === "stale");
+    list.setAttribute("aria-busy", String(known === "loading"));
+    if (known === "loaded") state.replaceChildren();
+    else if (known === "loading") state.replaceChildren(f.status === "resolved" ? t("loading") : t("board_loading"));
+    else if (f.status === "resolved") {
+      state.replaceChildren(`${t("load_failed")}: ${resolvedError} `,
+        h("button", { type: "button", "data-ctl": "reload", onclick: () => load(), text: t("retry") }));
+    } else state.replaceChildren(t(known === "failed" ? "board_load_failed" : "board_refresh_failed"));
+  }
+
   function draw() {
     const now = Date.now();
+    const known = knowing();
+    drawState(known);
     const items = f.status === "resolved" ? [...resolved.values()]
       : [...live.alerts.values(), ...(f.status === "open" ? [] : resolved.values())];
     const groups = incidents(items.filter((a) => matches(a, f)));
@@ -237,22 +270,30 @@ export function render(root) {
     const hidden = [...live.alerts.values()].filter((a) => a.status === "firing" && !matches(a, f)).length;
     outside.hidden = hidden === 0;
     outsideText.textContent = t("outside_filters", { n: hidden });
-    note.textContent = groups.length === 0 ? t("board_empty")
-      : main.length > SHOWN ? t("board_more", { n: main.length - SHOWN }) : "";
+    // "no alerts match" only of a list that has arrived
+    note.textContent = main.length > SHOWN ? t("board_more", { n: main.length - SHOWN })
+      : groups.length === 0 && (known === "loaded" || known === "stale") ? t("board_empty") : "";
   }
 
   async function load() {
     fillBuildings();
     showToggle();
+    const mine = ++loads;
     resolved = new Map();
+    resolvedError = null;
     if (f.status === "resolved") {
-      list.replaceChildren(h("p", { class: "muted loading", text: t("loading") }));
+      resolvedError = "";
+      draw();
+      let got = [];
+      let error = null;
       try {
-        const r = await api(`/api/alerts${qs({ status: "resolved", kind: f.kind, building: f.building, community: f.community, limit: 100 })}`);
-        r.items.forEach((a) => resolved.set(a.id, a));
+        got = (await api(`/api/alerts${qs({ status: "resolved", kind: f.kind, building: f.building, community: f.community, limit: 100 })}`)).items;
       } catch (e) {
-        note.textContent = `${t("load_failed")}: ${e.message}`;
+        error = e.message || "?";
       }
+      if (mine !== loads) return;
+      resolvedError = error;
+      for (const a of got) if (!resolved.has(a.id)) resolved.set(a.id, a); // those resolved meanwhile are newer
     }
     draw();
   }
@@ -265,8 +306,10 @@ export function render(root) {
     draw();
   };
   live.addEventListener("change", onChange);
+  const onStatus = () => draw(); // a fetch of the open alerts failed (the connection, the sound: no change)
+  live.addEventListener("status", onStatus);
 
-  root.replaceChildren(h("section", { class: "board" }, toggle, bar, outside, list, folded, note));
+  root.replaceChildren(h("section", { class: "board" }, toggle, bar, outside, state, list, folded, note));
   loadNames().then(() => draw());
   if (buildings === null) {
     api("/api/fleet/summary").then((r) => {
@@ -275,5 +318,8 @@ export function render(root) {
     }).catch(() => { buildings = []; });
   }
   load();
-  return () => live.removeEventListener("change", onChange);
+  return () => {
+    live.removeEventListener("change", onChange);
+    live.removeEventListener("status", onStatus);
+  };
 }

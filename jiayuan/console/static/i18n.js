@@ -18,6 +18,8 @@ const ZH = {
   filter_community: "社区", community_n: "{c} 社区",
   outside_filters: "另有 {n} 条待确认的告警不在当前筛选内", show_all: "显示全部",
   status_open: "未解决", board_empty: "没有符合条件的告警", board_more: "还有 {n} 条未显示",
+  // before the open alerts have arrived: never "no alerts"
+  board_loading: "正在加载告警…", board_load_failed: "告警加载失败，正在重试…", board_refresh_failed: "告警未能刷新，正在重试…",
   ack: "确认", ack_short: "确认", resolve: "解决", details: "详情", acked_by: "{by} 已确认", resolved_by: "{by} 已解决",
   dlg_ack: "确认报警", dlg_resolve: "解决报警", note: "备注", note_ph: "说明情况（可选）",
   staff_id: "工号", submit_ack: "确认接警", submit_resolve: "标记为已解决",
@@ -193,6 +195,7 @@ const EN = {
   filter_community: "Community", community_n: "Community {c}",
   outside_filters: "Unacknowledged alerts outside these filters: {n}", show_all: "Show all",
   status_open: "Open", board_empty: "No alerts match", board_more: "{n} more not shown",
+  board_loading: "Loading alerts…", board_load_failed: "Could not load the alerts; retrying…", board_refresh_failed: "Could not refresh the alerts; retrying…",
   ack: "Acknowledge", ack_short: "Ack", resolve: "Resolve", details: "Details", acked_by: "Acknowledged by {by}",
   resolved_by: "Resolved by {by}",
   dlg_ack: "Acknowledge alert", dlg_resolve: "Resolve alert", note: "Note", note_ph: "What is happening (optional)",

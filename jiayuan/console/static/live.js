@@ -1,14 +1,17 @@
 // The live picture: every open alert, kept current from /api/stream, and the alarm sound.
 //
-// On (re)connect the list is fetched again, so nothing missed while away stays missed. Listeners
-// get "change" ({action, alert}) for each alert change and "status" when the connection or the
-// sound setting changes.
+// On (re)connect the list is fetched again, so nothing missed while away stays missed. Until the
+// first fetch since sign-in has arrived the list is not known (`loaded` false; `loadFailed` when
+// the last try failed and another is due): nobody may read it as "no alerts". Listeners get
+// "change" ({action, alert}) for each alert change and "status" when the connection, the load
+// state or the sound setting changes.
 
 import { api, qs, saved } from "./util.js";
 
 const PAGE = 500;
 const MAX_PAGES = 4;
 const REPEAT_MS = 20000;
+const REFETCH_MS = 5000;
 
 const STATUS_RANK = { firing: 0, acknowledged: 1, resolved: 2 };
 const SIGNAL_RANK = { alarm: 0, supervisory: 1, trouble: 2 };
@@ -33,6 +36,13 @@ class Live extends EventTarget {
     super();
     this.alerts = new Map();
     this.connected = false;
+    /** The open alerts have been fetched since sign-in: until then an empty list means nothing. */
+    this.loaded = false;
+    /** The last fetch failed (another follows in REFETCH_MS). */
+    this.loadFailed = false;
+    /** Counts the sign-ins: a fetch begun before a sign-out lands nowhere. */
+    this.session = 0;
+    this.again = false;
     this.truncated = false;
     this.muted = saved.get("muted") === "1";
     this.audio = null;
@@ -50,6 +60,9 @@ class Live extends EventTarget {
   start() {
     this.stopped = false;
     this.connect();
+    // at once, not only when the stream opens: a stream slow to connect (or kept from it by a
+    // proxy) must not keep the open alerts off the board; the stream's opening fetches again
+    this.refetch();
     this.reminder ??= setInterval(() => this.remind(), REPEAT_MS);
   }
 
@@ -59,6 +72,11 @@ class Live extends EventTarget {
     if (this.es) this.es.close();
     this.es = null;
     this.alerts = new Map();
+    this.session++;
+    this.fetching = null;
+    this.again = false;
+    this.loaded = false;
+    this.loadFailed = false;
     this.setConnected(false);
   }
 
@@ -69,6 +87,8 @@ class Live extends EventTarget {
     es.addEventListener("open", () => {
       this.backoff = 1000;
       this.setConnected(true);
+      // a fetch begun before the stream opened may have missed what changed in between
+      if (this.fetching) this.again = true;
       this.refetch();
     });
     es.addEventListener("alert", (e) => this.onEvent(JSON.parse(e.data)));
@@ -93,9 +113,11 @@ class Live extends EventTarget {
 
   /** Fetch every open alert again (events arriving meanwhile are applied on top). */
   async refetch() {
+    if (this.stopped) return undefined;
     if (this.fetching) return this.fetching;
     this.during = [];
-    this.fetching = (async () => {
+    const session = this.session;
+    const fetching = (async () => {
       const fresh = new Map();
       let total = 0;
       try {
@@ -106,18 +128,30 @@ class Live extends EventTarget {
           if (fresh.size >= total || r.items.length < PAGE) break;
         }
       } catch {
-        setTimeout(() => this.refetch(), 5000);
-        return;
-      } finally {
+        if (session !== this.session) return;
         this.fetching = null;
+        this.again = false;
+        this.loadFailed = true;
+        this.emit("status");
+        setTimeout(() => { if (session === this.session) this.refetch(); }, REFETCH_MS);
+        return;
       }
+      if (session !== this.session) return;
+      this.fetching = null;
       this.alerts = fresh;
       this.truncated = total > fresh.size;
       for (const ev of this.during) this.apply(ev);
       this.during = [];
+      this.loaded = true;
+      this.loadFailed = false;
       this.emit("change", { action: "refetch", alert: null });
+      if (this.again) {
+        this.again = false;
+        this.refetch();
+      }
     })();
-    return this.fetching;
+    this.fetching = fetching;
+    return fetching;
   }
 
   onEvent(ev) {
