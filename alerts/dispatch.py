@@ -25,9 +25,11 @@ silence ends) asks for a tick taken before the next queued event, so a burst of 
 building's power cut) never holds back a fall's page that is due; :meth:`Dispatcher.poll`
 (tests, with a fake clock's ``now``) queues one behind what is queued and waits for it. A tick
 takes the due steps and, every 30 s, the sweeps (building incidents whose devices are all
-back, confirmed fires whose detectors cleared). The notify workers (:mod:`alerts.notify`) are
-the only other threads of alerting: they run apprise's blocking calls and never a stage (the
-``duty-coverage`` thread at start only reads the roster). Before the thread starts,
+back, confirmed fires whose detectors cleared); while the alert database is out of reach it
+takes nothing, and says so once (:mod:`alerts.outage`), not at every tick. The notify workers
+(:mod:`alerts.notify`) are the only other threads of alerting: they run apprise's blocking
+calls and never a stage (the ``duty-coverage`` thread at start only reads the roster). Before
+the thread starts,
 :meth:`Dispatcher.start` runs the raise's stages for alerts a crash left unhandled, on the
 caller's thread. A step is taken by a
 compare-and-set on its timer row, so two dispatchers over one database never take it twice.
@@ -70,6 +72,7 @@ from alerts.incidents import Incidents
 from alerts.lifecycle import AlertStore
 from alerts.model import AlertChange
 from alerts.notify import Notifier
+from alerts.outage import Outage, database_away
 from alerts.outbox import Attempt, Delivery, Outbox
 from alerts.paging import FollowUp, Page, Reach, Record, Wording
 from alerts.routing import Router
@@ -263,6 +266,8 @@ class Dispatcher:
         self.handled = 0
         self.errors = 0
         """Exceptions caught and logged (tests assert there were none)."""
+        self.outage = Outage(log)
+        """The alert database out of reach: said once when it begins, not at every tick."""
         self._stopped = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -466,9 +471,14 @@ class Dispatcher:
     def _guard(self, fn: Callable[..., object], *args: object) -> None:
         try:
             fn(*args)
-        except Exception:
+        except Exception as e:
+            name = getattr(fn, "__name__", fn)
+            reason = database_away(e)
+            if reason is not None:  # no bug: said once per outage (alerts/outage.py)
+                self.outage.failed(f"{name}", reason)
+                return
             self.errors += 1
-            log.exception("dispatch: %s failed", getattr(fn, "__name__", fn))
+            log.exception("dispatch: %s failed", name)
 
     def _changed(self, change: AlertChange) -> None:
         pipeline = self.stages.on_change.get(change.action)
@@ -483,10 +493,16 @@ class Dispatcher:
     def _tick(self, now: float) -> int:
         try:
             due = self.timers.due(now)
-        except Exception:  # the store, for now: the next tick asks again
+        except Exception as e:  # the next tick asks again
+            reason = database_away(e)
+            if reason is not None:  # the rest of the tick would meet it too: the next one
+                self.outage.failed("reading the due steps", reason)
+                return 0
             self.errors += 1
             log.exception("dispatch: reading the due steps failed")
             due = []
+        else:
+            self.outage.answered()
         for timer in due:
             self._guard(self._due, timer, now)
         self._guard(self.notifier.adopt, now)

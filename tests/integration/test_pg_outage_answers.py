@@ -43,12 +43,17 @@ def lines(svc: ServiceProcess, words: str) -> list[str]:
     return [line for line in svc.log.read_text().splitlines() if words in line]
 
 
-def service(tmp_path: Path, broker: Broker, own_postgres: Postgres) -> ServiceProcess:
+def service(
+    tmp_path: Path,
+    broker: Broker,
+    own_postgres: Postgres,
+    expect_errors: tuple[str, ...] = DATABASE_AWAY,
+) -> ServiceProcess:
     reg = tmp_path / "registry"
     write_registry(registry(), reg)
     stores = Stores(own_postgres.create_database("jiayuan"))
     return ServiceProcess(
-        tmp_path / "service", broker, registry=reg, expect_errors=DATABASE_AWAY, **stores.settings
+        tmp_path / "service", broker, registry=reg, expect_errors=expect_errors, **stores.settings
     ).start()
 
 
@@ -98,3 +103,31 @@ def test_pruning_that_meets_the_outage_warns_once_and_runs_again_within_minutes(
         svc.stop()  # and no ERROR counted: the scheduler's "raised an exception" would be
     assert not lines(svc, "raised an exception")
     assert len(lines(svc, "retention: pruning failed")) <= 5  # one line per attempt
+
+
+def test_the_dispatcher_meeting_the_outage_warns_once_and_says_when_the_database_is_back(
+    broker: Broker, tmp_path: Path, own_postgres: Postgres
+) -> None:
+    # the dispatcher logs no ERROR now: its error counter must stay at zero (stop() checks)
+    away = tuple(e for e in DATABASE_AWAY if "alerts.dispatch" not in e)
+    svc = service(tmp_path, broker, own_postgres, expect_errors=away)
+    failed_words, back_words = "the database cannot be reached", "dispatch: the database answers"
+    try:
+        own_postgres.halt()
+        wait_for(lambda: lines(svc, "WARNING alerts.dispatch: dispatch: "), timeout=90)
+        # the outage lasts many of the dispatcher's ticks (one a second): until the first
+        # pruning (30 s after the start) has met it too
+        wait_for(lambda: lines(svc, "retention: pruning failed"), timeout=90)
+        own_postgres.resume()
+        wait_for(lambda: lines(svc, back_words), timeout=120, interval=0.5)
+        wait_for(lambda: svc.health()["status"] == "ok", timeout=90)
+    finally:
+        svc.stop()
+    (failed,) = [line for line in lines(svc, failed_words) if "alerts.dispatch" in line]
+    assert " WARNING alerts.dispatch: dispatch: " in failed  # once, not at every tick
+    assert "due steps and deliveries wait until it answers" in failed
+    assert str(own_postgres.port) not in failed and "127.0.0.1" not in failed
+    (back,) = lines(svc, back_words)
+    assert " INFO alerts.dispatch: " in back
+    assert "due steps taken again" in back
+    assert "Traceback" not in svc.log.read_text()

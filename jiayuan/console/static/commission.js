@@ -1,5 +1,7 @@
 // Commissioning (operators, managers, admins): devices that report but are not in the registry,
-// with what each sent last, and a form that registers one to a place; then (managers, admins)
+// with what each sent last (fetched again every few seconds while the page is open: a device's
+// row in `devices`, its battery, is written up to a second after its readings), and a form that
+// registers one to a place; then (managers, admins)
 // the import of a registry spreadsheet: the diff it would make, and a button that applies
 // exactly that diff.
 
@@ -173,25 +175,68 @@ function importSection() {
     out);
 }
 
+const REFRESH_MS = 5000;
+
+/** Whether an operator is at work on a row: its form open, or it was just registered (then it
+ * says where, and the broker password shown once). A refresh leaves such a row as it is. */
+function busy(row) {
+  return Boolean(row.querySelector("form.register-form:not([hidden]), [data-field=registered]"));
+}
+
+/** The page, kept current: the list is fetched again every REFRESH_MS, so a device that reports
+ * while an operator waits for it (switched on at the door, its first telemetry, its battery)
+ * appears without a reload. Rows being registered are left alone; the import is never redrawn. */
 export function render(root) {
   const fail = loading(root);
   const manages = who.me && ["admin", "manager", "district_manager"].includes(who.me.role);
+  let heading = null;
+  let list = null;
+  let none = null;
+  let stopped = false;
+  let timer = null;
+
+  function show(page) {
+    const rows = new Map([...list.children].map((row) => [row.dataset.device, row]));
+    const listed = new Set();
+    for (const d of page.items) {
+      listed.add(d.device_id);
+      const row = rows.get(d.device_id);
+      if (!row) list.append(unregisteredRow(d));
+      else if (!busy(row)) row.replaceWith(unregisteredRow(d));
+    }
+    for (const [id, row] of rows) if (!listed.has(id) && !busy(row)) row.remove();
+    heading.textContent = `${t("unregistered")} (${num(page.total)})`;
+    none.hidden = list.children.length > 0;
+  }
+
   async function load() {
+    clearTimeout(timer);
     let page;
     try {
       page = await api(`/api/devices/unregistered${qs({ limit: 200 })}`);
     } catch (e) {
-      fail(e, load);
-      return;
+      if (stopped) return;
+      if (!list) {
+        fail(e, load);
+        return;
+      }
     }
-    root.replaceChildren(h("div", { class: "stack commission" },
-      h("h2", { text: t("commission.title") }),
-      h("section", { class: "card", id: "unregistered-devices" },
-        h("h3", { text: `${t("unregistered")} (${num(page.total)})` }),
-        h("p", { class: "muted", text: t("commission.intro") }),
-        page.items.length ? h("ul", { class: "device-list" }, page.items.map(unregisteredRow))
-          : h("p", { class: "muted", text: t("none") })),
-      manages ? importSection() : null));
+    if (stopped) return;
+    if (page && !list) {
+      heading = h("h3");
+      list = h("ul", { class: "device-list" });
+      none = h("p", { class: "muted", text: t("none") });
+      root.replaceChildren(h("div", { class: "stack commission" },
+        h("h2", { text: t("commission.title") }),
+        h("section", { class: "card", id: "unregistered-devices" },
+          heading,
+          h("p", { class: "muted", text: t("commission.intro") }),
+          list, none),
+        manages ? importSection() : null));
+    }
+    if (page) show(page);
+    timer = setTimeout(load, REFRESH_MS);
   }
   load();
+  return () => { stopped = true; clearTimeout(timer); };
 }
