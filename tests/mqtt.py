@@ -14,6 +14,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from bench.load import client_env
 from devtools.broker import Broker
+from devtools.launch import ServiceProcess
 from ingest.access import BrokerAccess
 
 
@@ -95,6 +96,15 @@ def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0.05) -
                 return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value {last!r})")
+
+
+def all_ok(*services: ServiceProcess) -> bool:
+    """For :func:`wait_for`: True when every service's /healthz says ok; otherwise raises with
+    their problems, so a wait that runs out says what was still wrong."""
+    problems = {s.data_dir.name: s.health()["problems"] for s in services}
+    if any(problems.values()):
+        raise AssertionError(f"not healthy: {problems}")
+    return True
 
 
 def publish_fast(broker: Broker, topic: str, payloads: Iterable[str], account: str) -> None:

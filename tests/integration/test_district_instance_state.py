@@ -30,8 +30,8 @@ def instance(data: Path, broker: Broker, pg_url: str, name: str, registry: Path)
         database_url=pg_url,
         instance_id=name,
         registry=registry,
-        slot_lease_ttl_s=2,
-        partition_lease_ttl_s=2,
+        slot_lease_ttl_s=5,
+        partition_lease_ttl_s=5,
     )
 
 

@@ -19,7 +19,7 @@ import pytest
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from district.pg import connect
-from tests.mqtt import Publisher, wait_for, wearables_and_falls
+from tests.mqtt import Publisher, all_ok, wait_for, wearables_and_falls
 
 pytestmark = pytest.mark.network
 
@@ -57,8 +57,8 @@ def instance(data: Path, broker: Broker, pg_url: str, name: str, **kw: Any) -> S
         instance_id=name,
         session_slots=SLOTS,
         urgent_slots=URGENT_SLOTS,
-        slot_lease_ttl_s=2,
-        partition_lease_ttl_s=2,
+        slot_lease_ttl_s=5,
+        partition_lease_ttl_s=5,
         mqtt_receive_maximum=RECEIVE_MAX,
         **kw,
     )
@@ -75,7 +75,7 @@ def test_a_killed_instances_slots_are_taken_over_and_nothing_published_is_lost(
     # commits), b takes them
     wait_for(lambda: len(slots(b)["telemetry"]) == 2 and len(slots(b)["urgent"]) == 1, 30)
     wait_for(lambda: len(slots(a)["telemetry"]) == 2 and len(slots(a)["urgent"]) == 1, 30)
-    wait_for(lambda: a.health()["status"] == "ok" and b.health()["status"] == "ok", 30)
+    wait_for(lambda: all_ok(a, b), 30)
     assert a.health()["mqtt_connected"] and b.health()["mqtt_connected"]
 
     pub = Publisher(broker, client_id="wearables")
@@ -134,7 +134,7 @@ def test_a_frozen_instance_stops_its_sessions_when_it_wakes_and_gets_its_share_b
     try:
         wait_for(lambda: slots(b)["telemetry"] == [0, 1, 2, 3] and slots(b)["urgent"] == [0, 1], 60)
         # b's sessions connected: the broker closed a's (session takeover by client id)
-        wait_for(lambda: b.health()["status"] == "ok", 60)
+        wait_for(lambda: all_ok(b), 60)
         assert set(b.health()["mqtt_sessions"]) == {"telemetry", "urgent-slot-0", "urgent-slot-1"}
     finally:
         broker_log = broker.data_dir / "mosquitto.log"
@@ -146,7 +146,7 @@ def test_a_frozen_instance_stops_its_sessions_when_it_wakes_and_gets_its_share_b
     # a woke as a zombie: it stopped what it ran, and then got its share back
     wait_for(lambda: "no longer held by this instance" in a.log.read_text(), 30)
     wait_for(lambda: len(slots(a)["telemetry"]) == 2 and len(slots(b)["telemetry"]) == 2, 60)
-    wait_for(lambda: a.health()["status"] == "ok" and b.health()["status"] == "ok", 60)
+    wait_for(lambda: all_ok(a, b), 60)
     # ... before its paho loops reconnected: no session was taken back from b (the broker
     # logs each takeover by client id), and the share b gave back was handed over cleanly
     with broker_log.open("rb") as f:

@@ -37,7 +37,7 @@ from district.pg import connect
 from registry import write_registry
 from registry.models import Building, Device, Registry, Resident
 from tests.alerting import staff
-from tests.mqtt import Publisher, wait_for
+from tests.mqtt import Publisher, all_ok, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -92,8 +92,8 @@ def instance(tmp_path: Path, broker: Broker, pg_url: str, name: str) -> ServiceP
         instance_id=name,
         session_slots=6,
         urgent_slots=3,
-        slot_lease_ttl_s=2,
-        partition_lease_ttl_s=2,
+        slot_lease_ttl_s=5,
+        partition_lease_ttl_s=5,
         mqtt_receive_maximum=100,
     )
 
@@ -117,7 +117,7 @@ def test_three_instances_two_communities_one_killed(
             ),
             60,
         )
-        wait_for(lambda: all(s.health()["status"] == "ok" for s in svcs.values()), 60)
+        wait_for(lambda: all_ok(*svcs.values()), 60)
         victim_partitions = held(svcs["a"])
 
         pub = Publisher(broker, client_id="wearables")
