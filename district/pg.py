@@ -81,7 +81,12 @@ def open_pool(
     url: str, *, name: str = "jiayuan", min_size: int = 1, max_size: int = 8
 ) -> ConnectionPool:
     """Migrate the database to this version's schema, then a pool of connections to it (open,
-    its first connection made: a wrong URL fails here, not at the first query)."""
+    its first connection made: a wrong URL fails here, not at the first query).
+
+    Each connection is checked as it is handed out (an empty query, one round trip): one the
+    server ended while it sat idle in the pool (a restart, an outage) is replaced there, rather
+    than failing the request or batch that drew it. Without the check, the first requests
+    after the database came back were answered 503."""
     with connect(url, name=name) as db:
         migrate(db)
     pool = Pool(
@@ -93,6 +98,7 @@ def open_pool(
         open=False,
         reconnect_timeout=RECONNECT_S,
         timeout=POOL_WAIT_S,
+        check=Pool.check_connection,
     )
     pool.open(wait=True, timeout=30)
     return pool
