@@ -7,12 +7,14 @@ An instance runs a :class:`LeaseKeeper` per kind. Each :meth:`LeaseKeeper.tick` 
 ``ttl_s / 3`` by :meth:`LeaseKeeper.start`) is one transaction that
 
 1. renews the instance's row in ``instances`` (alive until ``now() + ttl``);
-2. renews every partition it holds (``expires_at = now() + ttl``);
+2. renews every partition it holds (``expires_at = now() + ttl``) that has not lapsed;
 3. works out its fair share, ``ceil(partitions / live instances)``, and releases what it holds
    beyond it (after ``before_release`` let the work on those partitions commit), so that a new
    instance finds free partitions;
 4. takes free or lapsed partitions up to its share (``FOR UPDATE SKIP LOCKED``: two instances
-   never wait on, or both take, the same row), raising each one's ``epoch``.
+   never wait on, or both take, the same row; its own lapsed ones first), raising each one's
+   ``epoch``: a lease that lapsed is a new lease when it is taken again, even by the instance
+   that held it, so work fenced under the old epoch is never committed.
 
 All times are the database's (``now()``), so the instances' clocks do not matter. Locally an
 instance treats a partition as its own until ``ttl`` after the moment it *sent* the renewal
@@ -200,11 +202,17 @@ class LeaseKeeper:
                 "SELECT count(*) FROM instances WHERE expires_at > now()"
             ).fetchone()
             live = max(1, int(live_row[0]) if live_row else 1)
+            # only leases not lapsed are renewed: one that lapsed (a database outage longer
+            # than the ttl, a frozen process) is lost, whoever's name it still bears, and is
+            # taken again below under a new epoch. Renewed under its old epoch, it was one the
+            # rules worker's fence had already refused (lapsed), so the worker never took it up
+            # again: after such an outage no fall was evaluated until a restart.
             held = {
                 int(p): Lease(int(p), int(e))
                 for p, e in db.execute(
                     "UPDATE leases SET expires_at = now() + %s::interval"
-                    " WHERE kind = %s AND holder = %s RETURNING number, epoch",
+                    " WHERE kind = %s AND holder = %s AND expires_at > now()"
+                    " RETURNING number, epoch",
                     (ttl, self.kind, self.instance_id),
                 ).fetchall()
             }
@@ -228,9 +236,17 @@ class LeaseKeeper:
                     " expires_at = now() + %s::interval, acquired_at = now()"
                     " WHERE kind = %s AND number IN (SELECT number FROM leases"
                     "   WHERE kind = %s AND (holder IS NULL OR expires_at <= now())"
-                    "   ORDER BY number FOR UPDATE SKIP LOCKED LIMIT %s)"
+                    "   ORDER BY holder IS NOT DISTINCT FROM %s DESC, number"
+                    "   FOR UPDATE SKIP LOCKED LIMIT %s)"
                     " RETURNING number, epoch",
-                    (self.instance_id, ttl, self.kind, self.kind, share - len(held)),
+                    (
+                        self.instance_id,
+                        ttl,
+                        self.kind,
+                        self.kind,
+                        self.instance_id,  # its own lapsed leases first
+                        share - len(held),
+                    ),
                 ).fetchall()
                 gained = [Lease(int(p), int(e)) for p, e in rows]
                 held.update((g.number, g) for g in gained)

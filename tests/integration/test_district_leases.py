@@ -171,6 +171,34 @@ def test_a_write_fenced_by_its_lease_holds_off_a_takeover(
     assert b.owned()[0].epoch == lease.epoch + 1
 
 
+def test_a_lease_that_lapsed_is_taken_again_under_a_new_epoch_not_renewed(
+    pools: Callable[[str], ConnectionPool],
+) -> None:
+    """A database outage longer than the ttl: the holder's leases lapsed and nobody took them.
+    Its next heartbeat takes them again as new leases (a new epoch, reported gained), so that
+    work fenced under the old epoch stays refused and the new epoch's is not: before, the rows
+    were renewed under the old epoch, which the rules worker had refused, and it evaluated
+    nothing again until restarted."""
+    pool = pools("a")
+    a = LeaseKeeper(pool, "a", count=PARTITIONS, ttl_s=30)
+    a.tick()
+    old = a.owned()
+    assert set(old) == set(range(PARTITIONS))
+    with pool.connection() as db:  # the outage: a's heartbeats did not come for over the ttl
+        db.execute("UPDATE leases SET expires_at = now() - interval '1 second'")
+    changes = a.tick()
+    assert {g.number for g in changes.gained} == set(range(PARTITIONS))
+    new = a.owned()
+    assert {n: lease.epoch for n, lease in new.items()} == {
+        n: lease.epoch + 1 for n, lease in old.items()
+    }
+    with pool.connection() as db, db.transaction(), pytest.raises(LeaseLost):
+        fence(db, "a", old[0])
+    with pool.connection() as db, db.transaction():
+        fence(db, "a", new[0])  # the new epoch's work commits
+    assert a.tick().gained == ()  # and from then on it is renewed, not taken again
+
+
 # ---------------------------------------------------------------------- claims
 
 
