@@ -487,6 +487,11 @@ class Service:
             problems.append(
                 f"rules behind: {rules.behind} readings waiting, oldest {rules.oldest_s:.0f} s"
             )
+        if rules.unevaluated:
+            problems.append(
+                f"rules: partitions {list(rules.unevaluated)} held here but not evaluated (their"
+                " leases lapsed and were not taken again): their devices' falls are not alerted"
+            )
         if not self.dispatcher.alive:
             problems.append("alerting stopped: the dispatch thread is not running; nobody is paged")
         registry = self.registry_admin.health()

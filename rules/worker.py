@@ -137,6 +137,10 @@ class WorkerHealth:
     failing: str | None
     """Why the last commit failed, while it keeps failing."""
     failing_since: float | None
+    unevaluated: tuple[int, ...] = ()
+    """Partitions this instance's lease keeper holds that the worker refuses (their leases
+    lapsed under it and were never taken again under a new epoch): nobody evaluates their
+    devices. Empty but for a moment, unless something is wrong."""
 
 
 class RulesWorker:
@@ -607,12 +611,19 @@ class RulesWorker:
                 log.debug("rules worker: backlog unknown: %s", e)
         RULES_BEHIND.set(behind)
         failing = self._failing
+        refused = self._refused
+        unevaluated = (
+            ()
+            if self.leases is None
+            else tuple(sorted(n for n, lease in self.leases.owned().items() if lease in refused))
+        )
         return WorkerHealth(
             position,
             behind,
             None if oldest is None else max(0.0, time.time() - oldest),
             None if failing is None else failing[0],
             None if failing is None else failing[1],
+            unevaluated,
         )
 
     def _main(self) -> None:

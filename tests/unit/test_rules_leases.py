@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -193,3 +193,42 @@ def test_a_dead_workers_partitions_are_evaluated_by_the_other_from_the_committed
         a.worker.stop()
     b.worker.run_until_idle()
     assert falls(b.store) == Counter(DEVICES)
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+
+
+def test_after_an_outage_longer_than_the_ttl_the_worker_evaluates_again_and_health_says_when_not(
+    world: tuple[PgJournal, Instance, Instance, FakeClock],
+) -> None:
+    """One instance, the database away for longer than the lease ttl: its held commit is
+    refused by the fence (the leases lapsed), and once its heartbeat comes back it takes them
+    again and alerts the next falls. Before, the heartbeat renewed the lapsed leases under
+    their old epoch, which the worker keeps refused: nothing was evaluated until a restart.
+    Meanwhile /healthz names the partitions held but not evaluated."""
+    journal, a, _b, clock = world
+    a.tick()
+    telemetry(journal, T0 - 10, 0)
+    a.worker.step(hold=True)  # evaluated, its commit held when the database goes away
+    with a.pool.connection() as db:  # the outage: a's leases lapse in the database
+        db.execute("UPDATE leases SET expires_at = now() - interval '1 second' WHERE holder = 'a'")
+    with pytest.raises(LeaseLost):
+        a.worker.run_until_idle()  # the held commit, refused
+    a.worker.start()  # its thread drops what the fence refused
+    try:
+        until(lambda: a.worker.partitions == [], "the refused partitions dropped")
+        # the keeper's own clock has not reached the ttl: it holds what the worker refused
+        assert a.worker.health().unevaluated == tuple(range(PARTITIONS))
+        clock.advance(11)  # past the ttl: the database answers again, the heartbeat ticks
+        a.keeper.tick()
+        until(lambda: a.worker.partitions == list(range(PARTITIONS)), "partitions taken up")
+        assert a.worker.health().unevaluated == ()
+        stream(journal, T0, 1)
+        until(lambda: falls(a.store) == Counter(DEVICES), "every fall alerted")
+    finally:
+        a.worker.stop()
