@@ -489,8 +489,9 @@ class Service:
             )
         if rules.unevaluated:
             problems.append(
-                f"rules: partitions {list(rules.unevaluated)} held here but not evaluated (their"
-                " leases lapsed and were not taken again): their devices' falls are not alerted"
+                f"rules: partitions {list(rules.unevaluated)} held by this instance's leases"
+                " but refused by its rules worker (they lapsed and were not taken again): their"
+                " devices' readings and falls are not evaluated here"
             )
         if not self.dispatcher.alive:
             problems.append("alerting stopped: the dispatch thread is not running; nobody is paged")

@@ -126,6 +126,11 @@ class Leases(Protocol):
     def owned(self) -> dict[int, Lease]: ...
 
 
+UNEVALUATED_GRACE_S = 5.0
+"""How long a partition may be held by this instance's lease keeper and refused by its rules
+worker before :meth:`RulesWorker.health` reports it (:attr:`WorkerHealth.unevaluated`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerHealth:
     position: int
@@ -138,9 +143,9 @@ class WorkerHealth:
     """Why the last commit failed, while it keeps failing."""
     failing_since: float | None
     unevaluated: tuple[int, ...] = ()
-    """Partitions this instance's lease keeper holds that the worker refuses (their leases
-    lapsed under it and were never taken again under a new epoch): nobody evaluates their
-    devices. Empty but for a moment, unless something is wrong."""
+    """Partitions this instance's lease keeper has held for ``UNEVALUATED_GRACE_S`` or more
+    that its rules worker refuses (their leases lapsed under it and were not taken again under
+    a new epoch): they are not evaluated here. Empty unless something is wrong."""
 
 
 class RulesWorker:
@@ -233,6 +238,9 @@ class RulesWorker:
         )
         """The leases the source reads (and fences its commits) under."""
         self._refused: set[Lease] = set()
+        self._unevaluated_since: dict[int, float] = {}
+        self._health_lock = threading.Lock()
+        """Partitions seen held by the keeper and refused here, from when (:meth:`health`)."""
         """Leases a commit found lost, or released: not evaluated again under that epoch."""
         self._releasing: tuple[list[int], threading.Event] | None = None
         self.load()
@@ -611,12 +619,7 @@ class RulesWorker:
                 log.debug("rules worker: backlog unknown: %s", e)
         RULES_BEHIND.set(behind)
         failing = self._failing
-        refused = self._refused
-        unevaluated = (
-            ()
-            if self.leases is None
-            else tuple(sorted(n for n, lease in self.leases.owned().items() if lease in refused))
-        )
+        unevaluated = self._unevaluated()
         return WorkerHealth(
             position,
             behind,
@@ -625,6 +628,21 @@ class RulesWorker:
             None if failing is None else failing[1],
             unevaluated,
         )
+
+    def _unevaluated(self) -> tuple[int, ...]:
+        """Partitions the keeper has held and this worker refused for ``UNEVALUATED_GRACE_S``
+        or longer. Shorter is ordinary: leases given up to balance are refused here just
+        before the keeper's transaction that releases them commits."""
+        if self.leases is None:
+            return ()
+        now = self.clock()
+        refused = self._refused
+        now_refused = [n for n, lease in self.leases.owned().items() if lease in refused]
+        with self._health_lock:
+            since = self._unevaluated_since = {
+                n: self._unevaluated_since.get(n, now) for n in now_refused
+            }
+        return tuple(sorted(n for n, t in since.items() if now - t >= UNEVALUATED_GRACE_S))
 
     def _main(self) -> None:
         while not self._stop.is_set():
