@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -32,6 +32,7 @@ from rules.model import builtin_pack, load_rules
 from rules.sources import PgRows
 from rules.worker import UNEVALUATED_GRACE_S, RulesWorker
 from tests.clock import FakeClock
+from tests.mqtt import wait_for
 
 T0 = 1_700_000_000.0
 RULES = load_rules([builtin_pack()])
@@ -195,14 +196,6 @@ def test_a_dead_workers_partitions_are_evaluated_by_the_other_from_the_committed
     assert falls(b.store) == Counter(DEVICES)
 
 
-def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-
-
 def test_after_an_outage_longer_than_the_ttl_the_worker_evaluates_again_and_health_says_when_not(
     world: tuple[PgJournal, Instance, Instance, FakeClock],
 ) -> None:
@@ -221,7 +214,7 @@ def test_after_an_outage_longer_than_the_ttl_the_worker_evaluates_again_and_heal
         a.worker.run_until_idle()  # the held commit, refused
     a.worker.start()  # its thread drops what the fence refused
     try:
-        until(lambda: a.worker.partitions == [], "the refused partitions dropped")
+        wait_for(lambda: a.worker.partitions == [])  # the refused partitions dropped
         # the keeper's own clock has not reached the ttl: it holds what the worker refused,
         # and health says so once that has lasted (a moment is ordinary: a balancing release)
         assert a.worker.health().unevaluated == ()
@@ -229,9 +222,9 @@ def test_after_an_outage_longer_than_the_ttl_the_worker_evaluates_again_and_heal
         assert a.worker.health().unevaluated == tuple(range(PARTITIONS))
         clock.advance(11 - UNEVALUATED_GRACE_S)  # past the ttl: the database is back, a tick
         a.keeper.tick()
-        until(lambda: a.worker.partitions == list(range(PARTITIONS)), "partitions taken up")
+        wait_for(lambda: a.worker.partitions == list(range(PARTITIONS)))  # taken up
         assert a.worker.health().unevaluated == ()
         stream(journal, T0, 1)
-        until(lambda: falls(a.store) == Counter(DEVICES), "every fall alerted")
+        wait_for(lambda: falls(a.store) == Counter(DEVICES))  # every fall alerted
     finally:
         a.worker.stop()
