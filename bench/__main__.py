@@ -43,12 +43,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import sink, store_writes, targets
 from bench.cpu import Ceiling, process_cpu, wait_cpu
 from bench.cpu import table as cpu_table
 from bench.load import bench_registry, client_env, write_message_files
-from bench.service_run import Files, StoreRun, publishers, run_store, say
+from bench.service_run import Files, StoreRun, ingest_processes, publishers, run_store, say
 from bench.sidebyside import PREFIX, key_lines, table
 from devtools.broker import Broker
 from ingest.topics import SUBSCRIPTION
@@ -160,6 +161,12 @@ def _parser() -> argparse.ArgumentParser:
         " default; PostgreSQL refuses more than 1: its session slots run as processes)",
     )
     ap.add_argument(
+        "--ingest-separate",
+        action="store_true",
+        help="JIAYUAN_INGEST_SEPARATE=true for the service on SQLite: with one ingest process,"
+        " telemetry read and journaled by a process of its own (PostgreSQL: its slots are)",
+    )
+    ap.add_argument(
         "--plain",
         dest="tls",
         action="store_false",
@@ -222,9 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[StoreRun] = []
         for store in stores:
             n, k = sizes[store]
-            settings = {"ingest_processes": procs} if store == "sqlite" else {}
+            settings: dict[str, Any] = (
+                {"ingest_processes": procs, "ingest_separate": args.ingest_separate}
+                if store == "sqlite"
+                else {}
+            )
             what = (
-                f"{procs} telemetry ingest process(es)"
+                ingest_processes(procs, args.ingest_separate)
                 if store == "sqlite"
                 else "a throwaway PostgreSQL (durable defaults), one instance, its default"
                 " session slots"
@@ -247,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 catchup_n=k,
             )
             run.ingest_processes = procs if store == "sqlite" else 1
+            run.ingest_separate = store == "sqlite" and args.ingest_separate
             run.note = note.removeprefix("; ")
             runs.append(run)
             say(f"{store}: " + cpu_table(run.cpu, ceiling_cpu).removeprefix("bench: "))

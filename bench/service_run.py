@@ -89,6 +89,8 @@ class StoreRun:
     """PostgreSQL's work during the ingest rounds (summed over the rounds' windows)."""
     server_version: str = ""
     ingest_processes: int = 1
+    ingest_separate: bool = False
+    """``--ingest-separate``: one ingest process apart from the main process."""
     note: str = ""
     """What differs from the other store's run (shorter rounds)."""
 
@@ -102,6 +104,17 @@ class StoreRun:
     @property
     def bytes_per_reading(self) -> float:
         return self.journal_bytes / self.readings if self.readings else float("nan")
+
+
+def ingest_processes(count: int, separate: bool) -> str:
+    """How a run's telemetry was read, for its headings."""
+    if count == 1:
+        return (
+            "1 telemetry ingest process apart from the main process"
+            if separate
+            else "1 telemetry ingest process (the main process)"
+        )
+    return f"{count} telemetry ingest processes"
 
 
 def service_ingest(

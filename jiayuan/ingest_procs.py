@@ -427,19 +427,20 @@ class IngestProcesses:
         wake: Callable[[], None],
         count: int,
         *,
+        apart: bool = True,
         retiring: Iterable[int] = (),
         retired: Callable[[], None] = lambda: None,
     ) -> None:
-        """``count`` processes (none with 1: the main process reads telemetry), and
-        ``retiring``: processes of a larger K run before, each resumed once to drain its
-        session and end it; ``retired`` is called when they all have."""
+        """``count`` processes (none with 1 unless ``apart``: the main process reads
+        telemetry), and ``retiring``: processes of a larger K run before, each resumed once to
+        drain its session and end it; ``retired`` is called when they all have."""
         self.settings = settings
         self.count = count
         self._registry = registry
         self._wake = wake
         self._retired = retired
         self._ctx = multiprocessing.get_context("spawn")
-        self._slots = [_Slot(i) for i in range(2 if count == 1 else 1, count + 1)]
+        self._slots = [_Slot(i) for i in range(1 if apart else 2, count + 1)]
         self._slots += [_Slot(i, retiring=True) for i in retiring]
         self._lock = threading.Lock()
         self._stopping = False

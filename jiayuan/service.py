@@ -178,7 +178,7 @@ class Service:
             urgent_access=broker_access(settings, urgent=True),
             urgent_filters=self.profiles.filters(urgent=True),
             telemetry_filters=self.profiles.filters(urgent=False),
-            telemetry=settings.ingest_processes == 1 and settings.database() is None,
+            telemetry=not settings.ingest_apart() and settings.database() is None,
             urgent=settings.database() is None,  # session slots: see below
         )
         # --- telemetry ingest processes (jiayuan/ingest_procs.py) ---------------------------
@@ -190,15 +190,16 @@ class Service:
                 loaded,
                 self.worker.nudge,  # (telemetry only: the urgent session stays here)
                 k,
+                apart=settings.ingest_apart(),
                 retiring=retiring,
                 retired=lambda: record_count(data, k),
             )
-            if k > 1 or retiring
+            if settings.ingest_apart() or retiring
             else None
         )
-        """With ``ingest_processes`` above 1: the child processes that read and journal
-        telemetry (this process keeps the urgent session and the HTTP push); and those that
-        drain the sessions of a larger ``ingest_processes`` run before."""
+        """With ``ingest_processes`` above 1 or ``ingest_separate``: the child processes that
+        read and journal telemetry (this process keeps the urgent session and the HTTP push);
+        and those that drain the sessions of a larger ``ingest_processes`` run before."""
         if not retiring and (k > 1 or before != 1):
             record_count(data, k)
         # --- end of telemetry ingest processes -----------------------------------------------

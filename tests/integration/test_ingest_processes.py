@@ -227,3 +227,77 @@ def test_lowering_the_processes_drains_the_sessions_above_and_ends_them(
     svc.stop()
     pub.close()
     assert stored(data) == (first + second, first + second)
+
+
+def test_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_back(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """``JIAYUAN_INGEST_SEPARATE``: one process of its own reads telemetry on the service's own
+    session. SIGKILLed mid-stream it is restarted on that session and nothing is lost; the
+    readings still reach the rules worker in the main process; and started again without the
+    setting, the main process takes the session back with what was queued for it meanwhile."""
+    data = tmp_path / "service"
+    svc = ServiceProcess(
+        data,
+        broker,
+        ingest_separate=True,
+        expect_errors=['jiayuan_log_errors_total{logger="jiayuan.ingest_procs"}'],
+    ).start()
+    health = svc.health()
+    assert health["status"] == "ok", health["problems"]
+    assert health["mqtt_sessions"] == {"urgent": True, "telemetry": True}
+    (child,) = processes(svc)
+    assert child["process"] == 1 and child["running"] and child["connected"]
+    assert svc.proc is not None and child["pid"] != svc.proc.pid
+
+    pub = Publisher(broker, client_id="wearables")
+    rounds = 100
+    total = DEVICES * rounds
+    t = threading.Thread(target=publish, args=(pub, range(rounds)))
+    t.start()
+    wait_for(lambda: stored(data)[0] >= total // 4, timeout=120)
+    seen: list[list[str]] = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        while not watching.is_set():
+            seen.append(svc.health()["problems"])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    os.kill(child["pid"], signal.SIGKILL)
+    wait_for(lambda: (p := processes(svc)[0])["pid"] != child["pid"] and p["connected"], 60)
+    watching.set()
+    watcher.join()
+    assert any("ingest process 1 of 1 down (restarting)" in ps for ps in seen)
+    t.join()
+    pub.wait_acked(timeout=120)
+    wait_for(lambda: stored(data)[0] >= total, timeout=180)
+    wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=60)
+    assert svc.health()["rules_worker"]["evaluated"] >= total
+    svc.stop()
+    assert stored(data) == (total, total)
+
+    # queued for the session while the service is down, then read by the main process itself
+    later = DEVICES * 10
+    for r in range(rounds, rounds + 10):
+        for dev in range(DEVICES):
+            body = {"seq": r, "heart_rate": 70, "steps": r, "worn": True}
+            pub.publish(f"community/y/wearable/wp-{dev}/telemetry", json.dumps(body))
+    pub.wait_acked(timeout=60)
+    svc = ServiceProcess(data, broker, http_port=svc.http_port).start()
+    assert svc.health()["ingest_processes"] is None
+    wait_for(lambda: stored(data)[0] >= total + later, timeout=120)
+    # and what comes next reaches it once: the shared subscription the child held is gone
+    # (held too, each reading would come twice and the second be dropped as a duplicate)
+    # (the second reading follows the first's copies on the one session: once it is stored,
+    # a copy would have been counted)
+    dropped = metric(svc, "jiayuan_duplicates_total")
+    for seq in (999, 1000):
+        pub.publish("community/y/wearable/wp-0/telemetry", json.dumps({"seq": seq, "worn": True}))
+    pub.wait_acked(timeout=30)
+    wait_for(lambda: stored(data)[0] >= total + later + 2, timeout=60)
+    assert metric(svc, "jiayuan_duplicates_total") == dropped
+    svc.stop()
+    pub.close()
+    assert stored(data) == (total + later + 2, total + later + 2)
