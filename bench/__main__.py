@@ -161,10 +161,11 @@ def _parser() -> argparse.ArgumentParser:
         " default; PostgreSQL refuses more than 1: its session slots run as processes)",
     )
     ap.add_argument(
-        "--ingest-separate",
-        action="store_true",
-        help="JIAYUAN_INGEST_SEPARATE=true for the service on SQLite: with one ingest process,"
-        " telemetry read and journaled by a process of its own (PostgreSQL: its slots are)",
+        "--ingest-in-main",
+        dest="ingest_separate",
+        action="store_false",
+        help="JIAYUAN_INGEST_SEPARATE=false for the service on SQLite: with one ingest process,"
+        " telemetry read and journaled by the main process, not by a process of its own",
     )
     ap.add_argument(
         "--plain",

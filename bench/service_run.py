@@ -90,7 +90,8 @@ class StoreRun:
     server_version: str = ""
     ingest_processes: int = 1
     ingest_separate: bool = False
-    """``--ingest-separate``: one ingest process apart from the main process."""
+    """``JIAYUAN_INGEST_SEPARATE`` (off with ``--ingest-in-main``): with one ingest process,
+    that process apart from the main process."""
     note: str = ""
     """What differs from the other store's run (shorter rounds)."""
 

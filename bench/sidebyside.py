@@ -132,7 +132,10 @@ def key_lines(run: StoreRun, ceiling: float) -> list[str]:
         f"{p}ingest_msgs_per_s={run.ingest:.0f} {p}broker_msgs_per_s={ceiling:.0f} "
         f"{p}ratio={run.ingest / ceiling:.2f} {p}p50_ms={percentile(lat, 50) * 1000:.1f}"
         f" {p}p99_ms={percentile(lat, 99) * 1000:.1f}"
-        + (f" ingest_processes={run.ingest_processes}" if run.store == "sqlite" else "")
-        + (" ingest_separate=1" if run.ingest_separate else "")
+        + (
+            f" ingest_processes={run.ingest_processes} ingest_separate={int(run.ingest_separate)}"
+            if run.store == "sqlite"
+            else ""
+        )
     )
     return lines

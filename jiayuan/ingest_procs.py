@@ -1,15 +1,19 @@
-"""Telemetry ingest in several OS processes (``JIAYUAN_INGEST_PROCESSES`` = K > 1), and the
-supervisor that makes sure nothing is stranded when one of them stops.
+"""Telemetry ingest in OS processes of its own (by default one: ``JIAYUAN_INGEST_SEPARATE``;
+K with ``JIAYUAN_INGEST_PROCESSES`` = K > 1), and the supervisor that makes sure nothing is
+stranded when one of them stops.
 
 One Python process holds the GIL for nearly all of its ingest work (paho's loop, decode, the
-journal's rows), so it uses about one core. With K > 1, K child processes each run one
-telemetry MQTT session — MQTT 5, QoS 1, persistent, acknowledged after the journal commit:
+journal's rows), so it uses about one core. One child process (the default), or K > 1 of
+them, each run one telemetry MQTT session — MQTT 5, QoS 1, persistent, acknowledged after
+the journal commit:
 :class:`ingest.listener.Session`, :class:`ingest.pipeline.Pipeline` and
 :class:`ingest.journal.Journal` as the single process uses them — as members of one shared
 subscription (``$share/jiayuan-ingest/<filter>``), so the broker hands each message to one of
 them. They write the same SQLite journal (WAL; SQLite serialises their write transactions,
 the busy timeout makes a writer wait its turn). The main process keeps the urgent session, the
-HTTP push, the rules worker, the rollups, the sink and the API.
+HTTP push, the rules worker, the rollups, the sink and the API: with one child, the rules
+worker and the rollups no longer take their CPU from the GIL of the process that reads
+(a backlog drains about half as fast again: README, "One ingest process apart").
 
 Nothing stranded: on Mosquitto a member's persistent session keeps its share of the messages,
 and its unacknowledged in-flight ones, until that same session is resumed (docs/district.md,

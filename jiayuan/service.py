@@ -459,7 +459,9 @@ class Service:
             if not procs.supervised:
                 problems.append("ingest processes unsupervised: one that stops is not restarted")
             problems += [
-                f"MQTT telemetry session of ingest process {i} of {k} disconnected: its share"
+                "MQTT telemetry session disconnected: no readings received"
+                if self.slots is None and k == 1  # the one process apart reads them all
+                else f"MQTT telemetry session of ingest process {i} of {k} disconnected: its share"
                 " of the readings not received"
                 if self.slots is None
                 else f"MQTT session of telemetry slot {i} disconnected: its share of the"

@@ -89,13 +89,15 @@ class Settings(BaseSettings):
     ingest_processes: int = Field(default=1, ge=1, le=INGEST_PROCESSES_MAX)
     """OS processes that read and journal telemetry, each with a session of its own on a
     shared subscription (above 1: the broker accounts ``jiayuan.service-t2`` … from
-    ``jiayuan broker credentials``); 1: the main process reads it, as before. The default
-    by measurement: README, "Several ingest processes: make bench with K = 1 and K = 2"."""
-    ingest_separate: bool = False
+    ``jiayuan broker credentials``); 1: one, on the service's own session (apart from the main
+    process, or in it with ``ingest_separate`` off). The default by measurement: README,
+    "Several ingest processes: make bench with K = 1 and K = 2"."""
+    ingest_separate: bool = True
     """With ``ingest_processes`` 1: telemetry read and journaled by one process of its own
     (the service's own session and account, supervised as above), not by the main process,
-    which keeps the urgent session, the rules worker, the rollups and the API. It drains a
-    backlog about half as fast again (README, "One ingest process apart"). Above 1 the
+    which keeps the urgent session, the rules worker, the rollups and the API; false: the main
+    process reads it too. Apart, a backlog drains about half as fast again and a fall in it
+    is alerted sooner, by measurement (README, "One ingest process apart"). Above 1 the
     processes are apart anyway; on PostgreSQL the session slots are."""
     # --- broker access (README, "Security: broker access") ----------------------------------
     mqtt_username: str | None = Field(default=None, min_length=1)

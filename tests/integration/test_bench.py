@@ -73,7 +73,7 @@ def test_make_bench_prints_postgresql_beside_sqlite(capsys: pytest.CaptureFixtur
         ["pg_" + k for k in INGEST_KEYS],
         CPU_KEYS,
         CATCHUP_KEYS,
-        [*INGEST_KEYS, "ingest_processes"],
+        [*INGEST_KEYS, "ingest_processes", "ingest_separate"],
     ]
     keys = {k: v for line in lines for k, v in line.items()}
     for p in ("", "pg_"):
@@ -102,10 +102,15 @@ def test_one_store_alone(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*TINY, "--stores", "sqlite", "--catchup", "0"]) == 0
     out = capsys.readouterr().out
     # SQLite's lines as make bench printed them before PostgreSQL was measured beside it
-    assert [list(line) for line in key_lines(out)] == [CPU_KEYS, [*INGEST_KEYS, "ingest_processes"]]
+    assert [list(line) for line in key_lines(out)] == [
+        CPU_KEYS,
+        [*INGEST_KEYS, "ingest_processes", "ingest_separate"],
+    ]
     assert "PostgreSQL" not in out
     # issue 11's targets: each judged, or said to be skipped (no catch-up in this run)
-    head = "bench: issue 11's targets, SQLite, 1 telemetry ingest process(es)"
+    head = (
+        "bench: issue 11's targets, SQLite, 1 telemetry ingest process apart from the main process"
+    )
     block = out[out.index(head) :]
     verdicts = re.findall(r"^bench:   (\S.*?)  .*  (met|NOT met|skipped)$", block, re.MULTILINE)
     assert [name for name, _ in verdicts] == [

@@ -55,6 +55,10 @@ def publish(pub: Publisher, rounds: range) -> int:
     return n
 
 
+IN_MAIN: dict[str, Any] = {"ingest_processes": 1, "ingest_separate": False}
+"""Telemetry read by the main process itself."""
+
+
 def service(data: Path, broker: Broker, **kw: Any) -> ServiceProcess:
     return ServiceProcess(data, broker, ingest_processes=2, **kw)
 
@@ -196,16 +200,16 @@ def test_sigterm_stops_the_ingest_processes_cleanly_and_what_they_held_comes_aga
 def test_lowering_the_processes_drains_the_sessions_above_and_ends_them(
     broker: Broker, tmp_path: Path
 ) -> None:
-    """K = 2 stopped with readings queued for both sessions, started with K = 1: the second
-    session is resumed once, drained into the journal and ended; later readings come only to
-    the one session left."""
+    """K = 2 stopped with readings queued for both sessions, started with K = 1 in the main
+    process: the second session is resumed once, drained into the journal and ended; later
+    readings come only to the one session left."""
     data = tmp_path / "service"
     svc = service(data, broker).start()
     svc.stop()
     pub = Publisher(broker, client_id="wearables")
     first = publish(pub, range(20))  # queued: half for each session
     pub.wait_acked(timeout=60)
-    svc = ServiceProcess(data, broker, http_port=svc.http_port, ingest_processes=1).start()
+    svc = ServiceProcess(data, broker, http_port=svc.http_port, **IN_MAIN).start()
     wait_for(lambda: stored(data)[0] == first, timeout=120)
     wait_for(lambda: (data / "ingest_processes").read_text().strip() == "1", timeout=60)
     leaving = processes(svc)
@@ -221,27 +225,25 @@ def test_lowering_the_processes_drains_the_sessions_above_and_ends_them(
     svc.stop()
     said = (broker.data_dir / "mosquitto.log").read_text()
     assert "Client jiayuan.service-t2 disconnected." in said
-    # the next start with K = 1 has nothing to drain: no ingest process at all
-    svc = ServiceProcess(data, broker, http_port=svc.http_port, ingest_processes=1).start()
+    # the next start with K = 1 in the main process has nothing to drain: no ingest process
+    svc = ServiceProcess(data, broker, http_port=svc.http_port, **IN_MAIN).start()
     assert svc.health()["ingest_processes"] is None
     svc.stop()
     pub.close()
     assert stored(data) == (first + second, first + second)
 
 
-def test_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_back(
+def test_the_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_back(
     broker: Broker, tmp_path: Path
 ) -> None:
-    """``JIAYUAN_INGEST_SEPARATE``: one process of its own reads telemetry on the service's own
-    session. SIGKILLed mid-stream it is restarted on that session and nothing is lost; the
-    readings still reach the rules worker in the main process; and started again without the
-    setting, the main process takes the session back with what was queued for it meanwhile."""
+    """The default (``JIAYUAN_INGEST_SEPARATE``): one process of its own reads telemetry on the
+    service's own session. SIGKILLed mid-stream it is restarted on that session and nothing is
+    lost; the readings still reach the rules worker in the main process; and started with the
+    setting off, the main process takes the session back with what was queued for it
+    meanwhile."""
     data = tmp_path / "service"
     svc = ServiceProcess(
-        data,
-        broker,
-        ingest_separate=True,
-        expect_errors=['jiayuan_log_errors_total{logger="jiayuan.ingest_procs"}'],
+        data, broker, expect_errors=['jiayuan_log_errors_total{logger="jiayuan.ingest_procs"}']
     ).start()
     health = svc.health()
     assert health["status"] == "ok", health["problems"]
@@ -285,7 +287,7 @@ def test_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_back(
             body = {"seq": r, "heart_rate": 70, "steps": r, "worn": True}
             pub.publish(f"community/y/wearable/wp-{dev}/telemetry", json.dumps(body))
     pub.wait_acked(timeout=60)
-    svc = ServiceProcess(data, broker, http_port=svc.http_port).start()
+    svc = ServiceProcess(data, broker, http_port=svc.http_port, **IN_MAIN).start()
     assert svc.health()["ingest_processes"] is None
     wait_for(lambda: stored(data)[0] >= total + later, timeout=120)
     # and what comes next reaches it once: the shared subscription the child held is gone

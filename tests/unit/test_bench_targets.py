@@ -58,7 +58,7 @@ def test_the_report_names_the_ingest_processes_and_the_broker_figures() -> None:
     text = report([run(rate=52_000, processes=2)], CEILING, Ceiling(100_000, 0.93))
     lines = text.splitlines()
     assert lines[0] == (
-        "bench: issue 11's targets, SQLite, 2 telemetry ingest process(es): 3 of 4 measured met"
+        "bench: issue 11's targets, SQLite, 2 telemetry ingest processes: 3 of 4 measured met"
     )
     live = next(line for line in lines if "live ingest ratio" in line)
     assert "0.65 (52,000 msg/s)" in live and "ceiling 80,000 msg/s" in live

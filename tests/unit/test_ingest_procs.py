@@ -41,6 +41,15 @@ def test_the_setting_is_one_by_default_and_bounded() -> None:
             settings(ingest_processes=bad)
 
 
+def test_telemetry_is_read_apart_with_more_processes_or_when_asked_and_only_on_sqlite() -> None:
+    assert settings().ingest_apart()  # the default: one process apart reads it
+    assert not settings(ingest_separate=False).ingest_apart()  # the main process reads it
+    assert settings(ingest_processes=3).ingest_apart()
+    # on PostgreSQL the session slots' processes read telemetry: the setting changes nothing
+    pg = settings(ingest_separate=True, database_url="postgresql://jiayuan@127.0.0.1/jiayuan")
+    assert not pg.ingest_apart()
+
+
 def test_shared_filters_name_the_group() -> None:
     assert shared(("community/+/+/+/telemetry",)) == (
         "$share/jiayuan-ingest/community/+/+/+/telemetry",
