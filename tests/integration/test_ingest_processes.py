@@ -245,61 +245,70 @@ def test_the_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_b
     svc = ServiceProcess(
         data, broker, expect_errors=['jiayuan_log_errors_total{logger="jiayuan.ingest_procs"}']
     ).start()
-    health = svc.health()
-    assert health["status"] == "ok", health["problems"]
-    assert health["mqtt_sessions"] == {"urgent": True, "telemetry": True}
-    (child,) = processes(svc)
-    assert child["process"] == 1 and child["running"] and child["connected"]
-    assert svc.proc is not None and child["pid"] != svc.proc.pid
+    services = [svc]
+    try:
+        health = svc.health()
+        assert health["status"] == "ok", health["problems"]
+        assert health["mqtt_sessions"] == {"urgent": True, "telemetry": True}
+        (child,) = processes(svc)
+        assert child["process"] == 1 and child["running"] and child["connected"]
+        assert svc.proc is not None and child["pid"] != svc.proc.pid
 
-    pub = Publisher(broker, client_id="wearables")
-    rounds = 100
-    total = DEVICES * rounds
-    t = threading.Thread(target=publish, args=(pub, range(rounds)))
-    t.start()
-    wait_for(lambda: stored(data)[0] >= total // 4, timeout=120)
-    seen: list[list[str]] = []
-    watching = threading.Event()
+        pub = Publisher(broker, client_id="wearables")
+        rounds = 100
+        total = DEVICES * rounds
+        t = threading.Thread(target=publish, args=(pub, range(rounds)))
+        t.start()
+        wait_for(lambda: stored(data)[0] >= total // 4, timeout=120)
+        seen: list[list[str]] = []
+        watching = threading.Event()
 
-    def watch() -> None:
-        while not watching.is_set():
-            seen.append(svc.health()["problems"])
+        def watch() -> None:
+            while not watching.is_set():
+                seen.append(svc.health()["problems"])
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    os.kill(child["pid"], signal.SIGKILL)
-    wait_for(lambda: (p := processes(svc)[0])["pid"] != child["pid"] and p["connected"], 60)
-    watching.set()
-    watcher.join()
-    assert any("ingest process 1 of 1 down (restarting)" in ps for ps in seen)
-    t.join()
-    pub.wait_acked(timeout=120)
-    wait_for(lambda: stored(data)[0] >= total, timeout=180)
-    wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=60)
-    assert svc.health()["rules_worker"]["evaluated"] >= total
-    svc.stop()
-    assert stored(data) == (total, total)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        os.kill(child["pid"], signal.SIGKILL)
+        wait_for(lambda: (p := processes(svc)[0])["pid"] != child["pid"] and p["connected"], 60)
+        watching.set()
+        watcher.join()
+        assert any("ingest process 1 of 1 down (restarting)" in ps for ps in seen)
+        t.join()
+        pub.wait_acked(timeout=120)
+        wait_for(lambda: stored(data)[0] >= total, timeout=180)
+        wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=60)
+        assert svc.health()["rules_worker"]["evaluated"] >= total
+        svc.stop()
+        assert stored(data) == (total, total)
 
-    # queued for the session while the service is down, then read by the main process itself
-    later = DEVICES * 10
-    for r in range(rounds, rounds + 10):
-        for dev in range(DEVICES):
-            body = {"seq": r, "heart_rate": 70, "steps": r, "worn": True}
-            pub.publish(f"community/y/wearable/wp-{dev}/telemetry", json.dumps(body))
-    pub.wait_acked(timeout=60)
-    svc = ServiceProcess(data, broker, http_port=svc.http_port, **IN_MAIN).start()
-    assert svc.health()["ingest_processes"] is None
-    wait_for(lambda: stored(data)[0] >= total + later, timeout=120)
-    # and what comes next reaches it once: the shared subscription the child held is gone
-    # (held too, each reading would come twice and the second be dropped as a duplicate)
-    # (the second reading follows the first's copies on the one session: once it is stored,
-    # a copy would have been counted)
-    dropped = metric(svc, "jiayuan_duplicates_total")
-    for seq in (999, 1000):
-        pub.publish("community/y/wearable/wp-0/telemetry", json.dumps({"seq": seq, "worn": True}))
-    pub.wait_acked(timeout=30)
-    wait_for(lambda: stored(data)[0] >= total + later + 2, timeout=60)
-    assert metric(svc, "jiayuan_duplicates_total") == dropped
-    svc.stop()
-    pub.close()
-    assert stored(data) == (total + later + 2, total + later + 2)
+        # queued for the session while the service is down, then read by the main process itself
+        later = DEVICES * 10
+        for r in range(rounds, rounds + 10):
+            for dev in range(DEVICES):
+                body = {"seq": r, "heart_rate": 70, "steps": r, "worn": True}
+                pub.publish(f"community/y/wearable/wp-{dev}/telemetry", json.dumps(body))
+        pub.wait_acked(timeout=60)
+        svc = ServiceProcess(data, broker, http_port=svc.http_port, **IN_MAIN)
+        services.append(svc)
+        svc.start()
+        assert svc.health()["ingest_processes"] is None
+        wait_for(lambda: stored(data)[0] >= total + later, timeout=120)
+        # and what comes next reaches it once: the shared subscription the child held is gone
+        # (held too, each reading would come twice and the second be dropped as a duplicate)
+        # (the second reading follows the first's copies on the one session: once it is stored,
+        # a copy would have been counted)
+        dropped = metric(svc, "jiayuan_duplicates_total")
+        for seq in (999, 1000):
+            pub.publish(
+                "community/y/wearable/wp-0/telemetry", json.dumps({"seq": seq, "worn": True})
+            )
+        pub.wait_acked(timeout=30)
+        wait_for(lambda: stored(data)[0] >= total + later + 2, timeout=60)
+        assert metric(svc, "jiayuan_duplicates_total") == dropped
+        svc.stop()
+        pub.close()
+        assert stored(data) == (total + later + 2, total + later + 2)
+    finally:  # on a failure too: nothing left running
+        for s in services:
+            s.kill()
