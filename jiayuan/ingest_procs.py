@@ -347,7 +347,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
             log.info(
                 "session %s drained (%d messages) and ended: this process is no longer one of"
                 " the %d",
-                client_id,
+                username or client_id,
                 pipeline.committed,
                 spec.count,
             )
@@ -363,7 +363,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     conn.close()
     log.info(
         "stopped: batch in hand committed and acknowledged, session %s kept by the broker",
-        client_id,
+        username or client_id,
     )
 
 
@@ -529,11 +529,14 @@ class IngestProcesses:
             slot.proc, slot.conn, slot.report = proc, mine, None
             slot.counters = {}
             slot.started, slot.restart_at = time.monotonic(), None
+        client_id, username = (
+            identity(self.settings, slot.index) if slot.ident is None else slot.ident
+        )
         log.info(
-            "%s started (pid %s, client id %s)",
+            "%s started (pid %s, session %s)",
             slot.name(self.count),
             proc.pid,
-            identity(self.settings, slot.index)[0] if slot.ident is None else slot.ident[0],
+            username or client_id,  # with an account the broker names the session by it
         )
 
     # ------------------------------------------------------------------ session slots
