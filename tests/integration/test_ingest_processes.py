@@ -82,6 +82,40 @@ def processes(svc: ServiceProcess) -> list[dict[str, Any]]:
     return procs
 
 
+def kill_one_mid_stream(
+    svc: ServiceProcess, pub: Publisher, data: Path, *, position: int, rounds: int
+) -> tuple[int, set[str]]:
+    """Publish ``rounds`` of readings; once a quarter is stored, SIGKILL the ingest process
+    listed at ``position`` (a batch in hand, messages in flight) and wait until its restart is
+    connected. Returns the readings published, all acknowledged by then, and every problem
+    ``/healthz`` named meanwhile."""
+    total = DEVICES * rounds
+    t = threading.Thread(target=publish, args=(pub, range(rounds)))
+    t.start()
+    wait_for(lambda: stored(data)[0] >= total // 4, timeout=120)
+    victim = processes(svc)[position]
+    assert victim["running"]
+    said: set[str] = set()
+    watching = threading.Event()
+
+    def watch() -> None:  # what /healthz says while the process is gone
+        while not watching.is_set():
+            said.update(svc.health()["problems"])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_for(
+        lambda: (p := processes(svc)[position])["pid"] != victim["pid"] and p["connected"],
+        timeout=60,
+    )
+    watching.set()
+    watcher.join()
+    t.join()
+    pub.wait_acked(timeout=120)
+    return total, said
+
+
 def test_two_ingest_processes_store_every_reading_once_and_share_the_work(
     broker: Broker, tmp_path: Path
 ) -> None:
@@ -132,31 +166,8 @@ def test_a_killed_ingest_process_is_restarted_and_nothing_it_held_is_lost(
         expect_errors=['jiayuan_log_errors_total{logger="jiayuan.ingest_procs"}'],
     ).start()
     pub = Publisher(broker, client_id="wearables")
-    rounds = 150
-    total = DEVICES * rounds
-    t = threading.Thread(target=publish, args=(pub, range(rounds)))
-    t.start()
-    wait_for(lambda: stored(data)[0] >= total // 4, timeout=120)
-    victim = processes(svc)[1]
-    assert victim["running"]
-    seen: list[list[str]] = []
-    watching = threading.Event()
-
-    def watch() -> None:  # what /healthz says while the process is gone
-        while not watching.is_set():
-            seen.append(svc.health()["problems"])
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    os.kill(victim["pid"], signal.SIGKILL)  # mid-stream: a batch in hand, messages in flight
-    wait_for(
-        lambda: (p := processes(svc)[1])["pid"] != victim["pid"] and p["connected"], timeout=60
-    )
-    watching.set()
-    watcher.join()
-    assert any("ingest process 2 of 2 down (restarting)" in ps for ps in seen)
-    t.join()
-    pub.wait_acked(timeout=120)
+    total, said = kill_one_mid_stream(svc, pub, data, position=1, rounds=150)
+    assert "ingest process 2 of 2 down (restarting)" in said
     wait_for(lambda: stored(data)[0] >= total, timeout=180)
     health = svc.health()
     assert health["status"] == "ok", health["problems"]
@@ -256,26 +267,8 @@ def test_the_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_b
 
         pub = Publisher(broker, client_id="wearables")
         rounds = 100
-        total = DEVICES * rounds
-        t = threading.Thread(target=publish, args=(pub, range(rounds)))
-        t.start()
-        wait_for(lambda: stored(data)[0] >= total // 4, timeout=120)
-        seen: list[list[str]] = []
-        watching = threading.Event()
-
-        def watch() -> None:
-            while not watching.is_set():
-                seen.append(svc.health()["problems"])
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        os.kill(child["pid"], signal.SIGKILL)
-        wait_for(lambda: (p := processes(svc)[0])["pid"] != child["pid"] and p["connected"], 60)
-        watching.set()
-        watcher.join()
-        assert any("ingest process 1 of 1 down (restarting)" in ps for ps in seen)
-        t.join()
-        pub.wait_acked(timeout=120)
+        total, said = kill_one_mid_stream(svc, pub, data, position=0, rounds=rounds)
+        assert "ingest process 1 of 1 down (restarting)" in said
         wait_for(lambda: stored(data)[0] >= total, timeout=180)
         wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=60)
         assert svc.health()["rules_worker"]["evaluated"] >= total
