@@ -233,11 +233,13 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
         ca_file=settings.mqtt_tls_ca,
     )
     profiles = load_profiles(settings.profile_files(), settings.community)
-    # the vendor profiles' topics read by process (slot) 0 alone, as by urgent slot 0
-    # (jiayuan/slots.py VENDOR_SLOT: order and ``trigger: change`` edges need one reader)
+    # the telemetry vendor profiles' topics (``urgent: false``) read by one process alone, as
+    # the urgent ones by urgent slot 0 (jiayuan/slots.py VENDOR_SLOT: order and ``trigger:
+    # change`` edges need one reader): telemetry slot 0, or ingest process 1 of K
     vendor = profiles.filters(urgent=False)
     native = TELEMETRY_SUBSCRIPTIONS + vendor
-    mine = shared(TELEMETRY_SUBSCRIPTIONS) + (vendor if spec.index == 0 else ())
+    reads_vendor = spec.index == (0 if spec.client_id is not None else 1)
+    mine = shared(TELEMETRY_SUBSCRIPTIONS) + (vendor if reads_vendor else ())
     install_lean_publish_properties()
     inbox = Inbox()
     session = Session(

@@ -279,3 +279,48 @@ def test_two_instances_raise_every_smoke_alarm_of_a_zigbee_detector_in_order(
         z2m.close()
         a.stop()
         b.stop()
+
+
+AIR = """\
+profiles:
+  - id: z2m_air
+    description: a Zigbee2MQTT detector's battery, read as telemetry
+    kind: smoke
+    mqtt:
+      topic: zigbee2mqtt/air/{device}
+      urgent: false
+    time: {field: last_seen}
+    metrics:
+      battery: {field: battery}
+"""
+
+
+@pytest.mark.parametrize("in_main", [False, True], ids=["ingest-apart", "ingest-in-main"])
+def test_a_telemetry_profiles_topics_are_read_in_every_layout(
+    broker: Broker, tmp_path: Path, stores: Stores, in_main: bool
+) -> None:
+    """A profile with ``urgent: false`` is read on a telemetry session: by the main process, by
+    the one ingest process apart (the default) or by telemetry slot 0 on PostgreSQL. Read by no
+    process, as it was with ingest processes (they took it for slot 0's), its messages were
+    never stored, and nothing said so."""
+    (tmp_path / "air.yaml").write_text(AIR)
+    z2m = bridge(broker, "zigbee2mqtt")  # accounts made before the service rewrites them
+    svc = ServiceProcess(
+        tmp_path / "service",
+        broker,
+        **stores.settings,
+        profiles=f"shipped,{tmp_path / 'air.yaml'}",
+        ingest_separate=not in_main,
+        # the broker's ACL made with these profiles: the service's account reads their topics
+        broker_accounts_dir=broker.auth_dir,
+        broker_pid_file=broker.pid_file,
+    ).start()
+    try:
+        for battery in (90, 89, 88):
+            z2m.publish("zigbee2mqtt/air/sd-a1", json.dumps({"battery": battery}))
+        z2m.wait_acked()
+        assert z2m.refused == 0
+        wait_for(lambda: readings(stores, tmp_path / "service", "sd-a1") == [None] * 3, 60)
+    finally:
+        z2m.close()
+        svc.stop()
