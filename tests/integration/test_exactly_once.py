@@ -3,6 +3,8 @@ readings and falls stream in, and every fall is one alert, matched once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -21,13 +23,27 @@ ROUNDS = 21  # 20 normal readings and one fall each: 21,000 messages, falls spre
 KILLS = 8
 
 
+def crash(svc: ServiceProcess, k: int) -> None:
+    """SIGKILL: odd ``k``, the main process alone (as the OOM killer picks one; its telemetry
+    ingest process, orphaned, finishes its batch and stops when its pipe closes); even ``k``,
+    the whole process group at once (``systemctl kill -s KILL``, a container's end), the
+    ingest process with its batch in hand."""
+    if k % 2:
+        svc.kill()
+        return
+    assert svc.proc is not None
+    os.killpg(svc.proc.pid, signal.SIGKILL)
+    svc.proc.wait()
+    svc.proc = None
+
+
 def test_every_fall_is_alerted_exactly_once_across_repeated_sigkills(
     broker: Broker, tmp_path: Path, stores: Stores
 ) -> None:
     """On SQLite files and on PostgreSQL (the rules' cursors per device partition, committed
     with the alerts in the same database)."""
     data = tmp_path / "service"
-    svc = ServiceProcess(data, broker, **stores.settings).start()
+    svc = ServiceProcess(data, broker, process_group=True, **stores.settings).start()
     pub = Publisher(broker, client_id="wearables")
     total = WEARABLES * ROUNDS
 
@@ -44,8 +60,10 @@ def test_every_fall_is_alerted_exactly_once_across_repeated_sigkills(
         # kill while messages arrive, and while the rules worker trails the journal
         at = k * total // (KILLS + 2)
         wait_for(lambda at=at: journal("SELECT count(*) FROM readings") >= at, timeout=120)
-        svc.kill()
-        svc = ServiceProcess(data, broker, http_port=svc.http_port, **stores.settings).start()
+        crash(svc, k)
+        svc = ServiceProcess(
+            data, broker, http_port=svc.http_port, process_group=True, **stores.settings
+        ).start()
     t.join()
     pub.wait_acked(timeout=120)
     wait_for(lambda: journal("SELECT count(*) FROM readings") == total, timeout=180)
