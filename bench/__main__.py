@@ -49,7 +49,7 @@ from bench import sink, store_writes, targets
 from bench.cpu import Ceiling, process_cpu, wait_cpu
 from bench.cpu import table as cpu_table
 from bench.load import bench_registry, client_env, write_message_files
-from bench.service_run import Files, StoreRun, ingest_processes, publishers, run_store, say
+from bench.service_run import Files, StoreRun, ingest_layout, publishers, run_store, say
 from bench.sidebyside import PREFIX, key_lines, table
 from devtools.broker import Broker
 from ingest.topics import SUBSCRIPTION
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 else {}
             )
             what = (
-                ingest_processes(procs, args.ingest_separate)
+                ingest_layout(procs, args.ingest_separate)
                 if store == "sqlite"
                 else "a throwaway PostgreSQL (durable defaults), one instance, its default"
                 " session slots"

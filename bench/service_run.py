@@ -107,7 +107,7 @@ class StoreRun:
         return self.journal_bytes / self.readings if self.readings else float("nan")
 
 
-def ingest_processes(count: int, separate: bool) -> str:
+def ingest_layout(count: int, separate: bool) -> str:
     """How a run's telemetry was read, for its headings."""
     if count == 1:
         return (

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from bench.cpu import Ceiling
-from bench.service_run import StoreRun, ingest_processes, percentile
+from bench.service_run import StoreRun, ingest_layout, percentile
 
 LIVE_RATIO = 0.75
 CATCHUP_RATIO = 0.4
@@ -129,7 +129,7 @@ def report(runs: list[StoreRun], ceiling: float, ceiling_cpu: Ceiling) -> str:
         measured = sum(t.met is not None for t in ts)
         lines.append(
             f"bench: issue 11's targets, {store},"
-            f" {ingest_processes(run.ingest_processes, run.ingest_separate)}:"
+            f" {ingest_layout(run.ingest_processes, run.ingest_separate)}:"
             f" {met} of {measured} measured met"
         )
         w1 = max(len(t.name) for t in ts)

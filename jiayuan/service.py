@@ -166,6 +166,7 @@ class Service:
         """Urgent messages (events, status) first; unbounded on purpose: the broker sends each
         session at most its receive maximum of unacknowledged QoS 1 messages, and blocking
         paho's loop thread would also block the acknowledgements."""
+        apart = settings.ingest_apart()  # telemetry read by ingest processes, not this one
         self.listener = Listener(
             settings.mqtt_host,
             settings.mqtt_port,
@@ -178,7 +179,7 @@ class Service:
             urgent_access=broker_access(settings, urgent=True),
             urgent_filters=self.profiles.filters(urgent=True),
             telemetry_filters=self.profiles.filters(urgent=False),
-            telemetry=not settings.ingest_apart() and settings.database() is None,
+            telemetry=not apart and settings.database() is None,
             urgent=settings.database() is None,  # session slots: see below
         )
         # --- telemetry ingest processes (jiayuan/ingest_procs.py) ---------------------------
@@ -190,11 +191,11 @@ class Service:
                 loaded,
                 self.worker.nudge,  # (telemetry only: the urgent session stays here)
                 k,
-                apart=settings.ingest_apart(),
+                apart=apart,
                 retiring=retiring,
                 retired=lambda: record_count(data, k),
             )
-            if settings.ingest_apart() or retiring
+            if apart or retiring
             else None
         )
         """With ``ingest_processes`` above 1 or ``ingest_separate``: the child processes that
@@ -437,10 +438,7 @@ class Service:
         journal = self.pipeline.store_health()
         lag = self.pipeline.oldest_unacked_age(now)
         committed, queued = self.pipeline.committed, self.inbox.qsize()
-        for name, up in sessions.items():
-            if not up:
-                what = "falls, SOS and alarms" if name.startswith("urgent") else "readings"
-                problems.append(f"MQTT {name} session disconnected: no {what} received")
+        problems += [_session_down(name) for name, up in sessions.items() if not up]
         procs = None if self.ingest_procs is None else self.ingest_procs.health(now)
         slots = None if self.slots is None else self.slots.health()
         if slots is not None:  # several instances: this one's slots and who holds the rest
@@ -458,14 +456,13 @@ class Service:
             ]
             if not procs.supervised:
                 problems.append("ingest processes unsupervised: one that stops is not restarted")
+            share = "disconnected: its share of the readings not received"
             problems += [
-                "MQTT telemetry session disconnected: no readings received"
-                if self.slots is None and k == 1  # the one process apart reads them all
-                else f"MQTT telemetry session of ingest process {i} of {k} disconnected: its share"
-                " of the readings not received"
-                if self.slots is None
-                else f"MQTT session of telemetry slot {i} disconnected: its share of the"
-                " readings not received"
+                f"MQTT session of telemetry slot {i} {share}"
+                if self.slots is not None
+                else _session_down("telemetry")  # the one process apart reads them all
+                if k == 1
+                else f"MQTT telemetry session of ingest process {i} of {k} {share}"
                 for i in procs.disconnected
             ]
             sessions["telemetry"] = (
@@ -713,3 +710,10 @@ def broker_access(settings: Settings, *, urgent: bool = False) -> BrokerAccess:
         tls=settings.mqtt_tls,
         ca_file=settings.mqtt_tls_ca,
     )
+
+
+def _session_down(name: str) -> str:
+    """What /healthz says of the service's MQTT session ``name`` (``telemetry``, ``urgent``)
+    while it is disconnected."""
+    what = "falls, SOS and alarms" if name.startswith("urgent") else "readings"
+    return f"MQTT {name} session disconnected: no {what} received"

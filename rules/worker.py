@@ -238,10 +238,10 @@ class RulesWorker:
         )
         """The leases the source reads (and fences its commits) under."""
         self._refused: set[Lease] = set()
-        self._unevaluated_since: dict[int, float] = {}
-        self._health_lock = threading.Lock()
-        """Partitions seen held by the keeper and refused here, from when (:meth:`health`)."""
         """Leases a commit found lost, or released: not evaluated again under that epoch."""
+        self._unevaluated_since: dict[int, float] = {}
+        """Partitions seen held by the keeper and refused here, from when (:meth:`health`)."""
+        self._health_lock = threading.Lock()
         self._releasing: tuple[list[int], threading.Event] | None = None
         self.load()
 

@@ -1,12 +1,18 @@
 """Every committed reading is evaluated exactly once: `jiayuan run` SIGKILLed again and again while
-readings and falls stream in, and every fall is one alert, matched once."""
+readings and falls stream in, and every fall is one alert, matched once; and the alert that only
+telemetry raises (a heart rate high for ten minutes, read by the ingest process apart) is raised
+once when that process, the main process or both are SIGKILLed."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,18 +29,34 @@ ROUNDS = 21  # 20 normal readings and one fall each: 21,000 messages, falls spre
 KILLS = 8
 
 
-def crash(svc: ServiceProcess, k: int) -> None:
-    """SIGKILL: odd ``k``, the main process alone (as the OOM killer picks one; its telemetry
-    ingest process, orphaned, finishes its batch and stops when its pipe closes); even ``k``,
-    the whole process group at once (``systemctl kill -s KILL``, a container's end), the
-    ingest process with its batch in hand."""
-    if k % 2:
-        svc.kill()
-        return
+def crash(svc: ServiceProcess, how: str) -> bool:
+    """SIGKILL, ``how``: ``main``, the main process alone (as the OOM killer picks one; its
+    telemetry ingest process, orphaned, finishes its batch and stops when its pipe closes);
+    ``group``, the whole process group at once (``systemctl kill -s KILL``, a container's end),
+    the ingest process with its batch in hand; ``ingest``, the telemetry ingest process alone
+    (the main process restarts it). Returns whether the service must be started again."""
     assert svc.proc is not None
+    if how == "ingest":
+        (first, *_) = [p for p in svc.health()["ingest_processes"] if p["running"]]
+        os.kill(first["pid"], signal.SIGKILL)
+        return False
+    if how == "main":
+        svc.kill()
+        return True
     os.killpg(svc.proc.pid, signal.SIGKILL)
     svc.proc.wait()
     svc.proc = None
+    return True
+
+
+def caught_up(svc: ServiceProcess, stores: Stores, data: Path, total: int) -> None:
+    """Every reading journaled and evaluated (on PostgreSQL each restart is a new instance: the
+    killed ones' partition leases lapse, JIAYUAN_PARTITION_LEASE_TTL_S, before it holds them
+    all, and its backlog is theirs)."""
+    wait_for(lambda: stores.journal(data, "SELECT count(*) FROM readings") == total, timeout=180)
+    every = range(DEFAULT_PARTITIONS)
+    wait_for(lambda: len(svc.health().get("partitions_held", every)) == len(every), timeout=120)
+    wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=120)
 
 
 def test_every_fall_is_alerted_exactly_once_across_repeated_sigkills(
@@ -60,18 +82,13 @@ def test_every_fall_is_alerted_exactly_once_across_repeated_sigkills(
         # kill while messages arrive, and while the rules worker trails the journal
         at = k * total // (KILLS + 2)
         wait_for(lambda at=at: journal("SELECT count(*) FROM readings") >= at, timeout=120)
-        crash(svc, k)
-        svc = ServiceProcess(
-            data, broker, http_port=svc.http_port, process_group=True, **stores.settings
-        ).start()
+        if crash(svc, "main" if k % 2 else "group"):
+            svc = ServiceProcess(
+                data, broker, http_port=svc.http_port, process_group=True, **stores.settings
+            ).start()
     t.join()
     pub.wait_acked(timeout=120)
-    wait_for(lambda: journal("SELECT count(*) FROM readings") == total, timeout=180)
-    # on PostgreSQL each restart is a new instance: the killed ones' partition leases lapse
-    # (JIAYUAN_PARTITION_LEASE_TTL_S) before it holds them all, and its backlog is theirs
-    every = range(DEFAULT_PARTITIONS)
-    wait_for(lambda: len(svc.health().get("partitions_held", every)) == len(every), timeout=120)
-    wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=120)
+    caught_up(svc, stores, data, total)
     svc.stop()
     pub.close()
 
@@ -85,3 +102,59 @@ def test_every_fall_is_alerted_exactly_once_across_repeated_sigkills(
     raised = "SELECT count(*) FROM alert_history h JOIN alerts a ON a.id = h.alert_id"
     matched = f"{raised} WHERE a.rule_id = 'wearable_fall' AND h.action IN ('raised', 'rematched')"
     assert alerts(matched) == WEARABLES
+
+
+HR_WEARABLES = 300
+HR_ROUNDS = 12  # a reading a minute of event time at 130 bpm: eleven minutes above 120
+
+
+def heart_rates(prefix: str, start_ms: int) -> Iterator[tuple[str, str]]:
+    for r in range(HR_ROUNDS):
+        for dev in range(HR_WEARABLES):
+            body = {"seq": r, "ts": start_ms + r * 60_000, "heart_rate": 130, "worn": True}
+            yield f"community/y/wearable/{prefix}{dev}/telemetry", json.dumps(body)
+
+
+def test_an_alert_only_telemetry_raises_is_raised_once_across_sigkills_of_either_process(
+    broker: Broker, tmp_path: Path, stores: Stores
+) -> None:
+    """wearable_heart_rate_high (above 120 for ten minutes of the readings' own time) is raised
+    from telemetry alone, which the ingest process apart (on PostgreSQL the slots' processes)
+    journals and acknowledges, and the main process's rules worker evaluates. Killed mid-stream:
+    the ingest process alone (after its PUBACKs, before or after its pipe wakes the worker),
+    the main process alone (the worker between its read and its commit), and both at once.
+    Every device's episode still raises exactly one alert."""
+    data = tmp_path / "service"
+    kw: dict[str, Any] = {
+        "process_group": True,
+        # the ingest process's death, logged as an ERROR by its supervisor
+        "expect_errors": ['jiayuan_log_errors_total{logger="jiayuan.ingest_procs"}'],
+        **stores.settings,
+    }
+    svc = ServiceProcess(data, broker, **kw).start()
+    pub = Publisher(broker, client_id="wearables")
+    total = HR_WEARABLES * HR_ROUNDS
+    start_ms = int((time.time() - 15 * 60) * 1000)
+    t = threading.Thread(target=pub.publish_all, args=(list(heart_rates("hh-", start_ms)),))
+    t.start()
+    for k, how in enumerate(("ingest", "main", "group", "ingest"), start=1):
+        at = k * total // 5
+        wait_for(lambda at=at: stores.journal(data, "SELECT count(*) FROM readings") >= at, 120)
+        if crash(svc, how):
+            svc = ServiceProcess(data, broker, http_port=svc.http_port, **kw).start()
+    t.join()
+    pub.wait_acked(timeout=120)
+    caught_up(svc, stores, data, total)
+    svc.stop()
+    pub.close()
+
+    distinct = "SELECT count(*) FROM (SELECT DISTINCT device_id, seq FROM readings) AS d"
+    assert stores.journal(data, "SELECT count(*) FROM readings") == stores.journal(data, distinct)
+    high = "FROM alerts WHERE rule_id = 'wearable_heart_rate_high'"
+    assert stores.alerts(data, f"SELECT count(*) {high}") == HR_WEARABLES  # none lost
+    assert stores.alerts(data, f"SELECT count(DISTINCT device_id) {high}") == HR_WEARABLES
+    raised = (
+        "SELECT count(*) FROM alert_history h JOIN alerts a ON a.id = h.alert_id"
+        " WHERE a.rule_id = 'wearable_heart_rate_high' AND h.action = 'raised'"
+    )
+    assert stores.alerts(data, raised) == HR_WEARABLES  # none raised twice
