@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.journal_head import JournalHead
 from bench.load import FallProbe, client_env, start_device_publisher
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
@@ -102,15 +103,18 @@ def run(
     again = ServiceProcess(
         svc.data_dir, broker, svc.http_port, log=svc.log, tls=tls, **(settings or {})
     )
+    journal = JournalHead(svc.data_dir, (settings or {}).get("database_url"))
+    base = journal.top()
     t_spawn = time.perf_counter()
     again.start()
     t_ready = time.perf_counter()
-    committed_at_ready = again.health()["messages_committed"]
+    committed_at_ready = journal.count_after(base)
     t_done: list[float] = []
 
-    def watch() -> None:  # a new process counts from zero (the falls too: 20 in 100,000)
-        while again.health()["messages_committed"] < n:
-            time.sleep(0.02)
+    def watch() -> None:  # the journal's rows since the stop (the falls too: 20 in 100,000)
+        with JournalHead(svc.data_dir, (settings or {}).get("database_url")) as mine:
+            while not mine.reached(base, n):
+                time.sleep(0.02)
         t_done.append(time.perf_counter())
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -124,6 +128,7 @@ def run(
     sent_at = probe.sent_at()
     probe.stop()
     watcher.join(600)
+    journal.close()
     if not t_done:
         raise RuntimeError("the service did not drain the backlog")
     end = t_done[0]

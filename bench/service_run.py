@@ -33,6 +33,7 @@ from base.datadir import DataDir
 from bench import catchup
 from bench.catchup import CatchUp
 from bench.cpu import Snapshot, Tally, wait_caught_up, wake_delay, wakes
+from bench.journal_head import JournalHead
 from bench.load import BackgroundLoad, FallProbe, start_device_publisher
 from bench.pgserver import NOTHING, Partition, PgServer, Work
 from devtools.broker import Broker
@@ -134,12 +135,13 @@ def service_ingest(
     wait_caught_up(svc, svc.data_dir)
     before = Snapshot.take(svc, broker.proc.pid)
     pg_before = server.snapshot() if server is not None else NOTHING
-    base = svc.health()["messages_committed"]
-    t0 = time.perf_counter()
-    pubs = publishers(broker, files, tls)
-    while svc.health()["messages_committed"] < base + n:
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - t0
+    with JournalHead(svc.data_dir, server.url if server else None) as journal:
+        base = journal.top()
+        t0 = time.perf_counter()
+        pubs = publishers(broker, files, tls)
+        while not journal.reached(base, n):
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
     for p in pubs:
         p.wait()
     wait_caught_up(svc, svc.data_dir)
