@@ -5,9 +5,10 @@
    ``bench/service_run.py``): ``jiayuan run`` on SQLite files, then on a throwaway PostgreSQL
    (``JIAYUAN_DATABASE_URL``, durable defaults), each against the same broker and its ceiling:
    a. sustained durable ingestion: the same kind of messages from the same mosquitto_pub
-      processes (QoS 1, validated, committed before PUBACK, rules evaluated), counted by the
-      service itself, and the CPU each message cost by stage (on PostgreSQL the server's too,
-      with its commits, rows and WAL per message);
+      processes (QoS 1, validated, committed before PUBACK, rules evaluated), counted in the
+      service's journal (``bench/journal_head.py``: read by the bench, not asked of the
+      service), and the CPU each message cost by stage (on PostgreSQL the server's too, with
+      its commits, rows and WAL per message);
    b. publish-to-alert latency: falls published while a background load of 5,000 messages/s
       flows, timed from the publish to the alert arriving on the API's live stream;
    c. catch-up (``bench/catchup.py``, skipped with ``--catchup 0``): the service stopped while
@@ -58,6 +59,12 @@ from jiayuan.settings import Settings
 STORES = {"sqlite": ["sqlite"], "postgres": ["postgres"], "both": ["sqlite", "postgres"]}
 
 
+CEILING_TIMEOUT_S = 60.0
+"""How long a ceiling round may take beyond a tenth of a second a thousand messages: with
+``--messages 300000`` Mosquitto disconnected the publishers (``out of memory``, 2026-12-04) and
+the round waited for ever."""
+
+
 def broker_ceiling(broker: Broker, files: Files, n: int, tls: bool, cpu: Ceiling) -> float:
     # Received as the service would: its account, its subscription (it is not running yet).
     access = broker.service_access(tls=tls)
@@ -83,7 +90,16 @@ def broker_ceiling(broker: Broker, files: Files, n: int, tls: bool, cpu: Ceiling
     broker_cpu = process_cpu(broker.proc.pid)
     t0 = time.perf_counter()
     pubs = publishers(broker, files, tls)
-    cpu.sub += wait_cpu(sub)
+    try:
+        cpu.sub += wait_cpu(sub, timeout=CEILING_TIMEOUT_S + n / 10_000)
+    except subprocess.TimeoutExpired:
+        for p in pubs:
+            p.kill()
+        raise RuntimeError(
+            f"the broker's ceiling round did not end: mosquitto_sub received fewer than {n:,}"
+            f" messages in time. The broker's log says why ({broker.data_dir / 'mosquitto.log'},"
+            " kept with --keep), e.g. clients disconnected out of memory; try fewer --messages"
+        ) from None
     elapsed = time.perf_counter() - t0
     cpu.broker += process_cpu(broker.proc.pid) - broker_cpu
     cpu.publishers += sum(wait_cpu(p) for p in pubs)

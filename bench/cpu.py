@@ -50,11 +50,21 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
-def wait_cpu(proc: subprocess.Popen[bytes]) -> float:
-    """Wait for a child and return the CPU seconds it used (instead of ``proc.wait()``)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_utime + usage.ru_stime
+def wait_cpu(proc: subprocess.Popen[bytes], timeout: float | None = None) -> float:
+    """Wait for a child and return the CPU seconds it used (instead of ``proc.wait()``).
+    ``timeout``: past it, the child is killed and :class:`subprocess.TimeoutExpired` raised."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        assert deadline is not None
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+        time.sleep(0.01)
 
 
 _BATCH_SAMPLES: Final = {
