@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+from setproctitle import setproctitle
 
 from base.files import write_file
 from base.retry import Backoff
@@ -179,9 +180,20 @@ def _counters() -> dict[CounterKey, float]:
     return out
 
 
+def title(spec: ChildSpec) -> str:
+    """The process's name in ``ps`` and ``top``, in the words ``/healthz`` uses (without it,
+    multiprocessing's command line: ``python -c from multiprocessing.spawn import …``)."""
+    if spec.client_id is not None:
+        return f"jiayuan: ingest, telemetry slot {spec.index}"
+    if spec.retiring:
+        return f"jiayuan: ingest process {spec.index} (draining)"
+    return f"jiayuan: ingest process {spec.index} of {spec.count}"
+
+
 def child_main(spec: ChildSpec, conn: Connection) -> None:
     """A telemetry ingest process: its session, pipeline and journal connection, until told
     to stop (``("stop",)``, SIGTERM, SIGINT, or its parent gone)."""
+    setproctitle(title(spec))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
     signal.signal(signal.SIGINT, lambda _s, _f: stop.set())

@@ -82,6 +82,11 @@ def processes(svc: ServiceProcess) -> list[dict[str, Any]]:
     return procs
 
 
+def shown_as(pid: int) -> str:
+    """What ``ps`` shows of a process: its command line (the title it set)."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode()
+
+
 def kill_one_mid_stream(
     svc: ServiceProcess, pub: Publisher, data: Path, *, position: int, rounds: int
 ) -> tuple[int, set[str]]:
@@ -128,6 +133,11 @@ def test_two_ingest_processes_store_every_reading_once_and_share_the_work(
     assert [p["process"] for p in procs] == [1, 2]
     assert all(p["running"] and p["connected"] for p in procs)
     assert len({p["pid"] for p in procs} | {svc.proc.pid if svc.proc else 0}) == 3
+    # an operator's ps and top tell them apart (not multiprocessing's command line)
+    assert [shown_as(p["pid"]) for p in procs] == [
+        "jiayuan: ingest process 1 of 2",
+        "jiayuan: ingest process 2 of 2",
+    ]
 
     pub = Publisher(broker, client_id="wearables")
     total = publish(pub, range(50))
@@ -264,11 +274,13 @@ def test_the_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_b
         (child,) = processes(svc)
         assert child["process"] == 1 and child["running"] and child["connected"]
         assert svc.proc is not None and child["pid"] != svc.proc.pid
+        assert shown_as(child["pid"]) == "jiayuan: ingest process 1 of 1"
 
         pub = Publisher(broker, client_id="wearables")
         rounds = 100
         total, said = kill_one_mid_stream(svc, pub, data, position=0, rounds=rounds)
         assert "ingest process 1 of 1 down (restarting)" in said
+        assert shown_as(processes(svc)[0]["pid"]) == "jiayuan: ingest process 1 of 1"
         wait_for(lambda: stored(data)[0] >= total, timeout=180)
         wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=60)
         assert svc.health()["rules_worker"]["evaluated"] >= total

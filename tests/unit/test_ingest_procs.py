@@ -4,13 +4,16 @@ tests/integration/test_ingest_processes.py."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
 from ingest.listener import shared
 from jiayuan.broker.accounts import INGEST_PROCESSES_MAX, telemetry_users
-from jiayuan.ingest_procs import identity
+from jiayuan.ingest_procs import ChildSpec, identity, title
 from jiayuan.settings import Settings
+from registry import Registry
 
 
 def settings(**kw: object) -> Settings:
@@ -53,4 +56,15 @@ def test_telemetry_is_read_apart_with_more_processes_or_when_asked_and_only_on_s
 def test_shared_filters_name_the_group() -> None:
     assert shared(("community/+/+/+/telemetry",)) == (
         "$share/jiayuan-ingest/community/+/+/+/telemetry",
+    )
+
+
+def test_each_process_is_named_in_ps_as_health_names_it() -> None:
+    def spec(**kw: Any) -> ChildSpec:
+        return ChildSpec(settings=settings(), registry=Registry(), **kw)
+
+    assert title(spec(index=1, count=1)) == "jiayuan: ingest process 1 of 1"
+    assert title(spec(index=3, count=2, retiring=True)) == "jiayuan: ingest process 3 (draining)"
+    assert title(spec(index=0, count=4, client_id="jiayuan-t0", username="u")) == (
+        "jiayuan: ingest, telemetry slot 0"
     )
