@@ -103,16 +103,17 @@ def run(
     again = ServiceProcess(
         svc.data_dir, broker, svc.http_port, log=svc.log, tls=tls, **(settings or {})
     )
-    journal = JournalHead(svc.data_dir, (settings or {}).get("database_url"))
-    base = journal.top()
-    t_spawn = time.perf_counter()
-    again.start()
-    t_ready = time.perf_counter()
-    committed_at_ready = journal.count_after(base)
+    url = (settings or {}).get("database_url")
+    with JournalHead(svc.data_dir, url) as journal:
+        base = journal.top()
+        t_spawn = time.perf_counter()
+        again.start()
+        t_ready = time.perf_counter()
+        committed_at_ready = journal.count_after(base)
     t_done: list[float] = []
 
     def watch() -> None:  # the journal's rows since the stop (the falls too: 20 in 100,000)
-        with JournalHead(svc.data_dir, (settings or {}).get("database_url")) as mine:
+        with JournalHead(svc.data_dir, url) as mine:
             while not mine.reached(base, n):
                 time.sleep(0.02)
         t_done.append(time.perf_counter())
@@ -128,7 +129,6 @@ def run(
     sent_at = probe.sent_at()
     probe.stop()
     watcher.join(600)
-    journal.close()
     if not t_done:
         raise RuntimeError("the service did not drain the backlog")
     end = t_done[0]

@@ -37,8 +37,16 @@ def crash(svc: ServiceProcess, how: str) -> bool:
     (the main process restarts it). Returns whether the service must be started again."""
     assert svc.proc is not None
     if how == "ingest":
-        (first, *_) = [p for p in svc.health()["ingest_processes"] if p["running"]]
-        os.kill(first["pid"], signal.SIGKILL)
+        # one that runs: just after a restart on PostgreSQL there is none until the killed
+        # instance's session slots lapse (JIAYUAN_SLOT_LEASE_TTL_S) and this one takes them
+        running: list[dict[str, Any]] = []
+
+        def any_running() -> bool:
+            running[:] = [p for p in svc.health()["ingest_processes"] or () if p["running"]]
+            return bool(running)
+
+        wait_for(any_running, timeout=120)
+        os.kill(running[0]["pid"], signal.SIGKILL)
         return False
     if how == "main":
         svc.kill()
