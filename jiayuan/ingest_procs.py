@@ -13,7 +13,7 @@ them. They write the same SQLite journal (WAL; SQLite serialises their write tra
 the busy timeout makes a writer wait its turn). The main process keeps the urgent session, the
 HTTP push, the rules worker, the rollups, the sink and the API: with one child, the rules
 worker and the rollups no longer take their CPU from the GIL of the process that reads
-(a backlog drains about half as fast again: README, "One ingest process apart").
+(a backlog drains 1.6-1.7 times as fast: README, "The bench's own load").
 
 Nothing stranded: on Mosquitto a member's persistent session keeps its share of the messages,
 and its unacknowledged in-flight ones, until that same session is resumed (docs/district.md,
