@@ -36,6 +36,13 @@ log = logging.getLogger("jiayuan.api.connections")
 
 RESERVED_FILES: Final = 256
 """Open files kept for everything but HTTP connections (databases, MQTT, logs)."""
+ACCEPT_BACKLOG: Final = 64
+"""Connections the kernel queues for the server to accept (uvicorn's default is 2048).
+asyncio accepts up to the backlog in one pass before any new connection's protocol runs, so
+before the cap can shed an idle connection for a new one: with 2048, a burst of idle
+connections took every descriptor (a rules worker's commit then failed to open its database,
+and ``/healthz`` said 503). A pass of at most this many fits in :data:`RESERVED_FILES`;
+clients past it wait in the kernel's queue or retry their connect."""
 _BUSY_BODY: Final = b'{"detail": "too many connections: try again later"}'
 BUSY: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"

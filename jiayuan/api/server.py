@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from jiayuan.api.connections import (
+    ACCEPT_BACKLOG,
     ConnectionGuard,
     CountInvalidRequests,
     fit_open_files,
@@ -69,6 +70,7 @@ def make_server(
         host=host,
         port=port,
         http=guarded_protocol(guard),
+        backlog=ACCEPT_BACKLOG,
         h11_max_incomplete_event_size=settings.http_max_header_bytes,
         timeout_keep_alive=settings.http_keepalive_s,
         log_level=log_level,
