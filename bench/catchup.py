@@ -114,8 +114,7 @@ def run(
 
     def watch() -> None:  # the journal's rows since the stop (the falls too: 20 in 100,000)
         with JournalHead(svc.data_dir, url) as mine:
-            while not mine.reached(base, n):
-                time.sleep(0.02)
+            mine.wait(base, n)
         t_done.append(time.perf_counter())
 
     watcher = threading.Thread(target=watch, daemon=True)

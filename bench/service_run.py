@@ -139,8 +139,7 @@ def service_ingest(
         base = journal.top()
         t0 = time.perf_counter()
         pubs = publishers(broker, files, tls)
-        while not journal.reached(base, n):
-            time.sleep(0.05)
+        journal.wait(base, n)
         elapsed = time.perf_counter() - t0
     for p in pubs:
         p.wait()
