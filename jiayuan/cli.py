@@ -50,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import psycopg
 
+    from base.heap import freeze_startup_heap
     from ingest.profiles import ProfileFileError
     from jiayuan.api import create_app, make_server
     from jiayuan.integrations import IntegrationError
@@ -94,6 +95,10 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _exit_cleanly)
     server = make_server(app, settings.http_host, settings.http_port)
     service.start()
+    frozen = freeze_startup_heap()
+    logging.getLogger("jiayuan").info(
+        "startup heap kept out of full garbage collections: %d objects", frozen
+    )
     reloader = threading.Thread(
         target=reload_registry, args=(service, reloads), name="registry-reload", daemon=True
     )

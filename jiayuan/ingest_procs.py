@@ -52,6 +52,7 @@ from prometheus_client.registry import Collector
 from setproctitle import setproctitle
 
 from base.files import write_file
+from base.heap import freeze_startup_heap
 from base.retry import Backoff
 from ingest.metrics import (
     DEAD_LETTERS,
@@ -343,6 +344,11 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
 
     pipeline.start()
     session.start()
+    log.info(
+        "%s: startup heap kept out of full garbage collections: %d objects",
+        title(spec).removeprefix("jiayuan: "),
+        freeze_startup_heap(),
+    )
     threading.Thread(target=reporter, name="ingest-report", daemon=True).start()
     threading.Thread(target=commands, name="ingest-commands", daemon=True).start()
     idle_since: float | None = None

@@ -275,6 +275,10 @@ def test_the_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_b
         assert child["process"] == 1 and child["running"] and child["connected"]
         assert svc.proc is not None and child["pid"] != svc.proc.pid
         assert shown_as(child["pid"]) == "jiayuan: ingest process 1 of 1"
+        # both keep what they built at start out of full garbage collections (base/heap.py)
+        said_at_start = svc.log.read_text()
+        assert "jiayuan: startup heap kept out of full garbage collections" in said_at_start
+        assert "ingest process 1 of 1: startup heap kept out of full" in said_at_start
 
         pub = Publisher(broker, client_id="wearables")
         rounds = 100
