@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics chromium fonts-wqy-microhei postgresql
+APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics chromium fonts-wqy-microhei postgresql gcc python3-dev
 
 .PHONY: demo test bench lint deps venv clean
 
@@ -42,7 +42,10 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# The ingest path's own per-message code compiled with mypyc (devtools/compile.py: again
+# whenever its source is newer; pure Python where it is not compiled).
 venv: $(VENV)/.installed
+	$(PY) -m devtools.compile
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,4 +54,5 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) data artifacts *.egg-info .mypy_cache .ruff_cache .import_linter_cache
+	-test -x $(PY) && $(PY) -m devtools.compile --clean
+	rm -rf $(VENV) data artifacts build *.egg-info .mypy_cache .ruff_cache .import_linter_cache

@@ -34,9 +34,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.access import BrokerAccess
 from ingest.metrics import CONNECTED
-from ingest.mqtt_client import Client, Publish, install_lean_publish_properties
+from ingest.mqtt_client import Client, install_lean_publish_properties
 from ingest.payloads import DeadLetterReason
 from ingest.topics import SUBSCRIPTION, TELEMETRY_SUBSCRIPTIONS, URGENT_SUBSCRIPTIONS
+from ingest.wire import Publish
 
 log = logging.getLogger(__name__)
 

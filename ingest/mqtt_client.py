@@ -14,9 +14,10 @@ time in two places, neither of which changes what it receives:
 
 With :attr:`Client.on_publish_received` set (the service's sessions), a QoS 0 or 1 PUBLISH
 without properties — nearly every device message — is not read by paho at all: the packets
-already in the buffer are parsed in one pass (fixed header, topic, message id, an empty property
-length, payload) and handed over as plain values, skipping paho's per-packet reads, its
-``MQTTMessage``, its debug-log formatting and its per-message walk of topic filters. Anything
+already in the buffer are parsed in one pass (:func:`ingest.wire.publishes`, compiled with
+mypyc: fixed header, topic, message id, an empty property length, payload) and handed over as
+plain values, skipping paho's per-packet reads, its ``MQTTMessage``, its debug-log formatting
+and its per-message walk of topic filters. Anything
 else (CONNACK, SUBACK, PINGRESP, a PUBLISH with properties or of QoS 2, a packet not yet
 complete, a malformed one) is left in the buffer for paho's own reader, which keeps the
 connection, session, keepalive and TLS.
@@ -51,6 +52,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.memtls import MemoryTLS
+from ingest.wire import Publish, publishes
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,6 @@ _PUBACK_WORD = 0x4002_0000
 """A PUBACK (type 0x40, remaining length 2) of message id 0, as a big-endian 32-bit word."""
 
 
-Publish = tuple[bytes, bytes, int, int, bool]
-"""A PUBLISH read on the fast path: (topic, payload, message id, QoS, retain)."""
 Received = Callable[[list[Publish]], None]
 
 
@@ -130,36 +130,8 @@ class Client(mqtt.Client):
         """Hand every complete QoS 0/1 PUBLISH without properties at the head of the buffer to
         ``received``; stop at anything else (another packet, properties, an incomplete or
         malformed packet), which paho then reads. Returns how many were handed on."""
-        buf, pos, end = self._rbuf, self._rpos, len(self._rbuf)
         got: list[Publish] = []
-        while pos < end:
-            command = buf[pos]
-            if command & 0xF0 != 0x30 or command & 0x06 > 0x02:
-                break  # not a PUBLISH, or QoS 2
-            length, mult, i = 0, 1, pos + 1
-            while i < end and i - pos <= 4:
-                byte = buf[i]
-                length += (byte & 127) * mult
-                mult <<= 7
-                i += 1
-                if byte < 128:
-                    break
-            else:
-                break  # incomplete length, or malformed
-            stop = i + length
-            if stop > end:
-                break  # the rest of it is still on its way
-            j = i + 2 + (buf[i] << 8 | buf[i + 1]) if i + 2 <= stop else stop + 1
-            topic = buf[i + 2 : j]
-            qos = command >> 1 & 3
-            mid = 0
-            if qos:
-                mid = buf[j] << 8 | buf[j + 1] if j + 2 <= stop else 0
-                j += 2
-            if j >= stop or buf[j] != 0:
-                break  # properties (paho parses them), or malformed
-            pos = stop
-            got.append((topic, buf[j + 1 : stop], mid, qos, bool(command & 1)))
+        pos = publishes(self._rbuf, self._rpos, got)
         self._rpos = pos
         if got:
             self.received_fast += len(got)

@@ -12,6 +12,10 @@ column holds either, told apart by its type (``bytes``: this encoding; ``str``: 
 reader goes through :func:`load` or, in SQL, the function :data:`SQL_FUNCTION`
 (``payload_json(payload, ts, seq)``, registered on the journal's connections by
 :func:`register`), which answers the JSON text for both.
+
+Compiled with mypyc by ``make`` (devtools/compile.py): :func:`dump` 1.21 µs a payload against
+1.43 as Python (``python -m bench.journal_cpu``, 2026-12-05); the same answers either way
+(``tests/unit/test_compiled.py``).
 """
 
 from __future__ import annotations
