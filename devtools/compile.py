@@ -66,9 +66,8 @@ def build(source: str) -> None:
     if done.returncode != 0 or not built:
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(f"compiling {source} with mypyc failed (a C compiler and Python.h?)")
-    for (
-        path
-    ) in built:  # setuptools copies a module it did not need to build again with its old time
+    # setuptools copies a module it had no need to build again with its old time: newer now
+    for path in built:
         os.utime(path)
 
 

@@ -17,10 +17,9 @@ without properties — nearly every device message — is not read by paho at al
 already in the buffer are parsed in one pass (:func:`ingest.wire.publishes`, compiled with
 mypyc: fixed header, topic, message id, an empty property length, payload) and handed over as
 plain values, skipping paho's per-packet reads, its ``MQTTMessage``, its debug-log formatting
-and its per-message walk of topic filters. Anything
-else (CONNACK, SUBACK, PINGRESP, a PUBLISH with properties or of QoS 2, a packet not yet
-complete, a malformed one) is left in the buffer for paho's own reader, which keeps the
-connection, session, keepalive and TLS.
+and its per-message walk of topic filters. Anything else (CONNACK, SUBACK, PINGRESP, a PUBLISH
+with properties or of QoS 2, a packet not yet complete, a malformed one) is left in the buffer
+for paho's own reader, which keeps the connection, session, keepalive and TLS.
 
 Over TLS the connection is :class:`ingest.memtls.MemoryTLS` rather than paho's ``SSLSocket``:
 the same context and checks, the socket read once for the many records Mosquitto sends (one a
