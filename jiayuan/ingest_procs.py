@@ -80,7 +80,7 @@ REPORT_GAP_S: Final = 0.05
 """The least time between two reports. A child reports after each commit too (the counts in
 ``/healthz`` current), and flat out it commits ~100 times a second: one report for the commits
 of 50 ms rather than one each (built, pickled, read and applied in the main process) took the
-bench's "other" CPU from 1.2-1.3 µs a message to 0.9-1.1 (16 runs before, 4 after, 2026-12-05);
+bench's "other" CPU from 1.1-1.4 µs a message to 0.9-1.1 (16 runs before, 4 after, 2026-12-05);
 the counts in ``/healthz`` are at most 50 ms behind a commit."""
 RESTART = Backoff(first_s=0.5, max_s=30.0)
 """Pauses before restarting a child that keeps dying soon after its start."""
