@@ -130,8 +130,7 @@ class Client(mqtt.Client):
         ``received``; stop at anything else (another packet, properties, an incomplete or
         malformed packet), which paho then reads. Returns how many were handed on."""
         got: list[Publish] = []
-        pos = publishes(self._rbuf, self._rpos, got)
-        self._rpos = pos
+        self._rpos = publishes(self._rbuf, self._rpos, got)
         if got:
             self.received_fast += len(got)
             with self._in_callback_mutex:

@@ -298,7 +298,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
 
     def committed(new: Sequence[Reading]) -> None:
         send(("commit", len(new), time.time()))
-        report_now.set()  # the counts in /healthz current after each commit
+        report_now.set()  # the counts in /healthz current within REPORT_GAP_S of a commit
 
     def ack(messages: Iterable[Inbound]) -> None:
         session.ack([m.mid for m in messages if m.qos == 1])
