@@ -184,6 +184,14 @@ def _parser() -> argparse.ArgumentParser:
         " telemetry read and journaled by the main process, not by a process of its own",
     )
     ap.add_argument(
+        "--pg-session-slots",
+        type=int,
+        default=None,
+        help="JIAYUAN_SESSION_SLOTS for the service on PostgreSQL (default: the setting's"
+        " default): its telemetry sessions, each an ingest process while one instance holds"
+        " them all",
+    )
+    ap.add_argument(
         "--plain",
         dest="tls",
         action="store_false",
@@ -198,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         args.ingest_processes
         if args.ingest_processes is not None
         else Settings.model_fields["ingest_processes"].default
+    )
+    slots = (
+        args.pg_session_slots
+        if args.pg_session_slots is not None
+        else Settings.model_fields["session_slots"].default
     )
     stores = STORES[args.stores]
     sizes = {
@@ -249,13 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             settings: dict[str, Any] = (
                 {"ingest_processes": procs, "ingest_separate": args.ingest_separate}
                 if store == "sqlite"
-                else {}
+                else {"session_slots": slots}
             )
             what = (
                 ingest_layout(procs, args.ingest_separate)
                 if store == "sqlite"
-                else "a throwaway PostgreSQL (durable defaults), one instance, its default"
-                " session slots"
+                else "a throwaway PostgreSQL (durable defaults), one instance, its"
+                f" {slots} telemetry session slots"
+                + (" (the default)" if args.pg_session_slots is None else "")
             )
             note = (
                 f"; shorter than SQLite's: {n:,} messages a round, catch-up of {k:,}"
@@ -274,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                 messages=n,
                 catchup_n=k,
             )
-            run.ingest_processes = procs if store == "sqlite" else 1
-            run.ingest_separate = store == "sqlite" and args.ingest_separate
+            # (on PostgreSQL each session slot this one instance holds is an ingest process)
+            run.ingest_processes = procs if store == "sqlite" else slots
+            run.ingest_separate = args.ingest_separate if store == "sqlite" else True
             run.note = note.removeprefix("; ")
             runs.append(run)
             say(f"{store}: " + cpu_table(run.cpu, ceiling_cpu).removeprefix("bench: "))
@@ -289,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(table(runs, ceiling, ceiling_cpu), flush=True)
-        print(targets.report(runs, ceiling, ceiling_cpu), flush=True)
+        print(targets.report(runs, ceiling, ceiling_cpu, ceilings), flush=True)
         for r in runs:
             if r.note:
                 say(f"{r.store}: {r.note}")

@@ -24,7 +24,7 @@ def _rows(run: StoreRun, ceiling: float) -> list[tuple[str, str]]:
     out = [
         ("messages an ingest round", f"{run.messages:,} × {len(run.rates)}"),
         ("ingest, best round (msg/s)", _num(run.ingest)),
-        ("ratio to the broker's ceiling", _num(run.ingest / ceiling, 2)),
+        ("ratio to the broker's ceiling", _num(run.ingest / ceiling, 3)),
         ("background load of the latency phase (msg/s)", _num(run.background)),
         (
             "publish→alert p50 / p99 / slowest (ms) under it",
@@ -131,7 +131,7 @@ def key_lines(run: StoreRun, ceiling: float) -> list[str]:
         )
     lines.append(
         f"{p}ingest_msgs_per_s={run.ingest:.0f} {p}broker_msgs_per_s={ceiling:.0f} "
-        f"{p}ratio={run.ingest / ceiling:.2f} {p}p50_ms={percentile(lat, 50) * 1000:.1f}"
+        f"{p}ratio={run.ingest / ceiling:.3f} {p}p50_ms={percentile(lat, 50) * 1000:.1f}"
         f" {p}p99_ms={percentile(lat, 99) * 1000:.1f}"
         + (
             f" ingest_processes={run.ingest_processes} ingest_separate={int(run.ingest_separate)}"

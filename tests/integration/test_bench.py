@@ -96,6 +96,8 @@ def test_make_bench_prints_postgresql_beside_sqlite(capsys: pytest.CaptureFixtur
     header = next(line for line in out.splitlines() if "SQLite" in line and "PostgreSQL" in line)
     assert header.index("SQLite") < header.index("PostgreSQL")
     assert re.search(r"journal partitions: readings_p\d{8} [\d,]+ readings", out)
+    # PostgreSQL's targets name its ingest processes: one a session slot (4 by default)
+    assert "bench: issue 11's targets, PostgreSQL, 4 telemetry ingest processes:" in out
 
 
 def test_one_store_alone(capsys: pytest.CaptureFixture[str]) -> None:

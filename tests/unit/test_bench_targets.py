@@ -61,7 +61,21 @@ def test_the_report_names_the_ingest_processes_and_the_broker_figures() -> None:
         "bench: issue 11's targets, SQLite, 2 telemetry ingest processes: 3 of 4 measured met"
     )
     live = next(line for line in lines if "live ingest ratio" in line)
-    assert "0.65 (52,000 msg/s)" in live and "ceiling 80,000 msg/s" in live
+    assert "0.650 (52,000 msg/s)" in live and "ceiling 80,000 msg/s" in live
     assert live.endswith("NOT met")
     cpu = next(line for line in lines if "µs a message" in line)
     assert "15.0 µs" in cpu and "mosquitto 7.6 µs (at its ceiling 9.3)" in cpu
+
+
+def test_a_ratio_just_under_the_target_does_not_read_as_met() -> None:
+    """0.745 printed as "0.75 … NOT met" (2026-12-05): three places, and every round under it."""
+    r = run(rate=59_600)  # 0.745 of the ceiling
+    r.rates = [57_000.0, 59_600.0]
+    text = report([r], CEILING, Ceiling(100_000, 0.93), [70_000.0, 80_000.0])
+    lines = text.splitlines()
+    i = next(i for i, line in enumerate(lines) if "live ingest ratio" in line)
+    assert "0.745 (59,600 msg/s)" in lines[i] and lines[i].endswith("NOT met")
+    assert lines[i + 1] == (
+        "bench:     rounds (msg/s): ceiling 70,000, 80,000; service 57,000, 59,600;"
+        " ratio of the medians 0.777"
+    )
