@@ -59,13 +59,15 @@ def _spread(ceiling_rounds: Sequence[float], service_rounds: Sequence[float]) ->
     round over best round) moves with the rounds picked."""
     if len(ceiling_rounds) < 2 and len(service_rounds) < 2:
         return ""
-    rounds = ", ".join(f"{r:,.0f}" for r in ceiling_rounds)
-    mine = ", ".join(f"{r:,.0f}" for r in service_rounds)
-    medians = ""
+    parts = [
+        f"{who} {', '.join(f'{r:,.0f}' for r in rounds)}"
+        for who, rounds in (("ceiling", ceiling_rounds), ("service", service_rounds))
+        if rounds
+    ]
     if ceiling_rounds and service_rounds:
         ratio = statistics.median(service_rounds) / statistics.median(ceiling_rounds)
-        medians = f"; ratio of the medians {ratio:.3f}"
-    return f"rounds (msg/s): ceiling {rounds}; service {mine}{medians}"
+        parts.append(f"ratio of the medians {ratio:.3f}")
+    return "rounds (msg/s): " + "; ".join(parts)
 
 
 def targets(

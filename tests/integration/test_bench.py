@@ -14,6 +14,7 @@ import pytest
 from bench import fall_path
 from bench.__main__ import main
 from bench.cpu import STAGES
+from jiayuan.settings import Settings
 
 pytestmark = pytest.mark.network
 
@@ -97,7 +98,8 @@ def test_make_bench_prints_postgresql_beside_sqlite(capsys: pytest.CaptureFixtur
     assert header.index("SQLite") < header.index("PostgreSQL")
     assert re.search(r"journal partitions: readings_p\d{8} [\d,]+ readings", out)
     # PostgreSQL's targets name its ingest processes: one a session slot (4 by default)
-    assert "bench: issue 11's targets, PostgreSQL, 4 telemetry ingest processes:" in out
+    slots = Settings.model_fields["session_slots"].default
+    assert f"bench: issue 11's targets, PostgreSQL, {slots} telemetry ingest processes:" in out
 
 
 def test_one_store_alone(capsys: pytest.CaptureFixture[str]) -> None:

@@ -79,3 +79,9 @@ def test_a_ratio_just_under_the_target_does_not_read_as_met() -> None:
         "bench:     rounds (msg/s): ceiling 70,000, 80,000; service 57,000, 59,600;"
         " ratio of the medians 0.777"
     )
+
+
+def test_rounds_of_one_side_alone_are_shown_without_an_empty_other() -> None:
+    lines = report([run(rate=52_000)], CEILING, Ceiling(100_000, 0.93)).splitlines()
+    i = next(i for i, line in enumerate(lines) if "live ingest ratio" in line)
+    assert lines[i + 1] == "bench:     rounds (msg/s): service 51,000, 52,000"
