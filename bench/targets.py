@@ -10,9 +10,12 @@ met: printed by ``python -m bench`` after the side-by-side table, one block per 
 | service CPU per message (on PostgreSQL with the server's) | ≤ 35 µs |
 | journal on disk per reading (100 MB per million) | ≤ 100 B |
 
-A target whose phase was skipped (``--catchup 0``) says so rather than met or not. The store's
-column heading names its telemetry ingest processes (``--ingest-processes``), so that two runs
-say which K meets which target.
+The live ratio is judged best round over best round (the ceiling's and the service's), and
+printed to three places with every round of both under it and the ratio of their medians, so
+a run shows how much its verdict owes to the rounds picked. A target whose phase was skipped
+(``--catchup 0``) says so rather than met or not. The store's column heading names its
+telemetry ingest processes (``--ingest-processes``; on PostgreSQL one a session slot,
+``--pg-session-slots``), so that two runs say which K meets which target.
 """
 
 from __future__ import annotations
