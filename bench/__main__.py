@@ -26,7 +26,8 @@
    with its durable defaults).
 
 Every client connects with its own account over the TLS listener, as in production (each
-mosquitto_pub as one device, the service with its account, the probe through a gateway);
+mosquitto_pub as one device, the service with its account, the probe through a gateway), and
+every device is in the service's registry (``JIAYUAN_REGISTRY``), as the broker's accounts are;
 ``--plain`` uses the loopback development listener instead, to see what TLS costs.
 
 The ``key=value`` lines come last: PostgreSQL's (prefixed ``pg_``), then SQLite's:
@@ -49,7 +50,7 @@ from typing import Any
 from bench import sink, store_writes, targets
 from bench.cpu import Ceiling, process_cpu, wait_cpu
 from bench.cpu import table as cpu_table
-from bench.load import bench_registry, client_env, write_message_files
+from bench.load import bench_registry, client_env, service_registry, write_message_files
 from bench.service_run import Files, StoreRun, ingest_layout, publishers, run_store, say
 from bench.sidebyside import PREFIX, key_lines, table
 from devtools.broker import Broker
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     registry = bench_registry(topics, args.probes + args.catchup_probes)
     conf = dict(o.split("=", 1) for o in args.broker_set)
     broker = Broker(work / "mosquitto", registry=registry, conf=conf).start()
+    known: dict[str, Any] = {"registry": service_registry(registry, work / "registry")}
     tls = args.tls
     try:
         say(
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[StoreRun] = []
         for store in stores:
             n, k = sizes[store]
-            settings: dict[str, Any] = (
+            settings: dict[str, Any] = known | (
                 {"ingest_processes": procs, "ingest_separate": args.ingest_separate}
                 if store == "sqlite"
                 else {"session_slots": slots}

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.load import BackgroundLoad, FallProbe, bench_registry
+from bench.load import BackgroundLoad, FallProbe, bench_registry, service_registry
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from devtools.postgres import Postgres
@@ -54,13 +54,15 @@ WHERE r.device_id LIKE 'probe-%'
 def measure(falls: int, rate: int, settings: dict[str, str]) -> dict[str, list[float]]:
     """Seconds each fall spent in each of :data:`STAGES`."""
     work = Path(tempfile.mkdtemp(prefix="jiayuan-fall-path-"))
-    broker = Broker(work / "mosquitto", registry=bench_registry([], falls)).start()
+    registry = bench_registry([], falls)
+    broker = Broker(work / "mosquitto", registry=registry).start()
     pg = Postgres(settings={"track_commit_timestamp": "on", **settings})
     svc: ServiceProcess | None = None
     try:
         pg.start()
         url = pg.create_database("jiayuan")
-        svc = ServiceProcess(work / "service", broker, database_url=url).start()
+        fleet = service_registry(registry, work / "registry")
+        svc = ServiceProcess(work / "service", broker, database_url=url, registry=fleet).start()
         ready = threading.Event()
         probe = FallProbe(svc.url, svc.token, broker, ready)
         probe.start()

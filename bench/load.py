@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devtools.broker import Broker
 from ingest.access import BrokerAccess
 from ingest.topics import parse_topic
-from registry import Device, Registry
+from registry import Device, Registry, write_registry
 
 BACKGROUND_DEVICES = 8
 PROBE_GATEWAY = "gateway.PROBE"
@@ -54,6 +54,15 @@ def bench_registry(topics: Iterable[str], probes: int) -> Registry:
         Device(device_id=probe_device(i), kind="wearable", compound="PROBE") for i in range(probes)
     ]
     return Registry("y", devices=devices)
+
+
+def service_registry(registry: Registry, folder: Path) -> Path:
+    """``registry`` written into ``folder`` for the service (``JIAYUAN_REGISTRY``), which then
+    knows the devices the broker lets in, as in production, where the broker's accounts follow
+    the service's registry (jiayuan/broker/live.py). Until 2026-12-05 the benchmarks ran the
+    service with an empty registry: every device unregistered to it."""
+    write_registry(registry, folder)
+    return folder
 
 
 def client_env(access: BrokerAccess, folder: Path, *tools: str) -> dict[str, str]:
@@ -205,6 +214,7 @@ class FallProbe:
         self._client = _client(broker, "bench-probe", broker.access(PROBE_GATEWAY, tls=tls))
         self._sent: dict[str, float] = {}
         self._latency: dict[str, float] = {}
+        self._unregistered: set[str] = set()
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._listen, daemon=True)
@@ -226,9 +236,12 @@ class FallProbe:
                 if event.get("action") != "raised":
                     continue
                 dev = event["alert"]["device_id"]
+                unknown = event["alert"].get("labels", {}).get("registered") == "false"
                 with self._lock:
                     if dev in self._sent and dev not in self._latency:
                         self._latency[dev] = now - self._sent[dev]
+                        if unknown:
+                            self._unregistered.add(dev)
 
     def run(self, probes: int, interval: float, first: int = 0) -> list[float]:
         """Publish ``probes`` falls (devices ``first``…), one every ``interval`` seconds; the
@@ -248,6 +261,12 @@ class FallProbe:
             time.sleep(0.05)
         with self._lock:
             return list(self._latency.values())
+
+    def unregistered(self) -> set[str]:
+        """The devices whose fall's alert said the service does not know them (its label
+        ``registered: "false"``): none, when the service runs with the bench's registry."""
+        with self._lock:
+            return set(self._unregistered)
 
     def sent_by_device(self) -> dict[str, float]:
         """When each probe device's fall was published (``time.perf_counter()``)."""

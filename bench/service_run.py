@@ -300,6 +300,8 @@ def _latency(svc: ServiceProcess, broker: Broker, folder: Path, args: Any, run: 
     probe.stop()
     alerted = len(run.latencies)
     say(f"{run.store}: background load {run.background:,.0f} msg/s during {alerted} probes")
+    known = alerted - len(probe.unregistered())
+    say(f"{run.store}: probe alerts from devices in the service's registry: {known}/{alerted}")
     if len(run.latencies) < args.probes:
         print(
             f"bench: {run.store}: {args.probes - len(run.latencies)} probe alerts never arrived",

@@ -84,6 +84,12 @@ def test_make_bench_prints_postgresql_beside_sqlite(capsys: pytest.CaptureFixtur
         assert keys[f"{p}catchup_falls"] == f"{CATCHUP_PROBES}/{CATCHUP_PROBES}"
     alerted = re.findall(r"probes alerted\s+(\S+)\s+(\S+)", out)
     assert alerted == [(f"{PROBES}/{PROBES}", f"{PROBES}/{PROBES}")]  # SQLite, PostgreSQL
+    # the service knows the bench's devices, as the broker does (an alert says when it does not)
+    for store in ("sqlite", "postgres"):
+        assert (
+            f"{store}: probe alerts from devices in the service's registry: {PROBES}/{PROBES}"
+            in out
+        )
     # the server did the journal's work: every message of the rounds a row at least, on disk
     assert int(keys["pg_readings"]) >= MESSAGES + CATCHUP
     assert float(keys["pg_server_rows_per_msg"]) >= 1
