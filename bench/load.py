@@ -59,8 +59,8 @@ def bench_registry(topics: Iterable[str], probes: int) -> Registry:
 def service_registry(registry: Registry, folder: Path) -> Path:
     """``registry`` written into ``folder`` for the service (``JIAYUAN_REGISTRY``), which then
     knows the devices the broker lets in, as in production, where the broker's accounts follow
-    the service's registry (jiayuan/broker/live.py). Until 2026-12-05 the benchmarks ran the
-    service with an empty registry: every device unregistered to it."""
+    the service's registry (jiayuan/broker/live.py). Until 2026-12-05 ``make bench`` and
+    ``bench.fall_path`` ran the service with an empty registry: every device unregistered."""
     write_registry(registry, folder)
     return folder
 
