@@ -6,7 +6,8 @@ timed to their alerts on ``/api/stream`` (as ``make bench``'s latency phase), th
 - publish → received (the reading's ``received``, the service's clock);
 - received → its row committed (``pg_xact_commit_timestamp`` of the row's ``xid``);
 - committed → raised (the alert's ``raised_at``, the rules worker's clock);
-- raised → the alert committed (the commit timestamp of the alert row's ``xmin``);
+- raised → the alert committed (the commit timestamp of its "raised" history row's ``xmin``:
+  the alert row's own is a later update's, such as its incident's);
 - committed → on the stream (the probe's arrival).
 
     .venv/bin/python -m bench.fall_path [--falls 60] [--rate 5000] [--set synchronous_commit=off]
@@ -45,8 +46,9 @@ _TIMES = b"""
 SELECT r.device_id, r.received,
        extract(epoch FROM pg_xact_commit_timestamp(r.xid::text::xid))::float8,
        a.raised_at,
-       extract(epoch FROM pg_xact_commit_timestamp(a.xmin))::float8
+       extract(epoch FROM pg_xact_commit_timestamp(h.xmin))::float8
 FROM readings r JOIN alerts a ON a.device_id = r.device_id
+JOIN alert_history h ON h.alert_id = a.id AND h.action = 'raised'
 WHERE r.device_id LIKE 'probe-%'
 """
 
