@@ -859,7 +859,9 @@ CROSS JOIN LATERAL (
 """
 """:func:`rows_after` for many partitions in one round trip: each partition's rows after its own
 position (its index range of ``readings_follow``), the same horizon for all (one statement, one
-snapshot)."""
+snapshot). Its rows (and :data:`_BEFORE`'s) come in binary: the payload not hex-encoded by the
+server and decoded again here (200,000 rows read 50 a partition at a time, the
+reader's CPU 3.1-3.2 µs a row against 3.7-3.8 in text)."""
 
 
 def _decoded(
@@ -887,6 +889,7 @@ def rows_after_each(
     found = db.execute(
         _EACH,
         (parts, [str(after[p].xid) for p in parts], [after[p].id for p in parts], limit),
+        binary=True,
     )
     return [_decoded(r[0], r[1], r[2], tuple(r[3:])) for r in found]
 
@@ -951,6 +954,7 @@ def urgent_ahead(
             [str(last[k].xid) for k in keys],
             [last[k].id for k in keys],
         ),
+        binary=True,
     )
     out = [_decoded(r[0], r[1], r[2], tuple(r[3:])) for r in found]
     return [(p, pos, row) for p, pos, row in out if pos not in skip.get(p, ())]
