@@ -15,25 +15,24 @@ POLL_S: Final = 0.01
 """How often :meth:`JournalHead.wait` looks: as often as the broker's ceiling round looks for
 ``mosquitto_sub``'s end (:func:`bench.cpu.wait_cpu`), so that both ends are seen as late (they
 were 50 ms here and 20 ms in the catch-up, against 10 ms for the ceiling: a round of 2 s
-seen ~1 % slower on average than the ceiling's). A look is an index lookup, ~20 µs."""
+seen ~1 % slower on average than the ceiling's). A look reads no rows: ~20 µs on SQLite."""
 
 
 class JournalHead:
     """The journal's rows as the bench counts them itself, while the service ingests: a read-only
-        connection to the service's SQLite file, or one connection to PostgreSQL (``url``).
+    connection to the service's SQLite file, or one connection to PostgreSQL (``url``).
 
-        Not the service's ``/healthz`` (its ``messages_committed``), which was late and a load:
-        with the ingest process apart (the default), the main process knows the child's count as
-        last reported, every 0.5 s (``jiayuan.ingest_procs.REPORT_S``), so a round of about 2 s was
-        seen to end up to half a second late; and asked every 50 ms, ``/healthz`` took ~0.5 µs of
-        the service's CPU a message (other threads 1.6-1.7 µs against 1.1-1.2 asked every 0.5 s,
-        2026-12-04), besides the bench's own HTTP client's on the same cores, a load the service
-        does not carry in production, where a monitor asks every few seconds (in the catch-up,
-        asked every 20 ms, more). Polled here (:meth:`reached`):
-        the newest row's id (:meth:`top`: an index lookup on SQLite, the identity's last value on
-    PostgreSQL), and once that has moved ``n`` ids on,
-        the exact count of the rows after the start (:meth:`count_after`), since ids may skip (a
-        PostgreSQL identity after a rollback)."""
+    Not the service's ``/healthz`` (its ``messages_committed``), which was late and a load:
+    with the ingest process apart (the default), the main process knows the child's count as
+    last reported, every 0.5 s (``jiayuan.ingest_procs.REPORT_S``), so a round of about 2 s was
+    seen to end up to half a second late; and asked every 50 ms, ``/healthz`` took ~0.5 µs of
+    the service's CPU a message (other threads 1.6-1.7 µs against 1.1-1.2 asked every 0.5 s,
+    2026-12-04), besides the bench's own HTTP client's on the same cores, a load the service
+    does not carry in production, where a monitor asks every few seconds (in the catch-up,
+    asked every 20 ms, more). Polled here (:meth:`reached`): the newest row's id (:meth:`top`:
+    an index lookup on SQLite, the identity's last value on PostgreSQL), and once that has
+    moved ``n`` ids on, the exact count of the rows after the start (:meth:`count_after`),
+    since ids may skip (a PostgreSQL identity after a rollback)."""
 
     def __init__(self, data_dir: Path, url: str | None) -> None:
         self._pg = connect(url, name="bench", autocommit=True) if url else None
