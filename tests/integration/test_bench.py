@@ -136,8 +136,11 @@ def test_one_store_alone(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_fall_path_times_every_stage_of_each_fall() -> None:
     """``python -m bench.fall_path``: each fall alerted is split into every stage, from the
-    reading's receipt and commit to the alert's raise, commit and arrival on the stream."""
-    stages = fall_path.measure(falls=3, rate=100, settings={})
+    reading's receipt and commit to the alert's raise, commit and arrival on the stream; with
+    ``--statements``, the server's statements that took longest, the journal's among them."""
+    stages, top = fall_path.measure(falls=3, rate=100, settings={}, statements=50)
+    assert 0 < len(top) <= 50
+    assert any(text.startswith("INSERT INTO readings") and rows > 0 for *_, rows, text in top)
     assert list(stages) == list(fall_path.STAGES)
     assert [len(v) for v in stages.values()] == [3] * len(fall_path.STAGES)
     total = stages["publish → on the stream"]
