@@ -880,6 +880,14 @@ def _decoded(
     )
 
 
+def _numbers(values: Iterable[int]) -> str:
+    """Integers as an array literal (``{1,2,3}``), cast by the statement: one text parameter
+    rather than a list psycopg dumps element by element, which took the rules worker's reads
+    ~120 µs more of client CPU each with 64 partitions' three arrays (286-302 against
+    167-181 µs an execute, a script timing 3,000 of them)."""
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
+
+
 def rows_after_each(
     db: psycopg.Connection[Any], after: dict[int, follow.Position], limit: int = 500
 ) -> list[tuple[int, follow.Position, rows.Row]]:
@@ -888,7 +896,12 @@ def rows_after_each(
     parts = list(after)
     found = db.execute(
         _EACH,
-        (parts, [str(after[p].xid) for p in parts], [after[p].id for p in parts], limit),
+        (
+            _numbers(parts),
+            _numbers(after[p].xid for p in parts),
+            _numbers(after[p].id for p in parts),
+            limit,
+        ),
         binary=True,
     )
     return [_decoded(r[0], r[1], r[2], tuple(r[3:])) for r in found]
