@@ -882,7 +882,7 @@ def _decoded(
 
 def _numbers(values: Iterable[int]) -> str:
     """Integers as an array literal (``{1,2,3}``), cast by the statement: one text parameter
-    rather than a list psycopg dumps element by element, which took the rules worker's reads
+    rather than a list psycopg dumps element by element, which took a follower's reads
     ~120 µs more of client CPU each with 64 partitions' three arrays (286-302 against
     167-181 µs an execute, a script timing 3,000 of them)."""
     return "{" + ",".join(str(int(v)) for v in values) + "}"
