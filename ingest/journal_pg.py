@@ -895,7 +895,7 @@ CROSS JOIN LATERAL (
 UNION ALL
 SELECT -1, pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint, NULL, NULL,
-       extract(epoch FROM statement_timestamp())::float8, NULL, NULL, NULL, NULL, NULL
+       extract(epoch FROM transaction_timestamp())::float8, NULL, NULL, NULL, NULL, NULL
 """
 )
 """:func:`rows_after` for many partitions in one round trip: each partition's rows after its own
@@ -905,7 +905,8 @@ skips the others as it runs). Its rows (and :data:`_BEFORE`'s) come in binary: t
 hex-encoded by the server and decoded again here (200,000 rows read 50 a partition at a time,
 the reader's CPU 3.1-3.2 µs a row against 3.7-3.8 in text). Last, one row of partition -1: the
 statement's horizon, its snapshot's ``xmax`` (every transaction id from it on was taken after
-the statement began) and the statement's start, for :class:`DayBound`."""
+the snapshot) and its transaction's start (before the snapshot, whatever the isolation), for
+:class:`DayBound`."""
 
 
 def _decoded(
@@ -952,7 +953,7 @@ class DayBound:
       read (:attr:`read_to`); else its cursor is where its unread rows begin;
     - :meth:`since` is the lowest transaction id an unread row may have, over the partitions;
       the latest read whose ``xmax`` is at or below it began before any of those were taken,
-      and :meth:`floor` is its start less :data:`LATE_S`.
+      and :meth:`floor` is its start less :data:`LATE_S` (and :attr:`STEP_S`).
 
     Only the server's clock is compared with the server's clock. Before the first read (a
     start, a takeover) and after :meth:`forget` (a rewind: rows read are given again), there
@@ -962,6 +963,9 @@ class DayBound:
 
     MARKS: Final = 10_000
     """Reads remembered (one a second at most): fewer only lower the floor."""
+    STEP_S: Final = 3600.0
+    """Taken off the floor besides :data:`LATE_S`: the server's clock set back (or a standby's
+    behind the old primary's) by up to this between a read and a later write."""
 
     def __init__(self) -> None:
         self._marks: collections.deque[tuple[int, float]] = collections.deque()
@@ -981,7 +985,7 @@ class DayBound:
         while len(marks) > 1 and marks[1][0] <= since:
             marks.popleft()  # a later read also began before them
         if marks and marks[0][0] <= since:
-            return marks[0][1] - LATE_S
+            return marks[0][1] - LATE_S - self.STEP_S
         return None
 
     def read(self, horizon: int, xmax: int, start: float, done: Iterable[int]) -> None:

@@ -107,7 +107,7 @@ def test_rows_written_far_from_their_moment_are_read_all_the_same(pg_url: str) -
         assert len(drain(follower, db)) == 1
         since = follower.days.since(follower.position)
         floor = follower.days.floor(since)
-        assert floor is not None and floor > now - LATE_S - 60  # bounded from here on
+        assert floor is not None and floor > now - LATE_S - DayBound.STEP_S - 60  # bounded now
 
         # a wearable's reading from nearly a day ago (the oldest decode believes), kept while it
         # was out of reach: not an outlier, and read
@@ -148,9 +148,11 @@ def test_the_bound_forgets_what_was_read_when_the_rows_are_given_again() -> None
     assert bound.since(at) == 0 and bound.floor(0) is None  # nothing read yet: every day
     bound.read(horizon=50, xmax=50, start=1000.0, done=[0, 1])
     assert bound.since(at) == 50  # both read to the horizon
-    assert bound.floor(50) == 1000.0 - LATE_S
+    assert bound.floor(50) == 1000.0 - LATE_S - DayBound.STEP_S
     bound.read(horizon=60, xmax=70, start=2000.0, done=[1])  # partition 0 gave its limit
     assert bound.since(at) == 50
-    assert bound.floor(50) == 1000.0 - LATE_S  # (ids 50-69 may be older than the later read)
+    assert (
+        bound.floor(50) == 1000.0 - LATE_S - DayBound.STEP_S
+    )  # (ids 50-69 may be older than the later read)
     bound.forget()  # rewound: from the cursors again
     assert bound.since(at) == 0 and bound.floor(0) is None
