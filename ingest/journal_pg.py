@@ -104,44 +104,34 @@ _STAGING_TYPES: Final = [
 ]
 _COPY: Final = "COPY journal_staging FROM STDIN (FORMAT BINARY)"
 LATE_S: Final = MAX_AGE_S + 3600.0
-"""A batch holding a reading whose ``pts`` lies more than this before the moment it is written
-records it in ``journal_outliers`` (a day and an hour: decode believes a device's time up to a
-day old, and the receive time is the write's within the time a batch is held)."""
-EARLY_S: Final = 3600.0
-"""… or more than this after that moment (decode believes a device's time up to
-``MAX_FUTURE_S`` ahead: an hour allows for an instance's clock out by nearly as much)."""
-_INSERT: Final = f"""
-WITH ins AS (
-    INSERT INTO readings (partition, pts, device_id, shape, ts, received, seq, dedup, event,
-                          ts_flag, payload)
-    SELECT partition, to_timestamp(pts), device_id, shape, ts, received, seq, dedup, event,
-           ts_flag, payload
-    FROM journal_staging s
-    WHERE NOT (s.ts = s.received AND s.dedup IS NOT NULL AND (
-        SELECT true FROM readings r
-        WHERE r.device_id = s.device_id AND r.dedup = s.dedup AND r.ts = r.received
-        LIMIT 1) IS NOT NULL)
-    ORDER BY device_id, ord
-    ON CONFLICT DO NOTHING
-    RETURNING device_id, ts, received, dedup, pts
-), outliers AS (
-    INSERT INTO journal_outliers (low, high)
-    SELECT min(pts), max(pts) FROM ins
-    HAVING min(pts) < clock_timestamp() - interval '{LATE_S:.0f} seconds'
-        OR max(pts) > clock_timestamp() + interval '{EARLY_S:.0f} seconds'
-)
-SELECT device_id, ts, received, dedup FROM ins
+"""A statement that writes a reading whose ``pts`` lies more than this before the server's clock
+records its span in ``journal_outliers`` (the trigger of migration 0014): a day and an hour,
+as decode believes a device's time up to a day old, and a batch is written within moments of
+its receive time unless it was held."""
+EARLY_S: Final = float(DAY)
+"""… or more than this after it: decode believes a device's time up to ``MAX_FUTURE_S`` ahead,
+and a day allows for an instance's clock out by nearly as much before its every batch is an
+outlier."""
+_INSERT: Final = """
+INSERT INTO readings (partition, pts, device_id, shape, ts, received, seq, dedup, event,
+                      ts_flag, payload)
+SELECT partition, to_timestamp(pts), device_id, shape, ts, received, seq, dedup, event,
+       ts_flag, payload
+FROM journal_staging s
+WHERE NOT (s.ts = s.received AND s.dedup IS NOT NULL AND (
+    SELECT true FROM readings r
+    WHERE r.device_id = s.device_id AND r.dedup = s.dedup AND r.ts = r.received
+    LIMIT 1) IS NOT NULL)
+ORDER BY device_id, ord
+ON CONFLICT DO NOTHING
+RETURNING device_id, ts, received, dedup
 """
 """One statement for the batch: duplicates of timed messages by the unique index, of messages
 without the device's time by key alone (as the SQLite journal's partial index). Devices in one
 order on every instance (two instances given the same messages wait for each other's keys in
-the same order rather than deadlock), each device's in arrival order.
-
-A batch whose readings lie outside :data:`LATE_S` before to :data:`EARLY_S` after the moment
-they are written records their span in ``journal_outliers``, in the same transaction: the
-followers read only the days near the moments their unread transactions wrote, and the days
-those rows name (:class:`DayBound`). The moment is the server's clock once every row is
-inserted, after the transaction took its id (the aggregate reads them all first).
+the same order rather than deadlock), each device's in arrival order. (A batch whose readings
+lie far from the server's clock is recorded in ``journal_outliers`` by the table's trigger:
+:class:`DayBound`.)
 
 The repeat check is a scalar subquery, one probe of ``readings_untimed`` for each untimed row
 staged, and not ``EXISTS``: PostgreSQL may turn an ``EXISTS`` into a hashed subplan, which reads
@@ -870,13 +860,14 @@ def rows_after(
 _DAYS: Final = f"""
 WITH o AS (
     SELECT least(to_timestamp(%s::float8), min(low)) AS lo,
-           greatest(clock_timestamp() + interval '{EARLY_S:.0f} seconds', max(high)) AS hi
+           greatest(clock_timestamp() + interval '{EARLY_S + 3600:.0f} seconds', max(high)) AS hi
     FROM journal_outliers WHERE xid >= %s::text::xid8
 )"""
 """The span of ``pts`` a follower's read looks in (:class:`DayBound`): from a floor (or
-``-infinity``) to an hour past the read's moment, widened to the spans ``journal_outliers``
-records of the transactions from a given id on. In the statement that reads the rows, so in
-their snapshot: a transaction's rows and its outlier row are seen together or not at all."""
+``-infinity``) to :data:`EARLY_S` and an hour past the read's moment (the hour for a clock set
+back), widened to the spans ``journal_outliers`` records of the transactions from a given id
+on. In the statement that reads the rows, so in their snapshot: a transaction's rows and its
+outlier row are seen together or not at all."""
 _EACH: Final = (
     _DAYS
     + """
@@ -893,9 +884,8 @@ CROSS JOIN LATERAL (
     ORDER BY r.xid, r.id LIMIT %s
 ) AS x
 UNION ALL
-SELECT -1, pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
-       pg_snapshot_xmax(pg_current_snapshot())::text::bigint, NULL, NULL,
-       extract(epoch FROM transaction_timestamp())::float8, NULL, NULL, NULL, NULL, NULL
+SELECT -1, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL
 """
 )
 """:func:`rows_after` for many partitions in one round trip: each partition's rows after its own
@@ -904,9 +894,11 @@ snapshot), only in the day partitions between ``lo`` and ``hi`` (:class:`DayBoun
 skips the others as it runs). Its rows (and :data:`_BEFORE`'s) come in binary: the payload not
 hex-encoded by the server and decoded again here (200,000 rows read 50 a partition at a time,
 the reader's CPU 3.1-3.2 µs a row against 3.7-3.8 in text). Last, one row of partition -1: the
-statement's horizon, its snapshot's ``xmax`` (every transaction id from it on was taken after
-the snapshot) and its transaction's start (before the snapshot, whatever the isolation), for
-:class:`DayBound`."""
+statement's horizon, for :class:`DayBound`."""
+_ANCHOR: Final = (
+    "SELECT pg_current_xact_id()::text::bigint, extract(epoch FROM transaction_timestamp())::float8"
+)
+"""The transaction's id and its start: every transaction id after it was taken later."""
 
 
 def _decoded(
@@ -935,41 +927,46 @@ def _numbers(values: Iterable[int]) -> str:
 
 
 class DayBound:
-    """Which day partitions a follower's next read must look in: those from ``floor`` on, where
-    no unread row of its partitions can lie before (the read adds ``journal_outliers``' spans,
-    and an hour past the read's own moment as the top).
+    """Which day partitions a follower's next read must look in: those from :meth:`floor` on,
+    before which no unread row of its partitions can lie (the read adds ``journal_outliers``'
+    spans, and puts the top at :data:`EARLY_S` and an hour past its own moment).
 
     The journal is partitioned by day on ``pts``, and a follower reads each of its partitions'
-    rows in ``(xid, id)`` order from every day partition's ``readings_follow`` index: a district
-    keeping 30 days had each read probe 64 partitions in ~40 day partitions (2.42 ms a read of
-    ~50 rows, against 0.86 with 4 day partitions). Yet an unread row was written by a
-    transaction that took its id after the follower's earlier reads began, and the writer
-    records every batch whose rows lie more than :data:`LATE_S` before (or :data:`EARLY_S`
-    after) its moment of writing (:data:`_INSERT`). So:
+    rows in ``(xid, id)`` order from every day partition's ``readings_follow`` index: keeping
+    40 days (48 partitions with those made ahead), a read of ~50 rows took 2.9-3.3 ms against
+    ~0.9 with one (``python -m bench.follower_days``). Yet a row lies within :data:`LATE_S`
+    before the server's clock as its statement ends, or its span is in ``journal_outliers``
+    (the trigger of migration 0014, on every statement that writes ``readings``), and that
+    moment comes after its transaction took its id. So:
 
-    - each read returns its horizon, its snapshot's ``xmax`` and its start
-      (:data:`_EACH`): every transaction id from ``xmax`` on was taken after that start;
-    - a partition whose read gave fewer rows than the limit has every row below that horizon
-      read (:attr:`read_to`); else its cursor is where its unread rows begin;
+    - the follower's own committing transaction (:meth:`JournalFollower.save`) notes its id
+      and its start once a second (:meth:`anchor`): every id after it was taken later. (Not a
+      snapshot's ``xmax``: that is one past the newest *completed* transaction, and a
+      transaction may have taken a greater id, and written, long before.);
+    - each read returns its horizon: a partition that gave fewer rows than the limit has every
+      row below it read (:attr:`read_to`); else its cursor is where its unread rows begin;
     - :meth:`since` is the lowest transaction id an unread row may have, over the partitions;
-      the latest read whose ``xmax`` is at or below it began before any of those were taken,
-      and :meth:`floor` is its start less :data:`LATE_S` (and :attr:`STEP_S`).
+      the latest anchor below it began before any of those took their ids, and :meth:`floor` is
+      its start less :data:`LATE_S` and :attr:`STEP_S`.
 
-    Only the server's clock is compared with the server's clock. Before the first read (a
-    start, a takeover) and after :meth:`forget` (a rewind: rows read are given again), there
-    is no floor: every day is read. tests/integration/test_journal_pg_follow.py holds rows
-    written late, early and held through an outage to being read, and counts the day
-    partitions a read looks in."""
+    Only the server's clock is compared with the server's clock. Before the first anchor the
+    horizon passed (a start, a takeover), there is no floor: every day is read; after
+    :meth:`forget` (a rewind: rows read are given again), from the cursors only.
+    tests/integration/test_journal_pg_days.py holds rows written late, early and held through
+    an outage to being read, and counts the day partitions a read looks in."""
 
     MARKS: Final = 10_000
-    """Reads remembered (one a second at most): fewer only lower the floor."""
+    """Anchors remembered: fewer only lower the floor."""
     STEP_S: Final = 3600.0
     """Taken off the floor besides :data:`LATE_S`: the server's clock set back (or a standby's
-    behind the old primary's) by up to this between a read and a later write."""
+    behind the old primary's) by up to this between an anchor and a later write."""
+    EVERY_S: Final = 1.0
+    """Seconds between anchors (:meth:`due`)."""
 
     def __init__(self) -> None:
         self._marks: collections.deque[tuple[int, float]] = collections.deque()
-        """(xmax, start) of reads, both ascending."""
+        """(first id taken after it, start) of anchors, both ascending."""
+        self._last = -math.inf
         self.read_to: dict[int, int] = {}
         """Per partition, a horizon below which every row of it was read."""
 
@@ -983,19 +980,27 @@ class DayBound:
         all of them."""
         marks = self._marks
         while len(marks) > 1 and marks[1][0] <= since:
-            marks.popleft()  # a later read also began before them
+            marks.popleft()  # a later anchor is also below them
         if marks and marks[0][0] <= since:
             return marks[0][1] - LATE_S - self.STEP_S
         return None
 
-    def read(self, horizon: int, xmax: int, start: float, done: Iterable[int]) -> None:
-        """A read at ``start`` with ``horizon`` and ``xmax`` gave every row below the horizon of
-        the partitions ``done`` (fewer rows than its limit)."""
+    def read(self, horizon: int, done: Iterable[int]) -> None:
+        """A read with ``horizon`` gave every row below it of the partitions ``done`` (fewer
+        rows than its limit)."""
         for p in done:
             self.read_to[p] = horizon
+
+    def due(self) -> bool:
+        """Whether :meth:`anchor` is due."""
+        return time.monotonic() - self._last >= self.EVERY_S
+
+    def anchor(self, xid: int, start: float) -> None:
+        """A transaction that began at ``start`` (the server's clock) took ``xid``."""
+        self._last = time.monotonic()
         marks = self._marks
-        if not marks or start - marks[-1][1] >= 1.0:
-            marks.append((xmax, start))
+        if not marks or (xid + 1 > marks[-1][0] and start >= marks[-1][1]):
+            marks.append((xid + 1, start))
             if len(marks) > self.MARKS:
                 marks.popleft()
 
@@ -1045,9 +1050,7 @@ def rows_after_each(
     out = [_decoded(r[0], r[1], r[2], tuple(r[3:])) for r in found]
     if bound is not None:
         counts = collections.Counter(p for p, _, _ in out)
-        bound.read(
-            int(mark[1]), int(mark[2]), float(mark[5]), (p for p in parts if counts[p] < limit)
-        )
+        bound.read(int(mark[1]), (p for p in parts if counts[p] < limit))
     return out
 
 
@@ -1201,6 +1204,10 @@ class JournalFollower:
         transaction committed, :meth:`rewind` if it did not."""
         moved = {p: pos for p, pos in self.position.items() if pos != self.committed[p]}
         follow.save_cursors(db, self.name, moved)
+        if self.days.due():
+            row = db.execute(_ANCHOR).fetchone()
+            if row is not None:
+                self.days.anchor(int(row[0]), float(row[1]))
         if self.ahead:
             added, dropped = [], []
             for p, read in self.read_ahead.items():

@@ -16,7 +16,7 @@ import pytest
 
 from alerts import AlertStore
 from district.pg import connect
-from ingest.journal_pg import EARLY_S, LATE_S, JournalFollower, urgent_ahead
+from ingest.journal_pg import JournalFollower, urgent_ahead
 from tests.clock import FakeClock
 from tests.mqtt import wait_for
 from tests.unit.test_rules_worker import T0, CrashingStore, World
@@ -29,14 +29,6 @@ SELECT partition, pts + interval '1 ms', device_id, shape, ts + 0.001, received,
 FROM readings WHERE device_id = %s AND shape & 3 = 0 ORDER BY id DESC LIMIT 1
 """
 """One more telemetry row of a device, in the caller's (open) transaction."""
-OUTLIERS = f"""
-INSERT INTO journal_outliers (low, high)
-SELECT min(pts), max(pts) FROM readings WHERE xid = pg_current_xact_id()
-HAVING min(pts) < clock_timestamp() - interval '{LATE_S:.0f} seconds'
-    OR max(pts) > clock_timestamp() + interval '{EARLY_S:.0f} seconds'
-"""
-"""What the journal's writer records of such a row (ingest.journal_pg._INSERT): the test's
-clock is days behind the server's."""
 
 
 @pytest.fixture
@@ -64,7 +56,6 @@ def held(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
 def hold_telemetry(held: psycopg.Connection[Any], device: str) -> None:
     """A telemetry row of ``device`` written in ``held``'s transaction, left open."""
     assert held.execute(HOLD, (device,)).rowcount == 1
-    assert held.execute(OUTLIERS).rowcount == 1
 
 
 def fall(world: World, ts: float, seq: int) -> None:
