@@ -1,7 +1,8 @@
 """The PostgreSQL journal's follower reads against the days the journal keeps: wall time of a
 read of ~50 new rows over 64 device partitions (``rows_after_each``) and of the urgent look
 before it (``urgent_ahead``), with the day partitions bounded as the rules worker reads
-(:class:`ingest.journal_pg.DayBound`) and without (every day up to an hour ahead).
+(:class:`ingest.journal_pg.DayBound`, anchored once a second as the rules worker's commits
+anchor it) and without (every day up to a day and an hour ahead).
 
 ``python -m bench.follower_days [--past 40] [--reads 150] [--rounds 3]``: a throwaway
 PostgreSQL, a journal with ``--past`` day partitions before today (and the 7 made ahead),
@@ -20,7 +21,15 @@ import time
 from devtools.postgres import Postgres
 from district import follow
 from district.pg import connect
-from ingest.journal_pg import DAY, DayBound, PgJournal, _day, rows_after_each, urgent_ahead
+from ingest.journal_pg import (
+    _ANCHOR,
+    DAY,
+    DayBound,
+    PgJournal,
+    _day,
+    rows_after_each,
+    urgent_ahead,
+)
 from ingest.payloads import Reading, decode
 
 PARTITIONS = 64
@@ -75,6 +84,10 @@ def main() -> None:
                     look, read = look + t1 - t0, read + t2 - t1
                     for p, pos, _row in got:
                         after[p] = max(after[p], pos)
+                    if bound is not None and bound.due():  # as the rules worker's commit does
+                        with db.transaction():
+                            xid, start = db.execute(_ANCHOR).fetchone() or (0, 0.0)
+                        bound.anchor(int(xid), float(start))
                 out.setdefault(f"{way}: read", []).append(1000 * read / a.reads)
                 out.setdefault(f"{way}: urgent look", []).append(1000 * look / a.reads)
         db.close()
