@@ -112,6 +112,10 @@ EARLY_S: Final = float(DAY)
 """… or more than this after it: decode believes a device's time up to ``MAX_FUTURE_S`` ahead,
 and a day allows for an instance's clock out by nearly as much before its every batch is an
 outlier."""
+STEP_S: Final = 3600.0
+"""Allowed for the server's clock set back (or a standby's behind the old primary's) between a
+follower's anchor and a later write, on both sides of the span it reads (:class:`DayBound`);
+a step back further than the latest anchor is seen, and the read looks in every day."""
 _INSERT: Final = """
 INSERT INTO readings (partition, pts, device_id, shape, ts, received, seq, dedup, event,
                       ts_flag, payload)
@@ -858,22 +862,29 @@ def rows_after(
 
 
 _DAYS: Final = f"""
-WITH o AS (
-    SELECT least(to_timestamp(%s::float8), min(low)) AS lo,
-           greatest(clock_timestamp() + interval '{EARLY_S + 3600:.0f} seconds', max(high)) AS hi
-    FROM journal_outliers WHERE xid >= %s::text::xid8
+WITH n AS (SELECT clock_timestamp() AS now),
+o AS (
+    SELECT CASE WHEN %(bounded)s AND n.now >= to_timestamp(%(latest)s)
+                THEN least(to_timestamp(%(floor)s), j.low) ELSE '-infinity' END AS lo,
+           CASE WHEN %(bounded)s AND n.now >= to_timestamp(%(latest)s)
+                THEN greatest(n.now + interval '{EARLY_S + STEP_S:.0f} seconds', j.high)
+                ELSE 'infinity' END AS hi
+    FROM n, (SELECT min(low) AS low, max(high) AS high FROM journal_outliers
+             WHERE xid >= %(since)s::text::xid8) AS j
 )"""
-"""The span of ``pts`` a follower's read looks in (:class:`DayBound`): from a floor (or
-``-infinity``) to :data:`EARLY_S` and an hour past the read's moment (the hour for a clock set
-back), widened to the spans ``journal_outliers`` records of the transactions from a given id
-on. In the statement that reads the rows, so in their snapshot: a transaction's rows and its
-outlier row are seen together or not at all."""
+"""The span of ``pts`` a follower's read looks in (:class:`DayBound`): from its floor to
+:data:`EARLY_S` and an hour (:data:`STEP_S`) past the server's clock, widened to the
+spans ``journal_outliers`` records of the transactions from a given id on; every day when
+there is no floor, or when the server's clock is earlier than the follower's latest anchor
+(set back since). In the statement that reads the rows, so in their snapshot: a transaction's
+rows and its outlier row are seen together or not at all."""
 _EACH: Final = (
     _DAYS
     + """
 SELECT c.p, x.xid, x.id, x.device_id, x.shape, x.ts, x.received, x.seq, x.event, x.ts_flag,
        x.payload
-FROM o CROSS JOIN unnest(%s::smallint[], %s::text[], %s::bigint[]) AS c(p, xid, id)
+FROM o
+CROSS JOIN unnest(%(parts)s::smallint[], %(xids)s::text[], %(ids)s::bigint[]) AS c(p, xid, id)
 CROSS JOIN LATERAL (
     SELECT r.xid::text::bigint AS xid, r.id, r.device_id, r.shape, r.ts, r.received, r.seq,
            r.event, r.ts_flag, r.payload
@@ -881,11 +892,12 @@ CROSS JOIN LATERAL (
     WHERE r.partition = c.p AND (r.xid, r.id) > (c.xid::xid8, c.id)
       AND r.xid < pg_snapshot_xmin(pg_current_snapshot())
       AND r.pts >= o.lo AND r.pts <= o.hi
-    ORDER BY r.xid, r.id LIMIT %s
+    ORDER BY r.xid, r.id LIMIT %(limit)s
 ) AS x
 UNION ALL
-SELECT -1, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL
+SELECT -1, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, NULL, NULL, NULL,
+       extract(epoch FROM n.now)::float8, NULL, NULL, NULL, NULL, NULL
+FROM n
 """
 )
 """:func:`rows_after` for many partitions in one round trip: each partition's rows after its own
@@ -894,7 +906,7 @@ snapshot), only in the day partitions between ``lo`` and ``hi`` (:class:`DayBoun
 skips the others as it runs). Its rows (and :data:`_BEFORE`'s) come in binary: the payload not
 hex-encoded by the server and decoded again here (200,000 rows read 50 a partition at a time,
 the reader's CPU 3.1-3.2 µs a row against 3.7-3.8 in text). Last, one row of partition -1: the
-statement's horizon, for :class:`DayBound`."""
+statement's horizon and the server's clock, for :class:`DayBound`."""
 _ANCHOR: Final = (
     "SELECT pg_current_xact_id()::text::bigint, extract(epoch FROM transaction_timestamp())::float8"
 )
@@ -947,19 +959,18 @@ class DayBound:
       row below it read (:attr:`read_to`); else its cursor is where its unread rows begin;
     - :meth:`since` is the lowest transaction id an unread row may have, over the partitions;
       the latest anchor below it began before any of those took their ids, and :meth:`floor` is
-      its start less :data:`LATE_S` and :attr:`STEP_S`.
+      its start less :data:`LATE_S` and :data:`STEP_S`.
 
     Only the server's clock is compared with the server's clock. Before the first anchor the
     horizon passed (a start, a takeover), there is no floor: every day is read; after
-    :meth:`forget` (a rewind: rows read are given again), from the cursors only.
+    :meth:`forget` (a rewind: rows read are given again), from the cursors only. A read that
+    finds the server's clock earlier than the latest anchor's start (set back, or a standby
+    behind) looks in every day, and the anchors are dropped.
     tests/integration/test_journal_pg_days.py holds rows written late, early and held through
     an outage to being read, and counts the day partitions a read looks in."""
 
     MARKS: Final = 10_000
     """Anchors remembered: fewer only lower the floor."""
-    STEP_S: Final = 3600.0
-    """Taken off the floor besides :data:`LATE_S`: the server's clock set back (or a standby's
-    behind the old primary's) by up to this between an anchor and a later write."""
     EVERY_S: Final = 1.0
     """Seconds between anchors (:meth:`due`)."""
 
@@ -982,14 +993,20 @@ class DayBound:
         while len(marks) > 1 and marks[1][0] <= since:
             marks.popleft()  # a later anchor is also below them
         if marks and marks[0][0] <= since:
-            return marks[0][1] - LATE_S - self.STEP_S
+            return marks[0][1] - LATE_S - STEP_S
         return None
 
-    def read(self, horizon: int, done: Iterable[int]) -> None:
-        """A read with ``horizon`` gave every row below it of the partitions ``done`` (fewer
-        rows than its limit)."""
+    def latest(self) -> float:
+        """The latest anchor's start (``-inf``: none)."""
+        return self._marks[-1][1] if self._marks else -math.inf
+
+    def read(self, horizon: int, now: float, done: Iterable[int]) -> None:
+        """A read with ``horizon`` at ``now`` (the server's clock) gave every row below the
+        horizon of the partitions ``done`` (fewer rows than its limit)."""
         for p in done:
             self.read_to[p] = horizon
+        if now < self.latest():
+            self._marks.clear()  # the clock was set back: anchors taken anew
 
     def due(self) -> bool:
         """Whether :meth:`anchor` is due."""
@@ -1010,26 +1027,31 @@ class DayBound:
         self.read_to.clear()
 
 
-def _days(after: dict[int, follow.Position], bound: DayBound | None) -> tuple[float, str]:
-    """:data:`_DAYS`' parameters for a read after ``after``: the floor and the first
-    transaction id whose outlier spans count (none: every day)."""
+def _days(after: dict[int, follow.Position], bound: DayBound | None) -> dict[str, Any]:
+    """:data:`_DAYS`' parameters for a read after ``after``: whether it is bounded, the floor,
+    the latest anchor's start, and the first transaction id whose outlier spans count."""
     since = bound.since(after) if bound is not None else 0
     floor = bound.floor(since) if bound is not None else None
-    return (-math.inf if floor is None else floor, str(since))
+    return {
+        "bounded": floor is not None,
+        "floor": -math.inf if floor is None else floor,
+        "latest": -math.inf if bound is None else bound.latest(),
+        "since": str(since),
+    }
 
 
 def each_params(
     after: dict[int, follow.Position], limit: int, bound: DayBound | None
-) -> tuple[Any, ...]:
-    """:data:`_EACH`'s parameters for a read after ``after`` (the floor and the transaction ids
-    of ``journal_outliers`` that apply, from ``bound``; none: every day)."""
-    return (
-        *_days(after, bound),
-        _numbers(after),
-        _numbers(after[p].xid for p in after),
-        _numbers(after[p].id for p in after),
-        limit,
-    )
+) -> dict[str, Any]:
+    """:data:`_EACH`'s parameters for a read after ``after`` (the span of days from ``bound``;
+    none: every day)."""
+    return {
+        **_days(after, bound),
+        "parts": _numbers(after),
+        "xids": _numbers(after[p].xid for p in after),
+        "ids": _numbers(after[p].id for p in after),
+        "limit": limit,
+    }
 
 
 def rows_after_each(
@@ -1050,7 +1072,7 @@ def rows_after_each(
     out = [_decoded(r[0], r[1], r[2], tuple(r[3:])) for r in found]
     if bound is not None:
         counts = collections.Counter(p for p, _, _ in out)
-        bound.read(int(mark[1]), (p for p in parts if counts[p] < limit))
+        bound.read(int(mark[1]), float(mark[5]), (p for p in parts if counts[p] < limit))
     return out
 
 
@@ -1059,9 +1081,9 @@ _URGENT: Final = (
     + """
 SELECT r.partition, r.xid::text::bigint, r.id, r.device_id FROM readings r
 WHERE r.shape & 3 <> 0 AND r.xid >= pg_snapshot_xmin(pg_current_snapshot())
-  AND r.partition = ANY(%s::smallint[]) AND r.id <> ALL(%s::bigint[])
+  AND r.partition = ANY(%(parts)s::smallint[]) AND r.id <> ALL(%(given)s::bigint[])
   AND r.pts >= (SELECT lo FROM o) AND r.pts <= (SELECT hi FROM o)
-ORDER BY r.xid, r.id LIMIT %s
+ORDER BY r.xid, r.id LIMIT %(limit)s
 """
 )
 """The committed urgent rows (events, statuses) above the horizon: those
@@ -1104,7 +1126,7 @@ def urgent_ahead(
         return []
     last: dict[tuple[int, str], follow.Position] = {}
     given = _numbers(x.id for s in skip.values() for x in s)
-    look = (*_days(after, bound), _numbers(after), given, limit)
+    look = {**_days(after, bound), "parts": _numbers(after), "given": given, "limit": limit}
     for p, xid, id_, device_id in db.execute(_URGENT, look):
         pos = follow.Position(int(xid), int(id_))
         p = int(p)

@@ -8,8 +8,10 @@
 -- and highest pts here in its own transaction, so a follower that sees its rows sees this row
 -- too, and reads back (or ahead) to those days.
 --
--- A trigger, not the journal's statement: every writer records it, an instance of the previous
--- release during a rolling upgrade and a bulk COPY included. The intervals are
+-- A trigger, not the journal's statement: every statement that writes through readings
+-- records it, an instance of the previous release during a rolling upgrade and a bulk COPY
+-- included. (PostgreSQL fires it only for statements on readings itself: nothing may write a
+-- day partition directly, nor attach one that holds rows.) The intervals are
 -- ingest.journal_pg.LATE_S (a day and an hour) and EARLY_S (a day), checked by
 -- tests/integration/test_journal_pg_days.py. The clock is read once the statement's rows are
 -- in, after its transaction took its id.
@@ -20,7 +22,8 @@ CREATE TABLE journal_outliers (
 );
 CREATE INDEX journal_outliers_xid ON journal_outliers (xid);
 
-CREATE FUNCTION journal_outliers() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION journal_outliers() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO journal_outliers (low, high)
     SELECT min(pts), max(pts) FROM written
