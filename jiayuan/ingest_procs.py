@@ -201,6 +201,8 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     """A telemetry ingest process: its session, pipeline and journal connection, until told
     to stop (``("stop",)``, SIGTERM, SIGINT, or its parent gone)."""
     setproctitle(title(spec))
+    if spec.settings.ingest_nice:  # the main process first when the CPU is short
+        os.nice(spec.settings.ingest_nice)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
     signal.signal(signal.SIGINT, lambda _s, _f: stop.set())

@@ -87,6 +87,25 @@ def shown_as(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode()
 
 
+def niceness(pid: int) -> int:
+    """A process's nice value (``/proc/<pid>/stat``, the 19th field)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def children_shown_as(pid: int, prefix: str) -> list[int]:
+    """The child processes of ``pid`` whose title (``ps``) begins with ``prefix``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            child = int(stat.parent.name)
+            if parent == pid and shown_as(child).startswith(prefix):
+                found.append(child)
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+    return found
+
+
 def kill_one_mid_stream(
     svc: ServiceProcess, pub: Publisher, data: Path, *, position: int, rounds: int
 ) -> tuple[int, set[str]]:
@@ -275,6 +294,8 @@ def test_the_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_b
         assert child["process"] == 1 and child["running"] and child["connected"]
         assert svc.proc is not None and child["pid"] != svc.proc.pid
         assert shown_as(child["pid"]) == "jiayuan: ingest process 1 of 1"
+        # telemetry yields the CPU to the main process (JIAYUAN_INGEST_NICE, 5)
+        assert niceness(child["pid"]) == niceness(svc.proc.pid) + 5
         # both keep what they built at start out of full garbage collections (base/heap.py)
         said_at_start = svc.log.read_text()
         assert "jiayuan: startup heap kept out of full garbage collections" in said_at_start
@@ -285,6 +306,7 @@ def test_the_one_ingest_process_apart_survives_a_sigkill_and_hands_its_session_b
         total, said = kill_one_mid_stream(svc, pub, data, position=0, rounds=rounds)
         assert "ingest process 1 of 1 down (restarting)" in said
         assert shown_as(processes(svc)[0]["pid"]) == "jiayuan: ingest process 1 of 1"
+        assert niceness(processes(svc)[0]["pid"]) == niceness(svc.proc.pid) + 5  # restarted
         wait_for(lambda: stored(data)[0] >= total, timeout=180)
         wait_for(lambda: svc.health()["rules_worker"]["behind"] == 0, timeout=60)
         assert svc.health()["rules_worker"]["evaluated"] >= total

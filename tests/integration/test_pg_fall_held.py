@@ -16,6 +16,7 @@ import pytest
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
 from district.pg import connect
+from tests.integration.test_ingest_processes import children_shown_as, niceness
 from tests.integration.test_pg_urgent_ahead import HOLD
 from tests.mqtt import Publisher, wait_for
 from tests.stores import Stores
@@ -37,6 +38,11 @@ def test_a_fall_alerts_before_an_older_open_journal_transaction_ends_and_once_af
     held = connect(pg_url)
     try:
         wait_for(lambda: len(svc.health().get("partitions_held", ())) > 0, timeout=60)
+        # the session slots' processes yield the CPU to the main process (JIAYUAN_INGEST_NICE)
+        assert svc.proc is not None
+        pid, shown = svc.proc.pid, "jiayuan: ingest, telemetry slot"
+        wait_for(lambda: children_shown_as(pid, shown), timeout=60)
+        assert {niceness(p) for p in children_shown_as(pid, shown)} == {niceness(pid) + 5}
         for seq in range(3):
             pub.publish(TELEMETRY, json.dumps({"seq": seq, "heart_rate": 70, "worn": True}))
         journal = f"SELECT count(*) FROM readings WHERE device_id = '{DEVICE}'"
