@@ -14,7 +14,6 @@ from typing import Any
 import psycopg
 
 from district import follow
-from ingest import rows
 from ingest.journal_pg import (
     _EACH,
     DAY,
@@ -28,6 +27,7 @@ from ingest.journal_pg import (
     each_params,
 )
 from ingest.payloads import MAX_AGE_S, Reading, decode
+from tests.integration.test_journal_pg_follow import drain
 
 PAST_DAYS = 20
 
@@ -39,13 +39,6 @@ def reading(device: str, seq: int, received: float, ts: float | None = None) -> 
     r = decode(f"community/y/wearable/{device}/telemetry", json.dumps(body).encode(), received)
     assert isinstance(r, Reading), r
     return r
-
-
-def drain(follower: JournalFollower, db: psycopg.Connection[Any]) -> list[rows.Row]:
-    out: list[rows.Row] = []
-    while got := follower.next_rows(db, limit=50):
-        out += [row for _, row in got]
-    return out
 
 
 def days_read(db: psycopg.Connection[Any], follower: JournalFollower) -> tuple[int, int]:
