@@ -19,7 +19,7 @@ import random
 import time
 
 from devtools.postgres import Postgres
-from district import follow
+from district import follow, timeparts
 from district.pg import connect
 from ingest.journal_pg import (
     _ANCHOR,
@@ -59,10 +59,7 @@ def main() -> None:
         for _ in range(50):
             j.write_batch([reading(f"w-{rng.randrange(500)}", next(seq)) for _ in range(100)], [])
         db = connect(url, name="bench-follower-days", autocommit=True)
-        (days,) = db.execute(
-            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent"
-            " WHERE c.relname = 'readings'"
-        ).fetchone() or (0,)
+        days = len(timeparts.partitions(db, "readings", "day"))
         out: dict[str, list[float]] = {}
         for _ in range(a.rounds):
             for way in ("every day", "bounded"):

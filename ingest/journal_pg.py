@@ -863,13 +863,14 @@ def rows_after(
 
 _DAYS: Final = f"""
 WITH n AS (SELECT clock_timestamp() AS now),
+b AS (SELECT now, %(bounded)s AND now >= to_timestamp(%(latest)s) AS bounded FROM n),
 o AS (
-    SELECT CASE WHEN %(bounded)s AND n.now >= to_timestamp(%(latest)s)
-                THEN least(to_timestamp(%(floor)s), j.low) ELSE '-infinity' END AS lo,
-           CASE WHEN %(bounded)s AND n.now >= to_timestamp(%(latest)s)
-                THEN greatest(n.now + interval '{EARLY_S + STEP_S:.0f} seconds', j.high)
+    SELECT CASE WHEN b.bounded THEN least(to_timestamp(%(floor)s), j.low)
+                ELSE '-infinity' END AS lo,
+           CASE WHEN b.bounded
+                THEN greatest(b.now + interval '{EARLY_S + STEP_S:.0f} seconds', j.high)
                 ELSE 'infinity' END AS hi
-    FROM n, (SELECT min(low) AS low, max(high) AS high FROM journal_outliers
+    FROM b, (SELECT min(low) AS low, max(high) AS high FROM journal_outliers
              WHERE xid >= %(since)s::text::xid8) AS j
 )"""
 """The span of ``pts`` a follower's read looks in (:class:`DayBound`): from its floor to
