@@ -7,9 +7,10 @@ PostgreSQL until the service is wired to district/ (docs/district.md).
 
 Each claimed ``notification`` is "sent" by inserting a row into ``sent`` in the transaction that
 completes the claim (the receipt commits with the completion). ``--hold N``: claim up to N items
-once and never finish them (an instance that dies in the middle of sending), while the lease
-heartbeat goes on. ``--advisory KEY``: also take the session advisory lock KEY on a
-connection of its own and keep it (to compare the two ways of holding a partition).
+once and never finish them, extending each claim as a slow send does (an instance that dies in
+the middle of sending), while the lease heartbeat goes on. ``--advisory KEY``: also take the
+session advisory lock KEY on a connection of its own and keep it (to compare the two ways of
+holding a partition).
 
 ``--slots K``: also hold MQTT session slots by lease (docs/district.md, "session slots") and keep
 one persistent MQTT 5 session per held slot on ``$share/jiayuan/exp/#`` (Mosquitto on
@@ -169,11 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     keeper.start()
     queue = WorkQueue(pool, args.instance_id, claim_s=args.claim)
     if args.hold:
-        while not queue.claim(["notification"], limit=args.hold):
+        while not (held := queue.claim(["notification"], limit=args.hold)):
             time.sleep(0.05)
         print("ready", flush=True)
-        while True:  # holding the claims, heartbeat still going: killed in the middle of a send
-            time.sleep(3600)
+        # holding the claims as a slow send holds them (extended well within ``--claim``), the
+        # lease heartbeat going on: killed in the middle of the send. Without the extension the
+        # claims lapse after ``--claim`` seconds and another instance sends them while this one
+        # is still alive (what a slow machine made of the takeover test once).
+        while True:
+            time.sleep(args.claim / 3)
+            for c in held:
+                if not queue.extend(c):
+                    raise SystemExit(f"{args.instance_id}: lost the claim on {c.key}")
     print("ready", flush=True)
     while True:
         claims = queue.claim(["notification"], limit=5)
