@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics chromium fonts-wqy-microhei postgresql gcc python3-dev
+APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics chromium fonts-wqy-microhei postgresql gcc python3-dev faketime
 
 .PHONY: demo test bench lint deps venv clean
 

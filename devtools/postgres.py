@@ -90,8 +90,11 @@ class Postgres:
         *,
         settings: Mapping[str, str] | None = None,
         bindir: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.host = "127.0.0.1"
+        self.env = dict(env or {})
+        """More environment for the server (``LD_PRELOAD`` and ``FAKETIME``: its clock out)."""
         self.port = port or free_port()
         self._picked = port is None
         """A port chosen here, which its first start may change if another process took it."""
@@ -146,7 +149,12 @@ class Postgres:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 timeout=timeout,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"},
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "LC_ALL": "C",
+                    "TZ": "UTC",
+                    **self.env,
+                },
                 cwd=self.root,
                 user=self.account.pw_uid if self.account else None,
                 group=self.account.pw_gid if self.account else None,

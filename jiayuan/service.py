@@ -22,6 +22,7 @@ from alerts.outbox import RECENT_ATTEMPTS, failing_for_everyone
 from alerts.system import STORE_DEVICE, STORE_UNREACHABLE
 from base.datadir import DataDir
 from base.retry import Backoff
+from district import clock
 from district.leases import PARTITION, LeaseKeeper, ensure_partitions
 from district.pg import open_pool
 from ingest.access import BrokerAccess
@@ -67,6 +68,8 @@ PRUNE_RETRY = Backoff(first_s=30.0, max_s=480.0, jitter=0.2)
 PRUNE_AT_ONCE = 8
 """Attempts in one run while the database answers (a pool's stale connections, up to 8, each
 fail once after an outage)."""
+CLOCK_PROBE_S = 60
+"""How often the database's clock is read for ``/metrics`` besides each ``/healthz``."""
 
 
 class Service:
@@ -255,6 +258,12 @@ class Service:
             # the coming days' partitions made ahead (a reading's day is also made on the spot
             # when it has none; the writer's connection is shared under the journal's lock)
             self.scheduler.add_job(self.journal.make_ahead, "interval", hours=6, id="partitions")
+        self.clock: clock.ClockOffset | None = None
+        """The database's clock against this instance's, at the last health probe."""
+        if self.database is not None:  # /metrics current even where nothing asks /healthz
+            self.scheduler.add_job(
+                self.database_problem, "interval", seconds=CLOCK_PROBE_S, id="clock"
+            )
         self.started_at = time.time()
         self.context = AppContext(
             settings=settings,
@@ -476,6 +485,10 @@ class Service:
         unreachable = self.database_problem()
         if unreachable is not None:
             problems.append(f"database unreachable: {unreachable}; nothing acknowledged")
+        elif self.clock is not None:
+            skewed = clock.problem(self.clock, self.settings.health_clock_offset_s)
+            if skewed is not None:
+                problems.append(skewed)
         if not journal.ok and unreachable is None:
             problems.append(f"journal refuses writes ({journal.reason}); nothing acknowledged")
         if lag is not None and lag > self.settings.health_ingest_lag_s:
@@ -532,7 +545,11 @@ class Service:
             },
             "database": None
             if self.database is None
-            else {"reachable": unreachable is None, "problem": unreachable},
+            else {
+                "reachable": unreachable is None,
+                "problem": unreachable,
+                "clock_offset_s": None if self.clock is None else round(self.clock.offset_s, 3),
+            },
             "rollups": self.rollups is not None,
             **(
                 {
@@ -568,15 +585,16 @@ class Service:
             return self.alerts.query(RECENT_ATTEMPTS)
 
     def database_problem(self) -> str | None:
-        """Why the PostgreSQL database cannot be reached now (a fresh connection and a
-        ``SELECT 1``, at most a few seconds), or None: reachable, or SQLite files."""
+        """Why the PostgreSQL database cannot be reached now (a fresh connection and a few
+        reads of its clock, at most a few seconds), or None: reachable, or SQLite files. The
+        clock's offset from this instance's is kept (:attr:`clock`) and shown on /metrics."""
         if self.database is None:
             return None
         try:
             with psycopg.connect(
                 self.database, connect_timeout=3, autocommit=True, application_name="jiayuan-health"
             ) as db:
-                db.execute("SELECT 1")
+                self.clock = clock.measure(db)
         except psycopg.Error as e:
             return _reason(e)
         return None

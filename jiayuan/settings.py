@@ -228,6 +228,10 @@ class Settings(BaseSettings):
     """/healthz says 503 when a received message has waited this long for its commit."""
     health_rules_lag_s: float = Field(default=30.0, gt=0)
     """/healthz says 503 when a committed reading waited this long for its rules."""
+    health_clock_offset_s: float = Field(default=10.0, gt=0)
+    """On PostgreSQL, /healthz says 503 when this instance's clock is further than this from
+    the database's (district/clock.py: receive times, rule timers and escalation steps run on
+    the instance's clock)."""
     rollup_1m_days: float = Field(default=90.0, gt=0)
     """How long per-minute rollups (min, max, mean, count per metric) are kept."""
     rollup_1h_days: float = Field(default=730.0, gt=0)
