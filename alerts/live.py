@@ -217,15 +217,10 @@ class CommitOrderFeed(LiveFeed):
             self._wake.clear()
             try:
                 while not self._stop.is_set():
-                    batch = _read(self.database.reader(), self.position, BATCH)
+                    db = self.database.reader()
+                    batch = _read(db, self.position, BATCH)
                     if batch and batch[0].position > self.position + 1:
-                        log.warning(
-                            "live feed: changes %d to %d were pruned before this instance read"
-                            " them; its consoles are told to list the alerts again",
-                            self.position + 1,
-                            batch[0].position - 1,
-                        )
-                        batch[0] = dataclasses.replace(batch[0], after_gap=True)
+                        self._gap(db, batch)
                     for item in batch:
                         self._hand_on(item)
                     if len(batch) < BATCH:
@@ -237,6 +232,33 @@ class CommitOrderFeed(LiveFeed):
                 log.warning("live feed: reading the changes failed (attempt %d): %s", attempt, e)
                 self._stop.wait(RETRY.delay(attempt))
                 self._wake.set()
+
+    def _gap(self, db: Db, batch: list[LiveChange]) -> None:
+        """Positions between this feed's and the next change's are missing: pruned before
+        this feed read them (its consoles must list the alerts again: the first change is
+        marked ``after_gap``), or never given. ``seq`` is an identity column: a database that
+        crashed or failed over skips up to 32 values (PostgreSQL logs a sequence ahead), and a
+        commit that failed after its numbering used one. Pruning deletes every change up to
+        a position (:meth:`prune`), so while a change at or below this feed's position is
+        still kept, nothing after it was pruned, and the missing positions were never given."""
+        first, last = self.position + 1, batch[0].position - 1
+        if db.execute(
+            "SELECT 1 FROM live_changes WHERE seq <= ? LIMIT 1", (self.position,)
+        ).fetchone():
+            log.info(
+                "live feed: positions %d to %d were never given (a database restarted or failed"
+                " over skips some); no change missed",
+                first,
+                last,
+            )
+            return
+        log.warning(
+            "live feed: changes %d to %d were pruned before this instance read them; its"
+            " consoles are told to list the alerts again",
+            first,
+            last,
+        )
+        batch[0] = dataclasses.replace(batch[0], after_gap=True)
 
     def _hand_on(self, item: LiveChange) -> None:
         self.position = item.position

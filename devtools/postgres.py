@@ -25,6 +25,7 @@ a development machine, never a deployment.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pwd
 import re
@@ -168,25 +169,37 @@ class Postgres:
             )
             raise RuntimeError(f"{args[0]} exited with {done.returncode}:\n{tail}")
 
-    def start(self, timeout: float = 60.0) -> Postgres:
+    def start(self, timeout: float = 60.0, *, standby_of: Postgres | None = None) -> Postgres:
+        """Make the cluster and start it. ``standby_of``: a streaming standby of that running
+        cluster instead (``pg_basebackup -R``: its data, then its WAL as it is written), read
+        only until :meth:`promote`."""
         self.root = Path(tempfile.mkdtemp(prefix="jiayuan-pg-", dir=tempfile.gettempdir()))
         try:
             if self.account is not None:
                 os.chown(self.root, self.account.pw_uid, self.account.pw_gid)
-            self._run(
-                [
-                    "initdb",
-                    "-D",
-                    str(self.data_dir),
-                    "-U",
-                    SUPERUSER,
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                    "--no-instructions",
-                ]
-            )
+            if standby_of is not None:
+                self._run(
+                    [
+                        *("pg_basebackup", "-D", str(self.data_dir), "-R", "-X", "stream"),
+                        *("-h", standby_of.host, "-p", str(standby_of.port), "-U", SUPERUSER),
+                        *("--checkpoint=fast", "--no-sync"),
+                    ]
+                )
+            else:
+                self._run(
+                    [
+                        "initdb",
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        SUPERUSER,
+                        "--auth=trust",
+                        "--encoding=UTF8",
+                        "--locale=C",
+                        "--no-sync",
+                        "--no-instructions",
+                    ]
+                )
 
             def repick() -> None:
                 self.port = free_port()
@@ -227,6 +240,28 @@ class Postgres:
         """Start the server :meth:`halt` stopped, on the same port, over the same data."""
         self._pg_start(timeout)
 
+    def kill(self) -> None:
+        """SIGKILL the server and every process of it at once (its machine gone): no
+        shutdown, no checkpoint, connections cut. Its data stays until :meth:`stop`."""
+        pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        family = [pid, *_children(pid)]
+        for p in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{p}").exists() for p in family):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL (pid {pid}) still runs after SIGKILL")
+            time.sleep(0.02)
+        (self.data_dir / "postmaster.pid").unlink()
+
+    def promote(self, timeout: float = 60.0) -> None:
+        """A standby (``start(standby_of=…)``) made a primary: it takes writes from now on."""
+        self._run(
+            ["pg_ctl", "promote", "-w", "-t", str(int(timeout)), "-D", str(self.data_dir)],
+            timeout=timeout + 10,
+        )
+
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -260,6 +295,21 @@ class Postgres:
         _tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a postmaster's backends and workers)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

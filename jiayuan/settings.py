@@ -36,23 +36,28 @@ def split_communities(text: str) -> dict[str, Path]:
 
 def url_problem(url: str) -> str | None:
     """What is wrong with a PostgreSQL URL, in words that never repeat its password; None when
-    it is one (``postgresql://`` or ``postgres://``, a host or a socket, a database name)."""
-    from urllib.parse import parse_qs, urlsplit
+    it is one: ``postgresql://`` or ``postgres://``, a host or a socket, a database name, as
+    libpq reads it. Several hosts are one URL to libpq
+    (``postgresql://user@primary:5432,standby:5432/db?target_session_attrs=read-write``: the
+    one that takes writes, after a failover the promoted standby; docs/district.md)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        return f"not a URL ({str(e).split(':')[0]})"
-    if parts.scheme not in ("postgresql", "postgres"):
-        shown = parts.scheme or "none"
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ("postgresql", "postgres"):
+        shown = scheme or "none"
         return f"expected postgresql://user:password@host:port/database (scheme {shown!r})"
-    host = parts.hostname or parse_qs(parts.query).get("host")
-    if not host:
+    try:
+        found = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "not a URL (libpq cannot read it)"
+    for port in str(found.get("port", "")).split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            return "not a URL (a port is not a number from 1 to 65535)"
+    if not found.get("host") and not found.get("hostaddr"):
         return "no host (postgresql://user:password@HOST:port/database)"
-    if not parts.path.strip("/"):
+    if not found.get("dbname"):
         return "no database name (postgresql://user:password@host:port/DATABASE)"
-    del port
     return None
 
 

@@ -147,3 +147,39 @@ def test_a_feed_that_fell_behind_past_a_prune_marks_the_gap_and_consoles_resync(
         assert e["event"] == "resync" and "missed" in e["data"]
         e = next(e for e in events if "event" in e)
         assert e["event"] == "alert" and e["id"] == str(after.entry.id)
+
+
+def test_positions_a_failover_skipped_are_no_gap_to_resync_for(
+    two: tuple[AlertStore, AlertStore], clock: FakeClock
+) -> None:
+    """``seq`` is an identity column: a database that crashed or failed over skips values
+    (PostgreSQL logs a sequence 32 ahead; test_pg_failover.py met it). With the changes before
+    the skip still kept, the feed hands the next change on as it is, its consoles not told to
+    list the alerts again; once this feed's own position is pruned too, it cannot tell a skip
+    from a prune, and says so."""
+    a, b = two
+    first = a.apply(fire("w-1"))
+    assert first is not None
+    feed = CommitOrderFeed(pg(b), poll_s=600, keep_s=10, prune_every_s=1, clock=clock).start()
+    try:
+        heard = Heard(feed)
+        seq = "pg_get_serial_sequence('live_changes', 'seq')"
+        skip = f"SELECT setval({seq}, nextval({seq}) + 30)"
+        a.query(skip)  # as after a crash: 31 positions never given
+        after = a.apply(fire("w-2"))
+        assert after is not None
+        (got,) = heard.next()
+        assert got.change.entry.id == after.entry.id
+        assert got.position == feed.position and got.position > first.entry.id + 31
+        assert not got.after_gap  # nothing missed: no resync
+
+        feed.prune()
+        clock.advance(10)
+        assert feed.prune() == 2  # this feed's own position pruned: a skip now looks like one
+        a.query(skip)
+        unsure = a.apply(fire("w-3"))
+        assert unsure is not None
+        (got,) = heard.next()
+        assert got.change.entry.id == unsure.entry.id and got.after_gap
+    finally:
+        feed.close()

@@ -21,6 +21,18 @@ def test_unset_or_empty_keeps_the_sqlite_files() -> None:
     assert Settings(database_url="").database() is None
 
 
+def test_a_primary_and_its_standby_are_one_url_as_libpq_reads_it() -> None:
+    url = (
+        f"postgresql://jiayuan:{SECRET}@db1.example:5432,db2.example:5433/jiayuan"
+        "?target_session_attrs=read-write"
+    )
+    assert Settings(database_url=url).database() == url
+    assert shown_url(url) == (
+        "postgresql://jiayuan:***@db1.example:5432,db2.example:5433/jiayuan"
+        "?target_session_attrs=read-write"
+    )
+
+
 def test_a_postgresql_url_is_kept_as_a_secret() -> None:
     url = f"postgresql://jiayuan:{SECRET}@db.example:5432/jiayuan"
     s = Settings(database_url=url)
@@ -36,6 +48,8 @@ def test_a_postgresql_url_is_kept_as_a_secret() -> None:
         (f"postgresql://u:{SECRET}@h:99999/db", "not a URL"),
         (f"postgresql://u:{SECRET}@h:5432/", "no database name"),
         (f"postgresql://u:{SECRET}@/db", "no host"),
+        (f"postgresql://u:{SECRET}@h1:5432,h2:5x/db", "not a URL"),
+        (f"postgresql://u:{SECRET}@h/db?no_such_option=1", "not a URL"),
     ],
 )
 def test_a_wrong_url_is_refused_naming_the_variable_not_the_password(url: str, says: str) -> None:
