@@ -242,17 +242,25 @@ class Postgres:
 
     def kill(self) -> None:
         """SIGKILL the server and every process of it at once (its machine gone): no
-        shutdown, no checkpoint, connections cut. Its data stays until :meth:`stop`."""
-        pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        shutdown, no checkpoint, connections cut. Its data stays until :meth:`stop`; its
+        System V shared memory segment, which a SIGKILL leaves, is removed. (Dynamic shared
+        memory stays in ``/dev/shm`` unless ``dynamic_shared_memory_type=mmap`` put it in the
+        data directory.)"""
+        lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+        os.kill(pid, signal.SIGSTOP)  # no backend forked while the family is listed
         family = [pid, *_children(pid)]
         for p in family:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while any(Path(f"/proc/{p}").exists() for p in family):
+        while any(_alive(p) for p in family):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"PostgreSQL (pid {pid}) still runs after SIGKILL")
             time.sleep(0.02)
+        shm = lines[6].split() if len(lines) > 6 else []  # "key id" of its segment
+        if len(shm) == 2 and shutil.which("ipcrm"):
+            subprocess.run(["ipcrm", "-m", shm[1]], capture_output=True, check=False)
         (self.data_dir / "postmaster.pid").unlink()
 
     def promote(self, timeout: float = 60.0) -> None:
@@ -295,6 +303,15 @@ class Postgres:
         _tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _children(pid: int) -> list[int]:

@@ -9,7 +9,9 @@ against the other instances' (a fall paged a minute late, a device heard "in the
 nothing else would say so. So the health probe, which connects anyway, also reads the
 database's clock (:func:`measure`), ``/metrics`` shows the offset
 (``jiayuan_clock_offset_seconds``) and ``/healthz`` names an offset past
-``JIAYUAN_HEALTH_CLOCK_OFFSET_S`` as a problem (:func:`problem`).
+``JIAYUAN_HEALTH_CLOCK_OFFSET_S`` (60 s) as a problem (:func:`problem`): past a minute,
+escalation steps and absence windows, which last minutes, fire a good part of their time early
+or late, and from two minutes on an instance behind judges every device's own time "ahead".
 
 The offset is the database's clock minus this instance's at the midpoint of a round trip, the
 best of a few (the shortest round trip), give or take half that trip.
@@ -17,6 +19,7 @@ best of a few (the shortest round trip), give or take half that trip.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +30,10 @@ from prometheus_client import Gauge
 
 CLOCK_OFFSET = Gauge(
     "jiayuan_clock_offset_seconds",
-    "The database's clock minus this instance's, at the last health probe (PostgreSQL only):"
-    " positive when this instance's clock is behind",
+    "The database's clock minus this instance's, at the last health probe: positive when this"
+    " instance's clock is behind (NaN: not known, the database unreachable or SQLite)",
 )
+CLOCK_OFFSET.set(math.nan)
 
 SAMPLES = 3
 """Round trips a measurement takes; the shortest one counts."""
@@ -62,12 +66,20 @@ def measure(
 
 
 def problem(found: ClockOffset, limit_s: float) -> str | None:
-    """What ``/healthz`` says of an offset surely past ``limit_s`` seconds, or None."""
+    """What ``/healthz`` says of an offset surely past ``limit_s`` seconds, or None. It does
+    not say which clock is wrong: every instance off by the same offset points at the
+    database's."""
     apart = abs(found.offset_s)
     if apart - found.error_s <= limit_s:
         return None
-    way = "behind" if found.offset_s > 0 else "ahead of"
+    way = "behind" if found.offset_s > 0 else "ahead"
     return (
-        f"this instance's clock is {apart:.0f} s {way} the database's (more than {limit_s:g} s):"
-        " receive times, rule timers and escalation steps run on it; set its time right (NTP)"
+        f"this instance's clock and the database's are {apart:.0f} s apart (this one {way};"
+        f" more than {limit_s:g} s): receive times, rule timers and escalation steps are off by"
+        " as much; set the wrong one right (NTP)"
     )
+
+
+def unknown() -> None:
+    """No offset to show (the database unreachable, or none: SQLite)."""
+    CLOCK_OFFSET.set(math.nan)

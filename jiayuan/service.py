@@ -24,7 +24,7 @@ from base.datadir import DataDir
 from base.retry import Backoff
 from district import clock
 from district.leases import PARTITION, LeaseKeeper, ensure_partitions
-from district.pg import open_pool
+from district.pg import CONNECT_OPTIONS, open_pool
 from ingest.access import BrokerAccess
 from ingest.inbox import Inbox
 from ingest.journal import Journal
@@ -68,6 +68,14 @@ PRUNE_RETRY = Backoff(first_s=30.0, max_s=480.0, jitter=0.2)
 PRUNE_AT_ONCE = 8
 """Attempts in one run while the database answers (a pool's stale connections, up to 8, each
 fail once after an outage)."""
+HEALTH_CONNECT: dict[str, Any] = {
+    **CONNECT_OPTIONS,
+    "connect_timeout": 3,  # for each host of the URL
+    "tcp_user_timeout": 3_000,
+    "options": "-c statement_timeout=3000",
+}
+"""The health probe's connection: answered within seconds, or a problem (a network that drops
+after the connection was made fails its reads in 3 s, not at the kernel's minutes)."""
 CLOCK_PROBE_S = 60
 """How often the database's clock is read for ``/metrics`` besides each ``/healthz``."""
 
@@ -592,10 +600,15 @@ class Service:
             return None
         try:
             with psycopg.connect(
-                self.database, connect_timeout=3, autocommit=True, application_name="jiayuan-health"
+                self.database,
+                autocommit=True,
+                application_name="jiayuan-health",
+                **HEALTH_CONNECT,
             ) as db:
                 self.clock = clock.measure(db)
         except psycopg.Error as e:
+            self.clock = None
+            clock.unknown()
             return _reason(e)
         return None
 

@@ -40,10 +40,12 @@ def url_problem(url: str) -> str | None:
     libpq reads it. Several hosts are one URL to libpq
     (``postgresql://user@primary:5432,standby:5432/db?target_session_attrs=read-write``: the
     one that takes writes, after a failover the promoted standby; docs/district.md)."""
+    from urllib.parse import urlsplit
+
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    scheme = url.split("://", 1)[0] if "://" in url else ""
+    scheme = urlsplit(url).scheme  # (only what may be a scheme: never the rest of the URL)
     if scheme not in ("postgresql", "postgres"):
         shown = scheme or "none"
         return f"expected postgresql://user:password@host:port/database (scheme {shown!r})"
@@ -233,7 +235,7 @@ class Settings(BaseSettings):
     """/healthz says 503 when a received message has waited this long for its commit."""
     health_rules_lag_s: float = Field(default=30.0, gt=0)
     """/healthz says 503 when a committed reading waited this long for its rules."""
-    health_clock_offset_s: float = Field(default=10.0, gt=0)
+    health_clock_offset_s: float = Field(default=60.0, gt=0)
     """On PostgreSQL, /healthz says 503 when this instance's clock is further than this from
     the database's (district/clock.py: receive times, rule timers and escalation steps run on
     the instance's clock)."""

@@ -36,10 +36,11 @@ def test_the_offset_is_the_databases_clock_minus_the_instances(pg_url: str) -> N
     assert ahead.offset_s == pytest.approx(-42, abs=1)
     assert behind.offset_s == pytest.approx(42, abs=1)
     assert clock.problem(ahead, 41) == (
-        "this instance's clock is 42 s ahead of the database's (more than 41 s): receive"
-        " times, rule timers and escalation steps run on it; set its time right (NTP)"
+        "this instance's clock and the database's are 42 s apart (this one ahead; more than"
+        " 41 s): receive times, rule timers and escalation steps are off by as much; set the"
+        " wrong one right (NTP)"
     )
-    assert "42 s behind the database's" in (clock.problem(behind, 41) or "")
+    assert "42 s apart (this one behind;" in (clock.problem(behind, 41) or "")
     assert clock.problem(ahead, 43) is None
     # only an offset surely past the limit: not while the round trip leaves it in doubt
     assert clock.problem(clock.ClockOffset(-12.0, 2.5), 10) is None
@@ -84,9 +85,9 @@ def test_health_says_when_the_instances_clock_is_out(
         health = svc.health()
         assert health["status"] == "degraded"
         assert clock_problems(health) == [
-            f"this instance's clock is {BEHIND_S} s ahead of the database's (more than 10 s):"
-            " receive times, rule timers and escalation steps run on it; set its time right"
-            " (NTP)"
+            f"this instance's clock and the database's are {BEHIND_S} s apart (this one ahead;"
+            " more than 60 s): receive times, rule timers and escalation steps are off by as"
+            " much; set the wrong one right (NTP)"
         ]
         assert health["database"]["reachable"] is True
         assert health["database"]["clock_offset_s"] == pytest.approx(-BEHIND_S, abs=2)

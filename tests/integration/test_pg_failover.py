@@ -39,8 +39,10 @@ STANDBY = "standby"
 def primary_and_standby() -> Iterator[tuple[Postgres, Postgres]]:
     """A primary whose commits wait for its standby's flush, and that standby, streaming.
     (``fsync`` off: processes are killed here, not the machine.)"""
-    primary = Postgres(settings={"fsync": "off"}).start()
-    standby = Postgres(settings={"fsync": "off", "cluster_name": STANDBY})
+    # (dynamic shared memory in files of the data directory: removed with it after a SIGKILL)
+    dsm = {"fsync": "off", "dynamic_shared_memory_type": "mmap"}
+    primary = Postgres(settings=dsm).start()
+    standby = Postgres(settings={**dsm, "cluster_name": STANDBY})
     try:
         primary.create_database("jiayuan")
         standby.start(standby_of=primary)
@@ -111,10 +113,11 @@ def test_a_primary_killed_mid_stream_loses_nothing_once_its_standby_takes_over(
         # the primary's WAL alone; with asynchronous replication they would be acknowledged,
         # then lost with the primary (that mutation fails this test)
         with connect(primary.url(), autocommit=True) as db:
-            (sender,) = db.execute(
+            found = db.execute(
                 "SELECT pid FROM pg_stat_replication WHERE application_name = %s", (STANDBY,)
-            ).fetchone() or (0,)
-        os.kill(sender, signal.SIGSTOP)
+            ).fetchone()
+        assert found is not None and found[0] > 0, "the standby's WAL sender is not listed"
+        os.kill(found[0], signal.SIGSTOP)
         time.sleep(1.0)
         primary.kill()  # mid-stream: batches in flight on every connection, the sender too
         standby.promote()
