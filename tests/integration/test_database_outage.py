@@ -32,6 +32,17 @@ def problems(svc: ServiceProcess) -> list[str]:
     return found
 
 
+OUTAGE_ERRORS = (
+    'jiayuan_log_errors_total{logger="alerts.dispatch"}',
+    "jiayuan_journal_write_failures_total",
+    "jiayuan_rules_commit_failures_total",
+    'jiayuan_log_errors_total{logger="ingest.pipeline"}',
+    'jiayuan_log_errors_total{logger="rules.worker"}',
+)
+"""The error counters a service moves while its database is away: the pipeline's, the rules
+worker's and the dispatcher's failures are logged (the first two once per outage) and counted."""
+
+
 def test_readings_published_while_the_database_is_down_are_stored_once_after_it_returns(
     broker: Broker, tmp_path: Path, own_postgres: Postgres
 ) -> None:
@@ -44,15 +55,7 @@ def test_readings_published_while_the_database_is_down_are_stored_once_after_it_
         data,
         broker,
         **stores.settings,
-        # while the database is away: the pipeline's, the rules worker's and the dispatcher's
-        # failures are logged (the first two once per outage) and counted
-        expect_errors=(
-            'jiayuan_log_errors_total{logger="alerts.dispatch"}',
-            "jiayuan_journal_write_failures_total",
-            "jiayuan_rules_commit_failures_total",
-            'jiayuan_log_errors_total{logger="ingest.pipeline"}',
-            'jiayuan_log_errors_total{logger="rules.worker"}',
-        ),
+        expect_errors=OUTAGE_ERRORS,
     ).start()
     pub = Publisher(broker, client_id="wearables")
     topic = "community/y/wearable/wk-{}/telemetry"
