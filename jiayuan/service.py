@@ -72,10 +72,11 @@ HEALTH_CONNECT: dict[str, Any] = {
     **CONNECT_OPTIONS,
     "connect_timeout": 3,  # for each host of the URL
     "tcp_user_timeout": 3_000,
-    "options": "-c statement_timeout=3000",
 }
 """The health probe's connection: answered within seconds, or a problem (a network that drops
-after the connection was made fails its reads in 3 s, not at the kernel's minutes)."""
+after the connection was made fails its reads in 3 s, not at the kernel's minutes). No
+``statement_timeout`` in the startup options: a pooler such as PgBouncer refuses options it
+does not know, and the probe's statements wait for no lock."""
 CLOCK_PROBE_S = 60
 """How often the database's clock is read for ``/metrics`` besides each ``/healthz``."""
 

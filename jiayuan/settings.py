@@ -45,7 +45,10 @@ def url_problem(url: str) -> str | None:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    scheme = urlsplit(url).scheme  # (only what may be a scheme: never the rest of the URL)
+    try:
+        scheme = urlsplit(url).scheme  # (only what may be a scheme: never the rest of the URL)
+    except ValueError:  # an unbalanced [ of an IPv6 address
+        return "not a URL (its host cannot be read)"
     if scheme not in ("postgresql", "postgres"):
         shown = scheme or "none"
         return f"expected postgresql://user:password@host:port/database (scheme {shown!r})"

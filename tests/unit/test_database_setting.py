@@ -50,6 +50,7 @@ def test_a_postgresql_url_is_kept_as_a_secret() -> None:
         (f"postgresql://u:{SECRET}@/db", "no host"),
         (f"postgresql://u:{SECRET}@h1:5432,h2:5x/db", "not a URL"),
         (f"postgresql://u:{SECRET}@h/db?no_such_option=1", "not a URL"),
+        (f"postgresql://u:{SECRET}@[::1/db", "not a URL"),
     ],
 )
 def test_a_wrong_url_is_refused_naming_the_variable_not_the_password(url: str, says: str) -> None:
