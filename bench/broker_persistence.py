@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.cpu import process_cpu
 from bench.load import bench_registry, client_env, start_device_publisher, write_message_files
 from devtools.broker import Broker
 from ingest.topics import TELEMETRY_SUBSCRIPTIONS
@@ -51,8 +51,6 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 """Settings replaced in mosquitto.conf; ``off``: no persistence, the baseline."""
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
 
 @dataclass
 class Usage:
@@ -61,8 +59,7 @@ class Usage:
 
     @staticmethod
     def of(pid: int) -> Usage:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(stat[11]) + int(stat[12])) / _TICK  # utime, stime
+        cpu = process_cpu(pid)
         io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
         return Usage(cpu, int(io["write_bytes"]) / 1e6)
 

@@ -28,9 +28,9 @@ from typing import Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from base import procstat
 from base.datadir import DataDir
 from devtools.launch import ServiceProcess
-from ingest.threadcpu import TICK_S
 
 STAGES: Final = (
     ("receive", "receive: paho + ingest/mqtt_client.py (MQTT loop threads)"),
@@ -45,9 +45,10 @@ STAGES: Final = (
 
 def process_cpu(pid: int) -> float:
     """User plus system CPU seconds of a running process."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
+    seconds = procstat.cpu_seconds(pid)
+    if seconds is None:
+        raise ProcessLookupError(f"no process {pid}")
+    return seconds
 
 
 def wait_cpu(proc: subprocess.Popen[bytes], timeout: float | None = None) -> float:

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from base import procstat
 from devtools.postgres import Postgres
 from district.pg import connect
-from ingest.threadcpu import TICK_S
 
 DATABASE = "jiayuan"
 
@@ -47,26 +46,17 @@ ORDER BY c.relname
 """
 
 
-def _stat(pid: int) -> list[str]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()
-
-
 def server_cpu(postmaster: int) -> float:
     """CPU seconds of the server: the postmaster with its reaped children, and the live
     children (read from every ``/proc/<pid>/stat`` whose parent is the postmaster)."""
-    f = _stat(postmaster)
-    ticks = sum(int(x) for x in f[11:15])  # utime, stime, cutime, cstime
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            c = _stat(int(entry.name))
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue  # ended meanwhile: its time is in the postmaster's cutime once reaped
-        if int(c[1]) == postmaster:
-            ticks += int(c[11]) + int(c[12])
-    return ticks * TICK_S
+    f = procstat.fields(postmaster)
+    if f is None:
+        raise ProcessLookupError(f"no PostgreSQL server {postmaster}")
+    seconds = sum(int(x) for x in f[11:15]) * procstat.TICK_S  # utime, stime, cutime, cstime
+    for child in procstat.children(postmaster):
+        # (one ended meanwhile: its time is in the postmaster's cutime once reaped)
+        seconds += procstat.cpu_seconds(child) or 0.0
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
+from base import procstat
 from devtools import children
 from devtools.broker import free_port
 
@@ -249,12 +250,12 @@ class Postgres:
         lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
         pid = int(lines[0])
         os.kill(pid, signal.SIGSTOP)  # no backend forked while the family is listed
-        family = [pid, *_children(pid)]
+        family = [pid, *procstat.children(pid)]
         for p in family:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in family):
+        while any(procstat.running(p) for p in family):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"PostgreSQL (pid {pid}) still runs after SIGKILL")
             time.sleep(0.02)
@@ -303,30 +304,6 @@ class Postgres:
         _tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (a postmaster's backends and workers)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

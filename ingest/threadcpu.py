@@ -11,7 +11,6 @@ CPU with it, so the counter of a label can fall; compare two scrapes of a steady
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -21,9 +20,10 @@ from typing import Final
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from base import procstat
+
 _TASKS: Final = Path("/proc/self/task")
 _NAMED: Final = re.compile(r"[A-Za-z][A-Za-z_]*(?:-[A-Za-z_]+)*")
-TICK_S: Final = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 
 
 def label(name: str) -> str:
@@ -36,12 +36,7 @@ def label(name: str) -> str:
 
 def cpu_seconds(native_id: int) -> float | None:
     """User plus system CPU of one thread of this process, None when it cannot be read."""
-    try:
-        stat = (_TASKS / str(native_id) / "stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # after the command, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) * TICK_S  # utime, stime (fields 14, 15)
+    return procstat.cpu_seconds(_TASKS / str(native_id) / "stat")
 
 
 def by_label() -> dict[str, float]:

@@ -51,6 +51,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from setproctitle import setproctitle
 
+from base import procstat
 from base.files import write_file
 from base.heap import freeze_startup_heap
 from base.retry import Backoff
@@ -64,7 +65,7 @@ from ingest.metrics import (
     STAGE_CPU,
 )
 from ingest.pipeline import StoreHealth
-from ingest.threadcpu import TICK_S, label
+from ingest.threadcpu import label
 from jiayuan.broker.accounts import telemetry_user
 from jiayuan.logmetrics import LOG_ERRORS
 from registry import Registry
@@ -775,15 +776,6 @@ def _exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _cpu(path: Path) -> float | None:
-    try:
-        stat = path.read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
-
-
 class _CpuCollector(Collector):
     """CPU of the children, whole and by thread (as ``jiayuan_thread_cpu_seconds`` labels
     them), read from ``/proc`` at each scrape: the benchmark's stages summed over processes."""
@@ -802,13 +794,13 @@ class _CpuCollector(Collector):
             labels=["process", "thread"],
         )
         for index, pid, threads in self._procs.pids():
-            whole = _cpu(Path(f"/proc/{pid}/stat"))
+            whole = procstat.cpu_seconds(pid)
             if whole is None:
                 continue
             family.add_metric([str(index), "process"], whole)
             by: dict[str, float] = {}
             for tid, name in threads.items():
-                seconds = _cpu(Path(f"/proc/{pid}/task/{tid}/stat"))
+                seconds = procstat.cpu_seconds(Path(f"/proc/{pid}/task/{tid}/stat"))
                 if seconds is not None:
                     by[name] = by.get(name, 0.0) + seconds
             for name, seconds in sorted(by.items()):

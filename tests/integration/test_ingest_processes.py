@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from base import procstat
 from base.datadir import DataDir
 from devtools.broker import Broker
 from devtools.launch import ServiceProcess
@@ -88,20 +89,20 @@ def shown_as(pid: int) -> str:
 
 
 def niceness(pid: int) -> int:
-    """A process's nice value (``/proc/<pid>/stat``, the 19th field)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    """A process's nice value."""
+    found = procstat.fields(pid)
+    assert found is not None, f"no process {pid}"
+    return int(found[16])
 
 
 def children_shown_as(pid: int, prefix: str) -> list[int]:
     """The child processes of ``pid`` whose title (``ps``) begins with ``prefix``."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in procstat.children(pid):
         try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            child = int(stat.parent.name)
-            if parent == pid and shown_as(child).startswith(prefix):
+            if shown_as(child).startswith(prefix):
                 found.append(child)
-        except (OSError, ValueError, IndexError):
+        except OSError:
             continue  # ended meanwhile
     return found
 
