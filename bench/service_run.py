@@ -18,6 +18,7 @@ that a stopped store's persistent sessions do not queue the next store's message
 from __future__ import annotations
 
 import sqlite3
+import statistics
 import subprocess
 import sys
 import threading
@@ -98,7 +99,8 @@ class StoreRun:
 
     @property
     def ingest(self) -> float:
-        return max(self.rates) if self.rates else float("nan")
+        """The median round's rate (as the ceiling's: bench/__main__.py)."""
+        return statistics.median(self.rates) if self.rates else float("nan")
 
     def per_message(self, count: float) -> float:
         return count / self.cpu.messages if self.cpu.messages else float("nan")

@@ -23,7 +23,7 @@ def _rows(run: StoreRun, ceiling: float) -> list[tuple[str, str]]:
     falls = sorted(c.fall_ms) if c is not None else []
     out = [
         ("messages an ingest round", f"{run.messages:,} × {len(run.rates)}"),
-        ("ingest, best round (msg/s)", _num(run.ingest)),
+        ("ingest, median round (msg/s)", _num(run.ingest)),
         ("ratio to the broker's ceiling", _num(run.ingest / ceiling, 3)),
         ("background load of the latency phase (msg/s)", _num(run.background)),
         (
@@ -68,7 +68,7 @@ def _rows(run: StoreRun, ceiling: float) -> list[tuple[str, str]]:
         ),
         ("PostgreSQL WAL bytes/msg", _num(per(s.wal_bytes)) if pg else "—"),
         (
-            "PostgreSQL commits/s, rows/s at the best round",
+            "PostgreSQL commits/s, rows/s at the median round",
             f"{per(s.commits) * run.ingest:,.0f}, {per(s.rows) * run.ingest:,.0f}" if pg else "—",
         ),
         ("journal bytes a reading on disk", _num(run.bytes_per_reading)),

@@ -10,9 +10,12 @@ met: printed by ``python -m bench`` after the side-by-side table, one block per 
 | service CPU per message (on PostgreSQL with the server's) | ≤ 35 µs |
 | journal on disk per reading (100 MB per million) | ≤ 100 B |
 
-The live ratio is judged best round over best round (the ceiling's and the service's), and
-printed to three places with every round of both under it and the ratio of their medians, so
-a run shows how much its verdict owes to the rounds picked. A target whose phase was skipped
+The live ratio is judged median round over median round (the ceiling's and the service's; three
+rounds each by default, as issue 11 measured: "medians of 3"), and printed to three places with
+every round of both under it and the ratio of their best rounds, so a run shows how much its
+verdict owes to the rounds picked. (Until 2026-12-05 it was judged best round over best round:
+the ceiling's rounds spread up to 30 % within one run and the service's less than 10 %, so the
+verdict rode on the ceiling's one fastest round.) A target whose phase was skipped
 (``--catchup 0``) says so rather than met or not. The store's column heading names its
 telemetry ingest processes (``--ingest-processes``; on PostgreSQL one a session slot,
 ``--pg-session-slots``), so that two runs say which K meets which target.
@@ -21,7 +24,6 @@ telemetry ingest processes (``--ingest-processes``; on PostgreSQL one a session 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,8 +60,8 @@ def _at_most(value: float, limit: float) -> bool | None:
 
 
 def _spread(ceiling_rounds: Sequence[float], service_rounds: Sequence[float]) -> str:
-    """Every round of both, and the ratio of their medians: how far the verdict's ratio (best
-    round over best round) moves with the rounds picked."""
+    """Every round of both, and the ratio of their best rounds: how far the verdict's ratio
+    (median round over median round) moves with the rounds picked."""
     if len(ceiling_rounds) < 2 and len(service_rounds) < 2:
         return ""
     parts = [
@@ -68,17 +70,18 @@ def _spread(ceiling_rounds: Sequence[float], service_rounds: Sequence[float]) ->
         if rounds
     ]
     if ceiling_rounds and service_rounds:
-        ratio = statistics.median(service_rounds) / statistics.median(ceiling_rounds)
-        parts.append(f"ratio of the medians {ratio:.3f}")
+        ratio = max(service_rounds) / max(ceiling_rounds)
+        parts.append(f"best round over best round {ratio:.3f}")
     return "rounds (msg/s): " + "; ".join(parts)
 
 
 def targets(
     run: StoreRun, ceiling: float, ceiling_cpu: Ceiling, ceiling_rounds: Sequence[float] = ()
 ) -> list[Target]:
-    """``run``'s figure for each target, beside the broker's in the same run. The live ratio is
-    shown to three places, so that a ratio just under the target does not read as met (0.745 was
-    printed "0.75 … NOT met"); under it, every round (``ceiling_rounds``: the broker's)."""
+    """``run``'s figure for each target, beside the broker's in the same run (``ceiling``: the
+    median round's, as ``run.ingest``). The live ratio is shown to three places, so that a
+    ratio just under the target does not read as met (0.745 was printed "0.75 … NOT met");
+    under it, every round (``ceiling_rounds``: the broker's)."""
     out = [
         Target(
             f"live ingest ratio ≥ {LIVE_RATIO}",
