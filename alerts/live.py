@@ -19,11 +19,13 @@ finds that entry's position and replays what was committed after it. Why this de
 
 ``live_changes`` is pruned by every instance's feed: a change is deleted once this feed has
 been past it for :data:`KEEP_S` (an hour; every instance's feed reads within seconds of a
-commit, so all of them are long past it). A console reconnecting from an entry no longer kept
-gets :class:`PositionGone` from :meth:`LiveFeed.since`: the stream answers ``resync`` (list the
-alerts again), never a replay with a silent gap. A feed that was itself behind for longer (its
-database unreachable) finds the gap in the positions, and hands the next change on marked
-``after_gap``: its consoles are told to resync too.
+commit, so all of them are long past it), but for the newest of those: the newest change is
+always kept, so a feed at it can tell positions never given from pruned ones. A console
+reconnecting from an entry no longer kept gets :class:`PositionGone` from
+:meth:`LiveFeed.since`: the stream answers ``resync`` (list the alerts again), never a replay
+with a silent gap. A feed that was itself behind for longer (its database unreachable) finds
+the gap in the positions, and hands the next change on marked ``after_gap``: its consoles are
+told to resync too.
 """
 
 from __future__ import annotations
@@ -196,7 +198,14 @@ class CommitOrderFeed(LiveFeed):
 
     def prune(self) -> int:
         """Note this feed's position every ``prune_every_s``, and delete the changes it has
-        been past for ``keep_s``; how many were deleted (the reader thread calls it)."""
+        been past for ``keep_s`` but the newest of them; how many were deleted (the reader
+        thread calls it).
+
+        The newest change is never deleted: after a quiet spell longer than ``keep_s`` every
+        feed is at it, and finds it still kept when the next change comes with positions
+        skipped (:meth:`_gap`). Nor, until a newer one has been past for ``keep_s`` too, the
+        newest change this feed has been past for ``keep_s``: another instance's feed may not
+        have read the change after it yet when this one prunes."""
         now = self.clock()
         if not self._marks or now - self._marks[-1][0] >= self.prune_every_s:
             self._marks.append((now, self.position))
@@ -205,7 +214,11 @@ class CommitOrderFeed(LiveFeed):
             cut = self._marks.popleft()[1]
         if not cut:
             return 0
-        n = self.database.reader().execute("DELETE FROM live_changes WHERE seq <= ?", (cut,))
+        n = self.database.reader().execute(
+            "DELETE FROM live_changes"
+            " WHERE seq < (SELECT max(seq) FROM live_changes WHERE seq <= ?)",
+            (cut,),
+        )
         if n.rowcount:
             log.debug("live feed: pruned %d changes up to position %d", n.rowcount, cut)
         return max(0, n.rowcount)
@@ -238,9 +251,11 @@ class CommitOrderFeed(LiveFeed):
         this feed read them (its consoles must list the alerts again: the first change is
         marked ``after_gap``), or never given. ``seq`` is an identity column: a database that
         crashed or failed over skips up to 32 values (PostgreSQL logs a sequence ahead), and a
-        commit that failed after its numbering used one. Pruning deletes every change up to
-        a position (:meth:`prune`), so while a change at or below this feed's position is
-        still kept, nothing after it was pruned, and the missing positions were never given."""
+        commit that failed after its numbering used one. Pruning deletes every change before
+        one it keeps (:meth:`prune`), so while a change at or below this feed's position is
+        still kept, nothing after it was pruned, and the missing positions were never given;
+        and since the newest change is always kept, so is this feed's position while nothing
+        came after it, however long ago it was."""
         first, last = self.position + 1, batch[0].position - 1
         if db.execute(
             "SELECT 1 FROM live_changes WHERE seq <= ? LIMIT 1", (self.position,)

@@ -61,21 +61,63 @@ def url_problem(url: str) -> str | None:
             return "not a URL (a port is not a number from 1 to 65535)"
     if not found.get("host") and not found.get("hostaddr"):
         return "no host (postgresql://user:password@HOST:port/database)"
+    # libpq's hosts: the hostaddr list when given (a host name for each, if any), else the host
+    # list; its ports: one for every host, or one for each, in order
+    names, addrs, ports = (str(found.get(k) or "") for k in ("host", "hostaddr", "port"))
+    hosts = (addrs or names).count(",") + 1
+    if addrs and names and names.count(",") + 1 != hosts:
+        return (
+            f"{_count(names, 'host name')} for {_count(addrs, 'hostaddr value')}: give a"
+            " name for each address, or none"
+        )
+    if ports and ports.count(",") + 1 not in (1, hosts):
+        return (
+            f"{_count(ports, 'port')} for {_count(addrs or names, 'host')}: give one port for"
+            " all the hosts, or one for each"
+            " (postgresql://user:password@host1:port1,host2:port2/database)"
+        )
     if not found.get("dbname"):
         return "no database name (postgresql://user:password@host:port/DATABASE)"
     return None
 
 
-def shown_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs and /healthz)."""
-    from urllib.parse import urlsplit, urlunsplit
+def _count(items: str, what: str) -> str:
+    """``"3 ports"`` for the comma-separated list ``items`` (empty: one, as libpq counts)."""
+    n = items.count(",") + 1
+    return f"{n} {what}{'s' * (n != 1)}"
 
-    parts = urlsplit(url)
-    if parts.password is None:
+
+def shown_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs and /healthz): the one in its
+    user info (``user:***@host``) and the value of every ``password`` query parameter
+    (``?password=***&sslmode=require``), the other parameters as they are. Read where libpq
+    reads them: the user info ends at the first ``@`` before any ``/`` (a ``?`` or ``#`` in
+    the password is part of it), a parameter's name may be percent-encoded, its value runs to
+    the next ``&`` (a ``#`` included). A password with an ``@`` not percent-encoded, which
+    libpq would cut there, is hidden up to the hosts' last ``@``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+    shown = f"{scheme}://"
+    first = re.search(r"[@/]", rest)
+    if first is not None and first[0] == "@":
+        user, colon, _ = rest[: first.start()].partition(":")
+        if colon:  # up to the hosts' last @ (a host has none)
+            hosts = rest[first.end() :].split("/", 1)[0].split("?", 1)[0]
+            shown += f"{user}:***@"
+            rest = rest[first.end() + hosts.rfind("@") + 1 :]
+    return shown + _PARAMETER.sub(_shown_parameter, rest)
+
+
+_PARAMETER = re.compile(r"(?<=[?&])([^=&]*)=([^&]*)")
+"""A query parameter as libpq splits them. Looked for in all but the password: a ``?`` or
+``&`` elsewhere before the query (in a user, host or database name) can only hide more."""
+
+
+def _shown_parameter(m: re.Match[str]) -> str:
+    from urllib.parse import unquote
+
+    return f"{m[1]}=***" if unquote(m[1]).lower() == "password" else m[0]
 
 
 class Settings(BaseSettings):

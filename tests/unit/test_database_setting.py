@@ -51,6 +51,16 @@ def test_a_postgresql_url_is_kept_as_a_secret() -> None:
         (f"postgresql://u:{SECRET}@h1:5432,h2:5x/db", "not a URL"),
         (f"postgresql://u:{SECRET}@h/db?no_such_option=1", "not a URL"),
         (f"postgresql://u:{SECRET}@[::1/db", "not a URL"),
+        # the password as a query parameter, which libpq takes as well
+        (f"mysql://u@h/db?password={SECRET}", "expected postgresql://"),
+        (f"postgresql://u@h:99999/db?password={SECRET}", "not a URL"),
+        (f"postgresql://u@h:5432/?password={SECRET}", "no database name"),
+        (f"postgresql://u@/db?password={SECRET}", "no host"),
+        (f"postgresql://u@h1:5432,h2:5x/db?password={SECRET}", "not a URL"),
+        (f"postgresql://u@h/db?password={SECRET}&no_such_option=1", "not a URL"),
+        (f"postgresql://u@h/db?no_such_option=1&password={SECRET}", "not a URL"),
+        (f"postgresql://u@h/db?password={SECRET}=2", "not a URL"),
+        (f"postgresql://u@h/db?password={SECRET}&port=5432,5433", "2 ports for 1 host"),
     ],
 )
 def test_a_wrong_url_is_refused_naming_the_variable_not_the_password(url: str, says: str) -> None:
@@ -58,6 +68,77 @@ def test_a_wrong_url_is_refused_naming_the_variable_not_the_password(url: str, s
         Settings(database_url=url)
     assert "JIAYUAN_DATABASE_URL" in str(e.value) and says in str(e.value)
     assert SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "shown"),
+    [
+        (f"password={SECRET}&sslmode=require", "password=***&sslmode=require"),
+        (
+            f"sslmode=require&password={SECRET}&application_name=jiayuan",
+            "sslmode=require&password=***&application_name=jiayuan",
+        ),
+        (f"pass%77ord={SECRET}", "pass%77ord=***"),  # libpq decodes the name too
+        (f"password={SECRET}#2&sslmode=require", "password=***&sslmode=require"),  # # is in it
+        (
+            f"password=&sslmode=require&password={SECRET}",
+            "password=***&sslmode=require&password=***",
+        ),
+    ],
+)
+def test_a_password_given_as_a_query_parameter_is_hidden_too(query: str, shown: str) -> None:
+    url = f"postgresql://jiayuan@db.example:5432/jiayuan?{query}"
+    assert Settings(database_url=url).database() == url  # libpq takes it
+    assert shown_url(url) == f"postgresql://jiayuan@db.example:5432/jiayuan?{shown}"
+    both = url.replace("jiayuan@", f"jiayuan:{SECRET}@", 1)
+    assert shown_url(both) == f"postgresql://jiayuan:***@db.example:5432/jiayuan?{shown}"
+
+
+@pytest.mark.parametrize(
+    "password",
+    [f"{SECRET}?x", f"{SECRET}#x", f"{SECRET}@x"],  # as libpq reads them (@: hidden whole)
+)
+def test_a_password_with_characters_a_url_splits_at_is_hidden_whole(password: str) -> None:
+    url = f"postgresql://jiayuan:{password}@db.example/jiayuan?sslmode=require"
+    assert shown_url(url) == "postgresql://jiayuan:***@db.example/jiayuan?sslmode=require"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (f"postgresql://u:{SECRET}@h1/db?port=5432,5433", "2 ports for 1 host:"),
+        (f"postgresql://u:{SECRET}@h1/db?host=a&port=1,2,3", "3 ports for 1 host:"),
+        (f"postgresql://u:{SECRET}@h1,h2/db?port=1,2,3", "3 ports for 2 hosts:"),
+        (f"postgresql://u:{SECRET}@h1:1,h2:2,h3/db?port=1,2", "2 ports for 3 hosts:"),
+        (f"postgresql://u@/db?hostaddr=10.0.0.1,10.0.0.2&port=1,2,3&password={SECRET}", "3 ports"),
+        (f"postgresql://u:{SECRET}@h1,h2/db?hostaddr=10.0.0.1", "2 host names for 1 hostaddr"),
+    ],
+)
+def test_ports_that_do_not_match_the_hosts_are_refused_as_libpq_would(url: str, says: str) -> None:
+    """libpq takes one port for all the hosts, or one for each (the hosts: the hostaddr list when
+    given, else the host list); any other count fails only at connect. Refused at start."""
+    with pytest.raises(ValidationError) as e:
+        Settings(database_url=url)
+    assert "JIAYUAN_DATABASE_URL" in str(e.value) and says in str(e.value)
+    assert SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        "h1:5432,h2:5433/db",
+        "h1,h2/db?port=5432",
+        "h1,h2/db",
+        "h1:5432,h2/db",
+        "/db?host=a,b&port=1,2",
+        "h/db?host=a,b,c&port=1",
+        "h1,h2/db?hostaddr=10.0.0.1,10.0.0.2&port=1,2",
+        "/db?hostaddr=10.0.0.1,10.0.0.2&port=5432",
+    ],
+)
+def test_ports_that_match_the_hosts_are_taken(hosts: str) -> None:
+    url = f"postgresql://u:{SECRET}@{hosts}"
+    assert Settings(database_url=url).database() == url
 
 
 def test_ingest_processes_are_refused_on_postgresql_with_the_reason() -> None:
