@@ -47,8 +47,8 @@ class Target:
     """The broker's figure in the same run that this one is measured against ("—": none)."""
     met: bool | None
     """None: not measured in this run."""
-    note: str = ""
-    """A line printed under the target's (the rounds it was judged from)."""
+    notes: tuple[str, ...] = ()
+    """Lines printed under the target's (the rounds it was judged from, the CPU budget)."""
 
     @property
     def verdict(self) -> str:
@@ -75,6 +75,30 @@ def _spread(ceiling_rounds: Sequence[float], service_rounds: Sequence[float]) ->
     return "rounds (msg/s): " + "; ".join(parts)
 
 
+def budget(run: StoreRun, ceiling_cpu: Ceiling) -> str:
+    """What the live ratio is made of, in CPU a message. Both phases keep the machine's cores
+    busy, so the ratio is about the inverse ratio of what the machine spends a message in each:
+    at the ceiling the broker, the publishers and ``mosquitto_sub``; in a round the broker, the
+    publishers (the same work) and the service (on PostgreSQL with its server, on the same
+    cores). For the target, the service may spend what the ceiling's sum allows at
+    :data:`LIVE_RATIO` less the broker's and the publishers' share: this line says how much
+    that is in this run, and what the service spent."""
+    at_ceiling = ceiling_cpu.us(ceiling_cpu.broker + ceiling_cpu.sub + ceiling_cpu.publishers)
+    others = run.cpu.us(run.cpu.broker) + ceiling_cpu.us(ceiling_cpu.publishers)
+    spent = run.cpu.us(run.cpu.service + run.server.cpu_s)
+    if any(math.isnan(x) or x <= 0 for x in (at_ceiling, others, spent)):
+        return ""
+    allowed = at_ceiling / LIVE_RATIO - others
+    server = run.cpu.us(run.server.cpu_s)
+    return (
+        f"CPU a message: the ceiling's {at_ceiling:.1f} µs allow {at_ceiling / LIVE_RATIO:.1f}"
+        f" for {LIVE_RATIO}; the broker and the publishers take {others:.1f}, leaving"
+        f" {allowed:.1f} for the service"
+        + (f" and its server; they spent {spent:.1f} (the server {server:.1f})" if server else "")
+        + ("" if server else f"; it spent {spent:.1f}")
+    )
+
+
 def targets(
     run: StoreRun, ceiling: float, ceiling_cpu: Ceiling, ceiling_rounds: Sequence[float] = ()
 ) -> list[Target]:
@@ -88,7 +112,7 @@ def targets(
             f"{run.ingest / ceiling:.3f} ({run.ingest:,.0f} msg/s)",
             f"ceiling {ceiling:,.0f} msg/s",
             None if math.isnan(run.ingest) else run.ingest / ceiling >= LIVE_RATIO,
-            _spread(ceiling_rounds, run.rates),
+            tuple(n for n in (_spread(ceiling_rounds, run.rates), budget(run, ceiling_cpu)) if n),
         )
     ]
     c = run.catchup
@@ -175,6 +199,5 @@ def report(
             lines.append(
                 f"bench:   {t.name:<{w1}}  {t.figure:>{w2}}  {t.broker:<{w3}}  {t.verdict}"
             )
-            if t.note:
-                lines.append(f"bench:     {t.note}")
+            lines += [f"bench:     {note}" for note in t.notes]
     return "\n".join(lines)

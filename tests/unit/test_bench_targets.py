@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from bench.catchup import CatchUp
 from bench.cpu import Ceiling, Tally
+from bench.pgserver import Work
 from bench.service_run import StoreRun
-from bench.targets import report, targets
+from bench.targets import budget, report, targets
 
 CEILING = 80_000.0
 
@@ -97,3 +98,22 @@ def test_the_live_ratio_is_judged_on_the_median_round_not_a_lucky_one() -> None:
     assert verdicts(r)["live ingest ratio ≥ 0.75"] == "NOT met"
     r.rates = [61_000.0, 40_000.0, 60_500.0]  # one slow round: median 0.756
     assert verdicts(r)["live ingest ratio ≥ 0.75"] == "met"
+
+
+def test_the_live_ratio_is_shown_as_the_cpu_budget_it_comes_from() -> None:
+    """The machine's cores are busy in both phases: the line under the ratio says how much CPU
+    a message the target leaves the service in this run, and what it spent (on PostgreSQL with
+    its server, which runs on the same cores)."""
+    ceiling = Ceiling(100_000, broker=1.12, sub=0.67, publishers=0.86)  # 26.5 µs a message
+    r = run(rate=55_000)  # the service 15 µs, the broker 7.6 µs a message
+    line = budget(r, ceiling)
+    assert line == (
+        "CPU a message: the ceiling's 26.5 µs allow 35.3 for 0.75; the broker and the"
+        " publishers take 16.2, leaving 19.1 for the service; it spent 15.0"
+    )
+    r.store = "postgres"
+    r.server = Work(cpu_s=1.81, commits=0, xids=0, inserted=0, updated=0, deleted=0, wal_bytes=0)
+    assert budget(r, ceiling).endswith(
+        "leaving 19.1 for the service and its server; they spent 33.1 (the server 18.1)"
+    )
+    assert budget(r, Ceiling()) == ""  # no ceiling measured: nothing to say
