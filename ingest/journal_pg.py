@@ -43,9 +43,10 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 import psycopg
+from prometheus_client import Counter
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -64,6 +65,7 @@ from ingest.journal_store import (
     dead_letter_rows,
     raw_item,
 )
+from ingest.metrics import DEADLOCK_RETRIES, PARTITION_RETRIES, PARTITIONS_MADE, PTS_FALLBACKS
 from ingest.payloads import MAX_AGE_S, MAX_FUTURE_S, MAX_NUMBER, DeadLetter, Reading
 from ingest.schema import kinds_with_metric
 from ingest.seen import SEEN_MAX, SeenDevices, device_states
@@ -205,6 +207,17 @@ def store_trouble(e: BaseException) -> str | None:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+Counted = Literal["partitions_made", "pts_fallbacks", "partition_retries", "deadlock_retries"]
+"""What :attr:`PgJournal.counters` counts."""
+_METRICS: Final[dict[Counted, Counter]] = {
+    "partitions_made": PARTITIONS_MADE,
+    "pts_fallbacks": PTS_FALLBACKS,
+    "partition_retries": PARTITION_RETRIES,
+    "deadlock_retries": DEADLOCK_RETRIES,
+}
+"""Each count's counter on ``/metrics``: the process's, every journal it opened summed (the
+ingest processes' added into the main process's: jiayuan/ingest_procs.py ``FORWARDED``)."""
+
 
 def _serialised(method: _F) -> _F:
     """The method holds the journal's writer lock (one thread on the writer's connection)."""
@@ -256,15 +269,7 @@ class PgJournal:
         a registry change (the API's thread) or the maintenance job may come at any time."""
         self._days: set[int] = set()
         self._floor = -math.inf
-        self.partitions_made = 0
-        """Day partitions this journal made because a reading needed one."""
-        self.pts_fallbacks = 0
-        """Readings stored on their receive time's day: their own day was dropped by retention,
-        or their ``ts`` lies outside decode's window around their receive time."""
-        self.partition_retries = 0
-        """Batches written again because another instance dropped a partition meanwhile."""
-        self.deadlock_retries = 0
-        """Batches written again after a deadlock with another instance's batch."""
+        self._counts: dict[str, int] = dict.fromkeys(_METRICS, 0)
         self._seen = SeenDevices(seen_max)
         self.ahead_days = ahead_days
         self.make_ahead()
@@ -286,13 +291,35 @@ class PgJournal:
 
     @property
     def counters(self) -> dict[str, int]:
-        """What this journal did about partitions, for health and metrics."""
-        return {
-            "partitions_made": self.partitions_made,
-            "pts_fallbacks": self.pts_fallbacks,
-            "partition_retries": self.partition_retries,
-            "deadlock_retries": self.deadlock_retries,
-        }
+        """What this journal did about partitions, for health (``/metrics`` has the process's
+        sums: :data:`_METRICS`)."""
+        return dict(self._counts)
+
+    def _count(self, event: Counted, n: int = 1) -> None:
+        """``n`` more of ``event``: this journal's count and the process's counter."""
+        self._counts[event] += n
+        _METRICS[event].inc(n)
+
+    @property
+    def partitions_made(self) -> int:
+        """Day partitions this journal made because a reading needed one."""
+        return self._counts["partitions_made"]
+
+    @property
+    def pts_fallbacks(self) -> int:
+        """Readings stored on their receive time's day: their own day was dropped by retention,
+        or their ``ts`` lies outside decode's window around their receive time."""
+        return self._counts["pts_fallbacks"]
+
+    @property
+    def partition_retries(self) -> int:
+        """Batches written again because another instance dropped a partition meanwhile."""
+        return self._counts["partition_retries"]
+
+    @property
+    def deadlock_retries(self) -> int:
+        """Batches written again after a deadlock with another instance's batch."""
+        return self._counts["deadlock_retries"]
 
     # ---------------------------------------------------------------- connections
 
@@ -350,7 +377,7 @@ class PgJournal:
             made = timeparts.ensure_ahead(db, "readings", "day", ahead=0, now=_utc(day))
         except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
             made = []  # another instance made it at the same moment
-        self.partitions_made += len(made)
+        self._count("partitions_made", len(made))
         if made:
             log.info("journal: made the partition for %s", _utc(day).date())
 
@@ -362,13 +389,13 @@ class PgJournal:
                 pts.append(r.ts)
             else:
                 pts.append(r.received)
-                self.pts_fallbacks += 1
+                self._count("pts_fallbacks")
         if not {_day(p) for p in pts} <= self._days:
             self._refresh()
             for i, p in enumerate(pts):
                 if _day(p) + DAY <= self._floor and p != readings[i].received:
                     pts[i] = readings[i].received
-                    self.pts_fallbacks += 1
+                    self._count("pts_fallbacks")
             for day in sorted({_day(p) for p in pts} - self._days):
                 self._make_day(day)
             self._refresh()
@@ -385,12 +412,12 @@ class PgJournal:
         except psycopg.errors.CheckViolation as e:
             if "no partition" not in str(e):
                 raise
-            self.partition_retries += 1  # dropped by another instance meanwhile: look again
+            self._count("partition_retries")  # dropped by another instance meanwhile: look again
             self._refresh()
             new = self._write(readings, dead)
         except psycopg.errors.DeadlockDetected:
             # another instance wrote one device's repeats in another order: it went first
-            self.deadlock_retries += 1
+            self._count("deadlock_retries")
             new = self._write(readings, dead)
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
 

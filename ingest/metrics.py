@@ -48,6 +48,27 @@ JOURNAL_REFUSED = Counter(
     "jiayuan_journal_refused_total",
     "Messages the journal would not store, kept as dead letters (reason journal_refused)",
 )
+PARTITIONS_MADE = Counter(
+    "jiayuan_journal_partitions_made_total",
+    "Day partitions the PostgreSQL journal made on the spot because a reading's day had none"
+    " (days are made ahead, so: a backfill of older readings, or making ahead fell behind)",
+)
+PTS_FALLBACKS = Counter(
+    "jiayuan_journal_pts_fallbacks_total",
+    "Readings the PostgreSQL journal stored on their receive time's day, not their own time's:"
+    " retention had dropped that day, or the time lies outside decode's window (24 h before to"
+    " 2 min after receipt); a redelivery of such a reading is not recognised as a repeat",
+)
+PARTITION_RETRIES = Counter(
+    "jiayuan_journal_partition_retries_total",
+    "Batches the PostgreSQL journal wrote a second time because another instance dropped a day"
+    " partition (retention) between its look and its insert",
+)
+DEADLOCK_RETRIES = Counter(
+    "jiayuan_journal_deadlock_retries_total",
+    "Batches the PostgreSQL journal wrote a second time after a deadlock with another"
+    " instance's batch (one device's repeats written in two orders)",
+)
 OLDEST_UNACKED = Gauge(
     "jiayuan_ingest_oldest_unacked_seconds",
     "Age of the oldest message received but not yet acknowledged (0: none waiting)",

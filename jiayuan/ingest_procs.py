@@ -57,11 +57,15 @@ from base.heap import freeze_startup_heap
 from base.retry import Backoff
 from ingest.metrics import (
     DEAD_LETTERS,
+    DEADLOCK_RETRIES,
     DUPLICATES,
     JOURNAL_REFUSED,
     JOURNAL_WRITE_FAILURES,
     MESSAGES,
+    PARTITION_RETRIES,
+    PARTITIONS_MADE,
     PIPELINE_ERRORS,
+    PTS_FALLBACKS,
     STAGE_CPU,
 )
 from ingest.pipeline import StoreHealth
@@ -101,6 +105,10 @@ FORWARDED: Final[tuple[Counter, ...]] = (
     JOURNAL_REFUSED,
     STAGE_CPU,
     LOG_ERRORS,
+    PARTITIONS_MADE,
+    PTS_FALLBACKS,
+    PARTITION_RETRIES,
+    DEADLOCK_RETRIES,
 )
 """The children's counters added into the main process's own (so ``/metrics`` and the error
 counters the tests read cover every process): the increments, at each report."""

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from district import timeparts
 from district.pg import open_pool
@@ -259,3 +260,37 @@ def test_the_repeat_check_of_untimed_messages_reads_their_keys_not_the_whole_jou
         assert _read_from_readings(plan) <= 20, json.dumps(plan, indent=1)
     finally:
         journal.close()
+
+
+def test_what_the_journal_counts_is_on_metrics(pg_url: str) -> None:
+    """The four counts of ``counters`` (health: this journal's) are counters on /metrics too
+    (the process's, every journal summed; an ingest process's added into the main one's)."""
+
+    def metrics() -> dict[str, float]:
+        return {
+            k: REGISTRY.get_sample_value(f"jiayuan_journal_{k}_total") or 0.0
+            for k in ("partitions_made", "pts_fallbacks", "partition_retries", "deadlock_retries")
+        }
+
+    before = metrics()
+    writer, other = PgJournal(pg_url), PgJournal(pg_url)
+    try:
+        day = MIDNIGHT - 2 * DAY  # before yesterday: not made at open
+        writer.write_batch([msg("w-1", day + 100, day + 100, 1)], [])  # its day is made
+        assert other.prune(day + DAY) == 1  # and dropped by another instance
+        writer.write_batch([msg("w-1", day + DAY + 3600, day + DAY - 60, 2)], [])
+        moved = {k: v - before[k] for k, v in metrics().items()}
+        assert (
+            moved
+            == writer.counters
+            == {
+                "partitions_made": 1,
+                "pts_fallbacks": 1,
+                "partition_retries": 1,
+                "deadlock_retries": 0,
+            }
+        )
+        assert set(other.counters.values()) == {0}
+    finally:
+        writer.close()
+        other.close()

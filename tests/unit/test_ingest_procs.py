@@ -7,11 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY, Counter
 from pydantic import ValidationError
 
 from ingest.listener import shared
+from ingest.metrics import DEADLOCK_RETRIES, PARTITION_RETRIES, PARTITIONS_MADE, PTS_FALLBACKS
+from ingest.pipeline import StoreHealth
 from jiayuan.broker.accounts import INGEST_PROCESSES_MAX, telemetry_users
-from jiayuan.ingest_procs import ChildSpec, identity, title
+from jiayuan.ingest_procs import ChildSpec, IngestProcesses, Report, _counters, identity, title
 from jiayuan.settings import Settings
 from registry import Registry
 
@@ -68,3 +71,38 @@ def test_each_process_is_named_in_ps_as_health_names_it() -> None:
     assert title(spec(index=0, count=4, client_id="jiayuan-t0", username="u")) == (
         "jiayuan: ingest, telemetry slot 0"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "counter"),
+    [
+        ("jiayuan_journal_partitions_made_total", PARTITIONS_MADE),
+        ("jiayuan_journal_pts_fallbacks_total", PTS_FALLBACKS),
+        ("jiayuan_journal_partition_retries_total", PARTITION_RETRIES),
+        ("jiayuan_journal_deadlock_retries_total", DEADLOCK_RETRIES),
+    ],
+)
+def test_a_childs_journal_partition_counts_are_added_into_the_main_processs(
+    name: str, counter: Counter
+) -> None:
+    """On PostgreSQL a session slot's process journals telemetry with a PgJournal of its own:
+    what it counts reaches the main process's /metrics by its reports, as its other counters."""
+    procs = IngestProcesses(settings(), Registry(), lambda: None, 1)
+    slot = procs._slots[0]
+    slot.counters = _counters()  # the child's last report, already added in
+    counter.inc(3)  # the child counts (its report is read from this process's counters)
+    report = Report(
+        pid=1,
+        up=True,
+        session_present=True,
+        store=StoreHealth(ok=True),
+        oldest_unacked_s=None,
+        committed=0,
+        queued=0,
+        counters=_counters(),
+        threads={},
+    )
+    before = REGISTRY.get_sample_value(name)
+    assert before is not None
+    procs._handle(slot, ("report", report))
+    assert REGISTRY.get_sample_value(name) == before + 3
