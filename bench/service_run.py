@@ -99,8 +99,14 @@ class StoreRun:
 
     @property
     def ingest(self) -> float:
-        """The median round's rate (as the ceiling's: bench/__main__.py)."""
+        """The median of the rounds' rates (as the ceiling's: bench/__main__.py; with an even
+        number of rounds, the mean of the middle two)."""
         return statistics.median(self.rates) if self.rates else float("nan")
+
+    @property
+    def spent_us(self) -> float:
+        """CPU a message of the service, and on PostgreSQL of its server too (the same cores)."""
+        return self.cpu.us(self.cpu.service + self.server.cpu_s)
 
     def per_message(self, count: float) -> float:
         return count / self.cpu.messages if self.cpu.messages else float("nan")

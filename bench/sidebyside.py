@@ -56,7 +56,7 @@ def _rows(run: StoreRun, ceiling: float) -> list[tuple[str, str]]:
     per = run.per_message
     out += [
         ("CPU µs/msg PostgreSQL server", _num(us(s.cpu_s), 1) if pg else "—"),
-        ("CPU µs/msg service + server", _num(us(run.cpu.service + s.cpu_s), 1)),
+        ("CPU µs/msg service + server", _num(run.spent_us, 1)),
         ("PostgreSQL commits/msg (all)", _num(per(s.commits), 3) if pg else "—"),
         ("PostgreSQL write transactions/msg", _num(per(s.xids), 3) if pg else "—"),
         (

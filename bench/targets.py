@@ -85,7 +85,7 @@ def budget(run: StoreRun, ceiling_cpu: Ceiling) -> str:
     that is in this run, and what the service spent."""
     at_ceiling = ceiling_cpu.us(ceiling_cpu.broker + ceiling_cpu.sub + ceiling_cpu.publishers)
     others = run.cpu.us(run.cpu.broker) + ceiling_cpu.us(ceiling_cpu.publishers)
-    spent = run.cpu.us(run.cpu.service + run.server.cpu_s)
+    spent = run.spent_us
     if any(math.isnan(x) or x <= 0 for x in (at_ceiling, others, spent)):
         return ""
     allowed = at_ceiling / LIVE_RATIO - others
@@ -154,7 +154,7 @@ def targets(
             and run.background >= 0.95 * BACKGROUND_RATE,
         )
     )
-    us = run.cpu.us(run.cpu.service + run.server.cpu_s)
+    us = run.spent_us
     out += [
         Target(
             f"CPU ≤ {CPU_US:.0f} µs a message"

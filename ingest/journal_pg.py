@@ -23,8 +23,9 @@ in :attr:`PgJournal.partitions_made`), unless retention already dropped it (its 
 before the floor :meth:`PgJournal.prune` records) or its ``ts`` lies outside decode's window
 around its receive time: then it is stored on its receive time's day (counted in
 :attr:`PgJournal.pts_fallbacks`; its duplicate is no longer recognised by time, which is the
-one case the SQLite journal handles better). A partition dropped by another instance between
-this one's look and its insert costs one retry (:attr:`PgJournal.partition_retries`).
+one case the SQLite journal handles better). A partition dropped by retention (this instance's
+or another's) between the journal's look and its insert costs one retry
+(:attr:`PgJournal.partition_retries`).
 
 Writes come from one thread (the pipeline's) on a connection of their own, through ``COPY``
 into a temporary table and one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` (bench/
@@ -302,23 +303,22 @@ class PgJournal:
 
     @property
     def partitions_made(self) -> int:
-        """Day partitions this journal made because a reading needed one."""
+        """This journal's count of :data:`~ingest.metrics.PARTITIONS_MADE`."""
         return self._counts["partitions_made"]
 
     @property
     def pts_fallbacks(self) -> int:
-        """Readings stored on their receive time's day: their own day was dropped by retention,
-        or their ``ts`` lies outside decode's window around their receive time."""
+        """This journal's count of :data:`~ingest.metrics.PTS_FALLBACKS`."""
         return self._counts["pts_fallbacks"]
 
     @property
     def partition_retries(self) -> int:
-        """Batches written again because another instance dropped a partition meanwhile."""
+        """This journal's count of :data:`~ingest.metrics.PARTITION_RETRIES`."""
         return self._counts["partition_retries"]
 
     @property
     def deadlock_retries(self) -> int:
-        """Batches written again after a deadlock with another instance's batch."""
+        """This journal's count of :data:`~ingest.metrics.DEADLOCK_RETRIES`."""
         return self._counts["deadlock_retries"]
 
     # ---------------------------------------------------------------- connections
@@ -382,20 +382,20 @@ class PgJournal:
             log.info("journal: made the partition for %s", _utc(day).date())
 
     def _pts(self, readings: Sequence[Reading]) -> list[float]:
-        """Each reading's partition time, its day's partition made when it has none."""
+        """Each reading's partition time, its day's partition made when it has none: its
+        ``ts``, or its receive time where that ``ts`` is not believed or its day was dropped
+        (a fallback: counted once the reading is stored, :meth:`_write`)."""
         pts = []
         for r in readings:
             if r.received - MAX_AGE_S <= r.ts <= r.received + MAX_FUTURE_S:
                 pts.append(r.ts)
             else:
                 pts.append(r.received)
-                self._count("pts_fallbacks")
         if not {_day(p) for p in pts} <= self._days:
             self._refresh()
             for i, p in enumerate(pts):
                 if _day(p) + DAY <= self._floor and p != readings[i].received:
                     pts[i] = readings[i].received
-                    self._count("pts_fallbacks")
             for day in sorted({_day(p) for p in pts} - self._days):
                 self._make_day(day)
             self._refresh()
@@ -412,7 +412,7 @@ class PgJournal:
         except psycopg.errors.CheckViolation as e:
             if "no partition" not in str(e):
                 raise
-            self._count("partition_retries")  # dropped by another instance meanwhile: look again
+            self._count("partition_retries")  # dropped by retention meanwhile: look again
             self._refresh()
             new = self._write(readings, dead)
         except psycopg.errors.DeadlockDetected:
@@ -461,6 +461,7 @@ class PgJournal:
             )
         states = device_states(readings)  # by device: one order on every instance, no deadlock
         self._seen.note(readings)
+        fell_back = 0
         with self._tx() as db, db.cursor() as cur:
             new: list[Reading] = []
             if untimed:
@@ -479,14 +480,17 @@ class PgJournal:
                 if urgent:  # sent as this commits (never if it rolls back)
                     notify(db, {"partitions": urgent}, URGENT_CHANNEL)
                 if len(inserted) == len(readings):
-                    new = list(readings)
+                    stored: Iterable[int] = range(len(readings))
                 else:  # some were duplicates: which, by what was inserted
                     left = collections.Counter(tuple(x) for x in inserted)
+                    stored = []
                     for row in staged:
                         k = (row[3], row[5], row[6], row[8])
                         if left[k] > 0:
                             left[k] -= 1
-                            new.append(readings[row[0]])
+                            stored.append(row[0])
+                new = [readings[i] for i in stored]
+                fell_back = sum(pts[i] != readings[i].ts for i in stored)
             if states:
                 self._flush_seen(cur)  # so the state update finds its row
                 cur.executemany(_SET_STATE, [(on, at, fw, d, at) for d, on, at, fw in states])
@@ -494,6 +498,8 @@ class PgJournal:
                 self._flush_seen(cur)
             if dead:
                 cur.executemany(_INSERT_DEAD, dead_letter_rows(dead))
+        if fell_back:  # committed: stored on their receive time's day
+            self._count("pts_fallbacks", fell_back)
         return new
 
     @staticmethod

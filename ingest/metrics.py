@@ -51,7 +51,8 @@ JOURNAL_REFUSED = Counter(
 PARTITIONS_MADE = Counter(
     "jiayuan_journal_partitions_made_total",
     "Day partitions the PostgreSQL journal made on the spot because a reading's day had none"
-    " (days are made ahead, so: a backfill of older readings, or making ahead fell behind)",
+    " (days are made ahead daily from yesterday on, and older readings are stored on their"
+    " receive time's day: so the daily making ahead fell behind)",
 )
 PTS_FALLBACKS = Counter(
     "jiayuan_journal_pts_fallbacks_total",
@@ -61,8 +62,8 @@ PTS_FALLBACKS = Counter(
 )
 PARTITION_RETRIES = Counter(
     "jiayuan_journal_partition_retries_total",
-    "Batches the PostgreSQL journal wrote a second time because another instance dropped a day"
-    " partition (retention) between its look and its insert",
+    "Batches the PostgreSQL journal wrote a second time because retention (this instance's or"
+    " another's) dropped a day partition between the journal's look and its insert",
 )
 DEADLOCK_RETRIES = Counter(
     "jiayuan_journal_deadlock_retries_total",

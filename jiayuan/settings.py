@@ -52,6 +52,12 @@ def url_problem(url: str) -> str | None:
     if scheme not in ("postgresql", "postgres"):
         shown = scheme or "none"
         return f"expected postgresql://user:password@host:port/database (scheme {shown!r})"
+    if _user_info(url) is None:
+        return (
+            "an @ in it other than the one before the host, or a /, ? or # before that @, is"
+            " not read alike by every reader of URLs: write them percent-encoded in the user"
+            " name, the password or a parameter (%40, %2F, %3F, %23)"
+        )
     try:
         found = conninfo_to_dict(url)
     except psycopg.Error:
@@ -64,13 +70,13 @@ def url_problem(url: str) -> str | None:
     # libpq's hosts: the hostaddr list when given (a host name for each, if any), else the host
     # list; its ports: one for every host, or one for each, in order
     names, addrs, ports = (str(found.get(k) or "") for k in ("host", "hostaddr", "port"))
-    hosts = (addrs or names).count(",") + 1
-    if addrs and names and names.count(",") + 1 != hosts:
+    hosts = _items(addrs or names)
+    if addrs and names and _items(names) != hosts:
         return (
             f"{_count(names, 'host name')} for {_count(addrs, 'hostaddr value')}: give a"
             " name for each address, or none"
         )
-    if ports and ports.count(",") + 1 not in (1, hosts):
+    if ports and _items(ports) not in (1, hosts):
         return (
             f"{_count(ports, 'port')} for {_count(addrs or names, 'host')}: give one port for"
             " all the hosts, or one for each"
@@ -81,37 +87,59 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def _count(items: str, what: str) -> str:
-    """``"3 ports"`` for the comma-separated list ``items`` (empty: one, as libpq counts)."""
-    n = items.count(",") + 1
+def _items(listed: str) -> int:
+    """How many values the comma-separated list ``listed`` holds, as libpq counts them (an
+    empty one counts: ``h1:5432,h2`` is two ports, the second the default)."""
+    return listed.count(",") + 1
+
+
+def _count(listed: str, what: str) -> str:
+    """``"3 ports"`` for the comma-separated list ``listed``."""
+    n = _items(listed)
     return f"{n} {what}{'s' * (n != 1)}"
 
 
+def _user_info(url: str) -> tuple[str, str] | None:
+    """(user info, the rest) of a URL after its ``scheme://`` (no user info: ``""``), or None
+    when readers could split it differently: an ``@`` besides the one that ends the user info,
+    or a ``/``, ``?`` or ``#`` before it. libpq ends the user info at the first ``@`` before
+    any ``/`` (a ``?`` or ``#`` in it belongs to the password), Python's ``urlsplit`` at the
+    last ``@`` before any ``/``, ``?`` or ``#``: ``u:ab@c/dSECRET@host/db`` is password ``ab``
+    to one and shows ``dSECRET`` in a masked copy. Such a URL is refused (:func:`url_problem`)
+    and shown masked whole (:func:`shown_url`)."""
+    rest = url.partition("://")[2]
+    at = rest.find("@")
+    if at < 0:
+        return "", rest
+    if rest.count("@") > 1 or any(c in rest[:at] for c in "/?#"):
+        return None
+    return rest[:at], rest[at + 1 :]
+
+
 def shown_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs and /healthz): the one in its
-    user info (``user:***@host``) and the value of every ``password`` query parameter
-    (``?password=***&sslmode=require``), the other parameters as they are. Read where libpq
-    reads them: the user info ends at the first ``@`` before any ``/`` (a ``?`` or ``#`` in
-    the password is part of it), a parameter's name may be percent-encoded, its value runs to
-    the next ``&`` (a ``#`` included). A password with an ``@`` not percent-encoded, which
-    libpq would cut there, is hidden up to the hosts' last ``@``."""
-    scheme, sep, rest = url.partition("://")
+    """``url`` with its password replaced by ``***`` (for logs): the one in its user info
+    (``user:***@host``) and the value of every ``password`` query parameter
+    (``?password=***&sslmode=require``), the other parameters as they are (a parameter's name
+    may be percent-encoded, as libpq reads it; its value runs to the next ``&``, a ``#``
+    included). A URL whose user info readers could split differently (:func:`_user_info`),
+    which the settings refuse, is shown as ``scheme://***``."""
+    scheme, sep, _ = url.partition("://")
     if not sep:
         return url
+    split = _user_info(url)
+    if split is None:
+        return f"{scheme}://***"
+    info, rest = split
     shown = f"{scheme}://"
-    first = re.search(r"[@/]", rest)
-    if first is not None and first[0] == "@":
-        user, colon, _ = rest[: first.start()].partition(":")
-        if colon:  # up to the hosts' last @ (a host has none)
-            hosts = rest[first.end() :].split("/", 1)[0].split("?", 1)[0]
-            shown += f"{user}:***@"
-            rest = rest[first.end() + hosts.rfind("@") + 1 :]
+    if info:
+        user, colon, _ = info.partition(":")
+        shown += f"{user}:***@" if colon else f"{info}@"
     return shown + _PARAMETER.sub(_shown_parameter, rest)
 
 
 _PARAMETER = re.compile(r"(?<=[?&])([^=&]*)=([^&]*)")
-"""A query parameter as libpq splits them. Looked for in all but the password: a ``?`` or
-``&`` elsewhere before the query (in a user, host or database name) can only hide more."""
+"""A query parameter as libpq splits them. Looked for in all after the user info: a ``?`` or
+``&`` elsewhere before the query (in a host or database name) can only hide more."""
 
 
 def _shown_parameter(m: re.Match[str]) -> str:

@@ -278,7 +278,8 @@ def test_what_the_journal_counts_is_on_metrics(pg_url: str) -> None:
         day = MIDNIGHT - 2 * DAY  # before yesterday: not made at open
         writer.write_batch([msg("w-1", day + 100, day + 100, 1)], [])  # its day is made
         assert other.prune(day + DAY) == 1  # and dropped by another instance
-        writer.write_batch([msg("w-1", day + DAY + 3600, day + DAY - 60, 2)], [])
+        late = msg("w-1", day + DAY + 3600, day + DAY - 60, 2)  # its own day dropped
+        writer.write_batch([late], [])
         moved = {k: v - before[k] for k, v in metrics().items()}
         assert (
             moved
@@ -291,6 +292,11 @@ def test_what_the_journal_counts_is_on_metrics(pg_url: str) -> None:
             }
         )
         assert set(other.counters.values()) == {0}
+        # a fallback counts a reading stored, not each attempt to write one: the same reading
+        # written again (a batch retried after its commit failed) is a duplicate, not counted
+        assert writer.write_batch([late], []).duplicates == 1
+        assert metrics()["pts_fallbacks"] - before["pts_fallbacks"] == 1
+        assert writer.pts_fallbacks == 1
     finally:
         writer.close()
         other.close()

@@ -95,11 +95,31 @@ def test_a_password_given_as_a_query_parameter_is_hidden_too(query: str, shown: 
 
 
 @pytest.mark.parametrize(
-    "password",
-    [f"{SECRET}?x", f"{SECRET}#x", f"{SECRET}@x"],  # as libpq reads them (@: hidden whole)
+    "url",
+    [
+        f"postgresql://jiayuan:{SECRET}?x@db.example/jiayuan?sslmode=require",
+        f"postgresql://jiayuan:{SECRET}#x@db.example/jiayuan",
+        f"postgresql://jiayuan:{SECRET}@x@db.example/jiayuan",
+        # libpq: password "ab", host "c", database "d…@host/db"; urlsplit: the last @
+        f"postgresql://u:ab@c/d{SECRET}@host/db",
+        f"postgresql://u:12/{SECRET}@host/db",  # libpq: no user info, host u, port 12
+        f"postgresql://h?password={SECRET}:y@z/db",  # libpq: user "h?password=…", password y
+        f"postgresql://u@h/db?password=p@{SECRET}",
+    ],
 )
-def test_a_password_with_characters_a_url_splits_at_is_hidden_whole(password: str) -> None:
-    url = f"postgresql://jiayuan:{password}@db.example/jiayuan?sslmode=require"
+def test_a_url_readers_could_split_apart_is_refused_and_never_shown(url: str) -> None:
+    """Where an @, /, ? or # that is not percent-encoded lets libpq and a URL parser find the
+    user info in different places, a masked copy could show part of the password: refused at
+    start, in words that name what to write instead, and shown masked whole."""
+    with pytest.raises(ValidationError) as e:
+        Settings(database_url=url)
+    assert "percent-encoded" in str(e.value) and SECRET not in str(e.value)
+    assert shown_url(url) == "postgresql://***"
+
+
+def test_a_password_percent_encoded_is_taken_and_hidden() -> None:
+    url = f"postgresql://jiayuan:{SECRET}%40%2F%3F%23x@db.example/jiayuan?sslmode=require"
+    assert Settings(database_url=url).database() == url
     assert shown_url(url) == "postgresql://jiayuan:***@db.example/jiayuan?sslmode=require"
 
 
