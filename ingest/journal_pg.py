@@ -19,13 +19,12 @@ device's own when decode believed it, else the receive time), so a redelivered m
 on its first copy's day and the unique index ``(device_id, pts, dedup)`` drops it.
 
 A reading whose day has no partition is never an error: the day is made on the spot (counted
-in :attr:`PgJournal.partitions_made`), unless retention already dropped it (its end is at or
-before the floor :meth:`PgJournal.prune` records) or its ``ts`` lies outside decode's window
-around its receive time: then it is stored on its receive time's day (counted in
-:attr:`PgJournal.pts_fallbacks`; its duplicate is no longer recognised by time, which is the
-one case the SQLite journal handles better). A partition dropped by retention (this instance's
-or another's) between the journal's look and its insert costs one retry
-(:attr:`PgJournal.partition_retries`).
+in :attr:`PgJournal.counters`, ``partitions_made``), unless retention already dropped it (its
+end is at or before the floor :meth:`PgJournal.prune` records) or its ``ts`` lies outside
+decode's window around its receive time: then it is stored on its receive time's day (counted
+in ``pts_fallbacks``; its duplicate is no longer recognised by time, which is the one case the
+SQLite journal handles better). A partition dropped by retention (this instance's or
+another's) between the journal's look and its insert costs one retry (``partition_retries``).
 
 Writes come from one thread (the pipeline's) on a connection of their own, through ``COPY``
 into a temporary table and one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` (bench/
@@ -300,26 +299,6 @@ class PgJournal:
         """``n`` more of ``event``: this journal's count and the process's counter."""
         self._counts[event] += n
         _METRICS[event].inc(n)
-
-    @property
-    def partitions_made(self) -> int:
-        """This journal's count of :data:`~ingest.metrics.PARTITIONS_MADE`."""
-        return self._counts["partitions_made"]
-
-    @property
-    def pts_fallbacks(self) -> int:
-        """This journal's count of :data:`~ingest.metrics.PTS_FALLBACKS`."""
-        return self._counts["pts_fallbacks"]
-
-    @property
-    def partition_retries(self) -> int:
-        """This journal's count of :data:`~ingest.metrics.PARTITION_RETRIES`."""
-        return self._counts["partition_retries"]
-
-    @property
-    def deadlock_retries(self) -> int:
-        """This journal's count of :data:`~ingest.metrics.DEADLOCK_RETRIES`."""
-        return self._counts["deadlock_retries"]
 
     # ---------------------------------------------------------------- connections
 
