@@ -14,9 +14,9 @@ The live ratio is judged median round over median round (the ceiling's and the s
 rounds each by default, as issue 11 measured: "medians of 3"), and printed to three places with
 every round of both under it and the ratio of their best rounds, so a run shows how much its
 verdict owes to the rounds picked. (Until 2026-12-05 it was judged best round over best round:
-the ceiling's rounds spread up to 30 % within one run and the service's less than 10 %, so the
-verdict rode on the ceiling's one fastest round.) A target whose phase was skipped
-(``--catchup 0``) says so rather than met or not. The store's column heading names its
+the ceiling's rounds spread up to 31 % within one run and the service's up to 18 %, so the
+verdict rode on two outliers, most often the ceiling's fastest round.) A target whose phase
+was skipped (``--catchup 0``) says so rather than met or not. The store's column heading names its
 telemetry ingest processes (``--ingest-processes``; on PostgreSQL one a session slot,
 ``--pg-session-slots``), so that two runs say which K meets which target.
 """
