@@ -360,25 +360,29 @@ class PgJournal:
         if made:
             log.info("journal: made the partition for %s", _utc(day).date())
 
-    def _pts(self, readings: Sequence[Reading]) -> list[float]:
+    def _pts(self, readings: Sequence[Reading]) -> tuple[list[float], list[int]]:
         """Each reading's partition time, its day's partition made when it has none: its
-        ``ts``, or its receive time where that ``ts`` is not believed or its day was dropped
-        (a fallback: counted once the reading is stored, :meth:`_write`)."""
-        pts = []
+        ``ts``, or its receive time where that ``ts`` is not believed or its day was dropped;
+        and the indexes of those fallbacks (counted once the readings are stored,
+        :meth:`_write`; nearly always none)."""
+        pts: list[float] = []
+        fell: list[int] = []
         for r in readings:
             if r.received - MAX_AGE_S <= r.ts <= r.received + MAX_FUTURE_S:
                 pts.append(r.ts)
             else:
+                fell.append(len(pts))
                 pts.append(r.received)
         if not {_day(p) for p in pts} <= self._days:
             self._refresh()
             for i, p in enumerate(pts):
                 if _day(p) + DAY <= self._floor and p != readings[i].received:
                     pts[i] = readings[i].received
+                    fell.append(i)
             for day in sorted({_day(p) for p in pts} - self._days):
                 self._make_day(day)
             self._refresh()
-        return pts
+        return pts, fell
 
     # ---------------------------------------------------------------- writes (one thread)
 
@@ -401,7 +405,7 @@ class PgJournal:
         return BatchResult(new, len(readings) - len(new), len(dead), time.perf_counter() - t0)
 
     def _write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> list[Reading]:
-        pts = self._pts(readings)
+        pts, fell = self._pts(readings)
         # Cut where a message without the device's time repeats a key of this part of the
         # batch: whether it is a duplicate depends on whether the earlier one was stored (not
         # when that one was a duplicate itself: a timed message whose time is its receive
@@ -459,7 +463,8 @@ class PgJournal:
                 if urgent:  # sent as this commits (never if it rolls back)
                     notify(db, {"partitions": urgent}, URGENT_CHANNEL)
                 if len(inserted) == len(readings):
-                    stored: Iterable[int] = range(len(readings))
+                    new = list(readings)
+                    fell_back = len(fell)
                 else:  # some were duplicates: which, by what was inserted
                     left = collections.Counter(tuple(x) for x in inserted)
                     stored = []
@@ -468,8 +473,8 @@ class PgJournal:
                         if left[k] > 0:
                             left[k] -= 1
                             stored.append(row[0])
-                new = [readings[i] for i in stored]
-                fell_back = sum(pts[i] != readings[i].ts for i in stored)
+                    new = [readings[i] for i in stored]
+                    fell_back = len(set(fell).intersection(stored))
             if states:
                 self._flush_seen(cur)  # so the state update finds its row
                 cur.executemany(_SET_STATE, [(on, at, fw, d, at) for d, on, at, fw in states])

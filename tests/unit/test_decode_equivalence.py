@@ -26,6 +26,7 @@ from pydantic import AwareDatetime, BaseModel
 from bench.decode import POISON, TYPICAL
 from ingest import payloads
 from ingest.payloads import MAX_NUMBER, MODELS, DeadLetter, Reading, decode, decode_reference
+from ingest.strictjson import may_repeat_keys
 from tests.unit.test_decode_corpus import CORPUS
 
 NOW = 1_795_777_822.0
@@ -375,10 +376,9 @@ def test_what_the_simulators_write_takes_the_fast_path(shape: tuple[str, str], d
         )
     raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     # A text value that starts with a colon after blanks (a credential of " :", say) counts as
-    # one more key in the fast path's count of keys (`":` once blanks are gone:
-    # strictjson.may_repeat_keys), so the reference decoder reads it: the same answer (the
-    # tests above), but not the fast path. No simulator writes one.
-    assume(raw.translate(None, b" \t\n\r").count(b'":') == len(body))
+    # one more key in the fast path's count of keys, so the reference decoder reads it: the
+    # same answer (the tests above), but not the fast path. No simulator writes one.
+    assume(not may_repeat_keys(raw, len(body)))
     if b"\\" not in raw and isinstance(decode_reference(_topic(shape), raw, NOW), Reading):
         assert _took_fast_path(_topic(shape), raw)  # escapes (a control character) take the slow
 
